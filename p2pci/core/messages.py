@@ -1,0 +1,432 @@
+"""The five fact kinds (design.md section 2) as frozen dataclasses.
+
+Each kind has `KIND`, `to_obj()` (a dict ready for `codec.canonical`) and
+`from_obj(obj)` (strict: a missing, extra, wrongly typed, out-of-range or
+oversize field raises `ProtocolError` naming the field).
+
+Wire rules decided here (the contract other nodes must follow):
+
+* Every field is always present; optional values are nil, never omitted
+  (`image.archive`, `source_date_epoch`, `require`).
+* Map keys are exactly the field names; canonical order is enforced by the
+  codec (here: `from_obj` accepts any key order so that generic decoded
+  objects work, `signing.open_envelope` checks the byte-exact order).
+* `env` is a map str -> str; `workers` is `"open"` or a non-empty list of
+  distinct 32-byte keys; `manifest` is sorted by path with distinct paths;
+  `seen` lists distinct 32-byte commit fact ids.
+* Integers are non-negative 64-bit unless stated; `exit_code` is 0..255.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self
+
+from p2pci.core.errors import ProtocolError
+from p2pci.core.results import ManifestEntry
+
+# Size limits (the whole envelope is also capped, 64 KiB by default).
+MAX_INT = 2**63 - 1
+MAX_PROJECT = 200
+MAX_ARGS = 256
+MAX_ARG = 4096
+MAX_ENV = 128
+MAX_ENV_KEY = 128
+MAX_ENV_VALUE = 4096
+MAX_WORKERS = 256
+MAX_REQUIRE_KEYS = 64
+MAX_REPLICAS = 64
+MAX_MANIFEST = 10_000
+MAX_PATH = 4096
+MAX_SEEN = 1024
+MAX_TIMEOUT_S = 7 * 24 * 3600
+SALT_MIN, SALT_MAX = 16, 32
+EXIT_MAX = 255
+
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# --------------------------------------------------------------------------
+# field checkers: each raises ProtocolError naming the field
+
+
+def _fields(obj: Any, name: str, keys: frozenset[str]) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise ProtocolError(f"{name}: expected a map, got {type(obj).__name__}")
+    if obj.keys() != keys:
+        missing = sorted(keys - obj.keys())
+        extra = sorted(str(k) for k in obj.keys() - keys)
+        raise ProtocolError(f"{name}: missing fields {missing}, extra fields {extra}")
+    return obj
+
+
+def _int(v: Any, name: str, lo: int = 0, hi: int = MAX_INT) -> int:
+    if type(v) is not int:
+        raise ProtocolError(f"{name}: expected int, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise ProtocolError(f"{name}: {v} out of range {lo}..{hi}")
+    return v
+
+
+def _bytes(v: Any, name: str, lo: int, hi: int) -> bytes:
+    if type(v) is not bytes:
+        raise ProtocolError(f"{name}: expected bytes, got {type(v).__name__}")
+    if not lo <= len(v) <= hi:
+        raise ProtocolError(f"{name}: length {len(v)} not in {lo}..{hi}")
+    return v
+
+
+def _h32(v: Any, name: str) -> bytes:
+    if type(v) is not bytes or len(v) != 32:
+        raise ProtocolError(f"{name}: expected 32 bytes")
+    return v
+
+
+def _str(v: Any, name: str, lo: int, hi: int) -> str:
+    if type(v) is not str:
+        raise ProtocolError(f"{name}: expected str, got {type(v).__name__}")
+    if not lo <= len(v) <= hi:
+        raise ProtocolError(f"{name}: length {len(v)} not in {lo}..{hi}")
+    return v
+
+
+def _list(v: Any, name: str, lo: int, hi: int) -> list[Any]:
+    if type(v) is not list:
+        raise ProtocolError(f"{name}: expected a list, got {type(v).__name__}")
+    if not lo <= len(v) <= hi:
+        raise ProtocolError(f"{name}: {len(v)} items, not in {lo}..{hi}")
+    return v
+
+
+def _keys(v: Any, name: str, lo: int, hi: int) -> tuple[bytes, ...]:
+    items = _list(v, name, lo, hi)
+    for i, k in enumerate(items):
+        _h32(k, f"{name}[{i}]")
+    if len(set(items)) != len(items):
+        raise ProtocolError(f"{name}: duplicate keys")
+    return tuple(items)
+
+
+# --------------------------------------------------------------------------
+# value types
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    sha256: bytes
+    size: int
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"sha256", "size"})
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_obj(cls, obj: Any, name: str = "blob") -> BlobRef:
+        d = _fields(obj, name, cls.FIELDS)
+        return cls(_h32(d["sha256"], f"{name}.sha256"), _int(d["size"], f"{name}.size"))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    id: str  # "sha256:" + 64 hex
+    archive: BlobRef | None = None
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"id", "archive"})
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"id": self.id, "archive": None if self.archive is None else self.archive.to_obj()}
+
+    @classmethod
+    def from_obj(cls, obj: Any, name: str = "image") -> ImageRef:
+        d = _fields(obj, name, cls.FIELDS)
+        image_id = _str(d["id"], f"{name}.id", 71, 71)
+        if not _IMAGE_ID.fullmatch(image_id):
+            raise ProtocolError(f"{name}.id: not sha256:<64 lowercase hex>")
+        arch = d["archive"]
+        return cls(image_id, None if arch is None else BlobRef.from_obj(arch, f"{name}.archive"))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    timeout_s: int
+    memory_mb: int
+    cpus: int
+    pids: int
+    out_mb: int
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"timeout_s", "memory_mb", "cpus", "pids", "out_mb"})
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "timeout_s": self.timeout_s,
+            "memory_mb": self.memory_mb,
+            "cpus": self.cpus,
+            "pids": self.pids,
+            "out_mb": self.out_mb,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: Any, name: str = "limits") -> Limits:
+        d = _fields(obj, name, cls.FIELDS)
+        return cls(
+            _int(d["timeout_s"], f"{name}.timeout_s", 1, MAX_TIMEOUT_S),
+            _int(d["memory_mb"], f"{name}.memory_mb", 1, 1 << 24),
+            _int(d["cpus"], f"{name}.cpus", 1, 1024),
+            _int(d["pids"], f"{name}.pids", 1, 1 << 22),
+            _int(d["out_mb"], f"{name}.out_mb", 1, 1 << 24),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Require:
+    """At least `min` of the agreeing votes must come from `keys`."""
+
+    keys: tuple[bytes, ...]
+    min: int
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"keys", "min"})
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"keys": list(self.keys), "min": self.min}
+
+    @classmethod
+    def from_obj(cls, obj: Any, name: str = "require") -> Require:
+        d = _fields(obj, name, cls.FIELDS)
+        keys = _keys(d["keys"], f"{name}.keys", 1, MAX_REQUIRE_KEYS)
+        return cls(keys, _int(d["min"], f"{name}.min", 1, len(keys)))
+
+
+# --------------------------------------------------------------------------
+# the five kinds
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    KIND: ClassVar[str] = "offer"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "project", "source", "image", "command", "env", "source_date_epoch", "limits",
+            "replicas", "quorum", "workers", "require", "created", "deadline",
+        }
+    )  # fmt: skip
+
+    project: str
+    source: BlobRef
+    image: ImageRef
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # sorted by key; a map on the wire
+    source_date_epoch: int | None
+    limits: Limits
+    replicas: int
+    quorum: int
+    workers: Literal["open"] | tuple[bytes, ...]
+    require: Require | None
+    created: int
+    deadline: int
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "source": self.source.to_obj(),
+            "image": self.image.to_obj(),
+            "command": list(self.command),
+            "env": dict(self.env),
+            "source_date_epoch": self.source_date_epoch,
+            "limits": self.limits.to_obj(),
+            "replicas": self.replicas,
+            "quorum": self.quorum,
+            "workers": self.workers if self.workers == "open" else list(self.workers),
+            "require": None if self.require is None else self.require.to_obj(),
+            "created": self.created,
+            "deadline": self.deadline,
+        }
+
+    @property
+    def allowlist(self) -> frozenset[bytes] | None:
+        """The allowed worker keys, or None in open mode."""
+        return None if self.workers == "open" else frozenset(self.workers)
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        d = _fields(obj, "offer", cls.FIELDS)
+        project = _str(d["project"], "project", 1, MAX_PROJECT)
+        command = tuple(_list(d["command"], "command", 1, MAX_ARGS))
+        for i, arg in enumerate(command):
+            _str(arg, f"command[{i}]", 0, MAX_ARG)
+        env_obj = d["env"]
+        if type(env_obj) is not dict:
+            raise ProtocolError("env: expected a map")
+        if len(env_obj) > MAX_ENV:
+            raise ProtocolError(f"env: more than {MAX_ENV} entries")
+        for k, v in env_obj.items():
+            if type(k) is not str or not 0 < len(k) <= MAX_ENV_KEY or not _ENV_KEY.fullmatch(k):
+                raise ProtocolError(f"env: bad variable name {k!r:.80}")
+            _str(v, f"env.{k}", 0, MAX_ENV_VALUE)
+        env = tuple(sorted(env_obj.items()))
+        sde = d["source_date_epoch"]
+        if sde is not None:
+            _int(sde, "source_date_epoch")
+        replicas = _int(d["replicas"], "replicas", 1, MAX_REPLICAS)
+        quorum = _int(d["quorum"], "quorum", 1, replicas)
+        workers_obj = d["workers"]
+        workers: Literal["open"] | tuple[bytes, ...]
+        if workers_obj == "open" and type(workers_obj) is str:
+            workers = "open"
+        else:
+            workers = _keys(workers_obj, "workers", 1, MAX_WORKERS)
+        req = d["require"]
+        created = _int(d["created"], "created")
+        deadline = _int(d["deadline"], "deadline")
+        if deadline <= created:
+            raise ProtocolError("deadline: not after created")
+        return cls(
+            project=project,
+            source=BlobRef.from_obj(d["source"], "source"),
+            image=ImageRef.from_obj(d["image"], "image"),
+            command=command,
+            env=env,
+            source_date_epoch=sde,
+            limits=Limits.from_obj(d["limits"], "limits"),
+            replicas=replicas,
+            quorum=quorum,
+            workers=workers,
+            require=None if req is None else Require.from_obj(req, "require"),
+            created=created,
+            deadline=deadline,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    KIND: ClassVar[str] = "claim"
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"job", "lease_until"})
+
+    job: bytes
+    lease_until: int
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"job": self.job, "lease_until": self.lease_until}
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        d = _fields(obj, "claim", cls.FIELDS)
+        return cls(_h32(d["job"], "job"), _int(d["lease_until"], "lease_until"))
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    KIND: ClassVar[str] = "commit"
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"job", "hash"})
+
+    job: bytes
+    hash: bytes  # sha256(salt || digest || signer)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"job": self.job, "hash": self.hash}
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        d = _fields(obj, "commit", cls.FIELDS)
+        return cls(_h32(d["job"], "job"), _h32(d["hash"], "hash"))
+
+
+_MANIFEST_FIELDS = frozenset({"path", "size", "mode", "sha256"})
+
+
+def _manifest_entry(obj: Any, name: str) -> ManifestEntry:
+    d = _fields(obj, name, _MANIFEST_FIELDS)
+    path = _str(d["path"], f"{name}.path", 1, MAX_PATH)
+    if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")) or "\x00" in path:
+        raise ProtocolError(f"{name}.path: not a normalised relative path")
+    return ManifestEntry(
+        path, _int(d["size"], f"{name}.size"), _int(d["mode"], f"{name}.mode", 0, 0o777), _h32(d["sha256"], f"{name}.sha256")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reveal:
+    KIND: ClassVar[str] = "reveal"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"job", "digest", "salt", "exit_code", "manifest", "log", "seen"}
+    )
+
+    job: bytes
+    digest: bytes
+    salt: bytes
+    exit_code: int
+    manifest: tuple[ManifestEntry, ...]
+    log: BlobRef
+    seen: tuple[bytes, ...]
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "digest": self.digest,
+            "salt": self.salt,
+            "exit_code": self.exit_code,
+            "manifest": [e.to_obj() for e in self.manifest],
+            "log": self.log.to_obj(),
+            "seen": list(self.seen),
+        }
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        d = _fields(obj, "reveal", cls.FIELDS)
+        items = _list(d["manifest"], "manifest", 0, MAX_MANIFEST)
+        manifest = tuple(_manifest_entry(e, f"manifest[{i}]") for i, e in enumerate(items))
+        for i in range(1, len(manifest)):
+            if not manifest[i - 1].path < manifest[i].path:
+                raise ProtocolError(f"manifest[{i}]: paths not sorted or not distinct")
+        return cls(
+            job=_h32(d["job"], "job"),
+            digest=_h32(d["digest"], "digest"),
+            salt=_bytes(d["salt"], "salt", SALT_MIN, SALT_MAX),
+            exit_code=_int(d["exit_code"], "exit_code", 0, EXIT_MAX),
+            manifest=manifest,
+            log=BlobRef.from_obj(d["log"], "log"),
+            seen=_keys(d["seen"], "seen", 0, MAX_SEEN),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    KIND: ClassVar[str] = "cancel"
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"job"})
+
+    job: bytes
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"job": self.job}
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        d = _fields(obj, "cancel", cls.FIELDS)
+        return cls(_h32(d["job"], "job"))
+
+
+Message = Offer | Claim | Commit | Reveal | Cancel
+
+KINDS: dict[str, type[Offer] | type[Claim] | type[Commit] | type[Reveal] | type[Cancel]] = {
+    "offer": Offer,
+    "claim": Claim,
+    "commit": Commit,
+    "reveal": Reveal,
+    "cancel": Cancel,
+}
+
+
+def job_of(msg: Message) -> bytes | None:
+    """The job a message belongs to; None for an offer (its job id is its fact id)."""
+    if isinstance(msg, Offer):
+        return None
+    return msg.job
+
+
+def message_from_obj(kind: str, obj: Any) -> Message:
+    """Strictly decode a body of the given kind (ProtocolError on an unknown kind)."""
+    cls = KINDS.get(kind) if type(kind) is str else None
+    if cls is None:
+        raise ProtocolError(f"kind: unknown kind {kind!r:.40}")
+    return cls.from_obj(obj)

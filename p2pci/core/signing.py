@@ -1,0 +1,257 @@
+"""Node keys, peer IDs and signed envelopes (design.md section 2).
+
+Envelope on the wire: the canonical map `{v: 1, kind, body, signer, sig}`,
+`sig = Ed25519(signer, b"p2pci/v1/" + kind + b"\\x00" + canonical(body))`,
+fact id = sha256(envelope bytes).
+
+`open_envelope` is the one door for bytes from the network: it decodes,
+checks that the bytes are the canonical encoding (re-encoding and exact key
+order), checks every field of the body, verifies the signature and, for a
+reveal, that `digest == result_digest(exit_code, manifest)`. Anything wrong is
+a `ProtocolError`; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import nacl.bindings
+import nacl.exceptions
+import nacl.signing
+
+from p2pci.core.codec import canonical
+from p2pci.core.errors import LocalError, ProtocolError
+from p2pci.core.messages import Message, Offer, Reveal, message_from_obj
+from p2pci.core.results import result_digest
+
+DOMAIN = b"p2pci/v1/"
+VERSION = 1
+MAX_ENVELOPE = 65536
+
+# --------------------------------------------------------------------------
+# peer IDs: base58btc(identity multihash(protobuf PublicKey{Type=Ed25519, Data=key}))
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58)}
+_PEER_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
+
+
+def _b58encode(data: bytes) -> str:
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 58)
+        out.append(_B58[r])
+    pad = len(data) - len(data.lstrip(b"\x00"))
+    return "1" * pad + "".join(reversed(out))
+
+
+def _b58decode(text: str) -> bytes:
+    n = 0
+    for c in text:
+        i = _B58_INDEX.get(c)
+        if i is None:
+            raise LocalError(f"not base58: {c!r}")
+        n = n * 58 + i
+    pad = len(text) - len(text.lstrip("1"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\x00" * pad + body
+
+
+def peer_id_of(public: bytes) -> str:
+    """The libp2p peer ID string (12D3KooW...) of a raw Ed25519 public key."""
+    if type(public) is not bytes or len(public) != 32:
+        raise LocalError("an Ed25519 public key is 32 bytes")
+    return _b58encode(_PEER_PREFIX + public)
+
+
+def public_of(peer_id: str) -> bytes:
+    """The raw Ed25519 public key inside a peer ID; LocalError if it is not one."""
+    if not isinstance(peer_id, str) or not 40 <= len(peer_id) <= 60:
+        raise LocalError(f"not an Ed25519 peer ID: {peer_id!r:.80}")
+    raw = _b58decode(peer_id)
+    if len(raw) != 38 or not raw.startswith(_PEER_PREFIX):
+        raise LocalError(f"not an Ed25519 peer ID: {peer_id!r:.80}")
+    return raw[6:]
+
+
+def short_id(public: bytes) -> str:
+    """A short human label for a key: the tail of its peer ID."""
+    return peer_id_of(public)[-8:]
+
+
+# --------------------------------------------------------------------------
+# node keys
+
+
+class NodeKey:
+    """An Ed25519 key pair made from a 32-byte seed (the content of node.key)."""
+
+    __slots__ = ("_sk", "seed", "public", "peer_id")
+
+    def __init__(self, seed: bytes) -> None:
+        if type(seed) is not bytes or len(seed) != 32:
+            raise LocalError("a node key seed is 32 bytes")
+        self._sk = nacl.signing.SigningKey(seed)
+        self.seed = seed
+        self.public: bytes = bytes(self._sk.verify_key)
+        self.peer_id: str = peer_id_of(self.public)
+
+    @classmethod
+    def generate(cls) -> NodeKey:
+        return cls(bytes(nacl.signing.SigningKey.generate()))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> NodeKey:
+        return cls(seed)
+
+    def sign(self, data: bytes) -> bytes:
+        sig: bytes = self._sk.sign(data).signature
+        return sig
+
+    def __repr__(self) -> str:
+        return f"NodeKey({self.peer_id})"
+
+
+def verify(public: bytes, data: bytes, sig: bytes) -> bool:
+    """Raw Ed25519 verification (no exception)."""
+    try:
+        nacl.bindings.crypto_sign_open(sig + data, public)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
+        return False
+    return True
+
+
+def signed_bytes(kind: str, body_bytes: bytes) -> bytes:
+    return DOMAIN + kind.encode() + b"\x00" + body_bytes
+
+
+def commit_hash(salt: bytes, digest: bytes, signer: bytes) -> bytes:
+    """sha256(salt || digest || signer): what a commit publishes before the reveal."""
+    return hashlib.sha256(salt + digest + signer).digest()
+
+
+# --------------------------------------------------------------------------
+# facts
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A verified signed envelope."""
+
+    id: bytes  # sha256(raw)
+    kind: str
+    signer: bytes  # 32-byte Ed25519 public key
+    body: Message
+    raw: bytes
+
+    @property
+    def job(self) -> bytes:
+        """The job this fact belongs to (an offer's job id is its own id)."""
+        if isinstance(self.body, Offer):
+            return self.id
+        return self.body.job
+
+    def __repr__(self) -> str:
+        return f"Fact({self.kind} {self.id.hex()[:12]} by {short_id(self.signer)})"
+
+
+def seal(key: NodeKey, body: Message) -> Fact:
+    """Sign `body` with `key` into an envelope. LocalError if the body is invalid."""
+    try:
+        body_obj = body.to_obj()
+        body_bytes = canonical(body_obj)
+        type(body).from_obj(msgpack.unpackb(body_bytes, raw=False))
+    except ProtocolError as exc:
+        raise LocalError(f"invalid {body.KIND}: {exc}") from None
+    if isinstance(body, Reveal):
+        _check_reveal_digest(body, LocalError)
+    sig = key.sign(signed_bytes(body.KIND, body_bytes))
+    raw = canonical({"v": VERSION, "kind": body.KIND, "body": body_obj, "signer": key.public, "sig": sig})
+    if len(raw) > MAX_ENVELOPE:
+        raise LocalError(f"{body.KIND} envelope of {len(raw)} bytes exceeds {MAX_ENVELOPE}")
+    return Fact(hashlib.sha256(raw).digest(), body.KIND, key.public, body, raw)
+
+
+# Keys of the envelope in canonical order (sorted by UTF-8 bytes).
+_ENVELOPE_KEYS = ("body", "kind", "sig", "signer", "v")
+# Bytes after the body: "kind" str, "sig" bin64, "signer" bin32, "v" 1.
+_TAIL_FIXED = 5 + 1 + 4 + 66 + 7 + 34 + 2 + 1
+_HEAD = b"\x85\xa4body"
+
+
+def _check_reveal_digest(rev: Reveal, err: type[Exception], wire_manifest: Any = None) -> None:
+    """digest must equal result_digest(exit_code, manifest).
+
+    From the wire, the manifest maps are already canonical (key order checked,
+    sorted by path), so sha256(packb([exit_code, manifest])) is the same
+    value as `result_digest`, computed without rebuilding the objects.
+    """
+    if wire_manifest is not None:
+        digest = hashlib.sha256(msgpack.packb([rev.exit_code, wire_manifest], use_bin_type=True)).digest()
+    else:
+        digest = result_digest(rev.exit_code, rev.manifest)
+    if digest != rev.digest:
+        raise err("reveal: digest does not match exit_code and manifest")
+
+
+def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE) -> Fact:
+    """Decode and verify one envelope from the network. ProtocolError on anything wrong."""
+    if type(raw) is not bytes:
+        if isinstance(raw, (bytearray, memoryview)):
+            raw = bytes(raw)
+        else:
+            raise ProtocolError("envelope: expected bytes")
+    if len(raw) > max_size:
+        raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}")
+    if not raw.startswith(_HEAD):
+        raise ProtocolError("envelope: not a canonical 5-field map starting with body")
+    try:
+        env = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+        again = msgpack.packb(env, use_bin_type=True)
+    except Exception as exc:  # msgpack raises a zoo of types on garbage
+        raise ProtocolError(f"envelope: not valid msgpack: {type(exc).__name__}") from None
+    if again != raw:
+        raise ProtocolError("envelope: not canonical (re-encoding differs)")
+    if type(env) is not dict or tuple(env) != _ENVELOPE_KEYS:
+        raise ProtocolError("envelope: fields must be exactly body, kind, sig, signer, v in canonical order")
+    if env["v"] != VERSION or type(env["v"]) is not int:
+        raise ProtocolError(f"envelope: unsupported version {env['v']!r:.20}")
+    kind = env["kind"]
+    signer = env["signer"]
+    sig = env["sig"]
+    if type(signer) is not bytes or len(signer) != 32:
+        raise ProtocolError("envelope.signer: expected 32 bytes")
+    if type(sig) is not bytes or len(sig) != 64:
+        raise ProtocolError("envelope.sig: expected 64 bytes")
+    body = message_from_obj(kind, env["body"])
+    _check_canonical_order(env["body"])
+    body_bytes = raw[6 : len(raw) - _TAIL_FIXED - len(kind)]
+    if not verify(signer, signed_bytes(kind, body_bytes), sig):
+        raise ProtocolError("envelope: bad signature")
+    if isinstance(body, Reveal):
+        _check_reveal_digest(body, ProtocolError, env["body"]["manifest"])
+    return Fact(hashlib.sha256(raw).digest(), kind, signer, body, raw)
+
+
+def _check_canonical_order(obj: Any) -> None:
+    """Every map in a decoded value must have its keys in canonical (sorted UTF-8) order.
+
+    Types are already checked by `from_obj` (no floats, no ext, str keys only);
+    here only the order matters, since the re-encoding preserved it.
+    """
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if type(o) is dict:
+            keys = list(o)
+            if len(keys) > 1:
+                enc = [k.encode() for k in keys]
+                if enc != sorted(enc):
+                    raise ProtocolError("envelope: map keys not in canonical order")
+            stack.extend(v for v in o.values() if type(v) is dict or type(v) is list)
+        elif type(o) is list:
+            stack.extend(v for v in o if type(v) is dict or type(v) is list)
