@@ -1,0 +1,172 @@
+"""The `Network` interface the daemon programs against (design.md section 4).
+
+Two implementations share these semantics:
+
+* `p2pci.net.libp2p_net.LibP2PNetwork`: py-libp2p host, GossipSub, peer
+  exchange, anti-entropy sync and the blob protocol.
+* `p2pci.net.memory.MemoryNetwork`: an in-memory hub for fast daemon tests,
+  with injectable loss, delay and partitions.
+
+Semantics (both implementations):
+
+* Every fact from the network goes through the injected validator
+  (`validate(raw) -> fact id`, raising `ProtocolError`) before it is
+  delivered through `facts()` or forwarded to anyone. Invalid input is
+  dropped and counted in `stats()`, never raised.
+* A fact id already seen by this network (published here or delivered once)
+  is neither delivered again nor forwarded again.
+* `publish(raw)` gossips a fact made by this node; it is NOT delivered back
+  through `facts()` (the daemon already has it). Delivery is best effort;
+  anti-entropy (`SyncSource`) repairs losses.
+* `fetch_blob` tries peers in turn; the bytes are hashed while written and
+  only a matching blob lands in the store.
+* Start with `await nursery.start(net.run)`; stop by cancelling the nursery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+
+import trio
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus  # trio-stubs (from trio_typing) shadow trio's own types
+
+from p2pci.core.errors import ProtocolError
+
+Validator = Callable[[bytes], bytes]
+"""`validate(raw) -> fact id`; raises ProtocolError on anything invalid."""
+
+TOPIC = "/p2pci/board/1"
+MAX_FACT = 64 * 1024
+
+
+class BlobRefLike(Protocol):
+    """What the network needs of a `p2pci.core.messages.BlobRef`."""
+
+    @property
+    def sha256(self) -> bytes: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class BlobWriterLike(Protocol):
+    def write(self, data: bytes) -> Any: ...
+
+
+class BlobStoreLike(Protocol):
+    """The part of `p2pci.store.blobs.BlobStore` the network uses.
+
+    `writer(expect)` is a context manager yielding a writable object; on a clean
+    exit it renames the temp file into the store only if sha256 and size
+    match (else it raises ProtocolError and stores nothing); on an exception
+    it discards the temp file.
+    """
+
+    def path(self, sha: bytes) -> Path: ...
+
+    def has(self, sha: bytes) -> bool: ...
+
+    def writer(self, expect: Any) -> AbstractContextManager[Any]: ...
+
+
+class SyncSource(Protocol):
+    """What anti-entropy asks of the daemon."""
+
+    def live_ids(self) -> list[bytes]:
+        """Fact ids of live jobs plus a bounded window of recently finished ones."""
+        ...
+
+    def get(self, fact_id: bytes) -> bytes | None:
+        """The raw envelope of a fact we hold, or None."""
+        ...
+
+
+class EmptySyncSource:
+    """A sync source that knows nothing (the default until the daemon sets one)."""
+
+    def live_ids(self) -> list[bytes]:
+        return []
+
+    def get(self, fact_id: bytes) -> bytes | None:
+        return None
+
+
+class Delivery(NamedTuple):
+    """One validated fact from the network: `for raw, from_peer in net.facts()`."""
+
+    raw: bytes
+    from_peer: str
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: str
+    addrs: tuple[str, ...]
+    connected_since: int  # ms since the epoch
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """A peer connected (`up=True`) or went away (`up=False`)."""
+
+    peer_id: str
+    up: bool
+
+
+NetEvent = PeerEvent
+
+
+class BlobUnavailable(ProtocolError):
+    """No peer delivered a blob whose hash matched (the reasons are in the message)."""
+
+
+@runtime_checkable
+class Network(Protocol):
+    @property
+    def peer_id(self) -> str: ...
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the network; `task_status.started()` once it listens."""
+        ...
+
+    async def publish(self, raw: bytes) -> None:
+        """Gossip a fact this node made (validated first; ProtocolError if invalid)."""
+        ...
+
+    def facts(self) -> AsyncIterator[Delivery]:
+        """Validated facts from other nodes (gossip and sync), each id at most once."""
+        ...
+
+    async def fetch_blob(self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None) -> Path:
+        """Fetch blob `ref` (BlobRef) into `dest`, trying `peers` (default: all) in turn.
+
+        Returns `dest.path(ref.sha256)`. Raises BlobUnavailable when no peer
+        delivered matching bytes.
+        """
+        ...
+
+    def serve_blobs(self, store: BlobStoreLike) -> None:
+        """Serve blobs from `store` to peers that ask."""
+        ...
+
+    def set_sync_source(self, source: SyncSource) -> None: ...
+
+    def peers(self) -> list[PeerInfo]: ...
+
+    def addrs(self) -> list[str]:
+        """Our own listen addresses (with /p2p/<peer id> for libp2p)."""
+        ...
+
+    def events(self) -> AsyncIterator[NetEvent]:
+        """A new subscription to peer events (each call gets its own stream)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters: published, delivered, rejected, duplicate, dropped, ..."""
+        ...

@@ -1,0 +1,85 @@
+"""Small pieces shared by the network implementations (no libp2p here)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from typing import Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SeenIds:
+    """A bounded insertion-ordered set of fact ids (oldest forgotten first)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, fact_id: object) -> bool:
+        return fact_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, fact_id: bytes) -> bool:
+        """Remember `fact_id`; False if it was already known."""
+        if fact_id in self._ids:
+            return False
+        self._ids[fact_id] = None
+        while len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+        return True
+
+
+class Fanout(Generic[T]):
+    """Broadcast to any number of subscribers; a slow subscriber loses items (counted)."""
+
+    def __init__(self, buffer: int = 256) -> None:
+        self._buffer = buffer
+        self._subs: list[trio.MemorySendChannel[T]] = []
+        self.dropped = 0
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[T]:
+        send, recv = trio.open_memory_channel[T](self._buffer)
+        self._subs.append(send)
+        return recv
+
+    def send(self, item: T) -> None:
+        alive: list[trio.MemorySendChannel[T]] = []
+        for ch in self._subs:
+            try:
+                ch.send_nowait(item)
+            except trio.WouldBlock:
+                self.dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                continue
+            alive.append(ch)
+        self._subs = alive
+
+    def close(self) -> None:
+        for ch in self._subs:
+            ch.close()
+        self._subs = []
+
+
+class Stats:
+    """Named counters exposed by `Network.stats()`."""
+
+    def __init__(self) -> None:
+        self._c: Counter[str] = Counter()
+
+    def inc(self, name: str, by: int = 1) -> None:
+        self._c[name] += by
+
+    def get(self, name: str) -> int:
+        return self._c[name]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._c)
