@@ -20,15 +20,7 @@ from typing import IO, Protocol
 
 from p2pci.core.errors import LocalError, ProtocolError
 
-try:
-    from p2pci.core.messages import BlobRef  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - until p2pci.core.messages lands
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class BlobRef:  # type: ignore[no-redef]
-        sha256: bytes
-        size: int
+from p2pci.core.messages import BlobRef
 
 
 CHUNK = 1 << 16

@@ -1,0 +1,140 @@
+"""Control socket: framing, errors, subscription, stale socket, 0600."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+
+from p2pci.core.errors import LocalError
+from p2pci.daemon.control import (
+    ControlError,
+    DaemonNotRunning,
+    acontrol_call,
+    control_call,
+    serve_control,
+    subscribe,
+)
+
+
+class Echo:
+    def __init__(self) -> None:
+        self.subs: list[trio.MemorySendChannel[dict[str, Any]]] = []
+
+    async def control_op(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "echo":
+            return args
+        if op == "boom":
+            raise RuntimeError("bug")
+        if op == "bad":
+            raise LocalError("no such job")
+        raise LocalError(f"unknown op {op}")
+
+    def open_subscription(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        send, recv = trio.open_memory_channel[dict[str, Any]](16)
+        self.subs.append(send)
+        return recv
+
+    def initial_events(self) -> list[dict[str, Any]]:
+        return [{"event": "node", "node": {"peer_id": "x"}}]
+
+
+def raw_exchange(path: Path, payload: bytes) -> list[Any]:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(str(path))
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    out = []
+    while data:
+        (n,) = struct.unpack(">I", data[:4])
+        out.append(msgpack.unpackb(data[4 : 4 + n]))
+        data = data[4 + n :]
+    return out
+
+
+def frame(obj: Any) -> bytes:
+    b: bytes = msgpack.packb(obj)
+    return struct.pack(">I", len(b)) + b
+
+
+async def test_calls_errors_and_hostile_frames(tmp_path: Path) -> None:
+    h = Echo()
+    async with trio.open_nursery() as nursery:
+        path = await nursery.start(serve_control, tmp_path / "control.sock", h)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert await trio.to_thread.run_sync(lambda: control_call(tmp_path, "echo", a=1, b=b"x")) == {"a": 1, "b": b"x"}
+        assert await acontrol_call(tmp_path, "echo", z="q") == {"z": "q"}
+        with pytest.raises(ControlError, match="no such job"):
+            await acontrol_call(tmp_path, "bad")
+        with pytest.raises(ControlError, match="internal error"):
+            await acontrol_call(tmp_path, "boom")
+        hostile = [
+            b"\x00\x00\x00\x03\xc1\xc1\xc1",  # not msgpack
+            frame([1, 2, 3]),  # not a map
+            frame({"op": 5}),
+            frame({"op": "echo", "args": [1]}),
+            frame({"op": "echo", "args": {}, "extra": 1}),
+            frame({"op": "echo", "args": {"ok": True}}),
+            b"\xff\xff\xff\xff",  # absurd length: error, then hang up
+        ]
+        replies = await trio.to_thread.run_sync(raw_exchange, path, b"".join(hostile))
+        assert [r["ok"] for r in replies] == [False, False, False, False, False, True, False]
+        assert all(isinstance(r.get("error", ""), str) for r in replies)
+        # still serving
+        assert await acontrol_call(tmp_path, "echo") == {}
+        nursery.cancel_scope.cancel()
+    assert not (tmp_path / "control.sock").exists()
+
+
+async def test_subscription_stream(tmp_path: Path) -> None:
+    h = Echo()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, tmp_path / "control.sock", h)
+        async with subscribe(tmp_path) as events:
+            first = await events.__anext__()
+            assert first["event"] == "node"
+            for s in h.subs:
+                await s.send({"event": "job", "job": {"job": "ab"}})
+            ev = await events.__anext__()
+            assert ev == {"event": "job", "job": {"job": "ab"}}
+        # the server notices the client left and closes the channel
+        with trio.fail_after(5):
+            while True:
+                try:
+                    h.subs[0].send_nowait({"event": "x"})
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                except trio.WouldBlock:
+                    pass
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
+async def test_stale_socket_is_removed_live_one_refused(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # file left behind, nobody listening
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, path, Echo())
+        with pytest.raises(LocalError, match="another p2pci daemon"):
+            await nursery.start(serve_control, path, Echo())
+        assert await acontrol_call(tmp_path, "echo", k=1) == {"k": 1}
+        nursery.cancel_scope.cancel()
+
+
+def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DaemonNotRunning, match="no p2pci daemon"):
+        control_call(tmp_path, "id")
