@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from p2pci.core.errors import LocalError, ProtocolError
-
 from p2pci.core.messages import BlobRef
-
 
 CHUNK = 1 << 16
 
