@@ -1,0 +1,212 @@
+"""SQLite store of facts and small node state (design.md section 6, internals.md p2pci.store).
+
+One file, `state.sqlite`, in WAL mode. `put` commits before it returns, so
+a fact the daemon has acted on (or acknowledged) survives `kill -9`.
+Blocking: call it from trio through `trio.to_thread.run_sync`; a lock makes
+the one connection safe to use from any thread.
+
+Tables:
+
+* ``facts(id PRIMARY KEY, job, kind, signer, raw, received_at)``: the board.
+* ``pins(job PRIMARY KEY)``: jobs retention never prunes (exported, our own).
+* ``kv(key PRIMARY KEY, value)``: small node state as msgpack (trust set,
+  the worker's salts and results so a restarted worker can still reveal).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+
+from p2pci.core.errors import LocalError
+from p2pci.core.signing import Fact, open_envelope
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS facts (
+    id BLOB PRIMARY KEY,
+    job BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    signer BLOB NOT NULL,
+    raw BLOB NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS facts_job ON facts(job);
+CREATE TABLE IF NOT EXISTS pins (job BLOB PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+class BoardLike(Protocol):
+    def add_fact(self, fact: Fact) -> bool: ...
+
+
+class FactStore:
+    """Facts and node state in one SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise LocalError(f"cannot open the store {self.path}: {exc}") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> FactStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- facts
+
+    def put(self, fact: Fact, received_at: int) -> bool:
+        """Store one verified fact; True if it was new. Committed when this returns."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO facts(id, job, kind, signer, raw, received_at) VALUES (?,?,?,?,?,?)",
+                (fact.id, fact.job, fact.kind, fact.signer, fact.raw, received_at),
+            )
+            return cur.rowcount == 1
+
+    def put_many(self, facts: Iterable[tuple[Fact, int]]) -> int:
+        """Store many facts in one transaction; returns how many were new."""
+        rows = [(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO facts(id, job, kind, signer, raw, received_at) VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def has(self, fact_id: bytes) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM facts WHERE id=?", (fact_id,)).fetchone() is not None
+
+    def get(self, fact_id: bytes) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT raw FROM facts WHERE id=?", (fact_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def count(self) -> int:
+        with self._lock:
+            n: int = self._db.execute("SELECT count(*) FROM facts").fetchone()[0]
+        return n
+
+    def _iter_rows(self, where: str = "", args: tuple[Any, ...] = ()) -> Iterator[tuple[bytes, int]]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT raw, received_at FROM facts {where} ORDER BY received_at, rowid", args
+            ).fetchall()
+        for raw, t in rows:
+            yield bytes(raw), int(t)
+
+    def iter_facts(self) -> Iterator[tuple[Fact, int]]:
+        """Every stored fact (re-verified) with its receive time, oldest first.
+
+        A row that no longer verifies (disk corruption, a bug) is skipped.
+        """
+        for raw, t in self._iter_rows():
+            try:
+                yield open_envelope(raw), t
+            except Exception:
+                continue
+
+    def load_into(self, board: BoardLike) -> int:
+        """Add every stored fact to `board`; returns how many it accepted as new."""
+        n = 0
+        for fact, _t in self.iter_facts():
+            if board.add_fact(fact):
+                n += 1
+        return n
+
+    def facts_of(self, job: bytes) -> list[Fact]:
+        out = []
+        for raw, _t in self._iter_rows("WHERE job=?", (job,)):
+            try:
+                out.append(open_envelope(raw))
+            except Exception:
+                continue
+        return out
+
+    def received_at(self, fact_id: bytes) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT received_at FROM facts WHERE id=?", (fact_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # -------------------------------------------------------------- retention
+
+    def pin(self, job: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO pins(job) VALUES (?)", (job,))
+
+    def pinned(self) -> set[bytes]:
+        with self._lock:
+            return {bytes(r[0]) for r in self._db.execute("SELECT job FROM pins")}
+
+    def prune(self, before: int, keep: Iterable[bytes] = ()) -> int:
+        """Delete the facts of jobs whose newest fact arrived before `before`.
+
+        Pinned jobs and jobs in `keep` are kept. The caller decides which
+        jobs are finished (it passes the live ones in `keep`). Returns the
+        number of facts deleted.
+        """
+        keep_set = set(keep)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job FROM facts GROUP BY job HAVING max(received_at) < ?", (before,)
+            ).fetchall()
+            pins = {bytes(r[0]) for r in self._db.execute("SELECT job FROM pins")}
+            doomed = [bytes(r[0]) for r in rows if bytes(r[0]) not in keep_set and bytes(r[0]) not in pins]
+            if not doomed:
+                return 0
+            before_changes = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM facts WHERE job=?", [(j,) for j in doomed])
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before_changes
+
+    # -------------------------------------------------------------- kv
+
+    def kv_get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return default
+        return msgpack.unpackb(bytes(row[0]), raw=False, strict_map_key=False)
+
+    def kv_put(self, key: str, value: Any) -> None:
+        data = msgpack.packb(value, use_bin_type=True)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, data))
+
+    def kv_delete(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM kv WHERE key=?", (key,))
+
+    def kv_items(self, prefix: str) -> list[tuple[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix)
+            ).fetchall()
+        return [(k, msgpack.unpackb(bytes(v), raw=False, strict_map_key=False)) for k, v in rows]

@@ -1,0 +1,93 @@
+"""FactStore on real SQLite: idempotent insert, reload, pins, prune, kv."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from p2pci.core.messages import Claim, Commit
+from p2pci.core.signing import Fact, NodeKey, open_envelope, seal
+from p2pci.store.facts import FactStore
+
+
+class ListBoard:
+    def __init__(self) -> None:
+        self.facts: dict[bytes, Fact] = {}
+
+    def add_fact(self, fact: Fact) -> bool:
+        if fact.id in self.facts:
+            return False
+        self.facts[fact.id] = fact
+        return True
+
+
+def job(i: int) -> bytes:
+    return hashlib.sha256(b"job%d" % i).digest()
+
+
+def test_put_is_idempotent_and_survives_reopen(tmp_path: Path) -> None:
+    key = NodeKey.generate()
+    f = seal(key, Claim(job=job(1), lease_until=1000))
+    with FactStore(tmp_path / "s.sqlite") as st:
+        assert st.put(f, 5) is True
+        assert st.put(f, 6) is False
+        assert st.count() == 1
+    with FactStore(tmp_path / "s.sqlite") as st:
+        assert st.get(f.id) == f.raw
+        assert st.received_at(f.id) == 5
+        assert [x.id for x in st.facts_of(job(1))] == [f.id]
+        assert st.facts_of(job(2)) == []
+
+
+@pytest.mark.slow
+def test_ten_thousand_facts_reload_identically(tmp_path: Path) -> None:
+    keys = [NodeKey.generate() for _ in range(10)]
+    facts = [seal(keys[i % 10], Claim(job=job(i % 500), lease_until=i)) for i in range(10_000)]
+    with FactStore(tmp_path / "s.sqlite") as st:
+        for f in facts[:100]:
+            st.put(f, 1)
+        assert st.put_many((f, 2) for f in facts) == 9_900
+    board = ListBoard()
+    for f in facts:
+        board.add_fact(f)
+    with FactStore(tmp_path / "s.sqlite") as st:
+        again = ListBoard()
+        assert st.load_into(again) == 10_000
+    assert {i: f.raw for i, f in again.facts.items()} == {i: f.raw for i, f in board.facts.items()}
+
+
+def test_corrupt_row_is_skipped(tmp_path: Path) -> None:
+    key = NodeKey.generate()
+    good = seal(key, Commit(job=job(1), hash=b"\x01" * 32))
+    with FactStore(tmp_path / "s.sqlite") as st:
+        st.put(good, 1)
+        st._db.execute(
+            "INSERT INTO facts VALUES (?,?,?,?,?,?)", (b"x" * 32, job(1), "commit", b"k" * 32, b"garbage", 2)
+        )
+        b = ListBoard()
+        assert st.load_into(b) == 1
+        assert list(b.facts) == [good.id]
+
+
+def test_pins_prune_and_kv(tmp_path: Path) -> None:
+    key = NodeKey.generate()
+    old = [seal(key, Claim(job=job(i), lease_until=1)) for i in range(3)]
+    new = seal(key, Claim(job=job(9), lease_until=1))
+    with FactStore(tmp_path / "s.sqlite") as st:
+        for f in old:
+            st.put(f, 100)
+        st.put(new, 10_000)
+        st.pin(job(0))
+        assert st.prune(before=5_000, keep=[job(1)]) == 1  # job 2 goes; 0 pinned, 1 kept
+        assert st.count() == 3 and st.facts_of(job(2)) == []
+        st.kv_put("trust", ["a", "b"])
+        st.kv_put("worker/ab", {"salt": b"s" * 16, "n": 3})
+        st.kv_put("worker/cd", {"n": 4})
+        assert st.kv_get("trust") == ["a", "b"]
+        assert st.kv_get("nope", 7) == 7
+        assert [k for k, _ in st.kv_items("worker/")] == ["worker/ab", "worker/cd"]
+        st.kv_delete("worker/ab")
+        assert st.kv_items("worker/") == [("worker/cd", {"n": 4})]
+    assert open_envelope(new.raw).id == new.id
