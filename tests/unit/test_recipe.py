@@ -1,0 +1,129 @@
+"""p2pci.toml parsing: values, defaults, and errors that name the key and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2pci.core.errors import LocalError
+from p2pci.recipe import DEFAULT_LIMITS, load_recipe, parse_duration, parse_recipe, parse_size_mb
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "p2pci.toml").write_text(text)
+    return tmp_path
+
+
+def test_full_recipe(tmp_path: Path) -> None:
+    r = load_recipe(
+        write(
+            tmp_path,
+            """
+[project]
+name = "hello"
+
+[build]
+image = "debian:bookworm+build-essential,python3"
+command = ["make", "all"]
+env = { CFLAGS = "-O2", A = "1" }
+timeout = "90s"
+outputs-dir = "/out"
+source_date_epoch = 1700000000
+memory = "512m"
+cpus = 1
+pids = 256
+out = "2g"
+
+[trust]
+replicas = 5
+quorum = 3
+workers = "open"
+""",
+        )
+    )
+    assert r.project == "hello"
+    assert r.image == "debian:bookworm+build-essential,python3"
+    assert r.command == ("make", "all")
+    assert r.env == (("A", "1"), ("CFLAGS", "-O2"))
+    assert r.source_date_epoch == 1700000000
+    assert (r.limits.timeout_s, r.limits.memory_mb, r.limits.cpus, r.limits.pids, r.limits.out_mb) == (
+        90,
+        512,
+        1,
+        256,
+        2048,
+    )
+    assert (r.trust.replicas, r.trust.quorum, r.trust.workers, r.trust.require) == (5, 3, "open", None)
+    assert r.trust.worker_keys() == "open"
+
+
+def test_defaults_and_string_command(tmp_path: Path) -> None:
+    r = load_recipe(write(tmp_path, '[build]\nimage = "busybox"\ncommand = "echo hi > /out/x"\n'))
+    assert r.command == ("sh", "-c", "echo hi > /out/x")
+    assert r.limits == DEFAULT_LIMITS
+    assert r.source_date_epoch is None
+    assert r.project == tmp_path.name
+    assert (r.trust.replicas, r.trust.quorum) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            '[build]\nimage = "busybox"\ncommand = "true"\n\n\n\nimagee = "x"\n',
+            "line 7: unknown key 'imagee' in [build]",
+        ),
+        ('[build]\nimage = "busybox"\ncommand = 3\n', "line 3: bad value for 'command'"),
+        ('[build]\nimage = "ubuntu"\ncommand = "true"\n', "line 2: bad value for 'image'"),
+        (
+            '[build]\nimage = "busybox"\ncommand = "true"\noutputs-dir = "/output"\n',
+            "line 4: bad value for 'outputs-dir'",
+        ),
+        (
+            '[build]\nimage = "busybox"\ncommand = "true"\ntimeout = "ten"\n',
+            "line 4: bad value for 'timeout'",
+        ),
+        ('[build]\nimage = "busybox"\ncommand = "true"\ncpus = true\n', "line 4: bad value for 'cpus'"),
+        (
+            '[build]\nimage = "busybox"\ncommand = "true"\nenv = {HOME = "/x"}\n',
+            "line 4: bad value for 'env'",
+        ),
+        (
+            '[build]\nimage = "busybox"\ncommand = "true"\n[trust]\nreplicas = 2\nquorum = 3\n',
+            "line 6: quorum (3)",
+        ),
+        (
+            '[build]\nimage = "busybox"\ncommand = "true"\n[trust]\nworkers = ["nope"]\n',
+            "line 5: bad value for 'workers'",
+        ),
+        (
+            '[build]\nimage = "busybox"\ncommand = "true"\n[trust]\nfoo = 1\n',
+            "line 5: unknown key 'foo' in [trust]",
+        ),
+        ('[build]\nimage = "busybox"\n', "missing key 'command'"),
+        ('[biuld]\nimage = "busybox"\n', "unknown table or key 'biuld'"),
+        ("[build\n", "p2pci.toml"),
+    ],
+)
+def test_errors_name_key_and_line(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(LocalError) as e:
+        parse_recipe(text, tmp_path)
+    assert fragment in str(e.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(LocalError, match="no p2pci.toml"):
+        load_recipe(tmp_path)
+
+
+def test_units() -> None:
+    assert parse_duration("10m") == 600
+    assert parse_duration(45) == 45
+    assert parse_duration("2h") == 7200
+    assert parse_size_mb("1g") == 1024
+    assert parse_size_mb("512MiB") == 512
+    assert parse_size_mb(64) == 64
+    for bad in ("0s", "-1", "1.5m", True):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
