@@ -1,0 +1,74 @@
+"""`p2pci status [--once]`: the live TUI, or a plain-text snapshot."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from p2pci.core.errors import P2pciError
+from p2pci.tui.client import NoDaemon, default_home, request, socket_path
+
+__all__ = ["status_command", "home_from_context"]
+
+
+def _as_path(value: Any) -> Path | None:
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    for attr in ("path", "dir", "root", "home"):  # a Home-like object
+        inner = getattr(value, attr, None)
+        if isinstance(inner, (str, os.PathLike)) and str(inner):
+            return Path(inner)
+    return None
+
+
+def home_from_context(ctx: click.Context) -> Path:
+    """The home dir: root `--home`, else ctx.obj, else $P2PCI_HOME / ~/.local/share/p2pci."""
+    root = ctx.find_root()
+    for candidate in (root.params.get("home"), ctx.obj):
+        path = _as_path(candidate)
+        if path is not None:
+            return path.expanduser()
+    return default_home()
+
+
+@click.command("status")
+@click.option("--once", is_flag=True, help="Print a plain-text snapshot and exit (no TUI).")
+@click.pass_context
+def status_command(ctx: click.Context, once: bool) -> None:
+    """Live view of this node, its peers, the jobs and their verdicts.
+
+    Keys: arrows or j/k move, Enter opens a job, l shows its log, f filters
+    by verdict, Escape goes back, q quits. Exit 2 if no daemon is running.
+    """
+    from p2pci.tui import model as m
+
+    sock = socket_path(home_from_context(ctx))
+    try:
+        result = trio.run(lambda: request(sock, "status"))
+    except NoDaemon as exc:
+        click.echo(f"p2pci status: {exc}", err=True)
+        ctx.exit(2)
+    except (P2pciError, OSError) as exc:
+        click.echo(f"p2pci status: {exc}", err=True)
+        ctx.exit(2)
+    if once:
+        from p2pci.tui.app import wall_ms
+
+        model = m.StatusModel(connected=True)
+        now = wall_ms()
+        if not model.apply_status(result, now):
+            click.echo("p2pci status: the daemon sent a malformed status reply", err=True)
+            ctx.exit(2)
+        click.echo(m.snapshot_text(model, now), nl=False)
+        return
+    if not sys.stdout.isatty():
+        click.echo("p2pci status: stdout is not a terminal; use `p2pci status --once`", err=True)
+        ctx.exit(2)
+    from p2pci.tui.app import StatusApp
+
+    StatusApp(sock).run()

@@ -1,0 +1,384 @@
+"""What `p2pci status` knows, built only from control-socket frames.
+
+Pure: no Textual, no trio, no clock reads (`now` is passed in, integer ms).
+Every frame is checked for shape; a malformed one is dropped and counted in
+`StatusModel.bad_frames`, never applied half-way. The Textual app and the
+`--once` printer both render from this model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+VERDICTS = ("PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED")
+# Colour per verdict (Rich style names): the issue fixes these.
+VERDICT_STYLE = {
+    "REPRODUCED": "green",
+    "DISPUTED": "red",
+    "FAILED": "red",
+    "PENDING": "yellow",
+    "EXPIRED": "grey50",
+    "CANCELLED": "grey50",
+}
+# `f` cycles through these; None means "all".
+FILTERS: tuple[str | None, ...] = (None, *VERDICTS)
+
+MAX_STR = 256
+MAX_JOBS = 5000
+MAX_PEERS = 1000
+LOG_LINES = 200
+_HEX = re.compile(r"^[0-9a-f]{1,128}$")
+
+
+class BadFrame(ValueError):
+    """Raised internally by the validators; turned into a count."""
+
+
+def _str(obj: Any, name: str, *, limit: int = MAX_STR) -> str:
+    if not isinstance(obj, str):
+        raise BadFrame(f"{name}: expected str")
+    return obj[:limit]
+
+
+def _opt_str(obj: Any, name: str) -> str | None:
+    return None if obj is None else _str(obj, name)
+
+
+def _int(obj: Any, name: str) -> int:
+    if isinstance(obj, bool) or not isinstance(obj, (int, float)):
+        raise BadFrame(f"{name}: expected a number")
+    return int(obj)
+
+
+def _opt_int(obj: Any, name: str) -> int | None:
+    return None if obj is None else _int(obj, name)
+
+
+def _str_list(obj: Any, name: str, *, limit: int = 256) -> tuple[str, ...]:
+    if obj is None:
+        return ()
+    if not isinstance(obj, list) or len(obj) > limit:
+        raise BadFrame(f"{name}: expected a list of at most {limit} strings")
+    return tuple(_str(x, name) for x in obj)
+
+
+@dataclass(frozen=True)
+class Group:
+    digest: str
+    exit_code: int | None
+    workers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Job:
+    job: str
+    project: str
+    verdict: str
+    digest: str | None
+    replicas: int | None
+    quorum: int | None
+    groups: tuple[Group, ...]
+    dissenters: tuple[str, ...]
+    equivocators: tuple[str, ...]
+    ignored: tuple[tuple[str, str], ...]
+    created: int | None  # ms since the epoch, if the daemon sends it
+
+    @property
+    def votes(self) -> int:
+        return sum(len(g.workers) for g in self.groups)
+
+
+@dataclass(frozen=True)
+class Peer:
+    peer_id: str
+    addrs: tuple[str, ...]
+    connected_since: int | None  # ms since the epoch
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    peer_id: str
+    addrs: tuple[str, ...]
+    slots: int | None
+    busy: int | None
+    uptime_s: int | None
+    building: tuple[str, ...]  # job ids (hex) this node is building
+
+
+def parse_job(obj: Any) -> Job:
+    if not isinstance(obj, dict):
+        raise BadFrame("job: expected a map")
+    job = _str(obj.get("job"), "job.job").lower()
+    if not _HEX.match(job):
+        raise BadFrame("job.job: expected hex")
+    verdict = _str(obj.get("verdict"), "job.verdict")
+    if verdict not in VERDICTS:
+        raise BadFrame(f"job.verdict: unknown verdict {verdict[:20]!r}")
+    raw_groups = obj.get("groups") or []
+    if not isinstance(raw_groups, list) or len(raw_groups) > 64:
+        raise BadFrame("job.groups: expected a list")
+    groups = []
+    for g in raw_groups:
+        if not isinstance(g, dict):
+            raise BadFrame("job.groups[]: expected a map")
+        groups.append(
+            Group(
+                digest=_str(g.get("digest"), "group.digest"),
+                exit_code=_opt_int(g.get("exit_code"), "group.exit_code"),
+                workers=_str_list(g.get("workers"), "group.workers"),
+            )
+        )
+    raw_ignored = obj.get("ignored") or []
+    if not isinstance(raw_ignored, list) or len(raw_ignored) > 256:
+        raise BadFrame("job.ignored: expected a list")
+    ignored = []
+    for i in raw_ignored:
+        if not isinstance(i, dict):
+            raise BadFrame("job.ignored[]: expected a map")
+        ignored.append((_str(i.get("worker"), "ignored.worker"), _str(i.get("reason", ""), "ignored.reason")))
+    return Job(
+        job=job,
+        project=_str(obj.get("project", ""), "job.project", limit=80),
+        verdict=verdict,
+        digest=_opt_str(obj.get("digest"), "job.digest"),
+        replicas=_opt_int(obj.get("replicas"), "job.replicas"),
+        quorum=_opt_int(obj.get("quorum"), "job.quorum"),
+        groups=tuple(groups),
+        dissenters=_str_list(obj.get("dissenters"), "job.dissenters"),
+        equivocators=_str_list(obj.get("equivocators"), "job.equivocators"),
+        ignored=tuple(ignored),
+        created=_opt_int(obj.get("created"), "job.created"),
+    )
+
+
+def parse_peer(obj: Any) -> Peer:
+    if not isinstance(obj, dict):
+        raise BadFrame("peer: expected a map")
+    return Peer(
+        peer_id=_str(obj.get("peer_id"), "peer.peer_id"),
+        addrs=_str_list(obj.get("addrs"), "peer.addrs", limit=64),
+        connected_since=_opt_int(obj.get("connected_since"), "peer.connected_since"),
+    )
+
+
+def parse_peers(obj: Any) -> tuple[Peer, ...]:
+    if not isinstance(obj, list) or len(obj) > MAX_PEERS:
+        raise BadFrame("peers: expected a list")
+    return tuple(parse_peer(p) for p in obj)
+
+
+def parse_node(obj: Any) -> NodeInfo:
+    if not isinstance(obj, dict):
+        raise BadFrame("node: expected a map")
+    building_raw = obj.get("building") or []
+    if not isinstance(building_raw, list) or len(building_raw) > 256:
+        raise BadFrame("node.building: expected a list")
+    building = []
+    for b in building_raw:  # job ids, or maps carrying a "job" id
+        if isinstance(b, dict):
+            b = b.get("job")
+        building.append(_str(b, "node.building[]").lower())
+    return NodeInfo(
+        peer_id=_str(obj.get("peer_id"), "node.peer_id"),
+        addrs=_str_list(obj.get("addrs"), "node.addrs", limit=64),
+        slots=_opt_int(obj.get("slots"), "node.slots"),
+        busy=_opt_int(obj.get("busy"), "node.busy"),
+        uptime_s=_opt_int(obj.get("uptime_s"), "node.uptime_s"),
+        building=tuple(building),
+    )
+
+
+@dataclass
+class StatusModel:
+    node: NodeInfo | None = None
+    node_seen_at: int = 0  # our `now` when `node` arrived (for a live uptime)
+    peers: tuple[Peer, ...] = ()
+    jobs: dict[str, Job] = field(default_factory=dict)
+    first_seen: dict[str, int] = field(default_factory=dict)  # job -> our `now` when first seen
+    logs: dict[str, deque[str]] = field(default_factory=dict)  # job -> tail of this node's build log
+    connected: bool = False
+    error: str | None = None
+    bad_frames: int = 0
+    filter: str | None = None
+
+    # -- applying frames ---------------------------------------------------
+
+    def apply_status(self, result: Any, now: int) -> bool:
+        """Apply a `status` reply. False (and counted) if malformed."""
+        try:
+            if not isinstance(result, dict):
+                raise BadFrame("status: expected a map")
+            node = parse_node(result.get("node"))
+            peers = parse_peers(result.get("peers") or [])
+            raw_jobs = result.get("jobs") or []
+            if not isinstance(raw_jobs, list):
+                raise BadFrame("status.jobs: expected a list")
+            jobs = [parse_job(j) for j in raw_jobs[:MAX_JOBS]]
+        except BadFrame:
+            self.bad_frames += 1
+            return False
+        self.node, self.node_seen_at, self.peers = node, now, peers
+        for j in jobs:
+            self._put_job(j, now)
+        return True
+
+    def apply_event(self, frame: Any, now: int) -> str | None:
+        """Apply one subscription frame; returns its event name, or None if dropped."""
+        try:
+            if not isinstance(frame, dict):
+                raise BadFrame("event: expected a map")
+            kind = frame.get("event")
+            if kind == "job":
+                self._put_job(parse_job(frame.get("job")), now)
+            elif kind == "peers":
+                self.peers = parse_peers(frame.get("peers"))
+            elif kind == "node":
+                self.node, self.node_seen_at = parse_node(frame.get("node")), now
+            elif kind == "log":
+                job = _str(frame.get("job"), "log.job").lower()
+                _str(frame.get("worker", ""), "log.worker")
+                text = _str(frame.get("text"), "log.text", limit=64 * 1024)
+                tail = self.logs.get(job)
+                if tail is None:
+                    if len(self.logs) >= MAX_JOBS:
+                        self.logs.pop(next(iter(self.logs)))
+                    tail = self.logs[job] = deque(maxlen=LOG_LINES)
+                tail.extend(text.splitlines())
+            elif isinstance(kind, str):
+                return None  # an event kind we do not show: ignore, not an error
+            else:
+                raise BadFrame("event: missing event name")
+            return str(kind)
+        except BadFrame:
+            self.bad_frames += 1
+            return None
+
+    def _put_job(self, job: Job, now: int) -> None:
+        if job.job not in self.jobs and len(self.jobs) >= MAX_JOBS:
+            oldest = min(self.jobs, key=lambda k: self.first_seen.get(k, 0))
+            del self.jobs[oldest]
+            self.first_seen.pop(oldest, None)
+        self.jobs[job.job] = job
+        self.first_seen.setdefault(job.job, now)
+
+    # -- views -------------------------------------------------------------
+
+    def created_of(self, job: Job) -> int:
+        return job.created if job.created is not None else self.first_seen.get(job.job, 0)
+
+    def visible_jobs(self) -> list[Job]:
+        """Jobs passing the filter, newest first (ties broken by id: stable)."""
+        jobs = [j for j in self.jobs.values() if self.filter is None or j.verdict == self.filter]
+        jobs.sort(key=lambda j: (-self.created_of(j), j.job))
+        return jobs
+
+    def cycle_filter(self) -> str | None:
+        i = FILTERS.index(self.filter) if self.filter in FILTERS else 0
+        self.filter = FILTERS[(i + 1) % len(FILTERS)]
+        return self.filter
+
+    def find(self, prefix: str) -> Job | None:
+        matches = [j for k, j in self.jobs.items() if k.startswith(prefix.lower())]
+        return matches[0] if len(matches) == 1 else None
+
+
+# -- formatting (plain strings; the app adds colour) --------------------------
+
+
+def short_id(hexid: str, n: int = 12) -> str:
+    return hexid[:n]
+
+
+def short_peer(peer_id: str) -> str:
+    return peer_id if len(peer_id) <= 18 else f"{peer_id[:10]}…{peer_id[-6:]}"
+
+
+def fmt_duration(seconds: int) -> str:
+    seconds = max(0, seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def node_lines(model: StatusModel, now: int) -> list[str]:
+    n = model.node
+    if n is None:
+        return ["(no node information yet)"]
+    uptime = "?" if n.uptime_s is None else fmt_duration(n.uptime_s + (now - model.node_seen_at) // 1000)
+    slots = "?" if n.slots is None else str(n.slots)
+    busy = "?" if n.busy is None else str(n.busy)
+    free = "?" if n.slots is None or n.busy is None else str(max(0, n.slots - n.busy))
+    lines = [
+        f"peer ID  {n.peer_id}",
+        f"listen   {', '.join(n.addrs) if n.addrs else '-'}",
+        f"slots    {busy} busy / {free} free (of {slots})    uptime {uptime}",
+    ]
+    if n.building:
+        lines.append("building " + ", ".join(short_id(b) for b in n.building))
+    return lines
+
+
+def peer_row(peer: Peer, now: int) -> tuple[str, str, str]:
+    since = "?" if peer.connected_since is None else fmt_duration((now - peer.connected_since) // 1000) + " ago"
+    return (short_peer(peer.peer_id), peer.addrs[0] if peer.addrs else "-", since)
+
+
+JOB_COLUMNS = ("project", "job", "age", "replicas/quorum", "votes", "verdict")
+
+
+def job_row(model: StatusModel, job: Job, now: int) -> tuple[str, str, str, str, str, str]:
+    rq = f"{job.replicas if job.replicas is not None else '?'}/{job.quorum if job.quorum is not None else '?'}"
+    age = fmt_duration((now - model.created_of(job)) // 1000)
+    return (job.project or "-", short_id(job.job), age, rq, str(job.votes), job.verdict)
+
+
+def detail_lines(model: StatusModel, job: Job) -> list[str]:
+    """The job detail pane: groups by digest, dissenters, equivocators, ignored votes."""
+    lines = [
+        f"job       {job.job}",
+        f"project   {job.project or '-'}",
+        f"verdict   {job.verdict}" + (f"  digest {job.digest}" if job.digest else ""),
+        f"trust     replicas {job.replicas if job.replicas is not None else '?'}, "
+        f"quorum {job.quorum if job.quorum is not None else '?'}, votes in {job.votes}",
+        "",
+        "groups (by result digest):" if job.groups else "groups: none yet",
+    ]
+    for g in job.groups:
+        code = "?" if g.exit_code is None else str(g.exit_code)
+        lines.append(f"  {short_id(g.digest, 16)}  exit {code}  {len(g.workers)} vote(s)")
+        lines.extend(f"      {w}" for w in g.workers)
+    for title, items in (("dissenters", job.dissenters), ("equivocators", job.equivocators)):
+        lines.append(f"{title}: " + ("none" if not items else ""))
+        lines.extend(f"  {w}" for w in items)
+    lines.append("ignored votes: " + ("none" if not job.ignored else ""))
+    lines.extend(f"  {w}: {reason}" for w, reason in job.ignored)
+    me = model.node
+    if me is not None and job.job in me.building:
+        lines.append("this node: building")
+    elif me is not None and any(me.peer_id in g.workers for g in job.groups):
+        lines.append("this node: built and voted")
+    return lines
+
+
+def snapshot_text(model: StatusModel, now: int) -> str:
+    """The `p2pci status --once` output: plain text, stable column order."""
+    out = ["== this node", *node_lines(model, now), "", f"== peers ({len(model.peers)})"]
+    for p in model.peers:
+        out.append("  ".join(peer_row(p, now)))
+    jobs = model.visible_jobs()
+    out += ["", f"== jobs ({len(jobs)})"]
+    if jobs:
+        rows = [JOB_COLUMNS, *(job_row(model, j, now) for j in jobs)]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(JOB_COLUMNS))]
+        for r in rows:
+            out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if model.bad_frames:
+        out += ["", f"(dropped {model.bad_frames} malformed frame(s) from the daemon)"]
+    return "\n".join(out) + "\n"

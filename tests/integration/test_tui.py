@@ -1,0 +1,256 @@
+"""`p2pci status` against a fake control server (a real trio unix socket).
+
+Textual runs on asyncio, so each scenario runs `App.run_test()` inside
+`asyncio.run` in a worker thread while the trio test hosts the fake daemon;
+the scenario drives the fake daemon with `trio.from_thread.run`. Waiting is
+always "poll a condition under a timeout", never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from click.testing import CliRunner
+from rich.text import Text
+from textual.pilot import Pilot
+from textual.widgets import DataTable, RichLog, Static
+
+from p2pci.cli.status_cmd import status_command
+from p2pci.tui.app import JobScreen, StatusApp
+from tests.integration.test_tui_helpers import (
+    PEER_A,
+    PEER_B,
+    PEER_C,
+    PEER_ME,
+    FakeControl,
+    job_obj,
+    status_obj,
+)
+
+NOW = 1_700_000_100_000
+J1 = "a1" * 32
+J2 = "b2" * 32
+J3 = "c3" * 32
+
+Scenario = Callable[[StatusApp, Pilot[int]], Awaitable[None]]
+
+
+async def until(pilot: Pilot[int], cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await pilot.pause(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def run_scenario(sock: Path, scenario: Scenario, timeout: float = 60.0) -> None:
+    def in_thread() -> None:
+        async def main() -> None:
+            app = StatusApp(sock, clock=lambda: NOW)
+            async with app.run_test(size=(120, 40)) as pilot:
+                await scenario(app, pilot)
+                await pilot.press("q")
+
+        asyncio.run(main())
+
+    with trio.fail_after(timeout):
+        await trio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+
+
+def emit(server: FakeControl, event: dict[str, Any]) -> None:
+    trio.from_thread.run(server.emit, event)
+
+
+def jobs_table(app: StatusApp) -> DataTable[Any]:
+    return app.query_one("#jobs", DataTable)
+
+
+def row_keys(app: StatusApp) -> list[str | None]:
+    return [k.value for k in jobs_table(app).rows]
+
+
+def verdict_cell(app: StatusApp, job: str) -> Text:
+    cell = jobs_table(app).get_cell(job, "verdict")
+    assert isinstance(cell, Text)
+    return cell
+
+
+def static_text(widget: Static) -> str:
+    return str(widget.render())
+
+
+async def start_fake(nursery: trio.Nursery, tmp_path: Path, status: dict[str, Any] | None = None) -> FakeControl:
+    server = FakeControl(tmp_path / "control.sock", status)
+    await nursery.start(server.run)
+    return server
+
+
+async def test_rows_appear_when_events_arrive_and_verdicts_are_coloured(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path, status_obj([job_obj(J1, "PENDING")]))
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: row_keys(app) == [J1], "the job from the status snapshot")
+            assert verdict_cell(app, J1).style == "yellow"
+            node = static_text(app.query_one("#node", Static))
+            assert PEER_ME in node and "1 busy / 1 free" in node
+            trio.from_thread.run(server.wait_subscribers)
+            emit(server, {"event": "job", "job": job_obj(J2, "DISPUTED", created=NOW - 5_000)})
+            await until(pilot, lambda: J2 in row_keys(app), "a new job row from a job event")
+            assert row_keys(app)[0] == J2  # newest first
+            assert verdict_cell(app, J2).style == "red"
+            groups = [{"digest": "d0" * 32, "exit_code": 0, "workers": [PEER_A, PEER_B]}]
+            emit(server, {"event": "job", "job": job_obj(J1, "REPRODUCED", groups=groups, digest="d0" * 32)})
+            await until(pilot, lambda: verdict_cell(app, J1).plain == "REPRODUCED", "the verdict update")
+            assert verdict_cell(app, J1).style == "green"
+            assert jobs_table(app).get_cell(J1, "votes") == "2"
+            for job, verdict, style in ((J3, "EXPIRED", "grey50"), ("d4" * 32, "FAILED", "red")):
+                emit(server, {"event": "job", "job": job_obj(job, verdict)})
+                await until(pilot, lambda job=job: job in row_keys(app), f"{verdict} row")  # type: ignore[misc]
+                assert verdict_cell(app, job).style == style
+            emit(server, {"event": "peers", "peers": [{"peer_id": PEER_B, "addrs": [], "connected_since": NOW}]})
+            peers = app.query_one("#peers", DataTable)
+            await until(pilot, lambda: [k.value for k in peers.rows] == [PEER_B], "the peers event")
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()
+
+
+async def test_enter_opens_detail_with_groups_ignored_votes_and_live_log(tmp_path: Path) -> None:
+    groups = [
+        {"digest": "d0" * 32, "exit_code": 0, "workers": [PEER_A, PEER_ME]},
+        {"digest": "e1" * 32, "exit_code": 0, "workers": [PEER_B]},
+    ]
+    job = job_obj(
+        J1,
+        "REPRODUCED",
+        groups=groups,
+        digest="d0" * 32,
+        dissenters=[PEER_B],
+        equivocators=[PEER_C],
+        ignored=[{"worker": PEER_C, "reason": "equivocated: two different reveals"}],
+    )
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path, status_obj([job, job_obj(J2, "PENDING", created=1)]))
+        server.logs[J1] = "full log line 1\nfull log line 2\n"
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: len(row_keys(app)) == 2, "two rows")
+            trio.from_thread.run(server.wait_subscribers)
+            await pilot.press("j")  # J2 is older, so second; then back up
+            assert app.selected_job() == J2
+            await pilot.press("k")
+            assert app.selected_job() == J1
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the detail screen")
+            screen = app.screen
+            assert isinstance(screen, JobScreen) and screen.job_id == J1
+            detail = static_text(screen.query_one("#detail", Static))
+            for needle in (J1, "REPRODUCED", "d0d0d0d0", "e1e1e1e1", PEER_A, "dissenters", PEER_B,
+                           "equivocators", "equivocated: two different reveals", "this node: built and voted"):
+                assert needle in detail, needle
+            log = screen.query_one("#log", RichLog)
+            emit(server, {"event": "log", "job": J1, "worker": PEER_ME, "text": "cc -O2 hello.c\nlinking\n"})
+            await until(pilot, lambda: any("linking" in str(line.text) for line in log.lines), "the live log tail")
+            await pilot.press("l")
+            await until(pilot, lambda: any("full log line 2" in str(line.text) for line in log.lines),
+                        "the log fetched with `l`")
+            emit(server, {"event": "job", "job": {**job, "verdict": "DISPUTED", "digest": None}})
+            await until(pilot, lambda: "DISPUTED" in static_text(screen.query_one("#detail", Static)),
+                        "the detail follows job events")
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, JobScreen), "back to the list")
+
+        await run_scenario(server.path, scenario)
+        assert "logs" in server.requests
+        nursery.cancel_scope.cancel()
+
+
+async def test_filter_cycles_by_verdict(tmp_path: Path) -> None:
+    jobs = [job_obj(J1, "PENDING", created=3), job_obj(J2, "REPRODUCED", created=2), job_obj(J3, "FAILED", created=1)]
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path, status_obj(jobs))
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: len(row_keys(app)) == 3, "three rows")
+            await pilot.press("f")
+            assert row_keys(app) == [J1] and app.model.filter == "PENDING"
+            await pilot.press("f")
+            assert row_keys(app) == [J2] and app.model.filter == "REPRODUCED"
+            await pilot.press("f")
+            assert row_keys(app) == [J3] and app.model.filter == "FAILED"
+            for _ in range(4):
+                await pilot.press("f")
+            assert app.model.filter is None and row_keys(app) == [J1, J2, J3]
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()
+
+
+async def test_hostile_frames_are_dropped_and_counted(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path)
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: app.model.connected, "connection")
+            trio.from_thread.run(server.wait_subscribers)
+            trio.from_thread.run(server.emit_garbage)
+            emit(server, {"event": "job", "job": job_obj(J1, "PENDING")})
+            await until(pilot, lambda: row_keys(app) == [J1], "a good job after the garbage")
+            assert app.model.bad_frames == 4
+            assert app.model.connected
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()
+
+
+async def test_lost_connection_shows_retrying_then_recovers(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path)
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            conn = app.query_one("#conn", Static)
+            await until(pilot, lambda: app.model.connected, "connection")
+            trio.from_thread.run(server.wait_subscribers)
+            server.accepting = False  # plain attribute: the trio side reads it on the next accept
+            trio.from_thread.run(server.kick)
+            await until(pilot, lambda: "disconnected, retrying" in static_text(conn), "the disconnected banner")
+            server.status = status_obj([job_obj(J2, "REPRODUCED")])
+            server.accepting = True
+            await until(pilot, lambda: app.model.connected and J2 in row_keys(app), "reconnection", timeout=20)
+            assert "connected to" in static_text(conn)
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()
+
+
+async def test_status_once_prints_a_plain_snapshot(tmp_path: Path) -> None:
+    groups = [{"digest": "d0" * 32, "exit_code": 0, "workers": [PEER_A, PEER_B]}]
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, tmp_path, status_obj([job_obj(J1, "REPRODUCED", groups=groups)]))
+        runner = CliRunner()
+        result = await trio.to_thread.run_sync(
+            lambda: runner.invoke(status_command, ["--once"], env={"P2PCI_HOME": str(tmp_path)})
+        )
+        nursery.cancel_scope.cancel()
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert PEER_ME in out and "== peers (1)" in out and "== jobs (1)" in out
+    row = next(line for line in out.splitlines() if line.startswith("hello-c"))
+    assert J1[:12] in row and "3/2" in row and row.endswith("REPRODUCED") and " 2 " in row
+
+
+def test_status_without_daemon_exits_2_with_one_clear_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for args in (["--once"], []):
+        result = runner.invoke(status_command, args, env={"P2PCI_HOME": str(tmp_path)})
+        assert result.exit_code == 2
+        assert "no daemon running" in result.output
+        assert "Traceback" not in result.output and result.exception is None or isinstance(
+            result.exception, SystemExit
+        )
