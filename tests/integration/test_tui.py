@@ -39,16 +39,16 @@ J3 = "c3" * 32
 Scenario = Callable[[StatusApp, Pilot[int]], Awaitable[None]]
 
 
-async def until(pilot: Pilot[int], cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+async def until(pilot: Pilot[int], cond: Callable[[], bool], what: str, within: float = 10.0) -> None:
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while not cond():
                 await pilot.pause(0.01)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def run_scenario(sock: Path, scenario: Scenario, timeout: float = 60.0) -> None:
+async def run_scenario(sock: Path, scenario: Scenario, within: float = 60.0) -> None:
     def in_thread() -> None:
         async def main() -> None:
             app = StatusApp(sock, clock=lambda: NOW)
@@ -58,7 +58,7 @@ async def run_scenario(sock: Path, scenario: Scenario, timeout: float = 60.0) ->
 
         asyncio.run(main())
 
-    with trio.fail_after(timeout):
+    with trio.fail_after(within):
         await trio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
 
 
@@ -222,7 +222,7 @@ async def test_lost_connection_shows_retrying_then_recovers(tmp_path: Path) -> N
             await until(pilot, lambda: "disconnected, retrying" in static_text(conn), "the disconnected banner")
             server.status = status_obj([job_obj(J2, "REPRODUCED")])
             server.accepting = True
-            await until(pilot, lambda: app.model.connected and J2 in row_keys(app), "reconnection", timeout=20)
+            await until(pilot, lambda: app.model.connected and J2 in row_keys(app), "reconnection", within=20)
             assert "connected to" in static_text(conn)
 
         await run_scenario(server.path, scenario)
