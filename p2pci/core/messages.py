@@ -333,16 +333,42 @@ class Commit:
 
 
 _MANIFEST_FIELDS = frozenset({"path", "size", "mode", "sha256"})
+_new_entry = object.__new__
+_set = object.__setattr__
 
 
 def _manifest_entry(obj: Any, name: str) -> ManifestEntry:
+    # Hot path (every reveal): inline checks, no helper calls when all is well.
+    if type(obj) is dict and obj.keys() == _MANIFEST_FIELDS:
+        path = obj["path"]
+        size = obj["size"]
+        mode = obj["mode"]
+        sha = obj["sha256"]
+        if (
+            type(path) is str
+            and 0 < len(path) <= MAX_PATH
+            and type(size) is int
+            and 0 <= size <= MAX_INT
+            and type(mode) is int
+            and 0 <= mode <= 0o777
+            and type(sha) is bytes
+            and len(sha) == 32
+        ):
+            if "//" in f"/{path}/" or "/./" in f"/{path}/" or "/../" in f"/{path}/" or "\x00" in path:
+                raise ProtocolError(f"{name}.path: not a normalised relative path")
+            entry = _new_entry(ManifestEntry)
+            _set(entry, "path", path)
+            _set(entry, "size", size)
+            _set(entry, "mode", mode)
+            _set(entry, "sha256", sha)
+            return entry
+    # Slow path: find the field to blame.
     d = _fields(obj, name, _MANIFEST_FIELDS)
-    path = _str(d["path"], f"{name}.path", 1, MAX_PATH)
-    if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")) or "\x00" in path:
-        raise ProtocolError(f"{name}.path: not a normalised relative path")
-    return ManifestEntry(
-        path, _int(d["size"], f"{name}.size"), _int(d["mode"], f"{name}.mode", 0, 0o777), _h32(d["sha256"], f"{name}.sha256")
-    )
+    _str(d["path"], f"{name}.path", 1, MAX_PATH)
+    _int(d["size"], f"{name}.size")
+    _int(d["mode"], f"{name}.mode", 0, 0o777)
+    _h32(d["sha256"], f"{name}.sha256")
+    raise ProtocolError(f"{name}: invalid entry")  # unreachable: the fast path accepts valid ones
 
 
 @dataclass(frozen=True, slots=True)

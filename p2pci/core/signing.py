@@ -24,8 +24,8 @@ import nacl.signing
 
 from p2pci.core.codec import canonical
 from p2pci.core.errors import LocalError, ProtocolError
-from p2pci.core.messages import Message, Offer, Reveal, message_from_obj
-from p2pci.core.results import result_digest
+from p2pci.core.messages import KINDS, BlobRef, Message, Offer, Reveal, message_from_obj
+from p2pci.core.results import ManifestEntry, result_digest
 
 DOMAIN = b"p2pci/v1/"
 VERSION = 1
@@ -228,7 +228,7 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE) -> Fact:
     if type(sig) is not bytes or len(sig) != 64:
         raise ProtocolError("envelope.sig: expected 64 bytes")
     body = message_from_obj(kind, env["body"])
-    _check_canonical_order(env["body"])
+    _check_canonical_order(kind, env["body"])
     body_bytes = raw[6 : len(raw) - _TAIL_FIXED - len(kind)]
     if not verify(signer, signed_bytes(kind, body_bytes), sig):
         raise ProtocolError("envelope: bad signature")
@@ -237,21 +237,42 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE) -> Fact:
     return Fact(hashlib.sha256(raw).digest(), kind, signer, body, raw)
 
 
-def _check_canonical_order(obj: Any) -> None:
-    """Every map in a decoded value must have its keys in canonical (sorted UTF-8) order.
+def _canon(fields: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(fields, key=str.encode))
 
-    Types are already checked by `from_obj` (no floats, no ext, str keys only);
-    here only the order matters, since the re-encoding preserved it.
+
+_REVEAL_ORDER = _canon(Reveal.FIELDS)
+_BLOB_ORDER = _canon(BlobRef.FIELDS)
+_ENTRY_ORDER = _canon(frozenset(ManifestEntry.__dataclass_fields__))
+_FLAT_ORDERS = {k: _canon(c.FIELDS) for k, c in KINDS.items() if k not in ("offer", "reveal")}
+
+
+def _check_canonical_order(kind: str, obj: Any) -> None:
+    """Every map in a decoded body must have its keys in canonical (sorted UTF-8) order.
+
+    Types and key sets are already checked by `from_obj` (no floats, no ext,
+    str keys only); the re-encoding preserved the order, so only it is left.
     """
+    if kind == "reveal":
+        if (
+            tuple(obj) != _REVEAL_ORDER
+            or tuple(obj["log"]) != _BLOB_ORDER
+            or any(tuple(e) != _ENTRY_ORDER for e in obj["manifest"])
+        ):
+            raise ProtocolError("envelope: map keys not in canonical order")
+        return
+    flat = _FLAT_ORDERS.get(kind)
+    if flat is not None:
+        if tuple(obj) != flat:
+            raise ProtocolError("envelope: map keys not in canonical order")
+        return
     stack = [obj]
     while stack:
         o = stack.pop()
         if type(o) is dict:
-            keys = list(o)
-            if len(keys) > 1:
-                enc = [k.encode() for k in keys]
-                if enc != sorted(enc):
-                    raise ProtocolError("envelope: map keys not in canonical order")
+            enc = [k.encode() for k in o]
+            if enc != sorted(enc):
+                raise ProtocolError("envelope: map keys not in canonical order")
             stack.extend(v for v in o.values() if type(v) is dict or type(v) is list)
         elif type(o) is list:
             stack.extend(v for v in o if type(v) is dict or type(v) is list)

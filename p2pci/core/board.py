@@ -1,0 +1,143 @@
+"""The job board: the grow-only set of verified facts, indexed per job.
+
+`Board.add(raw, now)` is the door for bytes from the network: duplicates are
+recognised by fact id before any signature work, bad envelopes are rejected
+with the reason (and counted), new facts are indexed into their job's
+`JobView`. Facts that arrive before their offer are kept, so the state after
+a set of facts does not depend on the order they arrived in.
+
+Per-job indexes (by signer, commit ids, `version`) are kept up to date on
+every add so that `tally` and `selection` never re-verify or re-scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from p2pci.core.errors import ProtocolError
+from p2pci.core.messages import Cancel, Claim, Commit, Offer, Reveal
+from p2pci.core.signing import MAX_ENVELOPE, Fact, open_envelope
+
+AddStatus = Literal["new", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    status: AddStatus
+    fact: Fact | None
+    reason: str = ""
+
+
+@dataclass(eq=False)
+class JobView:
+    """Everything the board holds about one job (keyed by signer key)."""
+
+    job: bytes
+    offer: Fact | None = None
+    claims: dict[bytes, list[Fact]] = field(default_factory=dict)
+    commits: dict[bytes, list[Fact]] = field(default_factory=dict)
+    reveals: dict[bytes, list[Fact]] = field(default_factory=dict)
+    cancels: list[Fact] = field(default_factory=list)
+    # commit fact id -> commit fact (for the `seen` rule)
+    commit_ids: dict[bytes, Fact] = field(default_factory=dict)
+    # every fact id of this job
+    ids: set[bytes] = field(default_factory=set)
+    # bumped on every new fact: a cheap "did anything change" for caches
+    version: int = 0
+
+    @property
+    def offer_msg(self) -> Offer | None:
+        """The offer body, or None while the offer is unknown."""
+        return None if self.offer is None else self.offer.body  # type: ignore[return-value]
+
+    @property
+    def allowlist(self) -> frozenset[bytes] | None:
+        msg = self.offer_msg
+        return None if msg is None else msg.allowlist
+
+    def facts(self) -> list[Fact]:
+        """All facts of this job, offer first, then by kind and id (a stable order)."""
+        out: list[Fact] = [] if self.offer is None else [self.offer]
+        rest: list[Fact] = list(self.cancels)
+        for index in (self.claims, self.commits, self.reveals):
+            for fs in index.values():
+                rest.extend(fs)
+        rest.sort(key=lambda f: (f.kind, f.id))
+        return out + rest
+
+    def _add(self, fact: Fact) -> None:
+        body = fact.body
+        if isinstance(body, Offer):
+            self.offer = fact
+        elif isinstance(body, Claim):
+            self.claims.setdefault(fact.signer, []).append(fact)
+        elif isinstance(body, Commit):
+            self.commits.setdefault(fact.signer, []).append(fact)
+            self.commit_ids[fact.id] = fact
+        elif isinstance(body, Reveal):
+            self.reveals.setdefault(fact.signer, []).append(fact)
+        elif isinstance(body, Cancel):
+            self.cancels.append(fact)
+        self.ids.add(fact.id)
+        self.version += 1
+
+
+class Board:
+    """The grow-only set of valid facts. Pure: no I/O, no clock."""
+
+    def __init__(self, *, max_size: int = MAX_ENVELOPE) -> None:
+        self.facts: dict[bytes, Fact] = {}
+        self._jobs: dict[bytes, JobView] = {}
+        self.max_size = max_size
+        self.rejected = 0  # count of rejected envelopes
+        self.duplicates = 0
+
+    def add(self, raw: bytes, now: int) -> AddResult:
+        """Verify and add one envelope. Never raises for bad input."""
+        try:
+            fid = hashlib.sha256(raw).digest()
+        except TypeError:
+            self.rejected += 1
+            return AddResult("rejected", None, "envelope: expected bytes")
+        known = self.facts.get(fid)
+        if known is not None:
+            self.duplicates += 1
+            return AddResult("duplicate", known, "")
+        try:
+            fact = open_envelope(raw, max_size=self.max_size)
+        except ProtocolError as exc:
+            self.rejected += 1
+            return AddResult("rejected", None, str(exc))
+        self.add_fact(fact)
+        return AddResult("new", fact, "")
+
+    def add_fact(self, fact: Fact) -> bool:
+        """Add an already verified fact (e.g. loaded from the store). True if new."""
+        if fact.id in self.facts:
+            return False
+        self.facts[fact.id] = fact
+        job = fact.job
+        view = self._jobs.get(job)
+        if view is None:
+            view = self._jobs[job] = JobView(job)
+        view._add(fact)
+        return True
+
+    def has(self, fact_id: bytes) -> bool:
+        return fact_id in self.facts
+
+    def job(self, job_id: bytes) -> JobView | None:
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> list[JobView]:
+        """Every job the board knows about (including ones whose offer is still missing)."""
+        return list(self._jobs.values())
+
+    def job_fact_ids(self, job_id: bytes) -> set[bytes]:
+        view = self._jobs.get(job_id)
+        return set() if view is None else set(view.ids)
+
+    def __len__(self) -> int:
+        return len(self.facts)

@@ -1,0 +1,263 @@
+"""Concrete tally cases of issue 3 (design.md section 3.5)."""
+
+from __future__ import annotations
+
+from p2pci.core.board import Board
+from p2pci.core.messages import Require
+from p2pci.core.tally import (
+    R_NOT_ALLOWED,
+    R_NOT_SEEN,
+    R_NOT_TRUSTED,
+    ObserverPolicy,
+    Verdict,
+    tally,
+    verdict_json,
+)
+
+from .jobgen import JobSim, key, make_offer
+
+A, B, C, D, E = (key(n) for n in "abcde")
+T = key("trusted")
+NOW = 1_500_000
+
+
+def verdict_of(sim: JobSim, now: int = NOW, policy: ObserverPolicy | None = None) -> Verdict:
+    board = Board()
+    for f in sim.facts:
+        assert board.add(f.raw, now).status in ("new", "duplicate")
+    view = board.job(sim.job)
+    assert view is not None
+    return tally(view, now, policy or ObserverPolicy())
+
+
+def test_three_honest_reproduced() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (C, b"good", 0)])
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED"
+    assert v.digest == sim.built(A).digest
+    assert v.exit_code == 0
+    assert len(v.groups) == 1 and set(v.groups[0].workers) == {A.public, B.public, C.public}
+    assert v.dissenters == () and v.equivocators == () and v.ignored == ()
+
+
+def test_two_honest_one_liar_reproduced_with_dissenter() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (C, b"evil", 0)])
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED"
+    assert v.digest == sim.built(A).digest
+    assert v.dissenters == (C.public,)
+    assert [len(g.workers) for g in v.groups] == [2, 1]
+
+
+def test_collusion_limit_liars_win_only_if_each_commit_is_in_the_others_seen() -> None:
+    # Liars B and C reveal the same wrong digest. If each lists the other's commit
+    # in `seen` (they committed before any reveal, as colluders can), they count:
+    # commit-reveal cannot stop a coalition. This is the documented collusion limit.
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"evil", 0), (C, b"evil", 0)])
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED" and v.digest == sim.built(B, b"evil").digest
+    assert v.dissenters == (A.public,)
+
+    # Without each other's commits in their seen lists (only the honest worker's),
+    # a colluder is counted only if someone else saw its commit: the honest worker
+    # saw neither (it revealed first, seeing only its own commit).
+    sim2 = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    ba, bb, bc = sim2.built(A), sim2.built(B, b"evil"), sim2.built(C, b"evil")
+    for k in (A, B, C):
+        sim2.claim(k)
+    ca = sim2.commit(A, ba)
+    sim2.reveal(A, ba, seen=(ca.id,))
+    sim2.commit(B, bb)
+    sim2.commit(C, bc)
+    sim2.reveal(B, bb, seen=(ca.id,))
+    sim2.reveal(C, bc, seen=(ca.id,))
+    v2 = verdict_of(sim2)
+    assert v2.state != "REPRODUCED" or v2.digest == ba.digest
+    assert {i.worker for i in v2.ignored if i.reason == R_NOT_SEEN} == {B.public, C.public}
+
+
+def test_copier_not_in_anyones_seen_is_not_counted() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    # D copies the revealed digest: it commits after the reveals, nobody saw its commit.
+    bd = sim.built(D, b"good")
+    sim.claim(D)
+    sim.commit(D, bd)
+    sim.reveal(D, bd)
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED"
+    assert set(v.groups[0].workers) == {A.public, B.public}
+    assert [(i.worker, i.reason) for i in v.ignored] == [(D.public, R_NOT_SEEN)]
+
+    # Alone with one honest worker, the copier cannot make quorum 2.
+    sim2 = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim2.honest_round([(A, b"good", 0)])
+    bd = sim2.built(D, b"good")
+    sim2.claim(D)
+    sim2.commit(D, bd)
+    sim2.reveal(D, bd)
+    v2 = verdict_of(sim2)
+    assert v2.state == "PENDING"
+
+
+def test_equivocator_reported_and_votes_dropped() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (C, b"good", 0)])
+    # C also reveals a second, different result for the same job.
+    bc2 = sim.built(C, b"other")
+    sim.reveal(C, bc2)
+    v = verdict_of(sim)
+    assert v.equivocators == (C.public,)
+    assert v.state == "REPRODUCED"
+    assert set(v.groups[0].workers) == {A.public, B.public}
+    assert all(C.public not in g.workers for g in v.groups)
+
+
+def test_equivocating_commits_are_reported_too() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    sim.commit(B, sim.built(B, b"other"))
+    v = verdict_of(sim)
+    assert v.equivocators == (B.public,)
+    assert v.state == "PENDING"
+
+
+def test_allowlist_quorum_one_traditional_mode() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1, workers=(A.public,)))
+    # A reveals alone, seeing only its own commit: trusted not to copy.
+    ba = sim.built(A)
+    sim.claim(A)
+    ca = sim.commit(A, ba)
+    sim.reveal(A, ba, seen=(ca.id,))
+    # B and C (not allowed) agree on another digest: ignored.
+    sim.honest_round([(B, b"evil", 0), (C, b"evil", 0)])
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED" and v.digest == ba.digest
+    assert v.groups[0].workers == (A.public,)
+    assert {(i.worker, i.reason) for i in v.ignored} == {(B.public, R_NOT_ALLOWED), (C.public, R_NOT_ALLOWED)}
+
+
+def test_require_trusted_key_pending_until_it_agrees() -> None:
+    req = Require((T.public,), 1)
+    sim = JobSim(make_offer(key("publisher"), replicas=4, quorum=3, require=req))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (C, b"good", 0)])
+    assert verdict_of(sim).state == "PENDING"
+    bt = sim.built(T)
+    sim.claim(T)
+    sim.commit(T, bt)
+    sim.reveal(T, bt, seen=(sim.commit_of[T.public].id,))  # trusted: no seen rule
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED"
+    assert T.public in v.groups[0].workers
+
+
+def test_observer_require_tightens_never_loosens() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (C, b"good", 0)])
+    assert verdict_of(sim).state == "REPRODUCED"
+    # The observer requires T: pending.
+    assert verdict_of(sim, policy=ObserverPolicy(require=Require((T.public,), 1))).state == "PENDING"
+    # The observer requires quorum 4: more than there are votes -> pending (not loosened below 2).
+    assert verdict_of(sim, policy=ObserverPolicy(quorum=4)).state == "PENDING"
+    assert verdict_of(sim, policy=ObserverPolicy(quorum=1)).state == "REPRODUCED"
+    # A trust set with only A and B: C ignored, still 2 votes.
+    v = verdict_of(sim, policy=ObserverPolicy(trust=frozenset({A.public, B.public})))
+    assert v.state == "REPRODUCED"
+    assert [(i.worker, i.reason) for i in v.ignored] == [(C.public, R_NOT_TRUSTED)]
+    # Trust only A: one vote, pending.
+    assert verdict_of(sim, policy=ObserverPolicy(trust=frozenset({A.public}))).state == "PENDING"
+
+
+def test_all_builds_in_no_group_reaches_quorum_disputed() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"one", 0), (B, b"two", 0), (C, b"three", 0)])
+    v = verdict_of(sim)
+    assert v.state == "DISPUTED" and v.digest is None
+    assert len(v.groups) == 3
+
+
+def test_two_groups_reach_quorum_disputed() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=4, quorum=2))
+    sim.honest_round([(A, b"one", 0), (B, b"one", 0), (C, b"two", 0), (D, b"two", 0)])
+    assert verdict_of(sim).state == "DISPUTED"
+
+
+def test_quorum_agrees_on_exit_2_failed() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"", 2), (B, b"", 2), (C, b"good", 0)])
+    v = verdict_of(sim)
+    assert v.state == "FAILED" and v.exit_code == 2
+    assert v.dissenters == (C.public,)
+
+
+def test_deadline_passed_expired() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2, deadline=1_600_000))
+    sim.honest_round([(A, b"good", 0)])
+    assert verdict_of(sim, now=1_599_999).state == "PENDING"
+    assert verdict_of(sim, now=1_600_000).state == "EXPIRED"
+
+
+def test_cancel_by_publisher_only() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0)])
+    sim.cancel(E)  # not the publisher: no effect
+    assert verdict_of(sim).state == "PENDING"
+    sim.cancel()
+    assert verdict_of(sim).state == "CANCELLED"
+
+
+def test_commit_mismatch_ignored() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    ba, bb = sim.built(A), sim.built(B)
+    sim.claim(A)
+    sim.claim(B)
+    sim.commit(A, ba)
+    sim.commit(B, sim.built(B, b"committed-something-else"))
+    sim.reveal(A, ba)
+    sim.reveal(B, bb)
+    v = verdict_of(sim)
+    assert v.state == "PENDING"
+    assert [i.worker for i in v.ignored] == [B.public]
+
+
+def test_facts_before_offer_and_unknown_offer() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    board = Board()
+    for f in sim.facts[1:]:
+        board.add(f.raw, NOW)
+    view = board.job(sim.job)
+    assert view is not None and view.offer is None
+    assert tally(view, NOW).state == "PENDING"
+    board.add(sim.offer_fact.raw, NOW)
+    assert tally(view, NOW).state == "REPRODUCED"
+
+
+def test_verdict_json_shape() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (C, b"bad", 0)])
+    board = Board()
+    for f in sim.facts:
+        board.add(f.raw, NOW)
+    view = board.job(sim.job)
+    assert view is not None
+    j = verdict_json(view, tally(view, NOW))
+    assert j["verdict"] == "REPRODUCED" and j["job"] == sim.job.hex() and j["project"] == "hello"
+    assert j["replicas"] == 3 and j["quorum"] == 2
+    assert j["dissenters"] == [C.peer_id]
+    assert sorted(j["groups"][0]["workers"]) == sorted([A.peer_id, B.peer_id])
+    assert set(j) == {
+        "job",
+        "project",
+        "verdict",
+        "digest",
+        "replicas",
+        "quorum",
+        "groups",
+        "dissenters",
+        "equivocators",
+        "ignored",
+    }
