@@ -23,7 +23,7 @@ import fcntl
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -317,7 +317,7 @@ def control_call(home: Path | str, op: str, *, timeout: float | None = 600.0, **
         s.close()
 
 
-def iter_events(home: Path | str, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+def iter_events(home: Path | str, *, timeout: float | None = None) -> Generator[dict[str, Any], None, None]:
     """Subscribe (sync) and yield event frames until the daemon goes away."""
     s = _connect(Path(home), timeout)
     try:
