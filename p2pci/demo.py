@@ -168,6 +168,7 @@ class Mesh:
         if env:
             self.env.update(env)
         self.nodes: dict[str, Node] = {}
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []  # extra clean-ups (helper processes)
         self._logs: dict[str, IO[bytes]] = {}
 
     # ------------------------------------------------------------ processes
@@ -296,8 +297,11 @@ class Mesh:
     async def stop_all(self) -> None:
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as n:
+                for cleanup in self.on_stop:
+                    n.start_soon(cleanup)
                 for node in self.nodes.values():
                     n.start_soon(self.stop, node)
+        self.on_stop.clear()
         for log in self._logs.values():
             log.close()
         self._logs.clear()

@@ -1,0 +1,201 @@
+"""Helpers for end-to-end tests and benchmarks: a mesh of daemon processes.
+
+The process orchestration itself lives in `p2pci.demo` (`make demo` uses
+it too); this module adds what tests need on top: short-lived project
+directories, test-only adversary processes, and container clean-up.
+
+    async with open_mesh(root) as mesh:          # every process killed on exit
+        boot = await mesh.add("boot", build=False)
+        w1 = await mesh.add("w1")                 # bootstraps from the first node
+        view = await mesh.wait_verdict(job)       # all running nodes agree
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import trio
+
+from p2pci.demo import (
+    FAST_TIMING,
+    FINAL,
+    READY,
+    CliResult,
+    Mesh,
+    MeshError,
+    Node,
+    canon,
+    open_mesh,
+    p2pci_argv,
+    set_allowlist,
+    short,
+    wait_for,
+)
+
+__all__ = [
+    "FAST_TIMING",
+    "FINAL",
+    "READY",
+    "Adversary",
+    "CliResult",
+    "Mesh",
+    "MeshError",
+    "Node",
+    "canon",
+    "open_mesh",
+    "p2pci_argv",
+    "publish_job",
+    "remove_containers",
+    "set_allowlist",
+    "short",
+    "start_adversary",
+    "wait_for",
+    "write_project",
+]
+
+ADVERSARY = Path(__file__).with_name("adversary.py")
+ADVERSARY_READY = "adversary ready:"
+
+
+def write_project(
+    root: Path,
+    name: str,
+    *,
+    image: str,
+    script: str,
+    replicas: int = 2,
+    quorum: int = 2,
+    workers: Sequence[str] | None = None,
+    timeout_s: int = 120,
+    files: dict[str, str] | None = None,
+) -> Path:
+    """A small project directory with a `p2pci.toml` running `sh -c SCRIPT` in `image`."""
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    for rel, text in (files or {"hello.txt": f"hello from {name}\n"}).items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text)
+    ws = '"open"' if workers is None else "[" + ", ".join(f'"{w}"' for w in workers) + "]"
+    (d / "p2pci.toml").write_text(
+        f"""[project]
+name = "{name}"
+
+[build]
+image = "{image}"
+command = ["sh", "-c", {_q(script)}]
+timeout = {timeout_s}
+memory = "256m"
+cpus = 1
+
+[trust]
+replicas = {replicas}
+quorum = {quorum}
+workers = {ws}
+"""
+    )
+    return d
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def publish_job(mesh: Mesh, node: Node, project: Path, *args: str) -> str:
+    """`p2pci publish DIR --json` without waiting; returns the job id (hex)."""
+    res = await mesh.cli(node, "publish", str(project), "--json", *args)
+    view = res.json()
+    job = view["job"] if isinstance(view, dict) else None
+    if not isinstance(job, str):
+        raise MeshError(f"publish printed no job id: {res.stdout}")
+    return job
+
+
+@dataclass
+class Adversary:
+    """A test-only peer process (tests/e2e/adversary.py) and its log."""
+
+    name: str
+    home: Path
+    proc: trio.Process
+    log: IO[bytes]
+    peer_id: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    def log_text(self) -> str:
+        try:
+            return (self.home / "adversary.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with trio.CancelScope(shield=True):
+            await self.proc.wait()
+        self.log.close()
+
+
+async def start_adversary(mesh: Mesh, name: str, mode: str, *args: str) -> Adversary:
+    """Start `adversary.py --mode MODE` dialing every running node; wait until it is ready.
+
+    It is killed when the mesh stops (registered with `mesh.on_stop`).
+    """
+    home = mesh.root / name
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, str(ADVERSARY), "--mode", mode, "--home", str(home)]
+    for node in mesh.running:
+        argv += ["--peer", node.dial_addr()]
+    argv += list(args)
+    log = _open(home / "adversary.log")
+    proc = await trio.lowlevel.open_process(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=mesh.env,
+    )
+    adv = Adversary(name, home, proc, log)
+    mesh.on_stop.append(adv.stop)
+
+    async def ready() -> str | None:
+        for line in adv.log_text().splitlines():
+            if line.startswith(ADVERSARY_READY):
+                return line[len(ADVERSARY_READY) :].strip()
+        if not adv.alive:
+            raise MeshError(f"adversary {name} exited:\n{adv.log_text()[-3000:]}")
+        return None
+
+    adv.peer_id = await wait_for(ready, f"adversary {name} to be ready")
+    return adv
+
+
+def _open(path: Path) -> IO[bytes]:
+    return open(path, "ab")  # noqa: SIM115 - closed by Adversary.stop
+
+
+def remove_containers(label: str = "p2pci") -> int:
+    """Force-remove containers labelled `label` (left behind by a killed daemon)."""
+    try:
+        import docker
+    except ImportError:  # pragma: no cover
+        return 0
+    client: Any = docker.from_env()
+    n = 0
+    for c in client.containers.list(all=True, filters={"label": label}):
+        with contextlib.suppress(Exception):
+            c.remove(force=True)
+            n += 1
+    return n
