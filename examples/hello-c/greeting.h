@@ -1,0 +1,4 @@
+#ifndef GREETING_H
+#define GREETING_H
+const char *greeting(void);
+#endif
