@@ -1,0 +1,815 @@
+"""`LibP2PNetwork`: the `Network` on py-libp2p 0.8.1 (design.md section 4).
+
+    net = LibP2PNetwork(seed, ["/ip4/127.0.0.1/tcp/0"], bootstrap, validate=..., blobs=store,
+                        sync_source=daemon)
+    await nursery.start(net.run)
+
+One host per node, keyed by the node's Ed25519 seed (peer ID == fact signer),
+TCP, Noise only, Yamux. GossipSub on `/p2pci/board/1` with a topic validator
+that verifies each envelope before it is delivered or forwarded; our own
+peer exchange, anti-entropy sync and blob protocols on length-prefixed
+streams (p2pci.net.wire). Every py-libp2p quirk we depend on is wrapped here
+and listed in docs/internals.md ("py-libp2p gotchas").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+
+from p2pci.core.errors import LocalError, ProtocolError
+from p2pci.net import wire
+from p2pci.net.base import (
+    MAX_FACT,
+    TOPIC,
+    BlobStoreLike,
+    BlobUnavailable,
+    Delivery,
+    EmptySyncSource,
+    NetEvent,
+    PeerEvent,
+    PeerInfo,
+    SyncSource,
+    Validator,
+)
+from p2pci.net.common import Fanout, SeenIds, Stats, now_ms
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from trio_typing import TaskStatus  # trio-stubs (from trio_typing) shadow trio's own types
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------
+# py-libp2p wrapping. Imported lazily: `import libp2p` costs ~1 s.
+# ---------------------------------------------------------------------------
+
+# Outbound pubsub queue per peer. py-libp2p's default is 32 RPCs and a full
+# queue drops silently; a burst of facts (a late reveal wave, a sync
+# republish) easily exceeds that. 1024 RPCs of ≤ 64 KiB facts is ≤ 64 MiB
+# worst case per peer, in practice a few hundred KiB.
+OUTBOUND_QUEUE = 1024
+# Largest pubsub RPC we send or accept. The library default is 1 MiB and an
+# oversize inbound RPC is dropped silently; our facts are ≤ 64 KiB, so 256 KiB
+# leaves room for batching and control messages while bounding garbage.
+MAX_RPC = 256 * 1024
+
+_patched = False
+
+
+def _libp2p() -> Any:
+    """Import py-libp2p and apply our process-wide adjustments once."""
+    global _patched
+    import libp2p.pubsub.pubsub as ps_mod
+    from libp2p.pubsub.rpc_queue import RpcQueue
+
+    if not _patched:
+
+        class _P2pciRpcQueue(RpcQueue):
+            def __init__(self, max_size: int = OUTBOUND_QUEUE, max_message_size: int = MAX_RPC) -> None:
+                super().__init__(max_size=max_size, max_message_size=max_message_size)
+
+        # Pubsub builds `RpcQueue()` with the module defaults (32, 1 MiB): no
+        # constructor knob exists, so we swap the class it looks up.
+        ps_mod.RpcQueue = _P2pciRpcQueue  # type: ignore[attr-defined]
+        _patched = True
+    return ps_mod
+
+
+def libp2p_peer_id(seed: bytes) -> str:
+    """The libp2p peer ID of an Ed25519 seed, as libp2p computes it."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    return str(ID.from_pubkey(create_new_key_pair(seed).public_key).to_base58())
+
+
+def _default_validate(raw: bytes) -> bytes:
+    from p2pci.core.signing import open_envelope
+
+    return open_envelope(raw).id
+
+
+def parse_peer_addr(addr: str) -> tuple[str, str]:
+    """`/ip4/…/tcp/…/p2p/<id>` → (peer id, addr). LocalError/ProtocolError on bad input."""
+    try:
+        ma = multiaddr.Multiaddr(addr)
+        pid = ma.value_for_protocol("p2p")
+    except Exception as exc:
+        raise ProtocolError(f"bad multiaddr {addr!r}: {exc}") from None
+    if not pid:
+        raise ProtocolError(f"multiaddr {addr!r} has no /p2p/<peer id>")
+    protos = [p.name for p in ma.protocols()]
+    if "tcp" not in protos or not ({"ip4", "ip6"} & set(protos)):
+        raise ProtocolError(f"multiaddr {addr!r} is not ip/tcp")
+    return str(pid), addr
+
+
+@dataclass
+class _Book:
+    """What we know about one peer's reachability."""
+
+    addrs: set[str] = field(default_factory=set)
+    bootstrap: bool = False
+    fails: int = 0
+    next_try: float = 0.0  # trio time
+
+
+class LibP2PNetwork:
+    """See the module docstring; parameters are documented in docs/internals.md."""
+
+    def __init__(
+        self,
+        seed: bytes,
+        listen: list[str],
+        bootstrap: list[str] | None = None,
+        *,
+        validate: Validator | None = None,
+        blobs: BlobStoreLike | None = None,
+        sync_source: SyncSource | None = None,
+        degree: int = 8,
+        sync_interval: float = 30.0,
+        heartbeat: float = 1.0,
+        dial_timeout: float = 5.0,
+        dial_interval: float = 1.0,
+        redial_min: float = 1.0,
+        redial_max: float = 60.0,
+        forget_after: int = 8,
+        px_interval: float = 10.0,
+        read_timeout: float = 10.0,
+        blob_max: int = 4 << 30,
+        blob_concurrency: int = 2,
+        sync_budget: int = 4 << 20,
+        facts_buffer: int = 8192,
+        rng: random.Random | None = None,
+    ) -> None:
+        if len(seed) != 32:
+            raise LocalError("the node seed is 32 bytes")
+        self._seed = bytes(seed)
+        self._listen = list(listen) or ["/ip4/127.0.0.1/tcp/0"]
+        self._validate = validate or _default_validate
+        self._blobs = blobs
+        self._sync: SyncSource = sync_source or EmptySyncSource()
+        self.degree = degree
+        self.sync_interval = sync_interval
+        self.heartbeat = heartbeat
+        self.dial_timeout = dial_timeout
+        self.dial_interval = dial_interval
+        self.redial_min = redial_min
+        self.redial_max = redial_max
+        self.forget_after = forget_after
+        self.px_interval = px_interval
+        self.read_timeout = read_timeout
+        self.blob_max = blob_max
+        self.blob_concurrency = blob_concurrency
+        self.sync_budget = sync_budget
+        self._rng = rng or random.Random()
+
+        self._peer_id = libp2p_peer_id(self._seed)
+        self._book: dict[str, _Book] = {}
+        for addr in bootstrap or []:
+            try:
+                pid, _ = parse_peer_addr(addr)
+            except ProtocolError as exc:
+                raise LocalError(f"bootstrap address: {exc}") from None
+            if pid != self._peer_id:
+                self._book.setdefault(pid, _Book()).addrs.add(addr)
+                self._book[pid].bootstrap = True
+
+        self._seen = SeenIds()
+        self._stats = Stats()
+        self._events: Fanout[NetEvent] = Fanout()
+        self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](facts_buffer)
+        self._since: dict[str, int] = {}
+        self._dialing: set[str] = set()
+        self._wakeup = trio.Event()
+        self._last_px = -1e9
+        self._serve_slots: dict[str, int] = {}
+        self._fetch_slots: dict[str, trio.Semaphore] = {}
+        self._host: Any = None
+        self._pubsub: Any = None
+        self._nursery: trio.Nursery | None = None
+
+    # -- Network -----------------------------------------------------------------
+    @property
+    def peer_id(self) -> str:
+        return self._peer_id
+
+    def facts(self) -> trio.MemoryReceiveChannel[Delivery]:
+        return self._facts_recv
+
+    def events(self) -> trio.MemoryReceiveChannel[NetEvent]:
+        return self._events.subscribe()
+
+    def stats(self) -> dict[str, int]:
+        return self._stats.snapshot()
+
+    def serve_blobs(self, store: BlobStoreLike) -> None:
+        self._blobs = store
+
+    def set_sync_source(self, source: SyncSource) -> None:
+        self._sync = source
+
+    def addrs(self) -> list[str]:
+        if self._host is None:
+            return []
+        return [str(a) for a in self._host.get_addrs()]
+
+    def peers(self) -> list[PeerInfo]:
+        return [
+            PeerInfo(p, tuple(sorted(self._book[p].addrs)) if p in self._book else (), since)
+            for p, since in sorted(self._since.items())
+        ]
+
+    def add_peer_addrs(self, addrs: list[str]) -> None:
+        """Learn dialable addresses (`…/p2p/<id>`) of other peers; bad ones are ignored."""
+        for addr in addrs:
+            try:
+                pid, a = parse_peer_addr(addr)
+            except ProtocolError:
+                self._stats.inc("bad_addr")
+                continue
+            if pid == self._peer_id:
+                continue
+            book = self._book.get(pid)
+            if book is None:
+                if len(self._book) >= 1000:  # bounded: a peer cannot fill our memory
+                    continue
+                book = self._book[pid] = _Book()
+            if len(book.addrs) < wire.MAX_ADDRS:
+                book.addrs.add(a)
+        self._wakeup.set()
+
+    async def publish(self, raw: bytes) -> None:
+        if self._pubsub is None:
+            raise LocalError("network is not running")
+        fact_id = self._validate(raw)  # ProtocolError here is the caller's bug: let it out
+        self._seen.add(fact_id)
+        self._stats.inc("published")
+        await self._outbox_send.send(raw)
+
+    # -- run -----------------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        ps_mod = _libp2p()
+        from libp2p import new_host
+        from libp2p.crypto.ed25519 import create_new_key_pair
+        from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+        from libp2p.network.config import ConnectionConfig, RetryConfig
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+        from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+        from libp2p.security.noise.transport import Transport as NoiseTransport
+        from libp2p.tools.anyio_service import background_trio_service
+
+        key_pair = create_new_key_pair(self._seed)
+        listen = [multiaddr.Multiaddr(a) for a in self._listen]
+        host: Any = new_host(
+            key_pair=key_pair,
+            # Noise only: the default also offers TLS, secio and *plaintext*.
+            sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
+            muxer_preference="YAMUX",
+            listen_addrs=listen,
+            connection_config=ConnectionConfig(
+                dial_timeout=self.dial_timeout,
+                # The swarm's auto-connector redials peerstore entries on its own
+                # schedule; peer selection and backoff are ours (see _dialer).
+                min_connections=0,
+                low_watermark=0,
+            ),
+        )
+        # One dial attempt per connect(): retries and backoff are ours.
+        host.get_network().retry_config = RetryConfig(max_retries=0)
+        gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+            # Mesh degree: the usual 6/4/12; with fewer peers the mesh is everyone.
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            # Library default 120 s: mesh repair and IHAVE gossip would take minutes.
+            heartbeat_interval=self.heartbeat,  # type: ignore[arg-type]
+            heartbeat_initial_delay=0.1,
+            # Gossip (IHAVE) about the last 3 heartbeats, keep 5 in the cache.
+            gossip_window=3,
+            gossip_history=5,
+            # Short backoffs: nodes restart and partitions heal in seconds in CI.
+            prune_back_off=5,
+            unsubscribe_back_off=5,
+            # Our own peer exchange (/p2pci/peers/1) replaces gossipsub PX.
+            do_px=False,
+            # Default 10 msg/s per peer and topic, counted against the forwarder
+            # *including ourselves*, and applied after local delivery: it silently
+            # stops forwarding our own bursts. 500/s still bounds a flood.
+            spam_protection_enabled=True,
+            max_messages_per_topic_per_second=500.0,
+            # Needs 3 distinct IPs in the mesh: everything is 127.0.0.1 on a CI box.
+            eclipse_protection_enabled=False,
+            # Adaptive gossip rewrites the heartbeat interval at run time.
+            adaptive_gossip_enabled=False,
+        )
+        pubsub = ps_mod.Pubsub(
+            host,
+            gossipsub,
+            msg_id_constructor=_msg_id,
+            # A result cached by msg id would skip our validator (and its
+            # duplicate check) once the seen-cache entry expired.
+            validation_cache_ttl=0,
+            max_inbound_rpc_size=MAX_RPC,
+            allowed_topics={TOPIC},
+        )
+        notifee = _Notifee(self._wakeup_soon)
+        host.get_network().register_notifee(notifee)
+        host.set_stream_handler(wire.PROTO_PEERS, self._handle_peers)
+        host.set_stream_handler(wire.PROTO_SYNC, self._handle_sync)
+        host.set_stream_handler(wire.PROTO_BLOB, self._handle_blob)
+        self._host = host
+        try:
+            async with host.run(listen_addrs=listen):
+                async with background_trio_service(pubsub), background_trio_service(gossipsub):
+                    await pubsub.wait_until_ready()
+                    pubsub.set_topic_validator(TOPIC, self._topic_validator, False)
+                    sub = await pubsub.subscribe(TOPIC)
+                    self._pubsub = pubsub
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            self._nursery = nursery
+                            nursery.start_soon(self._drain, sub)
+                            nursery.start_soon(self._publisher)
+                            nursery.start_soon(self._dialer)
+                            nursery.start_soon(self._sync_loop)
+                            task_status.started()
+                    finally:
+                        self._nursery = None
+                        self._pubsub = None
+                        # Gotcha: leaving the pubsub service while peers still
+                        # deliver RPCs raised "Nursery is closed to new arrivals"
+                        # out of host.run(): close peer connections first.
+                        with trio.CancelScope(shield=True), trio.move_on_after(3):
+                            for conn_peer in list(host.get_connected_peers()):
+                                with trio.move_on_after(1):
+                                    try:
+                                        await host.disconnect(conn_peer)
+                                    except Exception:
+                                        pass
+        finally:
+            self._host = None
+            for pid in list(self._since):
+                self._events.send(PeerEvent(pid, False))
+            self._since.clear()
+
+    # -- gossip --------------------------------------------------------------------
+    def _topic_validator(self, forwarder: Any, msg: Any) -> bool:
+        """Runs before delivery and forwarding, also for our own publishes."""
+        try:
+            if self._host is not None and forwarder == self._host.get_id():
+                return True  # our own publish: validated in publish()
+            return self._accept(bytes(msg.data), str(forwarder.to_base58()), forward=False)
+        except Exception:  # a validator bug must not kill the peer's read loop
+            log.exception("topic validator failed")
+            self._stats.inc("errors")
+            return False
+
+    def _accept(self, raw: bytes, from_peer: str, *, forward: bool) -> bool:
+        """The one path for facts from the network (gossip and sync).
+
+        True means: valid and new, delivered (or at least valid), may be
+        forwarded. `forward=True` republishes it on the gossip topic (facts
+        that came by sync, so the rest of our side of a partition gets them).
+        """
+        if len(raw) > MAX_FACT:
+            self._stats.inc("rejected")
+            return False
+        try:
+            fact_id = self._validate(raw)
+        except ProtocolError:
+            self._stats.inc("rejected")
+            return False
+        if fact_id in self._seen or self._sync.get(fact_id) is not None:
+            self._stats.inc("duplicate")
+            return False
+        try:
+            self._facts_send.send_nowait(Delivery(raw, from_peer))
+        except trio.WouldBlock:
+            # The daemon is behind: do not remember the id, sync will offer it again.
+            self._stats.inc("dropped")
+            return True
+        self._seen.add(fact_id)
+        self._stats.inc("delivered")
+        if forward:
+            try:
+                self._outbox_send.send_nowait(raw)
+            except trio.WouldBlock:
+                self._stats.inc("dropped")
+        return True
+
+    async def _drain(self, sub: Any) -> None:
+        # Facts are delivered from the validator; the subscription only has to
+        # be read so its 32-slot channel never fills (it would log per message).
+        async for _ in sub:
+            pass
+
+    async def _publisher(self) -> None:
+        """Sends our facts one by one, pacing on the peers' outbound queues."""
+        async for raw in self._outbox_recv:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            with trio.move_on_after(5):
+                # The queues drain at network speed: this is real backpressure.
+                while any(len(q) > OUTBOUND_QUEUE // 2 for q in list(pubsub.peer_queues.values())):  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            try:
+                await pubsub.publish(TOPIC, raw)
+            except Exception:
+                log.debug("publish failed", exc_info=True)
+                self._stats.inc("publish_errors")
+
+    # -- peers ---------------------------------------------------------------------
+    def _wakeup_soon(self) -> None:
+        self._wakeup.set()
+
+    def _reconcile(self) -> None:
+        """Turn the swarm's connection set into PeerEvents and first contacts."""
+        host = self._host
+        if host is None:
+            return
+        now = {str(p.to_base58()) for p in host.get_connected_peers()}
+        for gone in sorted(set(self._since) - now):
+            del self._since[gone]
+            self._events.send(PeerEvent(gone, False))
+            book = self._book.get(gone)
+            if book is not None:
+                book.next_try = trio.current_time() + self.redial_min
+        for new in sorted(now - set(self._since)):
+            self._since[new] = now_ms()
+            self._events.send(PeerEvent(new, True))
+            book = self._book.get(new)
+            if book is not None:
+                book.fails = 0
+            if self._nursery is not None:
+                self._nursery.start_soon(self._first_contact, new)
+
+    async def _first_contact(self, peer: str) -> None:
+        await self._exchange_peers(peer)
+        await self._sync_with(peer)
+
+    async def _dialer(self) -> None:
+        while True:
+            with trio.move_on_after(self.dial_interval):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self._reconcile()
+            now = trio.current_time()
+            connected = set(self._since)
+            want = self.degree - len(connected) - len(self._dialing)
+            if want <= 0:
+                continue
+            cands = [
+                p
+                for p, b in self._book.items()
+                if p not in connected and p not in self._dialing and b.next_try <= now and b.addrs
+            ]
+            self._rng.shuffle(cands)
+            cands.sort(key=lambda p: not self._book[p].bootstrap)
+            for p in cands[:want]:
+                self._dialing.add(p)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._dial, p)
+            if len(cands) < want and connected and now - self._last_px >= self.px_interval:
+                self._last_px = now
+                assert self._nursery is not None
+                self._nursery.start_soon(self._exchange_peers, self._rng.choice(sorted(connected)))
+
+    async def _dial(self, peer: str) -> None:
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo as LPeerInfo
+
+        book = self._book.get(peer)
+        try:
+            if book is None:
+                return
+            pid = ID.from_base58(peer)
+            # Gotcha: after all addresses failed once, the swarm refuses every
+            # dial to that peer for 60 s (negative cache). Our backoff decides.
+            self._host.get_network().unblock_peer(pid)
+            info = LPeerInfo(pid, [multiaddr.Multiaddr(a) for a in sorted(book.addrs)])
+            with trio.fail_after(self.dial_timeout):
+                await self._host.connect(info)
+            book.fails = 0
+            self._stats.inc("dials")
+        except Exception as exc:
+            self._stats.inc("dial_failures")
+            if book is not None:
+                book.fails += 1
+                delay = min(self.redial_max, self.redial_min * 2 ** (book.fails - 1))
+                book.next_try = trio.current_time() + delay * self._rng.uniform(0.8, 1.2)
+                if book.fails >= self.forget_after and not book.bootstrap:
+                    self._book.pop(peer, None)  # dead peer: dropped
+            log.debug("dial %s failed: %r", peer, exc)
+        finally:
+            self._dialing.discard(peer)
+            self._wakeup.set()
+
+    async def _exchange_peers(self, peer: str) -> None:
+        """`/p2pci/peers/1` client: tell our addresses, learn theirs and their peers'."""
+        try:
+            async with self._stream(peer, wire.PROTO_PEERS) as stream:
+                await stream.write(wire.peers_request(self.addrs()))
+                payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
+            own, others = wire.parse_peers_response(payload)
+        except Exception as exc:
+            self._stats.inc("px_failures")
+            log.debug("peer exchange with %s failed: %r", peer, exc)
+            return
+        self._learn_own_addrs(peer, own)
+        self.add_peer_addrs(others)
+        self._stats.inc("px")
+
+    def _learn_own_addrs(self, peer: str, addrs: list[str]) -> None:
+        """A peer's self-reported listen addresses: only accepted for its own id."""
+        for addr in addrs:
+            try:
+                pid, a = parse_peer_addr(addr)
+            except ProtocolError:
+                self._stats.inc("bad_addr")
+                continue
+            if pid == peer:
+                book = self._book.setdefault(peer, _Book())
+                if len(book.addrs) < wire.MAX_ADDRS:
+                    book.addrs.add(a)
+
+    async def _handle_peers(self, stream: Any) -> None:
+        peer = str(stream.muxed_conn.peer_id.to_base58())
+        try:
+            payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
+            self._learn_own_addrs(peer, wire.parse_peers_request(payload))
+            known = [
+                a
+                for p in self._rng.sample(sorted(self._since), len(self._since))
+                if p != peer and p in self._book
+                for a in sorted(self._book[p].addrs)[:2]
+            ]
+            with trio.fail_after(self.read_timeout):
+                await stream.write(wire.peers_response(self.addrs(), known))
+            await stream.close()
+        except Exception as exc:
+            await self._bad_stream(stream, "px", exc)
+
+    # -- anti-entropy ----------------------------------------------------------------
+    async def _sync_loop(self) -> None:
+        while True:
+            await trio.sleep(self.sync_interval * self._rng.uniform(0.8, 1.2))
+            if self._since:
+                await self._sync_with(self._rng.choice(sorted(self._since)))
+
+    async def sync_now(self, peer: str | None = None) -> None:
+        """Run one anti-entropy round now (with `peer` or a random connected one)."""
+        if peer is None:
+            if not self._since:
+                return
+            peer = self._rng.choice(sorted(self._since))
+        await self._sync_with(peer)
+
+    def _missing(self, ids: list[bytes]) -> list[bytes]:
+        return [i for i in ids if i not in self._seen and self._sync.get(i) is None]
+
+    def _budgeted(self, ids: list[bytes]) -> tuple[list[bytes], bool]:
+        out: list[bytes] = []
+        total = 0
+        for i in ids:
+            raw = self._sync.get(i)
+            if raw is None:
+                continue
+            if total + len(raw) > self.sync_budget and out:
+                return out, True
+            out.append(raw)
+            total += len(raw)
+        return out, False
+
+    async def _sync_with(self, peer: str) -> None:
+        """`/p2pci/sync/1` client: repeat while the server says there is more."""
+        for _ in range(16):
+            try:
+                ours = self._sync.live_ids()[: wire.MAX_IDS]
+                async with self._stream(peer, wire.PROTO_SYNC) as stream:
+                    await stream.write(wire.sync_hello(ours))
+                    payload = await self._read_frame(stream, wire.MAX_SYNC_FRAME)
+                    facts, want, more = wire.parse_sync_reply(payload, MAX_FACT)
+                    give, _ = self._budgeted(want)
+                    with trio.fail_after(self.read_timeout):
+                        await stream.write(wire.sync_facts(give))
+            except Exception as exc:
+                self._stats.inc("sync_failures")
+                log.debug("sync with %s failed: %r", peer, exc)
+                return
+            self._stats.inc("syncs")
+            for raw in facts:
+                if self._accept(raw, peer, forward=True):
+                    self._stats.inc("synced")
+                await trio.lowlevel.checkpoint()
+            if not more:
+                return
+
+    async def _handle_sync(self, stream: Any) -> None:
+        peer = str(stream.muxed_conn.peer_id.to_base58())
+        try:
+            theirs = wire.parse_sync_hello(await self._read_frame(stream, wire.MAX_SYNC_FRAME))
+            their_set = set(theirs)
+            lacking = [i for i in self._sync.live_ids() if i not in their_set]
+            facts, more = self._budgeted(lacking)
+            want = self._missing(theirs)
+            with trio.fail_after(self.read_timeout):
+                await stream.write(wire.sync_reply(facts, want, more))
+            got = wire.parse_sync_facts(await self._read_frame(stream, wire.MAX_SYNC_FRAME), MAX_FACT)
+            await stream.close()
+        except Exception as exc:
+            await self._bad_stream(stream, "sync", exc)
+            return
+        wanted = set(want)
+        for raw in got:
+            if hashlib.sha256(raw).digest() not in wanted:
+                self._stats.inc("rejected")  # unasked-for fact: a hostile push
+                continue
+            if self._accept(raw, peer, forward=True):
+                self._stats.inc("synced")
+            await trio.lowlevel.checkpoint()
+
+    # -- blobs -----------------------------------------------------------------------
+    async def fetch_blob(self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None) -> Path:
+        if dest.has(ref.sha256):
+            return dest.path(ref.sha256)
+        if ref.size > self.blob_max:
+            raise BlobUnavailable(f"blob of {ref.size} bytes exceeds the limit of {self.blob_max}")
+        if peers is None:
+            candidates = sorted(self._since)
+            self._rng.shuffle(candidates)
+        else:
+            candidates = [p for p in peers if p != self._peer_id]
+        reasons: list[str] = []
+        for peer in candidates:
+            slot = self._fetch_slots.setdefault(peer, trio.Semaphore(self.blob_concurrency))
+            try:
+                async with slot:
+                    await self._fetch_from(peer, ref, dest)
+            except trio.TooSlowError:
+                self._stats.inc("blob_timeouts")
+                reasons.append(f"{peer}: timed out")
+            except ProtocolError as exc:
+                self._stats.inc("blob_rejected")
+                reasons.append(f"{peer}: {exc}")
+            except Exception as exc:  # libp2p: dial/stream errors of many types
+                self._stats.inc("blob_failures")
+                reasons.append(f"{peer}: {type(exc).__name__}: {exc}")
+            else:
+                self._stats.inc("blob_fetched")
+                return dest.path(ref.sha256)
+        raise BlobUnavailable(f"blob {ref.sha256.hex()} unavailable: " + "; ".join(reasons or ["no peers"]))
+
+    async def _fetch_from(self, peer: str, ref: Any, dest: BlobStoreLike) -> None:
+        async with self._stream(peer, wire.PROTO_BLOB) as stream:
+            with trio.fail_after(self.read_timeout):
+                await stream.write(wire.blob_request(ref.sha256, ref.size))
+            ok, error = wire.parse_blob_response(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
+            if not ok:
+                raise ProtocolError(f"refused: {error}")
+            with dest.writer(ref) as w:
+                got = 0
+                while got < ref.size:
+                    chunk = await self._read_frame(stream, wire.CHUNK)
+                    if not chunk or got + len(chunk) > ref.size:
+                        raise ProtocolError("bad blob chunk")
+                    w.write(chunk)
+                    got += len(chunk)
+            # leaving the writer verified the hash; only then is it in the store
+
+    async def _handle_blob(self, stream: Any) -> None:
+        peer = str(stream.muxed_conn.peer_id.to_base58())
+        if self._serve_slots.get(peer, 0) >= self.blob_concurrency:
+            self._stats.inc("blob_busy")
+            await self._refuse(stream, "busy")
+            return
+        self._serve_slots[peer] = self._serve_slots.get(peer, 0) + 1
+        try:
+            sha, size = wire.parse_blob_request(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
+            store = self._blobs
+            if store is None or not store.has(sha):
+                await self._refuse(stream, "not found")
+                return
+            path = store.path(sha)
+            if size > self.blob_max or path.stat().st_size != size:
+                await self._refuse(stream, "size mismatch")
+                return
+            with trio.fail_after(self.read_timeout):
+                await stream.write(wire.blob_response(True))
+            with path.open("rb") as f:
+                sent = 0
+                while sent < size:
+                    chunk = f.read(min(wire.CHUNK, size - sent))
+                    if not chunk:
+                        break  # the file shrank under us: the reader times out / rejects
+                    with trio.fail_after(self.read_timeout):
+                        await stream.write(wire.frame(chunk))
+                    sent += len(chunk)
+            self._stats.inc("blob_served")
+            with trio.move_on_after(self.read_timeout):
+                await stream.close()
+        except Exception as exc:
+            await self._bad_stream(stream, "blob", exc)
+        finally:
+            self._serve_slots[peer] -= 1
+            if not self._serve_slots[peer]:
+                del self._serve_slots[peer]
+
+    async def _refuse(self, stream: Any, why: str) -> None:
+        try:
+            with trio.fail_after(self.read_timeout):
+                await stream.write(wire.blob_response(False, why))
+                await stream.close()
+        except Exception as exc:
+            await self._bad_stream(stream, "blob", exc)
+
+    # -- stream helpers --------------------------------------------------------------
+    @asynccontextmanager
+    async def _stream(self, peer: str, proto: str) -> AsyncIterator[Any]:
+        from libp2p.peer.id import ID
+
+        if self._host is None:
+            raise LocalError("network is not running")
+        with trio.fail_after(self.dial_timeout):
+            stream = await self._host.new_stream(ID.from_base58(peer), [proto])
+        try:
+            yield stream
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
+            raise
+        else:
+            with trio.move_on_after(self.read_timeout):
+                try:
+                    await stream.close()
+                except Exception:
+                    pass
+
+    async def _read_exact(self, stream: Any, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            with trio.fail_after(self.read_timeout):
+                part = await stream.read(n - len(buf))
+            if not part:
+                raise ProtocolError("stream closed mid-frame")
+            buf += part
+        return bytes(buf)
+
+    async def _read_frame(self, stream: Any, limit: int) -> bytes:
+        n = wire.parse_length(await self._read_exact(stream, wire.LEN.size), limit)
+        return await self._read_exact(stream, n) if n else b""
+
+    async def _bad_stream(self, stream: Any, what: str, exc: BaseException) -> None:
+        self._stats.inc(f"{what}_bad_streams")
+        log.debug("%s stream failed: %r", what, exc)
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+
+
+def _msg_id(msg: Any) -> bytes:
+    return hashlib.sha256(msg.data).digest()
+
+
+class _Notifee:
+    """Swarm notifee: any connection change wakes the dialer, which reconciles."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        self._wake()
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        self._wake()
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        pass

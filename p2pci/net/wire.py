@@ -1,0 +1,166 @@
+"""Frames and messages of the p2pci stream protocols (pure: no libp2p, no I/O).
+
+Every stream protocol uses the same framing: a 4-byte big-endian length and
+a msgpack map. Length-prefixed framing (not "read until EOF") because closing
+a py-libp2p stream does not reliably give the remote an empty read.
+
+* `/p2pci/peers/1`: client sends `{addrs: [ma]}` (its own listen addresses,
+  each ending in `/p2p/<its id>`); server replies `{addrs: [ma], peers: [ma]}`
+  (its own addresses and those of up to 16 peers it is connected to).
+* `/p2pci/sync/1`: client sends `{ids: [id32]}` (its live fact ids); server
+  replies `{facts: [raw], want: [id32], more: bool}` (facts the client lacks,
+  ids the server lacks, `more` if `facts` was cut at the byte budget);
+  client sends `{facts: [raw]}` answering `want`.
+* `/p2pci/blob/1`: client sends `{sha256: b32, size: int}`; server replies
+  `{ok: bool, error: str}`; if ok, the blob follows as raw chunk frames
+  (4-byte length + bytes, each ≤ CHUNK, non-empty) until `size` bytes.
+
+Decoders raise ProtocolError on anything that is not exactly the shape.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from p2pci.core.errors import ProtocolError
+
+PROTO_PEERS = "/p2pci/peers/1"
+PROTO_SYNC = "/p2pci/sync/1"
+PROTO_BLOB = "/p2pci/blob/1"
+
+LEN = struct.Struct(">I")
+CHUNK = 256 * 1024
+MAX_CONTROL_FRAME = 64 * 1024  # peers and blob request/response
+MAX_SYNC_FRAME = 8 * 1024 * 1024  # ids list or a batch of facts
+MAX_IDS = 100_000  # 3.2 MB of ids
+MAX_ADDRS = 16
+MAX_ADDR_LEN = 256
+
+
+def frame(payload: bytes) -> bytes:
+    return LEN.pack(len(payload)) + payload
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """One framed msgpack map."""
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return frame(data)
+
+
+def parse_length(header: bytes, limit: int) -> int:
+    if len(header) != LEN.size:
+        raise ProtocolError("truncated frame header")
+    (n,) = LEN.unpack(header)
+    if n > limit:
+        raise ProtocolError(f"frame of {n} bytes exceeds the limit of {limit}")
+    return int(n)
+
+
+def decode_map(payload: bytes, fields: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """Decode a msgpack map with exactly `fields` (name → type)."""
+    try:
+        obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises many types on garbage
+        raise ProtocolError(f"bad frame: {type(exc).__name__}") from None
+    if not isinstance(obj, dict) or set(obj) != set(fields):
+        raise ProtocolError(f"bad frame: expected fields {sorted(fields)}")
+    for name, typ in fields.items():
+        value = obj[name]
+        if isinstance(value, bool) and typ is int:
+            raise ProtocolError(f"bad frame: {name} is a bool")
+        if not isinstance(value, typ):
+            raise ProtocolError(f"bad frame: {name} has type {type(value).__name__}")
+    return obj
+
+
+def _ids(values: list[Any], what: str, limit: int = MAX_IDS) -> list[bytes]:
+    if len(values) > limit:
+        raise ProtocolError(f"too many {what}")
+    for v in values:
+        if not isinstance(v, bytes) or len(v) != 32:
+            raise ProtocolError(f"bad {what}: not 32 bytes")
+    return values
+
+
+def _addrs(values: list[Any]) -> list[str]:
+    if len(values) > MAX_ADDRS:
+        raise ProtocolError("too many addresses")
+    for v in values:
+        if not isinstance(v, str) or not v.startswith("/") or len(v) > MAX_ADDR_LEN:
+            raise ProtocolError("bad address")
+    return values
+
+
+def _raws(values: list[Any], max_fact: int) -> list[bytes]:
+    for v in values:
+        if not isinstance(v, bytes) or len(v) > max_fact:
+            raise ProtocolError("bad fact in sync frame")
+    return values
+
+
+# -- /p2pci/peers/1 -------------------------------------------------------------
+def peers_request(addrs: list[str]) -> bytes:
+    return encode({"addrs": addrs[:MAX_ADDRS]})
+
+
+def parse_peers_request(payload: bytes) -> list[str]:
+    return _addrs(decode_map(payload, {"addrs": list})["addrs"])
+
+
+def peers_response(addrs: list[str], peers: list[str]) -> bytes:
+    return encode({"addrs": addrs[:MAX_ADDRS], "peers": peers[:MAX_ADDRS]})
+
+
+def parse_peers_response(payload: bytes) -> tuple[list[str], list[str]]:
+    d = decode_map(payload, {"addrs": list, "peers": list})
+    return _addrs(d["addrs"]), _addrs(d["peers"])
+
+
+# -- /p2pci/sync/1 --------------------------------------------------------------
+def sync_hello(ids: list[bytes]) -> bytes:
+    return encode({"ids": ids[:MAX_IDS]})
+
+
+def parse_sync_hello(payload: bytes) -> list[bytes]:
+    return _ids(decode_map(payload, {"ids": list})["ids"], "ids")
+
+
+def sync_reply(facts: list[bytes], want: list[bytes], more: bool) -> bytes:
+    return encode({"facts": facts, "want": want[:MAX_IDS], "more": more})
+
+
+def parse_sync_reply(payload: bytes, max_fact: int) -> tuple[list[bytes], list[bytes], bool]:
+    d = decode_map(payload, {"facts": list, "want": list, "more": bool})
+    return _raws(d["facts"], max_fact), _ids(d["want"], "want"), bool(d["more"])
+
+
+def sync_facts(facts: list[bytes]) -> bytes:
+    return encode({"facts": facts})
+
+
+def parse_sync_facts(payload: bytes, max_fact: int) -> list[bytes]:
+    return _raws(decode_map(payload, {"facts": list})["facts"], max_fact)
+
+
+# -- /p2pci/blob/1 --------------------------------------------------------------
+def blob_request(sha256: bytes, size: int) -> bytes:
+    return encode({"sha256": sha256, "size": size})
+
+
+def parse_blob_request(payload: bytes) -> tuple[bytes, int]:
+    d = decode_map(payload, {"sha256": bytes, "size": int})
+    if len(d["sha256"]) != 32 or d["size"] < 0:
+        raise ProtocolError("bad blob request")
+    return d["sha256"], d["size"]
+
+
+def blob_response(ok: bool, error: str = "") -> bytes:
+    return encode({"ok": ok, "error": error[:200]})
+
+
+def parse_blob_response(payload: bytes) -> tuple[bool, str]:
+    d = decode_map(payload, {"ok": bool, "error": str})
+    return bool(d["ok"]), d["error"]
