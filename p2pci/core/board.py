@@ -44,6 +44,9 @@ class JobView:
     commit_ids: dict[bytes, Fact] = field(default_factory=dict)
     # every fact id of this job
     ids: set[bytes] = field(default_factory=set)
+    # commit ids held when the first reveal of the job arrived (None: no reveal yet);
+    # arrival-order dependent, used only for this node's own `seen` list
+    seen_at_first_reveal: frozenset[bytes] | None = None
     # bumped on every new fact: a cheap "did anything change" for caches
     version: int = 0
 
@@ -56,6 +59,11 @@ class JobView:
     def allowlist(self) -> frozenset[bytes] | None:
         msg = self.offer_msg
         return None if msg is None else msg.allowlist
+
+    def seen_commits(self, limit: int = 1024) -> tuple[bytes, ...]:
+        """The `seen` list for this node's reveal: commit ids held before the first reveal arrived."""
+        ids = self.commit_ids.keys() if self.seen_at_first_reveal is None else self.seen_at_first_reveal
+        return tuple(sorted(ids)[:limit])
 
     def facts(self) -> list[Fact]:
         """All facts of this job, offer first, then by kind and id (a stable order)."""
@@ -77,6 +85,8 @@ class JobView:
             self.commits.setdefault(fact.signer, []).append(fact)
             self.commit_ids[fact.id] = fact
         elif isinstance(body, Reveal):
+            if self.seen_at_first_reveal is None:
+                self.seen_at_first_reveal = frozenset(self.commit_ids)
             self.reveals.setdefault(fact.signer, []).append(fact)
         elif isinstance(body, Cancel):
             self.cancels.append(fact)

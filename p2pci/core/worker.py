@@ -1,0 +1,390 @@
+"""The worker's own state machine for one job (design.md section 3, steps 2-4).
+
+Pure: `worker_step(wj, view, now, cfg, event) -> (wj, actions)` looks up
+`TRANSITIONS[(phase, type(event))]`; an event that has no entry is ignored.
+The daemon performs the actions (publish a fact and add it to its own board,
+start or cancel a build) and calls `worker_step` again on every change of the
+job's facts, when a build ends and at `next_wakeup(...)`.
+
+Phases::
+
+    SEEN --Tick--> WAITING --Tick (window over, would rank within M)--> CLAIMED
+    CLAIMED --Tick (selected)--> BUILDING --BuildDone--> BUILT --Tick (own commit on board)--> COMMITTED
+    COMMITTED --Tick (all selected committed, or reveal deadline)--> REVEALED
+    SEEN --> SKIPPED (policy says no, or already over); WAITING/CLAIMED/BUILDING --> GAVE_UP
+
+Rules:
+
+* SEEN: skip if `eligible(...)` gives a reason, or the job is cancelled,
+  expired or already has a final verdict; else start the claim window.
+* WAITING: after `claim_window_ms`, claim (`lease_until = now + lease_ms`)
+  only when a slot is free (`Tick.free_slot`) and this worker would rank
+  within `replicas` among the live claimants and itself; otherwise wait: the
+  next in line claims when a lease expires.
+* Lease renewal at half the lease while CLAIMED / BUILDING / BUILT.
+* CLAIMED: build only while selected. BUILDING: a worker no longer selected
+  keeps building (extra evidence, never harm).
+* Give up (GiveUp action) when the job is cancelled, expired, or has a final
+  verdict before the build started; a running build is cancelled only if the
+  job is cancelled or expired.
+* BuildDone -> BUILT with `PublishCommit(hash)`; BUILT re-emits the same
+  commit on every tick until it is on the board (signatures are
+  deterministic: the same fact, a duplicate for everyone else), then
+  COMMITTED. The daemon should persist `wj` (salt and result) before it
+  publishes the commit so a restarted worker can still reveal.
+* COMMITTED: reveal when every worker selected at `now` has committed and
+  at least `quorum` workers are selected (so that a lone early worker does
+  not reveal before anyone could witness its commit), or
+  `now >= reveal_deadline(offer, slack_ms)` =
+  `min(created + timeout_s * 1000 + slack_ms, deadline)`. `seen` is
+  `JobView.seen_commits()`: the commit ids held before the first reveal of
+  the job arrived on this board.
+* The salt is `HMAC-SHA256(cfg.salt_secret, "p2pci/salt/" + job)[:16]` unless
+  BuildDone brings one: unpredictable to others, reproducible after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from p2pci.core.board import JobView
+from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
+from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.selection import candidates, live_claimants, rank, selected
+from p2pci.core.signing import commit_hash
+from p2pci.core.tally import tally
+
+Phase = Literal[
+    "SEEN", "WAITING", "CLAIMED", "BUILDING", "BUILT", "COMMITTED", "REVEALED", "SKIPPED", "GAVE_UP"
+]
+TERMINAL: frozenset[str] = frozenset({"REVEALED", "SKIPPED", "GAVE_UP"})
+DEFAULT_SLACK_MS = 30_000
+
+
+# --------------------------------------------------------------------------
+# configuration and eligibility
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPolicy:
+    """What a donor agrees to run (config.toml [worker])."""
+
+    slots: int = 1
+    max_timeout_s: int = 3600
+    max_memory_mb: int = 4096
+    max_cpus: int = 2
+    max_out_mb: int = 1024
+    images: Literal["any"] | frozenset[str] = "any"
+    open_jobs: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    me: bytes
+    lease_ms: int = 60_000
+    claim_window_ms: int = 2_000
+    policy: WorkerPolicy = field(default_factory=WorkerPolicy)
+    slack_ms: int = DEFAULT_SLACK_MS
+    salt_secret: bytes = b""  # e.g. the node key seed: salts are HMACs of the job id
+
+
+def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str | None:
+    """None if this worker may build `offer`, else the reason it may not."""
+    if offer.workers == "open":
+        if not policy.open_jobs:
+            return "open jobs are disabled"
+    elif me is not None and me not in offer.workers:
+        return "not in the offer's allowlist"
+    lim = offer.limits
+    if lim.timeout_s > policy.max_timeout_s:
+        return f"timeout {lim.timeout_s}s exceeds {policy.max_timeout_s}s"
+    if lim.memory_mb > policy.max_memory_mb:
+        return f"memory {lim.memory_mb} MB exceeds {policy.max_memory_mb} MB"
+    if lim.cpus > policy.max_cpus:
+        return f"cpus {lim.cpus} exceeds {policy.max_cpus}"
+    if lim.out_mb > policy.max_out_mb:
+        return f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
+    if policy.images != "any" and offer.image.id not in policy.images:
+        return f"image {offer.image.id} not allowed"
+    if policy.slots < 1:
+        return "no build slots"
+    return None
+
+
+def reveal_deadline(offer: Offer, slack_ms: int = DEFAULT_SLACK_MS) -> int:
+    return min(offer.created + offer.limits.timeout_s * 1000 + slack_ms, offer.deadline)
+
+
+def salt_for(secret: bytes, job: bytes) -> bytes:
+    return hmac.new(secret, b"p2pci/salt/" + job, hashlib.sha256).digest()[:16]
+
+
+# --------------------------------------------------------------------------
+# events and actions
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed or the job's facts changed. `free_slot`: may this worker start a build now."""
+
+    free_slot: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BuildDone:
+    exit_code: int
+    manifest: tuple[ManifestEntry, ...]
+    log: BlobRef
+    salt: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildFailed:
+    reason: str
+
+
+Event = Tick | BuildDone | BuildFailed
+
+
+@dataclass(frozen=True, slots=True)
+class PublishClaim:
+    lease_until: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartBuild:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PublishCommit:
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReveal:
+    reveal: Reveal
+
+
+@dataclass(frozen=True, slots=True)
+class CancelBuild:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    reason: str
+
+
+Action = PublishClaim | StartBuild | PublishCommit | PublishReveal | CancelBuild | GiveUp
+
+
+# --------------------------------------------------------------------------
+# the per-job worker state
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    job: bytes
+    phase: Phase = "SEEN"
+    first_seen: int | None = None
+    claim_at: int | None = None  # end of the claim window
+    reveal_at: int | None = None  # reveal deadline (set once built)
+    lease_until: int | None = None  # of our latest claim
+    renew_at: int | None = None
+    exit_code: int | None = None
+    manifest: tuple[ManifestEntry, ...] = ()
+    log: BlobRef | None = None
+    salt: bytes | None = None
+    digest: bytes | None = None
+    commit: bytes | None = None  # our commit hash
+    reason: str = ""
+
+    @classmethod
+    def new(cls, job: bytes, now: int) -> WorkerJob:
+        return cls(job, "SEEN", first_seen=now)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+
+Result = tuple[WorkerJob, list[Action]]
+Handler = Callable[[WorkerJob, JobView, int, WorkerConfig, Event], Result]
+
+
+def _over(view: JobView, offer: Offer, now: int) -> str | None:
+    """Why nobody should start on this job any more (cancelled, expired, decided), or None."""
+    verdict = tally(view, now)
+    if verdict.state == "CANCELLED":
+        return "job cancelled"
+    if now >= offer.deadline or verdict.state == "EXPIRED":
+        return "job expired"
+    if verdict.final:
+        return f"job already {verdict.state}"
+    return None
+
+
+def _stopped(view: JobView, offer: Offer, now: int) -> str | None:
+    """Why a running build should be cancelled (cancelled or expired), or None."""
+    if any(c.signer == view.offer.signer for c in view.cancels):  # type: ignore[union-attr]
+        return "job cancelled"
+    if now >= offer.deadline:
+        return "job expired"
+    return None
+
+
+def _renew(wj: WorkerJob, now: int, cfg: WorkerConfig) -> Result:
+    if wj.renew_at is not None and now >= wj.renew_at:
+        lease = now + cfg.lease_ms
+        return replace(wj, lease_until=lease, renew_at=now + cfg.lease_ms // 2), [PublishClaim(lease)]
+    return wj, []
+
+
+def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    offer = view.offer_msg
+    if offer is None:
+        return wj, []
+    reason = eligible(offer, cfg.policy, cfg.me) or _over(view, offer, now)
+    if reason is not None:
+        return replace(wj, phase="SKIPPED", reason=reason), []
+    first = now if wj.first_seen is None else wj.first_seen
+    wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + cfg.claim_window_ms)
+    return _waiting_tick(wj, view, now, cfg, ev)
+
+
+def _waiting_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    offer = view.offer_msg
+    assert offer is not None and isinstance(ev, Tick)
+    reason = _over(view, offer, now)
+    if reason is not None:
+        return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
+    if (wj.claim_at is not None and now < wj.claim_at) or not ev.free_slot:
+        return wj, []
+    others = [w for w in candidates(view, now) if w != cfg.me]
+    my_rank = rank(view.job, cfg.me)
+    ahead = sum(1 for w in others if rank(view.job, w) < my_rank)
+    if ahead >= offer.replicas:
+        return wj, []
+    lease = now + cfg.lease_ms
+    return replace(wj, phase="CLAIMED", lease_until=lease, renew_at=now + cfg.lease_ms // 2), [
+        PublishClaim(lease)
+    ]
+
+
+def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    offer = view.offer_msg
+    assert offer is not None and isinstance(ev, Tick)
+    reason = _over(view, offer, now)
+    if reason is not None:
+        return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
+    wj, actions = _renew(wj, now, cfg)
+    if ev.free_slot and cfg.me in selected(view, now):
+        return replace(wj, phase="BUILDING"), [*actions, StartBuild()]
+    return wj, actions
+
+
+def _building_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    offer = view.offer_msg
+    assert offer is not None
+    reason = _stopped(view, offer, now)
+    if reason is not None:
+        return replace(wj, phase="GAVE_UP", reason=reason), [CancelBuild(), GiveUp(reason)]
+    return _renew(wj, now, cfg)
+
+
+def _build_done(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    assert isinstance(ev, BuildDone)
+    offer = view.offer_msg
+    assert offer is not None
+    salt = ev.salt if ev.salt is not None else salt_for(cfg.salt_secret, wj.job)
+    digest = result_digest(ev.exit_code, ev.manifest)
+    manifest = tuple(sorted(ev.manifest, key=lambda e: e.path))
+    h = commit_hash(salt, digest, cfg.me)
+    wj = replace(
+        wj,
+        phase="BUILT",
+        exit_code=ev.exit_code,
+        manifest=manifest,
+        log=ev.log,
+        salt=salt,
+        digest=digest,
+        commit=h,
+        reveal_at=reveal_deadline(offer, cfg.slack_ms),
+    )
+    return wj, [PublishCommit(h)]
+
+
+def _build_failed(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    assert isinstance(ev, BuildFailed)
+    reason = f"build failed: {ev.reason}"
+    return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
+
+
+def _built_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    mine = view.commits.get(cfg.me, [])
+    if any(f.body.hash == wj.commit for f in mine):  # type: ignore[union-attr]
+        return _committed_tick(replace(wj, phase="COMMITTED", renew_at=None), view, now, cfg, ev)
+    wj, actions = _renew(wj, now, cfg)
+    assert wj.commit is not None
+    return wj, [*actions, PublishCommit(wj.commit)]
+
+
+def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
+    offer = view.offer_msg
+    assert offer is not None
+    deadline = wj.reveal_at if wj.reveal_at is not None else reveal_deadline(offer, cfg.slack_ms)
+    sel = selected(view, now)
+    if now < deadline and (len(sel) < offer.quorum or not all(w in view.commits for w in sel)):
+        return wj, []
+    assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None
+    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN))
+    return replace(wj, phase="REVEALED"), [PublishReveal(rev)]
+
+
+TRANSITIONS: dict[tuple[str, type], Handler] = {
+    ("SEEN", Tick): _seen_tick,
+    ("WAITING", Tick): _waiting_tick,
+    ("CLAIMED", Tick): _claimed_tick,
+    ("BUILDING", Tick): _building_tick,
+    ("BUILDING", BuildDone): _build_done,
+    ("BUILDING", BuildFailed): _build_failed,
+    ("BUILT", Tick): _built_tick,
+    ("COMMITTED", Tick): _committed_tick,
+}
+
+
+def worker_step(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, event: Event) -> Result:
+    """Apply one event. No I/O, no clock reads, no randomness."""
+    if view.offer is None or view.job != wj.job:
+        return wj, []
+    handler = TRANSITIONS.get((wj.phase, type(event)))
+    if handler is None:
+        return wj, []  # irrelevant in this phase: ignore, don't raise
+    return handler(wj, view, now, cfg, event)
+
+
+def next_wakeup(wj: WorkerJob, view: JobView, now: int) -> int | None:
+    """When the daemon should tick this job again at the latest (facts arriving also tick it)."""
+    offer = view.offer_msg
+    if wj.terminal or offer is None:
+        return None
+    if wj.phase == "SEEN":
+        return now
+    times = [offer.deadline]
+    if wj.renew_at is not None and wj.phase in ("CLAIMED", "BUILDING", "BUILT"):
+        times.append(wj.renew_at)
+    if wj.phase == "WAITING":
+        if wj.claim_at is not None:
+            times.append(wj.claim_at)
+        times.extend(live_claimants(view, now).values())  # someone ahead may drop out
+    elif wj.phase == "CLAIMED":
+        times.extend(live_claimants(view, now).values())
+    elif wj.phase == "COMMITTED" and wj.reveal_at is not None:
+        times.append(wj.reveal_at)
+    future = [t for t in times if t > now]
+    return min(future) if future else now

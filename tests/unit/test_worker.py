@@ -1,0 +1,302 @@
+"""The worker state machine: table-driven, pure, driven here by a tiny simulated daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pci.core.board import Board
+from p2pci.core.messages import BlobRef, Claim, Commit
+from p2pci.core.signing import NodeKey, seal
+from p2pci.core.tally import tally
+from p2pci.core.worker import (
+    TRANSITIONS,
+    Action,
+    BuildDone,
+    BuildFailed,
+    CancelBuild,
+    GiveUp,
+    PublishClaim,
+    PublishCommit,
+    PublishReveal,
+    StartBuild,
+    Tick,
+    WorkerConfig,
+    WorkerJob,
+    WorkerPolicy,
+    eligible,
+    next_wakeup,
+    reveal_deadline,
+    worker_step,
+)
+
+from .jobgen import JobSim, h, key, make_offer, manifest_for
+
+T0 = 1_000_000
+LEASE = 10_000
+WINDOW = 2_000
+
+
+@dataclass
+class Daemon:
+    """Acts on a worker's actions against one shared board (a perfect network)."""
+
+    k: NodeKey
+    board: Board
+    job: bytes
+    content: bytes = b"good"
+    cfg: WorkerConfig = field(init=False)
+    wj: WorkerJob = field(init=False)
+    building: bool = False
+    log: list[Action] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cfg = WorkerConfig(
+            self.k.public, lease_ms=LEASE, claim_window_ms=WINDOW, salt_secret=self.k.seed
+        )
+        self.wj = WorkerJob.new(self.job, T0)
+
+    def step(self, now: int, event: Tick | BuildDone | BuildFailed | None = None) -> list[Action]:
+        view = self.board.job(self.job)
+        assert view is not None
+        self.wj, actions = worker_step(self.wj, view, now, self.cfg, event or Tick())
+        self.log.extend(actions)
+        for a in actions:
+            if isinstance(a, PublishClaim):
+                self.board.add(seal(self.k, Claim(self.job, a.lease_until)).raw, now)
+            elif isinstance(a, PublishCommit):
+                self.board.add(seal(self.k, Commit(self.job, a.hash)).raw, now)
+            elif isinstance(a, PublishReveal):
+                self.board.add(seal(self.k, a.reveal).raw, now)
+            elif isinstance(a, StartBuild):
+                self.building = True
+            elif isinstance(a, (CancelBuild, GiveUp)):
+                self.building = False
+        return actions
+
+    def finish_build(self, now: int, exit_code: int = 0) -> list[Action]:
+        assert self.building
+        self.building = False
+        return self.step(now, BuildDone(exit_code, manifest_for(self.content), BlobRef(h(b"log"), 3)))
+
+
+def setup(n: int, replicas: int = 3, quorum: int = 2, **kw: object) -> tuple[JobSim, Board, list[Daemon]]:
+    sim = JobSim(
+        make_offer(
+            key("publisher"), replicas=replicas, quorum=quorum, created=T0, deadline=T0 + 600_000, **kw
+        )
+    )  # type: ignore[arg-type]
+    board = Board()
+    board.add(sim.offer_fact.raw, T0)
+    daemons = [Daemon(key(f"w{i}"), board, sim.job) for i in range(n)]
+    return sim, board, daemons
+
+
+def run_until_quiet(daemons: list[Daemon], now: int) -> None:
+    for _ in range(10):
+        if not any([d.step(now) for d in daemons]):  # every daemon steps each round
+            return
+
+
+def test_three_workers_reach_reproduced() -> None:
+    sim, board, ds = setup(3)
+    for d in ds:
+        assert d.step(T0) == []  # claim window
+        assert d.wj.phase == "WAITING"
+    now = T0 + WINDOW
+    run_until_quiet(ds, now)
+    assert all(d.wj.phase == "BUILDING" for d in ds)
+    for d in ds:
+        d.finish_build(now + 100)
+    run_until_quiet(ds, now + 100)
+    assert all(d.wj.phase == "REVEALED" for d in ds), [d.wj.phase for d in ds]
+    view = board.job(sim.job)
+    assert view is not None
+    v = tally(view, now + 100)
+    assert v.state == "REPRODUCED" and len(v.groups[0].workers) == 3
+
+
+def test_only_replicas_claim_and_next_in_line_takes_over_an_expired_lease() -> None:
+    sim, board, ds = setup(4, replicas=2, quorum=2)
+    now = T0 + WINDOW
+    for d in ds:
+        d.step(T0)
+    run_until_quiet(ds, now)
+    view = board.job(sim.job)
+    assert view is not None
+    claimed = [d for d in ds if d.wj.phase == "BUILDING"]
+    waiting = [d for d in ds if d.wj.phase != "BUILDING"]
+    assert len(claimed) == 2 and {d.wj.phase for d in waiting} <= {"WAITING", "CLAIMED"}
+    # The best-ranked builder vanishes (no renewals, no commit): its lease runs out.
+    vanished, stayer = claimed
+    ds2 = [d for d in ds if d is not vanished]
+    t = now
+    while not any(d.wj.phase == "BUILDING" for d in waiting):
+        nxt = min(x for d in ds2 if (x := next_wakeup(d.wj, view, t)) is not None)
+        assert nxt > t
+        t = nxt
+        run_until_quiet(ds2, t)
+        assert t < now + 5 * LEASE
+    assert t >= now + LEASE  # not before the lease expired
+    assert stayer.wj.phase == "BUILDING"  # its lease was renewed on the way
+    assert any(isinstance(a, PublishClaim) and a.lease_until > now + LEASE for a in stayer.log)
+
+
+def test_renews_lease_at_half() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    d.step(T0)
+    d.step(T0 + WINDOW)
+    d.step(T0 + WINDOW)
+    assert d.wj.phase == "BUILDING"
+    assert d.step(T0 + WINDOW + LEASE // 2 - 1) == []
+    acts = d.step(T0 + WINDOW + LEASE // 2)
+    assert acts == [PublishClaim(T0 + WINDOW + LEASE // 2 + LEASE)]
+
+
+def test_reveal_waits_for_selected_commits_or_deadline() -> None:
+    sim, board, ds = setup(2, replicas=2, quorum=2)
+    a, b = ds
+    now = T0 + WINDOW
+    for d in ds:
+        d.step(T0)
+    run_until_quiet(ds, now)
+    a.finish_build(now)
+    a.step(now)
+    assert a.wj.phase == "COMMITTED"  # b has not committed: wait
+    assert not any(isinstance(x, PublishReveal) for x in a.log)
+    view = board.job(sim.job)
+    assert view is not None
+    assert next_wakeup(a.wj, view, now) == reveal_deadline(sim.offer)
+    b.finish_build(now + 1)
+    a.step(now + 1)
+    assert a.wj.phase == "REVEALED"
+    # A lone committed worker reveals at the reveal deadline.
+    sim2, board2, (c, _) = setup(2, replicas=2, quorum=2)
+    c.step(T0)
+    c.step(now)
+    c.step(now)
+    c.finish_build(now)
+    dl = reveal_deadline(sim2.offer)
+    assert dl == T0 + 60_000 + 30_000
+    c.step(now)
+    assert c.wj.phase == "COMMITTED"
+    c.step(dl - 1)
+    assert c.wj.phase == "COMMITTED"
+    c.step(dl)
+    assert c.wj.phase == "REVEALED"
+
+
+def test_reveal_seen_lists_commits_held_before_first_reveal() -> None:
+    sim, board, ds = setup(3)
+    now = T0 + WINDOW
+    for d in ds:
+        d.step(T0)
+    run_until_quiet(ds, now)
+    for d in ds:
+        d.finish_build(now)
+    run_until_quiet(ds, now)
+    view = board.job(sim.job)
+    assert view is not None
+    commit_ids = set(view.commit_ids)
+    for d in ds:
+        rev = next(a.reveal for a in d.log if isinstance(a, PublishReveal))
+        assert set(rev.seen) == commit_ids
+    # a commit arriving after the first reveal is not in a later revealer's seen
+    assert view.seen_at_first_reveal == frozenset(commit_ids)
+
+
+def test_cancel_while_building_cancels_the_build() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    d.step(T0)
+    d.step(T0 + WINDOW)
+    d.step(T0 + WINDOW)
+    assert d.wj.phase == "BUILDING"
+    board.add(sim.cancel().raw, T0 + WINDOW)
+    acts = d.step(T0 + WINDOW + 1)
+    assert acts == [CancelBuild(), GiveUp("job cancelled")]
+    assert d.wj.phase == "GAVE_UP"
+
+
+def test_build_failed_gives_up() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    for t in (T0, T0 + WINDOW, T0 + WINDOW):
+        d.step(t)
+    acts = d.step(T0 + WINDOW, BuildFailed("timeout"))
+    assert acts == [GiveUp("build failed: timeout")] and d.wj.phase == "GAVE_UP"
+
+
+def test_final_verdict_before_building_gives_up_but_a_running_build_continues() -> None:
+    sim, board, ds = setup(4, replicas=3, quorum=2)
+    late = ds[3]
+    # three others already reached a verdict through the sim
+    sim.honest_round([(key("x"), b"good", 0), (key("y"), b"good", 0)])
+    for f in sim.facts[1:]:
+        board.add(f.raw, T0)
+    late.step(T0)
+    assert late.wj.phase == "SKIPPED" and "REPRODUCED" in late.wj.reason
+
+
+def test_expired_job_is_skipped_and_stops_a_build() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    d.step(T0)
+    d.step(T0 + WINDOW)
+    d.step(T0 + WINDOW)
+    assert d.wj.phase == "BUILDING"
+    acts = d.step(sim.offer.deadline)
+    assert acts == [CancelBuild(), GiveUp("job expired")]
+    sim2, board2, ds2 = setup(1)
+    ds2[0].step(sim2.offer.deadline)
+    assert ds2[0].wj.phase == "SKIPPED" and ds2[0].wj.reason == "job expired"
+
+
+def test_no_free_slot_waits() -> None:
+    sim, board, ds = setup(1)
+    d = ds[0]
+    d.step(T0)
+    assert d.step(T0 + WINDOW, Tick(free_slot=False)) == []
+    assert d.wj.phase == "WAITING"
+    assert isinstance(d.step(T0 + WINDOW)[0], PublishClaim)
+
+
+def test_eligibility() -> None:
+    me = key("me").public
+    offer = make_offer(key("publisher"))
+    assert eligible(offer, WorkerPolicy(), me) is None
+    assert eligible(offer, WorkerPolicy(open_jobs=False), me) == "open jobs are disabled"
+    assert eligible(offer, WorkerPolicy(max_timeout_s=10), me) is not None
+    assert eligible(offer, WorkerPolicy(max_memory_mb=10), me) is not None
+    assert eligible(offer, WorkerPolicy(images=frozenset({"sha256:" + "0" * 64})), me) is not None
+    allow = make_offer(key("publisher"), workers=(key("other").public,))
+    assert eligible(allow, WorkerPolicy(), me) == "not in the offer's allowlist"
+    assert eligible(allow, WorkerPolicy(open_jobs=False), key("other").public) is None
+
+
+def test_ineligible_worker_skips() -> None:
+    sim, board, ds = setup(1, workers=(key("someone-else").public,))
+    assert ds[0].step(T0) == []
+    assert ds[0].wj.phase == "SKIPPED"
+
+
+def test_irrelevant_events_are_ignored_and_table_is_the_only_dispatch() -> None:
+    sim, board, ds = setup(1)
+    d = ds[0]
+    before = d.wj
+    assert d.step(T0, BuildDone(0, (), BlobRef(h(b""), 0))) == []
+    assert d.wj == before
+    assert set(TRANSITIONS) >= {("SEEN", Tick), ("BUILDING", BuildDone), ("COMMITTED", Tick)}
+    for phase in ("REVEALED", "SKIPPED", "GAVE_UP"):
+        assert not any(p == phase for p, _ in TRANSITIONS)
+
+
+def test_salt_is_deterministic_per_secret_and_job() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    for t in (T0, T0 + WINDOW, T0 + WINDOW):
+        d.step(t)
+    d.finish_build(T0 + WINDOW)
+    assert d.wj.salt is not None and len(d.wj.salt) == 16
+    other = NodeKey.from_seed(b"\x07" * 32)
+    assert d.wj.salt != WorkerConfig(other.public, salt_secret=other.seed).salt_secret
