@@ -1,0 +1,362 @@
+"""The hardened Docker runner (design.md section 5).
+
+Every build: `--network none`, read-only root, `--cap-drop ALL`,
+`no-new-privileges`, user 65534:65534, pids/memory/cpus limits (the offer's,
+clamped by the worker's `RunnerPolicy`), tmpfs `/tmp`, a size-limited tmpfs
+`/out`, the source read-only at `/build/src` (also the working directory),
+hostname `p2pci-build`, environment exactly SOURCE_DATE_EPOCH (when set),
+TZ=UTC, LANG=C.UTF-8, HOME=/tmp plus the offer's env. Docker keeps no log
+(log driver "none"): stdout and stderr are read from the attach stream,
+interleaved, into a capped file. The container and the unpacked source are
+removed in every case: success, failure, timeout, cancel, exception.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from p2pci.core.errors import BuildError, LocalError
+from p2pci.core.results import result_digest
+from p2pci.runner.base import (
+    BUILD_HOSTNAME,
+    BUILD_USER,
+    OUT_DIR,
+    SOURCE_DIR,
+    BuildResult,
+    BuildSpec,
+    RunnerPolicy,
+)
+from p2pci.runner.dockerutil import LABEL, LABEL_RUN, client
+from p2pci.runner.outputs import IterStream, OutputError, read_outputs
+from p2pci.runner.source import unpack_source
+
+FIXED_ENV = (("TZ", "UTC"), ("LANG", "C.UTF-8"), ("HOME", "/tmp"))
+_POLL = 0.05
+OUT_SLACK_MB = 1  # /out tmpfs is this much larger than the limit, so "over the limit" is visible
+
+
+def build_env(spec: BuildSpec) -> list[str]:
+    env = dict(spec.env)
+    env.update(FIXED_ENV)
+    env.pop("SOURCE_DATE_EPOCH", None)
+    if spec.source_date_epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(spec.source_date_epoch)
+    return [f"{k}={v}" for k, v in sorted(env.items())]
+
+
+class _LogPump(threading.Thread):
+    """Copies the attach stream into the log file, capped, with a truncation marker."""
+
+    def __init__(self, stream: Any, log: IO[bytes], cap: int) -> None:
+        super().__init__(daemon=True, name="p2pci-log")
+        self.stream, self.log, self.cap = stream, log, cap
+        self.written = 0
+        self.truncated = False
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for chunk in self.stream:
+                if self.truncated:
+                    continue  # keep draining so the build never blocks on a full pipe
+                room = self.cap - self.written
+                if len(chunk) > room:
+                    self.log.write(chunk[:room])
+                    self.log.write(f"\n[p2pci: log truncated at {self.cap} bytes]\n".encode())
+                    self.written = self.cap
+                    self.truncated = True
+                else:
+                    self.log.write(chunk)
+                    self.written += len(chunk)
+        except Exception:  # the stream breaks when the container is killed or removed
+            pass
+        finally:
+            self.done.set()
+
+
+class DockerRunner:
+    """Runner for real builds. `work_dir` holds the results (`p2pci-result-*` dirs)."""
+
+    def __init__(
+        self,
+        work_dir: Path | None = None,
+        policy: RunnerPolicy | None = None,
+        holder_image: str | None = None,
+    ) -> None:
+        self.holder_image = holder_image  # any image with `sleep`; default: the busybox image
+        self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
+        self.policy = policy or RunnerPolicy()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
+        run_id = uuid.uuid4().hex
+        limits = self.policy.clamp(spec.limits)
+        result_dir = Path(tempfile.mkdtemp(prefix="p2pci-result-", dir=self.work_dir))
+        log_path = result_dir / "build.log"
+        out_dir = result_dir / "out"
+        scratch = Path(tempfile.mkdtemp(prefix="p2pci-run-", dir=self.work_dir))
+        t0 = time.monotonic()
+        try:
+            src = scratch / "src"
+            unpack_source(source_tar, src)
+            if cancel.is_set():
+                raise BuildError("build cancelled")
+            with open(log_path, "wb") as log:
+                return self._run_container(spec, limits, run_id, src, log, log_path, out_dir, cancel, t0)
+        except BaseException:
+            shutil.rmtree(result_dir, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run_container(
+        self,
+        spec: BuildSpec,
+        limits: Any,
+        run_id: str,
+        src: Path,
+        log: IO[bytes],
+        log_path: Path,
+        out_dir: Path,
+        cancel: threading.Event,
+        t0: float,
+    ) -> BuildResult:
+        import docker
+        from docker.types import LogConfig, Mount, Ulimit
+
+        dc = client()
+
+        def result(status: Any, exit_code: int | None, error: str | None, manifest: Any = ()) -> BuildResult:
+            digest = result_digest(exit_code, manifest) if status == "ok" and exit_code is not None else None
+            return BuildResult(
+                status=status,
+                exit_code=exit_code,
+                manifest=tuple(manifest),
+                digest=digest,
+                log_path=log_path,
+                out_dir=out_dir if status == "ok" else None,
+                duration_s=time.monotonic() - t0,
+                error=error,
+            )
+
+        hardening: dict[str, Any] = dict(
+            user=BUILD_USER,
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            log_config=LogConfig(type="none"),
+            labels={LABEL: "1", LABEL_RUN: run_id},
+            ipc_mode="private",
+            detach=True,
+        )
+        # /out is a size-limited tmpfs volume. A second, idle "holder" container keeps it
+        # mounted after the build exits, so the outputs can still be read from it.
+        volume = dc.volumes.create(
+            name=f"p2pci-out-{run_id}",
+            driver="local",
+            driver_opts={
+                "type": "tmpfs",
+                "device": "tmpfs",
+                "o": f"size={limits.out_mb + OUT_SLACK_MB}m,nr_inodes=65536,uid=65534,gid=65534,mode=0755,nosuid,nodev",
+            },
+            labels={LABEL: "1", LABEL_RUN: run_id},
+        )
+        holder: Any = None
+        container: Any = None
+        try:
+            holder = dc.containers.create(
+                image=self._holder_image(),
+                command=["sleep", "2147483647"],
+                mounts=[
+                    Mount(target=OUT_DIR, source=volume.name, type="volume", read_only=True, no_copy=True)
+                ],
+                pids_limit=8,
+                mem_limit="32m",
+                **hardening,
+            )
+            holder.start()
+            try:
+                container = dc.containers.create(
+                    image=spec.image_id,
+                    command=list(spec.command),
+                    environment=build_env(spec),
+                    working_dir=SOURCE_DIR,
+                    hostname=BUILD_HOSTNAME,
+                    pids_limit=limits.pids,
+                    mem_limit=f"{limits.memory_mb}m",
+                    memswap_limit=f"{limits.memory_mb}m",
+                    nano_cpus=limits.cpus * 1_000_000_000,
+                    tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={limits.memory_mb}m,mode=1777"},
+                    mounts=[
+                        Mount(target=SOURCE_DIR, source=str(src), type="bind", read_only=True),
+                        Mount(target=OUT_DIR, source=volume.name, type="volume", no_copy=True),
+                    ],
+                    ulimits=[
+                        Ulimit(name="core", soft=0, hard=0),
+                        Ulimit(name="nofile", soft=4096, hard=4096),
+                    ],
+                    stdin_open=False,
+                    tty=False,
+                    **hardening,
+                )
+            except docker.errors.ImageNotFound:
+                raise BuildError(f"image {spec.image_id} is not present (ensure_image first)") from None
+            except docker.errors.APIError as e:
+                raise BuildError(f"cannot create the build container: {e.explanation or e}") from None
+            return self._build(container, holder, limits, log, out_dir, cancel, result)
+        except docker.errors.APIError as e:
+            raise BuildError(f"docker failed during the build: {e.explanation or e}") from None
+        finally:
+            for c in (container, holder):
+                if c is not None:
+                    _remove(c)
+            _remove_volume(volume)
+
+    def _holder_image(self) -> str:
+        if self.holder_image is None:
+            from p2pci.runner.images import resolve_image
+
+            self.holder_image = resolve_image("busybox")
+        return self.holder_image
+
+    def _build(
+        self,
+        container: Any,
+        holder: Any,
+        limits: Any,
+        log: IO[bytes],
+        out_dir: Path,
+        cancel: threading.Event,
+        result: Callable[..., BuildResult],
+    ) -> BuildResult:
+        import docker
+
+        pump: _LogPump | None = None
+        try:
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
+            pump = _LogPump(stream, log, self.policy.log_cap)
+            pump.start()
+            try:
+                container.start()
+            except docker.errors.APIError as e:
+                return result("error", None, f"cannot start the build: {e.explanation or e}")
+            started = time.monotonic()
+            timed_out = False
+            waiter = _Waiter(container)
+            waiter.start()
+            while not waiter.done.wait(_POLL):
+                if cancel.is_set():
+                    _kill(container)
+                    raise BuildError("build cancelled")
+                if time.monotonic() - started > limits.timeout_s:
+                    _kill(container)
+                    timed_out = True
+                    break
+            waiter.done.wait(60)
+            pump.done.wait(10)
+            state = waiter.state
+            if timed_out:
+                log.write(f"\n[p2pci: killed after the {limits.timeout_s} s time limit]\n".encode())
+                return result("timeout", None, f"timed out after {limits.timeout_s} s")
+            exit_code = int(state.get("StatusCode", -1))
+            container.reload()
+            if container.attrs.get("State", {}).get("OOMKilled"):
+                log.write(f"\n[p2pci: killed: out of memory ({limits.memory_mb} MiB)]\n".encode())
+            if cancel.is_set():
+                raise BuildError("build cancelled")
+            try:
+                chunks, _stat = holder.get_archive(OUT_DIR)
+                manifest = read_outputs(IterStream(chunks), out_dir, max_bytes=limits.out_mb << 20)
+            except OutputError as e:
+                shutil.rmtree(out_dir, ignore_errors=True)
+                log.write(f"\n[p2pci: rejected outputs: {e}]\n".encode())
+                return result("error", exit_code, str(e))
+            return result("ok", exit_code, None, manifest)
+        except (docker.errors.APIError, OSError) as e:
+            raise BuildError(f"docker failed during the build: {e}") from None
+        finally:
+            _kill(container)
+            if pump is not None:
+                try:
+                    pump.stream.close()
+                except Exception:
+                    pass
+                pump.join(5)
+
+
+class _Waiter(threading.Thread):
+    """Waits for the container to exit (the attach stream may end earlier)."""
+
+    def __init__(self, container: Any) -> None:
+        super().__init__(daemon=True, name="p2pci-wait")
+        self.container = container
+        self.state: dict[str, Any] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        import requests
+
+        try:
+            while True:
+                try:
+                    self.state = self.container.wait(timeout=30)
+                    return
+                except requests.exceptions.ReadTimeout:
+                    continue
+                except requests.exceptions.ConnectionError as e:
+                    if "timed out" in str(e).lower():
+                        continue
+                    raise
+        except Exception as e:
+            self.state = {"StatusCode": -1, "Error": {"Message": str(e)}}
+        finally:
+            self.done.set()
+
+
+def _kill(container: Any) -> None:
+    import docker
+
+    try:
+        container.kill()
+    except docker.errors.APIError:
+        pass  # already exited
+
+
+def _remove_volume(volume: Any) -> None:
+    import docker
+
+    for _ in range(50):
+        try:
+            volume.remove(force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if e.status_code == 409:  # still in use by a container being removed
+                time.sleep(0.1)
+                continue
+            raise LocalError(f"cannot remove build volume {volume.name}: {e}") from None
+
+
+def _remove(container: Any) -> None:
+    import docker
+
+    for _ in range(50):
+        try:
+            container.remove(force=True, v=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if e.status_code == 409:  # removal already in progress
+                time.sleep(0.1)
+                continue
+            raise LocalError(f"cannot remove build container {container.id[:12]}: {e}") from None

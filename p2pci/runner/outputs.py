@@ -1,0 +1,147 @@
+"""Reading `/out` of a finished build from a tar stream, never following links.
+
+The stream is what `container.get_archive("/out")` returns: members named
+`out`, `out/a`, ... Only directories and regular files are accepted; a
+symlink, a hard link to something outside `/out`, a device, a fifo or a
+setuid/setgid file is an `OutputError` naming the path. Regular files are
+copied to a host directory (created by us, so nothing is written through a
+link) and hashed on the way; the total is capped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from p2pci.core.results import ManifestEntry
+
+_CHUNK = 1 << 20
+
+
+class OutputError(Exception):
+    """The outputs are unacceptable; the message names the path."""
+
+
+class IterStream(io.RawIOBase):
+    """A file object over an iterator of byte chunks (docker's archive stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it: Iterator[bytes] = iter(chunks)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def read_outputs(
+    stream: io.RawIOBase | io.BufferedIOBase, dest: Path, *, max_bytes: int, root: str = "out"
+) -> tuple[ManifestEntry, ...]:
+    """Copy the regular files of the tar stream to `dest`; return the sorted manifest."""
+    dest.mkdir(mode=0o755, parents=True, exist_ok=False)
+    made_dirs: set[str] = {""}
+    files: dict[str, ManifestEntry] = {}
+    total = 0
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict")
+    except tarfile.ReadError as e:
+        raise OutputError(f"cannot read /out: {e}") from None
+    try:
+        with tar:
+            for m in tar:
+                rel = _relative(m.name, root)
+                if rel is None:
+                    continue  # the /out directory itself
+                shown = "/out/" + rel
+                if m.issym():
+                    raise OutputError(
+                        f"{shown} is a symlink (to {m.linkname!r}): outputs must be regular files"
+                    )
+                if m.ischr() or m.isblk():
+                    raise OutputError(f"{shown} is a device: outputs must be regular files")
+                if m.isfifo():
+                    raise OutputError(f"{shown} is a fifo: outputs must be regular files")
+                if m.mode & 0o6000:
+                    raise OutputError(f"{shown} has the setuid/setgid bit: not allowed in outputs")
+                parent = rel.rpartition("/")[0]
+                _make_dirs(dest, parent, made_dirs, files)
+                if m.isdir():
+                    if rel in files:
+                        raise OutputError(f"{shown} is both a file and a directory")
+                    _make_dirs(dest, rel, made_dirs, files)
+                elif m.islnk():
+                    target = _relative(m.linkname, root)
+                    if target is None or target not in files:
+                        raise OutputError(f"{shown} is a hard link to {m.linkname!r}, outside /out")
+                    entry = files[target]
+                    total += entry.size
+                    if total > max_bytes:
+                        raise OutputError(f"outputs exceed the /out limit of {max_bytes >> 20} MiB")
+                    os.close(_new_file(dest, rel, m, made_dirs, files))
+                    shutil.copyfile(dest / target, dest / rel, follow_symlinks=False)
+                    files[rel] = ManifestEntry(rel, entry.size, m.mode & 0o777, entry.sha256)
+                elif m.isreg():
+                    total += m.size
+                    if total > max_bytes:
+                        raise OutputError(f"outputs exceed the /out limit of {max_bytes >> 20} MiB")
+                    fd = _new_file(dest, rel, m, made_dirs, files)
+                    h = hashlib.sha256()
+                    src = tar.extractfile(m)
+                    assert src is not None
+                    with os.fdopen(fd, "wb") as out:
+                        while chunk := src.read(_CHUNK):
+                            h.update(chunk)
+                            out.write(chunk)
+                    files[rel] = ManifestEntry(rel, m.size, m.mode & 0o777, h.digest())
+                else:
+                    raise OutputError(f"{shown} is not a regular file or directory")
+    except UnicodeError:
+        raise OutputError("an output file name is not valid UTF-8") from None
+    except tarfile.TarError as e:
+        raise OutputError(f"cannot read /out: {e}") from None
+    return tuple(sorted(files.values(), key=lambda e: e.path))
+
+
+def _relative(name: str, root: str) -> str | None:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or parts[0] != root:
+        raise OutputError(f"unexpected entry {name!r} in the /out archive")
+    if any(p == ".." for p in parts):
+        raise OutputError(f"unsafe name {name!r} in the /out archive")
+    rest = "/".join(parts[1:])
+    return rest or None
+
+
+def _make_dirs(dest: Path, rel: str, made: set[str], files: dict[str, ManifestEntry]) -> None:
+    if rel in made:
+        return
+    parent = rel.rpartition("/")[0]
+    _make_dirs(dest, parent, made, files)
+    if rel in files:
+        raise OutputError(f"/out/{rel} is both a file and a directory")
+    os.mkdir(dest / rel, 0o755)
+    made.add(rel)
+
+
+def _new_file(
+    dest: Path, rel: str, m: tarfile.TarInfo, made: set[str], files: dict[str, ManifestEntry]
+) -> int:
+    if rel in files or rel in made:
+        raise OutputError(f"/out/{rel} appears twice in the /out archive")
+    mode = (m.mode & 0o777) | 0o600
+    return os.open(dest / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
