@@ -141,7 +141,7 @@ def parse_job(obj: Any) -> Job:
         ignored.append((_str(i.get("worker"), "ignored.worker"), _str(i.get("reason", ""), "ignored.reason")))
     return Job(
         job=job,
-        project=_str(obj.get("project", ""), "job.project", limit=80),
+        project=_str(obj.get("project") or "", "job.project", limit=80),
         verdict=verdict,
         digest=_opt_str(obj.get("digest"), "job.digest"),
         replicas=_opt_int(obj.get("replicas"), "job.replicas"),
@@ -177,10 +177,11 @@ def parse_node(obj: Any) -> NodeInfo:
     if not isinstance(building_raw, list) or len(building_raw) > 256:
         raise BadFrame("node.building: expected a list")
     building = []
-    for b in building_raw:  # job ids, or maps carrying a "job" id
+    for b in building_raw:  # job ids, or maps carrying a "job" id; anything else is skipped
         if isinstance(b, dict):
             b = b.get("job")
-        building.append(_str(b, "node.building[]").lower())
+        if isinstance(b, str) and _HEX.match(b.lower()):
+            building.append(b.lower())
     return NodeInfo(
         peer_id=_str(obj.get("peer_id"), "node.peer_id"),
         addrs=_str_list(obj.get("addrs"), "node.addrs", limit=64),
@@ -198,6 +199,8 @@ class StatusModel:
     peers: tuple[Peer, ...] = ()
     jobs: dict[str, Job] = field(default_factory=dict)
     first_seen: dict[str, int] = field(default_factory=dict)  # job -> our `now` when first seen
+    seq: dict[str, int] = field(default_factory=dict)  # job -> arrival rank (higher = newer)
+    next_seq: int = 0
     logs: dict[str, deque[str]] = field(default_factory=dict)  # job -> tail of this node's build log
     connected: bool = False
     error: str | None = None
@@ -221,7 +224,7 @@ class StatusModel:
             self.bad_frames += 1
             return False
         self.node, self.node_seen_at, self.peers = node, now, peers
-        for j in jobs:
+        for j in reversed(jobs):  # the daemon lists newest first
             self._put_job(j, now)
         return True
 
@@ -261,18 +264,23 @@ class StatusModel:
             oldest = min(self.jobs, key=lambda k: self.first_seen.get(k, 0))
             del self.jobs[oldest]
             self.first_seen.pop(oldest, None)
+            self.seq.pop(oldest, None)
         self.jobs[job.job] = job
         self.first_seen.setdefault(job.job, now)
+        if job.job not in self.seq:
+            self.next_seq += 1
+            self.seq[job.job] = self.next_seq
 
     # -- views -------------------------------------------------------------
 
     def created_of(self, job: Job) -> int:
+        """The offer's creation time if the daemon sent it, else when we first saw the job."""
         return job.created if job.created is not None else self.first_seen.get(job.job, 0)
 
     def visible_jobs(self) -> list[Job]:
-        """Jobs passing the filter, newest first (ties broken by id: stable)."""
+        """Jobs passing the filter, newest first (ties: the daemon's order, then arrival)."""
         jobs = [j for j in self.jobs.values() if self.filter is None or j.verdict == self.filter]
-        jobs.sort(key=lambda j: (-self.created_of(j), j.job))
+        jobs.sort(key=lambda j: (-self.created_of(j), -self.seq.get(j.job, 0), j.job))
         return jobs
 
     def cycle_filter(self) -> str | None:

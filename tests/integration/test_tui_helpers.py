@@ -106,6 +106,7 @@ class FakeControl:
                 reply = {"ok": True, "result": text} if text is not None else {"ok": False, "error": "no log"}
                 await stream.send_all(encode_frame(reply))
             elif op == "subscribe":
+                await stream.send_all(encode_frame({"ok": True, "result": None}))  # as the daemon does
                 self._subscribers.append(stream)
                 self._notify()
                 try:
