@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.mesh import Mesh, open_mesh, p2pci_argv
+from tests.e2e.mesh import Mesh, open_mesh, p2pci_argv, remove_containers
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -68,3 +68,4 @@ def short_tmp(request: pytest.FixtureRequest) -> Iterator[Path]:
 async def mesh(short_tmp: Path) -> AsyncIterator[Mesh]:
     async with open_mesh(short_tmp / "m") as m:
         yield m
+    remove_containers(short_tmp)

@@ -186,16 +186,21 @@ def _open(path: Path) -> IO[bytes]:
     return open(path, "ab")  # noqa: SIM115 - closed by Adversary.stop
 
 
-def remove_containers(label: str = "p2pci") -> int:
-    """Force-remove containers labelled `label` (left behind by a killed daemon)."""
-    try:
-        import docker
-    except ImportError:  # pragma: no cover
-        return 0
+def remove_containers(under: Path) -> int:
+    """Force-remove p2pci build containers whose source mount lies under `under`.
+
+    A daemon killed with SIGKILL cannot remove its build container; only
+    containers of this test's homes are touched (others' tests run too).
+    """
+    import docker
+
     client: Any = docker.from_env()
+    prefix = str(under.resolve())
     n = 0
-    for c in client.containers.list(all=True, filters={"label": label}):
-        with contextlib.suppress(Exception):
-            c.remove(force=True)
-            n += 1
+    for c in client.containers.list(all=True, filters={"label": "p2pci"}):
+        mounts = c.attrs.get("Mounts") or []
+        if any(str(m.get("Source", "")).startswith(prefix) for m in mounts):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+                n += 1
     return n

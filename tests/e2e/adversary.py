@@ -1,0 +1,315 @@
+"""A test-only hostile peer: joins the mesh like any node and misbehaves.
+
+Run as ``python tests/e2e/adversary.py --mode MODE --home DIR --peer MA…``.
+It is a bare py-libp2p host with gossipsub on the board topic (same
+protocols as a daemon), signs its own facts with `p2pci.core.signing`, and
+publishes straight into the router, bypassing any local validation, so it
+can send what no honest node would. There is no "evil mode" in the product:
+all misbehaviour lives here.
+
+Modes (acting on every offer it sees):
+
+* ``liar``: commits at once to a wrong digest W(job) (the same W for every
+  adversary), reveals it after the first reveal by someone else.
+* ``equivocator``: commits to W(job) and to W2(job), reveals both.
+* ``copier``: waits until every ``--wait-for`` peer has revealed, then
+  commits and reveals a copy of the first one's result (too late to be in
+  anybody's ``seen`` list).
+* ``garbage``: sends forged, oversize and malformed messages (see
+  `garbage`) and prints how many.
+
+Prints ``adversary ready: <peer_id>`` once connected and subscribed, and one
+line per action (``liar: revealed …``) so tests can wait on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX, Pubsub  # type: ignore[attr-defined]
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pci.core.codec import canonical
+from p2pci.core.errors import P2pciError
+from p2pci.core.messages import BlobRef, Claim, Commit, Offer, Reveal
+from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.signing import Fact, NodeKey, commit_hash, open_envelope, public_of, seal, signed_bytes
+
+TOPIC = "/p2pci/board/1"
+LOG_REF = BlobRef(sha256=hashlib.sha256(b"no log").digest(), size=6)
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def wrong_result(job: bytes, tag: bytes = b"") -> tuple[int, tuple[ManifestEntry, ...], bytes]:
+    """A made-up result that depends only on the job (and `tag`)."""
+    manifest = (ManifestEntry("evil.bin", 32, 0o644, hashlib.sha256(b"evil" + tag + job).digest()),)
+    return 0, manifest, result_digest(0, manifest)
+
+
+@dataclass
+class JobState:
+    offer: Fact | None = None
+    commits: list[bytes] = field(default_factory=list)  # commit ids received, in order
+    seen: tuple[bytes, ...] | None = None  # commit ids held when the first foreign reveal arrived
+    reveals: dict[bytes, Fact] = field(default_factory=dict)  # signer -> first reveal
+    acted: set[str] = field(default_factory=set)
+    salts: dict[bytes, bytes] = field(default_factory=dict)  # digest -> salt of our commits
+
+
+class Adversary:
+    def __init__(self, key: NodeKey, pubsub: Pubsub, mode: str, wait_for: list[bytes], victim: bytes | None):
+        self.key = key
+        self.pubsub = pubsub
+        self.mode = mode
+        self.wait_for = wait_for
+        self.victim = victim
+        self.jobs: dict[bytes, JobState] = {}
+        self.sent = 0
+
+    # ---------------------------------------------------------------- sending
+
+    async def send_raw(self, data: bytes) -> None:
+        """Sign a pubsub message around `data` and hand it to the router: no validator runs."""
+        ps = self.pubsub
+        msg = rpc_pb2.Message(
+            data=data, topicIDs=[TOPIC], from_id=ps.my_id.to_bytes(), seqno=ps._next_seqno()
+        )
+        priv = ps.sign_key
+        if priv is not None:
+            msg.signature = priv.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+            msg.key = ps.host.get_public_key().serialize()
+        await ps.router.publish(ps.my_id, msg)
+        self.sent += 1
+
+    async def send(self, body: Any) -> Fact:
+        fact = seal(self.key, body)
+        await self.send_raw(fact.raw)
+        if isinstance(body, Commit):
+            self.state(body.job).commits.append(fact.id)
+        return fact
+
+    def state(self, job: bytes) -> JobState:
+        return self.jobs.setdefault(job, JobState())
+
+    # ---------------------------------------------------------------- receiving
+
+    async def on_fact(self, fact: Fact) -> None:
+        st = self.state(fact.job)
+        if isinstance(fact.body, Offer):
+            st.offer = fact
+            await self.on_offer(fact.job, st)
+        elif isinstance(fact.body, Commit):
+            st.commits.append(fact.id)
+        elif isinstance(fact.body, Reveal) and fact.signer != self.key.public:
+            if st.seen is None:
+                st.seen = tuple(st.commits)
+            st.reveals.setdefault(fact.signer, fact)
+            await self.on_reveal(fact.job, st)
+
+    async def on_offer(self, job: bytes, st: JobState) -> None:
+        if self.mode == "liar" and "commit" not in st.acted:
+            st.acted.add("commit")
+            _, _, w = wrong_result(job)
+            st.salts[w] = secrets.token_bytes(16)
+            await self.send(Commit(job, commit_hash(st.salts[w], w, self.key.public)))
+            say(f"liar: committed {w.hex()[:12]} for {job.hex()[:12]}")
+        elif self.mode == "equivocator" and "commit" not in st.acted:
+            st.acted.add("commit")
+            for tag in (b"", b"2"):
+                _, _, w = wrong_result(job, tag)
+                st.salts[w] = secrets.token_bytes(16)
+                await self.send(Commit(job, commit_hash(st.salts[w], w, self.key.public)))
+            say(f"equivocator: committed twice for {job.hex()[:12]}")
+        elif self.mode == "garbage" and "garbage" not in st.acted:
+            st.acted.add("garbage")
+            n = await self.garbage(job, st)
+            say(f"garbage: sent {n} bad messages for {job.hex()[:12]}")
+
+    async def on_reveal(self, job: bytes, st: JobState) -> None:
+        seen = st.seen or ()
+        if self.mode == "liar" and "commit" in st.acted and "reveal" not in st.acted:
+            st.acted.add("reveal")
+            code, manifest, w = wrong_result(job)
+            salt = st.salts[w]
+            await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, seen))
+            say(f"liar: revealed {w.hex()[:12]} for {job.hex()[:12]}")
+        elif self.mode == "equivocator" and "commit" in st.acted and "reveal" not in st.acted:
+            st.acted.add("reveal")
+            for tag in (b"", b"2"):
+                code, manifest, w = wrong_result(job, tag)
+                salt = st.salts[w]
+                await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, seen))
+            say(f"equivocator: revealed twice for {job.hex()[:12]}")
+        elif self.mode == "copier" and "reveal" not in st.acted:
+            if not all(w in st.reveals for w in self.wait_for):
+                return
+            st.acted.add("reveal")
+            model = st.reveals[self.wait_for[0]].body
+            assert isinstance(model, Reveal)
+            salt = secrets.token_bytes(16)
+            await self.send(Commit(job, commit_hash(salt, model.digest, self.key.public)))
+            # Claim every commit it knows as "seen": lying about its own list does not help it.
+            others = tuple(c for c in st.commits)
+            await self.send(
+                Reveal(job, model.digest, salt, model.exit_code, model.manifest, model.log, others)
+            )
+            say(f"copier: copied {model.digest.hex()[:12]} for {job.hex()[:12]}")
+
+    # ---------------------------------------------------------------- garbage
+
+    async def garbage(self, job: bytes, st: JobState) -> int:
+        """Forged, oversize and malformed messages; returns how many were sent."""
+        before = self.sent
+        me = self.key.public
+        victim = self.victim or hashlib.sha256(b"nobody").digest()
+        code, manifest, w = wrong_result(job)
+        forged_body = Reveal(job, w, os.urandom(16), code, manifest, LOG_REF, ()).to_obj()
+
+        def envelope(kind: str, body: Any, signer: bytes, sig: bytes) -> bytes:
+            return canonical({"v": 1, "kind": kind, "body": body, "signer": signer, "sig": sig})
+
+        # 1. forged signature: a reveal "by the victim", signed with our key.
+        sig = self.key.sign(signed_bytes("reveal", canonical(forged_body)))
+        await self.send_raw(envelope("reveal", forged_body, victim, sig))
+        # 2. a forged claim "by the victim" with an all-zero signature.
+        await self.send_raw(envelope("claim", Claim(job, 2**40).to_obj(), victim, bytes(64)))
+        # 3. a real fact (the offer) with one signature bit flipped.
+        if st.offer is not None:
+            env = msgpack.unpackb(st.offer.raw, raw=False)
+            env["sig"] = bytes([env["sig"][0] ^ 1]) + env["sig"][1:]
+            await self.send_raw(canonical(env))
+        # 4. oversize: a correctly signed 100 KB envelope.
+        big = {"job": job, "pad": b"A" * 100_000}
+        await self.send_raw(
+            envelope("cancel", big, me, self.key.sign(signed_bytes("cancel", canonical(big))))
+        )
+        # 5. random bytes, and an empty message.
+        await self.send_raw(os.urandom(700))
+        await self.send_raw(b"")
+        # 6. not canonical: our own valid commit re-encoded with a wide integer / unsorted keys.
+        good = seal(self.key, Commit(job, hashlib.sha256(b"x").digest()))
+        env = msgpack.unpackb(good.raw, raw=False)
+        await self.send_raw(msgpack.packb(dict(reversed(list(env.items()))), use_bin_type=True))
+        # 7. an unknown kind, correctly signed.
+        body = {"job": job}
+        await self.send_raw(envelope("vote", body, me, self.key.sign(signed_bytes("vote", canonical(body)))))
+        # 8. a correctly signed reveal whose digest does not match its manifest.
+        bad = dict(forged_body, digest=hashlib.sha256(b"not the digest").digest())
+        await self.send_raw(
+            envelope("reveal", bad, me, self.key.sign(signed_bytes("reveal", canonical(bad))))
+        )
+        # 9. missing and extra fields.
+        body = {"job": job, "hash": bytes(32), "extra": b"1"}
+        await self.send_raw(
+            envelope("commit", body, me, self.key.sign(signed_bytes("commit", canonical(body))))
+        )
+        body = {"job": job}
+        await self.send_raw(
+            envelope("commit", body, me, self.key.sign(signed_bytes("commit", canonical(body))))
+        )
+        # 10. deeply nested msgpack.
+        nested: Any = 0
+        for _ in range(200):
+            nested = [nested]
+        await self.send_raw(msgpack.packb(nested))
+        return self.sent - before
+
+
+def load_key(home: Path) -> NodeKey:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "node.key"
+    if path.exists():
+        return NodeKey.from_seed(path.read_bytes())
+    key = NodeKey.generate()
+    path.write_bytes(key.seed)
+    path.chmod(0o600)
+    return key
+
+
+async def main(ns: argparse.Namespace) -> None:
+    key = load_key(Path(ns.home))
+    key_pair = create_new_key_pair(key.seed)
+    # The same stack as p2pci.net.LibP2PNetwork: Noise, Yamux, GossipSub 1.2/1.1,
+    # message id = sha256(data), no eclipse protection (everything is 127.0.0.1).
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
+        muxer_preference="YAMUX",
+    )
+    if host.get_id().to_base58() != key.peer_id:
+        raise SystemExit(f"libp2p peer ID {host.get_id()} != p2pci peer ID {key.peer_id}")
+    router = GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=1,
+        heartbeat_initial_delay=0.1,
+        do_px=False,
+        max_messages_per_topic_per_second=500.0,
+        eclipse_protection_enabled=False,
+        adaptive_gossip_enabled=False,
+    )
+    pubsub = Pubsub(host, router, msg_id_constructor=lambda m: hashlib.sha256(m.data).digest())
+    adv = Adversary(
+        key, pubsub, ns.mode, [public_of(p) for p in ns.wait_for], public_of(ns.victim) if ns.victim else None
+    )
+    async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        async with background_trio_service(pubsub), background_trio_service(router):
+            await pubsub.wait_until_ready()
+            sub = await pubsub.subscribe(TOPIC)
+            for addr in ns.peer:
+                with trio.fail_after(15):
+                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
+            say(f"adversary ready: {key.peer_id}")
+            while True:
+                msg = await sub.get()
+                try:
+                    fact = open_envelope(bytes(msg.data))
+                except P2pciError:
+                    continue
+                try:
+                    await adv.on_fact(fact)
+                except P2pciError as exc:
+                    say(f"{ns.mode}: could not act on {fact}: {exc}")
+
+
+def cli() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mode", required=True, choices=["liar", "equivocator", "copier", "garbage"])
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--peer", action="append", default=[], help="multiaddr with /p2p/ to dial (repeatable)")
+    ap.add_argument(
+        "--wait-for", action="append", default=[], help="copier: peer IDs whose reveals to wait for"
+    )
+    ap.add_argument("--victim", default=None, help="garbage: peer ID to forge facts for")
+    ns = ap.parse_args()
+    try:
+        trio.run(main, ns)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    cli()
