@@ -1,0 +1,101 @@
+"""Part 2: how long one fact takes to reach every daemon, at 5, 10 and 20 daemons.
+
+Real daemon processes (``--no-build``, so the offers are only gossiped)
+start one after the other, each bootstrapping from two random earlier
+daemons (the first from none, the second from the first): nobody is told
+about everyone. The mesh grows 5 -> 10 -> 20 and is measured at each size.
+
+For each sample a random daemon publishes an offer through its control
+socket. This process is subscribed to every daemon's event stream and
+timestamps, on one clock, when each daemon first reports the job. The
+sample is ``max(first report on every daemon) - first report on the
+publisher``; ``propagation_ms_p50_N`` / ``_p99_N`` are percentiles over the
+samples at size N (20 samples, so p99 is the worst one). The control-socket
+notification adds the same small delay at both ends. A fact that does not
+reach everyone within 30 s counts as 30 s (and in ``propagation_missing_N``).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.common import Results, log, pct, rnd
+from bench.daemons import Watch, follow_all, publish_args, put_source
+
+WORK = Path(__file__).resolve().parent / ".work" / "propagation"
+GIVE_UP_S = 30.0
+
+
+async def propagation(quick: bool) -> Results:
+    from p2pci.demo import open_mesh
+
+    sizes = [5] if quick else [5, 10, 20]
+    samples = 10 if quick else 20
+    rng = random.Random(2)
+    out: Results = {}
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    image = "sha256:" + "0" * 64  # nobody builds: any well-formed image id will do
+    async with open_mesh(WORK / "mesh") as mesh, trio.open_nursery() as nursery:
+        watch = Watch()
+        nodes: list[Any] = []
+        for size in sizes:
+            t0 = time.monotonic()
+            new = []
+            while len(nodes) < size:
+                boots = rng.sample(nodes, min(2, len(nodes)))
+                with trio.fail_after(180):
+                    node = await mesh.add(f"n{len(nodes):02d}", build=False, bootstrap=boots)
+                nodes.append(node)
+                new.append(node)
+            await follow_all(nursery, watch, new)
+            with trio.fail_after(120):
+                await mesh.wait_connected(minimum=1)
+            log(f"propagation: {size} daemons up in {time.monotonic() - t0:.1f} s")
+            names = [n.name for n in nodes]
+            sources = {n.name: put_source(n.home, {"a.txt": "a\n"}) for n in nodes}
+            # warm-up: one fact that is not counted (first streams, gossip mesh grafts)
+            delays: list[float] = []
+            per_node: list[float] = []
+            missing = 0
+            for i in range(samples + 1):
+                pub = rng.choice(nodes)
+                args = publish_args(sources[pub.name], image, "true", project=f"prop{size}-{i}")
+                t_call = time.monotonic()
+                job = (await pub.call("publish", **args))["job"]
+                jt = watch.job(job)
+                with trio.move_on_after(GIVE_UP_S):
+                    await watch.wait_seen(job, names)
+                origin = jt.first_seen.get(pub.name, t_call)
+                got = [jt.first_seen.get(n, origin + GIVE_UP_S) for n in names if n != pub.name]
+                if i == 0:
+                    continue
+                missing += sum(1 for n in names if n not in jt.first_seen)
+                delays.append(1000 * (max(got) - origin))
+                per_node += [1000 * (g - origin) for g in got]
+            out[f"propagation_ms_p50_{size}"] = rnd(pct(delays, 50), 1)
+            out[f"propagation_ms_p99_{size}"] = rnd(pct(delays, 99), 1)
+            out[f"propagation_node_ms_p50_{size}"] = rnd(pct(per_node, 50), 1)
+            out[f"propagation_missing_{size}"] = missing
+            peers = [len(await n.call("peers")) for n in nodes]
+            out[f"propagation_peers_mean_{size}"] = rnd(sum(peers) / len(peers), 1)
+            log(
+                f"propagation at {size}: p50 {out[f'propagation_ms_p50_{size}']} ms, "
+                f"p99 {out[f'propagation_ms_p99_{size}']} ms, mean peers {out[f'propagation_peers_mean_{size}']}"
+            )
+        nursery.cancel_scope.cancel()
+    last = sizes[-1]
+    if last == 20:
+        out["propagation_ms_p50"] = out["propagation_ms_p50_20"]
+        out["propagation_ms_p99"] = out["propagation_ms_p99_20"]
+    return out
+
+
+def run(quick: bool) -> Results:
+    return trio.run(propagation, quick)
