@@ -279,16 +279,15 @@ class LibP2PNetwork:
             sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
             muxer_preference="YAMUX",
             listen_addrs=listen,
-            connection_config=ConnectionConfig(
-                dial_timeout=self.dial_timeout,
-                # The swarm's auto-connector redials peerstore entries on its own
-                # schedule; peer selection and backoff are ours (see _dialer).
-                min_connections=0,
-                low_watermark=0,
-            ),
+            connection_config=ConnectionConfig(dial_timeout=self.dial_timeout, min_connections=0, low_watermark=0),
         )
+        swarm = host.get_network()
         # One dial attempt per connect(): retries and backoff are ours.
-        host.get_network().retry_config = RetryConfig(max_retries=0)
+        swarm.retry_config = RetryConfig(max_retries=0)
+        # The swarm's auto-connector aims at (low + high watermark) / 2 = 100
+        # connections and dials every peerstore entry, also on each disconnect,
+        # ignoring our backoff: switch it off (peer selection is _dialer's job).
+        swarm.auto_connector.maybe_connect = _no_auto_connect
         gossipsub = GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
             # Mesh degree: the usual 6/4/12; with fewer peers the mesh is everyone.
@@ -784,6 +783,10 @@ class LibP2PNetwork:
                 await stream.reset()
             except Exception:
                 pass
+
+
+async def _no_auto_connect() -> None:
+    await trio.lowlevel.checkpoint()
 
 
 def _msg_id(msg: Any) -> bytes:

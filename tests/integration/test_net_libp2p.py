@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import trio
 
 from p2pci.core.messages import Cancel
@@ -28,9 +29,11 @@ class Node:
     key: NodeKey
     cancel: trio.CancelScope
 
-    def fact(self, tag: str = "") -> bytes:
+    def fact(self, tag: str = "", keep: bool = True) -> bytes:
+        """A fresh signed fact; `keep` puts it in this node's store (the daemon's habit)."""
         raw = seal(self.key, Cancel(job=hashlib.sha256((tag or os.urandom(8).hex()).encode()).digest())).raw
-        self.col.add(raw)
+        if keep:
+            self.col.add(raw)
         return raw
 
 
@@ -106,4 +109,129 @@ async def test_late_joiner_gets_fifty_facts_by_sync() -> None:
         with trio.fail_after(10):
             await c.col.wait_count(50)
         assert c.net.stats().get("synced", 0) >= 1
+        nursery.cancel_scope.cancel()
+
+
+# -- hostile peers -----------------------------------------------------------------
+
+@asynccontextmanager
+async def raw_peer(plaintext: bool = False) -> AsyncIterator[Any]:
+    """A bare py-libp2p host with plain GossipSub: no validator, sends what we tell it."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.crypto.x25519 import create_new_key_pair as x25519
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+    from libp2p.tools.anyio_service import background_trio_service
+
+    kp = create_new_key_pair(os.urandom(32))
+    sec: Any = (
+        {PLAINTEXT_PROTOCOL_ID: InsecureTransport(kp)}
+        if plaintext
+        else {NOISE_ID: NoiseTransport(kp, noise_privkey=x25519().private_key)}
+    )
+    host = new_host(key_pair=kp, sec_opt=sec, muxer_preference="YAMUX")
+    gs = GossipSub(protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12, heartbeat_interval=1,
+                   spam_protection_enabled=False, eclipse_protection_enabled=False)
+    ps = Pubsub(host, gs)
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        async with background_trio_service(ps), background_trio_service(gs):
+            await ps.wait_until_ready()
+            await ps.subscribe("/p2pci/board/1")
+            yield host, ps
+
+
+def _info(addr: str) -> Any:
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    return info_from_p2p_addr(multiaddr.Multiaddr(addr))
+
+
+async def test_plaintext_only_peer_cannot_connect() -> None:
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery)
+        async with raw_peer(plaintext=True) as (host, _):
+            with pytest.raises(Exception), trio.fail_after(10):  # noqa: B017 - libp2p raises assorted types
+                await host.connect(_info(node.net.addrs()[0]))
+            assert node.net.peers() == []
+        async with raw_peer(plaintext=False) as (host, _):  # control: Noise connects
+            with trio.fail_after(10):
+                await host.connect(_info(node.net.addrs()[0]))
+            await wait_until(lambda: len(node.net.peers()) == 1, 5)
+        nursery.cancel_scope.cancel()
+
+
+async def test_hostile_envelopes_are_dropped_and_not_forwarded() -> None:
+    from libp2p.peer.id import ID
+    from libp2p.utils.varint import encode_varint_prefixed
+
+    async with line(3) as nodes:
+        first = nodes[0]
+        await wait_until(lambda: all(len(n.net.peers()) == 2 for n in nodes), 10)
+        good = first.fact("good")
+        bad_sig = bytearray(first.fact("bad-sig", keep=False))
+        bad_sig[-40] ^= 1  # inside the signature
+        import msgpack  # noqa: PLC0415
+
+        env = msgpack.unpackb(first.fact("noncanon", keep=False), raw=False)
+        non_canonical = msgpack.packb(dict(reversed(list(env.items()))), use_bin_type=True)
+        garbage = os.urandom(100_000)
+        async with raw_peer() as (host, ps):
+            with trio.fail_after(10):
+                await host.connect(_info(first.net.addrs()[0]))
+            target = ID.from_base58(first.net.peer_id)
+            await wait_until(lambda: target in ps.peer_topics.get("/p2pci/board/1", set()), 10)
+            for data in (bytes(bad_sig), non_canonical, garbage):
+                await ps.publish("/p2pci/board/1", data)
+            await wait_until(lambda: first.net.stats().get("rejected", 0) >= 3, 5)
+            # 1 MiB of garbage straight onto a gossipsub stream
+            from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+
+            stream = await host.new_stream(target, [PROTOCOL_ID_V11])
+            try:
+                await stream.write(encode_varint_prefixed(os.urandom(1 << 20)))
+            except Exception:
+                pass  # the node may hang up on us: that is fine
+            # every node keeps working: a valid fact still reaches everyone
+            await first.net.publish(good)
+            with trio.fail_after(5):
+                for n in nodes[1:]:
+                    await n.col.wait_for(hashlib.sha256(good).digest())
+        for n in nodes[1:]:
+            assert len(n.col.facts) == 1
+            assert n.net.stats().get("rejected", 0) == 0  # nothing bad was forwarded to them
+        assert first.net.stats()["rejected"] >= 3
+
+
+async def test_dead_bootstrap_never_hangs() -> None:
+    # one address nobody listens on, one that accepts TCP and never speaks
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    silent = f"/ip4/127.0.0.1/tcp/{port}/p2p/{libp2p_peer_id(os.urandom(32))}"
+    closed_sock = trio.socket.socket()
+    await closed_sock.bind(("127.0.0.1", 0))
+    dead = f"/ip4/127.0.0.1/tcp/{closed_sock.getsockname()[1]}/p2p/{libp2p_peer_id(os.urandom(32))}"
+    closed_sock.close()
+    held: list[Any] = []
+
+    async def accept_and_hold() -> None:
+        while True:
+            held.append(await listener.accept())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_and_hold)
+        with trio.fail_after(10):
+            node = await start_node(nursery, [silent, dead], dial_timeout=1.0)
+            await wait_until(lambda: node.net.stats().get("dial_failures", 0) >= 4, 8)
+        # still useful: a peer that dials us works
+        other = await start_node(nursery, node.net.addrs())
+        raw = other.fact()
+        await other.net.publish(raw)
+        with trio.fail_after(5):
+            await node.col.wait_for(hashlib.sha256(raw).digest())
         nursery.cancel_scope.cancel()
