@@ -499,27 +499,12 @@ def recipe_image(project: Path) -> str:
     return image
 
 
-async def ensure_image(mesh: Mesh, home: Path, image: str) -> str:
-    """Build the base image a recipe names unless it is present; returns its ID."""
-    if image.startswith("sha256:"):
-        return image
-    if image == "busybox":
-        args = ["image", "build", "busybox"]
-    else:
-        m = re.match(r"^debian:(?P<suite>[a-z0-9-]+)(?:\+(?P<pkgs>.+))?$", image)
-        if m is None:
-            raise MeshError(f"do not know how to build image {image!r}")
-        args = ["image", "build", "debian", "--suite", m["suite"]]
-        for pkg in (m["pkgs"] or "").split(","):
-            if pkg:
-                args += ["--include", pkg]
+async def ensure_image(image: str) -> str:
+    """The ID of the base image a recipe names, built only when it is not present."""
+    from p2pci.runner.images import resolve_image
+
     t0 = time.monotonic()
-    say(f"  image {image}: p2pci {' '.join(args)}")
-    res = await mesh.cli(home, *args)
-    lines = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
-    image_id = lines[-1] if lines else ""
-    if not image_id.startswith("sha256:"):
-        raise MeshError(f"`p2pci {' '.join(args)}` did not print an image ID:\n{res.stdout}\n{res.stderr}")
+    image_id = await trio.to_thread.run_sync(resolve_image, image)
     say(f"  image {image}: {image_id[:19]}… ({time.monotonic() - t0:.0f} s)")
     return image_id
 
@@ -655,7 +640,7 @@ async def run_demo(root: Path, *, keep: bool, examples: Path) -> int:
         for project in (hello, unrep, trad):
             images.add(recipe_image(project))
         for image in sorted(images):
-            await ensure_image(mesh, root / "node1", image)
+            await ensure_image(image)
 
         say(f"p2pci demo: starting 5 daemons on 127.0.0.1 (homes under {root})")
         with trio.fail_after(120):

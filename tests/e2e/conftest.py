@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.mesh import Mesh, open_mesh, p2pci_argv, remove_containers
+from tests.e2e.mesh import Mesh, open_mesh, remove_containers
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,19 +36,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 @pytest.fixture(scope="session")
-def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    home = tmp_path_factory.mktemp("imagehome")
-    cp = subprocess.run(
-        [*p2pci_argv(), "--home", str(home), "image", "build", "busybox"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert cp.returncode == 0, f"p2pci image build busybox failed:\n{cp.stderr}\n{cp.stdout}"
-    lines = [ln.strip() for ln in cp.stdout.splitlines() if ln.strip()]
-    assert lines and lines[-1].startswith("sha256:"), f"no image ID printed:\n{cp.stdout}"
-    return lines[-1]
+def busybox_image() -> str:
+    """The deterministic busybox image (built once, reused when present)."""
+    from p2pci.runner.images import resolve_image
+
+    image_id = resolve_image("busybox")
+    assert image_id.startswith("sha256:"), image_id
+    return image_id
 
 
 @pytest.fixture

@@ -40,15 +40,11 @@ async def wait_log(adv: Adversary, text: str) -> None:
 
 
 async def dropped(node: Node) -> int:
-    """How many invalid messages the node's network layer rejected so far."""
-    status = await node.call("status")
-    return rejected_count(status)
-
-
-def rejected_count(status: Any) -> int:
-    net = status.get("node", {}).get("net") if isinstance(status, dict) else None
+    """How many invalid messages the node's network layer rejected so far (`stats` op)."""
+    stats = await node.call("stats")
+    net = stats.get("net") if isinstance(stats, dict) else None
     if not isinstance(net, dict):
-        raise AssertionError(f"status has no node.net counters: {status!r}"[:2000])
+        raise AssertionError(f"stats has no net counters: {stats!r}"[:2000])
     return int(net.get("rejected", 0))
 
 
