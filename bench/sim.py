@@ -18,12 +18,12 @@ Model (say it plainly, it is a model):
   ``sync_s``, whatever the number of jobs) and is reported separately.
 * Jobs: one publisher offers a job with M replicas, quorum N. ``2 M`` random
   nodes are eligible workers with a free slot (the rest are busy or
-  observers). A worker waits the claim window after it first sees the
-  offer, claims, re-checks its own view ``settle`` later and builds only if
-  ``p2pci.core.selection.selected`` puts it among the M best; the build
-  takes 1–3 s; it commits; it reveals once it holds a commit from every
-  worker that its view selects (the ``seen`` list is the commits it held
-  before the first reveal reached it).
+  observers). Each worker runs the real worker state machine
+  (``p2pci.core.worker.worker_step``, ``next_wakeup``) on its own real
+  board, ticked on every new fact and at its wake-up times, exactly as the
+  daemon drives it: claim window, claim only if it would rank within M,
+  build while selected, commit, reveal once the selected workers committed.
+  A build takes 1-3 s (uniform) and gives the same result on every worker.
 * The real core: every fact is a real envelope sealed once with
   ``p2pci.core.signing.seal`` by its author; the bytes are delivered to a
   real ``p2pci.core.board.Board`` on each *verdict node*, which runs
@@ -51,7 +51,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -69,8 +69,7 @@ class SimParams:
     quorum: int = 2
     fanout: int = 6
     loss: float = 0.05
-    claim_window_ms: float = 2000.0
-    settle_ms: float = 500.0
+    claim_window_ms: int = 2000
     lease_ms: int = 60_000
     build_ms: tuple[float, float] = (1000.0, 3000.0)
     sync_s: float = 30.0
@@ -99,11 +98,11 @@ class Core:
     """The few p2pci.core entry points the simulator uses (imported lazily)."""
 
     def __init__(self) -> None:
-        from p2pci.core import board, messages, results, selection, signing, tally
+        from p2pci.core import board, messages, results, signing, tally, worker
 
         self.Board = board.Board
         self.tally = tally.tally
-        self.selected = selection.selected
+        self.w = worker
         self.m = messages
         self.seal = signing.seal
         self.NodeKey = signing.NodeKey
@@ -117,13 +116,11 @@ class Worker:
     node: int
     key: Any
     board: Any
-    salt: bytes
-    claimed: bool = False
+    cfg: Any
+    wj: Any
+    log: Any
     building: bool = False
-    committed: bool = False
-    revealed: bool = False
-    first_reveal_seen: bool = False
-    seen_commits: list[bytes] = field(default_factory=list)
+    wake: int | None = None  # the pending wake-up time (ms), if any
 
 
 class Topology:
@@ -187,10 +184,7 @@ class JobSim:
         for v in vnodes:
             if v not in self.worker_nodes:
                 self.boards[v] = core.Board()
-        for w in self.worker_nodes:
-            wk = Worker(w, core.NodeKey.from_seed(rng.randbytes(32)), core.Board(), rng.randbytes(16))
-            self.workers[w] = wk
-            self.boards[w] = wk.board
+        self.worker_keys = [core.NodeKey.from_seed(rng.randbytes(32)) for _ in self.worker_nodes]
         self.verdict_at: dict[int, float] = {}
         self.final: dict[int, tuple[str, bytes | None]] = {}
         self.job_id = b""
@@ -248,6 +242,18 @@ class JobSim:
         )
         fact = core.seal(pub_key, offer)
         self.job_id = fact.id
+        w = core.w
+        for node, key in zip(self.worker_nodes, self.worker_keys, strict=True):
+            cfg = w.WorkerConfig(
+                me=key.public,
+                lease_ms=p.lease_ms,
+                claim_window_ms=p.claim_window_ms,
+                salt_secret=self.rng.randbytes(32),
+            )
+            log_ref = m.BlobRef(self.rng.randbytes(32), 100)
+            wk = Worker(node, key, core.Board(), cfg, w.WorkerJob(self.job_id), log_ref)
+            self.workers[node] = wk
+            self.boards[node] = wk.board
         self.offer_t = 0.0
         self.publish(0.0, self.publisher, fact.raw, "offer")
         for v in range(self.topo.n):  # periodic anti-entropy, random phase
@@ -308,84 +314,74 @@ class JobSim:
     # ------------------------------------------------------------- nodes
 
     def _on_fact(self, t: float, u: int, f: int) -> None:
-        now = T0 + int(t)
-        board = self.boards[u]
-        kind = self.kind[f]
-        res = board.add(self.raw[f], now)
+        res = self.boards[u].add(self.raw[f], T0 + int(t))
         if res.status != "new":
             return
+        if self.kind[f] != "claim":
+            self._tally(t, u)
         wk = self.workers.get(u)
         if wk is not None:
-            self._worker_on_fact(t, wk, kind, res.fact)
-        if kind != "claim":
-            view = board.job(self.job_id)
-            if view is not None:
-                v = self.core.tally(view, now)
-                if v.state not in ("PENDING",):
-                    self.final[u] = (v.state, v.digest)
-                    if u not in self.verdict_at:
-                        self.verdict_at[u] = t
+            self._worker_tick(t, wk, self.core.w.Tick(free_slot=True))
 
-    def _worker_on_fact(self, t: float, wk: Worker, kind: str, fact: Any) -> None:
-        if kind == "offer" and not wk.claimed:
-            jitter = self.rng.uniform(0, 100)
-            self.at(t + self.p.claim_window_ms + jitter, partial(self._claim, wk=wk))
-        elif kind == "commit":
-            if not wk.first_reveal_seen:
-                wk.seen_commits.append(fact.id)
-            self._maybe_reveal(t, wk)
-        elif kind == "reveal":
-            wk.first_reveal_seen = True
-
-    def _claim(self, t: float, wk: Worker) -> None:
-        core = self.core
-        wk.claimed = True
-        self.claims += 1
-        fact = core.seal(wk.key, core.m.Claim(job=self.job_id, lease_until=T0 + int(t) + self.p.lease_ms))
-        wk.board.add(fact.raw, T0 + int(t))
-        self.publish(t, wk.node, fact.raw, "claim")
-        self.at(t + self.p.settle_ms, partial(self._decide, wk=wk))
-
-    def _decide(self, t: float, wk: Worker) -> None:
-        view = wk.board.job(self.job_id)
-        if view is None or wk.key.public not in self.core.selected(view, T0 + int(t)):
+    def _tally(self, t: float, u: int) -> None:
+        view = self.boards[u].job(self.job_id)
+        if view is None:
             return
-        wk.building = True
-        self.builds += 1
-        self.at(t + self.rng.uniform(*self.p.build_ms), partial(self._commit, wk=wk))
+        v = self.core.tally(view, T0 + int(t))
+        if v.state != "PENDING":
+            self.final[u] = (v.state, v.digest)
+            self.verdict_at.setdefault(u, t)
 
-    def _commit(self, t: float, wk: Worker) -> None:
-        core = self.core
-        h = core.commit_hash(wk.salt, self.digest, wk.key.public)
-        fact = core.seal(wk.key, core.m.Commit(job=self.job_id, hash=h))
-        wk.committed = True
-        self.publish(t, wk.node, fact.raw, "commit")
-        # the worker holds its own commit at once; the delivery event adds it to its board
-
-    def _maybe_reveal(self, t: float, wk: Worker) -> None:
-        if not wk.committed or wk.revealed:
-            return
+    def _worker_tick(self, t: float, wk: Worker, event: Any) -> None:
+        """Run the real worker state machine and perform its actions, like the daemon does."""
+        core, w = self.core, self.core.w
+        now = T0 + int(t)
+        for _ in range(16):  # re-step while our own new facts change the view
+            view = wk.board.job(self.job_id)
+            if view is None or wk.wj.terminal:
+                return
+            wk.wj, actions = w.worker_step(wk.wj, view, now, wk.cfg, event)
+            event = w.Tick(free_slot=not wk.building)
+            changed = False
+            for a in actions:
+                body: Any = None
+                if isinstance(a, w.PublishClaim):
+                    body = core.m.Claim(job=self.job_id, lease_until=a.lease_until)
+                    self.claims += 1
+                elif isinstance(a, w.PublishCommit):
+                    body = core.m.Commit(job=self.job_id, hash=a.hash)
+                    wk.building = False
+                elif isinstance(a, w.PublishReveal):
+                    body = a.reveal
+                    self.last_reveal_t = max(self.last_reveal_t, t)
+                elif isinstance(a, w.StartBuild):
+                    wk.building = True
+                    self.builds += 1
+                    done = w.BuildDone(exit_code=0, manifest=self.manifest, log=wk.log)
+                    self.at(
+                        t + self.rng.uniform(*self.p.build_ms), partial(self._worker_tick, wk=wk, event=done)
+                    )
+                if body is not None:
+                    fact = core.seal(wk.key, body)
+                    if wk.board.add(fact.raw, now).status == "new":
+                        self.publish(t, wk.node, fact.raw, fact.kind)
+                        changed = True
+            if changed and body is not None:
+                self._tally(t, wk.node)
+            if not changed:
+                break
         view = wk.board.job(self.job_id)
         if view is None:
             return
-        sel = self.core.selected(view, T0 + int(t))
-        if not all(s in view.commits for s in sel):
-            return
-        core = self.core
-        log_ref = core.m.BlobRef(hashlib.sha256(wk.salt).digest(), 16)
-        rev = core.m.Reveal(
-            job=self.job_id,
-            digest=self.digest,
-            salt=wk.salt,
-            exit_code=0,
-            manifest=self.manifest,
-            log=log_ref,
-            seen=tuple(sorted(set(wk.seen_commits))),
-        )
-        fact = core.seal(wk.key, rev)
-        wk.revealed = True
-        self.last_reveal_t = max(self.last_reveal_t, t)
-        self.publish(t, wk.node, fact.raw, "reveal")
+        wake = w.next_wakeup(wk.wj, view, now)
+        if wake is not None and wake - T0 < self.p.horizon_ms and (wk.wake is None or wake < wk.wake):
+            wk.wake = wake
+            self.at(max(t, float(wake - T0)), partial(self._wake, wk=wk, at=wake))
+
+    def _wake(self, t: float, wk: Worker, at: int) -> None:
+        if wk.wake == at:
+            wk.wake = None
+            self._worker_tick(t, wk, self.core.w.Tick(free_slot=not wk.building))
 
     # ------------------------------------------------------------- results
 
@@ -450,7 +446,7 @@ def _s(ms: float | None) -> float | None:
 
 def run(quick: bool) -> Results:
     """Part 6, as flat keys."""
-    sizes = [(1000, 4)] if quick else [(1000, 8), (10_000, 3)]
+    sizes = [(1000, 3)] if quick else [(1000, 5), (10_000, 2)]
     out: Results = {}
     try:
         core = Core()
@@ -487,7 +483,7 @@ def run(quick: bool) -> Results:
         # scaling: messages per node per job against M and fanout, at 1,000 nodes
         for m_, d_ in ((5, 6), (3, 10)):
             t = time.monotonic()
-            r = simulate(SimParams(nodes=1000, jobs=3, replicas=m_, quorum=2, fanout=d_, seed=7), core)
+            r = simulate(SimParams(nodes=1000, jobs=2, replicas=m_, quorum=2, fanout=d_, seed=7), core)
             log(f"sim scaling M={m_} fanout={d_}: {time.monotonic() - t:.1f} s wall")
             out[f"sim_msgs_per_job_per_node_m{m_}_d{d_}"] = rnd(r["msgs_per_job_per_node"], 2)
             out[f"sim_facts_per_job_m{m_}_d{d_}"] = rnd(r["facts_per_job"], 2)
