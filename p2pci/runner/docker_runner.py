@@ -89,7 +89,9 @@ class DockerRunner:
         work_dir: Path | None = None,
         policy: RunnerPolicy | None = None,
         holder_image: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
+        self.labels = dict(labels or {})  # extra labels on containers and volumes (tests find theirs)
         self.holder_image = holder_image  # any image with `sleep`; default: the busybox image
         self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
         self.policy = policy or RunnerPolicy()
@@ -153,7 +155,7 @@ class DockerRunner:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             log_config=LogConfig(type="none"),
-            labels={LABEL: "1", LABEL_RUN: run_id},
+            labels={**self.labels, LABEL: "1", LABEL_RUN: run_id},
             ipc_mode="private",
             detach=True,
         )
@@ -167,7 +169,7 @@ class DockerRunner:
                 "device": "tmpfs",
                 "o": f"size={limits.out_mb + OUT_SLACK_MB}m,nr_inodes=65536,uid=65534,gid=65534,mode=0755,nosuid,nodev",
             },
-            labels={LABEL: "1", LABEL_RUN: run_id},
+            labels={**self.labels, LABEL: "1", LABEL_RUN: run_id},
         )
         holder: Any = None
         container: Any = None
