@@ -1,0 +1,70 @@
+"""Evidence bundles: a job's signed facts in one file, re-tallied offline.
+
+Format: `canonical({v: 1, job: <32 bytes>, facts: [<envelope bytes>...]})`,
+facts in `JobView.facts()` order (offer first). `load_bundle` re-verifies
+every envelope and rejects the whole bundle (ProtocolError) when it is not
+canonical, when any fact is invalid, duplicated or belongs to another job,
+or when the offer is missing. An altered fact therefore never verifies; a
+removed fact changes the set of fact ids (and possibly the verdict). The
+bundle as a whole is not signed: whoever exports it chooses which facts to
+include, so a bundle proves that its signers agreed, not that nobody
+disagreed elsewhere (docs/security.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2pci.core.board import Board, JobView
+from p2pci.core.codec import canonical, decode
+from p2pci.core.errors import LocalError, ProtocolError
+from p2pci.core.signing import open_envelope
+from p2pci.core.tally import ObserverPolicy, Verdict, tally
+
+BUNDLE_VERSION = 1
+MAX_BUNDLE = 64 * 1024 * 1024
+MAX_FACTS = 100_000
+
+
+def export_bundle(view: JobView) -> bytes:
+    """The job's facts as one canonical file."""
+    if view.offer is None:
+        raise LocalError("cannot export a job whose offer is unknown")
+    return canonical({"v": BUNDLE_VERSION, "job": view.job, "facts": [f.raw for f in view.facts()]})
+
+
+def load_bundle(data: bytes, *, max_size: int = MAX_BUNDLE) -> JobView:
+    """Decode a bundle and re-verify every fact into a fresh JobView."""
+    obj: Any = decode(data, max_size=max_size)
+    if type(obj) is not dict or set(obj) != {"v", "job", "facts"}:
+        raise ProtocolError("bundle: expected a map with exactly v, job, facts")
+    if obj["v"] != BUNDLE_VERSION or type(obj["v"]) is not int:
+        raise ProtocolError(f"bundle: unsupported version {obj['v']!r:.20}")
+    job = obj["job"]
+    if type(job) is not bytes or len(job) != 32:
+        raise ProtocolError("bundle.job: expected 32 bytes")
+    facts = obj["facts"]
+    if type(facts) is not list or len(facts) > MAX_FACTS:
+        raise ProtocolError("bundle.facts: expected a list of envelopes")
+    board = Board()
+    for i, raw in enumerate(facts):
+        if type(raw) is not bytes:
+            raise ProtocolError(f"bundle.facts[{i}]: expected bytes")
+        try:
+            fact = open_envelope(raw)
+        except ProtocolError as exc:
+            raise ProtocolError(f"bundle.facts[{i}]: {exc}") from None
+        if fact.job != job:
+            raise ProtocolError(f"bundle.facts[{i}]: belongs to another job")
+        if not board.add_fact(fact):
+            raise ProtocolError(f"bundle.facts[{i}]: duplicate fact")
+    view = board.job(job)
+    if view is None or view.offer is None:
+        raise ProtocolError("bundle: the offer is missing")
+    return view
+
+
+def verify_bundle(data: bytes, now: int, policy: ObserverPolicy | None = None) -> tuple[JobView, Verdict]:
+    """Load a bundle and tally it: the offline `p2pci verify FILE`."""
+    view = load_bundle(data)
+    return view, tally(view, now, policy or ObserverPolicy())
