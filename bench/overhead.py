@@ -1,0 +1,164 @@
+"""Part 1: verdict overhead. 5 daemons on loopback, M=3, N=2, a trivial busybox build.
+
+The mesh: one publisher (``--no-build``, the bootstrap node) and four
+workers, started one after the other, with the fast timing of
+`p2pci.demo.FAST_TIMING` (claim window 500 ms; the default config has
+2000 ms). One warm-up job is not counted. Then, alternately:
+
+* the floor: ``docker run --rm --network none`` of the same image and
+  command, with the same source mounted read-only at /build/src and an empty
+  /out, timed from the `docker` command to its exit (``bare_docker_run_s``);
+* a job: the publisher's control op ``publish`` (what `p2pci publish` sends,
+  without the CLI's own start-up) until this process receives the
+  publisher's REPRODUCED event (``verdict_s``).
+
+``overhead_s = verdict_s - bare_docker_run_s`` of the pair, p50 and p90 over
+the jobs. Where the time goes comes from the job's facts (`export`): claim
+times are ``lease_until - lease_ms`` on the same machine clock as the
+offer's ``created``; commit and reveal times from the order of the
+publisher's job events.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.common import Results, log, pct, rnd
+from bench.daemons import Watch, busybox_image, follow_all, publish_args, put_source
+
+WORK = Path(__file__).resolve().parent / ".work" / "overhead"
+SCRIPT = "cat /build/src/hello.txt > /out/hello.txt"
+
+
+def bare_docker_run(image: str, src_files: dict[str, str]) -> float:
+    """Seconds for `docker run --rm` of the same build (source mounted, fresh /out)."""
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        src, out = Path(tmp) / "src", Path(tmp) / "out"
+        src.mkdir()
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)
+        for rel, text in src_files.items():
+            (src / rel).write_text(text)
+        argv = [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{src}:/build/src:ro",
+            "-v",
+            f"{out}:/out",
+            image,
+            "sh",
+            "-c",
+            SCRIPT,
+        ]
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+        dt = time.perf_counter() - t
+        if not (out / "hello.txt").is_file():
+            raise RuntimeError("bare docker run produced no /out/hello.txt")
+        return dt
+
+
+async def overhead(quick: bool) -> Results:
+    from p2pci.demo import FAST_TIMING, open_mesh
+
+    jobs = 3 if quick else 10
+    out: Results = {"overhead_jobs": jobs, "claim_window_ms": FAST_TIMING["claim_window_ms"]}
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    image = await trio.to_thread.run_sync(busybox_image)
+    async with open_mesh(WORK / "mesh") as mesh, trio.open_nursery() as nursery:
+        t0 = time.monotonic()
+        with trio.fail_after(120):
+            pub = await mesh.add("pub", build=False)
+        workers = []
+        for i in range(4):
+            with trio.fail_after(120):
+                workers.append(await mesh.add(f"w{i + 1}", bootstrap=[pub]))
+        with trio.fail_after(60):
+            await mesh.wait_connected(minimum=1)
+        log(f"overhead: 5 daemons up in {time.monotonic() - t0:.1f} s")
+        watch = Watch()
+        await follow_all(nursery, watch, [pub, *workers])
+        verdicts: list[float] = []
+        bares: list[float] = []
+        overheads: list[float] = []
+        phases: list[dict[str, float]] = []
+        for i in range(jobs + 1):
+            files = {"hello.txt": f"hello {i}\n"}
+            bare = await trio.to_thread.run_sync(bare_docker_run, image, files)
+            source = put_source(pub.home, files)
+            args = publish_args(source, image, SCRIPT, project=f"overhead-{i}", replicas=3, quorum=2)
+            t_call = time.monotonic()
+            job = (await pub.call("publish", **args))["job"]
+            with trio.fail_after(120):
+                state = await watch.wait_verdict(job, pub.name)
+            took = watch.job(job).verdict[pub.name][1] - t_call
+            if state != "REPRODUCED":
+                raise RuntimeError(f"job {job[:12]} ended {state}, not REPRODUCED")
+            if i == 0:
+                log(f"overhead warm-up: verdict {took:.2f} s, bare run {bare:.2f} s")
+                continue
+            verdicts.append(took)
+            bares.append(bare)
+            overheads.append(took - bare)
+            try:
+                phases.append(await _phases(pub, job, watch, t_call))
+            except Exception as exc:  # the breakdown is a bonus, never a reason to fail
+                log(f"overhead: no phase breakdown for {job[:12]}: {exc}")
+            log(f"overhead job {i}: verdict {took:.2f} s, bare run {bare:.2f} s")
+        nursery.cancel_scope.cancel()
+    out["overhead_s_p50"] = rnd(pct(overheads, 50))
+    out["overhead_s_p90"] = rnd(pct(overheads, 90))
+    out["verdict_s_p50"] = rnd(pct(verdicts, 50))
+    out["verdict_s_p90"] = rnd(pct(verdicts, 90))
+    out["bare_docker_run_s"] = rnd(statistics.median(bares))
+    for key in ("to_first_claim_s", "to_last_commit_s", "to_first_reveal_s", "builds"):
+        vals = [p[key] for p in phases if key in p]
+        if vals:
+            out[f"overhead_{key}_p50"] = rnd(pct(vals, 50))
+    return out
+
+
+async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, float]:
+    """Seconds from the publish call to the first claim, last commit and first reveal."""
+    from p2pci.core.evidence import load_bundle
+    from p2pci.core.messages import Claim
+    from p2pci.demo import FAST_TIMING
+
+    bundle = await pub.call("export", job=job)
+    if isinstance(bundle, str):
+        bundle = bytes.fromhex(bundle)
+    view = load_bundle(bundle)
+    offer = view.offer_msg
+    assert offer is not None
+    claims = [f for fs in view.claims.values() for f in fs]
+    leases = [c.body.lease_until for c in claims if isinstance(c.body, Claim)]
+    first_claim_ms = min(leases) - FAST_TIMING["lease_ms"]
+    out = {
+        "to_first_claim_s": (first_claim_ms - offer.created) / 1000,
+        "builds": float(len(view.commits)),
+    }
+    # the publisher's job events, in order: one per new fact on its board
+    evs = [t for (name, t, _state) in watch.job(job).events if name == pub.name]
+    n_claims = len(claims)
+    n_commits = sum(len(v) for v in view.commits.values())
+    if len(evs) >= 1 + n_claims + n_commits + 1:
+        out["to_last_commit_s"] = evs[n_claims + n_commits] - t_call
+        out["to_first_reveal_s"] = evs[n_claims + n_commits + 1] - t_call
+    return out
+
+
+def run(quick: bool) -> Results:
+    return trio.run(overhead, quick)
