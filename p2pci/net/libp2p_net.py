@@ -192,6 +192,7 @@ class LibP2PNetwork:
         self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](facts_buffer)
         self._since: dict[str, int] = {}
+        self._blocked: frozenset[str] = frozenset()
         self._dialing: set[str] = set()
         self._wakeup = trio.Event()
         self._last_px = -1e9
@@ -231,6 +232,15 @@ class LibP2PNetwork:
             PeerInfo(p, tuple(sorted(self._book[p].addrs)) if p in self._book else (), since)
             for p, since in sorted(self._since.items())
         ]
+
+    def set_blocked(self, peers: set[str] | frozenset[str]) -> None:
+        """Refuse these peers (disconnect, never dial, drop their streams and gossip).
+
+        `set_blocked(set())` lifts the block; the peers are redialled as usual.
+        Tests use it to partition a mesh; an operator may use it to ban a peer.
+        """
+        self._blocked = frozenset(peers)
+        self._wakeup.set()
 
     def add_peer_addrs(self, addrs: list[str]) -> None:
         """Learn dialable addresses (`…/p2p/<id>`) of other peers; bad ones are ignored."""
@@ -371,7 +381,10 @@ class LibP2PNetwork:
         try:
             if self._host is not None and forwarder == self._host.get_id():
                 return True  # our own publish: validated in publish()
-            return self._accept(bytes(msg.data), str(forwarder.to_base58()), forward=False)
+            peer = str(forwarder.to_base58())
+            if peer in self._blocked:
+                return False
+            return self._accept(bytes(msg.data), peer, forward=False)
         except Exception:  # a validator bug must not kill the peer's read loop
             log.exception("topic validator failed")
             self._stats.inc("errors")
@@ -442,6 +455,10 @@ class LibP2PNetwork:
         if host is None:
             return
         now = {str(p.to_base58()) for p in host.get_connected_peers()}
+        for banned in now & self._blocked:
+            now.discard(banned)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._hang_up, banned)
         for gone in sorted(set(self._since) - now):
             del self._since[gone]
             self._events.send(PeerEvent(gone, False))
@@ -456,6 +473,15 @@ class LibP2PNetwork:
                 book.fails = 0
             if self._nursery is not None:
                 self._nursery.start_soon(self._first_contact, new)
+
+    async def _hang_up(self, peer: str) -> None:
+        from libp2p.peer.id import ID
+
+        with trio.move_on_after(self.dial_timeout):
+            try:
+                await self._host.disconnect(ID.from_base58(peer))
+            except Exception:
+                log.debug("disconnect %s failed", peer, exc_info=True)
 
     async def _first_contact(self, peer: str) -> None:
         await self._exchange_peers(peer)
@@ -475,7 +501,11 @@ class LibP2PNetwork:
             cands = [
                 p
                 for p, b in self._book.items()
-                if p not in connected and p not in self._dialing and b.next_try <= now and b.addrs
+                if p not in connected
+                and p not in self._dialing
+                and p not in self._blocked
+                and b.next_try <= now
+                and b.addrs
             ]
             self._rng.shuffle(cands)
             cands.sort(key=lambda p: not self._book[p].bootstrap)
@@ -548,6 +578,9 @@ class LibP2PNetwork:
 
     async def _handle_peers(self, stream: Any) -> None:
         peer = str(stream.muxed_conn.peer_id.to_base58())
+        if peer in self._blocked:
+            await self._bad_stream(stream, "blocked", ProtocolError("blocked peer"))
+            return
         try:
             payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
             self._learn_own_addrs(peer, wire.parse_peers_request(payload))
@@ -620,6 +653,9 @@ class LibP2PNetwork:
 
     async def _handle_sync(self, stream: Any) -> None:
         peer = str(stream.muxed_conn.peer_id.to_base58())
+        if peer in self._blocked:
+            await self._bad_stream(stream, "blocked", ProtocolError("blocked peer"))
+            return
         try:
             theirs = wire.parse_sync_hello(await self._read_frame(stream, wire.MAX_SYNC_FRAME))
             their_set = set(theirs)
@@ -692,6 +728,9 @@ class LibP2PNetwork:
 
     async def _handle_blob(self, stream: Any) -> None:
         peer = str(stream.muxed_conn.peer_id.to_base58())
+        if peer in self._blocked:
+            await self._bad_stream(stream, "blocked", ProtocolError("blocked peer"))
+            return
         if self._serve_slots.get(peer, 0) >= self.blob_concurrency:
             self._stats.inc("blob_busy")
             await self._refuse(stream, "busy")

@@ -302,3 +302,28 @@ async def test_blob_transfer_corrupt_and_stalling_peers(tmp_path: Path) -> None:
             print(f"blob: 50 MiB verified, {mbps:.1f} MB/s on loopback")
             assert a.net.stats()["blob_served"] == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_partition_then_heal_converges() -> None:
+    async with line(4) as nodes:
+        await wait_until(lambda: all(len(n.net.peers()) == 3 for n in nodes), 10)
+        left, right = nodes[:2], nodes[2:]
+        ids = {n.net.peer_id for n in nodes}
+        for side in (left, right):
+            other = ids - {n.net.peer_id for n in side}
+            for n in side:
+                n.net.set_blocked(other)
+        await wait_until(lambda: all(len(n.net.peers()) == 1 for n in nodes), 10)
+        a, d = left[0].fact("left"), right[1].fact("right")
+        await left[0].net.publish(a)
+        await right[1].net.publish(d)
+        with trio.fail_after(5):
+            await left[1].col.wait_for(hashlib.sha256(a).digest())
+            await right[0].col.wait_for(hashlib.sha256(d).digest())
+        assert hashlib.sha256(d).digest() not in left[1].col.facts
+        assert hashlib.sha256(a).digest() not in right[0].col.facts
+        for n in nodes:
+            n.net.set_blocked(set())
+        with trio.fail_after(10):
+            for n in nodes:
+                await n.col.wait_for(hashlib.sha256(a).digest(), hashlib.sha256(d).digest())
