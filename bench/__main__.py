@@ -48,6 +48,11 @@ PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 
+# keys a part returns under a name too generic for one flat object (None: dropped as a duplicate)
+RENAME: dict[str, dict[str, str | None]] = {
+    "tally": {"ratio": None, "reveals": "tally_reveals", "reveals_per_s": "tally_reveals_per_s"},
+}
+
 # (key, goal text, check) for the table; check(results) -> True/False/None (unknown)
 Check = Callable[[Results], bool | None]
 
@@ -133,6 +138,11 @@ def run_part(name: str, quick: bool, results: Results, errors: dict[str, str]) -
         errors[name] = f"{type(exc).__name__}: {exc}"
         log(traceback.format_exc())
         out = {}
+    for old, new in RENAME.get(name, {}).items():
+        if old in out:
+            value = out.pop(old)
+            if new is not None:
+                out[new] = value
     part_errors = out.pop("errors", None) or {}
     for k, v in part_errors.items():
         errors[k] = v
