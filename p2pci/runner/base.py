@@ -78,6 +78,10 @@ class BuildSpec:
     env: tuple[tuple[str, str], ...] = ()
     source_date_epoch: int | None = None
     limits: LimitsLike = field(default_factory=Limits)
+    # Variations for `p2pci try` only (real builds leave them None): the umask the
+    # command starts with (needs /bin/sh in the image) and the CPUs it may run on.
+    umask: int | None = None
+    cpuset: str | None = None
 
 
 Status = Literal["ok", "timeout", "error"]

@@ -51,6 +51,12 @@ def build_env(spec: BuildSpec) -> list[str]:
     return [f"{k}={v}" for k, v in sorted(env.items())]
 
 
+def build_command(spec: BuildSpec) -> list[str]:
+    if spec.umask is None:
+        return list(spec.command)
+    return ["/bin/sh", "-c", f'umask {spec.umask:04o} && exec "$@"', "p2pci-umask", *spec.command]
+
+
 class _LogPump(threading.Thread):
     """Copies the attach stream into the log file, capped, with a truncation marker."""
 
@@ -188,7 +194,8 @@ class DockerRunner:
             try:
                 container = dc.containers.create(
                     image=spec.image_id,
-                    command=list(spec.command),
+                    command=build_command(spec),
+                    cpuset_cpus=spec.cpuset,
                     environment=build_env(spec),
                     working_dir=SOURCE_DIR,
                     hostname=BUILD_HOSTNAME,

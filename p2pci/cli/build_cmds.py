@@ -1,0 +1,205 @@
+"""`p2pci image …` and `p2pci try`: local commands that need Docker, no daemon and no home.
+
+Registered on the root group by p2pci.cli.main (`image_group` as "image",
+`try_command` as "try"). Errors: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from p2pci.core.errors import P2pciError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors_exit_2(f: F) -> F:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except P2pciError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group("image")
+def image_group() -> None:
+    """Deterministic base images, built offline from Debian packages."""
+
+
+@image_group.command("build")
+@click.argument("kind", type=click.Choice(["busybox", "debian"]))
+@click.option("--suite", default="bookworm", show_default=True, help="Debian suite (debian only).")
+@click.option("--include", "include", default="", help="Extra packages, comma-separated (debian only).")
+@click.option("--mirror", default=None, help="Debian mirror (default http://deb.debian.org/debian).")
+@click.option(
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also keep the docker-load archive here.",
+)
+@_errors_exit_2
+def image_build(kind: str, suite: str, include: str, mirror: str | None, output: Path | None) -> None:
+    """Build the busybox or a Debian minbase image; prints the image ID last."""
+    from p2pci.runner import images
+
+    t0 = time.monotonic()
+    if kind == "busybox":
+        if include or suite != "bookworm" or mirror:
+            raise click.UsageError("--suite, --include and --mirror are for debian images")
+        image_id = images.build_busybox(archive_out=output)
+        recipe = "busybox"
+    else:
+        pkgs = [p for p in include.split(",") if p.strip()]
+        recipe = images.debian_recipe(suite, pkgs)
+        image_id = images.build_debian(
+            suite, pkgs, mirror=mirror or images.DEFAULT_MIRROR, archive_out=output, progress=_progress
+        )
+    _progress(f"built {recipe} in {time.monotonic() - t0:.1f} s")
+    click.echo(image_id)
+
+
+@image_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@_errors_exit_2
+def image_list(as_json: bool) -> None:
+    """Images built by p2pci."""
+    from p2pci.runner.images import list_images
+
+    imgs = list_images()
+    if as_json:
+        click.echo(json.dumps(imgs))
+        return
+    if not imgs:
+        click.echo("no p2pci images (p2pci image build busybox)")
+        return
+    for i in imgs:
+        tags = ",".join(i["tags"]) or "-"
+        click.echo(f"{i['id']}  {i['recipe']:<40}  {i['size'] / 1e6:8.1f} MB  {tags}")
+
+
+@image_group.command("export")
+@click.argument("image_id")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_errors_exit_2
+def image_export(image_id: str, file: Path) -> None:
+    """docker save IMAGE_ID into FILE (an archive `p2pci image import` accepts)."""
+    from p2pci.runner.images import export_image
+
+    sha, size = export_image(image_id, file)
+    click.echo(f"{file}: {size} bytes, sha256 {sha.hex()}")
+
+
+@image_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--expect", required=True, help="The image ID the archive must hold (sha256:…).")
+@_errors_exit_2
+def image_import(file: Path, expect: str) -> None:
+    """docker load FILE, checking that it holds exactly the image --expect."""
+    from p2pci.runner.images import import_image
+
+    click.echo(import_image(file, expect=expect))
+
+
+@click.command("try")
+@click.argument("dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=".")
+@click.option("--runs", type=click.IntRange(2, 16), default=2, show_default=True, help="How many builds.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep each run's outputs and log here.",
+)
+def try_command(dir: Path, runs: int, keep: Path | None) -> None:
+    """Build DIR several times with varied conditions: is it reproducible?
+
+    Exit 0 reproducible, 1 not (the differing files and a diffoscope
+    explanation are printed), 2 error.
+    """
+    from p2pci.runner.docker_runner import DockerRunner
+    from p2pci.runner.trial import differences, diffoscope, run_try
+
+    try:
+        report = run_try(dir, DockerRunner(), runs=runs, progress=_progress)
+    except P2pciError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    try:
+        if keep is not None:
+            _keep(report.results, keep)
+        bad = [(i, r) for i, r in enumerate(report.results) if r.status != "ok"]
+        if bad:
+            for i, r in bad:
+                click.echo(f"run {i + 1}: {r.status}: {r.error}", err=True)
+                click.echo(_tail(r.log_path), err=True)
+            sys.exit(2)
+        if report.reproducible:
+            first = report.results[0]
+            assert first.digest is not None
+            if first.exit_code != 0:
+                click.echo(
+                    f"the build failed with exit {first.exit_code} in every run; its log ends:", err=True
+                )
+                click.echo(_tail(first.log_path), err=True)
+                sys.exit(2)
+            click.echo(
+                f"reproducible: digest {first.digest.hex()} ({len(first.manifest)} files, {runs} runs)"
+            )
+            sys.exit(0)
+        click.echo(
+            f"not reproducible: {len({r.digest for r in report.results})} different digests in {runs} runs"
+        )
+        for i, r in enumerate(report.results):
+            assert r.digest is not None
+            click.echo(f"  run {i + 1}: {r.digest.hex()}  ({report.variations[i].describe()})")
+        for line in differences(report.results):
+            click.echo(line)
+        a = report.results[0]
+        b = next(r for r in report.results if r.digest != a.digest)
+        assert a.out_dir is not None and b.out_dir is not None
+        available, text = diffoscope(a.out_dir, b.out_dir)
+        if available:
+            click.echo(f"diffoscope run 1 vs run {report.results.index(b) + 1}:")
+        click.echo(text.rstrip())
+        sys.exit(1)
+    finally:
+        report.cleanup()
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        text = log.read_bytes()[-8192:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join("  | " + ln for ln in text.splitlines()[-lines:])
+
+
+def _keep(results: list[Any], dest: Path) -> None:
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(results):
+        d = dest / f"run-{i + 1}"
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
+        shutil.copy(r.log_path, d / "build.log")
+        if r.out_dir is not None:
+            shutil.copytree(r.out_dir, d / "out", symlinks=True)
+    _progress(f"kept the outputs and logs in {dest}")
