@@ -73,7 +73,7 @@ class WorkerSettings:
 
     def policy(self) -> Any:
         """The core's WorkerPolicy for these settings."""
-        from p2pci.core.worker import WorkerPolicy  # type: ignore[import-not-found, unused-ignore]
+        from p2pci.core.worker import WorkerPolicy
 
         images: Any = "any" if self.images == "any" else frozenset(self.images)
         return WorkerPolicy(

@@ -116,13 +116,16 @@ class FactStore:
     def _iter_rows(self, where: str = "", args: tuple[Any, ...] = ()) -> Iterator[tuple[bytes, int]]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT raw, received_at FROM facts {where} ORDER BY received_at, rowid", args
+                f"SELECT raw, received_at FROM facts {where} ORDER BY rowid", args
             ).fetchall()
         for raw, t in rows:
             yield bytes(raw), int(t)
 
     def iter_facts(self) -> Iterator[tuple[Fact, int]]:
-        """Every stored fact (re-verified) with its receive time, oldest first.
+        """Every stored fact (re-verified) with its receive time, in arrival order.
+
+        Arrival order matters to the board's `seen` bookkeeping (commits held
+        before the first reveal), so a reloaded board matches the one before.
 
         A row that no longer verifies (disk corruption, a bug) is skipped.
         """

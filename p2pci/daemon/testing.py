@@ -1,0 +1,189 @@
+"""Helpers for in-process node tests: a scripted runner and a memory-network cluster.
+
+    async with open_cluster(tmp_path, 5, timing=FAST) as c:
+        job = await c.publish(c.nodes[0], replicas=3, quorum=2)
+        await c.wait_verdict(job)
+
+`ScriptedRunner` builds nothing: its output is a function of the source
+hash and the command (so honest workers agree), `lie=True` changes the
+output (a dissenting or lying worker), `fail=True` reports a runner error,
+and `gate` (a threading.Event) holds the build until a test releases it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pci.config import Config, Timing, WorkerSettings
+from p2pci.core.errors import BuildError
+from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.signing import NodeKey
+from p2pci.daemon.images import FakeImages
+from p2pci.daemon.node import Node, validate_fact
+from p2pci.net.memory import MemoryHub, MemoryNetwork
+from p2pci.runner.base import BuildResult, BuildSpec
+
+FAST = Timing(
+    claim_window_ms=100,
+    lease_ms=1500,
+    sync_interval_ms=500,
+    commit_slack_ms=3000,
+    dial_timeout_ms=2000,
+    blob_timeout_ms=5000,
+)
+
+
+@dataclass
+class ScriptedRunner:
+    lie: bool = False
+    lie_tag: str = ""
+    fail: bool = False
+    exit_code: int = 0
+    gate: threading.Event | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    runs: int = 0
+
+    def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
+        self.runs += 1
+        self.started.set()
+        if self.gate is not None:
+            while not self.gate.wait(0.02):
+                if cancel.is_set():
+                    raise BuildError("cancelled")
+        if cancel.is_set():
+            raise BuildError("cancelled")
+        d = Path(tempfile.mkdtemp(prefix="p2pci-result-"))
+        out = d / "out"
+        out.mkdir()
+        src = hashlib.sha256(Path(source_tar).read_bytes()).hexdigest()
+        content = f"built {src} with {' '.join(spec.command)}\n".encode()
+        if self.lie:
+            content += f"and something else {self.lie_tag}\n".encode()
+        (out / "artifact.txt").write_bytes(content)
+        (out / "sub").mkdir()
+        (out / "sub" / "empty").write_bytes(b"")
+        log = d / "build.log"
+        log.write_text(f"log of a build of {src[:12]}\n")
+        if self.fail:
+            return BuildResult("error", None, (), None, log, None, 0.0, "scripted failure")
+        manifest = tuple(
+            ManifestEntry(p, len(b), 0o644, hashlib.sha256(b).digest())
+            for p, b in sorted([("artifact.txt", content), ("sub/empty", b"")])
+        )
+        return BuildResult(
+            "ok", self.exit_code, manifest, result_digest(self.exit_code, manifest), log, out, 0.01
+        )
+
+
+@dataclass
+class Cluster:
+    hub: MemoryHub
+    nodes: list[Node]
+    runners: list[ScriptedRunner | None]
+    scopes: list[trio.CancelScope]
+    nursery: trio.Nursery
+    root: Path
+    timing: Timing
+    worker: WorkerSettings
+
+    async def add_node(self, runner: ScriptedRunner | None) -> Node:
+        i = len(self.nodes)
+        key = NodeKey.from_seed(hashlib.sha256(f"node{i}".encode()).digest())
+        cfg = Config(build=runner is not None, timing=self.timing, worker=self.worker)
+        net = MemoryNetwork(self.hub, key.peer_id, validate=validate_fact, sync_interval=self.timing.sync_interval_ms / 1000)
+        node = Node(self.root / f"n{i}", cfg, network=net, runner=runner, key=key, images=FakeImages())
+        scope = trio.CancelScope()
+        self.nodes.append(node)
+        self.runners.append(runner)
+        self.scopes.append(scope)
+        await self.nursery.start(_run_node, node, scope)
+        return node
+
+    async def publish(self, node: Node, *, replicas: int = 3, quorum: int = 2, project: str = "demo", salt: str = "", **kw: Any) -> str:
+        data = f"source of {project} {salt}".encode()
+        ref = node.blobs.put_bytes(data)
+        job = await node.control_op(
+            "publish",
+            {
+                "project": project,
+                "source": {"sha256": ref.sha256.hex(), "size": ref.size},
+                "image": "busybox",
+                "command": ["sh", "-c", "true"],
+                "limits": {"timeout_s": 5, "memory_mb": 64, "cpus": 1, "pids": 64, "out_mb": 1},
+                "replicas": replicas,
+                "quorum": quorum,
+                **kw,
+            },
+        )
+        return str(job["job"])
+
+    async def wait_verdict(self, job: str, nodes: Sequence[Node] | None = None, *, final: bool = True) -> list[dict[str, Any]]:
+        """Poll (on events) until every node has a final verdict for `job`."""
+        out = []
+        for node in nodes if nodes is not None else self.live_nodes():
+            while True:
+                view = node.board.job(bytes.fromhex(job))
+                if view is not None and view.offer is not None:
+                    obj = node.job_obj(view)
+                    if not final or obj["verdict"] not in ("PENDING",):
+                        out.append(obj)
+                        break
+                await trio.sleep(0.02)
+        return out
+
+    async def wait_converged(self, job: str, nodes: Sequence[Node] | None = None) -> list[dict[str, Any]]:
+        """Wait for a final verdict everywhere and for every node to hold the same facts of `job`,
+        then return each node's job object (a settled verdict, comparable across nodes)."""
+        ns = list(nodes) if nodes is not None else self.live_nodes()
+        await self.wait_verdict(job, ns)
+        jid = bytes.fromhex(job)
+        while len({frozenset(n.board.job_fact_ids(jid)) for n in ns}) != 1:
+            await trio.sleep(0.02)
+        return [n.job_obj(n.board.job(jid)) for n in ns]  # type: ignore[arg-type]
+
+    def live_nodes(self) -> list[Node]:
+        return [n for n, s in zip(self.nodes, self.scopes, strict=True) if not s.cancel_called]
+
+    def kill(self, i: int) -> None:
+        self.scopes[i].cancel()
+
+
+async def _run_node(node: Node, scope: trio.CancelScope, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    with scope:
+        await node.run(task_status=task_status)
+
+
+@asynccontextmanager
+async def open_cluster(
+    root: Path,
+    n: int,
+    *,
+    runners: Sequence[ScriptedRunner | None] | None = None,
+    timing: Timing = FAST,
+    hub: MemoryHub | None = None,
+    worker: WorkerSettings | None = None,
+) -> AsyncIterator[Cluster]:
+    """`n` nodes on one MemoryHub (runner None: an observer that never builds)."""
+    hub = hub or MemoryHub()
+    rs: list[ScriptedRunner | None] = list(runners) if runners is not None else [ScriptedRunner() for _ in range(n)]
+    async with trio.open_nursery() as nursery:
+        c = Cluster(hub, [], [], [], nursery, root, timing, worker or WorkerSettings(slots=2))
+        for r in rs:
+            await c.add_node(r)
+        try:
+            yield c
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def with_timing(**kw: int) -> Timing:
+    return replace(FAST, **kw)

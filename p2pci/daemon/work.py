@@ -1,0 +1,280 @@
+"""The node's worker: drives `p2pci.core.worker` per job and performs its actions.
+
+`Worker.process(view, verdict, now)` is called by the node's clock loop for
+every job that changed or whose wake-up time came. It feeds queued build
+events and a `Tick` to `worker_step` and performs the actions: publish
+claims, commits and reveals, start and cancel builds. The worker's state
+(salt and result included) is written to SQLite before a commit is
+published, so a restarted worker can still reveal.
+
+Builds fetch the source (and the image archive if the image is missing)
+from the publisher by hash, run in the runner, and keep their outputs and
+log under `$P2PCI_HOME/work/<job>/` until the reveal; then they go into the
+blob store, where anyone may fetch them by hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from p2pci.core.board import JobView
+from p2pci.core.errors import P2pciError
+from p2pci.core.messages import BlobRef, Claim, Commit, Offer
+from p2pci.core.results import ManifestEntry
+from p2pci.core.selection import live_claimants
+from p2pci.core.signing import peer_id_of
+from p2pci.core.tally import Verdict
+from p2pci.core.worker import (
+    Action,
+    BuildDone,
+    BuildFailed,
+    CancelBuild,
+    Event,
+    GiveUp,
+    PublishClaim,
+    PublishCommit,
+    PublishReveal,
+    StartBuild,
+    Tick,
+    WorkerConfig,
+    WorkerJob,
+    next_wakeup,
+    worker_step,
+)
+from p2pci.store.facts import FactStore
+
+if TYPE_CHECKING:
+    from p2pci.daemon.node import Node
+
+log = logging.getLogger("p2pci.worker")
+
+
+# ------------------------------------------------------------------ persistence of WorkerJob
+
+
+def encode_wj(wj: WorkerJob) -> dict[str, Any]:
+    d = asdict(wj)
+    d["manifest"] = [e.to_obj() for e in wj.manifest]
+    d["log"] = None if wj.log is None else {"sha256": wj.log.sha256, "size": wj.log.size}
+    return d
+
+
+def decode_wj(d: dict[str, Any]) -> WorkerJob:
+    d = dict(d)
+    d["manifest"] = tuple(ManifestEntry(e["path"], e["size"], e["mode"], bytes(e["sha256"])) for e in d["manifest"])
+    if d.get("log") is not None:
+        d["log"] = BlobRef(bytes(d["log"]["sha256"]), int(d["log"]["size"]))
+    for k in ("job", "salt", "digest", "commit"):
+        if d.get(k) is not None:
+            d[k] = bytes(d[k])
+    return WorkerJob(**d)
+
+
+class Worker:
+    """The build side of a node (inactive when the node has no runner)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        tm = node.config.timing
+        self.cfg = WorkerConfig(
+            me=node.me,
+            lease_ms=tm.lease_ms,
+            claim_window_ms=tm.claim_window_ms,
+            policy=node.config.worker.policy(),
+            slack_ms=tm.commit_slack_ms,
+            salt_secret=node.key.seed,
+        )
+        self.jobs: dict[bytes, WorkerJob] = {}
+        self.events: dict[bytes, list[Event]] = {}
+        self.building: dict[bytes, tuple[trio.CancelScope, int, str]] = {}
+        self.work_dir = node.paths.work
+
+    @property
+    def active(self) -> bool:
+        return self.node.runner is not None
+
+    def load(self, store: FactStore) -> None:
+        for _key, val in store.kv_items("worker/"):
+            try:
+                wj = decode_wj(val)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if wj.phase == "BUILDING":  # the build died with the old process: build again if still selected
+                wj = replace(wj, phase="CLAIMED")
+            self.jobs[wj.job] = wj
+
+    async def _persist(self, wj: WorkerJob) -> None:
+        store = self.node.store
+        assert store is not None
+        await trio.to_thread.run_sync(store.kv_put, f"worker/{wj.job.hex()}", encode_wj(wj))
+
+    def _free_slot(self, job: bytes, phase: str) -> bool:
+        slots = self.node.config.worker.slots
+        if phase in ("SEEN", "WAITING"):
+            busy = sum(1 for j, w in self.jobs.items() if j != job and w.phase in ("CLAIMED", "BUILDING"))
+        else:
+            busy = sum(1 for j in self.building if j != job)
+        return busy < slots
+
+    async def process(self, view: JobView, verdict: Verdict, now: int) -> None:
+        if not self.active or view.offer is None:
+            return
+        job = view.job
+        wj = self.jobs.get(job)
+        if wj is None:
+            if verdict.final:
+                return  # decided before we saw it: nothing to do
+            wj = WorkerJob.new(job, now)
+            self.jobs[job] = wj
+        events = self.events.pop(job, [])
+        if wj.terminal and not events:
+            return
+        before = wj.phase
+        for ev in [*events, Tick(free_slot=self._free_slot(job, wj.phase))]:
+            wj, actions = worker_step(wj, view, now, self.cfg, ev)
+            self.jobs[job] = wj
+            for action in actions:
+                await self._act(view, wj, action)
+            if isinstance(ev, Tick):
+                break
+        if wj.phase != before and wj.phase not in ("SEEN", "WAITING", "SKIPPED"):
+            await self._persist(wj)
+        if wj.phase != before:
+            self.node.broadcast({"event": "node", "node": self.node.node_info()})
+        self.node.wake_at(job, next_wakeup(wj, view, now))
+        if wj.phase == "COMMITTED":
+            # a selected worker that vanished before committing stops blocking the reveal when its
+            # lease ends: look again then rather than at the reveal deadline
+            for w, lease in live_claimants(view, now).items():
+                if w not in view.commits:
+                    self.node.wake_at(job, lease)
+
+    async def _act(self, view: JobView, wj: WorkerJob, action: Action) -> None:
+        node = self.node
+        if isinstance(action, PublishClaim):
+            await node.publish_message(Claim(job=wj.job, lease_until=action.lease_until))
+        elif isinstance(action, StartBuild):
+            assert node._nursery is not None
+            scope = trio.CancelScope()
+            offer = view.offer_msg
+            assert offer is not None and view.offer is not None
+            self.building[wj.job] = (scope, node.clock(), offer.project)
+            node._nursery.start_soon(self._build, wj.job, offer, view.offer.signer, scope)
+        elif isinstance(action, PublishCommit):
+            await self._persist(wj)  # salt and result on disk before anyone sees the commit
+            await node.publish_message(Commit(job=wj.job, hash=action.hash))
+        elif isinstance(action, PublishReveal):
+            await self._persist(wj)
+            await self._serve_outputs(wj)
+            await node.publish_message(action.reveal)
+        elif isinstance(action, CancelBuild):
+            b = self.building.get(wj.job)
+            if b is not None:
+                b[0].cancel()
+        elif isinstance(action, GiveUp):
+            log.info("job %s: %s", wj.job.hex()[:12], action.reason)
+            b = self.building.get(wj.job)
+            if b is not None and wj.phase == "GAVE_UP":
+                b[0].cancel()
+
+    # ------------------------------------------------------------------ builds
+
+    def _job_dir(self, job: bytes) -> Path:
+        return self.work_dir / job.hex()
+
+    async def _build(self, job: bytes, offer: Offer, publisher: bytes, scope: trio.CancelScope) -> None:
+        from p2pci.runner.base import BuildSpec, run_build
+
+        node = self.node
+        runner = node.runner
+        assert runner is not None
+        ev: Event = BuildFailed("cancelled")
+        with scope:
+            try:
+                src = await node.fetch_blob(offer.source, [publisher])
+                image_id = offer.image.id
+                if not await trio.to_thread.run_sync(node.images.present, image_id):
+                    if offer.image.archive is None:
+                        raise P2pciError(f"image {image_id} is not here and the offer has no archive")
+                    arch = await node.fetch_blob(offer.image.archive, [publisher])
+                    await trio.to_thread.run_sync(node.images.load, image_id, arch)
+                spec = BuildSpec(
+                    image_id=image_id,
+                    command=offer.command,
+                    env=offer.env,
+                    source_date_epoch=offer.source_date_epoch,
+                    limits=offer.limits,
+                )
+                result = await run_build(runner, spec, src)
+                try:
+                    if result.status != "ok" or result.exit_code is None:
+                        ev = BuildFailed(result.error or result.status)
+                    else:
+                        log_ref = await trio.to_thread.run_sync(self._keep_result, job, result.log_path, result.out_dir)
+                        ev = BuildDone(result.exit_code, result.manifest, log_ref)
+                finally:
+                    await trio.to_thread.run_sync(result.cleanup)
+            except (P2pciError, OSError, trio.TooSlowError) as exc:
+                ev = BuildFailed(f"{type(exc).__name__}: {exc}")
+        self.building.pop(job, None)
+        self.events.setdefault(job, []).append(ev)
+        node.mark_dirty(job)
+
+    def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None) -> BlobRef:
+        d = self._job_dir(job)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        shutil.copyfile(log_path, d / "log")
+        if out_dir is not None and out_dir.exists():
+            shutil.copytree(out_dir, d / "out", symlinks=True)
+        else:
+            (d / "out").mkdir()
+        h = hashlib.sha256()
+        size = 0
+        with open(d / "log", "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                h.update(chunk)
+                size += len(chunk)
+        return BlobRef(h.digest(), size)
+
+    async def _serve_outputs(self, wj: WorkerJob) -> None:
+        """Put this worker's outputs and log into the blob store (served by hash from now on)."""
+        d = self._job_dir(wj.job)
+        blobs = self.node.blobs
+
+        def put() -> None:
+            if (d / "log").exists():
+                blobs.put_file(d / "log")
+            for e in wj.manifest:
+                p = d / "out" / e.path
+                if p.is_file() and not p.is_symlink():
+                    blobs.put_file(p)
+
+        await trio.to_thread.run_sync(put)
+
+    def building_info(self) -> list[dict[str, Any]]:
+        return [
+            {"job": job.hex(), "project": project, "started": started}
+            for job, (_s, started, project) in sorted(self.building.items())
+        ]
+
+    def live_log(self, job: bytes) -> str | None:
+        p = self._job_dir(job) / "log"
+        try:
+            return p.read_bytes()[: 1 << 20].decode("utf-8", "replace")
+        except OSError:
+            return None
+
+    def phases(self) -> dict[str, str]:
+        return {job.hex(): wj.phase for job, wj in self.jobs.items()}
+
+
+__all__ = ["Worker", "encode_wj", "decode_wj", "peer_id_of"]
