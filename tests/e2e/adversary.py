@@ -25,9 +25,11 @@ line per action (``liar: revealed …``) so tests can wait on them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import secrets
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -236,6 +239,56 @@ class Adversary:
         return self.sent - before
 
 
+def hostile_handlers(host: Any, key: NodeKey) -> None:
+    """Garbage mode also answers the p2pci stream protocols with lies.
+
+    A sync reply carries random bytes and a forged fact (another signer's key,
+    our signature); a peer-exchange reply is not even msgpack.
+    """
+
+    def frame(obj: Any) -> bytes:
+        data: bytes = msgpack.packb(obj, use_bin_type=True)
+        return struct.pack(">I", len(data)) + data
+
+    async def sync(stream: Any) -> None:
+        try:
+            with trio.move_on_after(5):
+                await stream.read(65536)
+            job = os.urandom(32)
+            body = Claim(job, 2**40).to_obj()
+            forged = canonical(
+                {
+                    "v": 1,
+                    "kind": "claim",
+                    "body": body,
+                    "signer": hashlib.sha256(b"someone else").digest(),
+                    "sig": key.sign(signed_bytes("claim", canonical(body))),
+                }
+            )
+            await stream.write(frame({"facts": [os.urandom(300), forged], "want": [], "more": False}))
+            say("garbage: answered a sync request with 2 bad facts")
+        except Exception as exc:  # the daemon may hang up first
+            say(f"garbage: sync reply failed: {exc!r}")
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    async def peers(stream: Any) -> None:
+        try:
+            with trio.move_on_after(5):
+                await stream.read(65536)
+            await stream.write(struct.pack(">I", 40) + os.urandom(40))
+            say("garbage: answered a peer exchange with junk")
+        except Exception as exc:
+            say(f"garbage: peers reply failed: {exc!r}")
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    host.set_stream_handler(TProtocol("/p2pci/sync/1"), sync)
+    host.set_stream_handler(TProtocol("/p2pci/peers/1"), peers)
+
+
 def load_key(home: Path) -> NodeKey:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "node.key"
@@ -272,6 +325,8 @@ async def main(ns: argparse.Namespace) -> None:
         adaptive_gossip_enabled=False,
     )
     pubsub = Pubsub(host, router, msg_id_constructor=lambda m: hashlib.sha256(m.data).digest())
+    if ns.mode == "garbage":
+        hostile_handlers(host, key)
     adv = Adversary(
         key, pubsub, ns.mode, [public_of(p) for p in ns.wait_for], public_of(ns.victim) if ns.victim else None
     )
