@@ -79,7 +79,8 @@ def publish_args(
 class JobTimes:
     first_seen: dict[str, float] = field(default_factory=dict)  # node -> monotonic time
     verdict: dict[str, tuple[str, float]] = field(default_factory=dict)  # node -> (state, time)
-    events: list[tuple[str, float, str]] = field(default_factory=list)  # (node, time, verdict)
+    # (node, time, verdict, reveals counted in groups) of every job event
+    events: list[tuple[str, float, str, int]] = field(default_factory=list)
 
 
 class Watch:
@@ -110,7 +111,9 @@ class Watch:
                 jt = self.job(jid)
                 jt.first_seen.setdefault(name, t)
                 state = str(j.get("verdict"))
-                jt.events.append((name, t, state))
+                groups = j.get("groups") if isinstance(j.get("groups"), list) else []
+                votes = sum(len(g.get("workers", [])) for g in groups if isinstance(g, dict))
+                jt.events.append((name, t, state, votes))
                 if state in FINAL and name not in jt.verdict:
                     jt.verdict[name] = (state, t)
                 self._changed.set()
