@@ -23,7 +23,7 @@ import trio
 
 from p2pci.core.errors import LocalError, ProtocolError
 
-MAX_FRAME = 16 * 1024 * 1024
+MAX_FRAME = 64 * 1024 * 1024  # as the daemon: a log or a bundle can be large
 _LEN = struct.Struct(">I")
 
 

@@ -1,0 +1,90 @@
+"""The status model: pure, so hypothesis can throw anything at it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pci.tui import model as m
+from tests.integration.test_tui_helpers import PEER_A, job_obj, status_obj
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
+                    st.binary(max_size=20))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+                      max_leaves=20)
+event_names = st.sampled_from(["job", "peers", "node", "log", "fact", "", None])
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> Any:
+    """Mostly near-valid event frames with one field replaced by junk."""
+    kind = draw(event_names)
+    base: dict[str, Any] = {
+        "job": {"event": "job", "job": job_obj("ab" * 32, draw(st.sampled_from(m.VERDICTS)))},
+        "peers": {"event": "peers", "peers": [{"peer_id": PEER_A, "addrs": [], "connected_since": 1}]},
+        "node": {"event": "node", "node": status_obj()["node"]},
+        "log": {"event": "log", "job": "ab" * 32, "worker": PEER_A, "text": "x"},
+    }.get(kind or "", {"event": kind})
+    if draw(st.booleans()):
+        target = base
+        inner = base.get(kind or "")
+        if isinstance(inner, dict) and draw(st.booleans()):
+            target = inner
+        if target:
+            key = draw(st.sampled_from(sorted(target)))
+            target[key] = draw(values)
+    return draw(st.one_of(st.just(base), values))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(frames(), max_size=20))
+def test_any_frame_sequence_never_raises_and_state_stays_well_typed(seq: list[Any]) -> None:
+    model = m.StatusModel()
+    for i, frame in enumerate(seq):
+        before = (dict(model.jobs), model.peers, model.node)
+        kind = model.apply_event(frame, i)
+        if kind is None:
+            assert (dict(model.jobs), model.peers, model.node) == before  # dropped: nothing applied
+    for job in model.jobs.values():
+        assert isinstance(job, m.Job) and job.verdict in m.VERDICTS
+        m.job_row(model, job, 10)
+        m.detail_lines(model, job)
+    m.snapshot_text(model, 10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values)
+def test_any_status_reply_is_applied_whole_or_counted(reply: Any) -> None:
+    model = m.StatusModel()
+    if not model.apply_status(reply, 0):
+        assert model.bad_frames == 1 and model.node is None and not model.jobs
+
+
+def test_filter_cycle_covers_every_verdict_then_all() -> None:
+    model = m.StatusModel()
+    seen = [model.cycle_filter() for _ in m.FILTERS]
+    assert seen == [*m.VERDICTS, None]
+
+
+def test_snapshot_text_lists_jobs_newest_first_in_aligned_columns() -> None:
+    model = m.StatusModel()
+    model.apply_status(status_obj([job_obj("bb" * 32, "FAILED", created=2_000),
+                                   job_obj("aa" * 32, "PENDING", created=1_000)]), 3_000)
+    text = m.snapshot_text(model, 3_000)
+    rows = [line for line in text.splitlines() if line.startswith("hello-c")]
+    assert [r.split()[1] for r in rows] == ["bb" * 6, "aa" * 6]
+    assert rows[0].index("FAILED") == rows[1].index("PENDING")
+
+
+def test_jobs_without_created_keep_the_daemon_order() -> None:
+    model = m.StatusModel()
+    jobs = [job_obj(h * 32, "PENDING", created=None) for h in ("cc", "aa", "bb")]  # daemon: newest first
+    for j in jobs:
+        j.pop("created")
+    model.apply_status(status_obj(jobs), 0)
+    assert [j.job[:2] for j in model.visible_jobs()] == ["cc", "aa", "bb"]
+    model.apply_event({"event": "job", "job": {**jobs[1], "job": "dd" * 32}}, 5)
+    assert model.visible_jobs()[0].job == "dd" * 32
