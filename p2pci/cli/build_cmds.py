@@ -132,11 +132,10 @@ def try_command(dir: Path, runs: int, keep: Path | None) -> None:
     Exit 0 reproducible, 1 not (the differing files and a diffoscope
     explanation are printed), 2 error.
     """
-    from p2pci.runner.docker_runner import DockerRunner
     from p2pci.runner.trial import differences, diffoscope, run_try
 
     try:
-        report = run_try(dir, DockerRunner(), runs=runs, progress=_progress)
+        report = run_try(dir, _try_runners(), runs=runs, progress=_progress)
     except P2pciError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -180,6 +179,20 @@ def try_command(dir: Path, runs: int, keep: Path | None) -> None:
         sys.exit(1)
     finally:
         report.cleanup()
+
+
+def _try_runners() -> list[Any]:
+    """One runner unpacking the source on disk, one on a tmpfs (other directory order)."""
+    import os
+    import tempfile
+
+    from p2pci.runner.docker_runner import DockerRunner
+
+    runners = [DockerRunner()]
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and Path(tempfile.gettempdir()).resolve() != shm:
+        runners.append(DockerRunner(work_dir=shm))
+    return runners
 
 
 def _tail(log: Path, lines: int = 20) -> str:

@@ -351,14 +351,23 @@ def busybox_layer(out: IO[bytes]) -> dict[str, str]:
     return {LABEL_IMAGE: "busybox", LABEL_RECIPE: "busybox", "org.p2pci.source": f"busybox-static {version}"}
 
 
-def build_busybox(*, archive_out: Path | None = None, extra_labels: dict[str, str] | None = None) -> str:
-    """Build (or find) the busybox image; returns its ID."""
+def build_busybox(
+    *,
+    archive_out: Path | None = None,
+    extra_labels: dict[str, str] | None = None,
+    tag: str = "p2pci/busybox:latest",
+) -> str:
+    """Build the busybox image (loading it only when absent); returns its ID.
+
+    `extra_labels` and `tag` make a distinct variant (tests use one, so that
+    they can remove it without disturbing the shared image).
+    """
     with tempfile.TemporaryDirectory(prefix="p2pci-img-") as tmp:
         layer = Path(tmp) / "layer.tar"
         with open(layer, "wb") as f:
             labels = busybox_layer(f)
         labels.update(extra_labels or {})
-        return _finish(layer, Path(tmp), labels, "p2pci/busybox:latest", archive_out)
+        return _finish(layer, Path(tmp), labels, tag, archive_out)
 
 
 # ---------------------------------------------------------------- debian

@@ -6,8 +6,8 @@ here from run to run:
 
 * the CPUs the build may use (`nproc` and `make -j` see 1 or all),
 * the umask (0022, then 0002),
-* the order of the entries in the source tar (and so of directory entries
-  on the worker's disk),
+* the order of the entries in the source tar, and the file system the source
+  is unpacked on (disk, then tmpfs): so the order of directory entries,
 * the date through SOURCE_DATE_EPOCH, when the recipe sets none (unset, then
   years apart): a build that reads it must get it from the recipe.
 
@@ -95,14 +95,21 @@ class TryReport:
 
 def run_try(
     dir: Path,
-    runner: Runner,
+    runner: Runner | list[Runner],
     *,
     runs: int = 2,
     image_id: str | None = None,
     progress: Progress = _stderr,
     work_dir: Path | None = None,
 ) -> TryReport:
-    """Build `dir` `runs` times with the variations; the caller prints and cleans up."""
+    """Build `dir` `runs` times with the variations; the caller prints and cleans up.
+
+    With a list of runners, run k uses runner k mod len: `p2pci try` passes one
+    that unpacks the source on the disk and one that unpacks it on a tmpfs, so
+    that the order of directory entries differs (ext4 lists them in hash order,
+    tmpfs in creation order, which the shuffled tar changes).
+    """
+    runners = runner if isinstance(runner, list) else [runner]
     if runs < 2:
         raise LocalError("--runs must be at least 2")
     recipe = load_recipe(dir)
@@ -124,7 +131,9 @@ def run_try(
         for k, var in enumerate(report.variations):
             tar = Path(tmp) / f"source-{k}.tar"
             sha, size = pack_source(dir, tar, order_seed=var.order_seed)
-            progress(f"run {k + 1}/{runs}: {var.describe()} (source {sha.hex()[:12]}…, {size} bytes)")
+            where = getattr(runners[k % len(runners)], "work_dir", None)
+            fs = f" unpacked-in={where}" if where is not None else ""
+            progress(f"run {k + 1}/{runs}: {var.describe()}{fs} (source {sha.hex()[:12]}…, {size} bytes)")
             spec = BuildSpec(
                 image_id=image_id,
                 command=recipe.command,
@@ -134,7 +143,7 @@ def run_try(
                 umask=var.umask,
                 cpuset=var.cpuset,
             )
-            r = runner.run(spec, tar, cancel=threading.Event())
+            r = runners[k % len(runners)].run(spec, tar, cancel=threading.Event())
             report.results.append(r)
             tar.unlink()
             if r.status == "ok":
