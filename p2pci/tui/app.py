@@ -306,6 +306,12 @@ class StatusApp(App[int]):
 
     # keys
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """List-only keys are hidden (and off) while a job's detail is open."""
+        if action in ("filter", "down", "up", "open") and self.detail_screen() is not None:
+            return False
+        return True
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "jobs" and event.row_key.value is not None:
             self.push_screen(JobScreen(event.row_key.value))
