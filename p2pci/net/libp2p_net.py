@@ -498,6 +498,11 @@ class LibP2PNetwork:
             want = self.degree - len(connected) - len(self._dialing)
             if want <= 0:
                 continue
+            # Two peers that learn of each other by peer exchange would dial each
+            # other at once; py-libp2p then holds two connections per pair and
+            # pubsub streams die with the one that gets closed. So of a pair of
+            # non-bootstrap peers only the lower id dials, unless we are starved.
+            starved = len(connected) < max(1, self.degree // 4)
             cands = [
                 p
                 for p, b in self._book.items()
@@ -506,6 +511,7 @@ class LibP2PNetwork:
                 and p not in self._blocked
                 and b.next_try <= now
                 and b.addrs
+                and (b.bootstrap or starved or self._peer_id < p)
             ]
             self._rng.shuffle(cands)
             cands.sort(key=lambda p: not self._book[p].bootstrap)
