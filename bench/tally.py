@@ -7,18 +7,20 @@
   by a full `tally` of the job after every reveal (what a daemon does on each
   new fact). Offers and commits are on the board beforehand (not timed).
 * `verify_per_s`: raw pynacl Ed25519 verifications per second of the same
-  signed bytes, in the same run: the floor we cannot beat.
+  signed bytes, in the same run: the ceiling we cannot beat.
 * `ratio` = reveals_per_s / verify_per_s (aim: >= 0.67, i.e. 10k/s when
   pynacl does 15k/s). `tally_per_s` and `tally_verify_ratio` are the same
   figures under the names `make bench` reports.
 
-Each figure is the best of a few interleaved rounds (the machine is shared).
+Each figure is the median over interleaved chunks (the machine is shared).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import statistics
 import sys
 import time
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 import msgpack
 import nacl.bindings
 
-from p2pci.core.board import Board
+from p2pci.core.board import Board, JobView
 from p2pci.core.messages import BlobRef, Claim, Commit, ImageRef, Limits, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import NodeKey, commit_hash, seal, signed_bytes
@@ -83,39 +85,37 @@ def _job(i: int, publisher: NodeKey, workers: list[NodeKey]) -> tuple[list[bytes
     return setup, reveals
 
 
-def _reveals_round(setups: list[list[bytes]], reveals: list[list[bytes]]) -> float:
-    board = Board()
-    for s in setups:
-        for raw in s:
-            board.add(raw, NOW)
-    jobs = [board.job(_h(s[0])) for s in setups]
-    t = time.perf_counter()
-    n = 0
+def _reveals_chunk(board: Board, jobs: list[JobView], reveals: list[list[bytes]]) -> float:
+    """Seconds to add (decode, verify, index) and tally the given reveals."""
+    t = time.process_time()
     for view, rs in zip(jobs, reveals, strict=True):
-        assert view is not None
         for raw in rs:
             if board.add(raw, NOW).status != "new":
                 raise RuntimeError("bench reveal rejected")
             tally(view, NOW)
-            n += 1
-    elapsed = time.perf_counter() - t
-    verdict = tally(jobs[0], NOW)  # type: ignore[arg-type]
-    if verdict.state != "REPRODUCED" or len(verdict.dissenters) != 1:
-        raise RuntimeError(f"bench job gave {verdict.state}")
-    return n / elapsed
+    return time.process_time() - t
 
 
-def _verify_round(triples: list[tuple[bytes, bytes, bytes]]) -> float:
+def _verify_chunk(triples: list[tuple[bytes, bytes, bytes]]) -> float:
     open_ = nacl.bindings.crypto_sign_open
-    t = time.perf_counter()
+    t = time.process_time()
     for pk, msg, sig in triples:
         open_(sig + msg, pk)
-    return len(triples) / (time.perf_counter() - t)
+    return time.process_time() - t
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    """Interleave chunks of raw verification and of reveal processing; report medians.
+
+    The machine is shared: times are CPU time of this process
+    (`time.process_time`), and comparing each reveal chunk with the verify
+    chunk run just before it cancels most of the remaining noise. Setup objects are
+    moved out of the collector's way (`gc.freeze`), as a long-running daemon's
+    board would be after its first full collections.
+    """
     n_jobs = 100 if quick else 500
-    rounds = 3
+    chunk_jobs = 25
+    rounds = 2 if quick else 3
     publisher = NodeKey.from_seed(_h(b"bench-publisher"))
     workers = [NodeKey.from_seed(_h(b"bench-worker-%d" % i)) for i in range(WORKERS_PER_JOB)]
     setups, reveals = [], []
@@ -129,18 +129,39 @@ def run(quick: bool = False) -> dict[str, Any]:
             env = msgpack.unpackb(raw, raw=False)
             body = msgpack.packb(env["body"], use_bin_type=True)
             triples.append((env["signer"], signed_bytes("reveal", body), env["sig"]))
-    best_rev = best_ver = 0.0
+    per = WORKERS_PER_JOB
+    rev_rates: list[float] = []
+    ver_rates: list[float] = []
+    ratios: list[float] = []
     for _ in range(rounds):
-        best_ver = max(best_ver, _verify_round(triples))
-        best_rev = max(best_rev, _reveals_round(setups, reveals))
-    ratio = best_rev / best_ver
+        board = Board()
+        for s in setups:
+            for raw in s:
+                board.add(raw, NOW)
+        jobs = [board.job(_h(s[0])) for s in setups]
+        views = [v for v in jobs if v is not None]
+        gc.collect()
+        gc.freeze()
+        for c in range(0, n_jobs, chunk_jobs):
+            n = min(chunk_jobs, n_jobs - c) * per
+            tv = _verify_chunk(triples[c * per : c * per + n])
+            tr = _reveals_chunk(board, views[c : c + chunk_jobs], reveals[c : c + chunk_jobs])
+            ver_rates.append(n / tv)
+            rev_rates.append(n / tr)
+            ratios.append(tv / tr)
+        verdict = tally(views[0], NOW)
+        if verdict.state != "REPRODUCED" or len(verdict.dissenters) != 1:
+            raise RuntimeError(f"bench job gave {verdict.state}")
+        gc.unfreeze()
+    ratio = statistics.median(ratios)
+    best = round(statistics.median(rev_rates))
     return {
-        "reveals_per_s": round(best_rev),
-        "verify_per_s": round(best_ver),
+        "reveals_per_s": best,
+        "verify_per_s": round(statistics.median(ver_rates)),
         "ratio": round(ratio, 3),
-        "tally_per_s": round(best_rev),
+        "tally_per_s": best,
         "tally_verify_ratio": round(ratio, 3),
-        "reveals": n_jobs * WORKERS_PER_JOB,
+        "reveals": n_jobs * WORKERS_PER_JOB * rounds,
     }
 
 

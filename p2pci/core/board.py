@@ -42,6 +42,8 @@ class JobView:
     cancels: list[Fact] = field(default_factory=list)
     # commit fact id -> commit fact (for the `seen` rule)
     commit_ids: dict[bytes, Fact] = field(default_factory=dict)
+    # commit fact id -> signers of reveals whose `seen` lists it (the tally's witness rule)
+    witnesses: dict[bytes, set[bytes]] = field(default_factory=dict)
     # every fact id of this job
     ids: set[bytes] = field(default_factory=set)
     # commit ids held when the first reveal of the job arrived (None: no reveal yet);
@@ -49,6 +51,8 @@ class JobView:
     seen_at_first_reveal: frozenset[bytes] | None = None
     # bumped on every new fact: a cheap "did anything change" for caches
     version: int = 0
+    # caches owned by p2pci.core.tally (keyed so that they never go stale)
+    cache: dict[object, object] = field(default_factory=dict, repr=False)
 
     @property
     def offer_msg(self) -> Offer | None:
@@ -88,6 +92,13 @@ class JobView:
             if self.seen_at_first_reveal is None:
                 self.seen_at_first_reveal = frozenset(self.commit_ids)
             self.reveals.setdefault(fact.signer, []).append(fact)
+            witnesses = self.witnesses
+            for cid in body.seen:
+                w = witnesses.get(cid)
+                if w is None:
+                    witnesses[cid] = {fact.signer}
+                else:
+                    w.add(fact.signer)
         elif isinstance(body, Cancel):
             self.cancels.append(fact)
         self.ids.add(fact.id)
@@ -116,7 +127,7 @@ class Board:
             self.duplicates += 1
             return AddResult("duplicate", known, "")
         try:
-            fact = open_envelope(raw, max_size=self.max_size)
+            fact = open_envelope(raw, max_size=self.max_size, fact_id=fid)
         except ProtocolError as exc:
             self.rejected += 1
             return AddResult("rejected", None, str(exc))

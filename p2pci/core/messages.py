@@ -354,7 +354,8 @@ def _manifest_entry(obj: Any, name: str) -> ManifestEntry:
             and type(sha) is bytes
             and len(sha) == 32
         ):
-            if "//" in f"/{path}/" or "/./" in f"/{path}/" or "/../" in f"/{path}/" or "\x00" in path:
+            wrapped = "/" + path + "/"
+            if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\x00" in path:
                 raise ProtocolError(f"{name}.path: not a normalised relative path")
             entry = _new_entry(ManifestEntry)
             _set(entry, "path", path)
@@ -399,6 +400,48 @@ class Reveal:
 
     @classmethod
     def from_obj(cls, obj: Any) -> Self:
+        # Hot path (every reveal from the network): one pass of inline checks;
+        # on any doubt fall through to the slow path, which names the bad field.
+        if type(obj) is dict and obj.keys() == cls.FIELDS:
+            job = obj["job"]
+            digest = obj["digest"]
+            salt = obj["salt"]
+            exit_code = obj["exit_code"]
+            items = obj["manifest"]
+            log = obj["log"]
+            seen = obj["seen"]
+            if (
+                type(job) is bytes
+                and len(job) == 32
+                and type(digest) is bytes
+                and len(digest) == 32
+                and type(salt) is bytes
+                and SALT_MIN <= len(salt) <= SALT_MAX
+                and type(exit_code) is int
+                and 0 <= exit_code <= EXIT_MAX
+                and type(items) is list
+                and len(items) <= MAX_MANIFEST
+                and type(seen) is list
+                and len(seen) <= MAX_SEEN
+                and type(log) is dict
+                and log.keys() == BlobRef.FIELDS
+            ):
+                manifest = tuple([_manifest_entry(e, "manifest[]") for e in items])
+                paths = [e.path for e in manifest]
+                log_sha = log["sha256"]
+                log_size = log["size"]
+                if (
+                    all(paths[i - 1] < paths[i] for i in range(1, len(paths)))
+                    and all(type(c) is bytes and len(c) == 32 for c in seen)
+                    and len(set(seen)) == len(seen)
+                    and type(log_sha) is bytes
+                    and len(log_sha) == 32
+                    and type(log_size) is int
+                    and 0 <= log_size <= MAX_INT
+                ):
+                    return cls(
+                        job, digest, salt, exit_code, manifest, BlobRef(log_sha, log_size), tuple(seen)
+                    )
         d = _fields(obj, "reveal", cls.FIELDS)
         items = _list(d["manifest"], "manifest", 0, MAX_MANIFEST)
         manifest = tuple(_manifest_entry(e, f"manifest[{i}]") for i, e in enumerate(items))

@@ -198,8 +198,11 @@ def _check_reveal_digest(rev: Reveal, err: type[Exception], wire_manifest: Any =
         raise err("reveal: digest does not match exit_code and manifest")
 
 
-def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE) -> Fact:
-    """Decode and verify one envelope from the network. ProtocolError on anything wrong."""
+def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | None = None) -> Fact:
+    """Decode and verify one envelope from the network. ProtocolError on anything wrong.
+
+    `fact_id`: sha256(raw) when the caller already computed it (the board does).
+    """
     if type(raw) is not bytes:
         if isinstance(raw, (bytearray, memoryview)):
             raw = bytes(raw)
@@ -234,7 +237,7 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE) -> Fact:
         raise ProtocolError("envelope: bad signature")
     if isinstance(body, Reveal):
         _check_reveal_digest(body, ProtocolError, env["body"]["manifest"])
-    return Fact(hashlib.sha256(raw).digest(), kind, signer, body, raw)
+    return Fact(hashlib.sha256(raw).digest() if fact_id is None else fact_id, kind, signer, body, raw)
 
 
 def _canon(fields: frozenset[str]) -> tuple[str, ...]:

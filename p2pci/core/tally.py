@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from p2pci.core.board import JobView
 from p2pci.core.messages import Commit, Offer, Require, Reveal
-from p2pci.core.signing import Fact, commit_hash, peer_id_of
+from p2pci.core.signing import commit_hash, peer_id_of
 
 State = Literal["PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"]
 FINAL_STATES: frozenset[str] = frozenset({"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"})
@@ -100,13 +100,6 @@ class Verdict:
 PENDING = Verdict("PENDING")
 
 
-def _distinct(facts: list[Fact]) -> int:
-    """Number of distinct facts (the board stores each fact id once)."""
-    if len(facts) == 1:
-        return 1
-    return len({f.id for f in facts})
-
-
 def _satisfies(workers: tuple[bytes, ...], requires: list[Require]) -> bool:
     for req in requires:
         keys = req.keys
@@ -116,7 +109,23 @@ def _satisfies(workers: tuple[bytes, ...], requires: list[Require]) -> bool:
 
 
 def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) -> Verdict:
-    """The verdict of one job (see the module docstring for the rules)."""
+    """The verdict of one job (see the module docstring for the rules).
+
+    Memoised on the view: the verdict depends on `now` only through
+    `now >= deadline`, so (version, expired?, policy) is a complete key.
+    """
+    offer = view.offer_msg
+    memo_key = ("verdict", view.version, offer is not None and now >= offer.deadline, policy)
+    memo = view.cache.get(memo_key)
+    if memo is None:
+        if len(view.cache) > 4096:
+            view.cache.clear()
+        memo = view.cache[memo_key] = _tally(view, now, policy)
+    assert isinstance(memo, Verdict)
+    return memo
+
+
+def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     offer_fact = view.offer
     if offer_fact is None:
         return PENDING
@@ -132,22 +141,13 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
 
     commits = view.commits
     reveals = view.reveals
-    equivocators = sorted(
-        {w for w, fs in commits.items() if _distinct(fs) > 1}
-        | {w for w, fs in reveals.items() if _distinct(fs) > 1}
-    )
-    equiv = set(equivocators)
+    # the board stores each fact once: two entries for a signer are two distinct facts
+    equiv = {w for w, fs in commits.items() if len(fs) > 1}
+    equiv.update(w for w, fs in reveals.items() if len(fs) > 1)
+    equivocators = sorted(equiv) if equiv else []
 
-    # commit id -> signers of reveals that list it in `seen`
-    seen_by: dict[bytes, set[bytes]] = {}
-    for signer, fs in reveals.items():
-        for f in fs:
-            for cid in f.body.seen:  # type: ignore[union-attr]
-                s = seen_by.get(cid)
-                if s is None:
-                    seen_by[cid] = {signer}
-                else:
-                    s.add(signer)
+    seen_by = view.witnesses
+    cache = view.cache
 
     ignored: list[Ignored] = []
     votes: dict[tuple[bytes, int], list[bytes]] = {}
@@ -165,15 +165,20 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
         if not cfs:
             ignored.append(Ignored(signer, R_NO_COMMIT))
             continue
-        rev = reveals[signer][0].body
+        rev_fact = reveals[signer][0]
+        rev = rev_fact.body
         com = cfs[0]
         assert isinstance(rev, Reveal) and isinstance(com.body, Commit)
-        if commit_hash(rev.salt, rev.digest, signer) != com.body.hash:
+        key = ("match", rev_fact.id, com.id)
+        match = cache.get(key)
+        if match is None:
+            match = cache[key] = commit_hash(rev.salt, rev.digest, signer) == com.body.hash
+        if not match:
             ignored.append(Ignored(signer, R_COMMIT_MISMATCH))
             continue
         if signer not in no_copy:
             witnesses = seen_by.get(com.id)
-            if not witnesses or witnesses == {signer}:
+            if not witnesses or (len(witnesses) == 1 and signer in witnesses):
                 ignored.append(Ignored(signer, R_NOT_SEEN))
                 continue
         votes.setdefault((rev.digest, rev.exit_code), []).append(signer)
