@@ -788,8 +788,19 @@ class LibP2PNetwork:
 
         if self._host is None:
             raise LocalError("network is not running")
+        if peer in self._blocked:
+            raise ProtocolError("blocked peer")
+        pid = ID.from_base58(peer)
         with trio.fail_after(self.dial_timeout):
-            stream = await self._host.new_stream(ID.from_base58(peer), [proto])
+            book = self._book.get(peer)
+            if peer not in self._since and book is not None and book.addrs:
+                # not connected (e.g. a publisher we know from peer exchange): dial
+                # with the addresses we know, past the swarm's negative cache
+                from libp2p.peer.peerinfo import PeerInfo as LPeerInfo
+
+                self._host.get_network().unblock_peer(pid)
+                await self._host.connect(LPeerInfo(pid, [multiaddr.Multiaddr(a) for a in sorted(book.addrs)]))
+            stream = await self._host.new_stream(pid, [proto])
         try:
             yield stream
         except BaseException:

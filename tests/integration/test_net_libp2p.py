@@ -327,3 +327,57 @@ async def test_partition_then_heal_converges() -> None:
         with trio.fail_after(10):
             for n in nodes:
                 await n.col.wait_for(hashlib.sha256(a).digest(), hashlib.sha256(d).digest())
+
+
+async def test_hostile_streams_are_dropped_and_counted() -> None:
+    from libp2p.peer.id import ID
+
+    from p2pci.net import wire
+
+    async with line(2) as nodes:
+        first, second = nodes
+        await wait_until(lambda: len(first.net.peers()) == 1, 10)
+        async with raw_peer() as (host, _):
+            with trio.fail_after(10):
+                await host.connect(_info(first.net.addrs()[0]))
+            target = ID.from_base58(first.net.peer_id)
+            fake_fact = second.fact("never-asked-for", keep=False)
+            attacks = [
+                (wire.PROTO_SYNC, b"\xff\xff\xff\xff"),  # 4 GiB length prefix
+                (wire.PROTO_SYNC, wire.frame(b"\xc1garbage")),  # not msgpack
+                (wire.PROTO_SYNC, wire.encode({"ids": [b"short"]})),  # wrong id size
+                (wire.PROTO_PEERS, wire.encode({"addrs": ["/ip4/1.2.3.4"] * 100})),  # too many
+                (wire.PROTO_PEERS, wire.encode({"addrs": "nope"})),
+                (wire.PROTO_BLOB, wire.encode({"sha256": b"x" * 32, "size": -1})),
+                (wire.PROTO_BLOB, b"\x00\x00"),  # truncated, then silence: read timeout
+            ]
+            for proto, data in attacks:
+                stream = await host.new_stream(target, [proto])
+                await stream.write(data)
+                with trio.move_on_after(3):
+                    try:
+                        await stream.read(1 << 16)
+                    except Exception:
+                        pass
+            # a sync client that pushes a fact the server did not ask for, plus garbage facts
+            stream = await host.new_stream(target, [wire.PROTO_SYNC])
+            await stream.write(wire.sync_hello([hashlib.sha256(fake_fact).digest()]))
+            with trio.fail_after(5):
+                header = await stream.read(4)
+                n = wire.parse_length(header, wire.MAX_SYNC_FRAME)
+                body = b""
+                while len(body) < n:
+                    body += await stream.read(n - len(body))
+            _facts, want, _more = wire.parse_sync_reply(body, 65536)
+            assert want == [hashlib.sha256(fake_fact).digest()]
+            await stream.write(wire.sync_facts([b"\x00" * 100, fake_fact[:-1] + b"\x00"]))
+            await wait_until(lambda: first.net.stats().get("rejected", 0) >= 2, 5)
+        stats = first.net.stats()
+        bad = sum(v for k, v in stats.items() if k.endswith("_bad_streams"))
+        assert bad >= len(attacks) - 1, stats
+        # still working both ways
+        raw = second.fact()
+        await second.net.publish(raw)
+        with trio.fail_after(5):
+            await first.col.wait_for(hashlib.sha256(raw).digest())
+        assert len(first.col.facts) == 1
