@@ -1,0 +1,99 @@
+"""Strict decoding of message bodies: the error names the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from p2pci.core.codec import canonical, decode
+from p2pci.core.errors import ProtocolError
+from p2pci.core.messages import Offer, Reveal, job_of, message_from_obj
+
+from .jobgen import JobSim, key, make_offer
+
+SIM = JobSim(make_offer(key("publisher")))
+SIM.honest_round([(key("a"), b"good", 0)])
+OFFER = SIM.offer.to_obj()
+REVEAL = next(f.body for f in SIM.facts if f.kind == "reveal").to_obj()
+
+
+def bad(kind: str, obj: dict[str, Any], match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        message_from_obj(kind, decode(canonical(obj)))
+
+
+def test_valid_bodies_decode() -> None:
+    assert message_from_obj("offer", OFFER) == SIM.offer
+    assert isinstance(message_from_obj("reveal", REVEAL), Reveal)
+    assert job_of(SIM.offer) is None
+    assert job_of(message_from_obj("reveal", REVEAL)) == SIM.job
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("project", "", "project"),
+        ("project", "x" * 201, "project"),
+        ("project", 5, "project"),
+        ("command", [], "command"),
+        ("command", ["ok", 3], r"command\[1\]"),
+        ("env", {"1BAD": "x"}, "env"),
+        ("env", {"A": 1}, "env.A"),
+        ("replicas", 65, "replicas"),
+        ("replicas", 0, "replicas"),
+        ("quorum", 4, "quorum"),
+        ("quorum", True, "quorum"),
+        ("workers", "closed", "workers"),
+        ("workers", [], "workers"),
+        ("workers", [b"k" * 32, b"k" * 32], "duplicate"),
+        ("workers", [b"short"], r"workers\[0\]"),
+        ("require", {"keys": [b"k" * 32], "min": 2}, "require.min"),
+        ("require", {"keys": [b"k" * 32]}, "require"),
+        ("deadline", 0, "deadline"),
+        ("source_date_epoch", -1, "source_date_epoch"),
+        ("limits", {"timeout_s": 1}, "limits"),
+        ("image", {"id": "latest", "archive": None}, "image.id"),
+        ("source", {"sha256": b"x" * 31, "size": 1}, "source.sha256"),
+    ],
+)
+def test_offer_field_errors_name_the_field(field: str, value: Any, match: str) -> None:
+    bad("offer", {**OFFER, field: value}, match)
+
+
+def test_missing_and_extra_fields() -> None:
+    obj = dict(OFFER)
+    del obj["created"]
+    bad("offer", obj, "missing fields \\['created'\\]")
+    bad("offer", {**OFFER, "secret": "x"}, "extra fields \\['secret'\\]")
+    with pytest.raises(ProtocolError, match="unknown kind"):
+        message_from_obj("vote", {})
+    with pytest.raises(ProtocolError, match="expected a map"):
+        Offer.from_obj([1, 2])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("salt", b"s" * 15, "salt"),
+        ("salt", b"s" * 33, "salt"),
+        ("exit_code", 256, "exit_code"),
+        ("exit_code", -1, "exit_code"),
+        ("seen", [b"c" * 32, b"c" * 32], "seen"),
+        ("seen", [b"c" * 32] * 0 + [b"short"], r"seen\[0\]"),
+        ("log", {"sha256": b"l" * 32}, "log"),
+        ("manifest", [{"path": "/abs", "size": 1, "mode": 0, "sha256": b"h" * 32}], "path"),
+        ("manifest", [{"path": "a/../b", "size": 1, "mode": 0, "sha256": b"h" * 32}], "path"),
+        ("manifest", [{"path": "a", "size": 1, "mode": 0o4755, "sha256": b"h" * 32}], "mode"),
+        (
+            "manifest",
+            [
+                {"path": "b", "size": 1, "mode": 0, "sha256": b"h" * 32},
+                {"path": "a", "size": 1, "mode": 0, "sha256": b"h" * 32},
+            ],
+            "sorted",
+        ),
+    ],
+)
+def test_reveal_field_errors_name_the_field(field: str, value: Any, match: str) -> None:
+    bad("reveal", {**REVEAL, field: value}, match)
