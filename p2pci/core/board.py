@@ -51,8 +51,11 @@ class JobView:
     seen_at_first_reveal: frozenset[bytes] | None = None
     # bumped on every new fact: a cheap "did anything change" for caches
     version: int = 0
+    # bumped on every new fact that can change the verdict (not on claims)
+    tally_version: int = 0
     # caches owned by p2pci.core.tally (keyed so that they never go stale)
     cache: dict[object, object] = field(default_factory=dict, repr=False)
+    _allow: frozenset[bytes] | None = field(default=None, repr=False)
 
     @property
     def offer_msg(self) -> Offer | None:
@@ -61,8 +64,8 @@ class JobView:
 
     @property
     def allowlist(self) -> frozenset[bytes] | None:
-        msg = self.offer_msg
-        return None if msg is None else msg.allowlist
+        """The offer's allowed worker keys (None: open mode or offer unknown)."""
+        return self._allow
 
     def seen_commits(self, limit: int = 1024) -> tuple[bytes, ...]:
         """The `seen` list for this node's reveal: commit ids held before the first reveal arrived."""
@@ -83,6 +86,7 @@ class JobView:
         body = fact.body
         if isinstance(body, Offer):
             self.offer = fact
+            self._allow = body.allowlist
         elif isinstance(body, Claim):
             self.claims.setdefault(fact.signer, []).append(fact)
         elif isinstance(body, Commit):
@@ -103,6 +107,8 @@ class JobView:
             self.cancels.append(fact)
         self.ids.add(fact.id)
         self.version += 1
+        if not isinstance(body, Claim):
+            self.tally_version += 1
 
 
 class Board:

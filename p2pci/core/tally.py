@@ -112,10 +112,11 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
     """The verdict of one job (see the module docstring for the rules).
 
     Memoised on the view: the verdict depends on `now` only through
-    `now >= deadline`, so (version, expired?, policy) is a complete key.
+    `now >= deadline` and not on claims, so (tally_version, expired?, policy)
+    is a complete key.
     """
     offer = view.offer_msg
-    memo_key = ("verdict", view.version, offer is not None and now >= offer.deadline, policy)
+    memo_key = ("verdict", view.tally_version, offer is not None and now >= offer.deadline, policy)
     memo = view.cache.get(memo_key)
     if memo is None:
         if len(view.cache) > 4096:
@@ -131,12 +132,14 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         return PENDING
     offer = offer_fact.body
     assert isinstance(offer, Offer)
-    allow = offer.allowlist
+    allow = view.allowlist
     trust = policy.trust
     requires = [r for r in (offer.require, policy.require) if r is not None]
-    no_copy: set[bytes] = set(allow or ())
-    for r in requires:
-        no_copy.update(r.keys)
+    no_copy: frozenset[bytes] | set[bytes] = allow or frozenset()
+    if requires:
+        no_copy = set(no_copy)
+        for r in requires:
+            no_copy.update(r.keys)
     quorum = max(offer.quorum, policy.quorum or 0)
 
     commits = view.commits
