@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def status_command(ctx: click.Context, once: bool) -> None:
     """Live view of this node, its peers, the jobs and their verdicts.
 
     Keys: arrows or j/k move, Enter opens a job, l shows its log, f filters
-    by verdict, Escape goes back, q quits. Exit 2 if no daemon is running.
+    by verdict, Escape goes back, q quits. When stdout is not a terminal it
+    prints the snapshot as --once does. Exit 2 if no daemon is running.
     """
     from p2pci.tui import model as m
 
@@ -56,19 +58,14 @@ def status_command(ctx: click.Context, once: bool) -> None:
     except (P2pciError, OSError) as exc:
         click.echo(f"p2pci status: {exc}", err=True)
         ctx.exit(2)
-    if once:
-        from p2pci.tui.app import wall_ms
-
-        model = m.StatusModel(connected=True)
-        now = wall_ms()
-        if not model.apply_status(result, now):
-            click.echo("p2pci status: the daemon sent a malformed status reply", err=True)
-            ctx.exit(2)
+    model = m.StatusModel(connected=True)
+    now = int(time.time() * 1000)
+    if not model.apply_status(result, now):
+        click.echo("p2pci status: the daemon sent a malformed status reply", err=True)
+        ctx.exit(2)
+    if once or not sys.stdout.isatty():  # scripts, pipes, terminals without a TUI
         click.echo(m.snapshot_text(model, now), nl=False)
         return
-    if not sys.stdout.isatty():
-        click.echo("p2pci status: stdout is not a terminal; use `p2pci status --once`", err=True)
-        ctx.exit(2)
     from p2pci.tui.app import StatusApp
 
-    StatusApp(sock).run()
+    StatusApp(sock, model=model).run()

@@ -234,15 +234,18 @@ async def test_status_once_prints_a_plain_snapshot(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         await start_fake(nursery, tmp_path, status_obj([job_obj(J1, "REPRODUCED", groups=groups)]))
         runner = CliRunner()
-        result = await trio.to_thread.run_sync(
-            lambda: runner.invoke(status_command, ["--once"], env={"P2PCI_HOME": str(tmp_path)})
-        )
+        results = []
+        for args in (["--once"], []):  # without a terminal, plain `status` prints the snapshot too
+            results.append(await trio.to_thread.run_sync(
+                lambda args=args: runner.invoke(status_command, args, env={"P2PCI_HOME": str(tmp_path)})
+            ))
         nursery.cancel_scope.cancel()
-    assert result.exit_code == 0, result.output
-    out = result.output
-    assert PEER_ME in out and "== peers (1)" in out and "== jobs (1)" in out
-    row = next(line for line in out.splitlines() if line.startswith("hello-c"))
-    assert J1[:12] in row and "3/2" in row and row.endswith("REPRODUCED") and " 2 " in row
+    for result in results:
+        assert result.exit_code == 0, result.output
+        out = result.output
+        assert PEER_ME in out and "== peers (1)" in out and "== jobs (1)" in out
+        row = next(line for line in out.splitlines() if line.startswith("hello-c"))
+        assert J1[:12] in row and "3/2" in row and row.endswith("REPRODUCED") and " 2 " in row
 
 
 def test_status_without_daemon_exits_2_with_one_clear_line(tmp_path: Path) -> None:
