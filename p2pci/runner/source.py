@@ -232,7 +232,9 @@ def unpack_source(
     """Extract a (possibly hostile) source tar into the empty directory `dest`.
 
     Regular files get mode 0644/0755, directories 0755, symlinks are created
-    as they are (they are only ever followed inside the build container).
+    as they are (they are only ever followed inside the build container);
+    every entry gets the mtime the tar gives it (the top directory and implicit
+    ones: the newest mtime in the tar).
     Raises BuildError naming the offending entry.
     """
     dest = Path(dest)
@@ -240,6 +242,8 @@ def unpack_source(
     os.chmod(dest, 0o755)
     dirs: set[str] = {""}
     taken: set[str] = set()
+    dir_times: dict[str, int] = {}
+    newest = 0
     total = 0
     count = 0
     try:
@@ -264,14 +268,18 @@ def unpack_source(
                         continue
                     raise BuildError(f"bad source archive: duplicate entry {path!r}")
                 target = dest / path
+                mtime = int(m.mtime) if 0 <= m.mtime < 1 << 40 else 0
+                newest = max(newest, mtime)
                 if m.isdir():
                     os.mkdir(target, 0o755)
                     os.chmod(target, 0o755)
                     dirs.add(path)
+                    dir_times[path] = mtime
                 elif m.issym():
                     if "\x00" in m.linkname:
                         raise BuildError(f"bad source archive: bad link {path!r}")
                     os.symlink(m.linkname, target)
+                    os.utime(target, (mtime, mtime), follow_symlinks=False)
                 elif m.isreg():
                     total += m.size
                     if total > max_bytes:
@@ -284,9 +292,15 @@ def unpack_source(
                         while chunk := fh.read(_CHUNK):
                             out.write(chunk)
                     os.chmod(target, mode)
+                    os.utime(target, (mtime, mtime), follow_symlinks=False)
                 else:
                     raise BuildError(f"bad source archive: {path!r} is not a file, directory or symlink")
                 taken.add(path)
+        # The tar's mtimes (all equal when pack_source made it), so that make sees the same
+        # "nothing is newer" on every worker. Directories last: filling them changed theirs.
+        for path in sorted(dirs, key=lambda p: -p.count("/")):
+            t = dir_times.get(path, newest)
+            os.utime(dest / path if path else dest, (t, t), follow_symlinks=False)
     except (tarfile.TarError, UnicodeError, EOFError) as e:
         raise BuildError(f"bad source archive: {e}") from None
     except OSError as e:

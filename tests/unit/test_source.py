@@ -164,3 +164,12 @@ def test_garbage_never_crashes(tmp_path_factory: pytest.TempPathFactory, data: b
         unpack_source(d / "x.tar", d / "out")
     except BuildError:
         pass
+
+
+def test_unpack_applies_the_tar_mtimes(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    make_tree(tmp_path / "t")
+    pack_source(tmp_path / "t", tmp_path / "t.tar", order_seed=5, mtime=1700000000)
+    unpack_source(tmp_path / "t.tar", tmp_path / "u")
+    for p in [tmp_path / "u", *(tmp_path / "u").rglob("*")]:
+        assert os.lstat(p).st_mtime_ns == 1700000000 * 10**9, p
