@@ -701,7 +701,8 @@ def _fresh_demo_dir(root: Path, examples: Path) -> Path:
 
 
 async def _add_worker(mesh: Mesh, name: str, boot: Node, out: list[Node]) -> None:
-    out.append(await mesh.add(name, bootstrap=[boot]))
+    # Two slots: the three demo jobs run side by side instead of queueing.
+    out.append(await mesh.add(name, bootstrap=[boot], config={"worker": {"slots": 2}}))
 
 
 async def _guard(outcome: Outcome, coro: Awaitable[None]) -> None:
