@@ -124,6 +124,13 @@ def table(results: Results, errors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The real exceptions inside (possibly nested) exception groups from trio nurseries."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
 def run_part(name: str, quick: bool, results: Results, errors: dict[str, str]) -> None:
     module, _ = PARTS[name]
     t = time.monotonic()
@@ -135,7 +142,7 @@ def run_part(name: str, quick: bool, results: Results, errors: dict[str, str]) -
         errors[name] = f"cannot import {module}: {exc}"
         out = {}
     except Exception as exc:
-        errors[name] = f"{type(exc).__name__}: {exc}"
+        errors[name] = "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(exc))[:2000]
         log(traceback.format_exc())
         out = {}
     for old, new in RENAME.get(name, {}).items():

@@ -72,10 +72,9 @@ async def sample(pids: dict[str, int], window_s: float) -> dict[str, dict[str, f
     return out
 
 
-async def footprint(quick: bool) -> Results:
+async def footprint(quick: bool, out: Results) -> None:
     from p2pci.demo import open_mesh
 
-    out: Results = {}
     n_peers = 10
     window = 10.0 if quick else 30.0
     starts = 1 if quick else 3
@@ -129,8 +128,20 @@ async def footprint(quick: bool) -> Results:
         out["idle_window_s"] = window
         peer_rss = [rss_mb(int(p.proc.pid)) for p in peers if p.proc is not None]
         out["peer_daemon_rss_mb_p50"] = rnd(statistics.median(peer_rss), 1)
-    return out
+
+
+BUDGET_S = {True: 60, False: 180}  # quick / full: a stuck part must not stall `make bench`
 
 
 def run(quick: bool) -> Results:
-    return trio.run(footprint, quick)
+    out: Results = {}
+
+    async def bounded() -> None:
+        with trio.fail_after(BUDGET_S[quick]):
+            await footprint(quick, out)
+
+    try:
+        trio.run(bounded)
+    except trio.TooSlowError:
+        out["errors"] = {"footprint": f"gave up after {BUDGET_S[quick]} s (partial results kept)"}
+    return out

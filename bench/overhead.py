@@ -69,11 +69,11 @@ def bare_docker_run(image: str, src_files: dict[str, str]) -> float:
         return dt
 
 
-async def overhead(quick: bool) -> Results:
+async def overhead(quick: bool, out: Results) -> None:
     from p2pci.demo import FAST_TIMING, open_mesh
 
     jobs = 3 if quick else 10
-    out: Results = {"overhead_jobs": jobs, "claim_window_ms": FAST_TIMING["claim_window_ms"]}
+    out["claim_window_ms"] = FAST_TIMING["claim_window_ms"]
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     image = await trio.to_thread.run_sync(busybox_image)
@@ -117,7 +117,19 @@ async def overhead(quick: bool) -> Results:
             except Exception as exc:  # the breakdown is a bonus, never a reason to fail
                 log(f"overhead: no phase breakdown for {job[:12]}: {exc}")
             log(f"overhead job {i}: verdict {took:.2f} s, bare run {bare:.2f} s")
+            _summarise(out, verdicts, bares, overheads, phases)
         nursery.cancel_scope.cancel()
+
+
+def _summarise(
+    out: Results,
+    verdicts: list[float],
+    bares: list[float],
+    overheads: list[float],
+    phases: list[dict[str, float]],
+) -> None:
+    """Write the figures so far (after every job, so a timeout keeps what was measured)."""
+    out["overhead_jobs"] = len(verdicts)
     out["overhead_s_p50"] = rnd(pct(overheads, 50))
     out["overhead_s_p90"] = rnd(pct(overheads, 90))
     out["verdict_s_p50"] = rnd(pct(verdicts, 50))
@@ -127,7 +139,6 @@ async def overhead(quick: bool) -> Results:
         vals = [p[key] for p in phases if key in p]
         if vals:
             out[f"overhead_{key}_p50"] = rnd(pct(vals, 50))
-    return out
 
 
 async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, float]:
@@ -158,5 +169,18 @@ async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, 
     return out
 
 
+BUDGET_S = {True: 60, False: 180}  # quick / full: a stuck part must not stall `make bench`
+
+
 def run(quick: bool) -> Results:
-    return trio.run(overhead, quick)
+    out: Results = {}
+
+    async def bounded() -> None:
+        with trio.fail_after(BUDGET_S[quick]):
+            await overhead(quick, out)
+
+    try:
+        trio.run(bounded)
+    except trio.TooSlowError:
+        out["errors"] = {"overhead": f"gave up after {BUDGET_S[quick]} s (partial results kept)"}
+    return out
