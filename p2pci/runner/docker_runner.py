@@ -13,6 +13,7 @@ removed in every case: success, failure, timeout, cancel, exception.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
@@ -49,6 +50,26 @@ def build_env(spec: BuildSpec) -> list[str]:
     if spec.source_date_epoch is not None:
         env["SOURCE_DATE_EPOCH"] = str(spec.source_date_epoch)
     return [f"{k}={v}" for k, v in sorted(env.items())]
+
+
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CPUSET = re.compile(r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$")
+
+
+def check_spec(spec: BuildSpec) -> None:
+    """The last line of defence: a spec from the network names an image by ID only, etc."""
+    if not _IMAGE_ID.match(spec.image_id):
+        raise BuildError(f"bad image ID {spec.image_id!r}: builds run on images pinned by ID")
+    if not spec.command or any(not isinstance(a, str) or "\x00" in a for a in spec.command):
+        raise BuildError("bad command: an empty argv or a NUL byte")
+    for k, v in spec.env:
+        if not _ENV_KEY.match(k) or "\x00" in v:
+            raise BuildError(f"bad environment variable {k!r}")
+    if spec.cpuset is not None and not _CPUSET.match(spec.cpuset):
+        raise BuildError(f"bad cpuset {spec.cpuset!r}")
+    if spec.umask is not None and not 0 <= spec.umask <= 0o777:
+        raise BuildError("bad umask")
 
 
 def build_command(spec: BuildSpec) -> list[str]:
@@ -104,6 +125,7 @@ class DockerRunner:
         self.work_dir.mkdir(parents=True, exist_ok=True)
 
     def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
+        check_spec(spec)
         run_id = uuid.uuid4().hex
         limits = self.policy.clamp(spec.limits)
         result_dir = Path(tempfile.mkdtemp(prefix="p2pci-result-", dir=self.work_dir))

@@ -392,3 +392,21 @@ def test_overhead_figures(runner: DockerRunner, busybox: str, source: Path) -> N
         f"\nFIGURES docker run --rm true: {min(plain):.2f} s; DockerRunner trivial build: {min(ours):.2f} s"
     )
     assert min(ours) < 10
+
+
+@pytest.mark.parametrize(
+    "spec_kw",
+    [
+        {"image_id": "p2pci/busybox:latest"},
+        {"command": ()},
+        {"command": ("sh", "-c", "a\x00b")},
+        {"env": (("A=B", "x"),)},
+        {"env": (("A", "x\x00y"),)},
+    ],
+)
+def test_hostile_specs_are_refused(
+    runner: DockerRunner, busybox: str, source: Path, spec_kw: dict[str, object]
+) -> None:
+    kw: dict[str, object] = {"image_id": busybox, "command": ("true",), **spec_kw}
+    with pytest.raises(BuildError, match="bad"):
+        runner.run(BuildSpec(**kw), source, cancel=threading.Event())  # type: ignore[arg-type]
