@@ -15,7 +15,7 @@ from typing import Any
 from p2pci.core.codec import canonical
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ManifestEntry:
     path: str  # relative to /out, "/"-separated, no leading "/", no "." or ".." parts
     size: int

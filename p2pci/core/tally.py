@@ -100,6 +100,13 @@ class Verdict:
 PENDING = Verdict("PENDING")
 
 
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    version: int
+    expired: bool
+    verdict: Verdict
+
+
 def _satisfies(workers: tuple[bytes, ...], requires: list[Require]) -> bool:
     for req in requires:
         keys = req.keys
@@ -116,14 +123,16 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
     is a complete key.
     """
     offer = view.offer_msg
-    memo_key = ("verdict", view.tally_version, offer is not None and now >= offer.deadline, policy)
-    memo = view.cache.get(memo_key)
-    if memo is None:
-        if len(view.cache) > 4096:
-            view.cache.clear()
-        memo = view.cache[memo_key] = _tally(view, now, policy)
-    assert isinstance(memo, Verdict)
-    return memo
+    expired = offer is not None and now >= offer.deadline
+    slot = ("verdict", policy)
+    memo = view.cache.get(slot)
+    if isinstance(memo, _Memo) and memo.version == view.tally_version and memo.expired == expired:
+        return memo.verdict
+    if len(view.cache) > 4096:
+        view.cache.clear()
+    verdict = _tally(view, now, policy)
+    view.cache[slot] = _Memo(view.tally_version, expired, verdict)
+    return verdict
 
 
 def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
@@ -172,7 +181,7 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         rev = rev_fact.body
         com = cfs[0]
         assert isinstance(rev, Reveal) and isinstance(com.body, Commit)
-        key = ("match", rev_fact.id, com.id)
+        key = rev_fact.id + com.id  # bytes: no tuple for the collector to track
         match = cache.get(key)
         if match is None:
             match = cache[key] = commit_hash(rev.salt, rev.digest, signer) == com.body.hash
