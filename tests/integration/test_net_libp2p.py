@@ -381,3 +381,32 @@ async def test_hostile_streams_are_dropped_and_counted() -> None:
         with trio.fail_after(5):
             await first.col.wait_for(hashlib.sha256(raw).digest())
         assert len(first.col.facts) == 1
+
+
+async def test_blob_server_limits_concurrent_requests_per_peer(tmp_path: Path) -> None:
+    from libp2p.peer.id import ID
+
+    from p2pci.net import wire
+
+    store = BlobStore(tmp_path / "s")
+    big = store.put_bytes(os.urandom(4 * 1024 * 1024))
+    async with trio.open_nursery() as nursery:
+        server = await start_node(nursery, blobs=store, blob_concurrency=1, read_timeout=30.0)
+        async with raw_peer() as (host, _):
+            with trio.fail_after(10):
+                await host.connect(_info(server.net.addrs()[0]))
+            target = ID.from_base58(server.net.peer_id)
+            hog = await host.new_stream(target, [wire.PROTO_BLOB])
+            await hog.write(wire.blob_request(big.sha256, big.size))  # and never read: the server blocks
+            with trio.fail_after(5):
+                assert await hog.read(4) == wire.LEN.pack(len(wire.blob_response(True)) - 4)
+            second = await host.new_stream(target, [wire.PROTO_BLOB])
+            await second.write(wire.blob_request(big.sha256, big.size))
+            with trio.fail_after(5):
+                reply = b""
+                while len(reply) < len(wire.blob_response(False, "busy")):
+                    reply += await second.read(100)
+            assert wire.parse_blob_response(reply[4:]) == (False, "busy")
+            assert server.net.stats()["blob_busy"] == 1
+            await hog.reset()
+        nursery.cancel_scope.cancel()
