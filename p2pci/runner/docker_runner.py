@@ -246,9 +246,7 @@ class DockerRunner:
         except docker.errors.APIError as e:
             raise BuildError(f"docker failed during the build: {e.explanation or e}") from None
         finally:
-            for c in (container, holder):
-                if c is not None:
-                    _remove(c)
+            _remove_all([c for c in (container, holder) if c is not None])
             _remove_volume(volume)
 
     def _holder_image(self) -> str:
@@ -375,6 +373,27 @@ def _remove_volume(volume: Any) -> None:
                 time.sleep(0.1)
                 continue
             raise LocalError(f"cannot remove build volume {volume.name}: {e}") from None
+
+
+def _remove_all(containers: list[Any]) -> None:
+    """Remove the containers concurrently; re-raise the first failure after all were tried."""
+    errors: list[BaseException] = []
+
+    def remove(c: Any) -> None:
+        try:
+            _remove(c)
+        except BaseException as e:  # noqa: BLE001 - collected and re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=remove, args=(c,), daemon=True) for c in containers[1:]]
+    for t in threads:
+        t.start()
+    if containers:
+        remove(containers[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _remove(container: Any) -> None:
