@@ -267,14 +267,16 @@ class MemoryNetwork:
         except ProtocolError:
             self._stats.inc("rejected")
             return False
-        if not self._seen.add(fact_id) or self._sync.get(fact_id) is not None:
+        if fact_id in self._seen or self._sync.get(fact_id) is not None:
             self._stats.inc("duplicate")
             return False
         try:
             self._facts_send.send_nowait(Delivery(raw, from_peer))
         except trio.WouldBlock:
+            # The daemon is behind: not remembered, so sync offers it again.
             self._stats.inc("dropped")
             return False
+        self._seen.add(fact_id)
         self._stats.inc("delivered")
         if forward:
             self._gossip(raw, exclude=from_peer)

@@ -153,3 +153,22 @@ async def test_blob_fetch_verifies_and_tries_next(tmp_path: Path) -> None:
             await me.fetch_blob(ref, other, peers=["A"])
         assert not other.has(ref.sha256)
         n.cancel_scope.cancel()
+
+
+async def test_facts_dropped_on_a_full_channel_come_back_by_sync() -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as n:
+        a, ca = await start(n, hub, "A", sync_interval=0.05)
+        col = Collector()
+        b = MemoryNetwork(hub, "B", validate=fake_validate, sync_source=col, facts_buffer=2, sync_interval=0.05)
+        await n.start(b.run)
+        for i in range(5):
+            raw = f"fact:burst-{i}".encode()
+            ca.add(raw)
+            await a.publish(raw)
+        await trio.testing.wait_all_tasks_blocked()
+        assert b.stats()["dropped"] >= 3  # nobody reads B's facts yet
+        await n.start(col.drain, b)
+        with trio.fail_after(5):
+            await col.wait_count(5)
+        n.cancel_scope.cancel()
