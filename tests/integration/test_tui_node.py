@@ -1,0 +1,59 @@
+"""`p2pci status` against real in-process daemons (Node + MemoryNetwork + scripted runner).
+
+The TUI connects to node 0's real control socket; a job published on the
+cluster must appear, change verdict and open in the detail view through the
+daemon's own subscription events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import trio
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from p2pci.tui.app import JobScreen, StatusApp
+from tests.integration.test_tui import row_keys, until, verdict_cell
+
+testing = pytest.importorskip("p2pci.daemon.testing")
+
+
+async def test_tui_follows_a_real_node(tmp_path: Path) -> None:
+    runners = [None, testing.ScriptedRunner(), testing.ScriptedRunner(), testing.ScriptedRunner(lie=True)]
+    async with testing.open_cluster(tmp_path, 4, runners=runners) as cluster:
+        observer = cluster.nodes[0]
+        sock = observer.paths.control
+        jobs: list[str] = []
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: app.model.connected and app.model.node is not None, "the node snapshot")
+            assert app.model.node is not None and app.model.node.peer_id == observer.peer_id
+            await until(pilot, lambda: len(app.model.peers) == 3, "three peers")
+            jobs.append(trio.from_thread.run(lambda: cluster.publish(observer, replicas=3, quorum=2)))
+            job = jobs[0]
+            await until(pilot, lambda: job in row_keys(app), "the published job's row", within=20)
+            await until(pilot, lambda: verdict_cell(app, job).plain == "REPRODUCED", "REPRODUCED", within=30)
+            assert verdict_cell(app, job).style == "green"
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the detail view")
+            detail = str(app.screen.query_one("#detail", Static).render())
+            liar = cluster.nodes[3].peer_id
+            await until(pilot, lambda: liar in str(app.screen.query_one("#detail", Static).render()),
+                        "the dissenter in the detail", within=20)
+            assert "groups (by result digest)" in detail
+            await pilot.press("q")
+
+        def in_thread() -> None:
+            async def main() -> None:
+                app = StatusApp(sock)
+                async with app.run_test(size=(140, 45)) as pilot:
+                    await scenario(app, pilot)
+
+            asyncio.run(main())
+
+        with trio.fail_after(90):
+            await trio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        assert jobs
