@@ -198,7 +198,9 @@ class StatusModel:
     node_seen_at: int = 0  # our `now` when `node` arrived (for a live uptime)
     peers: tuple[Peer, ...] = ()
     jobs: dict[str, Job] = field(default_factory=dict)
-    first_seen: dict[str, int] = field(default_factory=dict)  # job -> our `now` when first seen
+    # job -> our `now` when a live event first showed it (jobs first seen in a status snapshot
+    # have no known age unless the daemon sends `created`)
+    first_seen: dict[str, int] = field(default_factory=dict)
     seq: dict[str, int] = field(default_factory=dict)  # job -> arrival rank (higher = newer)
     next_seq: int = 0
     logs: dict[str, deque[str]] = field(default_factory=dict)  # job -> tail of this node's build log
@@ -225,7 +227,7 @@ class StatusModel:
             return False
         self.node, self.node_seen_at, self.peers = node, now, peers
         for j in reversed(jobs):  # the daemon lists newest first
-            self._put_job(j, now)
+            self._put_job(j, now, live=False)
         return True
 
     def apply_event(self, frame: Any, now: int) -> str | None:
@@ -235,7 +237,7 @@ class StatusModel:
                 raise BadFrame("event: expected a map")
             kind = frame.get("event")
             if kind == "job":
-                self._put_job(parse_job(frame.get("job")), now)
+                self._put_job(parse_job(frame.get("job")), now, live=True)
             elif kind == "peers":
                 self.peers = parse_peers(frame.get("peers"))
             elif kind == "node":
@@ -259,28 +261,31 @@ class StatusModel:
             self.bad_frames += 1
             return None
 
-    def _put_job(self, job: Job, now: int) -> None:
+    def _put_job(self, job: Job, now: int, *, live: bool) -> None:
         if job.job not in self.jobs and len(self.jobs) >= MAX_JOBS:
-            oldest = min(self.jobs, key=lambda k: self.first_seen.get(k, 0))
+            oldest = min(self.jobs, key=lambda k: self.seq.get(k, 0))
             del self.jobs[oldest]
             self.first_seen.pop(oldest, None)
             self.seq.pop(oldest, None)
+        new = job.job not in self.jobs
         self.jobs[job.job] = job
-        self.first_seen.setdefault(job.job, now)
+        if new and live:
+            self.first_seen[job.job] = now
         if job.job not in self.seq:
             self.next_seq += 1
             self.seq[job.job] = self.next_seq
 
     # -- views -------------------------------------------------------------
 
-    def created_of(self, job: Job) -> int:
-        """The offer's creation time if the daemon sent it, else when we first saw the job."""
-        return job.created if job.created is not None else self.first_seen.get(job.job, 0)
+    def created_of(self, job: Job) -> int | None:
+        """The offer's creation time if the daemon sent it, else when a live event first showed
+        the job (published while we watch), else unknown."""
+        return job.created if job.created is not None else self.first_seen.get(job.job)
 
     def visible_jobs(self) -> list[Job]:
         """Jobs passing the filter, newest first (ties: the daemon's order, then arrival)."""
         jobs = [j for j in self.jobs.values() if self.filter is None or j.verdict == self.filter]
-        jobs.sort(key=lambda j: (-self.created_of(j), -self.seq.get(j.job, 0), j.job))
+        jobs.sort(key=lambda j: (-(self.created_of(j) or 0), -self.seq.get(j.job, 0), j.job))
         return jobs
 
     def cycle_filter(self) -> str | None:
@@ -343,7 +348,8 @@ JOB_COLUMNS = ("project", "job", "age", "replicas/quorum", "votes", "verdict")
 
 def job_row(model: StatusModel, job: Job, now: int) -> tuple[str, str, str, str, str, str]:
     rq = f"{job.replicas if job.replicas is not None else '?'}/{job.quorum if job.quorum is not None else '?'}"
-    age = fmt_duration((now - model.created_of(job)) // 1000)
+    created = model.created_of(job)
+    age = "-" if created is None else fmt_duration((now - created) // 1000)
     return (job.project or "-", short_id(job.job), age, rq, str(job.votes), job.verdict)
 
 
