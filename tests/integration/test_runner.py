@@ -164,6 +164,7 @@ class _Listener:
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.first = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -174,6 +175,7 @@ class _Listener:
             except OSError:
                 return
             self.accepted += 1
+            self.first.set()
             conn.close()
 
     def close(self) -> None:
@@ -228,6 +230,7 @@ def test_no_network(runner: DockerRunner, busybox: str, source: Path, netns_addr
             pass
         with socket.create_connection((ns_ip, 8099), timeout=5):
             pass
+        assert local.first.wait(5)  # the control connection was counted
         before = local.accepted
         script = f"""
         for target in 127.0.0.1:{local.port} {ns_ip}:8099; do
