@@ -89,7 +89,7 @@ class JobScreen(Screen[None]):
 
     def on_mount(self) -> None:
         log = self.query_one("#log", RichLog)
-        log.border_title = "this node's build log (tail)"
+        log.border_title = "log: live tail of this node's build · l fetches every revealed log"
         self.refresh_detail()
         app = self.app
         if isinstance(app, StatusApp):

@@ -328,10 +328,14 @@ def node_lines(model: StatusModel, now: int) -> list[str]:
     slots = "?" if n.slots is None else str(n.slots)
     busy = "?" if n.busy is None else str(n.busy)
     free = "?" if n.slots is None or n.busy is None else str(max(0, n.slots - n.busy))
+    if n.slots == 0:
+        slot_text = "none: observer, never builds (--no-build)"
+    else:
+        slot_text = f"{busy} busy / {free} free (of {slots})"
     lines = [
         f"peer ID  {n.peer_id}",
         f"listen   {', '.join(n.addrs) if n.addrs else '-'}",
-        f"slots    {busy} busy / {free} free (of {slots})    uptime {uptime}",
+        f"slots    {slot_text}    uptime {uptime}",
     ]
     if n.building:
         lines.append("building " + ", ".join(short_id(b) for b in n.building))
