@@ -426,13 +426,46 @@ class Reveal:
                 and type(log) is dict
                 and log.keys() == BlobRef.FIELDS
             ):
-                manifest = tuple([_manifest_entry(e, "manifest[]") for e in items])
-                paths = [e.path for e in manifest]
+                entries = []
+                paths = []
+                for e in items:
+                    if type(e) is not dict or e.keys() != _MANIFEST_FIELDS:
+                        break
+                    path = e["path"]
+                    size = e["size"]
+                    mode = e["mode"]
+                    sha = e["sha256"]
+                    if not (
+                        type(path) is str
+                        and 0 < len(path) <= MAX_PATH
+                        and type(size) is int
+                        and 0 <= size <= MAX_INT
+                        and type(mode) is int
+                        and 0 <= mode <= 0o777
+                        and type(sha) is bytes
+                        and len(sha) == 32
+                    ):
+                        break
+                    wrapped = "/" + path + "/"
+                    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\x00" in path:
+                        break
+                    entry = _new_entry(ManifestEntry)
+                    _set(entry, "path", path)
+                    _set(entry, "size", size)
+                    _set(entry, "mode", mode)
+                    _set(entry, "sha256", sha)
+                    entries.append(entry)
+                    paths.append(path)
+                else:
+                    items = None  # every entry passed
+                manifest = tuple(entries)
                 log_sha = log["sha256"]
                 log_size = log["size"]
                 if (
-                    all(paths[i - 1] < paths[i] for i in range(1, len(paths)))
-                    and all(type(c) is bytes and len(c) == 32 for c in seen)
+                    items is None
+                    and len(set(paths)) == len(paths)
+                    and paths == sorted(paths)
+                    and (not seen or (set(map(type, seen)) == {bytes} and set(map(len, seen)) == {32}))
                     and len(set(seen)) == len(seen)
                     and type(log_sha) is bytes
                     and len(log_sha) == 32
