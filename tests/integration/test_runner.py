@@ -413,3 +413,11 @@ def test_hostile_specs_are_refused(
     kw: dict[str, object] = {"image_id": busybox, "command": ("true",), **spec_kw}
     with pytest.raises(BuildError, match="bad"):
         runner.run(BuildSpec(**kw), source, cancel=threading.Event())  # type: ignore[arg-type]
+
+
+def test_memory_limit_kills_and_returns(runner: DockerRunner, busybox: str, source: Path) -> None:
+    r = build(
+        runner, busybox, source, "head -c 200000000 /dev/zero | tail -c 199999999 > /dev/null", memory_mb=32
+    )
+    assert r.status == "ok" and r.exit_code != 0
+    assert b"out of memory" in r.log_path.read_bytes()
