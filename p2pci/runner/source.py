@@ -76,22 +76,40 @@ def _git(dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 def _git_archive(dir: Path, out: Path) -> Path | None:
     """git archive of HEAD:<dir> into `out`, or None when that is not possible."""
     try:
-        inside = _git(dir, "rev-parse", "--is-inside-work-tree")
+        treeish = _git_archive_possible(dir)
     except FileNotFoundError:  # no git installed
         return None
-    if inside.returncode != 0 or inside.stdout.strip() != b"true":
+    if treeish is None:  # not a work tree, no commit yet, or the dir is not in HEAD: pack the files
         return None
-    if _git(dir, "rev-parse", "--verify", "-q", "HEAD").returncode != 0:
-        return None  # no commit yet
-    prefix = _git(dir, "rev-parse", "--show-prefix").stdout.decode().strip()
-    treeish = f"HEAD:{prefix}" if prefix else "HEAD"
-    if _git(dir, "cat-file", "-e", treeish).returncode != 0:
-        return None  # the directory is not in HEAD (new, untracked): pack the files
     top = Path(_git(dir, "rev-parse", "--show-toplevel").stdout.decode().strip())
     r = _git(top, "archive", "--format=tar", "-o", str(out), treeish)
     if r.returncode != 0:
         raise LocalError(f"git archive failed in {dir}: {r.stderr.decode(errors='replace').strip()}")
     return out
+
+
+def uncommitted_changes(dir: Path) -> list[str]:
+    """Paths under `dir` that differ from HEAD (what a git-archive pack leaves out)."""
+    try:
+        if _git_archive_possible(Path(dir)) is None:
+            return []
+        r = _git(Path(dir), "status", "--porcelain", "--untracked-files=normal", "--", ".")
+    except FileNotFoundError:
+        return []
+    return [line[3:] for line in r.stdout.decode(errors="replace").splitlines() if len(line) > 3]
+
+
+def _git_archive_possible(dir: Path) -> str | None:
+    inside = _git(dir, "rev-parse", "--is-inside-work-tree")
+    if inside.returncode != 0 or inside.stdout.strip() != b"true":
+        return None
+    if _git(dir, "rev-parse", "--verify", "-q", "HEAD").returncode != 0:
+        return None
+    prefix = _git(dir, "rev-parse", "--show-prefix").stdout.decode().strip()
+    treeish = f"HEAD:{prefix}" if prefix else "HEAD"
+    if _git(dir, "cat-file", "-e", treeish).returncode != 0:
+        return None
+    return treeish
 
 
 def _skipped(parts: list[str]) -> bool:

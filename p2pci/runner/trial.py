@@ -125,8 +125,12 @@ def run_try(
         pids=recipe.limits.pids,
         out_mb=recipe.limits.out_mb,
     )
-    from p2pci.runner.source import pack_source
+    from p2pci.runner.source import pack_source, uncommitted_changes
 
+    changed = uncommitted_changes(dir)
+    if changed:
+        shown = ", ".join(changed[:5]) + (", …" if len(changed) > 5 else "")
+        progress(f"note: {dir} is in a git work tree: building its HEAD; not included: {shown}")
     with tempfile.TemporaryDirectory(prefix="p2pci-try-", dir=work_dir) as tmp:
         for k, var in enumerate(report.variations):
             tar = Path(tmp) / f"source-{k}.tar"

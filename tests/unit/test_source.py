@@ -173,3 +173,25 @@ def test_unpack_applies_the_tar_mtimes(tmp_path: Path) -> None:
     unpack_source(tmp_path / "t.tar", tmp_path / "u")
     for p in [tmp_path / "u", *(tmp_path / "u").rglob("*")]:
         assert os.lstat(p).st_mtime_ns == 1700000000 * 10**9, p
+
+
+def test_uncommitted_changes_are_reported(tmp_path: Path) -> None:
+    from p2pci.runner.source import uncommitted_changes
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    (repo / "f").write_text("1")
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
+    assert uncommitted_changes(repo) == []
+    (repo / "f").write_text("2")
+    (repo / "new").write_text("n")
+    assert sorted(uncommitted_changes(repo)) == ["f", "new"]
+    assert uncommitted_changes(tmp_path) == []  # not a work tree
