@@ -261,3 +261,12 @@ def test_verdict_json_shape() -> None:
         "equivocators",
         "ignored",
     }
+
+
+def test_open_mode_lone_reveal_is_never_counted_it_needs_a_witness() -> None:
+    # Open mode, replicas 1, quorum 1: nobody else revealed, so nobody listed the commit in `seen`.
+    sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1))
+    sim.honest_round([(A, b"good", 0)])
+    v = verdict_of(sim)
+    assert v.state == "PENDING"
+    assert [(i.worker, i.reason) for i in v.ignored] == [(A.public, R_NOT_SEEN)]

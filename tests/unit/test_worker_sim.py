@@ -1,0 +1,93 @@
+"""Liveness of the pure protocol: simulated workers on one board, some vanishing, time driven by next_wakeup."""
+
+from __future__ import annotations
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from p2pci.core.board import Board
+from p2pci.core.messages import BlobRef, Claim, Commit
+from p2pci.core.signing import NodeKey, seal
+from p2pci.core.tally import tally
+from p2pci.core.worker import (
+    BuildDone,
+    PublishClaim,
+    PublishCommit,
+    PublishReveal,
+    StartBuild,
+    Tick,
+    WorkerConfig,
+    WorkerJob,
+    next_wakeup,
+    worker_step,
+)
+
+from .jobgen import JobSim, h, key, make_offer, manifest_for
+
+T0 = 1_000_000
+KEYS = [key(f"sim-{i}") for i in range(8)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 6),
+    replicas=st.integers(1, 3),
+    quorum_frac=st.integers(1, 3),
+    vanish=st.lists(st.integers(0, 5), max_size=3, unique=True),
+    durations=st.lists(st.integers(100, 20_000), min_size=6, max_size=6),
+)
+def test_job_completes_despite_workers_vanishing_before_commit(
+    n: int, replicas: int, quorum_frac: int, vanish: list[int], durations: list[int]
+) -> None:
+    quorum = min(quorum_frac, replicas)
+    sim = JobSim(
+        make_offer(key("publisher"), replicas=replicas, quorum=quorum, created=T0, deadline=T0 + 600_000)
+    )
+    board = Board()
+    board.add(sim.offer_fact.raw, T0)
+    keys: list[NodeKey] = KEYS[:n]
+    cfgs = [WorkerConfig(k.public, lease_ms=10_000, claim_window_ms=1_000, salt_secret=k.seed) for k in keys]
+    wjs = [WorkerJob.new(sim.job, T0) for _ in keys]
+    gone = {i for i in vanish if i < n}  # these stop for good once they start building
+    done_at: dict[int, int] = {}
+    now = T0
+    view = board.job(sim.job)
+    assert view is not None
+    for _ in range(2_000):
+        for i, k in enumerate(keys):
+            if i in gone and wjs[i].phase == "BUILDING":
+                continue
+            events: list[Tick | BuildDone] = [Tick()]
+            if done_at.get(i) is not None and done_at[i] <= now:
+                del done_at[i]
+                events.insert(0, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 1)))
+            for ev in events:
+                wjs[i], actions = worker_step(wjs[i], view, now, cfgs[i], ev)
+                for a in actions:
+                    if isinstance(a, PublishClaim):
+                        board.add(seal(k, Claim(sim.job, a.lease_until)).raw, now)
+                    elif isinstance(a, PublishCommit):
+                        board.add(seal(k, Commit(sim.job, a.hash)).raw, now)
+                    elif isinstance(a, PublishReveal):
+                        board.add(seal(k, a.reveal).raw, now)
+                    elif isinstance(a, StartBuild):
+                        done_at[i] = now + durations[i]
+        verdict = tally(view, now)
+        if verdict.final:
+            break
+        wakeups = [t for i in range(n) if i not in gone or wjs[i].phase != "BUILDING"
+                   for t in [next_wakeup(wjs[i], view, now)] if t is not None]  # fmt: skip
+        wakeups += [t for i, t in done_at.items() if i not in gone]
+        later = [t for t in wakeups if t > now]
+        if not later:
+            break
+        now = min(later)
+    event(verdict.state)
+    survivors = n - len(gone)
+    # Open mode: a vote needs a witness (another signer's reveal listing its commit),
+    # so a verdict needs at least two builds: replicas >= 2 and two workers that stay.
+    if replicas >= 2 and survivors >= max(quorum, 2):
+        assert verdict.state == "REPRODUCED", (verdict, [w.phase for w in wjs], gone)
+        assert now < T0 + 600_000
+    else:
+        assert verdict.state in ("REPRODUCED", "EXPIRED", "PENDING")
