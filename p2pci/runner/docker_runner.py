@@ -189,16 +189,19 @@ class DockerRunner:
         )
         # /out is a size-limited tmpfs volume. A second, idle "holder" container keeps it
         # mounted after the build exits, so the outputs can still be read from it.
-        volume = dc.volumes.create(
-            name=f"p2pci-out-{run_id}",
-            driver="local",
-            driver_opts={
-                "type": "tmpfs",
-                "device": "tmpfs",
-                "o": f"size={limits.out_mb + OUT_SLACK_MB}m,nr_inodes=65536,uid=65534,gid=65534,mode=0755,nosuid,nodev",
-            },
-            labels={**self.labels, LABEL: "1", LABEL_RUN: run_id},
-        )
+        try:
+            volume = dc.volumes.create(
+                name=f"p2pci-out-{run_id}",
+                driver="local",
+                driver_opts={
+                    "type": "tmpfs",
+                    "device": "tmpfs",
+                    "o": f"size={limits.out_mb + OUT_SLACK_MB}m,nr_inodes=65536,uid=65534,gid=65534,mode=0755,nosuid,nodev",
+                },
+                labels={**self.labels, LABEL: "1", LABEL_RUN: run_id},
+            )
+        except docker.errors.APIError as e:
+            raise BuildError(f"cannot create the /out volume: {e.explanation or e}") from None
         holder: Any = None
         container: Any = None
         try:

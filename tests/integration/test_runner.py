@@ -421,3 +421,18 @@ def test_memory_limit_kills_and_returns(runner: DockerRunner, busybox: str, sour
     )
     assert r.status == "ok" and r.exit_code != 0
     assert b"out of memory" in r.log_path.read_bytes()
+
+
+async def test_two_builds_at_once(runner: DockerRunner, busybox: str, source: Path) -> None:
+    results: list[BuildResult] = []
+
+    async def one(i: int) -> None:
+        spec = BuildSpec(busybox, ("sh", "-c", f"echo {i} > /out/n"), limits=Limits(timeout_s=60, out_mb=1))
+        results.append(await run_build(runner, spec, source))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for i in range(2):
+                nursery.start_soon(one, i)
+    assert sorted(r.status for r in results) == ["ok", "ok"]
+    assert len({r.digest for r in results}) == 2
