@@ -127,3 +127,29 @@ def test_units() -> None:
     for bad in ("0s", "-1", "1.5m", True):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_peer_ids_become_keys(tmp_path: Path) -> None:
+    from p2pci.core.signing import NodeKey
+
+    a, b = NodeKey.generate(), NodeKey.generate()
+    r = parse_recipe(
+        f'[build]\nimage = "busybox"\ncommand = "true"\n[trust]\nreplicas = 1\nquorum = 1\n'
+        f'workers = ["{a.peer_id}"]\nrequire = {{keys = ["{a.peer_id}", "{b.peer_id}"], min = 1}}\n',
+        tmp_path,
+    )
+    assert r.trust.worker_keys() == (a.public,)
+    assert r.trust.require is not None and r.trust.require.key_bytes() == (a.public, b.public)
+    with pytest.raises(LocalError, match="line 7: require.min is larger"):
+        parse_recipe(
+            '[build]\nimage = "busybox"\ncommand = "true"\n[trust]\nreplicas = 1\nquorum = 1\n'
+            f'require = {{keys = ["{a.peer_id}"], min = 2}}\n',
+            tmp_path,
+        )
+
+
+def test_examples_parse() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for d in sorted(p.parent for p in examples.glob("*/p2pci.toml")):
+        r = load_recipe(d)
+        assert r.command and r.image
