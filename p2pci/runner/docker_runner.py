@@ -13,6 +13,7 @@ removed in every case: success, failure, timeout, cancel, exception.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -227,7 +228,8 @@ class DockerRunner:
                     pids_limit=limits.pids,
                     mem_limit=f"{limits.memory_mb}m",
                     memswap_limit=f"{limits.memory_mb}m",
-                    nano_cpus=limits.cpus * 1_000_000_000,
+                    nano_cpus=min(limits.cpus, os.cpu_count() or 1)
+                    * 1_000_000_000,  # docker refuses more than the host has
                     tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={limits.memory_mb}m,mode=1777"},
                     mounts=[
                         Mount(target=SOURCE_DIR, source=str(src), type="bind", read_only=True),

@@ -436,3 +436,8 @@ async def test_two_builds_at_once(runner: DockerRunner, busybox: str, source: Pa
                 nursery.start_soon(one, i)
     assert sorted(r.status for r in results) == ["ok", "ok"]
     assert len({r.digest for r in results}) == 2
+
+
+def test_more_cpus_than_the_host_has_is_clamped(runner: DockerRunner, busybox: str, source: Path) -> None:
+    r = build(runner, busybox, source, "nproc > /out/n", cpus=64)
+    assert r.status == "ok" and r.exit_code == 0
