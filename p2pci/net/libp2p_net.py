@@ -370,6 +370,14 @@ class LibP2PNetwork:
                                     except Exception:
                                         pass
         finally:
+            # Gotcha: leaving host.run() does not close the TCP listener (it runs
+            # as a trio *system* task): without host.close() a "stopped" node
+            # keeps accepting connections and answering protocol negotiation.
+            with trio.CancelScope(shield=True), trio.move_on_after(3):
+                try:
+                    await host.close()
+                except Exception:
+                    log.debug("host.close failed", exc_info=True)
             self._host = None
             for pid in list(self._since):
                 self._events.send(PeerEvent(pid, False))
