@@ -44,6 +44,8 @@ class JobView:
     commit_ids: dict[bytes, Fact] = field(default_factory=dict)
     # commit fact id -> signers of reveals whose `seen` lists it (the tally's witness rule)
     witnesses: dict[bytes, set[bytes]] = field(default_factory=dict)
+    # signers with two or more distinct commits or reveals for this job
+    equivocators: set[bytes] = field(default_factory=set)
     # every fact id of this job
     ids: set[bytes] = field(default_factory=set)
     # commit ids held when the first reveal of the job arrived (None: no reveal yet);
@@ -90,12 +92,18 @@ class JobView:
         elif isinstance(body, Claim):
             self.claims.setdefault(fact.signer, []).append(fact)
         elif isinstance(body, Commit):
-            self.commits.setdefault(fact.signer, []).append(fact)
+            mine = self.commits.setdefault(fact.signer, [])
+            mine.append(fact)
+            if len(mine) > 1:
+                self.equivocators.add(fact.signer)
             self.commit_ids[fact.id] = fact
         elif isinstance(body, Reveal):
             if self.seen_at_first_reveal is None:
                 self.seen_at_first_reveal = frozenset(self.commit_ids)
-            self.reveals.setdefault(fact.signer, []).append(fact)
+            mine = self.reveals.setdefault(fact.signer, [])
+            mine.append(fact)
+            if len(mine) > 1:
+                self.equivocators.add(fact.signer)
             witnesses = self.witnesses
             for cid in body.seen:
                 w = witnesses.get(cid)

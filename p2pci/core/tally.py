@@ -153,9 +153,7 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
 
     commits = view.commits
     reveals = view.reveals
-    # the board stores each fact once: two entries for a signer are two distinct facts
-    equiv = {w for w, fs in commits.items() if len(fs) > 1}
-    equiv.update(w for w, fs in reveals.items() if len(fs) > 1)
+    equiv = view.equivocators  # kept by the board as facts arrive
     equivocators = sorted(equiv) if equiv else []
 
     seen_by = view.witnesses
@@ -196,18 +194,15 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         votes.setdefault((rev.digest, rev.exit_code), []).append(signer)
         counted += 1
 
-    groups = tuple(
-        sorted(
-            (Group(d, e, tuple(ws)) for (d, e), ws in votes.items()),
-            key=lambda g: (-len(g.workers), g.digest, g.exit_code),
-        )
-    )
+    groups = tuple([Group(d, e, tuple(ws)) for (d, e), ws in votes.items()])
+    if len(groups) > 1:
+        groups = tuple(sorted(groups, key=lambda g: (-len(g.workers), g.digest, g.exit_code)))
     common: dict[str, Any] = {
         "groups": groups,
         "equivocators": tuple(equivocators),
         "ignored": tuple(ignored),
     }
-    if any(c.signer == offer_fact.signer for c in view.cancels):
+    if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
         return Verdict("CANCELLED", **common)
     reaching = [g for g in groups if len(g.workers) >= quorum]
     if len(reaching) >= 2:
@@ -215,10 +210,9 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     if len(reaching) == 1:
         win = reaching[0]
         if _satisfies(win.workers, requires):
-            members = set(win.workers)
-            dissenters = tuple(
-                sorted(w for g in groups if g is not win for w in g.workers if w not in members)
-            )
+            dissenters: tuple[bytes, ...] = ()
+            if len(groups) > 1:
+                dissenters = tuple(sorted(w for g in groups if g is not win for w in g.workers))
             state: State = "REPRODUCED" if win.exit_code == 0 else "FAILED"
             return Verdict(state, win.digest, win.exit_code, dissenters=dissenters, **common)
     elif counted >= max(offer.replicas, quorum):
