@@ -48,9 +48,10 @@ PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 
-# keys a part returns under a name too generic for one flat object (None: dropped as a duplicate)
-RENAME: dict[str, dict[str, str | None]] = {
-    "tally": {"ratio": None, "reveals": "tally_reveals", "reveals_per_s": "tally_reveals_per_s"},
+# Parts whose keys are too generic for one flat object: (prefixes kept as they are,
+# keys dropped as duplicates); any other key gets "<part>_" in front.
+RENAME: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "tally": (("tally_", "verify_"), ("ratio",)),
 }
 
 # (key, goal text, check) for the table; check(results) -> True/False/None (unknown)
@@ -145,11 +146,13 @@ def run_part(name: str, quick: bool, results: Results, errors: dict[str, str]) -
         errors[name] = "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(exc))[:2000]
         log(traceback.format_exc())
         out = {}
-    for old, new in RENAME.get(name, {}).items():
-        if old in out:
-            value = out.pop(old)
-            if new is not None:
-                out[new] = value
+    if name in RENAME:
+        keep, drop = RENAME[name]
+        out = {
+            (k if k.startswith(keep) or k == "errors" else f"{name}_{k}"): v
+            for k, v in out.items()
+            if k not in drop
+        }
     part_errors = out.pop("errors", None) or {}
     for k, v in part_errors.items():
         errors[k] = v
