@@ -99,7 +99,12 @@ def test_two_boards_in_different_orders_with_duplicates_agree(
             assert board.add(raw, now).status in ("new", "duplicate")
         boards.append(board)
     trust = data.draw(st.none() | st.sets(st.sampled_from(workers)))
-    policy = ObserverPolicy(trust=None if trust is None else frozenset(k.public for k in trust))
+    req = data.draw(st.none() | st.sets(st.sampled_from(workers), min_size=1))
+    policy = ObserverPolicy(
+        trust=None if trust is None else frozenset(k.public for k in trust),
+        require=None if req is None else Require(tuple(sorted(k.public for k in req)), 1),
+        quorum=data.draw(st.none() | st.integers(1, 4)),
+    )
     va, vb = (board.job(sim.job) for board in boards)
     assert va is not None and vb is not None
     verdict_a, verdict_b = tally(va, now, policy), tally(vb, now, policy)
