@@ -15,6 +15,7 @@ and listed in docs/internals.md ("py-libp2p gotchas").
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import random
 from collections.abc import Callable
@@ -115,6 +116,24 @@ def parse_peer_addr(addr: str) -> tuple[str, str]:
     return str(pid), addr
 
 
+def addr_scope(addr: str) -> str | None:
+    """'loopback', 'private', 'global' or 'any' (0.0.0.0/::) for an ip multiaddr; None if not ip."""
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[1] not in ("ip4", "ip6"):
+        return None
+    try:
+        ip = ipaddress.ip_address(parts[2])
+    except ValueError:
+        return None
+    if ip.is_unspecified:
+        return "any"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_private or ip.is_link_local:
+        return "private"
+    return "global"
+
+
 @dataclass
 class _Book:
     """What we know about one peer's reachability."""
@@ -176,6 +195,11 @@ class LibP2PNetwork:
         self._rng = rng or random.Random()
 
         self._peer_id = libp2p_peer_id(self._seed)
+        # Addresses learned from peers are dialled only in the scopes we listen
+        # in: a node on 127.0.0.1 never dials out of loopback because a peer said
+        # so, and a public peer cannot point us at our LAN. Bootstrap is config.
+        scopes = {addr_scope(a) for a in self._listen}
+        self._scopes = {"loopback", "private", "global"} if "any" in scopes else {s for s in scopes if s}
         self._book: dict[str, _Book] = {}
         for addr in bootstrap or []:
             try:
@@ -251,6 +275,9 @@ class LibP2PNetwork:
                 self._stats.inc("bad_addr")
                 continue
             if pid == self._peer_id:
+                continue
+            if addr_scope(a) not in self._scopes:
+                self._stats.inc("addr_out_of_scope")
                 continue
             book = self._book.get(pid)
             if book is None:
@@ -584,6 +611,9 @@ class LibP2PNetwork:
                 pid, a = parse_peer_addr(addr)
             except ProtocolError:
                 self._stats.inc("bad_addr")
+                continue
+            if addr_scope(a) not in self._scopes:
+                self._stats.inc("addr_out_of_scope")
                 continue
             if pid == peer:
                 book = self._book.setdefault(peer, _Book())

@@ -78,3 +78,19 @@ def test_length_limit() -> None:
     assert wire.parse_sync_facts(body(wire.sync_facts([b"a" * 10])), 10) == [b"a" * 10]
     with pytest.raises(ProtocolError):
         wire.parse_sync_facts(body(wire.sync_facts([b"a" * 11])), 10)
+
+
+def test_addr_scope_and_px_filter() -> None:
+    from p2pci.net.libp2p_net import LibP2PNetwork, addr_scope, libp2p_peer_id
+
+    assert addr_scope("/ip4/127.0.0.5/tcp/1") == "loopback"
+    assert addr_scope("/ip4/10.1.2.3/tcp/1") == "private"
+    assert addr_scope("/ip4/8.8.8.8/tcp/1") == "global"
+    assert addr_scope("/ip4/0.0.0.0/tcp/1") == "any"
+    assert addr_scope("/dns4/example.org/tcp/1") is None
+    net = LibP2PNetwork(bytes(32), ["/ip4/127.0.0.1/tcp/0"], [])
+    other = libp2p_peer_id(b"\x01" * 32)
+    net.add_peer_addrs([f"/ip4/8.8.8.8/tcp/4001/p2p/{other}", f"/ip4/192.168.1.1/tcp/4001/p2p/{other}"])
+    assert net.stats()["addr_out_of_scope"] == 2 and other not in net._book
+    net.add_peer_addrs([f"/ip4/127.0.0.2/tcp/4001/p2p/{other}"])
+    assert net._book[other].addrs == {f"/ip4/127.0.0.2/tcp/4001/p2p/{other}"}
