@@ -9,10 +9,12 @@ not at all; a crash mid-write leaves at most a temp file (cleared on open).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,7 @@ from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import BlobRef
 
 CHUNK = 1 << 16
+STALE_TMP_S = 3600
 
 
 class _Ref(Protocol):
@@ -73,8 +76,14 @@ class BlobStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._tmp = self.dir / "tmp"
         self._tmp.mkdir(exist_ok=True)
-        for stale in self._tmp.iterdir():  # leftovers of a crash mid-write
-            stale.unlink(missing_ok=True)
+        # Leftovers of a crash mid-write. Another process may be writing here right
+        # now (the daemon and `p2pci publish` open the same store; publish keeps a
+        # temp dir here): only clear plain files nobody touched for an hour.
+        cutoff = time.time() - STALE_TMP_S
+        for stale in self._tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if stale.is_file() and stale.stat().st_mtime < cutoff:
+                    stale.unlink()
 
     def path(self, sha: bytes) -> Path:
         """Where the blob with hash `sha` lives (whether or not it exists)."""

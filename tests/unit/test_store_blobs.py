@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,13 @@ def test_exception_inside_writer_stores_nothing(tmp_path: Path) -> None:
 
 def test_stale_temp_files_are_cleared_on_open(tmp_path: Path) -> None:
     BlobStore(tmp_path)
-    (tmp_path / "tmp" / "w-crashed").write_bytes(b"half")
+    crashed = tmp_path / "tmp" / "w-crashed"
+    crashed.write_bytes(b"half")
+    os.utime(crashed, (0, 0))  # untouched for ages: a crash leftover
+    (tmp_path / "tmp" / "w-writing").write_bytes(b"in progress")  # another process writing now
+    (tmp_path / "tmp" / "publish-dir").mkdir()  # `p2pci publish` packs the source here
     BlobStore(tmp_path)
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["publish-dir", "w-writing"]
 
 
 @settings(max_examples=30, deadline=None)
