@@ -673,9 +673,10 @@ class LibP2PNetwork:
 
     async def _sync_with(self, peer: str) -> None:
         """`/p2pci/sync/1` client: repeat while the server says there is more."""
+        got: list[bytes] = []  # ids received in earlier rounds (maybe outside our live window)
         for _ in range(16):
             try:
-                ours = self._sync.live_ids()[: wire.MAX_IDS]
+                ours = (self._sync.live_ids() + got)[: wire.MAX_IDS]
                 async with self._stream(peer, wire.PROTO_SYNC) as stream:
                     await stream.write(wire.sync_hello(ours))
                     payload = await self._read_frame(stream, wire.MAX_SYNC_FRAME)
@@ -688,6 +689,7 @@ class LibP2PNetwork:
                 log.debug("sync with %s failed: %r", peer, exc)
                 return
             self._stats.inc("syncs")
+            got.extend(hashlib.sha256(raw).digest() for raw in facts)
             for raw in facts:
                 if self._accept(raw, peer, forward=True):
                     self._stats.inc("synced")

@@ -442,3 +442,18 @@ async def test_bootstrap_peer_restarts_and_is_redialled() -> None:
         with trio.fail_after(5):
             await b.col.wait_for(hashlib.sha256(raw).digest())
         nursery.cancel_scope.cancel()
+
+
+async def test_sync_alone_pages_through_a_small_budget() -> None:
+    """Facts that were never gossiped reach a newcomer by sync only, in several budgeted rounds."""
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, sync_budget=1000, sync_interval=60)
+        for i in range(30):
+            a.fact(f"quiet-{i}")  # stored, never published
+        b = await start_node(nursery, a.net.addrs(), sync_interval=60)
+        with trio.fail_after(10):
+            await b.col.wait_count(30)
+        assert b.net.stats()["synced"] == 30
+        assert b.net.stats()["syncs"] >= 4  # ~5 facts per 1000-byte round
+        assert set(b.col.facts) == set(a.col.facts)
+        nursery.cancel_scope.cancel()
