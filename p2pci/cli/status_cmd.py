@@ -16,6 +16,8 @@ from p2pci.tui.client import NoDaemon, default_home, request, socket_path
 
 __all__ = ["status_command", "home_from_context"]
 
+STATUS_TIMEOUT_S = 10.0
+
 
 def _as_path(value: Any) -> Path | None:
     if isinstance(value, (str, os.PathLike)) and str(value):
@@ -50,13 +52,17 @@ def status_command(ctx: click.Context, once: bool) -> None:
     from p2pci.tui import model as m
 
     sock = socket_path(home_from_context(ctx))
+    async def first_status() -> Any:
+        with trio.fail_after(STATUS_TIMEOUT_S):
+            return await request(sock, "status")
+
     try:
-        result = trio.run(lambda: request(sock, "status"))
-    except NoDaemon as exc:
+        result = trio.run(first_status)
+    except (NoDaemon, P2pciError, OSError) as exc:
         click.echo(f"p2pci status: {exc}", err=True)
         ctx.exit(2)
-    except (P2pciError, OSError) as exc:
-        click.echo(f"p2pci status: {exc}", err=True)
+    except trio.TooSlowError:
+        click.echo(f"p2pci status: the daemon at {sock} did not answer within {STATUS_TIMEOUT_S:.0f} s", err=True)
         ctx.exit(2)
     model = m.StatusModel(connected=True)
     now = int(time.time() * 1000)

@@ -30,6 +30,7 @@ from p2pci.tui.client import BadFrame, FrameReader, encode_frame, open_control, 
 
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+REQUEST_TIMEOUT_S = 30.0
 
 
 def wall_ms() -> int:
@@ -348,10 +349,16 @@ class StatusApp(App[int]):
     def _fetch_log(self, job: str) -> None:
         assert self.sock is not None
         sock = self.sock
+        async def fetch() -> Any:
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                return await request(sock, "logs", job=job)
+
         try:
-            text = trio.run(lambda: request(sock, "logs", job=job))
+            text = trio.run(fetch)
         except (P2pciError, OSError) as exc:
             text = f"(no log: {exc})"
+        except trio.TooSlowError:
+            text = f"(no log: the daemon did not answer within {REQUEST_TIMEOUT_S:.0f} s)"
         self.post_message(LogText(job, text if isinstance(text, str) else repr(text)[:4096]))
 
     # the client thread (trio)
@@ -377,6 +384,9 @@ class StatusApp(App[int]):
                 except (P2pciError, OSError) as exc:
                     got_data = False
                     error = str(exc)
+                except trio.TooSlowError:
+                    got_data = False
+                    error = "the daemon does not answer"
                 self.post_message(Connection(False, error))
                 delay = RETRY_MIN_S if got_data else min(delay * 2, RETRY_MAX_S)
                 await trio.sleep(delay)  # reconnect backoff, not a poll of the daemon
@@ -386,7 +396,8 @@ class StatusApp(App[int]):
         stream = await open_control(sock)
         async with stream:
             await stream.send_all(encode_frame({"op": "subscribe", "args": {}}))
-            snapshot = await request(sock, "status")
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                snapshot = await request(sock, "status")
             self.post_message(Connection(True))
             self.post_message(Snapshot(snapshot))
             reader = FrameReader(stream)

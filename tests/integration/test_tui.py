@@ -257,3 +257,19 @@ def test_status_without_daemon_exits_2_with_one_clear_line(tmp_path: Path) -> No
         assert "Traceback" not in result.output and result.exception is None or isinstance(
             result.exception, SystemExit
         )
+
+
+async def test_status_gives_up_on_a_daemon_that_never_answers(tmp_path: Path, monkeypatch: Any) -> None:
+    import p2pci.cli.status_cmd as status_mod
+
+    monkeypatch.setattr(status_mod, "STATUS_TIMEOUT_S", 0.3)
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path)
+        server.mute = True
+        runner = CliRunner()
+        with trio.fail_after(20):
+            result = await trio.to_thread.run_sync(
+                lambda: runner.invoke(status_command, ["--once"], env={"P2PCI_HOME": str(tmp_path)})
+            )
+        nursery.cancel_scope.cancel()
+    assert result.exit_code == 2 and "did not answer" in result.output

@@ -72,6 +72,7 @@ class FakeControl:
         self.status = status if status is not None else status_obj()
         self.logs: dict[str, str] = {}
         self.accepting = True
+        self.mute = False
         self.requests: list[str] = []
         self._subscribers: list[trio.SocketStream] = []
         self._changed = trio.Event()
@@ -98,6 +99,8 @@ class FakeControl:
                 return
             op = frame.get("op")
             self.requests.append(str(op))
+            if self.mute:  # a hung daemon: accepts, reads, never answers
+                await trio.sleep_forever()
             args = frame.get("args") or {}
             if op == "status":
                 await stream.send_all(encode_frame({"ok": True, "result": self.status}))
