@@ -372,6 +372,43 @@ def _manifest_entry(obj: Any, name: str) -> ManifestEntry:
     raise ProtocolError(f"{name}: invalid entry")  # unreachable: the fast path accepts valid ones
 
 
+def _fast_manifest(items: list[Any]) -> tuple[ManifestEntry, ...] | None:
+    """The manifest if every entry is valid and paths are sorted and distinct, else None."""
+    entries = []
+    paths = []
+    for e in items:
+        if type(e) is not dict or e.keys() != _MANIFEST_FIELDS:
+            return None
+        path = e["path"]
+        size = e["size"]
+        mode = e["mode"]
+        sha = e["sha256"]
+        if not (
+            type(path) is str
+            and 0 < len(path) <= MAX_PATH
+            and type(size) is int
+            and 0 <= size <= MAX_INT
+            and type(mode) is int
+            and 0 <= mode <= 0o777
+            and type(sha) is bytes
+            and len(sha) == 32
+        ):
+            return None
+        wrapped = "/" + path + "/"
+        if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\x00" in path:
+            return None
+        entry = _new_entry(ManifestEntry)
+        _set(entry, "path", path)
+        _set(entry, "size", size)
+        _set(entry, "mode", mode)
+        _set(entry, "sha256", sha)
+        entries.append(entry)
+        paths.append(path)
+    if len(set(paths)) != len(paths) or paths != sorted(paths):
+        return None
+    return tuple(entries)
+
+
 @dataclass(frozen=True, slots=True)
 class Reveal:
     KIND: ClassVar[str] = "reveal"
@@ -399,7 +436,9 @@ class Reveal:
         }
 
     @classmethod
-    def from_obj(cls, obj: Any) -> Self:
+    def from_obj(cls, obj: Any, *, known_manifest: tuple[ManifestEntry, ...] | None = None) -> Self:
+        """Strict decoding. `known_manifest`: the already validated manifest that the caller
+        proved equal to `obj["manifest"]` (same result digest), so it is not parsed again."""
         # Hot path (every reveal from the network): one pass of inline checks;
         # on any doubt fall through to the slow path, which names the bad field.
         if type(obj) is dict and obj.keys() == cls.FIELDS:
@@ -426,45 +465,11 @@ class Reveal:
                 and type(log) is dict
                 and log.keys() == BlobRef.FIELDS
             ):
-                entries = []
-                paths = []
-                for e in items:
-                    if type(e) is not dict or e.keys() != _MANIFEST_FIELDS:
-                        break
-                    path = e["path"]
-                    size = e["size"]
-                    mode = e["mode"]
-                    sha = e["sha256"]
-                    if not (
-                        type(path) is str
-                        and 0 < len(path) <= MAX_PATH
-                        and type(size) is int
-                        and 0 <= size <= MAX_INT
-                        and type(mode) is int
-                        and 0 <= mode <= 0o777
-                        and type(sha) is bytes
-                        and len(sha) == 32
-                    ):
-                        break
-                    wrapped = "/" + path + "/"
-                    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\x00" in path:
-                        break
-                    entry = _new_entry(ManifestEntry)
-                    _set(entry, "path", path)
-                    _set(entry, "size", size)
-                    _set(entry, "mode", mode)
-                    _set(entry, "sha256", sha)
-                    entries.append(entry)
-                    paths.append(path)
-                else:
-                    items = None  # every entry passed
-                manifest = tuple(entries)
+                manifest = known_manifest if known_manifest is not None else _fast_manifest(items)
                 log_sha = log["sha256"]
                 log_size = log["size"]
                 if (
-                    items is None
-                    and len(set(paths)) == len(paths)
-                    and paths == sorted(paths)
+                    manifest is not None
                     and (not seen or (set(map(type, seen)) == {bytes} and set(map(len, seen)) == {32}))
                     and len(set(seen)) == len(seen)
                     and type(log_sha) is bytes

@@ -196,3 +196,17 @@ def test_peer_id_known_value_and_bad_input() -> None:
         peer_id_of(b"short")
     with pytest.raises(LocalError):
         NodeKey.from_seed(b"short")
+
+
+def test_reveals_sharing_a_result_share_one_parsed_manifest() -> None:
+    sim = JobSim(make_offer(key("publisher"), project="manifest-cache"))
+    sim.honest_round([(key("m1"), b"shared-content", 0), (key("m2"), b"shared-content", 0)])
+    r1, r2 = (f for f in sim.facts if f.kind == "reveal")
+    a, b = open_envelope(r1.raw), open_envelope(r2.raw)
+    assert a.body.manifest == b.body.manifest  # type: ignore[union-attr]
+    assert a.body.manifest is b.body.manifest  # type: ignore[union-attr]
+    # the cached manifest does not let a changed manifest through
+    for i in range(len(r2.raw)):
+        mutated = r2.raw[:i] + bytes([r2.raw[i] ^ 0x01]) + r2.raw[i + 1 :]
+        with pytest.raises(ProtocolError):
+            open_envelope(mutated)
