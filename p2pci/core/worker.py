@@ -384,7 +384,11 @@ def next_wakeup(wj: WorkerJob, view: JobView, now: int) -> int | None:
         times.extend(live_claimants(view, now).values())  # someone ahead may drop out
     elif wj.phase == "CLAIMED":
         times.extend(live_claimants(view, now).values())
-    elif wj.phase == "COMMITTED" and wj.reveal_at is not None:
-        times.append(wj.reveal_at)
+    elif wj.phase == "COMMITTED":
+        if wj.reveal_at is not None:
+            times.append(wj.reveal_at)
+        # a selected worker that vanished before committing stops blocking the reveal
+        # when its lease ends
+        times.extend(t for w, t in live_claimants(view, now).items() if w not in view.commits)
     future = [t for t in times if t > now]
     return min(future) if future else now

@@ -166,7 +166,9 @@ def test_reveal_waits_for_selected_commits_or_deadline() -> None:
     assert not any(isinstance(x, PublishReveal) for x in a.log)
     view = board.job(sim.job)
     assert view is not None
-    assert next_wakeup(a.wj, view, now) == reveal_deadline(sim.offer)
+    # wake up when b's lease runs out (if b vanished), at the latest at the reveal deadline
+    assert b.wj.lease_until is not None and b.wj.lease_until < reveal_deadline(sim.offer)
+    assert next_wakeup(a.wj, view, now) == b.wj.lease_until
     b.finish_build(now + 1)
     a.step(now + 1)
     assert a.wj.phase == "REVEALED"
