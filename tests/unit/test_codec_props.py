@@ -210,3 +210,14 @@ def test_reveals_sharing_a_result_share_one_parsed_manifest() -> None:
         mutated = r2.raw[:i] + bytes([r2.raw[i] ^ 0x01]) + r2.raw[i + 1 :]
         with pytest.raises(ProtocolError):
             open_envelope(mutated)
+
+
+@pytest.mark.slow
+def test_every_byte_value_at_every_position_of_a_claim_is_rejected() -> None:
+    raw = next(f for f in SAMPLES if f.kind == "claim").raw
+    for i in range(len(raw)):
+        for v in range(256):
+            if v == raw[i]:
+                continue
+            with pytest.raises(ProtocolError):
+                open_envelope(raw[:i] + bytes([v]) + raw[i + 1 :])
