@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 MAX_LOG_TEXT = 1 << 20
 SUB_BUFFER = 1024
+INGEST_BUFFER = 4096
+INGEST_BATCH = 512
 RECENT_WINDOW_MS = 24 * 3600 * 1000  # finished jobs still offered to anti-entropy
 
 
@@ -108,6 +110,7 @@ class Node:
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
         self.started_at = clock()
         self.ready = trio.Event()
+        self.changed = trio.Event()  # set (and replaced) whenever facts or verdicts change: for tests
         self._verdicts: dict[bytes, dict[str, Any]] = {}
         self._verdict_state: dict[bytes, Verdict] = {}
         self._subs: list[trio.MemorySendChannel[dict[str, Any]]] = []
@@ -170,25 +173,61 @@ class Node:
     # ------------------------------------------------------------------ facts in
 
     async def _ingest_loop(self) -> None:
-        async for raw, _peer in self.network.facts():
-            await self.ingest(raw)
+        send, recv = trio.open_memory_channel[bytes](INGEST_BUFFER)
+        async with trio.open_nursery() as nursery:
+
+            async def pump() -> None:
+                async with send:
+                    async for raw, _peer in self.network.facts():
+                        await send.send(raw)
+
+            nursery.start_soon(pump)
+            async with recv:
+                async for raw in recv:
+                    batch = [raw]
+                    while len(batch) < INGEST_BATCH:
+                        try:
+                            batch.append(recv.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self.ingest_many(batch)
 
     async def ingest(self, raw: bytes) -> Fact | None:
         """Verify, store, then index one envelope from the network. Never raises for bad input."""
-        if not isinstance(raw, (bytes, bytearray)):
-            self.counters["rejected"] += 1
-            return None
-        raw = bytes(raw)
-        if self.board.has(hashlib.sha256(raw).digest()):
-            self.counters["duplicate"] += 1
-            return None
-        try:
-            fact = open_envelope(raw)
-        except ProtocolError:
-            self.counters["rejected"] += 1
-            return None
-        await self._accept(fact)
-        return fact
+        got = await self.ingest_many([raw])
+        return got[0] if got else None
+
+    async def ingest_many(self, raws: list[bytes]) -> list[Fact]:
+        """Verify a batch, commit the new facts to SQLite in one transaction, then index them."""
+        fresh: list[Fact] = []
+        ids: set[bytes] = set()
+        for raw in raws:
+            if not isinstance(raw, (bytes, bytearray)):
+                self.counters["rejected"] += 1
+                continue
+            raw = bytes(raw)
+            fid = hashlib.sha256(raw).digest()
+            if fid in ids or self.board.has(fid):
+                self.counters["duplicate"] += 1
+                continue
+            try:
+                fact = open_envelope(raw)
+            except ProtocolError:
+                self.counters["rejected"] += 1
+                continue
+            ids.add(fid)
+            fresh.append(fact)
+        if not fresh:
+            return []
+        now = self.clock()
+        store = self.store
+        assert store is not None
+        await trio.to_thread.run_sync(store.put_many, [(f, now) for f in fresh])
+        for fact in fresh:
+            if self.board.add_fact(fact):
+                self.counters["accepted"] += 1
+            self.mark_dirty(fact.job)
+        return fresh
 
     async def _accept(self, fact: Fact) -> None:
         now = self.clock()
@@ -210,6 +249,11 @@ class Node:
     def mark_dirty(self, job: bytes) -> None:
         self._dirty.add(job)
         self._wake.set()
+        self._bump()
+
+    def _bump(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def wake_at(self, job: bytes, when: int | None) -> None:
         if when is None:
@@ -265,6 +309,7 @@ class Node:
         if self._verdicts.get(job) != obj:
             self._verdicts[job] = obj
             self.broadcast({"event": "job", "job": obj})
+            self._bump()
         if verdict.state == "PENDING":
             offer = view.offer_msg
             assert offer is not None
@@ -328,6 +373,10 @@ class Node:
         if obj is None:
             obj = verdict_json(view, tally(view, self.clock(), self.policy()))
         return obj
+
+    def fresh_job_obj(self, view: JobView) -> dict[str, Any]:
+        """The job object computed now (not the one last broadcast)."""
+        return verdict_json(view, tally(view, self.clock(), self.policy()))
 
     def job_list(self) -> list[dict[str, Any]]:
         views = [v for v in self.board.jobs() if v.offer is not None]

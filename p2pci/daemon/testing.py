@@ -137,7 +137,7 @@ class Cluster:
                     if not final or obj["verdict"] not in ("PENDING",):
                         out.append(obj)
                         break
-                await trio.sleep(0.02)
+                await node.changed.wait()
         return out
 
     async def wait_converged(self, job: str, nodes: Sequence[Node] | None = None) -> list[dict[str, Any]]:
@@ -147,14 +147,26 @@ class Cluster:
         await self.wait_verdict(job, ns)
         jid = bytes.fromhex(job)
         while len({frozenset(n.board.job_fact_ids(jid)) for n in ns}) != 1:
-            await trio.sleep(0.02)
-        return [n.job_obj(n.board.job(jid)) for n in ns]  # type: ignore[arg-type]
+            await wait_any_change(ns)
+        return [n.fresh_job_obj(n.board.job(jid)) for n in ns]  # type: ignore[arg-type]
 
     def live_nodes(self) -> list[Node]:
         return [n for n, s in zip(self.nodes, self.scopes, strict=True) if not s.cancel_called]
 
     def kill(self, i: int) -> None:
         self.scopes[i].cancel()
+
+
+async def wait_any_change(nodes: Sequence[Node]) -> None:
+    """Return when any of `nodes` changes (a fact or a verdict)."""
+    async with trio.open_nursery() as nursery:
+
+        async def one(n: Node) -> None:
+            await n.changed.wait()
+            nursery.cancel_scope.cancel()
+
+        for n in nodes:
+            nursery.start_soon(one, n)
 
 
 async def _run_node(node: Node, scope: trio.CancelScope, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -28,7 +28,7 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import P2pciError
 from p2pci.core.messages import BlobRef, Claim, Commit, Offer
 from p2pci.core.results import ManifestEntry
-from p2pci.core.selection import live_claimants
+from p2pci.core.selection import live_claimants, selected
 from p2pci.core.signing import peer_id_of
 from p2pci.core.tally import Verdict
 from p2pci.core.worker import (
@@ -94,6 +94,7 @@ class Worker:
         self.jobs: dict[bytes, WorkerJob] = {}
         self.events: dict[bytes, list[Event]] = {}
         self.building: dict[bytes, tuple[trio.CancelScope, int, str]] = {}
+        self._claimed_at: dict[bytes, int] = {}  # job -> end of the settle time after our first claim
         self.work_dir = node.paths.work
 
     @property
@@ -110,17 +111,38 @@ class Worker:
                 wj = replace(wj, phase="CLAIMED")
             self.jobs[wj.job] = wj
 
+    def _slot_freed(self) -> None:
+        """A slot may have come free: jobs waiting for one get a tick."""
+        for j, w in self.jobs.items():
+            if w.phase in ("SEEN", "WAITING", "CLAIMED"):
+                self.node.mark_dirty(j)
+
     async def _persist(self, wj: WorkerJob) -> None:
         store = self.node.store
         assert store is not None
         await trio.to_thread.run_sync(store.kv_put, f"worker/{wj.job.hex()}", encode_wj(wj))
 
-    def _free_slot(self, job: bytes, phase: str) -> bool:
+    def _free_slot(self, job: bytes, phase: str, now: int) -> bool:
+        """Builds running, plus (for a new claim) claims where we are selected and will build soon.
+
+        A claim where we are not selected is a stand-by and holds no slot: otherwise workers
+        waiting in case someone vanishes would starve every other job.
+        """
         slots = self.node.config.worker.slots
+        view = self.node.board.job(job)
+        if phase in ("SEEN", "WAITING", "CLAIMED") and view is not None and view.offer_msg is not None:
+            # fully staffed (M commits of others) or already revealing: a build started now would
+            # come too late to be in anyone's `seen` list, so it could never count
+            others = [w for w in view.commits if w != self.node.me]
+            if len(others) >= view.offer_msg.replicas or any(w != self.node.me for w in view.reveals):
+                return False
+        busy = sum(1 for j in self.building if j != job)
         if phase in ("SEEN", "WAITING"):
-            busy = sum(1 for j, w in self.jobs.items() if j != job and w.phase in ("CLAIMED", "BUILDING"))
-        else:
-            busy = sum(1 for j in self.building if j != job)
+            for j, w in self.jobs.items():
+                if j != job and w.phase == "CLAIMED":
+                    view = self.node.board.job(j)
+                    if view is not None and self.node.me in selected(view, now):
+                        busy += 1
         return busy < slots
 
     async def process(self, view: JobView, verdict: Verdict, now: int) -> None:
@@ -136,8 +158,13 @@ class Worker:
         events = self.events.pop(job, [])
         if wj.terminal and not events:
             return
+        settle = self._claimed_at.get(job)
+        if wj.phase == "CLAIMED" and settle is not None and now < settle and not events:
+            # just claimed: let competing claims of the same window arrive before deciding to build
+            self.node.wake_at(job, settle)
+            return
         before = wj.phase
-        for ev in [*events, Tick(free_slot=self._free_slot(job, wj.phase))]:
+        for ev in [*events, Tick(free_slot=self._free_slot(job, wj.phase, now))]:
             wj, actions = worker_step(wj, view, now, self.cfg, ev)
             self.jobs[job] = wj
             for action in actions:
@@ -148,6 +175,8 @@ class Worker:
             await self._persist(wj)
         if wj.phase != before:
             self.node.broadcast({"event": "node", "node": self.node.node_info()})
+            if before in ("CLAIMED", "BUILDING"):
+                self._slot_freed()
         self.node.wake_at(job, next_wakeup(wj, view, now))
         if wj.phase == "COMMITTED":
             # a selected worker that vanished before committing stops blocking the reveal when its
@@ -159,6 +188,8 @@ class Worker:
     async def _act(self, view: JobView, wj: WorkerJob, action: Action) -> None:
         node = self.node
         if isinstance(action, PublishClaim):
+            if wj.job not in self._claimed_at:
+                self._claimed_at[wj.job] = node.clock() + max(1, self.cfg.claim_window_ms // 2)
             await node.publish_message(Claim(job=wj.job, lease_until=action.lease_until))
         elif isinstance(action, StartBuild):
             assert node._nursery is not None
@@ -226,6 +257,7 @@ class Worker:
         self.building.pop(job, None)
         self.events.setdefault(job, []).append(ev)
         node.mark_dirty(job)
+        self._slot_freed()
 
     def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None) -> BlobRef:
         d = self._job_dir(job)
