@@ -78,6 +78,22 @@ def test_collusion_limit_liars_win_only_if_each_commit_is_in_the_others_seen() -
     assert v2.state != "REPRODUCED" or v2.digest == ba.digest
     assert {i.worker for i in v2.ignored if i.reason == R_NOT_SEEN} == {B.public, C.public}
 
+    # Only one direction (B lists C's commit, C does not list B's): C counts, B does not.
+    sim3 = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    ba, bb, bc = sim3.built(A), sim3.built(B, b"evil"), sim3.built(C, b"evil")
+    for k in (A, B, C):
+        sim3.claim(k)
+    ca = sim3.commit(A, ba)
+    sim3.reveal(A, ba, seen=(ca.id,))
+    cb = sim3.commit(B, bb)
+    cc = sim3.commit(C, bc)
+    sim3.reveal(B, bb, seen=(ca.id, cc.id))
+    sim3.reveal(C, bc, seen=(ca.id, cc.id))
+    v3 = verdict_of(sim3)
+    assert v3.state == "PENDING"
+    assert {i.worker for i in v3.ignored} == {B.public}
+    assert cb.id not in {c for f in sim3.facts if f.kind == "reveal" for c in f.body.seen}  # type: ignore[union-attr]
+
 
 def test_copier_not_in_anyones_seen_is_not_counted() -> None:
     sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
