@@ -155,7 +155,7 @@ def peers_command(home: Home, as_json: bool) -> None:
 @pass_home
 def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ...], no_build: bool) -> None:
     """Run the node until SIGINT/SIGTERM."""
-    from p2pci.daemon.run import run_daemon  # type: ignore[import-not-found, unused-ignore]
+    from p2pci.daemon.run import run_daemon
 
     key, _ = _load_or_create_key(home.paths, create=True)
     write_default_config(home.paths.config)

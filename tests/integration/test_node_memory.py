@@ -66,7 +66,7 @@ async def test_ten_nodes_twenty_jobs_agree(tmp_path: Path) -> None:
         with trio.fail_after(60):
             results = {job: await c.wait_converged(job) for job in jobs}
     verdicts = {job: objs[0]["verdict"] for job, objs in results.items()}
-    for job, objs in results.items():
+    for objs in results.values():
         assert all(o == objs[0] for o in objs), [(o["verdict"], o["groups"], o["ignored"]) for o in objs]  # every node: the same verdict, groups, dissenters
         # EXPIRED is possible under load: an early reveal from a lagging view freezes everyone's
         # `seen` lists (the seen rule then discards later votes); see the report on the seen rule

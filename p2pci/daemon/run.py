@@ -1,0 +1,76 @@
+"""`p2pci daemon`: the Node on LibP2PNetwork + DockerRunner, until SIGINT/SIGTERM.
+
+Prints one line ``p2pci daemon ready: <peer_id> <addrs…>`` (flushed) once it
+listens, and writes the addresses to ``$P2PCI_HOME/addrs``. A signal cancels
+the node's nursery: running builds are cancelled (their containers killed
+and removed), the store is closed, the control socket removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from p2pci.config import Config, Paths
+from p2pci.core.signing import NodeKey
+from p2pci.daemon.node import Node, validate_fact
+
+
+def make_node(home: Path, config: Config, key: NodeKey) -> Node:
+    """The production node: real libp2p network, Docker runner (unless build = false)."""
+    from p2pci.net.libp2p_net import LibP2PNetwork
+
+    tm = config.timing
+    net = LibP2PNetwork(
+        key.seed,
+        list(config.listen),
+        list(config.bootstrap),
+        validate=validate_fact,
+        sync_interval=tm.sync_interval_ms / 1000,
+        dial_timeout=tm.dial_timeout_ms / 1000,
+    )
+    runner = None
+    if config.build:
+        from p2pci.runner.base import RunnerPolicy
+        from p2pci.runner.docker_runner import DockerRunner
+
+        w = config.worker
+        paths = Paths(home)
+        paths.work.mkdir(parents=True, exist_ok=True)
+        runner = DockerRunner(
+            work_dir=paths.work / "runs",
+            policy=RunnerPolicy(
+                max_timeout_s=w.max_timeout_s,
+                max_memory_mb=w.max_memory_mb,
+                max_cpus=w.max_cpus,
+                max_out_mb=w.max_out_mb,
+            ),
+        )
+    return Node(home, config, network=net, runner=runner, key=key)
+
+
+async def serve(node: Node) -> None:
+    """Run `node` until SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            addrs = node.network.addrs()
+            print(f"p2pci daemon ready: {node.peer_id} {' '.join(addrs)}", flush=True)
+            async for signum in signals:
+                print(f"p2pci daemon: {signal.Signals(signum).name}, shutting down", file=sys.stderr, flush=True)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_daemon(home: Path, config: Config, key: NodeKey) -> None:
+    logging.basicConfig(
+        level=os.environ.get("P2PCI_LOG", "WARNING").upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    node = make_node(home, config, key)
+    trio.run(serve, node)
