@@ -41,6 +41,7 @@ Rules:
   the job arrived on this board.
 * The salt is `HMAC-SHA256(cfg.salt_secret, "p2pci/salt/" + job)[:16]` unless
   BuildDone brings one: unpredictable to others, reproducible after a restart.
+  A missing secret (< 16 bytes) is a LocalError at BuildDone, never a guessable salt.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from p2pci.core.board import JobView
+from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.selection import candidates, live_claimants, rank, selected
@@ -89,7 +91,7 @@ class WorkerConfig:
     claim_window_ms: int = 2_000
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
     slack_ms: int = DEFAULT_SLACK_MS
-    salt_secret: bytes = b""  # e.g. the node key seed: salts are HMACs of the job id
+    salt_secret: bytes = b""  # required (>= 16 bytes, e.g. the node key seed): salts are HMACs of the job id
 
 
 def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str | None:
@@ -301,6 +303,8 @@ def _build_done(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
     assert isinstance(ev, BuildDone)
     offer = view.offer_msg
     assert offer is not None
+    if ev.salt is None and len(cfg.salt_secret) < 16:
+        raise LocalError("WorkerConfig.salt_secret must be a secret of >= 16 bytes (e.g. the node key seed)")
     salt = ev.salt if ev.salt is not None else salt_for(cfg.salt_secret, wj.job)
     digest = result_digest(ev.exit_code, ev.manifest)
     manifest = tuple(sorted(ev.manifest, key=lambda e: e.path))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from p2pci.core.board import Board
+from p2pci.core.errors import LocalError
 from p2pci.core.messages import BlobRef, Claim, Commit
 from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import tally
@@ -26,6 +29,7 @@ from p2pci.core.worker import (
     eligible,
     next_wakeup,
     reveal_deadline,
+    salt_for,
     worker_step,
 )
 
@@ -300,5 +304,16 @@ def test_salt_is_deterministic_per_secret_and_job() -> None:
         d.step(t)
     d.finish_build(T0 + WINDOW)
     assert d.wj.salt is not None and len(d.wj.salt) == 16
-    other = NodeKey.from_seed(b"\x07" * 32)
-    assert d.wj.salt != WorkerConfig(other.public, salt_secret=other.seed).salt_secret
+    assert d.wj.salt == salt_for(d.k.seed, sim.job)  # the same after a restart
+    assert salt_for(b"\x07" * 32, sim.job) != d.wj.salt  # another node's secret: another salt
+    assert salt_for(d.k.seed, b"\x00" * 32) != d.wj.salt  # another job: another salt
+
+
+def test_missing_salt_secret_is_a_local_error() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    d.cfg = WorkerConfig(d.k.public, lease_ms=LEASE, claim_window_ms=WINDOW)
+    for t in (T0, T0 + WINDOW, T0 + WINDOW):
+        d.step(t)
+    with pytest.raises(LocalError, match="salt_secret"):
+        d.finish_build(T0 + WINDOW)
