@@ -379,7 +379,7 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
     """Re-tally an evidence bundle offline (no daemon). Exit 0 REPRODUCED, 1 otherwise."""
     import time
 
-    from p2pci.core.evidence import load_bundle  # type: ignore[import-not-found, unused-ignore]
+    from p2pci.core.evidence import load_bundle
     from p2pci.core.messages import Require
     from p2pci.core.signing import public_of
     from p2pci.core.tally import ObserverPolicy, tally, verdict_json
@@ -464,7 +464,7 @@ def trust_list(home: Home, as_json: bool) -> None:
 # ------------------------------------------------------------------ commands from other packages
 
 try:
-    from p2pci.cli.build_cmds import image_group, try_command  # type: ignore[import-not-found, unused-ignore]
+    from p2pci.cli.build_cmds import image_group, try_command
 
     cli.add_command(image_group, "image")
     cli.add_command(try_command, "try")

@@ -485,7 +485,7 @@ class Node:
         return self.job_obj(view)
 
     async def op_export(self, job: str) -> Any:
-        from p2pci.core.evidence import export_bundle  # type: ignore[import-not-found, unused-ignore]
+        from p2pci.core.evidence import export_bundle
 
         view = self.resolve_job(job)
         assert self.store is not None
