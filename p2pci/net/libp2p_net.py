@@ -368,6 +368,7 @@ class LibP2PNetwork:
         host.set_stream_handler(wire.PROTO_SYNC, self._handle_sync)
         host.set_stream_handler(wire.PROTO_BLOB, self._handle_blob)
         self._host = host
+        conns: list[Any] = []
         try:
             async with host.run(listen_addrs=listen):
                 async with background_trio_service(pubsub), background_trio_service(gossipsub):
@@ -389,6 +390,7 @@ class LibP2PNetwork:
                         # Gotcha: leaving the pubsub service while peers still
                         # deliver RPCs raised "Nursery is closed to new arrivals"
                         # out of host.run(): close peer connections first.
+                        conns = [c for cs in list(host.get_network().connections.values()) for c in cs]
                         with trio.CancelScope(shield=True), trio.move_on_after(3):
                             for conn_peer in list(host.get_connected_peers()):
                                 with trio.move_on_after(1):
@@ -405,6 +407,15 @@ class LibP2PNetwork:
                     await host.close()
                 except Exception:
                     log.debug("host.close failed", exc_info=True)
+                # Gotcha: a connection whose muxer was busy (e.g. a peer bursting at
+                # us) survived disconnect() and close() with its TCP socket open, so
+                # the peer never noticed we left. Close the secured transports too.
+                for conn in conns:
+                    with trio.move_on_after(0.5):
+                        try:
+                            await conn.muxed_conn.secured_conn.close()
+                        except Exception:
+                            pass
             self._host = None
             for pid in list(self._since):
                 self._events.send(PeerEvent(pid, False))

@@ -457,3 +457,41 @@ async def test_sync_alone_pages_through_a_small_budget() -> None:
         assert b.net.stats()["syncs"] >= 4  # ~5 facts per 1000-byte round
         assert set(b.col.facts) == set(a.col.facts)
         nursery.cancel_scope.cancel()
+
+
+async def test_stop_while_peers_publish_is_clean_and_events_report_it() -> None:
+    """Cancelling a node while a peer bursts facts at it ends its run without an error."""
+    from p2pci.net.base import PeerEvent
+
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery)
+        events = a.net.events()
+        key, col = NodeKey.from_seed(os.urandom(32)), Collector()
+        net = LibP2PNetwork(key.seed, LOOPBACK, a.net.addrs(), sync_source=col, **FAST)  # type: ignore[arg-type]
+        stopped = trio.Event()
+        errors: list[BaseException] = []
+
+        async def run_b(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as n:
+                        await n.start(net.run)
+                        await n.start(col.drain, net)
+                        task_status.started(scope)
+            except BaseException as exc:  # noqa: BLE001 - recorded, asserted below
+                errors.append(exc)
+            finally:
+                stopped.set()
+
+        scope = await nursery.start(run_b)
+        with trio.fail_after(10):
+            assert await events.receive() == PeerEvent(net.peer_id, True)
+        for i in range(100):
+            await a.net.publish(a.fact(f"burst-{i}"))
+            if i == 50:
+                scope.cancel()  # B leaves in the middle of A's burst
+        with trio.fail_after(10):
+            await stopped.wait()
+            assert await events.receive() == PeerEvent(net.peer_id, False)  # A noticed: B's sockets closed
+        assert errors == []
+        nursery.cancel_scope.cancel()
