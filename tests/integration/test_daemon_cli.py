@@ -1,0 +1,145 @@
+"""The CLI against in-process nodes (memory network, scripted runner) through the real control socket."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import trio
+from click.testing import CliRunner, Result
+
+from p2pci.cli.main import cli
+from p2pci.daemon.control import acontrol_call
+from p2pci.daemon.testing import Cluster, ScriptedRunner, open_cluster
+
+RECIPE = """[project]
+name = "hello"
+[build]
+image = "busybox"
+command = ["sh", "-c", "cp /build/src/hello.txt /out/"]
+timeout = 5
+[trust]
+replicas = 2
+quorum = 2
+"""
+
+
+async def run_cli(home: Path, *args: str) -> Result:
+    def go() -> Result:
+        return CliRunner().invoke(cli, ["--home", str(home), *args])
+
+    return await trio.to_thread.run_sync(go)
+
+
+def project(tmp: Path, text: str = RECIPE) -> Path:
+    d = tmp / "proj"
+    d.mkdir(exist_ok=True)
+    (d / "p2pci.toml").write_text(text)
+    (d / "hello.txt").write_text("hello\n")
+    return d
+
+
+async def published(c: Cluster, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    home = c.nodes[0].paths.home
+    with trio.fail_after(20):
+        r = await run_cli(home, "publish", str(project(tmp)), "--wait", "--json")
+    assert r.exit_code == 0, r.output
+    return home, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+        home, final = await published(c, tmp_path)
+        assert final["verdict"] == "REPRODUCED" and final["project"] == "hello"
+        assert set(final) == {"job", "project", "verdict", "digest", "replicas", "quorum", "groups",
+                              "dissenters", "equivocators", "ignored"}
+        job = final["job"]
+        r = await run_cli(home, "show", job[:6], "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["job"] == job
+        r = await run_cli(home, "show", job[:6])
+        assert "REPRODUCED" in r.stdout and job in r.stdout
+        r = await run_cli(home, "jobs", "--json")
+        assert [j["job"] for j in json.loads(r.stdout)] == [job]
+        r = await run_cli(home, "show", "zz")
+        assert r.exit_code == 2 and "not a hex job id" in r.stderr
+        r = await run_cli(home, "show", "0" if job[0] != "0" else "1")
+        assert r.exit_code == 2 and "no job" in r.stderr
+
+        out = tmp_path / "fetched"
+        r = await run_cli(home, "fetch", job[:8], "--out", str(out))
+        assert r.exit_code == 0, r.output
+        view = c.nodes[0].board.job(bytes.fromhex(job))
+        assert view is not None
+        rev = next(iter(view.reveals.values()))[0].body
+        for e in rev.manifest:  # type: ignore[union-attr]
+            assert hashlib.sha256((out / e.path).read_bytes()).digest() == e.sha256
+
+        r = await run_cli(home, "logs", job)
+        assert r.exit_code == 0 and r.stdout.count("==> 12D3KooW") == 2 and "log of a build" in r.stdout
+
+        bundle = tmp_path / "b.bundle"
+        r = await run_cli(home, "export", job, "-o", str(bundle))
+        assert r.exit_code == 0, r.output
+        r = await run_cli(tmp_path / "elsewhere", "verify", str(bundle), "--json")
+        assert r.exit_code == 0, r.output
+        offline = json.loads(r.stdout)
+        assert offline["verdict"] == "REPRODUCED" and offline["groups"] == final["groups"]
+
+        r = await run_cli(home, "diff", job)
+        assert "nothing to compare" in r.stdout
+
+
+async def test_disputed_exit_1_and_diff(tmp_path: Path) -> None:
+    runners = [None, ScriptedRunner(), ScriptedRunner(lie=True)]
+    async with open_cluster(tmp_path, 3, runners=runners) as c:
+        home = c.nodes[0].paths.home
+        with trio.fail_after(20):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--json")
+        final = json.loads(r.stdout.strip().splitlines()[-1])
+        assert (r.exit_code, final["verdict"]) == (1, "DISPUTED")
+        r = await run_cli(home, "diff", final["job"])
+        assert r.exit_code == 0, r.output
+        assert "artifact.txt" in r.stdout and "something else" in r.stdout
+
+
+async def test_bad_recipe_publishes_nothing(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 2, runners=[None, ScriptedRunner()]) as c:
+        home = c.nodes[0].paths.home
+        r = await run_cli(home, "publish", str(project(tmp_path, RECIPE.replace("timeout = 5", "timeout = -5"))))
+        assert r.exit_code == 2 and "timeout" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert c.nodes[0].board.jobs() == [] and c.nodes[1].board.jobs() == []
+
+
+async def test_cancel_and_control_errors(tmp_path: Path) -> None:
+    gate_runner = ScriptedRunner(gate=threading.Event())
+    async with open_cluster(tmp_path, 2, runners=[None, gate_runner]) as c:
+        node = c.nodes[0]
+        home = node.paths.home
+        r = await run_cli(home, "publish", str(project(tmp_path)), "--json")
+        job = json.loads(r.stdout)["job"]
+        with trio.fail_after(10):
+            await c.wait_verdict(job, [c.nodes[1]], final=False)  # node 1 holds the offer
+        r = await run_cli(c.nodes[1].paths.home, "cancel", job)
+        assert r.exit_code == 2 and "only the publisher" in r.stderr
+        r = await run_cli(home, "cancel", job)
+        assert r.exit_code == 0 and "CANCELLED" in r.stdout
+        with trio.fail_after(10):
+            await c.wait_verdict(job)
+            while c.nodes[1].worker.building:  # a build already running is cancelled too
+                await c.nodes[1].changed.wait()
+        assert c.nodes[1].worker.jobs[bytes.fromhex(job)].phase in ("GAVE_UP", "SKIPPED")
+        # malformed requests: error replies, the daemon keeps serving
+        for op, args in [("nope", {}), ("show", {"job": 5}), ("show", {}), ("publish", {"project": 1}),
+                         ("fetch", {"job": job, "out": "/nonexistent/x"}), ("trust_add", {"peer_id": "x"})]:
+            try:
+                await acontrol_call(home, op, **args)
+            except Exception as exc:
+                assert "error" in type(exc).__name__.lower() or str(exc)
+            else:
+                raise AssertionError(f"{op} {args} should fail")
+        assert (await acontrol_call(home, "id"))["peer_id"] == node.peer_id
+        gate_runner.gate.set()
