@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,12 @@ async def test_demo_scenarios(mesh: Mesh, busybox_image: str, short_tmp: Path) -
     )
 
     results: dict[str, tuple[int, dict[str, Any]]] = {}
+    t0 = time.monotonic()
 
     async def publish(name: str, project: Path) -> None:
         res = await mesh.cli(boot, "publish", str(project), "--wait", "--json", check=False)
         results[name] = (res.returncode, res.json())
+        print(f"[{time.monotonic() - t0:6.1f}s] {name}: {results[name][1]['verdict']}")
 
     with trio.fail_after(240):
         async with trio.open_nursery() as n:
@@ -87,15 +90,18 @@ async def test_demo_scenarios(mesh: Mesh, busybox_image: str, short_tmp: Path) -
     listed = (await mesh.cli(workers[0], "jobs", "--json")).json()
     assert {j["job"] for j in listed} >= set(jobs.values())
 
+    print(f"[{time.monotonic() - t0:6.1f}s] all nodes agree")
     # Artifacts of the reproduced job: fetched, verified, the right bytes.
     out = short_tmp / "fetched"
     with trio.fail_after(60):
         await mesh.cli(boot, "fetch", jobs["repro"], "--out", str(out))
     assert (out / "hello.txt").read_text() == "hello from repro\n"
 
+    print(f"[{time.monotonic() - t0:6.1f}s] fetched")
     # The dispute is explained: diffoscope names the differing file.
     with trio.fail_after(300):
         diff = await mesh.cli(boot, "diff", jobs["unrepro"], check=False)
+    print(f"[{time.monotonic() - t0:6.1f}s] diffed")
     assert "random.bin" in diff.stdout, diff.stdout + diff.stderr
 
 
