@@ -110,6 +110,7 @@ class Node:
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
         self.started_at = clock()
         self.ready = trio.Event()
+        self.stopped = trio.Event()  # set when run() has returned (store closed, lock released)
         self.changed = trio.Event()  # set (and replaced) whenever facts or verdicts change: for tests
         self._verdicts: dict[bytes, dict[str, Any]] = {}
         self._verdict_state: dict[bytes, Verdict] = {}
@@ -150,6 +151,7 @@ class Node:
             if self.store is not None:
                 self.store.close()
             lock.release()
+            self.stopped.set()
 
     def _load(self) -> None:
         assert self.store is not None

@@ -95,18 +95,29 @@ class Cluster:
     timing: Timing
     worker: WorkerSettings
 
-    async def add_node(self, runner: ScriptedRunner | None) -> Node:
-        i = len(self.nodes)
+    async def add_node(self, runner: ScriptedRunner | None, *, index: int | None = None) -> Node:
+        """Start a node (`index`: restart that node on its old home and key)."""
+        i = len(self.nodes) if index is None else index
         key = NodeKey.from_seed(hashlib.sha256(f"node{i}".encode()).digest())
         cfg = Config(build=runner is not None, timing=self.timing, worker=self.worker)
         net = MemoryNetwork(self.hub, key.peer_id, validate=validate_fact, sync_interval=self.timing.sync_interval_ms / 1000)
         node = Node(self.root / f"n{i}", cfg, network=net, runner=runner, key=key, images=FakeImages())
         scope = trio.CancelScope()
-        self.nodes.append(node)
-        self.runners.append(runner)
-        self.scopes.append(scope)
+        if index is None:
+            self.nodes.append(node)
+            self.runners.append(runner)
+            self.scopes.append(scope)
+        else:
+            self.nodes[i], self.runners[i], self.scopes[i] = node, runner, scope
         await self.nursery.start(_run_node, node, scope)
         return node
+
+    async def restart(self, i: int) -> Node:
+        """Kill node `i` (if running), wait until it is down, start it again on the same home."""
+        self.kill(i)
+        old = self.nodes[i]
+        await old.stopped.wait()
+        return await self.add_node(self.runners[i], index=i)
 
     async def publish(self, node: Node, *, replicas: int = 3, quorum: int = 2, project: str = "demo", salt: str = "", **kw: Any) -> str:
         data = f"source of {project} {salt}".encode()

@@ -1,0 +1,51 @@
+"""A node killed and restarted on the same home: board from SQLite, worker state (salt, result) kept."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import trio
+
+from p2pci.core.signing import peer_id_of
+from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
+
+
+async def test_worker_killed_after_commit_still_reveals(tmp_path: Path) -> None:
+    slow = ScriptedRunner(gate=threading.Event())
+    fast = ScriptedRunner()
+    timing = with_timing(lease_ms=3000, commit_slack_ms=8000)
+    async with open_cluster(tmp_path, 3, runners=[None, fast, slow], timing=timing) as c:
+        job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+        jid = bytes.fromhex(job)
+        fast_node = c.nodes[1]
+        with trio.fail_after(10):
+            while fast_node.worker.jobs.get(jid) is None or fast_node.worker.jobs[jid].phase != "COMMITTED":
+                await fast_node.changed.wait()
+        before = {f.id for f in fast_node.board.facts.values()}
+        committed = fast_node.worker.jobs[jid]
+        restarted = await c.restart(1)
+        # everything it had acknowledged is back, and its worker state (salt, result) too
+        assert {f.id for f in restarted.board.facts.values()} >= before
+        wj = restarted.worker.jobs[jid]
+        assert (wj.phase, wj.salt, wj.digest, wj.commit) == ("COMMITTED", committed.salt, committed.digest, committed.commit)
+        slow.gate.set()  # type: ignore[union-attr]
+        with trio.fail_after(20):
+            objs = await c.wait_converged(job)
+        assert {o["verdict"] for o in objs} == {"REPRODUCED"}
+        assert peer_id_of(restarted.me) in objs[0]["groups"][0]["workers"]
+        assert fast.runs == 1  # it did not build again
+
+
+async def test_restarted_node_has_the_same_board_and_verdicts(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 3) as c:
+        jobs = [await c.publish(c.nodes[0], replicas=2, quorum=2, salt=str(i)) for i in range(3)]
+        with trio.fail_after(20):
+            for job in jobs:
+                await c.wait_converged(job)
+        old = c.nodes[2]
+        facts = {f.id: f.raw for f in old.board.facts.values()}
+        verdicts = {j: old.fresh_job_obj(old.board.job(bytes.fromhex(j))) for j in jobs}  # type: ignore[arg-type]
+        new = await c.restart(2)
+        assert {f.id: f.raw for f in new.board.facts.values()} == facts
+        assert {j: new.fresh_job_obj(new.board.job(bytes.fromhex(j))) for j in jobs} == verdicts  # type: ignore[arg-type]
