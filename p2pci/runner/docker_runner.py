@@ -294,7 +294,10 @@ class DockerRunner:
                     _kill(container)
                     timed_out = True
                     break
-            waiter.done.wait(60)
+            if not waiter.done.wait(60) or waiter.failure is not None:
+                raise BuildError(
+                    f"lost track of the build container: {waiter.failure or 'no exit after 60 s'}"
+                )
             pump.done.wait(10)
             state = waiter.state
             if timed_out:
@@ -333,6 +336,7 @@ class _Waiter(threading.Thread):
         super().__init__(daemon=True, name="p2pci-wait")
         self.container = container
         self.state: dict[str, Any] = {}
+        self.failure: str | None = None
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -350,7 +354,7 @@ class _Waiter(threading.Thread):
                         continue
                     raise
         except Exception as e:
-            self.state = {"StatusCode": -1, "Error": {"Message": str(e)}}
+            self.failure = str(e) or type(e).__name__
         finally:
             self.done.set()
 
