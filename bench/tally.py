@@ -120,9 +120,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     The machine is shared: times are CPU time of this process
     (`time.process_time`), and comparing each reveal chunk with the verify
-    chunk run just before it cancels most of the remaining noise. Setup objects are
-    moved out of the collector's way (`gc.freeze`), as a long-running daemon's
-    board would be after its first full collections.
+    chunk run just before it cancels most of the remaining noise. The garbage
+    collector runs with its default settings.
     """
     n_jobs = 100 if quick else 500
     chunk_jobs = 25
@@ -155,7 +154,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             boards.append((board, [v for v in (board.job(_h(s[0])) for s in setups) if v is not None]))
         (board, views), (board_b, views_b) = boards
         gc.collect()
-        gc.freeze()
         for c in range(0, n_jobs, chunk_jobs):
             n = min(chunk_jobs, n_jobs - c) * per
             tv = _verify_chunk(triples[c * per : c * per + n])
@@ -171,7 +169,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             verdict = tally(v, NOW)
             if verdict.state != "REPRODUCED" or len(verdict.dissenters) != 1:
                 raise RuntimeError(f"bench job gave {verdict.state}")
-        gc.unfreeze()
     rev = len(rev_rates) / sum(1 / r for r in rev_rates)  # = total reveals / total CPU time
     ver = len(ver_rates) / sum(1 / r for r in ver_rates)
     ratio = rev / ver

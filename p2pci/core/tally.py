@@ -100,11 +100,16 @@ class Verdict:
 PENDING = Verdict("PENDING")
 
 
-@dataclass(frozen=True, slots=True)
 class _Memo:
-    version: int
-    expired: bool
-    verdict: Verdict
+    """The last verdict computed for a view (one per view: the daemon uses one policy)."""
+
+    __slots__ = ("version", "expired", "policy", "verdict")
+
+    def __init__(self, version: int, expired: bool, policy: ObserverPolicy, verdict: Verdict) -> None:
+        self.version = version
+        self.expired = expired
+        self.policy = policy
+        self.verdict = verdict
 
 
 def _satisfies(workers: tuple[bytes, ...], requires: list[Require]) -> bool:
@@ -124,15 +129,22 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
     """
     offer = view.offer_msg
     expired = offer is not None and now >= offer.deadline
-    slot = ("verdict", policy)
-    memo = view.cache.get(slot)
-    if isinstance(memo, _Memo) and memo.version == view.tally_version and memo.expired == expired:
+    memo = view.cache.get(_MEMO)
+    if (
+        isinstance(memo, _Memo)
+        and memo.version == view.tally_version
+        and memo.expired == expired
+        and (memo.policy is policy or memo.policy == policy)
+    ):
         return memo.verdict
     if len(view.cache) > 4096:
         view.cache.clear()
     verdict = _tally(view, now, policy)
-    view.cache[slot] = _Memo(view.tally_version, expired, verdict)
+    view.cache[_MEMO] = _Memo(view.tally_version, expired, policy, verdict)
     return verdict
+
+
+_MEMO = "verdict"
 
 
 def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:

@@ -6,7 +6,7 @@ import hashlib
 
 from p2pci.core.board import Board
 from p2pci.core.selection import candidates, is_selected, live_claimants, rank, selected
-from p2pci.core.tally import tally
+from p2pci.core.tally import ObserverPolicy, tally
 
 from .jobgen import JobSim, key, make_offer
 
@@ -125,3 +125,16 @@ def test_tally_memo_never_goes_stale() -> None:
         b.add(f.raw, T0)
     assert tally(view, T0).state == "REPRODUCED"
     assert tally(view, T0 + 60_000).state == "REPRODUCED"
+
+
+def test_tally_memo_respects_the_policy() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, created=T0, deadline=T0 + 60_000))
+    sim.honest_round([(KEYS[0], b"good", 0), (KEYS[1], b"good", 0)])
+    view = board_of(sim).job(sim.job)
+    assert view is not None
+    strict = ObserverPolicy(trust=frozenset({KEYS[0].public}))
+    for _ in range(2):
+        assert tally(view, T0).state == "REPRODUCED"
+        assert tally(view, T0, strict).state == "PENDING"
+        assert tally(view, T0, ObserverPolicy(trust=frozenset({KEYS[0].public}))).state == "PENDING"
+        assert tally(view, T0, ObserverPolicy()).state == "REPRODUCED"
