@@ -256,7 +256,7 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
 # result digest -> validated manifest: the M reveals of one job usually share a manifest,
 # and equal digests mean byte-equal canonical [exit_code, manifest], so parse it once.
 _MANIFESTS: dict[bytes, tuple[ManifestEntry, ...]] = {}
-_MANIFESTS_MAX = 1024
+_MANIFESTS_MAX = 256  # bounded: at most 256 manifests of <= 64 KiB envelopes
 
 
 def _reveal_body(obj: Any) -> tuple[Reveal, tuple[ManifestEntry, ...] | None]:
