@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import subprocess
 import tarfile
 from pathlib import Path
@@ -195,3 +196,45 @@ def test_uncommitted_changes_are_reported(tmp_path: Path) -> None:
     (repo / "new").write_text("n")
     assert sorted(uncommitted_changes(repo)) == ["f", "new"]
     assert uncommitted_changes(tmp_path) == []  # not a work tree
+
+
+_names = st.text(alphabet="abcXYZ019_-.é", min_size=1, max_size=8).filter(
+    lambda s: s not in (".", "..", ".git", ".p2pci")
+)
+_trees = st.dictionaries(
+    st.lists(_names, min_size=1, max_size=3).map(tuple),
+    st.tuples(st.binary(max_size=64), st.booleans()),
+    max_size=12,
+).filter(lambda t: not any(a != b and b[: len(a)] == a for a in t for b in t))  # no name is both file and dir
+
+
+def _materialise(root: Path, tree: dict[tuple[str, ...], tuple[bytes, bool]], order: list[int]) -> None:
+    root.mkdir()
+    items = sorted(tree.items())
+    for i in order:
+        parts, (data, exe) = items[i]
+        p = root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.chmod(p, 0o755 if exe else 0o600)
+
+
+@settings(max_examples=30, deadline=None)
+@given(tree=_trees, seed=st.integers(0, 1000), rnd=st.randoms(use_true_random=False))
+def test_pack_is_a_function_of_the_tree(
+    tmp_path_factory: pytest.TempPathFactory,
+    tree: dict[tuple[str, ...], tuple[bytes, bool]],
+    seed: int,
+    rnd: random.Random,
+) -> None:
+    d = tmp_path_factory.mktemp("p")
+    order = list(range(len(tree)))
+    _materialise(d / "a", tree, order)
+    rnd.shuffle(order)
+    _materialise(d / "b", tree, order)  # the same tree, made in another order
+    assert pack_source(d / "a", d / "a.tar") == pack_source(d / "b", d / "b.tar")
+    assert (d / "a.tar").read_bytes() == (d / "b.tar").read_bytes()
+    # unpacking a shuffled pack and packing again gives the same bytes too
+    pack_source(d / "a", d / "s.tar", order_seed=seed)
+    unpack_source(d / "s.tar", d / "u")
+    assert pack_source(d / "u", d / "u.tar") == pack_source(d / "a", d / "a2.tar")
