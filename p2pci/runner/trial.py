@@ -51,13 +51,18 @@ class Variation:
     def describe(self) -> str:
         sde = "unset" if self.source_date_epoch is None else str(self.source_date_epoch)
         order = "sorted" if self.order_seed is None else f"shuffled#{self.order_seed}"
-        first, _, last = self.cpuset.partition("-")
-        cpus = int(last) - int(first) + 1 if last else 1
+        cpus = len(self.cpuset.split(","))
         return f"cpus={cpus} umask={self.umask:04o} source-order={order} SOURCE_DATE_EPOCH={sde}"
 
 
-def variations(recipe: Recipe, runs: int, ncpu: int | None = None) -> list[Variation]:
-    ncpu = max(1, ncpu or os.cpu_count() or 1)
+def variations(recipe: Recipe, runs: int, cpu_ids: list[int] | None = None) -> list[Variation]:
+    if cpu_ids is None:
+        cpu_ids = (
+            sorted(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else list(range(os.cpu_count() or 1))
+        )
+    ncpu = max(1, len(cpu_ids))
     want = min(recipe.limits.cpus, ncpu)
     out = []
     for k in range(runs):
@@ -67,7 +72,7 @@ def variations(recipe: Recipe, runs: int, ncpu: int | None = None) -> list[Varia
             sde = FAR_DATES[(k - 1) % len(FAR_DATES)] + k  # distinct per run
         out.append(
             Variation(
-                cpuset="0" if cpus == 1 else f"0-{cpus - 1}",
+                cpuset=",".join(str(c) for c in cpu_ids[:cpus]),
                 umask=0o022 if k % 2 == 0 else 0o002,
                 order_seed=None if k == 0 else k,
                 source_date_epoch=sde,
