@@ -29,7 +29,7 @@ from p2pci.tui import model as m
 from p2pci.tui.client import BadFrame, FrameReader, encode_frame, open_control, request
 
 RETRY_MIN_S = 0.2
-RETRY_MAX_S = 5.0
+RETRY_MAX_S = 2.0
 REQUEST_TIMEOUT_S = 30.0
 
 

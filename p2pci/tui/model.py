@@ -377,6 +377,10 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         lines.extend(f"  {w}" for w in items)
     lines.append("ignored votes: " + ("none" if not job.ignored else ""))
     lines.extend(f"  {w}: {reason}" for w, reason in job.ignored)
+    if job.verdict == "DISPUTED":
+        lines.append(f"why: `p2pci diff {short_id(job.job)}` compares one result per group (diffoscope)")
+    elif job.verdict == "REPRODUCED":
+        lines.append(f"artifacts: `p2pci fetch {short_id(job.job)} --out DIR` (checked against the manifest)")
     me = model.node
     if me is not None and job.job in me.building:
         lines.append("this node: building")
