@@ -585,8 +585,38 @@ async def demo_unreproducible(mesh: Mesh, pub: Node, out: Outcome, project: Path
     if res.returncode not in (0, 1) or not text:
         out.notes.append(f"FAIL diff exited {res.returncode}: {res.stderr.strip()[:300]}")
         return
-    out.notes.append("p2pci diff (first lines):")
-    out.notes += ["    " + ln for ln in text.splitlines()[:14]]
+    lines = diff_highlights(text)
+    if not lines:
+        out.notes.append(f"FAIL p2pci diff names no differing content:\n{text[:2000]}")
+        return
+    out.notes.append(f"p2pci --home {pub.home} diff {out.job[:12]}  (what differs, metadata left out):")
+    out.notes += ["    " + ln for ln in lines[:12]]
+
+
+_TEMP_PREFIX = re.compile(r"/tmp/[^ ]*?/[0-9a-f]{12}/")
+_METADATA = re.compile(r"(Modify|Change|Access|Birth|Size|Device):")
+
+
+def diff_highlights(text: str) -> list[str]:
+    """The lines of a diffoscope --text report that name files and differing content.
+
+    Leaves out the file-system metadata of the unpacked artifact sets (mtimes
+    and sizes of the temp copies), which say nothing about the build.
+    """
+    out: list[str] = []
+    header: str | None = None
+    for line in text.splitlines():
+        body = line.lstrip("│├└─ ")
+        if body.startswith("+++ "):
+            header = "file " + _TEMP_PREFIX.sub("", body[4:])
+        elif body.startswith(("--- ", "@@")) or body[:1] not in ("-", "+") or _METADATA.search(body):
+            continue
+        else:
+            if header is not None:
+                out.append(header)
+                header = None
+            out.append("  " + body)
+    return out
 
 
 async def demo_traditional(mesh: Mesh, pub: Node, out: Outcome, project: Path, worker: Node) -> None:
@@ -605,7 +635,8 @@ async def check_agreement(mesh: Mesh, outcomes: Sequence[Outcome]) -> None:
             continue
         try:
             with trio.fail_after(60):
-                await mesh.wait_verdict(o.job)
+                view = await mesh.wait_verdict(o.job)
+            o.workers = workers_of(view)
             o.notes.append(f"all {len(mesh.running)} nodes show the same verdict")
         except trio.TooSlowError:
             o.notes.append("FAIL the nodes did not agree within 60 s")
