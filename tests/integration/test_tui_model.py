@@ -39,7 +39,7 @@ def frames(draw: st.DrawFn) -> Any:
     return draw(st.one_of(st.just(base), values))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(frames(), max_size=20))
 def test_any_frame_sequence_never_raises_and_state_stays_well_typed(seq: list[Any]) -> None:
     model = m.StatusModel()
