@@ -606,16 +606,19 @@ class Node:
         else:
             pairs = [(g.digest, list(g.workers)) for g in groups]
         with tempfile.TemporaryDirectory(prefix="p2pci-diff-") as tmp:
-            dirs = []
+            dirs: list[Path] = []
+            exits: list[int] = []
             for digest, workers in pairs[:2]:
                 rev = view.reveals[workers[0]][0].body
                 assert isinstance(rev, Reveal)
                 d = Path(tmp) / digest.hex()[:12]
                 await trio.to_thread.run_sync(lambda d=d: d.mkdir())
                 await self._materialise(rev.manifest, workers, d)
-                exit_file = d / ".p2pci-exit-code"
-                await trio.to_thread.run_sync(exit_file.write_text, f"{rev.exit_code}\n")
                 dirs.append(d)
+                exits.append(rev.exit_code)
+            if exits[0] != exits[1]:
+                for d, code in zip(dirs, exits, strict=True):
+                    await trio.to_thread.run_sync((d / ".p2pci-exit-code").write_text, f"{code}\n")
             return await trio.to_thread.run_sync(_diff_dirs, dirs[0], dirs[1])
 
 
@@ -649,7 +652,7 @@ def _copy_checked(src: Path, dest: Path, entry: ManifestEntry) -> None:
 def _diff_dirs(a: Path, b: Path) -> str:
     if shutil.which("diffoscope"):
         proc = subprocess.run(
-            ["diffoscope", "--text", "-", "--no-progress", str(a), str(b)],
+            ["diffoscope", "--text", "-", "--no-progress", "--exclude-directory-metadata=recursive", str(a), str(b)],
             capture_output=True,
             text=True,
             timeout=600,
