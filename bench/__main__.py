@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         run_part(name, ns.quick, results, errors)
         write(results, errors)
     results["wall_s_total"] = round(time.monotonic() - t0, 1)
+    results["machine_loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     write(results, errors)
     print(table(results, errors))
     print(f"\nwrote {RESULTS.relative_to(HERE.parent)} in {results['wall_s_total']} s")

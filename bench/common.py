@@ -74,6 +74,7 @@ def machine() -> dict[str, Any]:
         "machine_mem_mb": mem,
         "machine_kernel": os.uname().release,
         "machine_python": sys.version.split()[0],
+        "machine_loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
 

@@ -13,6 +13,10 @@ publisher``; ``propagation_ms_p50_N`` / ``_p99_N`` are percentiles over the
 samples at size N (20 samples, so p99 is the worst one). The control-socket
 notification adds the same small delay at both ends. A fact that does not
 reach everyone within 30 s counts as 30 s (and in ``propagation_missing_N``).
+``propagation_cpu_ms_per_fact_N`` is the CPU time all N daemons used while
+the samples ran, per fact, and ``propagation_cpu_cores_busy_N`` the cores
+they kept busy: on this 2-core machine the mesh is CPU-bound long before
+the network matters.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import trio
 
-from bench.common import Results, log, pct, rnd
+from bench.common import Results, cpu_seconds, log, pct, rnd
 from bench.daemons import Watch, busybox_image, follow_all, publish_args, put_source
 
 WORK = Path(__file__).resolve().parent / ".work" / "propagation"
@@ -63,6 +67,8 @@ async def propagation(quick: bool, out: Results) -> None:
             delays: list[float] = []
             per_node: list[float] = []
             missing = 0
+            pids = [int(n.proc.pid) for n in nodes if n.proc is not None]
+            cpu0, wall0 = 0.0, 0.0
             for i in range(samples + 1):
                 pub = rng.choice(nodes)
                 args = publish_args(sources[pub.name], image, "true", project=f"prop{size}-{i}")
@@ -74,6 +80,7 @@ async def propagation(quick: bool, out: Results) -> None:
                 origin = jt.first_seen.get(pub.name, t_call)
                 got = [jt.first_seen.get(n, origin + GIVE_UP_S) for n in names if n != pub.name]
                 if i == 0:
+                    cpu0, wall0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
                     continue
                 missing += sum(1 for n in names if n not in jt.first_seen)
                 delays.append(1000 * (max(got) - origin))
@@ -82,6 +89,10 @@ async def propagation(quick: bool, out: Results) -> None:
             out[f"propagation_ms_p99_{size}"] = rnd(pct(delays, 99), 1)
             out[f"propagation_node_ms_p50_{size}"] = rnd(pct(per_node, 50), 1)
             out[f"propagation_missing_{size}"] = missing
+            # CPU of all daemons while the samples ran (idle cost included), per fact
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+            out[f"propagation_cpu_ms_per_fact_{size}"] = rnd(1000 * cpu / samples, 1)
+            out[f"propagation_cpu_cores_busy_{size}"] = rnd(cpu / (time.monotonic() - wall0), 2)
             peers = [len(await n.call("peers")) for n in nodes]
             out[f"propagation_peers_mean_{size}"] = rnd(sum(peers) / len(peers), 1)
             log(
