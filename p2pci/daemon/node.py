@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 MAX_LOG_TEXT = 1 << 20
 SUB_BUFFER = 1024
 INGEST_BUFFER = 4096
+RETENTION_EVERY_S = 6 * 3600
 INGEST_BATCH = 512
 RECENT_WINDOW_MS = 24 * 3600 * 1000  # finished jobs still offered to anti-entropy
 
@@ -142,6 +143,7 @@ class Node:
                 nursery.start_soon(self._ingest_loop)
                 nursery.start_soon(self._peer_loop)
                 nursery.start_soon(self._clock_loop)
+                nursery.start_soon(self._retention_loop)
                 await trio.to_thread.run_sync(self._write_addrs)
                 self.ready.set()
                 task_status.started()
@@ -263,6 +265,24 @@ class Node:
         old = self._wakeups.get(job)
         if old is None or when < old:
             self._wakeups[job] = when
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await self.prune_now()
+            await trio.sleep(RETENTION_EVERY_S)
+
+    async def prune_now(self) -> int:
+        """Delete from disk the facts of jobs decided longer ago than `retention_days`.
+
+        Undecided jobs, our own and exported (pinned) ones are kept; the in-memory board is
+        grow-only, so this takes effect at the next start.
+        """
+        now = self.clock()
+        before = now - self.config.retention_days * 86_400_000
+        keep = [v.job for v in self.board.jobs() if not (st := self._verdict_state.get(v.job)) or not st.final]
+        store = self.store
+        assert store is not None
+        return await trio.to_thread.run_sync(lambda: store.prune(before, keep))
 
     # ------------------------------------------------------------------ SyncSource
 

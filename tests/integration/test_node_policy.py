@@ -1,0 +1,93 @@
+"""Worker policy, observer trust and hostile input on in-process nodes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from p2pci.config import WorkerSettings
+from p2pci.core.messages import Claim
+from p2pci.core.signing import NodeKey, peer_id_of, seal
+from p2pci.daemon.control import acontrol_call
+from p2pci.daemon.node import wall_ms
+from p2pci.daemon.testing import ScriptedRunner, open_cluster
+
+
+async def test_worker_never_claims_outside_its_policy(tmp_path: Path) -> None:
+    strict = WorkerSettings(slots=1, max_timeout_s=2)  # the cluster's offers ask for 5 s
+    async with open_cluster(tmp_path, 2, runners=[None, ScriptedRunner()], worker=strict) as c:
+        job = await c.publish(c.nodes[0], replicas=1, quorum=1)
+        jid = bytes.fromhex(job)
+        worker = c.nodes[1]
+        with trio.fail_after(10):
+            while jid not in worker.worker.jobs or worker.worker.jobs[jid].phase == "SEEN":
+                await worker.changed.wait()
+        wj = worker.worker.jobs[jid]
+        assert wj.phase == "SKIPPED" and "timeout" in wj.reason
+        view = c.nodes[0].board.job(jid)
+        assert view is not None and view.claims == {}
+
+
+async def test_closed_worker_skips_open_jobs(tmp_path: Path) -> None:
+    closed = WorkerSettings(slots=1, open_jobs=False)
+    async with open_cluster(tmp_path, 2, runners=[None, ScriptedRunner()], worker=closed) as c:
+        job = await c.publish(c.nodes[0], replicas=1, quorum=1)
+        jid = bytes.fromhex(job)
+        w = c.nodes[1]
+        with trio.fail_after(10):
+            while jid not in w.worker.jobs or w.worker.jobs[jid].phase == "SEEN":
+                await w.changed.wait()
+        assert w.worker.jobs[jid].phase == "SKIPPED"
+
+
+async def test_observer_trust_set_changes_its_verdict(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+        home = c.nodes[0].paths.home
+        job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+        with trio.fail_after(10):
+            objs = await c.wait_converged(job)
+        assert objs[0]["verdict"] == "REPRODUCED"
+        only = peer_id_of(c.nodes[1].me)
+        assert await acontrol_call(home, "trust_add", peer_id=only) == [only]
+        view = await acontrol_call(home, "show", job=job)
+        assert view["verdict"] == "PENDING"  # one trusted vote < quorum 2
+        assert {i["reason"] for i in view["ignored"]} == {"not in the observer's trust set"}
+        await acontrol_call(home, "trust_remove", peer_id=only)
+        assert (await acontrol_call(home, "show", job=job))["verdict"] == "REPRODUCED"
+        assert await acontrol_call(home, "trust_list") == []
+
+
+async def test_hostile_facts_are_dropped_and_counted(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 1, runners=[None]) as c:
+        node = c.nodes[0]
+        good = seal(NodeKey.generate(), Claim(job=b"\x01" * 32, lease_until=5))
+        flipped = bytearray(good.raw)
+        flipped[-3] ^= 1
+        batch: list[bytes] = [b"", b"\x00" * 10, bytes(flipped), good.raw, good.raw, b"\x85" * 70_000, "str"]  # type: ignore[list-item]
+        got = await node.ingest_many(batch)
+        assert [f.id for f in got] == [good.id]
+        assert node.counters["rejected"] == 5 and node.counters["duplicate"] == 1
+        assert node.store is not None and node.store.count() == 1
+        assert await node.ingest(good.raw) is None
+        assert len(node.board) == 1
+
+
+async def test_retention_prunes_old_decided_jobs_only(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 3) as c:
+        node = c.nodes[2]
+        done = await c.publish(c.nodes[0], replicas=2, quorum=2)
+        with trio.fail_after(10):
+            await c.wait_converged(done)
+        assert node.store is not None and node.store.count() > 0
+        assert await node.prune_now() == 0  # decided just now: far younger than 30 days
+        node.config = replace(node.config, retention_days=0)
+        node.clock = lambda: wall_ms() + 1000
+        pruned = await node.prune_now()
+        assert pruned == len(node.board.job_fact_ids(bytes.fromhex(done)))
+        assert node.store.facts_of(bytes.fromhex(done)) == []
+        publisher = c.nodes[0]  # its own job is pinned: kept
+        publisher.config = replace(publisher.config, retention_days=0)
+        publisher.clock = lambda: wall_ms() + 1000
+        assert await publisher.prune_now() == 0
