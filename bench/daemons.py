@@ -81,6 +81,8 @@ class JobTimes:
     verdict: dict[str, tuple[str, float]] = field(default_factory=dict)  # node -> (state, time)
     # (node, time, verdict, reveals counted in groups) of every job event
     events: list[tuple[str, float, str, int]] = field(default_factory=list)
+    # node -> [build start, build end] as seen in the worker's `node` events
+    builds: dict[str, list[float | None]] = field(default_factory=dict)
 
 
 class Watch:
@@ -88,6 +90,7 @@ class Watch:
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobTimes] = {}
+        self._building: dict[str, set[str]] = {}  # node -> jobs it was building at its last event
         self._changed = trio.Event()
         self.errors: list[str] = []
 
@@ -102,6 +105,9 @@ class Watch:
             task_status.started()
             async for ev in events:
                 t = time.monotonic()
+                if ev.get("event") == "node" and isinstance(ev.get("node"), dict):
+                    self._on_node(name, t, ev["node"])
+                    continue
                 if ev.get("event") != "job" or not isinstance(ev.get("job"), dict):
                     continue
                 j = ev["job"]
@@ -118,6 +124,18 @@ class Watch:
                     jt.verdict[name] = (state, t)
                 self._changed.set()
                 self._changed = trio.Event()
+
+    def _on_node(self, name: str, t: float, node: dict[str, Any]) -> None:
+        """Build start/end from the `building` list a worker reports on every phase change."""
+        now = {b["job"] for b in node.get("building") or [] if isinstance(b, dict) and "job" in b}
+        before = self._building.get(name, set())
+        for job in now - before:
+            self.job(job).builds.setdefault(name, [t, None])
+        for job in before - now:
+            span = self.job(job).builds.get(name)
+            if span is not None and span[1] is None:
+                span[1] = t
+        self._building[name] = now
 
     async def wait(self, pred: Callable[[], bool]) -> None:
         """Wait until `pred()` holds (no timeout of its own: the caller's cancel scope)."""

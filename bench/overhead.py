@@ -15,7 +15,8 @@ workers, started one after the other, with the fast timing of
 ``overhead_s = verdict_s - bare_docker_run_s`` of the pair, p50 and p90 over
 the jobs. Where the time goes comes from the job's facts (`export`): claim
 times are ``lease_until - lease_ms`` on the same machine clock as the
-offer's ``created``; the first reveal from the publisher's job events.
+offer's ``created``; build start and end from the workers' ``node`` events
+(their ``building`` list); the first reveal from the publisher's job events.
 """
 
 from __future__ import annotations
@@ -135,7 +136,14 @@ def _summarise(
     out["verdict_s_p50"] = rnd(pct(verdicts, 50))
     out["verdict_s_p90"] = rnd(pct(verdicts, 90))
     out["bare_docker_run_s"] = rnd(statistics.median(bares))
-    for key in ("to_first_claim_s", "to_first_reveal_s", "builds"):
+    for key in (
+        "to_first_claim_s",
+        "to_first_build_start_s",
+        "build_s",
+        "to_last_build_end_s",
+        "to_first_reveal_s",
+        "builds",
+    ):
         vals = [p[key] for p in phases if key in p]
         if vals:
             out[f"overhead_{key}_p50"] = rnd(pct(vals, 50))
@@ -163,9 +171,15 @@ async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, 
         "to_first_claim_s": (min(leases) - FAST_TIMING["lease_ms"] - offer.created) / 1000,
         "builds": float(len(view.commits)),
     }
-    revealed = [t for (name, t, _s, votes) in watch.job(job).events if name == pub.name and votes > 0]
+    jt = watch.job(job)
+    revealed = [t for (name, t, _s, votes) in jt.events if name == pub.name and votes > 0]
     if revealed:
         out["to_first_reveal_s"] = min(revealed) - t_call
+    spans = [(a, b) for a, b in jt.builds.values() if a is not None and b is not None]
+    if spans:
+        out["to_first_build_start_s"] = min(a for a, _ in spans) - t_call
+        out["build_s"] = statistics.median(b - a for a, b in spans)
+        out["to_last_build_end_s"] = max(b for _, b in spans) - t_call
     return out
 
 
