@@ -220,6 +220,7 @@ class LibP2PNetwork:
         self._dialing: set[str] = set()
         self._wakeup = trio.Event()
         self._last_px = -1e9
+        self._px_wait = px_interval  # doubles while peer exchange brings nothing new
         self._serve_slots: dict[str, int] = {}
         self._fetch_slots: dict[str, trio.Semaphore] = {}
         self._host: Any = None
@@ -565,7 +566,10 @@ class LibP2PNetwork:
                 self._dialing.add(p)
                 assert self._nursery is not None
                 self._nursery.start_soon(self._dial, p)
-            if len(cands) < want and connected and now - self._last_px >= self.px_interval:
+            # Under degree with nobody left to dial: ask a peer for more, backing off
+            # while that brings nothing new (a small mesh never reaches `degree`,
+            # and py-libp2p stalls when many streams open during a burst).
+            if len(cands) < want and connected and now - self._last_px >= self._px_wait:
                 self._last_px = now
                 assert self._nursery is not None
                 self._nursery.start_soon(self._exchange_peers, self._rng.choice(sorted(connected)))
@@ -611,9 +615,14 @@ class LibP2PNetwork:
             self._stats.inc("px_failures")
             log.debug("peer exchange with %s failed: %r", peer, exc)
             return
+        before = {p: len(b.addrs) for p, b in self._book.items()}
         self._learn_own_addrs(peer, own)
         self.add_peer_addrs(others)
         self._stats.inc("px")
+        if any(len(b.addrs) > before.get(p, 0) for p, b in self._book.items()):
+            self._px_wait = self.px_interval
+        else:
+            self._px_wait = min(self._px_wait * 2, max(self.px_interval, 300.0))
 
     def _learn_own_addrs(self, peer: str, addrs: list[str]) -> None:
         """A peer's self-reported listen addresses: only accepted for its own id."""

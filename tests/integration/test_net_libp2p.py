@@ -495,3 +495,19 @@ async def test_stop_while_peers_publish_is_clean_and_events_report_it() -> None:
             assert await events.receive() == PeerEvent(net.peer_id, False)  # A noticed: B's sockets closed
         assert errors == []
         nursery.cancel_scope.cancel()
+
+
+async def test_burst_of_500_facts_is_not_dropped() -> None:
+    """py-libp2p's 32-slot queues and 10 msg/s spam limit would drop most of this burst silently."""
+    async with line(3, sync_interval=600) as nodes:  # no periodic sync: gossip must carry it all
+        await wait_until(lambda: all(len(n.net.peers()) == 2 for n in nodes), 10)
+        # the first-contact syncs (one per peer) are over: from now on only gossip
+        await wait_until(lambda: all(n.net.stats().get("syncs", 0) >= 2 for n in nodes), 10)
+        for i in range(500):
+            await nodes[0].net.publish(nodes[0].fact(f"burst-{i}"))
+        with trio.fail_after(30):
+            for n in nodes[1:]:
+                await n.col.wait_count(500)
+        for n in nodes[1:]:
+            assert n.net.stats().get("synced", 0) == 0, [m.net.stats() for m in nodes]
+            assert n.net.stats()["delivered"] == 500
