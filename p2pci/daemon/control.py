@@ -154,6 +154,9 @@ async def _bind_listener(path: Path) -> trio.SocketListener:
     old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
     try:
         await sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise LocalError(f"cannot create the control socket {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(old)
     os.chmod(path, 0o600)

@@ -17,6 +17,7 @@ from pathlib import Path
 import trio
 
 from p2pci.config import Config, Paths
+from p2pci.core.errors import P2pciError
 from p2pci.core.signing import NodeKey
 from p2pci.daemon.node import Node, validate_fact
 
@@ -73,4 +74,22 @@ def run_daemon(home: Path, config: Config, key: NodeKey) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     node = make_node(home, config, key)
-    trio.run(serve, node)
+    try:
+        trio.run(serve, node)
+    except BaseExceptionGroup as group:
+        # a LocalError (another daemon, a bad listen address…) inside the nursery: one line, not a traceback
+        leaf = _first_p2pci_error(group)
+        if leaf is None:
+            raise
+        raise leaf from None
+
+
+def _first_p2pci_error(exc: BaseException) -> P2pciError | None:
+    if isinstance(exc, P2pciError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _first_p2pci_error(sub)
+            if found is not None:
+                return found
+    return None

@@ -5,10 +5,15 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 import trio
 
+from p2pci.core.errors import LocalError
 from p2pci.core.signing import peer_id_of
+from p2pci.daemon.control import acontrol_call
+from p2pci.daemon.node import Node, validate_fact
 from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
+from p2pci.net.memory import MemoryHub, MemoryNetwork
 
 
 async def test_worker_killed_after_commit_still_reveals(tmp_path: Path) -> None:
@@ -49,3 +54,12 @@ async def test_restarted_node_has_the_same_board_and_verdicts(tmp_path: Path) ->
         new = await c.restart(2)
         assert {f.id: f.raw for f in new.board.facts.values()} == facts
         assert {j: new.fresh_job_obj(new.board.job(bytes.fromhex(j))) for j in jobs} == verdicts  # type: ignore[arg-type]
+
+
+async def test_second_node_on_one_home_is_refused(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 1, runners=[None]) as c:
+        node = c.nodes[0]
+        twin = Node(node.paths.home, node.config, network=MemoryNetwork(MemoryHub(), "twin", validate=validate_fact), key=node.key)
+        with pytest.raises(LocalError, match="another p2pci daemon"):
+            await twin.run()
+        assert (await acontrol_call(node.paths.home, "id"))["peer_id"] == node.peer_id
