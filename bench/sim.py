@@ -22,7 +22,9 @@ Model (say it plainly, it is a model):
   (``p2pci.core.worker.worker_step``, ``next_wakeup``) on its own real
   board, ticked on every new fact and at its wake-up times, exactly as the
   daemon drives it: claim window, claim only if it would rank within M,
-  build while selected, commit, reveal once the selected workers committed.
+  then (as p2pci.daemon.work does) half a claim window for competing claims
+  to arrive, build while selected, commit, reveal once the selected workers
+  committed.
   A build takes 1-3 s (uniform) and gives the same result on every worker.
 * The real core: every fact is a real envelope sealed once with
   ``p2pci.core.signing.seal`` by its author; the bytes are delivered to a
@@ -121,6 +123,7 @@ class Worker:
     log: Any
     building: bool = False
     wake: int | None = None  # the pending wake-up time (ms), if any
+    settle: int | None = None  # end of the settle time after our first claim (ms)
 
 
 class Topology:
@@ -340,6 +343,15 @@ class JobSim:
             view = wk.board.job(self.job_id)
             if view is None or wk.wj.terminal:
                 return
+            if (
+                wk.wj.phase == "CLAIMED"
+                and wk.settle is not None
+                and now < wk.settle
+                and isinstance(event, w.Tick)
+            ):
+                # like the daemon (p2pci.daemon.work): after claiming, wait half a claim window
+                # for competing claims of the same window before deciding to build
+                break
             wk.wj, actions = w.worker_step(wk.wj, view, now, wk.cfg, event)
             event = w.Tick(free_slot=not wk.building)
             changed = False
@@ -347,6 +359,8 @@ class JobSim:
                 body: Any = None
                 if isinstance(a, w.PublishClaim):
                     body = core.m.Claim(job=self.job_id, lease_until=a.lease_until)
+                    if wk.settle is None:
+                        wk.settle = now + max(1, self.p.claim_window_ms // 2)
                     self.claims += 1
                 elif isinstance(a, w.PublishCommit):
                     body = core.m.Commit(job=self.job_id, hash=a.hash)
@@ -374,6 +388,8 @@ class JobSim:
         if view is None:
             return
         wake = w.next_wakeup(wk.wj, view, now)
+        if wk.settle is not None and now < wk.settle and wk.wj.phase == "CLAIMED":
+            wake = wk.settle if wake is None else min(wake, wk.settle)
         if wake is not None and wake - T0 < self.p.horizon_ms and (wk.wake is None or wake < wk.wake):
             wk.wake = wake
             self.at(max(t, float(wake - T0)), partial(self._wake, wk=wk, at=wake))
