@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import logging
 import random
+import socket
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -134,6 +135,24 @@ def addr_scope(addr: str) -> str | None:
     return "global"
 
 
+def check_listen_free(addr: str) -> None:
+    """LocalError if `addr` (ip4/ip6 + tcp) names a port another socket listens on.
+
+    py-libp2p listens with SO_REUSEPORT, so a second node on the same port
+    starts silently and the kernel splits inbound connections between the two.
+    """
+    parts = addr.split("/")
+    if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp" or parts[4] in ("", "0"):
+        return
+    family = socket.AF_INET if parts[1] == "ip4" else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine, a listener is not
+        try:
+            sock.bind((parts[2], int(parts[4])))
+        except (OSError, ValueError) as exc:
+            raise LocalError(f"cannot start the network on {addr}: {exc}") from None
+
+
 @dataclass
 class _Book:
     """What we know about one peer's reachability."""
@@ -217,6 +236,7 @@ class LibP2PNetwork:
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](facts_buffer)
         self._since: dict[str, int] = {}
         self._blocked: frozenset[str] = frozenset()
+        self._hanging_up: set[str] = set()
         self._dialing: set[str] = set()
         self._wakeup = trio.Event()
         self._last_px = -1e9
@@ -309,8 +329,13 @@ class LibP2PNetwork:
         from libp2p.security.noise.transport import Transport as NoiseTransport
         from libp2p.tools.anyio_service import background_trio_service
 
+        for addr in self._listen:
+            check_listen_free(addr)
         key_pair = create_new_key_pair(self._seed)
-        listen = [multiaddr.Multiaddr(a) for a in self._listen]
+        try:
+            listen = [multiaddr.Multiaddr(a) for a in self._listen]
+        except Exception as exc:
+            raise LocalError(f"bad listen address in {self._listen}: {exc}") from None
         host: Any = new_host(
             key_pair=key_pair,
             # Noise only: the default also offers TLS, secio and *plaintext*.
@@ -370,6 +395,7 @@ class LibP2PNetwork:
         host.set_stream_handler(wire.PROTO_BLOB, self._handle_blob)
         self._host = host
         conns: list[Any] = []
+        started = False
         try:
             async with host.run(listen_addrs=listen):
                 async with background_trio_service(pubsub), background_trio_service(gossipsub):
@@ -384,6 +410,7 @@ class LibP2PNetwork:
                             nursery.start_soon(self._publisher)
                             nursery.start_soon(self._dialer)
                             nursery.start_soon(self._sync_loop)
+                            started = True
                             task_status.started()
                     finally:
                         self._nursery = None
@@ -399,6 +426,10 @@ class LibP2PNetwork:
                                         await host.disconnect(conn_peer)
                                     except Exception:
                                         pass
+        except Exception as exc:
+            if started:
+                raise
+            raise LocalError(f"cannot start the network on {self._listen}: {type(exc).__name__}: {exc}") from exc
         finally:
             # Gotcha: leaving host.run() does not close the TCP listener (it runs
             # as a trio *system* task): without host.close() a "stopped" node
@@ -504,7 +535,8 @@ class LibP2PNetwork:
         now = {str(p.to_base58()) for p in host.get_connected_peers()}
         for banned in now & self._blocked:
             now.discard(banned)
-            if self._nursery is not None:
+            if self._nursery is not None and banned not in self._hanging_up:
+                self._hanging_up.add(banned)
                 self._nursery.start_soon(self._hang_up, banned)
         for gone in sorted(set(self._since) - now):
             del self._since[gone]
@@ -524,11 +556,13 @@ class LibP2PNetwork:
     async def _hang_up(self, peer: str) -> None:
         from libp2p.peer.id import ID
 
-        with trio.move_on_after(self.dial_timeout):
-            try:
+        try:
+            with trio.move_on_after(self.dial_timeout):
                 await self._host.disconnect(ID.from_base58(peer))
-            except Exception:
-                log.debug("disconnect %s failed", peer, exc_info=True)
+        except Exception:
+            log.debug("disconnect %s failed", peer, exc_info=True)
+        finally:
+            self._hanging_up.discard(peer)
 
     async def _first_contact(self, peer: str) -> None:
         await self._exchange_peers(peer)

@@ -511,3 +511,15 @@ async def test_burst_of_500_facts_is_not_dropped() -> None:
         for n in nodes[1:]:
             assert n.net.stats().get("synced", 0) == 0, [m.net.stats() for m in nodes]
             assert n.net.stats()["delivered"] == 500
+
+
+async def test_listen_address_in_use_is_a_local_error() -> None:
+    from p2pci.core.errors import LocalError
+
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery)
+        taken = a.net.addrs()[0].split("/p2p/")[0]
+        b = LibP2PNetwork(os.urandom(32), [taken], [])
+        with pytest.raises(LocalError, match="cannot start the network"), trio.fail_after(10):
+            await nursery.start(b.run)
+        nursery.cancel_scope.cancel()
