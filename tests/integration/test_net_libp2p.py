@@ -523,3 +523,23 @@ async def test_listen_address_in_use_is_a_local_error() -> None:
         with pytest.raises(LocalError, match="cannot start the network"), trio.fail_after(10):
             await nursery.start(b.run)
         nursery.cancel_scope.cancel()
+
+
+async def test_fact_already_on_the_board_is_not_forwarded() -> None:
+    from libp2p.peer.id import ID
+
+    async with line(2, sync_interval=600) as (b, c):
+        await wait_until(lambda: all(n.net.stats().get("syncs", 0) >= 1 for n in (b, c)), 10)
+        old = b.fact("already-here")  # B holds it (its board), C does not, and no sync runs any more
+        new = b.fact("fresh", keep=False)
+        async with raw_peer() as (host, ps):
+            with trio.fail_after(10):
+                await host.connect(_info(b.net.addrs()[0]))
+            target = ID.from_base58(b.net.peer_id)
+            await wait_until(lambda: target in ps.peer_topics.get("/p2pci/board/1", set()), 10)
+            await ps.publish("/p2pci/board/1", old)
+            await ps.publish("/p2pci/board/1", new)  # same path, after `old`
+            with trio.fail_after(5):
+                await c.col.wait_for(hashlib.sha256(new).digest())
+        assert hashlib.sha256(old).digest() not in c.col.facts  # B did not pass it on
+        assert b.net.stats()["duplicate"] >= 1
