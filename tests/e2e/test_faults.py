@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pci.core.evidence import load_bundle
 from tests.e2e.mesh import Mesh, Node, canon, publish_job, wait_for, write_project
 
 QUICK = "cp /build/src/hello.txt /out/hello.txt"
@@ -29,8 +30,21 @@ async def start(mesh: Mesh, *names: str, build: bool = True) -> list[Node]:
     return nodes
 
 
-async def building_nodes(mesh: Mesh, nodes: list[Node]) -> list[Node]:
-    return [n for n in nodes if n.alive and await mesh.building(n)]
+def blobs_of(node: Node) -> set[str]:
+    return {p.name for p in (node.home / "blobs").glob("??/*") if p.is_file()}
+
+
+async def source_blob(node: Node, job: str) -> str:
+    """The sha256 (hex) of a job's source tarball, read from its offer (`export` op)."""
+    view = load_bundle(await node.call("export", job=job))
+    offer = view.offer_msg
+    assert offer is not None
+    return offer.source.sha256.hex()
+
+
+async def building_nodes(mesh: Mesh, nodes: list[Node], source: str) -> list[Node]:
+    """Workers that are building and already hold the source (the build is in its container)."""
+    return [n for n in nodes if n.alive and source in blobs_of(n) and await mesh.building(n)]
 
 
 @pytest.mark.slow
@@ -41,9 +55,10 @@ async def test_kill9_selected_worker_mid_build(mesh: Mesh, busybox_image: str, s
         await mesh.wait_connected()
     project = write_project(short_tmp, "slow", image=busybox_image, script=SLOW, replicas=2, quorum=2)
     job = await publish_job(mesh, boot, project)
+    source = await source_blob(boot, job)
 
     async def someone_building() -> list[Node]:
-        return await building_nodes(mesh, workers)
+        return await building_nodes(mesh, workers, source)
 
     with trio.fail_after(60):
         victim = (await wait_for(someone_building, "a worker to start building"))[0]
@@ -119,12 +134,13 @@ async def test_publisher_offline_after_source_fetched(
         await mesh.wait_connected()
     project = write_project(short_tmp, "orphan", image=busybox_image, script=SLOW, replicas=2, quorum=2)
     job = await publish_job(mesh, pub, project)
+    source = await source_blob(pub, job)
 
     async def all_building() -> bool:
-        return len(await building_nodes(mesh, workers)) == len(workers)
+        return len(await building_nodes(mesh, workers, source)) == len(workers)
 
     with trio.fail_after(60):
-        await wait_for(all_building, "both workers to start building")
+        await wait_for(all_building, "both workers to fetch the source and build")
     await mesh.kill(pub, signal.SIGKILL)
 
     with trio.fail_after(120):
