@@ -70,6 +70,40 @@ def bare_docker_run(image: str, src_files: dict[str, str]) -> float:
         return dt
 
 
+def hardened_run(image: str, src_files: dict[str, str]) -> float:
+    """Seconds for the daemon's own runner (DockerRunner.run, hardened, no network) on the same build."""
+    import threading
+
+    from p2pci.core.messages import Limits
+    from p2pci.runner.base import BuildSpec
+    from p2pci.runner.docker_runner import DockerRunner
+    from p2pci.runner.source import pack_source
+
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for rel, text in src_files.items():
+            (src / rel).write_text(text)
+        tar = Path(tmp) / "source.tar"
+        pack_source(src, tar)
+        runner = DockerRunner(work_dir=Path(tmp) / "runs")
+        spec = BuildSpec(
+            image_id=image,
+            command=("sh", "-c", SCRIPT),
+            source_date_epoch=1700000000,
+            limits=Limits(timeout_s=60, memory_mb=256, cpus=1, pids=64, out_mb=16),
+        )
+        t = time.perf_counter()
+        result = runner.run(spec, tar, cancel=threading.Event())
+        dt = time.perf_counter() - t
+        try:
+            if result.status != "ok" or result.exit_code != 0:
+                raise RuntimeError(f"runner: {result.status} {result.exit_code} {result.error}")
+        finally:
+            result.cleanup()
+        return dt
+
+
 async def overhead(quick: bool, out: Results) -> None:
     from p2pci.demo import FAST_TIMING, open_mesh
 
@@ -93,11 +127,16 @@ async def overhead(quick: bool, out: Results) -> None:
         await follow_all(nursery, watch, [pub, *workers])
         verdicts: list[float] = []
         bares: list[float] = []
+        runs: list[float] = []
         overheads: list[float] = []
         phases: list[dict[str, float]] = []
         for i in range(jobs + 1):
             files = {"hello.txt": f"hello {i}\n"}
             bare = await trio.to_thread.run_sync(bare_docker_run, image, files)
+            try:
+                runs.append(await trio.to_thread.run_sync(hardened_run, image, files))
+            except Exception as exc:  # an extra figure, never a reason to lose the others
+                log(f"overhead: DockerRunner alone failed: {exc}")
             source = put_source(pub.home, files)
             args = publish_args(source, image, SCRIPT, project=f"overhead-{i}", replicas=3, quorum=2)
             t_call = time.monotonic()
@@ -119,6 +158,8 @@ async def overhead(quick: bool, out: Results) -> None:
                 log(f"overhead: no phase breakdown for {job[:12]}: {exc}")
             log(f"overhead job {i}: verdict {took:.2f} s, bare run {bare:.2f} s")
             _summarise(out, verdicts, bares, overheads, phases)
+            if runs:
+                out["runner_run_s"] = rnd(statistics.median(runs))
         nursery.cancel_scope.cancel()
 
 
