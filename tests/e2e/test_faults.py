@@ -2,7 +2,8 @@
 
 * kill -9 a selected worker mid-build: its lease lapses, the next-ranked
   claimant builds, the job still reaches its verdict;
-* restart a daemon: same peer ID, every fact still there, it keeps working;
+* restart a daemon: same peer ID, every fact still there, it keeps working
+  (also when it was killed mid-build: it builds again and its vote counts);
 * a node started after the job finished converges through anti-entropy;
 * the publisher goes offline once the workers have the source: the job
   still completes.
@@ -147,3 +148,30 @@ async def test_publisher_offline_after_source_fetched(
         view = await mesh.wait_verdict(job, [boot, *workers])
     assert view["verdict"] == "REPRODUCED", view
     assert sorted(view["groups"][0]["workers"]) == sorted(w.peer_id for w in workers)
+
+
+@pytest.mark.slow
+async def test_restart_mid_build_continues(mesh: Mesh, busybox_image: str, short_tmp: Path) -> None:
+    """kill -9 and restart a worker mid-build: it comes back and its vote is needed (2 of 2)."""
+    with trio.fail_after(90):
+        (boot,) = await start(mesh, "boot", build=False)
+        w1, w2 = await start(mesh, "w1", "w2")
+        await mesh.wait_connected()
+    project = write_project(short_tmp, "resumed", image=busybox_image, script=SLOW, replicas=2, quorum=2)
+    job = await publish_job(mesh, boot, project)
+    source = await source_blob(boot, job)
+
+    async def w1_building() -> bool:
+        return w1 in await building_nodes(mesh, [w1], source)
+
+    with trio.fail_after(60):
+        await wait_for(w1_building, "w1 to build")
+    peer = w1.peer_id
+    await mesh.kill(w1, signal.SIGKILL)
+    with trio.fail_after(60):
+        await mesh.start(w1)
+    assert w1.peer_id == peer
+    with trio.fail_after(120):
+        view = await mesh.wait_verdict(job)
+    assert view["verdict"] == "REPRODUCED", view
+    assert sorted(view["groups"][0]["workers"]) == sorted([w1.peer_id, w2.peer_id])
