@@ -671,7 +671,13 @@ async def run_demo(root: Path, *, keep: bool, examples: Path) -> int:
         for project in (hello, unrep, trad):
             images.add(recipe_image(project))
         for image in sorted(images):
-            await ensure_image(image)
+            try:
+                await ensure_image(image)
+            except Exception as exc:  # docker missing or not answering, mirror unreachable, ...
+                raise MeshError(
+                    f"cannot get the base image {image}: {type(exc).__name__}: {exc}\n"
+                    "(`make demo` makes sure a Docker engine answers; is one running?)"
+                ) from exc
 
         say(f"p2pci demo: starting 5 daemons on 127.0.0.1 (homes under {root})")
         with trio.fail_after(120):

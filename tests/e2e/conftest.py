@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -48,7 +49,8 @@ def busybox_image() -> str:
 @pytest.fixture
 def short_tmp(request: pytest.FixtureRequest) -> Iterator[Path]:
     """A short temp directory, kept (and named) when the test fails."""
-    root = Path(tempfile.mkdtemp(prefix="p2pci-e2e-"))
+    # /tmp, not $TMPDIR: a control socket path must stay under 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="p2pci-e2e-", dir="/tmp" if os.path.isdir("/tmp") else None))
     yield root
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
