@@ -111,6 +111,9 @@ class Worker:
                 wj = replace(wj, phase="CLAIMED")
             self.jobs[wj.job] = wj
 
+    def _revealed_by_others(self, view: JobView) -> bool:
+        return any(w != self.node.me for w in view.reveals)
+
     def _slot_freed(self) -> None:
         """A slot may have come free: jobs waiting for one get a tick."""
         for j, w in self.jobs.items():
@@ -130,11 +133,13 @@ class Worker:
         """
         slots = self.node.config.worker.slots
         view = self.node.board.job(job)
-        if phase in ("SEEN", "WAITING", "CLAIMED") and view is not None and view.offer_msg is not None:
-            # fully staffed (M commits of others) or already revealing: a build started now would
-            # come too late to be in anyone's `seen` list, so it could never count
+        if view is not None and view.offer_msg is not None:
+            # A build that starts after someone revealed can never be in a `seen` list: useless.
+            # A new claim on a job already staffed (M commits of others) would only add late builds.
+            if phase in ("SEEN", "WAITING", "CLAIMED") and self._revealed_by_others(view):
+                return False
             others = [w for w in view.commits if w != self.node.me]
-            if len(others) >= view.offer_msg.replicas or any(w != self.node.me for w in view.reveals):
+            if phase in ("SEEN", "WAITING") and len(others) >= view.offer_msg.replicas:
                 return False
         busy = sum(1 for j in self.building if j != job)
         if phase in ("SEEN", "WAITING"):
@@ -188,6 +193,8 @@ class Worker:
     async def _act(self, view: JobView, wj: WorkerJob, action: Action) -> None:
         node = self.node
         if isinstance(action, PublishClaim):
+            if wj.phase == "CLAIMED" and wj.job in self._claimed_at and self._revealed_by_others(view):
+                return  # a stand-by that can no longer count: let the lease lapse so others need not wait
             if wj.job not in self._claimed_at:
                 self._claimed_at[wj.job] = node.clock() + max(1, self.cfg.claim_window_ms // 2)
             await node.publish_message(Claim(job=wj.job, lease_until=action.lease_until))
