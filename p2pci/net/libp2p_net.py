@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +237,7 @@ class LibP2PNetwork:
         self._since: dict[str, int] = {}
         self._blocked: frozenset[str] = frozenset()
         self._hanging_up: set[str] = set()
+        self._busy: dict[str, int] = {}
         self._dialing: set[str] = set()
         self._wakeup = trio.Event()
         self._last_px = -1e9
@@ -675,10 +676,28 @@ class LibP2PNetwork:
                     book.addrs.add(a)
 
     async def _handle_peers(self, stream: Any) -> None:
+        await self._guarded(stream, "px", self._serve_peers)
+
+    async def _guarded(self, stream: Any, what: str, serve: Callable[[Any, str], Awaitable[None]]) -> None:
+        """Refuse blocked peers and more than 2 concurrent `what` streams from one peer."""
         peer = str(stream.muxed_conn.peer_id.to_base58())
         if peer in self._blocked:
             await self._bad_stream(stream, "blocked", ProtocolError("blocked peer"))
             return
+        key = f"{what}:{peer}"
+        if self._busy.get(key, 0) >= 2:
+            self._stats.inc(f"{what}_busy")
+            await self._bad_stream(stream, what, ProtocolError("too many concurrent streams"))
+            return
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            await serve(stream, peer)
+        finally:
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+
+    async def _serve_peers(self, stream: Any, peer: str) -> None:
         try:
             payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
             self._learn_own_addrs(peer, wire.parse_peers_request(payload))
@@ -752,10 +771,9 @@ class LibP2PNetwork:
                 return
 
     async def _handle_sync(self, stream: Any) -> None:
-        peer = str(stream.muxed_conn.peer_id.to_base58())
-        if peer in self._blocked:
-            await self._bad_stream(stream, "blocked", ProtocolError("blocked peer"))
-            return
+        await self._guarded(stream, "sync", self._serve_sync)
+
+    async def _serve_sync(self, stream: Any, peer: str) -> None:
         try:
             theirs = wire.parse_sync_hello(await self._read_frame(stream, wire.MAX_SYNC_FRAME))
             their_set = set(theirs)

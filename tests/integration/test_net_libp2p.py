@@ -379,6 +379,16 @@ async def test_hostile_streams_are_dropped_and_counted() -> None:
             assert want == [hashlib.sha256(fake_fact).digest()]
             await stream.write(wire.sync_facts([b"\x00" * 100, fake_fact[:-1] + b"\x00"]))
             await wait_until(lambda: first.net.stats().get("rejected", 0) >= 2, 5)
+            # more than 2 concurrent sync streams from one peer are refused at once
+            idle = []
+            for _ in range(4):
+                try:  # a refused stream may already fail during negotiation
+                    idle.append(await host.new_stream(target, [wire.PROTO_SYNC]))
+                except Exception:
+                    pass
+            await wait_until(lambda: first.net.stats().get("sync_busy", 0) >= 2, 5)
+            for s in idle:
+                await s.reset()
         stats = first.net.stats()
         bad = sum(v for k, v in stats.items() if k.endswith("_bad_streams"))
         assert bad >= len(attacks) - 1, stats
