@@ -503,8 +503,7 @@ class Node:
         if view.offer.signer != self.me:
             raise LocalError("only the publisher can cancel a job")
         await self.publish_message(Cancel(job=view.job))
-        await self._process(view.job, self.clock())
-        return self.job_obj(view)
+        return self.fresh_job_obj(view)  # the clock loop acts on it (one place moves a job's state)
 
     async def op_export(self, job: str) -> Any:
         from p2pci.core.evidence import export_bundle
