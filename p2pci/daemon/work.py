@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from p2pci.daemon.node import Node
 
 log = logging.getLogger("p2pci.worker")
+LOG_TAIL = 4096  # characters of a finished build's log sent to subscribers
 
 
 # ------------------------------------------------------------------ persistence of WorkerJob
@@ -257,6 +258,10 @@ class Worker:
                     else:
                         log_ref = await trio.to_thread.run_sync(self._keep_result, job, result.log_path, result.out_dir)
                         ev = BuildDone(result.exit_code, result.manifest, log_ref)
+                        tail = self.live_log(job) or ""
+                        node.broadcast(
+                            {"event": "log", "job": job.hex(), "worker": node.peer_id, "text": tail[-LOG_TAIL:]}
+                        )
                 finally:
                     await trio.to_thread.run_sync(result.cleanup)
             except (P2pciError, OSError, trio.TooSlowError) as exc:

@@ -12,6 +12,8 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from p2pci.core.errors import LocalError
 from p2pci.daemon.control import (
@@ -138,3 +140,34 @@ async def test_stale_socket_is_removed_live_one_refused(tmp_path: Path) -> None:
 def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DaemonNotRunning, match="no p2pci daemon"):
         control_call(tmp_path, "id")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(junk=st.lists(st.binary(max_size=64) | st.builds(frame, st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5) | st.none(), max_size=4)), max_size=8))
+def test_fuzzed_control_input_never_kills_the_server(tmp_path_factory: pytest.TempPathFactory, junk: list[bytes]) -> None:
+    home = tmp_path_factory.mktemp("c")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            path = await nursery.start(serve_control, home / "control.sock", Echo())
+            with trio.fail_after(10):
+                await trio.to_thread.run_sync(raw_exchange_tolerant, path, b"".join(junk))
+                assert await acontrol_call(home, "echo", ok=1) == {"ok": 1}
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def raw_exchange_tolerant(path: Path, payload: bytes) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(str(path))
+    try:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        s.close()
