@@ -509,6 +509,59 @@ async def ensure_image(image: str) -> str:
     return image_id
 
 
+def _has_package(name: str) -> bool:
+    try:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False)
+    except OSError:  # not a Debian-like host: let the image build say what is missing
+        return True
+    return r.returncode == 0 and "installed" in r.stdout
+
+
+def host_packages_needed(images: set[str]) -> tuple[list[str], list[str]]:
+    """Debian packages the demo still needs: (required, optional).
+
+    busybox-static and mmdebstrap only when an image has to be built;
+    diffoscope (optional) explains the dispute byte by byte.
+    """
+    from p2pci.runner.images import debian_recipe, find_image
+
+    required: list[str] = []
+    for image in sorted(images):
+        if image == "busybox":
+            if find_image("busybox") is None and not _has_package("busybox-static"):
+                required.append("busybox-static")
+            continue
+        m = re.match(r"^debian:([a-z][a-z0-9-]*)(?:\+(.*))?$", image)
+        if m is None:
+            continue
+        if find_image(debian_recipe(m[1], (m[2] or "").split(","))) is not None:
+            continue
+        if not (shutil.which("mmdebstrap") or shutil.which("debootstrap")) and "mmdebstrap" not in required:
+            required.append("mmdebstrap")
+    optional = [] if shutil.which("diffoscope") else ["diffoscope"]
+    return required, optional
+
+
+def ensure_host_packages(images: set[str]) -> None:
+    """Install what the image builds need (as root, with apt-get), or say what to install."""
+    required, optional = host_packages_needed(images)
+    if not required and not optional:
+        return
+    if os.geteuid() != 0:
+        if optional:
+            say(f"  note: apt-get install {' '.join(optional)} for a byte-level `p2pci diff`")
+        if required:
+            raise MeshError(f"the base images need Debian packages: sudo apt-get install {' '.join(required)}")
+        return
+    pkgs = required + optional
+    say(f"  installing {' '.join(pkgs)} (apt-get) ...")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *pkgs]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if r.returncode != 0 and required:
+            raise MeshError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+
+
 def set_allowlist(project: Path, peer_ids: Sequence[str], *, replicas: int, quorum: int) -> None:
     """Rewrite `[trust]` of a recipe copy: allowlist, replicas, quorum."""
     path = project / "p2pci.toml"
@@ -607,7 +660,9 @@ def diff_highlights(text: str) -> list[str]:
     header: str | None = None
     for line in text.splitlines():
         body = line.lstrip("│├└─ ")
-        if body.startswith("+++ "):
+        if " != " in body and ":" in body:  # the daemon's fallback without diffoscope: "path: sha != sha"
+            out.append("file " + body)
+        elif body.startswith("+++ "):
             header = "file " + _TEMP_PREFIX.sub("", body[4:])
         elif body.startswith(("--- ", "@@")) or body[:1] not in ("-", "+") or _METADATA.search(body):
             continue
@@ -670,6 +725,15 @@ async def run_demo(root: Path, *, keep: bool, examples: Path) -> int:
         images: set[str] = set()
         for project in (hello, unrep, trad):
             images.add(recipe_image(project))
+        try:
+            await trio.to_thread.run_sync(ensure_host_packages, images)
+        except MeshError:
+            raise
+        except Exception as exc:  # most likely: no Docker engine answers
+            raise MeshError(
+                f"cannot look up the base images: {type(exc).__name__}: {exc}\n"
+                "(`make demo` makes sure a Docker engine answers; is one running?)"
+            ) from exc
         for image in sorted(images):
             try:
                 await ensure_image(image)
