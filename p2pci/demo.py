@@ -10,7 +10,8 @@ the venv and makes sure a Docker engine answers). The demo
    fetched and verified), examples/unreproducible (DISPUTED, ``p2pci diff``
    names the bytes) and a copy of examples/traditional whose allowlist names
    one worker (quorum 1: REPRODUCED by that worker alone),
-4. prints a table, and stops the mesh (``DEMO_KEEP=1`` leaves it running).
+4. prints a table, and stops the mesh (``DEMO_KEEP=1`` leaves it running;
+   ``python -m p2pci.demo stop`` stops it later).
 
 Exit status 0 only when all three verdicts came out as expected.
 
@@ -773,7 +774,7 @@ async def run_demo(root: Path, *, keep: bool, examples: Path) -> int:
         if keep:
             mesh.detach()
             say(f"\nDEMO_KEEP=1: the mesh keeps running. Watch: p2pci --home {root / 'node1'} status")
-            say(f"Stop it with: make demo (restarts it) or kill the pids in {root / 'pids.json'}")
+            say(f"Stop it with: {_python_cmd()} -m p2pci.demo stop  (pids in {root / 'pids.json'})")
         else:
             say("\nstopping the mesh (DEMO_KEEP=1 keeps it running)")
     ok = all(o.ok for o in outcomes)
@@ -782,6 +783,12 @@ async def run_demo(root: Path, *, keep: bool, examples: Path) -> int:
         f"({time.monotonic() - t_start:.0f} s)"
     )
     return 0 if ok else 1
+
+
+def _python_cmd() -> str:
+    """This interpreter, relative to the working directory when inside it (`.venv/bin/python`)."""
+    cwd = os.getcwd()
+    return os.path.relpath(sys.executable, cwd) if sys.executable.startswith(cwd + os.sep) else sys.executable
 
 
 def _files_under(d: Path) -> list[Path]:
@@ -818,6 +825,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(os.environ.get("DEMO_DIR", str(REPO / ".demo"))).resolve()
     examples = Path(os.environ.get("DEMO_EXAMPLES", str(REPO / "examples"))).resolve()
     keep = os.environ.get("DEMO_KEEP", "") not in ("", "0")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["stop"]:  # stop a mesh left running by DEMO_KEEP=1
+        stop_kept_mesh(root)
+        print(f"p2pci demo: stopped the mesh under {root} (if one was running)")
+        return 0
+    if args:
+        print("usage: python -m p2pci.demo [stop]   (env: DEMO_KEEP=1, DEMO_DIR)", file=sys.stderr)
+        return 2
     try:
         return trio.run(lambda: run_demo(root, keep=keep, examples=examples))
     except MeshError as exc:
