@@ -51,7 +51,7 @@ async def test_ten_nodes_twenty_jobs_agree(tmp_path: Path) -> None:
     runners += [ScriptedRunner() for _ in range(5)]
     runners += [ScriptedRunner(lie=True, lie_tag="a"), ScriptedRunner(lie=True, lie_tag="b")]
     runners += [vanishing]
-    async with open_cluster(tmp_path, 10, runners=runners, timing=with_timing(lease_ms=800)) as c:
+    async with open_cluster(tmp_path, 10, runners=runners, timing=with_timing(lease_ms=2000)) as c:
         jobs: list[str] = []
 
         async def publish(i: int) -> None:
@@ -77,5 +77,5 @@ async def test_ten_nodes_twenty_jobs_agree(tmp_path: Path) -> None:
         if o["verdict"] == "REPRODUCED":
             winners = set(o["groups"][0]["workers"])
             assert not winners & liars  # liars never agree with anyone
-    assert list(verdicts.values()).count("REPRODUCED") >= 10, verdicts
+    assert list(verdicts.values()).count("REPRODUCED") >= 14, verdicts  # typically 19-20 of 20
     assert peer_id_of(c.nodes[9].me) not in {w for objs in results.values() for g in objs[0]["groups"] for w in g["workers"]}
