@@ -37,6 +37,7 @@ from typing import IO, Any, TypeVar
 
 import trio
 
+from p2pci.core.errors import LocalError
 from p2pci.daemon.control import acontrol_call
 
 T = TypeVar("T")
@@ -57,8 +58,8 @@ FAST_TIMING: dict[str, int] = {
 }
 
 
-class MeshError(Exception):
-    """Something in the orchestration went wrong (a daemon died, a wait timed out)."""
+class MeshError(LocalError):
+    """Something in the orchestration went wrong (a daemon died, a command failed)."""
 
 
 def p2pci_argv() -> list[str]:
