@@ -6,7 +6,8 @@ no encryption. The blob figure is end to end: a serving process holds the
 blob in its BlobStore; this process runs a ``LibP2PNetwork``, dials it and
 calls ``fetch_blob``, which streams over Noise + Yamux, hashes while writing
 a temp file and renames it into the store (see bench/blob_peer.py).
-MB means 10^6 bytes.
+MB means 10^6 bytes. Both figures are the best of a few runs (3 for TCP,
+2 for the blob; 1 with --quick), since other processes share the 2 cores.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def run(quick: bool) -> Results:
         errors["blob"] = f"blob peer not available: {exc}"
     else:
         try:
-            secs = fetch_once(size_mb * MB)
+            # best of 2 in the full run: one noisy neighbour can halve a single figure
+            secs = min(fetch_once(size_mb * MB) for _ in range(1 if quick else 2))
             out["blob_mb_s"] = rnd(size_mb / secs, 1)
             out["blob_s"] = rnd(secs, 2)
         except Exception as exc:
