@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
     from p2pci.net.base import Network
     from p2pci.runner.base import Runner
+
+log = logging.getLogger("p2pci.node")
 
 MAX_LOG_TEXT = 1 << 20
 SUB_BUFFER = 1024
@@ -313,7 +316,13 @@ class Node:
             todo = self._dirty | due
             self._dirty = set()
             for job in sorted(todo):
-                await self._process(job, now)
+                try:
+                    await self._process(job, now)
+                except (trio.Cancelled, KeyboardInterrupt):
+                    raise
+                except Exception:  # a bug on one job must not take the node down
+                    self.counters["process_errors"] = self.counters.get("process_errors", 0) + 1
+                    log.exception("processing job %s failed", job.hex()[:12])
             if self._dirty:
                 continue
             nxt = min(self._wakeups.values(), default=None)

@@ -180,6 +180,7 @@ class Worker:
         if wj.phase != before and wj.phase not in ("SEEN", "WAITING", "SKIPPED"):
             await self._persist(wj)
         if wj.phase != before:
+            self.node._bump()
             self.node.broadcast({"event": "node", "node": self.node.node_info()})
             if before in ("CLAIMED", "BUILDING"):
                 self._slot_freed()
@@ -266,6 +267,9 @@ class Worker:
                     await trio.to_thread.run_sync(result.cleanup)
             except (P2pciError, OSError, trio.TooSlowError) as exc:
                 ev = BuildFailed(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a runner bug is this build's failure, not the node's
+                log.exception("build of %s failed", job.hex()[:12])
+                ev = BuildFailed(f"internal error: {type(exc).__name__}: {exc}")
         self.building.pop(job, None)
         self.events.setdefault(job, []).append(ev)
         node.mark_dirty(job)

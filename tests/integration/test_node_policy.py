@@ -91,3 +91,20 @@ async def test_retention_prunes_old_decided_jobs_only(tmp_path: Path) -> None:
         publisher.config = replace(publisher.config, retention_days=0)
         publisher.clock = lambda: wall_ms() + 1000
         assert await publisher.prune_now() == 0
+
+
+class ExplodingRunner(ScriptedRunner):
+    def run(self, *a: object, **kw: object) -> object:  # type: ignore[override]
+        raise ValueError("runner bug")
+
+
+async def test_a_runner_bug_fails_the_build_not_the_node(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 2, runners=[None, ExplodingRunner()]) as c:
+        job = await c.publish(c.nodes[0], replicas=1, quorum=1)
+        jid = bytes.fromhex(job)
+        w = c.nodes[1]
+        with trio.fail_after(10):
+            while jid not in w.worker.jobs or w.worker.jobs[jid].phase != "GAVE_UP":
+                await w.changed.wait()
+        assert "runner bug" in w.worker.jobs[jid].reason
+        assert (await acontrol_call(w.paths.home, "id"))["peer_id"] == w.peer_id
