@@ -35,8 +35,8 @@ class Home:
     def paths(self) -> Paths:
         return Paths(self.path)
 
-    def call(self, op: str, **args: Any) -> Any:
-        return control_call(self.path, op, **args)
+    def call(self, op: str, *, timeout: float | None = 600.0, **args: Any) -> Any:
+        return control_call(self.path, op, timeout=timeout, **args)
 
 
 class P2pciGroup(click.Group):
@@ -252,7 +252,7 @@ def publish_command(
         "require": require,
     }
     if not wait:
-        job = home.call("publish", **args)
+        job = home.call("publish", timeout=None, **args)  # may build the base image first
         if as_json:
             echo_json(job)
         else:
@@ -260,7 +260,7 @@ def publish_command(
         return
     events = iter_events(home.path)
     try:
-        job = home.call("publish", **args)
+        job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
         if not as_json:
             click.echo(f"published {job_id}", err=True)
@@ -326,7 +326,7 @@ def cancel_command(home: Home, job: str) -> None:
 @pass_home
 def fetch_command(home: Home, job: str, out: Path) -> None:
     """Fetch a job's agreed artifacts, each checked against the agreed manifest."""
-    res = home.call("fetch", job=job, out=str(out.expanduser().absolute()))
+    res = home.call("fetch", job=job, out=str(out.expanduser().absolute()), timeout=None)
     for f in res["files"]:
         click.echo(f"{f['sha256']}  {f['path']}")
 
@@ -346,7 +346,7 @@ def logs_command(home: Home, job: str, worker: str | None) -> None:
 @pass_home
 def diff_command(home: Home, job: str) -> None:
     """Why builds differ: diffoscope on one artifact set per group."""
-    text = home.call("diff", job=job)
+    text = home.call("diff", job=job, timeout=None)
     click.echo(text, nl=not text.endswith("\n"))
 
 
