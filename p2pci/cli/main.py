@@ -423,7 +423,7 @@ def _trust_offline(home: Home, op: str, peer_id: str | None) -> list[str]:
 
 
 def _trust(home: Home, op: str, peer_id: str | None = None) -> list[str]:
-    args = {} if peer_id is None else {"peer_id": peer_id}
+    args: dict[str, Any] = {} if peer_id is None else {"peer_id": peer_id}
     try:
         return list(home.call(op, **args))
     except DaemonNotRunning:
