@@ -12,6 +12,7 @@ from bench.common import fmt
 
 EXTRA = [
     ("runner_run_s", "the daemon's hardened runner alone, same build"),
+    ("verdict_cli_s_p50", "`p2pci publish --wait --json` end to end (CLI start-up, packing)"),
     ("overhead_to_first_claim_s_p50", "offer created -> first claim"),
     ("overhead_to_first_build_start_s_p50", "publish -> first build starts"),
     ("overhead_build_s_p50", "one build inside the daemon (fetch source, run, outputs)"),
