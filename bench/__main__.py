@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import common
 from bench.common import Results, fmt, log, machine
 
 HERE = Path(__file__).resolve().parent
@@ -29,6 +30,10 @@ PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sim": ("bench.sim", ("sim_nodes", "sim_converged", "sim_msgs_per_job")),
     "tally": ("bench.tally", ("tally_per_s", "verify_per_s", "tally_verify_ratio")),
     "blob": ("bench.blob", ("blob_mb_s", "tcp_mb_s", "blob_tcp_ratio")),
+    "overhead": (
+        "bench.overhead",
+        ("overhead_s_p50", "overhead_s_p90", "bare_docker_run_s", "verdict_s_p50"),
+    ),
     "footprint": ("bench.footprint", ("idle_rss_mb", "idle_cpu_pct", "bare_libp2p_rss_mb", "startup_s")),
     "propagation": (
         "bench.propagation",
@@ -42,10 +47,6 @@ PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
             "propagation_ms_p50",
             "propagation_ms_p99",
         ),
-    ),
-    "overhead": (
-        "bench.overhead",
-        ("overhead_s_p50", "overhead_s_p90", "bare_docker_run_s", "verdict_s_p50"),
     ),
 }
 
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     results["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     errors: dict[str, str] = {}
     t0 = time.monotonic()
+    common.DEADLINE = t0 + (110 if ns.quick else 570)
     for name in parts:
         run_part(name, ns.quick, results, errors)
         write(results, errors)

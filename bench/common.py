@@ -15,6 +15,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+# Monotonic time by which the whole run must be over (set by bench.__main__):
+# `make bench` must finish in 10 minutes, `make bench-quick` in 2.
+DEADLINE: float | None = None
+
+
+def budget(seconds: float) -> float:
+    """A part's own time budget, cut to what is left of the run's (at least 10 s)."""
+    if DEADLINE is None:
+        return seconds
+    return max(10.0, min(seconds, DEADLINE - time.monotonic() - 5.0))
+
+
 def pct(values: Sequence[float], p: float) -> float | None:
     """The p-th percentile (0..100), nearest-rank on sorted values; None when empty."""
     if not values:

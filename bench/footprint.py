@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from bench.common import Results, cpu_seconds, log, rnd, rss_mb
+from bench.common import Results, budget, cpu_seconds, log, rnd, rss_mb
 from bench.procs import PY, ProcGroup
 
 WORK = Path(__file__).resolve().parent / ".work" / "footprint"
@@ -153,12 +153,14 @@ BUDGET_S = {True: 75, False: 240}  # quick / full: a stuck part must not stall `
 def run(quick: bool) -> Results:
     out: Results = {}
 
+    limit = budget(BUDGET_S[quick])
+
     async def bounded() -> None:
-        with trio.fail_after(BUDGET_S[quick]):
+        with trio.fail_after(limit):
             await footprint(quick, out)
 
     try:
         trio.run(bounded)
     except trio.TooSlowError:
-        out["errors"] = {"footprint": f"gave up after {BUDGET_S[quick]} s (partial results kept)"}
+        out["errors"] = {"footprint": f"gave up after {limit:.0f} s (partial results kept)"}
     return out

@@ -32,7 +32,7 @@ from typing import Any
 
 import trio
 
-from bench.common import Results, log, pct, rnd
+from bench.common import Results, budget, log, pct, rnd
 from bench.daemons import Watch, busybox_image, follow_all, publish_args, put_source
 
 WORK = Path(__file__).resolve().parent / ".work" / "overhead"
@@ -106,14 +106,28 @@ def hardened_run(image: str, src_files: dict[str, str]) -> float:
 
 
 async def overhead(quick: bool, out: Results) -> None:
-    from p2pci.demo import FAST_TIMING, open_mesh
+    from p2pci.demo import FAST_TIMING
 
     jobs = int(os.environ.get("BENCH_OVERHEAD_JOBS", "0")) or (3 if quick else 10)  # env: for trying it out
     out["claim_window_ms"] = FAST_TIMING["claim_window_ms"]
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     image = await trio.to_thread.run_sync(busybox_image)
-    async with open_mesh(WORK / "mesh") as mesh, trio.open_nursery() as nursery:
+    await _mesh_jobs(out, image, jobs, dict(FAST_TIMING), "", cli=not quick)
+    if not quick:
+        # the shipped timing (config.toml defaults: claim window 2000 ms, lease 30 s)
+        await _mesh_jobs(out, image, 3, {}, "_default_timing", cli=False)
+
+
+async def _mesh_jobs(
+    out: Results, image: str, jobs: int, timing: dict[str, int], suffix: str, cli: bool
+) -> None:
+    """Start 5 daemons with `timing`, run a warm-up and `jobs` measured pairs; keys get `suffix`."""
+    from p2pci.config import Timing
+    from p2pci.demo import open_mesh
+
+    lease_ms = timing.get("lease_ms", Timing().lease_ms)
+    async with open_mesh(WORK / f"mesh{suffix}", timing=timing) as mesh, trio.open_nursery() as nursery:
         t0 = time.monotonic()
         with trio.fail_after(120):
             pub = await mesh.add("pub", build=False)
@@ -123,7 +137,7 @@ async def overhead(quick: bool, out: Results) -> None:
                 workers.append(await mesh.add(f"w{i + 1}", bootstrap=[pub]))
         with trio.fail_after(60):
             await mesh.wait_connected(minimum=1)
-        log(f"overhead: 5 daemons up in {time.monotonic() - t0:.1f} s")
+        log(f"overhead{suffix}: 5 daemons up in {time.monotonic() - t0:.1f} s")
         watch = Watch()
         await follow_all(nursery, watch, [pub, *workers])
         verdicts: list[float] = []
@@ -132,14 +146,15 @@ async def overhead(quick: bool, out: Results) -> None:
         overheads: list[float] = []
         phases: list[dict[str, float]] = []
         for i in range(jobs + 1):
-            files = {"hello.txt": f"hello {i}\n"}
+            files = {"hello.txt": f"hello {suffix} {i}\n"}
             bare = await trio.to_thread.run_sync(bare_docker_run, image, files)
-            try:
-                runs.append(await trio.to_thread.run_sync(hardened_run, image, files))
-            except Exception as exc:  # an extra figure, never a reason to lose the others
-                log(f"overhead: DockerRunner alone failed: {exc}")
+            if not suffix:
+                try:
+                    runs.append(await trio.to_thread.run_sync(hardened_run, image, files))
+                except Exception as exc:  # an extra figure, never a reason to lose the others
+                    log(f"overhead: DockerRunner alone failed: {exc}")
             source = put_source(pub.home, files)
-            args = publish_args(source, image, SCRIPT, project=f"overhead-{i}", replicas=3, quorum=2)
+            args = publish_args(source, image, SCRIPT, project=f"overhead{suffix}-{i}", replicas=3, quorum=2)
             t_call = time.monotonic()
             job = (await pub.call("publish", **args))["job"]
             with trio.fail_after(120):
@@ -148,20 +163,20 @@ async def overhead(quick: bool, out: Results) -> None:
             if state != "REPRODUCED":
                 raise RuntimeError(f"job {job[:12]} ended {state}, not REPRODUCED")
             if i == 0:
-                log(f"overhead warm-up: verdict {took:.2f} s, bare run {bare:.2f} s")
+                log(f"overhead{suffix} warm-up: verdict {took:.2f} s, bare run {bare:.2f} s")
                 continue
             verdicts.append(took)
             bares.append(bare)
             overheads.append(took - bare)
             try:
-                phases.append(await _phases(pub, job, watch, t_call))
+                phases.append(await _phases(pub, job, watch, t_call, lease_ms))
             except Exception as exc:  # the breakdown is a bonus, never a reason to fail
                 log(f"overhead: no phase breakdown for {job[:12]}: {exc}")
-            log(f"overhead job {i}: verdict {took:.2f} s, bare run {bare:.2f} s")
-            _summarise(out, verdicts, bares, overheads, phases)
+            log(f"overhead{suffix} job {i}: verdict {took:.2f} s, bare run {bare:.2f} s")
+            _summarise(out, verdicts, bares, overheads, phases, suffix)
             if runs:
                 out["runner_run_s"] = rnd(statistics.median(runs))
-        if not quick:
+        if cli:
             await _cli_publishes(mesh, pub, image, out)
         nursery.cancel_scope.cancel()
 
@@ -194,14 +209,15 @@ def _summarise(
     bares: list[float],
     overheads: list[float],
     phases: list[dict[str, float]],
+    suffix: str = "",
 ) -> None:
     """Write the figures so far (after every job, so a timeout keeps what was measured)."""
-    out["overhead_jobs"] = len(verdicts)
-    out["overhead_s_p50"] = rnd(pct(overheads, 50))
-    out["overhead_s_p90"] = rnd(pct(overheads, 90))
-    out["verdict_s_p50"] = rnd(pct(verdicts, 50))
-    out["verdict_s_p90"] = rnd(pct(verdicts, 90))
-    out["bare_docker_run_s"] = rnd(statistics.median(bares))
+    out[f"overhead_jobs{suffix}"] = len(verdicts)
+    out[f"overhead_s_p50{suffix}"] = rnd(pct(overheads, 50))
+    out[f"overhead_s_p90{suffix}"] = rnd(pct(overheads, 90))
+    out[f"verdict_s_p50{suffix}"] = rnd(pct(verdicts, 50))
+    out[f"verdict_s_p90{suffix}"] = rnd(pct(verdicts, 90))
+    out[f"bare_docker_run_s{suffix}"] = rnd(statistics.median(bares))
     for key in (
         "to_first_claim_s",
         "to_first_build_start_s",
@@ -212,10 +228,10 @@ def _summarise(
     ):
         vals = [p[key] for p in phases if key in p]
         if vals:
-            out[f"overhead_{key}_p50"] = rnd(pct(vals, 50))
+            out[f"overhead_{key}_p50{suffix}"] = rnd(pct(vals, 50))
 
 
-async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, float]:
+async def _phases(pub: Any, job: str, watch: Watch, t_call: float, lease_ms: int) -> dict[str, float]:
     """Seconds from the offer to the first claim, and from the publish call to the first reveal.
 
     A daemon emits a job event when the job object changes: when the offer
@@ -224,7 +240,6 @@ async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, 
     """
     from p2pci.core.evidence import load_bundle
     from p2pci.core.messages import Claim
-    from p2pci.demo import FAST_TIMING
 
     bundle = await pub.call("export", job=job)
     if isinstance(bundle, str):
@@ -234,7 +249,7 @@ async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, 
     assert offer is not None
     leases = [c.body.lease_until for cs in view.claims.values() for c in cs if isinstance(c.body, Claim)]
     out = {
-        "to_first_claim_s": (min(leases) - FAST_TIMING["lease_ms"] - offer.created) / 1000,
+        "to_first_claim_s": (min(leases) - lease_ms - offer.created) / 1000,
         "builds": float(len(view.commits)),
     }
     jt = watch.job(job)
@@ -249,18 +264,20 @@ async def _phases(pub: Any, job: str, watch: Watch, t_call: float) -> dict[str, 
     return out
 
 
-BUDGET_S = {True: 60, False: 180}  # quick / full: a stuck part must not stall `make bench`
+BUDGET_S = {True: 60, False: 240}  # quick / full: a stuck part must not stall `make bench`
 
 
 def run(quick: bool) -> Results:
     out: Results = {}
 
+    limit = budget(BUDGET_S[quick])
+
     async def bounded() -> None:
-        with trio.fail_after(BUDGET_S[quick]):
+        with trio.fail_after(limit):
             await overhead(quick, out)
 
     try:
         trio.run(bounded)
     except trio.TooSlowError:
-        out["errors"] = {"overhead": f"gave up after {BUDGET_S[quick]} s (partial results kept)"}
+        out["errors"] = {"overhead": f"gave up after {limit:.0f} s (partial results kept)"}
     return out

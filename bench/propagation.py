@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from bench.common import Results, cpu_seconds, log, pct, rnd
+from bench.common import Results, budget, cpu_seconds, log, pct, rnd
 from bench.daemons import Watch, busybox_image, follow_all, publish_args, put_source
 
 WORK = Path(__file__).resolve().parent / ".work" / "propagation"
@@ -112,12 +112,14 @@ BUDGET_S = {True: 60, False: 300}  # quick / full: a stuck part must not stall `
 def run(quick: bool) -> Results:
     out: Results = {}
 
+    limit = budget(BUDGET_S[quick])
+
     async def bounded() -> None:
-        with trio.fail_after(BUDGET_S[quick]):
+        with trio.fail_after(limit):
             await propagation(quick, out)
 
     try:
         trio.run(bounded)
     except trio.TooSlowError:
-        out["errors"] = {"propagation": f"gave up after {BUDGET_S[quick]} s (partial results kept)"}
+        out["errors"] = {"propagation": f"gave up after {limit:.0f} s (partial results kept)"}
     return out
