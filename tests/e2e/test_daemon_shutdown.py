@@ -11,15 +11,20 @@ import trio
 from tests.e2e.mesh import Mesh, wait_for, write_project
 
 
-def containers_under(home: Path) -> list[Any]:
+def containers_under(home: Path) -> list[str]:
+    """Ids of p2pci containers mounting something under `home`.
+
+    The low-level list carries the mounts: no per-container inspect that races with other
+    tests' containers going away.
+    """
     import docker
 
     client: Any = docker.from_env()
     prefix = str(home.resolve())
     return [
-        c
-        for c in client.containers.list(all=True, filters={"label": "p2pci"})
-        if any(str(m.get("Source", "")).startswith(prefix) for m in (c.attrs.get("Mounts") or []))
+        c["Id"]
+        for c in client.api.containers(all=True, filters={"label": "p2pci"})
+        if any(str(m.get("Source", "")).startswith(prefix) for m in (c.get("Mounts") or []))
     ]
 
 
