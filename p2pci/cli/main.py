@@ -411,7 +411,10 @@ def _trust_offline(home: Home, op: str, peer_id: str | None) -> list[str]:
     if peer_id is not None:
         public_of(peer_id)
     with FactStore(home.paths.db) as st:
-        keys: list[str] = list(st.kv_get("trust", []))
+        stored = st.kv_get("trust", None)
+        if stored is None:  # never changed: the config's keys seed the set (as in the daemon)
+            stored = list(load_config(home.paths.config).trust.keys)
+        keys: list[str] = list(stored)
         if op == "trust_add" and peer_id not in keys:
             keys.append(peer_id or "")
         elif op == "trust_remove" and peer_id in keys:

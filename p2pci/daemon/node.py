@@ -161,8 +161,9 @@ class Node:
     def _load(self) -> None:
         assert self.store is not None
         self.store.load_into(self.board)
-        trust = self.store.kv_get("trust", [])
-        for p in list(self.config.trust.keys) + list(trust):
+        trust = self.store.kv_get("trust", None)
+        # the kv set, once written, is the whole trust set (config keys seed it; `trust remove` sticks)
+        for p in list(self.config.trust.keys) if trust is None else list(trust):
             with contextlib.suppress(LocalError):
                 self._trust.add(public_of(p))
         self._own_jobs = set(self.store.pinned())

@@ -63,3 +63,15 @@ async def test_second_node_on_one_home_is_refused(tmp_path: Path) -> None:
         with pytest.raises(LocalError, match="another p2pci daemon"):
             await twin.run()
         assert (await acontrol_call(node.paths.home, "id"))["peer_id"] == node.peer_id
+
+
+async def test_trust_changes_survive_a_restart(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, 2, runners=[None, None]) as c:
+        home = c.nodes[0].paths.home
+        other = c.nodes[1].peer_id
+        await acontrol_call(home, "trust_add", peer_id=other)
+        node = await c.restart(0)
+        assert await acontrol_call(node.paths.home, "trust_list") == [other]
+        await acontrol_call(home, "trust_remove", peer_id=other)
+        await c.restart(0)
+        assert await acontrol_call(home, "trust_list") == []
