@@ -16,6 +16,8 @@ Model (say it plainly, it is a model):
   lacks; those are counted as messages too, and are not forwarded again. The
   id exchange itself is background traffic (2 messages per node per
   ``sync_s``, whatever the number of jobs) and is reported separately.
+  GossipSub's own control traffic (heartbeats, IHAVE/IWANT, IDONTWANT) is
+  not modelled.
 * Jobs: one publisher offers a job with M replicas, quorum N. ``2 M`` random
   nodes are eligible workers with a free slot (the rest are busy or
   observers). Each worker runs the real worker state machine
