@@ -53,6 +53,7 @@ __all__ = [
     "open_mesh",
     "p2pci_argv",
     "publish_job",
+    "build_runs",
     "remove_containers",
     "set_allowlist",
     "short",
@@ -186,21 +187,39 @@ def _open(path: Path) -> IO[bytes]:
     return open(path, "ab")  # noqa: SIM115 - closed by Adversary.stop
 
 
-def remove_containers(under: Path) -> int:
-    """Force-remove p2pci build containers whose source mount lies under `under`.
+def build_runs(under: Path) -> set[str]:
+    """`p2pci.run` ids of build containers whose source bind mount lies under `under`."""
+    import docker
 
-    A daemon killed with SIGKILL cannot remove its build container; only
-    containers of this test's homes are touched (others' tests run too).
+    api: Any = docker.from_env().api
+    prefix = str(under.resolve()) + os.sep
+    runs: set[str] = set()
+    for c in api.containers(all=True, filters={"label": "p2pci"}):
+        if any(str(m.get("Source", "")).startswith(prefix) for m in (c.get("Mounts") or [])):
+            run = (c.get("Labels") or {}).get("p2pci.run")
+            if run:
+                runs.add(run)
+    return runs
+
+
+def remove_containers(under: Path) -> int:
+    """Force-remove the build containers (and their /out holder and volume) of homes under `under`.
+
+    A daemon killed with SIGKILL cannot clean up its build. Only runs whose
+    build container bind-mounts a source under `under` are touched (other
+    tests run at the same time); the holder container and the volume of such
+    a run share its `p2pci.run` label. The low-level list carries mounts and
+    labels: no per-container inspect racing with others' removals.
     """
     import docker
 
-    client: Any = docker.from_env()
-    prefix = str(under.resolve())
+    api: Any = docker.from_env().api
     n = 0
-    for c in client.containers.list(all=True, filters={"label": "p2pci"}):
-        mounts = c.attrs.get("Mounts") or []
-        if any(str(m.get("Source", "")).startswith(prefix) for m in mounts):
-            with contextlib.suppress(Exception):
-                c.remove(force=True)
+    for run in sorted(build_runs(under)):
+        for c in api.containers(all=True, filters={"label": f"p2pci.run={run}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(c["Id"], force=True)
                 n += 1
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_volume(f"p2pci-out-{run}", force=True)
     return n

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pci.core.evidence import load_bundle
-from tests.e2e.mesh import Mesh, Node, canon, publish_job, wait_for, write_project
+from tests.e2e.mesh import Mesh, Node, build_runs, canon, publish_job, wait_for, write_project
 
 QUICK = "cp /build/src/hello.txt /out/hello.txt"
 SLOW = "sleep 6 && cp /build/src/hello.txt /out/hello.txt"
@@ -31,21 +30,14 @@ async def start(mesh: Mesh, *names: str, build: bool = True) -> list[Node]:
     return nodes
 
 
-def blobs_of(node: Node) -> set[str]:
-    return {p.name for p in (node.home / "blobs").glob("??/*") if p.is_file()}
+async def building_nodes(nodes: list[Node]) -> list[Node]:
+    """Workers whose build runs in its container (so the source is fetched and unpacked).
 
-
-async def source_blob(node: Node, job: str) -> str:
-    """The sha256 (hex) of a job's source tarball, read from its offer (`export` op)."""
-    view = load_bundle(await node.call("export", job=job))
-    offer = view.offer_msg
-    assert offer is not None
-    return offer.source.sha256.hex()
-
-
-async def building_nodes(mesh: Mesh, nodes: list[Node], source: str) -> list[Node]:
-    """Workers that are building and already hold the source (the build is in its container)."""
-    return [n for n in nodes if n.alive and source in blobs_of(n) and await mesh.building(n)]
+    Waiting for the container, not just the daemon's "building", also means a
+    kill -9 leaves a container the `mesh` fixture can find and remove.
+    """
+    runs = await trio.to_thread.run_sync(lambda: {n.name: build_runs(n.home) for n in nodes})
+    return [n for n in nodes if n.alive and runs[n.name]]
 
 
 @pytest.mark.slow
@@ -56,10 +48,9 @@ async def test_kill9_selected_worker_mid_build(mesh: Mesh, busybox_image: str, s
         await mesh.wait_connected()
     project = write_project(short_tmp, "slow", image=busybox_image, script=SLOW, replicas=2, quorum=2)
     job = await publish_job(mesh, boot, project)
-    source = await source_blob(boot, job)
 
     async def someone_building() -> list[Node]:
-        return await building_nodes(mesh, workers, source)
+        return await building_nodes(workers)
 
     with trio.fail_after(60):
         victim = (await wait_for(someone_building, "a worker to start building"))[0]
@@ -135,10 +126,9 @@ async def test_publisher_offline_after_source_fetched(
         await mesh.wait_connected()
     project = write_project(short_tmp, "orphan", image=busybox_image, script=SLOW, replicas=2, quorum=2)
     job = await publish_job(mesh, pub, project)
-    source = await source_blob(pub, job)
 
     async def all_building() -> bool:
-        return len(await building_nodes(mesh, workers, source)) == len(workers)
+        return len(await building_nodes(workers)) == len(workers)
 
     with trio.fail_after(60):
         await wait_for(all_building, "both workers to fetch the source and build")
@@ -159,10 +149,9 @@ async def test_restart_mid_build_continues(mesh: Mesh, busybox_image: str, short
         await mesh.wait_connected()
     project = write_project(short_tmp, "resumed", image=busybox_image, script=SLOW, replicas=2, quorum=2)
     job = await publish_job(mesh, boot, project)
-    source = await source_blob(boot, job)
 
     async def w1_building() -> bool:
-        return w1 in await building_nodes(mesh, [w1], source)
+        return bool(await building_nodes([w1]))
 
     with trio.fail_after(60):
         await wait_for(w1_building, "w1 to build")
