@@ -137,6 +137,9 @@ class Node:
         try:
             self.store = await trio.to_thread.run_sync(FactStore, self.paths.db)
             await trio.to_thread.run_sync(self._load)
+            reap = getattr(self.runner, "reap_orphans", None)
+            if reap is not None:  # we hold the lock: what carries our owner label is a dead run's
+                await trio.to_thread.run_sync(reap)
             self.network.set_sync_source(self)
             self.network.serve_blobs(self.blobs)
             async with trio.open_nursery() as nursery:

@@ -45,6 +45,7 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
         paths.work.mkdir(parents=True, exist_ok=True)
         runner = DockerRunner(
             work_dir=paths.work / "runs",
+            owner=key.peer_id,
             policy=RunnerPolicy(
                 max_timeout_s=w.max_timeout_s,
                 max_memory_mb=w.max_memory_mb,

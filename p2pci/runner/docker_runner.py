@@ -35,7 +35,7 @@ from p2pci.runner.base import (
     BuildSpec,
     RunnerPolicy,
 )
-from p2pci.runner.dockerutil import LABEL, LABEL_RUN, client
+from p2pci.runner.dockerutil import LABEL, LABEL_OWNER, LABEL_RUN, client
 from p2pci.runner.outputs import IterStream, OutputError, read_outputs
 from p2pci.runner.source import unpack_source
 
@@ -118,12 +118,45 @@ class DockerRunner:
         policy: RunnerPolicy | None = None,
         holder_image: str | None = None,
         labels: dict[str, str] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.labels = dict(labels or {})  # extra labels on containers and volumes (tests find theirs)
+        # A daemon names itself as owner so that, after a crash (kill -9 mid-build), its next
+        # start can remove what the dead process left behind without touching other daemons'.
+        self.owner = owner
+        if owner is not None:
+            self.labels[LABEL_OWNER] = owner
         self.holder_image = holder_image  # any image with `sleep`; default: the busybox image
         self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
         self.policy = policy or RunnerPolicy()
         self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    def reap_orphans(self) -> int:
+        """Remove containers and /out volumes labelled with this runner's owner.
+
+        Call it before the first build: anything with our owner label then belongs to a
+        previous process of the same node that died without cleaning up. Returns the count.
+        """
+        if self.owner is None:
+            return 0
+        import docker
+
+        dc = client()
+        selector = {"label": [f"{LABEL}=1", f"{LABEL_OWNER}={self.owner}"]}
+        found = []
+        for c in dc.api.containers(all=True, filters=selector):
+            try:
+                found.append(dc.containers.get(c["Id"]))
+            except docker.errors.NotFound:
+                pass
+        _remove_all(found)
+        volumes = dc.volumes.list(filters=selector)
+        for v in volumes:
+            try:
+                _remove_volume(v)
+            except docker.errors.APIError:
+                pass
+        return len(found) + len(volumes)
 
     def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
         check_spec(spec)
