@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
+
+from p2pci.core.errors import ProtocolError
+from p2pci.net.base import MAX_FACT, Delivery, SyncSource
 
 T = TypeVar("T")
 
@@ -83,3 +87,40 @@ class Stats:
 
     def snapshot(self) -> dict[str, int]:
         return dict(self._c)
+
+
+def admit_fact(
+    raw: object,
+    from_peer: str,
+    *,
+    validate: Callable[[bytes], bytes],
+    seen: SeenIds,
+    sync: SyncSource,
+    deliver: trio.MemorySendChannel[Delivery],
+    stats: Stats,
+) -> str:
+    """The one gate for facts from the network (gossip and sync), for every implementation.
+
+    Returns "rejected" (not a valid envelope: counted, never forwarded), "duplicate" (we
+    delivered or hold it already), "dropped" (valid, but the daemon is behind: not
+    remembered, so sync offers it again) or "delivered".
+    """
+    if not isinstance(raw, bytes) or len(raw) > MAX_FACT:
+        stats.inc("rejected")
+        return "rejected"
+    try:
+        fact_id = validate(raw)
+    except ProtocolError:
+        stats.inc("rejected")
+        return "rejected"
+    if fact_id in seen or sync.get(fact_id) is not None:
+        stats.inc("duplicate")
+        return "duplicate"
+    try:
+        deliver.send_nowait(Delivery(raw, from_peer))
+    except trio.WouldBlock:
+        stats.inc("dropped")
+        return "dropped"
+    seen.add(fact_id)
+    stats.inc("delivered")
+    return "delivered"

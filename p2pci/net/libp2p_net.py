@@ -43,7 +43,7 @@ from p2pci.net.base import (
     SyncSource,
     Validator,
 )
-from p2pci.net.common import Fanout, SeenIds, Stats, now_ms
+from p2pci.net.common import Fanout, SeenIds, Stats, admit_fact, now_ms
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -476,25 +476,14 @@ class LibP2PNetwork:
         forwarded. `forward=True` republishes it on the gossip topic (facts
         that came by sync, so the rest of our side of a partition gets them).
         """
-        if len(raw) > MAX_FACT:
-            self._stats.inc("rejected")
+        outcome = admit_fact(
+            raw, from_peer, validate=self._validate, seen=self._seen, sync=self._sync,
+            deliver=self._facts_send, stats=self._stats,
+        )
+        if outcome in ("rejected", "duplicate"):
             return False
-        try:
-            fact_id = self._validate(raw)
-        except ProtocolError:
-            self._stats.inc("rejected")
-            return False
-        if fact_id in self._seen or self._sync.get(fact_id) is not None:
-            self._stats.inc("duplicate")
-            return False
-        try:
-            self._facts_send.send_nowait(Delivery(raw, from_peer))
-        except trio.WouldBlock:
-            # The daemon is behind: do not remember the id, sync will offer it again.
-            self._stats.inc("dropped")
-            return True
-        self._seen.add(fact_id)
-        self._stats.inc("delivered")
+        if outcome == "dropped":
+            return True  # valid: gossip may forward it; sync will offer it to us again
         if forward:
             try:
                 self._outbox_send.send_nowait(raw)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 from p2pci.core.errors import ProtocolError
 from p2pci.net.base import (
-    MAX_FACT,
     BlobStoreLike,
     BlobUnavailable,
     Delivery,
@@ -41,7 +40,7 @@ from p2pci.net.base import (
     SyncSource,
     Validator,
 )
-from p2pci.net.common import Fanout, SeenIds, Stats, now_ms
+from p2pci.net.common import Fanout, SeenIds, Stats, admit_fact, now_ms
 
 CHUNK = 64 * 1024
 
@@ -259,25 +258,12 @@ class MemoryNetwork:
 
     def _handle(self, raw: bytes, from_peer: str, *, forward: bool) -> bool:
         """The one path for facts from the network (gossip and sync)."""
-        if not isinstance(raw, bytes) or len(raw) > MAX_FACT:
-            self._stats.inc("rejected")
+        outcome = admit_fact(
+            raw, from_peer, validate=self._validate, seen=self._seen, sync=self._sync,
+            deliver=self._facts_send, stats=self._stats,
+        )
+        if outcome != "delivered":
             return False
-        try:
-            fact_id = self._validate(raw)
-        except ProtocolError:
-            self._stats.inc("rejected")
-            return False
-        if fact_id in self._seen or self._sync.get(fact_id) is not None:
-            self._stats.inc("duplicate")
-            return False
-        try:
-            self._facts_send.send_nowait(Delivery(raw, from_peer))
-        except trio.WouldBlock:
-            # The daemon is behind: not remembered, so sync offers it again.
-            self._stats.inc("dropped")
-            return False
-        self._seen.add(fact_id)
-        self._stats.inc("delivered")
         if forward:
             self._gossip(raw, exclude=from_peer)
         return True
