@@ -222,6 +222,11 @@ def publish_command(
         m = max(m, n)
     if n > m:
         raise LocalError(f"quorum {n} is larger than replicas {m}")
+    if trust.workers == "open" and trust.require is None and m < 2:
+        raise LocalError(
+            "open mode needs at least 2 replicas: a vote counts only when another worker saw its "
+            "commit before any reveal (name your workers in [trust] workers for a single build)"
+        )
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     limits = {
         "timeout_s": timeout_s or recipe.limits.timeout_s,

@@ -33,7 +33,10 @@ async def test_sigterm_mid_build_removes_the_container(mesh: Mesh, busybox_image
         boot = await mesh.add("boot", build=False)
         worker = await mesh.add("w", bootstrap=[boot])
         await mesh.wait_connected(minimum=1)
-    project = write_project(short_tmp / "p", "slow", image=busybox_image, script="echo started; sleep 120", replicas=1, quorum=1)
+    project = write_project(
+        short_tmp / "p", "slow", image=busybox_image, script="echo started; sleep 120",
+        replicas=1, quorum=1, workers=[worker.peer_id],
+    )
     await mesh.cli(boot, "publish", str(project), "--json")
 
     async def running() -> bool:

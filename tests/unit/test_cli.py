@@ -135,3 +135,11 @@ def test_verify_garbage_file(tmp_path: Path) -> None:
     f.write_bytes(b"\x00garbage")
     r = CliRunner().invoke(cli, ["verify", str(f)])
     assert r.exit_code == 2 and r.stderr.startswith("error:")
+
+
+def test_publish_open_mode_single_replica_is_refused(tmp_path: Path) -> None:
+    # A lone open-mode vote never counts (nobody else witnessed its commit): refuse up front.
+    proj = write(tmp_path / "p", '[build]\nimage = "busybox"\ncommand = ["true"]\n')
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "publish", str(proj), "--replicas", "1"])
+    assert r.exit_code == 2 and "open mode needs at least 2 replicas" in r.stderr
+    assert not (tmp_path / "h" / "blobs").exists()
