@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from p2pci.core.errors import ProtocolError
-from p2pci.core.messages import Cancel, Claim, Commit, Offer, Reveal
+from p2pci.core.messages import Offer, Reveal
 from p2pci.core.signing import MAX_ENVELOPE, Fact, open_envelope
 
 AddStatus = Literal["new", "duplicate", "rejected"]
@@ -85,38 +85,46 @@ class JobView:
         return out + rest
 
     def _add(self, fact: Fact) -> None:
+        kind = fact.kind  # the envelope's kind names the body's class (open_envelope, seal)
         body = fact.body
-        if isinstance(body, Offer):
-            self.offer = fact
-            self._allow = body.allowlist
-        elif isinstance(body, Claim):
+        if kind == "reveal":
+            assert isinstance(body, Reveal)
+            if self.seen_at_first_reveal is None:
+                self.seen_at_first_reveal = frozenset(self.commit_ids)
+            signer = fact.signer
+            mine = self.reveals.get(signer)
+            if mine is None:
+                self.reveals[signer] = [fact]
+            else:
+                mine.append(fact)
+                self.equivocators.add(signer)
+            witnesses = self.witnesses
+            for cid in body.seen:
+                w = witnesses.get(cid)
+                if w is None:
+                    witnesses[cid] = {signer}
+                else:
+                    w.add(signer)
+        elif kind == "claim":
             self.claims.setdefault(fact.signer, []).append(fact)
-        elif isinstance(body, Commit):
+            self.ids.add(fact.id)
+            self.version += 1
+            return  # a claim never changes the verdict: tally_version stays
+        elif kind == "commit":
             mine = self.commits.setdefault(fact.signer, [])
             mine.append(fact)
             if len(mine) > 1:
                 self.equivocators.add(fact.signer)
             self.commit_ids[fact.id] = fact
-        elif isinstance(body, Reveal):
-            if self.seen_at_first_reveal is None:
-                self.seen_at_first_reveal = frozenset(self.commit_ids)
-            mine = self.reveals.setdefault(fact.signer, [])
-            mine.append(fact)
-            if len(mine) > 1:
-                self.equivocators.add(fact.signer)
-            witnesses = self.witnesses
-            for cid in body.seen:
-                w = witnesses.get(cid)
-                if w is None:
-                    witnesses[cid] = {fact.signer}
-                else:
-                    w.add(fact.signer)
-        elif isinstance(body, Cancel):
+        elif kind == "offer":
+            assert isinstance(body, Offer)
+            self.offer = fact
+            self._allow = body.allowlist
+        elif kind == "cancel":
             self.cancels.append(fact)
         self.ids.add(fact.id)
         self.version += 1
-        if not isinstance(body, Claim):
-            self.tally_version += 1
+        self.tally_version += 1
 
 
 class Board:
@@ -153,7 +161,8 @@ class Board:
         if fact.id in self.facts:
             return False
         self.facts[fact.id] = fact
-        job = fact.job
+        body = fact.body
+        job = fact.id if type(body) is Offer else body.job  # type: ignore[union-attr]
         view = self._jobs.get(job)
         if view is None:
             view = self._jobs[job] = JobView(job)

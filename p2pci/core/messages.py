@@ -468,9 +468,14 @@ class Reveal:
                 manifest = known_manifest if known_manifest is not None else _fast_manifest(items)
                 log_sha = log["sha256"]
                 log_size = log["size"]
+                seen_ok = True
+                for s in seen:
+                    if type(s) is not bytes or len(s) != 32:
+                        seen_ok = False
+                        break
                 if (
                     manifest is not None
-                    and (not seen or (set(map(type, seen)) == {bytes} and set(map(len, seen)) == {32}))
+                    and seen_ok
                     and len(set(seen)) == len(seen)
                     and type(log_sha) is bytes
                     and len(log_sha) == 32

@@ -275,8 +275,9 @@ def _reveal_body(obj: Any) -> tuple[Reveal, tuple[ManifestEntry, ...] | None]:
     if tuple(obj) != _REVEAL_ORDER or tuple(obj["log"]) != _BLOB_ORDER:
         raise ProtocolError("envelope: map keys not in canonical order")
     if known is None:
-        if any(tuple(e) != _ENTRY_ORDER for e in obj["manifest"]):
-            raise ProtocolError("envelope: map keys not in canonical order")
+        for e in obj["manifest"]:
+            if tuple(e) != _ENTRY_ORDER:
+                raise ProtocolError("envelope: map keys not in canonical order")
         if not checked:  # pragma: no cover - from_obj accepted it, so the types were right
             _check_reveal_digest(body, ProtocolError, obj["manifest"])
     return body, known

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from p2pci.core.board import JobView
-from p2pci.core.messages import Commit, Offer, Require, Reveal
+from p2pci.core.messages import Offer, Require, Reveal
 from p2pci.core.signing import commit_hash, peer_id_of
 
 State = Literal["PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"]
@@ -112,7 +112,7 @@ class _Memo:
         self.verdict = verdict
 
 
-def _satisfies(workers: tuple[bytes, ...], requires: list[Require]) -> bool:
+def _satisfies(workers: tuple[bytes, ...], requires: tuple[Require, ...]) -> bool:
     for req in requires:
         keys = req.keys
         if sum(1 for w in workers if w in keys) < req.min:
@@ -127,24 +127,26 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
     `now >= deadline` and not on claims, so (tally_version, expired?, policy)
     is a complete key.
     """
-    offer = view.offer_msg
-    expired = offer is not None and now >= offer.deadline
-    memo = view.cache.get(_MEMO)
+    offer_fact = view.offer
+    expired = offer_fact is not None and now >= offer_fact.body.deadline  # type: ignore[union-attr]
+    cache = view.cache
+    memo = cache.get(_MEMO)
     if (
-        isinstance(memo, _Memo)
+        type(memo) is _Memo
         and memo.version == view.tally_version
         and memo.expired == expired
         and (memo.policy is policy or memo.policy == policy)
     ):
         return memo.verdict
-    if len(view.cache) > 4096:
-        view.cache.clear()
+    if len(cache) > 4096:
+        cache.clear()
     verdict = _tally(view, now, policy)
-    view.cache[_MEMO] = _Memo(view.tally_version, expired, policy, verdict)
+    cache[_MEMO] = _Memo(view.tally_version, expired, policy, verdict)
     return verdict
 
 
 _MEMO = "verdict"
+_NO_KEYS: frozenset[bytes] = frozenset()
 
 
 def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
@@ -155,19 +157,25 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     assert isinstance(offer, Offer)
     allow = view.allowlist
     trust = policy.trust
-    requires = [r for r in (offer.require, policy.require) if r is not None]
-    no_copy: frozenset[bytes] | set[bytes] = allow or frozenset()
+    oreq = offer.require
+    preq = policy.require
+    requires: tuple[Require, ...]
+    if oreq is None:
+        requires = () if preq is None else (preq,)
+    else:
+        requires = (oreq,) if preq is None else (oreq, preq)
+    no_copy: frozenset[bytes] | set[bytes] = allow or _NO_KEYS
     if requires:
         no_copy = set(no_copy)
         for r in requires:
             no_copy.update(r.keys)
-    quorum = max(offer.quorum, policy.quorum or 0)
+    quorum = offer.quorum
+    if policy.quorum is not None and policy.quorum > quorum:
+        quorum = policy.quorum
 
     commits = view.commits
     reveals = view.reveals
     equiv = view.equivocators  # kept by the board as facts arrive
-    equivocators = sorted(equiv) if equiv else []
-
     seen_by = view.witnesses
     cache = view.cache
 
@@ -188,13 +196,12 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
             ignored.append(Ignored(signer, R_NO_COMMIT))
             continue
         rev_fact = reveals[signer][0]
-        rev = rev_fact.body
+        rev: Reveal = rev_fact.body  # type: ignore[assignment]
         com = cfs[0]
-        assert isinstance(rev, Reveal) and isinstance(com.body, Commit)
         key = rev_fact.id + com.id  # bytes: no tuple for the collector to track
         match = cache.get(key)
         if match is None:
-            match = cache[key] = commit_hash(rev.salt, rev.digest, signer) == com.body.hash
+            match = cache[key] = commit_hash(rev.salt, rev.digest, signer) == com.body.hash  # type: ignore[union-attr]
         if not match:
             ignored.append(Ignored(signer, R_COMMIT_MISMATCH))
             continue
@@ -203,35 +210,45 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
             if not witnesses or (len(witnesses) == 1 and signer in witnesses):
                 ignored.append(Ignored(signer, R_NOT_SEEN))
                 continue
-        votes.setdefault((rev.digest, rev.exit_code), []).append(signer)
+        vkey = (rev.digest, rev.exit_code)
+        ws = votes.get(vkey)
+        if ws is None:
+            votes[vkey] = [signer]
+        else:
+            ws.append(signer)
         counted += 1
 
+    # signers were visited in sorted order: each group's workers are sorted already
     groups = tuple([Group(d, e, tuple(ws)) for (d, e), ws in votes.items()])
     if len(groups) > 1:
-        groups = tuple(sorted(groups, key=lambda g: (-len(g.workers), g.digest, g.exit_code)))
-    common: dict[str, Any] = {
-        "groups": groups,
-        "equivocators": tuple(equivocators),
-        "ignored": tuple(ignored),
-    }
+        groups = tuple(sorted(groups, key=_group_order))
+    equivocators = tuple(sorted(equiv)) if equiv else ()
+    ignored_t = tuple(ignored)
     if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
-        return Verdict("CANCELLED", **common)
-    reaching = [g for g in groups if len(g.workers) >= quorum]
-    if len(reaching) >= 2:
-        return Verdict("DISPUTED", **common)
-    if len(reaching) == 1:
-        win = reaching[0]
-        if _satisfies(win.workers, requires):
+        return Verdict("CANCELLED", None, None, groups, (), equivocators, ignored_t)
+    win: Group | None = None
+    for g in groups:  # sorted by size, largest first
+        if len(g.workers) < quorum:
+            break
+        if win is not None:
+            return Verdict("DISPUTED", None, None, groups, (), equivocators, ignored_t)
+        win = g
+    if win is not None:
+        if not requires or _satisfies(win.workers, requires):
             dissenters: tuple[bytes, ...] = ()
             if len(groups) > 1:
-                dissenters = tuple(sorted(w for g in groups if g is not win for w in g.workers))
+                dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
             state: State = "REPRODUCED" if win.exit_code == 0 else "FAILED"
-            return Verdict(state, win.digest, win.exit_code, dissenters=dissenters, **common)
-    elif counted >= max(offer.replicas, quorum):
-        return Verdict("DISPUTED", **common)
+            return Verdict(state, win.digest, win.exit_code, groups, dissenters, equivocators, ignored_t)
+    elif counted >= offer.replicas and counted >= quorum:
+        return Verdict("DISPUTED", None, None, groups, (), equivocators, ignored_t)
     if now >= offer.deadline:
-        return Verdict("EXPIRED", **common)
-    return Verdict("PENDING", **common)
+        return Verdict("EXPIRED", None, None, groups, (), equivocators, ignored_t)
+    return Verdict("PENDING", None, None, groups, (), equivocators, ignored_t)
+
+
+def _group_order(g: Group) -> tuple[int, bytes, int]:
+    return (-len(g.workers), g.digest, g.exit_code)
 
 
 def verdict_json(view: JobView, verdict: Verdict) -> dict[str, Any]:
