@@ -8,6 +8,8 @@
 hash and the command (so honest workers agree), `lie=True` changes the
 output (a dissenting or lying worker), `fail=True` reports a runner error,
 and `gate` (a threading.Event) holds the build until a test releases it.
+`log_lines` are sent to `on_log` one by one before the gate is waited on
+(a live log while the build is held) and end up in the log file too.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from p2pci.core.signing import NodeKey
 from p2pci.daemon.images import FakeImages
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.net.memory import MemoryHub, MemoryNetwork
-from p2pci.runner.base import BuildResult, BuildSpec
+from p2pci.runner.base import BuildResult, BuildSpec, OnLog
 
 FAST = Timing(
     claim_window_ms=100,
@@ -49,11 +51,17 @@ class ScriptedRunner:
     fail: bool = False
     exit_code: int = 0
     gate: threading.Event | None = None
+    log_lines: tuple[str, ...] = ()
     started: threading.Event = field(default_factory=threading.Event)
     runs: int = 0
 
-    def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
+    def run(
+        self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event, on_log: OnLog | None = None
+    ) -> BuildResult:
         self.runs += 1
+        if on_log is not None:
+            for line in self.log_lines:
+                on_log(line.encode() + b"\n")
         self.started.set()
         if self.gate is not None:
             while not self.gate.wait(0.02):
@@ -72,7 +80,9 @@ class ScriptedRunner:
         (out / "sub").mkdir()
         (out / "sub" / "empty").write_bytes(b"")
         log = d / "build.log"
-        log.write_text(f"log of a build of {src[:12]}\n")
+        log.write_text("".join(f"{line}\n" for line in self.log_lines) + f"log of a build of {src[:12]}\n")
+        if on_log is not None:
+            on_log(f"log of a build of {src[:12]}\n".encode())
         if self.fail:
             return BuildResult("error", None, (), None, log, None, 0.0, "scripted failure")
         manifest = tuple(

@@ -11,6 +11,13 @@ Builds fetch the source (and the image archive if the image is missing)
 from the publisher by hash, run in the runner, and keep their outputs and
 log under `$P2PCI_HOME/work/<job>/` until the reveal; then they go into the
 blob store, where anyone may fetch them by hash.
+
+While a build runs, its output reaches subscribers as it is produced: the
+runner's `on_log` callback (a runner thread) appends to a bounded `LiveLog`
+and wakes a trio task, which sends `{event: "log", job, worker, text}` at
+most every `LOG_INTERVAL` seconds, whole lines only, at most `LOG_EVENT_MAX`
+bytes per event (older text of a burst is skipped with a marker). Nothing
+here waits on a subscriber: `Node.broadcast` drops a subscriber that lags.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +62,96 @@ if TYPE_CHECKING:
     from p2pci.daemon.node import Node
 
 log = logging.getLogger("p2pci.worker")
-LOG_TAIL = 4096  # characters of a finished build's log sent to subscribers
+LOG_TAIL = 4096  # characters of a finished build's log sent to subscribers (runners without on_log)
+LOG_INTERVAL = 0.25  # seconds between two live log events of one build
+LOG_EVENT_MAX = 8192  # bytes of log text in one live event
+LOG_BUFFER_MAX = 64 << 10  # bytes of not yet sent output kept per build (the newest)
+LOG_RECENT_MAX = 1 << 20  # bytes of a running build's output kept for `p2pci logs`
+
+
+class LiveLog:
+    """One running build's output on its way to subscribers.
+
+    `feed(chunk)` is the runner's `on_log`: called from any thread, it never blocks on trio
+    (the wake-up goes through `TrioToken.run_sync_soon`). `take(final)` (trio side) returns
+    the text to send: complete lines only (a line longer than `LOG_EVENT_MAX` is cut), or
+    everything left when `final`.
+    """
+
+    def __init__(self, token: trio.lowlevel.TrioToken | None = None) -> None:
+        self._token = token
+        self._lock = threading.Lock()
+        self._buf = bytearray()
+        self._skipped = 0  # bytes dropped from the front of _buf since the last take
+        self._scheduled = False
+        self._carry = b""  # an incomplete last line (trio side only)
+        self.recent = bytearray()  # the newest LOG_RECENT_MAX bytes, for `p2pci logs` while building
+        self.fed = 0
+        self.ready = trio.Event()
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        with self._lock:
+            self.fed += len(chunk)
+            self._buf += chunk
+            if len(self._buf) > LOG_BUFFER_MAX:
+                cut = len(self._buf) - LOG_BUFFER_MAX
+                del self._buf[:cut]
+                self._skipped += cut
+            self.recent += chunk
+            if len(self.recent) > LOG_RECENT_MAX:
+                del self.recent[: len(self.recent) - LOG_RECENT_MAX]
+            wake = not self._scheduled and self._token is not None
+            self._scheduled = True
+        if wake:
+            assert self._token is not None
+            try:
+                self._token.run_sync_soon(self._wake)
+            except trio.RunFinishedError:
+                pass
+
+    def _wake(self) -> None:
+        self.ready.set()
+
+    async def wait(self) -> None:
+        await self.ready.wait()
+        self.ready = trio.Event()
+
+    def take(self, *, final: bool = False) -> str:
+        with self._lock:
+            data, skipped = bytes(self._buf), self._skipped
+            self._buf.clear()
+            self._skipped = 0
+            self._scheduled = False
+        if skipped:
+            self._carry = b""  # its continuation was skipped
+        data = self._carry + data
+        if final:
+            send, self._carry = data, b""
+        else:
+            nl = data.rfind(b"\n") + 1
+            send, self._carry = data[:nl], data[nl:]
+            if len(self._carry) > LOG_EVENT_MAX:  # a very long line (or no newlines at all): send a piece
+                send, self._carry = data, b""
+        if len(send) > LOG_EVENT_MAX:
+            cut = len(send) - LOG_EVENT_MAX
+            nl = send.find(b"\n", cut, len(send) - 1)
+            cut = nl + 1 if nl >= 0 else cut
+            skipped += cut
+            send = send[cut:]
+        if not send and not skipped:
+            return ""
+        text = send.decode("utf-8", "replace")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        if skipped:
+            text = f"[p2pci: {skipped} bytes of log skipped]\n" + text
+        return text
+
+    def recent_text(self) -> str:
+        with self._lock:
+            return bytes(self.recent).decode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------ persistence of WorkerJob
@@ -95,6 +192,7 @@ class Worker:
         self.jobs: dict[bytes, WorkerJob] = {}
         self.events: dict[bytes, list[Event]] = {}
         self.building: dict[bytes, tuple[trio.CancelScope, int, str]] = {}
+        self.live: dict[bytes, LiveLog] = {}  # job -> output of its running build
         self._claimed_at: dict[bytes, int] = {}  # job -> end of the settle time after our first claim
         self.work_dir = node.paths.work
 
@@ -252,17 +350,26 @@ class Worker:
                     source_date_epoch=offer.source_date_epoch,
                     limits=offer.limits,
                 )
-                result = await run_build(runner, spec, src)
+                live = LiveLog(trio.lowlevel.current_trio_token())
+                self.live[job] = live
+                streaming = trio.CancelScope()
+                assert node._nursery is not None
+                node._nursery.start_soon(self._stream_log, job, live, streaming)
+                try:
+                    result = await run_build(runner, spec, src, on_log=live.feed)
+                finally:
+                    streaming.cancel()
+                    self._send_log(job, live.take(final=True))
+                    self.live.pop(job, None)
                 try:
                     if result.status != "ok" or result.exit_code is None:
                         ev = BuildFailed(result.error or result.status)
                     else:
                         log_ref = await trio.to_thread.run_sync(self._keep_result, job, result.log_path, result.out_dir)
                         ev = BuildDone(result.exit_code, result.manifest, log_ref)
-                        tail = self.live_log(job) or ""
-                        node.broadcast(
-                            {"event": "log", "job": job.hex(), "worker": node.peer_id, "text": tail[-LOG_TAIL:]}
-                        )
+                        if live.fed == 0:  # a runner that does not stream: the tail, at the end
+                            tail = self.live_log(job) or ""
+                            self._send_log(job, tail[-LOG_TAIL:])
                 finally:
                     await trio.to_thread.run_sync(result.cleanup)
             except (P2pciError, OSError, trio.TooSlowError) as exc:
@@ -274,6 +381,20 @@ class Worker:
         self.events.setdefault(job, []).append(ev)
         node.mark_dirty(job)
         self._slot_freed()
+
+    async def _stream_log(self, job: bytes, live: LiveLog, scope: trio.CancelScope) -> None:
+        """Send a running build's new output, at most every LOG_INTERVAL seconds, until `scope` ends."""
+        with scope:
+            while True:
+                await live.wait()
+                if scope.cancel_called:
+                    return  # the build ended: its last words went out with the final take
+                self._send_log(job, live.take())
+                await trio.sleep(LOG_INTERVAL)  # coalesce: what arrives meanwhile goes in the next event
+
+    def _send_log(self, job: bytes, text: str) -> None:
+        if text:
+            self.node.broadcast({"event": "log", "job": job.hex(), "worker": self.node.peer_id, "text": text})
 
     def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None) -> BlobRef:
         d = self._job_dir(job)
@@ -315,6 +436,10 @@ class Worker:
         ]
 
     def live_log(self, job: bytes) -> str | None:
+        """This node's log of `job`: the output so far while it builds, else the kept log."""
+        live = self.live.get(job)
+        if live is not None:
+            return live.recent_text()
         p = self._job_dir(job) / "log"
         try:
             return p.read_bytes()[: 1 << 20].decode("utf-8", "replace")

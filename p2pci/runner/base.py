@@ -8,8 +8,10 @@ has killed and removed its container.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -117,21 +119,46 @@ class BuildResult:
             self.log_path.unlink(missing_ok=True)
 
 
+OnLog = Callable[[bytes], None]
+
+
 class Runner(Protocol):
-    def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
-        """Build; blocking. Raises BuildError when cancelled or when the engine fails."""
+    def run(
+        self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event, on_log: OnLog | None = None
+    ) -> BuildResult:
+        """Build; blocking. Raises BuildError when cancelled or when the engine fails.
+
+        `on_log`, when given, is called with each chunk of the build's output as it is
+        produced (from a runner thread; it must be quick and must not block). The log
+        file gets the same bytes (plus the runner's own notes), capped.
+        """
         ...
 
 
-async def run_build(runner: Runner, spec: BuildSpec, source_tar: Path) -> BuildResult:
-    """Run a build from trio. Cancelling the caller kills and removes the container."""
+def accepts_on_log(runner: object) -> bool:
+    """Whether `runner.run` takes `on_log` (runners written before it existed do not)."""
+    try:
+        params = inspect.signature(runner.run).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "on_log" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+async def run_build(
+    runner: Runner, spec: BuildSpec, source_tar: Path, *, on_log: OnLog | None = None
+) -> BuildResult:
+    """Run a build from trio. Cancelling the caller kills and removes the container.
+
+    `on_log` is passed on to the runner when it accepts it (else silently not used).
+    """
     cancel = threading.Event()
     finished = threading.Event()
     box: list[BuildResult] = []
+    kw: dict[str, OnLog] = {"on_log": on_log} if on_log is not None and accepts_on_log(runner) else {}
 
     def work() -> BuildResult:
         try:
-            result = runner.run(spec, source_tar, cancel=cancel)
+            result = runner.run(spec, source_tar, cancel=cancel, **kw)
             box.append(result)
             return result
         finally:

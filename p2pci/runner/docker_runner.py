@@ -33,6 +33,7 @@ from p2pci.runner.base import (
     SOURCE_DIR,
     BuildResult,
     BuildSpec,
+    OnLog,
     RunnerPolicy,
 )
 from p2pci.runner.dockerutil import LABEL, LABEL_OWNER, LABEL_RUN, client
@@ -80,14 +81,27 @@ def build_command(spec: BuildSpec) -> list[str]:
 
 
 class _LogPump(threading.Thread):
-    """Copies the attach stream into the log file, capped, with a truncation marker."""
+    """Copies the attach stream into the log file, capped, with a truncation marker.
 
-    def __init__(self, stream: Any, log: IO[bytes], cap: int) -> None:
+    `on_log` (optional) gets the same bytes as the file, chunk by chunk, from this thread;
+    an exception in it stops the live copy, never the build or the log file.
+    """
+
+    def __init__(self, stream: Any, log: IO[bytes], cap: int, on_log: OnLog | None = None) -> None:
         super().__init__(daemon=True, name="p2pci-log")
         self.stream, self.log, self.cap = stream, log, cap
+        self.on_log = on_log
         self.written = 0
         self.truncated = False
         self.done = threading.Event()
+
+    def _emit(self, data: bytes) -> None:
+        self.log.write(data)
+        if self.on_log is not None and data:
+            try:
+                self.on_log(data)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the log
+                self.on_log = None
 
     def run(self) -> None:
         try:
@@ -96,12 +110,12 @@ class _LogPump(threading.Thread):
                     continue  # keep draining so the build never blocks on a full pipe
                 room = self.cap - self.written
                 if len(chunk) > room:
-                    self.log.write(chunk[:room])
-                    self.log.write(f"\n[p2pci: log truncated at {self.cap} bytes]\n".encode())
+                    self._emit(chunk[:room])
+                    self._emit(f"\n[p2pci: log truncated at {self.cap} bytes]\n".encode())
                     self.written = self.cap
                     self.truncated = True
                 else:
-                    self.log.write(chunk)
+                    self._emit(chunk)
                     self.written += len(chunk)
         except Exception:  # the stream breaks when the container is killed or removed
             pass
@@ -158,7 +172,9 @@ class DockerRunner:
                 pass
         return len(found) + len(volumes)
 
-    def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
+    def run(
+        self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event, on_log: OnLog | None = None
+    ) -> BuildResult:
         check_spec(spec)
         run_id = uuid.uuid4().hex
         limits = self.policy.clamp(spec.limits)
@@ -173,7 +189,9 @@ class DockerRunner:
             if cancel.is_set():
                 raise BuildError("build cancelled")
             with open(log_path, "wb") as log:
-                return self._run_container(spec, limits, run_id, src, log, log_path, out_dir, cancel, t0)
+                return self._run_container(
+                    spec, limits, run_id, src, log, log_path, out_dir, cancel, t0, on_log
+                )
         except BaseException:
             shutil.rmtree(result_dir, ignore_errors=True)
             raise
@@ -191,6 +209,7 @@ class DockerRunner:
         out_dir: Path,
         cancel: threading.Event,
         t0: float,
+        on_log: OnLog | None = None,
     ) -> BuildResult:
         import docker
         from docker.types import LogConfig, Mount, Ulimit
@@ -280,7 +299,7 @@ class DockerRunner:
                 raise BuildError(f"image {spec.image_id} is not present (ensure_image first)") from None
             except docker.errors.APIError as e:
                 raise BuildError(f"cannot create the build container: {e.explanation or e}") from None
-            return self._build(container, holder, limits, log, out_dir, cancel, result)
+            return self._build(container, holder, limits, log, out_dir, cancel, result, on_log)
         except docker.errors.APIError as e:
             raise BuildError(f"docker failed during the build: {e.explanation or e}") from None
         finally:
@@ -303,13 +322,23 @@ class DockerRunner:
         out_dir: Path,
         cancel: threading.Event,
         result: Callable[..., BuildResult],
+        on_log: OnLog | None = None,
     ) -> BuildResult:
         import docker
 
         pump: _LogPump | None = None
+
+        def note(text: str) -> None:
+            """The runner's own line in the log (after the pump is done with the file)."""
+            data = f"\n[p2pci: {text}]\n".encode()
+            if pump is not None:
+                pump._emit(data)
+            else:
+                log.write(data)
+
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
-            pump = _LogPump(stream, log, self.policy.log_cap)
+            pump = _LogPump(stream, log, self.policy.log_cap, on_log)
             pump.start()
             try:
                 container.start()
@@ -334,12 +363,12 @@ class DockerRunner:
             pump.done.wait(10)
             state = waiter.state
             if timed_out:
-                log.write(f"\n[p2pci: killed after the {limits.timeout_s} s time limit]\n".encode())
+                note(f"killed after the {limits.timeout_s} s time limit")
                 return result("timeout", None, f"timed out after {limits.timeout_s} s")
             exit_code = int(state.get("StatusCode", -1))
             container.reload()
             if container.attrs.get("State", {}).get("OOMKilled"):
-                log.write(f"\n[p2pci: killed: out of memory ({limits.memory_mb} MiB)]\n".encode())
+                note(f"killed: out of memory ({limits.memory_mb} MiB)")
             if cancel.is_set():
                 raise BuildError("build cancelled")
             try:
@@ -347,7 +376,7 @@ class DockerRunner:
                 manifest = read_outputs(IterStream(chunks), out_dir, max_bytes=limits.out_mb << 20)
             except OutputError as e:
                 shutil.rmtree(out_dir, ignore_errors=True)
-                log.write(f"\n[p2pci: rejected outputs: {e}]\n".encode())
+                note(f"rejected outputs: {e}")
                 return result("error", exit_code, str(e))
             return result("ok", exit_code, None, manifest)
         except (docker.errors.APIError, OSError) as e:

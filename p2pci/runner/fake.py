@@ -4,7 +4,8 @@ By default the build "outputs" one file, `result.txt`, holding the sha256 of
 the source tar and the command, so equal jobs give equal digests. Pass
 `outputs` to choose the files (e.g. include the worker's name to simulate an
 unreproducible build), `exit_code` for failing builds, and `gate` to hold
-builds until the test releases them (cancellation tests).
+builds until the test releases them (cancellation tests). The build's log
+goes to `on_log` before the gate is waited on, so it is "live" while held.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from p2pci.core.errors import BuildError
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.runner.base import BuildResult, BuildSpec, Status
+from p2pci.runner.base import BuildResult, BuildSpec, OnLog, Status
 
 Outputs = Callable[[BuildSpec, bytes], dict[str, bytes]]
 
@@ -48,10 +49,15 @@ class FakeRunner:
         self.cancelled = 0
         self._lock = threading.Lock()
 
-    def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
+    def run(
+        self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event, on_log: OnLog | None = None
+    ) -> BuildResult:
         t0 = time.monotonic()
         with self._lock:
             self.calls.append(spec)
+        log_text = f"fake build of {' '.join(spec.command)}\n".encode()
+        if on_log is not None:
+            on_log(log_text)
         self.started.set()
         if self.gate is not None:
             while not self.gate.wait(0.01):
@@ -65,7 +71,7 @@ class FakeRunner:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         result_dir = Path(tempfile.mkdtemp(prefix="p2pci-result-", dir=self.work_dir))
         log_path = result_dir / "build.log"
-        log_path.write_bytes(f"fake build of {' '.join(spec.command)}\n".encode())
+        log_path.write_bytes(log_text)
         if self.status != "ok":
             return BuildResult(
                 self.status, None, (), None, log_path, None, time.monotonic() - t0, f"fake {self.status}"

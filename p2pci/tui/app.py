@@ -90,7 +90,7 @@ class JobScreen(Screen[None]):
 
     def on_mount(self) -> None:
         log = self.query_one("#log", RichLog)
-        log.border_title = "log: live tail of this node's build · l fetches every revealed log"
+        log.border_title = "log: this node's build, live as it runs · l fetches every revealed log"
         self.refresh_detail()
         app = self.app
         if isinstance(app, StatusApp):

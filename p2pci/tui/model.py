@@ -383,7 +383,7 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         lines.append(f"artifacts: `p2pci fetch {short_id(job.job)} --out DIR` (checked against the manifest)")
     me = model.node
     if me is not None and job.job in me.building:
-        lines.append("this node: building")
+        lines.append("this node: building (its output streams into the log below)")
     elif me is not None and any(me.peer_id in g.workers for g in job.groups):
         lines.append("this node: built and voted")
     return lines
