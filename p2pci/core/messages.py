@@ -372,12 +372,18 @@ def _manifest_entry(obj: Any, name: str) -> ManifestEntry:
     raise ProtocolError(f"{name}: invalid entry")  # unreachable: the fast path accepts valid ones
 
 
-def _fast_manifest(items: list[Any]) -> tuple[ManifestEntry, ...] | None:
-    """The manifest if every entry is valid and paths are sorted and distinct, else None."""
+_ENTRY_ORDER = ("mode", "path", "sha256", "size")  # canonical key order (sorted UTF-8)
+
+
+def _fast_manifest(items: list[Any], ordered: bool = False) -> tuple[ManifestEntry, ...] | None:
+    """The manifest if every entry is valid and paths are sorted and distinct, else None.
+
+    `ordered`: also require each entry's keys in canonical order (what the wire demands).
+    """
     entries = []
     paths = []
     for e in items:
-        if type(e) is not dict or e.keys() != _MANIFEST_FIELDS:
+        if type(e) is not dict or (tuple(e) != _ENTRY_ORDER if ordered else e.keys() != _MANIFEST_FIELDS):
             return None
         path = e["path"]
         size = e["size"]

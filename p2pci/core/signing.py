@@ -24,7 +24,21 @@ import nacl.signing
 
 from p2pci.core.codec import canonical
 from p2pci.core.errors import LocalError, ProtocolError
-from p2pci.core.messages import KINDS, BlobRef, Message, Offer, Reveal, message_from_obj
+from p2pci.core.messages import (
+    EXIT_MAX,
+    KINDS,
+    MAX_INT,
+    MAX_MANIFEST,
+    MAX_SEEN,
+    SALT_MAX,
+    SALT_MIN,
+    BlobRef,
+    Message,
+    Offer,
+    Reveal,
+    _fast_manifest,
+    message_from_obj,
+)
 from p2pci.core.results import ManifestEntry, result_digest
 
 DOMAIN = b"p2pci/v1/"
@@ -237,7 +251,11 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
     known: tuple[ManifestEntry, ...] | None = None
     body: Message
     if kind == "reveal":
-        body, known = _reveal_body(body_obj)
+        fast = _reveal_fast(body_obj, raw)
+        if fast is None:
+            body, known = _reveal_body(body_obj)
+        else:
+            body, known = fast, _MANIFESTS.get(fast.digest)
     else:
         body = message_from_obj(kind, body_obj)
         _check_canonical_order(kind, body_obj)
@@ -257,6 +275,86 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
 # and equal digests mean byte-equal canonical [exit_code, manifest], so parse it once.
 _MANIFESTS: dict[bytes, tuple[ManifestEntry, ...]] = {}
 _MANIFESTS_MAX = 256  # bounded: at most 256 manifests of <= 64 KiB envelopes
+
+
+# Byte layout of a canonical reveal envelope: `\x85\xa4body` then the body map
+# {digest, exit_code, job, log: {sha256, size}, manifest, salt, seen}; the
+# manifest's encoding starts at 156 + len(exit_code) + len(log.size) and ends
+# before `\xa4salt`, `salt`, `\xa4seen`, `seen`; the envelope tail follows.
+_MANIFEST_KEY = b"\xa8manifest"
+_SALT_KEY = b"\xa4salt"
+_REVEAL_TAIL = _TAIL_FIXED + len("reveal")
+# msgpack encoding of [exit_code, ...] up to the manifest, for exit codes 0..255
+_DIGEST_PREFIX = [msgpack.packb([c, []], use_bin_type=True)[:-1] for c in range(256)]
+
+
+def _uint_len(n: int) -> int:
+    """Length of the msgpack encoding of a non-negative int."""
+    if n < 0x80:
+        return 1
+    if n <= 0xFF:
+        return 2
+    if n <= 0xFFFF:
+        return 3
+    return 5 if n <= 0xFFFFFFFF else 9
+
+
+def _reveal_fast(obj: Any, raw: bytes) -> Reveal | None:
+    """A reveal body from a canonical envelope (`raw` re-encodes to itself), checked in one pass.
+
+    Same checks as `Reveal.from_obj` plus canonical key order, and the digest is
+    hashed straight from the manifest's bytes in `raw` (canonical, so they are
+    `canonical(manifest)`). None on any doubt: the caller takes the slow path,
+    which names the bad field. ProtocolError if the digest does not match.
+    """
+    if type(obj) is not dict or tuple(obj) != _REVEAL_ORDER:
+        return None
+    job = obj["job"]
+    digest = obj["digest"]
+    salt = obj["salt"]
+    code = obj["exit_code"]
+    items = obj["manifest"]
+    log = obj["log"]
+    seen = obj["seen"]
+    if not (
+        type(job) is bytes
+        and len(job) == 32
+        and type(digest) is bytes
+        and len(digest) == 32
+        and type(salt) is bytes
+        and SALT_MIN <= len(salt) <= SALT_MAX
+        and type(code) is int
+        and 0 <= code <= EXIT_MAX
+        and type(items) is list
+        and len(items) <= MAX_MANIFEST
+        and type(seen) is list
+        and len(seen) <= MAX_SEEN
+        and type(log) is dict
+        and tuple(log) == _BLOB_ORDER
+    ):
+        return None
+    log_sha = log["sha256"]
+    log_size = log["size"]
+    if not (type(log_sha) is bytes and len(log_sha) == 32 and type(log_size) is int and 0 <= log_size <= MAX_INT):
+        return None
+    for c in seen:
+        if type(c) is not bytes or len(c) != 32:
+            return None
+    n = len(seen)
+    if len(set(seen)) != n:
+        return None
+    start = 156 + (1 if code < 0x80 else 2) + _uint_len(log_size)
+    end = len(raw) - _REVEAL_TAIL - (12 + len(salt) + (1 if n < 16 else 3) + 34 * n)
+    if raw[start - 9 : start] != _MANIFEST_KEY or raw[end : end + 5] != _SALT_KEY:
+        return None  # pragma: no cover - the layout above is the canonical one
+    if hashlib.sha256(_DIGEST_PREFIX[code] + raw[start:end]).digest() != digest:
+        raise ProtocolError("reveal: digest does not match exit_code and manifest")
+    manifest = _MANIFESTS.get(digest)
+    if manifest is None:
+        manifest = _fast_manifest(items, ordered=True)
+        if manifest is None:
+            return None
+    return Reveal(job, digest, salt, code, manifest, BlobRef(log_sha, log_size), tuple(seen))
 
 
 def _reveal_body(obj: Any) -> tuple[Reveal, tuple[ManifestEntry, ...] | None]:

@@ -221,3 +221,61 @@ def test_every_byte_value_at_every_position_of_a_claim_is_rejected() -> None:
                 continue
             with pytest.raises(ProtocolError):
                 open_envelope(raw[:i] + bytes([v]) + raw[i + 1 :])
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from([0, 1, 127, 128, 255]) | st.integers(0, 255),
+    st.sampled_from([0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1]),
+    st.integers(0, 20),
+    st.binary(min_size=16, max_size=32),
+    st.integers(0, 4),
+    st.data(),
+)
+def test_reveal_fast_path_matches_the_strict_decoder(
+    code: int, log_size: int, n_seen: int, salt: bytes, n_files: int, data: st.DataObject
+) -> None:
+    """The one-pass reveal decoder (digest hashed from the wire bytes) accepts exactly what
+    `Reveal.from_obj` accepts, for every width of exit code, log size and seen list."""
+    from p2pci.core import signing
+    from p2pci.core.messages import BlobRef, Reveal
+    from p2pci.core.results import ManifestEntry, result_digest
+
+    manifest = tuple(
+        ManifestEntry(f"f{i:02d}", data.draw(st.integers(0, 2**63 - 1)), 0o644, bytes([i]) * 32)
+        for i in range(n_files)
+    )
+    seen = tuple(bytes([i, 7]) * 16 for i in range(n_seen))
+    rev = Reveal(
+        b"\x01" * 32,
+        result_digest(code, manifest),
+        salt,
+        code,
+        manifest,
+        BlobRef(b"\x02" * 32, log_size),
+        seen,
+    )
+    fact = seal(K, rev)
+    body_obj = msgpack.unpackb(fact.raw, raw=False)["body"]
+    signing._MANIFESTS.clear()
+    fast = signing._reveal_fast(body_obj, fact.raw)
+    assert fast is not None and fast == Reveal.from_obj(body_obj) == rev
+    assert open_envelope(fact.raw) == fact
+    # a digest that is not the one of this manifest is refused, signed or not
+    if n_files:
+        other = manifest[:-1]
+        bad = Reveal(rev.job, result_digest(code, other), salt, code, manifest, rev.log, seen)
+        body = bad.to_obj()
+        from p2pci.core.signing import signed_bytes
+
+        raw = canonical(
+            {
+                "v": 1,
+                "kind": "reveal",
+                "body": body,
+                "signer": K.public,
+                "sig": K.sign(signed_bytes("reveal", canonical(body))),
+            }
+        )
+        with pytest.raises(ProtocolError, match="digest"):
+            open_envelope(raw)
