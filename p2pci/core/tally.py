@@ -219,11 +219,16 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         counted += 1
 
     # signers were visited in sorted order: each group's workers are sorted already
-    groups = tuple([Group(d, e, tuple(ws)) for (d, e), ws in votes.items()])
-    if len(groups) > 1:
-        groups = tuple(sorted(groups, key=_group_order))
+    groups: tuple[Group, ...]
+    if len(votes) == 1:
+        for (d, e), ws in votes.items():
+            groups = (Group(d, e, tuple(ws)),)
+    elif votes:
+        groups = tuple(sorted([Group(d, e, tuple(ws)) for (d, e), ws in votes.items()], key=_group_order))
+    else:
+        groups = ()
     equivocators = tuple(sorted(equiv)) if equiv else ()
-    ignored_t = tuple(ignored)
+    ignored_t = tuple(ignored) if ignored else ()
     if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
         return Verdict("CANCELLED", None, None, groups, (), equivocators, ignored_t)
     win: Group | None = None
@@ -236,7 +241,9 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     if win is not None:
         if not requires or _satisfies(win.workers, requires):
             dissenters: tuple[bytes, ...] = ()
-            if len(groups) > 1:
+            if len(groups) == 2:  # the winner is the larger group: groups[0]
+                dissenters = groups[1].workers
+            elif len(groups) > 2:
                 dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
             state: State = "REPRODUCED" if win.exit_code == 0 else "FAILED"
             return Verdict(state, win.digest, win.exit_code, groups, dissenters, equivocators, ignored_t)
