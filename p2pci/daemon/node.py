@@ -34,7 +34,7 @@ import trio
 from p2pci.config import Config, Paths
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import BuildError, LocalError, P2pciError, ProtocolError
-from p2pci.core.messages import BlobRef, Cancel, Limits, Message, Offer, Require, Reveal
+from p2pci.core.messages import BlobRef, Cancel, Claim, Limits, Message, Offer, Require, Reveal
 from p2pci.core.results import ManifestEntry
 from p2pci.core.signing import Fact, NodeKey, open_envelope, peer_id_of, public_of, seal
 from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
@@ -57,6 +57,10 @@ INGEST_BUFFER = 4096
 RETENTION_EVERY_S = 6 * 3600
 INGEST_BATCH = 512
 RECENT_WINDOW_MS = 24 * 3600 * 1000  # finished jobs still offered to anti-entropy
+
+
+# Sources up to this size are fetched as soon as we claim (see Node._prefetch_source).
+PREFETCH_MAX = 16 << 20
 
 
 def wall_ms() -> int:
@@ -125,6 +129,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._trust: set[bytes] = set()
         self._own_jobs: set[bytes] = set()
+        self._fetching: dict[bytes, trio.Event] = {}  # blob sha256 -> set when that fetch ends
         from p2pci.daemon.work import Worker
 
         self.worker = Worker(self)
@@ -255,7 +260,30 @@ class Node:
         await self._accept(fact)
         with contextlib.suppress(ProtocolError):
             await self.network.publish(fact.raw)
+        if isinstance(body, Claim):
+            self._prefetch_source(body.job)
         return fact
+
+    def _prefetch_source(self, job: bytes) -> None:
+        """Fetch a claimed job's source now, during the settle after claiming, not when the build starts.
+
+        Only sources up to PREFETCH_MAX: a claimant that is not selected has fetched for nothing.
+        """
+        view = self.board.job(job)
+        if view is None or view.offer is None or view.offer_msg is None or self._nursery is None:
+            return
+        ref = view.offer_msg.source
+        if ref.size > PREFETCH_MAX or ref.sha256 in self._fetching or self.blobs.size(ref.sha256) == ref.size:
+            return
+        publisher = view.offer.signer
+
+        async def prefetch() -> None:
+            try:
+                await self.fetch_blob(ref, [publisher])
+            except (P2pciError, OSError, trio.TooSlowError) as exc:
+                log.debug("prefetch of %s failed: %r", ref.sha256.hex()[:12], exc)  # the build fetches again
+
+        self._nursery.start_soon(prefetch)
 
     def mark_dirty(self, job: bytes) -> None:
         self._dirty.add(job)
@@ -559,12 +587,23 @@ class Node:
             self.blobs.put_bytes(b"")
             return self.blobs.path(ref.sha256)
         with trio.fail_after(self.config.timing.blob_timeout_ms / 1000):
-            if peers:
-                try:
-                    return await self.network.fetch_blob(ref, self.blobs, [peer_id_of(p) for p in peers])
-                except ProtocolError:
-                    pass
-            return await self.network.fetch_blob(ref, self.blobs, None)
+            pending = self._fetching.get(ref.sha256)
+            if pending is not None:  # the same blob is on its way (a prefetch): wait for it, not a second copy
+                await pending.wait()
+                if self.blobs.size(ref.sha256) == ref.size:
+                    return self.blobs.path(ref.sha256)
+            done = self._fetching[ref.sha256] = trio.Event()
+            try:
+                if peers:
+                    try:
+                        return await self.network.fetch_blob(ref, self.blobs, [peer_id_of(p) for p in peers])
+                    except ProtocolError:
+                        pass
+                return await self.network.fetch_blob(ref, self.blobs, None)
+            finally:
+                if self._fetching.get(ref.sha256) is done:
+                    del self._fetching[ref.sha256]
+                done.set()
 
     def _agreed(self, view: JobView) -> tuple[Verdict, list[bytes], tuple[ManifestEntry, ...]]:
         verdict = tally(view, self.clock(), self.policy())
