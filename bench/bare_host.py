@@ -54,7 +54,7 @@ async def main(connect: list[str], listen: str) -> None:
         eclipse_protection_enabled=False,
         adaptive_gossip_enabled=False,
     )
-    pubsub = Pubsub(host, router)
+    pubsub = Pubsub(host, router, strict_signing=False)  # as LibP2PNetwork: our validator checks envelopes
     async with host.run(listen_addrs=listen_addrs):
         async with background_trio_service(pubsub), background_trio_service(router):
             await pubsub.wait_until_ready()

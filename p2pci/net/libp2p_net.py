@@ -19,6 +19,8 @@ import ipaddress
 import logging
 import random
 import socket
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -66,14 +68,20 @@ OUTBOUND_QUEUE = 1024
 # leaves room for batching and control messages while bounding garbage.
 MAX_RPC = 256 * 1024
 
+# A sender's signed peer record is re-verified when its bytes change or after this long.
+RECORD_RECHECK_S = 60.0
+
 _patched = False
 
 
 def _libp2p() -> Any:
     """Import py-libp2p and apply our process-wide adjustments once."""
     global _patched
+    import libp2p.pubsub.gossipsub as gs_mod
     import libp2p.pubsub.pubsub as ps_mod
     from libp2p.pubsub.rpc_queue import RpcQueue
+    from libp2p.pubsub.utils import maybe_consume_signed_record
+    from libp2p.stream_muxer.yamux import yamux as yamux_mod
 
     if not _patched:
 
@@ -84,8 +92,143 @@ def _libp2p() -> Any:
         # Pubsub builds `RpcQueue()` with the module defaults (32, 1 MiB): no
         # constructor knob exists, so we swap the class it looks up.
         ps_mod.RpcQueue = _P2pciRpcQueue  # type: ignore[attr-defined]
+        # Every pubsub RPC carries the sender's signed peer record and the receiver
+        # verifies it (Ed25519, protobuf, multiaddr parsing, peerstore rewrite), twice
+        # for an RPC with control messages: once per RPC and connection, although it
+        # is the same bytes every time. Verify a peer's record once per change.
+        consume = _RecordCache(maybe_consume_signed_record)
+        ps_mod.maybe_consume_signed_record = consume  # type: ignore[attr-defined]
+        gs_mod.maybe_consume_signed_record = consume  # type: ignore[attr-defined]
+        # Yamux credits the receive window after *every* read (a WINDOW_UPDATE frame,
+        # one Noise encryption and one send per read; pubsub reads each RPC in 2-3
+        # reads). Credit like go-yamux instead: once half the window is consumed.
+        yamux_mod.YamuxStream._auto_tune_and_send_window_update = _window_update  # type: ignore[method-assign]
         _patched = True
     return ps_mod
+
+
+# IDONTWANT only for messages larger than this (go-libp2p's IDontWantMessageThreshold):
+# for a small fact the IDONTWANT to every mesh peer costs as much as the copies it saves.
+IDONTWANT_MIN = 1024
+
+_classes: tuple[Any, Any] | None = None
+
+
+def _pubsub_classes(ps_mod: Any) -> tuple[Any, Any]:
+    """Our Pubsub and GossipSub subclasses (built once, after the lazy import)."""
+    global _classes
+    if _classes is not None:
+        return _classes
+    from libp2p.network.stream.exceptions import StreamClosed, StreamReset
+    from libp2p.pubsub.gossipsub import GossipSub
+    from libp2p.pubsub.pb import rpc_pb2
+    from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
+    from libp2p.utils.varint import encode_uvarint
+
+    class _Pubsub(ps_mod.Pubsub):  # type: ignore[misc]
+        """Built with `strict_signing=False`: we sign what we publish, we do not verify others.
+
+        Every fact is an Ed25519-signed envelope that our topic validator verifies;
+        the pubsub signature only binds the libp2p `from`/`seqno` fields, which
+        nothing of ours reads. Signing keeps peers that verify (stock py-libp2p,
+        older p2pci) accepting our messages.
+        """
+
+        async def publish(self, topic_id: str, data: bytes) -> None:
+            msg = rpc_pb2.Message(data=data, topicIDs=[topic_id], from_id=self.my_id.to_bytes(), seqno=self._next_seqno())
+            key = self.host.get_private_key()
+            msg.signature = key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+            msg.key = self.host.get_public_key().serialize()
+            await self.push_msg(self.my_id, msg)
+
+        async def handle_sending_messages(self, peer_id: Any, stream: Any, queue: Any) -> None:
+            """The library's per-peer send loop, writing every RPC already queued in one write.
+
+            One write is one Yamux frame, one Noise encryption and one send on our side,
+            one frame to decrypt on theirs: a fact and its IDONTWANT, or a burst, go together.
+            """
+            try:
+                while True:
+                    rpc = await queue.pop()
+                    if rpc is None:
+                        return
+                    parts: list[bytes] = []
+                    size = 0
+                    while rpc is not None:
+                        data = rpc.SerializeToString()
+                        parts.append(encode_uvarint(len(data)))
+                        parts.append(data)
+                        size += len(data)
+                        if size >= MAX_RPC:
+                            break
+                        rpc = queue._queue.pop()  # what is queued already, without waiting
+                    try:
+                        await stream.write(b"".join(parts))
+                    except (StreamClosed, StreamReset):
+                        self._handle_dead_peer(peer_id)
+                        return
+            except Exception:
+                log.debug("pubsub send loop for %s ended", peer_id, exc_info=True)
+                self._handle_dead_peer(peer_id)
+
+    class _GossipSub(GossipSub):
+        _idontwant_size = 0
+
+        async def publish(self, msg_forwarder: Any, pubsub_msg: Any) -> None:
+            # read by _emit_idontwant_for_message, which publish() awaits before any checkpoint
+            self._idontwant_size = len(pubsub_msg.data)
+            await super().publish(msg_forwarder, pubsub_msg)
+
+        async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
+            if self._idontwant_size > IDONTWANT_MIN:
+                await super()._emit_idontwant_for_message(msg_id, topic_ids)
+
+        def _check_equivocation(self, msg: Any) -> bool:
+            # "Same from/seqno, different data": meaningless with content ids, and with
+            # unverified pubsub signatures anyone could use it to stop us forwarding a
+            # fact. Equivocation that matters is on signed facts: the tally reports it.
+            return True
+
+    _classes = (_Pubsub, _GossipSub)
+    return _classes
+
+
+class _RecordCache:
+    """`maybe_consume_signed_record` that skips bytes it already accepted for that host and peer."""
+
+    def __init__(self, consume: Callable[[Any, Any, Any], bool]) -> None:
+        self._consume = consume
+        self._ok: weakref.WeakKeyDictionary[Any, dict[Any, tuple[bytes, float]]] = weakref.WeakKeyDictionary()
+
+    def __call__(self, msg: Any, host: Any, peer_id: Any) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        record = bytes(msg.senderRecord)
+        known = self._ok.setdefault(host, {})
+        hit = known.get(peer_id)
+        now = time.monotonic()
+        if hit is not None and hit[0] == record and now < hit[1]:
+            return True
+        ok = self._consume(msg, host, peer_id)
+        if ok:
+            if len(known) >= 4096:
+                known.clear()
+            known[peer_id] = (record, now + RECORD_RECHECK_S)
+        else:
+            known.pop(peer_id, None)
+        return ok
+
+
+async def _window_update(self: Any, *, bytes_read: int = 0) -> None:
+    """go-yamux `sendWindowUpdate`: credit the consumed bytes once they reach half the target window."""
+    total = 0
+    async with self.window_lock:
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        delta = self.target_recv_window - (self.recv_window + buffered)
+        if delta > 0 and delta >= self._grow_threshold():
+            total = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+    if total > 0:
+        await self.send_window_update(total, skip_lock=True)
 
 
 def libp2p_peer_id(seed: bytes) -> str:
@@ -325,7 +468,7 @@ class LibP2PNetwork:
         from libp2p.crypto.ed25519 import create_new_key_pair
         from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
         from libp2p.network.config import ConnectionConfig, RetryConfig
-        from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
         from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
         from libp2p.security.noise.transport import Transport as NoiseTransport
         from libp2p.tools.anyio_service import background_trio_service
@@ -352,14 +495,15 @@ class LibP2PNetwork:
         # connections and dials every peerstore entry, also on each disconnect,
         # ignoring our backoff: switch it off (peer selection is _dialer's job).
         swarm.auto_connector.maybe_connect = _no_auto_connect
-        gossipsub = GossipSub(
+        pubsub_cls, gossipsub_cls = _pubsub_classes(ps_mod)
+        gossipsub = gossipsub_cls(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
             # Mesh degree: the usual 6/4/12; with fewer peers the mesh is everyone.
             degree=6,
             degree_low=4,
             degree_high=12,
             # Library default 120 s: mesh repair and IHAVE gossip would take minutes.
-            heartbeat_interval=self.heartbeat,  # type: ignore[arg-type]
+            heartbeat_interval=self.heartbeat,
             heartbeat_initial_delay=0.1,
             # Gossip (IHAVE) about the last 3 heartbeats, keep 5 in the cache.
             gossip_window=3,
@@ -379,10 +523,13 @@ class LibP2PNetwork:
             # Adaptive gossip rewrites the heartbeat interval at run time.
             adaptive_gossip_enabled=False,
         )
-        pubsub = ps_mod.Pubsub(
+        pubsub = pubsub_cls(
             host,
             gossipsub,
             msg_id_constructor=_msg_id,
+            # Our validator verifies every envelope's Ed25519 signature: no second
+            # check of the pubsub signature (we still sign, see _Pubsub).
+            strict_signing=False,
             # A result cached by msg id would skip our validator (and its
             # duplicate check) once the seen-cache entry expired.
             validation_cache_ttl=0,
