@@ -14,6 +14,7 @@ a `ProtocolError`; nothing else escapes.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,6 +192,8 @@ def seal(key: NodeKey, body: Message) -> Fact:
 
 
 _PREFIXES = {k: DOMAIN + k.encode() + b"\x00" for k in KINDS}
+# One reusable msgpack packer per thread (msgpack.packb builds a new Packer on every call).
+_LOCAL = threading.local()
 _sign_open = nacl.bindings.crypto_sign_open
 
 # Keys of the envelope in canonical order (sorted by UTF-8 bytes).
@@ -231,7 +234,11 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
         raise ProtocolError("envelope: not a canonical 5-field map starting with body")
     try:
         env = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
-        again = msgpack.packb(env, use_bin_type=True)
+        try:
+            packer = _LOCAL.packer
+        except AttributeError:
+            packer = _LOCAL.packer = msgpack.Packer(use_bin_type=True)
+        again = packer.pack(env)
     except Exception as exc:  # msgpack raises a zoo of types on garbage
         raise ProtocolError(f"envelope: not valid msgpack: {type(exc).__name__}") from None
     if again != raw:
