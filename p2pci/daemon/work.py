@@ -65,7 +65,7 @@ log = logging.getLogger("p2pci.worker")
 LOG_TAIL = 4096  # characters of a finished build's log sent to subscribers (runners without on_log)
 LOG_INTERVAL = 0.25  # seconds between two live log events of one build
 LOG_EVENT_MAX = 8192  # bytes of log text in one live event
-LOG_BUFFER_MAX = 64 << 10  # bytes of not yet sent output kept per build (the newest)
+LOG_BUFFER_MAX = 64 << 10  # bytes of not yet sent output kept per build (the newest; up to twice that)
 LOG_RECENT_MAX = 1 << 20  # bytes of a running build's output kept for `p2pci logs`
 
 
@@ -94,13 +94,14 @@ class LiveLog:
             return
         with self._lock:
             self.fed += len(chunk)
+            # trimmed to the cap once twice the cap is reached: a chatty build costs no memmove per chunk
             self._buf += chunk
-            if len(self._buf) > LOG_BUFFER_MAX:
+            if len(self._buf) > 2 * LOG_BUFFER_MAX:
                 cut = len(self._buf) - LOG_BUFFER_MAX
                 del self._buf[:cut]
                 self._skipped += cut
             self.recent += chunk
-            if len(self.recent) > LOG_RECENT_MAX:
+            if len(self.recent) > 2 * LOG_RECENT_MAX:
                 del self.recent[: len(self.recent) - LOG_RECENT_MAX]
             wake = not self._scheduled and self._token is not None
             self._scheduled = True
@@ -151,7 +152,7 @@ class LiveLog:
 
     def recent_text(self) -> str:
         with self._lock:
-            return bytes(self.recent).decode("utf-8", "replace")
+            return bytes(self.recent[-LOG_RECENT_MAX:]).decode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------ persistence of WorkerJob
