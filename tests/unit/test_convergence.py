@@ -117,3 +117,47 @@ def test_two_boards_in_different_orders_with_duplicates_agree(
         good = sim.built(workers[0]).digest
         evil = sim.built(workers[0], b"evil").digest
         assert verdict_a.digest in (good, evil)
+
+
+@settings(max_examples=60, deadline=None)
+@given(jobs(), st.randoms(use_true_random=False), st.sampled_from([CREATED + 1, DEADLINE]), st.data())
+def test_tally_after_every_fact_equals_a_fresh_tally(
+    job: tuple[JobSim, list[NodeKey]], rnd: random.Random, now: int, data: st.DataObject
+) -> None:
+    """The tally is memoised and caches commit checks on the view: after every
+    arrival (duplicates included) it must equal the tally of a fresh board holding the same facts."""
+    sim, workers = job
+    facts = list(sim.facts) + rnd.sample(sim.facts, k=len(sim.facts) // 3)
+    rnd.shuffle(facts)
+    trust = data.draw(st.none() | st.sets(st.sampled_from(workers)))
+    req = data.draw(st.none() | st.sets(st.sampled_from(workers), min_size=1))
+    policies = [
+        ObserverPolicy(),
+        ObserverPolicy(
+            trust=None if trust is None else frozenset(k.public for k in trust),
+            require=None if req is None else Require(tuple(sorted(k.public for k in req)), 1),
+            quorum=data.draw(st.none() | st.integers(1, 4)),
+        ),
+    ]
+    board = Board()  # tallied under both policies in turn
+    own = [Board() for _ in policies]  # each tallied under one policy only
+    held = []
+    for fact in facts:
+        for b in (board, *own):
+            b.add_fact(fact)
+        if fact not in held:
+            held.append(fact)
+        fresh = Board()
+        for f in held:
+            fresh.add_fact(f)
+        fresh_view = fresh.job(sim.job)
+        assert fresh_view is not None
+        expected = [tally(fresh_view, now, policy) for policy in policies]
+        for i in data.draw(st.permutations(range(len(policies)))):
+            view = board.job(sim.job)
+            assert view is not None
+            assert tally(view, now, policies[i]) == expected[i]
+        for b, policy, want in zip(own, policies, expected, strict=True):
+            view = b.job(sim.job)
+            assert view is not None
+            assert tally(view, now, policy) == want
