@@ -381,17 +381,25 @@ def _fast_manifest(items: list[Any], ordered: bool = False) -> tuple[ManifestEnt
     `ordered`: also require each entry's keys in canonical order (what the wire demands).
     """
     entries = []
-    paths = []
+    prev = ""  # paths are non-empty: "" sorts before all of them
     for e in items:
-        if type(e) is not dict or (tuple(e) != _ENTRY_ORDER if ordered else e.keys() != _MANIFEST_FIELDS):
+        if type(e) is not dict:
             return None
-        path = e["path"]
-        size = e["size"]
-        mode = e["mode"]
-        sha = e["sha256"]
+        if ordered:
+            if tuple(e) != _ENTRY_ORDER:
+                return None
+            mode, path, sha, size = e.values()
+        else:
+            if e.keys() != _MANIFEST_FIELDS:
+                return None
+            path = e["path"]
+            size = e["size"]
+            mode = e["mode"]
+            sha = e["sha256"]
         if not (
             type(path) is str
             and 0 < len(path) <= MAX_PATH
+            and prev < path  # sorted and distinct
             and type(size) is int
             and 0 <= size <= MAX_INT
             and type(mode) is int
@@ -409,9 +417,7 @@ def _fast_manifest(items: list[Any], ordered: bool = False) -> tuple[ManifestEnt
         _set(entry, "mode", mode)
         _set(entry, "sha256", sha)
         entries.append(entry)
-        paths.append(path)
-    if len(set(paths)) != len(paths) or paths != sorted(paths):
-        return None
+        prev = path
     return tuple(entries)
 
 

@@ -316,13 +316,7 @@ def _reveal_fast(obj: Any, raw: bytes) -> Reveal | None:
     """
     if type(obj) is not dict or tuple(obj) != _REVEAL_ORDER:
         return None
-    job = obj["job"]
-    digest = obj["digest"]
-    salt = obj["salt"]
-    code = obj["exit_code"]
-    items = obj["manifest"]
-    log = obj["log"]
-    seen = obj["seen"]
+    digest, code, job, log, items, salt, seen = obj.values()  # in _REVEAL_ORDER
     if not (
         type(job) is bytes
         and len(job) == 32
@@ -340,8 +334,7 @@ def _reveal_fast(obj: Any, raw: bytes) -> Reveal | None:
         and tuple(log) == _BLOB_ORDER
     ):
         return None
-    log_sha = log["sha256"]
-    log_size = log["size"]
+    log_sha, log_size = log.values()  # in _BLOB_ORDER
     if not (type(log_sha) is bytes and len(log_sha) == 32 and type(log_size) is int and 0 <= log_size <= MAX_INT):
         return None
     for c in seen:

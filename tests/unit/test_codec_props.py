@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgpack
@@ -279,3 +280,28 @@ def test_reveal_fast_path_matches_the_strict_decoder(
         )
         with pytest.raises(ProtocolError, match="digest"):
             open_envelope(raw)
+
+
+@pytest.mark.parametrize("order", [(1, 0), (0, 0), (0, 1, 1)])
+def test_signed_reveal_with_unsorted_or_repeated_paths_is_rejected(order: tuple[int, ...]) -> None:
+    """Digest consistent with the manifest and validly signed, but the manifest is not sorted by
+    path or repeats one: rejected by both the one-pass and the strict decoder."""
+    from p2pci.core.signing import signed_bytes
+
+    reveal = next(f for f in SAMPLES if f.kind == "reveal")
+    body = reveal.body.to_obj()
+    entries = [
+        {"mode": 0o644, "path": p, "sha256": bytes([i]) * 32, "size": i} for i, p in enumerate(("a", "b"))
+    ]
+    body["manifest"] = [entries[i] for i in order]
+    body["digest"] = hashlib.sha256(
+        msgpack.packb([body["exit_code"], body["manifest"]], use_bin_type=True)
+    ).digest()
+    sig = K.sign(signed_bytes("reveal", canonical(body)))
+    raw = canonical({"v": 1, "kind": "reveal", "body": body, "signer": K.public, "sig": sig})
+    with pytest.raises(ProtocolError, match="not sorted or not distinct"):
+        open_envelope(raw)
+    ok = dict(body, manifest=entries)
+    ok["digest"] = hashlib.sha256(msgpack.packb([body["exit_code"], entries], use_bin_type=True)).digest()
+    sig = K.sign(signed_bytes("reveal", canonical(ok)))
+    assert open_envelope(canonical({"v": 1, "kind": "reveal", "body": ok, "signer": K.public, "sig": sig}))
