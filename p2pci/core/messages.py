@@ -421,6 +421,40 @@ def _fast_manifest(items: list[Any], ordered: bool = False) -> tuple[ManifestEnt
     return tuple(entries)
 
 
+def reveal_fields_ok(
+    job: Any, digest: Any, salt: Any, exit_code: Any, items: Any, seen: Any, log_sha: Any, log_size: Any
+) -> bool:
+    """The hot-path field checks of a reveal body (types, sizes, ranges, unique 32-byte `seen` ids).
+
+    Shared by `Reveal.from_obj` and the one-pass envelope decoder in `signing`; the
+    manifest items are checked by the caller. False means: take the slow path, which
+    names the bad field.
+    """
+    if not (
+        type(job) is bytes
+        and len(job) == 32
+        and type(digest) is bytes
+        and len(digest) == 32
+        and type(salt) is bytes
+        and SALT_MIN <= len(salt) <= SALT_MAX
+        and type(exit_code) is int
+        and 0 <= exit_code <= EXIT_MAX
+        and type(items) is list
+        and len(items) <= MAX_MANIFEST
+        and type(seen) is list
+        and len(seen) <= MAX_SEEN
+        and type(log_sha) is bytes
+        and len(log_sha) == 32
+        and type(log_size) is int
+        and 0 <= log_size <= MAX_INT
+    ):
+        return False
+    for s in seen:
+        if type(s) is not bytes or len(s) != 32:
+            return False
+    return len(set(seen)) == len(seen)
+
+
 @dataclass(frozen=True, slots=True)
 class Reveal:
     KIND: ClassVar[str] = "reveal"
@@ -454,49 +488,17 @@ class Reveal:
         # Hot path (every reveal from the network): one pass of inline checks;
         # on any doubt fall through to the slow path, which names the bad field.
         if type(obj) is dict and obj.keys() == cls.FIELDS:
-            job = obj["job"]
-            digest = obj["digest"]
-            salt = obj["salt"]
-            exit_code = obj["exit_code"]
-            items = obj["manifest"]
             log = obj["log"]
-            seen = obj["seen"]
-            if (
-                type(job) is bytes
-                and len(job) == 32
-                and type(digest) is bytes
-                and len(digest) == 32
-                and type(salt) is bytes
-                and SALT_MIN <= len(salt) <= SALT_MAX
-                and type(exit_code) is int
-                and 0 <= exit_code <= EXIT_MAX
-                and type(items) is list
-                and len(items) <= MAX_MANIFEST
-                and type(seen) is list
-                and len(seen) <= MAX_SEEN
-                and type(log) is dict
-                and log.keys() == BlobRef.FIELDS
-            ):
-                manifest = known_manifest if known_manifest is not None else _fast_manifest(items)
-                log_sha = log["sha256"]
-                log_size = log["size"]
-                seen_ok = True
-                for s in seen:
-                    if type(s) is not bytes or len(s) != 32:
-                        seen_ok = False
-                        break
-                if (
-                    manifest is not None
-                    and seen_ok
-                    and len(set(seen)) == len(seen)
-                    and type(log_sha) is bytes
-                    and len(log_sha) == 32
-                    and type(log_size) is int
-                    and 0 <= log_size <= MAX_INT
-                ):
-                    return cls(
-                        job, digest, salt, exit_code, manifest, BlobRef(log_sha, log_size), tuple(seen)
-                    )
+            if type(log) is dict and log.keys() == BlobRef.FIELDS:
+                job, digest, salt = obj["job"], obj["digest"], obj["salt"]
+                exit_code, items, seen = obj["exit_code"], obj["manifest"], obj["seen"]
+                log_sha, log_size = log["sha256"], log["size"]
+                if reveal_fields_ok(job, digest, salt, exit_code, items, seen, log_sha, log_size):
+                    manifest = known_manifest if known_manifest is not None else _fast_manifest(items)
+                    if manifest is not None:
+                        return cls(
+                            job, digest, salt, exit_code, manifest, BlobRef(log_sha, log_size), tuple(seen)
+                        )
         d = _fields(obj, "reveal", cls.FIELDS)
         items = _list(d["manifest"], "manifest", 0, MAX_MANIFEST)
         manifest = tuple(_manifest_entry(e, f"manifest[{i}]") for i, e in enumerate(items))

@@ -26,19 +26,14 @@ import nacl.signing
 from p2pci.core.codec import canonical
 from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import (
-    EXIT_MAX,
     KINDS,
-    MAX_INT,
-    MAX_MANIFEST,
-    MAX_SEEN,
-    SALT_MAX,
-    SALT_MIN,
     BlobRef,
     Message,
     Offer,
     Reveal,
     _fast_manifest,
     message_from_obj,
+    reveal_fields_ok,
 )
 from p2pci.core.results import ManifestEntry, result_digest
 
@@ -317,32 +312,12 @@ def _reveal_fast(obj: Any, raw: bytes) -> Reveal | None:
     if type(obj) is not dict or tuple(obj) != _REVEAL_ORDER:
         return None
     digest, code, job, log, items, salt, seen = obj.values()  # in _REVEAL_ORDER
-    if not (
-        type(job) is bytes
-        and len(job) == 32
-        and type(digest) is bytes
-        and len(digest) == 32
-        and type(salt) is bytes
-        and SALT_MIN <= len(salt) <= SALT_MAX
-        and type(code) is int
-        and 0 <= code <= EXIT_MAX
-        and type(items) is list
-        and len(items) <= MAX_MANIFEST
-        and type(seen) is list
-        and len(seen) <= MAX_SEEN
-        and type(log) is dict
-        and tuple(log) == _BLOB_ORDER
-    ):
+    if type(log) is not dict or tuple(log) != _BLOB_ORDER:
         return None
     log_sha, log_size = log.values()  # in _BLOB_ORDER
-    if not (type(log_sha) is bytes and len(log_sha) == 32 and type(log_size) is int and 0 <= log_size <= MAX_INT):
+    if not reveal_fields_ok(job, digest, salt, code, items, seen, log_sha, log_size):
         return None
-    for c in seen:
-        if type(c) is not bytes or len(c) != 32:
-            return None
     n = len(seen)
-    if len(set(seen)) != n:
-        return None
     start = 156 + (1 if code < 0x80 else 2) + _uint_len(log_size)
     end = len(raw) - _REVEAL_TAIL - (12 + len(salt) + (1 if n < 16 else 3) + 34 * n)
     if raw[start - 9 : start] != _MANIFEST_KEY or raw[end : end + 5] != _SALT_KEY:
