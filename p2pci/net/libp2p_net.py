@@ -111,6 +111,37 @@ def _libp2p() -> Any:
 # for a small fact the IDONTWANT to every mesh peer costs as much as the copies it saves.
 IDONTWANT_MIN = 1024
 
+# GossipSub parameters (py-libp2p 0.8.1 keyword names) chosen for CI, not the
+# library defaults. One definition for the daemon and the test-only peers that
+# must join its mesh the same way (LibP2PNetwork overrides the heartbeat).
+GOSSIPSUB_PARAMS: dict[str, Any] = {
+    # Mesh degree: the usual 6/4/12; with fewer peers the mesh is everyone.
+    "degree": 6,
+    "degree_low": 4,
+    "degree_high": 12,
+    # Library default 120 s: mesh repair and IHAVE gossip would take minutes.
+    "heartbeat_interval": 1.0,
+    "heartbeat_initial_delay": 0.1,
+    # Gossip (IHAVE) about the last 3 heartbeats, keep 5 in the cache.
+    "gossip_window": 3,
+    "gossip_history": 5,
+    # Short backoffs: nodes restart and partitions heal in seconds in CI.
+    "prune_back_off": 5,
+    "unsubscribe_back_off": 5,
+    # Our own peer exchange (/p2pci/peers/1) replaces gossipsub PX.
+    "do_px": False,
+    # Default 10 msg/s per peer and topic, counted against the forwarder
+    # *including ourselves*, and applied after local delivery: it silently
+    # stops forwarding our own bursts. 500/s still bounds a flood.
+    "spam_protection_enabled": True,
+    "max_messages_per_topic_per_second": 500.0,
+    # Needs 3 distinct IPs in the mesh: everything is 127.0.0.1 on a CI box.
+    "eclipse_protection_enabled": False,
+    # Adaptive gossip rewrites the heartbeat interval at run time.
+    "adaptive_gossip_enabled": False,
+}
+
+
 _classes: tuple[Any, Any] | None = None
 
 
@@ -498,30 +529,7 @@ class LibP2PNetwork:
         pubsub_cls, gossipsub_cls = _pubsub_classes(ps_mod)
         gossipsub = gossipsub_cls(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
-            # Mesh degree: the usual 6/4/12; with fewer peers the mesh is everyone.
-            degree=6,
-            degree_low=4,
-            degree_high=12,
-            # Library default 120 s: mesh repair and IHAVE gossip would take minutes.
-            heartbeat_interval=self.heartbeat,
-            heartbeat_initial_delay=0.1,
-            # Gossip (IHAVE) about the last 3 heartbeats, keep 5 in the cache.
-            gossip_window=3,
-            gossip_history=5,
-            # Short backoffs: nodes restart and partitions heal in seconds in CI.
-            prune_back_off=5,
-            unsubscribe_back_off=5,
-            # Our own peer exchange (/p2pci/peers/1) replaces gossipsub PX.
-            do_px=False,
-            # Default 10 msg/s per peer and topic, counted against the forwarder
-            # *including ourselves*, and applied after local delivery: it silently
-            # stops forwarding our own bursts. 500/s still bounds a flood.
-            spam_protection_enabled=True,
-            max_messages_per_topic_per_second=500.0,
-            # Needs 3 distinct IPs in the mesh: everything is 127.0.0.1 on a CI box.
-            eclipse_protection_enabled=False,
-            # Adaptive gossip rewrites the heartbeat interval at run time.
-            adaptive_gossip_enabled=False,
+            **{**GOSSIPSUB_PARAMS, "heartbeat_interval": self.heartbeat},
         )
         pubsub = pubsub_cls(
             host,

@@ -55,6 +55,7 @@ from p2pci.core.errors import P2pciError
 from p2pci.core.messages import BlobRef, Claim, Commit, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import Fact, NodeKey, commit_hash, open_envelope, public_of, seal, signed_bytes
+from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS
 
 TOPIC = "/p2pci/board/1"
 LOG_REF = BlobRef(sha256=hashlib.sha256(b"no log").digest(), size=6)
@@ -304,7 +305,7 @@ async def main(ns: argparse.Namespace) -> None:
     key = load_key(Path(ns.home))
     key_pair = create_new_key_pair(key.seed)
     # The same stack as p2pci.net.LibP2PNetwork: Noise, Yamux, GossipSub 1.2/1.1,
-    # message id = sha256(data), no eclipse protection (everything is 127.0.0.1).
+    # message id = sha256(data), the daemon's GossipSub parameters.
     host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
@@ -312,18 +313,7 @@ async def main(ns: argparse.Namespace) -> None:
     )
     if host.get_id().to_base58() != key.peer_id:
         raise SystemExit(f"libp2p peer ID {host.get_id()} != p2pci peer ID {key.peer_id}")
-    router = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
-        degree=6,
-        degree_low=4,
-        degree_high=12,
-        heartbeat_interval=1,
-        heartbeat_initial_delay=0.1,
-        do_px=False,
-        max_messages_per_topic_per_second=500.0,
-        eclipse_protection_enabled=False,
-        adaptive_gossip_enabled=False,
-    )
+    router = GossipSub(protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11], **GOSSIPSUB_PARAMS)
     pubsub = Pubsub(host, router, msg_id_constructor=lambda m: hashlib.sha256(m.data).digest())
     if ns.mode == "garbage":
         hostile_handlers(host, key)
