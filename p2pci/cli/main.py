@@ -20,6 +20,7 @@ import click
 from p2pci.config import Paths, default_home, load_config, write_default_config
 from p2pci.core.errors import LocalError, P2pciError
 from p2pci.daemon.control import ControlError, DaemonNotRunning, control_call, iter_events
+from p2pci.textsafe import safe_text
 
 FINAL = frozenset({"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"})
 EXIT_OF_VERDICT = {"REPRODUCED": 0, "FAILED": 1, "DISPUTED": 1, "EXPIRED": 2, "CANCELLED": 2}
@@ -48,9 +49,9 @@ class P2pciGroup(click.Group):
         except DaemonNotRunning as exc:
             fail(str(exc))
         except ControlError as exc:
-            fail(f"error: {exc}")
+            fail(f"error: {safe_text(exc)}")  # the daemon's errors may quote peer-supplied text
         except P2pciError as exc:
-            fail(f"error: {exc}")
+            fail(f"error: {safe_text(exc)}")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -125,9 +126,9 @@ def id_command(home: Home, as_json: bool) -> None:
     if as_json:
         echo_json({"peer_id": info["peer_id"], "addrs": list(info["addrs"])})
         return
-    click.echo(info["peer_id"])
+    click.echo(safe_text(info["peer_id"]))
     for a in info["addrs"]:
-        click.echo(a)
+        click.echo(safe_text(a))
 
 
 @cli.command("peers")
@@ -142,7 +143,7 @@ def peers_command(home: Home, as_json: bool) -> None:
     if not peers:
         click.echo("no peers")
     for p in peers:
-        click.echo(f"{p['peer_id']}  {' '.join(p['addrs'])}")
+        click.echo(safe_text(f"{p['peer_id']}  {' '.join(p['addrs'])}"))
 
 
 # ------------------------------------------------------------------ daemon
@@ -170,24 +171,30 @@ def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ..
 
 def _verdict_line(job: dict[str, Any]) -> str:
     votes = max((len(g["workers"]) for g in job.get("groups", [])), default=0)
-    return f"{job['job'][:12]}  {job['project']:<20.20}  {job['verdict']:<10}  {votes}/{job['quorum']} of {job['replicas']}"
+    project = safe_text(job["project"])
+    return safe_text(f"{job['job'][:12]}  {project:<20.20}  {job['verdict']:<10}  {votes}/{job['quorum']} of {job['replicas']}")
+
+
+def _echo(line: str) -> None:
+    """One line of a human-readable view: peer-supplied text shown escaped, never interpreted."""
+    click.echo(safe_text(line))
 
 
 def _echo_job(job: dict[str, Any]) -> None:
-    click.echo(f"job      {job['job']}")
-    click.echo(f"project  {job['project']}")
-    click.echo(f"verdict  {job['verdict']}" + (f"  {job['digest']}" if job.get("digest") else ""))
-    click.echo(f"quorum   {job['quorum']} of {job['replicas']} replicas")
+    _echo(f"job      {job['job']}")
+    _echo(f"project  {job['project']}")
+    _echo(f"verdict  {job['verdict']}" + (f"  {job['digest']}" if job.get("digest") else ""))
+    _echo(f"quorum   {job['quorum']} of {job['replicas']} replicas")
     for g in job.get("groups", []):
-        click.echo(f"group    {g['digest'][:16]}  exit {g['exit_code']}  {len(g['workers'])} vote(s)")
+        _echo(f"group    {g['digest'][:16]}  exit {g['exit_code']}  {len(g['workers'])} vote(s)")
         for w in g["workers"]:
-            click.echo(f"           {w}")
+            _echo(f"           {w}")
     for w in job.get("dissenters", []):
-        click.echo(f"dissent  {w}")
+        _echo(f"dissent  {w}")
     for w in job.get("equivocators", []):
-        click.echo(f"EQUIVOCATED  {w}")
+        _echo(f"EQUIVOCATED  {w}")
     for ig in job.get("ignored", []):
-        click.echo(f"ignored  {ig['worker']}: {ig['reason']}")
+        _echo(f"ignored  {ig['worker']}: {ig['reason']}")
 
 
 @cli.command("publish")
@@ -261,14 +268,14 @@ def publish_command(
         if as_json:
             echo_json(job)
         else:
-            click.echo(job["job"])
+            _echo(job["job"])
         return
     events = iter_events(home.path)
     try:
         job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
         if not as_json:
-            click.echo(f"published {job_id}", err=True)
+            click.echo(safe_text(f"published {job_id}"), err=True)
         else:
             echo_json(job)
         final = job if job["verdict"] in FINAL else None
@@ -322,7 +329,7 @@ def show_command(home: Home, job: str, as_json: bool) -> None:
 def cancel_command(home: Home, job: str) -> None:
     """Cancel a job this node published."""
     view = home.call("cancel", job=job)
-    click.echo(f"{view['job']} {view['verdict']}")
+    _echo(f"{view['job']} {view['verdict']}")
 
 
 @cli.command("fetch")
@@ -333,7 +340,7 @@ def fetch_command(home: Home, job: str, out: Path) -> None:
     """Fetch a job's agreed artifacts, each checked against the agreed manifest."""
     res = home.call("fetch", job=job, out=str(out.expanduser().absolute()), timeout=None)
     for f in res["files"]:
-        click.echo(f"{f['sha256']}  {f['path']}")
+        _echo(f"{f['sha256']}  {f['path']}")
 
 
 @cli.command("logs")
@@ -351,7 +358,7 @@ def logs_command(home: Home, job: str, worker: str | None) -> None:
 @pass_home
 def diff_command(home: Home, job: str) -> None:
     """Why builds differ: diffoscope on one artifact set per group."""
-    text = home.call("diff", job=job, timeout=None)
+    text = safe_text(home.call("diff", job=job, timeout=None), multiline=True)
     click.echo(text, nl=not text.endswith("\n"))
 
 
@@ -466,7 +473,7 @@ def trust_list(home: Home, as_json: bool) -> None:
         echo_json(keys)
         return
     for k in keys:
-        click.echo(k)
+        _echo(k)
 
 
 # ------------------------------------------------------------------ commands from other packages

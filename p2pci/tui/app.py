@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import trio
+from rich.markup import escape
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -25,6 +26,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
 from p2pci.core.errors import P2pciError
+from p2pci.textsafe import safe_text
 from p2pci.tui import model as m
 from p2pci.tui.client import BadFrame, FrameReader, encode_frame, open_control, request
 
@@ -95,7 +97,7 @@ class JobScreen(Screen[None]):
         app = self.app
         if isinstance(app, StatusApp):
             for line in app.model.logs.get(self.job_id, ()):
-                log.write(line)
+                log.write(Text(line))  # already made safe by the model
 
     def refresh_detail(self) -> None:
         app = self.app
@@ -104,7 +106,7 @@ class JobScreen(Screen[None]):
         job = app.model.jobs.get(self.job_id)
         detail = self.query_one("#detail", Static)
         if job is None:
-            detail.update(f"job {self.job_id}: not on the board")
+            detail.update(Text(f"job {self.job_id}: not on the board"))
             return
         text = Text()
         for i, line in enumerate(m.detail_lines(app.model, job)):
@@ -116,8 +118,8 @@ class JobScreen(Screen[None]):
 
     def append_log(self, lines: list[str]) -> None:
         log = self.query_one("#log", RichLog)
-        for line in lines:
-            log.write(line)
+        for line in lines:  # peer text: escaped, and a Text so that no markup is parsed
+            log.write(Text(safe_text(line)))
 
 
 # -- the main app ---------------------------------------------------------------
@@ -219,11 +221,11 @@ class StatusApp(App[int]):
             conn.remove_class("down")
         else:
             why = f" ({self.model.error})" if self.model.error else ""
-            conn.update(f"disconnected, retrying{why}")
+            conn.update(Text(safe_text(f"disconnected, retrying{why}")))
             conn.add_class("down")
 
     def render_node(self) -> None:
-        self.query_one("#node", Static).update("\n".join(m.node_lines(self.model, self.clock())))
+        self.query_one("#node", Static).update(Text("\n".join(m.node_lines(self.model, self.clock()))))
 
     def render_peers(self) -> None:
         table = self.query_one("#peers", DataTable)
@@ -231,10 +233,10 @@ class StatusApp(App[int]):
         table.clear()
         now = self.clock()
         for p in self.model.peers:
-            table.add_row(*m.peer_row(p, now), key=p.peer_id)
+            table.add_row(*(escape(c) for c in m.peer_row(p, now)), key=p.peer_id)
 
     def job_cells(self, job: m.Job, now: int) -> list[str | Text]:
-        cells: list[str | Text] = list(m.job_row(self.model, job, now))
+        cells: list[str | Text] = [escape(c) for c in m.job_row(self.model, job, now)]  # peer text is no markup
         cells[-1] = Text(job.verdict, style=m.VERDICT_STYLE.get(job.verdict, ""))
         return cells
 

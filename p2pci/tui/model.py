@@ -2,8 +2,12 @@
 
 Pure: no Textual, no trio, no clock reads (`now` is passed in, integer ms).
 Every frame is checked for shape; a malformed one is dropped and counted in
-`StatusModel.bad_frames`, never applied half-way. The Textual app and the
-`--once` printer both render from this model.
+`StatusModel.bad_frames`, never applied half-way (a malformed job inside a
+status reply drops that job only). Lists longer than the model keeps (junk
+reveals: hundreds of ignored votes) are cut and the rest counted, never a
+reason to drop the job. Every string is made terminal-safe here, as it
+enters (`p2pci.textsafe`): the Textual app and the `--once` printer both
+render from this model and never see a raw control character.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from p2pci.textsafe import safe_lines, safe_text
 
 VERDICTS = ("PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED")
 # Colour per verdict (Rich style names): the issue fixes these.
@@ -40,7 +46,7 @@ class BadFrame(ValueError):
 def _str(obj: Any, name: str, *, limit: int = MAX_STR) -> str:
     if not isinstance(obj, str):
         raise BadFrame(f"{name}: expected str")
-    return obj[:limit]
+    return safe_text(obj[:limit])
 
 
 def _opt_str(obj: Any, name: str) -> str | None:
@@ -57,12 +63,20 @@ def _opt_int(obj: Any, name: str) -> int | None:
     return None if obj is None else _int(obj, name)
 
 
-def _str_list(obj: Any, name: str, *, limit: int = 256) -> tuple[str, ...]:
+MAX_LIST = 256  # items of one list kept per job (the rest is counted in Job.hidden)
+MAX_RAW_LIST = 100_000  # a longer list is a malformed frame
+
+
+def _list(obj: Any, name: str) -> list[Any]:
     if obj is None:
-        return ()
-    if not isinstance(obj, list) or len(obj) > limit:
-        raise BadFrame(f"{name}: expected a list of at most {limit} strings")
-    return tuple(_str(x, name) for x in obj)
+        return []
+    if not isinstance(obj, list) or len(obj) > MAX_RAW_LIST:
+        raise BadFrame(f"{name}: expected a list")
+    return obj
+
+
+def _str_list(obj: Any, name: str, *, limit: int = MAX_LIST) -> tuple[str, ...]:
+    return tuple(_str(x, name) for x in _list(obj, name)[:limit])
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,7 @@ class Job:
     equivocators: tuple[str, ...]
     ignored: tuple[tuple[str, str], ...]
     created: int | None  # ms since the epoch, if the daemon sends it
+    hidden: int = 0  # list items (groups, workers, ignored votes...) beyond what the model keeps
 
     @property
     def votes(self) -> int:
@@ -117,28 +132,31 @@ def parse_job(obj: Any) -> Job:
     verdict = _str(obj.get("verdict"), "job.verdict")
     if verdict not in VERDICTS:
         raise BadFrame(f"job.verdict: unknown verdict {verdict[:20]!r}")
-    raw_groups = obj.get("groups") or []
-    if not isinstance(raw_groups, list) or len(raw_groups) > 64:
-        raise BadFrame("job.groups: expected a list")
+    raw_groups = _list(obj.get("groups"), "job.groups")
+    hidden = max(0, len(raw_groups) - 64)
     groups = []
-    for g in raw_groups:
+    for g in raw_groups[:64]:
         if not isinstance(g, dict):
             raise BadFrame("job.groups[]: expected a map")
+        workers = _list(g.get("workers"), "group.workers")
+        hidden += max(0, len(workers) - MAX_LIST)
         groups.append(
             Group(
                 digest=_str(g.get("digest"), "group.digest"),
                 exit_code=_opt_int(g.get("exit_code"), "group.exit_code"),
-                workers=_str_list(g.get("workers"), "group.workers"),
+                workers=_str_list(workers, "group.workers"),
             )
         )
-    raw_ignored = obj.get("ignored") or []
-    if not isinstance(raw_ignored, list) or len(raw_ignored) > 256:
-        raise BadFrame("job.ignored: expected a list")
+    raw_ignored = _list(obj.get("ignored"), "job.ignored")
+    hidden += max(0, len(raw_ignored) - MAX_LIST)
     ignored = []
-    for i in raw_ignored:
+    for i in raw_ignored[:MAX_LIST]:
         if not isinstance(i, dict):
             raise BadFrame("job.ignored[]: expected a map")
         ignored.append((_str(i.get("worker"), "ignored.worker"), _str(i.get("reason", ""), "ignored.reason")))
+    dissenters = _list(obj.get("dissenters"), "job.dissenters")
+    equivocators = _list(obj.get("equivocators"), "job.equivocators")
+    hidden += max(0, len(dissenters) - MAX_LIST) + max(0, len(equivocators) - MAX_LIST)
     return Job(
         job=job,
         project=_str(obj.get("project") or "", "job.project", limit=80),
@@ -147,10 +165,11 @@ def parse_job(obj: Any) -> Job:
         replicas=_opt_int(obj.get("replicas"), "job.replicas"),
         quorum=_opt_int(obj.get("quorum"), "job.quorum"),
         groups=tuple(groups),
-        dissenters=_str_list(obj.get("dissenters"), "job.dissenters"),
-        equivocators=_str_list(obj.get("equivocators"), "job.equivocators"),
+        dissenters=_str_list(dissenters, "job.dissenters"),
+        equivocators=_str_list(equivocators, "job.equivocators"),
         ignored=tuple(ignored),
         created=_opt_int(obj.get("created"), "job.created"),
+        hidden=hidden,
     )
 
 
@@ -221,10 +240,15 @@ class StatusModel:
             raw_jobs = result.get("jobs") or []
             if not isinstance(raw_jobs, list):
                 raise BadFrame("status.jobs: expected a list")
-            jobs = [parse_job(j) for j in raw_jobs[:MAX_JOBS]]
         except BadFrame:
             self.bad_frames += 1
             return False
+        jobs = []
+        for raw in raw_jobs[:MAX_JOBS]:  # one malformed job is dropped (and counted), not the reply
+            try:
+                jobs.append(parse_job(raw))
+            except BadFrame:
+                self.bad_frames += 1
         self.node, self.node_seen_at, self.peers = node, now, peers
         for j in reversed(jobs):  # the daemon lists newest first
             self._put_job(j, now, live=False)
@@ -245,13 +269,16 @@ class StatusModel:
             elif kind == "log":
                 job = _str(frame.get("job"), "log.job").lower()
                 _str(frame.get("worker", ""), "log.worker")
-                text = _str(frame.get("text"), "log.text", limit=64 * 1024)
+                text = frame.get("text")
+                if not isinstance(text, str):
+                    raise BadFrame("log.text: expected str")
                 tail = self.logs.get(job)
                 if tail is None:
                     if len(self.logs) >= MAX_JOBS:
                         self.logs.pop(next(iter(self.logs)))
                     tail = self.logs[job] = deque(maxlen=LOG_LINES)
-                tail.extend(text.splitlines())
+                if text:
+                    tail.extend(safe_lines(text[: 64 * 1024].rstrip("\n")))
             elif isinstance(kind, str):
                 return None  # an event kind we do not show: ignore, not an error
             else:
@@ -377,6 +404,8 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         lines.extend(f"  {w}" for w in items)
     lines.append("ignored votes: " + ("none" if not job.ignored else ""))
     lines.extend(f"  {w}: {reason}" for w, reason in job.ignored)
+    if job.hidden:
+        lines.append(f"(and {job.hidden} more entries not shown: `p2pci show {short_id(job.job)} --json` has them all)")
     if job.verdict == "DISPUTED":
         lines.append(f"why: `p2pci diff {short_id(job.job)}` compares one result per group (diffoscope)")
     elif job.verdict == "REPRODUCED":
