@@ -280,6 +280,9 @@ def write_default_config(path: Path) -> bool:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(DEFAULT_CONFIG_TEXT)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private: born 0600
+    with os.fdopen(fd, "w") as fh:
+        fh.write(DEFAULT_CONFIG_TEXT)
+    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return True

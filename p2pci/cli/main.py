@@ -102,10 +102,22 @@ def _load_or_create_key(paths: Paths, create: bool) -> tuple[Any, bool]:
     return NodeKey.from_seed(seed), False
 
 
+def _secure_home(home: Home) -> None:
+    from p2pci.homeperm import secure_home
+
+    for line in secure_home(home.path):
+        click.echo(line, err=True)
+
+
 @cli.command("init")
 @pass_home
 def init_command(home: Home) -> None:
-    """Create the node key and a default config.toml; print the peer ID."""
+    """Create the node key and a default config.toml; print the peer ID.
+
+    The node directory is made 0700 and its secrets 0600 (an existing directory is
+    tightened, and the command says so on stderr).
+    """
+    _secure_home(home)
     key, created = _load_or_create_key(home.paths, create=True)
     wrote = write_default_config(home.paths.config)
     if created or wrote:
@@ -155,9 +167,10 @@ def peers_command(home: Home, as_json: bool) -> None:
 @click.option("--no-build", is_flag=True, help="Never build: bootstrap / observer node only.")
 @pass_home
 def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ...], no_build: bool) -> None:
-    """Run the node until SIGINT/SIGTERM."""
+    """Run the node until SIGINT/SIGTERM (the node directory is made 0700, its secrets 0600)."""
     from p2pci.daemon.run import run_daemon
 
+    _secure_home(home)
     key, _ = _load_or_create_key(home.paths, create=True)
     write_default_config(home.paths.config)
     config = load_config(home.paths.config).with_overrides(
