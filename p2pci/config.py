@@ -68,6 +68,7 @@ class WorkerSettings:
     max_memory_mb: int = 4096
     max_cpus: int = 2
     max_out_mb: int = 1024
+    max_source_mb: int = 256  # the source tar, and its unpacked total at apparent sizes
     images: str | tuple[str, ...] = "any"  # "any" or image ids ("sha256:…")
     open_jobs: bool = True
 
@@ -82,6 +83,7 @@ class WorkerSettings:
             max_memory_mb=self.max_memory_mb,
             max_cpus=self.max_cpus,
             max_out_mb=self.max_out_mb,
+            max_source_mb=self.max_source_mb,
             images=images,
             open_jobs=self.open_jobs,
         )
@@ -152,6 +154,7 @@ max_timeout_s = 3600
 max_memory_mb = 4096
 max_cpus = 2
 max_out_mb = 1024
+max_source_mb = 256   # a source larger than this (tar, or unpacked: sparse files at their full size) is refused
 images = "any"        # or a list of image ids ["sha256:…"]
 open_jobs = true      # false: only build offers whose allowlist names this node
 
@@ -223,6 +226,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         max_memory_mb=_nonneg(_take(w, "max_memory_mb", int, "worker.", dw.max_memory_mb), "worker.max_memory_mb"),
         max_cpus=_nonneg(_take(w, "max_cpus", int, "worker.", dw.max_cpus), "worker.max_cpus"),
         max_out_mb=_nonneg(_take(w, "max_out_mb", int, "worker.", dw.max_out_mb), "worker.max_out_mb"),
+        max_source_mb=_nonneg(_take(w, "max_source_mb", int, "worker.", dw.max_source_mb), "worker.max_source_mb", 1),
         images=images,
         open_jobs=_take(w, "open_jobs", bool, "worker.", dw.open_jobs),
     )

@@ -80,6 +80,7 @@ class WorkerPolicy:
     max_memory_mb: int = 4096
     max_cpus: int = 2
     max_out_mb: int = 1024
+    max_source_mb: int = 256
     images: Literal["any"] | frozenset[str] = "any"
     open_jobs: bool = True
 
@@ -110,6 +111,8 @@ def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str
         return f"cpus {lim.cpus} exceeds {policy.max_cpus}"
     if lim.out_mb > policy.max_out_mb:
         return f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
+    if offer.source.size > policy.max_source_mb << 20:
+        return f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
         return f"image {offer.image.id} not allowed"
     if policy.slots < 1:

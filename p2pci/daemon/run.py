@@ -51,6 +51,7 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
                 max_memory_mb=w.max_memory_mb,
                 max_cpus=w.max_cpus,
                 max_out_mb=w.max_out_mb,
+                max_source_mb=w.max_source_mb,
             ),
         )
     return Node(home, config, network=net, runner=runner, key=key)

@@ -61,6 +61,7 @@ class RunnerPolicy:
     max_cpus: int = 4
     max_pids: int = 4096
     max_out_mb: int = 4096
+    max_source_mb: int = 256  # unpacked source total (apparent sizes: a sparse file counts in full)
     log_cap: int = DEFAULT_LOG_CAP
 
     def clamp(self, limits: LimitsLike) -> Limits:

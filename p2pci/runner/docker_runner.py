@@ -185,7 +185,7 @@ class DockerRunner:
         t0 = time.monotonic()
         try:
             src = scratch / "src"
-            unpack_source(source_tar, src)
+            unpack_source(source_tar, src, max_bytes=self.policy.max_source_mb << 20)
             if cancel.is_set():
                 raise BuildError("build cancelled")
             with open(log_path, "wb") as log:

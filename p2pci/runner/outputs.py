@@ -5,7 +5,9 @@ The stream is what `container.get_archive("/out")` returns: members named
 symlink, a hard link to something outside `/out`, a device, a fifo or a
 setuid/setgid file is an `OutputError` naming the path. Regular files are
 copied to a host directory (created by us, so nothing is written through a
-link) and hashed on the way; the total is capped.
+link) and hashed on the way; the total is capped, and so is the depth
+(MAX_TREE_DEPTH levels, checked before a directory is made; the walk is
+iterative, so a deep /out is an OutputError, never a RecursionError).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from p2pci.core.results import ManifestEntry
+from p2pci.runner.source import MAX_TREE_DEPTH, too_deep
 
 _CHUNK = 1 << 20
 
@@ -68,6 +71,8 @@ def read_outputs(
                 if rel is None:
                     continue  # the /out directory itself
                 shown = "/out/" + rel
+                if too_deep(rel):
+                    raise OutputError(f"{shown[:80]}... is deeper than {MAX_TREE_DEPTH} levels")
                 if m.issym():
                     raise OutputError(
                         f"{shown} is a symlink (to {m.linkname!r}): outputs must be regular files"
@@ -128,14 +133,16 @@ def _relative(name: str, root: str) -> str | None:
 
 
 def _make_dirs(dest: Path, rel: str, made: set[str], files: dict[str, ManifestEntry]) -> None:
-    if rel in made:
-        return
-    parent = rel.rpartition("/")[0]
-    _make_dirs(dest, parent, made, files)
-    if rel in files:
-        raise OutputError(f"/out/{rel} is both a file and a directory")
-    os.mkdir(dest / rel, 0o755)
-    made.add(rel)
+    """Create `rel` and its missing parents, outermost first. Iterative."""
+    missing: list[str] = []
+    while rel not in made:
+        missing.append(rel)
+        rel = rel.rpartition("/")[0]
+    for d in reversed(missing):
+        if d in files:
+            raise OutputError(f"/out/{d} is both a file and a directory")
+        os.mkdir(dest / d, 0o755)
+        made.add(d)
 
 
 def _new_file(

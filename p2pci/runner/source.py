@@ -11,7 +11,12 @@ depend on it, and `p2pci try` checks that it does not.
 
 `unpack_source` is the worker side: the tar came from the network, so only
 regular files, directories and symlinks are accepted, no name may escape the
-destination, nothing is ever written through a symlink, and sizes are capped.
+destination, nothing is ever written through a symlink, and sizes are capped:
+the unpacked total may not exceed the worker's `max_source_mb`, counted at
+each file's apparent size (a sparse member counts as the size it declares,
+checked before a byte of it is written), and no entry may be deeper than
+MAX_TREE_DEPTH levels. Every walker here is iterative: a peer-chosen depth
+never reaches Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -33,6 +38,18 @@ from p2pci.core.errors import BuildError, LocalError
 
 SKIP_DIRS = frozenset({".git", ".p2pci"})
 _CHUNK = 1 << 20
+MAX_TREE_DEPTH = 256  # path components of one entry, in a source or in /out
+DEFAULT_MAX_SOURCE_BYTES = 256 << 20  # the default [worker] max_source_mb
+
+
+def check_depth(path: str, where: str = "source tree") -> None:
+    """LocalError if `path` has more than MAX_TREE_DEPTH components (the publisher's side)."""
+    if too_deep(path):
+        raise LocalError(f"{where}: {path[:80]!r}... is deeper than {MAX_TREE_DEPTH} levels")
+
+
+def too_deep(path: str) -> bool:
+    return path.count("/") + 1 > MAX_TREE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,7 @@ def _git_entries(src: tarfile.TarFile) -> Iterator[_Entry]:
         parts = path.split("/")
         if _skipped(parts):
             continue
+        check_depth(path, "cannot pack the git tree")
         if m.isdir():
             yield _Entry(path, "dir")
         elif m.issym():
@@ -136,11 +154,15 @@ def _git_entries(src: tarfile.TarFile) -> Iterator[_Entry]:
 
 
 def _walk_entries(root: Path) -> Iterator[_Entry]:
-    def walk(d: Path, rel: str) -> Iterator[_Entry]:
+    """Depth-first, names sorted bytewise, parents before children; iterative (explicit stack)."""
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        d, rel = stack.pop()
         try:
             names = sorted(os.listdir(d), key=os.fsencode)
         except OSError as e:
             raise LocalError(f"cannot read directory {d}: {e}") from None
+        subdirs: list[tuple[Path, str]] = []
         for name in names:
             if name in SKIP_DIRS:
                 continue
@@ -150,18 +172,18 @@ def _walk_entries(root: Path) -> Iterator[_Entry]:
                 raise LocalError(f"file name is not UTF-8: {d / name!r}") from None
             p = d / name
             path = f"{rel}/{name}" if rel else name
+            check_depth(path, f"cannot pack {root}")
             st = os.lstat(p)
             if stat.S_ISDIR(st.st_mode):
                 yield _Entry(path, "dir")
-                yield from walk(p, path)
+                subdirs.append((p, path))
             elif stat.S_ISLNK(st.st_mode):
                 yield _Entry(path, "symlink", linkname=os.readlink(p))
             elif stat.S_ISREG(st.st_mode):
                 yield _Entry(path, "file", executable=bool(st.st_mode & 0o111), size=st.st_size, host_path=p)
             else:
                 raise LocalError(f"cannot pack {p}: not a regular file, directory or symlink")
-
-    yield from walk(root, "")
+        stack.extend(reversed(subdirs))  # `_ordered` sorts again: only the set of entries matters
 
 
 def _ordered(entries: list[_Entry], order_seed: int | None) -> list[_Entry]:
@@ -175,17 +197,24 @@ def _ordered(entries: list[_Entry], order_seed: int | None) -> list[_Entry]:
     out: list[_Entry] = []
     seen_dirs: set[str] = set()
 
-    def emit(parent: str) -> None:
+    def kids_of(parent: str) -> list[_Entry]:
         kids = sorted(children.get(parent, []), key=lambda e: e.path.encode())
         if rng is not None:
             rng.shuffle(kids)
-        for e in kids:
-            out.append(e)
-            if e.kind == "dir":
-                seen_dirs.add(e.path)
-                emit(e.path)
+        return kids
 
-    emit("")
+    # Pre-order, iterative: a stack of sibling lists, each consumed from the front.
+    stack: list[list[_Entry]] = [kids_of("")[::-1]]
+    while stack:
+        top = stack[-1]
+        if not top:
+            stack.pop()
+            continue
+        e = top.pop()
+        out.append(e)
+        if e.kind == "dir":
+            seen_dirs.add(e.path)
+            stack.append(kids_of(e.path)[::-1])
     orphans = [e for parent, kids in children.items() if parent and parent not in seen_dirs for e in kids]
     out.extend(sorted(orphans, key=lambda e: e.path.encode()))
     return out
@@ -245,7 +274,7 @@ def _write(
 
 
 def unpack_source(
-    tar_path: Path, dest: Path, *, max_bytes: int = 4 << 30, max_entries: int = 1_000_000
+    tar_path: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_SOURCE_BYTES, max_entries: int = 1_000_000
 ) -> None:
     """Extract a (possibly hostile) source tar into the empty directory `dest`.
 
@@ -279,6 +308,10 @@ def unpack_source(
                 path = _safe_rel(m.name)
                 if path == "":
                     continue
+                if too_deep(path):
+                    raise BuildError(
+                        f"bad source archive: {path[:60]!r}... is deeper than {MAX_TREE_DEPTH} levels"
+                    )
                 parent, _, _ = path.rpartition("/")
                 _ensure_dirs(dest, parent, dirs, taken)
                 if path in taken:
@@ -299,9 +332,12 @@ def unpack_source(
                     os.symlink(m.linkname, target)
                     os.utime(target, (mtime, mtime), follow_symlinks=False)
                 elif m.isreg():
-                    total += m.size
+                    total += m.size  # the apparent size, also for a sparse member: checked before writing
                     if total > max_bytes:
-                        raise BuildError("source archive too large when unpacked")
+                        raise BuildError(
+                            f"source archive too large when unpacked: more than the worker's "
+                            f"max_source_mb ({max_bytes >> 20} MiB) at {path[:80]!r}"
+                        )
                     mode = 0o755 if m.mode & 0o111 else 0o644
                     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
                     with os.fdopen(fd, "wb") as out:
@@ -335,13 +371,14 @@ def _safe_rel(name: str) -> str:
 
 
 def _ensure_dirs(dest: Path, rel: str, dirs: set[str], taken: set[str]) -> None:
-    """Create the missing parents of an entry; never through a symlink or file."""
-    if rel in dirs:
-        return
-    parent, _, _ = rel.rpartition("/")
-    _ensure_dirs(dest, parent, dirs, taken)
-    if rel in taken:
-        raise BuildError(f"bad source archive: {rel!r} is used as a directory but is not one")
-    os.mkdir(dest / rel, 0o755)
-    dirs.add(rel)
-    taken.add(rel)
+    """Create the missing parents of an entry; never through a symlink or file. Iterative."""
+    missing: list[str] = []
+    while rel not in dirs:
+        missing.append(rel)
+        rel = rel.rpartition("/")[0]
+    for d in reversed(missing):  # outermost first
+        if d in taken:
+            raise BuildError(f"bad source archive: {d!r} is used as a directory but is not one")
+        os.mkdir(dest / d, 0o755)
+        dirs.add(d)
+        taken.add(d)
