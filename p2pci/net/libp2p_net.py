@@ -359,6 +359,7 @@ class LibP2PNetwork:
         forget_after: int = 8,
         px_interval: float = 10.0,
         read_timeout: float = 10.0,
+        request_timeout: float = wire.REQUEST_TIMEOUT,
         blob_max: int = 4 << 30,
         blob_concurrency: int = 2,
         sync_budget: int = 4 << 20,
@@ -381,7 +382,8 @@ class LibP2PNetwork:
         self.redial_max = redial_max
         self.forget_after = forget_after
         self.px_interval = px_interval
-        self.read_timeout = read_timeout
+        self.read_timeout = read_timeout  # per frame (plus its size at FRAME_MIN_RATE), not per read
+        self.request_timeout = max(request_timeout, read_timeout)  # per whole peers/sync exchange
         self.blob_max = blob_max
         self.blob_concurrency = blob_concurrency
         self.sync_budget = sync_budget
@@ -786,9 +788,10 @@ class LibP2PNetwork:
     async def _exchange_peers(self, peer: str) -> None:
         """`/p2pci/peers/1` client: tell our addresses, learn theirs and their peers'."""
         try:
-            async with self._stream(peer, wire.PROTO_PEERS) as stream:
-                await stream.write(wire.peers_request(self.addrs()))
-                payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
+            with trio.fail_after(self.request_timeout):
+                async with self._stream(peer, wire.PROTO_PEERS) as stream:
+                    await stream.write(wire.peers_request(self.addrs()))
+                    payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
             own, others = wire.parse_peers_response(payload)
         except Exception as exc:
             self._stats.inc("px_failures")
@@ -843,17 +846,18 @@ class LibP2PNetwork:
 
     async def _serve_peers(self, stream: Any, peer: str) -> None:
         try:
-            payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
-            self._learn_own_addrs(peer, wire.parse_peers_request(payload))
-            known = [
-                a
-                for p in self._rng.sample(sorted(self._since), len(self._since))
-                if p != peer and p in self._book
-                for a in sorted(self._book[p].addrs)[:2]
-            ]
-            with trio.fail_after(self.read_timeout):
-                await stream.write(wire.peers_response(self.addrs(), known))
-            await stream.close()
+            with trio.fail_after(self.request_timeout):  # the whole exchange
+                payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
+                self._learn_own_addrs(peer, wire.parse_peers_request(payload))
+                known = [
+                    a
+                    for p in self._rng.sample(sorted(self._since), len(self._since))
+                    if p != peer and p in self._book
+                    for a in sorted(self._book[p].addrs)[:2]
+                ]
+                with trio.fail_after(self.read_timeout):
+                    await stream.write(wire.peers_response(self.addrs(), known))
+                await stream.close()
         except Exception as exc:
             await self._bad_stream(stream, "px", exc)
 
@@ -894,13 +898,14 @@ class LibP2PNetwork:
         for _ in range(16):
             try:
                 ours = (self._sync.live_ids() + got)[: wire.MAX_IDS]
-                async with self._stream(peer, wire.PROTO_SYNC) as stream:
-                    await stream.write(wire.sync_hello(ours))
-                    payload = await self._read_frame(stream, wire.MAX_SYNC_FRAME)
-                    facts, want, more = wire.parse_sync_reply(payload, MAX_FACT)
-                    give, _ = self._budgeted(want)
-                    with trio.fail_after(self.read_timeout):
-                        await stream.write(wire.sync_facts(give))
+                with trio.fail_after(self.request_timeout):  # one round, whole
+                    async with self._stream(peer, wire.PROTO_SYNC) as stream:
+                        await stream.write(wire.sync_hello(ours))
+                        payload = await self._read_frame(stream, wire.MAX_SYNC_FRAME)
+                        facts, want, more = wire.parse_sync_reply(payload, MAX_FACT)
+                        give, _ = self._budgeted(want)
+                        with trio.fail_after(self.read_timeout):
+                            await stream.write(wire.sync_facts(give))
             except Exception as exc:
                 self._stats.inc("sync_failures")
                 log.debug("sync with %s failed: %r", peer, exc)
@@ -919,15 +924,16 @@ class LibP2PNetwork:
 
     async def _serve_sync(self, stream: Any, peer: str) -> None:
         try:
-            theirs = wire.parse_sync_hello(await self._read_frame(stream, wire.MAX_SYNC_FRAME))
-            their_set = set(theirs)
-            lacking = [i for i in self._sync.live_ids() if i not in their_set]
-            facts, more = self._budgeted(lacking)
-            want = self._missing(theirs)
-            with trio.fail_after(self.read_timeout):
-                await stream.write(wire.sync_reply(facts, want, more))
-            got = wire.parse_sync_facts(await self._read_frame(stream, wire.MAX_SYNC_FRAME), MAX_FACT)
-            await stream.close()
+            with trio.fail_after(self.request_timeout):  # the whole exchange
+                theirs = wire.parse_sync_hello(await self._read_frame(stream, wire.MAX_SYNC_FRAME))
+                their_set = set(theirs)
+                lacking = [i for i in self._sync.live_ids() if i not in their_set]
+                facts, more = self._budgeted(lacking)
+                want = self._missing(theirs)
+                with trio.fail_after(self.read_timeout):
+                    await stream.write(wire.sync_reply(facts, want, more))
+                got = wire.parse_sync_facts(await self._read_frame(stream, wire.MAX_SYNC_FRAME), MAX_FACT)
+                await stream.close()
         except Exception as exc:
             await self._bad_stream(stream, "sync", exc)
             return
@@ -999,7 +1005,8 @@ class LibP2PNetwork:
             return
         self._serve_slots[peer] = self._serve_slots.get(peer, 0) + 1
         try:
-            sha, size = wire.parse_blob_request(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
+            with trio.fail_after(self.request_timeout):
+                sha, size = wire.parse_blob_request(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
             store = self._blobs
             if store is None or not store.has(sha):
                 await self._refuse(stream, "not found")
@@ -1074,18 +1081,22 @@ class LibP2PNetwork:
                     pass
 
     async def _read_exact(self, stream: Any, n: int) -> bytes:
+        """Exactly `n` bytes; no deadline of its own (the caller's frame deadline bounds it)."""
         buf = bytearray()
         while len(buf) < n:
-            with trio.fail_after(self.read_timeout):
-                part = await stream.read(n - len(buf))
+            part = await stream.read(n - len(buf))
             if not part:
                 raise ProtocolError("stream closed mid-frame")
             buf += part
         return bytes(buf)
 
     async def _read_frame(self, stream: Any, limit: int) -> bytes:
-        n = wire.parse_length(await self._read_exact(stream, wire.LEN.size), limit)
-        return await self._read_exact(stream, n) if n else b""
+        """One frame under one deadline from its first byte (wire.frame_deadline): a peer that
+        trickles a byte at a time is cut off, TooSlowError, however often it sends."""
+        with trio.fail_after(self.read_timeout) as scope:
+            n = wire.parse_length(await self._read_exact(stream, wire.LEN.size), limit)
+            scope.deadline += wire.frame_deadline(self.read_timeout, n) - self.read_timeout
+            return await self._read_exact(stream, n) if n else b""
 
     async def _bad_stream(self, stream: Any, what: str, exc: BaseException) -> None:
         self._stats.inc(f"{what}_bad_streams")

@@ -16,6 +16,13 @@ a py-libp2p stream does not reliably give the remote an empty read.
   (4-byte length + bytes, each ≤ CHUNK, non-empty) until `size` bytes.
 
 Decoders raise ProtocolError on anything that is not exactly the shape.
+
+Deadlines (enforced by the stream handlers, not here): a frame must arrive
+whole within `frame_deadline(read_timeout, n)` of its first byte (the header
+within `read_timeout`, the body at no less than FRAME_MIN_RATE bytes/s on
+top), and one request (a whole peers or sync exchange) within
+`request_timeout`. A peer that trickles one byte at a time is cut off by
+the frame's deadline, not kept alive by each byte it sends.
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ MAX_SYNC_FRAME = 8 * 1024 * 1024  # ids list or a batch of facts
 MAX_IDS = 100_000  # 3.2 MB of ids
 MAX_ADDRS = 16
 MAX_ADDR_LEN = 256
+FRAME_MIN_RATE = 512 * 1024  # bytes/s a frame's body must at least arrive at
+REQUEST_TIMEOUT = 60.0  # seconds for one whole peers/sync exchange (default)
+
+
+def frame_deadline(read_timeout: float, n: int) -> float:
+    """Seconds a frame with an `n`-byte body may take from its first byte to its last."""
+    return read_timeout + n / FRAME_MIN_RATE
 
 
 def frame(payload: bytes) -> bytes:
