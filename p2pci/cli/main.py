@@ -356,14 +356,103 @@ def fetch_command(home: Home, job: str, out: Path) -> None:
         _echo(f"{f['sha256']}  {f['path']}")
 
 
+class ByteSize(click.ParamType[int]):
+    """A byte count: 1048576, 64K, 10M, 1G."""
+
+    name = "bytes"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+        try:
+            n = int(text[: len(text) - len(unit)]) * self._UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a byte count (e.g. 65536, 64K, 10M)", param, ctx)
+        if n < 1:
+            self.fail("must be at least 1 byte", param, ctx)
+        return n
+
+
+def _stream_log(home: Home, job: str, entry: dict[str, Any], max_bytes: int, tail: int | None) -> None:
+    """One revealed log to stdout, a range at a time (never the whole log in memory)."""
+    import codecs
+
+    size, who = int(entry["size"]), str(entry["worker"])
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    out = sys.stdout
+
+    def show(data: bytes, final: bool = False) -> None:
+        out.write(safe_text(decoder.decode(data, final), multiline=True))
+
+    if tail is None:  # the start of the log, at most max_bytes
+        offset, end = 0, min(size, max_bytes)
+        while offset < end:
+            r = home.call("log_range", job=job, worker=who, offset=offset, length=end - offset)
+            if not r["data"]:
+                break
+            show(r["data"])
+            offset = r["offset"] + len(r["data"])
+        show(b"", final=True)
+        if size > end:
+            out.write(f"\n(… {size - end} more bytes not shown: --max)\n")
+        return
+    # the last `tail` lines: ranges read from the end until enough newlines (or max_bytes)
+    chunks: list[bytes] = []  # at most max_bytes in all
+    start, got, newlines = size, 0, 0
+    while start > 0 and got < max_bytes and newlines <= tail:
+        length = min(start, max_bytes - got, 1 << 20)
+        r = home.call("log_range", job=job, worker=who, offset=start - length, length=length)
+        data = r["data"]
+        if not data:
+            break
+        chunks.insert(0, data)
+        start, got, newlines = r["offset"], got + len(data), newlines + data.count(b"\n")
+    lines = b"".join(chunks).split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    shown = lines[-tail:]
+    if start > 0 or len(lines) > len(shown):
+        out.write("(… earlier lines not shown: --tail)\n")
+    show(b"\n".join(shown) + b"\n", final=True)
+
+
 @cli.command("logs")
 @click.argument("job")
 @click.option("--worker", default=None, metavar="PEER", help="Whose build log (peer ID or a unique prefix/suffix).")
+@click.option("--max", "max_bytes", type=ByteSize(), default="1M", show_default=True,
+              help="Show at most this much of each log (its start; with --tail, of its end).")
+@click.option("--tail", "tail", type=click.IntRange(1), default=None, metavar="N", help="Only the last N lines of each log.")
 @pass_home
-def logs_command(home: Home, job: str, worker: str | None) -> None:
-    """Build logs of a job (one worker's, or every revealed one)."""
-    text = home.call("logs", job=job, worker=worker)
-    click.echo(text, nl=not text.endswith("\n"))
+def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail: int | None) -> None:
+    """Build logs of a job (one worker's, or every revealed one).
+
+    Logs are fetched from their revealers by range and streamed to the terminal,
+    control characters shown escaped. A log that declares more than the daemon's
+    limit (32 MiB) is refused unfetched. Exit 2 if every selected log was refused.
+    """
+    index = home.call("log_index", job=job, worker=worker)
+    if not index:  # nothing revealed yet: this node's own build log, if any (bounded by the daemon)
+        text = safe_text(home.call("logs", job=job, worker=worker), multiline=True)
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    refused = 0
+    for entry in index:
+        _echo(f"==> {entry['worker']} exit {entry['exit_code']} digest {entry['digest'][:16]} ({entry['size']} bytes) <==")
+        if entry["too_large"]:
+            refused += 1
+            _echo(f"(refused: the log declares {entry['size']} bytes, over the daemon's limit; not fetched)")
+            continue
+        try:
+            _stream_log(home, job, entry, max_bytes, tail)
+        except ControlError as exc:
+            refused += 1
+            _echo(f"(log unavailable: {exc})")
+        sys.stdout.flush()
+    if refused == len(index):
+        fail("error: no log could be shown")
 
 
 @cli.command("diff")

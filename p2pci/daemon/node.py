@@ -38,6 +38,7 @@ from p2pci.core.messages import BlobRef, Cancel, Claim, Limits, Message, Offer, 
 from p2pci.core.results import ManifestEntry
 from p2pci.core.signing import Fact, NodeKey, open_envelope, peer_id_of, public_of, seal
 from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
+from p2pci.daemon import logs
 from p2pci.daemon.control import DaemonLock, serve_control
 from p2pci.daemon.images import DockerImages, Images
 from p2pci.store.blobs import BlobStore
@@ -646,19 +647,13 @@ class Node:
             if own is not None:
                 return own
             return "no worker has revealed a log for this job yet\n"
-        parts = []
-        for s in signers:
-            rev = view.reveals[s][0].body
-            assert isinstance(rev, Reveal)
-            try:
-                path = await self.fetch_blob(rev.log, [s])
-                data = await trio.to_thread.run_sync(lambda p=path: p.read_bytes()[:MAX_LOG_TEXT])
-                text = data.decode("utf-8", "replace")
-            except (ProtocolError, trio.TooSlowError) as exc:
-                text = f"(log unavailable: {exc})\n"
-            head = f"==> {peer_id_of(s)} exit {rev.exit_code} digest {rev.digest.hex()[:16]} <==\n"
-            parts.append(head + text + ("" if text.endswith("\n") else "\n"))
-        return "".join(parts)
+        return await logs.logs_text(self, view, worker, MAX_LOG_TEXT)  # bounded, by range
+
+    async def op_log_index(self, job: str, worker: str | None = None) -> Any:
+        return logs.log_index(self.resolve_job(job), worker)
+
+    async def op_log_range(self, job: str, worker: str, offset: int = 0, length: int = logs.MAX_RANGE) -> Any:
+        return await logs.log_range(self, self.resolve_job(job), worker, offset, length)
 
     async def op_diff(self, job: str) -> Any:
         view = self.resolve_job(job)
