@@ -20,8 +20,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +39,7 @@ from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
 from p2pci.daemon import logs
 from p2pci.daemon.control import DaemonLock, serve_control
 from p2pci.daemon.images import DockerImages, Images
+from p2pci.runner.diffbox import diff_dirs
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
 
@@ -659,18 +658,9 @@ class Node:
         view = self.resolve_job(job)
         verdict = tally(view, self.clock(), self.policy())
         groups = list(verdict.groups)
-        if len(groups) < 2:
-            # also compare uncounted reveals: a dispute may involve ignored votes
-            seen: dict[bytes, bytes] = {}
-            for s, fs in sorted(view.reveals.items()):
-                rev = fs[0].body
-                assert isinstance(rev, Reveal)
-                seen.setdefault(rev.digest, s)
-            if len(seen) < 2:
-                return f"nothing to compare: {len(seen)} distinct result(s) for job {view.job.hex()[:12]}\n"
-            pairs = [(d, [s]) for d, s in seen.items()]
-        else:
-            pairs = [(g.digest, list(g.workers)) for g in groups]
+        if len(groups) < 2:  # only counted votes: an uncounted reveal's artifacts are never fetched
+            return f"nothing to compare: {len(groups)} counted result(s) for job {view.job.hex()[:12]}\n"
+        pairs = [(g.digest, list(g.workers)) for g in groups]
         with tempfile.TemporaryDirectory(prefix="p2pci-diff-") as tmp:
             dirs: list[Path] = []
             exits: list[int] = []
@@ -685,7 +675,7 @@ class Node:
             if exits[0] != exits[1]:
                 for d, code in zip(dirs, exits, strict=True):
                     await trio.to_thread.run_sync((d / ".p2pci-exit-code").write_text, f"{code}\n")
-            return await trio.to_thread.run_sync(_diff_dirs, dirs[0], dirs[1])
+            return await trio.to_thread.run_sync(diff_dirs, dirs[0], dirs[1])  # diffoscope only in the sandbox
 
 
 def _matches_peer(key: bytes, text: str) -> bool:
@@ -713,28 +703,6 @@ def _copy_checked(src: Path, dest: Path, entry: ManifestEntry) -> None:
         raise ProtocolError(f"{entry.path}: content does not match the agreed manifest")
     os.chmod(tmp, entry.mode & 0o777)
     os.replace(tmp, dest)
-
-
-def _diff_dirs(a: Path, b: Path) -> str:
-    if shutil.which("diffoscope"):
-        proc = subprocess.run(
-            ["diffoscope", "--text", "-", "--no-progress", "--exclude-directory-metadata=recursive", str(a), str(b)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if proc.returncode in (0, 1):
-            return proc.stdout or "no differences\n"
-    lines = [f"--- {a.name}\n+++ {b.name}\n"]
-    fa = {str(p.relative_to(a)): p for p in a.rglob("*") if p.is_file()}
-    fb = {str(p.relative_to(b)): p for p in b.rglob("*") if p.is_file()}
-    for name in sorted(set(fa) | set(fb)):
-        ha = hashlib.sha256(fa[name].read_bytes()).hexdigest() if name in fa else "-"
-        hb = hashlib.sha256(fb[name].read_bytes()).hexdigest() if name in fb else "-"
-        if ha != hb:
-            lines.append(f"{name}: {ha[:16]} != {hb[:16]}\n")
-    return "".join(lines)
 
 
 __all__ = ["Node", "validate_fact", "wall_ms", "load_key", "P2pciError", "BuildError"]
