@@ -9,8 +9,8 @@ the build's source (`/build/src/a`, `/build/src/b`), the report comes out as
 `/out/diff.txt` and is read back at most MAX_REPORT bytes.
 
 The diffoscope image is `debian:bookworm+diffoscope-minimal`, built like any
-deterministic base image (`p2pci image build debian:bookworm+diffoscope-minimal`
-or the first `p2pci diff` that finds Docker). Where that image is not present
+deterministic base image (`p2pci image build debian --suite bookworm
+--include diffoscope-minimal`, the command in BUILD_HINT). Where that image is not present
 (`build_image=False`) or Docker is not there, `diff_dirs` falls back to a
 built-in comparison: which files differ, by hash, and a unified diff of small
 text files (pure Python, bounded: no external tool touches the artifacts).
@@ -36,6 +36,7 @@ DIFF_LIMITS = Limits(timeout_s=600, memory_mb=2048, cpus=1, pids=256, out_mb=32)
 MAX_REPORT = 16 << 20  # bytes of the report read back
 TEXT_DIFF_MAX = 64 << 10  # files up to this size get a unified diff in the built-in comparison
 REPORT = "diff.txt"
+BUILD_HINT = "p2pci image build debian --suite bookworm --include diffoscope-minimal"
 
 
 def run_sandboxed(
@@ -161,6 +162,6 @@ def diff_dirs(a: Path, b: Path, *, build_image: bool = False) -> str:
         return builtin_diff(a, b, f"(diffoscope sandbox unavailable: {type(exc).__name__}: {exc}; built-in comparison)\n")
     if image_id is None:
         return builtin_diff(
-            a, b, f"(no diffoscope image: `p2pci image build {DIFF_IMAGE}` for a full report; built-in comparison)\n"
+            a, b, f"(no {DIFF_IMAGE} image: `{BUILD_HINT}` for a full diffoscope report; built-in comparison)\n"
         )
     return diff_in_container(a, b, image_id)

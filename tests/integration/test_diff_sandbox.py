@@ -18,7 +18,7 @@ from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import NodeKey, seal
 from p2pci.daemon.testing import ScriptedRunner, open_cluster
 from p2pci.runner.base import Limits
-from p2pci.runner.diffbox import DIFF_IMAGE, builtin_diff, diff_in_container, run_sandboxed
+from p2pci.runner.diffbox import BUILD_HINT, DIFF_IMAGE, builtin_diff, diff_in_container, run_sandboxed
 
 
 async def run_cli(home: Path, *args: str) -> Result:
@@ -126,7 +126,7 @@ def test_diffoscope_runs_in_the_sandbox(tmp_path: Path) -> None:
     except Exception as exc:
         pytest.skip(f"docker unavailable: {exc}")
     if image is None:
-        pytest.skip(f"the {DIFF_IMAGE} image is not built here (p2pci image build {DIFF_IMAGE})")
+        pytest.skip(f"the {DIFF_IMAGE} image is not built here ({BUILD_HINT})")
     t = trees(tmp_path)
     report = diff_in_container(t["a"], t["b"], image)
     assert "-one" in report and "+two" in report, report
