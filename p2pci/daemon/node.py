@@ -40,6 +40,7 @@ from p2pci.daemon import logs
 from p2pci.daemon.control import DaemonLock, serve_control
 from p2pci.daemon.images import DockerImages, Images
 from p2pci.runner.diffbox import diff_dirs
+from p2pci.runner.source import MAX_TREE_DEPTH
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
 
@@ -687,6 +688,8 @@ def _safe_join(root: Path, rel: str) -> Path:
     parts = rel.split("/")
     if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ProtocolError(f"unsafe manifest path {rel!r:.100}")
+    if len(parts) > MAX_TREE_DEPTH:  # no build makes one (outputs are refused past it); mkdir would recurse
+        raise ProtocolError(f"manifest path {rel[:60]!r}... is deeper than {MAX_TREE_DEPTH} levels")
     return root.joinpath(*parts)
 
 

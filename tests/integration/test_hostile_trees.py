@@ -137,3 +137,19 @@ def test_packing_a_too_deep_tree_is_a_clear_error(tmp_path: Path) -> None:
     pack_source(ok, tmp_path / "ok.tar")
     with tarfile.open(tmp_path / "ok.tar") as t:
         assert t.getnames() == ["a", "a/b", "a/b/f", "a/g"]
+
+
+def test_a_2000_level_manifest_path_is_refused_before_fetch_writes_it(tmp_path: Path) -> None:
+    import hashlib
+
+    from p2pci.core.errors import ProtocolError
+    from p2pci.core.results import ManifestEntry
+    from p2pci.daemon.node import _copy_checked, _safe_join
+
+    src = tmp_path / "blob"
+    src.write_bytes(b"x")
+    deep = "/".join(["d"] * DEEP + ["f"])
+    entry = ManifestEntry(deep, 1, 0o644, hashlib.sha256(b"x").digest())
+    with pytest.raises(ProtocolError, match=f"deeper than {MAX_TREE_DEPTH} levels"):
+        _copy_checked(src, _safe_join(tmp_path / "fetched", deep), entry)
+    assert not (tmp_path / "fetched").exists()
