@@ -99,3 +99,31 @@ def test_tui_model_keeps_a_job_with_hundreds_of_ignored_votes_and_escapes_it() -
     text = "\n".join(m.detail_lines(model, j)) + m.snapshot_text(model, 0) + "\n".join(model.logs["ab" * 32])
     assert_safe(text)
     assert "(and 44 more entries not shown" in text and list(model.logs["ab" * 32]) == ["ok", "\\x1b[1Afake"]
+
+
+def test_tui_shows_peer_text_literally_and_survives_junk_votes() -> None:
+    import asyncio
+    import html
+
+    from p2pci.tui import model as m
+    from p2pci.tui.app import JobScreen, StatusApp
+    from tests.integration.test_tui_helpers import job_obj, status_obj
+
+    now = 1_700_000_000_000
+    job = job_obj("ab" * 32, "PENDING", project="[reverse]x[/reverse]\x1b[31my", created=now)
+    job["ignored"] = [{"worker": f"w{i}", "reason": "[b]no commit[/b]"} for i in range(300)]
+    model = m.StatusModel()
+    assert model.apply_status(status_obj([job]), now) and model.bad_frames == 0
+
+    async def main() -> tuple[str, str]:
+        app = StatusApp(None, clock=lambda: now, model=model)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            board = app.export_screenshot()
+            app.push_screen(JobScreen("ab" * 32))
+            await pilot.pause()
+            return board, app.export_screenshot()
+
+    board, detail = (html.unescape(s).replace("\xa0", " ") for s in asyncio.run(main()))
+    assert "[reverse]x[/reverse]\\x1b[31my" in board  # shown as text, not as markup or an escape
+    assert "[b]no commit[/b]" in detail
