@@ -4,7 +4,9 @@ The home holds the node key, `state.sqlite` (salts and results before they are
 revealed), `config.toml` and the blob store (sources of allowlist jobs).
 `secure_home` creates the home 0700 or tightens an existing one, makes the
 secret files 0600 and the store directories 0700, and returns one line per
-change so that `p2pci init` and `p2pci daemon` can say what they tightened.
+change so that `p2pci init` and `p2pci daemon` can say what they tightened
+(only when the home itself was readable by others: otherwise nothing inside
+was exposed, and the files are tightened silently).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from p2pci.core.errors import LocalError
 __all__ = ["secure_home", "SECRET_FILES", "PRIVATE_DIRS"]
 
 # Files that only the node's user may read (the SQLite side files included).
-SECRET_FILES = ("node.key", "config.toml", "state.sqlite", "state.sqlite-wal", "state.sqlite-shm", "daemon.lock")
+SECRET_FILES = ("node.key", "config.toml", "state.sqlite", "state.sqlite-wal", "state.sqlite-shm")
 PRIVATE_DIRS = ("blobs", "work")
 
 
@@ -47,7 +49,11 @@ def secure_home(home: Path) -> list[str]:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise LocalError(f"cannot create the node directory {home}: {exc.strerror or exc}") from None
-    changed = [_tighten(home, 0o700, "home directory")]
-    changed += [_tighten(home / name, 0o600, "secret file") for name in SECRET_FILES]
-    changed += [_tighten(home / name, 0o700, "store directory") for name in PRIVATE_DIRS]
-    return [c for c in changed if c is not None]
+    home_msg = _tighten(home, 0o700, "home directory")
+    inner = [_tighten(home / name, 0o600, "secret file") for name in SECRET_FILES]
+    inner += [_tighten(home / name, 0o700, "store directory") for name in PRIVATE_DIRS]
+    if home_msg is None:
+        # The home was already private: nothing inside was exposed (SQLite creates its files
+        # 0644 under the default umask), so they are tightened without a word.
+        return []
+    return [home_msg, *(c for c in inner if c is not None)]

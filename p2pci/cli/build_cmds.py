@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from p2pci.core.errors import P2pciError
+from p2pci.textsafe import safe_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,7 +92,8 @@ def image_list(as_json: bool) -> None:
         return
     for i in imgs:
         tags = ",".join(i["tags"]) or "-"
-        click.echo(f"{i['id']}  {i['recipe']:<40}  {i['size'] / 1e6:8.1f} MB  {tags}")
+        # labels and tags of an image loaded from a publisher's archive are peer text
+        click.echo(safe_text(f"{i['id']}  {safe_text(i['recipe']):<40}  {i['size'] / 1e6:8.1f} MB  {tags}"))
 
 
 @image_group.command("export")

@@ -83,3 +83,13 @@ async def test_daemon_tightens_an_existing_0755_home(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
             await proc.wait()
+
+
+def test_a_private_home_is_tightened_silently(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "state.sqlite").write_bytes(b"")
+    os.chmod(home / "state.sqlite", 0o644)  # what SQLite makes under the default umask
+    r = CliRunner().invoke(cli, ["--home", str(home), "init"])
+    assert r.exit_code == 0 and "tightened" not in r.stderr
+    assert mode(home / "state.sqlite") == 0o600
