@@ -522,8 +522,9 @@ def _has_package(name: str) -> bool:
 def host_packages_needed(images: set[str]) -> tuple[list[str], list[str]]:
     """Debian packages the demo still needs: (required, optional).
 
-    busybox-static and mmdebstrap only when an image has to be built;
-    diffoscope (optional) explains the dispute byte by byte.
+    busybox-static and mmdebstrap only when an image has to be built. Nothing is
+    optional on the host any more: `p2pci diff` runs diffoscope only inside the build
+    sandbox, from the debian:bookworm+diffoscope-minimal image (see `diff_note`).
     """
     from p2pci.runner.images import debian_recipe, find_image
 
@@ -540,13 +541,29 @@ def host_packages_needed(images: set[str]) -> tuple[list[str], list[str]]:
             continue
         if not (shutil.which("mmdebstrap") or shutil.which("debootstrap")) and "mmdebstrap" not in required:
             required.append("mmdebstrap")
-    optional = [] if shutil.which("diffoscope") else ["diffoscope"]
+    optional: list[str] = []
     return required, optional
+
+
+def diff_note() -> str | None:
+    """What to do for a byte-level `p2pci diff`, if its sandbox image is missing."""
+    from p2pci.runner.diffbox import BUILD_HINT, DIFF_IMAGE
+    from p2pci.runner.images import find_image
+
+    try:
+        if find_image(DIFF_IMAGE) is not None:
+            return None
+    except Exception:  # no Docker: the demo fails earlier with a clearer message
+        return None
+    return f"note: `{BUILD_HINT}` once for a byte-level `p2pci diff` (diffoscope in the sandbox)"
 
 
 def ensure_host_packages(images: set[str]) -> None:
     """Install what the image builds need (as root, with apt-get), or say what to install."""
     required, optional = host_packages_needed(images)
+    note = diff_note()
+    if note:
+        say("  " + note)
     if not required and not optional:
         return
     if os.geteuid() != 0:
@@ -662,7 +679,7 @@ def diff_highlights(text: str) -> list[str]:
     header: str | None = None
     for line in text.splitlines():
         body = line.lstrip("│├└─ ")
-        if " != " in body and ":" in body:  # the daemon's fallback without diffoscope: "path: sha != sha"
+        if " != " in body and ":" in body:  # the built-in comparison without diffoscope: "path: sha != sha"
             out.append("file " + body)
         elif body.startswith("+++ "):
             header = "file " + _TEMP_PREFIX.sub("", body[4:])
