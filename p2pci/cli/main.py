@@ -208,6 +208,7 @@ def publish_command(
     as_json: bool,
 ) -> None:
     """Offer the project in DIR (its p2pci.toml) to the mesh."""
+    from p2pci.cli.checks import checked_limits
     from p2pci.recipe import load_recipe
     from p2pci.runner.source import pack_source
     from p2pci.store.blobs import BlobStore
@@ -227,14 +228,8 @@ def publish_command(
             "open mode needs at least 2 replicas: a vote counts only when another worker saw its "
             "commit before any reveal (name your workers in [trust] workers for a single build)"
         )
+    limits = checked_limits(recipe, timeout_s)  # same checks as `p2pci try`; warnings on stderr
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
-    limits = {
-        "timeout_s": timeout_s or recipe.limits.timeout_s,
-        "memory_mb": recipe.limits.memory_mb,
-        "cpus": recipe.limits.cpus,
-        "pids": recipe.limits.pids,
-        "out_mb": recipe.limits.out_mb,
-    }
     store = BlobStore(home.paths.blobs)
     with tempfile.TemporaryDirectory(dir=store.dir / "tmp") as tmp:
         tar = Path(tmp) / "source.tar"
