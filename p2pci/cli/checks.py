@@ -8,6 +8,7 @@ are printed as warnings on stderr.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -36,3 +37,60 @@ def checked_limits(recipe: Recipe, timeout_s: int | None = None, *, warn: bool =
         "pids": limits.pids,
         "out_mb": limits.out_mb,
     }
+
+
+# ---------------------------------------------------------------- command-line helpers
+
+
+def hoist_option(args: list[str], name: str) -> list[str]:
+    """Move every `NAME VALUE` / `NAME=VALUE` of `args` (before a `--`) to the front.
+
+    The root group's options may then follow the subcommand:
+    `p2pci jobs --home H` parses as `p2pci --home H jobs`.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest.extend(args[i:])
+            break
+        if a == name and i + 1 < len(args):
+            front += [a, args[i + 1]]
+            i += 2
+            continue
+        if a.startswith(name + "="):
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
+def check_fetch_dest(out: Path, force: bool) -> Path:
+    """The absolute destination of `p2pci fetch`: missing or an empty directory unless `force`."""
+    dest = out.expanduser().absolute()
+    for parent in [dest, *dest.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                what = "is" if parent == dest else f"is under {parent}, which is"
+                raise LocalError(f"cannot fetch into {dest}: it {what} not a directory")
+            break
+    if dest.is_dir() and not force:
+        entries = sum(1 for _ in dest.iterdir())
+        if entries:
+            raise LocalError(
+                f"{dest} is not empty ({entries} entr{'y' if entries == 1 else 'ies'}): "
+                "fetch into an empty or new directory, or pass --force to write into it"
+            )
+    return dest
+
+
+NOTHING_TO_COMPARE = "nothing to compare:"
+
+
+def results_differ(diff_text: str) -> bool:
+    """Whether the daemon's `diff` text compares two different results (it starts with
+    "nothing to compare:" when every revealed result is the same)."""
+    return not diff_text.startswith(NOTHING_TO_COMPARE)

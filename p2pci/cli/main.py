@@ -40,7 +40,14 @@ class Home:
 
 
 class P2pciGroup(click.Group):
-    """Turns our errors into one line on stderr and exit status 2."""
+    """Turns our errors into one line on stderr and exit status 2; takes `--home` anywhere."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the root: `p2pci jobs --home H` means `p2pci --home H jobs`
+            from p2pci.cli.checks import hoist_option
+
+            args = hoist_option(args, "--home")
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -102,13 +109,17 @@ def _load_or_create_key(paths: Paths, create: bool) -> tuple[Any, bool]:
 
 
 @cli.command("init")
+@click.option("--json", "as_json", is_flag=True, help="Print {peer_id, home, created} as JSON.")
 @pass_home
-def init_command(home: Home) -> None:
+def init_command(home: Home, as_json: bool) -> None:
     """Create the node key and a default config.toml; print the peer ID."""
     key, created = _load_or_create_key(home.paths, create=True)
     wrote = write_default_config(home.paths.config)
     if created or wrote:
         click.echo(f"initialised {home.path}", err=True)
+    if as_json:
+        echo_json({"peer_id": key.peer_id, "home": str(home.path), "created": created})
+        return
     click.echo(key.peer_id)
 
 
@@ -196,7 +207,7 @@ def _echo_job(job: dict[str, Any]) -> None:
 @click.option("--quorum", type=click.IntRange(1, 64), default=None, help="How many must agree (N).")
 @click.option("--timeout", "timeout_s", type=click.IntRange(1), default=None, help="Build timeout in seconds.")
 @click.option("--wait", is_flag=True, help="Wait for the verdict (exit 0 REPRODUCED, 1 DISPUTED/FAILED, 2 else).")
-@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON (with --wait: the final one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON document (with --wait: the final one).")
 @pass_home
 def publish_command(
     home: Home,
@@ -262,10 +273,7 @@ def publish_command(
     try:
         job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
-        if not as_json:
-            click.echo(f"published {job_id}", err=True)
-        else:
-            echo_json(job)
+        click.echo(f"published {job_id}", err=True)  # stdout: one document, the final one
         final = job if job["verdict"] in FINAL else None
         while final is None:
             try:
@@ -313,20 +321,32 @@ def show_command(home: Home, job: str, as_json: bool) -> None:
 
 @cli.command("cancel")
 @click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @pass_home
-def cancel_command(home: Home, job: str) -> None:
+def cancel_command(home: Home, job: str, as_json: bool) -> None:
     """Cancel a job this node published."""
     view = home.call("cancel", job=job)
-    click.echo(f"{view['job']} {view['verdict']}")
+    echo_json(view) if as_json else click.echo(f"{view['job']} {view['verdict']}")
 
 
 @cli.command("fetch")
 @click.argument("job")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write the artifacts to.")
+@click.option("--force", is_flag=True, help="Write into a directory that is not empty.")
+@click.option("--json", "as_json", is_flag=True, help="Print {job, digest, files: [{path, sha256, …}]} as JSON.")
 @pass_home
-def fetch_command(home: Home, job: str, out: Path) -> None:
-    """Fetch a job's agreed artifacts, each checked against the agreed manifest."""
-    res = home.call("fetch", job=job, out=str(out.expanduser().absolute()), timeout=None)
+def fetch_command(home: Home, job: str, out: Path, force: bool, as_json: bool) -> None:
+    """Fetch a job's agreed artifacts, each checked against the agreed manifest.
+
+    OUT must be missing or empty (--force writes into a non-empty one).
+    """
+    from p2pci.cli.checks import check_fetch_dest
+
+    dest = check_fetch_dest(out, force)
+    res = home.call("fetch", job=job, out=str(dest), timeout=None)
+    if as_json:
+        echo_json(res)
+        return
     for f in res["files"]:
         click.echo(f"{f['sha256']}  {f['path']}")
 
@@ -334,20 +354,36 @@ def fetch_command(home: Home, job: str, out: Path) -> None:
 @cli.command("logs")
 @click.argument("job")
 @click.option("--worker", default=None, metavar="PEER", help="Whose build log (peer ID or a unique prefix/suffix).")
+@click.option("--json", "as_json", is_flag=True, help="Print {job, worker, text} as JSON.")
 @pass_home
-def logs_command(home: Home, job: str, worker: str | None) -> None:
+def logs_command(home: Home, job: str, worker: str | None, as_json: bool) -> None:
     """Build logs of a job (one worker's, or every revealed one)."""
     text = home.call("logs", job=job, worker=worker)
+    if as_json:
+        echo_json({"job": job, "worker": worker, "text": text})
+        return
     click.echo(text, nl=not text.endswith("\n"))
 
 
 @cli.command("diff")
 @click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print {job, differs, text} as JSON.")
 @pass_home
-def diff_command(home: Home, job: str) -> None:
-    """Why builds differ: diffoscope on one artifact set per group."""
+def diff_command(home: Home, job: str, as_json: bool) -> None:
+    """Why builds differ: diffoscope on one artifact set per group.
+
+    Exit 0 when the revealed results are all the same, 1 when they differ
+    (as diff(1) does), 2 on an error.
+    """
+    from p2pci.cli.checks import results_differ
+
     text = home.call("diff", job=job, timeout=None)
-    click.echo(text, nl=not text.endswith("\n"))
+    differs = results_differ(text)
+    if as_json:
+        echo_json({"job": job, "differs": differs, "text": text})
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+    sys.exit(1 if differs else 0)
 
 
 @cli.command("export")
