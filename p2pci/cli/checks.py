@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from p2pci.core.errors import LocalError
+from p2pci.config import Config
+from p2pci.core.errors import LocalError, P2pciError
 from p2pci.recipe import Recipe, check_limit, check_limits, default_worker_warnings
 
 
@@ -94,3 +95,30 @@ def results_differ(diff_text: str) -> bool:
     """Whether the daemon's `diff` text compares two different results (it starts with
     "nothing to compare:" when every revealed result is the same)."""
     return not diff_text.startswith(NOTHING_TO_COMPARE)
+
+
+def resolve_config_images(config: Config, config_path: Path) -> Config:
+    """`[worker] images` names resolved to image IDs at daemon start (found among the images
+    built here, else built: deterministic, so the ID is the one publishers get). An image that
+    cannot be resolved is an error naming the config file and line."""
+    from p2pci.config import key_line, resolve_worker_images
+
+    if not config.build or not config.worker.image_names():
+        return config
+
+    def resolve(name: str) -> str:
+        from p2pci.runner.images import resolve_image
+
+        try:
+            image_id = resolve_image(name, progress=lambda m: click.echo(m, err=True))
+        except P2pciError as e:
+            try:
+                line = key_line(config_path.read_text(encoding="utf-8"), "worker.images")
+            except (OSError, UnicodeDecodeError):
+                line = None
+            where = f"{config_path} line {line}" if line is not None else str(config_path)
+            raise LocalError(f"{where}: worker.images: cannot resolve {name!r}: {e}") from None
+        click.echo(f"[worker] images: {name} is {image_id}", err=True)
+        return image_id
+
+    return resolve_worker_images(config, resolve)

@@ -173,6 +173,9 @@ def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ..
     config = load_config(home.paths.config).with_overrides(
         listen=listen or None, bootstrap=bootstrap or None, build=False if no_build else None
     )
+    from p2pci.cli.checks import resolve_config_images
+
+    config = resolve_config_images(config, home.paths.config)  # [worker] images names -> IDs
     run_daemon(home.path, config, key)
 
 
