@@ -122,3 +122,15 @@ def resolve_config_images(config: Config, config_path: Path) -> Config:
         return image_id
 
     return resolve_worker_images(config, resolve)
+
+
+def home_of(ctx: click.Context) -> Path:
+    """The node directory of the command being run (the root group's `Home`, whatever
+    module object defined it: `python -m p2pci.cli.main` runs it as `__main__`)."""
+    obj = ctx.find_root().obj
+    path = getattr(obj, "path", None)
+    if isinstance(path, Path):
+        return path
+    from p2pci.config import default_home
+
+    return default_home().expanduser().absolute()

@@ -521,6 +521,14 @@ except ImportError:  # pragma: no cover
     pass
 
 
+from p2pci.cli.badge_cmd import badge_command  # noqa: E402  (CI integration: issue 16)
+from p2pci.cli.watch_cmds import history_command, watch_command  # noqa: E402
+
+cli.add_command(watch_command, "watch")
+cli.add_command(history_command, "history")
+cli.add_command(badge_command, "badge")
+
+
 def main() -> None:
     cli(prog_name="p2pci")
 
