@@ -54,8 +54,9 @@ def image_group() -> None:
     default=None,
     help="Also keep the docker-load archive here.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print {image_id, recipe, seconds} as JSON.")
 @_errors_exit_2
-def image_build(kind: str, suite: str, include: str, mirror: str | None, output: Path | None) -> None:
+def image_build(kind: str, suite: str, include: str, mirror: str | None, output: Path | None, as_json: bool) -> None:
     """Build the busybox or a Debian minbase image; prints the image ID last."""
     from p2pci.runner import images
 
@@ -71,8 +72,9 @@ def image_build(kind: str, suite: str, include: str, mirror: str | None, output:
         image_id = images.build_debian(
             suite, pkgs, mirror=mirror or images.DEFAULT_MIRROR, archive_out=output, progress=_progress
         )
-    _progress(f"built {recipe} in {time.monotonic() - t0:.1f} s")
-    click.echo(image_id)
+    seconds = time.monotonic() - t0
+    _progress(f"built {recipe} in {seconds:.1f} s")
+    click.echo(json.dumps({"image_id": image_id, "recipe": recipe, "seconds": round(seconds, 1)}) if as_json else image_id)
 
 
 @image_group.command("list")
@@ -97,24 +99,30 @@ def image_list(as_json: bool) -> None:
 @image_group.command("export")
 @click.argument("image_id")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print {file, size, sha256} as JSON.")
 @_errors_exit_2
-def image_export(image_id: str, file: Path) -> None:
+def image_export(image_id: str, file: Path, as_json: bool) -> None:
     """docker save IMAGE_ID into FILE (an archive `p2pci image import` accepts)."""
     from p2pci.runner.images import export_image
 
     sha, size = export_image(image_id, file)
+    if as_json:
+        click.echo(json.dumps({"file": str(file), "size": size, "sha256": sha.hex()}))
+        return
     click.echo(f"{file}: {size} bytes, sha256 {sha.hex()}")
 
 
 @image_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--expect", required=True, help="The image ID the archive must hold (sha256:…).")
+@click.option("--json", "as_json", is_flag=True, help="Print {image_id} as JSON.")
 @_errors_exit_2
-def image_import(file: Path, expect: str) -> None:
+def image_import(file: Path, expect: str, as_json: bool) -> None:
     """docker load FILE, checking that it holds exactly the image --expect."""
     from p2pci.runner.images import import_image
 
-    click.echo(import_image(file, expect=expect))
+    image_id = import_image(file, expect=expect)
+    click.echo(json.dumps({"image_id": image_id}) if as_json else image_id)
 
 
 @click.command("try")

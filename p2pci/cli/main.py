@@ -3,6 +3,7 @@
 Every command parses, makes one call (the daemon's control socket, or the
 pure core for `verify`), and prints. Errors are one line on stderr and exit
 status 2; `publish --wait` exits 0 REPRODUCED, 1 DISPUTED/FAILED, 2 otherwise.
+docs/cli.md lists every command's exit codes and `--json` document.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class P2pciGroup(click.Group):
         except ControlError as exc:
             fail(f"error: {exc}")
         except P2pciError as exc:
+            fail(f"error: {exc}")
+        except OSError as exc:  # a local file problem (a home that is a file, a full disk): one line
             fail(f"error: {exc}")
 
 
@@ -474,20 +477,22 @@ def _trust(home: Home, op: str, peer_id: str | None = None) -> list[str]:
 
 @trust_group.command("add")
 @click.argument("peer_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting trust set as a JSON list.")
 @pass_home
-def trust_add(home: Home, peer_id: str) -> None:
+def trust_add(home: Home, peer_id: str, as_json: bool) -> None:
     """Count votes of PEER_ID (and, once the set is non-empty, only of trusted keys)."""
-    _trust(home, "trust_add", peer_id)
-    click.echo(f"trusted {peer_id}")
+    keys = _trust(home, "trust_add", peer_id)
+    echo_json(keys) if as_json else click.echo(f"trusted {peer_id}")
 
 
 @trust_group.command("remove")
 @click.argument("peer_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting trust set as a JSON list.")
 @pass_home
-def trust_remove(home: Home, peer_id: str) -> None:
+def trust_remove(home: Home, peer_id: str, as_json: bool) -> None:
     """Stop counting votes of PEER_ID."""
-    _trust(home, "trust_remove", peer_id)
-    click.echo(f"untrusted {peer_id}")
+    keys = _trust(home, "trust_remove", peer_id)
+    echo_json(keys) if as_json else click.echo(f"untrusted {peer_id}")
 
 
 @trust_group.command("list")

@@ -74,7 +74,11 @@ class History:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise LocalError(f"{path}: not a p2pci watch history ({e}): move it away") from None
 
     def close(self) -> None:
         self.db.close()

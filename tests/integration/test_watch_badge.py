@@ -47,7 +47,7 @@ def commit(repo: Path, text: str) -> str:
 
 def make_repo(tmp: Path) -> Path:
     repo = tmp / "repo"
-    repo.mkdir()
+    repo.mkdir(parents=True)
     git(repo, "init", "-q")
     (repo / "p2pci.toml").write_text(RECIPE)
     return repo

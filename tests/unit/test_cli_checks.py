@@ -69,3 +69,21 @@ def test_fetch_refuses_before_calling_the_daemon(tmp_path: Path) -> None:
 def test_results_differ() -> None:
     assert not results_differ("nothing to compare: 1 distinct result(s) for job abc\n")
     assert results_differ("--- a/artifact.txt\n+++ b/artifact.txt\n")
+
+
+NO_DATA = {"daemon": "runs until stopped", "export": "writes a binary bundle"}
+
+
+def test_every_command_that_prints_data_takes_json() -> None:
+    import click
+
+    missing = []
+    for name, cmd in cli.commands.items():
+        subs = cmd.commands.items() if isinstance(cmd, click.Group) else [("", cmd)]
+        for sub, c in subs:
+            full = f"{name} {sub}".strip()
+            if full in NO_DATA:
+                continue
+            if not any("--json" in p.opts for p in c.params if isinstance(p, click.Option)):
+                missing.append(full)
+    assert missing == []
