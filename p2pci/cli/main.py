@@ -533,6 +533,10 @@ cli.add_command(watch_command, "watch")
 cli.add_command(history_command, "history")
 cli.add_command(badge_command, "badge")
 
+from p2pci.cli.worker_cmds import worker_group  # noqa: E402  (donor controls: issue 16)
+
+cli.add_command(worker_group, "worker")
+
 
 def main() -> None:
     cli(prog_name="p2pci")

@@ -96,6 +96,8 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
     bad_cfg.mkdir()
     (bad_cfg / "config.toml").write_text("colour = 1\n")
     check("daemon", await run_cli(bad_cfg, "daemon"), 2)
+    check("worker policy", await run_cli(bad_cfg, "worker", "policy"), 2)
+    check("worker policy", await run_cli(no_home, "worker", "policy"), 0)
     check("publish", await run_cli(no_home, "publish", str(proj(tmp_path / "p0"))), 2)
     check("publish --wait", await run_cli(no_home, "publish", str(proj(tmp_path / "p0")), "--wait"), 2)
     check("try", await run_cli(no_home, "try", str(tmp_path)), 2)  # no p2pci.toml
