@@ -185,9 +185,16 @@ def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ..
 # ------------------------------------------------------------------ jobs
 
 
+JOBS_HEADER = f"{'JOB':<12}  {'PROJECT':<20}  {'VERDICT':<10}  {'VOTES':>5}  {'AGREE':>5}  REPLICAS/QUORUM"
+
+
 def _verdict_line(job: dict[str, Any]) -> str:
-    votes = max((len(g["workers"]) for g in job.get("groups", [])), default=0)
-    return f"{job['job'][:12]}  {job['project']:<20.20}  {job['verdict']:<10}  {votes}/{job['quorum']} of {job['replicas']}"
+    """One `jobs` row. VOTES counts every counted vote (the TUI's "votes"); AGREE, the largest group."""
+    sizes = [len(g["workers"]) for g in job.get("groups", [])]
+    return (
+        f"{job['job'][:12]:<12}  {job['project']:<20.20}  {job['verdict']:<10}  {sum(sizes):>5}  "
+        f"{max(sizes, default=0):>5}  {job['replicas']}/{job['quorum']}"
+    )
 
 
 def _echo_job(job: dict[str, Any]) -> None:
@@ -201,6 +208,8 @@ def _echo_job(job: dict[str, Any]) -> None:
             click.echo(f"           {w}")
     for w in job.get("dissenters", []):
         click.echo(f"dissent  {w}")
+    if job.get("verdict") == "DISPUTED":
+        click.echo(f"why      p2pci diff {job['job'][:12]}   (what differs between the groups)")
     for w in job.get("equivocators", []):
         click.echo(f"EQUIVOCATED  {w}")
     for ig in job.get("ignored", []):
@@ -311,6 +320,8 @@ def jobs_command(home: Home, as_json: bool) -> None:
         return
     if not jobs:
         click.echo("no jobs")
+        return
+    click.echo(JOBS_HEADER)
     for j in jobs:
         click.echo(_verdict_line(j))
 

@@ -87,3 +87,24 @@ async def test_cancel_json(tmp_path: Path) -> None:
         assert json.loads(r.stdout)["verdict"] == "CANCELLED"
         assert gate.gate is not None
         gate.gate.set()
+
+
+async def test_jobs_table_has_a_header_and_counts_like_the_tui(tmp_path: Path) -> None:
+    from p2pci.tui import model as m
+
+    runners = [None, ScriptedRunner(), ScriptedRunner(lie=True)]
+    async with open_cluster(tmp_path, 3, runners=runners) as c:
+        home = c.nodes[0].paths.home
+        with trio.fail_after(20):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait")
+        assert r.exit_code == 1 and f"why      p2pci diff {c.nodes[0].job_list()[0]['job'][:12]}" in r.stdout
+        r = await run_cli(home, "jobs")
+        header, row = r.stdout.splitlines()
+        assert header.split() == ["JOB", "PROJECT", "VERDICT", "VOTES", "AGREE", "REPLICAS/QUORUM"]
+        cells = row.split()
+        assert cells[2:] == ["DISPUTED", "2", "1", "2/2"]
+        # the TUI's votes column counts the same
+        status = json.loads((await run_cli(home, "status", "--json")).stdout)
+        model = m.StatusModel(connected=True)
+        assert model.apply_status(status, 0)
+        assert [str(j.votes) for j in model.jobs.values()] == [cells[3]]
