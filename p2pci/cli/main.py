@@ -429,7 +429,10 @@ def export_command(home: Home, job: str, output: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.option("--now", "now_ms", type=int, default=None, hidden=True)
 def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...], as_json: bool, now_ms: int | None) -> None:
-    """Re-tally an evidence bundle offline (no daemon). Exit 0 REPRODUCED, 1 otherwise."""
+    """Re-tally an evidence bundle offline (no daemon).
+
+    Exit 0 REPRODUCED, 1 any other verdict, 2 an unreadable or corrupt bundle.
+    """
     import time
 
     from p2pci.core.evidence import load_bundle
