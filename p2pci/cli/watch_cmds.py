@@ -210,6 +210,8 @@ def publish_commit(home: Path, repo: str, branch: str, subdir: str, wait: bool) 
     error = None
     if job is None:
         error = (stderr.strip() or f"p2pci publish exited {code}")[-MAX_ERROR:]
+        if "no p2pci daemon" in error:  # the daemon went away meanwhile: not this commit's fault
+            raise LocalError(error.splitlines()[-1])
     entry = Entry(
         repo=repo,
         branch=branch,

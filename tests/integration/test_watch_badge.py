@@ -144,3 +144,13 @@ async def test_watch_once_disputed_and_errors(tmp_path: Path) -> None:
         assert (r.exit_code, r.stdout) == (0, "")
         with open_history(home) as h:
             assert [e.verdict for e in h.entries()] == ["ERROR", "DISPUTED"]
+
+
+async def test_watch_without_a_daemon_records_nothing(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    commit(repo, "hello\n")
+    home = tmp_path / "home"
+    r = await run_cli(home, "watch", str(repo), "--branch", "main", "--once")
+    assert r.exit_code == 2 and "no p2pci daemon" in r.stderr
+    r = await run_cli(home, "history", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == []  # retried at the next poll, not an ERROR entry
