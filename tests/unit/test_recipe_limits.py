@@ -118,3 +118,12 @@ def test_publish_warns_before_needing_a_daemon(tmp_path: Path) -> None:
     assert "warning: timeout 3h is above the 1h that workers accept by default" in r.stderr
     quiet = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "publish", str(d), "--timeout", "600"])
     assert "warning" not in quiet.stderr
+
+
+def test_try_warns_like_publish(tmp_path: Path) -> None:
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "p2pci.toml").write_text(f'[build]\nimage = "sha256:{"0" * 64}"\ncommand = "true"\ntimeout = "3h"\n')
+    r = CliRunner().invoke(try_command, [str(d)])
+    assert r.exit_code == 2  # the image is not here (or no Docker): after the warning
+    assert "warning: timeout 3h is above the 1h that workers accept by default" in r.stderr
