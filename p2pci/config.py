@@ -9,7 +9,9 @@ default config. Unknown keys and wrong types are a LocalError naming the key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -69,13 +71,24 @@ class WorkerSettings:
     max_cpus: int = 2
     max_out_mb: int = 1024
     max_source_mb: int = 256  # the source tar, and its unpacked total at apparent sizes
-    images: str | tuple[str, ...] = "any"  # "any" or image ids ("sha256:…")
+    images: str | tuple[str, ...] = "any"  # "any", or image IDs ("sha256:…") and names ("busybox", "debian:…")
     open_jobs: bool = True
 
+    def image_names(self) -> tuple[str, ...]:
+        """The entries of `images` that are names, not IDs (to resolve before `policy()`)."""
+        if self.images == "any":
+            return ()
+        return tuple(i for i in self.images if not IMAGE_ID.match(i))
+
     def policy(self) -> Any:
-        """The core's WorkerPolicy for these settings."""
+        """The core's WorkerPolicy for these settings (names in `images` resolved first)."""
         from p2pci.core.worker import WorkerPolicy
 
+        if self.image_names():
+            raise LocalError(
+                f"[worker] images: {self.image_names()[0]!r} is a name: resolve it to an image ID first "
+                "(resolve_worker_images)"
+            )
         images: Any = "any" if self.images == "any" else frozenset(self.images)
         return WorkerPolicy(
             slots=self.slots,
@@ -176,14 +189,27 @@ blob_timeout_ms = 120000
 """
 
 
+IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class ConfigError(LocalError):
+    """A bad config value; `key` is its dotted name ("worker.slots"), so that `load_config`
+    can name the file and the line."""
+
+    def __init__(self, message: str, key: str | None = None, value: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value  # a string entry of a list the error is about (its own line is named)
+
+
 def _take(table: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any) -> Any:
     if key not in table:
         return default
     val = table.pop(key)
     if typ is int and isinstance(val, bool):
-        raise LocalError(f"config: {where}{key} must be an integer")
+        raise ConfigError(f"config: {where}{key} must be an integer", where + key)
     if not isinstance(val, typ):
-        raise LocalError(f"config: {where}{key} has the wrong type ({type(val).__name__})")
+        raise ConfigError(f"config: {where}{key} has the wrong type ({type(val).__name__})", where + key)
     return val
 
 
@@ -192,14 +218,35 @@ def _strs(table: dict[str, Any], key: str, where: str, default: tuple[str, ...])
     if val is None:
         return default
     if not all(isinstance(x, str) for x in val):
-        raise LocalError(f"config: {where}{key} must be a list of strings")
+        raise ConfigError(f"config: {where}{key} must be a list of strings", where + key)
     return tuple(val)
 
 
 def _nonneg(val: int, name: str, minimum: int = 0) -> int:
     if val < minimum:
-        raise LocalError(f"config: {name} must be at least {minimum}")
+        raise ConfigError(f"config: {name} must be at least {minimum}", name)
     return val
+
+
+def _images(raw: Any) -> str | tuple[str, ...]:
+    """`[worker] images`: "any", or a list of image IDs and names `p2pci try` and recipes use."""
+    if raw == "any":
+        return "any"
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ConfigError('config: worker.images must be "any" or a list of image names or IDs', "worker.images")
+    from p2pci.recipe import check_image_name
+
+    for name in raw:
+        try:
+            check_image_name(name)
+        except ValueError:
+            raise ConfigError(
+                f"config: worker.images: unknown image {name!r} (use \"busybox\", "
+                f"\"debian:<suite>[+pkg,…]\" or an image ID \"sha256:<64 hex>\")",
+                "worker.images",
+                name,
+            ) from None
+    return tuple(raw)
 
 
 def parse_config(data: dict[str, Any]) -> Config:
@@ -213,13 +260,7 @@ def parse_config(data: dict[str, Any]) -> Config:
 
     w = dict(_take(top, "worker", dict, "", {}))
     dw = WorkerSettings()
-    images_raw = w.pop("images", dw.images)
-    if images_raw == "any":
-        images: str | tuple[str, ...] = "any"
-    elif isinstance(images_raw, list) and all(isinstance(x, str) for x in images_raw):
-        images = tuple(images_raw)
-    else:
-        raise LocalError('config: worker.images must be "any" or a list of image ids')
+    images = _images(w.pop("images", dw.images))
     worker = WorkerSettings(
         slots=_nonneg(_take(w, "slots", int, "worker.", dw.slots), "worker.slots"),
         max_timeout_s=_nonneg(_take(w, "max_timeout_s", int, "worker.", dw.max_timeout_s), "worker.max_timeout_s"),
@@ -231,7 +272,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         open_jobs=_take(w, "open_jobs", bool, "worker.", dw.open_jobs),
     )
     if w:
-        raise LocalError(f"config: unknown key worker.{sorted(w)[0]}")
+        raise ConfigError(f"config: unknown key worker.{sorted(w)[0]}", f"worker.{sorted(w)[0]}")
 
     t = dict(_take(top, "trust", dict, "", {}))
     trust = TrustSettings(
@@ -240,7 +281,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         require_min=_nonneg(_take(t, "require_min", int, "trust.", 0), "trust.require_min"),
     )
     if t:
-        raise LocalError(f"config: unknown key trust.{sorted(t)[0]}")
+        raise ConfigError(f"config: unknown key trust.{sorted(t)[0]}", f"trust.{sorted(t)[0]}")
 
     tm = dict(_take(top, "timing", dict, "", {}))
     dt = Timing()
@@ -251,9 +292,9 @@ def parse_config(data: dict[str, Any]) -> Config:
         }
     )
     if tm:
-        raise LocalError(f"config: unknown key timing.{sorted(tm)[0]}")
+        raise ConfigError(f"config: unknown key timing.{sorted(tm)[0]}", f"timing.{sorted(tm)[0]}")
     if top:
-        raise LocalError(f"config: unknown key {sorted(top)[0]}")
+        raise ConfigError(f"config: unknown key {sorted(top)[0]}", sorted(top)[0])
     return Config(
         listen=listen,
         bootstrap=bootstrap,
@@ -266,16 +307,75 @@ def parse_config(data: dict[str, Any]) -> Config:
 
 
 def load_config(path: Path) -> Config:
-    """Read config.toml; a missing file is the default config."""
+    """Read config.toml; a missing file is the default config.
+
+    Errors name the file and, when it can be found, the line:
+    `/var/lib/p2pci/config.toml line 12: worker.slots must be at least 0`.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return Config()
+    except OSError as exc:
+        raise LocalError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise LocalError(f"config: {path}: {exc}") from None
-    return parse_config(data)
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise LocalError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"^(.*) \(at line (\d+), column (\d+)\)$", str(exc))
+        if m:
+            raise LocalError(f"{path} line {m.group(2)}: {m.group(1)} (column {m.group(3)})") from None
+        raise LocalError(f"{path}: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise config_error_at(path, text, exc) from None
+
+
+def config_error_at(path: Path, text: str, exc: ConfigError) -> LocalError:
+    """`exc` said with the file and the line of its key."""
+    msg = str(exc).removeprefix("config: ")
+    line = key_line(text, exc.key) if exc.key else None
+    if line is not None and exc.value is not None:  # the entry's own line in a multi-line list
+        quoted = (f'"{exc.value}"', f"'{exc.value}'")
+        lines = text.splitlines()
+        line = next((n for n in range(line, len(lines) + 1) if any(q in lines[n - 1] for q in quoted)), line)
+    where = f"{path} line {line}" if line is not None else str(path)
+    return ConfigError(f"{where}: {msg}", exc.key, exc.value)
+
+
+def key_line(text: str, dotted: str) -> int | None:
+    """The line (1-based) of `table.key` or top-level `key` in TOML `text` (None: not found)."""
+    table, _, key = dotted.rpartition(".")
+    current = ""
+    for no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        m = re.match(r"^\[\s*([A-Za-z0-9_.-]+)\s*\]", line)
+        if m:
+            current = m.group(1)
+            if current == dotted:  # a table itself
+                return no
+            continue
+        if current == table and re.match(r'^["\']?' + re.escape(key) + r'["\']?\s*=', line):
+            return no
+    return None
+
+
+def resolve_worker_images(config: Config, resolve: Callable[[str], str]) -> Config:
+    """`config` with every image name in `[worker] images` replaced by the ID `resolve` gives.
+
+    The daemon resolves names at start with `p2pci.runner.images.resolve_image`: the
+    deterministic image is looked up among the images built here, or built, and its ID
+    (the same on every machine for the same inputs) is what the policy matches offers by.
+    """
+    names = config.worker.image_names()
+    if not names:
+        return config
+    assert isinstance(config.worker.images, tuple)
+    resolved = tuple(dict.fromkeys(i if IMAGE_ID.match(i) else resolve(i) for i in config.worker.images))
+    return replace(config, worker=replace(config.worker, images=resolved))
 
 
 def write_default_config(path: Path) -> bool:

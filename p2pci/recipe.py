@@ -178,8 +178,10 @@ def parse_size_mb(value: object) -> int:
             raise ValueError(f'bad size {value!r} (use e.g. "512m", "2g")')
         n = int(m.group("n"))
         unit = (m.group("unit") or "m").lower()[:1]
-        factor = {"b": 1 / (1 << 20), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[unit]
-        mb = -(-int(n * factor * 1024) // 1024) if factor < 1 else int(n * factor)
+        if unit in ("b", "k"):  # whole MiB, rounded up; integer arithmetic (no float overflow)
+            mb = -(-n // (1 << 20 if unit == "b" else 1024))
+        else:
+            mb = n * {"m": 1, "g": 1024, "t": 1024 * 1024}[unit]
     else:
         raise ValueError("expected a size")
     if mb < 1:
@@ -264,6 +266,8 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
             return default
         try:
             return conv(src[key])
+        except LimitError as e:
+            raise where.error(table, key, f"[{table}] {e}") from None
         except (ValueError, TypeError) as e:
             raise where.error(table, key, f"bad value for '{key}' in [{table}]: {e}") from None
 
@@ -281,11 +285,11 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
     outputs_dir = get("build", build, "outputs-dir", _outputs_dir, OUTPUTS_DIR)
     sde = get("build", build, "source_date_epoch", _sde, None)
     limits = RecipeLimits(
-        timeout_s=get("build", build, "timeout", parse_duration, DEFAULT_LIMITS.timeout_s),
-        memory_mb=get("build", build, "memory", parse_size_mb, DEFAULT_LIMITS.memory_mb),
-        cpus=get("build", build, "cpus", lambda v: _int_range(v, 1, 256), DEFAULT_LIMITS.cpus),
-        pids=get("build", build, "pids", lambda v: _int_range(v, 16, 1 << 22), DEFAULT_LIMITS.pids),
-        out_mb=get("build", build, "out", parse_size_mb, DEFAULT_LIMITS.out_mb),
+        timeout_s=get("build", build, "timeout", limit_parser("timeout"), DEFAULT_LIMITS.timeout_s),
+        memory_mb=get("build", build, "memory", limit_parser("memory"), DEFAULT_LIMITS.memory_mb),
+        cpus=get("build", build, "cpus", limit_parser("cpus"), DEFAULT_LIMITS.cpus),
+        pids=get("build", build, "pids", limit_parser("pids"), DEFAULT_LIMITS.pids),
+        out_mb=get("build", build, "out", limit_parser("out"), DEFAULT_LIMITS.out_mb),
     )
 
     # [trust]
@@ -391,3 +395,134 @@ def _require(v: object) -> RecipeRequire:
         _check_peer_id(p)
     mn = _int_range(v.get("min", 1), 1, MAX_REPLICAS)
     return RecipeRequire(keys=tuple(keys), min=mn)
+
+
+# ---------------------------------------------------------------- limits, in recipe terms
+#
+# One check for every consumer (`p2pci try`, `p2pci publish`, its `--timeout`):
+# the bounds are those of an offer (`core.messages.Limits.from_obj`), said with
+# the recipe's keys and units, so that nothing the recipe accepts is refused
+# later by the protocol layer, and a huge integer is an error, not a traceback.
+
+
+@dataclass(frozen=True)
+class LimitBound:
+    key: str  # the recipe key under [build]
+    field: str  # the RecipeLimits / core Limits field
+    lo: int
+    hi: int
+    unit: Literal["duration", "size", "count"]
+    worker_max: str | None  # the [worker] setting of config.toml that caps it, if any
+
+
+def _bounds() -> tuple[LimitBound, ...]:
+    from p2pci.core.messages import MAX_TIMEOUT_S
+
+    return (
+        LimitBound("timeout", "timeout_s", 1, MAX_TIMEOUT_S, "duration", "max_timeout_s"),
+        LimitBound("memory", "memory_mb", 16, 1 << 24, "size", "max_memory_mb"),
+        LimitBound("cpus", "cpus", 1, 256, "count", "max_cpus"),
+        LimitBound("pids", "pids", 16, 1 << 22, "count", None),
+        LimitBound("out", "out_mb", 1, 1 << 24, "size", "max_out_mb"),
+    )
+
+
+def limit_bound(key: str) -> LimitBound:
+    for b in _bounds():
+        if b.key == key:
+            return b
+    raise KeyError(key)
+
+
+def format_duration(seconds: int) -> str:
+    """600 -> "10m", 604800 -> "7d", 90 -> "90s" (the largest unit that divides it)."""
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n and seconds % n == 0:
+            return f"{seconds // n}{unit}"
+    return f"{seconds}s"
+
+
+def format_size_mb(mb: int) -> str:
+    """1024 -> "1g", 512 -> "512m", 1 << 20 -> "1t"."""
+    for unit, n in (("t", 1 << 20), ("g", 1 << 10)):
+        if mb >= n and mb % n == 0:
+            return f"{mb // n}{unit}"
+    return f"{mb}m"
+
+
+def format_limit(bound: LimitBound, value: int) -> str:
+    if bound.unit == "duration":
+        return format_duration(value)
+    if bound.unit == "size":
+        return format_size_mb(value)
+    return str(value)
+
+
+class LimitError(ValueError):
+    """A limit outside what an offer may ask, phrased with the recipe's key and units."""
+
+
+def check_limit(key: str, value: int) -> int:
+    """`value` (seconds, MiB or a count) if it is within what an offer may ask; else ValueError
+    in recipe terms: `timeout 30000000s is too long: at most 7d`."""
+    b = limit_bound(key)
+    if value < b.lo:
+        raise LimitError(f"{key} {_shown(b, value)} is too small: at least {format_limit(b, b.lo)}")
+    if value > b.hi:
+        word = {"duration": "too long", "size": "too large", "count": "too many"}[b.unit]
+        raise LimitError(f"{key} {_shown(b, value)} is {word}: at most {format_limit(b, b.hi)}")
+    return value
+
+
+def _shown(b: LimitBound, value: int) -> str:
+    if value.bit_length() > 128:  # a pasted huge integer: do not echo hundreds of digits
+        return f"of about 2^{value.bit_length() - 1}"
+    return format_limit(b, value)
+
+
+def limit_parser(key: str) -> Callable[[object], int]:
+    """The converter of one [build] limit key: parse it in its unit, then check its range."""
+    b = limit_bound(key)
+
+    def conv(v: object) -> int:
+        if b.unit == "duration":
+            n = parse_duration(v)
+        elif b.unit == "size":
+            n = parse_size_mb(v)
+        else:
+            n = _int_range(v, -(1 << 63), 1 << 63)
+        return check_limit(key, n)
+
+    return conv
+
+
+def check_limits(limits: Any) -> None:
+    """Every field of `limits` (a RecipeLimits or core Limits) in range; LocalError otherwise."""
+    for b in _bounds():
+        try:
+            check_limit(b.key, int(getattr(limits, b.field)))
+        except ValueError as e:
+            raise LocalError(f"{RECIPE_FILE}: [build] {e}") from None
+
+
+def default_worker_warnings(limits: Any) -> list[str]:
+    """What a worker with the default `[worker]` policy would refuse, one sentence each.
+
+    `p2pci publish` and `p2pci try` print these as warnings: such an offer is only
+    built by donors who raised their caps, and may expire for lack of workers.
+    """
+    from p2pci.config import WorkerSettings
+
+    w = WorkerSettings()
+    out = []
+    for b in _bounds():
+        if b.worker_max is None:
+            continue
+        value, cap = int(getattr(limits, b.field)), int(getattr(w, b.worker_max))
+        if value > cap:
+            out.append(
+                f"{b.key} {format_limit(b, value)} is above the {format_limit(b, cap)} that workers accept "
+                f"by default ([worker] {b.worker_max} = {cap}): only donors who raised it will build "
+                "this, and the job may expire unbuilt"
+            )
+    return out

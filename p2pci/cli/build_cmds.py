@@ -55,8 +55,9 @@ def image_group() -> None:
     default=None,
     help="Also keep the docker-load archive here.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print {image_id, recipe, seconds} as JSON.")
 @_errors_exit_2
-def image_build(kind: str, suite: str, include: str, mirror: str | None, output: Path | None) -> None:
+def image_build(kind: str, suite: str, include: str, mirror: str | None, output: Path | None, as_json: bool) -> None:
     """Build the busybox or a Debian minbase image; prints the image ID last."""
     from p2pci.runner import images
 
@@ -72,8 +73,9 @@ def image_build(kind: str, suite: str, include: str, mirror: str | None, output:
         image_id = images.build_debian(
             suite, pkgs, mirror=mirror or images.DEFAULT_MIRROR, archive_out=output, progress=_progress
         )
-    _progress(f"built {recipe} in {time.monotonic() - t0:.1f} s")
-    click.echo(image_id)
+    seconds = time.monotonic() - t0
+    _progress(f"built {recipe} in {seconds:.1f} s")
+    click.echo(json.dumps({"image_id": image_id, "recipe": recipe, "seconds": round(seconds, 1)}) if as_json else image_id)
 
 
 @image_group.command("list")
@@ -99,88 +101,160 @@ def image_list(as_json: bool) -> None:
 @image_group.command("export")
 @click.argument("image_id")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print {file, size, sha256} as JSON.")
 @_errors_exit_2
-def image_export(image_id: str, file: Path) -> None:
+def image_export(image_id: str, file: Path, as_json: bool) -> None:
     """docker save IMAGE_ID into FILE (an archive `p2pci image import` accepts)."""
     from p2pci.runner.images import export_image
 
     sha, size = export_image(image_id, file)
+    if as_json:
+        click.echo(json.dumps({"file": str(file), "size": size, "sha256": sha.hex()}))
+        return
     click.echo(f"{file}: {size} bytes, sha256 {sha.hex()}")
 
 
 @image_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--expect", required=True, help="The image ID the archive must hold (sha256:…).")
+@click.option("--json", "as_json", is_flag=True, help="Print {image_id} as JSON.")
 @_errors_exit_2
-def image_import(file: Path, expect: str) -> None:
+def image_import(file: Path, expect: str, as_json: bool) -> None:
     """docker load FILE, checking that it holds exactly the image --expect."""
     from p2pci.runner.images import import_image
 
-    click.echo(import_image(file, expect=expect))
+    image_id = import_image(file, expect=expect)
+    click.echo(json.dumps({"image_id": image_id}) if as_json else image_id)
 
 
 @click.command("try")
 @click.argument("dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=".")
 @click.option("--runs", type=click.IntRange(2, 16), default=2, show_default=True, help="How many builds.")
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="Also vary what the mesh pins (umask, SOURCE_DATE_EPOCH), as reprotest does.",
+)
+@click.option(
+    "--attribute/--no-attribute",
+    default=True,
+    show_default=True,
+    help="When not reproducible, build once per variation alone to find the cause of each difference.",
+)
+@click.option(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Keep each run's outputs and log here.",
 )
-def try_command(dir: Path, runs: int, keep: Path | None) -> None:
-    """Build DIR several times with varied conditions: is it reproducible?
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (runs, differences, causes).")
+def try_command(dir: Path, runs: int, strict: bool, attribute: bool, keep: Path | None, as_json: bool) -> None:
+    """Build DIR several times with varied conditions: will the mesh reproduce it?
 
-    Exit 0 reproducible, 1 not (the differing files and a diffoscope
-    explanation are printed), 2 error.
+    By default it varies what differs between two workers: the CPU count,
+    the source's directory order and file system, and the time of the build
+    (the host kernel it cannot vary). --strict also varies the umask and
+    SOURCE_DATE_EPOCH, which every mesh worker pins. Each difference is
+    attributed to the variation that causes it.
+
+    Exit 0 reproducible, 1 not (the differing files, their causes and a
+    diffoscope explanation are printed), 2 error.
     """
-    from p2pci.runner.trial import differences, diffoscope, run_try
+    from p2pci.cli.checks import checked_limits
+    from p2pci.recipe import load_recipe
+    from p2pci.runner.trial import run_try
 
     try:
-        report = run_try(dir, _try_runners(), runs=runs, progress=_progress)
+        checked_limits(load_recipe(dir))  # the same checks and warnings as `p2pci publish`
+        report = run_try(dir, _try_runners(), runs=runs, progress=_progress, strict=strict, attribute=attribute)
     except P2pciError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     try:
         if keep is not None:
             _keep(report.results, keep)
-        bad = [(i, r) for i, r in enumerate(report.results) if r.status != "ok"]
-        if bad:
-            for i, r in bad:
-                click.echo(f"run {i + 1}: {r.status}: {r.error}", err=True)
-                click.echo(_tail(r.log_path), err=True)
-            sys.exit(2)
-        if report.reproducible:
-            first = report.results[0]
-            assert first.digest is not None
-            if first.exit_code != 0:
-                click.echo(
-                    f"the build failed with exit {first.exit_code} in every run; its log ends:", err=True
-                )
-                click.echo(_tail(first.log_path), err=True)
-                sys.exit(2)
-            click.echo(
-                f"reproducible: digest {first.digest.hex()} ({len(first.manifest)} files, {runs} runs)"
-            )
-            sys.exit(0)
-        click.echo(
-            f"not reproducible: {len({r.digest for r in report.results})} different digests in {runs} runs"
-        )
-        for i, r in enumerate(report.results):
-            assert r.digest is not None
-            click.echo(f"  run {i + 1}: {r.digest.hex()}  ({report.variations[i].describe()})")
-        for line in differences(report.results):
-            click.echo(line)
-        a = report.results[0]
-        b = next(r for r in report.results if r.digest != a.digest)
-        assert a.out_dir is not None and b.out_dir is not None
-        available, text = diffoscope(a.out_dir, b.out_dir)
-        if available:
-            click.echo(f"diffoscope run 1 vs run {report.results.index(b) + 1}:")
-        click.echo(text.rstrip())
-        sys.exit(1)
+        sys.exit(_try_json(report) if as_json else _try_text(report, runs))
     finally:
         report.cleanup()
+
+
+def _try_text(report: Any, runs: int) -> int:
+    from p2pci.runner.trial import attribution_lines, differences, diffoscope
+
+    bad = [(i, r) for i, r in enumerate(report.results) if r.status != "ok"]
+    if bad:
+        for i, r in bad:
+            click.echo(f"run {i + 1}: {r.status}: {r.error}", err=True)
+            click.echo(_tail(r.log_path), err=True)
+        return 2
+    if report.reproducible:
+        first = report.results[0]
+        assert first.digest is not None
+        if first.exit_code != 0:
+            click.echo(f"the build failed with exit {first.exit_code} in every run; its log ends:", err=True)
+            click.echo(_tail(first.log_path), err=True)
+            return 2
+        mode = " (--strict)" if report.strict else ""
+        click.echo(f"reproducible: digest {first.digest.hex()} ({len(first.manifest)} files, {runs} runs{mode})")
+        return 0
+    click.echo(f"not reproducible: {len({r.digest for r in report.results})} different digests in {runs} runs")
+    for i, r in enumerate(report.results):
+        assert r.digest is not None
+        click.echo(f"  run {i + 1}: {r.digest.hex()}  ({report.variations[i].describe()})")
+    for line in differences(report.results):
+        click.echo(line)
+    for line in attribution_lines(report):
+        click.echo(line)
+    a = report.results[0]
+    b = next(r for r in report.results if r.digest != a.digest)
+    assert a.out_dir is not None and b.out_dir is not None
+    available, text = diffoscope(a.out_dir, b.out_dir)
+    if available:
+        click.echo(f"diffoscope run 1 vs run {report.results.index(b) + 1}:")
+    click.echo(text.rstrip())
+    return 1
+
+
+def _try_json(report: Any) -> int:
+    from p2pci.runner.trial import differing_paths
+
+    def entry(e: Any) -> Any:
+        return None if e is None else {"sha256": e.sha256.hex(), "size": e.size, "mode": e.mode}
+
+    ok = all(r.status == "ok" for r in report.results)
+    runs = [
+        {
+            "variation": report.variations[i].describe(),
+            "status": r.status,
+            "error": r.error,
+            "exit_code": r.exit_code,
+            "digest": r.digest.hex() if r.digest is not None else None,
+        }
+        for i, r in enumerate(report.results)
+    ]
+    diffs = []
+    if ok and not report.reproducible:
+        tables = [{e.path: e for e in r.manifest} for r in report.results]
+        for p in differing_paths(report.results):
+            diffs.append(
+                {"path": p, "runs": [entry(t.get(p)) for t in tables], "caused_by": report.caused_by(p)}
+            )
+    failed_everywhere = ok and report.reproducible and report.results[0].exit_code != 0
+    click.echo(
+        json.dumps(
+            {
+                "reproducible": ok and report.reproducible and not failed_everywhere,
+                "strict": report.strict,
+                "varied": list(report.factors),
+                "runs": runs,
+                "differences": diffs,
+                "causes": [{"variation": c.factor, "files": list(c.files)} for c in report.causes],
+            }
+        )
+    )
+    if not ok or failed_everywhere:
+        return 2
+    return 0 if report.reproducible else 1
 
 
 def _try_runners() -> list[Any]:

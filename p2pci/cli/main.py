@@ -3,6 +3,7 @@
 Every command parses, makes one call (the daemon's control socket, or the
 pure core for `verify`), and prints. Errors are one line on stderr and exit
 status 2; `publish --wait` exits 0 REPRODUCED, 1 DISPUTED/FAILED, 2 otherwise.
+docs/cli.md lists every command's exit codes and `--json` document.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ class Home:
 
 
 class P2pciGroup(click.Group):
-    """Turns our errors into one line on stderr and exit status 2."""
+    """Turns our errors into one line on stderr and exit status 2; takes `--home` anywhere."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the root: `p2pci jobs --home H` means `p2pci --home H jobs`
+            from p2pci.cli.checks import hoist_option
+
+            args = hoist_option(args, "--home")
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -51,6 +59,8 @@ class P2pciGroup(click.Group):
         except ControlError as exc:
             fail(f"error: {safe_text(exc)}")  # the daemon's errors may quote peer-supplied text
         except P2pciError as exc:
+            fail(f"error: {safe_text(exc)}")
+        except OSError as exc:  # a local file problem (a home that is a file, a full disk): one line
             fail(f"error: {safe_text(exc)}")
 
 
@@ -110,8 +120,9 @@ def _secure_home(home: Home) -> None:
 
 
 @cli.command("init")
+@click.option("--json", "as_json", is_flag=True, help="Print {peer_id, home, created} as JSON.")
 @pass_home
-def init_command(home: Home) -> None:
+def init_command(home: Home, as_json: bool) -> None:
     """Create the node key and a default config.toml; print the peer ID.
 
     The node directory is made 0700 and its secrets 0600 (an existing directory is
@@ -122,6 +133,9 @@ def init_command(home: Home) -> None:
     wrote = write_default_config(home.paths.config)
     if created or wrote:
         click.echo(f"initialised {home.path}", err=True)
+    if as_json:
+        echo_json({"peer_id": key.peer_id, "home": str(home.path), "created": created})
+        return
     click.echo(key.peer_id)
 
 
@@ -176,16 +190,25 @@ def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ..
     config = load_config(home.paths.config).with_overrides(
         listen=listen or None, bootstrap=bootstrap or None, build=False if no_build else None
     )
+    from p2pci.cli.checks import resolve_config_images
+
+    config = resolve_config_images(config, home.paths.config)  # [worker] images names -> IDs
     run_daemon(home.path, config, key)
 
 
 # ------------------------------------------------------------------ jobs
 
 
+JOBS_HEADER = f"{'JOB':<12}  {'PROJECT':<20}  {'VERDICT':<10}  {'VOTES':>5}  {'AGREE':>5}  REPLICAS/QUORUM"
+
+
 def _verdict_line(job: dict[str, Any]) -> str:
-    votes = max((len(g["workers"]) for g in job.get("groups", [])), default=0)
-    project = safe_text(job["project"])
-    return safe_text(f"{job['job'][:12]}  {project:<20.20}  {job['verdict']:<10}  {votes}/{job['quorum']} of {job['replicas']}")
+    """One `jobs` row. VOTES counts every counted vote (the TUI's "votes"); AGREE, the largest group."""
+    sizes = [len(g["workers"]) for g in job.get("groups", [])]
+    return safe_text(
+        f"{job['job'][:12]:<12}  {safe_text(job['project']):<20.20}  {job['verdict']:<10}  {sum(sizes):>5}  "
+        f"{max(sizes, default=0):>5}  {job['replicas']}/{job['quorum']}"
+    )
 
 
 def _echo(line: str) -> None:
@@ -204,6 +227,8 @@ def _echo_job(job: dict[str, Any]) -> None:
             _echo(f"           {w}")
     for w in job.get("dissenters", []):
         _echo(f"dissent  {w}")
+    if job.get("verdict") == "DISPUTED":
+        _echo(f"why      p2pci diff {job['job'][:12]}   (what differs between the groups)")
     for w in job.get("equivocators", []):
         _echo(f"EQUIVOCATED  {w}")
     for ig in job.get("ignored", []):
@@ -216,7 +241,7 @@ def _echo_job(job: dict[str, Any]) -> None:
 @click.option("--quorum", type=click.IntRange(1, 64), default=None, help="How many must agree (N).")
 @click.option("--timeout", "timeout_s", type=click.IntRange(1), default=None, help="Build timeout in seconds.")
 @click.option("--wait", is_flag=True, help="Wait for the verdict (exit 0 REPRODUCED, 1 DISPUTED/FAILED, 2 else).")
-@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON (with --wait: the final one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON document (with --wait: the final one).")
 @pass_home
 def publish_command(
     home: Home,
@@ -228,6 +253,7 @@ def publish_command(
     as_json: bool,
 ) -> None:
     """Offer the project in DIR (its p2pci.toml) to the mesh."""
+    from p2pci.cli.checks import checked_limits
     from p2pci.recipe import load_recipe
     from p2pci.runner.source import pack_source
     from p2pci.store.blobs import BlobStore
@@ -247,14 +273,8 @@ def publish_command(
             "open mode needs at least 2 replicas: a vote counts only when another worker saw its "
             "commit before any reveal (name your workers in [trust] workers for a single build)"
         )
+    limits = checked_limits(recipe, timeout_s)  # same checks as `p2pci try`; warnings on stderr
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
-    limits = {
-        "timeout_s": timeout_s or recipe.limits.timeout_s,
-        "memory_mb": recipe.limits.memory_mb,
-        "cpus": recipe.limits.cpus,
-        "pids": recipe.limits.pids,
-        "out_mb": recipe.limits.out_mb,
-    }
     store = BlobStore(home.paths.blobs)
     with tempfile.TemporaryDirectory(dir=store.dir / "tmp") as tmp:
         tar = Path(tmp) / "source.tar"
@@ -287,10 +307,7 @@ def publish_command(
     try:
         job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
-        if not as_json:
-            click.echo(safe_text(f"published {job_id}"), err=True)
-        else:
-            echo_json(job)
+        click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
         final = job if job["verdict"] in FINAL else None
         while final is None:
             try:
@@ -322,6 +339,8 @@ def jobs_command(home: Home, as_json: bool) -> None:
         return
     if not jobs:
         click.echo("no jobs")
+        return
+    click.echo(JOBS_HEADER)
     for j in jobs:
         click.echo(_verdict_line(j))
 
@@ -338,20 +357,32 @@ def show_command(home: Home, job: str, as_json: bool) -> None:
 
 @cli.command("cancel")
 @click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @pass_home
-def cancel_command(home: Home, job: str) -> None:
+def cancel_command(home: Home, job: str, as_json: bool) -> None:
     """Cancel a job this node published."""
     view = home.call("cancel", job=job)
-    _echo(f"{view['job']} {view['verdict']}")
+    echo_json(view) if as_json else _echo(f"{view['job']} {view['verdict']}")
 
 
 @cli.command("fetch")
 @click.argument("job")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write the artifacts to.")
+@click.option("--force", is_flag=True, help="Write into a directory that is not empty.")
+@click.option("--json", "as_json", is_flag=True, help="Print {job, digest, files: [{path, sha256, …}]} as JSON.")
 @pass_home
-def fetch_command(home: Home, job: str, out: Path) -> None:
-    """Fetch a job's agreed artifacts, each checked against the agreed manifest."""
-    res = home.call("fetch", job=job, out=str(out.expanduser().absolute()), timeout=None)
+def fetch_command(home: Home, job: str, out: Path, force: bool, as_json: bool) -> None:
+    """Fetch a job's agreed artifacts, each checked against the agreed manifest.
+
+    OUT must be missing or empty (--force writes into a non-empty one).
+    """
+    from p2pci.cli.checks import check_fetch_dest
+
+    dest = check_fetch_dest(out, force)
+    res = home.call("fetch", job=job, out=str(dest), timeout=None)
+    if as_json:
+        echo_json(res)
+        return
     for f in res["files"]:
         _echo(f"{f['sha256']}  {f['path']}")
 
@@ -419,14 +450,34 @@ def _stream_log(home: Home, job: str, entry: dict[str, Any], max_bytes: int, tai
     show(b"\n".join(shown) + b"\n", final=True)
 
 
+def _log_json(home: Home, job: str, entry: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """One revealed log for `logs --json`: its first `max_bytes`, exact text (decoded as UTF-8, errors replaced)."""
+    out = {k: entry[k] for k in ("worker", "exit_code", "digest", "size", "too_large")}
+    data = b""
+    if not entry["too_large"]:
+        end = min(int(entry["size"]), max_bytes)
+        try:
+            while len(data) < end:
+                r = home.call("log_range", job=job, worker=str(entry["worker"]), offset=len(data), length=end - len(data))
+                if not r["data"]:
+                    break
+                data += r["data"]
+        except ControlError as exc:
+            out["error"] = str(exc)
+    out["text"] = data.decode("utf-8", "replace")
+    return out
+
+
 @cli.command("logs")
 @click.argument("job")
 @click.option("--worker", default=None, metavar="PEER", help="Whose build log (peer ID or a unique prefix/suffix).")
 @click.option("--max", "max_bytes", type=ByteSize(), default="1M", show_default=True,
               help="Show at most this much of each log (its start; with --tail, of its end).")
 @click.option("--tail", "tail", type=click.IntRange(1), default=None, metavar="N", help="Only the last N lines of each log.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {job, logs: [{worker, exit_code, digest, size, too_large, text}]} as JSON (each text at most --max).")
 @pass_home
-def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail: int | None) -> None:
+def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail: int | None, as_json: bool) -> None:
     """Build logs of a job (one worker's, or every revealed one).
 
     Logs are fetched from their revealers by range and streamed to the terminal,
@@ -434,6 +485,9 @@ def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail:
     limit (32 MiB) is refused unfetched. Exit 2 if every selected log was refused.
     """
     index = home.call("log_index", job=job, worker=worker)
+    if as_json:
+        echo_json({"job": job, "logs": [_log_json(home, job, e, max_bytes) for e in index]})
+        return
     if not index:  # nothing revealed yet: this node's own build log, if any (bounded by the daemon)
         text = safe_text(home.call("logs", job=job, worker=worker), multiline=True)
         click.echo(text, nl=not text.endswith("\n"))
@@ -457,11 +511,24 @@ def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail:
 
 @cli.command("diff")
 @click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print {job, differs, text} as JSON.")
 @pass_home
-def diff_command(home: Home, job: str) -> None:
-    """Why builds differ: diffoscope on one artifact set per group."""
-    text = safe_text(home.call("diff", job=job, timeout=None), multiline=True)
-    click.echo(text, nl=not text.endswith("\n"))
+def diff_command(home: Home, job: str, as_json: bool) -> None:
+    """Why builds differ: diffoscope on one artifact set per group.
+
+    Exit 0 when the revealed results are all the same, 1 when they differ
+    (as diff(1) does), 2 on an error.
+    """
+    from p2pci.cli.checks import results_differ
+
+    text = home.call("diff", job=job, timeout=None)
+    differs = results_differ(text)
+    if as_json:
+        echo_json({"job": job, "differs": differs, "text": text})
+    else:
+        shown = safe_text(text, multiline=True)
+        click.echo(shown, nl=not shown.endswith("\n"))
+    sys.exit(1 if differs else 0)
 
 
 @cli.command("export")
@@ -490,7 +557,10 @@ def export_command(home: Home, job: str, output: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.option("--now", "now_ms", type=int, default=None, hidden=True)
 def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...], as_json: bool, now_ms: int | None) -> None:
-    """Re-tally an evidence bundle offline (no daemon). Exit 0 REPRODUCED, 1 otherwise."""
+    """Re-tally an evidence bundle offline (no daemon).
+
+    Exit 0 REPRODUCED, 1 any other verdict, 2 an unreadable or corrupt bundle.
+    """
     import time
 
     from p2pci.core.evidence import load_bundle
@@ -549,20 +619,22 @@ def _trust(home: Home, op: str, peer_id: str | None = None) -> list[str]:
 
 @trust_group.command("add")
 @click.argument("peer_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting trust set as a JSON list.")
 @pass_home
-def trust_add(home: Home, peer_id: str) -> None:
+def trust_add(home: Home, peer_id: str, as_json: bool) -> None:
     """Count votes of PEER_ID (and, once the set is non-empty, only of trusted keys)."""
-    _trust(home, "trust_add", peer_id)
-    click.echo(f"trusted {peer_id}")
+    keys = _trust(home, "trust_add", peer_id)
+    echo_json(keys) if as_json else click.echo(f"trusted {peer_id}")
 
 
 @trust_group.command("remove")
 @click.argument("peer_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting trust set as a JSON list.")
 @pass_home
-def trust_remove(home: Home, peer_id: str) -> None:
+def trust_remove(home: Home, peer_id: str, as_json: bool) -> None:
     """Stop counting votes of PEER_ID."""
-    _trust(home, "trust_remove", peer_id)
-    click.echo(f"untrusted {peer_id}")
+    keys = _trust(home, "trust_remove", peer_id)
+    echo_json(keys) if as_json else click.echo(f"untrusted {peer_id}")
 
 
 @trust_group.command("list")
@@ -594,6 +666,18 @@ try:
     cli.add_command(status_command, "status")
 except ImportError:  # pragma: no cover
     pass
+
+
+from p2pci.cli.badge_cmd import badge_command  # noqa: E402  (CI integration: issue 16)
+from p2pci.cli.watch_cmds import history_command, watch_command  # noqa: E402
+
+cli.add_command(watch_command, "watch")
+cli.add_command(history_command, "history")
+cli.add_command(badge_command, "badge")
+
+from p2pci.cli.worker_cmds import worker_group  # noqa: E402  (donor controls: issue 16)
+
+cli.add_command(worker_group, "worker")
 
 
 def main() -> None:

@@ -41,8 +41,9 @@ def home_from_context(ctx: click.Context) -> Path:
 
 @click.command("status")
 @click.option("--once", is_flag=True, help="Print a plain-text snapshot and exit (no TUI).")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot {node, peers, jobs} as JSON and exit.")
 @click.pass_context
-def status_command(ctx: click.Context, once: bool) -> None:
+def status_command(ctx: click.Context, once: bool, as_json: bool) -> None:
     """Live view of this node, its peers, the jobs and their verdicts.
 
     Keys: arrows or j/k move, Enter opens a job, l shows its log, f filters
@@ -64,6 +65,11 @@ def status_command(ctx: click.Context, once: bool) -> None:
     except trio.TooSlowError:
         click.echo(f"p2pci status: the daemon at {sock} did not answer within {STATUS_TIMEOUT_S:.0f} s", err=True)
         ctx.exit(2)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result, default=lambda o: o.hex() if isinstance(o, bytes) else str(o)))
+        return
     model = m.StatusModel(connected=True)
     now = int(time.time() * 1000)
     if not model.apply_status(result, now):

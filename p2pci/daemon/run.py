@@ -8,8 +8,6 @@ and removed), the store is closed, the control socket removed.
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -71,11 +69,11 @@ async def serve(node: Node) -> None:
 
 
 def run_daemon(home: Path, config: Config, key: NodeKey) -> None:
-    logging.basicConfig(
-        level=os.environ.get("P2PCI_LOG", "WARNING").upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    from p2pci.logs import setup_logging
+
+    setup_logging()
     node = make_node(home, config, key)
+    setup_logging()  # again: importing py-libp2p (in make_node) resets its logger
     try:
         trio.run(serve, node)
     except BaseExceptionGroup as group:

@@ -1,19 +1,32 @@
 """`p2pci try`: build a project K times with varied conditions and compare.
 
-The runner already pins the user, host name, time zone, locale, network and
-paths. What it does not pin, and a real fleet of workers varies, is varied
-here from run to run:
+It predicts the mesh: by default it varies only what really differs between
+two workers, because the runner pins the rest (user, host name, time zone,
+locale, network, paths, the umask and SOURCE_DATE_EPOCH):
 
-* the CPUs the build may use (`nproc` and `make -j` see 1 or all),
-* the umask (0022, then 0002),
-* the order of the entries in the source tar, and the file system the source
-  is unpacked on (disk, then tmpfs): so the order of directory entries,
-* the date through SOURCE_DATE_EPOCH, when the recipe sets none (unset, then
-  years apart): a build that reads it must get it from the recipe.
+* **cpus**: the CPUs the build may use (`nproc`, `make -j` see 1 or all); two
+  workers' hosts have different CPU counts;
+* **order**: the order of the entries in the source tar, and the file system
+  the source is unpacked on (disk, then tmpfs): so the order of directory
+  entries, which differs between two workers' file systems;
+* **time**: the wall-clock time of the build (each run starts later; a build
+  that embeds the time or a random value differs when simply run again).
 
-Equal digests: reproducible. Different: the differing files with their
-hashes per run, and `diffoscope --text` between the first run and the first
-one that differs.
+The host kernel also differs between workers; every run here shares this
+host's kernel, so `try` cannot vary it (a build that embeds `uname -r` may
+pass here and be DISPUTED in the mesh).
+
+`--strict` adds what reprotest varies but the mesh pins:
+
+* **umask**: 0022, then 0002 (the mesh runs every build with Docker's 0022);
+* **date**: SOURCE_DATE_EPOCH, when the recipe sets none: unset, then years
+  apart (the mesh never sets it unless the recipe does).
+
+Equal digests: reproducible. Different: each differing file with its hashes
+per run, then every difference attributed to the variation that caused it:
+one more build per variation, that changes only that one from the first
+run's conditions. "time" (the first run's conditions again) is tried first:
+what differs then is nondeterministic and not blamed on another variation.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from p2pci.core.errors import LocalError
@@ -36,6 +49,18 @@ from p2pci.runner.base import BuildResult, BuildSpec, Limits, Runner
 Progress = Callable[[str], None]
 FAR_DATES = (2_000_000_000, 1_000_000_000, 1_500_000_000)  # 2033, 2001, 2017
 
+# The variations, in the order they are tried alone, and what each stands for. "time" (run 1's
+# conditions again) comes first: what differs then is nondeterministic, not caused by the others.
+FACTORS = ("time", "cpus", "order")
+STRICT_FACTORS = (*FACTORS, "umask", "date")
+FACTOR_HELP = {
+    "cpus": "the CPU count (nproc, make -j): differs between workers",
+    "order": "the source's directory order and file system: differs between workers",
+    "time": "the build's wall-clock time, or nondeterminism: it differs when simply run again",
+    "umask": "the umask (--strict: every mesh worker uses 0022)",
+    "date": "SOURCE_DATE_EPOCH unset or far apart (--strict: the mesh uses the recipe's)",
+}
+
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -44,18 +69,37 @@ def _stderr(msg: str) -> None:
 @dataclass(frozen=True)
 class Variation:
     cpuset: str
-    umask: int
+    umask: int | None  # None: the runner's, as in the mesh
     order_seed: int | None
     source_date_epoch: int | None
+    fs: int = 0  # which runner: 0 unpacks the source on disk, 1 on a tmpfs (when there is one)
+    again: int = 0  # how many times these conditions were run before (the "time" variation)
 
     def describe(self) -> str:
         sde = "unset" if self.source_date_epoch is None else str(self.source_date_epoch)
         order = "sorted" if self.order_seed is None else f"shuffled#{self.order_seed}"
         cpus = len(self.cpuset.split(","))
-        return f"cpus={cpus} umask={self.umask:04o} source-order={order} SOURCE_DATE_EPOCH={sde}"
+        umask = "default" if self.umask is None else f"{self.umask:04o}"
+        return f"cpus={cpus} source-order={order} fs={('disk', 'tmpfs')[self.fs % 2]} umask={umask} SOURCE_DATE_EPOCH={sde}"
+
+    def taking(self, factor: str, other: Variation) -> Variation:
+        """These conditions with only `factor` taken from `other`."""
+        if factor == "cpus":
+            return replace(self, cpuset=other.cpuset)
+        if factor == "order":
+            return replace(self, order_seed=other.order_seed, fs=other.fs)
+        if factor == "umask":
+            return replace(self, umask=other.umask)
+        if factor == "date":
+            return replace(self, source_date_epoch=other.source_date_epoch)
+        if factor == "time":
+            return replace(self, again=self.again + 1)
+        raise ValueError(f"unknown variation {factor!r}")
 
 
-def variations(recipe: Recipe, runs: int, cpu_ids: list[int] | None = None) -> list[Variation]:
+def variations(
+    recipe: Recipe, runs: int, cpu_ids: list[int] | None = None, *, strict: bool = False
+) -> list[Variation]:
     if cpu_ids is None:
         cpu_ids = (
             sorted(os.sched_getaffinity(0))
@@ -68,17 +112,27 @@ def variations(recipe: Recipe, runs: int, cpu_ids: list[int] | None = None) -> l
     for k in range(runs):
         cpus = want if k % 2 == 0 else (1 if want > 1 else min(2, ncpu))
         sde = recipe.source_date_epoch
-        if sde is None and k > 0:
+        if strict and sde is None and k > 0:
             sde = FAR_DATES[(k - 1) % len(FAR_DATES)] + k  # distinct per run
         out.append(
             Variation(
                 cpuset=",".join(str(c) for c in cpu_ids[:cpus]),
-                umask=0o022 if k % 2 == 0 else 0o002,
+                umask=(0o022 if k % 2 == 0 else 0o002) if strict else None,
                 order_seed=None if k == 0 else k,
                 source_date_epoch=sde,
+                fs=k % 2,
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One variation tried alone (run 1's conditions with only it changed) and what it changed."""
+
+    factor: str
+    result: BuildResult
+    files: tuple[str, ...]  # the paths whose entry differs from run 1's (".exit-code": the exit code)
 
 
 @dataclass
@@ -87,15 +141,27 @@ class TryReport:
     image_id: str
     variations: list[Variation]
     results: list[BuildResult] = field(default_factory=list)
+    strict: bool = False
+    causes: list[Cause] = field(default_factory=list)
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        return STRICT_FACTORS if self.strict else FACTORS
 
     @property
     def reproducible(self) -> bool:
         digests = {r.digest for r in self.results}
         return all(r.status == "ok" for r in self.results) and len(digests) == 1
 
+    def caused_by(self, path: str) -> list[str]:
+        """The variations that change `path` on their own (empty: none alone does)."""
+        return [c.factor for c in self.causes if path in c.files]
+
     def cleanup(self) -> None:
         for r in self.results:
             r.cleanup()
+        for c in self.causes:
+            c.result.cleanup()
 
 
 def run_try(
@@ -106,13 +172,16 @@ def run_try(
     image_id: str | None = None,
     progress: Progress = _stderr,
     work_dir: Path | None = None,
+    strict: bool = False,
+    attribute: bool = True,
 ) -> TryReport:
     """Build `dir` `runs` times with the variations; the caller prints and cleans up.
 
-    With a list of runners, run k uses runner k mod len: `p2pci try` passes one
-    that unpacks the source on the disk and one that unpacks it on a tmpfs, so
-    that the order of directory entries differs (ext4 lists them in hash order,
-    tmpfs in creation order, which the shuffled tar changes).
+    With a list of runners, a variation's `fs` picks the runner (mod len): `p2pci try`
+    passes one that unpacks the source on the disk and one that unpacks it on a tmpfs,
+    so that the order of directory entries differs (ext4 lists them in hash order,
+    tmpfs in creation order, which the shuffled tar changes). When the digests differ
+    and `attribute` is set, each variation is then tried alone (`TryReport.causes`).
     """
     runners = runner if isinstance(runner, list) else [runner]
     if runs < 2:
@@ -122,7 +191,7 @@ def run_try(
         from p2pci.runner.images import resolve_image
 
         image_id = resolve_image(recipe.image, progress=progress)
-    report = TryReport(recipe, image_id, variations(recipe, runs))
+    report = TryReport(recipe, image_id, variations(recipe, runs, strict=strict), strict=strict)
     limits = Limits(
         timeout_s=recipe.limits.timeout_s,
         memory_mb=recipe.limits.memory_mb,
@@ -137,12 +206,14 @@ def run_try(
         shown = ", ".join(changed[:5]) + (", …" if len(changed) > 5 else "")
         progress(f"note: {dir} is in a git work tree: building its HEAD; not included: {shown}")
     with tempfile.TemporaryDirectory(prefix="p2pci-try-", dir=work_dir) as tmp:
-        for k, var in enumerate(report.variations):
-            tar = Path(tmp) / f"source-{k}.tar"
+
+        def build(var: Variation, label: str) -> BuildResult:
+            tar = Path(tmp) / "source.tar"
             sha, size = pack_source(dir, tar, order_seed=var.order_seed)
-            where = getattr(runners[k % len(runners)], "work_dir", None)
+            the_runner = runners[var.fs % len(runners)]
+            where = getattr(the_runner, "work_dir", None)
             fs = f" unpacked-in={where}" if where is not None else ""
-            progress(f"run {k + 1}/{runs}: {var.describe()}{fs} (source {sha.hex()[:12]}…, {size} bytes)")
+            progress(f"{label}: {var.describe()}{fs} (source {sha.hex()[:12]}…, {size} bytes)")
             spec = BuildSpec(
                 image_id=image_id,
                 command=recipe.command,
@@ -152,8 +223,7 @@ def run_try(
                 umask=var.umask,
                 cpuset=var.cpuset,
             )
-            r = runners[k % len(runners)].run(spec, tar, cancel=threading.Event())
-            report.results.append(r)
+            r = the_runner.run(spec, tar, cancel=threading.Event())
             tar.unlink()
             if r.status == "ok":
                 assert r.digest is not None
@@ -162,7 +232,64 @@ def run_try(
                 )
             else:
                 progress(f"  {r.status}: {r.error}")
+            return r
+
+        for k, var in enumerate(report.variations):
+            report.results.append(build(var, f"run {k + 1}/{runs}"))
+        ok = all(r.status == "ok" for r in report.results)
+        if attribute and ok and not report.reproducible:
+            base, base_var = report.results[0], report.variations[0]
+            b = next(i for i, r in enumerate(report.results) if r.digest != base.digest)
+            progress(f"finding the cause: each variation alone, from run 1's conditions ({len(report.factors)} builds)")
+            unstable: set[str] = set()  # what differs even when nothing is varied
+            for factor in report.factors:
+                var = base_var.taking(factor, report.variations[b])
+                r = build(var, f"only {factor}")
+                files = tuple(differing_paths([base, r])) if r.status == "ok" else ()
+                if factor == "time":
+                    unstable = set(files)
+                else:
+                    files = tuple(f for f in files if f not in unstable)
+                report.causes.append(Cause(factor, r, files))
     return report
+
+
+EXIT_CODE_PATH = ".exit-code"
+
+
+def differing_paths(results: list[BuildResult]) -> list[str]:
+    """The paths whose manifest entry (hash, mode, size or presence) is not the same in every
+    result, in byte order; `.exit-code` first when the exit codes differ."""
+    out = [EXIT_CODE_PATH] if len({r.exit_code for r in results}) > 1 else []
+    tables: list[dict[str, ManifestEntry]] = [{e.path: e for e in r.manifest} for r in results]
+    for p in sorted(set().union(*tables), key=str.encode):
+        entries = [t.get(p) for t in tables]
+        if len({(e.sha256, e.mode, e.size) if e else None for e in entries}) > 1:
+            out.append(p)
+    return out
+
+
+def attribution_lines(report: TryReport) -> list[str]:
+    """ "caused by" lines: per variation, the files it changes alone; then the unexplained ones."""
+    if not report.causes:
+        return []
+    base = report.results[0]
+    b = next(r for r in report.results if r.digest != base.digest)
+    differing = differing_paths([base, b])
+    lines = ["caused by (each variation alone, from run 1's conditions):"]
+    for c in report.causes:
+        if c.result.status != "ok":
+            lines.append(f"  {c.factor}: the build did not finish ({c.result.status}: {c.result.error})")
+            continue
+        shown = ", ".join(c.files[:8]) + (f", … ({len(c.files)} files)" if len(c.files) > 8 else "")
+        lines.append(f"  {c.factor}: {shown or 'no difference'}   [{FACTOR_HELP[c.factor]}]")
+    unexplained = [p for p in differing if not report.caused_by(p)]
+    if unexplained:
+        lines.append(
+            "  no single variation: " + ", ".join(unexplained[:8])
+            + " (only a combination of variations changes these)"
+        )
+    return lines
 
 
 def differences(results: list[BuildResult]) -> list[str]:

@@ -89,7 +89,7 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         assert offline["verdict"] == "REPRODUCED" and offline["groups"] == final["groups"]
 
         r = await run_cli(home, "diff", job)
-        assert "nothing to compare" in r.stdout
+        assert r.exit_code == 0 and "nothing to compare" in r.stdout
 
 
 async def test_disputed_exit_1_and_diff(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ async def test_disputed_exit_1_and_diff(tmp_path: Path) -> None:
         final = json.loads(r.stdout.strip().splitlines()[-1])
         assert (r.exit_code, final["verdict"]) == (1, "DISPUTED")
         r = await run_cli(home, "diff", final["job"])
-        assert r.exit_code == 0, r.output
+        assert r.exit_code == 1, r.output  # the results differ (as diff(1))
         assert "artifact.txt" in r.stdout and "something else" in r.stdout
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,18 +45,38 @@ def test_try_unreproducible_example_exits_1_and_names_the_file() -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "culprit"),
+    ("command", "strict", "cause"),
     [
-        ("cat input.txt > /out/f", "mode 0664"),  # file mode from the umask
-        ("echo ${SOURCE_DATE_EPOCH:-unset} > /out/f; chmod 644 /out/f", "differs: f"),  # the date
-        ("nproc > /out/f; chmod 644 /out/f", "differs: f"),  # the CPU count
-        ("find . -type f > /out/f; chmod 644 /out/f", "differs: f"),  # directory order
+        ("nproc > /out/f; chmod 644 /out/f", False, "cpus"),  # the CPU count
+        ("find . -type f > /out/f; chmod 644 /out/f", False, "order"),  # directory order
+        ("cat /proc/sys/kernel/random/uuid > /out/f; chmod 644 /out/f", False, "time"),  # random
+        ("echo ${SOURCE_DATE_EPOCH:-unset} > /out/f; chmod 644 /out/f", True, "date"),  # the date
     ],
 )
-def test_try_catches_each_variation(tmp_path: Path, command: str, culprit: str) -> None:
-    r = CliRunner().invoke(try_command, [str(project(tmp_path, command))])
+def test_try_attributes_each_difference_to_its_variation(tmp_path: Path, command: str, strict: bool, cause: str) -> None:
+    args = [str(project(tmp_path, command)), "--json"] + (["--strict"] if strict else [])
+    r = CliRunner().invoke(try_command, args)
     assert r.exit_code == 1, r.output
-    assert culprit in r.stdout
+    doc = json.loads(r.stdout)
+    assert [d["path"] for d in doc["differences"]] == ["f"]
+    assert doc["differences"][0]["caused_by"] == [cause], doc["causes"]
+    assert {c["variation"] for c in doc["causes"]} == set(doc["varied"])
+
+
+def test_default_umask_tree_is_reproducible_by_default_not_under_strict(tmp_path: Path) -> None:
+    # files created with the default umask: the mesh (umask pinned) reproduces this build
+    d = project(tmp_path, "mkdir /out/d; cat input.txt > /out/d/f; cp a b /out/")
+    r = CliRunner().invoke(try_command, [str(d)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("reproducible: digest ")
+    r = CliRunner().invoke(try_command, [str(d), "--strict"])
+    assert r.exit_code == 1, r.output
+    out = r.stdout
+    assert "differs: d/f" in out and "mode 0664" in out
+    caused = out.split("caused by", 1)[1]
+    assert "  umask: d/f   [" in caused  # the umask alone changes the new file's mode (cp keeps a, b at 0644)
+    assert "  cpus: no difference" in caused and "  order: no difference" in caused
+    assert "  time: no difference" in caused
 
 
 def test_try_recipe_date_is_kept(tmp_path: Path) -> None:

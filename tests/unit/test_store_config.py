@@ -36,14 +36,14 @@ bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc"]
 build = false
 [worker]
 slots = 3
-images = ["sha256:aa"]
+images = ["sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "busybox"]
 open_jobs = false
 [timing]
 claim_window_ms = 50
 """
         )
     )
-    assert cfg.build is False and cfg.worker.slots == 3 and cfg.worker.images == ("sha256:aa",)
+    assert cfg.build is False and cfg.worker.slots == 3 and cfg.worker.images == ("sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "busybox")
     assert cfg.worker.open_jobs is False and cfg.timing.claim_window_ms == 50
     assert cfg.timing.lease_ms == 30_000
     over = cfg.with_overrides(listen=("/ip4/127.0.0.1/tcp/9",), bootstrap=("/x",), build=True)
