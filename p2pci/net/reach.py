@@ -215,6 +215,7 @@ class Reach:
             reserved_ms=took,
         )
         self._stats.inc("relay_reserved" if new else "relay_renewed")
+        self._stats.inc("relay_reserve_ms_total", int(took))
         if new:
             log.info("reserved a slot on relay %s in %.0f ms", relay, took)
             if self._on_reserved is not None:
@@ -230,8 +231,10 @@ class Reach:
         ma = multiaddr.Multiaddr(addr)
         t0 = trio.current_time()
         conn = await self._transport.dial(ma)
-        self.dial_ms.append((trio.current_time() - t0) * 1000)
+        took = (trio.current_time() - t0) * 1000
+        self.dial_ms.append(took)
         del self.dial_ms[:-64]
+        self._stats.inc("relay_dial_ms_total", int(took))
         try:
             conn.set_transport_info([ma], ConnectionType.RELAYED)
         except Exception:

@@ -27,3 +27,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def topo() -> Iterator[Topology]:
     with Topology() as t:
         yield t
+
+
+@pytest.fixture(scope="session")
+def busybox_image() -> str:
+    """The deterministic busybox image (built once, reused when present)."""
+    from p2pci.runner.images import resolve_image
+
+    image_id = resolve_image("busybox")
+    assert image_id.startswith("sha256:"), image_id
+    return image_id

@@ -1,0 +1,127 @@
+"""A build across three NATs: daemons in namespaces, a public relay, real Docker.
+
+    internet (100.64.0.0/24, a bridge) ── relay/bootstrap 100.64.0.10  (`daemon --relay`)
+      ├─ NAT A (home router: drops unsolicited) ── pub      (publisher, no build)
+      ├─ NAT B (bare MASQUERADE)                ── w1, w2   (workers)
+      └─ NAT C (symmetric, random ports, 1 % loss) ── w3    (worker)
+
+Uplinks get 10–25 ms one-way delay (user-space wires), so two NATed sites
+are 60–130 ms RTT apart through the relay. No node behind a NAT can be
+dialled directly from outside: each reserves a slot on the relay and
+announces its circuit address. The job (3 replicas, quorum 3) must reach
+REPRODUCED on every node; the test prints how each node reaches each other
+node (direct / relayed) and asserts that w3 fetched its source from the
+publisher over the relay.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.e2e.mesh import remove_containers, write_project
+from tests.netns.mesh import NetnsMesh
+from tests.netns.topo import Topology
+
+SCRIPT = "cp /build/src/hello.txt /out/hello.txt && echo built"
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[tuple[Topology, NetnsMesh, Path]]:
+    root = Path(tempfile.mkdtemp(prefix="p2pci-nn-", dir="/tmp"))
+    ok = False
+    with Topology() as topo:
+        mesh = NetnsMesh(root / "m")
+        try:
+            yield topo, mesh, root
+            ok = True
+        finally:
+            await mesh.stop_all()
+            remove_containers(root)
+    if ok:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(f"\n[netns] daemon homes and logs kept in {root}")
+
+
+async def snapshot(mesh: NetnsMesh) -> dict[str, dict[str, str]]:
+    """name -> {peer name: via} for every running node."""
+    names = {n.peer_id: n.name for n in mesh.nodes.values()}
+    out: dict[str, dict[str, str]] = {}
+    for n in mesh.running:
+        out[n.name] = {names.get(p["peer_id"], p["peer_id"][-6:]): p["via"] for p in await mesh.peers(n)}
+    return out
+
+
+async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], busybox_image: str) -> None:
+    topo, mesh, root = world
+    relay_h = topo.public("relay", "100.64.0.10", delay_ms=10)
+    nat_a = topo.nat("nata", "100.64.0.1", "10.1.0.0/24", drop_unsolicited=True, delay_ms=20)
+    nat_b = topo.nat("natb", "100.64.0.2", "10.2.0.0/24", delay_ms=20)
+    nat_c = topo.nat("natc", "100.64.0.3", "10.3.0.0/24", symmetric=True, delay_ms=25, loss=0.01)
+    hosts = {
+        "pub": topo.lan_host(nat_a, "pub"),
+        "w1": topo.lan_host(nat_b, "w1"),
+        "w2": topo.lan_host(nat_b, "w2"),
+        "w3": topo.lan_host(nat_c, "w3"),
+    }
+    net_cfg = {"net": {"relay_refresh_s": 20}}
+    t0 = time.monotonic()
+    with trio.fail_after(240):
+        relay = await mesh.add_in(relay_h, "relay", build=False, flags=["--relay"])
+        pub = await mesh.add_in(hosts["pub"], "pub", build=False, bootstrap=[relay], config=net_cfg)
+        workers = []
+        for name in ("w1", "w2", "w3"):
+            workers.append(await mesh.add_in(hosts[name], name, bootstrap=[relay], config=net_cfg))
+
+        # Every NATed node holds a relay slot and the relay knows its circuit address.
+        async def reserved() -> bool:
+            for n in (pub, *workers):
+                ident = (await mesh.cli(n, "id", "--json")).json()
+                if not any("/p2p-circuit/" in a for a in ident["addrs"]):
+                    return False
+            return True
+
+        from p2pci.demo import wait_for
+
+        await wait_for(reserved, "relay reservations")
+        t_reserved = time.monotonic() - t0
+
+        project = write_project(
+            root / "p", "natjob", image=busybox_image, script=SCRIPT, replicas=3, quorum=3
+        )
+        t1 = time.monotonic()
+        res = await mesh.cli(pub, "publish", str(project), "--json")
+        job = res.json()["job"]
+        view = await mesh.wait_verdict(job)
+        t_verdict = time.monotonic() - t1
+        views = await snapshot(mesh)
+        stats = {n.name: await mesh.net_stats(n) for n in mesh.running}
+
+    print(f"\n[netns] all 4 NATed nodes reserved a relay slot {t_reserved:.1f} s after the relay started")
+    print(f"[netns] publish -> REPRODUCED on every node: {t_verdict:.1f} s")
+    print("[netns] connections (node: peer=via):")
+    for name, peers in views.items():
+        print(f"  {name:6} " + "  ".join(f"{p}={v}" for p, v in sorted(peers.items())))
+    for name, s in stats.items():
+        res, dials = s.get("relay_reserved", 0) + s.get("relay_renewed", 0), s.get("relay_dials", 0)
+        print(
+            f"[netns] {name:6} reservations {res} (mean {s.get('relay_reserve_ms_total', 0) / max(1, res):.0f} ms)"
+            f"  relayed dials {dials} (mean {s.get('relay_dial_ms_total', 0) / max(1, dials):.0f} ms)"
+            f"  blobs fetched {s.get('blob_fetched', 0)}"
+        )
+
+    assert view["verdict"] == "REPRODUCED"
+    voters = {w for g in view.get("groups", []) for w in g["workers"]}
+    assert {w.peer_id for w in workers} <= voters, (voters, view)
+    # No NATed node can dial another site directly: what they share goes via the relay.
+    assert views["w3"].get("pub") == "relayed", views
+    assert stats["w3"].get("relay_dials", 0) >= 1 and stats["w3"].get("blob_fetched", 0) >= 1
+    assert "relay_dials" not in stats["relay"]  # the relay dials nobody through itself
+    assert all(views[n.name].get("relay") == "direct" for n in (pub, *workers))
