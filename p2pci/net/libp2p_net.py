@@ -491,6 +491,20 @@ class LibP2PNetwork:
         scopes = {addr_scope(a) for a in self._listen}
         return scopes == {"private"}
 
+    def _should_probe(self) -> bool:
+        """auto + a global or unspecified listen address: ask peers to dial us back."""
+        scopes = {addr_scope(a) for a in self._listen}
+        return self.reachability == "auto" and bool(scopes & {"global", "any"})
+
+    def _listen_port(self) -> int | None:
+        for a in self.addrs():
+            if not is_circuit(a) and "/tcp/" in a:
+                try:
+                    return int(a.split("/tcp/")[1].split("/")[0])
+                except ValueError:
+                    continue
+        return None
+
     def reach_stats(self) -> dict[str, Any]:
         """Relay reservations (relay id → addr, ms) and recent relayed dial times, for tests and figures."""
         r = self._reach
@@ -627,6 +641,8 @@ class LibP2PNetwork:
                                 refresh_s=self.relay_refresh,
                                 dial_timeout=self.dial_timeout,
                                 on_reserved=self._announce_to,
+                                probe=self._should_probe(),
+                                listen_port=self._listen_port,
                             )
                             await nursery.start(self._reach.run)
                             started = True

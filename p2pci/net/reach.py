@@ -13,6 +13,21 @@ A node started with a `RelayServerLimits` (`p2pci daemon --relay`) also
 serves the relay hop protocol, within its limits: reservations in total,
 circuits per reserved peer, bytes and seconds per circuit, reservation TTL.
 
+Finding out (`reachability="auto"` with a public or unspecified listen
+address): the node asks up to two bootstrap peers over `/p2pci/dialback/1`
+to open a *fresh* TCP connection back to the address they observe for us,
+on our listen port. py-libp2p's AutoNAT cannot be used as it is: its
+dial-back goes through `host.connect()`, which returns the connection we
+already hold, so it reports PUBLIC for a closed port. Any "reachable" answer
+makes the node public; "unreachable" from every asked peer makes it reserve
+a relay slot; no answer leaves it undecided and asks again later.
+
+The dial-back server is careful: it dials only the IP it observes on the
+asking connection (never an address the asker names, so it cannot be aimed
+at a third party), never for a relayed connection, at most one dial at a
+time, once per peer per `DIALBACK_EVERY_S`, with a 3 s timeout, and it only
+completes a TCP handshake and a multistream-select header exchange.
+
 Only this module and libp2p_net.py touch py-libp2p's relay code.
 """
 
@@ -27,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 import multiaddr
 import trio
 
+from p2pci.core.errors import ProtocolError
+from p2pci.net import wire
 from p2pci.net.common import Stats
 
 if TYPE_CHECKING:
@@ -35,6 +52,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CIRCUIT = "/p2p-circuit"
+PROTO_DIALBACK = "/p2pci/dialback/1"
+DIALBACK_EVERY_S = 60.0  # per asking peer
+DIALBACK_TIMEOUT_S = 3.0
+MULTISTREAM = b"\x13/multistream/1.0.0\n"  # varint length 19 + protocol line
 
 
 @dataclass(frozen=True)
@@ -92,6 +113,8 @@ class Reach:
         retry_s: float = 5.0,
         dial_timeout: float = 5.0,
         on_reserved: Callable[[str], None] | None = None,
+        probe: bool = False,
+        listen_port: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._host = host
         self._peer_id = peer_id
@@ -104,6 +127,11 @@ class Reach:
         self.retry_s = retry_s
         self.dial_timeout = dial_timeout
         self._on_reserved = on_reserved
+        self.probe = probe  # find out by dial-back whether we are reachable
+        self._listen_port = listen_port
+        self.reachable: bool | None = None if probe else not use_relays
+        self._dialback_last: dict[str, float] = {}
+        self._dialback_lock = trio.Lock()
         self.reservations: dict[str, Reservation] = {}
         self._retry_at: dict[str, float] = {}
         self._wake = trio.Event()
@@ -132,9 +160,12 @@ class Reach:
         # No CLIENT role: py-libp2p's dial would otherwise also reserve a slot on
         # the relay for the *dialer* on every relayed dial (gap 4 in issue 19).
         self._transport = CircuitV2Transport(self._host, self._protocol, RelayConfig(roles=RelayRole.STOP))
+        self._host.set_stream_handler(PROTO_DIALBACK, self._handle_dialback)
         async with background_trio_service(self._protocol):
             await self._protocol.event_started.wait()
             task_status.started()
+            if self.probe:
+                await self._find_out()
             if self.use_relays:
                 await self._keep_reservations()
             else:
@@ -221,6 +252,93 @@ class Reach:
             if self._on_reserved is not None:
                 self._on_reserved(relay)
 
+    # -- finding out ----------------------------------------------------------------
+    async def _find_out(self) -> None:
+        """Ask bootstrap peers to dial us back until one answers; decide use_relays."""
+        wait = 1.0
+        while self.reachable is None:
+            answers = []
+            for relay, addrs in self._candidates()[:2]:
+                ans = await self.ask_dialback(relay, addrs)
+                if ans is not None:
+                    answers.append(ans)
+            if answers:
+                self.reachable = any(answers)
+                self.use_relays = not self.reachable
+                self._stats.inc("reach_public" if self.reachable else "reach_private")
+                log.info("dial-back: we are %s", "reachable" if self.reachable else "NOT reachable (using relays)")
+                return
+            with trio.move_on_after(wait):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            wait = min(wait * 2, 60.0)
+
+    async def ask_dialback(self, peer: str, addrs: list[str]) -> bool | None:
+        """True/False: `peer` could / could not open a fresh connection to us; None: no answer."""
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo as LPeerInfo
+
+        port = self._listen_port()
+        if not port:
+            return None
+        pid = ID.from_base58(peer)
+        try:
+            with trio.fail_after(self.dial_timeout + DIALBACK_TIMEOUT_S + 2):
+                if not self._host.get_network().get_connections(pid):
+                    await self._host.connect(LPeerInfo(pid, [multiaddr.Multiaddr(a) for a in addrs]))
+                stream = await self._host.new_stream(pid, [PROTO_DIALBACK])
+                try:
+                    await stream.write(wire.encode({"port": port}))
+                    n = wire.parse_length(await _read_exact(stream, wire.LEN.size), 1024)
+                    d = wire.decode_map(await _read_exact(stream, n), {"reachable": bool})
+                finally:
+                    with trio.move_on_after(1):
+                        try:
+                            await stream.close()
+                        except Exception:
+                            pass
+        except Exception as exc:
+            self._stats.inc("dialback_failures")
+            log.debug("dial-back via %s failed: %r", peer, exc)
+            return None
+        return bool(d["reachable"])
+
+    async def _handle_dialback(self, stream: Any) -> None:
+        """Server side: dial the asker's observed IP on the port it names, fresh, and say if it worked."""
+        try:
+            peer = str(stream.muxed_conn.peer_id.to_base58())
+            if self.via(peer) != "direct":
+                raise ProtocolError("dial-back over a relayed connection")
+            remote = stream.get_remote_address()
+            if not remote:
+                raise ProtocolError("no observed address")
+            with trio.fail_after(DIALBACK_TIMEOUT_S):
+                n = wire.parse_length(await _read_exact(stream, wire.LEN.size), 1024)
+                d = wire.decode_map(await _read_exact(stream, n), {"port": int})
+            port = d["port"]
+            if not 0 < port < 65536:
+                raise ProtocolError("bad port")
+            now = trio.current_time()
+            if now - self._dialback_last.get(peer, -1e9) < DIALBACK_EVERY_S or self._dialback_lock.locked():
+                raise ProtocolError("dial-back rate limit")
+            if len(self._dialback_last) > 1024:
+                self._dialback_last.clear()
+            self._dialback_last[peer] = now
+            async with self._dialback_lock:
+                ok = await _probe_tcp(remote[0], port)
+            self._stats.inc("dialback_served")
+            with trio.fail_after(DIALBACK_TIMEOUT_S):
+                await stream.write(wire.encode({"reachable": ok}))
+                await stream.close()
+        except Exception as exc:
+            self._stats.inc("dialback_refused")
+            log.debug("dial-back refused: %r", exc)
+            with trio.move_on_after(1):
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
+
     # -- dialing ------------------------------------------------------------------------
     async def dial_circuit(self, addr: str) -> None:
         """Connect to the peer at circuit address `addr` through its relay."""
@@ -264,3 +382,31 @@ class Reach:
 
 def _with_peer(addr: str, peer: str) -> str:
     return addr if addr.endswith(f"/p2p/{peer}") else f"{addr}/p2p/{peer}"
+
+
+async def _read_exact(stream: Any, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = await stream.read(n - len(buf))
+        if not chunk:
+            raise ProtocolError("stream closed early")
+        buf += chunk
+    return buf
+
+
+async def _probe_tcp(ip: str, port: int) -> bool:
+    """A fresh TCP connection to ip:port that answers a multistream-select header."""
+    try:
+        with trio.fail_after(DIALBACK_TIMEOUT_S):
+            sock = await trio.open_tcp_stream(ip, port)
+            async with sock:
+                await sock.send_all(MULTISTREAM)
+                got = b""
+                while len(got) < len(MULTISTREAM):
+                    chunk = await sock.receive_some(len(MULTISTREAM) - len(got))
+                    if not chunk:
+                        break
+                    got += chunk
+                return got == MULTISTREAM
+    except (OSError, trio.TooSlowError):
+        return False

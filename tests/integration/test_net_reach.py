@@ -153,3 +153,27 @@ async def test_exception_in_a_stream_handler_does_not_kill_the_node() -> None:
         with trio.fail_after(10):
             await b.col.wait_for(fact_id(fact))
         nursery.cancel_scope.cancel()
+
+
+async def test_dialback_fresh_connection_and_rate_limit() -> None:
+    async with trio.open_nursery() as nursery:
+        b = await start_node(nursery)
+        a = await start_node(nursery, b.net.addrs())
+        c = await start_node(nursery, b.net.addrs())
+        await wait_until(lambda: len(b.net.peers()) == 2, 10)
+        boot = [x for x in b.net.addrs() if not is_circuit(x)]
+        ra, rc = a.net._reach, c.net._reach
+        assert ra is not None and rc is not None
+        # a listens: b reaches it on a fresh connection although they are connected already
+        assert await ra.ask_dialback(b.net.peer_id, boot) is True
+        # c claims a port nobody listens on: unreachable (AutoNAT would say PUBLIC here)
+        with trio.socket.socket() as s:
+            await s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        rc._listen_port = lambda: closed
+        assert await rc.ask_dialback(b.net.peer_id, boot) is False
+        # a second request from a within the minute is refused, not served
+        assert await ra.ask_dialback(b.net.peer_id, boot) is None
+        st = b.net.stats()
+        assert st["dialback_served"] == 2 and st["dialback_refused"] == 1
+        nursery.cancel_scope.cancel()

@@ -125,3 +125,51 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
     assert stats["w3"].get("relay_dials", 0) >= 1 and stats["w3"].get("blob_fetched", 0) >= 1
     assert "relay_dials" not in stats["relay"]  # the relay dials nobody through itself
     assert all(views[n.name].get("relay") == "direct" for n in (pub, *workers))
+
+
+async def test_reachability_found_out_by_dialback(world: tuple[Topology, NetnsMesh, Path]) -> None:
+    """Nodes listening on 0.0.0.0 (the address says nothing) ask the relay to dial them back."""
+    topo, mesh, _ = world
+    relay_h = topo.public("relay", "100.64.0.10", delay_ms=10)
+    srv_h = topo.public("srv", "100.64.0.20", delay_ms=10)
+    home = topo.nat("home", "100.64.0.1", "10.1.0.0/24", drop_unsolicited=True, delay_ms=20)
+    bare = topo.nat("bare", "100.64.0.2", "10.2.0.0/24", delay_ms=20)
+    anyaddr = {"listen": ["/ip4/0.0.0.0/tcp/4001"]}
+    with trio.fail_after(120):
+        relay = await mesh.add_in(relay_h, "relay", build=False, flags=["--relay"])
+        nodes = {
+            "srv": await mesh.add_in(srv_h, "srv", build=False, bootstrap=[relay], config=anyaddr),
+            "home": await mesh.add_in(
+                topo.lan_host(home, "h1"), "home", build=False, bootstrap=[relay], config=anyaddr
+            ),
+            "bare": await mesh.add_in(
+                topo.lan_host(bare, "h2"), "bare", build=False, bootstrap=[relay], config=anyaddr
+            ),
+        }
+
+        async def decided() -> dict[str, dict[str, int]] | None:
+            stats = {name: await mesh.net_stats(n) for name, n in nodes.items()}
+            if all(s.get("reach_public", 0) + s.get("reach_private", 0) for s in stats.values()):
+                return stats
+            return None
+
+        from p2pci.demo import wait_for
+
+        stats = await wait_for(decided, "every node to find out its reachability")
+
+        async def circuits(n: object) -> list[str]:
+            ident = (await mesh.cli(nodes[str(n)], "id", "--json")).json()
+            return [a for a in ident["addrs"] if "/p2p-circuit/" in a]
+
+        async def home_nodes_reserved() -> bool:
+            return bool(await circuits("home")) and bool(await circuits("bare"))
+
+        await wait_for(home_nodes_reserved, "the NATed nodes to reserve a relay slot")
+    print(
+        "\n[netns] dial-back verdicts: "
+        + ", ".join(f"{k}={'public' if v.get('reach_public') else 'private'}" for k, v in stats.items())
+    )
+    assert stats["srv"].get("reach_public") == 1 and not await circuits("srv")
+    assert stats["home"].get("reach_private") == 1 and stats["bare"].get("reach_private") == 1
+    relay_stats = await mesh.net_stats(relay)
+    assert relay_stats.get("dialback_served", 0) >= 3
