@@ -867,6 +867,17 @@ class LibP2PNetwork:
                 err = exc
         raise err or ConnectionError("no usable address")
 
+    async def _ask_where(self, peer: str) -> None:
+        """We must reach `peer` but know no address (e.g. a NATed publisher that reserved its
+        relay slot after our last peer exchange): one exchange with up to two connected
+        bootstrap peers (a relay knows its clients' circuit addresses)."""
+        boots = [p for p in sorted(self._since) if p in self._book and self._book[p].bootstrap][:2]
+        for b in boots:
+            with trio.move_on_after(self.dial_timeout):
+                await self._exchange_peers(b)
+            if peer in self._book and self._book[peer].addrs:
+                return
+
     def _relay_candidates(self) -> list[tuple[str, list[str]]]:
         """Bootstrap peers with a direct address: where a NATed node asks for a relay slot."""
         out = []
@@ -1173,6 +1184,8 @@ class LibP2PNetwork:
         if peer in self._blocked:
             raise ProtocolError("blocked peer")
         pid = ID.from_base58(peer)
+        if peer not in self._since and not (peer in self._book and self._book[peer].addrs):
+            await self._ask_where(peer)
         with trio.fail_after(self.dial_timeout):
             book = self._book.get(peer)
             if peer not in self._since and book is not None and book.addrs:

@@ -177,3 +177,20 @@ async def test_dialback_fresh_connection_and_rate_limit() -> None:
         st = b.net.stats()
         assert st["dialback_served"] == 2 and st["dialback_refused"] == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_stream_to_a_peer_of_unknown_address_asks_the_bootstrap() -> None:
+    async with trio.open_nursery() as nursery:
+        relay = await start_node(nursery, relay=RelayServerLimits())
+        a = await _private(nursery, relay)
+        await wait_until(lambda: _circuit(a) is not None, 15)
+        await wait_until(lambda: any(is_circuit(x) for p in relay.net.peers() for x in p.addrs), 10)
+        b = await start_node(nursery, relay.net.addrs(), degree=1)  # the relay, nobody else
+        await wait_until(lambda: relay.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        b.net._book.pop(a.net.peer_id, None)  # b never heard of a's addresses
+        fact = a.fact("find me")
+        await b.net.sync_now(a.net.peer_id)
+        with trio.fail_after(10):
+            await b.col.wait_for(fact_id(fact))
+        assert b.net.stats()["px"] >= 2  # first contact + the lookup
+        nursery.cancel_scope.cancel()
