@@ -112,6 +112,7 @@ class NetSettings:
 
     reachability: str = "auto"  # "auto" (from the listen addresses), "public" or "private"
     relay_refresh_s: int = 60  # renew a relay reservation this often (and at once after a drop)
+    mdns: bool = True  # find peers on the same LAN (only with private or 0.0.0.0 listen addresses)
     relay: bool = False  # serve as a circuit relay for NATed peers (`daemon --relay`)
     relay_max_reservations: int = 64
     relay_max_circuits_per_peer: int = 8
@@ -201,6 +202,8 @@ require_min = 0
 # reachable through it. "public" / "private" override the guess.
 reachability = "auto"
 relay_refresh_s = 60
+# Find peers on the same LAN by mDNS (only when listening on a private or 0.0.0.0 address).
+mdns = true
 # Serve as a relay for NATed peers (same as `p2pci daemon --relay`), within:
 relay = false
 relay_max_reservations = 64
@@ -303,9 +306,14 @@ def parse_config(data: dict[str, Any]) -> Config:
     ints = {
         name: _nonneg(_take(nt, name, int, "net.", getattr(dn, name)), f"net.{name}", 1)
         for name in NetSettings.__dataclass_fields__
-        if name not in ("reachability", "relay")
+        if name not in ("reachability", "relay", "mdns")
     }
-    net = NetSettings(reachability=reach, relay=_take(nt, "relay", bool, "net.", dn.relay), **ints)
+    net = NetSettings(
+        reachability=reach,
+        relay=_take(nt, "relay", bool, "net.", dn.relay),
+        mdns=_take(nt, "mdns", bool, "net.", dn.mdns),
+        **ints,
+    )
     if nt:
         raise LocalError(f"config: unknown key net.{sorted(nt)[0]}")
     if top:

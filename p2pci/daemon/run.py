@@ -37,6 +37,7 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
         relay=config.net.relay_limits(),
         reachability=config.net.reachability,
         relay_refresh=float(config.net.relay_refresh_s),
+        mdns=config.net.mdns,
     )
     runner = None
     if config.build:

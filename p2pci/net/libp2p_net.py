@@ -373,6 +373,7 @@ class LibP2PNetwork:
         relay: RelayServerLimits | None = None,
         reachability: str = "auto",
         relay_refresh: float = 60.0,
+        mdns: bool = True,
     ) -> None:
         if len(seed) != 32:
             raise LocalError("the node seed is 32 bytes")
@@ -400,6 +401,8 @@ class LibP2PNetwork:
         self.relay = relay
         self.reachability = reachability
         self.relay_refresh = relay_refresh
+        # mDNS only where it means "this LAN": private or unspecified listen addresses
+        self.mdns = mdns and bool({addr_scope(a) for a in self._listen} & {"private", "any"})
         self._reach: Reach | None = None
 
         self._peer_id = libp2p_peer_id(self._seed)
@@ -583,6 +586,7 @@ class LibP2PNetwork:
             muxer_preference="YAMUX",
             listen_addrs=listen,
             connection_config=ConnectionConfig(dial_timeout=self.dial_timeout, min_connections=0, low_watermark=0),
+            enable_mDNS=self.mdns,
         )
         swarm = host.get_network()
         # One dial attempt per connect(): retries and backoff are ours.
@@ -615,6 +619,7 @@ class LibP2PNetwork:
         host.set_stream_handler(wire.PROTO_SYNC, self._handle_sync)
         host.set_stream_handler(wire.PROTO_BLOB, self._handle_blob)
         self._host = host
+        on_mdns = self._mdns_handler() if self.mdns else None
         conns: list[Any] = []
         started = False
         try:
@@ -685,6 +690,10 @@ class LibP2PNetwork:
                         except Exception:
                             pass
             self._host = None
+            if on_mdns is not None:
+                from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+                peerDiscovery.unregister_peer_discovered_handler(on_mdns)
             for pid in list(self._since):
                 self._events.send(PeerEvent(pid, False))
             self._since.clear()
@@ -877,6 +886,36 @@ class LibP2PNetwork:
                 await self._exchange_peers(b)
             if peer in self._book and self._book[peer].addrs:
                 return
+
+    def _mdns_handler(self) -> Callable[[Any], None]:
+        """Feed peers that mDNS finds on our LAN to the address book (like peer exchange).
+
+        py-libp2p calls discovery handlers from zeroconf's thread, and the
+        emitter is process-wide: hop onto our trio thread; bad entries are dropped
+        by add_peer_addrs (bounded, scope-checked).
+        """
+        from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+        token = trio.lowlevel.current_trio_token()
+
+        def found(info: Any) -> None:
+            try:
+                pid = str(info.peer_id)
+                addrs = [f"{a}/p2p/{pid}" for a in list(info.addrs)[: wire.MAX_ADDRS]]
+            except Exception:
+                return
+
+            def learn() -> None:
+                self._stats.inc("mdns_found")
+                self.add_peer_addrs(addrs)
+
+            try:
+                token.run_sync_soon(learn)
+            except trio.RunFinishedError:
+                pass
+
+        peerDiscovery.register_peer_discovered_handler(found)
+        return found
 
     def _relay_candidates(self) -> list[tuple[str, list[str]]]:
         """Bootstrap peers with a direct address: where a NATed node asks for a relay slot."""

@@ -9,7 +9,8 @@ Uplinks get 10–25 ms one-way delay (user-space wires), so two NATed sites
 are 60–130 ms RTT apart through the relay. No node behind a NAT can be
 dialled directly from outside: each reserves a slot on the relay and
 announces its circuit address. The job (3 replicas, quorum 3) must reach
-REPRODUCED on every node; the test prints how each node reaches each other
+REPRODUCED on every node; w1 and w2 find each other by mDNS and connect
+directly; the test prints how each node reaches each other
 node (direct / relayed) and asserts that w3 fetched its source from the
 publisher over the relay.
 """
@@ -79,6 +80,7 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
         workers = []
         for name in ("w1", "w2", "w3"):
             workers.append(await mesh.add_in(hosts[name], name, bootstrap=[relay], config=net_cfg))
+        t_started = time.monotonic() - t0
 
         # Every NATed node holds a relay slot and the relay knows its circuit address.
         async def reserved() -> bool:
@@ -104,7 +106,8 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
         views = await snapshot(mesh)
         stats = {n.name: await mesh.net_stats(n) for n in mesh.running}
 
-    print(f"\n[netns] all 4 NATed nodes reserved a relay slot {t_reserved:.1f} s after the relay started")
+    print(f"\n[netns] 5 daemons started one after the other in {t_started:.1f} s")
+    print(f"[netns] all 4 NATed nodes reserved a relay slot {t_reserved:.1f} s after the relay started")
     print(f"[netns] publish -> REPRODUCED on every node: {t_verdict:.1f} s")
     print("[netns] connections (node: peer=via):")
     for name, peers in views.items():
@@ -122,6 +125,8 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
     assert {w.peer_id for w in workers} <= voters, (voters, view)
     # No NATed node can dial another site directly: what they share goes via the relay.
     assert views["w3"].get("pub") == "relayed", views
+    # mDNS: the two workers on LAN B found each other and connected directly.
+    assert views["w1"].get("w2") == "direct" and views["w2"].get("w1") == "direct", views
     assert stats["w3"].get("relay_dials", 0) >= 1 and stats["w3"].get("blob_fetched", 0) >= 1
     assert "relay_dials" not in stats["relay"]  # the relay dials nobody through itself
     assert all(views[n.name].get("relay") == "direct" for n in (pub, *workers))
