@@ -137,11 +137,14 @@ class Reach:
         self._wake = trio.Event()
         self._transport: Any = None
         self._protocol: Any = None
+        self._dcutr: Any = None
+        self._was_relayed: set[str] = set()  # peers seen over a relayed connection (bounded)
         self.dial_ms: list[float] = []  # relayed dial times (tests, docs figures)
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+        from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
         from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
         from libp2p.relay.circuit_v2.resources import RelayLimits
         from libp2p.relay.circuit_v2.transport import CircuitV2Transport
@@ -161,7 +164,11 @@ class Reach:
         # the relay for the *dialer* on every relayed dial (gap 4 in issue 19).
         self._transport = CircuitV2Transport(self._host, self._protocol, RelayConfig(roles=RelayRole.STOP))
         self._host.set_stream_handler(PROTO_DIALBACK, self._handle_dialback)
-        async with background_trio_service(self._protocol):
+        # DCUtR: both ends of a relayed connection try to punch a direct one
+        # (its auto-drive looks at relayed connections every 2 s). A short dial
+        # timeout: most of a punch's time went into dials to private addresses.
+        self._dcutr = DCUtRProtocol(self._host, dial_timeout=max(1, int(self.dial_timeout / 2)))
+        async with background_trio_service(self._protocol), background_trio_service(self._dcutr):
             await self._protocol.event_started.wait()
             task_status.started()
             if self.probe:
@@ -307,7 +314,7 @@ class Reach:
         """Server side: dial the asker's observed IP on the port it names, fresh, and say if it worked."""
         try:
             peer = str(stream.muxed_conn.peer_id.to_base58())
-            if self.via(peer) != "direct":
+            if self.via(peer) not in ("direct", "hole-punched"):
                 raise ProtocolError("dial-back over a relayed connection")
             remote = stream.get_remote_address()
             if not remote:
@@ -358,9 +365,11 @@ class Reach:
         except Exception:
             pass
         self._stats.inc("relay_dials")
+        if len(self._was_relayed) < 4096:
+            self._was_relayed.add(str(ma).rsplit("/p2p/", 1)[-1])
 
     def via(self, peer: str) -> str:
-        """'direct', 'relayed' or '' (not connected) for the live connection(s) to `peer`."""
+        """'direct', 'hole-punched', 'relayed' or '' (not connected) for the connection(s) to `peer`."""
         from libp2p.connection_types import ConnectionType
         from libp2p.peer.id import ID
 
@@ -370,14 +379,26 @@ class Reach:
             return ""
         if not conns:
             return ""
-        kinds = set()
+        direct_ips = []
         for c in conns:
             try:
                 kind = c._get_connection_type_metadata()
             except Exception:
                 kind = ConnectionType.UNKNOWN
-            kinds.add("relayed" if kind == ConnectionType.RELAYED else "direct")
-        return "direct" if "direct" in kinds else "relayed"
+            if kind != ConnectionType.RELAYED:
+                direct_ips.append(_remote_ip(c))
+        if not direct_ips:
+            if len(self._was_relayed) < 4096:
+                self._was_relayed.add(peer)
+            return "relayed"
+        # Hole-punched: DCUtR says so (the side that dialled), or the peer was
+        # relayed before and is now reached directly on a public address (the
+        # other side; a LAN peer found by mDNS has a private one).
+        if self._dcutr is not None and ID.from_base58(peer) in self._dcutr._direct_connections:
+            return "hole-punched"
+        if peer in self._was_relayed and any(ip and _is_global(ip) for ip in direct_ips):
+            return "hole-punched"
+        return "direct"
 
 
 def _with_peer(addr: str, peer: str) -> str:
@@ -410,3 +431,21 @@ async def _probe_tcp(ip: str, port: int) -> bool:
                 return got == MULTISTREAM
     except (OSError, trio.TooSlowError):
         return False
+
+
+def _remote_ip(conn: Any) -> str:
+    try:
+        addr = conn.muxed_conn.secured_conn.get_remote_address()
+        return str(addr[0]) if addr else ""
+    except Exception:
+        return ""
+
+
+def _is_global(ip: str) -> bool:
+    import ipaddress
+
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return not (a.is_private or a.is_loopback or a.is_link_local or a.is_unspecified)

@@ -64,7 +64,7 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
     topo, mesh, root = world
     relay_h = topo.public("relay", "100.64.0.10", delay_ms=10)
     nat_a = topo.nat("nata", "100.64.0.1", "10.1.0.0/24", drop_unsolicited=True, delay_ms=20)
-    nat_b = topo.nat("natb", "100.64.0.2", "10.2.0.0/24", delay_ms=20)
+    nat_b = topo.nat("natb", "100.64.0.2", "10.2.0.0/24", drop_unsolicited=True, delay_ms=20)
     nat_c = topo.nat("natc", "100.64.0.3", "10.3.0.0/24", symmetric=True, delay_ms=25, loss=0.01)
     hosts = {
         "pub": topo.lan_host(nat_a, "pub"),
@@ -104,11 +104,20 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
         view = await mesh.wait_verdict(job)
         t_verdict = time.monotonic() - t1
         views = await snapshot(mesh)
+
+        async def punched() -> dict[str, dict[str, str]] | None:
+            v = await snapshot(mesh)
+            return v if v["pub"].get("w1") == "hole-punched" or v["pub"].get("w2") == "hole-punched" else None
+
+        t2 = time.monotonic()
+        views = await wait_for(punched, "a hole punch between LAN A and LAN B")
+        t_punch = time.monotonic() - t2
         stats = {n.name: await mesh.net_stats(n) for n in mesh.running}
 
     print(f"\n[netns] 5 daemons started one after the other in {t_started:.1f} s")
     print(f"[netns] all 4 NATed nodes reserved a relay slot {t_reserved:.1f} s after the relay started")
     print(f"[netns] publish -> REPRODUCED on every node: {t_verdict:.1f} s")
+    print(f"[netns] hole punch A<->B seen {t_punch:.1f} s after the verdict")
     print("[netns] connections (node: peer=via):")
     for name, peers in views.items():
         print(f"  {name:6} " + "  ".join(f"{p}={v}" for p, v in sorted(peers.items())))
@@ -153,6 +162,29 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
           f"LAN B converged {t_converge:.1f} s after the heal")  # fmt: skip
     assert after["verdict"] == "REPRODUCED" and after == during
     assert again == view
+
+    # The relay dies. The publisher and the worker it hole-punched to keep
+    # working: a job for that worker completes over the direct path (w2 hears
+    # of it over its mDNS link to w1); w3 (symmetric NAT, relay only) cannot.
+    punched_w = (
+        w1 if views["pub"].get("w1") == "hole-punched" or views["w1"].get("pub") == "hole-punched" else w2
+    )
+    other_w = w2 if punched_w is w1 else w1
+    with trio.fail_after(90):
+        await mesh.kill(relay)
+        p3 = write_project(root / "p3", "natjob3", image=busybox_image, script=SCRIPT, replicas=1, quorum=1,
+                           workers=[punched_w.peer_id])  # fmt: skip
+        t3 = time.monotonic()
+        job3 = (await mesh.cli(pub, "publish", str(p3), "--json")).json()["job"]
+        final3 = await mesh.wait_verdict(job3, [pub, punched_w, other_w])
+        t_norelay = time.monotonic() - t3
+        final_views = await snapshot(mesh)
+    print(
+        f"[netns] relay killed: job3 on {punched_w.name} {final3['verdict']} in {t_norelay:.1f} s without the relay"
+    )
+    print("  " + "  ".join(f"{p}={v}" for p, v in sorted(final_views["pub"].items())))
+    assert final3["verdict"] == "REPRODUCED"
+    assert await mesh.show(w3, job3) is None  # w3 had only the relay
 
 
 async def test_reachability_found_out_by_dialback(world: tuple[Topology, NetnsMesh, Path]) -> None:
