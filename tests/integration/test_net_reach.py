@@ -89,6 +89,12 @@ async def test_reserve_announce_and_dial_through_relay() -> None:
             await b.col.wait_for(fact_id(fact))
         # The dialer made no reservation of its own (gap 4 of issue 19).
         assert "relay_reserved" not in b.net.stats()
+        # A dial-back asked over a relayed connection is refused: the address a
+        # would observe is the relay's, and it would dial whatever the relay hosts.
+        rb = b.net._reach
+        assert rb is not None
+        assert await rb.ask_dialback(a.net.peer_id, [circ]) is None
+        assert a.net.stats()["dialback_refused"] == 1 and "dialback_served" not in a.net.stats()
         nursery.cancel_scope.cancel()
 
 
