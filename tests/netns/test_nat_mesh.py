@@ -2,7 +2,7 @@
 
     internet (100.64.0.0/24, a bridge) ── relay/bootstrap 100.64.0.10  (`daemon --relay`)
       ├─ NAT A (home router: drops unsolicited) ── pub      (publisher, no build)
-      ├─ NAT B (bare MASQUERADE)                ── w1, w2   (workers)
+      ├─ NAT B (home router: drops unsolicited) ── w1, w2   (workers)
       └─ NAT C (symmetric, random ports, 1 % loss) ── w3    (worker)
 
 Uplinks get 10–25 ms one-way delay (user-space wires), so two NATed sites
@@ -10,9 +10,12 @@ are 60–130 ms RTT apart through the relay. No node behind a NAT can be
 dialled directly from outside: each reserves a slot on the relay and
 announces its circuit address. The job (3 replicas, quorum 3) must reach
 REPRODUCED on every node; w1 and w2 find each other by mDNS and connect
-directly; the test prints how each node reaches each other
-node (direct / relayed) and asserts that w3 fetched its source from the
-publisher over the relay.
+directly; the publisher and one LAN B worker hole-punch (DCUtR); w3 stays
+relayed and fetches its source over the relay. The test prints how each
+node reaches each other (direct / hole-punched / relayed) and the relay
+timings. Then LAN B is cut off for 30 s and must converge after the heal,
+and finally the relay is killed and the hole-punched worker must still
+build a job for the publisher.
 """
 
 from __future__ import annotations
