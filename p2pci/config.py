@@ -122,6 +122,35 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class NetSettings:
+    """Reachability and relaying (docs/operator.md, "Behind a home NAT")."""
+
+    reachability: str = "auto"  # "auto" (from the listen addresses), "public" or "private"
+    relay_refresh_s: int = 60  # renew a relay reservation this often (and at once after a drop)
+    mdns: bool = True  # find peers on the same LAN (only with private or 0.0.0.0 listen addresses)
+    relay: bool = False  # serve as a circuit relay for NATed peers (`daemon --relay`)
+    relay_max_reservations: int = 64
+    relay_max_circuits_per_peer: int = 8
+    relay_circuit_mb: int = 256  # per reserved peer, both directions
+    relay_circuit_seconds: int = 1800
+    relay_reservation_ttl_s: int = 600
+
+    def relay_limits(self) -> Any:
+        """The RelayServerLimits for `relay = true`, else None."""
+        if not self.relay:
+            return None
+        from p2pci.net.reach import RelayServerLimits
+
+        return RelayServerLimits(
+            max_reservations=self.relay_max_reservations,
+            max_circuits_per_peer=self.relay_max_circuits_per_peer,
+            circuit_bytes=self.relay_circuit_mb << 20,
+            circuit_seconds=self.relay_circuit_seconds,
+            reservation_ttl=self.relay_reservation_ttl_s,
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
@@ -130,6 +159,7 @@ class Config:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     timing: Timing = field(default_factory=Timing)
+    net: NetSettings = field(default_factory=NetSettings)
 
     def with_overrides(
         self,
@@ -137,8 +167,11 @@ class Config:
         listen: tuple[str, ...] | None = None,
         bootstrap: tuple[str, ...] | None = None,
         build: bool | None = None,
+        relay: bool | None = None,
     ) -> Config:
         out = self
+        if relay is not None:
+            out = replace(out, net=replace(out.net, relay=relay))
         if listen:
             out = replace(out, listen=tuple(listen))
         if bootstrap:
@@ -178,6 +211,22 @@ keys = []
 # At least require_min agreeing votes must come from require_keys.
 require_keys = []
 require_min = 0
+
+[net]
+# "auto": behind a NAT if every listen address is private (10.x, 192.168.x, …);
+# then the node reserves a slot on a relay among its bootstrap peers and is
+# reachable through it. "public" / "private" override the guess.
+reachability = "auto"
+relay_refresh_s = 60
+# Find peers on the same LAN by mDNS (only when listening on a private or 0.0.0.0 address).
+mdns = true
+# Serve as a relay for NATed peers (same as `p2pci daemon --relay`), within:
+relay = false
+relay_max_reservations = 64
+relay_max_circuits_per_peer = 8
+relay_circuit_mb = 256
+relay_circuit_seconds = 1800
+relay_reservation_ttl_s = 600
 
 [timing]
 claim_window_ms = 2000
@@ -293,6 +342,25 @@ def parse_config(data: dict[str, Any]) -> Config:
     )
     if tm:
         raise ConfigError(f"config: unknown key timing.{sorted(tm)[0]}", f"timing.{sorted(tm)[0]}")
+
+    nt = dict(_take(top, "net", dict, "", {}))
+    dn = NetSettings()
+    reach = _take(nt, "reachability", str, "net.", dn.reachability)
+    if reach not in ("auto", "public", "private"):
+        raise ConfigError('config: net.reachability must be "auto", "public" or "private"', "net.reachability")
+    ints = {
+        name: _nonneg(_take(nt, name, int, "net.", getattr(dn, name)), f"net.{name}", 1)
+        for name in NetSettings.__dataclass_fields__
+        if name not in ("reachability", "relay", "mdns")
+    }
+    net = NetSettings(
+        reachability=reach,
+        relay=_take(nt, "relay", bool, "net.", dn.relay),
+        mdns=_take(nt, "mdns", bool, "net.", dn.mdns),
+        **ints,
+    )
+    if nt:
+        raise ConfigError(f"config: unknown key net.{sorted(nt)[0]}", f"net.{sorted(nt)[0]}")
     if top:
         raise ConfigError(f"config: unknown key {sorted(top)[0]}", sorted(top)[0])
     return Config(
@@ -303,6 +371,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         worker=worker,
         trust=trust,
         timing=timing,
+        net=net,
     )
 
 

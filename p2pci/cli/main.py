@@ -158,18 +158,18 @@ def id_command(home: Home, as_json: bool) -> None:
 
 
 @cli.command("peers")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {peer_id, addrs}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {peer_id, addrs, via}.")
 @pass_home
 def peers_command(home: Home, as_json: bool) -> None:
-    """Peers this node is connected to."""
+    """Peers this node is connected to, and how: `direct`, or `relayed` through a circuit relay."""
     peers = home.call("peers")
     if as_json:
-        echo_json([{"peer_id": p["peer_id"], "addrs": list(p["addrs"])} for p in peers])
+        echo_json([{"peer_id": p["peer_id"], "addrs": list(p["addrs"]), "via": p.get("via", "")} for p in peers])
         return
     if not peers:
         click.echo("no peers")
     for p in peers:
-        click.echo(safe_text(f"{p['peer_id']}  {' '.join(p['addrs'])}"))
+        click.echo(safe_text(f"{p['peer_id']}  {p.get('via') or '?':<8}  {' '.join(p['addrs'])}"))
 
 
 # ------------------------------------------------------------------ daemon
@@ -179,8 +179,15 @@ def peers_command(home: Home, as_json: bool) -> None:
 @click.option("--listen", "listen", multiple=True, metavar="MULTIADDR", help="Listen address (repeatable).")
 @click.option("--bootstrap", "bootstrap", multiple=True, metavar="MULTIADDR", help="Peer to join through (repeatable).")
 @click.option("--no-build", is_flag=True, help="Never build: bootstrap / observer node only.")
+@click.option(
+    "--relay",
+    is_flag=True,
+    help="Also serve as a circuit relay for peers behind NAT (limits: [net] relay_* in config.toml).",
+)
 @pass_home
-def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ...], no_build: bool) -> None:
+def daemon_command(
+    home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ...], no_build: bool, relay: bool
+) -> None:
     """Run the node until SIGINT/SIGTERM (the node directory is made 0700, its secrets 0600)."""
     from p2pci.daemon.run import run_daemon
 
@@ -188,7 +195,10 @@ def daemon_command(home: Home, listen: tuple[str, ...], bootstrap: tuple[str, ..
     key, _ = _load_or_create_key(home.paths, create=True)
     write_default_config(home.paths.config)
     config = load_config(home.paths.config).with_overrides(
-        listen=listen or None, bootstrap=bootstrap or None, build=False if no_build else None
+        listen=listen or None,
+        bootstrap=bootstrap or None,
+        build=False if no_build else None,
+        relay=True if relay else None,
     )
     from p2pci.cli.checks import resolve_config_images
 

@@ -428,7 +428,7 @@ class Node:
 
     def peer_list(self) -> list[dict[str, Any]]:
         return [
-            {"peer_id": p.peer_id, "addrs": list(p.addrs), "connected_since": p.connected_since}
+            {"peer_id": p.peer_id, "addrs": list(p.addrs), "connected_since": p.connected_since, "via": p.via}
             for p in self.network.peers()
         ]
 

@@ -32,6 +32,10 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
         validate=validate_fact,
         sync_interval=tm.sync_interval_ms / 1000,
         dial_timeout=tm.dial_timeout_ms / 1000,
+        relay=config.net.relay_limits(),
+        reachability=config.net.reachability,
+        relay_refresh=float(config.net.relay_refresh_s),
+        mdns=config.net.mdns,
     )
     runner = None
     if config.build:

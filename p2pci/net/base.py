@@ -109,6 +109,7 @@ class PeerInfo:
     peer_id: str
     addrs: tuple[str, ...]
     connected_since: int  # ms since the epoch
+    via: str = ""  # "direct", "relayed" (through a circuit relay), "" when unknown
 
 
 @dataclass(frozen=True)

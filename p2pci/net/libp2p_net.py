@@ -46,6 +46,7 @@ from p2pci.net.base import (
     Validator,
 )
 from p2pci.net.common import Fanout, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.reach import Reach, RelayServerLimits, is_circuit
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -277,13 +278,18 @@ def _default_validate(raw: bytes) -> bytes:
 
 
 def parse_peer_addr(addr: str) -> tuple[str, str]:
-    """`/ip4/…/tcp/…/p2p/<id>` → (peer id, addr). LocalError/ProtocolError on bad input."""
+    """`/ip4/…/tcp/…/p2p/<id>` → (peer id, addr). LocalError/ProtocolError on bad input.
+
+    A circuit address `/ip4/…/tcp/…/p2p/<relay>/p2p-circuit/p2p/<id>` names
+    the peer last (the relay's id comes first).
+    """
     try:
         ma = multiaddr.Multiaddr(addr)
-        pid = ma.value_for_protocol("p2p")
+        pids = [v for p, v in ma.items() if p.name == "p2p"]
     except Exception as exc:
         raise ProtocolError(f"bad multiaddr {addr!r}: {exc}") from None
-    if not pid:
+    pid = pids[-1] if pids else None
+    if not pid or (is_circuit(addr) and (len(pids) != 2 or not addr.endswith(f"/p2p-circuit/p2p/{pid}"))):
         raise ProtocolError(f"multiaddr {addr!r} has no /p2p/<peer id>")
     protos = [p.name for p in ma.protocols()]
     if "tcp" not in protos or not ({"ip4", "ip6"} & set(protos)):
@@ -365,6 +371,10 @@ class LibP2PNetwork:
         sync_budget: int = 4 << 20,
         facts_buffer: int = 8192,
         rng: random.Random | None = None,
+        relay: RelayServerLimits | None = None,
+        reachability: str = "auto",
+        relay_refresh: float = 60.0,
+        mdns: bool = True,
     ) -> None:
         if len(seed) != 32:
             raise LocalError("the node seed is 32 bytes")
@@ -388,13 +398,25 @@ class LibP2PNetwork:
         self.blob_concurrency = blob_concurrency
         self.sync_budget = sync_budget
         self._rng = rng or random.Random()
+        if reachability not in ("auto", "public", "private"):
+            raise LocalError(f"reachability is auto, public or private, not {reachability!r}")
+        self.relay = relay
+        self.reachability = reachability
+        self.relay_refresh = relay_refresh
+        # mDNS only where it means "this LAN": private or unspecified listen addresses
+        self.mdns = mdns and bool({addr_scope(a) for a in self._listen} & {"private", "any"})
+        self._reach: Reach | None = None
 
         self._peer_id = libp2p_peer_id(self._seed)
         # Addresses learned from peers are dialled only in the scopes we listen
         # in: a node on 127.0.0.1 never dials out of loopback because a peer said
         # so, and a public peer cannot point us at our LAN. Bootstrap is config.
+        # A node on a private address reaches the internet through its NAT, so
+        # it dials global addresses too (relays, peers' relay addresses).
         scopes = {addr_scope(a) for a in self._listen}
         self._scopes = {"loopback", "private", "global"} if "any" in scopes else {s for s in scopes if s}
+        if "private" in self._scopes:
+            self._scopes.add("global")
         self._book: dict[str, _Book] = {}
         for addr in bootstrap or []:
             try:
@@ -445,15 +467,58 @@ class LibP2PNetwork:
         self._sync = source
 
     def addrs(self) -> list[str]:
+        """Our listen addresses, then our relay (circuit) addresses, if any."""
         if self._host is None:
             return []
-        return [str(a) for a in self._host.get_addrs()]
+        own = [str(a) for a in self._host.get_addrs()]
+        return own + (self._reach.announce() if self._reach is not None else [])
 
     def peers(self) -> list[PeerInfo]:
+        reach = self._reach
         return [
-            PeerInfo(p, tuple(sorted(self._book[p].addrs)) if p in self._book else (), since)
+            PeerInfo(
+                p,
+                tuple(sorted(self._book[p].addrs)) if p in self._book else (),
+                since,
+                reach.via(p) if reach is not None else "",
+            )
             for p, since in sorted(self._since.items())
         ]
+
+    def wants_relay(self) -> bool:
+        """Whether this node should reserve a relay slot (it is not publicly reachable).
+
+        `reachability="auto"` decides from the listen addresses: only private
+        ones (behind a NAT) → yes; loopback, global or unspecified → no.
+        """
+        if self.reachability != "auto":
+            return self.reachability == "private"
+        scopes = {addr_scope(a) for a in self._listen}
+        return scopes == {"private"}
+
+    def _should_probe(self) -> bool:
+        """auto + a global or unspecified listen address: ask peers to dial us back."""
+        scopes = {addr_scope(a) for a in self._listen}
+        return self.reachability == "auto" and bool(scopes & {"global", "any"})
+
+    def _listen_port(self) -> int | None:
+        for a in self.addrs():
+            if not is_circuit(a) and "/tcp/" in a:
+                try:
+                    return int(a.split("/tcp/")[1].split("/")[0])
+                except ValueError:
+                    continue
+        return None
+
+    def reach_stats(self) -> dict[str, Any]:
+        """Relay reservations (relay id → addr, ms) and recent relayed dial times, for tests and figures."""
+        r = self._reach
+        if r is None:
+            return {}
+        return {
+            "reservations": {k: {"addr": v.addr, "reserved_ms": v.reserved_ms} for k, v in r.reservations.items()},
+            "dial_ms": list(r.dial_ms),
+        }
 
     def set_blocked(self, peers: set[str] | frozenset[str]) -> None:
         """Refuse these peers (disconnect, never dial, drop their streams and gossip).
@@ -497,6 +562,9 @@ class LibP2PNetwork:
     # -- run -----------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         ps_mod = _libp2p()
+        from p2pci.net import patches
+
+        patches.apply()
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
         from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
@@ -520,6 +588,7 @@ class LibP2PNetwork:
             muxer_preference="YAMUX",
             listen_addrs=listen,
             connection_config=ConnectionConfig(dial_timeout=self.dial_timeout, min_connections=0, low_watermark=0),
+            enable_mDNS=self.mdns,
         )
         swarm = host.get_network()
         # One dial attempt per connect(): retries and backoff are ours.
@@ -552,6 +621,7 @@ class LibP2PNetwork:
         host.set_stream_handler(wire.PROTO_SYNC, self._handle_sync)
         host.set_stream_handler(wire.PROTO_BLOB, self._handle_blob)
         self._host = host
+        on_mdns = self._mdns_handler() if self.mdns else None
         conns: list[Any] = []
         started = False
         try:
@@ -568,11 +638,26 @@ class LibP2PNetwork:
                             nursery.start_soon(self._publisher)
                             nursery.start_soon(self._dialer)
                             nursery.start_soon(self._sync_loop)
+                            self._reach = Reach(
+                                host,
+                                self._peer_id,
+                                self._stats,
+                                serve=self.relay,
+                                use_relays=self.wants_relay(),
+                                candidates=self._relay_candidates,
+                                refresh_s=self.relay_refresh,
+                                dial_timeout=self.dial_timeout,
+                                on_reserved=self._announce_to,
+                                probe=self._should_probe(),
+                                listen_port=self._listen_port,
+                            )
+                            await nursery.start(self._reach.run)
                             started = True
                             task_status.started()
                     finally:
                         self._nursery = None
                         self._pubsub = None
+                        self._reach = None
                         # Gotcha: leaving the pubsub service while peers still
                         # deliver RPCs raised "Nursery is closed to new arrivals"
                         # out of host.run(): close peer connections first.
@@ -607,6 +692,10 @@ class LibP2PNetwork:
                         except Exception:
                             pass
             self._host = None
+            if on_mdns is not None:
+                from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+                peerDiscovery.unregister_peer_discovered_handler(on_mdns)
             for pid in list(self._since):
                 self._events.send(PeerEvent(pid, False))
             self._since.clear()
@@ -687,6 +776,8 @@ class LibP2PNetwork:
                 self._nursery.start_soon(self._hang_up, banned)
         for gone in sorted(set(self._since) - now):
             del self._since[gone]
+            if self._reach is not None:
+                self._reach.peer_down(gone)
             self._events.send(PeerEvent(gone, False))
             book = self._book.get(gone)
             if book is not None:
@@ -731,6 +822,8 @@ class LibP2PNetwork:
             # pubsub streams die with the one that gets closed. So of a pair of
             # non-bootstrap peers only the lower id dials, unless we are starved.
             starved = len(connected) < max(1, self.degree // 4)
+            # Peers we can reach only through a relay are dialled on demand
+            # (blobs, sync: _stream), not to fill the gossip mesh, unless starved.
             cands = [
                 p
                 for p, b in self._book.items()
@@ -740,6 +833,7 @@ class LibP2PNetwork:
                 and b.next_try <= now
                 and b.addrs
                 and (b.bootstrap or starved or self._peer_id < p)
+                and (starved or any(not is_circuit(a) for a in b.addrs))
             ]
             self._rng.shuffle(cands)
             cands.sort(key=lambda p: not self._book[p].bootstrap)
@@ -755,9 +849,92 @@ class LibP2PNetwork:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._exchange_peers, self._rng.choice(sorted(connected)))
 
+    async def _connect(self, pid: Any, addrs: list[str]) -> None:
+        """Dial `pid`: direct addresses first, then through a relay (circuit addresses).
+
+        py-libp2p's host.connect() refuses circuit addresses, so those go
+        through the relay transport (reach.py).
+        """
+        from libp2p.peer.peerinfo import PeerInfo as LPeerInfo
+
+        direct = [a for a in addrs if not is_circuit(a)]
+        circuits = [a for a in addrs if is_circuit(a)]
+        err: Exception | None = None
+        if direct:
+            try:
+                # a direct dial that hangs (a NAT that drops) must leave time for the relay
+                with trio.fail_after(self.dial_timeout / 2 if circuits else self.dial_timeout):
+                    await self._host.connect(LPeerInfo(pid, [multiaddr.Multiaddr(a) for a in direct]))
+                return
+            except Exception as exc:
+                err = exc
+        for addr in circuits:
+            if self._reach is None:
+                break
+            try:
+                await self._reach.dial_circuit(addr)
+                return
+            except Exception as exc:
+                err = exc
+        raise err or ConnectionError("no usable address")
+
+    async def _ask_where(self, peer: str) -> None:
+        """We must reach `peer` but know no address (e.g. a NATed publisher that reserved its
+        relay slot after our last peer exchange): one exchange with up to two connected
+        bootstrap peers (a relay knows its clients' circuit addresses)."""
+        boots = [p for p in sorted(self._since) if p in self._book and self._book[p].bootstrap][:2]
+        for b in boots:
+            with trio.move_on_after(self.dial_timeout):
+                await self._exchange_peers(b)
+            if peer in self._book and self._book[peer].addrs:
+                return
+
+    def _mdns_handler(self) -> Callable[[Any], None]:
+        """Feed peers that mDNS finds on our LAN to the address book (like peer exchange).
+
+        py-libp2p calls discovery handlers from zeroconf's thread, and the
+        emitter is process-wide: hop onto our trio thread; bad entries are dropped
+        by add_peer_addrs (bounded, scope-checked).
+        """
+        from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+        token = trio.lowlevel.current_trio_token()
+
+        def found(info: Any) -> None:
+            try:
+                pid = str(info.peer_id)
+                addrs = [f"{a}/p2p/{pid}" for a in list(info.addrs)[: wire.MAX_ADDRS]]
+            except Exception:
+                return
+
+            def learn() -> None:
+                self._stats.inc("mdns_found")
+                self.add_peer_addrs(addrs)
+
+            try:
+                token.run_sync_soon(learn)
+            except trio.RunFinishedError:
+                pass
+
+        peerDiscovery.register_peer_discovered_handler(found)
+        return found
+
+    def _relay_candidates(self) -> list[tuple[str, list[str]]]:
+        """Bootstrap peers with a direct address: where a NATed node asks for a relay slot."""
+        out = []
+        for pid, b in sorted(self._book.items()):
+            direct = sorted(a for a in b.addrs if not is_circuit(a))
+            if b.bootstrap and direct and pid not in self._blocked:
+                out.append((pid, direct))
+        return out
+
+    def _announce_to(self, peer: str) -> None:
+        """Tell `peer` (our new relay) our addresses now, circuit address included."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._exchange_peers, peer)
+
     async def _dial(self, peer: str) -> None:
         from libp2p.peer.id import ID
-        from libp2p.peer.peerinfo import PeerInfo as LPeerInfo
 
         book = self._book.get(peer)
         try:
@@ -767,9 +944,8 @@ class LibP2PNetwork:
             # Gotcha: after all addresses failed once, the swarm refuses every
             # dial to that peer for 60 s (negative cache). Our backoff decides.
             self._host.get_network().unblock_peer(pid)
-            info = LPeerInfo(pid, [multiaddr.Multiaddr(a) for a in sorted(book.addrs)])
             with trio.fail_after(self.dial_timeout):
-                await self._host.connect(info)
+                await self._connect(pid, sorted(book.addrs))
             book.fails = 0
             self._stats.inc("dials")
         except Exception as exc:
@@ -1054,15 +1230,15 @@ class LibP2PNetwork:
         if peer in self._blocked:
             raise ProtocolError("blocked peer")
         pid = ID.from_base58(peer)
+        if peer not in self._since and not (peer in self._book and self._book[peer].addrs):
+            await self._ask_where(peer)
         with trio.fail_after(self.dial_timeout):
             book = self._book.get(peer)
             if peer not in self._since and book is not None and book.addrs:
                 # not connected (e.g. a publisher we know from peer exchange): dial
                 # with the addresses we know, past the swarm's negative cache
-                from libp2p.peer.peerinfo import PeerInfo as LPeerInfo
-
                 self._host.get_network().unblock_peer(pid)
-                await self._host.connect(LPeerInfo(pid, [multiaddr.Multiaddr(a) for a in sorted(book.addrs)]))
+                await self._connect(pid, sorted(book.addrs))
             stream = await self._host.new_stream(pid, [proto])
         try:
             yield stream

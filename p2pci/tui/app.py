@@ -176,7 +176,7 @@ class StatusApp(App[int]):
         peers = self.query_one("#peers", DataTable)
         peers.border_title = "peers"
         peers.can_focus = False
-        for label in ("peer", "address", "connected"):
+        for label in ("peer", "via", "address", "connected"):
             peers.add_column(label, key=label)
         jobs = self.query_one("#jobs", DataTable)
         for label in m.JOB_COLUMNS:

@@ -111,6 +111,7 @@ class Peer:
     peer_id: str
     addrs: tuple[str, ...]
     connected_since: int | None  # ms since the epoch
+    via: str = ""  # "direct", "relayed" or "" (an older daemon)
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,13 @@ def parse_peer(obj: Any) -> Peer:
         peer_id=_str(obj.get("peer_id"), "peer.peer_id"),
         addrs=_str_list(obj.get("addrs"), "peer.addrs", limit=64),
         connected_since=_opt_int(obj.get("connected_since"), "peer.connected_since"),
+        via=_via(obj.get("via")),
     )
+
+
+def _via(obj: Any) -> str:
+    """How we reach a peer; anything but the known words shows as "?" (never raw)."""
+    return obj if obj in ("direct", "relayed", "hole-punched") else ("" if obj in (None, "") else "?")
 
 
 def parse_peers(obj: Any) -> tuple[Peer, ...]:
@@ -369,9 +376,9 @@ def node_lines(model: StatusModel, now: int) -> list[str]:
     return lines
 
 
-def peer_row(peer: Peer, now: int) -> tuple[str, str, str]:
+def peer_row(peer: Peer, now: int) -> tuple[str, str, str, str]:
     since = "?" if peer.connected_since is None else fmt_duration((now - peer.connected_since) // 1000) + " ago"
-    return (short_peer(peer.peer_id), peer.addrs[0] if peer.addrs else "-", since)
+    return (short_peer(peer.peer_id), peer.via or "-", peer.addrs[0] if peer.addrs else "-", since)
 
 
 JOB_COLUMNS = ("project", "job", "age", "replicas/quorum", "votes", "verdict")

@@ -42,7 +42,7 @@ async def test_four_daemons_reproduce_fetch_export_verify(mesh: Mesh, busybox_im
         assert ident["addrs"] and all("/tcp/0/" not in a and a.endswith("/p2p/" + ident["peer_id"]) for a in ident["addrs"])
         assert set((n.home / "addrs").read_text().split()) == set(ident["addrs"])
     peers = (await mesh.cli(publisher, "peers", "--json")).json()
-    assert peers and all(set(p) == {"peer_id", "addrs"} for p in peers)
+    assert peers and all(set(p) == {"peer_id", "addrs", "via"} and p["via"] == "direct" for p in peers)
     project = write_project(short_tmp / "p", "hello", image=busybox_image, script=SCRIPT, replicas=3, quorum=2)
     t0 = time.monotonic()
     with trio.fail_after(180):

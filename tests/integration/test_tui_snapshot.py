@@ -28,8 +28,8 @@ EXPECTED = """\
 │ slots    1 busy / 1 free (of 2)    uptime 1h02m                                                  │
 ╰──────────────────────────────────────────────────────────────────────────────────────────────────╯
 ╭─ peers (1) ──────────────────────────────────────────────────────────────────────────────────────╮
-│ peer               address                  connected                                            │
-│ 12D3KooWAl…lpha02  /ip4/127.0.0.1/tcp/4002  1m50s ago                                            │
+│ peer               via      address                  connected                                   │
+│ 12D3KooWAl…lpha02  relayed  /ip4/127.0.0.1/tcp/4002  1m50s ago                                   │
 │                                                                                                  │
 │                                                                                                  │
 │                                                                                                  │

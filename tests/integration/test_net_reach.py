@@ -1,0 +1,202 @@
+"""Relay reservations, relayed dials and py-libp2p patches (real hosts on 127.0.0.1).
+
+On loopback every node could dial every other; the tests force the relay
+path by giving the dialer only the circuit address and by keeping the NATed
+node's own dialer quiet (degree 1). tests/netns/ proves the same through
+real NATs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import pytest
+import trio
+
+from p2pci.core.errors import ProtocolError
+from p2pci.net import patches
+from p2pci.net.libp2p_net import LibP2PNetwork, parse_peer_addr
+from p2pci.net.reach import RelayServerLimits, is_circuit, relay_of
+from p2pci.net.testing import Collector, fact_id
+from tests.integration.test_net_libp2p import FAST, Node, _run_node, start_node, wait_until
+
+A = "12D3KooWGzRKhoS7hxkDDpzeLEMSmaa3GjuBgLCXLH4mJgSCpzfK"
+R = "12D3KooWLDTPkDNSpZs3RBd6nD1DdwYvh2tMJJXpGK79Npj4fKVz"
+
+
+def test_parse_circuit_addrs() -> None:
+    addr = f"/ip4/100.64.0.10/tcp/4001/p2p/{R}/p2p-circuit/p2p/{A}"
+    assert parse_peer_addr(addr) == (A, addr)
+    assert is_circuit(addr) and relay_of(addr) == R
+    assert parse_peer_addr(f"/ip4/1.2.3.4/tcp/1/p2p/{A}") == (A, f"/ip4/1.2.3.4/tcp/1/p2p/{A}")
+    assert relay_of(f"/ip4/1.2.3.4/tcp/1/p2p/{A}") is None
+    for bad in (
+        f"/ip4/100.64.0.10/tcp/4001/p2p/{R}/p2p-circuit",  # no target
+        f"/ip4/100.64.0.10/tcp/4001/p2p/{R}/p2p/{A}/p2p-circuit/p2p/{A}",  # two ids before the circuit
+        f"/ip4/100.64.0.10/tcp/4001/p2p-circuit/p2p/{A}/p2p/{R}",  # target not last
+    ):
+        with pytest.raises(ProtocolError):
+            parse_peer_addr(bad)
+
+
+def test_patches_version_guard(caplog: pytest.LogCaptureFixture) -> None:
+    assert patches.libp2p_version() == patches.PATCHED_FOR
+    assert patches.apply() == {"stream_handler_guard": True}
+    from libp2p.network.connection.swarm_connection import SwarmConn
+
+    assert getattr(SwarmConn._handle_muxed_stream, "_p2pci_guard", False)
+    with caplog.at_level(logging.WARNING, logger="p2pci.net.patches"):
+        patches.apply(version="0.9.0")
+    assert "NOT applied" in caplog.text
+
+
+async def _private(nursery: trio.Nursery, relay: Node, **kw: Any) -> Node:
+    opts: dict[str, Any] = {"reachability": "private", "degree": 1, "relay_refresh": 2.0}
+    opts.update(kw)
+    return await start_node(nursery, relay.net.addrs(), **opts)
+
+
+def _circuit(n: Node) -> str | None:
+    return next((a for a in n.net.addrs() if is_circuit(a)), None)
+
+
+async def test_reserve_announce_and_dial_through_relay() -> None:
+    from libp2p.peer.id import ID
+
+    async with trio.open_nursery() as nursery:
+        relay = await start_node(nursery, relay=RelayServerLimits())
+        a = await _private(nursery, relay)
+        await wait_until(lambda: _circuit(a) is not None, 15)
+        circ = _circuit(a)
+        assert circ is not None and relay_of(circ) == relay.net.peer_id
+        assert a.net.stats()["relay_reserved"] == 1
+        # The relay learned the circuit address from a's announcement (peer exchange).
+        await wait_until(lambda: any(is_circuit(x) for p in relay.net.peers() for x in p.addrs), 10)
+        # b knows a only by its circuit address and dials through the relay.
+        b = await start_node(nursery, [], degree=0)
+        fact = a.fact("held by a")
+        await b.net._connect(ID.from_base58(a.net.peer_id), [circ])
+        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        via = {p.peer_id: p.via for p in b.net.peers()}
+        assert via[a.net.peer_id] == "relayed" and via[relay.net.peer_id] == "direct"
+        assert {p.peer_id: p.via for p in a.net.peers()}[b.net.peer_id] == "relayed"
+        assert b.net.stats()["relay_dials"] == 1 and b.net.reach_stats()["dial_ms"]
+        # A stream over the relayed connection: anti-entropy brings a's fact to b.
+        await b.net.sync_now(a.net.peer_id)
+        with trio.fail_after(10):
+            await b.col.wait_for(fact_id(fact))
+        # The dialer made no reservation of its own (gap 4 of issue 19).
+        assert "relay_reserved" not in b.net.stats()
+        # A dial-back asked over a relayed connection is refused: the address a
+        # would observe is the relay's, and it would dial whatever the relay hosts.
+        rb = b.net._reach
+        assert rb is not None
+        assert await rb.ask_dialback(a.net.peer_id, [circ]) is None
+        assert a.net.stats()["dialback_refused"] == 1 and "dialback_served" not in a.net.stats()
+        nursery.cancel_scope.cancel()
+
+
+async def test_reservation_renewed_and_recovered_after_relay_restart() -> None:
+    async with trio.open_nursery() as nursery:
+        seed = os.urandom(32)
+        relay = await start_node(nursery, seed=seed, relay=RelayServerLimits())
+        port = relay.net.addrs()[0].split("/tcp/")[1].split("/")[0]
+        a = await _private(nursery, relay, relay_refresh=0.5)
+        await wait_until(lambda: a.net.stats().get("relay_renewed", 0) >= 2, 15)
+        relay.cancel.cancel()
+        await wait_until(lambda: _circuit(a) is None, 15)  # the lost slot is no longer announced
+        assert a.net.stats()["relay_lost"] >= 1
+        # The relay comes back on the same address: a reconnects and reserves again.
+        col = Collector()
+        net2 = LibP2PNetwork(
+            seed, [f"/ip4/127.0.0.1/tcp/{port}"], [], sync_source=col, relay=RelayServerLimits(), **FAST
+        )
+        await nursery.start(_run_node, net2, col)
+        await wait_until(lambda: _circuit(a) is not None, 20)
+        assert a.net.stats()["relay_reserved"] >= 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_relay_limits_refuse_reservations_beyond_the_cap() -> None:
+    async with trio.open_nursery() as nursery:
+        relay = await start_node(nursery, relay=RelayServerLimits(max_reservations=1))
+        a = await _private(nursery, relay)
+        await wait_until(lambda: _circuit(a) is not None, 15)
+        c = await _private(nursery, relay)
+        await wait_until(lambda: c.net.stats().get("relay_reserve_failures", 0) >= 1, 15)
+        assert _circuit(c) is None
+        # A node that is not a relay refuses too: no hop protocol.
+        plain = await start_node(nursery)
+        d = await _private(nursery, plain)
+        await wait_until(lambda: d.net.stats().get("relay_reserve_failures", 0) >= 1, 15)
+        assert _circuit(d) is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_exception_in_a_stream_handler_does_not_kill_the_node() -> None:
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery)
+        b = await start_node(nursery, a.net.addrs())
+        await wait_until(lambda: a.net.peers() and b.net.peers(), 10)
+
+        async def boom(stream: Any) -> None:
+            raise ValueError("handler bug")
+
+        a.net._host.set_stream_handler("/p2pci-test/boom/1", boom)
+        before = patches.handler_errors
+        for _ in range(3):
+            with pytest.raises(Exception):  # noqa: B017 - reset or EOF, either is fine
+                async with b.net._stream(a.net.peer_id, "/p2pci-test/boom/1") as s:
+                    await s.write(b"x")
+                    await s.read(1)
+                    raise ConnectionError("no answer")
+        await wait_until(lambda: patches.handler_errors >= before + 3, 10)
+        # a is alive and still serves: a fact reaches b by anti-entropy.
+        fact = a.fact("after the bug")
+        await b.net.sync_now(a.net.peer_id)
+        with trio.fail_after(10):
+            await b.col.wait_for(fact_id(fact))
+        nursery.cancel_scope.cancel()
+
+
+async def test_dialback_fresh_connection_and_rate_limit() -> None:
+    async with trio.open_nursery() as nursery:
+        b = await start_node(nursery)
+        a = await start_node(nursery, b.net.addrs())
+        c = await start_node(nursery, b.net.addrs())
+        await wait_until(lambda: len(b.net.peers()) == 2, 10)
+        boot = [x for x in b.net.addrs() if not is_circuit(x)]
+        ra, rc = a.net._reach, c.net._reach
+        assert ra is not None and rc is not None
+        # a listens: b reaches it on a fresh connection although they are connected already
+        assert await ra.ask_dialback(b.net.peer_id, boot) is True
+        # c claims a port nobody listens on: unreachable (AutoNAT would say PUBLIC here)
+        with trio.socket.socket() as s:
+            await s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        rc._listen_port = lambda: closed
+        assert await rc.ask_dialback(b.net.peer_id, boot) is False
+        # a second request from a within the minute is refused, not served
+        assert await ra.ask_dialback(b.net.peer_id, boot) is None
+        st = b.net.stats()
+        assert st["dialback_served"] == 2 and st["dialback_refused"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_stream_to_a_peer_of_unknown_address_asks_the_bootstrap() -> None:
+    async with trio.open_nursery() as nursery:
+        relay = await start_node(nursery, relay=RelayServerLimits())
+        a = await _private(nursery, relay)
+        await wait_until(lambda: _circuit(a) is not None, 15)
+        await wait_until(lambda: any(is_circuit(x) for p in relay.net.peers() for x in p.addrs), 10)
+        b = await start_node(nursery, relay.net.addrs(), degree=1)  # the relay, nobody else
+        await wait_until(lambda: relay.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        b.net._book.pop(a.net.peer_id, None)  # b never heard of a's addresses
+        fact = a.fact("find me")
+        await b.net.sync_now(a.net.peer_id)
+        with trio.fail_after(10):
+            await b.col.wait_for(fact_id(fact))
+        assert b.net.stats()["px"] >= 2  # first contact + the lookup
+        nursery.cancel_scope.cancel()
