@@ -77,13 +77,26 @@ async def _fetch(ref: BlobRef, src_dir: Path, dst_dir: Path) -> float:
                 while server_id not in {p.peer_id for p in net.peers()}:
                     await events.receive()
             t0 = time.perf_counter()
+            c0, s0 = time.process_time(), _cpu_s(server.pid)
             with trio.fail_after(600):
                 path = await net.fetch_blob(ref, dest, [server_id])
             dt = time.perf_counter() - t0
+            CPU["client_s"], CPU["server_s"] = time.process_time() - c0, _cpu_s(server.pid) - s0
             if path.stat().st_size != ref.size:
                 raise RuntimeError("fetched blob has the wrong size")
             nursery.cancel_scope.cancel()
     return dt
+
+
+# CPU seconds of each end during the last fetch_once: on a shared machine the wall time
+# says how busy the neighbours were; CPU seconds per MB say what the transfer costs.
+CPU: dict[str, float] = {}
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fetch_once(size: int) -> float:

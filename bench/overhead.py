@@ -71,38 +71,89 @@ def bare_docker_run(image: str, src_files: dict[str, str]) -> float:
         return dt
 
 
-def hardened_run(image: str, src_files: dict[str, str]) -> float:
-    """Seconds for the daemon's own runner (DockerRunner.run, hardened, no network) on the same build."""
-    import threading
+def _settle(under: Path, timeout: float = 10.0) -> None:
+    """Wait until the p2pci containers of the daemons under `under` are all running and unchanged.
 
-    from p2pci.core.messages import Limits
-    from p2pci.runner.base import BuildSpec
-    from p2pci.runner.docker_runner import DockerRunner
-    from p2pci.runner.source import pack_source
+    That is: builds removed, /out holders started (they carry `p2pci.work`, their runner's
+    work dir under the daemon's home). Gives up quietly after `timeout` seconds.
+    """
+    from p2pci.runner.dockerutil import client
 
-    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for rel, text in src_files.items():
-            (src / rel).write_text(text)
-        tar = Path(tmp) / "source.tar"
-        pack_source(src, tar)
-        runner = DockerRunner(work_dir=Path(tmp) / "runs")
-        spec = BuildSpec(
-            image_id=image,
-            command=("sh", "-c", SCRIPT),
-            source_date_epoch=1700000000,
-            limits=Limits(timeout_s=60, memory_mb=256, cpus=1, pids=64, out_mb=16),
-        )
-        t = time.perf_counter()
-        result = runner.run(spec, tar, cancel=threading.Event())
-        dt = time.perf_counter() - t
-        try:
-            if result.status != "ok" or result.exit_code != 0:
-                raise RuntimeError(f"runner: {result.status} {result.exit_code} {result.error}")
-        finally:
-            result.cleanup()
-        return dt
+    prefix = str(under.resolve()) + os.sep
+    api = client().api
+    deadline = time.monotonic() + timeout
+    last: set[str] | None = None
+    while time.monotonic() < deadline:
+        mine = [
+            c
+            for c in api.containers(all=True, filters={"label": "p2pci"})
+            if (c.get("Labels") or {}).get("p2pci.work", "").startswith(prefix)
+        ]
+        now = {c["Id"] for c in mine}
+        if all(c.get("State") == "running" for c in mine) and now == last:
+            return
+        last = now
+        time.sleep(0.1)  # polling the engine for a condition, bounded by the deadline
+    log("overhead: the daemons' containers did not settle; measuring anyway")
+
+
+def bare_docker_true(image: str) -> float:
+    """Seconds for `docker run --rm --network none <busybox> true`: the engine's own floor."""
+    t = time.perf_counter()
+    subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", image, "true"], check=True, capture_output=True
+    )
+    return time.perf_counter() - t
+
+
+class Hardened:
+    """The daemon's own runner (DockerRunner, hardened, no network) on the same build, alone.
+
+    One runner for the whole part, as in a daemon: from the second build on, its /out holder
+    was made ahead of time. `phases` collects each run's `BuildResult.phases`.
+    """
+
+    def __init__(self) -> None:
+        from p2pci.runner.docker_runner import DockerRunner
+
+        self.runner = DockerRunner(work_dir=WORK / "runner")
+        self.phases: list[dict[str, float]] = []
+
+    def run(self, image: str, src_files: dict[str, str]) -> float:
+        import threading
+
+        from p2pci.core.messages import Limits
+        from p2pci.runner.base import BuildSpec
+        from p2pci.runner.source import pack_source
+
+        with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+            src = Path(tmp) / "src"
+            src.mkdir()
+            for rel, text in src_files.items():
+                (src / rel).write_text(text)
+            tar = Path(tmp) / "source.tar"
+            pack_source(src, tar)
+            spec = BuildSpec(
+                image_id=image,
+                command=("sh", "-c", SCRIPT),
+                source_date_epoch=1700000000,
+                limits=Limits(timeout_s=60, memory_mb=256, cpus=1, pids=64, out_mb=16),
+            )
+            t = time.perf_counter()
+            result = self.runner.run(spec, tar, cancel=threading.Event())
+            dt = time.perf_counter() - t
+            try:
+                if result.status != "ok" or result.exit_code != 0:
+                    raise RuntimeError(f"runner: {result.status} {result.exit_code} {result.error}")
+                self.phases.append(dict(result.phases))
+            finally:
+                result.cleanup()
+            # what a daemon does between jobs: the removal and the next holder, off the clock
+            self.runner.drain()
+            return dt
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 async def overhead(quick: bool, out: Results) -> None:
@@ -142,15 +193,21 @@ async def _mesh_jobs(
         await follow_all(nursery, watch, [pub, *workers])
         verdicts: list[float] = []
         bares: list[float] = []
+        trues: list[float] = []
         runs: list[float] = []
+        hardened = Hardened() if not suffix else None
         overheads: list[float] = []
         phases: list[dict[str, float]] = []
         for i in range(jobs + 1):
             files = {"hello.txt": f"hello {suffix} {i}\n"}
+            # the workers remove the last job's containers and start their next /out holders
+            # in the background: let that finish, so that the floor is not measured under it
+            await trio.to_thread.run_sync(_settle, WORK / f"mesh{suffix}")
             bare = await trio.to_thread.run_sync(bare_docker_run, image, files)
-            if not suffix:
+            if hardened is not None:
                 try:
-                    runs.append(await trio.to_thread.run_sync(hardened_run, image, files))
+                    trues.append(await trio.to_thread.run_sync(bare_docker_true, image))
+                    runs.append(await trio.to_thread.run_sync(hardened.run, image, files))
                 except Exception as exc:  # an extra figure, never a reason to lose the others
                     log(f"overhead: DockerRunner alone failed: {exc}")
             source = put_source(pub.home, files)
@@ -164,6 +221,10 @@ async def _mesh_jobs(
                 raise RuntimeError(f"job {job[:12]} ended {state}, not REPRODUCED")
             if i == 0:
                 log(f"overhead{suffix} warm-up: verdict {took:.2f} s, bare run {bare:.2f} s")
+                runs.clear()  # the runner's first, cold run
+                trues.clear()
+                if hardened is not None:
+                    hardened.phases.clear()
                 continue
             verdicts.append(took)
             bares.append(bare)
@@ -174,8 +235,10 @@ async def _mesh_jobs(
                 log(f"overhead: no phase breakdown for {job[:12]}: {exc}")
             log(f"overhead{suffix} job {i}: verdict {took:.2f} s, bare run {bare:.2f} s")
             _summarise(out, verdicts, bares, overheads, phases, suffix)
-            if runs:
-                out["runner_run_s"] = rnd(statistics.median(runs))
+            if runs and hardened is not None:
+                _summarise_runner(out, trues, runs, hardened.phases)
+        if hardened is not None:
+            await trio.to_thread.run_sync(hardened.close)
         if cli:
             await _cli_publishes(mesh, pub, image, out)
         nursery.cancel_scope.cancel()
@@ -229,6 +292,26 @@ def _summarise(
         vals = [p[key] for p in phases if key in p]
         if vals:
             out[f"overhead_{key}_p50{suffix}"] = rnd(pct(vals, 50))
+
+
+def _summarise_runner(
+    out: Results, trues: list[float], runs: list[float], phases: list[dict[str, float]]
+) -> None:
+    """DockerRunner.run alone (the first, cold run is the warm-up's) against `docker run --rm true`.
+
+    `runner_run_s`: the whole run (unpack to outputs copied); `runner_phase_<name>_s`: p50 of
+    each phase: unpack, create (build container, and the /out holder when none was ready),
+    start (attach + start), run (start returned to exit seen), copy_out (inspect + archive).
+    """
+    out["runner_run_s"] = rnd(statistics.median(runs))
+    out["runner_run_s_min"] = rnd(min(runs))
+    out["bare_docker_true_s"] = rnd(statistics.median(trues))
+    out["bare_docker_true_s_min"] = rnd(min(trues))
+    out["runner_over_bare_true_s"] = rnd(statistics.median(runs) - statistics.median(trues))
+    for name in ("unpack", "create", "start", "run", "copy_out"):
+        vals = [p[name] for p in phases if name in p]
+        if vals:
+            out[f"runner_phase_{name}_s"] = rnd(pct(vals, 50))
 
 
 async def _phases(pub: Any, job: str, watch: Watch, t_call: float, lease_ms: int) -> dict[str, float]:

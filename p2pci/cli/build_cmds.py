@@ -264,10 +264,11 @@ def _try_runners() -> list[Any]:
 
     from p2pci.runner.docker_runner import DockerRunner
 
-    runners = [DockerRunner()]
+    # warm=0: a few builds taking turns, then exit; a ready /out holder would mostly be wasted
+    runners = [DockerRunner(warm=0)]
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK) and Path(tempfile.gettempdir()).resolve() != shm:
-        runners.append(DockerRunner(work_dir=shm))
+        runners.append(DockerRunner(work_dir=shm, warm=0))
     return runners
 
 

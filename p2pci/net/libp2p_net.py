@@ -104,8 +104,49 @@ def _libp2p() -> Any:
         # one Noise encryption and one send per read; pubsub reads each RPC in 2-3
         # reads). Credit like go-yamux instead: once half the window is consumed.
         yamux_mod.YamuxStream._auto_tune_and_send_window_update = _window_update  # type: ignore[method-assign]
+        _patch_yamux_framing(yamux_mod)
         _patched = True
     return ps_mod
+
+
+# The blob data path. py-libp2p 0.8.1 cuts a stream write into Yamux frames of at
+# most 64 KiB (12-byte header + 65524), and its Noise layer cuts anything over
+# 65519 bytes (65535 minus the 16-byte tag) in two messages: every Yamux frame
+# cost two encryptions, two length prefixes, two socket sends, two decryptions.
+# With Yamux frames capped at 65519 bytes (payload 65507), each is one Noise
+# message; a chunk frame of 4 + 262024 bytes is then exactly 4 full Yamux frames.
+_NOISE_PLAINTEXT = 65535 - 16
+_YAMUX_HEADER = 12
+_BLOB_CHUNK = 4 * (_NOISE_PLAINTEXT - _YAMUX_HEADER) - 4  # 262024: <= wire.CHUNK, old readers accept it
+_BLOB_BATCH = 4  # chunk frames per stream write (~1 MB): one deadline and one call each
+_BLOB_READ = 1 << 20  # the most a blob read takes from the stream's buffer at once
+_PATCHED_LIBP2P = "0.8.1"  # the version whose internals _patch_yamux_framing relies on
+
+
+def _patch_yamux_framing(yamux_mod: Any) -> None:
+    """Yamux frames that fit one Noise message, and no per-frame debug formatting (0.8.1 only)."""
+    from importlib.metadata import version
+
+    from libp2p.security.noise import io as noise_io
+
+    if version("libp2p") != _PATCHED_LIBP2P or noise_io.MAX_PLAINTEXT_LENGTH != _NOISE_PLAINTEXT:
+        return  # another py-libp2p: its framing may differ; correct either way, only slower
+    # Read by YamuxStream.write (frame size) and YamuxStream.read (slice size) at call time;
+    # inbound frames are not checked against it, so peers with the default still interoperate.
+    yamux_mod.MAX_MESSAGE_SIZE = _NOISE_PLAINTEXT
+    orig = yamux_mod.Yamux._write_frame
+    ylog = yamux_mod.logger
+
+    async def _write_frame(self: Any, data: bytes) -> None:
+        # 0.8.1 unpacks the header and formats a debug line for every frame, logged or not
+        if ylog.isEnabledFor(logging.DEBUG):
+            await orig(self, data)
+            return
+        async with self._write_lock:
+            await self.secured_conn.write(data)
+        await trio.lowlevel.checkpoint()
+
+    yamux_mod.Yamux._write_frame = _write_frame
 
 
 # IDONTWANT only for messages larger than this (go-libp2p's IDontWantMessageThreshold):
@@ -167,7 +208,9 @@ def _pubsub_classes(ps_mod: Any) -> tuple[Any, Any]:
         """
 
         async def publish(self, topic_id: str, data: bytes) -> None:
-            msg = rpc_pb2.Message(data=data, topicIDs=[topic_id], from_id=self.my_id.to_bytes(), seqno=self._next_seqno())
+            msg = rpc_pb2.Message(
+                data=data, topicIDs=[topic_id], from_id=self.my_id.to_bytes(), seqno=self._next_seqno()
+            )
             key = self.host.get_private_key()
             msg.signature = key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
             msg.key = self.host.get_public_key().serialize()
@@ -672,7 +715,9 @@ class LibP2PNetwork:
         except Exception as exc:
             if started:
                 raise
-            raise LocalError(f"cannot start the network on {self._listen}: {type(exc).__name__}: {exc}") from exc
+            raise LocalError(
+                f"cannot start the network on {self._listen}: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             # Gotcha: leaving host.run() does not close the TCP listener (it runs
             # as a trio *system* task): without host.close() a "stopped" node
@@ -723,8 +768,13 @@ class LibP2PNetwork:
         that came by sync, so the rest of our side of a partition gets them).
         """
         outcome = admit_fact(
-            raw, from_peer, validate=self._validate, seen=self._seen, sync=self._sync,
-            deliver=self._facts_send, stats=self._stats,
+            raw,
+            from_peer,
+            validate=self._validate,
+            seen=self._seen,
+            sync=self._sync,
+            deliver=self._facts_send,
+            stats=self._stats,
         )
         if outcome in ("rejected", "duplicate"):
             return False
@@ -1161,14 +1211,44 @@ class LibP2PNetwork:
             if not ok:
                 raise ProtocolError(f"refused: {error}")
             with dest.writer(ref) as w:
-                got = 0
-                while got < ref.size:
-                    chunk = await self._read_frame(stream, wire.CHUNK)
-                    if not chunk or got + len(chunk) > ref.size:
-                        raise ProtocolError("bad blob chunk")
-                    w.write(chunk)
-                    got += len(chunk)
+                await self._receive_blob(stream, ref.size, w.write)
             # leaving the writer verified the hash; only then is it in the store
+
+    async def _receive_blob(self, stream: Any, size: int, write: Callable[[memoryview], Any]) -> None:
+        """The chunk frames of a blob into `write`, read in large pieces and never reassembled.
+
+        Each read (at most `_BLOB_READ` bytes, whatever the stream has buffered) has its own
+        deadline; frame headers are checked as they come (non-empty, ≤ wire.CHUNK, never past
+        `size`); payload bytes go to `write` as views of the read buffer, with no copy.
+        """
+        got = 0
+        frame_left = 0  # payload bytes still due in the current chunk frame
+        head = b""  # a frame header split across two reads
+        while got < size:
+            with trio.fail_after(self.read_timeout):
+                data = await stream.read(_BLOB_READ)
+            if not data:
+                raise ProtocolError("stream closed mid-blob")
+            view = memoryview(data)
+            while view:
+                if got == size:
+                    raise ProtocolError("bytes after the end of the blob")
+                if not frame_left:
+                    need = wire.LEN.size - len(head)
+                    head += view[:need]
+                    view = view[need:]
+                    if len(head) < wire.LEN.size:
+                        break
+                    frame_left = wire.parse_length(head, wire.CHUNK)
+                    head = b""
+                    if not frame_left or got + frame_left > size:
+                        raise ProtocolError("bad blob chunk")
+                    continue
+                part = view[:frame_left]
+                write(part)
+                got += len(part)
+                frame_left -= len(part)
+                view = view[len(part) :]
 
     async def _handle_blob(self, stream: Any) -> None:
         peer = str(stream.muxed_conn.peer_id.to_base58())
@@ -1193,15 +1273,28 @@ class LibP2PNetwork:
                 return
             with trio.fail_after(self.read_timeout):
                 await stream.write(wire.blob_response(True))
-            with path.open("rb") as f:
+            # Chunk frames are read from the file straight behind their headers, in batches of
+            # _BLOB_BATCH frames per stream write (one deadline each); see _BLOB_CHUNK.
+            step = wire.LEN.size + _BLOB_CHUNK
+            buf = bytearray(_BLOB_BATCH * step)
+            mv = memoryview(buf)
+            with path.open("rb", buffering=0) as f:
                 sent = 0
                 while sent < size:
-                    chunk = f.read(min(wire.CHUNK, size - sent))
-                    if not chunk:
-                        break  # the file shrank under us: the reader times out / rejects
+                    end = 0
+                    while end < len(buf) and sent < size:
+                        n = f.readinto(
+                            mv[end + wire.LEN.size : end + wire.LEN.size + min(_BLOB_CHUNK, size - sent)]
+                        )
+                        if not n:
+                            break  # the file shrank under us: the reader times out / rejects
+                        wire.LEN.pack_into(buf, end, n)
+                        end += wire.LEN.size + n
+                        sent += n
+                    if not end:
+                        break
                     with trio.fail_after(self.read_timeout):
-                        await stream.write(wire.frame(chunk))
-                    sent += len(chunk)
+                        await stream.write(mv[:end])  # framed (copied) by Yamux before it returns
             self._stats.inc("blob_served")
             with trio.move_on_after(self.read_timeout):
                 await stream.close()

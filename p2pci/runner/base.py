@@ -109,6 +109,9 @@ class BuildResult:
     out_dir: Path | None
     duration_s: float
     error: str | None = None
+    # where the time went, in seconds, in order (DockerRunner: unpack, create, start, run,
+    # copy_out); for benchmarks and logs only, never part of a fact
+    phases: tuple[tuple[str, float], ...] = ()
 
     def cleanup(self) -> None:
         parent = self.log_path.parent

@@ -10,6 +10,7 @@ from p2pci.core.errors import LocalError
 LABEL = "p2pci"  # on every container: "1"
 LABEL_RUN = "p2pci.run"  # on every container: the per-run id
 LABEL_OWNER = "p2pci.owner"  # a daemon's builds: its peer ID (orphans are reaped at its next start)
+LABEL_WORK = "p2pci.work"  # the runner's work dir (a test harness finds a killed daemon's holders)
 LABEL_IMAGE = "org.p2pci.image"  # on every image we build: "busybox" | "debian"
 LABEL_RECIPE = "org.p2pci.recipe"  # the normalised image name: "busybox", "debian:bookworm+gcc,make"
 

@@ -49,7 +49,7 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self.written = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Append `data`; a write past the expected size is a ProtocolError at once."""
         if self.written + len(data) > self._expect.size:
             raise ProtocolError(

@@ -215,7 +215,13 @@ def remove_containers(under: Path) -> int:
 
     api: Any = docker.from_env().api
     n = 0
-    for run in sorted(build_runs(under)):
+    prefix = str(under.resolve()) + os.sep
+    runs = build_runs(under)
+    for c in api.containers(all=True, filters={"label": "p2pci"}):  # ready /out holders, idle
+        labels = c.get("Labels") or {}
+        if labels.get("p2pci.work", "").startswith(prefix) and labels.get("p2pci.run"):
+            runs.add(labels["p2pci.run"])
+    for run in sorted(runs):
         for c in api.containers(all=True, filters={"label": f"p2pci.run={run}"}):
             with contextlib.suppress(docker.errors.APIError):
                 api.remove_container(c["Id"], force=True)

@@ -28,7 +28,9 @@ def busybox() -> str:
 @pytest.fixture
 def runner(tmp_path: Path, busybox: str) -> Iterator[DockerRunner]:
     tag = uuid.uuid4().hex
-    yield DockerRunner(work_dir=tmp_path / "work", holder_image=busybox, labels={"p2pci.test": tag})
+    r = DockerRunner(work_dir=tmp_path / "work", holder_image=busybox, labels={"p2pci.test": tag})
+    yield r
+    r.close()
     assert _leftovers(f"p2pci.test={tag}") == ([], [])
 
 

@@ -44,6 +44,7 @@ def runner(tmp_path: Path, busybox: str) -> Iterator[DockerRunner]:
     tag = uuid.uuid4().hex
     r = DockerRunner(work_dir=tmp_path / "work", holder_image=busybox, labels={"p2pci.test": tag})
     yield r
+    r.close()  # the ready /out holder and the background removals
     assert _leftovers(f"p2pci.test={tag}") == ([], [])
     leftover_scratch = [p.name for p in (tmp_path / "work").iterdir() if p.name.startswith("p2pci-run-")]
     assert leftover_scratch == []
@@ -314,6 +315,7 @@ def test_log_is_capped(tmp_path: Path, busybox: str, source: Path) -> None:
     # stdout and stderr are two pipes: docker interleaves them as they arrive, in no fixed order
     assert log.startswith((b"line 0\n", b"err 0\n"))
     assert b"[p2pci: log truncated at 1000 bytes]" in log and len(log) < 1100
+    r.close()
     assert _leftovers(f"p2pci.test={tag}") == ([], [])
 
 
