@@ -1,0 +1,95 @@
+"""Pinned inputs, runner side without Docker: packing, reordering, the hash check."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pci.core.errors import BuildError
+from p2pci.runner.base import BuildResult, BuildSpec, run_build
+from p2pci.runner.fake import FakeRunner
+from p2pci.runner.inputs import file_sha256, pack_dir, reorder, unpack_inputs
+
+SPEC = BuildSpec(image_id="sha256:" + "0" * 64, command=("true",))
+
+
+def tree(root: Path, names: list[str]) -> Path:
+    for n in names:
+        p = root / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(n)
+    (root / "link").symlink_to("a")
+    return root
+
+
+def test_pack_dir_is_a_function_of_the_tree(tmp_path: Path) -> None:
+    a = tree(tmp_path / "a", ["a", "b/c", "b/d", "e"])
+    b = tree(tmp_path / "b", ["e", "b/d", "a", "b/c"])  # created in another order
+    os.utime(b / "a", (1, 1))
+    sa, size, files = pack_dir(a, tmp_path / "a.tar")
+    sb, _, _ = pack_dir(b, tmp_path / "b.tar")
+    assert sa == sb and files == 4 and size == (tmp_path / "a.tar").stat().st_size
+    assert file_sha256(tmp_path / "a.tar") == (sa, size)
+    (b / "b" / "d").write_text("other")
+    assert pack_dir(b, tmp_path / "b.tar")[0] != sa
+    with tarfile.open(tmp_path / "a.tar") as t:
+        assert [m.name for m in t] == ["a", "b", "b/c", "b/d", "e", "link"]
+        assert {m.mtime for m in t} == {0} and {m.uid for m in t} == {0}
+
+
+def test_reorder_keeps_the_content(tmp_path: Path) -> None:
+    a = tree(tmp_path / "a", [f"d/f{i}" for i in range(20)])
+    sha, _, _ = pack_dir(a, tmp_path / "a.tar")
+    rsha, _ = reorder(tmp_path / "a.tar", tmp_path / "r.tar", 3)
+    assert rsha != sha
+    with tarfile.open(tmp_path / "a.tar") as x, tarfile.open(tmp_path / "r.tar") as y:
+        names_x, names_y = [m.name for m in x], [m.name for m in y]
+    assert sorted(names_x) == sorted(names_y) and names_x != names_y
+    spec = BuildSpec(image_id=SPEC.image_id, command=SPEC.command, inputs_sha256=rsha)
+    out = unpack_inputs(spec, tmp_path / "r.tar", tmp_path / "u")
+    assert out is not None and (out / "d" / "f7").read_text() == "d/f7"
+
+
+def test_unpack_refuses_another_hash_before_unpacking(tmp_path: Path) -> None:
+    a = tree(tmp_path / "a", ["x"])
+    sha, _, _ = pack_dir(a, tmp_path / "a.tar")
+    wrong = bytes(32)
+    spec = BuildSpec(image_id=SPEC.image_id, command=SPEC.command, inputs_sha256=wrong)
+    with pytest.raises(BuildError) as e:
+        unpack_inputs(spec, tmp_path / "a.tar", tmp_path / "u")
+    assert sha.hex() in str(e.value) and wrong.hex() in str(e.value)
+    assert not (tmp_path / "u").exists()
+    assert unpack_inputs(SPEC, None, tmp_path / "u") is None
+
+
+def test_fake_runner_and_run_build_pass_inputs_on(tmp_path: Path) -> None:
+    a = tree(tmp_path / "a", ["x"])
+    sha, _, _ = pack_dir(a, tmp_path / "a.tar")
+    src = tmp_path / "src.tar"
+    src.write_bytes(b"")
+    spec = BuildSpec(image_id=SPEC.image_id, command=SPEC.command, inputs_sha256=sha)
+    fake = FakeRunner(work_dir=tmp_path / "w")
+
+    async def main() -> BuildResult:
+        return await run_build(fake, spec, src, inputs_tar=tmp_path / "a.tar")
+
+    r = trio.run(main)
+    assert r.status == "ok"
+    r.cleanup()
+    with pytest.raises(BuildError, match="none were given"):
+        fake.run(spec, src, cancel=threading.Event())
+
+    class OldRunner:  # a runner written before inputs existed
+        def run(self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event) -> BuildResult:
+            raise AssertionError("must not be called")
+
+    async def old() -> BuildResult:
+        return await run_build(OldRunner(), spec, src, inputs_tar=tmp_path / "a.tar")  # type: ignore[arg-type]
+
+    with pytest.raises(BuildError, match="cannot mount pinned inputs"):
+        trio.run(old)
