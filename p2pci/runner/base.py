@@ -128,18 +128,13 @@ OnLog = Callable[[bytes], None]
 
 class Runner(Protocol):
     def run(
-        self,
-        spec: BuildSpec,
-        source_tar: Path,
-        *,
-        cancel: threading.Event,
-        on_log: OnLog | None = None,
-        inputs_tar: Path | None = None,
+        self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event, on_log: OnLog | None = None
     ) -> BuildResult:
         """Build; blocking. Raises BuildError when cancelled or when the engine fails.
 
-        `inputs_tar` is the pinned inputs tarball when `spec.inputs_sha256` is set
-        (checked against it, then unpacked read-only at INPUTS_DIR).
+        A runner that can mount pinned inputs also takes `inputs_tar: Path | None = None`
+        (the tarball `spec.inputs_sha256` pins: checked against it, then unpacked
+        read-only at INPUTS_DIR); `run_build` refuses inputs for a runner that does not.
 
         `on_log`, when given, is called with each chunk of the build's output as it is
         produced (from a runner thread; it must be quick and must not block). The log
