@@ -126,16 +126,20 @@ def image_import(file: Path, expect: str) -> None:
     default=None,
     help="Keep each run's outputs and log here.",
 )
-def try_command(dir: Path, runs: int, keep: Path | None) -> None:
+@click.option("--dirty", is_flag=True, help="Build the working tree as it is (default: the commit HEAD).")
+@click.option("--refetch", is_flag=True, help="Run [fetch] again even when its cached result is current.")
+def try_command(dir: Path, runs: int, keep: Path | None, dirty: bool = False, refetch: bool = False) -> None:
     """Build DIR several times with varied conditions: is it reproducible?
 
+    Pinned inputs ([fetch], [[input]]) are prepared once, as `publish` does,
+    and mounted read-only at /build/inputs in every run.
     Exit 0 reproducible, 1 not (the differing files and a diffoscope
     explanation are printed), 2 error.
     """
     from p2pci.runner.trial import differences, diffoscope, run_try
 
     try:
-        report = run_try(dir, _try_runners(), runs=runs, progress=_progress)
+        report = run_try(dir, _try_runners(), runs=runs, progress=_progress, dirty=dirty, refetch=refetch)
     except P2pciError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -27,10 +27,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from p2pci.core.errors import LocalError
 from p2pci.core.results import ManifestEntry
-from p2pci.recipe import Recipe, load_recipe
+from p2pci.recipe import Recipe
 from p2pci.runner.base import BuildResult, BuildSpec, Limits, Runner
 
 Progress = Callable[[str], None]
@@ -87,6 +88,7 @@ class TryReport:
     image_id: str
     variations: list[Variation]
     results: list[BuildResult] = field(default_factory=list)
+    inputs: Any = None  # p2pci.runner.fetch.PreparedInputs when the recipe pins inputs
 
     @property
     def reproducible(self) -> bool:
@@ -106,8 +108,16 @@ def run_try(
     image_id: str | None = None,
     progress: Progress = _stderr,
     work_dir: Path | None = None,
+    dirty: bool = False,
+    refetch: bool = False,
+    cache_dir: Path | None = None,
 ) -> TryReport:
     """Build `dir` `runs` times with the variations; the caller prints and cleans up.
+
+    The tree and its recipe are what `publish` would take (HEAD in a git work tree,
+    the working tree with `dirty`). Pinned inputs (`[fetch]`, `[[input]]`) are
+    prepared once as `publish` prepares them (the same cache; `refetch` ignores
+    it) and mounted in every run, their tar entries shuffled like the source's.
 
     With a list of runners, run k uses runner k mod len: `p2pci try` passes one
     that unpacks the source on the disk and one that unpacks it on a tmpfs, so
@@ -117,7 +127,10 @@ def run_try(
     runners = runner if isinstance(runner, list) else [runner]
     if runs < 2:
         raise LocalError("--runs must be at least 2")
-    recipe = load_recipe(dir)
+    from p2pci.runner.tree import pack_tree, read_recipe, select_tree
+
+    tree = select_tree(dir, dirty=dirty)
+    recipe = read_recipe(tree)
     if image_id is None:
         from p2pci.runner.images import resolve_image
 
@@ -130,19 +143,33 @@ def run_try(
         pids=recipe.limits.pids,
         out_mb=recipe.limits.out_mb,
     )
-    from p2pci.runner.source import pack_source, uncommitted_changes
-
-    changed = uncommitted_changes(dir)
+    changed = list(tree.changes) if tree.mode == "git" else []
     if changed:
         shown = ", ".join(changed[:5]) + (", …" if len(changed) > 5 else "")
-        progress(f"note: {dir} is in a git work tree: building its HEAD; not included: {shown}")
+        progress(
+            f"note: {dir} is in a git work tree: building its HEAD; not included: {shown} (--dirty includes them)"
+        )
     with tempfile.TemporaryDirectory(prefix="p2pci-try-", dir=work_dir) as tmp:
+        if recipe.has_inputs:
+            from p2pci.runner.fetch import prepare_inputs
+
+            base = Path(tmp) / "source-fetch.tar"
+            pack_tree(tree, base)
+            report.inputs = prepare_inputs(
+                recipe, base, cache_dir=cache_dir, refresh=refetch, progress=progress
+            )
+            base.unlink()
         for k, var in enumerate(report.variations):
             tar = Path(tmp) / f"source-{k}.tar"
-            sha, size = pack_source(dir, tar, order_seed=var.order_seed)
+            sha, size = pack_tree(tree, tar, order_seed=var.order_seed)
             where = getattr(runners[k % len(runners)], "work_dir", None)
             fs = f" unpacked-in={where}" if where is not None else ""
-            progress(f"run {k + 1}/{runs}: {var.describe()}{fs} (source {sha.hex()[:12]}…, {size} bytes)")
+            inputs_tar, inputs_sha, note = _run_inputs(
+                report.inputs, var.order_seed, Path(tmp) / f"inputs-{k}.tar"
+            )
+            progress(
+                f"run {k + 1}/{runs}: {var.describe()}{fs} (source {sha.hex()[:12]}…, {size} bytes{note})"
+            )
             spec = BuildSpec(
                 image_id=image_id,
                 command=recipe.command,
@@ -151,10 +178,14 @@ def run_try(
                 limits=limits,
                 umask=var.umask,
                 cpuset=var.cpuset,
+                inputs_sha256=inputs_sha,
             )
-            r = runners[k % len(runners)].run(spec, tar, cancel=threading.Event())
+            extra: dict[str, Any] = {"inputs_tar": inputs_tar} if inputs_tar is not None else {}
+            r = runners[k % len(runners)].run(spec, tar, cancel=threading.Event(), **extra)
             report.results.append(r)
             tar.unlink()
+            if inputs_tar is not None and report.inputs is not None and inputs_tar != report.inputs.path:
+                inputs_tar.unlink()
             if r.status == "ok":
                 assert r.digest is not None
                 progress(
@@ -163,6 +194,18 @@ def run_try(
             else:
                 progress(f"  {r.status}: {r.error}")
     return report
+
+
+def _run_inputs(inputs: Any, order_seed: int | None, dest: Path) -> tuple[Path | None, bytes | None, str]:
+    """The inputs tar of one run: the pinned one, or its entries shuffled with the run's seed."""
+    if inputs is None:
+        return None, None, ""
+    if order_seed is None:
+        return inputs.path, inputs.sha256, f", inputs {inputs.sha256.hex()[:12]}…"
+    from p2pci.runner.inputs import reorder
+
+    sha, _ = reorder(inputs.path, dest, order_seed)
+    return dest, sha, f", inputs {inputs.sha256.hex()[:12]}… shuffled"
 
 
 def differences(results: list[BuildResult]) -> list[str]:

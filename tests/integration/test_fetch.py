@@ -41,7 +41,7 @@ def project(tmp_path: Path, index: Index, data_sha: str | None = None) -> Path:
     (d / "p2pci.toml").write_text(
         f"""[build]
 image = "{PIP_IMAGE}"
-command = ["sh", "-c", "pip install --no-index --find-links /build/inputs --target /tmp/t -r requirements.txt && PYTHONPATH=/tmp/t python3 -c 'import alpha; print(alpha.hello())' > /out/hello.txt && cp /build/inputs/data.txt /out/"]
+command = ["sh", "-c", "umask 022 && pip install --no-index --find-links /build/inputs --target /tmp/t -r requirements.txt && PYTHONPATH=/tmp/t python3 -c 'import alpha; print(alpha.hello())' > /out/hello.txt && cp /build/inputs/data.txt /out/"]
 
 [fetch]
 command = "pip download --no-cache-dir --require-hashes -r requirements.txt -d /inputs"
@@ -134,3 +134,22 @@ def test_a_failing_fetch_is_an_error_with_its_output(tmp_path: Path, index: Inde
     pack_source(d, src)
     with pytest.raises(LocalError, match=r"(?s)\[fetch\] command exited 1.*HASHES"):
         prepare_inputs(load_recipe(d), src, cache_dir=tmp_path / "cache", progress=lambda _: None)
+
+
+def test_try_uses_the_pinned_inputs_and_the_cache(tmp_path: Path, index: Index) -> None:
+    from click.testing import CliRunner
+
+    from p2pci.cli.main import cli
+
+    resolve_image(PIP_IMAGE)
+    d = project(tmp_path, index)
+    env = {"P2PCI_CACHE_DIR": str(tmp_path / "cache")}
+    r = CliRunner().invoke(cli, ["try", str(d)], env=env)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("reproducible: digest ") and "(2 files, 2 runs)" in r.stdout
+    assert "inputs: fetched in" in r.stderr and "shuffled" in r.stderr
+    r2 = CliRunner().invoke(cli, ["try", str(d)], env=env)
+    assert r2.exit_code == 0 and r2.stdout == r.stdout
+    assert "inputs: from the cache" in r2.stderr and "fetch|" not in r2.stderr
+    r3 = CliRunner().invoke(cli, ["try", str(d), "--refetch"], env=env)
+    assert r3.exit_code == 0 and "inputs: fetched in" in r3.stderr
