@@ -67,7 +67,8 @@ class PackedProject:
     source_sha256: bytes
     source_size: int
     inputs: Any  # p2pci.runner.fetch.PreparedInputs | None
-    provenance: dict[str, Any]
+    provenance: dict[str, Any]  # for people: source hash, mode, commit, tree, path, dirty, inputs hash
+    offer_provenance: dict[str, str | None]  # for the offer: {"commit", "tree"} (None unless a clean commit)
 
 
 def pack_project(
@@ -78,7 +79,7 @@ def pack_project(
     Raises LocalError (a wrong [[input]] sha256, a failing [fetch], …) before anything is offered.
     """
     from p2pci.runner.fetch import prepare_inputs
-    from p2pci.runner.tree import pack_tree, provenance
+    from p2pci.runner.tree import offer_provenance, pack_tree, provenance
 
     with tempfile.TemporaryDirectory(dir=store.dir / "tmp") as tmp:
         tar = Path(tmp) / "source.tar"
@@ -92,4 +93,4 @@ def pack_project(
             raise LocalError(f"the cached inputs changed while they were stored ({ref.sha256.hex()})")
     prov = provenance(tree, sha, size)
     prov["inputs_sha256"] = inputs.sha256.hex() if inputs is not None else None
-    return PackedProject(recipe, sha, size, inputs, prov)
+    return PackedProject(recipe, sha, size, inputs, prov, offer_provenance(tree))

@@ -204,3 +204,13 @@ def provenance(t: SourceTree, sha256: bytes, size: int) -> dict[str, Any]:
         "git_path": t.path if t.mode != "dir" else None,
         "dirty": t.mode == "working-tree",
     }
+
+
+def offer_provenance(t: SourceTree) -> dict[str, str | None]:
+    """The offer's `provenance` commit and tree: only when exactly that commit is built.
+
+    A `--dirty` build names no commit (its base commit would be a false claim).
+    """
+    if t.mode != "git":
+        return {"commit": None, "tree": None}
+    return {"commit": t.commit, "tree": t.tree}

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from p2pci.cli.main import cli
 from p2pci.core.errors import LocalError
 from p2pci.runner.source import pack_source
-from p2pci.runner.tree import pack_tree, read_recipe, refuse_dirty, select_tree
+from p2pci.runner.tree import offer_provenance, pack_tree, read_recipe, refuse_dirty, select_tree
 
 ENV = {
     **os.environ,
@@ -99,6 +99,7 @@ def test_source_hash_is_what_publish_packs(tmp_path: Path) -> None:
     obj = json.loads(r.stdout)
     assert obj["sha256"] == sha.hex() and obj["git_commit"] == t.commit and obj["git_tree"] == t.tree
     assert obj["mode"] == "git" and obj["dirty"] is False
+    assert offer_provenance(t) == {"commit": t.commit, "tree": t.tree}
 
 
 def test_dirty_working_copy(tmp_path: Path) -> None:
@@ -128,6 +129,7 @@ def test_dirty_working_copy(tmp_path: Path) -> None:
     # --dirty: the working tree as git sees it (untracked yes, ignored and deleted no).
     d = select_tree(proj, dirty=True)
     assert d.mode == "working-tree"
+    assert offer_provenance(d) == {"commit": None, "tree": None}  # no false claim about a commit
     assert read_recipe(d).command == ("sh", "-c", "cp -v hello.txt /out/")
     pack_tree(d, tmp_path / "d.tar")
     assert sorted(files(tmp_path / "d.tar")) == [".gitignore", "hello.txt", "new.txt", "p2pci.toml"]
