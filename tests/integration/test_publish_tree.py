@@ -76,3 +76,35 @@ async def test_publish_builds_head_or_with_dirty_the_working_tree(tmp_path: Path
         assert f"built {dirty} " in artifact and "working tree" in err
         r = await run_cli(home, "jobs", "--json")
         assert sorted(j["project"] for j in json.loads(r.stdout)) == ["tree", "tree-dirty"]  # its recipe too
+
+
+async def test_publish_stops_on_a_wrong_input_sha256_before_offering(tmp_path: Path) -> None:
+    from tests.integration.pypi_fixture import serve_index
+
+    index = serve_index(tmp_path / "index")
+    try:
+        proj = tmp_path / "proj"
+        proj.mkdir()
+        wrong = "ab" * 32
+        (proj / "p2pci.toml").write_text(
+            RECIPE + f'\n[[input]]\nurl = "{index.url}/files/data.txt"\nsha256 = "{wrong}"\n'
+        )
+        (proj / "hello.txt").write_text("hello\n")
+        async with open_cluster(
+            tmp_path / "mesh", 3, runners=[None, ScriptedRunner(), ScriptedRunner()]
+        ) as c:
+            home = c.nodes[0].paths.home
+            env = {"P2PCI_CACHE_DIR": str(tmp_path / "cache")}
+
+            def go() -> object:
+                return CliRunner().invoke(cli, ["--home", str(home), "publish", str(proj), "--wait"], env=env)
+
+            with trio.fail_after(30):
+                r = await trio.to_thread.run_sync(go)
+            assert r.exit_code == 2  # type: ignore[attr-defined]
+            err = r.stderr  # type: ignore[attr-defined]
+            assert f"{index.url}/files/data.txt" in err and wrong in err and index.hashes["data.txt"] in err
+            assert "nothing was offered" in err
+            assert c.nodes[0].board.jobs() == []
+    finally:
+        index.close()
