@@ -204,6 +204,7 @@ def run_fetch(
     exit or the timeout is a LocalError with the last lines.
     """
     import docker
+    import requests
     from docker.types import LogConfig, Mount
 
     from p2pci.runner.dockerutil import LABEL, LABEL_RUN, client
@@ -275,6 +276,8 @@ def run_fetch(
         code = int(container.wait(timeout=step.timeout_s + 60).get("StatusCode", -1))
     except docker.errors.APIError as e:
         raise LocalError(f"the fetch container failed: {e.explanation or e}") from None
+    except requests.exceptions.RequestException as e:  # the engine stopped answering
+        raise LocalError(f"lost track of the fetch container: {e}") from None
     finally:
         timer.cancel()
         try:

@@ -93,3 +93,55 @@ def test_fake_runner_and_run_build_pass_inputs_on(tmp_path: Path) -> None:
 
     with pytest.raises(BuildError, match="cannot mount pinned inputs"):
         trio.run(old)
+
+
+def test_the_cache_key_follows_recipe_image_and_lockfiles(tmp_path: Path) -> None:
+    from p2pci.recipe import parse_recipe
+    from p2pci.runner.fetch import inputs_key, lockfile_hashes
+    from p2pci.runner.source import pack_source
+
+    base = '[build]\nimage = "busybox"\ncommand = "true"\n[fetch]\ncommand = "pip download -r requirements.txt -d /inputs"\n'
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "requirements.txt").write_text("a==1\n")
+    (proj / "main.py").write_text("print(1)\n")
+
+    def key(text: str = base, image: str = "sha256:" + "1" * 64) -> bytes:
+        (proj / "p2pci.toml").write_text(text)
+        pack_source(proj, tmp_path / "s.tar")
+        r = parse_recipe(text, proj)
+        return inputs_key(r, image, lockfile_hashes(r, tmp_path / "s.tar"))
+
+    k = key()
+    (proj / "main.py").write_text("print(2)\n")  # not a lockfile: same key
+    assert key() == k
+    assert key(base.replace("/inputs", "/inputs --no-deps")) != k
+    assert key(base + 'env = { A = "1" }\n') != k
+    assert key(image="sha256:" + "2" * 64) != k
+    assert key(base + '[[input]]\nurl = "https://e.org/x"\nsha256 = "' + "ab" * 32 + '"\n') != k
+    (proj / "requirements.txt").write_text("a==2\n")
+    k2 = key()
+    assert k2 != k
+    (proj / "package-lock.json").write_text("{}")  # another well-known lockfile appears
+    assert key() != k2
+    explicit = base + 'lockfiles = ["requirements.txt"]\n'
+    e1 = key(explicit)
+    (proj / "package-lock.json").write_text('{"x": 1}')  # not named: ignored
+    assert key(explicit) == e1
+    from p2pci.core.errors import LocalError
+
+    with pytest.raises(LocalError, match="lockfiles: missing.txt not in the source"):
+        key(base + 'lockfiles = ["missing.txt"]\n')
+
+
+def test_fetch_env_has_the_ca_bundle_the_proxies_and_the_recipe_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pci.recipe import FetchStep
+    from p2pci.runner import fetch
+
+    monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    env = fetch.fetch_env(FetchStep(command=("true",), env=(("PIP_INDEX_URL", "http://x/simple"),)))
+    assert env["https_proxy"] == "http://proxy:3128" and "HTTP_PROXY" not in env
+    assert env["PIP_INDEX_URL"] == "http://x/simple" and env["HOME"] == "/tmp"
+    if Path(fetch.CA_BUNDLE).is_file():
+        assert all(env[k] == fetch.CA_BUNDLE for k in ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS"))
