@@ -45,7 +45,7 @@ from typing import Any
 from p2pci.core.errors import BuildError, LocalError
 from p2pci.recipe import WELL_KNOWN_LOCKFILES, FetchStep, PinnedFile, Recipe
 from p2pci.runner.base import BUILD_USER, SOURCE_DIR
-from p2pci.runner.inputs import file_sha256, pack_dir
+from p2pci.runner.inputs import MAX_INPUT_BYTES, file_sha256, pack_dir
 from p2pci.runner.source import unpack_source
 
 Progress = Callable[[str], None]
@@ -345,7 +345,7 @@ def prepare_inputs(
             assert image_id is not None
             src = Path(tmp) / "src"
             try:
-                unpack_source(source_tar, src)
+                unpack_source(source_tar, src, max_bytes=MAX_INPUT_BYTES)  # our own source: no worker cap
             except BuildError as e:
                 raise LocalError(f"cannot unpack the source for the fetch: {e}") from None
             progress(
