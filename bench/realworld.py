@@ -211,20 +211,25 @@ def _size(out: Path) -> tuple[int, int]:
 
 
 def _reason(stdout: str) -> str:
-    """The first differing files and the first lines of diffoscope that say why."""
+    """The first differing files, and the first changed diffoscope line that names a cause."""
     differs = [ln.removeprefix("differs: ") for ln in stdout.splitlines() if ln.startswith("differs: ")]
-    why = [
-        ln.strip("│ ").strip()
-        for ln in stdout.splitlines()
-        if re.search(r"DW_AT_|comp_dir|build-id|/tmp/", ln)
+    changed = []
+    for ln in stdout.splitlines():
+        text = ln.lstrip("│┄├└─ ")
+        if text.startswith("- ") and not text.startswith("--- "):
+            changed.append(" ".join(text[2:].split()))
+    clues = [
+        c
+        for c in changed
+        if re.search(r"/tmp/|/build/|comp_dir|date|time|[0-9]{4}-[0-9]{2}-[0-9]{2}", c, re.I)
     ]
     parts = []
     if differs:
         parts.append(
             "differs: " + ", ".join(f"`{p}`" for p in differs[:3]) + (" …" if len(differs) > 3 else "")
         )
-    if why:
-        parts.append("diffoscope: `" + why[0][:120].replace("`", "'") + "`")
+    if clues or changed:
+        parts.append("diffoscope: `" + (clues or changed)[0][:120].replace("`", "'").replace("|", "/") + "`")
     return "; ".join(parts)
 
 
