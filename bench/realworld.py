@@ -272,7 +272,11 @@ def render(rows: list[Row]) -> str:
     ]
     for r in rows:
         c = r.case
-        size = "–" if r.out_files is None else f"{_fmt_size(r.out_bytes)}, {r.out_files} files"
+        size = (
+            "–"
+            if r.out_files is None
+            else f"{_fmt_size(r.out_bytes)}, {r.out_files} file{'' if r.out_files == 1 else 's'}"
+        )
         secs = "–" if r.seconds is None else f"{r.seconds:.0f} s"
         fix = (
             f"{c.fix_note} → {r.fixed_verdict}"
