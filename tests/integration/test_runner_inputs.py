@@ -22,7 +22,8 @@ pytestmark = pytest.mark.docker
 SCRIPT = (
     "cat /build/inputs/dep.txt /build/inputs/sub/more.txt > /out/used.txt; "
     "if touch /build/inputs/new 2>/dev/null; then echo writable > /out/bad; fi; "
-    "ls -l /build/inputs/bin/tool | cut -c1-10 > /out/mode.txt"
+    "ls -l /build/inputs/bin/tool | cut -c1-10 > /out/mode.txt; "
+    "grep ' /build/inputs ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1 > /out/mount.txt"
 )
 
 
@@ -70,7 +71,8 @@ def test_inputs_are_mounted_read_only(tmp_path: Path, runner: DockerRunner) -> N
         assert r.status == "ok" and r.exit_code == 0, r.log_path.read_text()
         assert r.out_dir is not None
         assert (r.out_dir / "used.txt").read_text() == "dependency\nmore\n"
-        assert not (r.out_dir / "bad").exists()  # /build/inputs is read-only
+        assert not (r.out_dir / "bad").exists()  # /build/inputs cannot be written
+        assert (r.out_dir / "mount.txt").read_text() == "ro\n"  # and is mounted read-only
         assert (r.out_dir / "mode.txt").read_text() == "-rwxr-xr-x\n"
     finally:
         r.cleanup()
