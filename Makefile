@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench bench-quick dist clean docker
+.PHONY: venv test lint demo bench bench-quick realworld dist clean docker
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ bench: venv docker
 
 bench-quick: venv docker
 	$(BIN)/python -m bench --quick
+
+# Real upstream projects through `p2pci try`; rewrites the table in docs/realworld.md (not in `make test`).
+realworld: venv docker
+	$(BIN)/python -m bench.realworld
 
 dist: venv
 	@bash scripts/make-dist.sh

@@ -21,7 +21,23 @@ replicas = 3
 quorum = 2
 workers = "open"                            # or ["12D3KooW...", ...]
 require = { keys = ["12D3KooW..."], min = 1 }
+
+[fetch]                                     # optional: run once, with network, before offering
+command = "pip download --require-hashes -r requirements.txt -d /inputs"
+image = "debian:bookworm+python3-pip"       # default: the [build] image
+env = { PIP_INDEX_URL = "https://pypi.org/simple" }
+timeout = "10m"
+lockfiles = ["requirements.txt"]            # default: the well-known lockfiles found at the top
+
+[[input]]                                   # optional, repeatable: a plain file, pinned
+url = "https://example.org/data.tar.gz"
+sha256 = "<64 hex>"
+name = "data.tar.gz"                        # default: the last part of the URL's path
 ```
+
+What `[fetch]` wrote into /inputs and the `[[input]]` files are packed into
+one deterministic tarball (p2pci.runner.fetch), pinned by SHA-256, and
+mounted read-only at /build/inputs in every build.
 
 Every problem is a `LocalError` naming the key and, when it can be found,
 the line: "p2pci.toml line 7: unknown key 'imagee' in [build]".
@@ -90,6 +106,50 @@ class Trust:
         return tuple(_public_of(p) for p in self.workers)
 
 
+# What decides a fetch's cache key besides [fetch] and [[input]] themselves: these files at the
+# top of the source tree, when present and the recipe names no `lockfiles`.
+WELL_KNOWN_LOCKFILES = (
+    "Cargo.lock",
+    "Cargo.toml",
+    "Gemfile.lock",
+    "Pipfile.lock",
+    "composer.lock",
+    "go.mod",
+    "go.sum",
+    "npm-shrinkwrap.json",
+    "package-lock.json",
+    "package.json",
+    "pdm.lock",
+    "pnpm-lock.yaml",
+    "poetry.lock",
+    "pyproject.toml",
+    "requirements.txt",
+    "uv.lock",
+    "yarn.lock",
+)
+MAX_INPUT_FILES = 1000
+
+
+@dataclass(frozen=True)
+class FetchStep:
+    """`[fetch]`: one command run with network before offering; it writes into /inputs."""
+
+    command: tuple[str, ...]
+    image: str | None = None  # None: the [build] image
+    env: tuple[tuple[str, str], ...] = ()
+    timeout_s: int = 600
+    lockfiles: tuple[str, ...] | None = None  # None: WELL_KNOWN_LOCKFILES found at the top
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """One `[[input]]`: a file downloaded by URL and checked against its SHA-256."""
+
+    url: str
+    sha256: bytes
+    name: str  # its name in /build/inputs
+
+
 @dataclass(frozen=True)
 class Recipe:
     dir: Path
@@ -101,6 +161,13 @@ class Recipe:
     limits: RecipeLimits
     trust: Trust = field(default_factory=Trust)
     outputs_dir: str = OUTPUTS_DIR
+    fetch: FetchStep | None = None
+    inputs: tuple[PinnedFile, ...] = ()
+
+    @property
+    def has_inputs(self) -> bool:
+        """Whether builds get a /build/inputs (a [fetch] or at least one [[input]])."""
+        return self.fetch is not None or bool(self.inputs)
 
 
 def _public_of(peer_id: str) -> bytes:
@@ -124,9 +191,18 @@ class _Where:
         self.lines = text.splitlines()
 
     def line(self, table: str | None, key: str | None = None) -> int | None:
+        """`table` is "build", or "input#2" for the third `[[input]]`."""
         current: str | None = None
+        arrays: dict[str, int] = {}
         for no, raw in enumerate(self.lines, start=1):
             line = raw.strip()
+            a = re.match(r"^\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]", line)
+            if a:
+                k = arrays[a.group(1)] = arrays.get(a.group(1), -1) + 1
+                current = f"{a.group(1)}#{k}"
+                if key is None and current == table:
+                    return no
+                continue
             m = re.match(r"^\[\s*([A-Za-z0-9_.-]+)\s*\]", line)
             if m:
                 current = m.group(1)
@@ -218,6 +294,8 @@ _BUILD_KEYS = {
 }
 _TRUST_KEYS = {"replicas", "quorum", "workers", "require"}
 _PROJECT_KEYS = {"name"}
+_FETCH_KEYS = {"command", "image", "env", "timeout", "lockfiles"}
+_INPUT_KEYS = {"url", "sha256", "name"}
 
 
 def load_recipe(dir: Path) -> Recipe:
@@ -240,10 +318,16 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
         raise LocalError(f"{RECIPE_FILE}: {e}") from None
 
     for key in data:
-        if key not in ("build", "trust", "project"):
+        if key not in ("build", "trust", "project", "fetch", "input"):
             raise where.error(
-                None, key, f"unknown table or key '{key}' (expected [build], [trust], [project])"
+                None,
+                key,
+                f"unknown table or key '{key}' (expected [build], [trust], [project], [fetch], [[input]])",
             )
+        if key == "input":
+            if not isinstance(data[key], list):
+                raise where.error(None, key, "'input' must be an array of tables: write [[input]]")
+            continue
         if not isinstance(data[key], dict):
             raise where.error(None, key, f"'{key}' must be a table")
     build: dict[str, Any] = data.get("build", {})
@@ -269,7 +353,7 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
         except LimitError as e:
             raise where.error(table, key, f"[{table}] {e}") from None
         except (ValueError, TypeError) as e:
-            raise where.error(table, key, f"bad value for '{key}' in [{table}]: {e}") from None
+            raise where.error(table, key, f"bad value for '{key}' in {_label(table)}: {e}") from None
 
     # [project]
     name = get("project", project, "name", _nonempty_str, dir.resolve().name or "project")
@@ -304,6 +388,9 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
     if require is not None and require.min > len(require.keys):
         raise where.error("trust", "require", "require.min is larger than the number of keys")
 
+    fetch = _parse_fetch(data.get("fetch"), where, get)
+    inputs = _parse_inputs(data.get("input", []), where, get)
+
     return Recipe(
         dir=dir,
         project=name,
@@ -314,7 +401,119 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
         limits=limits,
         trust=Trust(replicas=replicas, quorum=quorum, workers=workers, require=require),
         outputs_dir=outputs_dir,
+        fetch=fetch,
+        inputs=inputs,
     )
+
+
+_Get = Callable[[str, dict[str, Any], str, Callable[[Any], Any], Any], Any]
+
+
+def _parse_fetch(fetch: dict[str, Any] | None, where: _Where, get: _Get) -> FetchStep | None:
+    if fetch is None:
+        return None
+    for key in fetch:
+        if key not in _FETCH_KEYS:
+            raise where.error("fetch", key, f"unknown key '{key}' in [fetch]")
+    if "command" not in fetch:
+        raise where.error("fetch", None, "missing key 'command' in [fetch]")
+    return FetchStep(
+        command=get("fetch", fetch, "command", _command, None),
+        image=get("fetch", fetch, "image", lambda v: check_image_name(_nonempty_str(v)), None),
+        env=get("fetch", fetch, "env", _env, ()),
+        timeout_s=get("fetch", fetch, "timeout", parse_duration, 600),
+        lockfiles=get("fetch", fetch, "lockfiles", _lockfiles, None),
+    )
+
+
+def _parse_inputs(items: list[Any], where: _Where, get: _Get) -> tuple[PinnedFile, ...]:
+    if len(items) > MAX_INPUT_FILES:
+        raise where.error("input#0", None, f"more than {MAX_INPUT_FILES} [[input]] files")
+    out: list[PinnedFile] = []
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        table = f"input#{i}"
+        label = f"[[input]] #{i + 1}"
+        if not isinstance(item, dict):
+            raise where.error(None, "input", "'input' must be an array of tables: write [[input]]")
+        for key in item:
+            if key not in _INPUT_KEYS:
+                raise where.error(table, key, f"unknown key '{key}' in {label}")
+        for key in ("url", "sha256"):
+            if key not in item:
+                raise where.error(table, None, f"missing key '{key}' in {label}")
+        url = get(table, item, "url", _url, None)
+        sha = get(table, item, "sha256", _sha256_hex, None)
+        name = get(table, item, "name", _file_name, None)
+        if name is None:
+            try:
+                name = _file_name(_url_basename(url))
+            except (TypeError, ValueError) as e:
+                raise where.error(
+                    table, "url", f'{label}: cannot name the file after {url!r} ({e}): add name = "…"'
+                ) from None
+        if name in names:
+            raise where.error(
+                table, "name" if "name" in item else "url", f"{label}: a second input named {name!r}"
+            )
+        names.add(name)
+        out.append(PinnedFile(url=url, sha256=sha, name=name))
+    return tuple(out)
+
+
+def _label(table: str) -> str:
+    """ "build" -> "[build]"; "input#2" -> "[[input]] #3"."""
+    name, sep, index = table.partition("#")
+    return f"[[{name}]] #{int(index) + 1}" if sep else f"[{table}]"
+
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _url(v: object) -> str:
+    from urllib.parse import urlsplit
+
+    text = _nonempty_str(v)
+    if any(c.isspace() or ord(c) < 32 for c in text):
+        raise ValueError("a URL must not contain spaces or control characters")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def _url_basename(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
+
+
+def _sha256_hex(v: object) -> bytes:
+    text = _nonempty_str(v)
+    if text.startswith("sha256:"):
+        text = text[len("sha256:") :]
+    if not _HEX64.match(text):
+        raise ValueError("expected 64 hex digits")
+    return bytes.fromhex(text)
+
+
+def _file_name(v: object) -> str:
+    text = _nonempty_str(v)
+    if "/" in text or "\x00" in text or text in (".", "..") or len(text.encode()) > 255:
+        raise ValueError(f"{text!r} is not a plain file name")
+    if any(ord(c) < 32 for c in text):
+        raise ValueError("a file name must not contain control characters")
+    return text
+
+
+def _lockfiles(v: object) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise TypeError("expected a list of paths relative to the project directory")
+    for x in v:
+        parts = x.split("/")
+        if x.startswith("/") or "\x00" in x or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{x!r} is not a plain relative path")
+    return tuple(sorted(set(v), key=str.encode))
 
 
 def _nonempty_str(v: object) -> str:

@@ -148,25 +148,34 @@ def image_import(file: Path, expect: str, as_json: bool) -> None:
     help="Keep each run's outputs and log here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (runs, differences, causes).")
-def try_command(dir: Path, runs: int, strict: bool, attribute: bool, keep: Path | None, as_json: bool) -> None:
+@click.option("--dirty", is_flag=True, help="Build the working tree as it is (default: the commit HEAD).")
+@click.option("--refetch", is_flag=True, help="Run [fetch] again even when its cached result is current.")
+def try_command(
+    dir: Path, runs: int, strict: bool, attribute: bool, keep: Path | None, as_json: bool,
+    dirty: bool = False, refetch: bool = False,
+) -> None:
     """Build DIR several times with varied conditions: will the mesh reproduce it?
 
     By default it varies what differs between two workers: the CPU count,
     the source's directory order and file system, and the time of the build
     (the host kernel it cannot vary). --strict also varies the umask and
     SOURCE_DATE_EPOCH, which every mesh worker pins. Each difference is
-    attributed to the variation that causes it.
+    attributed to the variation that causes it. Pinned inputs ([fetch],
+    [[input]]) are prepared once, as `publish` does, and mounted read-only at
+    /build/inputs in every run.
 
     Exit 0 reproducible, 1 not (the differing files, their causes and a
     diffoscope explanation are printed), 2 error.
     """
     from p2pci.cli.checks import checked_limits
-    from p2pci.recipe import load_recipe
     from p2pci.runner.trial import run_try
 
     try:
-        checked_limits(load_recipe(dir))  # the same checks and warnings as `p2pci publish`
-        report = run_try(dir, _try_runners(), runs=runs, progress=_progress, strict=strict, attribute=attribute)
+        from p2pci.runner.tree import read_recipe, select_tree
+
+        checked_limits(read_recipe(select_tree(dir, dirty=dirty)))  # the same checks and warnings as `p2pci publish`
+        report = run_try(dir, _try_runners(), runs=runs, progress=_progress, strict=strict, attribute=attribute,
+                         dirty=dirty, refetch=refetch)
     except P2pciError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -252,6 +251,7 @@ def _echo_job(job: dict[str, Any]) -> None:
 @click.option("--timeout", "timeout_s", type=click.IntRange(1), default=None, help="Build timeout in seconds.")
 @click.option("--wait", is_flag=True, help="Wait for the verdict (exit 0 REPRODUCED, 1 DISPUTED/FAILED, 2 else).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON document (with --wait: the final one).")
+@click.option("--dirty", is_flag=True, help="Build the working tree as it is (default: refuse uncommitted changes).")
 @pass_home
 def publish_command(
     home: Home,
@@ -261,14 +261,22 @@ def publish_command(
     timeout_s: int | None,
     wait: bool,
     as_json: bool,
+    dirty: bool = False,
 ) -> None:
-    """Offer the project in DIR (its p2pci.toml) to the mesh."""
+    """Offer the project in DIR (its p2pci.toml) to the mesh.
+
+    In a git work tree the commit HEAD is built, with the p2pci.toml of that
+    commit; uncommitted changes make it refuse unless --dirty.
+    """
     from p2pci.cli.checks import checked_limits
-    from p2pci.recipe import load_recipe
-    from p2pci.runner.source import pack_source
+    from p2pci.cli.source_cmds import pack_project
+    from p2pci.runner.tree import read_recipe, refuse_dirty, select_tree
     from p2pci.store.blobs import BlobStore
 
-    recipe = load_recipe(dir)
+    tree = select_tree(dir, dirty=dirty)
+    if not dirty:
+        refuse_dirty(tree)  # before anything else: nothing is packed or offered
+    recipe = read_recipe(tree)
     trust = recipe.trust
     m = replicas if replicas is not None else trust.replicas
     n = quorum if quorum is not None else trust.quorum
@@ -286,16 +294,13 @@ def publish_command(
     limits = checked_limits(recipe, timeout_s)  # same checks as `p2pci try`; warnings on stderr
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     store = BlobStore(home.paths.blobs)
-    with tempfile.TemporaryDirectory(dir=store.dir / "tmp") as tmp:
-        tar = Path(tmp) / "source.tar"
-        pack_source(recipe.dir, tar)
-        ref = store.put_file(tar)
+    packed = pack_project(tree, recipe, store)  # the source and the pinned inputs, into the store
     require = None
     if trust.require is not None:
         require = {"keys": list(trust.require.keys), "min": trust.require.min}
     args: dict[str, Any] = {
         "project": recipe.project,
-        "source": {"sha256": ref.sha256.hex(), "size": ref.size},
+        "source": {"sha256": packed.source_sha256.hex(), "size": packed.source_size},
         "image": recipe.image,
         "command": list(recipe.command),
         "env": dict(recipe.env),
@@ -306,6 +311,8 @@ def publish_command(
         "workers": "open" if trust.workers == "open" else list(trust.workers),
         "require": require,
     }
+    if packed.inputs is not None:  # the daemon pins it in the offer (its op_publish takes `inputs`)
+        args["inputs"] = {"sha256": packed.inputs.sha256.hex(), "size": packed.inputs.size}
     if not wait:
         job = home.call("publish", timeout=None, **args)  # may build the base image first
         if as_json:
@@ -669,6 +676,10 @@ try:
     cli.add_command(try_command, "try")
 except ImportError:  # pragma: no cover - until the runner engineer's commands land
     pass
+
+from p2pci.cli.source_cmds import source_hash_command  # noqa: E402
+
+cli.add_command(source_hash_command, "source-hash")
 
 try:
     from p2pci.cli.status_cmd import status_command

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -25,6 +25,7 @@ DEFAULT_LOG_CAP = 16 << 20
 BUILD_USER = "65534:65534"
 BUILD_HOSTNAME = "p2pci-build"
 SOURCE_DIR = "/build/src"
+INPUTS_DIR = "/build/inputs"  # the pinned inputs, read-only, when the build has some
 OUT_DIR = "/out"
 
 
@@ -85,6 +86,9 @@ class BuildSpec:
     # command starts with (needs /bin/sh in the image) and the CPUs it may run on.
     umask: int | None = None
     cpuset: str | None = None
+    # The offer's pinned inputs tarball (mounted at INPUTS_DIR): the runner refuses a
+    # tarball with another SHA-256, and a build that pins inputs but gets none.
+    inputs_sha256: bytes | None = None
 
 
 Status = Literal["ok", "timeout", "error"]
@@ -132,6 +136,10 @@ class Runner(Protocol):
     ) -> BuildResult:
         """Build; blocking. Raises BuildError when cancelled or when the engine fails.
 
+        A runner that can mount pinned inputs also takes `inputs_tar: Path | None = None`
+        (the tarball `spec.inputs_sha256` pins: checked against it, then unpacked
+        read-only at INPUTS_DIR); `run_build` refuses inputs for a runner that does not.
+
         `on_log`, when given, is called with each chunk of the build's output as it is
         produced (from a runner thread; it must be quick and must not block). The log
         file gets the same bytes (plus the runner's own notes), capped.
@@ -141,24 +149,41 @@ class Runner(Protocol):
 
 def accepts_on_log(runner: object) -> bool:
     """Whether `runner.run` takes `on_log` (runners written before it existed do not)."""
+    return _accepts(runner, "on_log")
+
+
+def _accepts(runner: object, name: str) -> bool:
     try:
         params = inspect.signature(runner.run).parameters  # type: ignore[attr-defined]
     except (AttributeError, TypeError, ValueError):
         return False
-    return "on_log" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 async def run_build(
-    runner: Runner, spec: BuildSpec, source_tar: Path, *, on_log: OnLog | None = None
+    runner: Runner,
+    spec: BuildSpec,
+    source_tar: Path,
+    *,
+    on_log: OnLog | None = None,
+    inputs_tar: Path | None = None,
 ) -> BuildResult:
     """Run a build from trio. Cancelling the caller kills and removes the container.
 
     `on_log` is passed on to the runner when it accepts it (else silently not used).
+    `inputs_tar`: the pinned inputs (see `BuildSpec.inputs_sha256`); a runner that
+    cannot mount inputs refuses such a build.
     """
+    from p2pci.core.errors import BuildError
+
     cancel = threading.Event()
     finished = threading.Event()
     box: list[BuildResult] = []
-    kw: dict[str, OnLog] = {"on_log": on_log} if on_log is not None and accepts_on_log(runner) else {}
+    kw: dict[str, Any] = {"on_log": on_log} if on_log is not None and accepts_on_log(runner) else {}
+    if inputs_tar is not None or spec.inputs_sha256 is not None:
+        if not _accepts(runner, "inputs_tar"):
+            raise BuildError("this runner cannot mount pinned inputs")
+        kw["inputs_tar"] = inputs_tar
 
     def work() -> BuildResult:
         try:

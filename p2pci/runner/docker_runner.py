@@ -4,6 +4,7 @@ Every build: `--network none`, read-only root, `--cap-drop ALL`,
 `no-new-privileges`, user 65534:65534, pids/memory/cpus limits (the offer's,
 clamped by the worker's `RunnerPolicy`), tmpfs `/tmp`, a size-limited tmpfs
 `/out`, the source read-only at `/build/src` (also the working directory),
+the pinned inputs (when the spec pins some) read-only at `/build/inputs`,
 hostname `p2pci-build`, environment exactly SOURCE_DATE_EPOCH (when set),
 TZ=UTC, LANG=C.UTF-8, HOME=/tmp plus the offer's env. Docker keeps no log
 (log driver "none"): stdout and stderr are read from the attach stream,
@@ -39,6 +40,7 @@ from p2pci.core.results import result_digest
 from p2pci.runner.base import (
     BUILD_HOSTNAME,
     BUILD_USER,
+    INPUTS_DIR,
     OUT_DIR,
     SOURCE_DIR,
     BuildResult,
@@ -47,6 +49,7 @@ from p2pci.runner.base import (
     RunnerPolicy,
 )
 from p2pci.runner.dockerutil import LABEL, LABEL_OWNER, LABEL_RUN, LABEL_WORK, client
+from p2pci.runner.inputs import unpack_inputs
 from p2pci.runner.outputs import IterStream, OutputError, read_outputs
 from p2pci.runner.source import unpack_source
 
@@ -377,7 +380,13 @@ class DockerRunner:
     # ------------------------------------------------------------------ a build
 
     def run(
-        self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event, on_log: OnLog | None = None
+        self,
+        spec: BuildSpec,
+        source_tar: Path,
+        *,
+        cancel: threading.Event,
+        on_log: OnLog | None = None,
+        inputs_tar: Path | None = None,
     ) -> BuildResult:
         check_spec(spec)
         limits = self.policy.clamp(spec.limits)
@@ -391,11 +400,12 @@ class DockerRunner:
             src = scratch / "src"
             unpack_source(source_tar, src, max_bytes=self.policy.max_source_mb << 20)
             phases["unpack"] = time.monotonic() - t0
+            inputs = unpack_inputs(spec, inputs_tar, scratch / "inputs")  # checks the pinned sha256 first
             if cancel.is_set():
                 raise BuildError("build cancelled")
             with open(log_path, "wb") as log:
                 return self._run_container(
-                    spec, limits, src, log, log_path, out_dir, cancel, t0, phases, on_log
+                    spec, limits, src, log, log_path, out_dir, cancel, t0, phases, on_log, inputs
                 )
         except BaseException:
             shutil.rmtree(result_dir, ignore_errors=True)
@@ -415,6 +425,7 @@ class DockerRunner:
         t0: float,
         phases: dict[str, float],
         on_log: OnLog | None = None,
+        inputs: Path | None = None,
     ) -> BuildResult:
         import docker
         from docker.types import LogConfig, Mount, Ulimit
@@ -478,6 +489,7 @@ class DockerRunner:
                     mounts=[
                         Mount(target=SOURCE_DIR, source=str(src), type="bind", read_only=True),
                         Mount(target=OUT_DIR, source=volume.name, type="volume", no_copy=True),
+                        *_inputs_mounts(inputs),
                     ],
                     ulimits=[
                         Ulimit(name="core", soft=0, hard=0),
@@ -632,6 +644,15 @@ def _remove_everything(containers: list[Any], volume: Any) -> None:
         _remove_all(containers)
     finally:
         _remove_volume(volume)
+
+
+def _inputs_mounts(inputs: Path | None) -> list[Any]:
+    """The pinned inputs, unpacked like the source, read-only at /build/inputs (none: no mount)."""
+    from docker.types import Mount
+
+    if inputs is None:
+        return []
+    return [Mount(target=INPUTS_DIR, source=str(inputs), type="bind", read_only=True)]
 
 
 class _Waiter(threading.Thread):

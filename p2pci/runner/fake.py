@@ -50,9 +50,18 @@ class FakeRunner:
         self._lock = threading.Lock()
 
     def run(
-        self, spec: BuildSpec, source_tar: Path, *, cancel: threading.Event, on_log: OnLog | None = None
+        self,
+        spec: BuildSpec,
+        source_tar: Path,
+        *,
+        cancel: threading.Event,
+        on_log: OnLog | None = None,
+        inputs_tar: Path | None = None,
     ) -> BuildResult:
+        from p2pci.runner.inputs import check_inputs
+
         t0 = time.monotonic()
+        check_inputs(spec, inputs_tar)  # the same refusal as the Docker runner
         with self._lock:
             self.calls.append(spec)
         log_text = f"fake build of {' '.join(spec.command)}\n".encode()

@@ -40,10 +40,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from p2pci.core.errors import LocalError
 from p2pci.core.results import ManifestEntry
-from p2pci.recipe import Recipe, load_recipe
+from p2pci.recipe import Recipe
 from p2pci.runner.base import BuildResult, BuildSpec, Limits, Runner
 
 Progress = Callable[[str], None]
@@ -143,6 +144,7 @@ class TryReport:
     results: list[BuildResult] = field(default_factory=list)
     strict: bool = False
     causes: list[Cause] = field(default_factory=list)
+    inputs: Any = None  # p2pci.runner.fetch.PreparedInputs when the recipe pins inputs
 
     @property
     def factors(self) -> tuple[str, ...]:
@@ -174,8 +176,16 @@ def run_try(
     work_dir: Path | None = None,
     strict: bool = False,
     attribute: bool = True,
+    dirty: bool = False,
+    refetch: bool = False,
+    cache_dir: Path | None = None,
 ) -> TryReport:
     """Build `dir` `runs` times with the variations; the caller prints and cleans up.
+
+    The tree and its recipe are what `publish` would take (HEAD in a git work tree,
+    the working tree with `dirty`). Pinned inputs (`[fetch]`, `[[input]]`) are
+    prepared once as `publish` prepares them (the same cache; `refetch` ignores
+    it) and mounted in every run, their tar entries shuffled like the source's.
 
     With a list of runners, a variation's `fs` picks the runner (mod len): `p2pci try`
     passes one that unpacks the source on the disk and one that unpacks it on a tmpfs,
@@ -186,7 +196,10 @@ def run_try(
     runners = runner if isinstance(runner, list) else [runner]
     if runs < 2:
         raise LocalError("--runs must be at least 2")
-    recipe = load_recipe(dir)
+    from p2pci.runner.tree import pack_tree, read_recipe, select_tree
+
+    tree = select_tree(dir, dirty=dirty)
+    recipe = read_recipe(tree)
     if image_id is None:
         from p2pci.runner.images import resolve_image
 
@@ -199,21 +212,31 @@ def run_try(
         pids=recipe.limits.pids,
         out_mb=recipe.limits.out_mb,
     )
-    from p2pci.runner.source import pack_source, uncommitted_changes
-
-    changed = uncommitted_changes(dir)
+    changed = list(tree.changes) if tree.mode == "git" else []
     if changed:
         shown = ", ".join(changed[:5]) + (", …" if len(changed) > 5 else "")
-        progress(f"note: {dir} is in a git work tree: building its HEAD; not included: {shown}")
+        progress(
+            f"note: {dir} is in a git work tree: building its HEAD; not included: {shown} (--dirty includes them)"
+        )
     with tempfile.TemporaryDirectory(prefix="p2pci-try-", dir=work_dir) as tmp:
+        if recipe.has_inputs:
+            from p2pci.runner.fetch import prepare_inputs
+
+            base = Path(tmp) / "source-fetch.tar"
+            pack_tree(tree, base)
+            report.inputs = prepare_inputs(
+                recipe, base, cache_dir=cache_dir, refresh=refetch, progress=progress
+            )
+            base.unlink()
 
         def build(var: Variation, label: str) -> BuildResult:
             tar = Path(tmp) / "source.tar"
-            sha, size = pack_source(dir, tar, order_seed=var.order_seed)
+            sha, size = pack_tree(tree, tar, order_seed=var.order_seed)
             the_runner = runners[var.fs % len(runners)]
             where = getattr(the_runner, "work_dir", None)
             fs = f" unpacked-in={where}" if where is not None else ""
-            progress(f"{label}: {var.describe()}{fs} (source {sha.hex()[:12]}…, {size} bytes)")
+            inputs_tar, inputs_sha, note = _run_inputs(report.inputs, var.order_seed, Path(tmp) / "inputs.tar")
+            progress(f"{label}: {var.describe()}{fs} (source {sha.hex()[:12]}…, {size} bytes{note})")
             spec = BuildSpec(
                 image_id=image_id,
                 command=recipe.command,
@@ -222,9 +245,13 @@ def run_try(
                 limits=limits,
                 umask=var.umask,
                 cpuset=var.cpuset,
+                inputs_sha256=inputs_sha,
             )
-            r = the_runner.run(spec, tar, cancel=threading.Event())
+            extra: dict[str, Any] = {"inputs_tar": inputs_tar} if inputs_tar is not None else {}
+            r = the_runner.run(spec, tar, cancel=threading.Event(), **extra)
             tar.unlink()
+            if inputs_tar is not None and report.inputs is not None and inputs_tar != report.inputs.path:
+                inputs_tar.unlink()
             if r.status == "ok":
                 assert r.digest is not None
                 progress(
@@ -238,20 +265,32 @@ def run_try(
             report.results.append(build(var, f"run {k + 1}/{runs}"))
         ok = all(r.status == "ok" for r in report.results)
         if attribute and ok and not report.reproducible:
-            base, base_var = report.results[0], report.variations[0]
-            b = next(i for i, r in enumerate(report.results) if r.digest != base.digest)
+            base_r, base_var = report.results[0], report.variations[0]
+            b = next(i for i, r in enumerate(report.results) if r.digest != base_r.digest)
             progress(f"finding the cause: each variation alone, from run 1's conditions ({len(report.factors)} builds)")
             unstable: set[str] = set()  # what differs even when nothing is varied
             for factor in report.factors:
                 var = base_var.taking(factor, report.variations[b])
                 r = build(var, f"only {factor}")
-                files = tuple(differing_paths([base, r])) if r.status == "ok" else ()
+                files = tuple(differing_paths([base_r, r])) if r.status == "ok" else ()
                 if factor == "time":
                     unstable = set(files)
                 else:
                     files = tuple(f for f in files if f not in unstable)
                 report.causes.append(Cause(factor, r, files))
     return report
+
+
+def _run_inputs(inputs: Any, order_seed: int | None, dest: Path) -> tuple[Path | None, bytes | None, str]:
+    """The inputs tar of one run: the pinned one, or its entries shuffled with the run's seed."""
+    if inputs is None:
+        return None, None, ""
+    if order_seed is None:
+        return inputs.path, inputs.sha256, f", inputs {inputs.sha256.hex()[:12]}…"
+    from p2pci.runner.inputs import reorder
+
+    sha, _ = reorder(inputs.path, dest, order_seed)
+    return dest, sha, f", inputs {inputs.sha256.hex()[:12]}… shuffled"
 
 
 EXIT_CODE_PATH = ".exit-code"

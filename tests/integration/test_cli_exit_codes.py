@@ -121,6 +121,8 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
     check("history", await run_cli(tmp_path / "fresh", "history"), 2)
     check("history", await run_cli(no_home, "history"), 0)
     check("badge", await run_cli(no_home, "badge", "hello"), 2)
+    check("source-hash", await run_cli(no_home, "source-hash", str(proj(tmp_path / "p0"))), 0)
+    check("source-hash", await run_cli(no_home, "source-hash", str(tmp_path / "missing-dir")), 2)
 
     async with open_cluster(tmp_path / "good", 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
         home = c.nodes[0].paths.home

@@ -153,3 +153,94 @@ def test_examples_parse() -> None:
     for d in sorted(p.parent for p in examples.glob("*/p2pci.toml")):
         r = load_recipe(d)
         assert r.command and r.image
+
+
+FETCH = """[build]
+image = "debian:bookworm+python3"
+command = "true"
+
+[fetch]
+command = "pip download -r requirements.txt -d /inputs"
+image = "debian:bookworm+python3-pip"
+env = { PIP_INDEX_URL = "http://127.0.0.1:1/simple" }
+timeout = "2m"
+lockfiles = ["requirements.txt", "sub/extra.txt"]
+
+[[input]]
+url = "https://example.org/a/data%20set.tar.gz"
+sha256 = "{a}"
+
+[[input]]
+url = "http://example.org/b"
+sha256 = "sha256:{b}"
+name = "b.bin"
+"""
+
+
+def test_fetch_and_pinned_inputs(tmp_path: Path) -> None:
+    r = parse_recipe(FETCH.replace("{a}", "ab" * 32).replace("{b}", "CD" * 32), tmp_path)
+    assert r.fetch is not None and r.has_inputs
+    assert r.fetch.command == ("sh", "-c", "pip download -r requirements.txt -d /inputs")
+    assert r.fetch.image == "debian:bookworm+python3-pip"
+    assert r.fetch.env == (("PIP_INDEX_URL", "http://127.0.0.1:1/simple"),)
+    assert r.fetch.timeout_s == 120
+    assert r.fetch.lockfiles == ("requirements.txt", "sub/extra.txt")
+    assert [(i.url, i.sha256, i.name) for i in r.inputs] == [
+        ("https://example.org/a/data%20set.tar.gz", b"\xab" * 32, "data set.tar.gz"),
+        ("http://example.org/b", b"\xcd" * 32, "b.bin"),
+    ]
+    plain = parse_recipe('[build]\nimage = "busybox"\ncommand = "true"\n', tmp_path)
+    assert plain.fetch is None and plain.inputs == () and not plain.has_inputs
+    only_fetch = parse_recipe(
+        '[build]\nimage = "busybox"\ncommand = "true"\n[fetch]\ncommand = ["true"]\n', tmp_path
+    )
+    assert (
+        only_fetch.fetch is not None and only_fetch.fetch.image is None and only_fetch.fetch.lockfiles is None
+    )
+
+
+BUILD = '[build]\nimage = "busybox"\ncommand = "true"\n'
+GOOD = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        ('[fetch]\nimage = "busybox"\n', "line 4: missing key 'command' in [fetch]"),
+        ('[fetch]\ncommand = "x"\nnetwork = true\n', "line 6: unknown key 'network' in [fetch]"),
+        ('[fetch]\ncommand = "x"\nimage = "ubuntu"\n', "line 6: bad value for 'image' in [fetch]"),
+        ('[fetch]\ncommand = "x"\nlockfiles = ["../etc/passwd"]\n', "line 6: bad value for 'lockfiles'"),
+        ('[fetch]\ncommand = "x"\nenv = { HOME = "/" }\n', "line 6: bad value for 'env' in [fetch]"),
+        (
+            f'[[input]]\nurl = "https://e.org/a"\nsha256 = "{GOOD}"\n[[input]]\nurl = "https://e.org/b"\nsha256 = "abc"\n',
+            "line 9: bad value for 'sha256' in [[input]] #2: expected 64 hex digits",
+        ),
+        (
+            f'[[input]]\nurl = "ftp://e.org/a"\nsha256 = "{GOOD}"\n',
+            "line 5: bad value for 'url' in [[input]] #1",
+        ),
+        ('[[input]]\nurl = "https://e.org/a"\n', "line 4: missing key 'sha256' in [[input]] #1"),
+        (
+            f'[[input]]\nurl = "https://e.org/a"\nsha256 = "{GOOD}"\nmirror = "x"\n',
+            "line 7: unknown key 'mirror' in [[input]] #1",
+        ),
+        (
+            f'[[input]]\nurl = "https://e.org/"\nsha256 = "{GOOD}"\n',
+            "line 5: [[input]] #1: cannot name the file",
+        ),
+        (
+            f'[[input]]\nurl = "https://e.org/a"\nsha256 = "{GOOD}"\nname = "../x"\n',
+            "line 7: bad value for 'name' in [[input]] #1",
+        ),
+        (
+            f'[[input]]\nurl = "https://e.org/x/a"\nsha256 = "{GOOD}"\n[[input]]\nurl = "https://e.org/y/a"\nsha256 = "{GOOD}"\n',
+            "line 8: [[input]] #2: a second input named 'a'",
+        ),
+    ],
+)
+def test_fetch_and_input_errors_name_key_and_line(tmp_path: Path, extra: str, fragment: str) -> None:
+    with pytest.raises(LocalError) as e:
+        parse_recipe(BUILD + extra, tmp_path)
+    assert fragment in str(e.value)
+    with pytest.raises(LocalError, match="line 1: 'input' must be an array of tables"):
+        parse_recipe("input = 3\n" + BUILD, tmp_path)

@@ -1,0 +1,342 @@
+"""`make realworld`: real upstream projects through `p2pci try`; regenerates docs/realworld.md.
+
+Each case is a tiny p2pci project written into a scratch directory: its
+`[fetch]` / `[[input]]` bring the upstream source (and dependencies) from the
+registries reachable here (PyPI, npm, Debian), pinned by SHA-256, and its
+build turns them into the usual artifacts. The script runs `p2pci try` on
+each (two builds with varied conditions; see docs/publishing.md), records the
+verdict, the wall time, the output size and file count, and for an
+unreproducible build the first differences and the result of the case's
+smallest fix, then rewrites the table in docs/realworld.md between its
+markers. Not part of `make test` (it downloads, and builds images the first
+time: minutes).
+
+    python -m bench.realworld [--only NAME ...] [--list] [--no-write] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "realworld.md"
+BEGIN, END = "<!-- realworld:begin -->", "<!-- realworld:end -->"
+
+PY_IMAGE = "debian:bookworm+python3-pip,python3-setuptools,python3-wheel"
+C_PY_IMAGE = "debian:bookworm+build-essential,python3-dev,python3-pip,python3-setuptools,python3-wheel"
+DEB_IMAGE = "debian:bookworm+build-essential,debhelper,dpkg-dev,fakeroot,help2man,texinfo"
+DEBIAN_POOL = "http://deb.debian.org/debian/pool/main"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # the row of the issue's list it fills
+    upstream: str  # what is built, and from where
+    files: dict[str, str]  # the project: p2pci.toml, build.sh, …
+    fix: dict[str, str] | None = None  # files replaced by the smallest fix (when unreproducible)
+    fix_note: str = ""
+
+
+@dataclass
+class Row:
+    case: Case
+    verdict: str = "not run"
+    seconds: float | None = None
+    out_bytes: int | None = None
+    out_files: int | None = None
+    reason: str = ""
+    fixed_verdict: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _toml(
+    image: str, fetch: str | None = None, inputs: str = "", sde: int | None = 1700000000, timeout: str = "20m"
+) -> str:
+    text = f'[build]\nimage = "{image}"\ncommand = ["sh", "build.sh"]\ntimeout = "{timeout}"\nmemory = "2g"\ncpus = 2\n'
+    if sde is not None:
+        text += f"source_date_epoch = {sde}\n"
+    if fetch is not None:
+        text += f'\n[fetch]\ncommand = "{fetch}"\ntimeout = "10m"\n'
+    text += inputs
+    return text
+
+
+def _input(url: str, sha256: str) -> str:
+    return f'\n[[input]]\nurl = "{url}"\nsha256 = "{sha256}"\n'
+
+
+HELLO_INPUTS = (
+    _input(
+        f"{DEBIAN_POOL}/h/hello/hello_2.10-3.dsc",
+        "75296f5ef618ae2f1849e22b142a2b5ab52c452ebefa4e7b0564c44617db3790",
+    )
+    + _input(
+        f"{DEBIAN_POOL}/h/hello/hello_2.10.orig.tar.gz",
+        "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b",
+    )
+    + _input(
+        f"{DEBIAN_POOL}/h/hello/hello_2.10-3.debian.tar.xz",
+        "60ee7a466808301fbaa7fea2490b5e7a6d86f598956fb3e79c71b3295dc1f249",
+    )
+)
+
+CASES: list[Case] = [
+    Case(
+        name="requests-wheel",
+        kind="PyPI sdist with dependencies, built into a wheel",
+        upstream="requests 2.32.3 sdist (PyPI), its 4 dependencies as wheels",
+        files={
+            "p2pci.toml": _toml(
+                PY_IMAGE,
+                fetch="pip download --no-binary requests --disable-pip-version-check requests==2.32.3 -d /inputs",
+            ),
+            "build.sh": """set -eu
+umask 022
+pip wheel --no-deps --no-build-isolation --no-index --disable-pip-version-check -w /out /build/inputs/requests-2.32.3.tar.gz
+pip install --no-index --find-links /build/inputs --target /tmp/site --disable-pip-version-check /out/requests-2.32.3-*.whl
+PYTHONPATH=/tmp/site python3 -c 'import requests; print(requests.__version__)' > /out/import-check.txt
+""",
+        },
+    ),
+    Case(
+        name="markupsafe-c-ext",
+        kind="PyPI project with a C extension",
+        upstream="MarkupSafe 2.1.5 sdist (PyPI): the `_speedups` C extension",
+        files={
+            "p2pci.toml": _toml(C_PY_IMAGE)
+            + _input(
+                "https://files.pythonhosted.org/packages/87/5b/aae44c6655f3801e81aa3eef09dbbf012431987ba564d7231722f68df02d/MarkupSafe-2.1.5.tar.gz",
+                "d283d37a890ba4c1ae73ffadf8046435c76e7bc2247bbb63c00bd1a709c6544b",
+            ),
+            "build.sh": """set -eu
+umask 022
+pip wheel --no-deps --no-build-isolation --no-index --disable-pip-version-check -w /out /build/inputs/MarkupSafe-2.1.5.tar.gz
+""",
+        },
+        fix={
+            "build.sh": """set -eu
+umask 022
+# Build in a fixed directory (pip would pick a random /tmp/pip-req-build-*), and map it away.
+mkdir -p /tmp/b && tar -xzf /build/inputs/MarkupSafe-2.1.5.tar.gz -C /tmp/b
+export CFLAGS="-ffile-prefix-map=/tmp/b=."
+pip wheel --no-deps --no-build-isolation --no-index --disable-pip-version-check -w /out /tmp/b/MarkupSafe-2.1.5
+"""
+        },
+        fix_note="build in a fixed directory with `-ffile-prefix-map` (pip's random build directory ends up in the debug info)",
+    ),
+    Case(
+        name="hello-deb",
+        kind="Debian source package built into .debs with dpkg-buildpackage",
+        upstream="GNU hello 2.10-3 (Debian bookworm source package: .dsc, .orig.tar.gz, .debian.tar.xz)",
+        files={
+            "p2pci.toml": _toml(DEB_IMAGE, sde=None) + HELLO_INPUTS,
+            "build.sh": """set -eu
+umask 022
+unset SOURCE_DATE_EPOCH  # dpkg takes it from debian/changelog, as Debian's own builds do
+mkdir -p /tmp/b && cd /tmp/b
+cp /build/inputs/hello_2.10* .
+dpkg-source --no-check -x hello_2.10-3.dsc hello
+cd hello
+dpkg-buildpackage -b -us -uc --no-sign
+cp ../*.deb /out/
+""",
+        },
+    ),
+    Case(
+        name="hello-autotools",
+        kind="C autotools project",
+        upstream="GNU hello 2.10 release tarball (from Debian's .orig.tar.gz): ./configure && make install",
+        files={
+            "p2pci.toml": _toml(DEB_IMAGE)
+            + _input(
+                f"{DEBIAN_POOL}/h/hello/hello_2.10.orig.tar.gz",
+                "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b",
+            ),
+            "build.sh": """set -eu
+umask 022
+mkdir -p /tmp/b && cd /tmp/b
+tar -xzf /build/inputs/hello_2.10.orig.tar.gz
+cd hello-2.10
+./configure --prefix=/usr --disable-nls
+make
+make install DESTDIR=/out
+""",
+        },
+    ),
+]
+# Not measured yet (see docs/realworld.md): an npm package with a lockfile from upstream, a Go or
+# Rust program with vendored dependencies, a Sphinx/mkdocs build with more than 1,000 output files.
+
+
+def _p2pci(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pci.cli.main", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+
+
+def _write_project(d: Path, files: dict[str, str]) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (d / name).write_text(text)
+
+
+def _try(d: Path, keep: Path, cache: Path) -> tuple[str, float, str, str]:
+    t0 = time.monotonic()
+    r = _p2pci("try", str(d), "--keep", str(keep), env={"P2PCI_CACHE_DIR": str(cache)})
+    seconds = time.monotonic() - t0
+    verdict = {0: "reproducible", 1: "NOT reproducible"}.get(r.returncode, f"error (exit {r.returncode})")
+    return verdict, seconds, r.stdout, r.stderr
+
+
+def _size(out: Path) -> tuple[int, int]:
+    files = [p for p in out.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def _reason(stdout: str) -> str:
+    """The first differing files, and the first changed diffoscope line that names a cause."""
+    differs = [ln.removeprefix("differs: ") for ln in stdout.splitlines() if ln.startswith("differs: ")]
+    changed = []
+    for ln in stdout.splitlines():
+        text = ln.lstrip("│┄├└─ ")
+        if text.startswith("- ") and not text.startswith("--- "):
+            changed.append(" ".join(text[2:].split()))
+    clues = [
+        c
+        for c in changed
+        if re.search(r"/tmp/|/build/|comp_dir|date|time|[0-9]{4}-[0-9]{2}-[0-9]{2}", c, re.I)
+    ]
+    parts = []
+    if differs:
+        parts.append(
+            "differs: " + ", ".join(f"`{p}`" for p in differs[:3]) + (" …" if len(differs) > 3 else "")
+        )
+    if clues or changed:
+        parts.append("diffoscope: `" + (clues or changed)[0][:120].replace("`", "'").replace("|", "/") + "`")
+    return "; ".join(parts)
+
+
+def run_case(case: Case, root: Path, cache: Path) -> Row:
+    row = Row(case)
+    d = root / case.name
+    _write_project(d, case.files)
+    keep = root / f"{case.name}.keep"
+    verdict, seconds, out, err = _try(d, keep, cache)
+    row.verdict, row.seconds = verdict, seconds
+    if (keep / "run-1" / "out").is_dir():
+        row.out_bytes, row.out_files = _size(keep / "run-1" / "out")
+    if verdict.startswith("error"):
+        row.notes.append(err.strip().splitlines()[-1][:200] if err.strip() else "no output")
+    if verdict == "NOT reproducible":
+        row.reason = _reason(out)
+        if case.fix is not None:
+            _write_project(d, case.fix)
+            fixed, _, _, ferr = _try(d, root / f"{case.name}.fixed", cache)
+            row.fixed_verdict = fixed
+            if fixed.startswith("error"):
+                row.notes.append(ferr.strip().splitlines()[-1][:200] if ferr.strip() else "no output")
+    return row
+
+
+def _fmt_size(n: int | None) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def render(rows: list[Row]) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    lines = [
+        BEGIN,
+        f"Measured {when} on {os.cpu_count()} CPUs by `make realworld` (`p2pci try`, 2 runs each).",
+        "",
+        "| project | kind | `p2pci try` | wall time | output | why not reproducible | smallest fix → verdict | 4-worker mesh |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r.case
+        size = (
+            "–"
+            if r.out_files is None
+            else f"{_fmt_size(r.out_bytes)}, {r.out_files} file{'' if r.out_files == 1 else 's'}"
+        )
+        secs = "–" if r.seconds is None else f"{r.seconds:.0f} s"
+        fix = (
+            f"{c.fix_note} → {r.fixed_verdict}"
+            if r.fixed_verdict
+            else ("–" if r.verdict == "reproducible" else "")
+        )
+        verdict = r.verdict + (f" ({'; '.join(r.notes)})" if r.notes else "")
+        lines.append(
+            f"| {c.name}: {c.upstream} | {c.kind} | {verdict} | {secs} | {size} | {r.reason or '–'} | {fix} | not run |"
+        )
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_doc(table: str) -> None:
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOC} has no {BEGIN} … {END} markers")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(head + table + tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.realworld", description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="run only this case (repeatable)"
+    )
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--no-write", action="store_true", help="print the table, leave docs/realworld.md alone")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the projects, outputs and logs here")
+    args = ap.parse_args(argv)
+    if args.list:
+        for c in CASES:
+            print(f"{c.name:<20} {c.kind}: {c.upstream}")
+        return 0
+    unknown = set(args.only) - {c.name for c in CASES}
+    if unknown:
+        ap.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    cases = [c for c in CASES if not args.only or c.name in args.only]
+    root = args.keep or Path(tempfile.mkdtemp(prefix="p2pci-realworld-"))
+    cache = root / "cache"
+    rows = []
+    try:
+        for c in cases:
+            print(f"realworld: {c.name} …", file=sys.stderr, flush=True)
+            row = run_case(c, root, cache)
+            print(
+                f"realworld: {c.name}: {row.verdict} in {row.seconds or 0:.0f} s", file=sys.stderr, flush=True
+            )
+            rows.append(row)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    table = render(rows)
+    print(table)
+    if not args.no_write and not args.only:
+        write_doc(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from daysuntil import main
+
+sys.exit(main())

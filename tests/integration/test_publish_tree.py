@@ -1,0 +1,110 @@
+"""`publish` builds the tree it reads p2pci.toml from: HEAD, or the working tree with --dirty.
+
+In-process nodes (memory network, scripted runner whose artifact names the SHA-256 of the
+source tar it got) behind the real control socket: the artifact shows which bytes were built.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+from click.testing import CliRunner
+
+from p2pci.cli.main import cli
+from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from tests.integration.test_daemon_cli import run_cli
+from tests.unit.test_source_tree import git
+
+RECIPE = """[project]
+name = "tree"
+[build]
+image = "busybox"
+command = ["sh", "-c", "cp /build/src/hello.txt /out/"]
+timeout = 5
+[trust]
+replicas = 2
+quorum = 2
+"""
+
+
+def source_hash(proj: Path, *args: str) -> str:
+    r = CliRunner().invoke(cli, ["source-hash", str(proj), *args])
+    assert r.exit_code == 0, r.output
+    return r.stdout.split()[0]
+
+
+async def test_publish_builds_head_or_with_dirty_the_working_tree(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    proj = repo / "proj"
+    proj.mkdir(parents=True)
+    git(repo, "init", "-q")
+    (proj / "p2pci.toml").write_text(RECIPE)
+    (proj / "hello.txt").write_text("committed\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "one")
+    clean = source_hash(proj)
+
+    async with open_cluster(tmp_path / "mesh", 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+        home = c.nodes[0].paths.home
+
+        async def publish_and_fetch(*extra: str) -> tuple[str, str]:
+            with trio.fail_after(30):
+                r = await run_cli(home, "publish", str(proj), "--wait", "--json", *extra)
+            assert r.exit_code == 0, r.output
+            job = json.loads(r.stdout.strip().splitlines()[-1])["job"]
+            out = tmp_path / f"out-{job[:8]}"
+            with trio.fail_after(30):
+                f = await run_cli(home, "fetch", job, "--out", str(out))
+            assert f.exit_code == 0, f.output
+            return (out / "artifact.txt").read_text(), r.stderr
+
+        artifact, err = await publish_and_fetch()
+        assert f"built {clean} " in artifact
+        assert f"source sha256 {clean}" in err and "git commit" in err
+
+        (proj / "hello.txt").write_text("uncommitted\n")
+        (proj / "p2pci.toml").write_text(RECIPE.replace('name = "tree"', 'name = "tree-dirty"'))
+        r = await run_cli(home, "publish", str(proj), "--wait")
+        assert r.exit_code == 2 and "uncommitted changes" in r.stderr and "--dirty" in r.stderr
+        assert len(c.nodes[0].board.jobs()) == 1  # nothing offered
+
+        dirty = source_hash(proj, "--dirty")
+        assert dirty != clean
+        artifact, err = await publish_and_fetch("--dirty")
+        assert f"built {dirty} " in artifact and "working tree" in err
+        r = await run_cli(home, "jobs", "--json")
+        assert sorted(j["project"] for j in json.loads(r.stdout)) == ["tree", "tree-dirty"]  # its recipe too
+
+
+async def test_publish_stops_on_a_wrong_input_sha256_before_offering(tmp_path: Path) -> None:
+    from tests.integration.pypi_fixture import serve_index
+
+    index = serve_index(tmp_path / "index")
+    try:
+        proj = tmp_path / "proj"
+        proj.mkdir()
+        wrong = "ab" * 32
+        (proj / "p2pci.toml").write_text(
+            RECIPE + f'\n[[input]]\nurl = "{index.url}/files/data.txt"\nsha256 = "{wrong}"\n'
+        )
+        (proj / "hello.txt").write_text("hello\n")
+        async with open_cluster(
+            tmp_path / "mesh", 3, runners=[None, ScriptedRunner(), ScriptedRunner()]
+        ) as c:
+            home = c.nodes[0].paths.home
+            env = {"P2PCI_CACHE_DIR": str(tmp_path / "cache")}
+
+            def go() -> object:
+                return CliRunner().invoke(cli, ["--home", str(home), "publish", str(proj), "--wait"], env=env)
+
+            with trio.fail_after(30):
+                r = await trio.to_thread.run_sync(go)
+            assert r.exit_code == 2  # type: ignore[attr-defined]
+            err = r.stderr  # type: ignore[attr-defined]
+            assert f"{index.url}/files/data.txt" in err and wrong in err and index.hashes["data.txt"] in err
+            assert "nothing was offered" in err
+            assert c.nodes[0].board.jobs() == []
+    finally:
+        index.close()
