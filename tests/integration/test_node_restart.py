@@ -25,14 +25,14 @@ async def test_worker_killed_after_commit_still_reveals(tmp_path: Path) -> None:
         jid = bytes.fromhex(job)
         fast_node = c.nodes[1]
         with trio.fail_after(10):
-            while fast_node.worker.jobs.get(jid) is None or fast_node.worker.jobs[jid].phase != "COMMITTED":
+            while fast_node.machine.jobs.get(jid) is None or fast_node.machine.jobs[jid].phase != "COMMITTED":
                 await fast_node.changed.wait()
         before = {f.id for f in fast_node.board.facts.values()}
-        committed = fast_node.worker.jobs[jid]
+        committed = fast_node.machine.jobs[jid]
         restarted = await c.restart(1)
         # everything it had acknowledged is back, and its worker state (salt, result) too
         assert {f.id for f in restarted.board.facts.values()} >= before
-        wj = restarted.worker.jobs[jid]
+        wj = restarted.machine.jobs[jid]
         assert (wj.phase, wj.salt, wj.digest, wj.commit) == ("COMMITTED", committed.salt, committed.digest, committed.commit)
         slow.gate.set()  # type: ignore[union-attr]
         with trio.fail_after(20):
