@@ -12,9 +12,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
+from p2pci.core.worker import WorkerPolicy
 
 DEFAULT_HOME = "~/.local/share/p2pci"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/4001"
@@ -71,11 +72,9 @@ class WorkerSettings:
     images: str | tuple[str, ...] = "any"  # "any" or image ids ("sha256:…")
     open_jobs: bool = True
 
-    def policy(self) -> Any:
-        """The core's WorkerPolicy for these settings."""
-        from p2pci.core.worker import WorkerPolicy
-
-        images: Any = "any" if self.images == "any" else frozenset(self.images)
+    def policy(self) -> WorkerPolicy:
+        """The core's WorkerPolicy for these settings (the one worker-policy type)."""
+        images: Literal["any"] | frozenset[str] = "any" if self.images == "any" else frozenset(self.images)
         return WorkerPolicy(
             slots=self.slots,
             max_timeout_s=self.max_timeout_s,

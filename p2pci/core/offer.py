@@ -22,7 +22,7 @@ from p2pci.core.messages import MAX_REPLICAS, BlobRef, ImageRef, Limits, Offer, 
 from p2pci.core.signing import public_of
 from p2pci.core.worker import WorkerConfig
 
-DEFAULT_LIMITS = Limits(timeout_s=600, memory_mb=2048, cpus=2, pids=512, out_mb=1024)
+DEFAULT_LIMITS = Limits()  # the defaults are written once, on core.messages.Limits
 DEFAULT_REPLICAS = 3
 DEFAULT_QUORUM = 2
 
