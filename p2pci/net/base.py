@@ -45,20 +45,6 @@ TOPIC = "/p2pci/board/1"
 MAX_FACT = 64 * 1024
 
 
-class BlobRefLike(Protocol):
-    """What the network needs of a `p2pci.core.messages.BlobRef`."""
-
-    @property
-    def sha256(self) -> bytes: ...
-
-    @property
-    def size(self) -> int: ...
-
-
-class BlobWriterLike(Protocol):
-    def write(self, data: bytes) -> Any: ...
-
-
 class BlobStoreLike(Protocol):
     """The part of `p2pci.store.blobs.BlobStore` the network uses.
 

@@ -864,14 +864,6 @@ class LibP2PNetwork:
             if self._since:
                 await self._sync_with(self._rng.choice(sorted(self._since)))
 
-    async def sync_now(self, peer: str | None = None) -> None:
-        """Run one anti-entropy round now (with `peer` or a random connected one)."""
-        if peer is None:
-            if not self._since:
-                return
-            peer = self._rng.choice(sorted(self._since))
-        await self._sync_with(peer)
-
     def _missing(self, ids: list[bytes]) -> list[bytes]:
         return [i for i in ids if i not in self._seen and self._sync.get(i) is None]
 
