@@ -8,8 +8,8 @@ Inputs::
 
     m = NodeMachine(NodeConfig(key=key, builds=True, worker=WorkerConfig(...)))
     m.load(worker_jobs, trust)            # after a restart (board facts: m.board.add_fact)
-    m.receive_facts(facts, now) -> int    # verified facts from the network (stored first)
-    m.publish(body, now) -> (fact, effs)  # a fact of our own (offer, cancel): signed, indexed
+    m.receive_facts(facts, now) -> int    # verified, stored facts: from the network, and our own
+    m.publish(body, now) -> (fact, effs)  # a fact of our own (offer, cancel): signed, not yet indexed
     m.build_finished(job, event, now)     # a build reported BuildDone / BuildFailed
     m.set_trust(keys) -> effs             # the observer's trust set changed
     m.tick(now) -> effs                   # decide: every changed job and every due wake-up
@@ -17,10 +17,14 @@ Inputs::
 `receive_facts` and `build_finished` only mark jobs dirty; the decisions come
 from the next `tick(now)`, so a batch of facts costs one decision per job.
 `next_wakeup()` says when to tick at the latest (a time <= now: at once).
+Our own facts enter the board only through `receive_facts`, after the driver
+stored them: nothing on the board (served to peers, shown to clients) is
+unsaved, and a Persist before a Publish is on disk before the fact exists
+anywhere. Until then the machine does not emit the same fact again.
 
 Effects (performed by the driver, in list order)::
 
-    Publish(fact)           store the fact (it is already on m.board), then gossip it
+    Publish(fact)           store our new fact, give it back with receive_facts, gossip it
     RunBuild(job, offer, publisher)   start a build; report it with build_finished
     StopBuild(job)          cancel a running build (it still reports BuildFailed)
     ServeOutputs(job, manifest)       put the build's outputs and log in the blob store
@@ -177,6 +181,7 @@ class NodeMachine:
     _verdicts: dict[bytes, Verdict] = field(default_factory=dict)
     _objs: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     _policy: ObserverPolicy | None = None
+    _outbox: dict[bytes, bytes] = field(default_factory=dict)  # own facts handed out, not yet back: id -> job
 
     @property
     def me(self) -> bytes:
@@ -196,13 +201,14 @@ class NodeMachine:
         """Index verified facts (already stored by the driver); the number that were new."""
         new = 0
         for fact in facts:
+            self._outbox.pop(fact.id, None)
             if self.board.add_fact(fact):
                 new += 1
                 self._dirty.add(fact.job)
         return new
 
     def publish(self, body: Message, now: int) -> tuple[Fact, list[Effect]]:
-        """Sign and index a fact of our own; the effects publish it."""
+        """Sign a fact of our own; the effects publish it (and give it back to `receive_facts`)."""
         effects: list[Effect] = []
         fact = self._publish(body, effects)
         return fact, effects
@@ -295,10 +301,11 @@ class NodeMachine:
         """Builds running, plus (for a new claim) claims where we are selected and will build soon."""
         busy = sum(1 for j in self.building if j != job)
         if phase in ("SEEN", "WAITING"):
+            unsent = set(self._outbox.values())  # a claim just made counts as selected until it is back
             for j, w in self.jobs.items():
                 if j != job and w.phase == "CLAIMED":
                     v = self.board.job(j)
-                    if v is not None and self.me in selected(v, now):
+                    if j in unsent or (v is not None and self.me in selected(v, now)):
                         busy += 1
         return busy < self.cfg.worker.policy.slots
 
@@ -331,8 +338,8 @@ class NodeMachine:
 
     def _publish(self, body: Message, effects: list[Effect]) -> Fact:
         fact = seal(self.cfg.key, body)
-        if self.board.add_fact(fact):
-            self._dirty.add(fact.job)
+        if fact.id not in self._outbox and not self.board.has(fact.id):
+            self._outbox[fact.id] = fact.job
             effects.append(Publish(fact))
         return fact
 

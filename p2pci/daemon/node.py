@@ -307,7 +307,7 @@ class Node:
             self._poke()
 
     async def publish_message(self, body: Message) -> Fact:
-        """Sign, index, store, then gossip a fact of our own (the clock loop acts on it)."""
+        """Sign, store, index, then gossip a fact of our own (the clock loop acts on it)."""
         fact, effects = self.machine.publish(body, self.now())
         await self._perform(effects)
         self._poke()
@@ -345,8 +345,10 @@ class Node:
         for e in effects:
             match e:
                 case Publish(fact=fact):
-                    await trio.to_thread.run_sync(self.db.put, fact, self.now())
-                    self.counters["accepted"] += 1
+                    now = self.now()
+                    await trio.to_thread.run_sync(self.db.put, fact, now)
+                    self.counters["accepted"] += self.machine.receive_facts([fact], now)
+                    self._poke()
                     with contextlib.suppress(ProtocolError):
                         await self.network.publish(fact.raw)
                 case Persist(key=key, value=value):

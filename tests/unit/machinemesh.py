@@ -76,6 +76,7 @@ class MachineMesh:
     def _perform(self, i: int, effects: list[object]) -> None:
         for e in effects:
             if isinstance(e, Publish):
+                self.machines[i].receive_facts([e.fact], self.now)  # stored: back to its author
                 for j in range(self.n):
                     if j != i:
                         self._sent += 1

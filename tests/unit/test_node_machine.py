@@ -69,13 +69,20 @@ def published_kinds(effects: list[Effect]) -> list[str]:
     return [e.fact.kind for e in effects if isinstance(e, Publish)]
 
 
+def tick(m: NodeMachine, now: int) -> list[Effect]:
+    """One tick, performed like the daemon: our own new facts are stored, then received back."""
+    effs = m.tick(now)
+    m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], now)
+    return effs
+
+
 def tick_until_quiet(m: NodeMachine, now: int) -> list[Effect]:
     out: list[Effect] = []
     for _ in range(20):
         w = m.next_wakeup()
         if w is None or w > now:
             break
-        out += m.tick(now)
+        out += tick(m, now)
     return out
 
 
@@ -96,8 +103,8 @@ def test_first_claim_then_settle_then_build() -> None:
     assert settle_until == T0 + WINDOW + WINDOW // 2
     assert m.next_wakeup() == settle_until  # the settle end is a wake-up
     assert not of(tick_until_quiet(m, settle_until - 1), RunBuild)
-    m.tick(settle_until - 1)
-    effs = m.tick(settle_until)
+    tick(m, settle_until - 1)
+    effs = tick(m, settle_until)
     assert [type(e) for e in of(effs, RunBuild)] == [RunBuild] and m.building == {sim.job: settle_until}
 
 
