@@ -1,4 +1,4 @@
-"""`$P2PCI_HOME` layout and `config.toml` (design.md section 6).
+"""`$P2PCI_HOME` layout and `config.toml` (docs/operator.md, docs/internals.md "p2pci.config").
 
 The config says what this node listens on, whom it bootstraps from, what a
 donor agrees to build (the worker policy), how long facts are kept, and the

@@ -1,4 +1,4 @@
-"""The project recipe, `DIR/p2pci.toml` (design.md sections 5 and 6).
+"""The project recipe, `DIR/p2pci.toml` (docs/publishing.md).
 
 ```toml
 [project]                       # optional
@@ -44,7 +44,7 @@ RECIPE_FILE = "p2pci.toml"
 OUTPUTS_DIR = "/out"
 MAX_REPLICAS = 64
 
-# Environment keys the runner sets itself (design.md section 5).
+# Environment keys the runner sets itself (docs/protocol.md section 9).
 RESERVED_ENV = frozenset({"SOURCE_DATE_EPOCH", "HOME", "TZ", "LANG"})
 
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")

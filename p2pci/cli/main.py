@@ -1,4 +1,4 @@
-"""The `p2pci` command line (design.md section 6): thin commands over the control socket.
+"""The `p2pci` command line (docs/operator.md, docs/internals.md "Control socket"): thin commands over the control socket.
 
 Every command parses, makes one call (the daemon's control socket, or the
 pure core for `verify`), and prints. Errors are one line on stderr and exit

@@ -1,4 +1,4 @@
-"""The five fact kinds (design.md section 2) as frozen dataclasses.
+"""The five fact kinds (docs/protocol.md section 4) as frozen dataclasses.
 
 Each kind has `KIND`, `to_obj()` (a dict ready for `codec.canonical`) and
 `from_obj(obj)` (strict: a missing, extra, wrongly typed, out-of-range or

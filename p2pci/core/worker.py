@@ -1,4 +1,4 @@
-"""The worker's own state machine for one job (docs/protocol.md, "Worker").
+"""The worker's own state machine for one job (docs/protocol.md section 5).
 
 Pure: `worker_step(wj, view, now, cfg, event) -> (wj, actions)` looks up
 `TRANSITIONS[(phase, type(event))]`; an event that has no entry is ignored.

@@ -1,4 +1,4 @@
-"""The `Network` interface the daemon programs against (design.md section 4).
+"""The `Network` interface the daemon programs against (docs/protocol.md section 8).
 
 Two implementations share these semantics:
 

@@ -1,4 +1,4 @@
-"""`LibP2PNetwork`: the `Network` on py-libp2p 0.8.1 (design.md section 4).
+"""`LibP2PNetwork`: the `Network` on py-libp2p 0.8.1 (docs/protocol.md section 8).
 
     net = LibP2PNetwork(seed, ["/ip4/127.0.0.1/tcp/0"], bootstrap, validate=..., blobs=store,
                         sync_source=daemon)

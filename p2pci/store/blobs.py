@@ -1,4 +1,4 @@
-"""Content-addressed blob store on disk (design.md section 6, internals.md p2pci.store).
+"""Content-addressed blob store on disk (docs/internals.md "p2pci.store").
 
 Layout: ``<dir>/ab/abcdef…`` where ``abcdef…`` is the lowercase hex sha256 of
 the content. Every write goes to a temp file under ``<dir>/tmp/``, is hashed

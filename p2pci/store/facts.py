@@ -1,4 +1,4 @@
-"""SQLite store of facts and small node state (design.md section 6, internals.md p2pci.store).
+"""SQLite store of facts and small node state (docs/internals.md "p2pci.store").
 
 One file, `state.sqlite`, in WAL mode. `put` commits before it returns, so
 a fact the daemon has acted on (or acknowledged) survives `kill -9`.
