@@ -55,7 +55,7 @@ async def measure_startup(mesh: Any, group: ProcGroup, name: str) -> float:
 
 async def wait_peers(home: Path, n: int) -> None:
     """Wait (on the daemon's `peers` events) until it has at least `n` peers."""
-    from p2pci.daemon.control import acontrol_call, subscribe
+    from p2pci.control.client import acontrol_call, subscribe
 
     async with subscribe(home) as events:
         if len(await acontrol_call(home, "peers")) >= n:

@@ -37,8 +37,8 @@ from typing import IO, Any, TypeVar
 
 import trio
 
+from p2pci.control.client import acontrol_call
 from p2pci.core.errors import LocalError
-from p2pci.daemon.control import acontrol_call
 
 T = TypeVar("T")
 

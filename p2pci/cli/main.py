@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 import click
 
 from p2pci.config import Paths, default_home, load_config, write_default_config
+from p2pci.control.client import ControlError, DaemonNotRunning, control_call, iter_events
 from p2pci.core.errors import LocalError, P2pciError
-from p2pci.daemon.control import ControlError, DaemonNotRunning, control_call, iter_events
 
 FINAL = frozenset({"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"})
 EXIT_OF_VERDICT = {"REPRODUCED": 0, "FAILED": 1, "DISPUTED": 1, "EXPIRED": 2, "CANCELLED": 2}

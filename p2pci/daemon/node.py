@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from p2pci.config import Config, Paths
+from p2pci.control.server import DaemonLock, serve_control
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import BuildError, LocalError, P2pciError, ProtocolError
 from p2pci.core.messages import BlobRef, Message, Require
@@ -56,7 +57,6 @@ from p2pci.core.worker import WorkerConfig, WorkerJob, settle_ms_for
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
 from p2pci.daemon.builds import Builds
-from p2pci.daemon.control import DaemonLock, serve_control
 from p2pci.daemon.image_cache import DockerImages, Images
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore

@@ -12,7 +12,7 @@ import trio
 from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
-from p2pci.daemon.control import acontrol_call
+from p2pci.control.client import acontrol_call
 from p2pci.daemon.testing import Cluster, ScriptedRunner, open_cluster
 
 RECIPE = """[project]

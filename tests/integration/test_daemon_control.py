@@ -15,15 +15,15 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pci.core.errors import LocalError
-from p2pci.daemon.control import (
+from p2pci.control.client import (
     ControlError,
     DaemonNotRunning,
     acontrol_call,
     control_call,
-    serve_control,
     subscribe,
 )
+from p2pci.control.server import serve_control
+from p2pci.core.errors import LocalError
 
 
 class Echo:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from p2pci.daemon.control import acontrol_call, subscribe
+from p2pci.control.client import acontrol_call, subscribe
 from p2pci.daemon.livelog import LOG_BUFFER_MAX, LOG_EVENT_MAX, LOG_INTERVAL, LiveLog
 from p2pci.daemon.testing import ScriptedRunner, open_cluster
 from p2pci.runner.base import BuildResult, BuildSpec, accepts_on_log, run_build

@@ -8,9 +8,9 @@ from pathlib import Path
 import trio
 
 from p2pci.config import WorkerSettings
+from p2pci.control.client import acontrol_call
 from p2pci.core.messages import Claim
 from p2pci.core.signing import NodeKey, peer_id_of, seal
-from p2pci.daemon.control import acontrol_call
 from p2pci.daemon.node import wall_ms
 from p2pci.daemon.testing import ScriptedRunner, open_cluster
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pci.control.client import acontrol_call
 from p2pci.core.errors import LocalError
 from p2pci.core.signing import peer_id_of
 from p2pci.core.worker import WorkerJob
-from p2pci.daemon.control import acontrol_call
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
 from p2pci.net.memory import MemoryHub, MemoryNetwork
