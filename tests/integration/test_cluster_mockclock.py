@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from p2pci.config import WorkerSettings
-from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, with_timing
 
 JOBS = 20
 NODES = 10

@@ -9,7 +9,7 @@ import trio
 
 from p2pci.control.client import acontrol_call, subscribe
 from p2pci.control.schema import JOB_KEYS, NODE_KEYS, PEER_KEYS, VERDICTS
-from p2pci.daemon.testing import open_cluster
+from p2pci.testing.cluster import open_cluster
 
 from .test_tui_daemon_socket import JOB as SOCKET_JOB
 from .test_tui_helpers import job_obj, status_obj

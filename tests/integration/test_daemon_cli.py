@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
 from p2pci.control.client import acontrol_call
-from p2pci.daemon.testing import Cluster, ScriptedRunner, open_cluster
+from p2pci.testing.cluster import Cluster, ScriptedRunner, open_cluster
 
 RECIPE = """[project]
 name = "hello"

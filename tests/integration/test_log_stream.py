@@ -17,9 +17,9 @@ import trio
 
 from p2pci.control.client import acontrol_call, subscribe
 from p2pci.daemon.livelog import LOG_BUFFER_MAX, LOG_EVENT_MAX, LOG_INTERVAL, LiveLog
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
 from p2pci.runner.base import BuildResult, BuildSpec, accepts_on_log, run_build
-from p2pci.runner.fake import FakeRunner
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
+from p2pci.testing.runners import FakeRunner
 
 IMAGE = "sha256:" + "0" * 64
 

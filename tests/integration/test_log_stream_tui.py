@@ -15,7 +15,7 @@ import trio
 from textual.pilot import Pilot
 from textual.widgets import RichLog, Static
 
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from p2pci.tui.app import JobScreen, StatusApp
 from tests.integration.test_tui import J1, J2, emit, row_keys, run_scenario, start_fake, static_text, until
 from tests.integration.test_tui_helpers import PEER_ME, job_obj, status_obj

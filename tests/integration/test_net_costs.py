@@ -19,10 +19,10 @@ import trio
 
 from p2pci.core.messages import Cancel
 from p2pci.core.signing import NodeKey, seal
-from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
 from p2pci.net.base import TOPIC
 from p2pci.net.libp2p_net import LibP2PNetwork, _libp2p
-from p2pci.net.testing import Collector
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, with_timing
+from p2pci.testing.net import Collector
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 FAST = dict(sync_interval=60.0, heartbeat=0.2, dial_interval=0.1, redial_min=0.1, redial_max=1.0, px_interval=0.3)

@@ -12,7 +12,7 @@ from p2pci.control.client import acontrol_call
 from p2pci.core.messages import Claim
 from p2pci.core.signing import NodeKey, peer_id_of, seal
 from p2pci.daemon.node import wall_ms
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 
 
 async def test_worker_never_claims_outside_its_policy(tmp_path: Path) -> None:

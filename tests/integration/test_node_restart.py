@@ -13,8 +13,8 @@ from p2pci.core.errors import LocalError
 from p2pci.core.signing import peer_id_of
 from p2pci.core.worker import WorkerJob
 from p2pci.daemon.node import Node, validate_fact
-from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
 from p2pci.net.memory import MemoryHub, MemoryNetwork
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, with_timing
 
 
 async def test_worker_killed_after_commit_still_reveals(tmp_path: Path) -> None:
