@@ -466,3 +466,20 @@ def test_five_machines_converge_and_stay_live(
     # 4 builders, at most one liar and one vanishing: two honest votes can always agree
     assert verdicts[0] is not None and verdicts[0].state in ("REPRODUCED", "DISPUTED")
     event(f"{verdicts[0].state}, {mesh.builds} builds")
+
+
+def test_own_facts_enter_the_board_only_when_given_back() -> None:
+    m = machine(settle=False)
+    sim = job(replicas=1, quorum=1, workers=(ME.public,))
+    claim_and_settle(m, sim)
+    now = T0 + WINDOW
+    m.build_finished(sim.job, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
+    effs = m.tick(now)  # not given back: the commit is not on the board yet
+    commits = [e.fact for e in effs if isinstance(e, Publish) and e.fact.kind == "commit"]
+    assert len(commits) == 1 and not m.board.has(commits[0].id) and m.jobs[sim.job].phase == "BUILT"
+    for _ in range(3):  # BUILT re-emits its commit on every tick, but one Publish is under way
+        m._dirty.add(sim.job)
+        assert not [e for e in m.tick(now) if isinstance(e, Publish)]
+    assert m.receive_facts(commits, now) == 1
+    effs = tick_until_quiet(m, now)
+    assert m.jobs[sim.job].phase == "REVEALED" and "reveal" in published_kinds(effs)
