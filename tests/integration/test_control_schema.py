@@ -36,3 +36,29 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
     assert set(job_obj("ab" * 32)) == JOB_KEYS and set(SOCKET_JOB) == JOB_KEYS
     fake = status_obj([job_obj("ab" * 32)])
     assert set(fake["node"]) == NODE_KEYS and all(set(p) == PEER_KEYS for p in fake["peers"])
+
+
+async def test_publish_rules_hold_for_every_control_client(tmp_path: Path) -> None:
+    """Not only the CLI: a raw control client asking for one open replica, or quorum > replicas,
+    or a malformed request is refused by the node, and nothing is published."""
+    import pytest
+
+    from p2pci.control.client import ControlError
+
+    async with open_cluster(tmp_path, 1, runners=[None]) as c:
+        node = c.nodes[0]
+        ref = node.blobs.put_bytes(b"source")
+        base = {"project": "p", "source": {"sha256": ref.sha256.hex(), "size": ref.size}, "image": "busybox",
+                "command": ["true"]}  # fmt: skip
+        for bad, why in (
+            ({"replicas": 1, "quorum": 1}, "open mode needs at least 2 replicas"),
+            ({"replicas": 2, "quorum": 3}, "larger than replicas"),
+            ({"replicas": "3"}, "replicas must be an integer"),
+            ({"bogus": 1}, "unknown fields"),
+        ):
+            with pytest.raises(ControlError, match=why):
+                await acontrol_call(node.paths.home, "publish", **base, **bad)
+        assert len(node.board) == 0
+        ok = await acontrol_call(node.paths.home, "publish", **base, replicas=1, quorum=1,
+                                 workers=[node.peer_id])  # fmt: skip
+        assert ok["replicas"] == 1 and len(node.board) == 1
