@@ -60,17 +60,20 @@ class Paths:
         return self.home / "work"
 
 
+_POLICY = WorkerPolicy()  # the defaults are written once, on core.worker.WorkerPolicy
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What this donor agrees to run. A worker never claims outside it."""
+    """`[worker]` as written in config.toml (image ids as a tuple); `.policy()` is the core type."""
 
-    slots: int = 1
-    max_timeout_s: int = 3600
-    max_memory_mb: int = 4096
-    max_cpus: int = 2
-    max_out_mb: int = 1024
+    slots: int = _POLICY.slots
+    max_timeout_s: int = _POLICY.max_timeout_s
+    max_memory_mb: int = _POLICY.max_memory_mb
+    max_cpus: int = _POLICY.max_cpus
+    max_out_mb: int = _POLICY.max_out_mb
     images: str | tuple[str, ...] = "any"  # "any" or image ids ("sha256:…")
-    open_jobs: bool = True
+    open_jobs: bool = _POLICY.open_jobs
 
     def policy(self) -> WorkerPolicy:
         """The core's WorkerPolicy for these settings (the one worker-policy type)."""
