@@ -199,5 +199,8 @@ async def _stream_events(stream: trio.SocketStream, handler: ControlHandler) -> 
 
             nursery.start_soon(watch_hangup)
             async for ev in events:
-                await _send(stream, ev)
+                try:
+                    await _send(stream, ev)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the subscriber left mid-event: never let that out of this nursery
             nursery.cancel_scope.cancel()
