@@ -26,7 +26,7 @@ def log_text(screen: JobScreen) -> list[str]:
 
 
 async def test_detail_pane_shows_streamed_lines_in_order(tmp_path: Path) -> None:
-    status = status_obj([job_obj(J1, "PENDING"), job_obj(J2, "PENDING", created=1)])
+    status = status_obj([job_obj(J1, "PENDING"), job_obj(J2, "PENDING")])  # as the daemon lists them: newest first
     status["node"]["building"] = [{"job": J1, "project": "hello-c", "started": 1}]
     async with trio.open_nursery() as nursery:
         server = await start_fake(nursery, tmp_path, status)
