@@ -99,7 +99,7 @@ class Watch:
 
     async def follow(self, name: str, home: Path, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Record `name`'s job events until cancelled (started once subscribed)."""
-        from p2pci.daemon.control import subscribe
+        from p2pci.control.client import subscribe
 
         async with subscribe(home) as events:
             task_status.started()

@@ -32,7 +32,7 @@ BARE_READY = r"^bare ready: (\S+) (\S+)"
 
 
 def _daemon_argv(home: Path, bootstrap: list[str], build: bool) -> list[str]:
-    from p2pci.demo import LOOPBACK_ANY_PORT, p2pci_argv
+    from p2pci.testing.mesh import LOOPBACK_ANY_PORT, p2pci_argv
 
     argv = [*p2pci_argv(), "--home", str(home), "daemon", "--listen", LOOPBACK_ANY_PORT]
     for b in bootstrap:
@@ -55,7 +55,7 @@ async def measure_startup(mesh: Any, group: ProcGroup, name: str) -> float:
 
 async def wait_peers(home: Path, n: int) -> None:
     """Wait (on the daemon's `peers` events) until it has at least `n` peers."""
-    from p2pci.daemon.control import acontrol_call, subscribe
+    from p2pci.control.client import acontrol_call, subscribe
 
     async with subscribe(home) as events:
         if len(await acontrol_call(home, "peers")) >= n:
@@ -86,7 +86,7 @@ async def sample(pids: dict[str, int], window_s: float) -> dict[str, dict[str, f
 
 
 async def footprint(quick: bool, out: Results) -> None:
-    from p2pci.demo import open_mesh
+    from p2pci.testing.mesh import open_mesh
 
     n_peers = 5 if quick else 10
     window = 10.0 if quick else 30.0

@@ -157,7 +157,7 @@ class Hardened:
 
 
 async def overhead(quick: bool, out: Results) -> None:
-    from p2pci.demo import FAST_TIMING
+    from p2pci.testing.mesh import FAST_TIMING
 
     jobs = int(os.environ.get("BENCH_OVERHEAD_JOBS", "0")) or (3 if quick else 10)  # env: for trying it out
     out["claim_window_ms"] = FAST_TIMING["claim_window_ms"]
@@ -175,7 +175,7 @@ async def _mesh_jobs(
 ) -> None:
     """Start 5 daemons with `timing`, run a warm-up and `jobs` measured pairs; keys get `suffix`."""
     from p2pci.config import Timing
-    from p2pci.demo import open_mesh
+    from p2pci.testing.mesh import open_mesh
 
     lease_ms = timing.get("lease_ms", Timing().lease_ms)
     async with open_mesh(WORK / f"mesh{suffix}", timing=timing) as mesh, trio.open_nursery() as nursery:

@@ -37,7 +37,7 @@ GIVE_UP_S = 30.0
 
 
 async def propagation(quick: bool, out: Results) -> None:
-    from p2pci.demo import open_mesh
+    from p2pci.testing.mesh import open_mesh
 
     sizes = [5] if quick else [5, 10, 20]
     samples = 10 if quick else 20

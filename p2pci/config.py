@@ -1,4 +1,4 @@
-"""`$P2PCI_HOME` layout and `config.toml` (design.md section 6).
+"""`$P2PCI_HOME` layout and `config.toml` (docs/operator.md, docs/internals.md "p2pci.config").
 
 The config says what this node listens on, whom it bootstraps from, what a
 donor agrees to build (the worker policy), how long facts are kept, and the
@@ -14,9 +14,10 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
+from p2pci.core.worker import WorkerPolicy
 
 DEFAULT_HOME = "~/.local/share/p2pci"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/4001"
@@ -61,18 +62,21 @@ class Paths:
         return self.home / "work"
 
 
+_POLICY = WorkerPolicy()  # the defaults are written once, on core.worker.WorkerPolicy
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What this donor agrees to run. A worker never claims outside it."""
+    """`[worker]` as written in config.toml (image ids as a tuple); `.policy()` is the core type."""
 
-    slots: int = 1
-    max_timeout_s: int = 3600
-    max_memory_mb: int = 4096
-    max_cpus: int = 2
-    max_out_mb: int = 1024
-    max_source_mb: int = 256  # the source tar, and its unpacked total at apparent sizes
+    slots: int = _POLICY.slots
+    max_timeout_s: int = _POLICY.max_timeout_s
+    max_memory_mb: int = _POLICY.max_memory_mb
+    max_cpus: int = _POLICY.max_cpus
+    max_out_mb: int = _POLICY.max_out_mb
+    max_source_mb: int = _POLICY.max_source_mb  # the source tar, and its unpacked total at apparent sizes
     images: str | tuple[str, ...] = "any"  # "any", or image IDs ("sha256:…") and names ("busybox", "debian:…")
-    open_jobs: bool = True
+    open_jobs: bool = _POLICY.open_jobs
 
     def image_names(self) -> tuple[str, ...]:
         """The entries of `images` that are names, not IDs (to resolve before `policy()`)."""
@@ -80,16 +84,15 @@ class WorkerSettings:
             return ()
         return tuple(i for i in self.images if not IMAGE_ID.match(i))
 
-    def policy(self) -> Any:
-        """The core's WorkerPolicy for these settings (names in `images` resolved first)."""
-        from p2pci.core.worker import WorkerPolicy
-
+    def policy(self) -> WorkerPolicy:
+        """The core's WorkerPolicy for these settings (the one worker-policy type; names in
+        `images` must be resolved first)."""
         if self.image_names():
             raise LocalError(
                 f"[worker] images: {self.image_names()[0]!r} is a name: resolve it to an image ID first "
                 "(resolve_worker_images)"
             )
-        images: Any = "any" if self.images == "any" else frozenset(self.images)
+        images: Literal["any"] | frozenset[str] = "any" if self.images == "any" else frozenset(self.images)
         return WorkerPolicy(
             slots=self.slots,
             max_timeout_s=self.max_timeout_s,

@@ -1,4 +1,4 @@
-"""The project recipe, `DIR/p2pci.toml` (design.md sections 5 and 6).
+"""The project recipe, `DIR/p2pci.toml` (docs/publishing.md).
 
 ```toml
 [project]                       # optional
@@ -53,12 +53,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
+from p2pci.core.messages import Limits
+from p2pci.core.offer import DEFAULT_LIMITS
 
 RECIPE_FILE = "p2pci.toml"
 OUTPUTS_DIR = "/out"
 MAX_REPLICAS = 64
 
-# Environment keys the runner sets itself (design.md section 5).
+# Environment keys the runner sets itself (docs/protocol.md section 9).
 RESERVED_ENV = frozenset({"SOURCE_DATE_EPOCH", "HOME", "TZ", "LANG"})
 
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -68,19 +70,6 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^(?P<n>[0-9]+)\s*(?P<unit>ms|s|m|h)?$")
 _SIZE = re.compile(r"^(?P<n>[0-9]+)\s*(?P<unit>[kmgt]i?b?|b)?$", re.IGNORECASE)
 
-
-@dataclass(frozen=True)
-class RecipeLimits:
-    """Same field names as `p2pci.core.messages.Limits`."""
-
-    timeout_s: int = 600
-    memory_mb: int = 2048
-    cpus: int = 2
-    pids: int = 512
-    out_mb: int = 1024
-
-
-DEFAULT_LIMITS = RecipeLimits()
 
 
 @dataclass(frozen=True)
@@ -158,7 +147,7 @@ class Recipe:
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...]  # sorted by key
     source_date_epoch: int | None
-    limits: RecipeLimits
+    limits: Limits
     trust: Trust = field(default_factory=Trust)
     outputs_dir: str = OUTPUTS_DIR
     fetch: FetchStep | None = None
@@ -368,7 +357,7 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
     env = get("build", build, "env", _env, ())
     outputs_dir = get("build", build, "outputs-dir", _outputs_dir, OUTPUTS_DIR)
     sde = get("build", build, "source_date_epoch", _sde, None)
-    limits = RecipeLimits(
+    limits = Limits(
         timeout_s=get("build", build, "timeout", limit_parser("timeout"), DEFAULT_LIMITS.timeout_s),
         memory_mb=get("build", build, "memory", limit_parser("memory"), DEFAULT_LIMITS.memory_mb),
         cpus=get("build", build, "cpus", limit_parser("cpus"), DEFAULT_LIMITS.cpus),
@@ -607,7 +596,7 @@ def _require(v: object) -> RecipeRequire:
 @dataclass(frozen=True)
 class LimitBound:
     key: str  # the recipe key under [build]
-    field: str  # the RecipeLimits / core Limits field
+    field: str  # the core Limits field
     lo: int
     hi: int
     unit: Literal["duration", "size", "count"]
@@ -696,7 +685,7 @@ def limit_parser(key: str) -> Callable[[object], int]:
 
 
 def check_limits(limits: Any) -> None:
-    """Every field of `limits` (a RecipeLimits or core Limits) in range; LocalError otherwise."""
+    """Every field of `limits` (a core Limits) in range; LocalError otherwise."""
     for b in _bounds():
         try:
             check_limit(b.key, int(getattr(limits, b.field)))
@@ -710,9 +699,9 @@ def default_worker_warnings(limits: Any) -> list[str]:
     `p2pci publish` and `p2pci try` print these as warnings: such an offer is only
     built by donors who raised their caps, and may expire for lack of workers.
     """
-    from p2pci.config import WorkerSettings
+    from p2pci.core.worker import WorkerPolicy
 
-    w = WorkerSettings()
+    w = WorkerPolicy()  # the default [worker] policy (config.WorkerSettings takes its defaults from it)
     out = []
     for b in _bounds():
         if b.worker_max is None:

@@ -33,7 +33,7 @@ MAX_PROJECT = 100
 def last_result(home: Path, project: str) -> dict[str, Any]:
     """{project, job, verdict, agreed, replicas, source} of the project's newest final job."""
     from p2pci.cli.watch_cmds import HISTORY_FILE, agreed_count, open_history
-    from p2pci.daemon.control import DaemonNotRunning, control_call
+    from p2pci.control.client import DaemonNotRunning, control_call
 
     try:
         jobs = control_call(home, "jobs")

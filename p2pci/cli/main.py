@@ -1,4 +1,4 @@
-"""The `p2pci` command line (design.md section 6): thin commands over the control socket.
+"""The `p2pci` command line (docs/operator.md, docs/internals.md "Control socket"): thin commands over the control socket.
 
 Every command parses, makes one call (the daemon's control socket, or the
 pure core for `verify`), and prints. Errors are one line on stderr and exit
@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 import click
 
 from p2pci.config import Paths, default_home, load_config, write_default_config
+from p2pci.control.client import ControlError, DaemonNotRunning, control_call, iter_events
 from p2pci.core.errors import LocalError, P2pciError
-from p2pci.daemon.control import ControlError, DaemonNotRunning, control_call, iter_events
 from p2pci.textsafe import safe_text
 
 FINAL = frozenset({"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"})
@@ -270,6 +270,7 @@ def publish_command(
     """
     from p2pci.cli.checks import checked_limits
     from p2pci.cli.source_cmds import pack_project
+    from p2pci.core.offer import check_request
     from p2pci.runner.tree import read_recipe, refuse_dirty, select_tree
     from p2pci.store.blobs import BlobStore
 
@@ -284,13 +285,8 @@ def publish_command(
         n = min(n, m)
     if quorum is not None and replicas is None:
         m = max(m, n)
-    if n > m:
-        raise LocalError(f"quorum {n} is larger than replicas {m}")
-    if trust.workers == "open" and trust.require is None and m < 2:
-        raise LocalError(
-            "open mode needs at least 2 replicas: a vote counts only when another worker saw its "
-            "commit before any reveal (name your workers in [trust] workers for a single build)"
-        )
+    # the node checks again, for every client: this is only the early exit 2 before packing
+    check_request(m, n, open_mode=trust.workers == "open", require=trust.require is not None)
     limits = checked_limits(recipe, timeout_s)  # same checks as `p2pci try`; warnings on stderr
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     store = BlobStore(home.paths.blobs)

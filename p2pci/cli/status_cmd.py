@@ -11,8 +11,9 @@ from typing import Any
 import click
 import trio
 
+from p2pci.config import default_home
+from p2pci.control.client import NoDaemon, request, socket_path
 from p2pci.core.errors import P2pciError
-from p2pci.tui.client import NoDaemon, default_home, request, socket_path
 
 __all__ = ["status_command", "home_from_context"]
 

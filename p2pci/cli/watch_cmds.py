@@ -191,7 +191,7 @@ def _publish(home: Path, project_dir: Path, wait: bool) -> tuple[int, dict[str, 
 
 def publish_commit(home: Path, repo: str, branch: str, subdir: str, wait: bool) -> Entry | None:
     """Publish the head of `branch` if it is new; the history entry, or None when nothing was new."""
-    from p2pci.daemon.control import control_call
+    from p2pci.control.client import control_call
 
     with open_history(home) as hist:
         last = hist.last_commit(repo, branch)

@@ -41,7 +41,7 @@ def image_entries(images: str | tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def effective_policy(config: Any, *, resolve_images: bool = True) -> dict[str, Any]:
-    from p2pci.recipe import DEFAULT_LIMITS
+    from p2pci.core.offer import DEFAULT_LIMITS
     from p2pci.runner.base import RunnerPolicy
 
     w, rp = config.worker, RunnerPolicy()

@@ -1,4 +1,4 @@
-"""The five fact kinds (design.md section 2) as frozen dataclasses.
+"""The five fact kinds (docs/protocol.md section 4) as frozen dataclasses.
 
 Each kind has `KIND`, `to_obj()` (a dict ready for `codec.canonical`) and
 `from_obj(obj)` (strict: a missing, extra, wrongly typed, out-of-range or
@@ -150,11 +150,13 @@ class ImageRef:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    timeout_s: int
-    memory_mb: int
-    cpus: int
-    pids: int
-    out_mb: int
+    """A build's limits: the one type for offers, recipes and runners (defaults: `Limits()`)."""
+
+    timeout_s: int = 600
+    memory_mb: int = 2048
+    cpus: int = 2
+    pids: int = 512
+    out_mb: int = 1024
 
     FIELDS: ClassVar[frozenset[str]] = frozenset({"timeout_s", "memory_mb", "cpus", "pids", "out_mb"})
 

@@ -1,4 +1,4 @@
-"""Who builds a job (design.md section 3.2).
+"""Who builds a job (docs/protocol.md section 5).
 
 rank(J, W) = sha256(J || W); the `replicas` lowest-ranked claimants are
 selected. A claimant counts while its lease is live (`now < lease_until`, the

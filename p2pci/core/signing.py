@@ -1,4 +1,4 @@
-"""Node keys, peer IDs and signed envelopes (design.md section 2).
+"""Node keys, peer IDs and signed envelopes (docs/protocol.md sections 2 and 3).
 
 Envelope on the wire: the canonical map `{v: 1, kind, body, signer, sig}`,
 `sig = Ed25519(signer, b"p2pci/v1/" + kind + b"\\x00" + canonical(body))`,

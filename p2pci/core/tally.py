@@ -1,6 +1,6 @@
 """The verdict: a pure function of a job's facts, `now` and the observer's policy.
 
-Vote rules (design.md section 3.5), applied per signer that revealed:
+Vote rules (docs/protocol.md section 6), applied per signer that revealed:
 
 1. The offer must be known (else PENDING with nothing counted).
 2. Equivocation first: a signer with two or more distinct commits or two or

@@ -10,8 +10,10 @@ MAX_RANGE bytes at an offset (from the end when `offset` is negative), so
 `--tail`). The old one-shot `logs` op (the TUI's) is served from the same
 ranges: at most `max_bytes` of each log, the end of it.
 
-The node-facing surface is two awaitables, so that the daemon's op methods
-stay one-liners: `log_index(node, job, worker)` and `log_range(node, ...)`.
+The op-facing surface is `log_index(view, worker)`, and the awaitables
+`log_range(fetcher, view, ...)` and `logs_text(fetcher, view, ...)`, where
+`fetcher` is the daemon's `artifacts.BlobFetcher` (anything with
+`fetch(ref, peers) -> Path`).
 """
 
 from __future__ import annotations
@@ -74,17 +76,17 @@ def log_index(view: JobView, worker: str | None = None) -> list[dict[str, Any]]:
     ]
 
 
-async def _log_path(node: Any, signer: bytes, rev: Reveal) -> Path:
+async def _log_path(fetcher: Any, signer: bytes, rev: Reveal) -> Path:
     if rev.log.size > MAX_LOG_FETCH:
         raise LocalError(
             f"the log revealed by {peer_id_of(signer)} declares {rev.log.size} bytes, more than the "
             f"limit of {MAX_LOG_FETCH >> 20} MiB: not fetched"
         )
-    path: Path = await node.fetch_blob(rev.log, [signer])
+    path: Path = await fetcher.fetch(rev.log, [signer])
     return path
 
 
-async def log_range(node: Any, view: JobView, worker: str, offset: int, length: int) -> dict[str, Any]:
+async def log_range(fetcher: Any, view: JobView, worker: str, offset: int, length: int) -> dict[str, Any]:
     """`length` bytes (≤ MAX_RANGE) of one worker's revealed log at `offset` (< 0: from the end)."""
     if not isinstance(worker, str) or not worker:
         raise LocalError("log_range needs a worker (peer ID or a unique prefix/suffix)")
@@ -97,14 +99,14 @@ async def log_range(node: Any, view: JobView, worker: str, offset: int, length: 
         raise LocalError(f"worker {worker} is ambiguous ({len(found)} revealers)")
     signer, rev = found[0]
     try:
-        path = await _log_path(node, signer, rev)
+        path = await _log_path(fetcher, signer, rev)
     except (ProtocolError, trio.TooSlowError) as exc:
         raise LocalError(f"log unavailable: {exc or 'timed out'}") from None
     data, start = await trio.to_thread.run_sync(read_range, path, rev.log.size, offset, length)
     return {"worker": peer_id_of(signer), "size": rev.log.size, "offset": start, "data": data}
 
 
-async def logs_text(node: Any, view: JobView, worker: str | None, max_bytes: int = DEFAULT_TEXT_MAX) -> str | None:
+async def logs_text(fetcher: Any, view: JobView, worker: str | None, max_bytes: int = DEFAULT_TEXT_MAX) -> str | None:
     """The one-shot text: a header and the last `max_bytes` of each revealed log; None if none."""
     found = _revealers(view, worker)
     if not found:
@@ -113,7 +115,7 @@ async def logs_text(node: Any, view: JobView, worker: str | None, max_bytes: int
     for signer, rev in found:
         head = f"==> {peer_id_of(signer)} exit {rev.exit_code} digest {rev.digest.hex()[:16]} <==\n"
         try:
-            path = await _log_path(node, signer, rev)
+            path = await _log_path(fetcher, signer, rev)
             data, start = await trio.to_thread.run_sync(read_range, path, rev.log.size, -max_bytes, max_bytes)
             text = (f"(… {start} earlier bytes not shown)\n" if start else "") + data.decode("utf-8", "replace")
         except (ProtocolError, trio.TooSlowError, LocalError, OSError) as exc:

@@ -6,7 +6,6 @@ Importing this package does not import docker; `p2pci.runner.images` and
 
 from p2pci.runner.base import BuildResult, BuildSpec, Limits, Runner, RunnerPolicy, run_build
 from p2pci.runner.docker_runner import DockerRunner
-from p2pci.runner.fake import FakeRunner
 from p2pci.runner.images import (
     build_busybox,
     build_debian,
@@ -22,7 +21,6 @@ __all__ = [
     "BuildResult",
     "BuildSpec",
     "DockerRunner",
-    "FakeRunner",
     "Limits",
     "Runner",
     "RunnerPolicy",

@@ -25,10 +25,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
+from p2pci.control.client import open_control, request
+from p2pci.control.frames import BadFrame, FrameReader, encode_frame
 from p2pci.core.errors import P2pciError
 from p2pci.textsafe import safe_text
 from p2pci.tui import model as m
-from p2pci.tui.client import BadFrame, FrameReader, encode_frame, open_control, request
 
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 2.0

@@ -1,7 +1,7 @@
 """Helpers for end-to-end tests and benchmarks: a mesh of daemon processes.
 
-The process orchestration itself lives in `p2pci.demo` (`make demo` uses
-it too); this module adds what tests need on top: short-lived project
+The process orchestration itself lives in `p2pci.testing.mesh` (`make demo`
+and bench use it too); this module adds what tests need on top: short-lived project
 directories, test-only adversary processes, and container clean-up.
 
     async with open_mesh(root) as mesh:          # every process killed on exit
@@ -24,7 +24,8 @@ from typing import IO, Any
 
 import trio
 
-from p2pci.demo import (
+from p2pci.demo import set_allowlist
+from p2pci.testing.mesh import (
     FAST_TIMING,
     FINAL,
     READY,
@@ -35,7 +36,6 @@ from p2pci.demo import (
     canon,
     open_mesh,
     p2pci_argv,
-    set_allowlist,
     short,
     wait_for,
 )

@@ -23,7 +23,7 @@ import trio
 from p2pci.core.messages import Cancel
 from p2pci.core.signing import NodeKey, seal
 from p2pci.net.libp2p_net import LibP2PNetwork
-from p2pci.net.testing import Collector
+from p2pci.testing.net import Collector
 
 
 def emit(obj: dict[str, Any]) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from p2pci.config import parse_config
 from p2pci.core.signing import NodeKey
-from p2pci.demo import FAST_TIMING, diff_highlights, set_allowlist, toml_text
+from p2pci.demo import diff_highlights, set_allowlist
 from p2pci.recipe import load_recipe
+from p2pci.testing.mesh import FAST_TIMING, toml_text
 
 REPO = Path(__file__).resolve().parents[2]
 

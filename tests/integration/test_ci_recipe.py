@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from tests.integration.test_daemon_cli import project
 
 ROOT = Path(__file__).resolve().parents[2]

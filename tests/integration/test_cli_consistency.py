@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from tests.integration.test_daemon_cli import project, run_cli
 
 
@@ -98,7 +98,7 @@ async def test_jobs_table_has_a_header_and_counts_like_the_tui(tmp_path: Path) -
         home = c.nodes[0].paths.home
         with trio.fail_after(20):
             r = await run_cli(home, "publish", str(project(tmp_path)), "--wait")
-        assert r.exit_code == 1 and f"why      p2pci diff {c.nodes[0].job_list()[0]['job'][:12]}" in r.stdout
+        assert r.exit_code == 1 and f"why      p2pci diff {c.nodes[0].machine.job_list(c.nodes[0].now())[0]['job'][:12]}" in r.stdout
         r = await run_cli(home, "jobs")
         header, row = r.stdout.splitlines()
         assert header.split() == ["JOB", "PROJECT", "VERDICT", "VOTES", "AGREE", "REPLICAS/QUORUM"]

@@ -13,7 +13,7 @@ import trio
 from click.testing import Result
 
 from p2pci.cli.main import cli
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from tests.integration.test_daemon_cli import project, run_cli
 from tests.integration.test_watch_badge import commit, make_repo
 

@@ -15,15 +15,15 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pci.core.errors import LocalError
-from p2pci.daemon.control import (
+from p2pci.control.client import (
     ControlError,
     DaemonNotRunning,
     acontrol_call,
     control_call,
-    serve_control,
     subscribe,
 )
+from p2pci.control.server import serve_control
+from p2pci.core.errors import LocalError
 
 
 class Echo:
@@ -171,3 +171,42 @@ def raw_exchange_tolerant(path: Path, payload: bytes) -> None:
         pass
     finally:
         s.close()
+
+
+class Subscribed(Echo):
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = trio.Event()
+
+    def open_subscription(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        recv = super().open_subscription()
+        self.opened.set()
+        return recv
+
+
+async def test_a_subscriber_leaving_mid_stream_never_takes_the_server_down(tmp_path: Path) -> None:
+    """A client that hangs up while events are being written to it (a broken pipe inside the
+    stream's nursery) ends its own stream only; the server keeps answering."""
+    h = Subscribed()
+    async with trio.open_nursery() as nursery:
+        path = await nursery.start(serve_control, tmp_path / "control.sock", h)
+        for _ in range(5):
+            h.opened = trio.Event()
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(path))
+            body = msgpack.packb({"op": "subscribe", "args": {}})
+            s.sendall(struct.pack(">I", len(body)) + body)
+            with trio.fail_after(5):
+                await h.opened.wait()
+            sub = h.subs.pop()
+            # lots of data in flight, then an abortive close (RST) while the server writes
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            big = {"event": "log", "text": "x" * 60_000}
+            for _ in range(10):
+                sub.send_nowait(big)
+            s.close()
+            with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
+                while True:  # until the server closes this subscription
+                    await sub.send(big)
+        assert await acontrol_call(tmp_path, "echo", a=1) == {"a": 1}
+        nursery.cancel_scope.cancel()

@@ -16,9 +16,9 @@ from p2pci.cli.main import cli
 from p2pci.core.messages import BlobRef, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import NodeKey, seal
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
 from p2pci.runner.base import Limits
 from p2pci.runner.diffbox import BUILD_HINT, DIFF_IMAGE, builtin_diff, diff_in_container, run_sandboxed
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 
 
 async def run_cli(home: Path, *args: str) -> Result:

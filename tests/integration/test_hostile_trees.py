@@ -144,7 +144,8 @@ def test_a_2000_level_manifest_path_is_refused_before_fetch_writes_it(tmp_path: 
 
     from p2pci.core.errors import ProtocolError
     from p2pci.core.results import ManifestEntry
-    from p2pci.daemon.node import _copy_checked, _safe_join
+    from p2pci.daemon.artifacts import copy_checked as _copy_checked
+    from p2pci.daemon.artifacts import safe_join as _safe_join
 
     src = tmp_path / "blob"
     src.write_bytes(b"x")

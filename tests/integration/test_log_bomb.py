@@ -20,7 +20,7 @@ from p2pci.core.results import result_digest
 from p2pci.core.signing import NodeKey, seal
 from p2pci.daemon import logs
 from p2pci.daemon.node import Node
-from p2pci.daemon.testing import open_cluster
+from p2pci.testing.cluster import open_cluster
 
 
 async def run_cli(home: Path, *args: str) -> Result:
@@ -56,7 +56,7 @@ async def test_a_log_bomb_is_refused_unfetched(tmp_path: Path) -> None:
         # the TUI's one-shot op refuses it too
         r2 = await run_cli(observer.paths.home, "logs", job, "--worker", bomber.peer_id[-8:])
         assert r2.exit_code == 2
-        from p2pci.daemon.control import acontrol_call
+        from p2pci.control.client import acontrol_call
 
         text = await acontrol_call(observer.paths.home, "logs", job=job)
         assert "more than the limit" in text and not observer.blobs.has(ref.sha256)

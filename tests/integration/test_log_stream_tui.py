@@ -15,7 +15,7 @@ import trio
 from textual.pilot import Pilot
 from textual.widgets import RichLog, Static
 
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from p2pci.tui.app import JobScreen, StatusApp
 from tests.integration.test_tui import J1, J2, emit, row_keys, run_scenario, start_fake, static_text, until
 from tests.integration.test_tui_helpers import PEER_ME, job_obj, status_obj
@@ -26,7 +26,7 @@ def log_text(screen: JobScreen) -> list[str]:
 
 
 async def test_detail_pane_shows_streamed_lines_in_order(tmp_path: Path) -> None:
-    status = status_obj([job_obj(J1, "PENDING"), job_obj(J2, "PENDING", created=1)])
+    status = status_obj([job_obj(J1, "PENDING"), job_obj(J2, "PENDING")])  # as the daemon lists them: newest first
     status["node"]["building"] = [{"job": J1, "project": "hello-c", "started": 1}]
     async with trio.open_nursery() as nursery:
         server = await start_fake(nursery, tmp_path, status)
@@ -74,7 +74,7 @@ async def test_detail_pane_streams_a_real_build_while_it_runs(tmp_path: Path) ->
             screen = app.screen
             assert isinstance(screen, JobScreen)
             await until(pilot, lambda: "compile: hello.c" in log_text(screen), "the streamed lines", within=20)
-            assert not gate.is_set() and bytes.fromhex(job) in builder.worker.building  # still building
+            assert not gate.is_set() and bytes.fromhex(job) in builder.machine.building  # still building
             gate.set()
             await until(pilot, lambda: any(t.startswith("log of a build of") for t in log_text(screen)),
                         "the last line, after the gate", within=20)

@@ -19,10 +19,10 @@ import trio
 
 from p2pci.core.messages import Cancel
 from p2pci.core.signing import NodeKey, seal
-from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
 from p2pci.net.base import TOPIC
 from p2pci.net.libp2p_net import LibP2PNetwork, _libp2p
-from p2pci.net.testing import Collector
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, with_timing
+from p2pci.testing.net import Collector
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 FAST = dict(sync_interval=60.0, heartbeat=0.2, dial_interval=0.1, redial_min=0.1, redial_max=1.0, px_interval=0.3)
@@ -202,7 +202,7 @@ async def test_claimant_prefetches_the_source_before_building(tmp_path: Path) ->
         assert view is not None and view.offer_msg is not None
         src = view.offer_msg.source
         await _wait_until(lambda: worker.blobs.size(src.sha256) == src.size, 1.0)
-        assert jid not in worker.worker.building and not runner.started.is_set()
+        assert jid not in worker.machine.building and not runner.started.is_set()
         with trio.fail_after(20):
             await c.wait_verdict(job)
         assert runner.runs == 1

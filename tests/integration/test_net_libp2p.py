@@ -17,8 +17,8 @@ from p2pci.core.messages import Cancel
 from p2pci.core.signing import NodeKey, peer_id_of, seal
 from p2pci.net.base import BlobUnavailable, Network
 from p2pci.net.libp2p_net import LibP2PNetwork, libp2p_peer_id
-from p2pci.net.testing import Collector
 from p2pci.store.blobs import BlobStore
+from p2pci.testing.net import Collector
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 FAST = dict(sync_interval=0.5, heartbeat=0.2, dial_interval=0.1, redial_min=0.1, redial_max=1.0, px_interval=0.3)

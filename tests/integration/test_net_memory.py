@@ -12,8 +12,8 @@ import trio.testing
 from p2pci.core.errors import ProtocolError
 from p2pci.net.base import BlobUnavailable, Network, PeerEvent
 from p2pci.net.memory import MemoryHub, MemoryNetwork
-from p2pci.net.testing import Collector, fact_id, fake_validate
 from p2pci.store.blobs import BlobStore
+from p2pci.testing.net import Collector, fact_id, fake_validate
 
 
 async def start(nursery: trio.Nursery, hub: MemoryHub, name: str, **kw: object) -> tuple[MemoryNetwork, Collector]:

@@ -19,7 +19,7 @@ from p2pci.core.errors import ProtocolError
 from p2pci.net import patches
 from p2pci.net.libp2p_net import LibP2PNetwork, parse_peer_addr
 from p2pci.net.reach import RelayServerLimits, is_circuit, relay_of
-from p2pci.net.testing import Collector, fact_id
+from p2pci.testing.net import Collector, fact_id
 from tests.integration.test_net_libp2p import FAST, Node, _run_node, start_node, wait_until
 
 A = "12D3KooWGzRKhoS7hxkDDpzeLEMSmaa3GjuBgLCXLH4mJgSCpzfK"
@@ -84,7 +84,7 @@ async def test_reserve_announce_and_dial_through_relay() -> None:
         assert {p.peer_id: p.via for p in a.net.peers()}[b.net.peer_id] == "relayed"
         assert b.net.stats()["relay_dials"] == 1 and b.net.reach_stats()["dial_ms"]
         # A stream over the relayed connection: anti-entropy brings a's fact to b.
-        await b.net.sync_now(a.net.peer_id)
+        await b.net._sync_with(a.net.peer_id)
         with trio.fail_after(10):
             await b.col.wait_for(fact_id(fact))
         # The dialer made no reservation of its own (gap 4 of issue 19).
@@ -155,7 +155,7 @@ async def test_exception_in_a_stream_handler_does_not_kill_the_node() -> None:
         await wait_until(lambda: patches.handler_errors >= before + 3, 10)
         # a is alive and still serves: a fact reaches b by anti-entropy.
         fact = a.fact("after the bug")
-        await b.net.sync_now(a.net.peer_id)
+        await b.net._sync_with(a.net.peer_id)
         with trio.fail_after(10):
             await b.col.wait_for(fact_id(fact))
         nursery.cancel_scope.cancel()
@@ -195,7 +195,7 @@ async def test_stream_to_a_peer_of_unknown_address_asks_the_bootstrap() -> None:
         await wait_until(lambda: relay.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
         b.net._book.pop(a.net.peer_id, None)  # b never heard of a's addresses
         fact = a.fact("find me")
-        await b.net.sync_now(a.net.peer_id)
+        await b.net._sync_with(a.net.peer_id)
         with trio.fail_after(10):
             await b.col.wait_for(fact_id(fact))
         assert b.net.stats()["px"] >= 2  # first contact + the lookup

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from p2pci.core.signing import peer_id_of
-from p2pci.daemon.testing import ScriptedRunner, open_cluster, with_timing
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, with_timing
 
 
 async def test_three_nodes_reproduce(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import trio
 from p2pci.core.errors import BuildError
 from p2pci.core.results import result_digest
 from p2pci.runner.base import BuildSpec, run_build
-from p2pci.runner.fake import FakeRunner
+from p2pci.testing.runners import FakeRunner
 
 SPEC = BuildSpec("sha256:" + "0" * 64, ("make",))
 

@@ -17,7 +17,7 @@ from p2pci.cli.main import cli
 from p2pci.core.messages import BlobRef, Reveal
 from p2pci.core.results import result_digest
 from p2pci.core.signing import NodeKey, seal
-from p2pci.daemon.testing import open_cluster
+from p2pci.testing.cluster import open_cluster
 from p2pci.textsafe import safe_text
 
 FAKE = "\nverdict  REPRODUCED  \x1b[32mdeadbeef\x1b[0m\x1b[2K\r\u202e"

@@ -136,13 +136,13 @@ async def test_enter_opens_detail_with_groups_ignored_votes_and_live_log(tmp_pat
         ignored=[{"worker": PEER_C, "reason": "equivocated: two different reveals"}],
     )
     async with trio.open_nursery() as nursery:
-        server = await start_fake(nursery, tmp_path, status_obj([job, job_obj(J2, "PENDING", created=1)]))
+        server = await start_fake(nursery, tmp_path, status_obj([job, job_obj(J2, "PENDING")]))  # newest first
         server.logs[J1] = "full log line 1\nfull log line 2\n"
 
         async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
             await until(pilot, lambda: len(row_keys(app)) == 2, "two rows")
             trio.from_thread.run(server.wait_subscribers)
-            await pilot.press("j")  # J2 is older, so second; then back up
+            await pilot.press("j")  # J2 is older (the daemon lists newest first), so second; then back up
             assert app.selected_job() == J2
             await pilot.press("k")
             assert app.selected_job() == J1

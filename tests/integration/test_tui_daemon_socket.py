@@ -1,4 +1,4 @@
-"""The TUI's client against the daemon's real control server (p2pci.daemon.control).
+"""The TUI's client against the daemon's real control server (p2pci.control.server).
 
 Protocol compatibility: the same framing, the `{ok: true}` acknowledgement of
 `subscribe`, the initial node/peers events, job events, error replies.
@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import trio
 
+from p2pci.control import server as control
+from p2pci.control.client import event_frames as subscribe
+from p2pci.control.client import request
 from p2pci.core.errors import LocalError
 from p2pci.tui import model as m
-from p2pci.tui.client import request, subscribe
-
-control = pytest.importorskip("p2pci.daemon.control")
 
 ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe01"
 JOB = {"job": "ab" * 32, "project": "busybox-smoke", "verdict": "PENDING", "digest": None, "replicas": 3,

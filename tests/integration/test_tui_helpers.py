@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from p2pci.tui.client import FrameReader, encode_frame
+from p2pci.control.frames import FrameReader, encode_frame
 
 PEER_ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe01"
 PEER_A = "12D3KooWAlphaAlphaAlphaAlphaAlphaAlphaAlphaAlpha02"
@@ -29,9 +29,11 @@ def job_obj(
     *,
     project: str = "hello-c",
     groups: list[dict[str, Any]] | None = None,
-    created: int = 1_700_000_000_000,
+    created: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """A job object with exactly the keys the daemon sends (p2pci.control.schema.JobObj);
+    `created` (which the daemon does not send) only when a test asks for it."""
     obj: dict[str, Any] = {
         "job": job,
         "project": project,
@@ -43,8 +45,9 @@ def job_obj(
         "dissenters": [],
         "equivocators": [],
         "ignored": [],
-        "created": created,
     }
+    if created is not None:
+        obj["created"] = created
     obj.update(extra)
     return obj
 

@@ -18,7 +18,7 @@ from textual.widgets import Static
 from p2pci.tui.app import JobScreen, StatusApp
 from tests.integration.test_tui import row_keys, until, verdict_cell
 
-testing = pytest.importorskip("p2pci.daemon.testing")
+testing = pytest.importorskip("p2pci.testing.cluster")
 
 
 async def test_tui_follows_a_real_node(tmp_path: Path) -> None:

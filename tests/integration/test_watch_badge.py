@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from p2pci.cli.watch_cmds import HISTORY_FILE, open_history
-from p2pci.daemon.testing import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from tests.integration.test_daemon_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ async def test_watch_publishes_two_commits_one_after_the_other(tmp_path: Path) -
             if proc.stdout is not None:
                 await proc.stdout.aclose()
         # both jobs are on the board, built from each commit's own source
-        jobs = {j["job"]: j for j in c.nodes[0].job_list()}
+        jobs = {j["job"]: j for j in c.nodes[0].machine.job_list(c.nodes[0].now())}
         assert set(jobs) == {one["job"], two["job"]}
         # the history, newest first
         r = await run_cli(home, "history", "watched", "--json")
@@ -106,7 +106,7 @@ async def test_watch_publishes_two_commits_one_after_the_other(tmp_path: Path) -
         # a poll with nothing new publishes nothing (and exits 0)
         r = await run_cli(home, "watch", str(repo), "--branch", "main", "--once")
         assert (r.exit_code, r.stdout) == (0, "")
-        assert len(c.nodes[0].job_list()) == 2
+        assert len(c.nodes[0].machine.job_list(c.nodes[0].now())) == 2
         # the badge: the last verdict and how many agreed, from the daemon's board
         r = await run_cli(home, "badge", "watched")
         assert r.exit_code == 0, r.output

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from p2pci.demo import READY, Mesh, MeshError, Node, _open_log, p2pci_argv, toml_text
+from p2pci.testing.mesh import READY, Mesh, MeshError, Node, _open_log, p2pci_argv, toml_text
 from tests.netns.topo import Host
 
 PORT = 4001

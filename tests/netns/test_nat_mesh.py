@@ -93,7 +93,7 @@ async def test_build_across_three_nats(world: tuple[Topology, NetnsMesh, Path], 
                     return False
             return True
 
-        from p2pci.demo import wait_for
+        from p2pci.testing.mesh import wait_for
 
         await wait_for(reserved, "relay reservations")
         t_reserved = time.monotonic() - t0
@@ -216,7 +216,7 @@ async def test_reachability_found_out_by_dialback(world: tuple[Topology, NetnsMe
                 return stats
             return None
 
-        from p2pci.demo import wait_for
+        from p2pci.testing.mesh import wait_for
 
         stats = await wait_for(decided, "every node to find out its reachability")
 

@@ -12,8 +12,8 @@ import trio
 
 from p2pci.core.errors import BuildError
 from p2pci.runner.base import BuildResult, BuildSpec, run_build
-from p2pci.runner.fake import FakeRunner
 from p2pci.runner.inputs import file_sha256, pack_dir, reorder, unpack_inputs
+from p2pci.testing.runners import FakeRunner
 
 SPEC = BuildSpec(image_id="sha256:" + "0" * 64, command=("true",))
 

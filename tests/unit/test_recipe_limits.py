@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,10 @@ def test_every_value_the_recipe_accepts_is_a_valid_offer() -> None:
     # the recipe's bounds sit inside the offer's: nothing `try` accepts is refused by `publish`
     for b in _bounds():
         for v in (b.lo, b.hi):
-            obj = {**DEFAULT_LIMITS.__dict__, b.field: v}
+            obj = {**dataclasses.asdict(DEFAULT_LIMITS), b.field: v}
             assert getattr(Limits.from_obj(obj), b.field) == v
         with pytest.raises(LocalError):
-            check_limits(type(DEFAULT_LIMITS)(**{**DEFAULT_LIMITS.__dict__, b.field: b.hi + 1}))
+            check_limits(type(DEFAULT_LIMITS)(**{**dataclasses.asdict(DEFAULT_LIMITS), b.field: b.hi + 1}))
 
 
 def test_defaults_fit_the_default_worker_policy() -> None:

@@ -1,4 +1,4 @@
-"""Concrete tally cases of issue 3 (design.md section 3.5)."""
+"""Concrete tally cases of issue 3 (docs/protocol.md section 6)."""
 
 from __future__ import annotations
 

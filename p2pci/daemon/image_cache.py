@@ -1,13 +1,12 @@
 """How a node gets build images: the publisher resolves and exports, a worker imports.
 
-`DockerImages` uses `p2pci.runner.images` (real Docker); `FakeImages` is for
-in-process tests with a FakeRunner (image ids are made up, nothing loads).
+`DockerImages` uses `p2pci.runner.images` (real Docker); `p2pci.testing.images.FakeImages`
+is for in-process tests (image ids are made up, nothing loads).
 All methods block: call them through `trio.to_thread.run_sync`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 from pathlib import Path
@@ -62,18 +61,3 @@ class DockerImages:
         from p2pci.runner.images import import_image
 
         import_image(archive, expect=image_id)
-
-
-class FakeImages:
-    """For FakeRunner tests: any name maps to a stable made-up id, always present."""
-
-    def publish(self, name: str, blobs: BlobStore, store: FactStore) -> ImageRef:
-        if _ID.match(name):
-            return ImageRef(name, None)
-        return ImageRef("sha256:" + hashlib.sha256(name.encode()).hexdigest(), None)
-
-    def present(self, image_id: str) -> bool:
-        return True
-
-    def load(self, image_id: str, archive: Path) -> None:
-        return None

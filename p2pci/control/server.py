@@ -1,18 +1,7 @@
-"""The control socket: daemon <-> CLI/TUI (internals.md "Control socket").
+"""The control server (trio): `serve_control(path, handler)`, and the one-daemon-per-home lock.
 
-Frames are a 4-byte big-endian length followed by a msgpack map. A request
-is ``{op: str, args: map}``; the reply is ``{ok: true, result: any}`` or
-``{ok: false, error: str}``. ``op = "subscribe"`` answers ``{ok: true}`` and
-then turns the connection into a stream of event frames ``{event: str, ...}``.
-
-This module holds both ends:
-
-* server: `serve_control(path, handler, task_status=...)` (trio);
-* clients: `control_call(home, op, **args)` (plain sync sockets, for the CLI),
-  `acontrol_call(home, op, **args)` and `subscribe(home)` (trio, for the TUI
-  and `publish --wait`), and the sync `iter_events(home)`.
-
-A malformed request gets an error reply and never takes the server down.
+A malformed request gets an error reply and never takes the server down; a subscriber that
+stops reading is dropped by the handler (the node's broadcast), never waited on.
 """
 
 from __future__ import annotations
@@ -22,71 +11,14 @@ import errno
 import fcntl
 import os
 import socket
-import struct
-from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import msgpack
 import trio
 from trio_typing import TaskStatus
 
+from p2pci.control.frames import FrameBuffer, pack_frame, unpack_body
 from p2pci.core.errors import LocalError, P2pciError
-
-MAX_FRAME = 64 * 1024 * 1024  # an export bundle or a log can be large
-_LEN = struct.Struct(">I")
-
-
-class DaemonNotRunning(LocalError):
-    """No daemon answers on the control socket."""
-
-
-class ControlError(LocalError):
-    """The daemon answered a request with an error."""
-
-
-# ---------------------------------------------------------------- framing
-
-
-def pack_frame(obj: Any) -> bytes:
-    body: bytes = msgpack.packb(obj, use_bin_type=True)
-    if len(body) > MAX_FRAME:
-        raise LocalError(f"control frame of {len(body)} bytes is too large")
-    return _LEN.pack(len(body)) + body
-
-
-def unpack_body(body: bytes) -> Any:
-    try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except Exception as exc:
-        raise LocalError(f"malformed control frame: {type(exc).__name__}") from None
-
-
-class FrameBuffer:
-    """Incremental frame splitter: feed bytes, take whole frames."""
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._buf = bytearray()
-        self._max = max_frame
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def next_body(self) -> bytes | None:
-        """The next complete frame body, or None; LocalError if the length is absurd."""
-        if len(self._buf) < 4:
-            return None
-        (n,) = _LEN.unpack_from(self._buf)
-        if n > self._max:
-            raise LocalError(f"control frame of {n} bytes exceeds the limit")
-        if len(self._buf) < 4 + n:
-            return None
-        body = bytes(self._buf[4 : 4 + n])
-        del self._buf[: 4 + n]
-        return body
-
-
-# ---------------------------------------------------------------- server
 
 
 class ControlHandler(Protocol):
@@ -267,123 +199,8 @@ async def _stream_events(stream: trio.SocketStream, handler: ControlHandler) -> 
 
             nursery.start_soon(watch_hangup)
             async for ev in events:
-                await _send(stream, ev)
-            nursery.cancel_scope.cancel()
-
-
-# ---------------------------------------------------------------- sync client (CLI)
-
-
-def _connect(home: Path, timeout: float | None) -> socket.socket:
-    path = Path(home) / "control.sock"
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(str(path))
-    except OSError:
-        s.close()
-        raise DaemonNotRunning(f"no p2pci daemon is running for {home} (start one with `p2pci daemon`)") from None
-    return s
-
-
-def _recv_frame(s: socket.socket, buf: FrameBuffer) -> Any:
-    while True:
-        body = buf.next_body()
-        if body is not None:
-            return unpack_body(body)
-        data = s.recv(65536)
-        if not data:
-            raise DaemonNotRunning("the p2pci daemon closed the control connection")
-        buf.feed(data)
-
-
-def _result(reply: Any) -> Any:
-    if not isinstance(reply, dict) or "ok" not in reply:
-        raise ControlError("malformed reply from the daemon")
-    if not reply["ok"]:
-        raise ControlError(str(reply.get("error", "unknown error")))
-    return reply.get("result")
-
-
-def control_call(home: Path | str, op: str, *, timeout: float | None = 600.0, **args: Any) -> Any:
-    """One request to the daemon of `home`; returns the result or raises.
-
-    DaemonNotRunning if no daemon answers, ControlError for an error reply.
-    """
-    s = _connect(Path(home), timeout)
-    try:
-        s.sendall(pack_frame({"op": op, "args": args}))
-        return _result(_recv_frame(s, FrameBuffer()))
-    except TimeoutError:
-        raise ControlError(f"the daemon did not answer {op} in time") from None
-    finally:
-        s.close()
-
-
-def iter_events(home: Path | str, *, timeout: float | None = None) -> Generator[dict[str, Any], None, None]:
-    """Subscribe (sync) and yield event frames until the daemon goes away."""
-    s = _connect(Path(home), timeout)
-    try:
-        s.sendall(pack_frame({"op": "subscribe", "args": {}}))
-        buf = FrameBuffer()
-        _result(_recv_frame(s, buf))
-        while True:
-            ev = _recv_frame(s, buf)
-            if isinstance(ev, dict):
-                yield ev
-    finally:
-        s.close()
-
-
-# ---------------------------------------------------------------- trio clients (TUI, tests)
-
-
-async def _aconnect(home: Path) -> trio.SocketStream:
-    try:
-        return await trio.open_unix_socket(str(Path(home) / "control.sock"))
-    except OSError:
-        raise DaemonNotRunning(f"no p2pci daemon is running for {home} (start one with `p2pci daemon`)") from None
-
-
-async def _arecv(stream: trio.SocketStream, buf: FrameBuffer) -> Any:
-    while True:
-        body = buf.next_body()
-        if body is not None:
-            return unpack_body(body)
-        data = await stream.receive_some(65536)
-        if not data:
-            raise DaemonNotRunning("the p2pci daemon closed the control connection")
-        buf.feed(data)
-
-
-async def acontrol_call(home: Path | str, op: str, **args: Any) -> Any:
-    """`control_call` for trio code (the TUI). Timeouts are the caller's cancel scope."""
-    stream = await _aconnect(Path(home))
-    async with stream:
-        await stream.send_all(pack_frame({"op": op, "args": args}))
-        return _result(await _arecv(stream, FrameBuffer()))
-
-
-@contextlib.asynccontextmanager
-async def subscribe(home: Path | str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-    """``async with subscribe(home) as events: async for ev in events: ...``
-
-    Ends (the iterator stops) when the daemon closes the stream.
-    """
-    stream = await _aconnect(Path(home))
-    async with stream:
-        buf = FrameBuffer()
-        await stream.send_all(pack_frame({"op": "subscribe", "args": {}}))
-        _result(await _arecv(stream, buf))
-
-        async def gen() -> AsyncIterator[dict[str, Any]]:
-            while True:
                 try:
-                    ev = await _arecv(stream, buf)
-                except DaemonNotRunning:
-                    return
-                if isinstance(ev, dict):
-                    yield ev
-
-        yield gen()
-
+                    await _send(stream, ev)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the subscriber left mid-event: never let that out of this nursery
+            nursery.cancel_scope.cancel()

@@ -29,10 +29,10 @@ from p2pci.config import Config, Timing, WorkerSettings
 from p2pci.core.errors import BuildError
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import NodeKey
-from p2pci.daemon.images import FakeImages
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.net.memory import MemoryHub, MemoryNetwork
 from p2pci.runner.base import BuildResult, BuildSpec, OnLog
+from p2pci.testing.images import FakeImages
 
 FAST = Timing(
     claim_window_ms=100,

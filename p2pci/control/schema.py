@@ -1,0 +1,77 @@
+"""The objects the daemon sends on the control socket (results and events), as TypedDicts.
+
+The daemon builds them (`core.tally.verdict_json` for a job, `daemon.node.Node.node_info` /
+`peer_list` for the rest); the TUI model reads them; test fakes must produce exactly these keys
+(`tests/integration/test_tui_helpers.py` is checked against a real daemon's objects).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from p2pci.core.tally import FINAL_STATES
+
+Verdict = Literal["PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"]
+VERDICTS: tuple[str, ...] = ("PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED")
+FINAL: frozenset[str] = frozenset(FINAL_STATES)
+
+
+class GroupObj(TypedDict):
+    digest: str
+    exit_code: int
+    workers: list[str]
+
+
+class IgnoredObj(TypedDict):
+    worker: str
+    reason: str
+
+
+class JobObj(TypedDict):
+    """`show --json`, `jobs`, the `job` event (docs/protocol.md section 6)."""
+
+    job: str
+    project: str | None
+    verdict: Verdict
+    digest: str | None
+    replicas: int | None
+    quorum: int | None
+    groups: list[GroupObj]
+    dissenters: list[str]
+    equivocators: list[str]
+    ignored: list[IgnoredObj]
+
+
+class BuildingObj(TypedDict):
+    job: str
+    project: str
+    started: int
+
+
+class NodeObj(TypedDict):
+    """The `node` part of `status` and the `node` event."""
+
+    peer_id: str
+    addrs: list[str]
+    slots: int
+    busy: int
+    uptime_s: int
+    building: list[BuildingObj]
+
+
+class PeerObj(TypedDict):
+    peer_id: str
+    addrs: list[str]
+    connected_since: int
+    via: str  # "direct", "hole-punched", "relayed", or "" (unknown, e.g. the memory network)
+
+
+class StatusObj(TypedDict):
+    node: NodeObj
+    peers: list[PeerObj]
+    jobs: list[JobObj]
+
+
+JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
+NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
+PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
