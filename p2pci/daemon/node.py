@@ -513,6 +513,7 @@ class Node:
         if require is not None:
             req = Require(tuple(public_of(p) for p in require["keys"]), int(require["min"]))
         now = self.clock()
+        seed = os.urandom(32)
         tm = self.config.timing
         span = tm.claim_window_ms + lim.timeout_s * 1000 + tm.commit_slack_ms
         offer = Offer(
@@ -529,8 +530,12 @@ class Node:
             require=req,
             created=now,
             deadline=now + 2 * span + tm.lease_ms,
+            select_commit=hashlib.sha256(seed).digest(),
+            claim_window=tm.claim_window_ms,
         )
         fact = seal(self.key, offer)
+        # protocol v2: the seed is revealed by this node's `select` rounds (NodeMachine, issue 13)
+        await trio.to_thread.run_sync(store.kv_put, "seed/" + fact.id.hex(), seed.hex())
         await trio.to_thread.run_sync(store.pin, fact.id)
         self._own_jobs.add(fact.id)
         await self.publish_message(offer)
