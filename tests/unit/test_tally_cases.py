@@ -350,3 +350,25 @@ def test_an_early_wrong_reveal_does_not_make_honest_votes_look_copied() -> None:
     assert set(v.groups[0].workers) == {A.public, B.public, C.public} and v.dissenters == (E.public,)
     # the v1 rule (frozen at the first reveal of any digest) would have left the honest commits out
     assert not {c.id for c in commits} & set(view.seen_commits(1024))
+
+
+def test_a_witness_must_have_revealed_the_same_digest() -> None:
+    # L1 and L2 reveal X; only the honest A and B (digest D) list their commits. v1 counted
+    # any signer as a witness; v2 needs a counted vote for the same digest, so L1 and L2 do
+    # not count (a shared digest with nobody holding the other's commit looks like a copy).
+    l1, l2 = key("l1"), key("l2")
+    sim = JobSim(make_offer(key("publisher"), replicas=4, quorum=2))
+    for k in (A, B, l1, l2):
+        sim.claim(k)
+    sim.select()
+    built = {k.public: sim.built(k, b"good" if k in (A, B) else b"evil") for k in (A, B, l1, l2)}
+    commits = {k.public: sim.commit(k, built[k.public]).id for k in (A, B, l1, l2)}
+    everyone = tuple(sorted(commits.values()))
+    honest_only = tuple(sorted([commits[A.public], commits[B.public]]))
+    sim.reveal(A, built[A.public], seen=everyone)
+    sim.reveal(B, built[B.public], seen=everyone)
+    sim.reveal(l1, built[l1.public], seen=honest_only)
+    sim.reveal(l2, built[l2.public], seen=honest_only)
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED" and v.digest == built[A.public].digest and v.dissenters == ()
+    assert {(i.worker, i.reason) for i in v.ignored} == {(l1.public, R_NOT_SEEN), (l2.public, R_NOT_SEEN)}
