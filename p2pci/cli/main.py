@@ -406,7 +406,11 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
 
 @cli.group("trust", cls=P2pciGroup)
 def trust_group() -> None:
-    """This node's trust set: whose votes it counts (empty: all the offer allows)."""
+    """This node's trust set: whose votes it counts.
+
+    Mode "all" counts every vote the offer allows; mode "listed" counts only the set's keys
+    (an empty set then counts none: removing the last key never widens it). `trust add`
+    switches to "listed"; `trust count all|listed` switches explicitly."""
 
 
 def _trust_offline(home: Home, op: str, peer_id: str | None) -> list[str]:
@@ -427,7 +431,17 @@ def _trust_offline(home: Home, op: str, peer_id: str | None) -> list[str]:
         keys.sort()
         if op != "trust_list":
             st.kv_put("trust", keys)
+        if op == "trust_add":
+            st.kv_put("trust_mode", "listed")
     return keys
+
+
+def _trust_count_offline(home: Home, mode: str) -> str:
+    from p2pci.store.facts import FactStore
+
+    with FactStore(home.paths.db) as st:
+        st.kv_put("trust_mode", mode)
+    return mode
 
 
 def _trust(home: Home, op: str, peer_id: str | None = None) -> list[str]:
@@ -452,8 +466,26 @@ def trust_add(home: Home, peer_id: str) -> None:
 @pass_home
 def trust_remove(home: Home, peer_id: str) -> None:
     """Stop counting votes of PEER_ID."""
-    _trust(home, "trust_remove", peer_id)
+    keys = _trust(home, "trust_remove", peer_id)
     click.echo(f"untrusted {peer_id}")
+    if not keys:
+        click.echo(
+            "the trust set is now empty: this node counts no votes until you add a key "
+            "(or run `p2pci trust count all`)",
+            err=True,
+        )
+
+
+@trust_group.command("count")
+@click.argument("mode", type=click.Choice(["all", "listed"]))
+@pass_home
+def trust_count(home: Home, mode: str) -> None:
+    """Count every vote the offer allows (all), or only votes of the trust set (listed)."""
+    try:
+        home.call("trust_count", mode=mode)
+    except DaemonNotRunning:
+        _trust_count_offline(home, mode)
+    click.echo(f"counting {'every vote the offer allows' if mode == 'all' else 'only votes of the trust set'}")
 
 
 @trust_group.command("list")

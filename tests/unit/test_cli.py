@@ -143,3 +143,14 @@ def test_publish_open_mode_single_replica_is_refused(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "publish", str(proj), "--replicas", "1"])
     assert r.exit_code == 2 and "open mode needs at least 2 replicas" in r.stderr
     assert not (tmp_path / "h" / "blobs").exists()
+
+
+def test_daemon_refuses_to_start_with_a_malformed_trusted_key(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert CliRunner().invoke(cli, ["--home", str(home), "init"]).exit_code == 0
+    cfg = home / "config.toml"
+    cfg.write_text('[trust]\ncount = "listed"\nkeys = ["12D3KooWbroken"]\n')
+    r = CliRunner().invoke(cli, ["--home", str(home), "daemon"])
+    assert r.exit_code == 2, r.output
+    assert "12D3KooWbroken" in r.output and str(cfg) in r.output and "line 3" in r.output
+    assert not (home / "control.sock").exists() and not (home / "p2pci.db").exists()
