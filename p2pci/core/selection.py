@@ -251,6 +251,7 @@ def _selection(view: JobView) -> Selection:
     for f in view.selects.get(0, ()):
         if rounds and f.id == rounds[0].fact_id and isinstance(f.body, Select):
             seed = f.body.seed
+    ignored.sort(key=lambda b: (b.round, b.fact_id))
     return Selection(tuple(rounds), tuple(ignored), seed)
 
 
