@@ -188,6 +188,17 @@ def _echo_job(job: dict[str, Any]) -> None:
         click.echo(f"EQUIVOCATED  {w}")
     for ig in job.get("ignored", []):
         click.echo(f"ignored  {ig['worker']}: {ig['reason']}")
+    if job.get("reason"):
+        click.echo(f"reason   {job['reason']}")
+    for r in job.get("rounds", []):
+        click.echo(f"round {r['round']:<3} selected {len(r['workers'])}: {' '.join(r['workers'])}")
+    for b in job.get("ignored_selects", []):
+        click.echo(f"ignored select (round {b['round']}) by {b['signer']}: {b['reason']}")
+    for w in job.get("missing", []):
+        click.echo(f"missing  {w}: selected, no reveal here")
+    for d in job.get("declines", []):
+        detail = "".join(c if c.isprintable() else "?" for c in str(d["detail"]))[:200]
+        click.echo(f"declined {d['worker']}: {d['reason']}" + (f" ({detail})" if detail else ""))
 
 
 @cli.command("publish")
@@ -381,10 +392,13 @@ def export_command(home: Home, job: str, output: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.option("--now", "now_ms", type=int, default=None, hidden=True)
 def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...], as_json: bool, now_ms: int | None) -> None:
-    """Re-tally an evidence bundle offline (no daemon). Exit 0 REPRODUCED, 1 otherwise."""
+    """Re-tally an evidence bundle offline (no daemon) and say whether it is complete.
+
+    Complete: it holds a valid selection round and a reveal of every selected worker that owes
+    one. Exit 0 REPRODUCED from a complete bundle, 1 otherwise."""
     import time
 
-    from p2pci.core.evidence import load_bundle
+    from p2pci.core.evidence import completeness, completeness_json, load_bundle
     from p2pci.core.messages import Require
     from p2pci.core.signing import public_of
     from p2pci.core.tally import ObserverPolicy, tally, verdict_json
@@ -397,8 +411,19 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     verdict = tally(view, now, policy)
     obj = verdict_json(view, verdict)
-    echo_json(obj) if as_json else _echo_job(obj)
-    sys.exit(0 if obj["verdict"] == "REPRODUCED" else 1)
+    comp = completeness(view, verdict)
+    obj["bundle"] = completeness_json(comp)
+    if as_json:
+        echo_json(obj)
+    else:
+        _echo_job(obj)
+        if comp.complete:
+            click.echo("bundle   complete")
+        else:
+            click.echo(f"bundle   INCOMPLETE: the verdict {obj['verdict']} comes from an incomplete bundle")
+            for p in comp.problems():
+                click.echo(f"           {p}")
+    sys.exit(0 if obj["verdict"] == "REPRODUCED" and comp.complete else 1)
 
 
 # ------------------------------------------------------------------ trust

@@ -11,7 +11,9 @@ include, so a bundle proves that its signers agreed, not that nobody
 disagreed elsewhere (docs/security.md).
 
 Completeness (`completeness`): a bundle is *complete* when it holds at least
-one valid `select` round and a reveal of every worker any valid round named.
+one valid `select` round and a reveal of every selected worker that owes one:
+every selected worker that committed, and every worker of the latest round
+that did not decline (a worker dropped without committing owes nothing).
 `p2pci verify` prints what is missing and marks a verdict from an incomplete
 bundle as such: cutting a selected worker's reveal cannot pass unnoticed. A
 bundle cannot prove that it holds *every* round or every fact of an
@@ -86,7 +88,7 @@ class Completeness:
 
     rounds: int  # valid select rounds in the bundle
     selected: tuple[bytes, ...]  # every worker a valid round named, sorted
-    missing: tuple[bytes, ...]  # selected workers without a reveal in the bundle, sorted
+    missing: tuple[bytes, ...]  # selected workers owing a reveal the bundle lacks, sorted
     ignored_selects: int
 
     @property

@@ -12,10 +12,10 @@ is bound to the key (a nonce is worthless for any other key) and made once per
 key, at `p2pci init`, then reused for every offer.
 
 Cost: finding a nonce of `bits` takes 2**bits hashes on average. One core of the
-reference machine does about 2.1 million hashes/s in `mint` (measured with
-`python -m bench identity`), so the default `DEFAULT_IDENTITY_BITS = 27` costs
-about 64 s of one core on average (the time is geometric: 1 in 20 keys takes
-three times that).
+reference machine does 1.76 to 2.1 million hashes/s in `mint` (measured with
+`python -m bench.identity`, shared machine), so the default
+`DEFAULT_IDENTITY_BITS = 27` costs 64 to 76 s of one core on average (the number
+of tries is geometric: 1 key in 20 takes three times the mean).
 """
 
 from __future__ import annotations

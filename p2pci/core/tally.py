@@ -101,7 +101,7 @@ class Verdict:
     ignored: tuple[Ignored, ...] = ()
     reason: str = ""  # why EXPIRED (else "")
     selection: Selection = Selection()
-    missing: tuple[bytes, ...] = ()  # selected workers with no reveal on this board (sorted)
+    missing: tuple[bytes, ...] = ()  # selected workers that owe a reveal this board lacks (sorted)
     declines: tuple[tuple[bytes, str, str], ...] = ()  # (selected worker, reason code, detail), sorted
 
     @property
@@ -272,7 +272,16 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     equivocators = tuple(sorted(equiv)) if equiv else ()
     ignored.sort(key=lambda i: i.worker)
     ignored_t = tuple(ignored)
-    missing = tuple(sorted(chosen - reveals.keys()))
+    # selected workers whose reveal this node lacks: those that committed, and those of the latest
+    # round that neither revealed nor declined (a worker dropped without a commit owes nothing)
+    current = frozenset(sel.current)
+    missing = tuple(
+        sorted(
+            w
+            for w in chosen
+            if w not in reveals and (w in commits or (w in current and w not in view.declines))
+        )
+    )
     declines = tuple(
         sorted(
             (w, d.body.reason, d.body.detail)
