@@ -37,8 +37,10 @@ Rules owned here (the per-job ones live in `p2pci.core.worker`):
 
 * Slots: a build holds a slot from RunBuild until build_finished. For a new
   claim (SEEN/WAITING) a CLAIMED job where this node is selected holds one
-  too (it will build soon); a stand-by claim (not selected) holds none, or
-  workers waiting in case someone vanishes would starve every other job.
+  too (it will build soon), and so does a claim whose job has no selection
+  round yet (it may be selected); a stand-by claim (a round does not name
+  this node) holds none, or workers waiting in case someone vanishes would
+  starve every other job.
 * Action -> fact: PublishClaim(lease) -> Claim(job, lease) (+ Prefetch of a
   small source), PublishCommit/PublishReveal -> Persist(worker job) first,
   so a restarted worker can still reveal; a reveal serves its outputs first.
@@ -67,7 +69,7 @@ from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import BlobRef, Claim, Commit, Message, Offer, Require
 from p2pci.core.results import ManifestEntry
-from p2pci.core.selection import next_select, select_wakeup, selected
+from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
 from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
 from p2pci.core.worker import (
@@ -331,11 +333,16 @@ class NodeMachine:
         if view.job in self._selecting:
             return  # our last round is not back yet: another now would be a second, different one
         close_at = offer.created + offer.claim_window
-        body = next_select(view, self.seeds[view.job], now, close=now >= close_at)
+        # round 0 at the window's end once `replicas` eligible claims are in; with fewer, one more
+        # window of grace for late claims (a slow mesh), then with whoever claimed
+        grace_at = close_at + offer.claim_window
+        enough = len(eligible_claim_ids(view)) >= offer.replicas
+        close = now >= grace_at or (now >= close_at and enough)
+        body = next_select(view, self.seeds[view.job], now, close=close)
         if body is not None:
             fact = self._publish(body, effects)
             self._selecting[view.job] = fact.id
-        self._wake_at(view.job, select_wakeup(view, now, close_at))
+        self._wake_at(view.job, select_wakeup(view, now, close_at if enough else grace_at))
 
     def _work(self, view: JobView, verdict: Verdict, now: int, effects: list[Effect]) -> None:
         job = view.job
@@ -372,7 +379,12 @@ class NodeMachine:
             for j, w in self.jobs.items():
                 if j != job and w.phase == "CLAIMED":
                     v = self.board.job(j)
-                    if j in unsent or (v is not None and self.me in selected(v, now)):
+                    # v2: a claim whose job has no selection round yet may be selected: it holds
+                    # a slot until the round says otherwise (else a worker claims every job at once
+                    # and is then selected for more than it can build)
+                    if j in unsent or (
+                        v is not None and (self.me in selected(v, now) or not selection(v).rounds)
+                    ):
                         busy += 1
         return busy < self.cfg.worker.policy.slots
 
