@@ -37,8 +37,10 @@ Rules owned here (the per-job ones live in `p2pci.core.worker`):
 
 * Slots: a build holds a slot from RunBuild until build_finished. For a new
   claim (SEEN/WAITING) a CLAIMED job where this node is selected holds one
-  too (it will build soon); a stand-by claim (not selected) holds none, or
-  workers waiting in case someone vanishes would starve every other job.
+  too (it will build soon), and so does a claim whose job has no selection
+  round yet (it may be selected); a stand-by claim (a round does not name
+  this node) holds none, or workers waiting in case someone vanishes would
+  starve every other job.
 * Action -> fact: PublishClaim(lease) -> Claim(job, lease) (+ Prefetch of a
   small source), PublishCommit/PublishReveal -> Persist(worker job) first,
   so a restarted worker can still reveal; a reveal serves its outputs first.
@@ -57,8 +59,9 @@ tally, before the worker step) and returns `Publish` effects via
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +69,7 @@ from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import BlobRef, Claim, Commit, Message, Offer, Require
 from p2pci.core.results import ManifestEntry
-from p2pci.core.selection import selected
+from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
 from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
 from p2pci.core.worker import (
@@ -92,6 +95,8 @@ RECENT_WINDOW_MS = 24 * 3600 * 1000  # finished jobs still offered to anti-entro
 PREFETCH_MAX = 16 << 20  # sources up to this size are fetched as soon as we claim
 WORKER_KEY = "worker/"  # kv prefix of persisted worker jobs
 TRUST_KEY = "trust"
+TRUST_MODE_KEY = "trust_mode"  # "all" | "listed"
+SEED_KEY = "seed/"  # kv prefix of the selection seeds of our own offers (hex), written before the offer
 
 
 # --------------------------------------------------------------------------- config
@@ -105,6 +110,7 @@ class NodeConfig:
     worker: WorkerConfig
     builds: bool = True  # False: an observer that never claims
     require: Require | None = None  # the observer's own [trust] require
+    identity: bytes = b""  # this key's identity nonce (p2pci.core.identity), carried by every claim
 
     def __post_init__(self) -> None:
         if self.worker.me != self.key.public:
@@ -174,6 +180,9 @@ class NodeMachine:
     jobs: dict[bytes, WorkerJob] = field(default_factory=dict)  # this node's worker state per job
     building: dict[bytes, int] = field(default_factory=dict)  # job -> when its build started (ms)
     trust: frozenset[bytes] = frozenset()
+    trust_listed: bool = False  # count only `trust` (an empty listed set counts nobody)
+    seeds: dict[bytes, bytes] = field(default_factory=dict)  # own offers: job -> selection seed
+    regressions: int = 0  # verdicts that went from final back to PENDING (P7)
     errors: int = 0  # jobs whose processing raised (a bug on one job must not stop the node)
     _events: dict[bytes, list[BuildDone | BuildFailed]] = field(default_factory=dict)
     _dirty: set[bytes] = field(default_factory=set)
@@ -182,6 +191,7 @@ class NodeMachine:
     _objs: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     _policy: ObserverPolicy | None = None
     _outbox: dict[bytes, bytes] = field(default_factory=dict)  # own facts handed out, not yet back: id -> job
+    _selecting: dict[bytes, bytes] = field(default_factory=dict)  # job -> our select fact not yet back
 
     @property
     def me(self) -> bytes:
@@ -189,11 +199,23 @@ class NodeMachine:
 
     # ------------------------------------------------------------------ inputs
 
-    def load(self, worker_jobs: Iterable[WorkerJob], trust: Iterable[bytes]) -> None:
-        """State after a restart: the board's facts are already in `board`."""
+    def load(
+        self,
+        worker_jobs: Iterable[WorkerJob],
+        trust: Iterable[bytes],
+        *,
+        trust_listed: bool | None = None,
+        seeds: Mapping[bytes, bytes] | None = None,
+    ) -> None:
+        """State after a restart: the board's facts are already in `board`.
+
+        `trust_listed` None: listed when `trust` is non-empty. `seeds`: the selection seeds
+        of our own offers (SEED_KEY), so that selection goes on after a restart."""
         for wj in worker_jobs:
             self.jobs[wj.job] = wj.resume()
         self.trust = frozenset(trust)
+        self.trust_listed = bool(self.trust) if trust_listed is None else trust_listed
+        self.seeds.update(seeds or {})
         self._policy = None
         self._dirty.update(v.job for v in self.board.jobs())
 
@@ -202,6 +224,8 @@ class NodeMachine:
         new = 0
         for fact in facts:
             self._outbox.pop(fact.id, None)
+            if self._selecting.get(fact.job) == fact.id:
+                del self._selecting[fact.job]
             if self.board.add_fact(fact):
                 new += 1
                 self._dirty.add(fact.job)
@@ -213,6 +237,18 @@ class NodeMachine:
         fact = self._publish(body, effects)
         return fact, effects
 
+    def publish_offer(self, offer: Offer, seed: bytes, now: int) -> tuple[Fact, list[Effect]]:
+        """Sign our own offer. The seed (from the driver's randomness; `offer.select_commit` must be
+        sha256(seed)) is persisted before the offer is published; this machine then signs the
+        selection rounds (`next_select`) until the job is decided."""
+        if hashlib.sha256(seed).digest() != offer.select_commit:
+            raise LocalError("offer.select_commit is not sha256(seed)")
+        fact = seal(self.cfg.key, offer)
+        effects: list[Effect] = [Persist(SEED_KEY + fact.id.hex(), seed.hex())]
+        self.seeds[fact.id] = seed
+        self._publish(offer, effects)
+        return fact, effects
+
     def build_finished(self, job: bytes, event: BuildDone | BuildFailed, now: int) -> None:
         """A build of ours ended (cancelled ones too): its slot is free, the event waits for `tick`."""
         self.building.pop(job, None)
@@ -220,12 +256,23 @@ class NodeMachine:
         self._dirty.add(job)
         self._slot_freed()
 
-    def set_trust(self, keys: Iterable[bytes]) -> list[Effect]:
-        """The observer's trust set is now `keys`: every job is tallied again."""
-        self.trust = frozenset(keys)
+    def set_trust(self, keys: Iterable[bytes], *, listed: bool | None = None) -> list[Effect]:
+        """The observer's trust set is now `keys`: every job is tallied again.
+
+        `listed`: the mode ("listed" counts only `keys`, even none; "all" every vote the
+        offer allows); None keeps the mode, except that adding keys switches to listed.
+        Removing the last key never widens the set (fail closed)."""
+        new = frozenset(keys)
+        effects: list[Effect] = []
+        mode = listed if listed is not None else (self.trust_listed or bool(new - self.trust))
+        if mode != self.trust_listed or listed is not None:
+            effects.append(Persist(TRUST_MODE_KEY, "listed" if mode else "all"))
+        self.trust, self.trust_listed = new, mode
         self._policy = None
         self._dirty.update(v.job for v in self.board.jobs())
-        return [Persist(TRUST_KEY, sorted(peer_id_of(k) for k in self.trust))]
+        self._objs.clear()  # `job_obj` recomputes with the new policy until the next tick
+        effects.append(Persist(TRUST_KEY, sorted(peer_id_of(k) for k in self.trust)))
+        return effects
 
     def tick(self, now: int) -> list[Effect]:
         """Decide for every job that changed or whose wake-up time came."""
@@ -258,6 +305,12 @@ class NodeMachine:
         if view is None or view.offer is None:
             return
         verdict = tally(view, now, self.observer_policy())
+        before = self._verdicts.get(job)
+        if before is not None and before.final and not verdict.final:
+            # P7: a verdict that lost votes (an equivocation found after the fact) is PENDING
+            # again and selection goes on: reported, not hidden
+            self.regressions += 1
+            log.warning("job %s: %s went back to %s (votes lost)", job.hex()[:12], before.state, verdict.state)
         self._verdicts[job] = verdict
         obj = verdict_json(view, verdict)
         if self._objs.get(job) != obj:
@@ -267,8 +320,29 @@ class NodeMachine:
             offer = view.offer_msg
             assert offer is not None
             self._wake_at(job, offer.deadline)
+        if job in self.seeds and not verdict.final:
+            self._select(view, now, effects)
         if self.cfg.builds:
             self._work(view, verdict, now, effects)
+
+    def _select(self, view: JobView, now: int, effects: list[Effect]) -> None:
+        """Publisher side (protocol v2): round 0 once the offer's claim window is over, later
+        rounds when a ranked worker declined or did not commit by its lease end."""
+        offer = view.offer_msg
+        assert offer is not None
+        if view.job in self._selecting:
+            return  # our last round is not back yet: another now would be a second, different one
+        close_at = offer.created + offer.claim_window
+        # round 0 at the window's end once `replicas` eligible claims are in; with fewer, one more
+        # window of grace for late claims (a slow mesh), then with whoever claimed
+        grace_at = close_at + offer.claim_window
+        enough = len(eligible_claim_ids(view)) >= offer.replicas
+        close = now >= grace_at or (now >= close_at and enough)
+        body = next_select(view, self.seeds[view.job], now, close=close)
+        if body is not None:
+            fact = self._publish(body, effects)
+            self._selecting[view.job] = fact.id
+        self._wake_at(view.job, select_wakeup(view, now, close_at if enough else grace_at))
 
     def _work(self, view: JobView, verdict: Verdict, now: int, effects: list[Effect]) -> None:
         job = view.job
@@ -305,7 +379,12 @@ class NodeMachine:
             for j, w in self.jobs.items():
                 if j != job and w.phase == "CLAIMED":
                     v = self.board.job(j)
-                    if j in unsent or (v is not None and self.me in selected(v, now)):
+                    # v2: a claim whose job has no selection round yet may be selected: it holds
+                    # a slot until the round says otherwise (else a worker claims every job at once
+                    # and is then selected for more than it can build)
+                    if j in unsent or (
+                        v is not None and (self.me in selected(v, now) or not selection(v).rounds)
+                    ):
                         busy += 1
         return busy < self.cfg.worker.policy.slots
 
@@ -313,7 +392,7 @@ class NodeMachine:
         offer, offer_fact = view.offer_msg, view.offer
         assert offer is not None and offer_fact is not None
         if isinstance(action, PublishClaim):
-            self._publish(Claim(job=wj.job, lease_until=action.lease_until), effects)
+            self._publish(Claim(job=wj.job, lease_until=action.lease_until, identity=self.cfg.identity), effects)
             if offer.source.size <= PREFETCH_MAX:
                 effects.append(Prefetch(offer.source, offer_fact.signer))
         elif isinstance(action, StartBuild):
@@ -362,7 +441,9 @@ class NodeMachine:
 
     def observer_policy(self) -> ObserverPolicy:
         if self._policy is None:
-            self._policy = ObserverPolicy(trust=self.trust or None, require=self.cfg.require)
+            # fail closed: in listed mode an empty set counts nobody, it never means "everyone"
+            trust = self.trust if self.trust_listed else None
+            self._policy = ObserverPolicy(trust=trust, require=self.cfg.require)
         return self._policy
 
     def verdict(self, job: bytes, now: int) -> Verdict:
@@ -431,5 +512,7 @@ __all__ = [
     "JobChanged",
     "NodeChanged",
     "RECENT_WINDOW_MS",
+    "SEED_KEY",
+    "TRUST_MODE_KEY",
     "PREFETCH_MAX",
 ]

@@ -2,7 +2,7 @@
 
     req = PublishRequest.from_args(args)   # what a control client sent (LocalError if malformed)
     check_request(req)                     # quorum <= replicas; open mode needs >= 2 replicas
-    offer = new_offer(req, image=ref, now=now, timing=cfg)
+    offer = new_offer(req, image=ref, now=now, timing=cfg, select_commit=sha256(seed))
 
 The CLI calls `check_request` before it packs anything (an early exit 2); the
 node calls it again for every control client, so no client can bypass it.
@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from p2pci.core.errors import LocalError, ProtocolError
-from p2pci.core.messages import MAX_REPLICAS, BlobRef, ImageRef, Limits, Offer, Require
+from p2pci.core.messages import (
+    CLAIM_WINDOW_MAX,
+    CLAIM_WINDOW_MIN,
+    MAX_REPLICAS,
+    BlobRef,
+    ImageRef,
+    Limits,
+    Offer,
+    Require,
+)
 from p2pci.core.signing import public_of
 from p2pci.core.worker import WorkerConfig
 
@@ -141,12 +150,28 @@ def check(req: PublishRequest) -> None:
 
 def offer_deadline(now: int, limits: Limits, timing: WorkerConfig) -> int:
     """The deadline of an offer created at `now`: two rounds of work plus one lease."""
-    span = timing.claim_window_ms + limits.timeout_s * 1000 + timing.slack_ms
+    span = publisher_window(timing) + limits.timeout_s * 1000 + timing.slack_ms
     return now + 2 * span + timing.lease_ms
 
 
-def new_offer(req: PublishRequest, *, image: ImageRef, now: int, timing: WorkerConfig) -> Offer:
-    """The offer for `req` (checked), created at `now`."""
+def publisher_window(timing: WorkerConfig) -> int:
+    """The offer's `claim_window` (ms after `created` when the publisher selects): twice the
+    workers' own claim window, so that their claims (made when their window ends) are in;
+    clamped to the protocol's 100 ms .. 10 min."""
+    return min(max(2 * timing.claim_window_ms, CLAIM_WINDOW_MIN), CLAIM_WINDOW_MAX)
+
+
+def new_offer(
+    req: PublishRequest,
+    *,
+    image: ImageRef,
+    now: int,
+    timing: WorkerConfig,
+    select_commit: bytes,
+    identity_bits: int = 0,
+) -> Offer:
+    """The offer for `req` (checked), created at `now`. `select_commit` = sha256(seed), the seed
+    drawn by the driver and given to `NodeMachine.publish_offer`."""
     check(req)
     return Offer(
         project=req.project,
@@ -162,4 +187,7 @@ def new_offer(req: PublishRequest, *, image: ImageRef, now: int, timing: WorkerC
         require=req.require,
         created=now,
         deadline=offer_deadline(now, req.limits, timing),
+        select_commit=select_commit,
+        identity_bits=identity_bits,
+        claim_window=publisher_window(timing),
     )

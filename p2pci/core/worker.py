@@ -46,8 +46,10 @@ Rules:
   not reveal before anyone could witness its commit), or
   `now >= reveal_deadline(offer, slack_ms)` =
   `min(created + timeout_s * 1000 + slack_ms, deadline)`. `seen` is
-  `JobView.seen_commits()`: the commit ids held before the first reveal of
-  the job arrived on this board.
+  `JobView.seen_commits(digest=own digest)`: the commit ids held before the
+  first reveal *of this worker's digest* arrived on this board (protocol v2:
+  an early reveal of another digest does not freeze it). "Selected" is the
+  latest valid `select` round of the publisher (p2pci.core.selection).
 * The salt is `HMAC-SHA256(cfg.salt_secret, "p2pci/salt/" + job)[:16]` unless
   BuildDone brings one: unpredictable to others, reproducible after a restart.
   A missing secret (< 16 bytes) is a LocalError at BuildDone, never a guessable salt.
@@ -454,7 +456,7 @@ def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, e
     if now < deadline and (len(sel) < offer.quorum or not all(w in view.commits for w in sel)):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None
-    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN))
+    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN, wj.digest))
     return replace(wj, phase="REVEALED"), [PublishReveal(rev)]
 
 

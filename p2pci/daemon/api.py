@@ -8,6 +8,8 @@ what the client prints. The decisions stay in `p2pci.core` (`NodeMachine`,
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,7 +17,7 @@ import trio
 
 from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
-from p2pci.core.messages import Cancel, Message
+from p2pci.core.messages import Cancel, Message, Offer
 from p2pci.core.node import NodeMachine
 from p2pci.core.offer import PublishRequest, check, new_offer
 from p2pci.core.signing import Fact, peer_id_of, public_of
@@ -52,7 +54,9 @@ class NodeView(Protocol):
     def peer_list(self) -> list[dict[str, Any]]: ...
     def own_log(self, job: bytes) -> str | None: ...
     async def publish_message(self, body: Message) -> Fact: ...
-    async def set_trust(self, keys: frozenset[bytes]) -> None: ...
+    async def set_trust(self, keys: frozenset[bytes], *, listed: bool | None = None) -> None: ...
+
+    async def publish_offer(self, offer: Offer, seed: bytes) -> Fact: ...
 
 
 Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
@@ -117,8 +121,11 @@ async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
         raise LocalError("the source tarball is not in this node's blob store")
     store, blobs = node.db, node.blobs
     image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store))
-    offer = new_offer(req, image=image_ref, now=node.now(), timing=node.protocol)
-    fact = await node.publish_message(offer)
+    seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out
+    offer = new_offer(
+        req, image=image_ref, now=node.now(), timing=node.protocol, select_commit=hashlib.sha256(seed).digest()
+    )
+    fact = await node.publish_offer(offer, seed)
     await trio.to_thread.run_sync(store.pin, fact.id)
     return node.machine.job_obj(fact.id, node.now())
 
@@ -158,6 +165,16 @@ async def _trust(node: NodeView, args: dict[str, Any], add: bool) -> Any:
         keys.discard(key)
     await node.set_trust(frozenset(keys))
     return sorted(peer_id_of(k) for k in node.machine.trust)
+
+
+async def op_trust_count(node: NodeView, args: dict[str, Any]) -> Any:
+    """Count every vote the offer allows ("all") or only the trust set ("listed", even empty)."""
+    _only(args, "mode")
+    mode = args.get("mode")
+    if mode not in ("all", "listed"):
+        raise LocalError('trust count must be "all" or "listed"')
+    await node.set_trust(node.machine.trust, listed=mode == "listed")
+    return mode
 
 
 async def op_trust_add(node: NodeView, args: dict[str, Any]) -> Any:
@@ -212,6 +229,7 @@ OPS: dict[str, Handler] = {
     "export": op_export,
     "trust_list": op_trust_list,
     "trust_add": op_trust_add,
+    "trust_count": op_trust_count,
     "trust_remove": op_trust_remove,
     "fetch": op_fetch,
     "logs": op_logs,

@@ -35,10 +35,12 @@ from p2pci.config import Config, Paths
 from p2pci.control.server import DaemonLock, serve_control
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import BuildError, LocalError, P2pciError, ProtocolError
-from p2pci.core.messages import BlobRef, Message, Require
+from p2pci.core.messages import BlobRef, Message, Offer, Require
 from p2pci.core.node import (
     PREFETCH_MAX,
+    SEED_KEY,
     TRUST_KEY,
+    TRUST_MODE_KEY,
     WORKER_KEY,
     Effect,
     JobChanged,
@@ -238,7 +240,14 @@ class Node:
                 jobs.append(WorkerJob.from_obj(val))
             except (KeyError, TypeError, ValueError):
                 continue
-        self.machine.load(jobs, trust)
+        seeds: dict[bytes, bytes] = {}
+        for key, val in store.kv_items(SEED_KEY):
+            with contextlib.suppress(ValueError, TypeError):
+                seeds[bytes.fromhex(key[len(SEED_KEY) :])] = bytes.fromhex(val)
+        mode = store.kv_get(TRUST_MODE_KEY, None)
+        if mode is None:  # never switched: the config says, and a stored non-empty set means listed
+            mode = "listed" if self.config.trust.count == "listed" or trust_ids else "all"
+        self.machine.load(jobs, trust, trust_listed=mode == "listed", seeds=seeds)
 
     def _write_addrs(self) -> None:
         tmp = self.paths.addrs.with_suffix(".tmp")
@@ -313,9 +322,16 @@ class Node:
         self._poke()
         return fact
 
-    async def set_trust(self, keys: frozenset[bytes]) -> None:
-        await self._perform(self.machine.set_trust(keys))
+    async def set_trust(self, keys: frozenset[bytes], *, listed: bool | None = None) -> None:
+        await self._perform(self.machine.set_trust(keys, listed=listed))
         self._poke()
+
+    async def publish_offer(self, offer: Offer, seed: bytes) -> Fact:
+        """Our own offer: the seed is persisted before the offer is stored and gossiped."""
+        fact, effects = self.machine.publish_offer(offer, seed, self.now())
+        await self._perform(effects)
+        self._poke()
+        return fact
 
     def _poke(self) -> None:
         """Wake the clock loop (new input for the machine) and tell tests something changed."""

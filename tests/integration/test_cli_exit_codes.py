@@ -110,6 +110,8 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
     check("trust add", await run_cli(no_home, "trust", "add", "not-a-peer"), 2)
     check("trust remove", await run_cli(no_home, "trust", "remove", "not-a-peer"), 2)
     check("trust list", await run_cli(tmp_path / "fresh", "trust", "list"), 0)
+    check("trust count", await run_cli(tmp_path / "fresh", "trust", "count", "listed"), 0)
+    check("trust count", await run_cli(tmp_path / "fresh", "trust", "count", "some"), 2)
     (tmp_path / "badkey" / "state.sqlite").write_bytes(b"garbage" * 200)
     check("trust list", await run_cli(tmp_path / "badkey", "trust", "list"), 2)
     # no Docker engine (a child process: this one's Docker client is cached)

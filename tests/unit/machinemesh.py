@@ -10,9 +10,10 @@ A vanished node stops: it gets no more ticks, deliveries or build results. Extra
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from p2pci.core.messages import BlobRef, Offer
 from p2pci.core.node import NodeConfig, NodeMachine, Publish, RunBuild, StopBuild
@@ -66,7 +67,11 @@ class MachineMesh:
         heapq.heappush(self._q, (t, self._seq, node, kind, payload))
 
     def publish(self, node: int, offer: Offer) -> bytes:
-        fact, effects = self.machines[node].publish(offer, self.now)
+        """The node publishes `offer` as its own (protocol v2: with a seed, so it selects)."""
+        self._seq += 1
+        seed = h(b"mesh seed %d" % self._seq)
+        offer = replace(offer, select_commit=hashlib.sha256(seed).digest())
+        fact, effects = self.machines[node].publish_offer(offer, seed, self.now)
         self._perform(node, effects)
         return fact.id
 

@@ -32,11 +32,11 @@ from p2pci.core.offer import (
     new_offer,
     offer_deadline,
 )
-from p2pci.core.selection import rank
-from p2pci.core.signing import NodeKey, peer_id_of
+from p2pci.core.selection import next_select, selection_rank
+from p2pci.core.signing import NodeKey, peer_id_of, seal
 from p2pci.core.worker import BuildDone, WorkerConfig, WorkerJob, WorkerPolicy, settle_ms_for
 
-from .jobgen import JobSim, h, key, make_offer, manifest_for
+from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
 from .machinemesh import MachineMesh
 
 T0 = 1_000_000
@@ -69,10 +69,27 @@ def published_kinds(effects: list[Effect]) -> list[str]:
     return [e.fact.kind for e in effects if isinstance(e, Publish)]
 
 
+def publisher_selects(m: NodeMachine, now: int) -> None:
+    """The test publisher (JobSim's key("publisher"), seed SEED) signs its selection round as
+    soon as `replicas` claims are on the machine's board (protocol v2: it closes its window
+    early; the machine under test is a worker)."""
+    pub = key("publisher")
+    for view in m.board.jobs():
+        offer = view.offer_msg
+        if view.offer is None or offer is None or view.offer.signer != pub.public:
+            continue
+        if len(view.claims) < offer.replicas:
+            continue
+        body = next_select(view, SEED, now, close=True)
+        if body is not None:
+            m.receive_facts([seal(pub, body)], now)
+
+
 def tick(m: NodeMachine, now: int) -> list[Effect]:
     """One tick, performed like the daemon: our own new facts are stored, then received back."""
     effs = m.tick(now)
     m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], now)
+    publisher_selects(m, now)
     return effs
 
 
@@ -161,18 +178,21 @@ def test_no_claim_once_others_revealed_with_a_witness() -> None:
     assert published_kinds(effs) == [] and m.jobs[sim.job].phase in ("WAITING", "GAVE_UP")
 
 
-def test_a_lone_unwitnessed_reveal_still_lets_a_late_worker_claim() -> None:
+def test_a_lone_selected_vote_at_quorum_one_decides_and_a_late_worker_does_not_claim() -> None:
+    # v2: a vote that is the only one for its digest needs no witness (nothing to copy), and a
+    # selected one counts; v1 ignored it as unwitnessed and let a late worker claim.
     a, c = key("a"), key("c")
     sim = job(replicas=2, quorum=1)
     ba = sim.built(a)
-    sim.claim(a, lease_until=T0 + 1)  # a's lease is over: c is within the top 2
+    sim.claim(a, lease_until=T0 + 1)
+    sim.select()
     sim.commit(a, ba)
-    sim.reveal(a, ba)  # nobody has witnessed a's commit: a later build can
+    sim.reveal(a, ba)
     m = machine(c)
     m.receive_facts(sim.facts, T0)
     tick_until_quiet(m, T0)
     effs = tick_until_quiet(m, T0 + WINDOW)
-    assert published_kinds(effs) == ["claim"]
+    assert published_kinds(effs) == [] and m.job_obj(sim.job, T0 + WINDOW)["verdict"] == "REPRODUCED"
 
 
 def test_no_claim_once_others_hold_replicas_commits() -> None:
@@ -193,7 +213,7 @@ def test_no_claim_once_others_hold_replicas_commits() -> None:
 
 def test_stand_by_stops_renewing_after_a_witnessed_reveal() -> None:
     sim = job(replicas=3, quorum=3)
-    a, b, d, c = sorted((key("a"), key("b"), key("c"), key("d")), key=lambda k: rank(sim.job, k.public))  # c last
+    a, b, d, c = sorted((key("a"), key("b"), key("c"), key("d")), key=lambda k: selection_rank(SEED, sim.job, k.public))  # c last
     m = machine(c)
     m.receive_facts([sim.offer_fact], T0)
     tick_until_quiet(m, T0)
@@ -233,7 +253,7 @@ def test_stand_by_claims_hold_no_slot_but_selected_claims_do() -> None:
 @pytest.mark.parametrize("better", [1, 2])
 def test_a_stand_by_claim_holds_no_slot(better: int) -> None:
     sim_a = job(replicas=2, quorum=1, project="a")
-    ranked = sorted((key(f"k{i}") for i in range(6)), key=lambda k: rank(sim_a.job, k.public))
+    ranked = sorted((key(f"k{i}") for i in range(6)), key=lambda k: selection_rank(SEED, sim_a.job, k.public))
     me, ahead = ranked[-1], ranked[:better]
     m = machine(me, slots=1)
     m.receive_facts([sim_a.offer_fact], T0)
@@ -330,10 +350,15 @@ def test_set_trust_retallies_and_persists() -> None:
     m.tick(T0)
     assert m.job_obj(sim.job, T0)["verdict"] == "REPRODUCED"
     effs = m.set_trust([a.public])
-    assert effs == [Persist("trust", [peer_id_of(a.public)])]
+    assert effs == [Persist("trust_mode", "listed"), Persist("trust", [peer_id_of(a.public)])]
     effs = m.tick(T0)
     assert [e.obj["verdict"] for e in of(effs, JobChanged)] == ["PENDING"]  # type: ignore[attr-defined]
     assert m.observer_policy().trust == frozenset({a.public})
+    # fail closed: removing the last key leaves an empty listed set, which counts nobody
+    assert m.set_trust([]) == [Persist("trust", [])]
+    assert m.observer_policy().trust == frozenset() and m.fresh_job_obj(sim.job, T0)["verdict"] == "PENDING"
+    m.set_trust([], listed=False)
+    assert m.observer_policy().trust is None and m.fresh_job_obj(sim.job, T0)["verdict"] == "REPRODUCED"
 
 
 def test_live_ids_and_prune_keep() -> None:
@@ -385,11 +410,13 @@ def test_publish_request_from_args_and_new_offer() -> None:
     req = PublishRequest.from_args(_args(env={"B": "2", "A": "1"}, workers=[peer_id_of(ME.public)], replicas=1, quorum=1))
     assert req.limits == DEFAULT_LIMITS and req.env == (("A", "1"), ("B", "2")) and req.workers == (ME.public,)
     wc = WorkerConfig(ME.public, lease_ms=LEASE, claim_window_ms=WINDOW, slack_ms=3000)
-    offer = new_offer(req, image=make_offer(ME).image, now=T0, timing=wc)
-    assert offer.created == T0
-    assert offer.deadline == offer_deadline(T0, DEFAULT_LIMITS, wc) == T0 + 2 * (WINDOW + 600_000 + 3000) + LEASE
+    offer = new_offer(req, image=make_offer(ME).image, now=T0, timing=wc, select_commit=h(SEED))
+    assert offer.created == T0 and offer.select_commit == h(SEED) and offer.claim_window == 2 * WINDOW
+    assert offer.deadline == offer_deadline(T0, DEFAULT_LIMITS, wc) == T0 + 2 * (2 * WINDOW + 600_000 + 3000) + LEASE
     with pytest.raises(LocalError, match="open mode"):
-        new_offer(PublishRequest.from_args(_args(replicas=1, quorum=1)), image=offer.image, now=T0, timing=wc)
+        new_offer(
+            PublishRequest.from_args(_args(replicas=1, quorum=1)), image=offer.image, now=T0, timing=wc, select_commit=h(SEED)
+        )
     lim = Limits(5, 64, 1, 64, 1)
     assert PublishRequest.from_args(_args(limits=lim.to_obj())).limits == lim
 
@@ -483,3 +510,40 @@ def test_own_facts_enter_the_board_only_when_given_back() -> None:
     assert m.receive_facts(commits, now) == 1
     effs = tick_until_quiet(m, now)
     assert m.jobs[sim.job].phase == "REVEALED" and "reveal" in published_kinds(effs)
+
+
+def test_a_verdict_that_loses_votes_is_reported_and_selection_goes_on() -> None:
+    a, b = key("a"), key("b")
+    sim = job(replicas=2, quorum=2)
+    sim.honest_round([(a, b"good", 0), (b, b"good", 0)])
+    m = machine(builds=False)
+    m.receive_facts(sim.facts, T0)
+    tick(m, T0)
+    assert m.job_obj(sim.job, T0)["verdict"] == "REPRODUCED" and m.regressions == 0
+    m.receive_facts([sim.commit(b, sim.built(b, b"other"))], T0)  # b equivocates after the fact
+    effs = tick(m, T0)
+    assert [e.obj["verdict"] for e in of(effs, JobChanged)] == ["PENDING"]  # type: ignore[attr-defined]
+    assert m.regressions == 1
+
+
+def test_the_publisher_machine_persists_its_seed_before_the_offer_and_selects() -> None:
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    with pytest.raises(LocalError, match="select_commit"):
+        m.publish_offer(offer, h(b"another seed"), T0)
+    fact, effs = m.publish_offer(offer, seed, T0)
+    assert effs == [Persist("seed/" + fact.id.hex(), seed.hex()), Publish(fact)]
+    m.receive_facts([fact], T0)
+    sim = JobSim(offer, publisher=pub, seed=seed)
+    assert sim.job == fact.id
+    for k in (key("a"), key("b"), key("c")):
+        m.receive_facts([sim.claim(k)], T0 + 10)
+    assert published_kinds(m.tick(T0 + 10)) == []  # the claim window is not over
+    effs = m.tick(offer.created + offer.claim_window)
+    assert published_kinds(effs) == ["select"]
+    assert published_kinds(m.tick(offer.created + offer.claim_window + 1)) == []  # not back yet: no second round
+    m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], offer.created + offer.claim_window + 1)
+    v = m.verdict(sim.job, offer.created + offer.claim_window + 1)
+    assert len(v.selection.rounds) == 1 and len(v.selection.current) == 2
