@@ -28,6 +28,8 @@ RESULTS = HERE / "results.json"
 # part name -> (module, the keys it owns: null until it fills them)
 PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sim": ("bench.sim", ("sim_nodes", "sim_converged", "sim_msgs_per_job")),
+    "identity": ("bench.identity", ("identity_hashes_per_s", "identity_mint_s_default")),
+    "sybil": ("bench.sybil", ("sybil_false_reproduced_s30_m3n2", "sybil_expected_false_reproduced_s30_m3n2")),
     "tally": ("bench.tally", ("tally_per_s", "verify_per_s", "tally_verify_ratio")),
     "blob": ("bench.blob", ("blob_mb_s", "tcp_mb_s", "blob_tcp_ratio")),
     "overhead": (
@@ -95,6 +97,9 @@ ROWS: list[tuple[str, str, Check | None]] = [
     ("idle_cpu_pct", "<= 1 %", _le("idle_cpu_pct", 1.0)),
     ("bare_libp2p_cpu_pct", "(floor)", None),
     ("startup_s", "<= 2 s", _le("startup_s", 2.0)),
+    ("identity_mint_s_default", "~ 60 s", None),
+    ("sybil_false_reproduced_s30_m3n2", "~ hypergeometric", None),
+    ("sybil_expected_false_reproduced_s30_m3n2", "(expectation)", None),
     ("sim_nodes", "", None),
     ("sim_converged", "== 1.0", _ge("sim_converged", 1.0)),
     ("sim_msgs_per_job", "~ facts x nodes x (D-1)", None),

@@ -102,9 +102,10 @@ class Core:
     """The few p2pci.core entry points the simulator uses (imported lazily)."""
 
     def __init__(self) -> None:
-        from p2pci.core import board, messages, results, signing, tally, worker
+        from p2pci.core import board, messages, results, selection, signing, tally, worker
 
         self.Board = board.Board
+        self.next_select = selection.next_select
         self.tally = tally.tally
         self.w = worker
         self.m = messages
@@ -193,6 +194,8 @@ class JobSim:
         self.verdict_at: dict[int, float] = {}
         self.final: dict[int, tuple[str, bytes | None]] = {}
         self.job_id = b""
+        self.seed = rng.randbytes(32)
+        self.select_rounds = 0
         self.offer_t = 0.0
         self.builds = 0
         self.claims = 0
@@ -244,9 +247,12 @@ class JobSim:
             require=None,
             created=T0,
             deadline=T0 + 3_600_000,
+            select_commit=hashlib.sha256(self.seed).digest(),
+            claim_window=p.claim_window_ms,
         )
         fact = core.seal(pub_key, offer)
         self.job_id = fact.id
+        self.pub_key = pub_key
         w = core.w
         for node, key in zip(self.worker_nodes, self.worker_keys, strict=True):
             cfg = w.WorkerConfig(
@@ -261,6 +267,9 @@ class JobSim:
             self.boards[node] = wk.board
         self.offer_t = 0.0
         self.publish(0.0, self.publisher, fact.raw, "offer")
+        # protocol v2: the publisher selects after its claim window (plus a margin for late claims),
+        # then checks for replacements every window
+        self.at(p.claim_window_ms * 1.5, self._select)
         for v in range(self.topo.n):  # periodic anti-entropy, random phase
             self._push(self.rng.uniform(0, p.sync_s * 1000), self.SYNC, v, -1, -1)
         self._loop()
@@ -395,6 +404,23 @@ class JobSim:
         if wake is not None and wake - T0 < self.p.horizon_ms and (wk.wake is None or wake < wk.wake):
             wk.wake = wake
             self.at(max(t, float(wake - T0)), partial(self._wake, wk=wk, at=wake))
+
+    def _select(self, t: float) -> None:
+        """The publisher's selection rounds (p2pci.core.selection.next_select)."""
+        board = self.boards[self.publisher]
+        view = board.job(self.job_id)
+        now = T0 + int(t)
+        if view is not None:
+            body = self.core.next_select(view, self.seed, now, close=True)
+            if body is not None:
+                fact = self.core.seal(self.pub_key, body)
+                if board.add(fact.raw, now).status == "new":
+                    self.publish(t, self.publisher, fact.raw, fact.kind)
+            if self.core.tally(view, now).final:
+                return
+        self.select_rounds += 1
+        if self.select_rounds < 8:
+            self.at(t + self.p.claim_window_ms, self._select)
 
     def _wake(self, t: float, wk: Worker, at: int) -> None:
         if wk.wake == at:

@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
 
@@ -87,13 +87,22 @@ class WorkerSettings:
         )
 
 
+TrustCount = Literal["all", "listed"]
+
+
 @dataclass(frozen=True)
 class TrustSettings:
-    """The observer's own trust policy (only ever tightens an offer's)."""
+    """The observer's own trust policy (only ever tightens an offer's).
 
-    keys: tuple[str, ...] = ()  # peer IDs whose votes this node counts; empty = no trust set
+    `count`: "all" counts every vote the offer allows; "listed" counts only votes of `keys`
+    (an empty list then counts nothing: removing the last key never widens the set).
+    Every peer ID here was parsed when the file was read: a bad one is an error, never skipped.
+    """
+
+    keys: tuple[str, ...] = ()  # peer IDs whose votes this node counts (with count = "listed")
     require_keys: tuple[str, ...] = ()
     require_min: int = 0
+    count: TrustCount = "all"
 
 
 @dataclass(frozen=True)
@@ -156,10 +165,12 @@ images = "any"        # or a list of image ids ["sha256:…"]
 open_jobs = true      # false: only build offers whose allowlist names this node
 
 [trust]
-# Peer IDs whose votes this node counts (empty: every vote the offer allows).
-# `p2pci trust add PEER` adds to this set at run time.
+# Whose votes this node counts: "all" (every vote the offer allows) or "listed" (only `keys`;
+# an empty list then counts none). Default: "listed" when keys are given, else "all".
+# `p2pci trust add PEER` adds a key and switches to "listed"; `p2pci trust count all|listed` switches.
+# count = "all"
 keys = []
-# At least require_min agreeing votes must come from require_keys.
+# At least require_min agreeing votes must come from require_keys (both or neither).
 require_keys = []
 require_min = 0
 
@@ -199,8 +210,30 @@ def _nonneg(val: int, name: str, minimum: int = 0) -> int:
     return val
 
 
-def parse_config(data: dict[str, Any]) -> Config:
-    """A Config from a parsed TOML document (LocalError on unknown keys or bad types)."""
+def _peer_ids(table: dict[str, Any], key: str, source: tuple[str, str] | None) -> tuple[str, ...]:
+    """A list of peer IDs, each parsed: a bad one is a LocalError naming it, the file and the line."""
+    from p2pci.core.signing import public_of
+
+    out = _strs(table, key, "trust.", ())
+    for i, p in enumerate(out):
+        try:
+            public_of(p)
+        except LocalError:
+            where = ""
+            if source is not None:
+                path, text = source
+                line = next((n for n, ln in enumerate(text.splitlines(), 1) if p in ln), None)
+                where = f"{path}" + (f", line {line}" if line is not None else "") + ": "
+            raise LocalError(f"config: {where}trust.{key}[{i}] is not an Ed25519 peer ID: {p!r:.80}") from None
+        if out.count(p) > 1:
+            raise LocalError(f"config: trust.{key} lists {p} twice")
+    return out
+
+
+def parse_config(data: dict[str, Any], source: tuple[str, str] | None = None) -> Config:
+    """A Config from a parsed TOML document (LocalError on unknown keys or bad types).
+
+    `source`: (file name, text) to name the file and line of a bad peer ID."""
     top = dict(data)
     d = Config()
     listen = _strs(top, "listen", "", d.listen)
@@ -230,11 +263,19 @@ def parse_config(data: dict[str, Any]) -> Config:
         raise LocalError(f"config: unknown key worker.{sorted(w)[0]}")
 
     t = dict(_take(top, "trust", dict, "", {}))
-    trust = TrustSettings(
-        keys=_strs(t, "keys", "trust.", ()),
-        require_keys=_strs(t, "require_keys", "trust.", ()),
-        require_min=_nonneg(_take(t, "require_min", int, "trust.", 0), "trust.require_min"),
-    )
+    keys = _peer_ids(t, "keys", source)
+    require_keys = _peer_ids(t, "require_keys", source)
+    require_min = _nonneg(_take(t, "require_min", int, "trust.", 0), "trust.require_min")
+    count = _take(t, "count", str, "trust.", "listed" if keys else "all")
+    if count not in ("all", "listed"):
+        raise LocalError(f'config: trust.count must be "all" or "listed", not {count!r:.40}')
+    if count == "all" and keys:
+        raise LocalError('config: trust.keys is set but trust.count = "all" would ignore it; use "listed"')
+    if require_keys and not 1 <= require_min <= len(require_keys):
+        raise LocalError(f"config: trust.require_min must be 1..{len(require_keys)} when require_keys is set")
+    if require_min and not require_keys:
+        raise LocalError("config: trust.require_min is set but trust.require_keys is empty")
+    trust = TrustSettings(keys=keys, require_keys=require_keys, require_min=require_min, count=count)
     if t:
         raise LocalError(f"config: unknown key trust.{sorted(t)[0]}")
 
@@ -268,10 +309,17 @@ def load_config(path: Path) -> Config:
     except FileNotFoundError:
         return Config()
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise LocalError(f"config: {path}: {exc}") from None
-    return parse_config(data)
+    try:
+        return parse_config(data, (str(path), text))
+    except LocalError as exc:
+        msg = str(exc)
+        if str(path) in msg:
+            raise
+        raise LocalError(msg.replace("config: ", f"config: {path}: ", 1)) from None
 
 
 def write_default_config(path: Path) -> bool:

@@ -188,6 +188,17 @@ def _echo_job(job: dict[str, Any]) -> None:
         click.echo(f"EQUIVOCATED  {w}")
     for ig in job.get("ignored", []):
         click.echo(f"ignored  {ig['worker']}: {ig['reason']}")
+    if job.get("reason"):
+        click.echo(f"reason   {job['reason']}")
+    for r in job.get("rounds", []):
+        click.echo(f"round {r['round']:<3} selected {len(r['workers'])}: {' '.join(r['workers'])}")
+    for b in job.get("ignored_selects", []):
+        click.echo(f"ignored select (round {b['round']}) by {b['signer']}: {b['reason']}")
+    for w in job.get("missing", []):
+        click.echo(f"missing  {w}: selected, no reveal here")
+    for d in job.get("declines", []):
+        detail = "".join(c if c.isprintable() else "?" for c in str(d["detail"]))[:200]
+        click.echo(f"declined {d['worker']}: {d['reason']}" + (f" ({detail})" if detail else ""))
 
 
 @cli.command("publish")
@@ -381,10 +392,13 @@ def export_command(home: Home, job: str, output: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.option("--now", "now_ms", type=int, default=None, hidden=True)
 def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...], as_json: bool, now_ms: int | None) -> None:
-    """Re-tally an evidence bundle offline (no daemon). Exit 0 REPRODUCED, 1 otherwise."""
+    """Re-tally an evidence bundle offline (no daemon) and say whether it is complete.
+
+    Complete: it holds a valid selection round and a reveal of every selected worker that owes
+    one. Exit 0 REPRODUCED from a complete bundle, 1 otherwise."""
     import time
 
-    from p2pci.core.evidence import load_bundle
+    from p2pci.core.evidence import completeness, completeness_json, load_bundle
     from p2pci.core.messages import Require
     from p2pci.core.signing import public_of
     from p2pci.core.tally import ObserverPolicy, tally, verdict_json
@@ -397,8 +411,19 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     verdict = tally(view, now, policy)
     obj = verdict_json(view, verdict)
-    echo_json(obj) if as_json else _echo_job(obj)
-    sys.exit(0 if obj["verdict"] == "REPRODUCED" else 1)
+    comp = completeness(view, verdict)
+    obj["bundle"] = completeness_json(comp)
+    if as_json:
+        echo_json(obj)
+    else:
+        _echo_job(obj)
+        if comp.complete:
+            click.echo("bundle   complete")
+        else:
+            click.echo(f"bundle   INCOMPLETE: the verdict {obj['verdict']} comes from an incomplete bundle")
+            for p in comp.problems():
+                click.echo(f"           {p}")
+    sys.exit(0 if obj["verdict"] == "REPRODUCED" and comp.complete else 1)
 
 
 # ------------------------------------------------------------------ trust
@@ -406,7 +431,11 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
 
 @cli.group("trust", cls=P2pciGroup)
 def trust_group() -> None:
-    """This node's trust set: whose votes it counts (empty: all the offer allows)."""
+    """This node's trust set: whose votes it counts.
+
+    Mode "all" counts every vote the offer allows; mode "listed" counts only the set's keys
+    (an empty set then counts none: removing the last key never widens it). `trust add`
+    switches to "listed"; `trust count all|listed` switches explicitly."""
 
 
 def _trust_offline(home: Home, op: str, peer_id: str | None) -> list[str]:
@@ -427,7 +456,17 @@ def _trust_offline(home: Home, op: str, peer_id: str | None) -> list[str]:
         keys.sort()
         if op != "trust_list":
             st.kv_put("trust", keys)
+        if op == "trust_add":
+            st.kv_put("trust_mode", "listed")
     return keys
+
+
+def _trust_count_offline(home: Home, mode: str) -> str:
+    from p2pci.store.facts import FactStore
+
+    with FactStore(home.paths.db) as st:
+        st.kv_put("trust_mode", mode)
+    return mode
 
 
 def _trust(home: Home, op: str, peer_id: str | None = None) -> list[str]:
@@ -452,8 +491,26 @@ def trust_add(home: Home, peer_id: str) -> None:
 @pass_home
 def trust_remove(home: Home, peer_id: str) -> None:
     """Stop counting votes of PEER_ID."""
-    _trust(home, "trust_remove", peer_id)
+    keys = _trust(home, "trust_remove", peer_id)
     click.echo(f"untrusted {peer_id}")
+    if not keys:
+        click.echo(
+            "the trust set is now empty: this node counts no votes until you add a key "
+            "(or run `p2pci trust count all`)",
+            err=True,
+        )
+
+
+@trust_group.command("count")
+@click.argument("mode", type=click.Choice(["all", "listed"]))
+@pass_home
+def trust_count(home: Home, mode: str) -> None:
+    """Count every vote the offer allows (all), or only votes of the trust set (listed)."""
+    try:
+        home.call("trust_count", mode=mode)
+    except DaemonNotRunning:
+        _trust_count_offline(home, mode)
+    click.echo(f"counting {'every vote the offer allows' if mode == 'all' else 'only votes of the trust set'}")
 
 
 @trust_group.command("list")

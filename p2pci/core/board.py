@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from p2pci.core.errors import ProtocolError
-from p2pci.core.messages import Offer, Reveal
+from p2pci.core.messages import Offer, Reveal, Select
 from p2pci.core.signing import MAX_ENVELOPE, Fact, open_envelope
 
 AddStatus = Literal["new", "duplicate", "rejected"]
@@ -40,6 +40,11 @@ class JobView:
     commits: dict[bytes, list[Fact]] = field(default_factory=dict)
     reveals: dict[bytes, list[Fact]] = field(default_factory=dict)
     cancels: list[Fact] = field(default_factory=list)
+    # selection rounds (any signer; only the offer's signer's count): round -> facts
+    selects: dict[int, list[Fact]] = field(default_factory=dict)
+    declines: dict[bytes, list[Fact]] = field(default_factory=dict)
+    # claim fact id -> claim fact (a `select` lists claims by id)
+    claim_ids: dict[bytes, Fact] = field(default_factory=dict)
     # commit fact id -> commit fact (for the `seen` rule)
     commit_ids: dict[bytes, Fact] = field(default_factory=dict)
     # commit fact id -> signers of reveals whose `seen` lists it (the tally's witness rule)
@@ -48,12 +53,14 @@ class JobView:
     equivocators: set[bytes] = field(default_factory=set)
     # every fact id of this job
     ids: set[bytes] = field(default_factory=set)
-    # commit ids held when the first reveal of the job arrived (None: no reveal yet);
-    # arrival-order dependent, used only for this node's own `seen` list
+    # commit ids held when the first reveal of the job arrived (None: no reveal yet), and per
+    # result digest when the first reveal of that digest arrived; arrival-order dependent,
+    # used only for this node's own `seen` list
     seen_at_first_reveal: frozenset[bytes] | None = None
+    seen_at_digest: dict[bytes, frozenset[bytes]] = field(default_factory=dict)
     # bumped on every new fact: a cheap "did anything change" for caches
     version: int = 0
-    # bumped on every new fact that can change the verdict (not on claims)
+    # bumped on every new fact that can change the verdict (claims too: they can make a select valid)
     tally_version: int = 0
     # caches owned by p2pci.core.tally (keyed so that they never go stale)
     cache: dict[object, object] = field(default_factory=dict, repr=False)
@@ -69,18 +76,29 @@ class JobView:
         """The offer's allowed worker keys (None: open mode or offer unknown)."""
         return self._allow
 
-    def seen_commits(self, limit: int = 1024) -> tuple[bytes, ...]:
-        """The `seen` list for this node's reveal: commit ids held before the first reveal arrived."""
-        ids = self.commit_ids.keys() if self.seen_at_first_reveal is None else self.seen_at_first_reveal
+    def seen_commits(self, limit: int = 1024, digest: bytes | None = None) -> tuple[bytes, ...]:
+        """The `seen` list for this node's reveal of `digest` (protocol v2, per digest): the commit
+        ids held before the first reveal *of that digest* arrived (all held commits if none has).
+
+        `digest=None` gives the v1 rule (before the first reveal of any digest), which an early
+        wrong reveal can freeze: pass the digest being revealed.
+        """
+        if digest is None:
+            frozen = self.seen_at_first_reveal
+        else:
+            frozen = self.seen_at_digest.get(digest)
+        ids = self.commit_ids.keys() if frozen is None else frozen
         return tuple(sorted(ids)[:limit])
 
     def facts(self) -> list[Fact]:
         """All facts of this job, offer first, then by kind and id (a stable order)."""
         out: list[Fact] = [] if self.offer is None else [self.offer]
         rest: list[Fact] = list(self.cancels)
-        for index in (self.claims, self.commits, self.reveals):
+        for index in (self.claims, self.commits, self.reveals, self.declines):
             for fs in index.values():
                 rest.extend(fs)
+        for sfs in self.selects.values():
+            rest.extend(sfs)
         rest.sort(key=lambda f: (f.kind, f.id))
         return out + rest
 
@@ -91,6 +109,8 @@ class JobView:
             assert isinstance(body, Reveal)
             if self.seen_at_first_reveal is None:
                 self.seen_at_first_reveal = frozenset(self.commit_ids)
+            if body.digest not in self.seen_at_digest:
+                self.seen_at_digest[body.digest] = frozenset(self.commit_ids)
             signer = fact.signer
             mine = self.reveals.get(signer)
             if mine is None:
@@ -106,10 +126,9 @@ class JobView:
                 else:
                     w.add(signer)
         elif kind == "claim":
+            # a claim can make a `select` that lists it verifiable: it may change the verdict
             self.claims.setdefault(fact.signer, []).append(fact)
-            self.ids.add(fact.id)
-            self.version += 1
-            return  # a claim never changes the verdict: tally_version stays
+            self.claim_ids[fact.id] = fact
         elif kind == "commit":
             mine = self.commits.setdefault(fact.signer, [])
             mine.append(fact)
@@ -122,6 +141,11 @@ class JobView:
             self._allow = body.allowlist
         elif kind == "cancel":
             self.cancels.append(fact)
+        elif kind == "select":
+            assert isinstance(body, Select)
+            self.selects.setdefault(body.round, []).append(fact)
+        elif kind == "decline":
+            self.declines.setdefault(fact.signer, []).append(fact)
         self.ids.add(fact.id)
         self.version += 1
         self.tally_version += 1

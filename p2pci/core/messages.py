@@ -1,4 +1,4 @@
-"""The five fact kinds (design.md section 2) as frozen dataclasses.
+"""The seven fact kinds of protocol version 2 (docs/protocol.md section 4) as frozen dataclasses.
 
 Each kind has `KIND`, `to_obj()` (a dict ready for `codec.canonical`) and
 `from_obj(obj)` (strict: a missing, extra, wrongly typed, out-of-range or
@@ -14,7 +14,8 @@ Wire rules decided here (the contract other nodes must follow):
 * `env` is a map str -> str; `workers` is `"open"` or a non-empty list of
   distinct 32-byte keys; `manifest` is sorted by path with distinct paths;
   `seen` lists distinct 32-byte commit fact ids.
-* Integers are non-negative 64-bit unless stated; `exit_code` is 0..255.
+* Every integer in a body is in 0..2**63-1 unless a narrower range is stated;
+  `exit_code` is 0..255.
 """
 
 from __future__ import annotations
@@ -43,9 +44,27 @@ MAX_SEEN = 1024
 MAX_TIMEOUT_S = 7 * 24 * 3600
 SALT_MIN, SALT_MAX = 16, 32
 EXIT_MAX = 255
+MAX_MEMORY_MB = 1 << 24
+MAX_CPUS = 1024
+MAX_PIDS = 1 << 22
+MAX_OUT_MB = 1 << 24
+MAX_IDENTITY_BITS = (
+    40  # 2**40 hashes: far beyond any sensible price, bounded so that no offer is unreachable by accident
+)
+MAX_IDENTITY_NONCE = 32
+CLAIM_WINDOW_MIN, CLAIM_WINDOW_MAX = 100, 600_000  # ms
+MAX_ROUND = 255
+MAX_SELECT_CLAIMS = 1024
+MAX_SELECT_WORKERS = MAX_REPLICAS + MAX_REQUIRE_KEYS
+MAX_REASON = 32
+MAX_DETAIL = 1024
+MAX_RECIPE = 8192
+DECLINE_REASONS = ("policy", "slots", "image", "source", "inputs", "timeout", "start_failed", "other")
 
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REASON = re.compile(r"[a-z][a-z0-9_]*")
+_GIT_HEX = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 # --------------------------------------------------------------------------
 # field checkers: each raises ProtocolError naming the field
@@ -172,10 +191,10 @@ class Limits:
         d = _fields(obj, name, cls.FIELDS)
         return cls(
             _int(d["timeout_s"], f"{name}.timeout_s", 1, MAX_TIMEOUT_S),
-            _int(d["memory_mb"], f"{name}.memory_mb", 1, 1 << 24),
-            _int(d["cpus"], f"{name}.cpus", 1, 1024),
-            _int(d["pids"], f"{name}.pids", 1, 1 << 22),
-            _int(d["out_mb"], f"{name}.out_mb", 1, 1 << 24),
+            _int(d["memory_mb"], f"{name}.memory_mb", 1, MAX_MEMORY_MB),
+            _int(d["cpus"], f"{name}.cpus", 1, MAX_CPUS),
+            _int(d["pids"], f"{name}.pids", 1, MAX_PIDS),
+            _int(d["out_mb"], f"{name}.out_mb", 1, MAX_OUT_MB),
         )
 
 
@@ -198,8 +217,49 @@ class Require:
         return cls(keys, _int(d["min"], f"{name}.min", 1, len(keys)))
 
 
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where the build's inputs come from, as the publisher states it (informational, signed).
+
+    `commit` / `tree`: the git commit and tree object ids (40 or 64 lowercase hex) of
+    the source, or nil; `recipe`: how the image was made (e.g. a Dockerfile), or nil.
+    """
+
+    commit: str | None = None
+    tree: str | None = None
+    recipe: str | None = None
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"commit", "tree", "recipe"})
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"commit": self.commit, "tree": self.tree, "recipe": self.recipe}
+
+    @classmethod
+    def from_obj(cls, obj: Any, name: str = "provenance") -> Provenance:
+        d = _fields(obj, name, cls.FIELDS)
+        out: list[str | None] = []
+        for f in ("commit", "tree"):
+            v = d[f]
+            if v is not None:
+                _str(v, f"{name}.{f}", 40, 64)
+                if not _GIT_HEX.fullmatch(v):
+                    raise ProtocolError(f"{name}.{f}: not 40 or 64 lowercase hex digits")
+            out.append(v)
+        recipe = d["recipe"]
+        if recipe is not None:
+            _str(recipe, f"{name}.recipe", 0, MAX_RECIPE)
+        return cls(out[0], out[1], recipe)
+
+
+NO_PROVENANCE = Provenance()
+
+
+def _opt_blob(v: Any, name: str) -> BlobRef | None:
+    return None if v is None else BlobRef.from_obj(v, name)
+
+
 # --------------------------------------------------------------------------
-# the five kinds
+# the seven kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +269,7 @@ class Offer:
         {
             "project", "source", "image", "command", "env", "source_date_epoch", "limits",
             "replicas", "quorum", "workers", "require", "created", "deadline",
+            "select_commit", "identity_bits", "claim_window", "inputs", "provenance",
         }
     )  # fmt: skip
 
@@ -225,6 +286,11 @@ class Offer:
     require: Require | None
     created: int
     deadline: int
+    select_commit: bytes  # sha256(seed): the publisher reveals the seed in its `select` facts
+    identity_bits: int = 0  # the identity proof of work a claimant must show (p2pci.core.identity)
+    claim_window: int = 2000  # ms after `created` when the publisher selects (it may close early)
+    inputs: BlobRef | None = None  # pinned-inputs tarball, mounted read-only at /build/inputs
+    provenance: Provenance = NO_PROVENANCE
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -241,6 +307,11 @@ class Offer:
             "require": None if self.require is None else self.require.to_obj(),
             "created": self.created,
             "deadline": self.deadline,
+            "select_commit": self.select_commit,
+            "identity_bits": self.identity_bits,
+            "claim_window": self.claim_window,
+            "inputs": None if self.inputs is None else self.inputs.to_obj(),
+            "provenance": self.provenance.to_obj(),
         }
 
     @property
@@ -295,24 +366,34 @@ class Offer:
             require=None if req is None else Require.from_obj(req, "require"),
             created=created,
             deadline=deadline,
+            select_commit=_h32(d["select_commit"], "select_commit"),
+            identity_bits=_int(d["identity_bits"], "identity_bits", 0, MAX_IDENTITY_BITS),
+            claim_window=_int(d["claim_window"], "claim_window", CLAIM_WINDOW_MIN, CLAIM_WINDOW_MAX),
+            inputs=_opt_blob(d["inputs"], "inputs"),
+            provenance=Provenance.from_obj(d["provenance"], "provenance"),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     KIND: ClassVar[str] = "claim"
-    FIELDS: ClassVar[frozenset[str]] = frozenset({"job", "lease_until"})
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"job", "lease_until", "identity"})
 
     job: bytes
     lease_until: int
+    identity: bytes = b""  # the signer's identity nonce (p2pci.core.identity), 0..32 bytes
 
     def to_obj(self) -> dict[str, Any]:
-        return {"job": self.job, "lease_until": self.lease_until}
+        return {"job": self.job, "lease_until": self.lease_until, "identity": self.identity}
 
     @classmethod
     def from_obj(cls, obj: Any) -> Self:
         d = _fields(obj, "claim", cls.FIELDS)
-        return cls(_h32(d["job"], "job"), _int(d["lease_until"], "lease_until"))
+        return cls(
+            _h32(d["job"], "job"),
+            _int(d["lease_until"], "lease_until"),
+            _bytes(d["identity"], "identity", 0, MAX_IDENTITY_NONCE),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,14 +613,107 @@ class Cancel:
         return cls(_h32(d["job"], "job"))
 
 
-Message = Offer | Claim | Commit | Reveal | Cancel
+@dataclass(frozen=True, slots=True)
+class Select:
+    """The publisher's selection round (signed by the offer's signer).
 
-KINDS: dict[str, type[Offer] | type[Claim] | type[Commit] | type[Reveal] | type[Cancel]] = {
+    `seed` must hash to the offer's `select_commit`; `claims` are the claim fact ids
+    the publisher considered (grow-only from round to round); `workers` the keys it
+    selected, which every observer recomputes (p2pci.core.selection). `created` is the
+    publisher's clock when it selected (ms): the leases of this round are capped from it.
+    """
+
+    KIND: ClassVar[str] = "select"
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"job", "round", "seed", "created", "claims", "workers"})
+
+    job: bytes
+    round: int
+    seed: bytes
+    created: int
+    claims: tuple[bytes, ...]
+    workers: tuple[bytes, ...]
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "round": self.round,
+            "seed": self.seed,
+            "created": self.created,
+            "claims": list(self.claims),
+            "workers": list(self.workers),
+        }
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        d = _fields(obj, "select", cls.FIELDS)
+        claims = _keys(d["claims"], "claims", 0, MAX_SELECT_CLAIMS)
+        workers = _keys(d["workers"], "workers", 0, MAX_SELECT_WORKERS)
+        if list(claims) != sorted(claims):
+            raise ProtocolError("claims: not sorted")
+        if list(workers) != sorted(workers):
+            raise ProtocolError("workers: not sorted")
+        return cls(
+            _h32(d["job"], "job"),
+            _int(d["round"], "round", 0, MAX_ROUND),
+            _h32(d["seed"], "seed"),
+            _int(d["created"], "created"),
+            claims,
+            workers,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """A worker's signed "I could not build this job" (shown per worker, never a vote).
+
+    `reason` is a short code (DECLINE_REASONS lists the known ones; others are
+    accepted and shown as they are), `detail` a bounded human text, `log` an
+    optional log blob (e.g. of a build that could not start).
+    """
+
+    KIND: ClassVar[str] = "decline"
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"job", "reason", "detail", "log"})
+
+    job: bytes
+    reason: str
+    detail: str = ""
+    log: BlobRef | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "reason": self.reason,
+            "detail": self.detail,
+            "log": None if self.log is None else self.log.to_obj(),
+        }
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        d = _fields(obj, "decline", cls.FIELDS)
+        reason = _str(d["reason"], "reason", 1, MAX_REASON)
+        if not _REASON.fullmatch(reason):
+            raise ProtocolError("reason: not a code of [a-z][a-z0-9_]*")
+        return cls(
+            _h32(d["job"], "job"),
+            reason,
+            _str(d["detail"], "detail", 0, MAX_DETAIL),
+            _opt_blob(d["log"], "log"),
+        )
+
+
+Message = Offer | Claim | Commit | Reveal | Cancel | Select | Decline
+
+KINDS: dict[
+    str,
+    type[Offer] | type[Claim] | type[Commit] | type[Reveal] | type[Cancel] | type[Select] | type[Decline],
+] = {
     "offer": Offer,
     "claim": Claim,
     "commit": Commit,
     "reveal": Reveal,
     "cancel": Cancel,
+    "select": Select,
+    "decline": Decline,
 }
 
 

@@ -1,31 +1,357 @@
-"""Who builds a job (design.md section 3.2).
+"""Who builds a job, and so who votes (protocol v2, docs/protocol.md section 5).
 
-rank(J, W) = sha256(J || W); the `replicas` lowest-ranked claimants are
-selected. A claimant counts while its lease is live (`now < lease_until`, the
-latest of its claims) or once it has committed (its work is done, it keeps
-its place). When a lease expires without a commit the claimant drops out and
-the next-ranked one moves in. In allowlist mode only allowed workers count.
-Claims that arrive before the offer are kept by the board and counted once
-the offer is known; with no offer nobody is selected.
+The publisher commits to a secret 32-byte `seed` in its offer
+(`select_commit = sha256(seed)`) and, once the claim window is over, signs a
+`select` fact that reveals the seed, lists the claim fact ids it considered
+and names the workers. Every observer recomputes the workers:
 
-Caveat (documented in docs/security.md by design): a claim's lease is what
-the claimant says, capped at the offer's deadline; a hostile claimant can
-hold a slot until then. Extra builds by the next in line are harmless.
+    rank(seed, J, W) = sha256(seed || J || W)     (bytes compared lexicographically)
+
+* *eligible*: the signer of a listed claim of this job that is in the offer's
+  allowlist (if it has one) and whose claim carries an identity nonce of at
+  least `offer.identity_bits` (p2pci.core.identity);
+* `require` keys that are eligible are always selected, on top of the ranked
+  slots;
+* round 0: the ranked workers are the `replicas` lowest-ranked eligible
+  non-require keys;
+* round r > 0 (replacing squatters and decliners): `claims` is a superset of
+  round r-1's; the publisher may drop ranked workers of round r-1 (a dropped key
+  is never selected again in this job); the ranked workers it keeps stay, and
+  the free places go to the lowest-ranked eligible keys that were not ranked in
+  round r-1 and never dropped.
+
+Rounds must be consecutive from 0. A `select` that is not signed by the offer's
+signer, whose seed does not match, that lists a claim this board does not hold
+(yet), or whose workers differ from the recomputed ones is *ignored and
+reported*, and so is every later round (the chain stops there). Two different
+selects of the same round by the publisher stop the chain before that round.
+
+A worker is *selected* when any valid round names it: only selected workers
+vote (p2pci.core.tally). A worker builds only while the *latest* valid round
+names it. Leases: a selected worker's lease ends at
+`min(max lease_until of its claims, created of the round that first selected it + lease_cap(offer), deadline)`
+with `lease_cap = 2 * claim_window + timeout_s * 1000`: a claim cannot keep a
+place longer, whatever it says.
+
+The seed is unknown to everyone but the publisher until the first `select`, so
+keys made after the offer was seen rank no better than keys made before.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from p2pci.core.messages import Claim
+from p2pci.core.identity import identity_bits
+from p2pci.core.messages import MAX_SELECT_CLAIMS, Claim, Offer, Select
 
 if TYPE_CHECKING:
     from p2pci.core.board import JobView
+    from p2pci.core.signing import Fact
+
+# Reasons a select is ignored (stable strings: tests and the CLI show them).
+S_NOT_PUBLISHER = "not signed by the offer's publisher"
+S_SEED = "seed does not match the offer's select_commit"
+S_UNKNOWN_CLAIM = "lists a claim this node does not hold (yet)"
+S_DROPS_CLAIMS = "does not list every claim of the previous round"
+S_WORKERS = "workers are not the lowest-ranked eligible listed claimants"
+S_REQUIRE = "leaves out an eligible listed require key"
+S_NOT_ELIGIBLE = "selects a key that is not an eligible listed claimant"
+S_CREATED = "created is before the offer's or the previous round's, or at or after the deadline"
+S_TWO = "the publisher signed two different selects for this round"
+S_GAP = "an earlier round is missing, invalid or equivocal"
 
 
-def rank(job: bytes, worker: bytes) -> bytes:
-    return hashlib.sha256(job + worker).digest()
+def selection_rank(seed: bytes, job: bytes, worker: bytes) -> bytes:
+    """sha256(seed || job || worker): lower is better."""
+    return hashlib.sha256(seed + job + worker).digest()
+
+
+def lease_cap(offer: Offer) -> int:
+    """The longest a selected worker keeps its place without committing, in ms."""
+    return 2 * offer.claim_window + offer.limits.timeout_s * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    round: int
+    fact_id: bytes
+    created: int
+    workers: tuple[bytes, ...]  # sorted by key bytes (as on the wire)
+    ranked: frozenset[bytes]  # workers that hold a ranked place (not require keys)
+    claims: frozenset[bytes]  # claim fact ids listed
+    excluded: frozenset[bytes]  # ranked workers dropped in this or an earlier round
+
+
+@dataclass(frozen=True, slots=True)
+class BadSelect:
+    fact_id: bytes
+    round: int
+    signer: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The valid selection rounds of a job (a pure function of its facts)."""
+
+    rounds: tuple[Round, ...] = ()
+    ignored: tuple[BadSelect, ...] = ()
+    seed: bytes | None = None
+
+    @property
+    def current(self) -> tuple[bytes, ...]:
+        """The workers of the latest valid round (empty before the first)."""
+        return self.rounds[-1].workers if self.rounds else ()
+
+    @property
+    def selected(self) -> frozenset[bytes]:
+        """Every worker some valid round named: these, and only these, vote."""
+        out: set[bytes] = set()
+        for r in self.rounds:
+            out.update(r.workers)
+        return frozenset(out)
+
+    def first_round_of(self, worker: bytes) -> Round | None:
+        for r in self.rounds:
+            if worker in r.workers:
+                return r
+        return None
+
+
+NO_SELECTION = Selection()
+
+
+def eligible_keys(view: JobView, offer: Offer, claim_ids: frozenset[bytes] | set[bytes]) -> set[bytes]:
+    """Signers of the given claims of this job that are allowed and show enough identity work."""
+    allow = view.allowlist
+    bits = offer.identity_bits
+    out: set[bytes] = set()
+    for cid in claim_ids:
+        f = view.claim_ids.get(cid)
+        if f is None or f.signer in out:
+            continue
+        body = f.body
+        assert isinstance(body, Claim)
+        if allow is not None and f.signer not in allow:
+            continue
+        if bits and identity_bits(f.signer, body.identity) < bits:
+            continue
+        out.add(f.signer)
+    return out
+
+
+def _require_keys(offer: Offer) -> frozenset[bytes]:
+    return frozenset() if offer.require is None else frozenset(offer.require.keys)
+
+
+def compute_workers(
+    view: JobView,
+    offer: Offer,
+    seed: bytes,
+    claims: frozenset[bytes] | set[bytes],
+    prev: Round | None,
+    drop: frozenset[bytes] | set[bytes] = frozenset(),
+) -> tuple[tuple[bytes, ...], frozenset[bytes], frozenset[bytes]]:
+    """(workers sorted by key, ranked, excluded) of the round listing `claims` after `prev`,
+    dropping `drop` (ranked workers of `prev`). The one rule both the publisher and every
+    observer apply."""
+    elig = eligible_keys(view, offer, claims)
+    req = _require_keys(offer)
+    pool = elig - req
+    job = view.job
+    if prev is None:
+        ranked: set[bytes] | frozenset[bytes] = set(
+            sorted(pool, key=lambda w: selection_rank(seed, job, w))[: offer.replicas]
+        )
+        excluded: frozenset[bytes] = frozenset()
+    else:
+        dropped = prev.ranked & set(drop)
+        excluded = prev.excluded | dropped
+        kept = prev.ranked - dropped
+        free = offer.replicas - len(kept)
+        avail = sorted(pool - prev.ranked - excluded, key=lambda w: selection_rank(seed, job, w))
+        ranked = kept | set(avail[: max(free, 0)])
+    workers = tuple(sorted(ranked | (elig & req)))
+    return workers, frozenset(ranked), excluded
+
+
+def _check(view: JobView, offer: Offer, fact: Fact, prev: Round | None) -> Round | str:
+    sel = fact.body
+    assert isinstance(sel, Select)
+    if hashlib.sha256(sel.seed).digest() != offer.select_commit:
+        return S_SEED
+    if not offer.created <= sel.created < offer.deadline or (prev is not None and sel.created < prev.created):
+        return S_CREATED
+    claims = frozenset(sel.claims)
+    for cid in claims:
+        if cid not in view.claim_ids:
+            return S_UNKNOWN_CLAIM
+    if prev is not None and not prev.claims <= claims:
+        return S_DROPS_CLAIMS
+    elig = eligible_keys(view, offer, claims)
+    w = frozenset(sel.workers)
+    if not w <= elig:
+        return S_NOT_ELIGIBLE
+    req = _require_keys(offer)
+    if not (elig & req) <= w:
+        return S_REQUIRE
+    drop = frozenset() if prev is None else prev.ranked - w
+    workers, ranked, excluded = compute_workers(view, offer, sel.seed, claims, prev, drop)
+    if workers != sel.workers:
+        return S_WORKERS
+    return Round(sel.round, fact.id, sel.created, workers, ranked, claims, excluded)
+
+
+def selection(view: JobView) -> Selection:
+    """The job's valid selection rounds and the ignored selects (memoised on the view)."""
+    key = ("selection", view.tally_version)
+    hit = view.cache.get(key)
+    if isinstance(hit, Selection):
+        return hit
+    result = _selection(view)
+    view.cache[key] = result
+    return result
+
+
+def _selection(view: JobView) -> Selection:
+    offer_fact = view.offer
+    if offer_fact is None or not view.selects:
+        return NO_SELECTION
+    offer = offer_fact.body
+    assert isinstance(offer, Offer)
+    publisher = offer_fact.signer
+    rounds: list[Round] = []
+    ignored: list[BadSelect] = []
+    broken = False
+    for r in sorted(view.selects):
+        facts = sorted(view.selects[r], key=lambda f: f.id)
+        mine = [f for f in facts if f.signer == publisher]
+        for f in facts:
+            if f.signer != publisher:
+                ignored.append(BadSelect(f.id, r, f.signer, S_NOT_PUBLISHER))
+        if not mine:
+            continue
+        if broken or r != len(rounds):
+            broken = True
+            ignored.extend(BadSelect(f.id, r, f.signer, S_GAP) for f in mine)
+            continue
+        if len(mine) > 1:
+            broken = True
+            ignored.extend(BadSelect(f.id, r, f.signer, S_TWO) for f in mine)
+            continue
+        res = _check(view, offer, mine[0], rounds[-1] if rounds else None)
+        if isinstance(res, str):
+            broken = True
+            ignored.append(BadSelect(mine[0].id, r, publisher, res))
+            continue
+        rounds.append(res)
+    seed = None
+    for f in view.selects.get(0, ()):
+        if rounds and f.id == rounds[0].fact_id and isinstance(f.body, Select):
+            seed = f.body.seed
+    ignored.sort(key=lambda b: (b.round, b.fact_id))
+    return Selection(tuple(rounds), tuple(ignored), seed)
+
+
+# --------------------------------------------------------------------------
+# leases and the publisher's next round
+
+
+def lease_end(view: JobView, sel: Selection, worker: bytes) -> int | None:
+    """When a selected worker's place ends if it has not committed (None: not selected)."""
+    offer = view.offer_msg
+    first = sel.first_round_of(worker)
+    if offer is None or first is None:
+        return None
+    leases = [c.body.lease_until for c in view.claims.get(worker, ()) if isinstance(c.body, Claim)]
+    end = min(first.created + lease_cap(offer), offer.deadline)
+    return min(max(leases), end) if leases else end
+
+
+def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
+    """Ranked workers of the latest round that declined, or did not commit by their lease end."""
+    sel = selection(view)
+    if not sel.rounds:
+        return frozenset()
+    out = set()
+    for w in sel.rounds[-1].ranked:
+        if w in view.declines:
+            out.add(w)
+        elif w not in view.commits:
+            end = lease_end(view, sel, w)
+            if end is not None and now >= end:
+                out.add(w)
+    return frozenset(out)
+
+
+def eligible_claim_ids(view: JobView) -> frozenset[bytes]:
+    """The claims a publisher lists: one per eligible key (its claim with the lowest fact id), at most
+    MAX_SELECT_CLAIMS (lowest fact ids first)."""
+    offer = view.offer_msg
+    if offer is None:
+        return frozenset()
+    best: dict[bytes, bytes] = {}
+    for cid in sorted(view.claim_ids):
+        f = view.claim_ids[cid]
+        if f.signer not in best and eligible_keys(view, offer, {cid}):
+            best[f.signer] = cid
+    return frozenset(sorted(best.values())[:MAX_SELECT_CLAIMS])
+
+
+def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select | None:
+    """The publisher's next `select` body, or None when no round is due.
+
+    `close`: the claim window is over (or closed early by the caller). Round 0 is
+    made once `close` is true. A later round is made when a ranked worker is due for
+    replacement (`due_replacements`) or places are free and new eligible claims are in.
+    The caller signs it, adds it to its board and gossips it.
+    """
+    offer = view.offer_msg
+    if offer is None or hashlib.sha256(seed).digest() != offer.select_commit or now >= offer.deadline:
+        return None
+    sel = selection(view)
+    prev = sel.rounds[-1] if sel.rounds else None
+    if prev is None:
+        if not close or sel.ignored:
+            return None
+        claims = eligible_claim_ids(view)
+        workers, _, _ = compute_workers(view, offer, seed, claims, None)
+        return Select(view.job, 0, seed, max(now, offer.created), tuple(sorted(claims)), workers)
+    claims = prev.claims | eligible_claim_ids(view)
+    if len(claims) > MAX_SELECT_CLAIMS:
+        claims = prev.claims | frozenset(sorted(claims - prev.claims)[: MAX_SELECT_CLAIMS - len(prev.claims)])
+    drop = due_replacements(view, now)
+    workers, ranked, _ = compute_workers(view, offer, seed, claims, prev, drop)
+    if workers == prev.workers and not drop:
+        return None
+    if prev.round >= 255:
+        return None
+    return Select(view.job, prev.round + 1, seed, max(now, prev.created), tuple(sorted(claims)), workers)
+
+
+def select_wakeup(view: JobView, now: int, close_at: int) -> int | None:
+    """When the publisher should call `next_select` again at the latest (facts arriving also
+    call for it): the window's end `close_at` before round 0, then the lease ends of the
+    ranked workers of the latest round that have not committed. None: nothing to wait for."""
+    offer = view.offer_msg
+    if offer is None or now >= offer.deadline:
+        return None
+    sel = selection(view)
+    if not sel.rounds:
+        return max(close_at, now) if not sel.ignored else None
+    times = []
+    for w in sel.rounds[-1].ranked:
+        if w not in view.commits and w not in view.declines:
+            end = lease_end(view, sel, w)
+            if end is not None:
+                times.append(max(end, now))
+    return min(times) if times else None
+
+
+# --------------------------------------------------------------------------
+# compatibility with the v1 worker machine (core/worker.py) until it moves to the calls above
 
 
 def live_claimants(view: JobView, now: int) -> dict[bytes, int]:
@@ -45,27 +371,22 @@ def live_claimants(view: JobView, now: int) -> dict[bytes, int]:
     return out
 
 
+def rank(job: bytes, worker: bytes) -> bytes:
+    """The v1 rank sha256(job || worker), kept only for the v1 worker machine's claim decision
+    (with `candidates` empty it never changes that decision). Not the selection order."""
+    return hashlib.sha256(job + worker).digest()
+
+
 def candidates(view: JobView, now: int) -> list[bytes]:
-    """Every claimant that currently competes for a place, best rank first."""
-    if view.offer is None:
-        return []
-    live = live_claimants(view, now)
-    allow = view.allowlist
-    pool = set(live)
-    for worker in view.commits:
-        if worker in view.claims and (allow is None or worker in allow):
-            pool.add(worker)
-    job = view.job
-    return sorted(pool, key=lambda w: rank(job, w))
+    """v2: nobody can rank claimants before the publisher reveals its seed, so no claimant is
+    known to be ahead of another: every eligible worker may claim. Always empty."""
+    return []
 
 
 def selected(view: JobView, now: int) -> list[bytes]:
-    """The `replicas` lowest-ranked live-or-committed claimants (best first)."""
-    offer = view.offer_msg
-    if offer is None:
-        return []
-    return candidates(view, now)[: offer.replicas]
+    """The workers of the latest valid `select` round (empty before it): who should build now."""
+    return list(selection(view).current)
 
 
 def is_selected(view: JobView, now: int, worker: bytes) -> bool:
-    return worker in selected(view, now)
+    return worker in selection(view).current

@@ -1,8 +1,14 @@
 """Node keys, peer IDs and signed envelopes (design.md section 2).
 
-Envelope on the wire: the canonical map `{v: 1, kind, body, signer, sig}`,
-`sig = Ed25519(signer, b"p2pci/v1/" + kind + b"\\x00" + canonical(body))`,
-fact id = sha256(envelope bytes).
+Envelope on the wire (protocol version 2): the canonical map `{v: 2, kind, body, signer, sig}`,
+`sig = Ed25519(signer, b"p2pci/v2/" + kind + b"\\x00" + canonical(body))`,
+fact id = sha256(envelope bytes). Version 1 envelopes are refused with a reason
+that says so.
+
+Signatures are verified with libsodium's `crypto_sign_open` (strict rules: S
+canonical (< L), R and the public key not of small order, the public key
+canonically encoded, the cofactorless equation checked by comparing the
+encoding of R); docs/protocol.md section 3 states them for other implementations.
 
 `open_envelope` is the one door for bytes from the network: it decodes,
 checks that the bytes are the canonical encoding (re-encoding and exact key
@@ -37,8 +43,8 @@ from p2pci.core.messages import (
 )
 from p2pci.core.results import ManifestEntry, result_digest
 
-DOMAIN = b"p2pci/v1/"
-VERSION = 1
+DOMAIN = b"p2pci/v2/"
+VERSION = 2
 MAX_ENVELOPE = 65536
 
 # --------------------------------------------------------------------------
@@ -241,6 +247,10 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
     if type(env) is not dict or tuple(env) != _ENVELOPE_KEYS:
         raise ProtocolError("envelope: fields must be exactly body, kind, sig, signer, v in canonical order")
     if env["v"] != VERSION or type(env["v"]) is not int:
+        if env["v"] == 1 and type(env["v"]) is int:
+            raise ProtocolError(
+                "envelope: protocol version 1 is no longer accepted (this node speaks version 2)"
+            )
         raise ProtocolError(f"envelope: unsupported version {env['v']!r:.20}")
     kind = env["kind"]
     signer = env["signer"]
@@ -363,7 +373,8 @@ def _canon(fields: frozenset[str]) -> tuple[str, ...]:
 _REVEAL_ORDER = _canon(Reveal.FIELDS)
 _BLOB_ORDER = _canon(BlobRef.FIELDS)
 _ENTRY_ORDER = _canon(frozenset(ManifestEntry.__dataclass_fields__))
-_FLAT_ORDERS = {k: _canon(c.FIELDS) for k, c in KINDS.items() if k not in ("offer", "reveal")}
+# kinds whose bodies hold no nested map: only the top-level key order needs checking
+_FLAT_ORDERS = {k: _canon(c.FIELDS) for k, c in KINDS.items() if k in ("claim", "commit", "cancel", "select")}
 
 
 def _check_canonical_order(kind: str, obj: Any) -> None:

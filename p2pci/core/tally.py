@@ -1,43 +1,45 @@
-"""The verdict: a pure function of a job's facts, `now` and the observer's policy.
+"""The verdict: a pure function of a job's facts, `now` and the observer's policy (protocol v2).
 
-Vote rules (design.md section 3.5), applied per signer that revealed:
+Vote rules (docs/protocol.md section 6), applied per signer that revealed, in key order:
 
 1. The offer must be known (else PENDING with nothing counted).
-2. Equivocation first: a signer with two or more distinct commits or two or
-   more distinct reveals for the job is an *equivocator*: reported, and all
-   its votes dropped (also when it would be ignored for another reason).
-3. The signer must be in the offer's allowlist (when the offer has one) and
-   in the observer's trust set (when it has one); otherwise ignored.
-4. It must have a commit, and `commit_hash(salt, digest, signer)` must equal
+2. The signer must be *selected*: named by a valid `select` round of the offer's
+   publisher (p2pci.core.selection). Otherwise ignored, whatever else it did:
+   facts of unselected keys change nothing but the list of ignored votes.
+3. Equivocation: a selected signer with two or more distinct commits or two or
+   more distinct reveals is an *equivocator* (listed, revealed or not): all its
+   votes are dropped.
+4. The signer must be in the offer's allowlist (when it has one) and in the
+   observer's trust set (when it has one); otherwise ignored.
+5. It must have a commit, and `commit_hash(salt, digest, signer)` must equal
    that commit's hash; otherwise ignored.
-5. Its commit's fact id must appear in the `seen` list of a reveal by a
-   *different* signer (any reveal of the job with a valid signature), unless
-   the signer is trusted not to copy: in the offer's allowlist, in the
-   offer's `require.keys` or in the observer's `require.keys`. A copier that
-   committed only after seeing a reveal is in nobody's `seen`: not counted.
-
-   Collusion limit: two colluding signers that list each other's commits in
-   their `seen` lists both count, whatever digest they reveal. Commit-reveal
-   stops lone copiers, not coalitions (docs/security.md).
+6. Witness rule: its commit's fact id must appear in the `seen` list of a
+   *counted* vote by a different signer *with the same digest* (the greatest
+   set of votes closed under this rule), unless the signer is trusted not to
+   copy (in the offer's allowlist, the offer's `require.keys` or the
+   observer's `require.keys`) or no other vote passing rules 1-5 has its
+   digest (nothing to copy from). An early reveal of another digest freezes
+   nobody's `seen` list for this digest, and a stranger cannot be a witness.
 
 Counted votes are grouped by (digest, exit_code). With quorum
 `N = max(offer.quorum, policy.quorum)` and `requires` = the offer's and the
 observer's `Require`s (a group satisfies them when, for each, at least `min`
-of its workers are in `keys`):
+of its workers are in `keys`), a group is *decisive* when it has >= N votes and
+satisfies every `Require`:
 
 * CANCELLED if a cancel signed by the offer's signer exists;
-* DISPUTED if two or more groups have >= N votes;
-* REPRODUCED(digest) / FAILED(digest) if exactly one group has >= N votes
-  and satisfies every `Require` (exit 0 / non-zero); dissenters are the
-  counted voters outside that group;
-* DISPUTED if no group has >= N votes but the counted votes are
-  >= max(replicas, N) (all builds are in; the max only matters when an
-  observer raised N above replicas: more votes could still make it). A group that reaches N but misses a `Require` is not
-  a dispute: the job stays PENDING until a trusted key agrees;
-* EXPIRED if still PENDING and `now >= offer.deadline`; else PENDING.
+* DISPUTED if two or more groups are decisive;
+* REPRODUCED(digest) / FAILED(digest) if exactly one group is decisive (exit 0 /
+  non-zero); dissenters are the counted voters outside that group;
+* without any `Require`: DISPUTED if no group has >= N votes but the counted
+  votes are >= max(replicas, N) (all builds are in). With a `Require`, keys
+  outside `keys` can never end the job: it waits for the trusted keys;
+* EXPIRED if still undecided and `now >= offer.deadline` (reason: no valid
+  selection, or not enough agreeing votes); else PENDING.
 
 The observer's policy only tightens the offer's: its trust set removes
 voters, its quorum can only raise N, its `require` adds a condition.
+Equal facts give equal verdicts on every node, whatever the arrival order.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from p2pci.core.board import JobView
-from p2pci.core.messages import Offer, Require, Reveal
+from p2pci.core.messages import Decline, Offer, Require, Reveal
+from p2pci.core.selection import Selection, selection
 from p2pci.core.signing import commit_hash, peer_id_of
 
 State = Literal["PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"]
@@ -57,7 +60,12 @@ R_NOT_ALLOWED = "not in the offer's allowlist"
 R_NOT_TRUSTED = "not in the observer's trust set"
 R_NO_COMMIT = "no commit"
 R_COMMIT_MISMATCH = "reveal does not match its commit"
-R_NOT_SEEN = "commit not in any other signer's seen list (possible copy)"
+R_NOT_SEEN = "commit not in the seen list of another counted vote for the same digest (possible copy)"
+R_NOT_SELECTED = "not selected by the publisher"
+
+# Reasons of an EXPIRED verdict.
+X_NO_SELECTION = "the publisher never selected workers (it must stay online until selection is done)"
+X_NO_QUORUM = "not enough agreeing votes by the deadline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +99,18 @@ class Verdict:
     dissenters: tuple[bytes, ...] = ()
     equivocators: tuple[bytes, ...] = ()
     ignored: tuple[Ignored, ...] = ()
+    reason: str = ""  # why EXPIRED (else "")
+    selection: Selection = Selection()
+    missing: tuple[bytes, ...] = ()  # selected workers that owe a reveal this board lacks (sorted)
+    declines: tuple[tuple[bytes, str, str], ...] = ()  # (selected worker, reason code, detail), sorted
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def selected(self) -> frozenset[bytes]:
+        return self.selection.selected
 
 
 PENDING = Verdict("PENDING")
@@ -155,6 +171,8 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         return PENDING
     offer = offer_fact.body
     assert isinstance(offer, Offer)
+    sel = selection(view)
+    chosen = sel.selected
     allow = view.allowlist
     trust = policy.trust
     oreq = offer.require
@@ -175,14 +193,17 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
 
     commits = view.commits
     reveals = view.reveals
-    equiv = view.equivocators  # kept by the board as facts arrive
+    equiv = view.equivocators & chosen  # equivocation of unselected keys is their own business
     seen_by = view.witnesses
     cache = view.cache
 
     ignored: list[Ignored] = []
-    votes: dict[tuple[bytes, int], list[bytes]] = {}
-    counted = 0
+    # signer -> (digest, exit_code, commit id) of the votes that pass rules 1-5
+    cands: dict[bytes, tuple[bytes, int, bytes]] = {}
     for signer in sorted(reveals):
+        if signer not in chosen:
+            ignored.append(Ignored(signer, R_NOT_SELECTED))
+            continue
         if signer in equiv:
             continue
         if allow is not None and signer not in allow:
@@ -205,20 +226,41 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         if not match:
             ignored.append(Ignored(signer, R_COMMIT_MISMATCH))
             continue
-        if signer not in no_copy:
-            witnesses = seen_by.get(com.id)
-            if not witnesses or (len(witnesses) == 1 and signer in witnesses):
-                ignored.append(Ignored(signer, R_NOT_SEEN))
-                continue
-        vkey = (rev.digest, rev.exit_code)
-        ws = votes.get(vkey)
-        if ws is None:
-            votes[vkey] = [signer]
-        else:
-            ws.append(signer)
-        counted += 1
+        cands[signer] = (rev.digest, rev.exit_code, com.id)
 
-    # signers were visited in sorted order: each group's workers are sorted already
+    # witness rule: the greatest set of votes in which every vote that is not exempt is witnessed
+    # by another vote of the set with the same digest. Exempt: keys trusted not to copy, and a vote
+    # whose digest no other candidate vote has (nobody revealed that digest: there was nothing to
+    # copy). The rule is monotone, so removing unwitnessed votes until none is left gives the one
+    # greatest set, whatever the order.
+    per_digest: dict[bytes, int] = {}
+    for digest, _, _ in cands.values():
+        per_digest[digest] = per_digest.get(digest, 0) + 1
+    changed = True
+    while changed:
+        changed = False
+        for signer in sorted(cands):
+            digest, _, cid = cands[signer]
+            if signer in no_copy or per_digest[digest] == 1:
+                continue
+            ok = False
+            for w in seen_by.get(cid, ()):
+                if w != signer:
+                    other = cands.get(w)
+                    if other is not None and other[0] == digest:
+                        ok = True
+                        break
+            if not ok:
+                del cands[signer]
+                ignored.append(Ignored(signer, R_NOT_SEEN))
+                changed = True
+
+    votes: dict[tuple[bytes, int], list[bytes]] = {}
+    for signer in sorted(cands):
+        digest, code, _ = cands[signer]
+        votes.setdefault((digest, code), []).append(signer)
+    counted = len(cands)
+
     groups: tuple[Group, ...]
     if len(votes) == 1:
         for (d, e), ws in votes.items():
@@ -228,30 +270,59 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     else:
         groups = ()
     equivocators = tuple(sorted(equiv)) if equiv else ()
-    ignored_t = tuple(ignored) if ignored else ()
+    ignored.sort(key=lambda i: i.worker)
+    ignored_t = tuple(ignored)
+    # selected workers whose reveal this node lacks: those that committed, and those of the latest
+    # round that neither revealed nor declined (a worker dropped without a commit owes nothing)
+    current = frozenset(sel.current)
+    missing = tuple(
+        sorted(
+            w
+            for w in chosen
+            if w not in reveals and (w in commits or (w in current and w not in view.declines))
+        )
+    )
+    declines = tuple(
+        sorted(
+            (w, d.body.reason, d.body.detail)
+            for w, fs in view.declines.items()
+            if w in chosen
+            for d in fs
+            if isinstance(d.body, Decline)
+        )
+    )
+
+    def out(
+        state: State,
+        digest: bytes | None = None,
+        code: int | None = None,
+        dis: tuple[bytes, ...] = (),
+        why: str = "",
+    ) -> Verdict:
+        return Verdict(state, digest, code, groups, dis, equivocators, ignored_t, why, sel, missing, declines)
+
     if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
-        return Verdict("CANCELLED", None, None, groups, (), equivocators, ignored_t)
+        return out("CANCELLED")
     win: Group | None = None
     for g in groups:  # sorted by size, largest first
         if len(g.workers) < quorum:
             break
+        if requires and not _satisfies(g.workers, requires):
+            continue
         if win is not None:
-            return Verdict("DISPUTED", None, None, groups, (), equivocators, ignored_t)
+            return out("DISPUTED")
         win = g
     if win is not None:
-        if not requires or _satisfies(win.workers, requires):
-            dissenters: tuple[bytes, ...] = ()
-            if len(groups) == 2:  # the winner is the larger group: groups[0]
-                dissenters = groups[1].workers
-            elif len(groups) > 2:
-                dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
-            state: State = "REPRODUCED" if win.exit_code == 0 else "FAILED"
-            return Verdict(state, win.digest, win.exit_code, groups, dissenters, equivocators, ignored_t)
-    elif counted >= offer.replicas and counted >= quorum:
-        return Verdict("DISPUTED", None, None, groups, (), equivocators, ignored_t)
+        dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
+        state: State = "REPRODUCED" if win.exit_code == 0 else "FAILED"
+        return out(state, win.digest, win.exit_code, dissenters)
+    if not requires and not any(len(g.workers) >= quorum for g in groups):
+        if counted >= offer.replicas and counted >= quorum:
+            return out("DISPUTED")
     if now >= offer.deadline:
-        return Verdict("EXPIRED", None, None, groups, (), equivocators, ignored_t)
-    return Verdict("PENDING", None, None, groups, (), equivocators, ignored_t)
+        why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
+        return out("EXPIRED", why=why)
+    return out("PENDING")
 
 
 def _group_order(g: Group) -> tuple[int, bytes, int]:
@@ -279,4 +350,20 @@ def verdict_json(view: JobView, verdict: Verdict) -> dict[str, Any]:
         "dissenters": [peer_id_of(w) for w in verdict.dissenters],
         "equivocators": [peer_id_of(w) for w in verdict.equivocators],
         "ignored": [{"worker": peer_id_of(i.worker), "reason": i.reason} for i in verdict.ignored],
+        "reason": verdict.reason or None,
+        "rounds": [
+            {
+                "round": r.round,
+                "select": r.fact_id.hex(),
+                "created": r.created,
+                "workers": [peer_id_of(w) for w in r.workers],
+            }
+            for r in verdict.selection.rounds
+        ],
+        "ignored_selects": [
+            {"select": b.fact_id.hex(), "round": b.round, "signer": peer_id_of(b.signer), "reason": b.reason}
+            for b in verdict.selection.ignored
+        ],
+        "missing": [peer_id_of(w) for w in verdict.missing],
+        "declines": [{"worker": peer_id_of(w), "reason": r, "detail": d} for w, r, d in verdict.declines],
     }

@@ -128,6 +128,7 @@ class Node:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._trust: set[bytes] = set()
+        self._trust_listed = False  # [trust] count = "listed": only _trust counts, even when empty
         self._own_jobs: set[bytes] = set()
         self._fetching: dict[bytes, trio.Event] = {}  # blob sha256 -> set when that fetch ends
         from p2pci.daemon.work import Worker
@@ -172,8 +173,12 @@ class Node:
         trust = self.store.kv_get("trust", None)
         # the kv set, once written, is the whole trust set (config keys seed it; `trust remove` sticks)
         for p in list(self.config.trust.keys) if trust is None else list(trust):
-            with contextlib.suppress(LocalError):
+            with contextlib.suppress(LocalError):  # config keys are checked at load; a bad stored one only narrows
                 self._trust.add(public_of(p))
+        mode = self.store.kv_get("trust_mode", None)
+        if mode is None:  # never switched: the config says, and a stored non-empty set means listed
+            mode = "listed" if self.config.trust.count == "listed" or trust else "all"
+        self._trust_listed = mode == "listed"
         self._own_jobs = set(self.store.pinned())
         self.worker.load(self.store)
         now = self.clock()
@@ -382,10 +387,10 @@ class Node:
     def policy(self) -> ObserverPolicy:
         t = self.config.trust
         require = None
-        if t.require_keys and t.require_min > 0:
-            with contextlib.suppress(LocalError):
-                require = Require(tuple(public_of(p) for p in t.require_keys), t.require_min)
-        return ObserverPolicy(trust=frozenset(self._trust) if self._trust else None, require=require)
+        if t.require_keys:  # checked when the config was loaded: never silently dropped
+            require = Require(tuple(public_of(p) for p in t.require_keys), t.require_min)
+        # fail closed: in "listed" mode an empty set counts nobody, it never means "everyone"
+        return ObserverPolicy(trust=frozenset(self._trust) if self._trust_listed else None, require=require)
 
     # ------------------------------------------------------------------ events out
 
@@ -513,6 +518,7 @@ class Node:
         if require is not None:
             req = Require(tuple(public_of(p) for p in require["keys"]), int(require["min"]))
         now = self.clock()
+        seed = os.urandom(32)
         tm = self.config.timing
         span = tm.claim_window_ms + lim.timeout_s * 1000 + tm.commit_slack_ms
         offer = Offer(
@@ -529,8 +535,12 @@ class Node:
             require=req,
             created=now,
             deadline=now + 2 * span + tm.lease_ms,
+            select_commit=hashlib.sha256(seed).digest(),
+            claim_window=tm.claim_window_ms,
         )
         fact = seal(self.key, offer)
+        # protocol v2: the seed is revealed by this node's `select` rounds (NodeMachine, issue 13)
+        await trio.to_thread.run_sync(store.kv_put, "seed/" + fact.id.hex(), seed.hex())
         await trio.to_thread.run_sync(store.pin, fact.id)
         self._own_jobs.add(fact.id)
         await self.publish_message(offer)
@@ -560,16 +570,30 @@ class Node:
 
     async def _set_trust(self, peer_id: str, add: bool) -> Any:
         key = public_of(peer_id)
+        assert self.store is not None
         if add:
             self._trust.add(key)
+            if not self._trust_listed:
+                self._trust_listed = True
+                await trio.to_thread.run_sync(self.store.kv_put, "trust_mode", "listed")
         else:
             self._trust.discard(key)
-        assert self.store is not None
         await trio.to_thread.run_sync(self.store.kv_put, "trust", sorted(peer_id_of(k) for k in self._trust))
         for view in self.board.jobs():
             self._dirty.add(view.job)
         self._wake.set()
         return await self.op_trust_list()
+
+    async def op_trust_count(self, mode: str) -> Any:
+        """Switch the trust mode: "all" (every vote the offer allows) or "listed" (only the set)."""
+        if mode not in ("all", "listed"):
+            raise LocalError('trust count must be "all" or "listed"')
+        assert self.store is not None
+        self._trust_listed = mode == "listed"
+        await trio.to_thread.run_sync(self.store.kv_put, "trust_mode", mode)
+        for view in self.board.jobs():
+            self._dirty.add(view.job)
+        return mode
 
     async def op_trust_add(self, peer_id: str) -> Any:
         return await self._set_trust(peer_id, True)

@@ -191,7 +191,7 @@ class Adversary:
         forged_body = Reveal(job, w, os.urandom(16), code, manifest, LOG_REF, ()).to_obj()
 
         def envelope(kind: str, body: Any, signer: bytes, sig: bytes) -> bytes:
-            return canonical({"v": 1, "kind": kind, "body": body, "signer": signer, "sig": sig})
+            return canonical({"v": 2, "kind": kind, "body": body, "signer": signer, "sig": sig})
 
         # 1. forged signature: a reveal "by the victim", signed with our key.
         sig = self.key.sign(signed_bytes("reveal", canonical(forged_body)))
@@ -259,7 +259,7 @@ def hostile_handlers(host: Any, key: NodeKey) -> None:
             body = Claim(job, 2**40).to_obj()
             forged = canonical(
                 {
-                    "v": 1,
+                    "v": 2,
                     "kind": "claim",
                     "body": body,
                     "signer": hashlib.sha256(b"someone else").digest(),

@@ -6,11 +6,26 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from p2pci.core.messages import BlobRef, Cancel, Claim, Commit, ImageRef, Limits, Offer, Require, Reveal
+from p2pci.core.board import Board, JobView
+from p2pci.core.messages import (
+    BlobRef,
+    Cancel,
+    Claim,
+    Commit,
+    Decline,
+    ImageRef,
+    Limits,
+    Offer,
+    Require,
+    Reveal,
+    Select,
+)
 from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.selection import compute_workers, selection
 from p2pci.core.signing import Fact, NodeKey, commit_hash, seal
 
 IMAGE = "sha256:" + "ab" * 32
+SEED = hashlib.sha256(b"test seed").digest()
 
 
 def key(name: str) -> NodeKey:
@@ -39,6 +54,8 @@ def make_offer(
     deadline: int = 2_000_000,
     timeout_s: int = 60,
     project: str = "hello",
+    seed: bytes = SEED,
+    identity_bits: int = 0,
 ) -> Offer:
     return Offer(
         project=project,
@@ -54,6 +71,8 @@ def make_offer(
         require=require,
         created=created,
         deadline=deadline,
+        select_commit=hashlib.sha256(seed).digest(),
+        identity_bits=identity_bits,
     )
 
 
@@ -75,6 +94,7 @@ class JobSim:
     offer: Offer
     publisher: NodeKey = field(default_factory=lambda: key("publisher"))
     facts: list[Fact] = field(default_factory=list)
+    seed: bytes = SEED
 
     def __post_init__(self) -> None:
         self.offer_fact = seal(self.publisher, self.offer)
@@ -86,9 +106,37 @@ class JobSim:
         self.facts.append(f)
         return f
 
-    def claim(self, k: NodeKey, lease_until: int | None = None) -> Fact:
+    def claim(self, k: NodeKey, lease_until: int | None = None, identity: bytes = b"") -> Fact:
         lease = self.offer.created + 30_000 if lease_until is None else lease_until
-        return self._add(seal(k, Claim(self.job, lease)))
+        return self._add(seal(k, Claim(self.job, lease, identity)))
+
+    def view(self) -> JobView:
+        """A fresh board holding every fact made so far."""
+        board = Board()
+        for f in self.facts:
+            board.add_fact(f)
+        view = board.job(self.job)
+        assert view is not None
+        return view
+
+    def select_body(self, drop: tuple[bytes, ...] = (), claims: tuple[bytes, ...] | None = None) -> Select:
+        """The next honest selection round over every claim held (or `claims`), dropping `drop`."""
+        view = self.view()
+        sel = selection(view)
+        prev = sel.rounds[-1] if sel.rounds else None
+        listed = frozenset(view.claim_ids if claims is None else claims)
+        if prev is not None:
+            listed |= prev.claims
+        workers, _, _ = compute_workers(view, self.offer, self.seed, listed, prev, frozenset(drop))
+        rnd = 0 if prev is None else prev.round + 1
+        created = self.offer.created + 2000 + rnd
+        return Select(self.job, rnd, self.seed, created, tuple(sorted(listed)), workers)
+
+    def select(self, drop: tuple[bytes, ...] = (), claims: tuple[bytes, ...] | None = None) -> Fact:
+        return self._add(seal(self.publisher, self.select_body(drop, claims)))
+
+    def decline(self, k: NodeKey, reason: str = "image", detail: str = "") -> Fact:
+        return self._add(seal(k, Decline(self.job, reason, detail, None)))
 
     def built(self, k: NodeKey, content: bytes = b"good", exit_code: int = 0) -> Built:
         return Built(exit_code, manifest_for(content), h(k.public + content)[:16])
@@ -109,10 +157,13 @@ class JobSim:
         return self._add(seal(k or self.publisher, Cancel(self.job)))
 
     def honest_round(self, workers: list[tuple[NodeKey, bytes, int]]) -> None:
-        """Each worker claims, builds `content` with `exit_code`, commits; then all reveal."""
+        """Each worker claims, the publisher selects, each builds `content` with `exit_code` and
+        commits; then all reveal."""
         built = []
-        for k, content, code in workers:
+        for k, _, _ in workers:
             self.claim(k)
+        self.select()
+        for k, content, code in workers:
             b = self.built(k, content, code)
             self.commit(k, b)
             built.append((k, b))

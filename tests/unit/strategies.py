@@ -11,12 +11,15 @@ from p2pci.core.messages import (
     Cancel,
     Claim,
     Commit,
+    Decline,
     ImageRef,
     Limits,
     Message,
     Offer,
+    Provenance,
     Require,
     Reveal,
+    Select,
 )
 from p2pci.core.results import ManifestEntry, result_digest
 
@@ -35,6 +38,21 @@ limits = st.builds(Limits, small, small, st.integers(1, 64), small, small)
 keys = st.lists(h32, min_size=1, max_size=5, unique=True).map(tuple)
 requires = keys.flatmap(lambda ks: st.builds(Require, st.just(ks), st.integers(1, len(ks))))
 env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
+
+
+git_hex = st.text("0123456789abcdef", min_size=40, max_size=40) | st.text(
+    "0123456789abcdef", min_size=64, max_size=64
+)
+provenances = st.builds(Provenance, st.none() | git_hex, st.none() | git_hex, st.none() | text)
+sorted_keys = st.lists(h32, max_size=6, unique=True).map(lambda ks: tuple(sorted(ks)))
+selects = st.builds(Select, h32, st.integers(0, 255), h32, u63, sorted_keys, sorted_keys)
+declines = st.builds(
+    Decline,
+    h32,
+    st.sampled_from(["policy", "slots", "image", "timeout", "start_failed", "x_1"]),
+    st.text(max_size=40),
+    st.none() | blob_refs,
+)
 
 
 @st.composite
@@ -56,6 +74,11 @@ def offers(draw: st.DrawFn) -> Offer:
         require=draw(st.none() | requires),
         created=created,
         deadline=created + draw(st.integers(1, 2**40)),
+        select_commit=draw(h32),
+        identity_bits=draw(st.integers(0, 40)),
+        claim_window=draw(st.integers(100, 600_000)),
+        inputs=draw(st.none() | blob_refs),
+        provenance=draw(provenances),
     )
 
 
@@ -86,10 +109,12 @@ def reveals(draw: st.DrawFn) -> Reveal:
 
 messages: st.SearchStrategy[Message] = st.one_of(
     offers(),
-    st.builds(Claim, h32, u63),
+    st.builds(Claim, h32, u63, st.binary(max_size=32)),
     st.builds(Commit, h32, h32),
     reveals(),
     st.builds(Cancel, h32),
+    selects,
+    declines,
 )
 
 # Anything msgpack can carry, floats and ext included: hostile input.
@@ -100,7 +125,9 @@ junk: st.SearchStrategy[Any] = st.recursive(
     | st.floats(allow_nan=False)
     | st.text(max_size=10)
     | st.binary(max_size=40)
-    | st.sampled_from(["open", "offer", "reveal", "claim", "commit", "cancel", "job", "v", "body"]),
+    | st.sampled_from(
+        ["open", "offer", "reveal", "claim", "commit", "cancel", "select", "decline", "job", "v", "body"]
+    ),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),

@@ -15,3 +15,16 @@ def test_simulated_jobs_reach_the_same_verdict_everywhere() -> None:
 def test_total_loss_gives_no_verdict() -> None:
     r = simulate(SimParams(nodes=30, jobs=1, loss=1.0, sync_s=1e6, horizon_ms=20_000, seed=4))
     assert r["converged"] < 1.0
+
+
+def test_sybil_simulation_matches_the_hypergeometric_expectation() -> None:
+    import random
+
+    from bench.sybil import hypergeom_tail, simulate
+
+    r = simulate(3, 2, 0.5, 400, False, random.Random(5))
+    exp = hypergeom_tail(20, 10, 3, 2)
+    assert abs(r["REPRODUCED_false"] - exp) < 0.08 and r["expected_false_reproduced"] == exp
+    assert r["REPRODUCED_false"] + r["REPRODUCED_true"] == 1.0
+    req = simulate(3, 2, 0.5, 200, True, random.Random(5))
+    assert req["REPRODUCED_false"] == 0.0 and req["EXPIRED"] > 0.0

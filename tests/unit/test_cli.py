@@ -143,3 +143,39 @@ def test_publish_open_mode_single_replica_is_refused(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "publish", str(proj), "--replicas", "1"])
     assert r.exit_code == 2 and "open mode needs at least 2 replicas" in r.stderr
     assert not (tmp_path / "h" / "blobs").exists()
+
+
+def test_daemon_refuses_to_start_with_a_malformed_trusted_key(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert CliRunner().invoke(cli, ["--home", str(home), "init"]).exit_code == 0
+    cfg = home / "config.toml"
+    cfg.write_text('[trust]\ncount = "listed"\nkeys = ["12D3KooWbroken"]\n')
+    r = CliRunner().invoke(cli, ["--home", str(home), "daemon"])
+    assert r.exit_code == 2, r.output
+    assert "12D3KooWbroken" in r.output and str(cfg) in r.output and "line 3" in r.output
+    assert not (home / "control.sock").exists() and not (home / "p2pci.db").exists()
+
+
+def test_verify_reports_rounds_and_completeness(tmp_path: Path) -> None:
+    from p2pci.core.codec import canonical
+    from p2pci.core.evidence import export_bundle
+
+    from .jobgen import JobSim, key, make_offer
+
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.honest_round([(key("a"), b"good", 0), (key("b"), b"good", 0)])
+    full = tmp_path / "full.p2pci"
+    full.write_bytes(export_bundle(sim.view()))
+    r = CliRunner().invoke(cli, ["verify", str(full), "--now", "1500000"])
+    assert r.exit_code == 0, r.output
+    assert "verdict  REPRODUCED" in r.output and "bundle   complete" in r.output
+    assert "round 0   selected 2:" in r.output
+    cut = [f.raw for f in sim.facts if not (f.kind == "reveal" and f.signer == key("b").public)]
+    part = tmp_path / "cut.p2pci"
+    part.write_bytes(canonical({"v": 2, "job": sim.job, "facts": cut}))
+    r = CliRunner().invoke(cli, ["verify", str(part), "--now", "1500000", "--json"])
+    assert r.exit_code == 1
+    obj = json.loads(r.output)
+    assert obj["bundle"]["complete"] is False and obj["bundle"]["missing"] == [key("b").peer_id]
+    r = CliRunner().invoke(cli, ["verify", str(part), "--now", "1500000"])
+    assert r.exit_code == 1 and "INCOMPLETE" in r.output and f"no reveal of selected worker {key('b').peer_id}" in r.output

@@ -32,6 +32,7 @@ K = key("signer")
 def sample_facts() -> list[Fact]:
     sim = JobSim(make_offer(key("publisher")))
     sim.honest_round([(key("a"), b"good", 0), (key("b"), b"good", 3)])
+    sim.decline(key("c"), "image", "no such image")
     sim.cancel()
     return sim.facts
 
@@ -88,7 +89,7 @@ def test_random_garbage_only_raises_protocol_error(data: bytes) -> None:
 def test_structured_garbage_only_raises_protocol_error(obj: Any, kind: str) -> None:
     with pytest.raises(ProtocolError):
         message_from_obj(kind, obj)
-    env = {"v": 1, "kind": kind, "body": obj, "signer": K.public, "sig": b"\0" * 64}
+    env = {"v": 2, "kind": kind, "body": obj, "signer": K.public, "sig": b"\0" * 64}
     for raw in (
         msgpack.packb(env, use_bin_type=True),
         msgpack.packb(dict(sorted(env.items())), use_bin_type=True),
@@ -159,7 +160,7 @@ def test_reveal_with_wrong_digest_is_rejected_even_when_signed() -> None:
 
     raw = canonical(
         {
-            "v": 1,
+            "v": 2,
             "kind": "reveal",
             "body": body,
             "signer": kb.public,
@@ -271,7 +272,7 @@ def test_reveal_fast_path_matches_the_strict_decoder(
 
         raw = canonical(
             {
-                "v": 1,
+                "v": 2,
                 "kind": "reveal",
                 "body": body,
                 "signer": K.public,
@@ -298,10 +299,10 @@ def test_signed_reveal_with_unsorted_or_repeated_paths_is_rejected(order: tuple[
         msgpack.packb([body["exit_code"], body["manifest"]], use_bin_type=True)
     ).digest()
     sig = K.sign(signed_bytes("reveal", canonical(body)))
-    raw = canonical({"v": 1, "kind": "reveal", "body": body, "signer": K.public, "sig": sig})
+    raw = canonical({"v": 2, "kind": "reveal", "body": body, "signer": K.public, "sig": sig})
     with pytest.raises(ProtocolError, match="not sorted or not distinct"):
         open_envelope(raw)
     ok = dict(body, manifest=entries)
     ok["digest"] = hashlib.sha256(msgpack.packb([body["exit_code"], entries], use_bin_type=True)).digest()
     sig = K.sign(signed_bytes("reveal", canonical(ok)))
-    assert open_envelope(canonical({"v": 1, "kind": "reveal", "body": ok, "signer": K.public, "sig": sig}))
+    assert open_envelope(canonical({"v": 2, "kind": "reveal", "body": ok, "signer": K.public, "sig": sig}))

@@ -52,7 +52,7 @@ def test_removing_any_fact_changes_or_rejects_and_never_makes_a_false_reproduced
     facts = decode(BUNDLE)["facts"]
     original = tally(VIEW, NOW)
     for i in range(len(facts)):
-        data = canonical({"v": 1, "job": SIM.job, "facts": facts[:i] + facts[i + 1 :]})
+        data = canonical({"v": 2, "job": SIM.job, "facts": facts[:i] + facts[i + 1 :]})
         try:
             view, verdict = verify_bundle(data, NOW)
         except ProtocolError:
@@ -78,12 +78,14 @@ def test_facts_of_another_job_and_duplicates_are_rejected() -> None:
     other = JobSim(make_offer(key("publisher"), project="other"))
     facts = decode(BUNDLE)["facts"]
     with pytest.raises(ProtocolError, match="another job"):
-        load_bundle(canonical({"v": 1, "job": SIM.job, "facts": [*facts, other.offer_fact.raw]}))
+        load_bundle(canonical({"v": 2, "job": SIM.job, "facts": [*facts, other.offer_fact.raw]}))
     with pytest.raises(ProtocolError, match="duplicate"):
-        load_bundle(canonical({"v": 1, "job": SIM.job, "facts": [*facts, facts[0]]}))
+        load_bundle(canonical({"v": 2, "job": SIM.job, "facts": [*facts, facts[0]]}))
     with pytest.raises(ProtocolError, match="offer"):
-        load_bundle(canonical({"v": 1, "job": SIM.job, "facts": facts[1:]}))
-    with pytest.raises(ProtocolError):
-        load_bundle(canonical({"v": 2, "job": SIM.job, "facts": facts}))
+        load_bundle(canonical({"v": 2, "job": SIM.job, "facts": facts[1:]}))
+    with pytest.raises(ProtocolError, match="unsupported version 3"):
+        load_bundle(canonical({"v": 3, "job": SIM.job, "facts": facts}))
+    with pytest.raises(ProtocolError, match="version 1 bundles are no longer accepted"):
+        load_bundle(canonical({"v": 1, "job": SIM.job, "facts": facts}))
     with pytest.raises(ProtocolError):
         load_bundle(b"\x80")

@@ -1,12 +1,34 @@
-"""Selection by rank with leases, and the board's add/dedupe/reject bookkeeping."""
+"""Protocol v2 selection (seed, rounds, eligibility, leases), and the board's bookkeeping."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from p2pci.core.board import Board
-from p2pci.core.selection import candidates, is_selected, live_claimants, rank, selected
-from p2pci.core.tally import ObserverPolicy, tally
+from p2pci.core.identity import IDENTITY_DOMAIN, identity_bits, identity_hash, mint
+from p2pci.core.messages import Require
+from p2pci.core.selection import (
+    S_NOT_ELIGIBLE,
+    S_NOT_PUBLISHER,
+    S_REQUIRE,
+    S_SEED,
+    S_TWO,
+    S_UNKNOWN_CLAIM,
+    S_WORKERS,
+    candidates,
+    due_replacements,
+    is_selected,
+    lease_cap,
+    lease_end,
+    live_claimants,
+    next_select,
+    selected,
+    selection,
+    selection_rank,
+)
+from p2pci.core.signing import Fact, NodeKey, seal
+from p2pci.core.tally import X_NO_SELECTION, ObserverPolicy, tally
 
 from .jobgen import JobSim, key, make_offer
 
@@ -21,76 +43,218 @@ def board_of(sim: JobSim) -> Board:
     return b
 
 
-def test_rank_is_sha256_of_job_and_worker() -> None:
-    job, w = b"j" * 32, b"w" * 32
-    assert rank(job, w) == hashlib.sha256(job + w).digest()
+def test_rank_is_sha256_of_seed_job_and_worker() -> None:
+    seed, job, w = b"s" * 32, b"j" * 32, b"w" * 32
+    assert selection_rank(seed, job, w) == hashlib.sha256(seed + job + w).digest()
 
 
-def test_selected_are_the_lowest_ranked_live_claimants() -> None:
+def by_rank(sim: JobSim, keys: list[NodeKey]) -> list[NodeKey]:
+    return sorted(keys, key=lambda k: selection_rank(sim.seed, sim.job, k.public))
+
+
+def test_round_zero_selects_the_lowest_ranked_listed_claimants() -> None:
     sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2, created=T0))
     for k in KEYS:
         sim.claim(k, lease_until=T0 + 10_000)
     view = board_of(sim).job(sim.job)
     assert view is not None
-    by_rank = sorted((k.public for k in KEYS), key=lambda w: rank(sim.job, w))
-    assert selected(view, T0) == by_rank[:3]
-    assert candidates(view, T0) == by_rank
-    assert is_selected(view, T0, by_rank[0]) and not is_selected(view, T0, by_rank[3])
-    # every lease expired: nobody
-    assert selected(view, T0 + 10_000) == []
+    assert selected(view, T0) == [] and candidates(view, T0) == []  # nobody before the select
+    sim.select()
+    view = board_of(sim).job(sim.job)
+    assert view is not None
+    best = [k.public for k in by_rank(sim, KEYS)]
+    assert set(selected(view, T0)) == set(best[:3])
+    assert is_selected(view, T0, best[0]) and not is_selected(view, T0, best[3])
+    sel = selection(view)
+    assert len(sel.rounds) == 1 and sel.seed == sim.seed and not sel.ignored
+    # the v1 rank (no seed) would have chosen differently for some job: it is not what counts
     assert live_claimants(view, T0 + 9_999) == {k.public: T0 + 10_000 for k in KEYS}
 
 
-def test_expired_lease_without_commit_lets_the_next_in_line_in() -> None:
+def _ignored_reason(sim: JobSim, f: Fact) -> str:
+    view = sim.view()
+    reasons = [b.reason for b in selection(view).ignored if b.fact_id == f.id]
+    assert len(reasons) == 1, reasons
+    return reasons[0]
+
+
+def test_a_select_with_a_wrong_seed_stranger_or_wrong_workers_is_ignored_and_reported() -> None:
     sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, created=T0))
-    by_rank = sorted(KEYS[:3], key=lambda k: rank(sim.job, k.public))
-    best, second, third = by_rank
-    sim.claim(best, lease_until=T0 + 5_000)
-    sim.claim(second, lease_until=T0 + 50_000)
-    sim.claim(third, lease_until=T0 + 50_000)
-    view = board_of(sim).job(sim.job)
-    assert view is not None
-    assert selected(view, T0) == [best.public, second.public]
-    assert selected(view, T0 + 5_000) == [second.public, third.public]
+    for k in KEYS[:4]:
+        sim.claim(k)
+    good = sim.select_body()
+    bad_seed = seal(sim.publisher, replace(good, seed=b"x" * 32))
+    stranger = seal(KEYS[5], good)
+    order = [k.public for k in by_rank(sim, KEYS[:4])]
+    wrong = seal(sim.publisher, replace(good, workers=tuple(sorted(order[1:3]))))
+    for f, reason in ((bad_seed, S_SEED), (stranger, S_NOT_PUBLISHER), (wrong, S_WORKERS)):
+        trial = JobSim(sim.offer, facts=list(sim.facts[1:]))
+        trial._add(f)
+        assert _ignored_reason(trial, f) == reason
+        view = trial.view()
+        assert selected(view, T0) == []
+        assert tally(view, T0 + 10**6).reason == X_NO_SELECTION
 
 
-def test_a_committed_claimant_keeps_its_place_after_its_lease() -> None:
+def test_a_select_listing_an_unknown_claim_waits_for_it() -> None:
     sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, created=T0))
-    best, second, third = sorted(KEYS[:3], key=lambda k: rank(sim.job, k.public))
-    sim.claim(best, lease_until=T0 + 5_000)
-    sim.commit(best, sim.built(best))
-    sim.claim(second, lease_until=T0 + 50_000)
-    sim.claim(third, lease_until=T0 + 50_000)
-    view = board_of(sim).job(sim.job)
+    claims = [sim.claim(k) for k in KEYS[:3]]
+    sim.select()
+    without = [f for f in sim.facts if f.id != claims[0].id]
+    b = Board()
+    for f in without:
+        b.add_fact(f)
+    view = b.job(sim.job)
     assert view is not None
-    assert selected(view, T0 + 6_000) == [best.public, second.public]
+    assert [x.reason for x in selection(view).ignored] == [S_UNKNOWN_CLAIM] and selected(view, T0) == []
+    b.add_fact(claims[0])
+    assert len(selected(view, T0)) == 2 and not selection(view).ignored
 
 
-def test_renewal_extends_the_lease_and_allowlist_filters_claims() -> None:
-    allowed = KEYS[:2]
+def test_later_rounds_replace_dropped_workers_by_the_next_in_line_and_keep_the_others() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, created=T0))
+    order = by_rank(sim, KEYS[:4])
+    for k in order[:3]:
+        sim.claim(k)
+    sim.select()
+    assert set(selected(sim.view(), T0)) == {order[0].public, order[1].public}
+    sim.claim(order[3])  # a late claim: listed in round 1
+    sim.select(drop=(order[0].public,))
+    view = sim.view()
+    assert set(selected(view, T0)) == {order[1].public, order[2].public}
+    assert selection(view).selected == {order[0].public, order[1].public, order[2].public}
+    sim.select(drop=(order[2].public,))
+    view = sim.view()
+    assert set(selected(view, T0)) == {order[1].public, order[3].public}  # a dropped key never returns
+    # a round that brings a dropped key back, or skips the next in line, is ignored
+    bad = seal(
+        sim.publisher,
+        replace(
+            sim.select_body(drop=(order[3].public,)),
+            workers=tuple(sorted([order[0].public, order[1].public])),
+        ),
+    )
+    trial = JobSim(sim.offer, facts=list(sim.facts[1:]))
+    trial._add(bad)
+    assert _ignored_reason(trial, bad) in (S_WORKERS, S_NOT_ELIGIBLE)
+
+
+def test_two_selects_for_one_round_stop_the_chain() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1, created=T0))
+    for k in KEYS[:3]:
+        sim.claim(k)
+    sim.select()
+    body = sim.select_body(drop=tuple(selected(sim.view(), T0)))
+    sim._add(seal(sim.publisher, body))
+    sim._add(seal(sim.publisher, replace(body, created=body.created + 1)))
+    sel = selection(sim.view())
+    assert len(sel.rounds) == 1 and [b.reason for b in sel.ignored] == [S_TWO, S_TWO]
+
+
+def test_require_keys_are_always_selected_on_top_of_the_ranked_places() -> None:
+    trusted = KEYS[5]
     sim = JobSim(
-        make_offer(
-            key("publisher"), replicas=3, quorum=1, created=T0, workers=tuple(k.public for k in allowed)
-        )
+        make_offer(key("publisher"), replicas=2, quorum=2, created=T0, require=Require((trusted.public,), 1))
     )
     for k in KEYS:
-        sim.claim(k, lease_until=T0 + 1_000)
-    sim.claim(allowed[0], lease_until=T0 + 9_000)
-    view = board_of(sim).job(sim.job)
-    assert view is not None
-    assert set(selected(view, T0)) == {k.public for k in allowed}
-    assert selected(view, T0 + 2_000) == [allowed[0].public]
+        sim.claim(k)
+    sim.select()
+    cur = selected(sim.view(), T0)
+    assert trusted.public in cur and len(cur) == 3
+    # leaving it out is not a valid select
+    body = sim.select_body()
+    trial = JobSim(sim.offer, facts=[f for f in sim.facts[1:] if f.kind != "select"])
+    bad = trial._add(
+        seal(
+            sim.publisher,
+            replace(body, round=0, workers=tuple(w for w in body.workers if w != trusted.public)),
+        )
+    )
+    assert _ignored_reason(trial, bad) == S_REQUIRE
 
 
-def test_claims_before_offer_count_once_it_arrives_and_leases_are_capped_by_deadline() -> None:
+def test_identity_work_and_allowlist_decide_eligibility() -> None:
+    bits = 6
+    allowed = KEYS[:3]
+    sim = JobSim(
+        make_offer(
+            key("publisher"),
+            replicas=3,
+            quorum=1,
+            created=T0,
+            workers=tuple(k.public for k in allowed),
+            identity_bits=bits,
+        )
+    )
+    sim.claim(KEYS[0], identity=mint(KEYS[0].public, bits))
+    sim.claim(KEYS[1], identity=b"")  # no work
+    weak = next(n for n in (bytes([i]) for i in range(256)) if identity_bits(KEYS[2].public, n) < bits)
+    sim.claim(KEYS[2], identity=weak)
+    sim.claim(KEYS[3], identity=mint(KEYS[3].public, bits))  # not allowed
+    sim.select()
+    assert selected(sim.view(), T0) == [KEYS[0].public]
+    n = mint(KEYS[0].public, bits)
+    assert identity_bits(KEYS[0].public, n) >= bits
+    assert identity_hash(KEYS[0].public, n) == hashlib.sha256(IDENTITY_DOMAIN + KEYS[0].public + n).digest()
+
+
+def test_a_squatter_loses_its_place_at_the_capped_lease_end() -> None:
+    sim = JobSim(
+        make_offer(key("publisher"), replicas=2, quorum=2, created=T0, deadline=T0 + 10**7, timeout_s=60)
+    )
+    order = by_rank(sim, KEYS[:3])
+    sim.claim(order[0], lease_until=2**62)  # a squatter with a huge lease
+    sim.claim(order[1])
+    sim.claim(order[2])
+    sim.select()
+    view = sim.view()
+    sel = selection(view)
+    cap = sel.rounds[0].created + lease_cap(sim.offer)
+    assert lease_end(view, sel, order[0].public) == cap == sel.rounds[0].created + 2 * 2000 + 60_000
+    sim.commit(order[1], sim.built(order[1]))
+    view = sim.view()
+    assert due_replacements(view, cap - 1) == frozenset()
+    assert order[0].public in due_replacements(view, cap)
+    nxt = next_select(view, sim.seed, cap, close=True)
+    assert nxt is not None and nxt.round == 1 and set(nxt.workers) == {order[1].public, order[2].public}
+    assert next_select(view, b"wrong" * 6 + b"xx", cap, close=True) is None
+
+
+def test_the_publisher_selects_round_zero_only_once_the_window_is_closed() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, created=T0))
+    for k in KEYS[:3]:
+        sim.claim(k)
+    view = sim.view()
+    assert next_select(view, sim.seed, T0 + 10, close=False) is None
+    body = next_select(view, sim.seed, T0 + 2000, close=True)
+    assert body is not None and body.round == 0
+    sim._add(seal(sim.publisher, body))
+    view = sim.view()
+    assert len(selection(view).rounds) == 1 and not selection(view).ignored
+    assert next_select(view, sim.seed, T0 + 2001, close=True) is None  # nothing to replace
+
+
+def test_a_decliner_is_replaced() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1, created=T0))
+    order = by_rank(sim, KEYS[:2])
+    for k in order:
+        sim.claim(k)
+    sim.select()
+    sim.decline(order[0], "image", "image not available")
+    view = sim.view()
+    assert due_replacements(view, T0 + 2001) == {order[0].public}
+    v = tally(view, T0 + 2001)
+    assert v.declines == ((order[0].public, "image", "image not available"),)
+
+
+def test_live_claimants_are_capped_by_the_deadline() -> None:
     sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1, created=T0, deadline=T0 + 100_000))
     sim.claim(KEYS[0], lease_until=T0 + 10**9)
     b = Board()
     b.add(sim.facts[1].raw, T0)
     view = b.job(sim.job)
-    assert view is not None and selected(view, T0) == []
+    assert view is not None and live_claimants(view, T0) == {}
     b.add(sim.facts[0].raw, T0)
-    assert selected(view, T0) == [KEYS[0].public]
     assert live_claimants(view, T0) == {KEYS[0].public: T0 + 100_000}
 
 

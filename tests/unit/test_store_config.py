@@ -72,3 +72,35 @@ def test_bad_toml(tmp_path: Path) -> None:
     p.write_text("listen = [")
     with pytest.raises(LocalError, match="config"):
         load_config(p)
+
+
+GOOD = "12D3KooWAdebRWmR69kvcoYJHna4fJmhFZ4TAJDD4svbbhrEQA1b"
+BAD = "12D3KooWnotapeerid"
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        (f'[trust]\nkeys = ["{GOOD}", "{BAD}"]', r"line 2: trust\.keys\[1\] is not an Ed25519 peer ID: '12D3KooWnotapeerid'"),
+        (f'[trust]\nrequire_keys = ["{BAD}"]\nrequire_min = 1', r"line 2: trust\.require_keys\[0\]"),
+        (f'[trust]\nrequire_keys = ["{GOOD}"]', r"require_min must be 1\.\.1"),
+        ("[trust]\nrequire_min = 1", "require_keys is empty"),
+        (f'[trust]\nkeys = ["{GOOD}"]\ncount = "all"', 'count = "all" would ignore it'),
+        ('[trust]\ncount = "some"', 'trust.count must be "all" or "listed"'),
+        (f'[trust]\nkeys = ["{GOOD}", "{GOOD}"]', "twice"),
+    ],
+)
+def test_trust_settings_fail_closed_and_name_the_key_and_file(tmp_path: Path, text: str, msg: str) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(text + "\n")
+    with pytest.raises(LocalError, match=msg) as exc:
+        load_config(p)
+    assert str(p) in str(exc.value)
+
+
+def test_trust_count_is_explicit_and_keys_imply_listed() -> None:
+    assert parse_config({}).trust.count == "all"
+    assert parse_config({"trust": {"keys": [GOOD]}}).trust.count == "listed"
+    assert parse_config({"trust": {"count": "listed"}}).trust == parse_config({"trust": {"count": "listed"}}).trust
+    listed_empty = parse_config({"trust": {"count": "listed"}}).trust
+    assert listed_empty.count == "listed" and listed_empty.keys == ()

@@ -1,13 +1,14 @@
-"""Concrete tally cases of issue 3 (design.md section 3.5)."""
+"""Concrete tally cases (docs/protocol.md section 6, protocol v2)."""
 
 from __future__ import annotations
 
 from p2pci.core.board import Board
 from p2pci.core.messages import Require
 from p2pci.core.tally import (
-    R_NOT_ALLOWED,
     R_NOT_SEEN,
+    R_NOT_SELECTED,
     R_NOT_TRUSTED,
+    X_NO_SELECTION,
     ObserverPolicy,
     Verdict,
     tally,
@@ -68,6 +69,7 @@ def test_collusion_limit_liars_win_only_if_each_commit_is_in_the_others_seen() -
     ba, bb, bc = sim2.built(A), sim2.built(B, b"evil"), sim2.built(C, b"evil")
     for k in (A, B, C):
         sim2.claim(k)
+    sim2.select()
     ca = sim2.commit(A, ba)
     sim2.reveal(A, ba, seen=(ca.id,))
     sim2.commit(B, bb)
@@ -78,11 +80,14 @@ def test_collusion_limit_liars_win_only_if_each_commit_is_in_the_others_seen() -
     assert v2.state != "REPRODUCED" or v2.digest == ba.digest
     assert {i.worker for i in v2.ignored if i.reason == R_NOT_SEEN} == {B.public, C.public}
 
-    # Only one direction (B lists C's commit, C does not list B's): C counts, B does not.
+    # Only one direction (B lists C's commit, C does not list B's): B is not witnessed, and
+    # C's only witness is B, which is not counted: witnesses must be counted votes (v2), so
+    # neither counts.
     sim3 = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
     ba, bb, bc = sim3.built(A), sim3.built(B, b"evil"), sim3.built(C, b"evil")
     for k in (A, B, C):
         sim3.claim(k)
+    sim3.select()
     ca = sim3.commit(A, ba)
     sim3.reveal(A, ba, seen=(ca.id,))
     cb = sim3.commit(B, bb)
@@ -91,16 +96,18 @@ def test_collusion_limit_liars_win_only_if_each_commit_is_in_the_others_seen() -
     sim3.reveal(C, bc, seen=(ca.id, cc.id))
     v3 = verdict_of(sim3)
     assert v3.state == "PENDING"
-    assert {i.worker for i in v3.ignored} == {B.public}
+    assert {i.worker for i in v3.ignored} == {B.public, C.public}
     assert cb.id not in {c for f in sim3.facts if f.kind == "reveal" for c in f.body.seen}  # type: ignore[union-attr]
 
 
 def test_copier_not_in_anyones_seen_is_not_counted() -> None:
     sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
     sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
-    # D copies the revealed digest: it commits after the reveals, nobody saw its commit.
+    # D (selected in a later round) copies the revealed digest: it commits after the reveals,
+    # nobody saw its commit.
     bd = sim.built(D, b"good")
     sim.claim(D)
+    sim.select()
     sim.commit(D, bd)
     sim.reveal(D, bd)
     v = verdict_of(sim)
@@ -113,6 +120,7 @@ def test_copier_not_in_anyones_seen_is_not_counted() -> None:
     sim2.honest_round([(A, b"good", 0)])
     bd = sim2.built(D, b"good")
     sim2.claim(D)
+    sim2.select()
     sim2.commit(D, bd)
     sim2.reveal(D, bd)
     v2 = verdict_of(sim2)
@@ -148,12 +156,15 @@ def test_allowlist_quorum_one_traditional_mode() -> None:
     sim.claim(A)
     ca = sim.commit(A, ba)
     sim.reveal(A, ba, seen=(ca.id,))
-    # B and C (not allowed) agree on another digest: ignored.
+    # B and C (not allowed, so never selected) agree on another digest: ignored.
     sim.honest_round([(B, b"evil", 0), (C, b"evil", 0)])
     v = verdict_of(sim)
     assert v.state == "REPRODUCED" and v.digest == ba.digest
     assert v.groups[0].workers == (A.public,)
-    assert {(i.worker, i.reason) for i in v.ignored} == {(B.public, R_NOT_ALLOWED), (C.public, R_NOT_ALLOWED)}
+    assert {(i.worker, i.reason) for i in v.ignored} == {
+        (B.public, R_NOT_SELECTED),
+        (C.public, R_NOT_SELECTED),
+    }
 
 
 def test_require_trusted_key_pending_until_it_agrees() -> None:
@@ -163,6 +174,7 @@ def test_require_trusted_key_pending_until_it_agrees() -> None:
     assert verdict_of(sim).state == "PENDING"
     bt = sim.built(T)
     sim.claim(T)
+    sim.select()  # a require key that claims is always selected
     sim.commit(T, bt)
     sim.reveal(T, bt, seen=(sim.commit_of[T.public].id,))  # trusted: no seen rule
     v = verdict_of(sim)
@@ -230,6 +242,7 @@ def test_commit_mismatch_ignored() -> None:
     ba, bb = sim.built(A), sim.built(B)
     sim.claim(A)
     sim.claim(B)
+    sim.select()
     sim.commit(A, ba)
     sim.commit(B, sim.built(B, b"committed-something-else"))
     sim.reveal(A, ba)
@@ -276,13 +289,86 @@ def test_verdict_json_shape() -> None:
         "dissenters",
         "equivocators",
         "ignored",
+        "reason",
+        "rounds",
+        "ignored_selects",
+        "missing",
+        "declines",
     }
+    assert j["reason"] is None and j["missing"] == [] and j["declines"] == []
+    assert [r["round"] for r in j["rounds"]] == [0]
+    assert sorted(j["rounds"][0]["workers"]) == sorted([A.peer_id, B.peer_id, C.peer_id])
 
 
-def test_open_mode_lone_reveal_is_never_counted_it_needs_a_witness() -> None:
-    # Open mode, replicas 1, quorum 1: nobody else revealed, so nobody listed the commit in `seen`.
+def test_a_lone_vote_for_its_digest_needs_no_witness_nothing_was_there_to_copy() -> None:
+    # Open mode, replicas 1, quorum 1: nobody else revealed that digest, so it copies nobody.
     sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1))
     sim.honest_round([(A, b"good", 0)])
     v = verdict_of(sim)
-    assert v.state == "PENDING"
-    assert [(i.worker, i.reason) for i in v.ignored] == [(A.public, R_NOT_SEEN)]
+    assert v.state == "REPRODUCED" and v.ignored == ()
+
+
+def test_votes_without_a_select_never_count_and_the_expiry_says_why() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, deadline=1_600_000))
+    ba, bb = sim.built(A), sim.built(B)
+    for k in (A, B):
+        sim.claim(k)
+    ca, cb = sim.commit(A, ba), sim.commit(B, bb)
+    sim.reveal(A, ba, seen=(ca.id, cb.id))
+    sim.reveal(B, bb, seen=(ca.id, cb.id))
+    v = verdict_of(sim)
+    assert v.state == "PENDING" and v.groups == ()
+    assert {(i.worker, i.reason) for i in v.ignored} == {
+        (A.public, R_NOT_SELECTED),
+        (B.public, R_NOT_SELECTED),
+    }
+    late = verdict_of(sim, now=1_600_000)
+    assert late.state == "EXPIRED" and late.reason == X_NO_SELECTION
+    sim.select()
+    assert verdict_of(sim).state == "REPRODUCED"
+
+
+def test_an_early_wrong_reveal_does_not_make_honest_votes_look_copied() -> None:
+    # L (selected) reveals a wrong digest before the honest workers commit. Their `seen`
+    # lists are per digest: frozen at the first reveal of *their* digest, not of L's.
+    sim = JobSim(make_offer(key("publisher"), replicas=4, quorum=2))
+    for k in (A, B, C, E):
+        sim.claim(k)
+    sim.select()
+    bl = sim.built(E, b"evil")
+    cl = sim.commit(E, bl)
+    sim.reveal(E, bl, seen=(cl.id,))
+    built = {k.public: sim.built(k) for k in (A, B, C)}
+    commits = [sim.commit(k, built[k.public]) for k in (A, B, C)]
+    view = sim.view()
+    for k in (A, B, C):
+        seen = view.seen_commits(1024, built[k.public].digest)
+        assert {c.id for c in commits} <= set(seen)
+        sim.reveal(k, built[k.public], seen=seen)
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED" and v.digest == built[A.public].digest
+    assert set(v.groups[0].workers) == {A.public, B.public, C.public} and v.dissenters == (E.public,)
+    # the v1 rule (frozen at the first reveal of any digest) would have left the honest commits out
+    assert not {c.id for c in commits} & set(view.seen_commits(1024))
+
+
+def test_a_witness_must_have_revealed_the_same_digest() -> None:
+    # L1 and L2 reveal X; only the honest A and B (digest D) list their commits. v1 counted
+    # any signer as a witness; v2 needs a counted vote for the same digest, so L1 and L2 do
+    # not count (a shared digest with nobody holding the other's commit looks like a copy).
+    l1, l2 = key("l1"), key("l2")
+    sim = JobSim(make_offer(key("publisher"), replicas=4, quorum=2))
+    for k in (A, B, l1, l2):
+        sim.claim(k)
+    sim.select()
+    built = {k.public: sim.built(k, b"good" if k in (A, B) else b"evil") for k in (A, B, l1, l2)}
+    commits = {k.public: sim.commit(k, built[k.public]).id for k in (A, B, l1, l2)}
+    everyone = tuple(sorted(commits.values()))
+    honest_only = tuple(sorted([commits[A.public], commits[B.public]]))
+    sim.reveal(A, built[A.public], seen=everyone)
+    sim.reveal(B, built[B.public], seen=everyone)
+    sim.reveal(l1, built[l1.public], seen=honest_only)
+    sim.reveal(l2, built[l2.public], seen=honest_only)
+    v = verdict_of(sim)
+    assert v.state == "REPRODUCED" and v.digest == built[A.public].digest and v.dissenters == ()
+    assert {(i.worker, i.reason) for i in v.ignored} == {(l1.public, R_NOT_SEEN), (l2.public, R_NOT_SEEN)}

@@ -9,6 +9,7 @@ import pytest
 from p2pci.core.board import Board
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import BlobRef, Claim, Commit
+from p2pci.core.selection import next_select
 from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import tally
 from p2pci.core.worker import (
@@ -33,7 +34,7 @@ from p2pci.core.worker import (
     worker_step,
 )
 
-from .jobgen import JobSim, h, key, make_offer, manifest_for
+from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
 
 T0 = 1_000_000
 LEASE = 10_000
@@ -75,6 +76,7 @@ class Daemon:
                 self.building = True
             elif isinstance(a, (CancelBuild, GiveUp)):
                 self.building = False
+        publisher_step(self.board, self.job, now)
         return actions
 
     def finish_build(self, now: int, exit_code: int = 0) -> list[Action]:
@@ -95,9 +97,22 @@ def setup(n: int, replicas: int = 3, quorum: int = 2, **kw: object) -> tuple[Job
     return sim, board, daemons
 
 
+def publisher_step(board: Board, job: bytes, now: int) -> bool:
+    """The publisher's side (protocol v2): a `select` round once the claim window is over.
+    (Until the NodeMachine drives the publisher, the test harness does.)"""
+    view = board.job(job)
+    assert view is not None and view.offer_msg is not None
+    body = next_select(view, SEED, now, close=now >= view.offer_msg.created + WINDOW)
+    if body is None:
+        return False
+    return board.add(seal(key("publisher"), body).raw, now).status == "new"
+
+
 def run_until_quiet(daemons: list[Daemon], now: int) -> None:
     for _ in range(10):
-        if not any([d.step(now) for d in daemons]):  # every daemon steps each round
+        acted = any([d.step(now) for d in daemons])  # every daemon steps each round
+        selected = publisher_step(daemons[0].board, daemons[0].job, now) if daemons else False
+        if not acted and not selected:
             return
 
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from p2pci.core.board import Board
 from p2pci.core.messages import BlobRef, Claim, Commit
+from p2pci.core.selection import next_select, select_wakeup
 from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import tally
 from p2pci.core.worker import (
@@ -22,7 +23,7 @@ from p2pci.core.worker import (
     worker_step,
 )
 
-from .jobgen import JobSim, h, key, make_offer, manifest_for
+from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
 
 T0 = 1_000_000
 KEYS = [key(f"sim-{i}") for i in range(8)]
@@ -72,21 +73,29 @@ def test_job_completes_despite_workers_vanishing_before_commit(
                         board.add(seal(k, a.reveal).raw, now)
                     elif isinstance(a, StartBuild):
                         done_at[i] = now + durations[i]
+        # the publisher (protocol v2): select once the window is over, replace squatters later
+        body = next_select(view, SEED, now, close=now >= T0 + 1_000)
+        if body is not None:
+            board.add(seal(sim.publisher, body).raw, now)
+            continue  # let the workers see the new round at the same instant
         verdict = tally(view, now)
         if verdict.final:
             break
         wakeups = [t for i in range(n) if i not in gone or wjs[i].phase != "BUILDING"
                    for t in [next_wakeup(wjs[i], view, now)] if t is not None]  # fmt: skip
         wakeups += [t for i, t in done_at.items() if i not in gone]
+        pub = select_wakeup(view, now, T0 + 1_000)
+        if pub is not None:
+            wakeups.append(pub)
         later = [t for t in wakeups if t > now]
         if not later:
             break
         now = min(later)
     event(verdict.state)
     survivors = n - len(gone)
-    # Open mode: a vote needs a witness (another signer's reveal listing its commit),
-    # so a verdict needs at least two builds: replicas >= 2 and two workers that stay.
-    if replicas >= 2 and survivors >= max(quorum, 2):
+    # Protocol v2: vanished workers are replaced in later selection rounds, so a job completes
+    # whenever enough workers stay (a lone vote for its digest needs no witness).
+    if survivors >= quorum:
         assert verdict.state == "REPRODUCED", (verdict, [w.phase for w in wjs], gone)
         assert now < T0 + 600_000
     else:
