@@ -67,7 +67,7 @@ function encLen (w, n, fix, fixMax, c8, c16, c32) {
 
 function encode (w, v, depth) {
   if (depth > MAX_DEPTH) throw new ProtocolError('nesting too deep')
-  if (v === null || v === undefined) w.byte(0xc0)
+  if (v === null) w.byte(0xc0)
   else if (v === true) w.byte(0xc3)
   else if (v === false) w.byte(0xc2)
   else if (isInt(v)) encInt(w, v)
