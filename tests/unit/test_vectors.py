@@ -27,7 +27,13 @@ def test_index_has_each_kind_of_vector() -> None:
     kinds = {e["kind"] for e in INDEX["envelopes"] if e["expect"] == "valid"}
     assert kinds == {"offer", "claim", "commit", "reveal", "cancel", "select", "decline"}
     assert sum(e["expect"] == "invalid" for e in INDEX["envelopes"]) >= 40
-    assert {j["expect"]["verdict"] for j in INDEX["jobs"]} >= {"REPRODUCED", "DISPUTED", "FAILED", "PENDING", "CANCELLED"}
+    assert {j["expect"]["verdict"] for j in INDEX["jobs"]} >= {
+        "REPRODUCED",
+        "DISPUTED",
+        "FAILED",
+        "PENDING",
+        "CANCELLED",
+    }
 
 
 @pytest.mark.parametrize("vec", INDEX["envelopes"], ids=lambda v: str(v["name"]))

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 // Signed envelopes and fact bodies (docs/protocol.md §3, §4, §7).
 import { canonical, decodeCanonical, isInt, ProtocolError, cmpBytes } from './codec.js'
 import { sha256, verify, sign, publicKey } from './crypto.js'
@@ -193,14 +194,24 @@ export function seal (kind, body, seed, { v = 2, signer = null, sigOverride = nu
 /** §2 identity proof of work. */
 export function identityStrength (key, nonce) {
   const h = sha256(te.encode('p2pci/v2/identity'), key, nonce)
+  return leadingZeros(h)
+}
+/** The reference way (§2): 8-byte big-endian counters from 0 (node:crypto's SHA-256 for speed). */
+export function mintIdentity (key, bits) {
+  const prefix = Buffer.concat([Buffer.from('p2pci/v2/identity'), Buffer.from(key)])
+  const nonce = Buffer.alloc(8)
+  for (let i = 0n; ; i++) {
+    nonce.writeBigUInt64BE(i)
+    const h = createHash('sha256').update(prefix).update(nonce).digest()
+    if (leadingZeros(h) >= bits) {
+      const n = new Uint8Array(nonce)
+      if (identityStrength(key, n) < bits) throw new Error('mint: strength mismatch')
+      return n
+    }
+  }
+}
+function leadingZeros (h) {
   let n = 0
   for (const c of h) { if (c === 0) { n += 8; continue } n += Math.clz32(c) - 24; break }
   return n
-}
-export function mintIdentity (key, bits) {
-  for (let i = 0n; ; i++) {
-    const nonce = new Uint8Array(8); let x = i
-    for (let k = 7; k >= 0; k--) { nonce[k] = Number(x & 0xffn); x >>= 8n }
-    if (identityStrength(key, nonce) >= bits) return nonce
-  }
 }
