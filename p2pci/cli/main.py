@@ -201,6 +201,12 @@ def _echo_job(job: dict[str, Any]) -> None:
         click.echo(f"declined {d['worker']}: {d['reason']}" + (f" ({detail})" if detail else ""))
 
 
+STAY_ONLINE = (
+    "keep this node online until selection is done: it serves the source and signs the selection "
+    "rounds (a job whose publisher never selects ends EXPIRED)"
+)
+
+
 @cli.command("publish")
 @click.argument("dir", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--replicas", type=click.IntRange(1, 64), default=None, help="How many workers build (M).")
@@ -273,6 +279,7 @@ def publish_command(
             echo_json(job)
         else:
             click.echo(job["job"])
+        click.echo(STAY_ONLINE, err=True)
         return
     events = iter_events(home.path)
     try:
@@ -282,6 +289,7 @@ def publish_command(
             click.echo(f"published {job_id}", err=True)
         else:
             echo_json(job)
+        click.echo(STAY_ONLINE, err=True)
         final = job if job["verdict"] in FINAL else None
         while final is None:
             try:

@@ -304,7 +304,7 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
     """The publisher's next `select` body, or None when no round is due.
 
     `close`: the claim window is over (or closed early by the caller). Round 0 is
-    made once `close` is true. A later round is made when a ranked worker is due for
+    made once `close` is true and at least one eligible claim is in. A later round is made when a ranked worker is due for
     replacement (`due_replacements`) or places are free and new eligible claims are in.
     The caller signs it, adds it to its board and gossips it.
     """
@@ -317,6 +317,8 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
         if not close or sel.ignored:
             return None
         claims = eligible_claim_ids(view)
+        if not claims:
+            return None  # an empty round 0 would only delay: wait for the first eligible claim
         workers, _, _ = compute_workers(view, offer, seed, claims, None)
         return Select(view.job, 0, seed, max(now, offer.created), tuple(sorted(claims)), workers)
     claims = prev.claims | eligible_claim_ids(view)

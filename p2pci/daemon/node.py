@@ -36,6 +36,7 @@ from p2pci.core.board import Board, JobView
 from p2pci.core.errors import BuildError, LocalError, P2pciError, ProtocolError
 from p2pci.core.messages import BlobRef, Cancel, Claim, Limits, Message, Offer, Require, Reveal
 from p2pci.core.results import ManifestEntry
+from p2pci.core.selection import next_select, select_wakeup
 from p2pci.core.signing import Fact, NodeKey, open_envelope, peer_id_of, public_of, seal
 from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
 from p2pci.daemon.control import DaemonLock, serve_control
@@ -130,6 +131,7 @@ class Node:
         self._trust: set[bytes] = set()
         self._trust_listed = False  # [trust] count = "listed": only _trust counts, even when empty
         self._own_jobs: set[bytes] = set()
+        self._seeds: dict[bytes, bytes] = {}  # own job -> selection seed (also in the store: "seed/<job hex>")
         self._fetching: dict[bytes, trio.Event] = {}  # blob sha256 -> set when that fetch ends
         from p2pci.daemon.work import Worker
 
@@ -382,7 +384,30 @@ class Node:
             offer = view.offer_msg
             assert offer is not None
             self.wake_at(job, offer.deadline)
+        if job in self._own_jobs and not verdict.final:
+            await self._select(view, now)
         await self.worker.process(view, verdict, now)
+
+    async def _select(self, view: JobView, now: int) -> None:
+        """Protocol v2, publisher side: sign the selection rounds of this node's own jobs.
+
+        Round 0 once the offer's claim window is over; later rounds when a ranked worker
+        declined or did not commit by its lease end (p2pci.core.selection.next_select).
+        A bridge in the daemon until the NodeMachine (issue 12) owns this decision.
+        """
+        offer = view.offer_msg
+        assert offer is not None and self.store is not None
+        seed = self._seeds.get(view.job)
+        if seed is None:
+            stored = await trio.to_thread.run_sync(self.store.kv_get, "seed/" + view.job.hex(), None)
+            if not isinstance(stored, str):
+                return  # not a v2 job of ours, or the seed was lost: workers see EXPIRED at the deadline
+            seed = self._seeds[view.job] = bytes.fromhex(stored)
+        close_at = offer.created + offer.claim_window
+        body = next_select(view, seed, now, close=now >= close_at)
+        if body is not None:
+            await self.publish_message(body)
+        self.wake_at(view.job, select_wakeup(view, now, close_at))
 
     def policy(self) -> ObserverPolicy:
         t = self.config.trust
@@ -539,8 +564,9 @@ class Node:
             claim_window=tm.claim_window_ms,
         )
         fact = seal(self.key, offer)
-        # protocol v2: the seed is revealed by this node's `select` rounds (NodeMachine, issue 13)
+        # protocol v2: the seed is stored before the offer is published; `_select` reveals it
         await trio.to_thread.run_sync(store.kv_put, "seed/" + fact.id.hex(), seed.hex())
+        self._seeds[fact.id] = seed
         await trio.to_thread.run_sync(store.pin, fact.id)
         self._own_jobs.add(fact.id)
         await self.publish_message(offer)
@@ -592,7 +618,9 @@ class Node:
         self._trust_listed = mode == "listed"
         await trio.to_thread.run_sync(self.store.kv_put, "trust_mode", mode)
         for view in self.board.jobs():
+            self._verdicts.pop(view.job, None)  # `show` recomputes until the clock loop rebroadcasts
             self._dirty.add(view.job)
+        self._wake.set()
         return mode
 
     async def op_trust_add(self, peer_id: str) -> Any:

@@ -185,7 +185,9 @@ class Worker:
         self.cfg = WorkerConfig(
             me=node.me,
             lease_ms=tm.lease_ms,
-            claim_window_ms=tm.claim_window_ms,
+            # protocol v2: claim as soon as the offer is seen; the publisher selects when its
+            # claim window (offer.claim_window) is over, nobody can rank before that
+            claim_window_ms=0,
             policy=node.config.worker.policy(),
             slack_ms=tm.commit_slack_ms,
             salt_secret=node.key.seed,

@@ -55,8 +55,12 @@ async def test_observer_trust_set_changes_its_verdict(tmp_path: Path) -> None:
         assert view["verdict"] == "PENDING"  # one trusted vote < quorum 2
         assert {i["reason"] for i in view["ignored"]} == {"not in the observer's trust set"}
         await acontrol_call(home, "trust_remove", peer_id=only)
-        assert (await acontrol_call(home, "show", job=job))["verdict"] == "REPRODUCED"
         assert await acontrol_call(home, "trust_list") == []
+        # fail closed (P6): an empty listed set counts nobody, it never means "everyone"
+        view = await acontrol_call(home, "show", job=job)
+        assert view["verdict"] == "PENDING" and len(view["ignored"]) == 2
+        assert await acontrol_call(home, "trust_count", mode="all") == "all"
+        assert (await acontrol_call(home, "show", job=job))["verdict"] == "REPRODUCED"
 
 
 async def test_hostile_facts_are_dropped_and_counted(tmp_path: Path) -> None:
