@@ -82,7 +82,7 @@ async function session (peers, { signPolicy }) {
   }
   const ps = node.services.pubsub
   ps.topicValidators.set(TOPIC, (_peer, msg) => {
-    try { openEnvelope(msg.data); return TopicValidatorResult.Accept } catch (e) { reject(e.message); return TopicValidatorResult.Reject }
+    try { openEnvelope(msg.data); return TopicValidatorResult.Accept } catch (e) { reject(e.message); log('rejected gossip:', e.message); return TopicValidatorResult.Reject }
   })
   ps.addEventListener('message', evt => { if (evt.detail.topic === TOPIC) accept(evt.detail.data, 'gossip') })
   ps.subscribe(TOPIC)
@@ -182,7 +182,12 @@ async function session (peers, { signPolicy }) {
         for (const j of args) jobs[j] = tally(unhex(j), facts, Date.now())
         const byVia = { gossip: 0, sync: 0, both: 0 }
         for (const { via } of store.values()) byVia[via.size === 2 ? 'both' : [...via][0]]++
-        say({ jobs, counts, by_via: byVia, pulled, rejected, total: store.size })
+        const kinds = {}
+        for (const { fact, via } of store.values()) {
+          const k = kinds[fact.kind] ??= { gossip: 0, sync: 0 }
+          for (const v of via) k[v]++
+        }
+        say({ jobs, counts, by_via: byVia, kinds, pulled, rejected, total: store.size })
       } else if (cmd === 'quit') break
       else say({ error: `unknown command ${cmd}` })
     } catch (e) { say({ error: `${cmd}: ${e.stack || e.message}` }) }

@@ -125,9 +125,9 @@ function dec (r, depth) {
     case 0xc0: return null
     case 0xc2: return false
     case 0xc3: return true
-    case 0xc4: return r.take(Number(r.u(1))).slice()
-    case 0xc5: return r.take(Number(r.u(2))).slice()
-    case 0xc6: return r.take(Number(r.u(4))).slice()
+    case 0xc4: return Uint8Array.from(r.take(Number(r.u(1)))) // a copy, also when the input is a Buffer
+    case 0xc5: return Uint8Array.from(r.take(Number(r.u(2))))
+    case 0xc6: return Uint8Array.from(r.take(Number(r.u(4))))
     case 0xcc: return num(r.u(1))
     case 0xcd: return num(r.u(2))
     case 0xce: return num(r.u(4))
@@ -171,6 +171,7 @@ function decMap (r, n, depth) {
 /** Plain msgpack decode (stream payloads, §8: any valid encoding). */
 export function decodeLoose (bytes) {
   const r = new Reader(bytes)
+  if (!(bytes instanceof Uint8Array)) throw new ProtocolError('not bytes')
   const v = dec(r, 0)
   if (r.i !== bytes.length) throw new ProtocolError('trailing bytes')
   return v

@@ -27,7 +27,9 @@ for (const h of ED25519_TORSION_SUBGROUP) {
 }
 for (const y of [...SMALL_ORDER_Y]) if (y + P < (1n << 255n)) SMALL_ORDER_Y.add(y + P)
 
-function yOf (enc) { const b = enc.slice(); b[31] &= 0x7f; return le(b) }
+// Uint8Array.from copies: Buffer#slice would be a view, and clearing the sign bit would
+// then corrupt the caller's signature bytes (gossipsub hands validators a Buffer).
+function yOf (enc) { const b = Uint8Array.from(enc); b[31] &= 0x7f; return le(b) }
 export function hasSmallOrder (enc) { return SMALL_ORDER_Y.has(yOf(enc)) }
 export function isCanonicalPoint (enc) { return yOf(enc) < P }
 

@@ -170,6 +170,7 @@ export function signingMessage (kind, body) {
 /** Open an envelope; returns {id, kind, signer, body (plain object of Maps/values), bytes} or throws ProtocolError. */
 export function openEnvelope (bytes) {
   if (!(bytes instanceof Uint8Array)) fail('envelope: not bytes')
+  bytes = Uint8Array.from(bytes) // own copy: nothing below can touch the caller's buffer
   if (bytes.length > MAX_ENVELOPE) fail('envelope: larger than 65536 bytes')
   const v = decodeCanonical(bytes)
   if (!(v instanceof Map)) fail('envelope: not a map')
