@@ -115,6 +115,17 @@ badOffer('offer_env_bad_name', { env: { '1A': 'x' } }, '§4.1 env names [A-Za-z_
 { const o = offerBody(); delete o.inputs; add('offer_inputs_omitted', seal('offer', o, pubSeed), 'invalid', '§3 optional values present as nil, never omitted') }
 badOffer('offer_project_empty', { project: '' }, '§4.1 project 1–200 chars')
 goodOffer('offer_project_200_nonascii', { project: 'é'.repeat(200) }, '§4.1 project 1–200 chars (chars = code points: 400 UTF-8 bytes)')
+goodOffer('offer_workers_unsorted', { workers: [pub('w1'), pub('w2')].sort(Buffer.compare).reverse() }, '§4.1 the allowlist need not be sorted (only distinct)')
+goodOffer('offer_require_unsorted', { require: { keys: [pub('w1'), pub('w2')].sort(Buffer.compare).reverse(), min: 2 } }, '§4.1 require.keys need not be sorted (only distinct)')
+goodOffer('offer_require_outside_allowlist', { workers: [pub('w1')], require: { keys: [pub('w2')], min: 1 } }, '§4.1 require keys need not be in the allowlist')
+goodOffer('offer_source_size_0', { source: ref('empty', 0) }, '§4.1 a BlobRef size may be 0')
+goodOffer('offer_empty_strings', { env: { A: '' }, command: [''] }, '§4.1 env values and command items may be empty')
+goodOffer('offer_project_200_astral', { project: '\u{1f600}'.repeat(200) }, '§4.1 chars are code points: 200 emoji (400 UTF-16 units, 800 bytes) are 200 chars')
+badOffer('offer_project_201_astral', { project: '\u{1f600}'.repeat(201) }, '§4.1 project ≤ 200 chars (code points)')
+add('reveal_seen_unsorted', seal('reveal', revealB({ seen: [sha256(commit), sha256(te.encode('x'))].sort(Buffer.compare).reverse() }), seedOf('w1')), 'valid', '§4.4 seen need not be sorted (only distinct)', { kind: 'reveal', digest: hex(digest) })
+add('reveal_empty_manifest', seal('reveal', revealB({ manifest: [], digest: resultDigest(0, []) }), seedOf('w1')), 'valid', '§4.4 an empty manifest is a result', { kind: 'reveal', digest: hex(resultDigest(0, [])) })
+{ const m = [{ ...manifest[0], path: 'a\\b' }]; add('reveal_backslash_path', seal('reveal', revealB({ manifest: m, digest: resultDigest(0, m) }), seedOf('w1')), 'valid', '§4.4 a backslash is an ordinary path byte', { kind: 'reveal', digest: hex(resultDigest(0, m)) }) }
+add('decline_reason_33', seal('decline', { job: J, reason: 'a'.repeat(33), detail: '', log: null }, seedOf('w1')), 'invalid', '§4.7 reason 1–32 chars')
 { // > 64 KiB
   const env = {}; for (let i = 0; i < 17; i++) env['V' + i] = 'x'.repeat(4096)
   const b = seal('offer', offerBody({ env }), pubSeed)
@@ -235,16 +246,20 @@ codec('key_order_utf16_not_bytes', new Uint8Array([0x82, 0xa1, 0xef, 0xbd, 0xa1 
 
 // ---- job scenarios: fact sets with the expected verdict object (§5, §6)
 let scen = 0
-function scenario (name, { replicas = 3, quorum = 2, workers = ['w1', 'w2', 'w3'], results, extra = () => [], rule }) {
+function scenario (name, { replicas = 3, quorum = 2, workers = ['w1', 'w2', 'w3'], results, extra = () => [], rule, offer = {}, now = T0 + 5000, round0 = true, identityBits = {} }) {
   const seed = seedFor(name)
-  const ob = offerBody({ project: name, replicas, quorum, select_commit: sha256(seed) })
+  const ob = offerBody({ project: name, replicas, quorum, select_commit: sha256(seed), ...offer })
   const off = seal('offer', ob, pubSeed); const job = sha256(off)
   const facts = [off]
-  const claims = workers.map(w => seal('claim', { job, lease_until: T0 + 30000, identity: new Uint8Array() }, seedOf(w)))
+  const claims = workers.map(w => seal('claim', { job, lease_until: T0 + 30000, identity: identityBits[w] !== undefined ? mintIdentity(pub(w), identityBits[w]) : new Uint8Array() }, seedOf(w)))
   facts.push(...claims)
   const claimIds = claims.map(c => sha256(c)).sort(Buffer.compare)
-  const ranked = workers.map(pub).sort((x, y) => Buffer.compare(sha256(seed, job, x), sha256(seed, job, y))).slice(0, replicas).sort(Buffer.compare)
-  facts.push(seal('select', { job, round: 0, seed, created: T0 + 1000, claims: claimIds, workers: ranked }, pubSeed))
+  const reqKeys = new Set((ob.require?.keys ?? []).map(hex))
+  const allow = ob.workers === 'open' ? null : new Set(ob.workers.map(hex))
+  const eligible = workers.filter(w => (allow === null || allow.has(hex(pub(w)))) && (identityBits[w] ?? 0) >= ob.identity_bits)
+  const R = eligible.map(pub).filter(k => reqKeys.has(hex(k)))
+  const ranked = [...R, ...eligible.map(pub).filter(k => !reqKeys.has(hex(k))).sort((x, y) => Buffer.compare(sha256(seed, job, x), sha256(seed, job, y))).slice(0, replicas)].sort(Buffer.compare)
+  if (round0) facts.push(seal('select', { job, round: 0, seed, created: T0 + 1000, claims: claimIds, workers: ranked }, pubSeed))
   const commits = {}
   const votes = {}
   for (const [w, res] of Object.entries(results)) {
@@ -261,16 +276,16 @@ function scenario (name, { replicas = 3, quorum = 2, workers = ['w1', 'w2', 'w3'
     if (results[w].noReveal) continue
     facts.push(seal('reveal', { job, digest: v.d, salt: v.s, exit_code: v.exit, manifest: v.man, log: ref('log ' + w, 3), seen: results[w].seen ? results[w].seen(commits) : all }, seedOf(w)))
   }
-  facts.push(...extra({ job, seed, commits, votes }))
+  facts.push(...extra({ job, seed, commits, votes, claimIds, ranked }))
   const dir = `jobs/${String(++scen).padStart(2, '0')}_${name}`
   mkdirSync(join(out, dir), { recursive: true })
   const files = facts.map((f, i) => { const p = `${dir}/${String(i).padStart(2, '0')}.bin`; writeFileSync(join(out, p), f); return p })
   const opened = facts.map(openEnvelope)
-  const verdict = tally(job, opened, T0 + 5000)
+  const verdict = tally(job, opened, now)
   const bundleFacts = [off, ...facts.slice(1).map(f => [f, openEnvelope(f)]).sort((x, y) => (x[1].kind < y[1].kind ? -1 : x[1].kind > y[1].kind ? 1 : Buffer.compare(x[1].id, y[1].id))).map(x => x[0])]
   const bundle = `${dir}.bundle`
   writeFileSync(join(out, bundle), canonical({ v: 2, job, facts: bundleFacts }))
-  index.jobs.push({ name, rule, job: hex(job), now: T0 + 5000, facts: files, bundle, expect: verdict })
+  index.jobs.push({ name, rule, job: hex(job), now, facts: files, bundle, expect: verdict })
   return verdict
 }
 const same = { content: 'same\n' }
@@ -307,6 +322,52 @@ scenario('bad_select_round1', {
 })
 scenario('pending_missing', { results: { w1: same, w2: { ...same, noReveal: true } }, rule: '§6 missing: selected keys that owe a reveal' })
 scenario('cancelled', { results: { w1: same, w2: same }, extra: ({ job }) => [seal('cancel', { job }, pubSeed)], rule: '§6 cancel by the publisher' })
+
+scenario('copies_unwitnessed', {
+  results: { w1: { ...same, seen: () => [] }, w2: { ...same, seen: () => [] }, w3: { content: 'other' } },
+  rule: '§6 3 two same-digest votes that do not list each other are both removed (exempt only when no other candidate has the digest)'
+})
+scenario('expired_with_round', { offer: { deadline: T0 + 4000 }, results: { w1: same }, rule: '§6 EXPIRED after the deadline with a valid round' })
+scenario('expired_no_round', { offer: { deadline: T0 + 4000 }, round0: false, results: {}, rule: '§6 EXPIRED, never selected: the reason text after "(" is not given by the document; compare up to " ("' })
+scenario('foreign_select', {
+  results: { w1: same, w2: same, w3: same },
+  extra: ({ job, seed, claimIds }) => [seal('select', { job, round: 0, seed, created: T0 + 1500, claims: claimIds, workers: [pub('w3')] }, seedOf('w1'))],
+  rule: "§5 a select not signed by the offer's publisher is ignored and reported; the publisher's round 0 stands"
+})
+scenario('require_keys', {
+  offer: { require: { keys: [pub('w3')], min: 1 } }, replicas: 2, quorum: 2,
+  results: { w1: same, w3: same },
+  rule: '§5 require keys are always selected (R ∪ the replicas lowest-ranked); §6 they are exempt from the witness rule'
+})
+scenario('allowlist', {
+  offer: { workers: [pub('w1'), pub('w2')] }, replicas: 2, quorum: 2, workers: ['w1', 'w2', 'w3'],
+  results: { w1: same, w2: { ...same, seen: () => [] }, w3: same },
+  rule: '§5 only allowlisted claimants are eligible; §6 allowlisted votes are exempt from the witness rule; w3 is not selected'
+})
+scenario('identity_too_weak', {
+  offer: { identity_bits: 4 }, identityBits: { w1: 4, w2: 4, w3: 0 },
+  results: { w1: same, w2: same },
+  rule: '§2, §5 a claim whose identity is weaker than identity_bits is not eligible'
+})
+scenario('decline_round1', {
+  replicas: 2, workers: ['w1', 'w2', 'w3'],
+  results: { w1: same, w2: same, w3: same },
+  extra: ({ job, seed, claimIds, ranked }) => {
+    // the first ranked worker declines; round 1 drops it and takes the next-ranked key
+    const order = ['w1', 'w2', 'w3'].map(pub).sort((x, y) => Buffer.compare(sha256(seed, job, x), sha256(seed, job, y)))
+    const dropped = order[0]; const next = order[2]
+    const w = ranked.filter(k => Buffer.compare(k, dropped) !== 0).concat([next]).sort(Buffer.compare)
+    const who = ['w1', 'w2', 'w3'].find(n => Buffer.compare(pub(n), dropped) === 0)
+    return [seal('decline', { job, reason: 'image', detail: 'no such image', log: null }, seedOf(who)),
+      seal('select', { job, round: 1, seed, created: T0 + 2000, claims: claimIds, workers: w }, pubSeed)]
+  },
+  rule: '§5 a declining ranked worker is replaced in round 1; §6 declines of selected workers are listed; the dropped worker stays selected (a valid round named it), so its later reveal still counts'
+})
+scenario('select_twice', {
+  results: { w1: same, w2: same, w3: same },
+  extra: ({ job, seed, claimIds, ranked }) => [seal('select', { job, round: 0, seed, created: T0 + 1001, claims: claimIds, workers: ranked }, pubSeed)],
+  rule: '§5 the publisher signed two different round-0 selects: both ignored, nobody is selected'
+})
 
 writeFileSync(join(out, 'index.json'), JSON.stringify(index, null, 1) + '\n')
 console.log(`${index.envelopes.length} envelopes, ${index.codec.length} codec values, ${index.jobs.length} jobs written to ${out}`)

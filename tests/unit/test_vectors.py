@@ -63,4 +63,8 @@ def test_job_vector(vec: dict[str, Any]) -> None:
     view, verdict = verify_bundle((VECTORS / vec["bundle"]).read_bytes(), vec["now"])
     got = verdict_json(view, verdict)
     want = vec["expect"]
+    # the document elides the text in parentheses of one EXPIRED reason: compare up to " ("
+    if isinstance(want["reason"], str) and want["reason"].endswith(" (…)") and isinstance(got["reason"], str):
+        assert got["reason"].startswith(want["reason"][:-3])
+        got = {**got, "reason": want["reason"]}
     assert {k: got.get(k) for k in want} == want

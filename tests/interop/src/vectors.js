@@ -27,6 +27,7 @@ export function checkVectors (dir) {
     n++
     const facts = j.facts.map(f => openEnvelope(new Uint8Array(readFileSync(join(dir, f)))))
     const got = tally(unhex(j.job), facts, j.now)
+    if (typeof j.expect.reason === 'string' && j.expect.reason.endsWith(' (…)') && typeof got.reason === 'string' && got.reason.startsWith(j.expect.reason.slice(0, -4) + ' (')) got.reason = j.expect.reason
     if (!isDeepStrictEqual(got, j.expect)) failures.push(`job ${j.name}: expected ${JSON.stringify(j.expect)}\n got ${JSON.stringify(got)}`)
   }
   return { checked: n, failures }
