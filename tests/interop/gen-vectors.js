@@ -13,7 +13,7 @@ import { seal, signingMessage, openEnvelope, resultDigest, mintIdentity } from '
 import { tally } from './src/tally.js'
 
 const out = process.argv[2] || '../vectors'
-rmSync(out, { recursive: true, force: true })
+for (const d of ['envelopes', 'codec', 'jobs', 'index.json']) rmSync(join(out, d), { recursive: true, force: true }) // README.md stays
 mkdirSync(join(out, 'envelopes'), { recursive: true }); mkdirSync(join(out, 'codec'), { recursive: true }); mkdirSync(join(out, 'jobs'), { recursive: true })
 const te = new TextEncoder()
 const seedOf = name => sha256(te.encode('p2pci test vector key ' + name))
