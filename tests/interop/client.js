@@ -8,6 +8,8 @@
 //        held FACTHEX        sync with every peer until each holds the fact, answer {"held": {peer: true|false}}
 //        report JOBHEX ...   pull every fact over /p2pci/sync/1 from every peer, tally, answer the verdicts
 //        quit
+// --no-sign: GossipSub in StrictNoSign mode; --no-serve: do not serve /p2pci/sync/1 (then a fact of
+// ours reaches the daemons only over gossip: `held` never offers it).
 // Every answer is one JSON line on stdout; logs go to stderr.
 import './src/polyfill.js'
 import { createInterface } from 'node:readline'
@@ -21,7 +23,7 @@ import { createNode, Framed, multiaddr, TOPIC, SYNC, PEERS, TopicValidatorResult
 const log = (...a) => console.error(new Date().toISOString(), ...a)
 const say = obj => process.stdout.write(JSON.stringify(obj) + '\n')
 
-async function session (peers, { signPolicy }) {
+async function session (peers, { signPolicy, serve }) {
   const seed = new Uint8Array(randomBytes(32))
   const pub = publicKey(seed)
   const node = await createNode(seed, { signPolicy })
@@ -88,7 +90,7 @@ async function session (peers, { signPolicy }) {
   ps.subscribe(TOPIC)
 
   // optional protocols, served so that daemons can sync with and learn from us
-  await node.handle(SYNC, async ({ stream }) => {
+  if (serve) await node.handle(SYNC, async ({ stream }) => {
     const f = new Framed(stream)
     try {
       const req = await f.recv()
@@ -202,13 +204,14 @@ if (argv[0] === 'vectors') {
   console.log(`${r.checked - r.failures.length} passed, ${r.failures.length} failed`)
   process.exit(r.failures.length ? 1 : 0)
 } else if (argv[0] === 'session') {
-  const peers = []; let signPolicy = 'StrictSign'
+  const peers = []; let signPolicy = 'StrictSign'; let serve = true
   for (let i = 1; i < argv.length; i++) {
     if (argv[i] === '--peer') peers.push(argv[++i])
     else if (argv[i] === '--no-sign') signPolicy = 'StrictNoSign'
+    else if (argv[i] === '--no-serve') serve = false
   }
-  session(peers, { signPolicy }).then(() => process.exit(0), e => { log(e.stack || e.message); process.exit(1) })
+  session(peers, { signPolicy, serve }).then(() => process.exit(0), e => { log(e.stack || e.message); process.exit(1) })
 } else {
-  console.error('usage: node client.js vectors DIR | session --peer MULTIADDR ... [--no-sign]')
+  console.error('usage: node client.js vectors DIR | session --peer MULTIADDR ... [--no-sign] [--no-serve]')
   process.exit(2)
 }
