@@ -20,13 +20,12 @@ Model (say it plainly, it is a model):
   not modelled.
 * Jobs: one publisher offers a job with M replicas, quorum N. ``2 M`` random
   nodes are eligible workers with a free slot (the rest are busy or
-  observers). Each worker runs the real worker state machine
-  (``p2pci.core.worker.worker_step``, ``next_wakeup``) on its own real
-  board, ticked on every new fact and at its wake-up times, exactly as the
-  daemon drives it: claim window, claim only if it would rank within M,
-  then (as p2pci.daemon.work does) half a claim window for competing claims
-  to arrive, build while selected, commit, reveal once the selected workers
-  committed.
+  observers). Each worker runs the daemon's own decisions, the real
+  ``p2pci.core.node.NodeMachine`` on its own real board: fed every new
+  fact, ticked at ``next_wakeup()``, its effects performed as the daemon
+  performs them (publish, build, build finished): claim window, claim only
+  if it would rank within M, settle, build while selected, commit, reveal
+  once the selected workers committed.
   A build takes 1-3 s (uniform) and gives the same result on every worker.
 * The real core: every fact is a real envelope sealed once with
   ``p2pci.core.signing.seal`` by its author; the bytes are delivered to a
@@ -102,10 +101,12 @@ class Core:
     """The few p2pci.core entry points the simulator uses (imported lazily)."""
 
     def __init__(self) -> None:
-        from p2pci.core import board, messages, results, selection, signing, tally, worker
+        from p2pci.core import board, messages, node, results, selection, signing, tally, worker
 
         self.Board = board.Board
         self.next_select = selection.next_select
+        self.n = node
+        self.open_envelope = signing.open_envelope
         self.tally = tally.tally
         self.w = worker
         self.m = messages
@@ -119,14 +120,13 @@ class Core:
 @dataclass
 class Worker:
     node: int
-    key: Any
-    board: Any
-    cfg: Any
-    wj: Any
+    machine: Any  # p2pci.core.node.NodeMachine
     log: Any
-    building: bool = False
     wake: int | None = None  # the pending wake-up time (ms), if any
-    settle: int | None = None  # end of the settle time after our first claim (ms)
+
+    @property
+    def board(self) -> Any:
+        return self.machine.board
 
 
 class Topology:
@@ -248,28 +248,29 @@ class JobSim:
             created=T0,
             deadline=T0 + 3_600_000,
             select_commit=hashlib.sha256(self.seed).digest(),
-            claim_window=p.claim_window_ms,
+            claim_window=2 * p.claim_window_ms,
         )
         fact = core.seal(pub_key, offer)
         self.job_id = fact.id
         self.pub_key = pub_key
-        w = core.w
+        w, nm = core.w, core.n
         for node, key in zip(self.worker_nodes, self.worker_keys, strict=True):
             cfg = w.WorkerConfig(
                 me=key.public,
                 lease_ms=p.lease_ms,
                 claim_window_ms=p.claim_window_ms,
                 salt_secret=self.rng.randbytes(32),
+                settle_ms=w.settle_ms_for(p.claim_window_ms),
             )
             log_ref = m.BlobRef(self.rng.randbytes(32), 100)
-            wk = Worker(node, key, core.Board(), cfg, w.WorkerJob(self.job_id), log_ref)
+            wk = Worker(node, nm.NodeMachine(nm.NodeConfig(key=key, worker=cfg)), log_ref)
             self.workers[node] = wk
             self.boards[node] = wk.board
         self.offer_t = 0.0
         self.publish(0.0, self.publisher, fact.raw, "offer")
-        # protocol v2: the publisher selects after its claim window (plus a margin for late claims),
-        # then checks for replacements every window
-        self.at(p.claim_window_ms * 1.5, self._select)
+        # protocol v2: the publisher selects once its claim window is over, then checks for
+        # replacements every window (the publisher here is a board, not a NodeMachine)
+        self.at(2.0 * p.claim_window_ms, self._select)
         for v in range(self.topo.n):  # periodic anti-entropy, random phase
             self._push(self.rng.uniform(0, p.sync_s * 1000), self.SYNC, v, -1, -1)
         self._loop()
@@ -328,14 +329,18 @@ class JobSim:
     # ------------------------------------------------------------- nodes
 
     def _on_fact(self, t: float, u: int, f: int) -> None:
-        res = self.boards[u].add(self.raw[f], T0 + int(t))
-        if res.status != "new":
-            return
-        if self.kind[f] != "claim":
-            self._tally(t, u)
         wk = self.workers.get(u)
         if wk is not None:
-            self._worker_tick(t, wk, self.core.w.Tick(free_slot=True))
+            fact = self.core.open_envelope(self.raw[f])
+            if wk.machine.receive_facts([fact], T0 + int(t)) == 0:
+                return
+            if self.kind[f] != "claim":
+                self._tally(t, u)
+            self._run(t, wk)
+            return
+        res = self.boards[u].add(self.raw[f], T0 + int(t))
+        if res.status == "new" and self.kind[f] != "claim":
+            self._tally(t, u)
 
     def _tally(self, t: float, u: int) -> None:
         view = self.boards[u].job(self.job_id)
@@ -346,64 +351,38 @@ class JobSim:
             self.final[u] = (v.state, v.digest)
             self.verdict_at.setdefault(u, t)
 
-    def _worker_tick(self, t: float, wk: Worker, event: Any) -> None:
-        """Run the real worker state machine and perform its actions, like the daemon does."""
-        core, w = self.core, self.core.w
+    def _run(self, t: float, wk: Worker) -> None:
+        """Tick the worker's NodeMachine and perform its effects, like the daemon's clock loop."""
+        n = self.core.n
         now = T0 + int(t)
-        for _ in range(16):  # re-step while our own new facts change the view
-            view = wk.board.job(self.job_id)
-            if view is None or wk.wj.terminal:
-                return
-            if (
-                wk.wj.phase == "CLAIMED"
-                and wk.settle is not None
-                and now < wk.settle
-                and isinstance(event, w.Tick)
-            ):
-                # like the daemon (p2pci.daemon.work): after claiming, wait half a claim window
-                # for competing claims of the same window before deciding to build
+        m = wk.machine
+        for _ in range(64):
+            nxt = m.next_wakeup()
+            if nxt is None or nxt > now:
                 break
-            wk.wj, actions = w.worker_step(wk.wj, view, now, wk.cfg, event)
-            event = w.Tick(free_slot=not wk.building)
-            changed = False
-            for a in actions:
-                body: Any = None
-                if isinstance(a, w.PublishClaim):
-                    body = core.m.Claim(job=self.job_id, lease_until=a.lease_until)
-                    if wk.settle is None:
-                        wk.settle = now + max(1, self.p.claim_window_ms // 2)
-                    self.claims += 1
-                elif isinstance(a, w.PublishCommit):
-                    body = core.m.Commit(job=self.job_id, hash=a.hash)
-                    wk.building = False
-                elif isinstance(a, w.PublishReveal):
-                    body = a.reveal
-                    self.last_reveal_t = max(self.last_reveal_t, t)
-                elif isinstance(a, w.StartBuild):
-                    wk.building = True
+            published = False
+            for e in m.tick(now):
+                if isinstance(e, n.Publish):
+                    self.publish(t, wk.node, e.fact.raw, e.fact.kind)
+                    published = True
+                    if e.fact.kind == "claim":
+                        self.claims += 1
+                    elif e.fact.kind == "reveal":
+                        self.last_reveal_t = max(self.last_reveal_t, t)
+                elif isinstance(e, n.RunBuild):
                     self.builds += 1
-                    done = w.BuildDone(exit_code=0, manifest=self.manifest, log=wk.log)
-                    self.at(
-                        t + self.rng.uniform(*self.p.build_ms), partial(self._worker_tick, wk=wk, event=done)
-                    )
-                if body is not None:
-                    fact = core.seal(wk.key, body)
-                    if wk.board.add(fact.raw, now).status == "new":
-                        self.publish(t, wk.node, fact.raw, fact.kind)
-                        changed = True
-            if changed and body is not None:
+                    done = self.core.w.BuildDone(exit_code=0, manifest=self.manifest, log=wk.log)
+                    self.at(t + self.rng.uniform(*self.p.build_ms), partial(self._built, wk=wk, job=e.job, done=done))
+            if published:
                 self._tally(t, wk.node)
-            if not changed:
-                break
-        view = wk.board.job(self.job_id)
-        if view is None:
-            return
-        wake = w.next_wakeup(wk.wj, view, now)
-        if wk.settle is not None and now < wk.settle and wk.wj.phase == "CLAIMED":
-            wake = wk.settle if wake is None else min(wake, wk.settle)
+        wake = m.next_wakeup()
         if wake is not None and wake - T0 < self.p.horizon_ms and (wk.wake is None or wake < wk.wake):
             wk.wake = wake
             self.at(max(t, float(wake - T0)), partial(self._wake, wk=wk, at=wake))
+
+    def _built(self, t: float, wk: Worker, job: bytes, done: Any) -> None:
+        wk.machine.build_finished(job, done, T0 + int(t))
+        self._run(t, wk)
 
     def _select(self, t: float) -> None:
         """The publisher's selection rounds (p2pci.core.selection.next_select)."""
@@ -425,7 +404,7 @@ class JobSim:
     def _wake(self, t: float, wk: Worker, at: int) -> None:
         if wk.wake == at:
             wk.wake = None
-            self._worker_tick(t, wk, self.core.w.Tick(free_slot=not wk.building))
+            self._run(t, wk)
 
     # ------------------------------------------------------------- results
 

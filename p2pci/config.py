@@ -1,4 +1,4 @@
-"""`$P2PCI_HOME` layout and `config.toml` (design.md section 6).
+"""`$P2PCI_HOME` layout and `config.toml` (docs/operator.md, docs/internals.md "p2pci.config").
 
 The config says what this node listens on, whom it bootstraps from, what a
 donor agrees to build (the worker policy), how long facts are kept, and the
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
+from p2pci.core.worker import WorkerPolicy
 
 DEFAULT_HOME = "~/.local/share/p2pci"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/4001"
@@ -71,11 +72,9 @@ class WorkerSettings:
     images: str | tuple[str, ...] = "any"  # "any" or image ids ("sha256:…")
     open_jobs: bool = True
 
-    def policy(self) -> Any:
-        """The core's WorkerPolicy for these settings."""
-        from p2pci.core.worker import WorkerPolicy
-
-        images: Any = "any" if self.images == "any" else frozenset(self.images)
+    def policy(self) -> WorkerPolicy:
+        """The core's WorkerPolicy for these settings (the one worker-policy type)."""
+        images: Literal["any"] | frozenset[str] = "any" if self.images == "any" else frozenset(self.images)
         return WorkerPolicy(
             slots=self.slots,
             max_timeout_s=self.max_timeout_s,

@@ -1,4 +1,4 @@
-"""The project recipe, `DIR/p2pci.toml` (design.md sections 5 and 6).
+"""The project recipe, `DIR/p2pci.toml` (docs/publishing.md).
 
 ```toml
 [project]                       # optional
@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
+from p2pci.core.messages import Limits
+from p2pci.core.offer import DEFAULT_LIMITS
 
 RECIPE_FILE = "p2pci.toml"
 OUTPUTS_DIR = "/out"
 MAX_REPLICAS = 64
 
-# Environment keys the runner sets itself (design.md section 5).
+# Environment keys the runner sets itself (docs/protocol.md section 9).
 RESERVED_ENV = frozenset({"SOURCE_DATE_EPOCH", "HOME", "TZ", "LANG"})
 
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -52,19 +54,6 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^(?P<n>[0-9]+)\s*(?P<unit>ms|s|m|h)?$")
 _SIZE = re.compile(r"^(?P<n>[0-9]+)\s*(?P<unit>[kmgt]i?b?|b)?$", re.IGNORECASE)
 
-
-@dataclass(frozen=True)
-class RecipeLimits:
-    """Same field names as `p2pci.core.messages.Limits`."""
-
-    timeout_s: int = 600
-    memory_mb: int = 2048
-    cpus: int = 2
-    pids: int = 512
-    out_mb: int = 1024
-
-
-DEFAULT_LIMITS = RecipeLimits()
 
 
 @dataclass(frozen=True)
@@ -98,7 +87,7 @@ class Recipe:
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...]  # sorted by key
     source_date_epoch: int | None
-    limits: RecipeLimits
+    limits: Limits
     trust: Trust = field(default_factory=Trust)
     outputs_dir: str = OUTPUTS_DIR
 
@@ -280,7 +269,7 @@ def parse_recipe(text: str, dir: Path) -> Recipe:
     env = get("build", build, "env", _env, ())
     outputs_dir = get("build", build, "outputs-dir", _outputs_dir, OUTPUTS_DIR)
     sde = get("build", build, "source_date_epoch", _sde, None)
-    limits = RecipeLimits(
+    limits = Limits(
         timeout_s=get("build", build, "timeout", parse_duration, DEFAULT_LIMITS.timeout_s),
         memory_mb=get("build", build, "memory", parse_size_mb, DEFAULT_LIMITS.memory_mb),
         cpus=get("build", build, "cpus", lambda v: _int_range(v, 1, 256), DEFAULT_LIMITS.cpus),

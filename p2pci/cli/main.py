@@ -1,4 +1,4 @@
-"""The `p2pci` command line (design.md section 6): thin commands over the control socket.
+"""The `p2pci` command line (docs/operator.md, docs/internals.md "Control socket"): thin commands over the control socket.
 
 Every command parses, makes one call (the daemon's control socket, or the
 pure core for `verify`), and prints. Errors are one line on stderr and exit
@@ -225,6 +225,7 @@ def publish_command(
     as_json: bool,
 ) -> None:
     """Offer the project in DIR (its p2pci.toml) to the mesh."""
+    from p2pci.core.offer import check_request
     from p2pci.recipe import load_recipe
     from p2pci.runner.source import pack_source
     from p2pci.store.blobs import BlobStore
@@ -237,13 +238,8 @@ def publish_command(
         n = min(n, m)
     if quorum is not None and replicas is None:
         m = max(m, n)
-    if n > m:
-        raise LocalError(f"quorum {n} is larger than replicas {m}")
-    if trust.workers == "open" and trust.require is None and m < 2:
-        raise LocalError(
-            "open mode needs at least 2 replicas: a vote counts only when another worker saw its "
-            "commit before any reveal (name your workers in [trust] workers for a single build)"
-        )
+    # the node checks again, for every client: this is only the early exit 2 before packing
+    check_request(m, n, open_mode=trust.workers == "open", require=trust.require is not None)
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     limits = {
         "timeout_s": timeout_s or recipe.limits.timeout_s,

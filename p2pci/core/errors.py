@@ -1,4 +1,4 @@
-"""The three kinds of failure (design.md section 1)."""
+"""The three kinds of failure (docs/internals.md "p2pci.core")."""
 
 
 class P2pciError(Exception):

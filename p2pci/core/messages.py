@@ -169,11 +169,13 @@ class ImageRef:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    timeout_s: int
-    memory_mb: int
-    cpus: int
-    pids: int
-    out_mb: int
+    """A build's limits: the one type for offers, recipes and runners (defaults: `Limits()`)."""
+
+    timeout_s: int = 600
+    memory_mb: int = 2048
+    cpus: int = 2
+    pids: int = 512
+    out_mb: int = 1024
 
     FIELDS: ClassVar[frozenset[str]] = frozenset({"timeout_s", "memory_mb", "cpus", "pids", "out_mb"})
 

@@ -1,4 +1,4 @@
-"""Build results: manifest entries and the result digest (design.md section 2).
+"""Build results: manifest entries and the result digest (docs/protocol.md section 7).
 
 result digest = sha256(canonical([exit_code, manifest])) where the manifest
 is the list of `{path, size, mode, sha256}` maps of every regular file under

@@ -1,4 +1,4 @@
-"""Node keys, peer IDs and signed envelopes (design.md section 2).
+"""Node keys, peer IDs and signed envelopes (docs/protocol.md sections 2 and 3).
 
 Envelope on the wire (protocol version 2): the canonical map `{v: 2, kind, body, signer, sig}`,
 `sig = Ed25519(signer, b"p2pci/v2/" + kind + b"\\x00" + canonical(body))`,

@@ -1,10 +1,11 @@
-"""The worker's own state machine for one job (design.md section 3, steps 2-4).
+"""The worker's own state machine for one job (docs/protocol.md section 5).
 
 Pure: `worker_step(wj, view, now, cfg, event) -> (wj, actions)` looks up
 `TRANSITIONS[(phase, type(event))]`; an event that has no entry is ignored.
-The daemon performs the actions (publish a fact and add it to its own board,
-start or cancel a build) and calls `worker_step` again on every change of the
-job's facts, when a build ends and at `next_wakeup(...)`.
+`p2pci.core.node.NodeMachine` drives it for every job of a node (slot
+accounting across jobs, actions turned into signed facts) and calls
+`worker_step` again on every change of the job's facts, when a build ends and
+at `next_wakeup(...)`.
 
 Phases::
 
@@ -20,10 +21,18 @@ Rules:
 * WAITING: after `claim_window_ms`, claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
   within `replicas` among the live claimants and itself; otherwise wait: the
-  next in line claims when a lease expires.
-* Lease renewal at half the lease while CLAIMED / BUILDING / BUILT.
-* CLAIMED: build only while selected. BUILDING: a worker no longer selected
-  keeps building (extra evidence, never harm).
+  next in line claims when a lease expires. Never claim once others revealed
+  and each of those reveals has a witness (a build that starts then is in
+  nobody's `seen` list and has nothing left to witness), or once others hold
+  `replicas` commits (the job is staffed).
+* Settle: the first claim sets `settle_until = now + settle_ms`; CLAIMED
+  starts no build before it, so competing claims of the same window arrive
+  first (`settle_ms` 0: no settle, as in the unit tests of this module).
+* Lease renewal at half the lease while CLAIMED / BUILDING / BUILT. A
+  stand-by (CLAIMED) stops renewing once that is too late (as above): it can
+  no longer count, so others need not wait for its lease.
+* CLAIMED: build only while selected (and not too late, as above). BUILDING: a
+  worker no longer selected keeps building (extra evidence, never harm).
 * Give up (GiveUp action) when the job is cancelled, expired, or has a final
   verdict before the build started; a running build is cancelled only if the
   job is cancelled or expired.
@@ -37,8 +46,10 @@ Rules:
   not reveal before anyone could witness its commit), or
   `now >= reveal_deadline(offer, slack_ms)` =
   `min(created + timeout_s * 1000 + slack_ms, deadline)`. `seen` is
-  `JobView.seen_commits()`: the commit ids held before the first reveal of
-  the job arrived on this board.
+  `JobView.seen_commits(digest=own digest)`: the commit ids held before the
+  first reveal *of this worker's digest* arrived on this board (protocol v2:
+  an early reveal of another digest does not freeze it). "Selected" is the
+  latest valid `select` round of the publisher (p2pci.core.selection).
 * The salt is `HMAC-SHA256(cfg.salt_secret, "p2pci/salt/" + job)[:16]` unless
   BuildDone brings one: unpredictable to others, reproducible after a restart.
   A missing secret (< 16 bytes) is a LocalError at BuildDone, never a guessable salt.
@@ -50,7 +61,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
@@ -64,6 +75,7 @@ Phase = Literal[
     "SEEN", "WAITING", "CLAIMED", "BUILDING", "BUILT", "COMMITTED", "REVEALED", "SKIPPED", "GAVE_UP"
 ]
 TERMINAL: frozenset[str] = frozenset({"REVEALED", "SKIPPED", "GAVE_UP"})
+_PHASES: frozenset[str] = frozenset(get_args(Phase))
 DEFAULT_SLACK_MS = 30_000
 
 
@@ -92,6 +104,12 @@ class WorkerConfig:
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
     slack_ms: int = DEFAULT_SLACK_MS
     salt_secret: bytes = b""  # required (>= 16 bytes, e.g. the node key seed): salts are HMACs of the job id
+    settle_ms: int = 0  # after the first claim, no build before this much time (see `settle_ms_for`)
+
+
+def settle_ms_for(claim_window_ms: int) -> int:
+    """The node's settle time after its first claim: half a claim window (at least 1 ms)."""
+    return max(1, claim_window_ms // 2)
 
 
 def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str | None:
@@ -205,6 +223,7 @@ class WorkerJob:
     digest: bytes | None = None
     commit: bytes | None = None  # our commit hash
     reason: str = ""
+    settle_until: int | None = None  # no build before this (set by the first claim)
 
     @classmethod
     def new(cls, job: bytes, now: int) -> WorkerJob:
@@ -213,6 +232,71 @@ class WorkerJob:
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL
+
+    def resume(self) -> WorkerJob:
+        """This job's state after a restart: a build that was running died with the old process,
+        so BUILDING goes back to CLAIMED (it builds again if still selected)."""
+        return replace(self, phase="CLAIMED") if self.phase == "BUILDING" else self
+
+    def to_obj(self) -> dict[str, Any]:
+        """The persisted form (msgpack-able, every field by name)."""
+        return {
+            "job": self.job,
+            "phase": self.phase,
+            "first_seen": self.first_seen,
+            "claim_at": self.claim_at,
+            "reveal_at": self.reveal_at,
+            "lease_until": self.lease_until,
+            "renew_at": self.renew_at,
+            "exit_code": self.exit_code,
+            "manifest": [e.to_obj() for e in self.manifest],
+            "log": None if self.log is None else {"sha256": self.log.sha256, "size": self.log.size},
+            "salt": self.salt,
+            "digest": self.digest,
+            "commit": self.commit,
+            "reason": self.reason,
+            "settle_until": self.settle_until,
+        }
+
+    @classmethod
+    def from_obj(cls, d: Any) -> WorkerJob:
+        """Inverse of `to_obj`; ValueError (or KeyError/TypeError) for anything else."""
+        if not isinstance(d, dict):
+            raise ValueError("worker job: not a map")
+        phase = d["phase"]
+        if phase not in _PHASES:
+            raise ValueError(f"worker job: unknown phase {phase!r:.40}")
+
+        def opt_int(k: str) -> int | None:
+            v = d.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ValueError(f"worker job: {k} is not an integer")
+            return v
+
+        def opt_bytes(k: str) -> bytes | None:
+            v = d.get(k)
+            return None if v is None else bytes(v)
+
+        log = d.get("log")
+        return cls(
+            job=bytes(d["job"]),
+            phase=phase,
+            first_seen=opt_int("first_seen"),
+            claim_at=opt_int("claim_at"),
+            reveal_at=opt_int("reveal_at"),
+            lease_until=opt_int("lease_until"),
+            renew_at=opt_int("renew_at"),
+            exit_code=opt_int("exit_code"),
+            manifest=tuple(
+                ManifestEntry(str(e["path"]), int(e["size"]), int(e["mode"]), bytes(e["sha256"])) for e in d["manifest"]
+            ),
+            log=None if log is None else BlobRef(bytes(log["sha256"]), int(log["size"])),
+            salt=opt_bytes("salt"),
+            digest=opt_bytes("digest"),
+            commit=opt_bytes("commit"),
+            reason=str(d.get("reason", "")),
+            settle_until=opt_int("settle_until"),
+        )
 
 
 Result = tuple[WorkerJob, list[Action]]
@@ -240,7 +324,24 @@ def _stopped(view: JobView, offer: Offer, now: int) -> str | None:
     return None
 
 
-def _renew(wj: WorkerJob, now: int, cfg: WorkerConfig) -> Result:
+def _revealed_by_others(view: JobView, me: bytes) -> bool:
+    """Too late to help: another signer revealed, and each such reveal already has a witness.
+
+    A build that starts after a reveal is in nobody's `seen` list (its own vote never counts);
+    it is still useful as a witness of a reveal that has none yet (a lone early revealer).
+    """
+    others = [w for w in view.reveals if w != me]
+    if not others:
+        return False
+    for w in others:
+        if not any(view.witnesses.get(f.id, set()) - {w} for f in view.commits.get(w, ())):
+            return False
+    return True
+
+
+def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig) -> Result:
+    if wj.phase == "CLAIMED" and _revealed_by_others(view, cfg.me):
+        return wj, []  # a stand-by that can no longer count: let the lease lapse so others need not wait
     if wj.renew_at is not None and now >= wj.renew_at:
         lease = now + cfg.lease_ms
         return replace(wj, lease_until=lease, renew_at=now + cfg.lease_ms // 2), [PublishClaim(lease)]
@@ -267,15 +368,19 @@ def _waiting_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
         return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
     if (wj.claim_at is not None and now < wj.claim_at) or not ev.free_slot:
         return wj, []
+    if _revealed_by_others(view, cfg.me):
+        return wj, []  # a build starting now could be in nobody's `seen` list
+    if sum(1 for w in view.commits if w != cfg.me) >= offer.replicas:
+        return wj, []  # staffed: a new claim would only add a late build
     others = [w for w in candidates(view, now) if w != cfg.me]
     my_rank = rank(view.job, cfg.me)
     ahead = sum(1 for w in others if rank(view.job, w) < my_rank)
     if ahead >= offer.replicas:
         return wj, []
     lease = now + cfg.lease_ms
-    return replace(wj, phase="CLAIMED", lease_until=lease, renew_at=now + cfg.lease_ms // 2), [
-        PublishClaim(lease)
-    ]
+    settle = wj.settle_until if wj.settle_until is not None else now + cfg.settle_ms
+    wj = replace(wj, phase="CLAIMED", lease_until=lease, renew_at=now + cfg.lease_ms // 2, settle_until=settle)
+    return wj, [PublishClaim(lease)]
 
 
 def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
@@ -284,8 +389,10 @@ def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
-    wj, actions = _renew(wj, now, cfg)
-    if ev.free_slot and cfg.me in selected(view, now):
+    wj, actions = _renew(wj, view, now, cfg)
+    if wj.settle_until is not None and now < wj.settle_until:
+        return wj, actions  # just claimed: let competing claims of the same window arrive first
+    if ev.free_slot and not _revealed_by_others(view, cfg.me) and cfg.me in selected(view, now):
         return replace(wj, phase="BUILDING"), [*actions, StartBuild()]
     return wj, actions
 
@@ -296,7 +403,7 @@ def _building_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev
     reason = _stopped(view, offer, now)
     if reason is not None:
         return replace(wj, phase="GAVE_UP", reason=reason), [CancelBuild(), GiveUp(reason)]
-    return _renew(wj, now, cfg)
+    return _renew(wj, view, now, cfg)
 
 
 def _build_done(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
@@ -333,7 +440,7 @@ def _built_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
     mine = view.commits.get(cfg.me, [])
     if any(f.body.hash == wj.commit for f in mine):  # type: ignore[union-attr]
         return _committed_tick(replace(wj, phase="COMMITTED", renew_at=None), view, now, cfg, ev)
-    wj, actions = _renew(wj, now, cfg)
+    wj, actions = _renew(wj, view, now, cfg)
     assert wj.commit is not None
     return wj, [*actions, PublishCommit(wj.commit)]
 
@@ -346,7 +453,7 @@ def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, e
     if now < deadline and (len(sel) < offer.quorum or not all(w in view.commits for w in sel)):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None
-    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN))
+    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN, wj.digest))
     return replace(wj, phase="REVEALED"), [PublishReveal(rev)]
 
 
@@ -387,6 +494,8 @@ def next_wakeup(wj: WorkerJob, view: JobView, now: int) -> int | None:
             times.append(wj.claim_at)
         times.extend(live_claimants(view, now).values())  # someone ahead may drop out
     elif wj.phase == "CLAIMED":
+        if wj.settle_until is not None:
+            times.append(wj.settle_until)
         times.extend(live_claimants(view, now).values())
     elif wj.phase == "COMMITTED":
         if wj.reveal_at is not None:

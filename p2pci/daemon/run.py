@@ -40,18 +40,12 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
         from p2pci.runner.base import RunnerPolicy
         from p2pci.runner.docker_runner import DockerRunner
 
-        w = config.worker
         paths = Paths(home)
         paths.work.mkdir(parents=True, exist_ok=True)
         runner = DockerRunner(
             work_dir=paths.work / "runs",
             owner=key.peer_id,
-            policy=RunnerPolicy(
-                max_timeout_s=w.max_timeout_s,
-                max_memory_mb=w.max_memory_mb,
-                max_cpus=w.max_cpus,
-                max_out_mb=w.max_out_mb,
-            ),
+            policy=RunnerPolicy.for_worker(config.worker.policy()),
         )
     return Node(home, config, network=net, runner=runner, key=key)
 

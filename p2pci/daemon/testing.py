@@ -29,7 +29,7 @@ from p2pci.config import Config, Timing, WorkerSettings
 from p2pci.core.errors import BuildError
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import NodeKey
-from p2pci.daemon.images import FakeImages
+from p2pci.daemon.image_cache import FakeImages
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.net.memory import MemoryHub, MemoryNetwork
 from p2pci.runner.base import BuildResult, BuildSpec, OnLog

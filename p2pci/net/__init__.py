@@ -1,4 +1,4 @@
-"""Networking (design.md section 4): the only package that imports libp2p.
+"""Networking (docs/protocol.md section 8): the only package that imports libp2p.
 
 The light modules are re-exported here; `p2pci.net.libp2p_net.LibP2PNetwork`
 is imported from its module (py-libp2p itself loads lazily, on `run`).

@@ -1,4 +1,4 @@
-"""The `Network` interface the daemon programs against (design.md section 4).
+"""The `Network` interface the daemon programs against (docs/protocol.md section 8).
 
 Two implementations share these semantics:
 
@@ -43,20 +43,6 @@ Validator = Callable[[bytes], bytes]
 
 TOPIC = "/p2pci/board/1"
 MAX_FACT = 64 * 1024
-
-
-class BlobRefLike(Protocol):
-    """What the network needs of a `p2pci.core.messages.BlobRef`."""
-
-    @property
-    def sha256(self) -> bytes: ...
-
-    @property
-    def size(self) -> int: ...
-
-
-class BlobWriterLike(Protocol):
-    def write(self, data: bytes) -> Any: ...
 
 
 class BlobStoreLike(Protocol):

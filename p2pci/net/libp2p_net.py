@@ -1,4 +1,4 @@
-"""`LibP2PNetwork`: the `Network` on py-libp2p 0.8.1 (design.md section 4).
+"""`LibP2PNetwork`: the `Network` on py-libp2p 0.8.1 (docs/protocol.md section 8).
 
     net = LibP2PNetwork(seed, ["/ip4/127.0.0.1/tcp/0"], bootstrap, validate=..., blobs=store,
                         sync_source=daemon)
@@ -863,14 +863,6 @@ class LibP2PNetwork:
             await trio.sleep(self.sync_interval * self._rng.uniform(0.8, 1.2))
             if self._since:
                 await self._sync_with(self._rng.choice(sorted(self._since)))
-
-    async def sync_now(self, peer: str | None = None) -> None:
-        """Run one anti-entropy round now (with `peer` or a random connected one)."""
-        if peer is None:
-            if not self._since:
-                return
-            peer = self._rng.choice(sorted(self._since))
-        await self._sync_with(peer)
 
     def _missing(self, ids: list[bytes]) -> list[bytes]:
         return [i for i in ids if i not in self._seen and self._sync.get(i) is None]

@@ -19,37 +19,15 @@ from typing import Literal, Protocol
 
 import trio
 
+from p2pci.core.messages import Limits as Limits  # re-exported: the one Limits type
 from p2pci.core.results import ManifestEntry
+from p2pci.core.worker import WorkerPolicy
 
 DEFAULT_LOG_CAP = 16 << 20
 BUILD_USER = "65534:65534"
 BUILD_HOSTNAME = "p2pci-build"
 SOURCE_DIR = "/build/src"
 OUT_DIR = "/out"
-
-
-class LimitsLike(Protocol):
-    """Anything with the five limits: `p2pci.core.messages.Limits`, `RecipeLimits`, `Limits`."""
-
-    @property
-    def timeout_s(self) -> int: ...
-    @property
-    def memory_mb(self) -> int: ...
-    @property
-    def cpus(self) -> int: ...
-    @property
-    def pids(self) -> int: ...
-    @property
-    def out_mb(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout_s: int = 600
-    memory_mb: int = 2048
-    cpus: int = 2
-    pids: int = 512
-    out_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -63,7 +41,17 @@ class RunnerPolicy:
     max_out_mb: int = 4096
     log_cap: int = DEFAULT_LOG_CAP
 
-    def clamp(self, limits: LimitsLike) -> Limits:
+    @classmethod
+    def for_worker(cls, policy: WorkerPolicy) -> RunnerPolicy:
+        """The runner's caps for a donor's `[worker]` policy (pids and log: the runner's own)."""
+        return cls(
+            max_timeout_s=policy.max_timeout_s,
+            max_memory_mb=policy.max_memory_mb,
+            max_cpus=policy.max_cpus,
+            max_out_mb=policy.max_out_mb,
+        )
+
+    def clamp(self, limits: Limits) -> Limits:
         return Limits(
             timeout_s=max(1, min(limits.timeout_s, self.max_timeout_s)),
             memory_mb=max(16, min(limits.memory_mb, self.max_memory_mb)),
@@ -79,7 +67,7 @@ class BuildSpec:
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     source_date_epoch: int | None = None
-    limits: LimitsLike = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits)
     # Variations for `p2pci try` only (real builds leave them None): the umask the
     # command starts with (needs /bin/sh in the image) and the CPUs it may run on.
     umask: int | None = None

@@ -1,4 +1,4 @@
-"""The hardened Docker runner (design.md section 5).
+"""The hardened Docker runner (docs/protocol.md section 9, docs/security.md).
 
 Every build: `--network none`, read-only root, `--cap-drop ALL`,
 `no-new-privileges`, user 65534:65534, pids/memory/cpus limits (the offer's,

@@ -1,4 +1,4 @@
-"""Deterministic base images built offline, and image archives (design.md section 5).
+"""Deterministic base images built offline, and image archives (docs/protocol.md section 9).
 
 A rootfs is turned into a `docker load` archive whose bytes depend only on
 the rootfs content: the layer tar is normalised (sorted names, one fixed

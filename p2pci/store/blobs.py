@@ -1,4 +1,4 @@
-"""Content-addressed blob store on disk (design.md section 6, internals.md p2pci.store).
+"""Content-addressed blob store on disk (docs/internals.md "p2pci.store").
 
 Layout: ``<dir>/ab/abcdef…`` where ``abcdef…`` is the lowercase hex sha256 of
 the content. Every write goes to a temp file under ``<dir>/tmp/``, is hashed
@@ -18,20 +18,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import BlobRef
 
 CHUNK = 1 << 16
 STALE_TMP_S = 3600
-
-
-class _Ref(Protocol):
-    @property
-    def sha256(self) -> bytes: ...
-    @property
-    def size(self) -> int: ...
 
 
 def _hex(sha: bytes) -> str:
@@ -43,7 +36,7 @@ def _hex(sha: bytes) -> str:
 class BlobWriter:
     """Streams bytes into a temp file, hashing them; see `BlobStore.writer`."""
 
-    def __init__(self, fh: IO[bytes], expect: _Ref) -> None:
+    def __init__(self, fh: IO[bytes], expect: BlobRef) -> None:
         self._fh = fh
         self._expect = expect
         self._hash = hashlib.sha256()
@@ -154,7 +147,7 @@ class BlobStore:
         return BlobRef(sha256=sha, size=size)
 
     @contextmanager
-    def writer(self, expect: _Ref) -> Iterator[BlobWriter]:
+    def writer(self, expect: BlobRef) -> Iterator[BlobWriter]:
         """Write a blob announced as `expect` in pieces.
 
         On a clean exit the content is verified (size and sha256) and renamed

@@ -1,4 +1,4 @@
-"""SQLite store of facts and small node state (design.md section 6, internals.md p2pci.store).
+"""SQLite store of facts and small node state (docs/internals.md "p2pci.store").
 
 One file, `state.sqlite`, in WAL mode. `put` commits before it returns, so
 a fact the daemon has acted on (or acknowledged) survives `kill -9`.
@@ -19,12 +19,15 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from p2pci.core.errors import LocalError
 from p2pci.core.signing import Fact, open_envelope
+
+if TYPE_CHECKING:
+    from p2pci.core.board import Board
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS facts (
@@ -39,10 +42,6 @@ CREATE INDEX IF NOT EXISTS facts_job ON facts(job);
 CREATE TABLE IF NOT EXISTS pins (job BLOB PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
-
-
-class BoardLike(Protocol):
-    def add_fact(self, fact: Fact) -> bool: ...
 
 
 class FactStore:
@@ -135,7 +134,7 @@ class FactStore:
             except Exception:
                 continue
 
-    def load_into(self, board: BoardLike) -> int:
+    def load_into(self, board: Board) -> int:
         """Add every stored fact to `board`; returns how many it accepted as new."""
         n = 0
         for fact, _t in self.iter_facts():

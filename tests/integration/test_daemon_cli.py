@@ -129,9 +129,9 @@ async def test_cancel_and_control_errors(tmp_path: Path) -> None:
         assert r.exit_code == 0 and "CANCELLED" in r.stdout
         with trio.fail_after(10):
             await c.wait_verdict(job)
-            while c.nodes[1].worker.building:  # a build already running is cancelled too
+            while c.nodes[1].machine.building:  # a build already running is cancelled too
                 await c.nodes[1].changed.wait()
-        assert c.nodes[1].worker.jobs[bytes.fromhex(job)].phase in ("GAVE_UP", "SKIPPED")
+        assert c.nodes[1].machine.jobs[bytes.fromhex(job)].phase in ("GAVE_UP", "SKIPPED")
         # malformed requests: error replies, the daemon keeps serving
         for op, args in [("nope", {}), ("show", {"job": 5}), ("show", {}), ("publish", {"project": 1}),
                          ("fetch", {"job": job, "out": "/nonexistent/x"}), ("trust_add", {"peer_id": "x"})]:

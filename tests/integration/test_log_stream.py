@@ -16,8 +16,8 @@ import pytest
 import trio
 
 from p2pci.daemon.control import acontrol_call, subscribe
+from p2pci.daemon.livelog import LOG_BUFFER_MAX, LOG_EVENT_MAX, LOG_INTERVAL, LiveLog
 from p2pci.daemon.testing import ScriptedRunner, open_cluster
-from p2pci.daemon.work import LOG_BUFFER_MAX, LOG_EVENT_MAX, LOG_INTERVAL, LiveLog
 from p2pci.runner.base import BuildResult, BuildSpec, accepts_on_log, run_build
 from p2pci.runner.fake import FakeRunner
 
@@ -45,7 +45,7 @@ async def test_log_lines_reach_a_subscriber_before_the_build_ends(tmp_path: Path
                     got += await _next_log(events, job)
             # still building: held by the gate, nothing committed, no verdict
             assert not gate.is_set()
-            assert jid in builder.worker.building
+            assert jid in builder.machine.building
             view = builder.board.job(jid)
             assert view is not None and view.commits == {} and view.reveals == {}
             assert got == "step 1: configure\nstep 2: compile\n"
@@ -98,7 +98,7 @@ async def test_a_runner_without_on_log_still_sends_the_tail_at_the_end(tmp_path:
     assert not accepts_on_log(old) and accepts_on_log(ScriptedRunner()) and accepts_on_log(FakeRunner())
     async with open_cluster(tmp_path, 2, runners=[None, old]) as c:  # type: ignore[list-item]
         async with subscribe(c.nodes[1].paths.home) as events:
-            job = await c.publish(c.nodes[0], replicas=1, quorum=1)
+            job = await c.publish(c.nodes[0], replicas=1, quorum=1, workers=[c.nodes[1].peer_id])
             with trio.fail_after(20):
                 text = await _next_log(events, job)
             assert text.startswith("log of a build of")

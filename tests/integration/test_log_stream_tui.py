@@ -74,7 +74,7 @@ async def test_detail_pane_streams_a_real_build_while_it_runs(tmp_path: Path) ->
             screen = app.screen
             assert isinstance(screen, JobScreen)
             await until(pilot, lambda: "compile: hello.c" in log_text(screen), "the streamed lines", within=20)
-            assert not gate.is_set() and bytes.fromhex(job) in builder.worker.building  # still building
+            assert not gate.is_set() and bytes.fromhex(job) in builder.machine.building  # still building
             gate.set()
             await until(pilot, lambda: any(t.startswith("log of a build of") for t in log_text(screen)),
                         "the last line, after the gate", within=20)

@@ -202,7 +202,7 @@ async def test_claimant_prefetches_the_source_before_building(tmp_path: Path) ->
         assert view is not None and view.offer_msg is not None
         src = view.offer_msg.source
         await _wait_until(lambda: worker.blobs.size(src.sha256) == src.size, 1.0)
-        assert jid not in worker.worker.building and not runner.started.is_set()
+        assert jid not in worker.machine.building and not runner.started.is_set()
         with trio.fail_after(20):
             await c.wait_verdict(job)
         assert runner.runs == 1

@@ -18,13 +18,13 @@ from p2pci.daemon.testing import ScriptedRunner, open_cluster
 async def test_worker_never_claims_outside_its_policy(tmp_path: Path) -> None:
     strict = WorkerSettings(slots=1, max_timeout_s=2)  # the cluster's offers ask for 5 s
     async with open_cluster(tmp_path, 2, runners=[None, ScriptedRunner()], worker=strict) as c:
-        job = await c.publish(c.nodes[0], replicas=1, quorum=1)
+        job = await c.publish(c.nodes[0], replicas=1, quorum=1, workers=[c.nodes[1].peer_id])
         jid = bytes.fromhex(job)
         worker = c.nodes[1]
         with trio.fail_after(10):
-            while jid not in worker.worker.jobs or worker.worker.jobs[jid].phase == "SEEN":
+            while jid not in worker.machine.jobs or worker.machine.jobs[jid].phase == "SEEN":
                 await worker.changed.wait()
-        wj = worker.worker.jobs[jid]
+        wj = worker.machine.jobs[jid]
         assert wj.phase == "SKIPPED" and "timeout" in wj.reason
         view = c.nodes[0].board.job(jid)
         assert view is not None and view.claims == {}
@@ -33,13 +33,13 @@ async def test_worker_never_claims_outside_its_policy(tmp_path: Path) -> None:
 async def test_closed_worker_skips_open_jobs(tmp_path: Path) -> None:
     closed = WorkerSettings(slots=1, open_jobs=False)
     async with open_cluster(tmp_path, 2, runners=[None, ScriptedRunner()], worker=closed) as c:
-        job = await c.publish(c.nodes[0], replicas=1, quorum=1)
+        job = await c.publish(c.nodes[0], replicas=2, quorum=1)  # open mode needs 2 replicas
         jid = bytes.fromhex(job)
         w = c.nodes[1]
         with trio.fail_after(10):
-            while jid not in w.worker.jobs or w.worker.jobs[jid].phase == "SEEN":
+            while jid not in w.machine.jobs or w.machine.jobs[jid].phase == "SEEN":
                 await w.changed.wait()
-        assert w.worker.jobs[jid].phase == "SKIPPED"
+        assert w.machine.jobs[jid].phase == "SKIPPED"
 
 
 async def test_observer_trust_set_changes_its_verdict(tmp_path: Path) -> None:
@@ -104,11 +104,11 @@ class ExplodingRunner(ScriptedRunner):
 
 async def test_a_runner_bug_fails_the_build_not_the_node(tmp_path: Path) -> None:
     async with open_cluster(tmp_path, 2, runners=[None, ExplodingRunner()]) as c:
-        job = await c.publish(c.nodes[0], replicas=1, quorum=1)
+        job = await c.publish(c.nodes[0], replicas=1, quorum=1, workers=[c.nodes[1].peer_id])
         jid = bytes.fromhex(job)
         w = c.nodes[1]
         with trio.fail_after(10):
-            while jid not in w.worker.jobs or w.worker.jobs[jid].phase != "GAVE_UP":
+            while jid not in w.machine.jobs or w.machine.jobs[jid].phase != "GAVE_UP":
                 await w.changed.wait()
-        assert "runner bug" in w.worker.jobs[jid].reason
+        assert "runner bug" in w.machine.jobs[jid].reason
         assert (await acontrol_call(w.paths.home, "id"))["peer_id"] == w.peer_id

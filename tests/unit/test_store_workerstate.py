@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from p2pci.core.messages import BlobRef
 from p2pci.core.results import ManifestEntry
 from p2pci.core.worker import TERMINAL, WorkerJob
-from p2pci.daemon.work import decode_wj, encode_wj
 
 h32 = st.binary(min_size=32, max_size=32)
 entries = st.builds(ManifestEntry, st.text(min_size=1, max_size=20), st.integers(0, 2**40), st.integers(0, 0o777), h32)
@@ -34,8 +33,9 @@ phases = st.sampled_from(["SEEN", "WAITING", "CLAIMED", "BUILDING", "BUILT", "CO
         digest=st.none() | h32,
         commit=st.none() | h32,
         reason=st.text(max_size=30),
+        settle_until=ints,
     )
 )
 def test_worker_job_round_trip_through_msgpack(wj: WorkerJob) -> None:
-    data = msgpack.packb(encode_wj(wj), use_bin_type=True)
-    assert decode_wj(msgpack.unpackb(data, raw=False)) == wj
+    data = msgpack.packb(wj.to_obj(), use_bin_type=True)
+    assert WorkerJob.from_obj(msgpack.unpackb(data, raw=False)) == wj

@@ -24,6 +24,7 @@ from p2pci.core.worker import (
 )
 
 from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
+from .machinemesh import MachineMesh
 
 T0 = 1_000_000
 KEYS = [key(f"sim-{i}") for i in range(8)]
@@ -98,5 +99,35 @@ def test_job_completes_despite_workers_vanishing_before_commit(
     if survivors >= quorum:
         assert verdict.state == "REPRODUCED", (verdict, [w.phase for w in wjs], gone)
         assert now < T0 + 600_000
+    else:
+        assert verdict.state in ("REPRODUCED", "EXPIRED", "PENDING")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 6),
+    replicas=st.integers(1, 3),
+    quorum_frac=st.integers(1, 3),
+    vanish=st.lists(st.integers(0, 5), max_size=3, unique=True),
+    durations=st.lists(st.integers(100, 20_000), min_size=6, max_size=6),
+)
+def test_node_machines_complete_a_job_despite_workers_vanishing(
+    n: int, replicas: int, quorum_frac: int, vanish: list[int], durations: list[int]
+) -> None:
+    """The same property on the real NodeMachine (settle, slots, late-claim rules included),
+    node 0 the publisher, facts delivered at once."""
+    quorum = min(quorum_frac, replicas)
+    mesh = MachineMesh(n + 1, T0, builders=frozenset(range(1, n + 1)), delay=lambda s, d, k: 0,
+                       build_ms=lambda node, k: durations[node - 1])  # fmt: skip
+    mesh.vanish_when_building.update(i + 1 for i in vanish if i < n)
+    offer = make_offer(key("publisher"), replicas=replicas, quorum=quorum, created=T0, deadline=T0 + 600_000)
+    jid = mesh.publish(0, offer)
+    mesh.run_until(lambda: mesh.all_final(jid), offer.deadline)
+    verdict = mesh.machines[0].verdict(jid, mesh.now)
+    event(verdict.state)
+    survivors = n - len(mesh.vanish_when_building)
+    if replicas >= 2 and survivors >= max(quorum, 2):
+        assert verdict.state == "REPRODUCED", (verdict, [m.jobs.get(jid) for m in mesh.machines])
+        assert mesh.now < offer.deadline
     else:
         assert verdict.state in ("REPRODUCED", "EXPIRED", "PENDING")

@@ -1,0 +1,233 @@
+"""The control ops: one table from op name to handler (docs/internals.md lists them).
+
+Every handler gets the node's narrow `NodeView` and the request's args (a map
+from a local client: checked here, LocalError names what is wrong) and returns
+what the client prints. The decisions stay in `p2pci.core` (`NodeMachine`,
+`core.offer`); handlers only read, or ask the node to publish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from p2pci.core.board import JobView
+from p2pci.core.errors import LocalError
+from p2pci.core.messages import Cancel, Message, Offer
+from p2pci.core.node import NodeMachine
+from p2pci.core.offer import PublishRequest, check, new_offer
+from p2pci.core.signing import Fact, peer_id_of, public_of
+from p2pci.daemon import artifacts
+from p2pci.daemon.artifacts import BlobFetcher
+from p2pci.store.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from p2pci.core.worker import WorkerConfig
+    from p2pci.daemon.image_cache import Images
+    from p2pci.net.base import Network
+    from p2pci.store.facts import FactStore
+
+
+class NodeView(Protocol):
+    """What the control ops may use of a node."""
+
+    machine: NodeMachine
+    network: Network
+    blobs: BlobStore
+    fetcher: BlobFetcher
+    images: Images
+    peer_id: str
+    counters: dict[str, int]
+
+    @property
+    def me(self) -> bytes: ...
+    @property
+    def db(self) -> FactStore: ...
+    @property
+    def protocol(self) -> WorkerConfig: ...
+    def now(self) -> int: ...
+    def node_info(self) -> dict[str, Any]: ...
+    def peer_list(self) -> list[dict[str, Any]]: ...
+    def own_log(self, job: bytes) -> str | None: ...
+    async def publish_message(self, body: Message) -> Fact: ...
+    async def set_trust(self, keys: frozenset[bytes], *, listed: bool | None = None) -> None: ...
+
+    async def publish_offer(self, offer: Offer, seed: bytes) -> Fact: ...
+
+
+Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
+
+
+def _arg(args: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
+    v = args.get(name, default)
+    if v is ...:
+        raise LocalError(f"missing argument {name!r}")
+    if v is not None and not isinstance(v, kind):
+        raise LocalError(f"argument {name!r} must be a {kind.__name__}")
+    return v
+
+
+def _only(args: dict[str, Any], *names: str) -> None:
+    extra = set(args) - set(names)
+    if extra:
+        raise LocalError(f"unexpected argument(s) {', '.join(sorted(extra))[:200]}")
+
+
+def _job(node: NodeView, args: dict[str, Any]) -> JobView:
+    return node.machine.resolve_job(args.get("job"))
+
+
+async def op_id(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args)
+    return {"peer_id": node.peer_id, "addrs": list(node.network.addrs())}
+
+
+async def op_peers(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args)
+    return node.peer_list()
+
+
+async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args)
+    return {"node": node.node_info(), "peers": node.peer_list(), "jobs": node.machine.job_list(node.now())}
+
+
+async def op_jobs(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args)
+    return node.machine.job_list(node.now())
+
+
+async def op_show(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args, "job")
+    return node.machine.job_obj(_job(node, args).job, node.now())
+
+
+async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args)
+    counters = dict(node.counters)
+    if node.machine.errors:
+        counters["process_errors"] = node.machine.errors
+    return {"node": counters, "net": node.network.stats(), "facts": len(node.machine.board)}
+
+
+async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
+    req = PublishRequest.from_args(args)
+    check(req)  # every client, not only the CLI
+    if node.blobs.size(req.source.sha256) != req.source.size:
+        raise LocalError("the source tarball is not in this node's blob store")
+    store, blobs = node.db, node.blobs
+    image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store))
+    seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out
+    offer = new_offer(
+        req, image=image_ref, now=node.now(), timing=node.protocol, select_commit=hashlib.sha256(seed).digest()
+    )
+    fact = await node.publish_offer(offer, seed)
+    await trio.to_thread.run_sync(store.pin, fact.id)
+    return node.machine.job_obj(fact.id, node.now())
+
+
+async def op_cancel(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args, "job")
+    view = _job(node, args)
+    assert view.offer is not None
+    if view.offer.signer != node.me:
+        raise LocalError("only the publisher can cancel a job")
+    await node.publish_message(Cancel(job=view.job))
+    return node.machine.fresh_job_obj(view.job, node.now())  # the clock loop acts on it
+
+
+async def op_export(node: NodeView, args: dict[str, Any]) -> Any:
+    from p2pci.core.evidence import export_bundle
+
+    _only(args, "job")
+    view = _job(node, args)
+    await trio.to_thread.run_sync(node.db.pin, view.job)
+    data: bytes = export_bundle(view)
+    return data
+
+
+async def op_trust_list(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args)
+    return sorted(peer_id_of(k) for k in node.machine.trust)
+
+
+async def _trust(node: NodeView, args: dict[str, Any], add: bool) -> Any:
+    _only(args, "peer_id")
+    key = public_of(_arg(args, "peer_id", str))
+    keys = set(node.machine.trust)
+    if add:
+        keys.add(key)
+    else:
+        keys.discard(key)
+    await node.set_trust(frozenset(keys))
+    return sorted(peer_id_of(k) for k in node.machine.trust)
+
+
+async def op_trust_count(node: NodeView, args: dict[str, Any]) -> Any:
+    """Count every vote the offer allows ("all") or only the trust set ("listed", even empty)."""
+    _only(args, "mode")
+    mode = args.get("mode")
+    if mode not in ("all", "listed"):
+        raise LocalError('trust count must be "all" or "listed"')
+    await node.set_trust(node.machine.trust, listed=mode == "listed")
+    return mode
+
+
+async def op_trust_add(node: NodeView, args: dict[str, Any]) -> Any:
+    return await _trust(node, args, True)
+
+
+async def op_trust_remove(node: NodeView, args: dict[str, Any]) -> Any:
+    return await _trust(node, args, False)
+
+
+async def op_fetch(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args, "job", "out")
+    view = _job(node, args)
+    out = _arg(args, "out", str)
+    return await artifacts.fetch_outputs(node.fetcher, view, node.machine.verdict(view.job, node.now()), out)
+
+
+async def op_logs(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args, "job", "worker")
+    view = _job(node, args)
+    return await artifacts.logs(node.fetcher, view, node.me, node.own_log, _arg(args, "worker", str, None))
+
+
+async def op_diff(node: NodeView, args: dict[str, Any]) -> Any:
+    _only(args, "job")
+    view = _job(node, args)
+    return await artifacts.diff(node.fetcher, view, node.machine.verdict(view.job, node.now()))
+
+
+OPS: dict[str, Handler] = {
+    "id": op_id,
+    "peers": op_peers,
+    "status": op_status,
+    "jobs": op_jobs,
+    "show": op_show,
+    "stats": op_stats,
+    "publish": op_publish,
+    "cancel": op_cancel,
+    "export": op_export,
+    "trust_list": op_trust_list,
+    "trust_add": op_trust_add,
+    "trust_count": op_trust_count,
+    "trust_remove": op_trust_remove,
+    "fetch": op_fetch,
+    "logs": op_logs,
+    "diff": op_diff,
+}
+
+
+async def call(node: NodeView, op: Any, args: Any) -> Any:
+    handler = OPS.get(op) if isinstance(op, str) else None
+    if handler is None:
+        raise LocalError(f"unknown op {op!r:.40}")
+    if not isinstance(args, dict):
+        raise LocalError("args must be a map")
+    return await handler(node, args)

@@ -1,0 +1,195 @@
+"""The node's builds: a service with its own nursery that knows nothing of the node.
+
+    builds = Builds(runner, images, fetch, work_dir, send_log)
+    await nursery.start(builds.run)
+    builds.start(job, offer, publisher, now)   # the node performs RunBuild
+    builds.cancel(job)                          # ... StopBuild
+    async for job, event in builds.results: ... # BuildDone / BuildFailed, one per start
+
+A build fetches the source (and the image archive if the image is missing)
+from the publisher by hash, runs in the runner, and keeps its outputs and log
+under `$P2PCI_HOME/work/<job>/` until the reveal (`serve_outputs` then puts
+them into the blob store, where anyone may fetch them by hash). While it runs,
+its output goes to `send_log` as it is produced (`p2pci.daemon.livelog`).
+Every started build reports exactly one result, cancelled ones included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from p2pci.core.errors import P2pciError
+from p2pci.core.messages import BlobRef, Offer
+from p2pci.core.results import ManifestEntry
+from p2pci.core.worker import BuildDone, BuildFailed
+from p2pci.daemon.livelog import LOG_TAIL, LiveLog, stream
+from p2pci.store.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+    from p2pci.daemon.image_cache import Images
+    from p2pci.runner.base import Runner
+
+log = logging.getLogger("p2pci.builds")
+
+Fetch = Callable[[BlobRef, list[bytes]], Awaitable[Path]]
+Result = tuple[bytes, BuildDone | BuildFailed]
+
+
+class Builds:
+    """Runs builds in its own nursery; results come out of `results` (a trio channel)."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        images: Images,
+        blobs: BlobStore,
+        fetch: Fetch,
+        work_dir: Path,
+        send_log: Callable[[bytes, str], None],
+    ) -> None:
+        self.runner = runner
+        self.images = images
+        self.blobs = blobs
+        self.fetch = fetch
+        self.work_dir = work_dir
+        self.send_log = send_log
+        self.running: dict[bytes, tuple[trio.CancelScope, int, str]] = {}  # job -> (scope, started, project)
+        self.live: dict[bytes, LiveLog] = {}  # job -> output of its running build
+        self._send, self.results = trio.open_memory_channel[Result](math.inf)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def start(self, job: bytes, offer: Offer, publisher: bytes, now: int) -> None:
+        assert self._nursery is not None, "Builds.run is not running"
+        scope = trio.CancelScope()
+        self.running[job] = (scope, now, offer.project)
+        self._nursery.start_soon(self._build, job, offer, publisher, scope)
+
+    def cancel(self, job: bytes) -> None:
+        b = self.running.get(job)
+        if b is not None:
+            b[0].cancel()
+
+    def info(self) -> list[dict[str, Any]]:
+        return [
+            {"job": job.hex(), "project": project, "started": started}
+            for job, (_s, started, project) in sorted(self.running.items())
+        ]
+
+    def _job_dir(self, job: bytes) -> Path:
+        return self.work_dir / job.hex()
+
+    async def _build(self, job: bytes, offer: Offer, publisher: bytes, scope: trio.CancelScope) -> None:
+        ev: BuildDone | BuildFailed = BuildFailed("cancelled")
+        try:
+            with scope:
+                try:
+                    ev = await self._run(job, offer, publisher)
+                except (P2pciError, OSError, trio.TooSlowError) as exc:
+                    ev = BuildFailed(f"{type(exc).__name__}: {exc}")
+                except Exception as exc:  # a runner bug is this build's failure, not the node's
+                    log.exception("build of %s failed", job.hex()[:12])
+                    ev = BuildFailed(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.running.pop(job, None)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                self._send.send_nowait((job, ev))  # unbounded: at most one result per started build
+
+    async def _run(self, job: bytes, offer: Offer, publisher: bytes) -> BuildDone | BuildFailed:
+        from p2pci.runner.base import BuildSpec, run_build
+
+        src = await self.fetch(offer.source, [publisher])
+        image_id = offer.image.id
+        if not await trio.to_thread.run_sync(self.images.present, image_id):
+            if offer.image.archive is None:
+                raise P2pciError(f"image {image_id} is not here and the offer has no archive")
+            arch = await self.fetch(offer.image.archive, [publisher])
+            await trio.to_thread.run_sync(self.images.load, image_id, arch)
+        spec = BuildSpec(
+            image_id=image_id,
+            command=offer.command,
+            env=offer.env,
+            source_date_epoch=offer.source_date_epoch,
+            limits=offer.limits,
+        )
+        live = LiveLog(trio.lowlevel.current_trio_token())
+        self.live[job] = live
+        streaming = trio.CancelScope()
+        assert self._nursery is not None
+        self._nursery.start_soon(stream, live, lambda text: self.send_log(job, text), streaming)
+        try:
+            result = await run_build(self.runner, spec, src, on_log=live.feed)
+        finally:
+            streaming.cancel()
+            self.send_log(job, live.take(final=True))
+            self.live.pop(job, None)
+        try:
+            if result.status != "ok" or result.exit_code is None:
+                return BuildFailed(result.error or result.status)
+            log_ref = await trio.to_thread.run_sync(self._keep_result, job, result.log_path, result.out_dir)
+            if live.fed == 0:  # a runner that does not stream: the tail, at the end
+                tail = self.live_log(job) or ""
+                self.send_log(job, tail[-LOG_TAIL:])
+            return BuildDone(result.exit_code, result.manifest, log_ref)
+        finally:
+            await trio.to_thread.run_sync(result.cleanup)
+
+    def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None) -> BlobRef:
+        d = self._job_dir(job)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        shutil.copyfile(log_path, d / "log")
+        if out_dir is not None and out_dir.exists():
+            shutil.copytree(out_dir, d / "out", symlinks=True)
+        else:
+            (d / "out").mkdir()
+        h = hashlib.sha256()
+        size = 0
+        with open(d / "log", "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                h.update(chunk)
+                size += len(chunk)
+        return BlobRef(h.digest(), size)
+
+    async def serve_outputs(self, job: bytes, manifest: tuple[ManifestEntry, ...]) -> None:
+        """Put this worker's outputs and log into the blob store (served by hash from now on)."""
+        d = self._job_dir(job)
+        blobs = self.blobs
+
+        def put() -> None:
+            if (d / "log").exists():
+                blobs.put_file(d / "log")
+            for e in manifest:
+                p = d / "out" / e.path
+                if p.is_file() and not p.is_symlink():
+                    blobs.put_file(p)
+
+        await trio.to_thread.run_sync(put)
+
+    def live_log(self, job: bytes) -> str | None:
+        """This node's log of `job`: the output so far while it builds, else the kept log."""
+        live = self.live.get(job)
+        if live is not None:
+            return live.recent_text()
+        p = self._job_dir(job) / "log"
+        try:
+            return p.read_bytes()[: 1 << 20].decode("utf-8", "replace")
+        except OSError:
+            return None

@@ -1,0 +1,532 @@
+"""The NodeMachine: the node's rules, one pure test each (no trio, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import assume, event, given, settings
+from hypothesis import strategies as st
+
+from p2pci.core.errors import LocalError
+from p2pci.core.messages import BlobRef, Limits
+from p2pci.core.node import (
+    RECENT_WINDOW_MS,
+    Effect,
+    JobChanged,
+    NodeChanged,
+    NodeConfig,
+    NodeMachine,
+    Persist,
+    Prefetch,
+    Publish,
+    RunBuild,
+    ServeOutputs,
+    StopBuild,
+)
+from p2pci.core.offer import (
+    DEFAULT_LIMITS,
+    OPEN_NEEDS_TWO,
+    PublishRequest,
+    check_request,
+    new_offer,
+    offer_deadline,
+)
+from p2pci.core.selection import next_select, selection_rank
+from p2pci.core.signing import NodeKey, peer_id_of, seal
+from p2pci.core.worker import BuildDone, WorkerConfig, WorkerJob, WorkerPolicy, settle_ms_for
+
+from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
+from .machinemesh import MachineMesh
+
+T0 = 1_000_000
+WINDOW = 1_000
+LEASE = 10_000
+ME = key("me")
+
+
+def machine(k: NodeKey = ME, *, slots: int = 1, builds: bool = True, settle: bool = True) -> NodeMachine:
+    wc = WorkerConfig(
+        k.public,
+        lease_ms=LEASE,
+        claim_window_ms=WINDOW,
+        policy=WorkerPolicy(slots=slots),
+        salt_secret=k.seed,
+        settle_ms=settle_ms_for(WINDOW) if settle else 0,
+    )
+    return NodeMachine(NodeConfig(key=k, worker=wc, builds=builds))
+
+
+def job(**kw: object) -> JobSim:
+    return JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, **kw))  # type: ignore[arg-type]
+
+
+def of(effects: list[Effect], t: type) -> list[Effect]:
+    return [e for e in effects if isinstance(e, t)]
+
+
+def published_kinds(effects: list[Effect]) -> list[str]:
+    return [e.fact.kind for e in effects if isinstance(e, Publish)]
+
+
+def publisher_selects(m: NodeMachine, now: int) -> None:
+    """The test publisher (JobSim's key("publisher"), seed SEED) signs its selection round as
+    soon as `replicas` claims are on the machine's board (protocol v2: it closes its window
+    early; the machine under test is a worker)."""
+    pub = key("publisher")
+    for view in m.board.jobs():
+        offer = view.offer_msg
+        if view.offer is None or offer is None or view.offer.signer != pub.public:
+            continue
+        if len(view.claims) < offer.replicas:
+            continue
+        body = next_select(view, SEED, now, close=True)
+        if body is not None:
+            m.receive_facts([seal(pub, body)], now)
+
+
+def tick(m: NodeMachine, now: int) -> list[Effect]:
+    """One tick, performed like the daemon: our own new facts are stored, then received back."""
+    effs = m.tick(now)
+    m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], now)
+    publisher_selects(m, now)
+    return effs
+
+
+def tick_until_quiet(m: NodeMachine, now: int) -> list[Effect]:
+    out: list[Effect] = []
+    for _ in range(20):
+        w = m.next_wakeup()
+        if w is None or w > now:
+            break
+        out += tick(m, now)
+    return out
+
+
+def claim_and_settle(m: NodeMachine, sim: JobSim) -> list[Effect]:
+    m.receive_facts([sim.offer_fact], T0)
+    tick_until_quiet(m, T0)
+    return tick_until_quiet(m, T0 + WINDOW)
+
+
+# ---------------------------------------------------------------- the worker rules, per job
+
+
+def test_first_claim_then_settle_then_build() -> None:
+    m, sim = machine(), job(replicas=1, quorum=1, workers=(ME.public,))
+    effs = claim_and_settle(m, sim)
+    assert published_kinds(effs) == ["claim"] and not of(effs, RunBuild)
+    settle_until = m.jobs[sim.job].settle_until
+    assert settle_until == T0 + WINDOW + WINDOW // 2
+    assert m.next_wakeup() == settle_until  # the settle end is a wake-up
+    assert not of(tick_until_quiet(m, settle_until - 1), RunBuild)
+    tick(m, settle_until - 1)
+    effs = tick(m, settle_until)
+    assert [type(e) for e in of(effs, RunBuild)] == [RunBuild] and m.building == {sim.job: settle_until}
+
+
+def test_settle_zero_builds_on_the_next_tick() -> None:
+    m, sim = machine(settle=False), job(replicas=1, quorum=1, workers=(ME.public,))
+    effs = claim_and_settle(m, sim)
+    assert of(effs, RunBuild)
+
+
+def test_claim_publishes_and_prefetches_small_sources_only() -> None:
+    m, sim = machine(), job(replicas=1, quorum=1, workers=(ME.public,))
+    effs = claim_and_settle(m, sim)
+    assert of(effs, Prefetch) == [Prefetch(sim.offer.source, sim.publisher.public)]
+    big = JobSim(replace(sim.offer, source=BlobRef(h(b"big"), 1 << 30)))
+    m2 = machine()
+    m2.receive_facts([big.offer_fact], T0)
+    tick_until_quiet(m2, T0)
+    assert published_kinds(effs2 := tick_until_quiet(m2, T0 + WINDOW)) == ["claim"] and not of(effs2, Prefetch)
+
+
+def test_persist_comes_before_commit_and_outputs_before_reveal() -> None:
+    m, sim = machine(), job(replicas=1, quorum=1, workers=(ME.public,))
+    claim_and_settle(m, sim)
+    now = T0 + 2 * WINDOW
+    tick_until_quiet(m, now)
+    assert sim.job in m.building
+    m.build_finished(sim.job, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
+    effs = tick_until_quiet(m, now)
+    kinds = [(type(e).__name__, e.fact.kind if isinstance(e, Publish) else "") for e in effs]
+    i_commit = kinds.index(("Publish", "commit"))
+    assert kinds[i_commit - 1][0] == "Persist"
+    persist = effs[i_commit - 1]
+    assert isinstance(persist, Persist) and persist.key == "worker/" + sim.job.hex()
+    assert WorkerJob.from_obj(persist.value).commit is not None  # the salt and result are in it
+    i_reveal = kinds.index(("Publish", "reveal"))
+    assert isinstance(effs[i_reveal - 1], ServeOutputs) and isinstance(effs[i_reveal - 2], Persist)
+    assert sim.job not in m.building
+    assert m.verdict(sim.job, now).state == "REPRODUCED"  # allowlist of one: our own vote counts
+
+
+def test_no_claim_once_others_revealed_with_a_witness() -> None:
+    a, b, c = key("a"), key("b"), key("c")
+    sim = job(replicas=3, quorum=3)  # two votes: still pending
+    ba, bb = sim.built(a), sim.built(b)
+    for k, bt in ((a, ba), (b, bb)):
+        sim.claim(k, lease_until=T0 + 1)
+        sim.commit(k, bt)
+    sim.reveal(a, ba)  # b's commit is in a's seen list: witnessed, and vice versa below
+    sim.reveal(b, bb)
+    m = machine(c)
+    m.receive_facts(sim.facts, T0)
+    tick_until_quiet(m, T0)
+    effs = tick_until_quiet(m, T0 + WINDOW)
+    assert published_kinds(effs) == [] and m.jobs[sim.job].phase in ("WAITING", "GAVE_UP")
+
+
+def test_a_lone_selected_vote_at_quorum_one_decides_and_a_late_worker_does_not_claim() -> None:
+    # v2: a vote that is the only one for its digest needs no witness (nothing to copy), and a
+    # selected one counts; v1 ignored it as unwitnessed and let a late worker claim.
+    a, c = key("a"), key("c")
+    sim = job(replicas=2, quorum=1)
+    ba = sim.built(a)
+    sim.claim(a, lease_until=T0 + 1)
+    sim.select()
+    sim.commit(a, ba)
+    sim.reveal(a, ba)
+    m = machine(c)
+    m.receive_facts(sim.facts, T0)
+    tick_until_quiet(m, T0)
+    effs = tick_until_quiet(m, T0 + WINDOW)
+    assert published_kinds(effs) == [] and m.job_obj(sim.job, T0 + WINDOW)["verdict"] == "REPRODUCED"
+
+
+def test_no_claim_once_others_hold_replicas_commits() -> None:
+    a, b, c = key("a"), key("b"), key("c")
+    sim = job(replicas=2, quorum=1)
+    for k in (a, b):
+        sim.claim(k, lease_until=T0 + 1)  # leases over: only the commits can stop c
+        sim.commit(k, sim.built(k))
+    m = machine(c)
+    m.receive_facts(sim.facts, T0)
+    tick_until_quiet(m, T0)
+    assert published_kinds(tick_until_quiet(m, T0 + WINDOW)) == []
+    m2 = machine(c)
+    m2.receive_facts(sim.facts[:-1], T0)  # only one commit: c may claim
+    tick_until_quiet(m2, T0)
+    assert published_kinds(tick_until_quiet(m2, T0 + WINDOW)) == ["claim"]
+
+
+def test_stand_by_stops_renewing_after_a_witnessed_reveal() -> None:
+    sim = job(replicas=3, quorum=3)
+    a, b, d, c = sorted((key("a"), key("b"), key("c"), key("d")), key=lambda k: selection_rank(SEED, sim.job, k.public))  # c last
+    m = machine(c)
+    m.receive_facts([sim.offer_fact], T0)
+    tick_until_quiet(m, T0)
+    tick_until_quiet(m, T0 + WINDOW)  # alone: c claims
+    assert m.jobs[sim.job].phase == "CLAIMED"
+    ba, bb = sim.built(a), sim.built(b)  # two of three votes: the job stays pending
+    for k, bt in ((a, ba), (b, bb), (d, sim.built(d))):
+        sim.claim(k, lease_until=T0 + 100_000)
+        sim.commit(k, bt)
+    m.receive_facts(sim.facts[1:], T0 + WINDOW)
+    renew_at = m.jobs[sim.job].renew_at
+    assert renew_at is not None
+    assert published_kinds(tick_until_quiet(m, renew_at)) == ["claim"]  # a stand-by renews...
+    assert m.jobs[sim.job].phase == "CLAIMED"  # ...and does not build: a, b, d are selected
+    sim.reveal(a, ba)
+    sim.reveal(b, bb)
+    m.receive_facts(sim.facts[-2:], renew_at)
+    later = renew_at + LEASE // 2
+    effs = tick_until_quiet(m, renew_at) + tick_until_quiet(m, later)
+    assert m.verdict(sim.job, later).state == "PENDING"
+    assert "claim" not in published_kinds(effs), m.jobs[sim.job]  # ...until a witnessed reveal
+
+
+def test_stand_by_claims_hold_no_slot_but_selected_claims_do() -> None:
+    m = machine(slots=1)
+    s1 = job(replicas=1, quorum=1, workers=(ME.public,), project="one")
+    s2 = job(replicas=1, quorum=1, workers=(ME.public,), project="two")
+    m.receive_facts([s1.offer_fact, s2.offer_fact], T0)
+    tick_until_quiet(m, T0)
+    effs = tick_until_quiet(m, T0 + WINDOW)
+    # one slot: the first job is claimed (selected, will build), the second waits for the slot
+    assert published_kinds(effs) == ["claim"]
+    phases = sorted(w.phase for w in m.jobs.values())
+    assert phases == ["CLAIMED", "WAITING"]
+
+
+@pytest.mark.parametrize("better", [1, 2])
+def test_a_stand_by_claim_holds_no_slot(better: int) -> None:
+    sim_a = job(replicas=2, quorum=1, project="a")
+    ranked = sorted((key(f"k{i}") for i in range(6)), key=lambda k: selection_rank(SEED, sim_a.job, k.public))
+    me, ahead = ranked[-1], ranked[:better]
+    m = machine(me, slots=1)
+    m.receive_facts([sim_a.offer_fact], T0)
+    tick_until_quiet(m, T0)
+    tick_until_quiet(m, T0 + WINDOW)  # alone: me claims job a (selected)
+    assert m.jobs[sim_a.job].phase == "CLAIMED"
+    m.receive_facts([sim_a.claim(k, lease_until=T0 + 100_000) for k in ahead], T0 + WINDOW)
+    sim_b = job(replicas=1, quorum=1, workers=(me.public,), project="b")
+    m.receive_facts([sim_b.offer_fact], T0 + WINDOW)
+    tick_until_quiet(m, T0 + WINDOW)
+    effs = tick_until_quiet(m, T0 + 2 * WINDOW)
+    if better == 2:  # two better claimants on a (M = 2): me is a stand-by there, its slot is free for b
+        assert m.jobs[sim_a.job].phase == "CLAIMED" and published_kinds(effs) == ["claim"]
+        assert m.jobs[sim_b.job].phase in ("CLAIMED", "BUILDING")
+    else:  # me is still selected on a: it will build a, so b waits
+        assert m.jobs[sim_b.job].phase == "WAITING" and "claim" not in published_kinds(effs)
+
+
+def test_a_finished_build_frees_the_slot_for_the_waiting_job() -> None:
+    m = machine(slots=1, settle=False)
+    s1 = job(replicas=1, quorum=1, workers=(ME.public,), project="one")
+    s2 = job(replicas=1, quorum=1, workers=(ME.public,), project="two")
+    m.receive_facts([s1.offer_fact, s2.offer_fact], T0)
+    tick_until_quiet(m, T0)
+    now = T0 + WINDOW
+    tick_until_quiet(m, now)
+    assert len(m.building) == 1
+    first = next(iter(m.building))
+    m.build_finished(first, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
+    effs = tick_until_quiet(m, now)
+    assert [e.job for e in of(effs, RunBuild)] == [s for s in (s1.job, s2.job) if s != first]  # type: ignore[attr-defined]
+
+
+def test_cancel_stops_the_running_build() -> None:
+    m = machine(settle=False)
+    sim = job(replicas=1, quorum=1, workers=(ME.public,))
+    claim_and_settle(m, sim)
+    assert sim.job in m.building
+    m.receive_facts([sim.cancel()], T0 + WINDOW)
+    effs = m.tick(T0 + WINDOW)
+    assert of(effs, StopBuild) == [StopBuild(sim.job)] and m.jobs[sim.job].phase == "GAVE_UP"
+
+
+def test_restart_resumes_building_as_claimed() -> None:
+    m = machine()
+    sim = job(replicas=1, quorum=1, workers=(ME.public,))
+    m.board.add_fact(sim.offer_fact)
+    wj = replace(WorkerJob.new(sim.job, T0), phase="BUILDING")
+    m.load([wj, replace(WorkerJob.new(b"x" * 32, T0), phase="COMMITTED")], [])
+    assert m.jobs[sim.job].phase == "CLAIMED" and m.jobs[b"x" * 32].phase == "COMMITTED"
+    assert m.next_wakeup() == -1  # every loaded job is looked at once
+
+
+def test_observer_never_claims() -> None:
+    m = machine(builds=False)
+    sim = job(replicas=2, quorum=1)
+    m.receive_facts([sim.offer_fact], T0)
+    effs = tick_until_quiet(m, T0) + tick_until_quiet(m, T0 + WINDOW)
+    assert published_kinds(effs) == [] and m.jobs == {} and of(effs, JobChanged)
+    assert m.next_wakeup() == sim.offer.deadline  # a pending job wakes at its deadline
+
+
+def test_phase_change_is_announced_and_job_change_only_once() -> None:
+    m = machine()
+    sim = job(replicas=1, quorum=1, workers=(ME.public,))
+    m.receive_facts([sim.offer_fact], T0)
+    effs = m.tick(T0)
+    assert len(of(effs, JobChanged)) == 1 and of(effs, NodeChanged)
+    m.receive_facts([sim.offer_fact], T0)  # a duplicate: nothing to do
+    assert m.next_wakeup() != -1
+
+
+def test_a_job_that_raises_is_counted_and_the_others_go_on() -> None:
+    m = machine()
+    m = NodeMachine(replace(m.cfg, worker=replace(m.cfg.worker, salt_secret=b"")))  # no salt secret: BuildDone raises
+    good, bad = job(project="good"), job(project="bad")
+    m.receive_facts([good.offer_fact, bad.offer_fact], T0)
+    m.jobs[bad.job] = replace(WorkerJob.new(bad.job, T0), phase="BUILDING")
+    m.build_finished(bad.job, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), T0)
+    effs = m.tick(T0)
+    assert m.errors == 1
+    assert [e.obj["project"] for e in of(effs, JobChanged)] == ["good"]  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- trust, anti-entropy, pruning
+
+
+def test_set_trust_retallies_and_persists() -> None:
+    a, b = key("a"), key("b")
+    sim = job(replicas=2, quorum=2)
+    sim.honest_round([(a, b"good", 0), (b, b"good", 0)])
+    m = machine(builds=False)
+    m.receive_facts(sim.facts, T0)
+    m.tick(T0)
+    assert m.job_obj(sim.job, T0)["verdict"] == "REPRODUCED"
+    effs = m.set_trust([a.public])
+    assert effs == [Persist("trust_mode", "listed"), Persist("trust", [peer_id_of(a.public)])]
+    effs = m.tick(T0)
+    assert [e.obj["verdict"] for e in of(effs, JobChanged)] == ["PENDING"]  # type: ignore[attr-defined]
+    assert m.observer_policy().trust == frozenset({a.public})
+    # fail closed: removing the last key leaves an empty listed set, which counts nobody
+    assert m.set_trust([]) == [Persist("trust", [])]
+    assert m.observer_policy().trust == frozenset() and m.fresh_job_obj(sim.job, T0)["verdict"] == "PENDING"
+    m.set_trust([], listed=False)
+    assert m.observer_policy().trust is None and m.fresh_job_obj(sim.job, T0)["verdict"] == "REPRODUCED"
+
+
+def test_live_ids_and_prune_keep() -> None:
+    a, b = key("a"), key("b")
+    done, pending = job(replicas=2, quorum=2, project="done"), job(project="pending")
+    done.honest_round([(a, b"good", 0), (b, b"good", 0)])
+    m = machine(builds=False)
+    m.receive_facts(done.facts + pending.facts, T0)
+    m.tick(T0)
+    assert m.prune_keep() == [pending.job]
+    assert set(m.live_ids(T0)) == {f.id for f in done.facts + pending.facts}
+    late = done.offer.deadline + RECENT_WINDOW_MS + 1
+    assert set(m.live_ids(late)) == {f.id for f in pending.facts}
+
+
+def test_resolve_job() -> None:
+    m = machine(builds=False)
+    sim = job()
+    m.receive_facts([sim.offer_fact], T0)
+    assert m.resolve_job(sim.job.hex()[:6]).job == sim.job
+    for bad in ("", "xyz", "0" * 70, None):
+        with pytest.raises(LocalError):
+            m.resolve_job(bad)
+
+
+# ---------------------------------------------------------------- core.offer
+
+
+def test_check_request_rules() -> None:
+    check_request(3, 2, open_mode=True)
+    check_request(1, 1, open_mode=False)
+    check_request(1, 1, open_mode=True, require=True)
+    with pytest.raises(LocalError, match="larger than replicas"):
+        check_request(2, 3, open_mode=False)
+    with pytest.raises(LocalError, match="open mode needs at least 2"):
+        check_request(1, 1, open_mode=True)
+    with pytest.raises(LocalError):
+        check_request(0, 1, open_mode=False)
+    with pytest.raises(LocalError):
+        check_request(2, 0, open_mode=False)
+    assert "2 replicas" in OPEN_NEEDS_TWO
+
+
+def _args(**kw: object) -> dict[str, object]:
+    return {"project": "p", "source": {"sha256": "ab" * 32, "size": 3}, "image": "busybox", "command": ["true"], **kw}
+
+
+def test_publish_request_from_args_and_new_offer() -> None:
+    req = PublishRequest.from_args(_args(env={"B": "2", "A": "1"}, workers=[peer_id_of(ME.public)], replicas=1, quorum=1))
+    assert req.limits == DEFAULT_LIMITS and req.env == (("A", "1"), ("B", "2")) and req.workers == (ME.public,)
+    wc = WorkerConfig(ME.public, lease_ms=LEASE, claim_window_ms=WINDOW, slack_ms=3000)
+    offer = new_offer(req, image=make_offer(ME).image, now=T0, timing=wc, select_commit=h(SEED))
+    assert offer.created == T0 and offer.select_commit == h(SEED) and offer.claim_window == 2 * WINDOW
+    assert offer.deadline == offer_deadline(T0, DEFAULT_LIMITS, wc) == T0 + 2 * (2 * WINDOW + 600_000 + 3000) + LEASE
+    with pytest.raises(LocalError, match="open mode"):
+        new_offer(
+            PublishRequest.from_args(_args(replicas=1, quorum=1)), image=offer.image, now=T0, timing=wc, select_commit=h(SEED)
+        )
+    lim = Limits(5, 64, 1, 64, 1)
+    assert PublishRequest.from_args(_args(limits=lim.to_obj())).limits == lim
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not a map",
+        _args(project=5),
+        _args(source={"sha256": "zz", "size": 1}),
+        _args(command="true"),
+        _args(limits={"timeout_s": 0, "memory_mb": 1, "cpus": 1, "pids": 1, "out_mb": 1}),
+        _args(workers="some"),
+        _args(replicas="3"),
+        _args(extra=1),
+        _args(env=["A=1"]),
+    ],
+)
+def test_publish_request_refuses_malformed_args(bad: object) -> None:
+    with pytest.raises(LocalError):
+        PublishRequest.from_args(bad)
+
+
+def test_node_config_key_must_match() -> None:
+    with pytest.raises(LocalError):
+        NodeConfig(key=ME, worker=WorkerConfig(key("other").public))
+
+
+# ---------------------------------------------------------------- five machines, any order
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    inbound_ms=st.lists(st.integers(0, WINDOW // 2), min_size=5, max_size=5),
+    build_ms=st.lists(st.integers(50, 5_000), min_size=5, max_size=5),
+    ticks=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 60_000)), max_size=20),
+    replicas=st.integers(2, 4),
+    liar=st.none() | st.integers(1, 4),
+    vanish=st.none() | st.integers(1, 4),
+)
+def test_five_machines_converge_and_stay_live(
+    inbound_ms: list[int], build_ms: list[int], ticks: list[tuple[int, int]], replicas: int, liar: int | None, vanish: int | None
+) -> None:
+    """Random per-node delays (so each node sees its own interleaving of everyone's facts), build
+    times, extra ticks, one liar, one builder that vanishes: every live node reaches the same final
+    verdict, long before the deadline.
+
+    The limits are those of protocol v1 (docs/protocol.md): claims must reach everyone within
+    the settle time (inbound delay <= half a claim window) and facts reach a node in the order
+    they were sent, else a commit can arrive after the first reveal and is ignored as a possible
+    copy; and a liar plus a vanished worker among three selected leave one honest counted vote.
+    """
+    assume(liar is None or vanish is None or liar == vanish or replicas >= 4)
+    mesh = MachineMesh(
+        5,
+        T0,
+        builders=frozenset({1, 2, 3, 4}),
+        liars=frozenset() if liar is None else frozenset({liar}),
+        delay=lambda s, d, n: inbound_ms[d],
+        build_ms=lambda node, n: build_ms[node],
+    )
+    if vanish is not None:
+        mesh.vanish_when_building.add(vanish)
+    offer = make_offer(key("publisher"), replicas=replicas, quorum=2, created=T0, deadline=T0 + 600_000)
+    jid = mesh.publish(0, offer)
+    for node, dt in ticks:
+        mesh.extra_tick(node, T0 + dt)
+    mesh.run_until(lambda: mesh.converged(jid), offer.deadline)
+    verdicts = mesh.verdicts(jid)
+    assert mesh.converged(jid), (verdicts, [m.jobs.get(jid) for m in mesh.machines])
+    states = {(v.state, v.digest) for v in verdicts if v is not None}
+    assert len(states) == 1, states  # every live node: the same verdict
+    assert mesh.now < offer.deadline  # live: decided before the job expired
+    # 4 builders, at most one liar and one vanishing: two honest votes can always agree
+    assert verdicts[0] is not None and verdicts[0].state in ("REPRODUCED", "DISPUTED")
+    event(f"{verdicts[0].state}, {mesh.builds} builds")
+
+
+def test_a_verdict_that_loses_votes_is_reported_and_selection_goes_on() -> None:
+    a, b = key("a"), key("b")
+    sim = job(replicas=2, quorum=2)
+    sim.honest_round([(a, b"good", 0), (b, b"good", 0)])
+    m = machine(builds=False)
+    m.receive_facts(sim.facts, T0)
+    tick(m, T0)
+    assert m.job_obj(sim.job, T0)["verdict"] == "REPRODUCED" and m.regressions == 0
+    m.receive_facts([sim.commit(b, sim.built(b, b"other"))], T0)  # b equivocates after the fact
+    effs = tick(m, T0)
+    assert [e.obj["verdict"] for e in of(effs, JobChanged)] == ["PENDING"]  # type: ignore[attr-defined]
+    assert m.regressions == 1
+
+
+def test_the_publisher_machine_persists_its_seed_before_the_offer_and_selects() -> None:
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    with pytest.raises(LocalError, match="select_commit"):
+        m.publish_offer(offer, h(b"another seed"), T0)
+    fact, effs = m.publish_offer(offer, seed, T0)
+    assert effs == [Persist("seed/" + fact.id.hex(), seed.hex()), Publish(fact)]
+    m.receive_facts([fact], T0)
+    sim = JobSim(offer, publisher=pub, seed=seed)
+    assert sim.job == fact.id
+    for k in (key("a"), key("b"), key("c")):
+        m.receive_facts([sim.claim(k)], T0 + 10)
+    assert published_kinds(m.tick(T0 + 10)) == []  # the claim window is not over
+    effs = m.tick(offer.created + offer.claim_window)
+    assert published_kinds(effs) == ["select"]
+    assert published_kinds(m.tick(offer.created + offer.claim_window + 1)) == []  # not back yet: no second round
+    m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], offer.created + offer.claim_window + 1)
+    v = m.verdict(sim.job, offer.created + offer.claim_window + 1)
+    assert len(v.selection.rounds) == 1 and len(v.selection.current) == 2
