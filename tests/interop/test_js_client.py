@@ -168,6 +168,8 @@ async def agree(mesh: Mesh, nodes: list[Node], client: JsClient, jobs: list[str]
 
 
 @pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.e2e
 async def test_js_client_joins_verifies_tallies_and_claims(
     mesh: Mesh, busybox_image: str, short_tmp: Path
 ) -> None:
