@@ -369,5 +369,28 @@ scenario('select_twice', {
   rule: '§5 the publisher signed two different round-0 selects: both ignored, nobody is selected'
 })
 
+// selection rounds with exactly one problem each (§5); no reveals, so only rounds/ignored_selects matter
+function selectCase (name, selFn, rule) {
+  scenario(name, {
+    replicas: 2, round0: false, results: {}, rule,
+    extra: ({ job, seed, claimIds }) => {
+      const order = ['w1', 'w2', 'w3'].map(pub).sort((x, y) => Buffer.compare(sha256(seed, job, x), sha256(seed, job, y)))
+      return selFn({ job, seed, ids: claimIds, order, srt: a => [...a].sort(Buffer.compare) }).map(b => seal('select', b, pubSeed))
+    }
+  })
+}
+selectCase('select_valid_round0', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }], '§5 round 0 = the replicas lowest-ranked eligible listed claimants')
+selectCase('select_empty_round0', ({ job, seed }) => [{ job, round: 0, seed, created: T0 + 1, claims: [], workers: [] }], '§5 a round 0 listing no claim is valid and selects nobody (the job then EXPIREs with "not enough agreeing votes")')
+selectCase('select_bad_seed', ({ job, ids, order, srt }) => [{ job, round: 0, seed: new Uint8Array(32), created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }], "§5 seed does not match the offer's select_commit")
+selectCase('select_unknown_claim', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: srt([...ids, sha256(te.encode('not held'))]), workers: srt(order.slice(0, 2)) }], '§5 lists a claim this node does not hold (yet)')
+selectCase('select_not_lowest', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt([order[0], order[2]]) }], '§5 workers are not the lowest-ranked eligible listed claimants')
+selectCase('select_stranger', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt([order[0], pub('stranger')]) }], '§5 selects a key that is not an eligible listed claimant')
+selectCase('select_created_at_deadline', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: DEADLINE, claims: ids, workers: srt(order.slice(0, 2)) }], '§5 created at or after the deadline')
+selectCase('select_round_gap', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 2, seed, created: T0 + 2, claims: ids, workers: srt(order.slice(0, 2)) }], '§5 round 2 without round 1: an earlier round is missing')
+selectCase('select_round1_drops_prev_claims', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 2, claims: [], workers: [] }], '§5 round 1 does not list every claim of round 0')
+selectCase('select_round1_replaces', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 2, claims: ids, workers: srt([order[1], order[2]]) }], '§5 round 1 drops the first-ranked key and takes the next one')
+selectCase('select_round1_reselects_dropped', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 2, claims: ids, workers: srt([order[1], order[2]]) }, { job, round: 2, seed, created: T0 + 3, claims: ids, workers: srt([order[0], order[2]]) }], '§5 a dropped key is never selected again')
+selectCase('select_round1_created_earlier', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 5, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 4, claims: ids, workers: srt([order[1], order[2]]) }], "§5 created before the previous round's")
+
 writeFileSync(join(out, 'index.json'), JSON.stringify(index, null, 1) + '\n')
 console.log(`${index.envelopes.length} envelopes, ${index.codec.length} codec values, ${index.jobs.length} jobs written to ${out}`)
