@@ -7,6 +7,7 @@
 //        claim JOBHEX [BITS] sign and gossip a claim (identity proof of work at BITS, default: the offer's), answer {"claimed": id}
 //        held FACTHEX        sync with every peer until each holds the fact, answer {"held": {peer: true|false}}
 //        report JOBHEX ...   pull every fact over /p2pci/sync/1 from every peer, tally, answer the verdicts
+//        via FACTHEX         how this client got a fact: ["gossip"], ["sync"], both, or [] (not held)
 //        quit
 // --no-sign: GossipSub in StrictNoSign mode; --no-serve: do not serve /p2pci/sync/1 (then a fact of
 // ours reaches the daemons only over gossip: `held` never offers it).
@@ -190,6 +191,9 @@ async function session (peers, { signPolicy, serve }) {
           for (const v of via) k[v]++
         }
         say({ jobs, counts, by_via: byVia, kinds, pulled, rejected, total: store.size })
+      } else if (cmd === 'via') {
+        const x = store.get(args[0])
+        say({ via: x ? [...x.via].sort() : [] })
       } else if (cmd === 'quit') break
       else say({ error: `unknown command ${cmd}` })
     } catch (e) { say({ error: `${cmd}: ${e.stack || e.message}` }) }

@@ -253,6 +253,10 @@ async def test_js_client_joins_verifies_tallies_and_claims(
             # ... while it drops every signed p2pci message (it learns facts over sync only)
             rep3 = await nosign.ask("report " + jobs["disputed"], "jobs")
             assert rep3["counts"]["gossip"] == 1 and rep3["counts"]["sync"] >= 5, rep3["counts"]
+            # p2pci forwards the unsigned message as it is: a StrictSign node drops it, and gets the
+            # fact over sync only
+            await js.ask("report " + jobs["disputed"], "jobs")
+            assert (await js.ask(f"via {c3['claimed']}", "via"))["via"] == ["sync"]
         finally:
             await nosign.stop()
     finally:
