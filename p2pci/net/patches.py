@@ -48,6 +48,14 @@ Patches written so that they could be sent upstream as they are:
   20 daemons, once per forwarded message. The patch keeps the result per
   host for `RECORD_TTL_S` (1 s); a record may lag an address change by
   that long, which its readers (a peerstore hint) do not notice.
+* `send_rpc_shared`: `GossipSub.send_rpc` (pubsub/gossipsub.py:2029) copied
+  the RPC (`CopyFrom`) and ran `RpcQueue.split_rpc` (a `ByteSize()` per
+  item) for every peer it forwards a message to, in case deferred control
+  messages must ride along. When nothing is deferred for that peer and the
+  RPC fits `max_message_size`, the patch queues the one RPC object for
+  every peer (queued RPCs are only read: serialized by the send loop), and
+  otherwise calls upstream's code. Drops and their accounting are upstream's
+  (`_handle_dropped_rpc`).
 """
 
 from __future__ import annotations
@@ -226,11 +234,37 @@ def _sender_record_cache() -> None:
         mod.env_to_send_in_RPC = env_to_send_in_RPC  # type: ignore[attr-defined]
 
 
+shared_sends = 0  # RPCs queued without a copy by send_rpc_shared
+
+
+def _send_rpc_shared() -> None:
+    from libp2p.pubsub.gossipsub import GossipSub
+
+    original: Callable[..., None] = GossipSub.send_rpc
+    if getattr(original, "_p2pci_shared", False):
+        return
+
+    def send_rpc(self: Any, peer_id: Any, rpc: Any, priority: bool = False) -> None:
+        global shared_sends
+        pubsub = self.pubsub
+        queue = None if pubsub is None else pubsub.peer_queues.get(peer_id)
+        if queue is None or peer_id in self._pending_control or rpc.ByteSize() > queue.max_message_size:
+            original(self, peer_id, rpc, priority)
+            return
+        shared_sends += 1
+        if not queue.push(rpc, priority=priority):
+            self._handle_dropped_rpc(peer_id, rpc, "queue_full")
+
+    send_rpc._p2pci_shared = True  # type: ignore[attr-defined]
+    GossipSub.send_rpc = send_rpc  # type: ignore[method-assign]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "stream_handler_guard": _stream_handler_guard,
     "inline_push": _inline_push,
     "mcache_msg_id": _mcache_msg_id,
     "sender_record_cache": _sender_record_cache,
+    "send_rpc_shared": _send_rpc_shared,
 }
 
 

@@ -284,3 +284,25 @@ async def test_sender_record_is_not_rebuilt_per_rpc(monkeypatch: pytest.MonkeyPa
         nursery.cancel_scope.cancel()
     # once per second and host (plus identify), not once per RPC (>= 101 without the patch)
     assert len(calls) < 40, len(calls)
+
+
+async def test_forwarded_rpcs_are_not_copied_per_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """patches.send_rpc_shared: GossipSub copied and re-split every RPC for every peer it sent it to."""
+    from libp2p.pubsub.rpc_queue import RpcQueue
+
+    from p2pci.net import patches
+
+    splits: list[int] = []
+    original = RpcQueue.split_rpc
+
+    def counting(self: Any, rpc: Any) -> Any:
+        splits.append(1)
+        return original(self, rpc)
+
+    monkeypatch.setattr(RpcQueue, "split_rpc", counting)
+    before = patches.shared_sends
+    async with trio.open_nursery() as nursery:
+        await _burst_a_to_b(nursery, 50)
+        nursery.cancel_scope.cancel()
+    assert patches.shared_sends - before >= 51  # each fact, queued for b without a copy
+    assert len(splits) < 10, len(splits)  # only control RPCs with deferred control ride the old path
