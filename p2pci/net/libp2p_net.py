@@ -122,7 +122,7 @@ GOSSIPSUB_PARAMS: dict[str, Any] = {
     # paths per node (sync covers the rest) and 20 daemons within ~2 hops.
     "degree": 5,
     "degree_low": 4,
-    "degree_high": 6,
+    "degree_high": 8,
     # Library default 120 s: mesh repair and IHAVE gossip would take minutes.
     "heartbeat_interval": 1.0,
     "heartbeat_initial_delay": 0.1,
