@@ -1,7 +1,7 @@
 """Patches to py-libp2p 0.8.1, in one place, each behind a version guard.
 
 Every patch names the upstream code it changes and why; each has a test in
-tests/integration/test_net_reach.py that fails without it. `apply()` is
+tests/integration/test_net_reach.py or test_net_costs.py that fails without it. `apply()` is
 idempotent and runs once per process (LibP2PNetwork.run calls it). On any
 other py-libp2p version the patches are *not* applied: a warning is logged
 and the affected behaviour falls back to upstream's, because a patch written
@@ -22,7 +22,7 @@ Patches written so that they could be sent upstream as they are:
   ...)`: a new service task per message and per copy (duplicates
   included), and `TrioManager.run_task` finds the parent task by walking
   the whole task tree (`_find_parent_task`, O(tasks)). At 20 daemons that
-  was ~9 % of a daemon's CPU, more than our validator. When every
+  was 7-9 % of a daemon's CPU, more than our validator. When every
   validator of the message's topics is synchronous, `push_msg` cannot
   block (validation, the seen check and GossipSub's forwarding only
   enqueue), so the patch awaits it in the read loop instead; a message
