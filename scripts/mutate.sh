@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 here=$(pwd)
 PY=${PY:-$here/.venv/bin/python}
 mods=${*:-codec results signing selection tally}
+export P2PCI_HYPOTHESIS=mutate  # 25 examples per property test and mutant
 
 declare -A tests=(
   [codec]="tests/unit/test_codec_props.py tests/unit/test_messages.py"
