@@ -28,7 +28,7 @@ QUICK = "cp /build/src/hello.txt /out/hello.txt"
 SLOW = "until [ -e /tmp/go ]; do sleep 0.1; done; cp /build/src/hello.txt /out/hello.txt"
 
 
-def _release(homes: list[Path]) -> None:
+def release_builds(homes: list[Path]) -> None:
     """Let the gated builds of these homes finish."""
     import docker
 
@@ -46,7 +46,7 @@ async def verdict_releasing(mesh: Mesh, job: str, nodes: list[Node], among: list
 
     async def keep_releasing() -> None:
         while True:  # polls a condition (a running gated container), under the caller's fail_after
-            await trio.to_thread.run_sync(_release, [n.home for n in nodes])
+            await trio.to_thread.run_sync(release_builds, [n.home for n in nodes])
             await trio.sleep(0.2)
 
     async with trio.open_nursery() as nursery:

@@ -1,5 +1,6 @@
 """Behaviours once tested only with fakes and memory nets, now with daemon processes, real libp2p
-on loopback and real Docker builds: cancel, a worker policy from config.toml, observer trust.
+on loopback and real Docker builds: cancel, a worker policy from config.toml, observer trust,
+kill -9 after commit then restart.
 
 Builds are gated (tests/e2e/test_faults.py SLOW): they run until the test releases them, so
 "while it builds" holds on any machine and nothing waits on a duration.
@@ -7,6 +8,7 @@ Builds are gated (tests/e2e/test_faults.py SLOW): they run until the test releas
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from p2pci.core.evidence import load_bundle
 from p2pci.core.signing import peer_id_of
 from p2pci.core.tally import R_NOT_TRUSTED
 from tests.e2e.mesh import Mesh, build_runs, publish_job, wait_for, write_project
-from tests.e2e.test_faults import QUICK, SLOW, building_nodes, start, verdict_releasing
+from tests.e2e.test_faults import QUICK, SLOW, release_builds, building_nodes, start, verdict_releasing
 
 
 @pytest.mark.slow
@@ -96,3 +98,40 @@ async def test_observer_trust_set_from_config_counts_only_trusted_votes(
     # one trusted vote of a quorum of 2: the observer does not call it reproduced
     assert seen["verdict"] == "PENDING", seen
     assert [g["workers"] for g in seen["groups"]] == [[w1.peer_id]], seen  # type: ignore[index]
+
+
+@pytest.mark.slow
+async def test_kill9_after_commit_then_restart_still_reveals(mesh: Mesh, busybox_image: str, short_tmp: Path) -> None:
+    """w1 commits while w2 still builds (so w1 cannot reveal yet), is killed with SIGKILL and
+    restarted on the same home: it reveals from its persisted salt and result, and its vote counts."""
+    with trio.fail_after(90):
+        (boot,) = await start(mesh, "boot", build=False)
+        w1, w2 = await start(mesh, "w1", "w2")
+        await mesh.wait_connected()
+    project = write_project(short_tmp, "committed", image=busybox_image, script=SLOW, replicas=2, quorum=2)
+    job = await publish_job(mesh, boot, project)
+
+    async def both_building() -> bool:
+        return len(await building_nodes([w1, w2])) == 2
+
+    with trio.fail_after(90):
+        await wait_for(both_building, "both workers to build")
+    bundle = short_tmp / "committed.p2pci"
+
+    async def w1_committed() -> bool:
+        await trio.to_thread.run_sync(release_builds, [w1.home])  # only w1's build may finish
+        res = await mesh.cli(boot, "export", job, "-o", str(bundle), check=False)
+        if res.returncode != 0:
+            return False
+        view = load_bundle(bundle.read_bytes())
+        return any(peer_id_of(k) == w1.peer_id for k in view.commits) and not view.reveals
+
+    with trio.fail_after(90):
+        await wait_for(w1_committed, "w1 to commit while w2 still builds")
+    await mesh.kill(w1, signal.SIGKILL)
+    with trio.fail_after(60):
+        await mesh.start(w1)
+    with trio.fail_after(120):
+        view = await verdict_releasing(mesh, job, [w1, w2])
+    assert view["verdict"] == "REPRODUCED", view
+    assert sorted(view["groups"][0]["workers"]) == sorted([w1.peer_id, w2.peer_id])
