@@ -18,7 +18,7 @@ from p2pci.core.evidence import load_bundle
 from p2pci.core.signing import peer_id_of
 from p2pci.core.tally import R_NOT_TRUSTED
 from tests.e2e.mesh import Mesh, build_runs, publish_job, wait_for, write_project
-from tests.e2e.test_faults import QUICK, SLOW, release_builds, building_nodes, start, verdict_releasing
+from tests.e2e.test_faults import QUICK, SLOW, building_nodes, release_builds, start, verdict_releasing
 
 
 @pytest.mark.slow
