@@ -1,0 +1,63 @@
+"""docs/protocol.md section 3, rebuilt by hand (nacl + msgpack, not p2pci's encoder): the bytes of
+an envelope and its limits. Written from mutation testing: constants such as the signing domain,
+the envelope version and size limit and the integer range had no test that could fail."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+import nacl.signing
+import pytest
+
+from p2pci.core.codec import canonical, decode
+from p2pci.core.errors import LocalError, ProtocolError
+from p2pci.core.messages import Claim
+from p2pci.core.signing import NodeKey, open_envelope, seal
+
+SEED = bytes(range(32))
+JOB = hashlib.sha256(b"job").digest()
+
+
+def by_hand(kind: str, body: dict[str, object], *, domain: bytes = b"p2pci/v1/", v: object = 1) -> bytes:
+    sk = nacl.signing.SigningKey(SEED)
+    body_bytes = msgpack.packb(body, use_bin_type=True)
+    sig = sk.sign(domain + kind.encode() + b"\x00" + body_bytes).signature
+    env = {"body": body, "kind": kind, "sig": sig, "signer": bytes(sk.verify_key), "v": v}
+    return msgpack.packb(env, use_bin_type=True)
+
+
+def test_an_envelope_built_from_the_spec_is_the_one_seal_makes_and_opens() -> None:
+    claim = Claim(JOB, 123_456)
+    raw = by_hand("claim", claim.to_obj())
+    sealed = seal(NodeKey(SEED), claim)
+    assert sealed.raw == raw and sealed.id == hashlib.sha256(raw).digest()
+    fact = open_envelope(raw)
+    assert fact.kind == "claim" and fact.body == claim and fact.signer == NodeKey(SEED).public
+
+
+@pytest.mark.parametrize(("domain", "v"), [(b"p2pci/v2/", 1), (b"", 1), (b"p2pci/v1/", 2), (b"p2pci/v1/", 0)])
+def test_another_signing_domain_or_version_is_refused(domain: bytes, v: int) -> None:
+    with pytest.raises(ProtocolError):
+        open_envelope(by_hand("claim", Claim(JOB, 1).to_obj(), domain=domain, v=v))
+
+
+def test_the_envelope_size_limit_is_65536_bytes_exactly() -> None:
+    raw = by_hand("claim", Claim(JOB, 1).to_obj())
+    with pytest.raises(ProtocolError, match="65537 bytes exceeds the limit of 65536"):
+        open_envelope(raw + b"\x00" * (65537 - len(raw)))
+    try:  # 65536 bytes passes the size check (and fails later, as trailing garbage)
+        open_envelope(raw + b"\x00" * (65536 - len(raw)))
+    except ProtocolError as exc:
+        assert "exceeds" not in str(exc)
+
+
+@pytest.mark.parametrize("n", [-(2**63), 2**64 - 1, 0, -1])
+def test_integers_in_the_msgpack_range_encode(n: int) -> None:
+    assert decode(canonical({"n": n})) == {"n": n}
+
+
+@pytest.mark.parametrize("n", [-(2**63) - 1, 2**64])
+def test_integers_outside_the_msgpack_range_are_refused(n: int) -> None:
+    with pytest.raises(LocalError, match="integer out of range"):
+        canonical({"n": n})
