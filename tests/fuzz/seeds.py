@@ -55,6 +55,21 @@ def _facts() -> tuple[list[bytes], list[bytes]]:
     return envelopes, bundles
 
 
+def _signed_bodies(envelopes: list[bytes]) -> list[bytes]:
+    """For the envelope-signed target: a byte picking the kind, then the body's canonical bytes."""
+    import msgpack
+
+    from p2pci.core import signing
+    from p2pci.core.codec import canonical
+
+    kinds = sorted(signing.KINDS)
+    out = []
+    for raw in envelopes:
+        env = msgpack.unpackb(raw, raw=False)
+        out.append(bytes([kinds.index(env["kind"])]) + canonical(env["body"]))
+    return out
+
+
 def _wire_seeds(envelopes: list[bytes]) -> dict[str, list[bytes]]:
     from p2pci.net import wire
 
@@ -169,6 +184,7 @@ def _output_seeds() -> list[bytes]:
 def all_seeds() -> Iterator[tuple[str, list[bytes]]]:
     envelopes, bundles = _facts()
     yield "envelope", envelopes
+    yield "envelope-signed", _signed_bodies(envelopes)
     yield "bundle", bundles
     yield from _wire_seeds(envelopes).items()
     yield "control", _control_seeds()

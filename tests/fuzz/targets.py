@@ -53,6 +53,38 @@ def _envelope() -> Callable[[bytes], None]:
     return one
 
 
+def _envelope_signed() -> Callable[[bytes], None]:
+    """Any msgpack body, canonically encoded and correctly signed: past the envelope checks into
+    every message's field checks (random bytes rarely make a canonical, signed envelope)."""
+    import msgpack
+
+    from p2pci.core import signing
+    from p2pci.core.codec import canonical
+    from p2pci.core.errors import LocalError, ProtocolError
+
+    key = signing.NodeKey(bytes(range(32)))
+    kinds = sorted(signing.KINDS)
+
+    def one(data: bytes) -> None:
+        if not data:
+            return
+        kind = kinds[data[0] % len(kinds)]
+        try:
+            body = msgpack.unpackb(data[1:], raw=False, strict_map_key=True)
+            body_bytes = canonical(body)
+        except (LocalError, ValueError, TypeError, msgpack.UnpackException, RecursionError):
+            return
+        sig = key.sign(signing.signed_bytes(kind, body_bytes))
+        try:
+            raw = canonical({"body": body, "kind": kind, "sig": sig, "signer": key.public, "v": 1})
+            fact = signing.open_envelope(raw)
+        except (LocalError, ProtocolError):
+            return
+        assert fact.kind == kind and fact.signer == key.public
+
+    return one
+
+
 def _bundle() -> Callable[[bytes], None]:
     from p2pci.core.errors import ProtocolError
     from p2pci.core.evidence import export_bundle, load_bundle
@@ -251,7 +283,47 @@ TARGETS: dict[str, Target] = {
             ),
         ),
         Target(
-            "bundle", "evidence bundle (load_bundle)", ("p2pci/core/evidence.py", "p2pci/core/codec.py"), _bundle, ("load_bundle", "decode")
+            "envelope-signed",
+            "any body, signed (open_envelope field checks)",
+            ("p2pci/core/signing.py", "p2pci/core/messages.py"),
+            _envelope_signed,
+            (
+                "open_envelope",
+                "_check_reveal_digest",
+                "_uint_len",
+                "_reveal_fast",
+                "_reveal_body",
+                "_canon",
+                "_check_canonical_order",
+                "verify",
+                "_fields",
+                "_int",
+                "_bytes",
+                "_h32",
+                "_str",
+                "_list",
+                "_keys",
+                "BlobRef",
+                "ImageRef",
+                "Limits",
+                "Require",
+                "Offer",
+                "Claim",
+                "Commit",
+                "_manifest_entry",
+                "_fast_manifest",
+                "reveal_fields_ok",
+                "Reveal",
+                "Cancel",
+                "message_from_obj",
+            ),
+        ),
+        Target(
+            "bundle",
+            "evidence bundle (load_bundle)",
+            ("p2pci/core/evidence.py", "p2pci/core/codec.py"),
+            _bundle,
+            ("load_bundle", "decode"),
         ),
         Target(
             "wire-sync",
