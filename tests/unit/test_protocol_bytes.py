@@ -4,6 +4,7 @@ the envelope version and size limit and the integer range had no test that could
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import msgpack
@@ -13,6 +14,7 @@ import pytest
 from p2pci.core.codec import canonical, decode
 from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import Claim
+from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import NodeKey, open_envelope, seal
 
 SEED = bytes(range(32))
@@ -61,3 +63,19 @@ def test_integers_in_the_msgpack_range_encode(n: int) -> None:
 def test_integers_outside_the_msgpack_range_are_refused(n: int) -> None:
     with pytest.raises(LocalError, match="integer out of range"):
         canonical({"n": n})
+
+
+def test_the_result_digest_is_the_documented_formula_by_hand() -> None:
+    h1, h2 = hashlib.sha256(b"one").digest(), hashlib.sha256(b"two").digest()
+    manifest = [ManifestEntry("b/x", 3, 0o755, h1), ManifestEntry("a", 0, 0o644, h2)]
+    # sha256(canonical([exit_code, [{mode, path, sha256, size}...] sorted by path])): keys in UTF-8 order
+    entries = [{"mode": 0o644, "path": "a", "sha256": h2, "size": 0}, {"mode": 0o755, "path": "b/x", "sha256": h1, "size": 3}]
+    assert result_digest(0, manifest) == hashlib.sha256(msgpack.packb([0, entries], use_bin_type=True)).digest()
+    assert result_digest(2, manifest) == hashlib.sha256(msgpack.packb([2, entries], use_bin_type=True)).digest()
+
+
+def test_manifest_entries_are_immutable_and_ordered() -> None:
+    a, b = ManifestEntry("a", 1, 0o644, bytes(32)), ManifestEntry("b", 1, 0o644, bytes(32))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.size = 2  # type: ignore[misc]
+    assert sorted([b, a]) == [a, b]
