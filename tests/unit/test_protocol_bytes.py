@@ -15,7 +15,7 @@ from p2pci.core.codec import canonical, decode
 from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import Claim
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.signing import NodeKey, open_envelope, seal
+from p2pci.core.signing import NodeKey, open_envelope, peer_id_of, public_of, seal
 
 SEED = bytes(range(32))
 JOB = hashlib.sha256(b"job").digest()
@@ -79,3 +79,35 @@ def test_manifest_entries_are_immutable_and_ordered() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.size = 2  # type: ignore[misc]
     assert sorted([b, a]) == [a, b]
+
+
+@pytest.mark.parametrize("seed", [bytes(32), bytes(range(32)), b"\xff" * 32])
+def test_peer_ids_are_libp2p_peer_ids(seed: bytes) -> None:
+    # py-libp2p's own encoding of the same key (an independent implementation of base58 and the
+    # identity multihash), both ways
+    from libp2p.crypto.ed25519 import Ed25519PublicKey
+    from libp2p.peer.id import ID
+
+    key = NodeKey(seed)
+    theirs = ID.from_pubkey(Ed25519PublicKey.from_bytes(key.public)).to_base58()
+    assert peer_id_of(key.public) == theirs and theirs.startswith("12D3KooW")
+    assert public_of(theirs) == key.public
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (5, "^not an Ed25519 peer ID"),
+        ("12D3KooW", "^not an Ed25519 peer ID"),
+        ("0" * 52, "^not base58: '0'$"),
+        ("1" * 52, "^not an Ed25519 peer ID"),
+    ],
+)
+def test_bad_peer_ids_are_refused_by_name(bad: object, message: str) -> None:
+    with pytest.raises(LocalError, match=message):
+        public_of(bad)  # type: ignore[arg-type]
+
+
+def test_a_public_key_is_32_bytes() -> None:
+    with pytest.raises(LocalError, match="^an Ed25519 public key is 32 bytes$"):
+        peer_id_of(b"\x01" * 31)
