@@ -61,7 +61,7 @@ def test_integers_in_the_msgpack_range_encode(n: int) -> None:
 
 @pytest.mark.parametrize("n", [-(2**63) - 1, 2**64])
 def test_integers_outside_the_msgpack_range_are_refused(n: int) -> None:
-    with pytest.raises(LocalError, match="integer out of range"):
+    with pytest.raises(LocalError, match=f"^integer out of range: {n}$"):
         canonical({"n": n})
 
 
@@ -111,3 +111,17 @@ def test_bad_peer_ids_are_refused_by_name(bad: object, message: str) -> None:
 def test_a_public_key_is_32_bytes() -> None:
     with pytest.raises(LocalError, match="^an Ed25519 public key is 32 bytes$"):
         peer_id_of(b"\x01" * 31)
+
+
+def nested(n: int, inner: object = 0, as_map: bool = False) -> object:
+    v = inner
+    for _ in range(n):
+        v = {"k": v} if as_map else [v]
+    return v
+
+
+@pytest.mark.parametrize("as_map", [False, True])
+def test_values_nest_16_deep_and_no_deeper(as_map: bool) -> None:
+    assert decode(canonical(nested(16, as_map=as_map))) == nested(16, as_map=as_map)
+    with pytest.raises(LocalError, match="^value nested too deeply to encode$"):
+        canonical(nested(17, as_map=as_map))
