@@ -43,11 +43,11 @@ for m in $mods; do
   ids=$("$PY" -m mutmut result-ids survived 2>/dev/null || true)
   killed=0 survived=0 start=$(date +%s)
   for id in $ids; do
-    "$PY" -m mutmut apply "$id" >/dev/null 2>&1
+    "$PY" -m mutmut apply "$id" >/dev/null 2>&1 || { cp "$src.orig" "$src"; continue; }
     if cmp -s "$src" "$src.orig"; then continue; fi
     if timeout 300 "$PY" -m pytest -x -q -p no:cacheprovider $t >/dev/null 2>&1; then
       survived=$((survived + 1))
-      { echo "---- $m mutant $id survived"; diff -u "$src.orig" "$src" | tail -n +3; } >> "$report"
+      { echo "---- $m mutant $id survived"; diff -u "$src.orig" "$src" | tail -n +3 || true; } >> "$report"
     else
       killed=$((killed + 1))
     fi
