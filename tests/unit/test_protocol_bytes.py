@@ -125,3 +125,31 @@ def test_values_nest_16_deep_and_no_deeper(as_map: bool) -> None:
     assert decode(canonical(nested(16, as_map=as_map))) == nested(16, as_map=as_map)
     with pytest.raises(LocalError, match="^value nested too deeply to encode$"):
         canonical(nested(17, as_map=as_map))
+
+
+def test_decode_takes_65536_bytes_and_no_more_by_default() -> None:
+    at_limit = canonical(b"x" * 65533)  # bin16: 3 header bytes
+    assert len(at_limit) == 65536 and decode(at_limit) == b"x" * 65533
+    with pytest.raises(ProtocolError, match="^message of 65537 bytes exceeds the limit of 65536$"):
+        decode(canonical(b"x" * 65534))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("text", "^expected bytes$"),
+        (b"\xc1", "^not valid msgpack: "),
+        (b"\x81\x01\x02", "^not valid msgpack: "),  # {1: 2}: map keys must be strings
+        (b"\xcb" + bytes(8), "^not canonical: cannot encode float canonically$"),
+        (msgpack.packb({"b": 1, "a": 2}), r"^not canonical: re-encoding differs \(key order, int width or float\)$"),
+        (b"\xcd\x00\x01", r"^not canonical: re-encoding differs"),  # 1 as uint16
+    ],
+)
+def test_decode_refuses_by_name(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        decode(data)
+
+
+def test_canonical_refuses_non_string_keys_by_name() -> None:
+    with pytest.raises(LocalError, match="^map keys must be str, got int$"):
+        canonical({1: 2})
