@@ -153,3 +153,28 @@ def test_decode_refuses_by_name(data: bytes, message: str) -> None:
 def test_canonical_refuses_non_string_keys_by_name() -> None:
     with pytest.raises(LocalError, match="^map keys must be str, got int$"):
         canonical({1: 2})
+
+
+def b58(data: bytes) -> str:
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    n, out = int.from_bytes(data, "big"), ""
+    while n:
+        n, r = divmod(n, 58)
+        out = alphabet[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\x00"))) + out
+
+
+def test_a_peer_id_must_be_an_ed25519_identity_multihash() -> None:
+    pub = NodeKey(SEED).public
+    prefix = b"\x00\x24\x08\x01\x12\x20"  # identity multihash of a protobuf Ed25519 PublicKey
+    assert public_of(b58(prefix + pub)) == pub
+    for raw in (b"\x00\x24\x08\x02\x12\x20" + pub, prefix + pub[:31], prefix + pub + b"\x00"):  # secp256k1 type; short; long
+        with pytest.raises(LocalError, match="^not an Ed25519 peer ID"):
+            public_of(b58(raw))
+
+
+def test_short_id_is_the_last_8_characters_of_the_peer_id() -> None:
+    from p2pci.core.signing import short_id
+
+    pub = NodeKey(SEED).public
+    assert len(short_id(pub)) == 8 and peer_id_of(pub).endswith(short_id(pub))
