@@ -178,3 +178,8 @@ def test_short_id_is_the_last_8_characters_of_the_peer_id() -> None:
 
     pub = NodeKey(SEED).public
     assert len(short_id(pub)) == 8 and peer_id_of(pub).endswith(short_id(pub))
+
+
+def test_a_node_key_seed_is_32_bytes() -> None:
+    with pytest.raises(LocalError, match="^a node key seed is 32 bytes$"):
+        NodeKey(b"\x01" * 31)
