@@ -183,3 +183,15 @@ def test_short_id_is_the_last_8_characters_of_the_peer_id() -> None:
 def test_a_node_key_seed_is_32_bytes() -> None:
     with pytest.raises(LocalError, match="^a node key seed is 32 bytes$"):
         NodeKey(b"\x01" * 31)
+
+
+def test_verify_accepts_exactly_the_signed_bytes() -> None:
+    from p2pci.core.signing import verify
+
+    key = NodeKey(SEED)
+    sig = key.sign(b"data")
+    assert verify(key.public, b"data", sig) is True
+    assert verify(key.public, b"datA", sig) is False
+    assert verify(key.public, b"data", bytes(64)) is False
+    assert verify(NodeKey(bytes(32)).public, b"data", sig) is False
+    assert verify(b"short", b"data", sig) is False  # a malformed key is a refusal, not an exception
