@@ -184,28 +184,33 @@ async def test_pubsub_signatures_signed_but_not_verified() -> None:
 
 
 async def test_claimant_prefetches_the_source_before_building(tmp_path: Path) -> None:
-    """A worker fetches a claimed job's source during the settle after its claim, not at build start."""
+    """A worker fetches a claimed job's source during the settle after its claim, not at build start.
+
+    Ordered by events, not by a time window: every call of the worker's fetch_blob for the source
+    records whether the build had started by then; the first one must come before it.
+    """
     runner = ScriptedRunner()
-    # claim window 3 s: the build cannot start until 1.5 s after the claim (the settle)
     async with open_cluster(tmp_path, 2, runners=[None, runner], timing=with_timing(claim_window_ms=3000)) as c:
         pub, worker = c.nodes
+        fetches: list[tuple[bytes, set[bytes], bool]] = []  # (blob, jobs building, runner started)
+        real_fetch = worker.fetcher.fetch
+
+        async def recording_fetch(ref: Any, peers: Any) -> Any:
+            fetches.append((ref.sha256, set(worker.machine.building), runner.started.is_set()))
+            return await real_fetch(ref, peers)
+
+        worker.fetcher.fetch = recording_fetch  # type: ignore[method-assign]  # the prefetch path
         job = await c.publish(pub, replicas=1, quorum=1, workers=[worker.peer_id])
         jid = bytes.fromhex(job)
-        me = worker.me
-
-        def claimed() -> bool:
-            view = worker.board.job(jid)
-            return view is not None and me in view.claims
-
-        await _wait_until(claimed, 10)
-        view = worker.board.job(jid)
+        view = pub.board.job(jid)
         assert view is not None and view.offer_msg is not None
-        src = view.offer_msg.source
-        await _wait_until(lambda: worker.blobs.size(src.sha256) == src.size, 1.0)
-        assert jid not in worker.machine.building and not runner.started.is_set()
-        with trio.fail_after(20):
+        src = view.offer_msg.source.sha256
+        with trio.fail_after(30):
             await c.wait_verdict(job)
         assert runner.runs == 1
+        of_source = [(jid in building, started) for blob, building, started in fetches if blob == src]
+        assert of_source, "the worker never fetched the source"
+        assert of_source[0] == (False, False), of_source  # the first fetch came before the build
 
 
 async def test_received_messages_are_validated_in_the_read_loop(monkeypatch: pytest.MonkeyPatch) -> None:
