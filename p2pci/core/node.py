@@ -29,7 +29,7 @@ Effects (performed by the driver, in list order)::
     StopBuild(job)          cancel a running build (it still reports BuildFailed)
     ServeOutputs(job, manifest)       put the build's outputs and log in the blob store
     Persist(key, value)     write a kv entry ("worker/<job hex>", "trust") before what follows
-    Prefetch(ref, publisher)          fetch a claimed job's source early (best effort)
+    Prefetch(ref, publisher, limits)  on a claim: fetch a small source early, warm the runner (best effort)
     JobChanged(obj)         a job's verdict object changed (tell subscribers)
     NodeChanged()           this node's own state changed (phase, building set)
 
@@ -41,9 +41,10 @@ Rules owned here (the per-job ones live in `p2pci.core.worker`):
   round yet (it may be selected); a stand-by claim (a round does not name
   this node) holds none, or workers waiting in case someone vanishes would
   starve every other job.
-* Action -> fact: PublishClaim(lease) -> Claim(job, lease) (+ Prefetch of a
-  small source), PublishCommit/PublishReveal -> Persist(worker job) first,
-  so a restarted worker can still reveal; a reveal serves its outputs first.
+* Action -> fact: PublishClaim(lease) -> Claim(job, lease) (+ Prefetch: the
+  source and a warm runner while the publisher selects), PublishCommit/
+  PublishReveal -> Persist(worker job) first, so a restarted worker can still
+  reveal; a reveal serves its outputs first.
 * A job leaving CLAIMED/BUILDING frees a slot: the waiting jobs get a tick.
 * Verdicts: every processed job is tallied with the observer policy
   (trust set + require); a pending job wakes at its deadline.
@@ -67,7 +68,7 @@ from typing import Any
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
-from p2pci.core.messages import BlobRef, Claim, Commit, Message, Offer, Require
+from p2pci.core.messages import BlobRef, Claim, Commit, Limits, Message, Offer, Require
 from p2pci.core.results import ManifestEntry
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
@@ -111,6 +112,9 @@ class NodeConfig:
     builds: bool = True  # False: an observer that never claims
     require: Require | None = None  # the observer's own [trust] require
     identity: bytes = b""  # this key's identity nonce (p2pci.core.identity), carried by every claim
+    # publisher: round 0 this long after `replicas` eligible claims are in, if that is before the
+    # offer's window ends (docs/protocol.md section 5); None waits for the whole window
+    select_grace_ms: int | None = 150
 
     def __post_init__(self) -> None:
         if self.worker.me != self.key.public:
@@ -153,6 +157,7 @@ class Persist:
 class Prefetch:
     ref: BlobRef
     publisher: bytes
+    limits: Limits | None = None  # the offer's: the driver may warm the runner for them (DockerRunner.warm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,7 @@ class NodeMachine:
     _policy: ObserverPolicy | None = None
     _outbox: dict[bytes, bytes] = field(default_factory=dict)  # own facts handed out, not yet back: id -> job
     _selecting: dict[bytes, bytes] = field(default_factory=dict)  # job -> our select fact not yet back
+    _enough_at: dict[bytes, int] = field(default_factory=dict)  # own offers: job -> when `replicas` claims were in
 
     @property
     def me(self) -> bytes:
@@ -333,10 +339,14 @@ class NodeMachine:
         if view.job in self._selecting:
             return  # our last round is not back yet: another now would be a second, different one
         close_at = offer.created + offer.claim_window
-        # round 0 at the window's end once `replicas` eligible claims are in; with fewer, one more
-        # window of grace for late claims (a slow mesh), then with whoever claimed
+        # round 0 at the window's end once `replicas` eligible claims are in, or earlier: a grace
+        # period after they were in (late claims still compete); with fewer, one more window of
+        # grace for late claims (a slow mesh), then with whoever claimed
         grace_at = close_at + offer.claim_window
         enough = len(eligible_claim_ids(view)) >= offer.replicas
+        grace = self.cfg.select_grace_ms
+        if enough and grace is not None and not selection(view).rounds:
+            close_at = min(close_at, self._enough_at.setdefault(view.job, now) + grace)
         close = now >= grace_at or (now >= close_at and enough)
         body = next_select(view, self.seeds[view.job], now, close=close)
         if body is not None:
@@ -393,8 +403,8 @@ class NodeMachine:
         assert offer is not None and offer_fact is not None
         if isinstance(action, PublishClaim):
             self._publish(Claim(job=wj.job, lease_until=action.lease_until, identity=self.cfg.identity), effects)
-            if offer.source.size <= PREFETCH_MAX:
-                effects.append(Prefetch(offer.source, offer_fact.signer))
+            # the driver fetches a small source (<= PREFETCH_MAX) and warms the runner for the limits
+            effects.append(Prefetch(offer.source, offer_fact.signer, offer.limits))
         elif isinstance(action, StartBuild):
             self.building[wj.job] = now
             effects.append(RunBuild(wj.job, offer, offer_fact.signer))

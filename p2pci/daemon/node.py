@@ -378,7 +378,11 @@ class Node:
                 case ServeOutputs(job=job, manifest=manifest):
                     if self.builds is not None:
                         await self.builds.serve_outputs(job, manifest)
-                case Prefetch(ref=ref, publisher=publisher):
+                case Prefetch(ref=ref, publisher=publisher, limits=limits):
+                    if limits is not None and self.builds is not None:
+                        warm = getattr(self.builds.runner, "warm", None)
+                        if warm is not None:
+                            warm(limits)  # non-blocking: a /out holder is made while the publisher selects
                     self._prefetch(ref, publisher)
                 case JobChanged(obj=obj):
                     self.broadcast({"event": "job", "job": obj})

@@ -131,15 +131,18 @@ def test_settle_zero_builds_on_the_next_tick() -> None:
     assert of(effs, RunBuild)
 
 
-def test_claim_publishes_and_prefetches_small_sources_only() -> None:
+def test_claim_publishes_and_prefetches_with_the_limits() -> None:
     m, sim = machine(), job(replicas=1, quorum=1, workers=(ME.public,))
     effs = claim_and_settle(m, sim)
-    assert of(effs, Prefetch) == [Prefetch(sim.offer.source, sim.publisher.public)]
+    assert of(effs, Prefetch) == [Prefetch(sim.offer.source, sim.publisher.public, sim.offer.limits)]
+    # a big source is still announced (the driver warms the runner; it fetches only <= PREFETCH_MAX)
     big = JobSim(replace(sim.offer, source=BlobRef(h(b"big"), 64 << 20)))  # > PREFETCH_MAX, < max_source_mb
     m2 = machine()
     m2.receive_facts([big.offer_fact], T0)
     tick_until_quiet(m2, T0)
-    assert published_kinds(effs2 := tick_until_quiet(m2, T0 + WINDOW)) == ["claim"] and not of(effs2, Prefetch)
+    effs2 = tick_until_quiet(m2, T0 + WINDOW)
+    assert published_kinds(effs2) == ["claim"]
+    assert of(effs2, Prefetch) == [Prefetch(big.offer.source, big.publisher.public, big.offer.limits)]
 
 
 def test_persist_comes_before_commit_and_outputs_before_reveal() -> None:
@@ -547,3 +550,28 @@ def test_the_publisher_machine_persists_its_seed_before_the_offer_and_selects() 
     m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], offer.created + offer.claim_window + 1)
     v = m.verdict(sim.job, offer.created + offer.claim_window + 1)
     assert len(v.selection.rounds) == 1 and len(v.selection.current) == 2
+
+
+@pytest.mark.parametrize("grace", [150, None])
+def test_the_publisher_closes_the_window_a_grace_after_replicas_claims(grace: int | None) -> None:
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    m = NodeMachine(replace(m.cfg, select_grace_ms=grace))
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    assert offer.claim_window >= 1000
+    fact, _ = m.publish_offer(offer, seed, T0)
+    m.receive_facts([fact], T0)
+    sim = JobSim(offer, publisher=pub, seed=seed)
+    m.receive_facts([sim.claim(key("a"))], T0 + 10)
+    assert published_kinds(m.tick(T0 + 10)) == [] and m.next_wakeup() == offer.created + 2 * offer.claim_window
+    m.receive_facts([sim.claim(key("b"))], T0 + 20)  # replicas claims are in: the grace starts
+    assert published_kinds(m.tick(T0 + 20)) == []
+    close = T0 + 20 + grace if grace is not None else offer.created + offer.claim_window
+    assert m.next_wakeup() == close
+    m.receive_facts([sim.claim(key("c"))], T0 + 30)  # a late claim in the grace: no new grace, it competes
+    assert published_kinds(m.tick(T0 + 30)) == [] and m.next_wakeup() == close
+    assert published_kinds(m.tick(close - 1)) == []
+    effs = m.tick(close)
+    selects = [e.fact for e in effs if isinstance(e, Publish)]
+    assert published_kinds(effs) == ["select"] and len(selects[0].body.claims) == 3  # type: ignore[attr-defined]
