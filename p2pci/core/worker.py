@@ -18,7 +18,7 @@ Rules:
 
 * SEEN: skip if `eligible(...)` gives a reason, or the job is cancelled,
   expired or already has a final verdict; else start the claim window.
-* WAITING: after `claim_window_ms`, claim (`lease_until = now + lease_ms`)
+* WAITING: after `claim_delay_ms` (None: `claim_window_ms`), claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
   within `replicas` among the live claimants and itself; otherwise wait: the
   next in line claims when a lease expires. Never claim once others revealed
@@ -106,6 +106,9 @@ class WorkerConfig:
     slack_ms: int = DEFAULT_SLACK_MS
     salt_secret: bytes = b""  # required (>= 16 bytes, e.g. the node key seed): salts are HMACs of the job id
     settle_ms: int = 0  # after the first claim, no build before this much time (see `settle_ms_for`)
+    # from first sight to the claim; None: `claim_window_ms` (the v1 wait). v2 needs no wait (nobody
+    # can rank claimants before the publisher's select): the daemon claims at once (0)
+    claim_delay_ms: int | None = None
 
 
 def settle_ms_for(claim_window_ms: int) -> int:
@@ -359,7 +362,8 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
     first = now if wj.first_seen is None else wj.first_seen
-    wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + cfg.claim_window_ms)
+    delay = cfg.claim_window_ms if cfg.claim_delay_ms is None else cfg.claim_delay_ms
+    wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + delay)
     return _waiting_tick(wj, view, now, cfg, ev)
 
 

@@ -55,7 +55,7 @@ from p2pci.core.node import (
     StopBuild,
 )
 from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
-from p2pci.core.worker import WorkerConfig, WorkerJob, settle_ms_for
+from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
 from p2pci.daemon.builds import Builds
@@ -115,7 +115,10 @@ def node_config(config: Config, key: NodeKey, *, builds: bool) -> NodeConfig:
         policy=config.worker.policy(),
         slack_ms=tm.commit_slack_ms,
         salt_secret=key.seed,
-        settle_ms=settle_ms_for(tm.claim_window_ms),
+        # v2: claim at once and build on the tick that brings the publisher's select (the offer's
+        # window, from claim_window_ms, still bounds how long the publisher waits for claims)
+        claim_delay_ms=0,
+        settle_ms=0,
     )
     t = config.trust
     require = None

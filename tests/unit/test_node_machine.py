@@ -575,3 +575,25 @@ def test_the_publisher_closes_the_window_a_grace_after_replicas_claims(grace: in
     effs = m.tick(close)
     selects = [e.fact for e in effs if isinstance(e, Publish)]
     assert published_kinds(effs) == ["select"] and len(selects[0].body.claims) == 3  # type: ignore[attr-defined]
+
+
+def test_a_daemon_worker_claims_at_once_and_builds_on_the_tick_of_the_select() -> None:
+    """The daemon's settings (claim_delay_ms 0, settle_ms 0): the claim goes out on first sight,
+    with the Prefetch (source, limits), and the build starts on the tick that holds the select."""
+    base = machine()
+    m = NodeMachine(replace(base.cfg, worker=replace(base.cfg.worker, claim_delay_ms=0, settle_ms=0)))
+    sim = job(replicas=2, quorum=2)
+    m.receive_facts([sim.offer_fact], T0)
+    effs = m.tick(T0)
+    assert published_kinds(effs) == ["claim"] and of(effs, Prefetch) and not of(effs, RunBuild)
+    m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], T0)
+    assert not of(m.tick(T0 + 1), RunBuild)  # not selected yet: no build
+    sim.claim(key("other"))
+    pub = key("publisher")
+    m.receive_facts([sim.facts[-1]], T0 + 5)
+    view = m.board.job(sim.job)
+    assert view is not None
+    body = next_select(view, SEED, T0 + 5, close=True)
+    assert body is not None and ME.public in body.workers
+    m.receive_facts([seal(pub, body)], T0 + 5)
+    assert [type(e) for e in of(m.tick(T0 + 5), RunBuild)] == [RunBuild] and m.building == {sim.job: T0 + 5}
