@@ -62,6 +62,8 @@ class JobView:
     version: int = 0
     # bumped on every new fact that can change the verdict (claims too: they can make a select valid)
     tally_version: int = 0
+    # bumped on every new offer, claim or select: what `selection.selection` depends on
+    select_version: int = 0
     # caches owned by p2pci.core.tally (keyed so that they never go stale)
     cache: dict[object, object] = field(default_factory=dict, repr=False)
     _allow: frozenset[bytes] | None = field(default=None, repr=False)
@@ -149,6 +151,8 @@ class JobView:
         self.ids.add(fact.id)
         self.version += 1
         self.tally_version += 1
+        if kind in ("claim", "select", "offer"):
+            self.select_version += 1
 
 
 class Board:

@@ -204,14 +204,18 @@ def _check(view: JobView, offer: Offer, fact: Fact, prev: Round | None) -> Round
     return Round(sel.round, fact.id, sel.created, workers, ranked, claims, excluded)
 
 
+_SEL_KEY = "selection"
+
+
 def selection(view: JobView) -> Selection:
     """The job's valid selection rounds and the ignored selects (memoised on the view)."""
-    key = ("selection", view.tally_version)
-    hit = view.cache.get(key)
-    if isinstance(hit, Selection):
-        return hit
+    # a selection depends on the offer, the claims and the selects only: a reveal or commit
+    # (the bulk of a job's facts) does not recompute it. One entry per view, replaced.
+    hit = view.cache.get(_SEL_KEY)
+    if isinstance(hit, tuple) and hit[0] == view.select_version:
+        return hit[1]  # type: ignore[no-any-return]
     result = _selection(view)
-    view.cache[key] = result
+    view.cache[_SEL_KEY] = (view.select_version, result)
     return result
 
 
