@@ -622,3 +622,31 @@ async def test_rejected_facts_are_counted_by_reason() -> None:
         facts = fact_counters(first.net.stats())
         assert facts["rejected"] == {"signature": 1, "encoding": 1, "oversize": 1, "body": 1}, facts
         assert facts["received"] == 4 and facts["new"] == 0 and facts["dropped"] == {}, facts
+
+
+def test_forwarding_limit_is_counted_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """docs/protocol.md §8.1: beyond 500 messages in a sliding second from one peer on the topic,
+    messages are not forwarded; each is counted (`dropped.rate_limited`), with no log line per message."""
+    import logging
+    import types
+
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V12
+
+    from p2pci.net.common import Stats, fact_counters
+    from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS, _libp2p, _pubsub_classes
+
+    _, gossipsub_cls = _pubsub_classes(_libp2p())
+    gs = gossipsub_cls(protocols=[PROTOCOL_ID_V12], **GOSSIPSUB_PARAMS)
+    stats = Stats()
+    gs.p2pci_stats = stats
+    peer, other = ID(b"\x00\x24" + bytes(36)), ID(b"\x00\x24" + b"\x01" * 36)
+    msg = types.SimpleNamespace(topicIDs=["/p2pci/board/1"])
+    caplog.set_level(logging.DEBUG)
+    assert all(gs._check_spam_protection(peer, msg) for _ in range(500))
+    assert not gs._check_spam_protection(peer, msg) and not gs._check_spam_protection(peer, msg)
+    assert gs._check_spam_protection(other, msg)  # per peer
+    assert fact_counters(stats.snapshot())["dropped"] == {"rate_limited": 2}
+    assert not [r for r in caplog.records if "Rate limit" in r.getMessage()]
+    gs.message_rate_limits[peer]["/p2pci/board/1"][:] = [0.0] * 500  # a second later (old stamps)
+    assert gs._check_spam_protection(peer, msg)
