@@ -27,6 +27,26 @@ class IgnoredObj(TypedDict):
     reason: str
 
 
+class RoundObj(TypedDict):
+    round: int
+    select: str
+    created: int
+    workers: list[str]
+
+
+class IgnoredSelectObj(TypedDict):
+    select: str
+    round: int
+    signer: str
+    reason: str
+
+
+class DeclineObj(TypedDict):
+    worker: str
+    reason: str
+    detail: str
+
+
 class JobObj(TypedDict):
     """`show --json`, `jobs`, the `job` event (docs/protocol.md section 6)."""
 
@@ -40,6 +60,11 @@ class JobObj(TypedDict):
     dissenters: list[str]
     equivocators: list[str]
     ignored: list[IgnoredObj]
+    reason: str | None
+    rounds: list[RoundObj]
+    ignored_selects: list[IgnoredSelectObj]
+    missing: list[str]
+    declines: list[DeclineObj]
 
 
 class BuildingObj(TypedDict):

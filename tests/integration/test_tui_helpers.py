@@ -45,6 +45,11 @@ def job_obj(
         "dissenters": [],
         "equivocators": [],
         "ignored": [],
+        "reason": None,
+        "rounds": [],
+        "ignored_selects": [],
+        "missing": [],
+        "declines": [],
     }
     if created is not None:
         obj["created"] = created
