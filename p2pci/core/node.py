@@ -345,7 +345,9 @@ class NodeMachine:
         grace_at = close_at + offer.claim_window
         enough = len(eligible_claim_ids(view)) >= offer.replicas
         grace = self.cfg.select_grace_ms
-        if enough and grace is not None and not selection(view).rounds:
+        if selection(view).rounds:
+            self._enough_at.pop(view.job, None)  # round 0 is out: the grace is over
+        elif enough and grace is not None:
             close_at = min(close_at, self._enough_at.setdefault(view.job, now) + grace)
         close = now >= grace_at or (now >= close_at and enough)
         body = next_select(view, self.seeds[view.job], now, close=close)

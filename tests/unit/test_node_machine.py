@@ -575,6 +575,10 @@ def test_the_publisher_closes_the_window_a_grace_after_replicas_claims(grace: in
     effs = m.tick(close)
     selects = [e.fact for e in effs if isinstance(e, Publish)]
     assert published_kinds(effs) == ["select"] and len(selects[0].body.claims) == 3  # type: ignore[attr-defined]
+    assert m._enough_at == ({sim.job: T0 + 20} if grace is not None else {})
+    m.receive_facts(selects, close)
+    m.tick(close + 1)
+    assert not m._enough_at  # round 0 is out: nothing kept per job for the grace
 
 
 def test_a_daemon_worker_claims_at_once_and_builds_on_the_tick_of_the_select() -> None:
