@@ -336,13 +336,23 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
 def select_wakeup(view: JobView, now: int, close_at: int) -> int | None:
     """When the publisher should call `next_select` again at the latest (facts arriving also
     call for it): the window's end `close_at` before round 0, then the lease ends of the
-    ranked workers of the latest round that have not committed. None: nothing to wait for."""
+    ranked workers of the latest round that have not committed. None: nothing to wait for
+    (only a new fact can make a round due). Never `now` unless a round is due now."""
     offer = view.offer_msg
     if offer is None or now >= offer.deadline:
         return None
     sel = selection(view)
     if not sel.rounds:
-        return max(close_at, now) if not sel.ignored else None
+        if sel.ignored:
+            return None
+        if now >= close_at and not eligible_claim_ids(view):
+            # round 0 is due but nobody eligible claimed yet: nothing to do until a claim
+            # arrives (a new fact calls `next_select` again). A wake-up at `now` here would
+            # be a hot loop that starves the driver (every eligible worker may be busy).
+            return None
+        return max(close_at, now)
+    if sel.rounds[-1].round >= 255:
+        return None  # no further round is possible (`next_select`)
     times = []
     for w in sel.rounds[-1].ranked:
         if w not in view.commits and w not in view.declines:

@@ -351,6 +351,9 @@ class Node:
             nxt = self.machine.next_wakeup()
             now = self.now()
             if nxt is not None and nxt <= now:
+                # due again at once: yield first, so that a wake-up that makes no progress
+                # (a machine bug) slows this loop down instead of starving every other task
+                await trio.lowlevel.checkpoint()
                 continue
             delay = (nxt - now) / 1000 if nxt is not None else 3600.0
             with trio.move_on_after(delay + 0.001):
