@@ -336,7 +336,7 @@ class NodeMachine:
         # round 0 at the window's end once `replicas` eligible claims are in; with fewer, one more
         # window of grace for late claims (a slow mesh), then with whoever claimed
         grace_at = close_at + offer.claim_window
-        enough = len(eligible_claim_ids(view)) >= offer.replicas
+        enough = len(eligible_claim_ids(view, now)) >= offer.replicas
         close = now >= grace_at or (now >= close_at and enough)
         body = next_select(view, self.seeds[view.job], now, close=close)
         if body is not None:

@@ -286,15 +286,22 @@ def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
     return frozenset(out)
 
 
-def eligible_claim_ids(view: JobView) -> frozenset[bytes]:
+def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes]:
     """The claims a publisher lists: one per eligible key (its claim with the lowest fact id), at most
-    MAX_SELECT_CLAIMS (lowest fact ids first)."""
+    MAX_SELECT_CLAIMS (lowest fact ids first).
+
+    `now`: only keys with a claim still live at `now` (`lease_until > now`); that claim is
+    listed. A key whose lease lapsed (a worker that left, or stopped waiting) would be selected
+    only to be replaced at the next tick. This is the publisher's own filter (leaving claims
+    out of `claims`): observers do not check it."""
     offer = view.offer_msg
     if offer is None:
         return frozenset()
     best: dict[bytes, bytes] = {}
     for cid in sorted(view.claim_ids):
         f = view.claim_ids[cid]
+        if now is not None and isinstance(f.body, Claim) and f.body.lease_until <= now:
+            continue
         if f.signer not in best and eligible_keys(view, offer, {cid}):
             best[f.signer] = cid
     return frozenset(sorted(best.values())[:MAX_SELECT_CLAIMS])
@@ -316,12 +323,12 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
     if prev is None:
         if not close or sel.ignored:
             return None
-        claims = eligible_claim_ids(view)
+        claims = eligible_claim_ids(view, now)
         if not claims:
             return None  # an empty round 0 would only delay: wait for the first eligible claim
         workers, _, _ = compute_workers(view, offer, seed, claims, None)
         return Select(view.job, 0, seed, max(now, offer.created), tuple(sorted(claims)), workers)
-    claims = prev.claims | eligible_claim_ids(view)
+    claims = prev.claims | eligible_claim_ids(view, now)
     if len(claims) > MAX_SELECT_CLAIMS:
         claims = prev.claims | frozenset(sorted(claims - prev.claims)[: MAX_SELECT_CLAIMS - len(prev.claims)])
     drop = due_replacements(view, now)
@@ -345,7 +352,7 @@ def select_wakeup(view: JobView, now: int, close_at: int) -> int | None:
     if not sel.rounds:
         if sel.ignored:
             return None
-        if now >= close_at and not eligible_claim_ids(view):
+        if now >= close_at and not eligible_claim_ids(view, now):
             # round 0 is due but nobody eligible claimed yet: nothing to do until a claim
             # arrives (a new fact calls `next_select` again). A wake-up at `now` here would
             # be a hot loop that starves the driver (every eligible worker may be busy).
