@@ -30,7 +30,9 @@ Rules:
   first (`settle_ms` 0: no settle, as in the unit tests of this module).
 * Lease renewal at half the lease while CLAIMED / BUILDING / BUILT. A
   stand-by (CLAIMED) stops renewing once that is too late (as above): it can
-  no longer count, so others need not wait for its lease.
+  no longer count, so others need not wait for its lease. A CLAIMED worker
+  whose slots are all busy (`Tick.free_slot` false) does not renew either:
+  the publisher replaces it when the lease ends instead of at the lease cap.
 * CLAIMED: build only while selected (and not too late, as above). BUILDING: a
   worker no longer selected keeps building (extra evidence, never harm).
 * Give up (GiveUp action) when the job is cancelled, expired, or has a final
@@ -342,9 +344,14 @@ def _revealed_by_others(view: JobView, me: bytes) -> bool:
     return True
 
 
-def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig) -> Result:
+def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, free_slot: bool = True) -> Result:
     if wj.phase == "CLAIMED" and _revealed_by_others(view, cfg.me):
         return wj, []  # a stand-by that can no longer count: let the lease lapse so others need not wait
+    if wj.phase == "CLAIMED" and not free_slot:
+        # every slot is busy: a claim we cannot build on must not hold a place. Let the lease
+        # lapse, so that the publisher replaces us at its end (not at the lease cap) and leaves
+        # a lapsed claim out of later rounds; if a slot frees before, we still build
+        return wj, []
     if wj.renew_at is not None and now >= wj.renew_at:
         lease = now + cfg.lease_ms
         return replace(wj, lease_until=lease, renew_at=now + cfg.lease_ms // 2), [PublishClaim(lease)]
@@ -392,7 +399,7 @@ def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
-    wj, actions = _renew(wj, view, now, cfg)
+    wj, actions = _renew(wj, view, now, cfg, ev.free_slot)
     if wj.settle_until is not None and now < wj.settle_until:
         return wj, actions  # just claimed: let competing claims of the same window arrive first
     if ev.free_slot and not _revealed_by_others(view, cfg.me) and cfg.me in selected(view, now):

@@ -332,3 +332,21 @@ def test_missing_salt_secret_is_a_local_error() -> None:
         d.step(t)
     with pytest.raises(LocalError, match="salt_secret"):
         d.finish_build(T0 + WINDOW)
+
+
+def test_a_claimed_worker_with_no_free_slot_lets_its_lease_lapse() -> None:
+    """Selected here but busy with other builds: it must not hold the place until the lease cap.
+    It does not renew, so the publisher replaces it when the lease ends; with a slot free again
+    (before that) it builds and renews as usual."""
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    d.step(T0)
+    d.step(T0 + WINDOW)  # claims (a slot was free then); the publisher selects it
+    d.step(T0 + WINDOW, Tick(free_slot=False))  # meanwhile another job took the slot
+    assert d.wj.phase == "CLAIMED" and not d.building  # selected, no slot
+    claims = [a for a in d.log if isinstance(a, PublishClaim)]
+    assert len(claims) == 1
+    half = claims[0].lease_until - LEASE // 2
+    assert d.step(half, Tick(free_slot=False)) == []  # no renewal while every slot is busy
+    acts = d.step(half + 1, Tick(free_slot=True))  # a slot freed: renew and build
+    assert PublishClaim(half + 1 + LEASE) in acts and StartBuild() in acts
