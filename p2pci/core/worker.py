@@ -378,7 +378,8 @@ def _waiting_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
         return wj, []
     if _revealed_by_others(view, cfg.me):
         return wj, []  # a build starting now could be in nobody's `seen` list
-    if sum(1 for w in view.commits if w != cfg.me) >= offer.replicas:
+    chosen = selection(view).selected  # commits of unselected keys staff nothing (they never count)
+    if sum(1 for w in view.commits if w != cfg.me and w in chosen) >= offer.replicas:
         return wj, []  # staffed: a new claim would only add a late build
     others = [w for w in candidates(view, now) if w != cfg.me]
     my_rank = rank(view.job, cfg.me)

@@ -402,3 +402,16 @@ def test_only_selected_reveals_and_witnesses_make_a_worker_stand_down() -> None:
     run_until_quiet(builders, now + 100)
     assert all(d.wj.phase == "REVEALED" for d in builders)
     assert _revealed_by_others(view, key("late").public)
+
+
+def test_commits_of_unselected_keys_do_not_staff_a_job() -> None:
+    """`replicas` commits by keys that never claimed, gossiped during the claim window, used to
+    look like a fully staffed job: no honest worker claimed."""
+    sim, board, ds = setup(3)
+    for d in ds:
+        d.step(T0)
+    for i in range(3):
+        k = key(f"stranger{i}")
+        board.add(sim.commit(k, sim.built(k, b"evil")).raw, T0 + 1)
+    run_until_quiet(ds, T0 + WINDOW)
+    assert all(d.wj.phase == "BUILDING" for d in ds), [d.wj.phase for d in ds]
