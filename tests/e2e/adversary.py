@@ -20,10 +20,10 @@ Modes (acting on every offer it sees):
 
 Protocol v2 modes (trust, docs/security.md):
 
-* ``sybil``: two fresh keys that never claim commit W(job) and reveal it,
-  each reveal listing the other's commit in ``seen``; once during the claim
-  window (at the offer) and once more, with two new keys, when the first
-  honest commit arrives (while the honest builds run).
+* ``sybil``: ``--keys`` (>= 2) fresh keys that never claim commit W(job) and
+  reveal it, each reveal listing the others' commits in ``seen``; once
+  during the claim window (at the offer) and once more, with new keys, when
+  the first honest commit arrives (while the honest builds run).
 * ``grinder``: at the offer, makes ``--tries`` keys, keeps the ``--keys``
   that rank lowest by everything it can compute (sha256(select_commit ||
   job || key), the seed being secret), claims with them (a valid identity
@@ -155,18 +155,19 @@ class Adversary:
         say(f"{self.mode}: claimed {job.hex()[:12]} as {key.peer_id} lease {lease_until}")
 
     async def commit_reveal_pair(self, job: bytes, st: JobState, phase: str) -> None:
-        """Two fresh keys commit W(job) and reveal it, each reveal listing the other's commit."""
+        """`--keys` fresh keys (at least 2) commit W(job) and reveal it, each reveal listing the
+        others' commits (and its own)."""
         code, manifest, w = wrong_result(job)
-        keys = [NodeKey.generate(), NodeKey.generate()]
+        keys = [NodeKey.generate() for _ in range(max(self.n_keys, 2))]
         st.keys += keys
         salts = [secrets.token_bytes(16) for _ in keys]
         commits = [
             await self.send(Commit(job, commit_hash(s, w, k.public)), k)
             for k, s in zip(keys, salts, strict=True)
         ]
+        seen = tuple(sorted(c.id for c in commits))
         for i, k in enumerate(keys):
-            seen = (commits[1 - i].id, commits[i].id)
-            await self.send(Reveal(job, w, salts[i], code, manifest, LOG_REF, tuple(sorted(seen))), k)
+            await self.send(Reveal(job, w, salts[i], code, manifest, LOG_REF, seen), k)
         say(
             f"sybil: {phase} pair revealed {w.hex()[:12]} for {job.hex()[:12]} as "
             + " ".join(k.peer_id for k in keys)

@@ -7,10 +7,11 @@ project's offers), and all run at once. Every job must end REPRODUCED on every
 node with the honest digest, voted by honest workers only (docs/security.md
 points at each scenario):
 
-1. `sybil`: two keys that never claimed commit and reveal W, each reveal
-   listing the other's commit, once during the claim window and once more
+1. `sybil`: three keys that never claimed commit and reveal W, each reveal
+   listing the others' commits, once during the claim window and once more
    while the honest builds run: ignored as "not selected", no honest vote is
-   lost (issue 13: this used to give REPRODUCED(W)).
+   lost (issue 13: this used to give REPRODUCED(W); then, with v2's tally,
+   it still made every honest worker stand down: no build at all).
 2. `grinder`: keys ground against the offer (by the best rank an attacker
    can compute) claim during the window: the `select` names exactly the
    claimants the revealed seed ranks lowest, recomputed here from the bundle.
@@ -139,10 +140,10 @@ async def sybil_pair(c: Ctx, adv: Adversary) -> dict[str, Any]:
         c.root, "sybil", image=c.image, script=BUILD, replicas=3, quorum=2, files=FILES, timeout_s=TIMEOUT_S
     )
     job = await publish_job(c.mesh, c.boot, project)
-    window = await wait_log(adv, rf"sybil: window pair revealed \S+ for {job[:12]} as (\S+) (\S+)")
-    during = await wait_log(adv, rf"sybil: build pair revealed \S+ for {job[:12]} as (\S+) (\S+)")
-    sybils = set(window.groups()) | set(during.groups())
-    assert len(sybils) == 4
+    window = await wait_log(adv, rf"sybil: window pair revealed \S+ for {job[:12]} as (.+)\n")
+    during = await wait_log(adv, rf"sybil: build pair revealed \S+ for {job[:12]} as (.+)\n")
+    sybils = set(window.group(1).split()) | set(during.group(1).split())
+    assert len(sybils) == 6  # three keys each time: as many commits as the job has replicas
 
     view = await honest_verdict(c.mesh, job, c.honest, 2, sybils)
     ignored = {i["worker"]: i["reason"] for i in view["ignored"]}
@@ -309,7 +310,7 @@ async def test_trust_attacks(mesh: Mesh, busybox_image: str, short_tmp: Path) ->
         workers = [await mesh.add(f"w{i}", config=wcfg) for i in (1, 2, 3)]
         await mesh.wait_connected()
         advs = {
-            "sybil": await start_adversary(mesh, "sybil", "sybil", "--project", "sybil"),
+            "sybil": await start_adversary(mesh, "sybil", "sybil", "--project", "sybil", "--keys", "3"),
             "grinder": await start_adversary(mesh, "grinder", "grinder", "--project", "grind", "--keys", "2"),
             "squatter": await start_adversary(
                 mesh, "squatter", "squatter", "--project", "squat", "--keys", "1"
