@@ -288,6 +288,7 @@ def publish_command(
     from p2pci.cli.checks import checked_limits
     from p2pci.cli.source_cmds import pack_project
     from p2pci.core.offer import check_request
+    from p2pci.runner.images import image_recipe
     from p2pci.runner.tree import read_recipe, refuse_dirty, select_tree
     from p2pci.store.blobs import BlobStore
 
@@ -324,8 +325,9 @@ def publish_command(
         "workers": "open" if trust.workers == "open" else list(trust.workers),
         "require": require,
     }
-    if packed.inputs is not None:  # the daemon pins it in the offer (its op_publish takes `inputs`)
+    if packed.inputs is not None:  # the daemon checks it is in its store and pins it in the offer
         args["inputs"] = {"sha256": packed.inputs.sha256.hex(), "size": packed.inputs.size}
+    args["provenance"] = {**packed.offer_provenance, "recipe": image_recipe(recipe.image)}
     if not wait:
         job = home.call("publish", timeout=None, **args)  # may build the base image first
         if as_json:

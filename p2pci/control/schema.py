@@ -27,6 +27,42 @@ class IgnoredObj(TypedDict):
     reason: str
 
 
+class RoundObj(TypedDict):
+    round: int
+    select: str
+    created: int
+    workers: list[str]
+
+
+class IgnoredSelectObj(TypedDict):
+    select: str
+    round: int
+    signer: str
+    reason: str
+
+
+class DeclineObj(TypedDict):
+    worker: str
+    reason: str
+    detail: str
+
+
+class ProvenanceObj(TypedDict):
+    """What a job builds, from its signed offer (docs/protocol.md section 6)."""
+
+    source_sha256: str
+    source_size: int
+    commit: str | None
+    tree: str | None
+    image: str
+    image_recipe: str | None
+    command: list[str]
+    env: dict[str, str]
+    source_date_epoch: int | None
+    inputs_sha256: str | None
+    inputs_size: int | None
+
+
 class JobObj(TypedDict):
     """`show --json`, `jobs`, the `job` event (docs/protocol.md section 6)."""
 
@@ -40,6 +76,12 @@ class JobObj(TypedDict):
     dissenters: list[str]
     equivocators: list[str]
     ignored: list[IgnoredObj]
+    reason: str | None
+    rounds: list[RoundObj]
+    ignored_selects: list[IgnoredSelectObj]
+    missing: list[str]
+    declines: list[DeclineObj]
+    provenance: ProvenanceObj | None
 
 
 class BuildingObj(TypedDict):
@@ -75,3 +117,4 @@ class StatusObj(TypedDict):
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
 NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
+PROVENANCE_KEYS: frozenset[str] = frozenset(ProvenanceObj.__annotations__)
