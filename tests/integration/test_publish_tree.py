@@ -75,7 +75,17 @@ async def test_publish_builds_head_or_with_dirty_the_working_tree(tmp_path: Path
         artifact, err = await publish_and_fetch("--dirty")
         assert f"built {dirty} " in artifact and "working tree" in err
         r = await run_cli(home, "jobs", "--json")
-        assert sorted(j["project"] for j in json.loads(r.stdout)) == ["tree", "tree-dirty"]  # its recipe too
+        jobs = {j["project"]: j for j in json.loads(r.stdout)}
+        assert sorted(jobs) == ["tree", "tree-dirty"]  # its recipe too
+        # provenance: the signed offer names the commit and tree built, and the image's recipe
+        head = git(repo, "rev-parse", "HEAD").strip()
+        tree = git(repo, "rev-parse", "HEAD:proj").strip()
+        p = jobs["tree"]["provenance"]
+        assert (p["source_sha256"], p["commit"], p["image_recipe"]) == (clean, head, "busybox")
+        assert p["tree"] == tree and p["inputs_sha256"] is None
+        assert p["command"] == ["sh", "-c", "cp /build/src/hello.txt /out/"]
+        d = jobs["tree-dirty"]["provenance"]
+        assert (d["source_sha256"], d["commit"], d["tree"]) == (dirty, None, None)  # no false claim
 
 
 async def test_publish_stops_on_a_wrong_input_sha256_before_offering(tmp_path: Path) -> None:
