@@ -86,6 +86,21 @@ async def test_publish_builds_head_or_with_dirty_the_working_tree(tmp_path: Path
         assert p["command"] == ["sh", "-c", "cp /build/src/hello.txt /out/"]
         d = jobs["tree-dirty"]["provenance"]
         assert (d["source_sha256"], d["commit"], d["tree"]) == (dirty, None, None)  # no false claim
+        # show, and verify of the exported bundle (the signed offer carries it), say the same
+        job = jobs["tree"]["job"]
+        shown = await run_cli(home, "show", job)
+        assert shown.exit_code == 0, shown.output
+        bundle = tmp_path / "job.bundle"
+        ex = await run_cli(home, "export", job, "-o", str(bundle))
+        assert ex.exit_code == 0, ex.output
+        verified = CliRunner().invoke(cli, ["verify", str(bundle)])
+        vj = CliRunner().invoke(cli, ["verify", str(bundle), "--json"])
+        assert json.loads(vj.stdout)["provenance"] == p
+        for out in (shown.stdout, verified.stdout):
+            assert f"source   sha256 {clean}" in out
+            assert f"git      commit {head}  tree {tree}" in out
+            assert "(recipe busybox)" in out and "command  sh -c 'cp /build/src/hello.txt /out/'" in out
+            assert "inputs   none" in out
 
 
 async def test_publish_stops_on_a_wrong_input_sha256_before_offering(tmp_path: Path) -> None:
