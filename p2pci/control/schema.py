@@ -108,13 +108,25 @@ class PeerObj(TypedDict):
     via: str  # "direct", "hole-punched", "relayed", or "" (unknown, e.g. the memory network)
 
 
+class FactsObj(TypedDict):
+    """Facts from peers (gossip and sync), counted by the network layer (`p2pci.net.common.fact_counters`)."""
+
+    received: int
+    new: int
+    duplicate: int
+    rejected: dict[str, int]  # reason -> count
+    dropped: dict[str, int]  # reason -> count
+
+
 class StatusObj(TypedDict):
     node: NodeObj
     peers: list[PeerObj]
     jobs: list[JobObj]
+    facts: FactsObj
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
 NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
 PROVENANCE_KEYS: frozenset[str] = frozenset(ProvenanceObj.__annotations__)
+FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)
