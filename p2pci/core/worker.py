@@ -69,7 +69,7 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.selection import candidates, live_claimants, rank, selected
+from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import tally
 
@@ -95,6 +95,7 @@ class WorkerPolicy:
     max_cpus: int = 2
     max_out_mb: int = 1024
     max_source_mb: int = 256
+    max_inputs_mb: int = 1024  # the pinned-inputs tarball ([fetch], [[input]])
     images: Literal["any"] | frozenset[str] = "any"
     open_jobs: bool = True
 
@@ -133,6 +134,8 @@ def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str
         return f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
     if offer.source.size > policy.max_source_mb << 20:
         return f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
+    if offer.inputs is not None and offer.inputs.size > policy.max_inputs_mb << 20:
+        return f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
         return f"image {offer.image.id} not allowed"
     if policy.slots < 1:
@@ -330,16 +333,21 @@ def _stopped(view: JobView, offer: Offer, now: int) -> str | None:
 
 
 def _revealed_by_others(view: JobView, me: bytes) -> bool:
-    """Too late to help: another signer revealed, and each such reveal already has a witness.
+    """Too late to help: another *selected* worker revealed, and each such reveal already has a
+    witness that is itself selected.
 
     A build that starts after a reveal is in nobody's `seen` list (its own vote never counts);
     it is still useful as a witness of a reveal that has none yet (a lone early revealer).
+    Reveals and witnesses of keys that no `select` names are not votes (p2pci.core.tally):
+    they must not make an honest worker stand down, or two fresh keys revealing to each
+    other during the claim window would leave a job with no build at all.
     """
-    others = [w for w in view.reveals if w != me]
+    chosen = selection(view).selected
+    others = [w for w in view.reveals if w != me and w in chosen]
     if not others:
         return False
     for w in others:
-        if not any(view.witnesses.get(f.id, set()) - {w} for f in view.commits.get(w, ())):
+        if not any((view.witnesses.get(f.id, set()) & chosen) - {w} for f in view.commits.get(w, ())):
             return False
     return True
 
@@ -380,7 +388,8 @@ def _waiting_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
         return wj, []
     if _revealed_by_others(view, cfg.me):
         return wj, []  # a build starting now could be in nobody's `seen` list
-    if sum(1 for w in view.commits if w != cfg.me) >= offer.replicas:
+    chosen = selection(view).selected  # commits of unselected keys staff nothing (they never count)
+    if sum(1 for w in view.commits if w != cfg.me and w in chosen) >= offer.replicas:
         return wj, []  # staffed: a new claim would only add a late build
     others = [w for w in candidates(view, now) if w != cfg.me]
     my_rank = rank(view.job, cfg.me)
