@@ -163,6 +163,35 @@ class NetSettings:
 
 
 @dataclass(frozen=True)
+class QuotaSettings:
+    """Per-peer and per-signer budgets on facts from the network (docs/operator.md, "Quotas")."""
+
+    peer_facts_per_s: int = 200
+    peer_burst: int = 2000
+    peer_kib_per_s: int = 1024
+    peer_burst_kib: int = 8192
+    signer_facts_per_s: int = 10
+    signer_burst: int = 200
+    signer_kib_per_s: int = 64
+    signer_burst_kib: int = 1024
+
+    def limits(self) -> Any:
+        """The network's QuotaLimits."""
+        from p2pci.net.quota import QuotaLimits
+
+        return QuotaLimits(
+            peer_facts_per_s=float(self.peer_facts_per_s),
+            peer_burst=self.peer_burst,
+            peer_kib_per_s=self.peer_kib_per_s,
+            peer_burst_kib=self.peer_burst_kib,
+            signer_facts_per_s=float(self.signer_facts_per_s),
+            signer_burst=self.signer_burst,
+            signer_kib_per_s=self.signer_kib_per_s,
+            signer_burst_kib=self.signer_burst_kib,
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
@@ -172,6 +201,7 @@ class Config:
     trust: TrustSettings = field(default_factory=TrustSettings)
     timing: Timing = field(default_factory=Timing)
     net: NetSettings = field(default_factory=NetSettings)
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
 
     def with_overrides(
         self,
@@ -241,6 +271,20 @@ relay_max_circuits_per_peer = 8
 relay_circuit_mb = 256
 relay_circuit_seconds = 1800
 relay_reservation_ttl_s = 600
+
+[quotas]
+# Facts from the network are charged, before they are verified further or stored, to the
+# peer that sent them and to the key that signed them (gossip and sync alike). Over a
+# budget a fact is dropped and counted (`p2pci status`, section quotas); sync offers it
+# again once the budget has refilled. Rates per second; bursts are the bucket sizes.
+peer_facts_per_s = 200
+peer_burst = 2000
+peer_kib_per_s = 1024
+peer_burst_kib = 8192
+signer_facts_per_s = 10
+signer_burst = 200
+signer_kib_per_s = 64
+signer_burst_kib = 1024
 
 [timing]
 claim_window_ms = 2000
@@ -405,6 +449,16 @@ def parse_config(data: dict[str, Any], source: tuple[str, str] | None = None) ->
     )
     if nt:
         raise ConfigError(f"config: unknown key net.{sorted(nt)[0]}", f"net.{sorted(nt)[0]}")
+    qt = dict(_take(top, "quotas", dict, "", {}))
+    dq = QuotaSettings()
+    quotas = QuotaSettings(
+        **{
+            name: _nonneg(_take(qt, name, int, "quotas.", getattr(dq, name)), f"quotas.{name}", 1)
+            for name in QuotaSettings.__dataclass_fields__
+        }
+    )
+    if qt:
+        raise ConfigError(f"config: unknown key quotas.{sorted(qt)[0]}", f"quotas.{sorted(qt)[0]}")
     if top:
         raise ConfigError(f"config: unknown key {sorted(top)[0]}", sorted(top)[0])
     return Config(
@@ -416,6 +470,7 @@ def parse_config(data: dict[str, Any], source: tuple[str, str] | None = None) ->
         trust=trust,
         timing=timing,
         net=net,
+        quotas=quotas,
     )
 
 

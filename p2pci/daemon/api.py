@@ -93,7 +93,22 @@ async def op_peers(node: NodeView, args: dict[str, Any]) -> Any:
 
 async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
     _only(args)
-    return {"node": node.node_info(), "peers": node.peer_list(), "jobs": node.machine.job_list(node.now())}
+    return {
+        "node": node.node_info(),
+        "peers": node.peer_list(),
+        "jobs": node.machine.job_list(node.now()),
+        "quotas": quota_section(node),
+    }
+
+
+def quota_section(node: NodeView) -> dict[str, Any]:
+    """What the quotas dropped and why (docs/operator.md, "Quotas"); the same in status and stats."""
+    from p2pci.net.quota import REASONS
+
+    quotas = getattr(node.network, "quotas", None)
+    if quotas is None:
+        return {"dropped": dict.fromkeys(REASONS, 0), "enabled": False}
+    return {**quotas.snapshot(), "enabled": True}
 
 
 async def op_jobs(node: NodeView, args: dict[str, Any]) -> Any:
@@ -111,7 +126,12 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
     counters = dict(node.counters)
     if node.machine.errors:
         counters["process_errors"] = node.machine.errors
-    return {"node": counters, "net": node.network.stats(), "facts": len(node.machine.board)}
+    return {
+        "node": counters,
+        "net": node.network.stats(),
+        "facts": len(node.machine.board),
+        "quotas": quota_section(node),
+    }
 
 
 async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import trio
 
 from p2pci.core.errors import ProtocolError
 from p2pci.net.base import MAX_FACT, Delivery, SyncSource
+from p2pci.net.quota import Quotas
 
 T = TypeVar("T")
 
@@ -98,24 +100,40 @@ def admit_fact(
     sync: SyncSource,
     deliver: trio.MemorySendChannel[Delivery],
     stats: Stats,
+    quotas: Quotas | None = None,
 ) -> str:
     """The one gate for facts from the network (gossip and sync), for every implementation.
 
     Returns "rejected" (not a valid envelope: counted, never forwarded), "duplicate" (we
-    delivered or hold it already), "dropped" (valid, but the daemon is behind: not
-    remembered, so sync offers it again) or "delivered".
+    delivered or hold it already), "limited" (over the peer's or the signer's quota:
+    counted in `quotas`, not remembered, so sync offers it again later), "dropped"
+    (valid, but the daemon is behind: not remembered either) or "delivered".
+
+    Order: duplicates first (free), then the peer's quota (before the signature
+    check, so a flood past it costs no verification), then validation, then the
+    signer's quota: nothing over a quota reaches the daemon or its store.
     """
     if not isinstance(raw, bytes) or len(raw) > MAX_FACT:
         stats.inc("rejected")
         return "rejected"
+    quick_id = hashlib.sha256(raw).digest()  # the fact id of a valid envelope
+    if quick_id in seen or sync.get(quick_id) is not None:
+        stats.inc("duplicate")
+        return "duplicate"
+    if quotas is not None and quotas.check_peer(from_peer, len(raw)) is not None:
+        stats.inc("limited")
+        return "limited"
     try:
         fact_id = validate(raw)
     except ProtocolError:
         stats.inc("rejected")
         return "rejected"
-    if fact_id in seen or sync.get(fact_id) is not None:
+    if fact_id != quick_id and (fact_id in seen or sync.get(fact_id) is not None):
         stats.inc("duplicate")
         return "duplicate"
+    if quotas is not None and quotas.check_signer(quotas.signer_of(raw), len(raw), from_peer) is not None:
+        stats.inc("limited")
+        return "limited"
     try:
         deliver.send_nowait(Delivery(raw, from_peer))
     except trio.WouldBlock:

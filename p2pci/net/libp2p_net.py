@@ -46,6 +46,7 @@ from p2pci.net.base import (
     Validator,
 )
 from p2pci.net.common import Fanout, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.quota import Quotas
 from p2pci.net.reach import Reach, RelayServerLimits, is_circuit
 
 if TYPE_CHECKING:
@@ -418,6 +419,7 @@ class LibP2PNetwork:
         reachability: str = "auto",
         relay_refresh: float = 60.0,
         mdns: bool = True,
+        quotas: Quotas | None = None,
     ) -> None:
         if len(seed) != 32:
             raise LocalError("the node seed is 32 bytes")
@@ -472,6 +474,7 @@ class LibP2PNetwork:
 
         self._seen = SeenIds()
         self._stats = Stats()
+        self.quotas = quotas if quotas is not None else Quotas()
         self._events: Fanout[NetEvent] = Fanout()
         self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](facts_buffer)
@@ -775,8 +778,9 @@ class LibP2PNetwork:
             sync=self._sync,
             deliver=self._facts_send,
             stats=self._stats,
+            quotas=self.quotas,
         )
-        if outcome in ("rejected", "duplicate"):
+        if outcome in ("rejected", "duplicate", "limited"):
             return False
         if outcome == "dropped":
             return True  # valid: gossip may forward it; sync will offer it to us again

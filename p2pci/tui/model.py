@@ -233,6 +233,7 @@ class StatusModel:
     connected: bool = False
     error: str | None = None
     bad_frames: int = 0
+    quota_dropped: dict[str, int] = field(default_factory=dict)
     filter: str | None = None
 
     # -- applying frames ---------------------------------------------------
@@ -257,6 +258,7 @@ class StatusModel:
             except BadFrame:
                 self.bad_frames += 1
         self.node, self.node_seen_at, self.peers = node, now, peers
+        self.quota_dropped = parse_quota_dropped(result.get("quotas"))
         for j in reversed(jobs):  # the daemon lists newest first
             self._put_job(j, now, live=False)
         return True
@@ -437,6 +439,21 @@ def snapshot_text(model: StatusModel, now: int) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(JOB_COLUMNS))]
         for r in rows:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    dropped = model.quota_dropped
+    if any(dropped.values()):
+        out += ["", "== quotas (facts dropped before storage)"]
+        out += [f"  {reason}  {n}" for reason, n in dropped.items() if n]
     if model.bad_frames:
         out += ["", f"(dropped {model.bad_frames} malformed frame(s) from the daemon)"]
     return "\n".join(out) + "\n"
+
+
+def parse_quota_dropped(raw: Any) -> dict[str, int]:
+    """`status.quotas.dropped` as {reason: count}; anything malformed is ignored, never fatal."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("dropped"), dict):
+        return {}
+    out: dict[str, int] = {}
+    for reason, n in list(raw["dropped"].items())[:16]:
+        if isinstance(reason, str) and type(n) is int and n >= 0 and reason.isidentifier():
+            out[reason[:32]] = n
+    return out
