@@ -174,12 +174,14 @@ class QuotaSettings:
     signer_burst: int = 200
     signer_kib_per_s: int = 64
     signer_burst_kib: int = 1024
+    max_jobs: int = 4096  # jobs on the board; past it the oldest unselected junk is evicted
+    max_offers_per_key: int = 64  # offers per publisher key on the board (same eviction)
 
     def limits(self) -> Any:
         """The network's QuotaLimits."""
         from p2pci.net.quota import QuotaLimits
 
-        return QuotaLimits(
+        return QuotaLimits(  # max_jobs / max_offers_per_key go to the NodeMachine (node_config)
             peer_facts_per_s=float(self.peer_facts_per_s),
             peer_burst=self.peer_burst,
             peer_kib_per_s=self.peer_kib_per_s,
@@ -285,6 +287,11 @@ signer_facts_per_s = 10
 signer_burst = 200
 signer_kib_per_s = 64
 signer_burst_kib = 1024
+# The board keeps at most max_jobs jobs and max_offers_per_key offers per publisher key.
+# Past a bound the oldest job that nobody selected, that is not ours and that this node
+# does not build is evicted (its facts deleted); jobs nobody claimed go first.
+max_jobs = 4096
+max_offers_per_key = 64
 
 [timing]
 claim_window_ms = 2000

@@ -106,9 +106,19 @@ def quota_section(node: NodeView) -> dict[str, Any]:
     from p2pci.net.quota import REASONS
 
     quotas = getattr(node.network, "quotas", None)
-    if quotas is None:
-        return {"dropped": dict.fromkeys(REASONS, 0), "enabled": False}
-    return {**quotas.snapshot(), "enabled": True}
+    out: dict[str, Any] = (
+        {"dropped": dict.fromkeys(REASONS, 0), "enabled": False}
+        if quotas is None
+        else {**quotas.snapshot(), "enabled": True}
+    )
+    m = node.machine
+    out["evicted"] = {r: m.evicted.get(r, 0) for r in ("jobs_per_node", "offers_per_key")}
+    out["evicted_facts"] = int(getattr(node, "evicted_facts", 0))
+    out["over_limit"] = m.over_limit
+    out["jobs"] = m.board.job_count()
+    out["max_jobs"] = m.cfg.max_jobs
+    out["max_offers_per_key"] = m.cfg.max_offers_per_key
+    return out
 
 
 async def op_jobs(node: NodeView, args: dict[str, Any]) -> Any:

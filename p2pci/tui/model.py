@@ -441,7 +441,7 @@ def snapshot_text(model: StatusModel, now: int) -> str:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     dropped = model.quota_dropped
     if any(dropped.values()):
-        out += ["", "== quotas (facts dropped before storage)"]
+        out += ["", "== quotas (facts dropped before storage, jobs evicted from the board)"]
         out += [f"  {reason}  {n}" for reason, n in dropped.items() if n]
     if model.bad_frames:
         out += ["", f"(dropped {model.bad_frames} malformed frame(s) from the daemon)"]
@@ -450,10 +450,14 @@ def snapshot_text(model: StatusModel, now: int) -> str:
 
 def parse_quota_dropped(raw: Any) -> dict[str, int]:
     """`status.quotas.dropped` as {reason: count}; anything malformed is ignored, never fatal."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("dropped"), dict):
+    if not isinstance(raw, dict):
         return {}
     out: dict[str, int] = {}
-    for reason, n in list(raw["dropped"].items())[:16]:
-        if isinstance(reason, str) and type(n) is int and n >= 0 and reason.isidentifier():
-            out[reason[:32]] = n
+    for section, verb in (("dropped", "dropped"), ("evicted", "evicted")):
+        part = raw.get(section)
+        if not isinstance(part, dict):
+            continue
+        for reason, n in list(part.items())[:16]:
+            if isinstance(reason, str) and type(n) is int and n >= 0 and reason.isidentifier():
+                out[f"{verb} {reason[:32]}"] = n
     return out
