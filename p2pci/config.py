@@ -170,10 +170,10 @@ class QuotaSettings:
     peer_burst: int = 2000
     peer_kib_per_s: int = 1024
     peer_burst_kib: int = 8192
-    signer_facts_per_s: int = 10
-    signer_burst: int = 200
-    signer_kib_per_s: int = 64
-    signer_burst_kib: int = 1024
+    signer_facts_per_s: int = 20
+    signer_burst: int = 1000
+    signer_kib_per_s: int = 128
+    signer_burst_kib: int = 4096
     max_jobs: int = 4096  # jobs on the board; past it the oldest unselected junk is evicted
     max_offers_per_key: int = 64  # offers per publisher key on the board (same eviction)
 
@@ -283,10 +283,10 @@ peer_facts_per_s = 200
 peer_burst = 2000
 peer_kib_per_s = 1024
 peer_burst_kib = 8192
-signer_facts_per_s = 10
-signer_burst = 200
-signer_kib_per_s = 64
-signer_burst_kib = 1024
+signer_facts_per_s = 20
+signer_burst = 1000
+signer_kib_per_s = 128
+signer_burst_kib = 4096
 # The board keeps at most max_jobs jobs and max_offers_per_key offers per publisher key.
 # Past a bound the oldest job that nobody selected, that is not ours and that this node
 # does not build is evicted (its facts deleted); jobs nobody claimed go first.

@@ -42,10 +42,10 @@ class QuotaLimits:
     peer_burst: int = 2000
     peer_kib_per_s: int = 1024
     peer_burst_kib: int = 8192
-    signer_facts_per_s: float = 10.0
-    signer_burst: int = 200
-    signer_kib_per_s: int = 64
-    signer_burst_kib: int = 1024
+    signer_facts_per_s: float = 20.0
+    signer_burst: int = 1000
+    signer_kib_per_s: int = 128
+    signer_burst_kib: int = 4096
     max_tracked: int = 10_000
 
 
