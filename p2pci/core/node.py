@@ -196,6 +196,7 @@ class NodeMachine:
     _outbox: dict[bytes, bytes] = field(default_factory=dict)  # own facts handed out, not yet back: id -> job
     _selecting: dict[bytes, bytes] = field(default_factory=dict)  # job -> our select fact not yet back
     evicted: dict[str, int] = field(default_factory=dict)  # quota evictions by reason (jobs)
+    evicted_ids: list[bytes] = field(default_factory=list)  # fact ids evicted since the driver took them
     over_limit: int = 0  # times the board stayed over a bound because every job in it is protected
     _offer_keys: set[bytes] = field(default_factory=set)  # publisher keys with a new offer since enforce
 
@@ -267,7 +268,7 @@ class NodeMachine:
         yield from claimed
 
     def _evict(self, job: bytes, reason: str) -> None:
-        self.board.remove_job(job)
+        self.evicted_ids.extend(self.board.remove_job(job))
         for d in (self._wakeups, self._verdicts, self._objs, self._events):
             d.pop(job, None)
         self._dirty.discard(job)

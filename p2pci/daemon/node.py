@@ -321,6 +321,10 @@ class Node:
             gone = set(evicted)
             fresh = [f for f in fresh if f.job not in gone]
             self.evicted_facts += await trio.to_thread.run_sync(self.db.evict, evicted)
+            evicted_ids, self.machine.evicted_ids = self.machine.evicted_ids, []
+            forget = getattr(self.network, "forget", None)
+            if forget is not None:  # a real job evicted under a flood can come back by sync
+                forget(evicted_ids)
         self._poke()
         return fresh
 

@@ -43,6 +43,11 @@ class SeenIds:
             self._ids.popitem(last=False)
         return True
 
+    def discard(self, fact_ids: list[bytes]) -> None:
+        """Forget ids (facts the daemon evicted): sync may bring them back, through the quotas."""
+        for fid in fact_ids:
+            self._ids.pop(fid, None)
+
 
 class Fanout(Generic[T]):
     """Broadcast to any number of subscribers; a slow subscriber loses items (counted)."""

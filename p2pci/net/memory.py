@@ -199,6 +199,10 @@ class MemoryNetwork:
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store
 
+    def forget(self, fact_ids: list[bytes]) -> None:
+        """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
+        self._seen.discard(fact_ids)
+
     def set_sync_source(self, source: SyncSource) -> None:
         self._sync = source
 

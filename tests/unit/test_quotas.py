@@ -97,6 +97,15 @@ def test_peer_quota_comes_before_the_signature_check() -> None:
     assert g.stats.get("rejected") == 0
 
 
+def test_a_forgotten_fact_can_come_back() -> None:
+    g = Gate(QuotaLimits())
+    raw = fact(key("k"), "evicted later")
+    assert g.admit(raw) == "delivered"
+    assert g.admit(raw) == "duplicate"
+    g.seen.discard([hashlib.sha256(raw).digest()])  # the daemon evicted it (LibP2PNetwork.forget)
+    assert g.admit(raw) == "delivered"
+
+
 def test_tracked_keys_are_bounded() -> None:
     q = Quotas(QuotaLimits(max_tracked=10), clock=Clock())
     for i in range(1000):
@@ -139,6 +148,7 @@ def test_jobs_per_node_evicts_the_oldest_unselected_junk_not_a_selected_job() ->
     assert m.evicted == {"jobs_per_node": 21}
     # evicted facts are gone from the board (and offered to nobody by sync)
     assert not any(m.board.has(f.id) for s in sims[:21] for f in s.facts)
+    assert set(m.evicted_ids) == {f.id for s in sims[:21] for f in s.facts}  # the network forgets them
     assert set(m.live_ids(T0)[: len(real.facts)]) == {f.id for f in real.facts}  # protected first
 
 
