@@ -75,6 +75,7 @@ class WorkerSettings:
     max_cpus: int = _POLICY.max_cpus
     max_out_mb: int = _POLICY.max_out_mb
     max_source_mb: int = _POLICY.max_source_mb  # the source tar, and its unpacked total at apparent sizes
+    max_inputs_mb: int = _POLICY.max_inputs_mb  # the pinned-inputs tarball an offer names
     images: str | tuple[str, ...] = "any"  # "any", or image IDs ("sha256:…") and names ("busybox", "debian:…")
     open_jobs: bool = _POLICY.open_jobs
 
@@ -100,6 +101,7 @@ class WorkerSettings:
             max_cpus=self.max_cpus,
             max_out_mb=self.max_out_mb,
             max_source_mb=self.max_source_mb,
+            max_inputs_mb=self.max_inputs_mb,
             images=images,
             open_jobs=self.open_jobs,
         )
@@ -245,6 +247,7 @@ max_memory_mb = 4096
 max_cpus = 2
 max_out_mb = 1024
 max_source_mb = 256   # a source larger than this (tar, or unpacked: sparse files at their full size) is refused
+max_inputs_mb = 1024  # an offer whose pinned inputs tarball is larger than this is refused
 images = "any"        # or a list of image ids ["sha256:…"]
 open_jobs = true      # false: only build offers whose allowlist names this node
 
@@ -401,6 +404,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         max_cpus=_nonneg(_take(w, "max_cpus", int, "worker.", dw.max_cpus), "worker.max_cpus"),
         max_out_mb=_nonneg(_take(w, "max_out_mb", int, "worker.", dw.max_out_mb), "worker.max_out_mb"),
         max_source_mb=_nonneg(_take(w, "max_source_mb", int, "worker.", dw.max_source_mb), "worker.max_source_mb", 1),
+        max_inputs_mb=_nonneg(_take(w, "max_inputs_mb", int, "worker.", dw.max_inputs_mb), "worker.max_inputs_mb", 1),
         images=images,
         open_jobs=_take(w, "open_jobs", bool, "worker.", dw.open_jobs),
     )

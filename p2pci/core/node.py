@@ -29,7 +29,7 @@ Effects (performed by the driver, in list order)::
     StopBuild(job)          cancel a running build (it still reports BuildFailed)
     ServeOutputs(job, manifest)       put the build's outputs and log in the blob store
     Persist(key, value)     write a kv entry ("worker/<job hex>", "trust") before what follows
-    Prefetch(ref, publisher)          fetch a claimed job's source early (best effort)
+    Prefetch(ref, publisher)          fetch a claimed job's source (and inputs) early (best effort)
     JobChanged(obj)         a job's verdict object changed (tell subscribers)
     NodeChanged()           this node's own state changed (phase, building set)
 
@@ -468,8 +468,9 @@ class NodeMachine:
         assert offer is not None and offer_fact is not None
         if isinstance(action, PublishClaim):
             self._publish(Claim(job=wj.job, lease_until=action.lease_until, identity=self.cfg.identity), effects)
-            if offer.source.size <= PREFETCH_MAX:
-                effects.append(Prefetch(offer.source, offer_fact.signer))
+            for ref in (offer.source, offer.inputs):  # the pinned inputs travel like the source
+                if ref is not None and ref.size <= PREFETCH_MAX:
+                    effects.append(Prefetch(ref, offer_fact.signer))
         elif isinstance(action, StartBuild):
             self.building[wj.job] = now
             effects.append(RunBuild(wj.job, offer, offer_fact.signer))

@@ -93,6 +93,7 @@ class WorkerPolicy:
     max_cpus: int = 2
     max_out_mb: int = 1024
     max_source_mb: int = 256
+    max_inputs_mb: int = 1024  # the pinned-inputs tarball ([fetch], [[input]])
     images: Literal["any"] | frozenset[str] = "any"
     open_jobs: bool = True
 
@@ -131,6 +132,8 @@ def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str
         return f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
     if offer.source.size > policy.max_source_mb << 20:
         return f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
+    if offer.inputs is not None and offer.inputs.size > policy.max_inputs_mb << 20:
+        return f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
         return f"image {offer.image.id} not allowed"
     if policy.slots < 1:

@@ -151,6 +151,10 @@ async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
     check(req)  # every client, not only the CLI
     if node.blobs.size(req.source.sha256) != req.source.size:
         raise LocalError("the source tarball is not in this node's blob store")
+    if req.inputs is not None and node.blobs.size(req.inputs.sha256) != req.inputs.size:
+        raise LocalError(
+            f"the inputs tarball {req.inputs.sha256.hex()} ({req.inputs.size} bytes) is not in this node's blob store"
+        )
     store, blobs = node.db, node.blobs
     image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store))
     seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out

@@ -100,6 +100,7 @@ class Job:
     ignored: tuple[tuple[str, str], ...]
     created: int | None  # ms since the epoch, if the daemon sends it
     hidden: int = 0  # list items (groups, workers, ignored votes...) beyond what the model keeps
+    provenance: tuple[tuple[str, str], ...] = ()  # (label, value): what the job builds, from its offer
 
     @property
     def votes(self) -> int:
@@ -122,6 +123,34 @@ class NodeInfo:
     busy: int | None
     uptime_s: int | None
     building: tuple[str, ...]  # job ids (hex) this node is building
+
+
+def parse_provenance(obj: Any) -> tuple[tuple[str, str], ...]:
+    """The job object's `provenance` map as detail lines (label, value), bounded and escaped."""
+    import shlex
+
+    if obj is None:
+        return ()
+    if not isinstance(obj, dict):
+        raise BadFrame("job.provenance: expected a map")
+    out = [("source", f"sha256 {_str(obj.get('source_sha256'), 'provenance.source_sha256', limit=64)}")]
+    commit = _opt_str(obj.get("commit"), "provenance.commit")
+    if commit:
+        out.append(("git", f"commit {commit[:64]}  tree {(_opt_str(obj.get('tree'), 'provenance.tree') or '-')[:64]}"))
+    image = _str(obj.get("image"), "provenance.image", limit=80)
+    recipe = _opt_str(obj.get("image_recipe"), "provenance.image_recipe")
+    out.append(("image", image + (f"  (recipe {recipe[:200]})" if recipe else "")))
+    command = [_str(c, "provenance.command") for c in _list(obj.get("command"), "provenance.command")[:MAX_LIST]]
+    out.append(("command", safe_text(shlex.join(command))[:MAX_STR]))
+    env = obj.get("env") or {}
+    if not isinstance(env, dict):
+        raise BadFrame("provenance.env: expected a map")
+    if env:
+        pairs = sorted((str(k)[:MAX_STR], str(v)[:MAX_STR]) for k, v in list(env.items())[:MAX_LIST])
+        out.append(("env", safe_text(" ".join(shlex.quote(f"{k}={v}") for k, v in pairs))[:MAX_STR]))
+    inputs = _opt_str(obj.get("inputs_sha256"), "provenance.inputs_sha256")
+    out.append(("inputs", f"sha256 {inputs[:64]}" if inputs else "none"))
+    return tuple(out)
 
 
 def parse_job(obj: Any) -> Job:
@@ -171,6 +200,7 @@ def parse_job(obj: Any) -> Job:
         ignored=tuple(ignored),
         created=_opt_int(obj.get("created"), "job.created"),
         hidden=hidden,
+        provenance=parse_provenance(obj.get("provenance")),
     )
 
 
@@ -403,6 +433,7 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         f"verdict   {job.verdict}" + (f"  digest {job.digest}" if job.digest else ""),
         f"trust     replicas {job.replicas if job.replicas is not None else '?'}, "
         f"quorum {job.quorum if job.quorum is not None else '?'}, votes in {job.votes}",
+        *(f"{label:<9} {value}" for label, value in job.provenance),
         "",
         "groups (by result digest):" if job.groups else "groups: none yet",
     ]
