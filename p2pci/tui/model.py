@@ -264,6 +264,7 @@ class StatusModel:
     error: str | None = None
     facts: str = ""  # the `facts` counters of a `status` reply, as one line ("" when absent)
     bad_frames: int = 0
+    quota_dropped: dict[str, int] = field(default_factory=dict)
     filter: str | None = None
 
     # -- applying frames ---------------------------------------------------
@@ -289,6 +290,7 @@ class StatusModel:
                 self.bad_frames += 1
         self.node, self.node_seen_at, self.peers = node, now, peers
         self.facts = facts_line(result.get("facts"))
+        self.quota_dropped = parse_quota_dropped(result.get("quotas"))
         for j in reversed(jobs):  # the daemon lists newest first
             self._put_job(j, now, live=False)
         return True
@@ -499,6 +501,25 @@ def snapshot_text(model: StatusModel, now: int) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(JOB_COLUMNS))]
         for r in rows:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    dropped = model.quota_dropped
+    if any(dropped.values()):
+        out += ["", "== quotas (facts dropped before storage, jobs evicted from the board)"]
+        out += [f"  {reason}  {n}" for reason, n in dropped.items() if n]
     if model.bad_frames:
         out += ["", f"(dropped {model.bad_frames} malformed frame(s) from the daemon)"]
     return "\n".join(out) + "\n"
+
+
+def parse_quota_dropped(raw: Any) -> dict[str, int]:
+    """`status.quotas.dropped` as {reason: count}; anything malformed is ignored, never fatal."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, int] = {}
+    for section, verb in (("dropped", "dropped"), ("evicted", "evicted")):
+        part = raw.get(section)
+        if not isinstance(part, dict):
+            continue
+        for reason, n in list(part.items())[:16]:
+            if isinstance(reason, str) and type(n) is int and n >= 0 and reason.isidentifier():
+                out[f"{verb} {reason[:32]}"] = n
+    return out
