@@ -55,8 +55,9 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
     async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
         home, final = await published(c, tmp_path)
         assert final["verdict"] == "REPRODUCED" and final["project"] == "hello"
-        assert set(final) == {"job", "project", "verdict", "digest", "replicas", "quorum", "groups",
-                              "dissenters", "equivocators", "ignored"}
+        from p2pci.control.schema import JOB_KEYS
+
+        assert set(final) == JOB_KEYS and final["provenance"]["command"]  # docs/protocol.md section 6
         job = final["job"]
         r = await run_cli(home, "show", job[:6], "--json")
         assert r.exit_code == 0 and json.loads(r.stdout)["job"] == job
