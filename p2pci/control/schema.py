@@ -27,6 +27,26 @@ class IgnoredObj(TypedDict):
     reason: str
 
 
+class RoundObj(TypedDict):
+    round: int
+    select: str
+    created: int
+    workers: list[str]
+
+
+class IgnoredSelectObj(TypedDict):
+    select: str
+    round: int
+    signer: str
+    reason: str
+
+
+class DeclineObj(TypedDict):
+    worker: str
+    reason: str
+    detail: str
+
+
 class JobObj(TypedDict):
     """`show --json`, `jobs`, the `job` event (docs/protocol.md section 6)."""
 
@@ -40,6 +60,11 @@ class JobObj(TypedDict):
     dissenters: list[str]
     equivocators: list[str]
     ignored: list[IgnoredObj]
+    reason: str | None
+    rounds: list[RoundObj]
+    ignored_selects: list[IgnoredSelectObj]
+    missing: list[str]
+    declines: list[DeclineObj]
 
 
 class BuildingObj(TypedDict):
@@ -66,12 +91,24 @@ class PeerObj(TypedDict):
     via: str  # "direct", "hole-punched", "relayed", or "" (unknown, e.g. the memory network)
 
 
+class FactsObj(TypedDict):
+    """Facts from peers (gossip and sync), counted by the network layer (`p2pci.net.common.fact_counters`)."""
+
+    received: int
+    new: int
+    duplicate: int
+    rejected: dict[str, int]  # reason -> count
+    dropped: dict[str, int]  # reason -> count
+
+
 class StatusObj(TypedDict):
     node: NodeObj
     peers: list[PeerObj]
     jobs: list[JobObj]
+    facts: FactsObj
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
 NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
+FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)

@@ -45,6 +45,11 @@ def job_obj(
         "dissenters": [],
         "equivocators": [],
         "ignored": [],
+        "reason": None,
+        "rounds": [],
+        "ignored_selects": [],
+        "missing": [],
+        "declines": [],
     }
     if created is not None:
         obj["created"] = created
@@ -66,6 +71,7 @@ def status_obj(jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
             {"peer_id": PEER_A, "addrs": ["/ip4/127.0.0.1/tcp/4002"], "connected_since": 1_699_999_990_000, "via": "relayed"},
         ],
         "jobs": jobs or [],
+        "facts": {"received": 12, "new": 8, "duplicate": 2, "rejected": {"signature": 1, "body": 1}, "dropped": {}},
     }
 
 
