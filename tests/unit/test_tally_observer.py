@@ -16,8 +16,7 @@ from __future__ import annotations
 import pytest
 
 from p2pci.core.board import Board
-from p2pci.core.messages import Require
-from p2pci.core.messages import Select
+from p2pci.core.messages import Require, Select
 from p2pci.core.selection import S_NOT_ELIGIBLE, selection
 from p2pci.core.signing import seal
 from p2pci.core.tally import R_NOT_SELECTED, ObserverPolicy, Verdict, tally
