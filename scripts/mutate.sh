@@ -35,6 +35,11 @@ report="$work/survivors.txt"
 for m in $mods; do
   src="p2pci/core/$m.py"
   t=${tests[$m]:-tests/unit}
+  # the tests must pass on the unmutated tree, or every mutant would count as killed
+  if ! timeout 600 "$PY" -m pytest -x -q -p no:cacheprovider $t >/dev/null 2>&1; then
+    echo "== mutate $m: the tests fail without a mutant; fix them first: $t" | tee -a "$work/summary.txt"
+    continue
+  fi
   cp "$src" "$src.orig"
   rm -f .mutmut-cache
   # register the mutants (runner `true`: every mutant "survives" instantly), then test each one

@@ -16,9 +16,11 @@ from __future__ import annotations
 import pytest
 
 from p2pci.core.board import Board
+from p2pci.core.codec import canonical
+from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import Require, Select
 from p2pci.core.selection import S_NOT_ELIGIBLE, selection
-from p2pci.core.signing import seal
+from p2pci.core.signing import open_envelope, seal
 from p2pci.core.tally import R_NOT_SELECTED, ObserverPolicy, Verdict, tally
 
 from .jobgen import JobSim, key, make_offer
@@ -103,17 +105,26 @@ def test_an_observer_trusted_key_outside_the_offers_allowlist_is_not_counted(
         assert sel.selected == frozenset({A.public}) and [g.workers for g in v.groups] == [(A.public,)]
 
 
-def test_an_offer_required_key_outside_its_own_allowlist_is_not_counted() -> None:
-    sim = JobSim(
-        make_offer(
-            key("publisher"), replicas=2, quorum=2, workers=(A.public, B.public), require=Require((X.public,), 1)
-        )
+def test_an_offer_required_key_outside_its_own_allowlist_is_refused() -> None:
+    # protocol v2: such an offer is not valid at all (docs/protocol.md section 4.1), neither to seal
+    # nor from a peer: the required outsider can never be counted
+    offer = make_offer(
+        key("publisher"), replicas=2, quorum=2, workers=(A.public, B.public), require=Require((X.public,), 1)
     )
-    sim.honest_round([(A, b"good", 0), (X, b"good", 0)])
-    v = verdict_of(sim)
-    assert v.state == "PENDING"
-    assert (X.public, R_NOT_SELECTED) in {(i.worker, i.reason) for i in v.ignored}
-    assert [g.workers for g in v.groups] == [(A.public,)]
+    with pytest.raises(LocalError, match="require.keys: 1 key.s. not in the allowlist"):
+        seal(key("publisher"), offer)
+    pub = key("publisher")
+    body = offer.to_obj()
+    sig = pub.sign(b"p2pci/v2/offer\x00" + canonical(body))
+    raw = canonical({"body": body, "kind": "offer", "sig": sig, "signer": pub.public, "v": 2})
+    with pytest.raises(ProtocolError, match="require.keys: 1 key.s. not in the allowlist"):
+        open_envelope(raw)
+    # control: the same envelope with X in the allowlist opens
+    ok = make_offer(
+        key("publisher"), replicas=2, quorum=2, workers=(A.public, X.public), require=Require((X.public,), 1)
+    ).to_obj()
+    sig = pub.sign(b"p2pci/v2/offer\x00" + canonical(ok))
+    assert open_envelope(canonical({"body": ok, "kind": "offer", "sig": sig, "signer": pub.public, "v": 2})).kind == "offer"
 
 
 def test_control_the_allowlisted_pair_reproduces() -> None:
