@@ -120,3 +120,22 @@ def test_control_open_jobs_select_the_best_ranked_claimants() -> None:
         sim2.claim(k)
     hand_select(sim2, 0, by_rank(sim2, OUTSIDERS)[1:3])
     assert [b.reason for b in selection(view_of(sim2)).ignored] == [S_WORKERS]
+
+
+def test_selection_results_are_immutable() -> None:
+    # `selection` is memoised on the job view: a caller that could change a Round, a BadSelect or
+    # the Selection would change what every later caller sees (mutmut survivors: frozen=False)
+    import dataclasses
+
+    import pytest
+
+    sim = allowlisted(replicas=1)
+    for k in ALLOWED:
+        sim.claim(k)
+    sim.select()
+    hand_select(sim, 1, [k.public for k in OUTSIDERS[:1]])
+    sel = selection(view_of(sim))
+    assert sel.rounds and sel.ignored
+    for obj, attr in ((sel, "rounds"), (sel.rounds[0], "workers"), (sel.ignored[0], "reason")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, attr, ())
