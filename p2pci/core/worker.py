@@ -30,7 +30,9 @@ Rules:
   first (`settle_ms` 0: no settle, as in the unit tests of this module).
 * Lease renewal at half the lease while CLAIMED / BUILDING / BUILT. A
   stand-by (CLAIMED) stops renewing once that is too late (as above): it can
-  no longer count, so others need not wait for its lease.
+  no longer count, so others need not wait for its lease. A CLAIMED worker
+  whose slots are all busy (`Tick.free_slot` false) does not renew either:
+  the publisher replaces it when the lease ends instead of at the lease cap.
 * CLAIMED: build only while selected (and not too late, as above). BUILDING: a
   worker no longer selected keeps building (extra evidence, never harm).
 * Give up (GiveUp action) when the job is cancelled, expired, or has a final
@@ -67,7 +69,7 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.selection import candidates, live_claimants, rank, selected
+from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import tally
 
@@ -93,6 +95,7 @@ class WorkerPolicy:
     max_cpus: int = 2
     max_out_mb: int = 1024
     max_source_mb: int = 256
+    max_inputs_mb: int = 1024  # the pinned-inputs tarball ([fetch], [[input]])
     images: Literal["any"] | frozenset[str] = "any"
     open_jobs: bool = True
 
@@ -131,6 +134,8 @@ def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str
         return f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
     if offer.source.size > policy.max_source_mb << 20:
         return f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
+    if offer.inputs is not None and offer.inputs.size > policy.max_inputs_mb << 20:
+        return f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
         return f"image {offer.image.id} not allowed"
     if policy.slots < 1:
@@ -328,23 +333,33 @@ def _stopped(view: JobView, offer: Offer, now: int) -> str | None:
 
 
 def _revealed_by_others(view: JobView, me: bytes) -> bool:
-    """Too late to help: another signer revealed, and each such reveal already has a witness.
+    """Too late to help: another *selected* worker revealed, and each such reveal already has a
+    witness that is itself selected.
 
     A build that starts after a reveal is in nobody's `seen` list (its own vote never counts);
     it is still useful as a witness of a reveal that has none yet (a lone early revealer).
+    Reveals and witnesses of keys that no `select` names are not votes (p2pci.core.tally):
+    they must not make an honest worker stand down, or two fresh keys revealing to each
+    other during the claim window would leave a job with no build at all.
     """
-    others = [w for w in view.reveals if w != me]
+    chosen = selection(view).selected
+    others = [w for w in view.reveals if w != me and w in chosen]
     if not others:
         return False
     for w in others:
-        if not any(view.witnesses.get(f.id, set()) - {w} for f in view.commits.get(w, ())):
+        if not any((view.witnesses.get(f.id, set()) & chosen) - {w} for f in view.commits.get(w, ())):
             return False
     return True
 
 
-def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig) -> Result:
+def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, free_slot: bool = True) -> Result:
     if wj.phase == "CLAIMED" and _revealed_by_others(view, cfg.me):
         return wj, []  # a stand-by that can no longer count: let the lease lapse so others need not wait
+    if wj.phase == "CLAIMED" and not free_slot:
+        # every slot is busy: a claim we cannot build on must not hold a place. Let the lease
+        # lapse, so that the publisher replaces us at its end (not at the lease cap) and leaves
+        # a lapsed claim out of later rounds; if a slot frees before, we still build
+        return wj, []
     if wj.renew_at is not None and now >= wj.renew_at:
         lease = now + cfg.lease_ms
         return replace(wj, lease_until=lease, renew_at=now + cfg.lease_ms // 2), [PublishClaim(lease)]
@@ -373,7 +388,8 @@ def _waiting_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
         return wj, []
     if _revealed_by_others(view, cfg.me):
         return wj, []  # a build starting now could be in nobody's `seen` list
-    if sum(1 for w in view.commits if w != cfg.me) >= offer.replicas:
+    chosen = selection(view).selected  # commits of unselected keys staff nothing (they never count)
+    if sum(1 for w in view.commits if w != cfg.me and w in chosen) >= offer.replicas:
         return wj, []  # staffed: a new claim would only add a late build
     others = [w for w in candidates(view, now) if w != cfg.me]
     my_rank = rank(view.job, cfg.me)
@@ -392,7 +408,7 @@ def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
-    wj, actions = _renew(wj, view, now, cfg)
+    wj, actions = _renew(wj, view, now, cfg, ev.free_slot)
     if wj.settle_until is not None and now < wj.settle_until:
         return wj, actions  # just claimed: let competing claims of the same window arrive first
     if ev.free_slot and not _revealed_by_others(view, cfg.me) and cfg.me in selected(view, now):

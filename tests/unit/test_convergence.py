@@ -28,9 +28,8 @@ def jobs(draw: st.DrawFn) -> tuple[JobSim, list[NodeKey]]:
     quorum = draw(st.integers(1, replicas))
     workers = POOL[:m]
     allow = draw(st.none() | st.sets(st.sampled_from(workers), min_size=1))
-    # protocol v2: an offer's require keys are in its allowlist (docs/protocol.md section 4.1)
-    req_pool = workers if allow is None else [k for k in workers if k in allow]
-    req = draw(st.none() | st.sets(st.sampled_from(req_pool), min_size=1))
+    eligible = workers if allow is None else [w for w in workers if w in allow]  # require keys ⊆ allowlist
+    req = draw(st.none() | st.sets(st.sampled_from(eligible), min_size=1))
     sim = JobSim(
         make_offer(
             key("publisher"),

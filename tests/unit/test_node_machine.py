@@ -166,8 +166,10 @@ def test_no_claim_once_others_revealed_with_a_witness() -> None:
     a, b, c = key("a"), key("b"), key("c")
     sim = job(replicas=3, quorum=3)  # two votes: still pending
     ba, bb = sim.built(a), sim.built(b)
-    for k, bt in ((a, ba), (b, bb)):
+    for k in (a, b):
         sim.claim(k, lease_until=T0 + 1)
+    sim.select()  # a and b are selected: their reveals are votes (unselected ones would not stop c)
+    for k, bt in ((a, ba), (b, bb)):
         sim.commit(k, bt)
     sim.reveal(a, ba)  # b's commit is in a's seen list: witnessed, and vice versa below
     sim.reveal(b, bb)
@@ -547,3 +549,54 @@ def test_the_publisher_machine_persists_its_seed_before_the_offer_and_selects() 
     m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], offer.created + offer.claim_window + 1)
     v = m.verdict(sim.job, offer.created + offer.claim_window + 1)
     assert len(v.selection.rounds) == 1 and len(v.selection.current) == 2
+
+
+def test_a_publisher_with_no_claim_after_the_grace_does_not_ask_for_a_tick_at_once() -> None:
+    """Every worker busy elsewhere: round 0 is due but nobody claimed. The machine must wait for a
+    claim, not ask to be ticked again at `now` (a daemon's clock loop spun on that without yielding,
+    starving every other task, so no claim could ever arrive and every job of the process EXPIRED)."""
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    fact, effs = m.publish_offer(offer, seed, T0)
+    m.receive_facts([fact], T0)
+    m.tick(T0)
+    grace = offer.created + 2 * offer.claim_window
+    assert m.next_wakeup() == grace  # fewer than `replicas` claims: the window plus one of grace
+    for now in (grace, grace + 5):
+        assert published_kinds(m.tick(now)) == []
+        w = m.next_wakeup()
+        assert w is None or w > now, (now, w)
+    # a claim arriving late still gets round 0 at once
+    sim = JobSim(offer, publisher=pub, seed=seed)
+    m.receive_facts([sim.claim(key("late"))], grace + 10)
+    assert published_kinds(m.tick(grace + 10)) == ["select"]
+
+
+def test_busy_workers_and_many_jobs_stay_live() -> None:
+    """Ten nodes (2 publishers, 8 one-slot workers with slow builds), twenty jobs published 100 ms
+    apart: most publishers pass their grace with no claim (every worker busy), and must then
+    select as soon as a worker is free, not spin. Every job ends decided before its deadline."""
+    mesh = MachineMesh(
+        10,
+        T0,
+        builders=frozenset(range(2, 10)),
+        slots=1,
+        lease_ms=2_000,
+        claim_window_ms=100,
+        build_ms=lambda node, n: 1_500,
+    )
+    jobs = []
+    for i in range(20):
+        mesh.run_until(lambda: False, T0 + i * 100)
+        mesh.now = T0 + i * 100
+        offer = replace(
+            make_offer(mesh.keys[i % 2], replicas=3, quorum=2, created=mesh.now, deadline=mesh.now + 60_000, project=f"p{i}"),
+            claim_window=200,
+        )
+        jobs.append((mesh.publish(i % 2, offer), offer.deadline))
+    mesh.run_until(lambda: all(mesh.all_final(j) for j, _ in jobs), T0 + 120_000)
+    states = [mesh.verdicts(j)[0] for j, _ in jobs]
+    assert all(v is not None and v.state == "REPRODUCED" for v in states), [v and v.state for v in states]
+    assert mesh.now < min(d for _, d in jobs)  # all decided before the first deadline
