@@ -58,6 +58,11 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         from p2pci.control.schema import JOB_KEYS
 
         assert set(final) == JOB_KEYS and final["provenance"]["command"]  # docs/protocol.md section 6
+        workers = {w for g in final["groups"] for w in g["workers"]}
+        assert len(workers) == 2 and workers == {c.nodes[1].peer_id, c.nodes[2].peer_id}
+        assert [r["round"] for r in final["rounds"]][:1] == [0] and workers <= {
+            w for r in final["rounds"] for w in r["workers"]}
+        assert (final["reason"], final["ignored_selects"], final["missing"], final["declines"]) == (None, [], [], [])
         job = final["job"]
         r = await run_cli(home, "show", job[:6], "--json")
         assert r.exit_code == 0 and json.loads(r.stdout)["job"] == job
@@ -89,6 +94,7 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         assert r.exit_code == 0, r.output
         offline = json.loads(r.stdout)
         assert offline["verdict"] == "REPRODUCED" and offline["groups"] == final["groups"]
+        assert offline["bundle"]["complete"] is True and offline["bundle"]["missing"] == []
 
         r = await run_cli(home, "diff", job)
         assert r.exit_code == 0 and "nothing to compare" in r.stdout

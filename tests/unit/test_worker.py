@@ -9,7 +9,7 @@ import pytest
 from p2pci.core.board import Board
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import BlobRef, Claim, Commit
-from p2pci.core.selection import next_select
+from p2pci.core.selection import next_select, selection
 from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import tally
 from p2pci.core.worker import (
@@ -263,9 +263,19 @@ def test_final_verdict_before_building_gives_up_but_a_running_build_continues() 
     for t in (T0, T0 + WINDOW, T0 + WINDOW):
         busy.step(t)
     assert busy.wj.phase == "BUILDING" and busy.building
-    sim2.honest_round([(key("x"), b"good", 0), (key("y"), b"good", 0)])
-    for f in sim2.facts[1:]:
-        board2.add(f.raw, T0 + WINDOW)
+    # x and y claim late; the publisher's round 1 fills the two free places with them (busy keeps
+    # its place); they build, commit and reveal the same result: REPRODUCED without busy
+    x, y = key("x"), key("y")
+    for k in (x, y):
+        board2.add(sim2.claim(k, lease_until=T0 + WINDOW + LEASE).raw, T0 + WINDOW)
+    assert publisher_step(board2, sim2.job, T0 + WINDOW)
+    view = board2.job(sim2.job)
+    assert view is not None and selection(view).current == tuple(sorted((busy.k.public, x.public, y.public)))
+    built = [(k, sim2.built(k)) for k in (x, y)]
+    for k, b in built:
+        board2.add(sim2.commit(k, b).raw, T0 + WINDOW)
+    for k, b in built:
+        board2.add(sim2.reveal(k, b).raw, T0 + WINDOW)
     view = board2.job(sim2.job)
     assert view is not None and tally(view, T0 + WINDOW).state == "REPRODUCED"
     acts = busy.step(T0 + WINDOW + 1)
