@@ -7,7 +7,7 @@ The daemon builds them (`core.tally.verdict_json` for a job, `daemon.node.Node.n
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from p2pci.core.tally import FINAL_STATES
 
@@ -123,6 +123,7 @@ class StatusObj(TypedDict):
     peers: list[PeerObj]
     jobs: list[JobObj]
     facts: FactsObj
+    quotas: dict[str, Any]  # what the quotas dropped and evicted, and the limits (docs/operator.md, "Quotas")
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
