@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 import trio
 
 from p2pci.core.codec import canonical
@@ -299,6 +300,7 @@ async def bundles(mesh: Mesh, boot: Node, root: Path, view: dict[str, Any]) -> N
 # ------------------------------------------------------------------ the test
 
 
+@pytest.mark.attacks
 async def test_trust_attacks(mesh: Mesh, busybox_image: str, short_tmp: Path) -> None:
     root = short_tmp
     with trio.fail_after(90):

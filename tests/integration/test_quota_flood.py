@@ -176,6 +176,12 @@ async def test_flood_of_junk_offers_is_bounded_and_a_real_job_still_reproduces(t
                     f"evicted {[n.machine.evicted for n in nodes]}; "
                     f"objs {[n.job_obj(v) if (v := n.board.job(job)) else None for n in nodes]}"
                 ) from None
+            # the whole flood has reached the target: held, evicted or stopped at the door
+            def accounted() -> int:
+                stopped = sum(target.network.quotas.snapshot()["dropped"].values())  # type: ignore[attr-defined]
+                return target.board.job_count() + target.machine.evicted.get("jobs_per_node", 0) + stopped
+
+            await wait_for(lambda: accounted() >= MAX_JOBS, 90, nodes)
             nursery.cancel_scope.cancel()
 
         grown_rss_mib = (rss_kib() - rss0) / 1024
