@@ -67,7 +67,7 @@ from typing import Any
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
-from p2pci.core.messages import BlobRef, Claim, Commit, Message, Offer, Require
+from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Message, Offer, Require
 from p2pci.core.results import ManifestEntry
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
@@ -80,6 +80,7 @@ from p2pci.core.worker import (
     GiveUp,
     PublishClaim,
     PublishCommit,
+    PublishDecline,
     PublishReveal,
     StartBuild,
     Tick,
@@ -405,6 +406,11 @@ class NodeMachine:
             effects.append(self._persist(wj))
             effects.append(ServeOutputs(wj.job, wj.manifest))
             self._publish(action.reveal, effects)
+        elif isinstance(action, PublishDecline):
+            detail = "".join(c if c.isprintable() or c == "\n" else "?" for c in action.detail)
+            self._publish(
+                Decline(job=wj.job, reason=action.code, detail=detail[-MAX_DETAIL:], log=action.log), effects
+            )
         elif isinstance(action, CancelBuild):
             if wj.job in self.building:
                 effects.append(StopBuild(wj.job))

@@ -294,8 +294,19 @@ def test_verdict_json_shape() -> None:
         "ignored_selects",
         "missing",
         "declines",
+        "workers",
+        "created",
+        "deadlines",
     }
     assert j["reason"] is None and j["missing"] == [] and j["declines"] == []
+    assert [w["phase"] for w in j["workers"]] == ["revealed"] * 3
+    offer = sim.offer_fact.body
+    assert j["created"] == offer.created
+    assert j["deadlines"] == {
+        "claim_window_end": offer.created + offer.claim_window,
+        "reveal": min(offer.created + offer.limits.timeout_s * 1000 + 30_000, offer.deadline),
+        "offer": offer.deadline,
+    }
     assert [r["round"] for r in j["rounds"]] == [0]
     assert sorted(j["rounds"][0]["workers"]) == sorted([A.peer_id, B.peer_id, C.peer_id])
 

@@ -1,0 +1,182 @@
+"""Every non-final state says why (issue 16): declines published by the NodeMachine, the causes
+an EXPIRED verdict carries, and the per-worker rows of the verdict object."""
+
+from __future__ import annotations
+
+from p2pci.core.board import Board
+from p2pci.core.messages import BlobRef, Decline
+from p2pci.core.node import NodeConfig, NodeMachine, Publish
+from p2pci.core.signing import seal
+from p2pci.core.tally import X_NO_CLAIM, X_NO_QUORUM, X_NO_SELECTION, tally, verdict_json
+from p2pci.core.worker import BuildFailed, WorkerConfig, WorkerPolicy
+
+from .jobgen import JobSim, h, key, make_offer
+from .test_node_machine import T0, WINDOW, claim_and_settle, machine, tick, tick_until_quiet
+
+A, B, C = key("a"), key("b"), key("c")
+LATE = 3_000_000  # after make_offer's deadline
+
+
+def verdict_at(sim: JobSim, now: int) -> dict[str, object]:
+    board = Board()
+    for f in sim.facts:
+        board.add(f.raw, 0)
+    view = board.job(sim.job)
+    assert view is not None
+    return verdict_json(view, tally(view, now))
+
+
+# ---------------------------------------------------------------- EXPIRED causes
+
+
+def test_expired_without_claims_says_no_eligible_worker() -> None:
+    sim = JobSim(make_offer(key("publisher")))
+    assert verdict_at(sim, LATE)["reason"] == X_NO_CLAIM
+
+
+def test_expired_without_claims_counts_the_declines_by_reason() -> None:
+    sim = JobSim(make_offer(key("publisher")))
+    sim.decline(A, "policy", "timeout 99999s exceeds 3600s")
+    sim.decline(B, "policy", "memory")
+    sim.decline(C, "image", "not allowed")
+    reason = verdict_at(sim, LATE)["reason"]
+    assert reason == X_NO_CLAIM[:-1] + "; 3 declined: 2 policy, 1 image)"
+
+
+def test_expired_with_claims_and_no_round_says_publisher_gone() -> None:
+    sim = JobSim(make_offer(key("publisher")))
+    sim.claim(A)
+    assert verdict_at(sim, LATE)["reason"] == X_NO_SELECTION
+    assert "publisher gone" in X_NO_SELECTION
+
+
+def test_expired_after_a_timeout_names_it_and_the_missing_reveal() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.claim(A)
+    sim.claim(B)
+    sim.select()
+    b = sim.built(A)
+    sim.commit(A, b)
+    sim.reveal(A, b)
+    sim.decline(B, "timeout", "timed out after 60s; log tail:\nstill compiling")
+    j = verdict_at(sim, LATE)
+    assert j["verdict"] == "EXPIRED"
+    assert j["reason"] == X_NO_QUORUM + " (1 declined: 1 timeout; 1 timed out)"
+    rows = {w["worker"]: w for w in j["workers"]}  # type: ignore[attr-defined]
+    assert rows[A.peer_id]["phase"] == "revealed" and rows[A.peer_id]["reason"] is None
+    assert rows[B.peer_id]["phase"] == "timed_out" and rows[B.peer_id]["reason"] == "timeout"
+    assert "still compiling" in rows[B.peer_id]["detail"]
+
+
+def test_expired_with_a_silent_selected_worker() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.claim(A)
+    sim.claim(B)
+    sim.select()
+    b = sim.built(A)
+    sim.commit(A, b)
+    sim.reveal(A, b)
+    assert verdict_at(sim, LATE)["reason"] == X_NO_QUORUM + " (1 selected worker(s) did not reveal)"
+    assert verdict_at(sim, 1_500_000)["reason"] is None  # PENDING: no reason yet
+
+
+def test_worker_rows_phases() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1))
+    sim.claim(A)
+    sim.claim(B)
+    sim.select()
+    j = verdict_at(sim, 1_500_000)
+    phases = {w["phase"] for w in j["workers"]}  # type: ignore[attr-defined]
+    assert phases == {"selected", "claimed"}  # one of two selected, the other stands by
+    chosen = [w for w in j["workers"] if w["selected"]]  # type: ignore[attr-defined]
+    assert len(chosen) == 1 and chosen[0]["phase"] == "selected"
+
+
+# ---------------------------------------------------------------- the machine publishes declines
+
+
+def declines(effs: list[object]) -> list[Decline]:
+    return [e.fact.body for e in effs if isinstance(e, Publish) and isinstance(e.fact.body, Decline)]
+
+
+def test_policy_refusal_publishes_one_decline() -> None:
+    sim = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, timeout_s=7200))
+    m = machine()  # max_timeout_s 3600
+    m.receive_facts([sim.offer_fact], T0)
+    effs = tick_until_quiet(m, T0)
+    (d,) = declines(effs)
+    assert d.reason == "policy" and "7200" in d.detail and d.job == sim.job
+    assert m.jobs[sim.job].phase == "SKIPPED"
+    assert declines(tick_until_quiet(m, T0 + WINDOW)) == []  # once per job
+
+
+def test_image_refusal_is_declined_with_its_code() -> None:
+    sim = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000))
+    wc = WorkerConfig(
+        ME_KEY.public, policy=WorkerPolicy(images=frozenset({"sha256:" + "0" * 64})), salt_secret=ME_KEY.seed
+    )
+    m = NodeMachine(NodeConfig(key=ME_KEY, worker=wc))
+    m.receive_facts([sim.offer_fact], T0)
+    (d,) = declines(tick_until_quiet(m, T0))
+    assert d.reason == "image"
+
+
+ME_KEY = key("me")
+
+
+def test_an_offer_for_others_or_already_over_is_not_declined() -> None:
+    others = JobSim(
+        make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, timeout_s=7200, workers=(A.public,))
+    )
+    m = machine()
+    m.receive_facts([others.offer_fact], T0)
+    assert declines(tick_until_quiet(m, T0)) == []  # not in the allowlist: not addressed to us
+    old = JobSim(make_offer(key("publisher"), created=T0 - 10, deadline=T0, timeout_s=7200))
+    m.receive_facts([old.offer_fact], T0 + 1)
+    assert declines(tick_until_quiet(m, T0 + 1)) == []  # expired: nobody waits for us
+
+
+def test_timed_out_build_publishes_a_decline_with_the_log() -> None:
+    m = machine(settle=False)
+    sim = JobSim(
+        make_offer(
+            key("publisher"),
+            created=T0,
+            deadline=T0 + 600_000,
+            replicas=1,
+            quorum=1,
+            workers=(ME_KEY.public,),
+        )
+    )
+    claim_and_settle(m, sim)
+    assert sim.job in m.building
+    ref = BlobRef(h(b"log"), 3)
+    m.build_finished(
+        sim.job, BuildFailed("timed out", code="timeout", detail="tail\x1b[31m", log=ref), T0 + WINDOW + 5
+    )
+    (d,) = declines(tick(m, T0 + WINDOW + 5))
+    assert d.reason == "timeout" and d.log == ref
+    assert d.detail == "tail?[31m"  # control characters never reach a signed text
+    assert m.jobs[sim.job].phase == "GAVE_UP"
+
+
+def test_cancelled_build_is_not_declined() -> None:
+    m = machine(settle=False)
+    sim = JobSim(
+        make_offer(
+            key("publisher"),
+            created=T0,
+            deadline=T0 + 600_000,
+            replicas=1,
+            quorum=1,
+            workers=(ME_KEY.public,),
+        )
+    )
+    claim_and_settle(m, sim)
+    m.build_finished(sim.job, BuildFailed("cancelled", code=""), T0 + WINDOW + 5)
+    assert declines(tick(m, T0 + WINDOW + 5)) == []
+
+
+def test_a_decline_round_trips() -> None:
+    f = seal(A, Decline(h(b"j"), "timeout", "x" * 1024, BlobRef(h(b"l"), 1)))
+    assert f.body == Decline(h(b"j"), "timeout", "x" * 1024, BlobRef(h(b"l"), 1))
