@@ -253,6 +253,36 @@ def _echo_job(job: dict[str, Any]) -> None:
     for d in job.get("declines", []):
         detail = str(d["detail"])[:200]
         _echo(f"declined {d['worker']}: {d['reason']}" + (f" ({detail})" if detail else ""))
+    _echo_workers(job)
+
+
+def _echo_workers(job: dict[str, Any]) -> None:
+    """Per worker: claimed / selected / committed / revealed / declined (why) / timed out, and the
+    deadlines (absolute, UTC) of the job."""
+    from p2pci.cli.progress import PHASE_WORDS
+
+    for w in job.get("workers") or []:
+        text = f"worker   {w['worker']}  {PHASE_WORDS.get(str(w['phase']), str(w['phase']))}"
+        if w.get("reason"):
+            detail = " ".join(str(w.get("detail") or "").split())[:200]
+            text += f" ({w['reason']}" + (f": {detail}" if detail else "") + ")"
+        if w.get("log"):
+            text += f"  log sha256 {w['log']}"
+        _echo(text)
+    dl = job.get("deadlines") or {}
+    for name, label in (("claim_window_end", "claim window ends"), ("reveal", "reveal by"), ("offer", "deadline")):
+        t = dl.get(name)
+        if isinstance(t, int):
+            _echo(f"{label:<18}{_utc(t)}")
+
+
+def _utc(ms: int) -> str:
+    import datetime
+
+    try:
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
 
 
 STAY_ONLINE = (
@@ -269,6 +299,12 @@ STAY_ONLINE = (
 @click.option("--wait", is_flag=True, help="Wait for the verdict (exit 0 REPRODUCED, 1 DISPUTED/FAILED, 2 else).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON document (with --wait: the final one).")
 @click.option("--dirty", is_flag=True, help="Build the working tree as it is (default: refuse uncommitted changes).")
+@click.option(
+    "--events",
+    "as_events",
+    is_flag=True,
+    help="With --wait: print NDJSON on stdout, one object per step and job/log event, the final job last.",
+)
 @pass_home
 def publish_command(
     home: Home,
@@ -279,12 +315,32 @@ def publish_command(
     wait: bool,
     as_json: bool,
     dirty: bool = False,
+    as_events: bool = False,
 ) -> None:
     """Offer the project in DIR (its p2pci.toml) to the mesh.
 
     In a git work tree the commit HEAD is built, with the p2pci.toml of that
     commit; uncommitted changes make it refuse unless --dirty.
+
+    With --wait it shows each step on stderr (pack, offer, selection rounds,
+    each worker's phase with the reason of a decline or timeout, this node's
+    live build log, the verdict and its cause); --json prints one final
+    document on stdout, --events NDJSON.
     """
+    from p2pci.cli.progress import Progress
+
+    if as_events and not wait:
+        raise click.UsageError("--events needs --wait")
+    if as_events and as_json:
+        raise click.UsageError("--events and --json are exclusive")
+    progress = Progress()
+
+    def step(name: str, text: str) -> None:
+        if as_events:
+            echo_json({"event": "step", "step": name, "text": text})
+        elif wait:
+            progress.step(text)
+
     from p2pci.cli.checks import checked_limits
     from p2pci.cli.source_cmds import pack_project
     from p2pci.core.offer import check_request
@@ -307,6 +363,7 @@ def publish_command(
     limits = checked_limits(recipe, timeout_s)  # same checks as `p2pci try`; warnings on stderr
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     store = BlobStore(home.paths.blobs)
+    step("pack", f"packing {tree.describe()} (source and pinned inputs)")
     packed = pack_project(tree, recipe, store)  # the source and the pinned inputs, into the store
     require = None
     if trust.require is not None:
@@ -336,10 +393,15 @@ def publish_command(
         return
     events = iter_events(home.path)
     try:
+        step("offer", f"offering {recipe.project} (the daemon builds the base image first if it is missing)")
         job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
-        click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
-        click.echo(STAY_ONLINE, err=True)
+        if as_events:
+            echo_json({"event": "step", "step": "published", "text": job_id})
+        else:
+            click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
+            click.echo(STAY_ONLINE, err=True)
+            progress.job(job)
         final = job if job["verdict"] in FINAL else None
         while final is None:
             try:
@@ -348,12 +410,26 @@ def publish_command(
                 fail("the daemon went away before the verdict")
             except DaemonNotRunning:
                 fail("the daemon went away before the verdict")
-            j = ev.get("job") if ev.get("event") == "job" else None
-            if isinstance(j, dict) and j.get("job") == job_id and j.get("verdict") in FINAL:
+            j = ev.get("job")
+            if ev.get("event") == "log" and j == job_id:
+                if as_events:
+                    echo_json(ev)
+                else:
+                    progress.log(str(ev.get("worker", "")), str(ev.get("text", "")))
+            if ev.get("event") != "job" or not isinstance(j, dict) or j.get("job") != job_id:
+                continue
+            if as_events:
+                echo_json(ev)
+            else:
+                progress.job(j)
+            if j.get("verdict") in FINAL:
                 final = j
     finally:
         events.close()
-    if as_json:
+        progress.done()
+    if as_events:
+        pass  # the final job event was the last line
+    elif as_json:
         echo_json(final)
     else:
         _echo_job(final)

@@ -27,6 +27,46 @@ class IgnoredObj(TypedDict):
     reason: str
 
 
+class RoundObj(TypedDict):
+    round: int
+    select: str
+    created: int
+    workers: list[str]
+
+
+class IgnoredSelectObj(TypedDict):
+    select: str
+    round: int
+    signer: str
+    reason: str
+
+
+class DeclineObj(TypedDict):
+    worker: str
+    reason: str
+    detail: str
+
+
+WorkerPhase = Literal["claimed", "selected", "dropped", "committed", "revealed", "declined", "timed_out"]
+
+
+class WorkerRowObj(TypedDict):
+    """One worker of a job as this node's facts tell it (`workers` of the verdict object)."""
+
+    worker: str
+    phase: WorkerPhase
+    selected: bool
+    reason: str | None  # the decline's code
+    detail: str | None  # the decline's text (untrusted: shown escaped)
+    log: str | None  # sha256 hex of the decline's log blob
+
+
+class DeadlinesObj(TypedDict):
+    claim_window_end: int
+    reveal: int
+    offer: int
+
+
 class JobObj(TypedDict):
     """`show --json`, `jobs`, the `job` event (docs/protocol.md section 6)."""
 
@@ -40,6 +80,14 @@ class JobObj(TypedDict):
     dissenters: list[str]
     equivocators: list[str]
     ignored: list[IgnoredObj]
+    reason: str | None  # why EXPIRED, with its cause in parentheses
+    rounds: list[RoundObj]
+    ignored_selects: list[IgnoredSelectObj]
+    missing: list[str]
+    declines: list[DeclineObj]
+    workers: list[WorkerRowObj]
+    created: int | None  # the offer's, ms
+    deadlines: DeadlinesObj | None
 
 
 class BuildingObj(TypedDict):

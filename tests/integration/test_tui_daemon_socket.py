@@ -20,7 +20,9 @@ from p2pci.tui import model as m
 
 ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe01"
 JOB = {"job": "ab" * 32, "project": "busybox-smoke", "verdict": "PENDING", "digest": None, "replicas": 3,
-       "quorum": 2, "groups": [], "dissenters": [], "equivocators": [], "ignored": []}
+       "quorum": 2, "groups": [], "dissenters": [], "equivocators": [], "ignored": [],
+       "reason": None, "rounds": [], "ignored_selects": [], "missing": [], "declines": [],
+       "workers": [], "created": None, "deadlines": None}
 
 
 class Handler:

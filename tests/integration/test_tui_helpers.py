@@ -32,8 +32,7 @@ def job_obj(
     created: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A job object with exactly the keys the daemon sends (p2pci.control.schema.JobObj);
-    `created` (which the daemon does not send) only when a test asks for it."""
+    """A job object with exactly the keys the daemon sends (p2pci.control.schema.JobObj)."""
     obj: dict[str, Any] = {
         "job": job,
         "project": project,
@@ -45,9 +44,15 @@ def job_obj(
         "dissenters": [],
         "equivocators": [],
         "ignored": [],
+        "reason": None,
+        "rounds": [],
+        "ignored_selects": [],
+        "missing": [],
+        "declines": [],
+        "workers": [],
+        "created": created,
+        "deadlines": None,
     }
-    if created is not None:
-        obj["created"] = created
     obj.update(extra)
     return obj
 
