@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
 from p2pci.control.client import acontrol_call
+from p2pci.control.schema import JOB_KEYS
 from p2pci.testing.cluster import Cluster, ScriptedRunner, open_cluster
 
 RECIPE = """[project]
@@ -54,8 +55,7 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
     async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
         home, final = await published(c, tmp_path)
         assert final["verdict"] == "REPRODUCED" and final["project"] == "hello"
-        assert set(final) == {"job", "project", "verdict", "digest", "replicas", "quorum", "groups",
-                              "dissenters", "equivocators", "ignored"}
+        assert set(final) == JOB_KEYS
         job = final["job"]
         r = await run_cli(home, "show", job[:6], "--json")
         assert r.exit_code == 0 and json.loads(r.stdout)["job"] == job
@@ -143,3 +143,37 @@ async def test_cancel_and_control_errors(tmp_path: Path) -> None:
                 raise AssertionError(f"{op} {args} should fail")
         assert (await acontrol_call(home, "id"))["peer_id"] == node.peer_id
         gate_runner.gate.set()
+
+
+async def test_publish_wait_shows_progress_and_events_give_ndjson(tmp_path: Path) -> None:
+    slow = ScriptedRunner(timeout=True, log_lines=("compiling",))
+    runners = [ScriptedRunner(log_lines=("building here",)), slow, ScriptedRunner(), ScriptedRunner()]
+    async with open_cluster(tmp_path, 4, runners=runners) as c:
+        home = c.nodes[0].paths.home
+        with trio.fail_after(30):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--replicas", "4")
+        assert r.exit_code == 0, r.output
+        err = r.stderr.splitlines()
+        assert err[0].startswith("packing git commit") or err[0].startswith("packing a directory walk")
+        assert any(line.startswith("offering hello") for line in err)
+        assert any(line.startswith("round 0: selected") for line in err)
+        assert any(line.endswith(": revealed") for line in err)
+        # all four are selected: the one that timed out says so, with its log's tail
+        assert any("timed out (timeout: timed out after 5s; log tail: compiling" in line for line in err), err
+        assert any(line.startswith("  12D3KooW") and line.endswith("| building here") for line in err)
+        assert err[-1].startswith("verdict REPRODUCED")
+        assert "\x1b" not in r.stderr  # not a terminal: plain lines
+        # show lists every worker's phase and the deadlines
+        assert "worker   " in r.stdout and "reveal by" in r.stdout and "deadline" in r.stdout
+
+        with trio.fail_after(30):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--events", "--replicas", "2")
+        assert r.exit_code == 0, r.output
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [e["step"] for e in lines[:3]] == ["pack", "offer", "published"]
+        job = lines[2]["text"]
+        assert all(e["event"] in ("step", "job", "log") for e in lines)
+        assert lines[-1]["event"] == "job" and lines[-1]["job"]["verdict"] == "REPRODUCED"
+        assert lines[-1]["job"]["job"] == job
+        r = await run_cli(home, "publish", str(project(tmp_path)), "--events")
+        assert r.exit_code == 2 and "--events needs --wait" in r.stderr
