@@ -394,7 +394,7 @@ MAX_WORKER_ROWS = 256  # rows of `workers` in a verdict object (selected keys fi
 def worker_rows(view: JobView, verdict: Verdict) -> list[dict[str, Any]]:
     """Per worker, what this node's facts say it did (docs/protocol.md section 6, `workers`).
 
-    `phase`, first match: `timed_out` (declined with reason `timeout`), `declined`, `revealed`,
+    `phase`, first match: `revealed`, `timed_out` (declined with reason `timeout`), `declined`,
     `committed`, `selected` (named by the latest round: building, as far as facts tell),
     `dropped` (named by an earlier round only), `claimed`. `reason`/`detail` are the decline's."""
     sel = verdict.selection
@@ -410,10 +410,10 @@ def worker_rows(view: JobView, verdict: Verdict) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for k in sorted(ordered):
         d = declines.get(k)
-        if d is not None:
+        if k in view.reveals:
+            phase = "revealed"  # a vote: a decline signed as well does not hide it
+        elif d is not None:
             phase = "timed_out" if d.reason == "timeout" else "declined"
-        elif k in view.reveals:
-            phase = "revealed"
         elif k in view.commits:
             phase = "committed"
         elif k in current:

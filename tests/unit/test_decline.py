@@ -180,3 +180,27 @@ def test_cancelled_build_is_not_declined() -> None:
 def test_a_decline_round_trips() -> None:
     f = seal(A, Decline(h(b"j"), "timeout", "x" * 1024, BlobRef(h(b"l"), 1)))
     assert f.body == Decline(h(b"j"), "timeout", "x" * 1024, BlobRef(h(b"l"), 1))
+
+
+def test_a_strangers_declines_change_no_verdict() -> None:
+    """Declines of keys nobody selected (any number, each declining many times) change neither
+    the verdict nor who counts: they are listed per key, once, as what that key said."""
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    before = verdict_at(sim, LATE)
+    strangers = [key(f"stranger{i}") for i in range(20)]
+    for s in strangers:
+        sim.decline(s, "policy", "x")
+        sim.decline(s, "timeout", "y")
+    after = verdict_at(sim, LATE)
+    assert after["verdict"] == before["verdict"] == "REPRODUCED"
+    assert {k: after[k] for k in ("groups", "dissenters", "missing", "declines", "reason")} == {
+        k: before[k] for k in ("groups", "dissenters", "missing", "declines", "reason")
+    }
+    rows = after["workers"]
+    assert len(rows) == 22  # type: ignore[arg-type]
+    # a selected worker's late decline after its reveal does not unseat its vote either
+    sim.decline(A, "timeout", "lie")
+    j = verdict_at(sim, LATE)
+    assert j["verdict"] == "REPRODUCED"
+    assert {w["worker"]: w["phase"] for w in j["workers"]}[A.peer_id] == "revealed"  # type: ignore[index]
