@@ -105,6 +105,8 @@ class NodeObj(TypedDict):
     busy: int
     uptime_s: int
     building: list[BuildingObj]
+    accepting: Literal["open", "paused", "draining"]  # donor controls and the schedule
+    paused_why: str  # why no new work is taken ("" while open)
 
 
 class PeerObj(TypedDict):

@@ -13,6 +13,7 @@ Phases::
     CLAIMED --Tick (selected)--> BUILDING --BuildDone--> BUILT --Tick (own commit on board)--> COMMITTED
     COMMITTED --Tick (all selected committed, or reveal deadline)--> REVEALED
     SEEN --> SKIPPED (policy says no, or already over); WAITING/CLAIMED/BUILDING --> GAVE_UP
+    CLAIMED --Tick(paused)--> GAVE_UP with a `paused` decline (the donor paused or drains)
 
 Rules:
 
@@ -157,9 +158,12 @@ def salt_for(secret: bytes, job: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Time passed or the job's facts changed. `free_slot`: may this worker start a build now."""
+    """Time passed or the job's facts changed. `free_slot`: may this worker start a build now.
+    `paused`: the donor paused or drains this worker (no new claims; a claim not yet building
+    is declined with reason `paused`, so the publisher replaces it at once)."""
 
     free_slot: bool = True
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +425,9 @@ def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
+    if ev.paused:
+        why = "the donor paused this worker"
+        return replace(wj, phase="GAVE_UP", reason=why), [GiveUp(why), PublishDecline("paused", why)]
     wj, actions = _renew(wj, view, now, cfg)
     if wj.settle_until is not None and now < wj.settle_until:
         return wj, actions  # just claimed: let competing claims of the same window arrive first

@@ -58,6 +58,8 @@ class NodeView(Protocol):
 
     async def publish_offer(self, offer: Offer, seed: bytes) -> Fact: ...
 
+    async def set_control(self, mode: str) -> None: ...
+
 
 Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
 
@@ -217,6 +219,17 @@ async def op_diff(node: NodeView, args: dict[str, Any]) -> Any:
     return await artifacts.diff(node.fetcher, view, node.machine.verdict(view.job, node.now()))
 
 
+async def op_worker_control(node: NodeView, args: dict[str, Any]) -> Any:
+    """`p2pci worker pause | resume | drain`: the node's state afterwards (its `node` object)."""
+    _only(args, "action")
+    action = _arg(args, "action", str)
+    modes = {"pause": "paused", "resume": "open", "drain": "draining"}
+    if action not in modes:
+        raise LocalError(f"action must be pause, resume or drain, not {action!r:.40}")
+    await node.set_control(modes[action])
+    return node.node_info()
+
+
 OPS: dict[str, Handler] = {
     "id": op_id,
     "peers": op_peers,
@@ -236,6 +249,7 @@ OPS: dict[str, Handler] = {
     "log_index": op_log_index,
     "log_range": op_log_range,
     "diff": op_diff,
+    "worker_control": op_worker_control,
 }
 
 

@@ -32,7 +32,7 @@ class Handler:
 
     def node(self) -> dict[str, Any]:
         return {"peer_id": ME, "addrs": ["/ip4/127.0.0.1/tcp/1"], "slots": 2, "busy": 0, "uptime_s": 5,
-                "building": []}
+                "building": [], "accepting": "open", "paused_why": ""}
 
     async def control_op(self, op: str, args: dict[str, Any]) -> Any:
         if op == "status":

@@ -66,6 +66,8 @@ def status_obj(jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
             "busy": 1,
             "uptime_s": 3725,
             "building": [],
+            "accepting": "open",
+            "paused_why": "",
         },
         "peers": [
             {"peer_id": PEER_A, "addrs": ["/ip4/127.0.0.1/tcp/4002"], "connected_since": 1_699_999_990_000, "via": "relayed"},

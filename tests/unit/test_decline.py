@@ -204,3 +204,47 @@ def test_a_strangers_declines_change_no_verdict() -> None:
     j = verdict_at(sim, LATE)
     assert j["verdict"] == "REPRODUCED"
     assert {w["worker"]: w["phase"] for w in j["workers"]}[A.peer_id] == "revealed"  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- donor controls in the machine
+
+
+def test_paused_worker_claims_nothing_and_resumes() -> None:
+    m = machine(settle=False)
+    sim = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, replicas=1, quorum=1, workers=(ME_KEY.public,)))
+    assert m.set_accepting("paused") != []
+    m.receive_facts([sim.offer_fact], T0)
+    effs = tick_until_quiet(m, T0) + tick_until_quiet(m, T0 + WINDOW)
+    assert not [e for e in effs if isinstance(e, Publish)] and m.jobs[sim.job].phase == "WAITING"
+    m.set_accepting("open")
+    effs = tick_until_quiet(m, T0 + WINDOW + 1)
+    assert [e.fact.kind for e in effs if isinstance(e, Publish)][:1] == ["claim"]
+
+
+def test_pausing_declines_claims_not_yet_building_and_drains_after_the_build() -> None:
+    m = machine()  # with a settle: the claim waits before building
+    sim = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, replicas=1, quorum=1, workers=(ME_KEY.public,)))
+    claim_and_settle(m, sim)
+    assert m.jobs[sim.job].phase == "CLAIMED" and not m.building
+    m.set_accepting("draining")
+    (d,) = declines(tick(m, T0 + WINDOW + 1))
+    assert d.reason == "paused" and m.jobs[sim.job].phase == "GAVE_UP"
+    assert m.drained()
+    # a running build holds the drain until it ends
+    m2 = machine(settle=False)
+    sim2 = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, replicas=1, quorum=1, workers=(ME_KEY.public,)))
+    claim_and_settle(m2, sim2)
+    assert sim2.job in m2.building
+    m2.set_accepting("draining")
+    assert declines(tick(m2, T0 + WINDOW + 1)) == [] and not m2.drained()
+    m2.build_finished(sim2.job, BuildFailed("cancelled", code=""), T0 + WINDOW + 2)
+    assert m2.drained()
+
+
+def test_accepting_rejects_unknown_modes() -> None:
+    import pytest
+
+    from p2pci.core.errors import LocalError
+
+    with pytest.raises(LocalError, match="accepting must be one of"):
+        machine().set_accepting("sleepy")
