@@ -131,6 +131,12 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         peer = c.nodes[1].peer_id
         check("id", await run_cli(home, "id"), 0)
         check("peers", await run_cli(home, "peers"), 0)
+        worker_home = c.nodes[1].paths.home
+        check("worker pause", await run_cli(worker_home, "worker", "pause"), 0)
+        check("worker pause", await run_cli(home, "worker", "pause"), 2)  # an observer: nothing to pause
+        check("worker resume", await run_cli(worker_home, "worker", "resume"), 0)
+        check("worker resume", await run_cli(no_home, "worker", "resume"), 2)
+        check("worker drain", await run_cli(no_home, "worker", "drain"), 2)
         check("publish", await run_cli(home, "publish", str(proj(tmp_path / "p1"))), 0)
         with trio.fail_after(30):
             r = await run_cli(home, "publish", str(proj(tmp_path / "p2")), "--wait", "--json")
@@ -154,6 +160,8 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         check("trust add", await run_cli(home, "trust", "add", peer), 0)
         check("trust remove", await run_cli(home, "trust", "remove", peer), 0)
         check("trust list", await run_cli(home, "trust", "list"), 0)
+        # removing the last key leaves "listed" with nobody (fail closed): count every vote again
+        check("trust count", await run_cli(home, "trust", "count", "all"), 0)
         repo = make_repo(tmp_path / "g")
         commit(repo, "one\n")
         with trio.fail_after(60):
@@ -178,6 +186,7 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         commit(repo, "two\n")
         with trio.fail_after(60):
             check("watch", await run_cli(home, "watch", str(repo), "--branch", "main", "--once"), 1)
+        check("worker drain", await run_cli(c.nodes[2].paths.home, "worker", "drain"), 0)
 
     missing = [
         (name, code)

@@ -52,3 +52,26 @@ def test_bad_entries_name_themselves(entry: str, msg: str) -> None:
     with pytest.raises(LocalError, match=msg) as exc:
         parse_schedule([entry])
     assert entry in str(exc.value)
+
+
+def test_config_keys_parse_and_bad_values_name_the_file_and_key(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from p2pci.config import DEFAULT_CONFIG_TEXT, Config, load_config
+
+    d = Path(str(tmp_path))
+    p = d / "config.toml"
+    p.write_text(DEFAULT_CONFIG_TEXT)
+    assert load_config(p).worker == Config().worker  # the documented defaults are the defaults
+    p.write_text('[worker]\nschedule = ["mon-fri 19:00-07:00"]\nidle_load = 0.8\ndrain_grace_s = 30\n')
+    w = load_config(p).worker
+    assert w.schedule == ("mon-fri 19:00-07:00",) and w.idle_load == 0.8 and w.drain_grace_s == 30
+    for text, msg in (
+        ('[worker]\nschedule = ["19-7"]\n', "worker.schedule '19-7'"),
+        ("[worker]\nidle_load = -1\n", "worker.idle_load must be"),
+        ("[worker]\ndrain_grace_s = -5\n", "drain_grace_s"),
+    ):
+        p.write_text(text)
+        with pytest.raises(LocalError, match=msg) as exc:
+            load_config(p)
+        assert str(p) in str(exc.value)
