@@ -230,8 +230,8 @@ def _echo_job(job: dict[str, Any]) -> None:
     _echo(f"project  {job['project']}")
     _echo(f"verdict  {job['verdict']}" + (f"  {job['digest']}" if job.get("digest") else ""))
     _echo(f"quorum   {job['quorum']} of {job['replicas']} replicas")
-    for g in job.get("groups", []):
-        _echo(f"group    {g['digest'][:16]}  exit {g['exit_code']}  {len(g['workers'])} vote(s)")
+    for i, g in enumerate(job.get("groups", []), 1):
+        _echo(f"group {i:<3}{g['digest'][:16]}  exit {g['exit_code']}  {len(g['workers'])} vote(s)")
         for w in g["workers"]:
             _echo(f"           {w}")
     for w in job.get("dissenters", []):
@@ -438,19 +438,32 @@ def publish_command(
 
 @cli.command("jobs")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
+@click.option("--mine", is_flag=True, help="Only the jobs this node built (or declined after claiming), with its phase.")
 @pass_home
-def jobs_command(home: Home, as_json: bool) -> None:
+def jobs_command(home: Home, as_json: bool, mine: bool = False) -> None:
     """The job board: every job this node knows and its verdict."""
-    jobs = home.call("jobs")
+    jobs = home.call("jobs", mine=True) if mine else home.call("jobs")
     if as_json:
         echo_json(jobs)
         return
     if not jobs:
-        click.echo("no jobs")
+        click.echo("no jobs" if not mine else "this node has built no job yet")
         return
-    click.echo(JOBS_HEADER)
+    if not mine:
+        click.echo(JOBS_HEADER)
+        for j in jobs:
+            click.echo(_verdict_line(j))
+        return
+    from p2pci.cli.progress import PHASE_WORDS
+
+    me = home.call("id")["peer_id"]
+    click.echo(JOBS_HEADER + "  MY PART")
     for j in jobs:
-        click.echo(_verdict_line(j))
+        row = next((w for w in j.get("workers") or [] if w.get("worker") == me), None)
+        part = "building" if row is None else PHASE_WORDS.get(str(row["phase"]), str(row["phase"]))
+        if row is not None and row.get("reason"):
+            part += f" ({row['reason']})"
+        click.echo(_verdict_line(j) + safe_text(f"  {part}"))
 
 
 @cli.command("show")
@@ -478,16 +491,21 @@ def cancel_command(home: Home, job: str, as_json: bool) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write the artifacts to.")
 @click.option("--force", is_flag=True, help="Write into a directory that is not empty.")
 @click.option("--json", "as_json", is_flag=True, help="Print {job, digest, files: [{path, sha256, …}]} as JSON.")
+@click.option("--group", "group", type=click.IntRange(1), default=None, help="DISPUTED: fetch group N (as `show` lists them).")
 @pass_home
-def fetch_command(home: Home, job: str, out: Path, force: bool, as_json: bool) -> None:
+def fetch_command(home: Home, job: str, out: Path, force: bool, as_json: bool, group: int | None = None) -> None:
     """Fetch a job's agreed artifacts, each checked against the agreed manifest.
 
-    OUT must be missing or empty (--force writes into a non-empty one).
+    OUT must be missing or empty (--force writes into a non-empty one). A
+    DISPUTED job has no agreed result: --group N fetches the artifacts of its
+    N-th group (`show` lists the groups, largest first), checked against that
+    group's manifest.
     """
     from p2pci.cli.checks import check_fetch_dest
 
     dest = check_fetch_dest(out, force)
-    res = home.call("fetch", job=job, out=str(dest), timeout=None)
+    extra: dict[str, Any] = {} if group is None else {"group": group}
+    res = home.call("fetch", job=job, out=str(dest), timeout=None, **extra)
     if as_json:
         echo_json(res)
         return

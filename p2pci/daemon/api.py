@@ -98,9 +98,25 @@ async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
     return {"node": node.node_info(), "peers": node.peer_list(), "jobs": node.machine.job_list(node.now())}
 
 
+MINE = frozenset({"BUILDING", "BUILT", "COMMITTED", "REVEALED"})  # phases of a job this node built
+
+
 async def op_jobs(node: NodeView, args: dict[str, Any]) -> Any:
-    _only(args)
-    return node.machine.job_list(node.now())
+    """Every job (newest first); `mine`: only those this node built or declined after claiming."""
+    _only(args, "mine")
+    jobs = node.machine.job_list(node.now())
+    if not _arg(args, "mine", bool, False):
+        return jobs
+    out = []
+    for obj in jobs:
+        job = bytes.fromhex(obj["job"])
+        wj = node.machine.jobs.get(job)
+        view = node.machine.board.job(job)
+        built = wj is not None and wj.phase in MINE
+        said = view is not None and (node.me in view.commits or node.me in view.declines or node.me in view.reveals)
+        if built or said:
+            out.append(obj)
+    return out
 
 
 async def op_show(node: NodeView, args: dict[str, Any]) -> Any:
@@ -188,10 +204,12 @@ async def op_trust_remove(node: NodeView, args: dict[str, Any]) -> Any:
 
 
 async def op_fetch(node: NodeView, args: dict[str, Any]) -> Any:
-    _only(args, "job", "out")
+    _only(args, "job", "out", "group")
     view = _job(node, args)
     out = _arg(args, "out", str)
-    return await artifacts.fetch_outputs(node.fetcher, view, node.machine.verdict(view.job, node.now()), out)
+    group = _arg(args, "group", int, None)
+    verdict = node.machine.verdict(view.job, node.now())
+    return await artifacts.fetch_outputs(node.fetcher, view, verdict, out, group)
 
 
 async def op_logs(node: NodeView, args: dict[str, Any]) -> Any:

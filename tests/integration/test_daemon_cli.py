@@ -177,3 +177,38 @@ async def test_publish_wait_shows_progress_and_events_give_ndjson(tmp_path: Path
         assert lines[-1]["job"]["job"] == job
         r = await run_cli(home, "publish", str(project(tmp_path)), "--events")
         assert r.exit_code == 2 and "--events needs --wait" in r.stderr
+
+
+async def test_jobs_mine_and_fetch_group_of_a_disputed_job(tmp_path: Path) -> None:
+    runners = [None, ScriptedRunner(), ScriptedRunner(lie=True)]
+    async with open_cluster(tmp_path, 3, runners=runners) as c:
+        home = c.nodes[0].paths.home
+        with trio.fail_after(30):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--json")
+        assert r.exit_code == 1, r.output
+        final = json.loads(r.stdout)
+        job = final["job"]
+        assert final["verdict"] == "DISPUTED" and len(final["groups"]) == 2
+        r = await run_cli(home, "fetch", job, "--out", str(tmp_path / "none"))
+        assert r.exit_code == 2 and "--group N" in r.stderr
+        fetched = {}
+        for n in (1, 2):
+            r = await run_cli(home, "fetch", job, "--group", str(n), "--out", str(tmp_path / f"g{n}"), "--json")
+            assert r.exit_code == 0, r.output
+            res = json.loads(r.stdout)
+            assert res["digest"] == final["groups"][n - 1]["digest"]
+            fetched[n] = (tmp_path / f"g{n}" / "artifact.txt").read_bytes()
+        assert fetched[1] != fetched[2] and b"something else" in fetched[1] + fetched[2]
+        r = await run_cli(home, "fetch", job, "--group", "3", "--out", str(tmp_path / "g3"))
+        assert r.exit_code == 2 and "has 2 group(s)" in r.stderr
+        r = await run_cli(home, "show", job)
+        assert "group 1  " in r.stdout and "group 2  " in r.stdout
+
+        # jobs --mine: the workers list the job with their part; the observer built nothing
+        r = await run_cli(c.nodes[1].paths.home, "jobs", "--mine")
+        assert r.exit_code == 0 and job[:12] in r.stdout and r.stdout.splitlines()[0].endswith("MY PART")
+        assert r.stdout.splitlines()[1].endswith("  revealed")
+        r = await run_cli(c.nodes[1].paths.home, "jobs", "--mine", "--json")
+        assert [j["job"] for j in json.loads(r.stdout)] == [job]
+        r = await run_cli(home, "jobs", "--mine")
+        assert r.exit_code == 0 and r.stdout.strip() == "this node has built no job yet"
