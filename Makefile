@@ -1,21 +1,37 @@
 # p2pci: the two commands a newcomer needs are `make demo` and `make test`.
+# On Debian, run as root they install the Debian packages they need (scripts/prereqs.sh says which);
+# as another user they print the one `apt-get install` line to run and stop.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+FUZZ_SECONDS ?= 60
 
-.PHONY: venv test lint demo bench bench-quick realworld dist clean docker
+.PHONY: venv test unit lint demo bench bench-quick realworld dist clean docker prereqs-run upgrade-deps fuzz fuzz-cov mutate
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The exact versions in requirements.lock (tested by CI), then p2pci itself without dependencies.
+$(STAMP): pyproject.toml $(LOCK)
+	@bash scripts/prereqs.sh venv
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q "$$(grep '^pip==' $(LOCK))"
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
+# Refresh requirements.lock on purpose: newest versions allowed by pyproject.toml, in a fresh venv.
+upgrade-deps:
+	@bash scripts/prereqs.sh venv
+	@PY=$(PY) bash scripts/upgrade-deps.sh $(LOCK)
+
+prereqs-run:
+	@bash scripts/prereqs.sh run
+
 # Makes sure a Docker engine answers (installs and starts one when root and none runs).
-docker:
+docker: prereqs-run
 	@bash scripts/ensure-docker.sh
 
 lint: venv
@@ -26,6 +42,23 @@ lint: venv
 test: venv docker
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The unit tests alone: no Docker, no network (what the stock-Debian CI step runs).
+unit: venv
+	@$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# Coverage-guided fuzzing (atheris): every decoder of outside bytes for FUZZ_SECONDS each.
+fuzz: venv
+	$(BIN)/python -m tests.fuzz run --seconds $(FUZZ_SECONDS)
+
+# Line coverage of the decoders reached by the seed corpora plus what fuzzing found.
+fuzz-cov: venv
+	$(BIN)/python -m tests.fuzz coverage
+
+# Mutation testing (mutmut) of p2pci/core; MUTATE=<files> picks the modules.
+mutate: venv
+	@bash scripts/mutate.sh $(MUTATE)
 
 demo: venv docker
 	@$(BIN)/python -m p2pci.demo
@@ -44,4 +77,4 @@ dist: venv
 	@bash scripts/make-dist.sh
 
 clean:
-	rm -rf $(VENV) .demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz mutants .mutmut-cache

@@ -337,8 +337,9 @@ def _images(raw: Any) -> str | tuple[str, ...]:
     return tuple(raw)
 
 
-def _peer_ids(table: dict[str, Any], key: str, source: tuple[str, str] | None) -> tuple[str, ...]:
-    """A list of peer IDs, each parsed: a bad one is a LocalError naming it, the file and the line."""
+def _peer_ids(table: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A list of peer IDs, each parsed: a bad or repeated one is a ConfigError naming it (and, through
+    `load_config`, the file and the line of the entry)."""
     from p2pci.core.signing import public_of
 
     out = _strs(table, key, "trust.", ())
@@ -346,21 +347,17 @@ def _peer_ids(table: dict[str, Any], key: str, source: tuple[str, str] | None) -
         try:
             public_of(p)
         except LocalError:
-            where = ""
-            if source is not None:
-                path, text = source
-                line = next((n for n, ln in enumerate(text.splitlines(), 1) if p in ln), None)
-                where = f"{path}" + (f", line {line}" if line is not None else "") + ": "
-            raise LocalError(f"config: {where}trust.{key}[{i}] is not an Ed25519 peer ID: {p!r:.80}") from None
+            raise ConfigError(
+                f"config: trust.{key}[{i}] is not an Ed25519 peer ID: {p!r:.80}", f"trust.{key}", p
+            ) from None
         if out.count(p) > 1:
-            raise LocalError(f"config: trust.{key} lists {p} twice")
+            raise ConfigError(f"config: trust.{key} lists {p} twice", f"trust.{key}", p)
     return out
 
 
-def parse_config(data: dict[str, Any], source: tuple[str, str] | None = None) -> Config:
-    """A Config from a parsed TOML document (LocalError on unknown keys or bad types).
-
-    `source`: (file name, text) to name the file and line of a bad peer ID."""
+def parse_config(data: dict[str, Any]) -> Config:
+    """A Config from a parsed TOML document (LocalError on unknown keys or bad types; a ConfigError
+    names its key, which `load_config` turns into the file and the line)."""
     top = dict(data)
     d = Config()
     listen = _strs(top, "listen", "", d.listen)
@@ -388,8 +385,8 @@ def parse_config(data: dict[str, Any], source: tuple[str, str] | None = None) ->
         raise ConfigError(f"config: unknown key worker.{sorted(w)[0]}", f"worker.{sorted(w)[0]}")
 
     t = dict(_take(top, "trust", dict, "", {}))
-    keys = _peer_ids(t, "keys", source)
-    require_keys = _peer_ids(t, "require_keys", source)
+    keys = _peer_ids(t, "keys")
+    require_keys = _peer_ids(t, "require_keys")
     require_min = _nonneg(_take(t, "require_min", int, "trust.", 0), "trust.require_min")
     count = _take(t, "count", str, "trust.", "listed" if keys else "all")
     if count not in ("all", "listed"):
@@ -470,7 +467,7 @@ def load_config(path: Path) -> Config:
             raise LocalError(f"{path} line {m.group(2)}: {m.group(1)} (column {m.group(3)})") from None
         raise LocalError(f"{path}: {exc}") from None
     try:
-        return parse_config(data, (str(path), text))
+        return parse_config(data)
     except ConfigError as exc:
         raise config_error_at(path, text, exc) from None
 

@@ -244,6 +244,8 @@ def _echo_job(job: dict[str, Any]) -> None:
         _echo(f"ignored  {ig['worker']}: {ig['reason']}")
     if job.get("reason"):
         _echo(f"reason   {job['reason']}")
+    if job.get("cause"):
+        _echo(f"cause    {job['cause']}")
     for r in job.get("rounds", []):
         _echo(f"round {r['round']:<3} selected {len(r['workers'])}: {' '.join(r['workers'])}")
     for b in job.get("ignored_selects", []):
@@ -798,13 +800,17 @@ def trust_remove(home: Home, peer_id: str, as_json: bool) -> None:
 
 @trust_group.command("count")
 @click.argument("mode", type=click.Choice(["all", "listed"]))
+@click.option("--json", "as_json", is_flag=True, help='Print {"count": MODE} as JSON.')
 @pass_home
-def trust_count(home: Home, mode: str) -> None:
+def trust_count(home: Home, mode: str, as_json: bool) -> None:
     """Count every vote the offer allows (all), or only votes of the trust set (listed)."""
     try:
         home.call("trust_count", mode=mode)
     except DaemonNotRunning:
         _trust_count_offline(home, mode)
+    if as_json:
+        echo_json({"count": mode})
+        return
     click.echo(f"counting {'every vote the offer allows' if mode == 'all' else 'only votes of the trust set'}")
 
 

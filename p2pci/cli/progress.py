@@ -62,6 +62,8 @@ def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
         line = f"verdict {after['verdict']}"
         if after.get("reason"):
             line += f": {after['reason']}"
+        if after.get("cause"):
+            line += f" ({after['cause']})"
         out.append(line)
     return out
 

@@ -80,11 +80,12 @@ class JobObj(TypedDict):
     dissenters: list[str]
     equivocators: list[str]
     ignored: list[IgnoredObj]
-    reason: str | None  # why EXPIRED, with its cause in parentheses
+    reason: str | None  # why EXPIRED (exactly one of the two texts of docs/protocol.md section 6)
     rounds: list[RoundObj]
     ignored_selects: list[IgnoredSelectObj]
     missing: list[str]
     declines: list[DeclineObj]
+    cause: str | None  # why EXPIRED, for humans (no eligible worker, N declined, timed out, publisher gone)
     workers: list[WorkerRowObj]
     created: int | None  # the offer's, ms
     deadlines: DeadlinesObj | None
@@ -116,12 +117,24 @@ class PeerObj(TypedDict):
     via: str  # "direct", "hole-punched", "relayed", or "" (unknown, e.g. the memory network)
 
 
+class FactsObj(TypedDict):
+    """Facts from peers (gossip and sync), counted by the network layer (`p2pci.net.common.fact_counters`)."""
+
+    received: int
+    new: int
+    duplicate: int
+    rejected: dict[str, int]  # reason -> count
+    dropped: dict[str, int]  # reason -> count
+
+
 class StatusObj(TypedDict):
     node: NodeObj
     peers: list[PeerObj]
     jobs: list[JobObj]
+    facts: FactsObj
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
 NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
+FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)

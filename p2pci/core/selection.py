@@ -20,11 +20,17 @@ and names the workers. Every observer recomputes the workers:
   the free places go to the lowest-ranked eligible keys that were not ranked in
   round r-1 and never dropped.
 
-Rounds must be consecutive from 0. A `select` that is not signed by the offer's
-signer, whose seed does not match, that lists a claim this board does not hold
-(yet), or whose workers differ from the recomputed ones is *ignored and
+Rounds must be consecutive from 0. A `select` not signed by the offer's signer is
+ignored and reported and changes nothing else (it never ends the chain: anyone could).
+A publisher's select whose seed does not match, that lists a claim this board does
+not hold (yet), or whose workers differ from the recomputed ones is *ignored and
 reported*, and so is every later round (the chain stops there). Two different
-selects of the same round by the publisher stop the chain before that round.
+selects of the same round by the publisher stop the chain at that round. With
+several faults the reason is that of the first failing check, in the order of
+docs/protocol.md section 5: earlier round, two selects, seed, created, unknown claim,
+previous claims, not eligible, require, workers (`_selection`, then `_check`).
+A key with several listed claims is eligible when any one of them shows enough
+identity work (`eligible_keys`).
 
 A worker is *selected* when any valid round names it: only selected workers
 vote (p2pci.core.tally). A worker builds only while the *latest* valid round

@@ -64,14 +64,14 @@ R_NOT_SEEN = "commit not in the seen list of another counted vote for the same d
 R_NOT_SELECTED = "not selected by the publisher"
 
 # Reasons of an EXPIRED verdict.
-X_NO_SELECTION = (
-    "the publisher never selected workers (publisher gone: it must stay online until selection is done)"
-)
+X_NO_SELECTION = "the publisher never selected workers (it must stay online until selection is done)"
 X_NO_QUORUM = "not enough agreeing votes by the deadline"
-X_NO_CLAIM = "the publisher never selected workers (no eligible worker claimed the job)"
+# Causes of an EXPIRED verdict (Verdict.cause, for humans: `expired_cause`).
+C_NO_CLAIM = "no eligible worker claimed the job"
+C_PUBLISHER_GONE = "publisher gone: workers claimed, nobody selected them"
 
 DEFAULT_SLACK_MS = 30_000  # a worker reveals at the latest this long after the build timeout
-MAX_CAUSE_CODES = 8  # decline codes named in an EXPIRED reason (the rest are counted as "other")
+MAX_CAUSE_CODES = 8  # decline codes named in an EXPIRED cause (the rest are counted as "other")
 
 
 def reveal_deadline(offer: Offer, slack_ms: int = DEFAULT_SLACK_MS) -> int:
@@ -101,20 +101,18 @@ def _declined_text(codes: dict[bytes, str]) -> str:
     return f"{len(codes)} declined: " + ", ".join(parts)
 
 
-def expired_reason(view: JobView, sel: Selection, reveals_missing: int) -> str:
-    """Why a job EXPIRED, with its cause in parentheses (docs/protocol.md section 6).
+def expired_cause(view: JobView, sel: Selection, reveals_missing: int) -> str:
+    """Why a job EXPIRED, for humans (the verdict object's `cause`; docs/protocol.md section 6).
 
     No valid round: nobody claimed (no eligible worker; with the declines when some said why),
     or workers claimed and the publisher never selected (publisher gone). With a round: the
     declines (timeouts are declines with reason `timeout`), the selected workers that did not
-    reveal, or that round 0 selected nobody."""
+    reveal, or that round 0 selected nobody ("" when none applies)."""
     codes = _decline_codes(view)
     if not sel.rounds:
         if view.claims:
-            return X_NO_SELECTION
-        if codes:
-            return X_NO_CLAIM[:-1] + "; " + _declined_text(codes) + ")"
-        return X_NO_CLAIM
+            return C_PUBLISHER_GONE
+        return C_NO_CLAIM + ("; " + _declined_text(codes) if codes else "")
     causes: list[str] = []
     if not sel.selected:
         causes.append("no worker was selected")
@@ -125,7 +123,7 @@ def expired_reason(view: JobView, sel: Selection, reveals_missing: int) -> str:
             causes.append(f"{timeouts} timed out")
     if reveals_missing:
         causes.append(f"{reveals_missing} selected worker(s) did not reveal")
-    return X_NO_QUORUM + (" (" + "; ".join(causes) + ")" if causes else "")
+    return "; ".join(causes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +161,7 @@ class Verdict:
     selection: Selection = Selection()
     missing: tuple[bytes, ...] = ()  # selected workers that owe a reveal this board lacks (sorted)
     declines: tuple[tuple[bytes, str, str], ...] = ()  # (selected worker, reason code, detail), sorted
+    cause: str = ""  # why EXPIRED, for humans (expired_cause; else "")
 
     @property
     def final(self) -> bool:
@@ -358,8 +357,9 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         code: int | None = None,
         dis: tuple[bytes, ...] = (),
         why: str = "",
+        cause: str = "",
     ) -> Verdict:
-        return Verdict(state, digest, code, groups, dis, equivocators, ignored_t, why, sel, missing, declines)
+        return Verdict(state, digest, code, groups, dis, equivocators, ignored_t, why, sel, missing, declines, cause)
 
     if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
         return out("CANCELLED")
@@ -380,7 +380,8 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         if counted >= offer.replicas and counted >= quorum:
             return out("DISPUTED")
     if now >= offer.deadline:
-        return out("EXPIRED", why=expired_reason(view, sel, len(missing)))
+        why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
+        return out("EXPIRED", why=why, cause=expired_cause(view, sel, len(missing)))
     return out("PENDING")
 
 
@@ -481,6 +482,7 @@ def verdict_json(view: JobView, verdict: Verdict) -> dict[str, Any]:
         ],
         "missing": [peer_id_of(w) for w in verdict.missing],
         "declines": [{"worker": peer_id_of(w), "reason": r, "detail": d} for w, r, d in verdict.declines],
+        "cause": verdict.cause or None,
         "workers": worker_rows(view, verdict),
         "created": None if offer is None else offer.created,
         "deadlines": None if offer is None else deadlines(offer),

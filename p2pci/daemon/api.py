@@ -23,6 +23,7 @@ from p2pci.core.offer import PublishRequest, check, new_offer
 from p2pci.core.signing import Fact, peer_id_of, public_of
 from p2pci.daemon import artifacts, logs
 from p2pci.daemon.artifacts import BlobFetcher
+from p2pci.net.common import fact_counters
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -95,7 +96,12 @@ async def op_peers(node: NodeView, args: dict[str, Any]) -> Any:
 
 async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
     _only(args)
-    return {"node": node.node_info(), "peers": node.peer_list(), "jobs": node.machine.job_list(node.now())}
+    return {
+        "node": node.node_info(),
+        "peers": node.peer_list(),
+        "jobs": node.machine.job_list(node.now()),
+        "facts": fact_counters(node.network.stats()),  # facts from peers (issue 18)
+    }
 
 
 MINE = frozenset({"BUILDING", "BUILT", "COMMITTED", "REVEALED"})  # phases of a job this node built

@@ -250,7 +250,8 @@ class MemoryNetwork:
         try:
             self._inbox_send.send_nowait((raw, from_peer))
         except trio.WouldBlock:
-            self._stats.inc("dropped")
+            self._stats.inc("received")
+            self._stats.drop("backlog")
 
     async def _inbox_loop(self) -> None:
         async for raw, from_peer in self._inbox_recv:

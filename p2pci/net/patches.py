@@ -1,7 +1,7 @@
 """Patches to py-libp2p 0.8.1, in one place, each behind a version guard.
 
 Every patch names the upstream code it changes and why; each has a test in
-tests/integration/test_net_reach.py that fails without it. `apply()` is
+tests/integration/test_net_reach.py or test_net_costs.py that fails without it. `apply()` is
 idempotent and runs once per process (LibP2PNetwork.run calls it). On any
 other py-libp2p version the patches are *not* applied: a warning is logged
 and the affected behaviour falls back to upstream's, because a patch written
@@ -17,11 +17,52 @@ Patches written so that they could be sent upstream as they are:
   one of py-libp2p's own, e.g. a relay STOP stream from a hostile peer)
   killed the whole daemon. The patch catches `Exception` (never
   cancellation), logs it, counts it and resets the stream.
+* `inline_push`: `Pubsub.continuously_read_stream` (pubsub/pubsub.py:580)
+  handed every received message to `self.manager.run_task(self.push_msg,
+  ...)`: a new service task per message and per copy (duplicates
+  included), and `TrioManager.run_task` finds the parent task by walking
+  the whole task tree (`_find_parent_task`, O(tasks)). At 20 daemons that
+  was 7-9 % of a daemon's CPU, more than our validator. When every
+  validator of the message's topics is synchronous, `push_msg` cannot
+  block (validation, the seen check and GossipSub's forwarding only
+  enqueue), so the patch awaits it in the read loop instead; a message
+  with an async validator still gets its own task (it may wait up to
+  `validation_timeout`). Every message is still validated before it is
+  delivered or forwarded: `push_msg` itself is unchanged. An exception in
+  `push_msg` is logged and counted (`push_errors`) and the read loop goes
+  on, where a task's exception used to stop the pubsub service.
+* `mcache_msg_id`: GossipSub's `MessageCache.put` (pubsub/mcache.py:73)
+  keys messages by `from + seqno` whatever `msg_id_constructor` the Pubsub
+  was built with, while the seen-cache, IHAVE handling and IDONTWANT use
+  the Pubsub's ids. With content ids (ours: sha256 of the data) every
+  IHAVE a node gossips names ids no peer has "seen", so every peer answers
+  with an IWANT for every message of the last `gossip_window` heartbeats
+  and receives full copies it already had: at 20 daemons, most of the
+  idle CPU and a large share of the CPU per fact. The patch gives the
+  cache the Pubsub's id function when the router is attached
+  (`GossipSub.attach`), so IHAVE/IWANT use the same ids as everything else.
+* `sender_record_cache`: GossipSub attaches our signed peer record to every
+  RPC it sends (`env_to_send_in_RPC`, peer/peerstore.py:68) and rebuilds
+  `host.get_addrs()` (multiaddr parsing and formatting) each time to see
+  whether the cached record is still current: ~6 % of a daemon's CPU at
+  20 daemons, once per forwarded message. The patch keeps the result per
+  host for `RECORD_TTL_S` (1 s); a record may lag an address change by
+  that long, which its readers (a peerstore hint) do not notice.
+* `send_rpc_shared`: `GossipSub.send_rpc` (pubsub/gossipsub.py:2029) copied
+  the RPC (`CopyFrom`) and ran `RpcQueue.split_rpc` (a `ByteSize()` per
+  item) for every peer it forwards a message to, in case deferred control
+  messages must ride along. When nothing is deferred for that peer and the
+  RPC fits `max_message_size`, the patch queues the one RPC object for
+  every peer (queued RPCs are only read: serialized by the send loop), and
+  otherwise calls upstream's code. Drops and their accounting are upstream's
+  (`_handle_dropped_rpc`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -32,6 +73,8 @@ PATCHED_FOR = "0.8.1"
 
 _applied: dict[str, bool] = {}
 handler_errors = 0  # stream handler exceptions caught by stream_handler_guard
+inline_pushes = 0  # received pubsub messages validated in the read loop (inline_push)
+push_errors = 0  # exceptions out of push_msg caught by inline_push
 
 
 def libp2p_version() -> str:
@@ -64,8 +107,164 @@ def _stream_handler_guard() -> None:
     SwarmConn._handle_muxed_stream = guarded  # type: ignore[method-assign]
 
 
+def _inline_push() -> None:
+    import libp2p.pubsub.pubsub as ps_mod
+    from libp2p.io.exceptions import IOException, MessageTooLarge
+    from libp2p.network.connection.exceptions import RawConnError
+    from libp2p.network.stream.exceptions import StreamEOF, StreamError
+    from libp2p.pubsub.pb import rpc_pb2
+    from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+    Pubsub = ps_mod.Pubsub
+    if getattr(Pubsub.continuously_read_stream, "_p2pci_inline", False):
+        return
+
+    async def push(self: Any, peer_id: Any, msg: Any) -> None:
+        global inline_pushes, push_errors
+        if any(v.is_async for v in self.get_msg_validators(msg)):
+            self.manager.run_task(self.push_msg, peer_id, msg)
+            return
+        inline_pushes += 1
+        try:
+            await self.push_msg(peer_id, msg)
+        except Exception as exc:  # never BaseException: cancellation must pass
+            push_errors += 1
+            log.warning("pubsub push_msg failed (message dropped): %r", exc)
+
+    async def continuously_read_stream(self: Any, stream: Any) -> None:
+        """Upstream's read loop (0.8.1) with `push` in place of `run_task(self.push_msg, ...)`."""
+        peer_id = stream.muxed_conn.peer_id
+        try:
+            while self.manager.is_running:
+                incoming: bytes = await read_varint_prefixed_bytes_limited(stream, self.max_inbound_rpc_size)
+                rpc_incoming = rpc_pb2.RPC()
+                rpc_incoming.ParseFromString(incoming)
+                # looked up in the module at call time: p2pci.net.libp2p_net wraps it
+                if not ps_mod.maybe_consume_signed_record(rpc_incoming, self.host, peer_id):  # type: ignore[attr-defined]
+                    ps_mod.logger.error("Received an invalid-signed-record, ignoring the incoming msg")
+                    continue
+                event = ps_mod.GossipsubEvent()
+                event.peer_id = peer_id.pretty()
+                event.message_size = len(incoming)
+                if rpc_incoming.publish:
+                    event.publish = True
+                    for msg in rpc_incoming.publish:
+                        if not self._is_subscribed_to_msg(msg):
+                            continue
+                        if self.manager.is_running:
+                            await push(self, peer_id, msg)
+                if rpc_incoming.subscriptions:
+                    event.subopts = True
+                    if len(rpc_incoming.subscriptions) > self.max_subscriptions_per_rpc:
+                        ps_mod.logger.warning(
+                            "Peer %s sent %d subscriptions exceeding limit %d, rejecting subscriptions",
+                            peer_id, len(rpc_incoming.subscriptions), self.max_subscriptions_per_rpc,
+                        )
+                    else:
+                        for message in rpc_incoming.subscriptions:
+                            self.handle_subscription(peer_id, message)
+                if rpc_incoming.HasField("control"):
+                    event.control = True
+                    await self.router.handle_rpc(rpc_incoming, peer_id)
+                if stream.metric_send_channel is not None:
+                    await stream.metric_send_channel.send(event)
+        except MessageTooLarge as error:
+            ps_mod.logger.warning("Inbound pubsub RPC from peer %s exceeded size limit: %s", peer_id, error)
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+            self._handle_dead_peer(peer_id)
+        except (StreamEOF, StreamError, IOException, RawConnError) as exc:
+            ps_mod.logger.debug("pubsub read loop for %s ended: %r", peer_id, exc)
+
+    continuously_read_stream._p2pci_inline = True  # type: ignore[attr-defined]
+    Pubsub.continuously_read_stream = continuously_read_stream  # type: ignore[method-assign]
+
+
+def _mcache_msg_id() -> None:
+    from libp2p.pubsub.gossipsub import GossipSub
+    from libp2p.pubsub.mcache import CacheEntry, MessageCache, default_msg_id_fn
+
+    original_attach: Callable[..., Any] = GossipSub.attach
+    if getattr(original_attach, "_p2pci_mcache", False):
+        return
+
+    def put(self: Any, msg: Any) -> None:
+        mid: bytes = getattr(self, "msg_id_fn", default_msg_id_fn)(msg)
+        if mid in self.msgs:
+            return
+        self.msgs[mid] = msg
+        self.history[0].append(CacheEntry(mid, msg.topicIDs))
+
+    def attach(self: Any, pubsub: Any) -> None:
+        original_attach(self, pubsub)
+        self.mcache.msg_id_fn = pubsub._msg_id_constructor
+
+    attach._p2pci_mcache = True  # type: ignore[attr-defined]
+    MessageCache.put = put  # type: ignore[method-assign]
+    GossipSub.attach = attach  # type: ignore[method-assign]
+
+
+RECORD_TTL_S = 1.0
+
+
+def _sender_record_cache() -> None:
+    import libp2p.pubsub.floodsub as fs_mod
+    import libp2p.pubsub.gossipsub as gs_mod
+    import libp2p.pubsub.pubsub as ps_mod
+    from libp2p.peer import peerstore
+
+    original: Callable[[Any], tuple[bytes, bool]] = peerstore.env_to_send_in_RPC
+    if getattr(getattr(gs_mod, "env_to_send_in_RPC", None), "_p2pci_cached", False):
+        return
+    cache: weakref.WeakKeyDictionary[Any, tuple[bytes, float]] = weakref.WeakKeyDictionary()
+
+    def env_to_send_in_RPC(host: Any) -> tuple[bytes, bool]:  # noqa: N802 (upstream's name)
+        now = time.monotonic()
+        hit = cache.get(host)
+        if hit is not None and now < hit[1]:
+            return hit[0], False
+        env, fresh = original(host)
+        cache[host] = (env, now + RECORD_TTL_S)
+        return env, fresh
+
+    env_to_send_in_RPC._p2pci_cached = True  # type: ignore[attr-defined]
+    for mod in (gs_mod, ps_mod, fs_mod):
+        mod.env_to_send_in_RPC = env_to_send_in_RPC  # type: ignore[attr-defined]
+
+
+shared_sends = 0  # RPCs queued without a copy by send_rpc_shared
+
+
+def _send_rpc_shared() -> None:
+    from libp2p.pubsub.gossipsub import GossipSub
+
+    original: Callable[..., None] = GossipSub.send_rpc
+    if getattr(original, "_p2pci_shared", False):
+        return
+
+    def send_rpc(self: Any, peer_id: Any, rpc: Any, priority: bool = False) -> None:
+        global shared_sends
+        pubsub = self.pubsub
+        queue = None if pubsub is None else pubsub.peer_queues.get(peer_id)
+        if queue is None or peer_id in self._pending_control or rpc.ByteSize() > queue.max_message_size:
+            original(self, peer_id, rpc, priority)
+            return
+        shared_sends += 1
+        if not queue.push(rpc, priority=priority):
+            self._handle_dropped_rpc(peer_id, rpc, "queue_full")
+
+    send_rpc._p2pci_shared = True  # type: ignore[attr-defined]
+    GossipSub.send_rpc = send_rpc  # type: ignore[method-assign]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "stream_handler_guard": _stream_handler_guard,
+    "inline_push": _inline_push,
+    "mcache_msg_id": _mcache_msg_id,
+    "sender_record_cache": _sender_record_cache,
+    "send_rpc_shared": _send_rpc_shared,
 }
 
 

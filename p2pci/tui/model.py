@@ -232,6 +232,7 @@ class StatusModel:
     logs: dict[str, deque[str]] = field(default_factory=dict)  # job -> tail of this node's build log
     connected: bool = False
     error: str | None = None
+    facts: str = ""  # the `facts` counters of a `status` reply, as one line ("" when absent)
     bad_frames: int = 0
     filter: str | None = None
 
@@ -257,6 +258,7 @@ class StatusModel:
             except BadFrame:
                 self.bad_frames += 1
         self.node, self.node_seen_at, self.peers = node, now, peers
+        self.facts = facts_line(result.get("facts"))
         for j in reversed(jobs):  # the daemon lists newest first
             self._put_job(j, now, live=False)
         return True
@@ -425,9 +427,38 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
     return lines
 
 
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def _count(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63 else 0
+
+
+def _by_reason(obj: Any) -> str:
+    if not isinstance(obj, dict):
+        return "0"
+    items = sorted((k, _count(v)) for k, v in list(obj.items())[:32] if isinstance(k, str) and _REASON.fullmatch(k))
+    total = sum(n for _, n in items)
+    return f"{total} ({', '.join(f'{k} {n}' for k, n in items)})" if items else "0"
+
+
+def facts_line(obj: Any) -> str:
+    """The `facts` counters of a `status` reply in one line (bounded, safe); "" when absent."""
+    if not isinstance(obj, dict):
+        return ""
+    return (
+        f"received {_count(obj.get('received'))}  new {_count(obj.get('new'))}  "
+        f"duplicate {_count(obj.get('duplicate'))}  rejected {_by_reason(obj.get('rejected'))}  "
+        f"dropped {_by_reason(obj.get('dropped'))}"
+    )
+
+
 def snapshot_text(model: StatusModel, now: int) -> str:
     """The `p2pci status --once` output: plain text, stable column order."""
-    out = ["== this node", *node_lines(model, now), "", f"== peers ({len(model.peers)})"]
+    out = ["== this node", *node_lines(model, now)]
+    if model.facts:
+        out.append(f"facts from peers: {model.facts}")
+    out += ["", f"== peers ({len(model.peers)})"]
     for p in model.peers:
         out.append("  ".join(peer_row(p, now)))
     jobs = model.visible_jobs()

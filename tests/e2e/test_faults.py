@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,7 +23,37 @@ import trio
 from tests.e2e.mesh import Mesh, Node, build_runs, canon, publish_job, wait_for, write_project
 
 QUICK = "cp /build/src/hello.txt /out/hello.txt"
-SLOW = "sleep 6 && cp /build/src/hello.txt /out/hello.txt"
+# A build that runs until the test releases it (`touch /tmp/go` in its container): "still running
+# when killed" holds on any machine, however slow, and nothing waits on a fixed duration.
+SLOW = "until [ -e /tmp/go ]; do sleep 0.1; done; cp /build/src/hello.txt /out/hello.txt"
+
+
+def release_builds(homes: list[Path]) -> None:
+    """Let the gated builds of these homes finish."""
+    import docker
+
+    api: Any = docker.from_env().api
+    prefixes = [str(h.resolve()) + os.sep for h in homes]
+    for c in api.containers(filters={"label": "p2pci", "status": "running"}):
+        mounts = [str(m.get("Source", "")) for m in (c.get("Mounts") or [])]
+        if any(m.startswith(p) for m in mounts for p in prefixes):
+            with contextlib.suppress(docker.errors.APIError):
+                api.exec_start(api.exec_create(c["Id"], ["touch", "/tmp/go"])["Id"])
+
+
+async def verdict_releasing(mesh: Mesh, job: str, nodes: list[Node], among: list[Node] | None = None) -> Any:
+    """The job's verdict, releasing every gated build of `nodes` (also ones started later) meanwhile."""
+
+    async def keep_releasing() -> None:
+        while True:  # polls a condition (a running gated container), under the caller's fail_after
+            await trio.to_thread.run_sync(release_builds, [n.home for n in nodes])
+            await trio.sleep(0.2)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_releasing)
+        view = await (mesh.wait_verdict(job, among) if among is not None else mesh.wait_verdict(job))
+        nursery.cancel_scope.cancel()
+    return view
 
 
 async def start(mesh: Mesh, *names: str, build: bool = True) -> list[Node]:
@@ -58,7 +91,7 @@ async def test_kill9_selected_worker_mid_build(mesh: Mesh, busybox_image: str, s
     assert not victim.alive
 
     with trio.fail_after(120):
-        view = await mesh.wait_verdict(job, mesh.running)
+        view = await verdict_releasing(mesh, job, workers, mesh.running)
     assert view["verdict"] == "REPRODUCED", view
     (group,) = view["groups"]
     assert len(group["workers"]) == 2, view
@@ -135,7 +168,7 @@ async def test_publisher_offline_after_source_fetched(
     await mesh.kill(pub, signal.SIGKILL)
 
     with trio.fail_after(120):
-        view = await mesh.wait_verdict(job, [boot, *workers])
+        view = await verdict_releasing(mesh, job, workers, [boot, *workers])
     assert view["verdict"] == "REPRODUCED", view
     assert sorted(view["groups"][0]["workers"]) == sorted(w.peer_id for w in workers)
 
@@ -161,6 +194,6 @@ async def test_restart_mid_build_continues(mesh: Mesh, busybox_image: str, short
         await mesh.start(w1)
     assert w1.peer_id == peer
     with trio.fail_after(120):
-        view = await mesh.wait_verdict(job)
+        view = await verdict_releasing(mesh, job, [w1, w2])
     assert view["verdict"] == "REPRODUCED", view
     assert sorted(view["groups"][0]["workers"]) == sorted([w1.peer_id, w2.peer_id])

@@ -8,11 +8,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
-from p2pci.control.client import acontrol_call
+from p2pci.control.client import ControlError, acontrol_call
 from p2pci.control.schema import JOB_KEYS
 from p2pci.testing.cluster import Cluster, ScriptedRunner, open_cluster
 
@@ -127,20 +128,20 @@ async def test_cancel_and_control_errors(tmp_path: Path) -> None:
         assert r.exit_code == 2 and "only the publisher" in r.stderr
         r = await run_cli(home, "cancel", job)
         assert r.exit_code == 0 and "CANCELLED" in r.stdout
-        with trio.fail_after(10):
+        worker = c.nodes[1].machine
+        with trio.fail_after(30):  # a hang guard: every wait below is on an event
             await c.wait_verdict(job)
-            while c.nodes[1].machine.building:  # a build already running is cancelled too
-                await c.nodes[1].changed.wait()
-        assert c.nodes[1].machine.jobs[bytes.fromhex(job)].phase in ("GAVE_UP", "SKIPPED")
+            # the worker steps the job after the verdict reaches it (it may still be CLAIMED here)
+            while worker.building or worker.jobs[bytes.fromhex(job)].phase not in ("GAVE_UP", "SKIPPED"):
+                await c.nodes[1].changed.wait()  # a build already running is cancelled too
+        assert not worker.building
         # malformed requests: error replies, the daemon keeps serving
         for op, args in [("nope", {}), ("show", {"job": 5}), ("show", {}), ("publish", {"project": 1}),
                          ("fetch", {"job": job, "out": "/nonexistent/x"}), ("trust_add", {"peer_id": "x"})]:
-            try:
+            with pytest.raises(ControlError) as err:
                 await acontrol_call(home, op, **args)
-            except Exception as exc:
-                assert "error" in type(exc).__name__.lower() or str(exc)
-            else:
-                raise AssertionError(f"{op} {args} should fail")
+            # an error reply of the daemon, not a bug of ours reported as one
+            assert str(err.value) and not str(err.value).startswith(("internal error", "cannot encode"))
         assert (await acontrol_call(home, "id"))["peer_id"] == node.peer_id
         gate_runner.gate.set()
 

@@ -27,7 +27,7 @@ async def test_vanished_selected_worker_is_replaced(tmp_path: Path) -> None:
     """A selected worker dies mid-build; a worker that joins later claims in its place."""
     gate = threading.Event()  # never set: the doomed worker's build hangs until it dies
     doomed = ScriptedRunner(gate=gate)
-    async with open_cluster(tmp_path, 4, runners=[None, ScriptedRunner(), ScriptedRunner(), doomed], timing=with_timing(lease_ms=600)) as c:
+    async with open_cluster(tmp_path, 4, runners=[None, ScriptedRunner(), ScriptedRunner(), doomed], timing=with_timing(lease_ms=3000)) as c:
         job = await c.publish(c.nodes[0], replicas=3, quorum=3)
         # it builds, so it was selected
         assert await trio.to_thread.run_sync(doomed.started.wait, 10)
@@ -38,7 +38,9 @@ async def test_vanished_selected_worker_is_replaced(tmp_path: Path) -> None:
         assert {o["verdict"] for o in objs} == {"REPRODUCED"}
         assert all(o == objs[0] for o in objs)
         voters = [w for g in objs[0]["groups"] for w in g["workers"]]
-        assert len(voters) == 3
+        # three builds at least; on a loaded machine a healthy worker's lease may also run out and a
+        # fourth build join in (extra evidence, not an error): no exact count
+        assert len(voters) >= 3 and len(set(voters)) == len(voters)
         assert peer_id_of(c.nodes[3].me) not in voters
         assert peer_id_of(late.me) in voters
 
@@ -63,7 +65,7 @@ async def test_ten_nodes_twenty_jobs_agree(tmp_path: Path) -> None:
                 await trio.sleep(0.1)  # pacing the publishers, not waiting for anything
         assert await trio.to_thread.run_sync(vanishing.started.wait, 10)
         c.kill(9)
-        with trio.fail_after(120):  # ~20 s alone; generous for a loaded 2-core CI machine
+        with trio.fail_after(600):  # a hang guard only: ~20 s alone, minutes on a loaded 2-core machine
             results = {job: await c.wait_converged(job) for job in jobs}
     verdicts = {job: objs[0]["verdict"] for job, objs in results.items()}
     for objs in results.values():

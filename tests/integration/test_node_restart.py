@@ -1,4 +1,8 @@
-"""A node killed and restarted on the same home: board from SQLite, worker state (salt, result) kept."""
+"""A node stopped and restarted on the same home: board from SQLite, worker state (salt, result) kept.
+
+In-process: "stopped" is a cancel of the node's nursery, not a kill. The same with a SIGKILLed
+daemon process: tests/e2e/test_real_daemons.py::test_kill9_after_commit_then_restart_still_reveals.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from p2pci.net.memory import MemoryHub, MemoryNetwork
 from p2pci.testing.cluster import ScriptedRunner, open_cluster, with_timing
 
 
-async def test_worker_killed_after_commit_still_reveals(tmp_path: Path) -> None:
+async def test_worker_stopped_after_commit_and_restarted_still_reveals(tmp_path: Path) -> None:
     slow = ScriptedRunner(gate=threading.Event())
     fast = ScriptedRunner()
     timing = with_timing(lease_ms=3000, commit_slack_ms=8000)

@@ -159,8 +159,10 @@ def test_timeout_kills_and_removes(runner: DockerRunner, busybox: str, source: P
     r = build(runner, busybox, source, "sleep 1000", timeout_s=2)
     elapsed = time.monotonic() - t0
     assert r.status == "timeout" and r.exit_code is None and r.digest is None
-    assert 2 <= elapsed < 10
-    assert b"time limit" in r.log_path.read_bytes()
+    # killed by the limit: not before it, and long before `sleep 1000` could end by itself
+    # (no tight upper bound: a loaded machine may take a while to stop a container)
+    assert 2 <= elapsed < 500
+    assert b"killed after the 2 s time limit" in r.log_path.read_bytes()
 
 
 class _Listener:
@@ -259,10 +261,16 @@ def test_no_network(runner: DockerRunner, busybox: str, source: Path, netns_addr
 
 
 def test_fork_bomb_is_contained(runner: DockerRunner, busybox: str, source: Path) -> None:
-    t0 = time.monotonic()
-    r = build(runner, busybox, source, "bomb() { bomb | bomb & }; bomb; wait", pids=64, timeout_s=5)
-    assert r.status in ("timeout", "ok")
-    assert time.monotonic() - t0 < 30
+    # The bomb runs until the time limit (the script then spins without forking): always "timeout".
+    r = build(runner, busybox, source, "bomb() { bomb | bomb & }; bomb; while :; do :; done", pids=64, timeout_s=5)
+    assert r.status == "timeout", (r.status, r.error)
+    # The pids limit is what contains it: a subshell forking sleepers stops when a fork fails,
+    # with fewer than 64 of them (without the limit it would go on until the time limit).
+    count = "( i=0; while :; do sleep 600 & i=$((i+1)); echo $i > /out/n; done ); echo stopped > /out/s"
+    r = build(runner, busybox, source, count, pids=64, timeout_s=120)
+    assert r.status == "ok" and r.out_dir is not None, (r.status, r.error)
+    assert (r.out_dir / "s").read_text() == "stopped\n"
+    assert 10 < int((r.out_dir / "n").read_text()) < 64
     # the host can still fork, and a normal build works right after
     assert build(runner, busybox, source, "echo ok > /out/ok").status == "ok"
 
@@ -321,7 +329,6 @@ def test_log_is_capped(tmp_path: Path, busybox: str, source: Path) -> None:
 
 def test_policy_caps_the_offer(runner: DockerRunner, busybox: str, source: Path) -> None:
     runner.policy = RunnerPolicy(max_timeout_s=2, max_memory_mb=64, max_cpus=1, max_pids=32)
-    t0 = time.monotonic()
     r = build(
         runner,
         busybox,
@@ -333,8 +340,9 @@ def test_policy_caps_the_offer(runner: DockerRunner, busybox: str, source: Path)
     )
     assert r.status == "ok" and r.out_dir is not None
     assert (r.out_dir / "l").read_text().split() == ["32", str(64 << 20)]
-    assert build(runner, busybox, source, "sleep 100", timeout_s=600).status == "timeout"
-    assert time.monotonic() - t0 < 20
+    capped = build(runner, busybox, source, "sleep 100", timeout_s=600)
+    assert capped.status == "timeout"
+    assert b"killed after the 2 s time limit" in capped.log_path.read_bytes()  # the policy's, not 600 s
 
 
 async def test_cancel_from_trio_removes_container(tmp_path: Path, busybox: str, source: Path) -> None:
@@ -353,16 +361,14 @@ async def test_cancel_from_trio_removes_container(tmp_path: Path, busybox: str, 
             if starts == 2:
                 return
 
-    t0 = time.monotonic()
     try:
-        with trio.fail_after(30):
+        with trio.fail_after(120):  # a hang guard only: cancelling waits on the container, not a clock
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(run_build, r, spec, source)
                 await trio.to_thread.run_sync(build_container_started, abandon_on_cancel=True)
                 nursery.cancel_scope.cancel()
     finally:
         events.close()
-    assert time.monotonic() - t0 < 30
     assert _leftovers(f"p2pci.test={tag}") == ([], [])
     assert [p for p in (tmp_path / "w").iterdir()] == []
 
@@ -404,7 +410,6 @@ def test_overhead_figures(runner: DockerRunner, busybox: str, source: Path) -> N
     print(
         f"\nFIGURES docker run --rm true: {min(plain):.2f} s; DockerRunner trivial build: {min(ours):.2f} s"
     )
-    assert min(ours) < 10
 
 
 @pytest.mark.parametrize(
@@ -449,5 +454,13 @@ async def test_two_builds_at_once(runner: DockerRunner, busybox: str, source: Pa
 
 
 def test_more_cpus_than_the_host_has_is_clamped(runner: DockerRunner, busybox: str, source: Path) -> None:
-    r = build(runner, busybox, source, "nproc > /out/n", cpus=64)
-    assert r.status == "ok" and r.exit_code == 0
+    # the CFS quota the container got (cgroup v2 cpu.max or v1 cfs_quota_us/cfs_period_us)
+    script = (
+        "if [ -r /sys/fs/cgroup/cpu.max ]; then cat /sys/fs/cgroup/cpu.max; "
+        "else echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us); "
+        "fi > /out/cpu"
+    )
+    r = build(runner, busybox, source, script, cpus=64)
+    assert r.status == "ok" and r.exit_code == 0 and r.out_dir is not None, r.error
+    quota, period = (int(x) for x in (r.out_dir / "cpu").read_text().split())
+    assert quota == (os.cpu_count() or 1) * period  # clamped to the host's CPUs, not 64

@@ -254,9 +254,8 @@ def test_status_without_daemon_exits_2_with_one_clear_line(tmp_path: Path) -> No
         result = runner.invoke(status_command, args, env={"P2PCI_HOME": str(tmp_path)})
         assert result.exit_code == 2
         assert "no daemon running" in result.output
-        assert "Traceback" not in result.output and result.exception is None or isinstance(
-            result.exception, SystemExit
-        )
+        assert "Traceback" not in result.output
+        assert isinstance(result.exception, SystemExit) and result.exception.code == 2
 
 
 async def test_status_gives_up_on_a_daemon_that_never_answers(tmp_path: Path, monkeypatch: Any) -> None:

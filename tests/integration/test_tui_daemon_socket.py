@@ -21,7 +21,7 @@ from p2pci.tui import model as m
 ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe01"
 JOB = {"job": "ab" * 32, "project": "busybox-smoke", "verdict": "PENDING", "digest": None, "replicas": 3,
        "quorum": 2, "groups": [], "dissenters": [], "equivocators": [], "ignored": [],
-       "reason": None, "rounds": [], "ignored_selects": [], "missing": [], "declines": [],
+       "reason": None, "rounds": [], "ignored_selects": [], "missing": [], "declines": [], "cause": None,
        "workers": [], "created": None, "deadlines": None}
 
 

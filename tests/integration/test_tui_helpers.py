@@ -49,6 +49,7 @@ def job_obj(
         "ignored_selects": [],
         "missing": [],
         "declines": [],
+        "cause": None,
         "workers": [],
         "created": created,
         "deadlines": None,
@@ -73,6 +74,7 @@ def status_obj(jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
             {"peer_id": PEER_A, "addrs": ["/ip4/127.0.0.1/tcp/4002"], "connected_since": 1_699_999_990_000, "via": "relayed"},
         ],
         "jobs": jobs or [],
+        "facts": {"received": 12, "new": 8, "duplicate": 2, "rejected": {"signature": 1, "body": 1}, "dropped": {}},
     }
 
 

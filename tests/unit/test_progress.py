@@ -15,6 +15,7 @@ def obj(verdict: str = "PENDING", workers: list[dict[str, Any]] | None = None, *
     return {
         "verdict": verdict,
         "reason": kw.get("reason"),
+        "cause": kw.get("cause"),
         "rounds": kw.get("rounds", []),
         "workers": workers or [],
         "deadlines": {"claim_window_end": 1_000, "reveal": 40_000, "offer": 100_000},
@@ -39,7 +40,7 @@ def test_each_phase_change_is_one_line_and_repeats_are_silent() -> None:
 
 def test_a_decline_shows_its_reason_and_the_verdict_its_cause() -> None:
     a = obj(workers=[row(P1, "selected")])
-    b = obj("EXPIRED", [row(P1, "timed_out", "timeout", "timed out after 5s; log tail:\nstep 2")], reason="not enough (1 timed out)")
+    b = obj("EXPIRED", [row(P1, "timed_out", "timeout", "timed out after 5s; log tail:\nstep 2")], reason="not enough", cause="1 timed out")
     assert changes(a, b) == [
         "worker 12D3KooW…lpha02: timed out (timeout: timed out after 5s; log tail: step 2)",
         "verdict EXPIRED: not enough (1 timed out)",

@@ -294,6 +294,7 @@ def test_verdict_json_shape() -> None:
         "ignored_selects",
         "missing",
         "declines",
+        "cause",
         "workers",
         "created",
         "deadlines",

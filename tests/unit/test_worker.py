@@ -268,6 +268,22 @@ def test_final_verdict_before_building_gives_up_but_a_running_build_continues() 
         board.add(f.raw, T0)
     late.step(T0)
     assert late.wj.phase == "SKIPPED" and "REPRODUCED" in late.wj.reason
+    # the same verdict reaching a worker that is already building does not stop its build
+    sim2, board2, ds2 = setup(1, replicas=3, quorum=2)
+    busy = ds2[0]
+    for t in (T0, T0 + WINDOW, T0 + WINDOW):
+        busy.step(t)
+    assert busy.wj.phase == "BUILDING" and busy.building
+    sim2.honest_round([(key("x"), b"good", 0), (key("y"), b"good", 0)])
+    for f in sim2.facts[1:]:
+        board2.add(f.raw, T0 + WINDOW)
+    view = board2.job(sim2.job)
+    assert view is not None and tally(view, T0 + WINDOW).state == "REPRODUCED"
+    acts = busy.step(T0 + WINDOW + 1)
+    assert not any(isinstance(a, (CancelBuild, GiveUp)) for a in acts)
+    assert busy.wj.phase == "BUILDING" and busy.building
+    done = busy.finish_build(T0 + WINDOW + 2)
+    assert any(isinstance(a, PublishCommit) for a in done)  # and its result still counts
 
 
 def test_expired_job_is_skipped_and_stops_a_build() -> None:
