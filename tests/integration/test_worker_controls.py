@@ -115,13 +115,13 @@ async def test_outside_the_schedule_nothing_is_claimed(tmp_path: Path) -> None:
     other = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(today + 3) % 7]
     never = WorkerSettings(slots=2, schedule=(f"{other} 03:00-03:01",))
     async with open_cluster(tmp_path, 3, worker=never) as c:
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while c.nodes[1].machine.accepting != "paused":
                 await wait_any_change(c.nodes)
         status = await acontrol_call(c.nodes[1].paths.home, "status")
         assert status["node"]["accepting"] == "paused" and status["node"]["paused_why"] == "outside the schedule"
         job = await c.publish(c.nodes[0], replicas=2, quorum=2)
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while not all(bytes.fromhex(job) in n.machine.jobs for n in c.nodes):
                 await wait_any_change(c.nodes)
         assert not c.nodes[0].board.job(bytes.fromhex(job)).claims  # type: ignore[union-attr]
