@@ -68,7 +68,7 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.selection import candidates, live_claimants, rank, selected
+from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
 
@@ -354,16 +354,21 @@ def _stopped(view: JobView, offer: Offer, now: int) -> str | None:
 
 
 def _revealed_by_others(view: JobView, me: bytes) -> bool:
-    """Too late to help: another signer revealed, and each such reveal already has a witness.
+    """Too late to help: another *selected* worker revealed, and each such reveal already has a
+    witness that is itself selected.
 
     A build that starts after a reveal is in nobody's `seen` list (its own vote never counts);
     it is still useful as a witness of a reveal that has none yet (a lone early revealer).
+    Reveals and witnesses of keys that no `select` names are not votes (p2pci.core.tally):
+    they must not make an honest worker stand down, or two fresh keys revealing to each
+    other during the claim window would leave a job with no build at all.
     """
-    others = [w for w in view.reveals if w != me]
+    chosen = selection(view).selected
+    others = [w for w in view.reveals if w != me and w in chosen]
     if not others:
         return False
     for w in others:
-        if not any(view.witnesses.get(f.id, set()) - {w} for f in view.commits.get(w, ())):
+        if not any((view.witnesses.get(f.id, set()) & chosen) - {w} for f in view.commits.get(w, ())):
             return False
     return True
 
@@ -406,7 +411,8 @@ def _waiting_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
         return wj, []
     if _revealed_by_others(view, cfg.me):
         return wj, []  # a build starting now could be in nobody's `seen` list
-    if sum(1 for w in view.commits if w != cfg.me) >= offer.replicas:
+    chosen = selection(view).selected  # commits of unselected keys staff nothing (they never count)
+    if sum(1 for w in view.commits if w != cfg.me and w in chosen) >= offer.replicas:
         return wj, []  # staffed: a new claim would only add a late build
     others = [w for w in candidates(view, now) if w != cfg.me]
     my_rank = rank(view.job, cfg.me)

@@ -166,8 +166,10 @@ def test_no_claim_once_others_revealed_with_a_witness() -> None:
     a, b, c = key("a"), key("b"), key("c")
     sim = job(replicas=3, quorum=3)  # two votes: still pending
     ba, bb = sim.built(a), sim.built(b)
-    for k, bt in ((a, ba), (b, bb)):
+    for k in (a, b):
         sim.claim(k, lease_until=T0 + 1)
+    sim.select()  # a and b are selected: their reveals are votes (unselected ones would not stop c)
+    for k, bt in ((a, ba), (b, bb)):
         sim.commit(k, bt)
     sim.reveal(a, ba)  # b's commit is in a's seen list: witnessed, and vice versa below
     sim.reveal(b, bb)

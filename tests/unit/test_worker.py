@@ -359,3 +359,70 @@ def test_missing_salt_secret_is_a_local_error() -> None:
         d.step(t)
     with pytest.raises(LocalError, match="salt_secret"):
         d.finish_build(T0 + WINDOW)
+
+
+def sybil_pair(sim: JobSim, board: Board, now: int, content: bytes = b"evil") -> list[NodeKey]:
+    """Two keys that never claimed commit and reveal, each reveal listing the other's commit."""
+    pair = [key("sybil-a"), key("sybil-b")]
+    built = [sim.built(k, content) for k in pair]
+    commits = [sim.commit(k, b) for k, b in zip(pair, built, strict=True)]
+    seen = tuple(sorted(c.id for c in commits))
+    for f in [*commits, *(sim.reveal(k, b, seen) for k, b in zip(pair, built, strict=True))]:
+        board.add(f.raw, now)
+    return pair
+
+
+def test_unselected_reveals_do_not_make_workers_stand_down() -> None:
+    """issue 13: a Sybil pair revealing to each other during the claim window used to make every
+    honest worker wait forever (`_revealed_by_others`), leaving the job with no build at all."""
+    sim, board, ds = setup(3)
+    for d in ds:
+        d.step(T0)
+    sybils = sybil_pair(sim, board, T0 + 1)
+    now = T0 + WINDOW
+    run_until_quiet(ds, now)
+    assert all(d.wj.phase == "BUILDING" for d in ds), [d.wj.phase for d in ds]
+    for d in ds:
+        d.finish_build(now + 100)
+    run_until_quiet(ds, now + 100)
+    view = board.job(sim.job)
+    assert view is not None
+    v = tally(view, now + 100)
+    assert v.state == "REPRODUCED" and len(v.groups[0].workers) == 3
+    assert {i.worker for i in v.ignored} == {k.public for k in sybils}
+
+
+def test_only_selected_reveals_and_witnesses_make_a_worker_stand_down() -> None:
+    """`_revealed_by_others` still holds for votes: two selected workers revealing, each the
+    other's witness, make a stand-by stand down; the same by unselected keys does not."""
+    from p2pci.core.worker import _revealed_by_others
+
+    sim, board, ds = setup(3, replicas=2, quorum=2)
+    for d in ds:
+        d.step(T0)
+    now = T0 + WINDOW
+    run_until_quiet(ds, now)
+    view = board.job(sim.job)
+    assert view is not None
+    sybil_pair(sim, board, now)
+    assert not _revealed_by_others(view, key("late").public)
+    builders = [d for d in ds if d.wj.phase == "BUILDING"]
+    assert len(builders) == 2
+    for d in builders:
+        d.finish_build(now + 100)
+    run_until_quiet(builders, now + 100)
+    assert all(d.wj.phase == "REVEALED" for d in builders)
+    assert _revealed_by_others(view, key("late").public)
+
+
+def test_commits_of_unselected_keys_do_not_staff_a_job() -> None:
+    """`replicas` commits by keys that never claimed, gossiped during the claim window, used to
+    look like a fully staffed job: no honest worker claimed."""
+    sim, board, ds = setup(3)
+    for d in ds:
+        d.step(T0)
+    for i in range(3):
+        k = key(f"stranger{i}")
+        board.add(sim.commit(k, sim.built(k, b"evil")).raw, T0 + 1)
+    run_until_quiet(ds, T0 + WINDOW)
+    assert all(d.wj.phase == "BUILDING" for d in ds), [d.wj.phase for d in ds]
