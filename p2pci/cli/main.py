@@ -230,6 +230,7 @@ def _echo_job(job: dict[str, Any]) -> None:
     _echo(f"project  {job['project']}")
     _echo(f"verdict  {job['verdict']}" + (f"  {job['digest']}" if job.get("digest") else ""))
     _echo(f"quorum   {job['quorum']} of {job['replicas']} replicas")
+    _echo_provenance(job.get("provenance"))
     for i, g in enumerate(job.get("groups", []), 1):
         _echo(f"group {i:<3}{g['digest'][:16]}  exit {g['exit_code']}  {len(g['workers'])} vote(s)")
         for w in g["workers"]:
@@ -285,6 +286,29 @@ def _utc(ms: int) -> str:
         return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, OSError, ValueError):
         return str(ms)
+
+
+def _echo_provenance(p: dict[str, Any] | None) -> None:
+    """What the verdict is about, as the signed offer states it (every line escaped by _echo)."""
+    import shlex
+
+    if not p:
+        return
+    _echo(f"source   sha256 {p['source_sha256']}  ({p['source_size']} bytes)")
+    if p.get("commit"):
+        _echo(f"git      commit {p['commit']}  tree {p.get('tree') or '-'}")
+    recipe = p.get("image_recipe")
+    _echo(f"image    {p['image']}" + (f"  (recipe {recipe})" if recipe else ""))
+    _echo(f"command  {shlex.join(p['command'])}")
+    env = p.get("env") or {}
+    if env:
+        _echo("env      " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items())))
+    if p.get("source_date_epoch") is not None:
+        _echo(f"SOURCE_DATE_EPOCH {p['source_date_epoch']}")
+    if p.get("inputs_sha256"):
+        _echo(f"inputs   sha256 {p['inputs_sha256']}  ({p['inputs_size']} bytes, at /build/inputs)")
+    else:
+        _echo("inputs   none")
 
 
 STAY_ONLINE = (
@@ -346,6 +370,7 @@ def publish_command(
     from p2pci.cli.checks import checked_limits
     from p2pci.cli.source_cmds import pack_project
     from p2pci.core.offer import check_request
+    from p2pci.runner.images import image_recipe
     from p2pci.runner.tree import read_recipe, refuse_dirty, select_tree
     from p2pci.store.blobs import BlobStore
 
@@ -383,8 +408,9 @@ def publish_command(
         "workers": "open" if trust.workers == "open" else list(trust.workers),
         "require": require,
     }
-    if packed.inputs is not None:  # the daemon pins it in the offer (its op_publish takes `inputs`)
+    if packed.inputs is not None:  # the daemon checks it is in its store and pins it in the offer
         args["inputs"] = {"sha256": packed.inputs.sha256.hex(), "size": packed.inputs.size}
+    args["provenance"] = {**packed.offer_provenance, "recipe": image_recipe(recipe.image)}
     if not wait:
         job = home.call("publish", timeout=None, **args)  # may build the base image first
         if as_json:

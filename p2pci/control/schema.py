@@ -67,6 +67,22 @@ class DeadlinesObj(TypedDict):
     offer: int
 
 
+class ProvenanceObj(TypedDict):
+    """What a job builds, from its signed offer (docs/protocol.md section 6)."""
+
+    source_sha256: str
+    source_size: int
+    commit: str | None
+    tree: str | None
+    image: str
+    image_recipe: str | None
+    command: list[str]
+    env: dict[str, str]
+    source_date_epoch: int | None
+    inputs_sha256: str | None
+    inputs_size: int | None
+
+
 class JobObj(TypedDict):
     """`show --json`, `jobs`, the `job` event (docs/protocol.md section 6)."""
 
@@ -89,6 +105,7 @@ class JobObj(TypedDict):
     workers: list[WorkerRowObj]
     created: int | None  # the offer's, ms
     deadlines: DeadlinesObj | None
+    provenance: ProvenanceObj | None
 
 
 class BuildingObj(TypedDict):
@@ -137,4 +154,5 @@ class StatusObj(TypedDict):
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
 NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
+PROVENANCE_KEYS: frozenset[str] = frozenset(ProvenanceObj.__annotations__)
 FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)

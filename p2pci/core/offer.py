@@ -22,10 +22,12 @@ from p2pci.core.messages import (
     CLAIM_WINDOW_MAX,
     CLAIM_WINDOW_MIN,
     MAX_REPLICAS,
+    NO_PROVENANCE,
     BlobRef,
     ImageRef,
     Limits,
     Offer,
+    Provenance,
     Require,
 )
 from p2pci.core.signing import peer_id_of, public_of
@@ -56,6 +58,8 @@ class PublishRequest:
     quorum: int = DEFAULT_QUORUM
     workers: Literal["open"] | tuple[bytes, ...] = "open"
     require: Require | None = None
+    inputs: BlobRef | None = None  # the pinned-inputs tarball (in the node's blob store)
+    provenance: Provenance = NO_PROVENANCE  # git commit/tree, image recipe (as the publisher states it)
 
     @classmethod
     def from_args(cls, args: Any) -> PublishRequest:
@@ -72,9 +76,10 @@ class PublishRequest:
         unknown = set(a) - _ARGS
         if unknown:
             raise ValueError(f"unknown fields {sorted(unknown)}")
-        src = a["source"]
-        sha = src["sha256"]
-        sha = bytes.fromhex(sha) if isinstance(sha, str) else bytes(sha)
+        source = _blob(a["source"], "source")
+        inputs = None if a.get("inputs") is None else _blob(a["inputs"], "inputs")
+        prov = a.get("provenance")
+        provenance = NO_PROVENANCE if prov is None else Provenance.from_obj(prov)
         env = a.get("env") or {}
         if not isinstance(env, dict):
             raise TypeError("env must be a map")
@@ -97,7 +102,7 @@ class PublishRequest:
             raise TypeError("command must be a list of strings")
         return cls(
             project=_str(a["project"], "project"),
-            source=BlobRef(sha256=sha, size=_int(src["size"], "source.size")),
+            source=source,
             image=_str(a["image"], "image"),
             command=tuple(_str(c, "command") for c in command),
             env=tuple(sorted((_str(k, "env"), _str(v, "env")) for k, v in env.items())),
@@ -107,12 +112,25 @@ class PublishRequest:
             quorum=_int(a.get("quorum", DEFAULT_QUORUM), "quorum"),
             workers=workers,
             require=require,
+            inputs=inputs,
+            provenance=provenance,
         )
 
 
 _ARGS = frozenset(
-    {"project", "source", "image", "command", "env", "source_date_epoch", "limits", "replicas", "quorum", "workers", "require"}
+    {
+        "project", "source", "image", "command", "env", "source_date_epoch", "limits", "replicas", "quorum",
+        "workers", "require", "inputs", "provenance",
+    }
 )
+
+
+def _blob(v: Any, name: str) -> BlobRef:
+    if not isinstance(v, dict):
+        raise TypeError(f"{name} must be a map with sha256 and size")
+    sha = v["sha256"]
+    sha = bytes.fromhex(sha) if isinstance(sha, str) else bytes(sha)
+    return BlobRef.from_obj({"sha256": sha, "size": _int(v["size"], f"{name}.size")}, name)
 
 
 def _str(v: Any, name: str) -> str:
@@ -197,4 +215,6 @@ def new_offer(
         select_commit=select_commit,
         identity_bits=identity_bits,
         claim_window=publisher_window(timing),
+        inputs=req.inputs,
+        provenance=req.provenance,
     )

@@ -486,4 +486,24 @@ def verdict_json(view: JobView, verdict: Verdict) -> dict[str, Any]:
         "workers": worker_rows(view, verdict),
         "created": None if offer is None else offer.created,
         "deadlines": None if offer is None else deadlines(offer),
+        "provenance": None if offer is None else provenance_json(offer),
+    }
+
+
+def provenance_json(offer: Offer) -> dict[str, Any]:
+    """What a verdict is about, from the signed offer: the source, the git commit and tree it
+    was packed from (when the publisher states them), the image and its recipe, the command,
+    env, SOURCE_DATE_EPOCH and pinned inputs. Hashes as hex; peer text as it was signed."""
+    return {
+        "source_sha256": offer.source.sha256.hex(),
+        "source_size": offer.source.size,
+        "commit": offer.provenance.commit,
+        "tree": offer.provenance.tree,
+        "image": offer.image.id,
+        "image_recipe": offer.provenance.recipe,
+        "command": list(offer.command),
+        "env": dict(offer.env),
+        "source_date_epoch": offer.source_date_epoch,
+        "inputs_sha256": None if offer.inputs is None else offer.inputs.sha256.hex(),
+        "inputs_size": None if offer.inputs is None else offer.inputs.size,
     }

@@ -19,7 +19,7 @@ Rules:
 
 * SEEN: skip if `eligible(...)` gives a reason, or the job is cancelled,
   expired or already has a final verdict; else start the claim window.
-* WAITING: after `claim_window_ms`, claim (`lease_until = now + lease_ms`)
+* WAITING: after `claim_delay_ms` (None: `claim_window_ms`), claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
   within `replicas` among the live claimants and itself; otherwise wait: the
   next in line claims when a lease expires. Never claim once others revealed
@@ -31,7 +31,9 @@ Rules:
   first (`settle_ms` 0: no settle, as in the unit tests of this module).
 * Lease renewal at half the lease while CLAIMED / BUILDING / BUILT. A
   stand-by (CLAIMED) stops renewing once that is too late (as above): it can
-  no longer count, so others need not wait for its lease.
+  no longer count, so others need not wait for its lease. A CLAIMED worker
+  whose slots are all busy (`Tick.free_slot` false) does not renew either:
+  the publisher replaces it when the lease ends instead of at the lease cap.
 * CLAIMED: build only while selected (and not too late, as above). BUILDING: a
   worker no longer selected keeps building (extra evidence, never harm).
 * Give up (GiveUp action) when the job is cancelled, expired, or has a final
@@ -93,6 +95,7 @@ class WorkerPolicy:
     max_cpus: int = 2
     max_out_mb: int = 1024
     max_source_mb: int = 256
+    max_inputs_mb: int = 1024  # the pinned-inputs tarball ([fetch], [[input]])
     images: Literal["any"] | frozenset[str] = "any"
     open_jobs: bool = True
 
@@ -106,6 +109,9 @@ class WorkerConfig:
     slack_ms: int = DEFAULT_SLACK_MS
     salt_secret: bytes = b""  # required (>= 16 bytes, e.g. the node key seed): salts are HMACs of the job id
     settle_ms: int = 0  # after the first claim, no build before this much time (see `settle_ms_for`)
+    # from first sight to the claim; None: `claim_window_ms` (the v1 wait). v2 needs no wait (nobody
+    # can rank claimants before the publisher's select): the daemon claims at once (0)
+    claim_delay_ms: int | None = None
 
 
 def settle_ms_for(claim_window_ms: int) -> int:
@@ -141,6 +147,8 @@ def refusal(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> tupl
         return "policy", f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
     if offer.source.size > policy.max_source_mb << 20:
         return "source", f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
+    if offer.inputs is not None and offer.inputs.size > policy.max_inputs_mb << 20:
+        return "inputs", f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
         return "image", f"image {offer.image.id} not allowed"
     if policy.slots < 1:
@@ -373,9 +381,14 @@ def _revealed_by_others(view: JobView, me: bytes) -> bool:
     return True
 
 
-def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig) -> Result:
+def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, free_slot: bool = True) -> Result:
     if wj.phase == "CLAIMED" and _revealed_by_others(view, cfg.me):
         return wj, []  # a stand-by that can no longer count: let the lease lapse so others need not wait
+    if wj.phase == "CLAIMED" and not free_slot:
+        # every slot is busy: a claim we cannot build on must not hold a place. Let the lease
+        # lapse, so that the publisher replaces us at its end (not at the lease cap) and leaves
+        # a lapsed claim out of later rounds; if a slot frees before, we still build
+        return wj, []
     if wj.renew_at is not None and now >= wj.renew_at:
         lease = now + cfg.lease_ms
         return replace(wj, lease_until=lease, renew_at=now + cfg.lease_ms // 2), [PublishClaim(lease)]
@@ -397,7 +410,8 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
     first = now if wj.first_seen is None else wj.first_seen
-    wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + cfg.claim_window_ms)
+    delay = cfg.claim_window_ms if cfg.claim_delay_ms is None else cfg.claim_delay_ms
+    wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + delay)
     return _waiting_tick(wj, view, now, cfg, ev)
 
 
@@ -434,7 +448,7 @@ def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
     if ev.paused:
         why = "the donor paused this worker"
         return replace(wj, phase="GAVE_UP", reason=why), [GiveUp(why), PublishDecline("paused", why)]
-    wj, actions = _renew(wj, view, now, cfg)
+    wj, actions = _renew(wj, view, now, cfg, ev.free_slot)
     if wj.settle_until is not None and now < wj.settle_until:
         return wj, actions  # just claimed: let competing claims of the same window arrive first
     if ev.free_slot and not _revealed_by_others(view, cfg.me) and cfg.me in selected(view, now):

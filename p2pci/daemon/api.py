@@ -101,7 +101,28 @@ async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
         "peers": node.peer_list(),
         "jobs": node.machine.job_list(node.now()),
         "facts": fact_counters(node.network.stats()),  # facts from peers (issue 18)
+        "quotas": quota_section(node),
     }
+
+
+def quota_section(node: NodeView) -> dict[str, Any]:
+    """What the quotas dropped and why (docs/operator.md, "Quotas"); the same in status and stats."""
+    from p2pci.net.quota import REASONS
+
+    quotas = getattr(node.network, "quotas", None)
+    out: dict[str, Any] = (
+        {"dropped": dict.fromkeys(REASONS, 0), "enabled": False}
+        if quotas is None
+        else {**quotas.snapshot(), "enabled": True}
+    )
+    m = node.machine
+    out["evicted"] = {r: m.evicted.get(r, 0) for r in ("jobs_per_node", "offers_per_key")}
+    out["evicted_facts"] = int(getattr(node, "evicted_facts", 0))
+    out["over_limit"] = m.over_limit
+    out["jobs"] = m.board.job_count()
+    out["max_jobs"] = m.cfg.max_jobs
+    out["max_offers_per_key"] = m.cfg.max_offers_per_key
+    return out
 
 
 MINE = frozenset({"BUILDING", "BUILT", "COMMITTED", "REVEALED"})  # phases of a job this node built
@@ -135,7 +156,12 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
     counters = dict(node.counters)
     if node.machine.errors:
         counters["process_errors"] = node.machine.errors
-    return {"node": counters, "net": node.network.stats(), "facts": len(node.machine.board)}
+    return {
+        "node": counters,
+        "net": node.network.stats(),
+        "facts": len(node.machine.board),
+        "quotas": quota_section(node),
+    }
 
 
 async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
@@ -143,6 +169,10 @@ async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
     check(req)  # every client, not only the CLI
     if node.blobs.size(req.source.sha256) != req.source.size:
         raise LocalError("the source tarball is not in this node's blob store")
+    if req.inputs is not None and node.blobs.size(req.inputs.sha256) != req.inputs.size:
+        raise LocalError(
+            f"the inputs tarball {req.inputs.sha256.hex()} ({req.inputs.size} bytes) is not in this node's blob store"
+        )
     store, blobs = node.db, node.blobs
     image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store))
     seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out

@@ -6,8 +6,8 @@
     builds.cancel(job)                          # ... StopBuild
     async for job, event in builds.results: ... # BuildDone / BuildFailed, one per start
 
-A build fetches the source (and the image archive if the image is missing)
-from the publisher by hash, runs in the runner, and keeps its outputs and log
+A build fetches the source, the pinned inputs (if the offer has any) and the
+image archive (if the image is missing) from the publisher by hash, runs in the runner, and keeps its outputs and log
 under `$P2PCI_HOME/work/<job>/` until the reveal (`serve_outputs` then puts
 them into the blob store, where anyone may fetch them by hash). While it runs,
 its output goes to `send_log` as it is produced (`p2pci.daemon.livelog`).
@@ -129,12 +129,19 @@ class Builds:
                 raise P2pciError(f"image {image_id} is not here and the offer has no archive")
             arch = await self.fetch(offer.image.archive, [publisher])
             await trio.to_thread.run_sync(self.images.load, image_id, arch)
+        inputs: Path | None = None
+        if offer.inputs is not None:  # fetched by hash like the source; the runner checks the hash again
+            try:
+                inputs = await self.fetch(offer.inputs, [publisher])
+            except (P2pciError, OSError) as exc:
+                raise P2pciError(f"inputs {offer.inputs.sha256.hex()} refused or unavailable: {exc}") from None
         spec = BuildSpec(
             image_id=image_id,
             command=offer.command,
             env=offer.env,
             source_date_epoch=offer.source_date_epoch,
             limits=offer.limits,
+            inputs_sha256=None if offer.inputs is None else offer.inputs.sha256,
         )
         step[0] = "start_failed"
         live = LiveLog(trio.lowlevel.current_trio_token())
@@ -143,7 +150,7 @@ class Builds:
         assert self._nursery is not None
         self._nursery.start_soon(stream, live, lambda text: self.send_log(job, text), streaming)
         try:
-            result = await run_build(self.runner, spec, src, on_log=live.feed)
+            result = await run_build(self.runner, spec, src, on_log=live.feed, inputs_tar=inputs)
         finally:
             streaming.cancel()
             self.send_log(job, live.take(final=True))

@@ -55,7 +55,7 @@ from p2pci.core.node import (
     StopBuild,
 )
 from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
-from p2pci.core.worker import WorkerConfig, WorkerJob, settle_ms_for
+from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
 from p2pci.daemon.builds import Builds
@@ -116,14 +116,25 @@ def node_config(config: Config, key: NodeKey, *, builds: bool) -> NodeConfig:
         policy=config.worker.policy(),
         slack_ms=tm.commit_slack_ms,
         salt_secret=key.seed,
-        settle_ms=settle_ms_for(tm.claim_window_ms),
+        # v2: claim at once and build on the tick that brings the publisher's select (the offer's
+        # window, from claim_window_ms, still bounds how long the publisher waits for claims)
+        claim_delay_ms=0,
+        settle_ms=0,
     )
     t = config.trust
     require = None
     if t.require_keys and t.require_min > 0:
         with contextlib.suppress(LocalError):
             require = Require(tuple(public_of(p) for p in t.require_keys), t.require_min)
-    return NodeConfig(key=key, worker=wc, builds=builds, require=require)
+    q = config.quotas
+    return NodeConfig(
+        key=key,
+        worker=wc,
+        builds=builds,
+        require=require,
+        max_jobs=q.max_jobs,
+        max_offers_per_key=q.max_offers_per_key,
+    )
 
 
 class Node:
@@ -157,6 +168,7 @@ class Node:
         if self.runner is not None:
             self.builds = Builds(self.runner, self.images, self.blobs, self.fetcher.fetch, self.paths.work, self._send_log)
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
+        self.evicted_facts = 0  # facts deleted by the board's quotas (status: quotas.evicted_facts)
         self.started_at = 0
         self.ready = trio.Event()
         self.stopped = trio.Event()  # set when run() has returned (store closed, lock released)
@@ -312,6 +324,15 @@ class Node:
         now = self.now()
         await trio.to_thread.run_sync(self.db.put_many, [(f, now) for f in fresh])
         self.counters["accepted"] += self.machine.receive_facts(fresh, now)
+        evicted = self.machine.enforce_limits()
+        if evicted:  # the board is within its bounds again: the disk follows
+            gone = set(evicted)
+            fresh = [f for f in fresh if f.job not in gone]
+            self.evicted_facts += await trio.to_thread.run_sync(self.db.evict, evicted)
+            evicted_ids, self.machine.evicted_ids = self.machine.evicted_ids, []
+            forget = getattr(self.network, "forget", None)
+            if forget is not None:  # a real job evicted under a flood can come back by sync
+                forget(evicted_ids)
         self._poke()
         return fresh
 
@@ -358,6 +379,9 @@ class Node:
             nxt = self.machine.next_wakeup()
             now = self.now()
             if nxt is not None and nxt <= now:
+                # due again at once: yield first, so that a wake-up that makes no progress
+                # (a machine bug) slows this loop down instead of starving every other task
+                await trio.lowlevel.checkpoint()
                 continue
             delay = (nxt - now) / 1000 if nxt is not None else 3600.0
             with trio.move_on_after(delay + 0.001):
@@ -385,7 +409,11 @@ class Node:
                 case ServeOutputs(job=job, manifest=manifest):
                     if self.builds is not None:
                         await self.builds.serve_outputs(job, manifest)
-                case Prefetch(ref=ref, publisher=publisher):
+                case Prefetch(ref=ref, publisher=publisher, limits=limits):
+                    if limits is not None and self.builds is not None:
+                        warm = getattr(self.builds.runner, "warm", None)
+                        if warm is not None:
+                            warm(limits)  # non-blocking: a /out holder is made while the publisher selects
                     self._prefetch(ref, publisher)
                 case JobChanged(obj=obj):
                     self.broadcast({"event": "job", "job": obj})

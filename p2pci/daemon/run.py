@@ -25,6 +25,7 @@ from p2pci.daemon.node import Node, validate_fact
 def make_node(home: Path, config: Config, key: NodeKey) -> Node:
     """The production node: real libp2p network, Docker runner (unless build = false)."""
     from p2pci.net.libp2p_net import LibP2PNetwork
+    from p2pci.net.quota import Quotas
 
     tm = config.timing
     net = LibP2PNetwork(
@@ -38,6 +39,7 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
         reachability=config.net.reachability,
         relay_refresh=float(config.net.relay_refresh_s),
         mdns=config.net.mdns,
+        quotas=Quotas(config.quotas.limits()),
     )
     runner = None
     if config.build:

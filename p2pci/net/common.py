@@ -12,6 +12,7 @@ import trio
 
 from p2pci.core.errors import ProtocolError
 from p2pci.net.base import MAX_FACT, Delivery, SyncSource
+from p2pci.net.quota import Quotas
 
 T = TypeVar("T")
 
@@ -81,6 +82,11 @@ class SeenIds:
         while len(self._ids) > self._limit:
             self._ids.popitem(last=False)
         return True
+
+    def discard(self, fact_ids: list[bytes]) -> None:
+        """Forget ids (facts the daemon evicted): sync may bring them back, through the quotas."""
+        for fid in fact_ids:
+            self._ids.pop(fid, None)
 
 
 class Fanout(Generic[T]):
@@ -159,7 +165,8 @@ def fact_counters(stats: dict[str, int]) -> dict[str, object]:
     `rejected`: invalid, by reason (`oversize`, `encoding`, `version`, `body`, `signature`,
     `digest`; `unasked`: pushed by a sync client without being asked for);
     `dropped`: valid facts not taken in (`backlog`: the daemon was behind, sync offers them
-    again) or not forwarded (`forward_queue`: the gossip queue was full; `rate_limited`:
+    again; `quota`: over the sending peer's or the signer's quota, docs/operator.md "Quotas")
+    or not forwarded (`forward_queue`: the gossip queue was full; `rate_limited`:
     beyond 500 messages/s from one peer, docs/protocol.md §8.1), by reason.
     """
     rejected = {k[len(REJECTED) :]: v for k, v in sorted(stats.items()) if k.startswith(REJECTED)}
@@ -182,17 +189,21 @@ def admit_fact(
     sync: SyncSource,
     deliver: trio.MemorySendChannel[Delivery],
     stats: Stats,
+    quotas: Quotas | None = None,
 ) -> str:
     """The one gate for facts from the network (gossip and sync), for every implementation.
 
     Returns "rejected" (not a valid envelope: counted, never forwarded), "duplicate" (we
-    delivered or hold it already), "dropped" (valid, but the daemon is behind: not
-    remembered, so sync offers it again) or "delivered".
+    delivered or hold it already), "limited" (over the peer's or the signer's quota:
+    counted in `quotas` and as dropped "quota", not remembered, so sync offers it again
+    later), "dropped" (valid, but the daemon is behind: not remembered either) or "delivered".
 
     The duplicate check comes first: a fact id is sha256 of the envelope bytes
     (docs/protocol.md), and an id in `seen` or in the daemon's store was verified
     with exactly these bytes, so a copy (a fact that came by sync, then by gossip)
-    is neither verified again nor delivered nor forwarded.
+    is neither verified again nor delivered nor forwarded. Then the peer's quota
+    (before the signature check, so a flood past it costs no verification), then
+    validation, then the signer's quota: nothing over a quota reaches the daemon.
     """
     stats.inc("received")
     if not isinstance(raw, bytes):
@@ -205,6 +216,9 @@ def admit_fact(
     if known in seen or sync.get(known) is not None:
         stats.inc("duplicate")
         return "duplicate"
+    if quotas is not None and quotas.check_peer(from_peer, len(raw)) is not None:
+        stats.drop("quota")
+        return "limited"
     try:
         fact_id = validate(raw)
     except ProtocolError as exc:
@@ -213,6 +227,9 @@ def admit_fact(
     if fact_id != known and (fact_id in seen or sync.get(fact_id) is not None):
         stats.inc("duplicate")  # a validator with other ids (tests): the old order
         return "duplicate"
+    if quotas is not None and quotas.check_signer(quotas.signer_of(raw), len(raw), from_peer) is not None:
+        stats.drop("quota")
+        return "limited"
     try:
         deliver.send_nowait(Delivery(raw, from_peer))
     except trio.WouldBlock:

@@ -46,6 +46,7 @@ from p2pci.net.base import (
     Validator,
 )
 from p2pci.net.common import Fanout, Lacking, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.quota import Quotas
 from p2pci.net.reach import Reach, RelayServerLimits, is_circuit, lacks_protocol
 
 if TYPE_CHECKING:
@@ -442,6 +443,7 @@ class LibP2PNetwork:
         reachability: str = "auto",
         relay_refresh: float = 60.0,
         mdns: bool = True,
+        quotas: Quotas | None = None,
     ) -> None:
         if len(seed) != 32:
             raise LocalError("the node seed is 32 bytes")
@@ -496,6 +498,7 @@ class LibP2PNetwork:
 
         self._seen = SeenIds()
         self._stats = Stats()
+        self.quotas = quotas if quotas is not None else Quotas()
         self._lacking = Lacking()
         self._events: Fanout[NetEvent] = Fanout()
         self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
@@ -530,6 +533,10 @@ class LibP2PNetwork:
 
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store
+
+    def forget(self, fact_ids: list[bytes]) -> None:
+        """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
+        self._seen.discard(fact_ids)
 
     def set_sync_source(self, source: SyncSource) -> None:
         self._sync = source
@@ -802,8 +809,9 @@ class LibP2PNetwork:
             sync=self._sync,
             deliver=self._facts_send,
             stats=self._stats,
+            quotas=self.quotas,
         )
-        if outcome in ("rejected", "duplicate"):
+        if outcome in ("rejected", "duplicate", "limited"):
             return False
         if outcome == "dropped":
             return True  # valid: gossip may forward it; sync will offer it to us again

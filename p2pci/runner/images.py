@@ -506,6 +506,24 @@ def resolve_image(name: str, *, progress: Progress = _stderr) -> str:
     raise LocalError(f"unknown image {name!r}")
 
 
+def image_recipe(name: str) -> str | None:
+    """The recipe that makes the image a recipe names ("busybox", "debian:bookworm+make"), for an
+    offer's provenance; an image ID: the recipe label of that image if it is here, else None."""
+    if name == "busybox":
+        return "busybox"
+    m = re.match(r"^debian:([a-z][a-z0-9-]*)(?:\+(.*))?$", name)
+    if m:
+        return debian_recipe(m.group(1), (m.group(2) or "").split(","))
+    if _ID.match(name):
+        try:
+            labels = client().images.get(name).labels or {}
+        except Exception:  # no Docker, or no such image: the recipe is simply not stated
+            return None
+        recipe = labels.get(LABEL_RECIPE)
+        return recipe if isinstance(recipe, str) and recipe else None
+    return None
+
+
 def ensure_image(image_id: str, archive_path: Path | None = None) -> None:
     """Make sure `image_id` is loaded: it is there, or it is imported from the archive."""
     if not _ID.match(image_id):

@@ -103,6 +103,7 @@ class Job:
     reason: str | None = None  # why EXPIRED
     cause: str | None = None  # its cause (no eligible worker, N declined, timed out, publisher gone)
     phases: tuple[tuple[str, str, str], ...] = ()  # per worker: (peer, phase, decline reason and detail)
+    provenance: tuple[tuple[str, str], ...] = ()  # (label, value): what the job builds, from its offer
 
     @property
     def votes(self) -> int:
@@ -125,6 +126,34 @@ class NodeInfo:
     busy: int | None
     uptime_s: int | None
     building: tuple[str, ...]  # job ids (hex) this node is building
+
+
+def parse_provenance(obj: Any) -> tuple[tuple[str, str], ...]:
+    """The job object's `provenance` map as detail lines (label, value), bounded and escaped."""
+    import shlex
+
+    if obj is None:
+        return ()
+    if not isinstance(obj, dict):
+        raise BadFrame("job.provenance: expected a map")
+    out = [("source", f"sha256 {_str(obj.get('source_sha256'), 'provenance.source_sha256', limit=64)}")]
+    commit = _opt_str(obj.get("commit"), "provenance.commit")
+    if commit:
+        out.append(("git", f"commit {commit[:64]}  tree {(_opt_str(obj.get('tree'), 'provenance.tree') or '-')[:64]}"))
+    image = _str(obj.get("image"), "provenance.image", limit=80)
+    recipe = _opt_str(obj.get("image_recipe"), "provenance.image_recipe")
+    out.append(("image", image + (f"  (recipe {recipe[:200]})" if recipe else "")))
+    command = [_str(c, "provenance.command") for c in _list(obj.get("command"), "provenance.command")[:MAX_LIST]]
+    out.append(("command", safe_text(shlex.join(command))[:MAX_STR]))
+    env = obj.get("env") or {}
+    if not isinstance(env, dict):
+        raise BadFrame("provenance.env: expected a map")
+    if env:
+        pairs = sorted((str(k)[:MAX_STR], str(v)[:MAX_STR]) for k, v in list(env.items())[:MAX_LIST])
+        out.append(("env", safe_text(" ".join(shlex.quote(f"{k}={v}") for k, v in pairs))[:MAX_STR]))
+    inputs = _opt_str(obj.get("inputs_sha256"), "provenance.inputs_sha256")
+    out.append(("inputs", f"sha256 {inputs[:64]}" if inputs else "none"))
+    return tuple(out)
 
 
 def parse_job(obj: Any) -> Job:
@@ -195,6 +224,7 @@ def parse_job(obj: Any) -> Job:
         reason=_opt_str(obj.get("reason"), "job.reason"),
         cause=_opt_str(obj.get("cause"), "job.cause"),
         phases=tuple(phases),
+        provenance=parse_provenance(obj.get("provenance")),
     )
 
 
@@ -258,6 +288,7 @@ class StatusModel:
     error: str | None = None
     facts: str = ""  # the `facts` counters of a `status` reply, as one line ("" when absent)
     bad_frames: int = 0
+    quota_dropped: dict[str, int] = field(default_factory=dict)
     filter: str | None = None
 
     # -- applying frames ---------------------------------------------------
@@ -283,6 +314,7 @@ class StatusModel:
                 self.bad_frames += 1
         self.node, self.node_seen_at, self.peers = node, now, peers
         self.facts = facts_line(result.get("facts"))
+        self.quota_dropped = parse_quota_dropped(result.get("quotas"))
         for j in reversed(jobs):  # the daemon lists newest first
             self._put_job(j, now, live=False)
         return True
@@ -425,6 +457,7 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         f"verdict   {job.verdict}" + (f"  digest {job.digest}" if job.digest else ""),
         f"trust     replicas {job.replicas if job.replicas is not None else '?'}, "
         f"quorum {job.quorum if job.quorum is not None else '?'}, votes in {job.votes}",
+        *(f"{label:<9} {value}" for label, value in job.provenance),
         "",
         "groups (by result digest):" if job.groups else "groups: none yet",
     ]
@@ -518,6 +551,25 @@ def snapshot_text(model: StatusModel, now: int) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(JOB_COLUMNS))]
         for r in rows:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    dropped = model.quota_dropped
+    if any(dropped.values()):
+        out += ["", "== quotas (facts dropped before storage, jobs evicted from the board)"]
+        out += [f"  {reason}  {n}" for reason, n in dropped.items() if n]
     if model.bad_frames:
         out += ["", f"(dropped {model.bad_frames} malformed frame(s) from the daemon)"]
     return "\n".join(out) + "\n"
+
+
+def parse_quota_dropped(raw: Any) -> dict[str, int]:
+    """`status.quotas.dropped` as {reason: count}; anything malformed is ignored, never fatal."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, int] = {}
+    for section, verb in (("dropped", "dropped"), ("evicted", "evicted")):
+        part = raw.get(section)
+        if not isinstance(part, dict):
+            continue
+        for reason, n in list(part.items())[:16]:
+            if isinstance(reason, str) and type(n) is int and n >= 0 and reason.isidentifier():
+                out[f"{verb} {reason[:32]}"] = n
+    return out

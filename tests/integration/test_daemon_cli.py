@@ -56,7 +56,12 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
     async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
         home, final = await published(c, tmp_path)
         assert final["verdict"] == "REPRODUCED" and final["project"] == "hello"
-        assert set(final) == JOB_KEYS
+        assert set(final) == JOB_KEYS and final["provenance"]["command"]  # docs/protocol.md section 6
+        workers = {w for g in final["groups"] for w in g["workers"]}
+        assert len(workers) == 2 and workers == {c.nodes[1].peer_id, c.nodes[2].peer_id}
+        assert [r["round"] for r in final["rounds"]][:1] == [0] and workers <= {
+            w for r in final["rounds"] for w in r["workers"]}
+        assert (final["reason"], final["ignored_selects"], final["missing"], final["declines"]) == (None, [], [], [])
         job = final["job"]
         r = await run_cli(home, "show", job[:6], "--json")
         assert r.exit_code == 0 and json.loads(r.stdout)["job"] == job
@@ -88,6 +93,7 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         assert r.exit_code == 0, r.output
         offline = json.loads(r.stdout)
         assert offline["verdict"] == "REPRODUCED" and offline["groups"] == final["groups"]
+        assert offline["bundle"]["complete"] is True and offline["bundle"]["missing"] == []
 
         r = await run_cli(home, "diff", job)
         assert r.exit_code == 0 and "nothing to compare" in r.stdout

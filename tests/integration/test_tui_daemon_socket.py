@@ -22,7 +22,8 @@ ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe01"
 JOB = {"job": "ab" * 32, "project": "busybox-smoke", "verdict": "PENDING", "digest": None, "replicas": 3,
        "quorum": 2, "groups": [], "dissenters": [], "equivocators": [], "ignored": [],
        "reason": None, "rounds": [], "ignored_selects": [], "missing": [], "declines": [], "cause": None,
-       "workers": [], "created": None, "deadlines": None}
+       "workers": [], "created": None, "deadlines": None,
+       "provenance": None}
 
 
 class Handler:

@@ -23,6 +23,21 @@ PEER_B = "12D3KooWBravoBravoBravoBravoBravoBravoBravoBravo03"
 PEER_C = "12D3KooWCharlieCharlieCharlieCharlieCharlieChar04"
 
 
+PROVENANCE: dict[str, Any] = {
+    "source_sha256": "5c" * 32,
+    "source_size": 10240,
+    "commit": "c0" * 20,
+    "tree": "7e" * 20,
+    "image": "sha256:" + "1d" * 32,
+    "image_recipe": "busybox",
+    "command": ["sh", "build.sh"],
+    "env": {"LC_ALL": "C"},
+    "source_date_epoch": 1700000000,
+    "inputs_sha256": None,
+    "inputs_size": None,
+}
+
+
 def job_obj(
     job: str,
     verdict: str = "PENDING",
@@ -53,6 +68,7 @@ def job_obj(
         "workers": [],
         "created": created,
         "deadlines": None,
+        "provenance": PROVENANCE,
     }
     obj.update(extra)
     return obj

@@ -89,6 +89,25 @@ def test_jobs_without_created_keep_the_daemon_order() -> None:
     assert model.visible_jobs()[0].job == "dd" * 32
 
 
+def test_detail_states_what_the_job_builds_escaped() -> None:
+    from tests.integration.test_tui_helpers import PROVENANCE
+
+    job = m.parse_job(job_obj("ab" * 32))
+    text = "\n".join(m.detail_lines(m.StatusModel(), job))
+    assert f"source    sha256 {PROVENANCE['source_sha256']}" in text
+    assert f"git       commit {PROVENANCE['commit']}  tree {PROVENANCE['tree']}" in text
+    assert f"image     {PROVENANCE['image']}  (recipe busybox)" in text
+    assert "command   sh build.sh" in text and "env       LC_ALL=C" in text and "inputs    none" in text
+    pinned = m.parse_job(job_obj("ab" * 32, provenance={**PROVENANCE, "inputs_sha256": "11" * 32, "commit": None}))
+    text = "\n".join(m.detail_lines(m.StatusModel(), pinned))
+    assert f"inputs    sha256 {'11' * 32}" in text and "git " not in text
+    # peer text from a signed offer: escaped, never interpreted by the terminal
+    hostile = m.parse_job(job_obj("ab" * 32, provenance={**PROVENANCE, "command": ["sh", "\x1b[2Jgotcha"]}))
+    text = "\n".join(m.detail_lines(m.StatusModel(), hostile))
+    assert "\x1b" not in text and "gotcha" in text
+    assert m.parse_job(job_obj("ab" * 32, provenance=None)).provenance == ()
+
+
 def test_status_facts_counters_line_is_bounded_and_safe() -> None:
     """issue 18: `status --once` shows the daemon's fact counters in one line; hostile input
     (escape codes as reasons, bools, negative or huge counts, wrong types) never reaches the terminal."""

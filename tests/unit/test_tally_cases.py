@@ -11,6 +11,7 @@ from p2pci.core.tally import (
     X_NO_SELECTION,
     ObserverPolicy,
     Verdict,
+    provenance_json,
     tally,
     verdict_json,
 )
@@ -298,6 +299,7 @@ def test_verdict_json_shape() -> None:
         "workers",
         "created",
         "deadlines",
+        "provenance",
     }
     assert j["reason"] is None and j["missing"] == [] and j["declines"] == []
     assert [w["phase"] for w in j["workers"]] == ["revealed"] * 3
@@ -308,6 +310,32 @@ def test_verdict_json_shape() -> None:
         "reveal": min(offer.created + offer.limits.timeout_s * 1000 + 30_000, offer.deadline),
         "offer": offer.deadline,
     }
+    from p2pci.control.schema import JOB_KEYS, PROVENANCE_KEYS
+
+    assert set(j) == JOB_KEYS and set(j["provenance"]) == PROVENANCE_KEYS
+    offer = sim.offer
+    assert j["provenance"] == {
+        "source_sha256": offer.source.sha256.hex(),
+        "source_size": 1234,
+        "commit": None,
+        "tree": None,
+        "image": offer.image.id,
+        "image_recipe": None,
+        "command": ["sh", "-c", "make"],
+        "env": {"LANG": "C"},
+        "source_date_epoch": 1_700_000_000,
+        "inputs_sha256": None,
+        "inputs_size": None,
+    }
+    # a pinned, git-published offer states its inputs, commit, tree and image recipe
+    from dataclasses import replace
+
+    from p2pci.core.messages import BlobRef, Provenance
+
+    pinned = replace(offer, inputs=BlobRef(b"\x11" * 32, 99), provenance=Provenance("c" * 40, "d" * 40, "busybox"))
+    p = provenance_json(pinned)
+    assert (p["inputs_sha256"], p["inputs_size"]) == ("11" * 32, 99)
+    assert (p["commit"], p["tree"], p["image_recipe"]) == ("c" * 40, "d" * 40, "busybox")
     assert [r["round"] for r in j["rounds"]] == [0]
     assert sorted(j["rounds"][0]["workers"]) == sorted([A.peer_id, B.peer_id, C.peer_id])
 

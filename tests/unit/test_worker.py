@@ -9,7 +9,7 @@ import pytest
 from p2pci.core.board import Board
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import BlobRef, Claim, Commit
-from p2pci.core.selection import next_select
+from p2pci.core.selection import next_select, selection
 from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import tally
 from p2pci.core.worker import (
@@ -274,9 +274,19 @@ def test_final_verdict_before_building_gives_up_but_a_running_build_continues() 
     for t in (T0, T0 + WINDOW, T0 + WINDOW):
         busy.step(t)
     assert busy.wj.phase == "BUILDING" and busy.building
-    sim2.honest_round([(key("x"), b"good", 0), (key("y"), b"good", 0)])
-    for f in sim2.facts[1:]:
-        board2.add(f.raw, T0 + WINDOW)
+    # x and y claim late; the publisher's round 1 fills the two free places with them (busy keeps
+    # its place); they build, commit and reveal the same result: REPRODUCED without busy
+    x, y = key("x"), key("y")
+    for k in (x, y):
+        board2.add(sim2.claim(k, lease_until=T0 + WINDOW + LEASE).raw, T0 + WINDOW)
+    assert publisher_step(board2, sim2.job, T0 + WINDOW)
+    view = board2.job(sim2.job)
+    assert view is not None and selection(view).current == tuple(sorted((busy.k.public, x.public, y.public)))
+    built = [(k, sim2.built(k)) for k in (x, y)]
+    for k, b in built:
+        board2.add(sim2.commit(k, b).raw, T0 + WINDOW)
+    for k, b in built:
+        board2.add(sim2.reveal(k, b).raw, T0 + WINDOW)
     view = board2.job(sim2.job)
     assert view is not None and tally(view, T0 + WINDOW).state == "REPRODUCED"
     acts = busy.step(T0 + WINDOW + 1)
@@ -359,6 +369,24 @@ def test_missing_salt_secret_is_a_local_error() -> None:
         d.step(t)
     with pytest.raises(LocalError, match="salt_secret"):
         d.finish_build(T0 + WINDOW)
+
+
+def test_a_claimed_worker_with_no_free_slot_lets_its_lease_lapse() -> None:
+    """Selected here but busy with other builds: it must not hold the place until the lease cap.
+    It does not renew, so the publisher replaces it when the lease ends; with a slot free again
+    (before that) it builds and renews as usual."""
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    d.step(T0)
+    d.step(T0 + WINDOW)  # claims (a slot was free then); the publisher selects it
+    d.step(T0 + WINDOW, Tick(free_slot=False))  # meanwhile another job took the slot
+    assert d.wj.phase == "CLAIMED" and not d.building  # selected, no slot
+    claims = [a for a in d.log if isinstance(a, PublishClaim)]
+    assert len(claims) == 1
+    half = claims[0].lease_until - LEASE // 2
+    assert d.step(half, Tick(free_slot=False)) == []  # no renewal while every slot is busy
+    acts = d.step(half + 1, Tick(free_slot=True))  # a slot freed: renew and build
+    assert PublishClaim(half + 1 + LEASE) in acts and StartBuild() in acts
 
 
 def sybil_pair(sim: JobSim, board: Board, now: int, content: bytes = b"evil") -> list[NodeKey]:
