@@ -255,3 +255,32 @@ def test_accepting_rejects_unknown_modes() -> None:
 
     with pytest.raises(LocalError, match="accepting must be one of"):
         machine().set_accepting("sleepy")
+
+
+# ---------------------------------------------------------------- publisher wake-ups
+
+
+def test_a_publisher_with_no_live_eligible_claim_after_the_window_does_not_ask_for_a_tick_now() -> None:
+    """The MockClock cluster hung on this: round 0 due (the window is over) but no eligible claim
+    yet (none, a lease that lapsed, a claimant that declined) made `next_wakeup` return `now`
+    forever, a hot loop in the daemon's clock loop that starved the tasks bringing claims."""
+    from dataclasses import replace
+
+    pub = key("pub")
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    for case in ("none", "lapsed", "declined"):
+        m = machine(pub, builds=False)
+        fact, _ = m.publish_offer(offer, seed, T0)
+        m.receive_facts([fact], T0)
+        sim = JobSim(offer, publisher=pub, seed=seed)
+        now = offer.created + 2 * offer.claim_window + 1  # past the window and its grace
+        if case == "lapsed":
+            m.receive_facts([sim.claim(A, lease_until=now - 1)], T0 + 10)
+        elif case == "declined":
+            m.receive_facts([sim.decline(A, "policy", "timeout")], T0 + 10)
+        for _ in range(5):
+            tick(m, now)
+        w = m.next_wakeup()
+        assert w is None or w > now, (case, w, now)
+        assert w == offer.deadline, case  # only the verdict's deadline is left to wait for
