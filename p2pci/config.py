@@ -78,6 +78,10 @@ class WorkerSettings:
     max_inputs_mb: int = _POLICY.max_inputs_mb  # the pinned-inputs tarball an offer names
     images: str | tuple[str, ...] = "any"  # "any", or image IDs ("sha256:…") and names ("busybox", "debian:…")
     open_jobs: bool = _POLICY.open_jobs
+    # donor controls (the daemon's, never part of the policy a publisher sees)
+    schedule: tuple[str, ...] = ()  # time windows when new work is taken ("mon-fri 19:00-07:00"); () = always
+    idle_load: float = 0.0  # > 0: take new work only while the 1-minute load average per CPU is below it
+    drain_grace_s: int = 600  # SIGTERM: let running builds finish this long, then stop
 
     def image_names(self) -> tuple[str, ...]:
         """The entries of `images` that are names, not IDs (to resolve before `policy()`)."""
@@ -250,6 +254,11 @@ max_source_mb = 256   # a source larger than this (tar, or unpacked: sparse file
 max_inputs_mb = 1024  # an offer whose pinned inputs tarball is larger than this is refused
 images = "any"        # or a list of image ids ["sha256:…"]
 open_jobs = true      # false: only build offers whose allowlist names this node
+# Donor controls (also `p2pci worker pause | resume | drain`). New work only inside these local
+# time windows, e.g. ["mon-fri 19:00-07:00", "sat,sun 00:00-24:00"]; [] = always.
+schedule = []
+idle_load = 0         # > 0: new work only while the 1-minute load average per CPU is below this
+drain_grace_s = 600   # on SIGTERM, running builds get this long to finish, then the daemon stops
 
 [trust]
 # Whose votes this node counts: "all" (every vote the offer allows) or "listed" (only `keys`;
@@ -330,6 +339,22 @@ def _take(table: dict[str, Any], key: str, typ: type | tuple[type, ...], where: 
     return val
 
 
+def _schedule(entries: tuple[str, ...]) -> tuple[str, ...]:
+    from p2pci.core.schedule import parse_schedule
+
+    try:
+        parse_schedule(entries)
+    except LocalError as e:
+        raise ConfigError(f"config: worker.{e}", "worker.schedule") from None
+    return entries
+
+
+def _idle_load(val: Any) -> float:
+    if isinstance(val, bool) or not 0 <= float(val) <= 64:
+        raise ConfigError("config: worker.idle_load must be 0 (off) .. 64 (load average per CPU)", "worker.idle_load")
+    return float(val)
+
+
 def _strs(table: dict[str, Any], key: str, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
     val = _take(table, key, list, where, None)
     if val is None:
@@ -407,6 +432,9 @@ def parse_config(data: dict[str, Any]) -> Config:
         max_inputs_mb=_nonneg(_take(w, "max_inputs_mb", int, "worker.", dw.max_inputs_mb), "worker.max_inputs_mb", 1),
         images=images,
         open_jobs=_take(w, "open_jobs", bool, "worker.", dw.open_jobs),
+        schedule=_schedule(_strs(w, "schedule", "worker.", dw.schedule)),
+        idle_load=_idle_load(_take(w, "idle_load", (int, float), "worker.", dw.idle_load)),
+        drain_grace_s=_nonneg(_take(w, "drain_grace_s", int, "worker.", dw.drain_grace_s), "worker.drain_grace_s"),
     )
     if w:
         raise ConfigError(f"config: unknown key worker.{sorted(w)[0]}", f"worker.{sorted(w)[0]}")

@@ -12,6 +12,7 @@ Inputs::
     m.publish(body, now) -> (fact, effs)  # a fact of our own (offer, cancel): signed, not yet indexed
     m.build_finished(job, event, now)     # a build reported BuildDone / BuildFailed
     m.set_trust(keys) -> effs             # the observer's trust set changed
+    m.set_accepting(mode) -> effs         # donor controls: "open" | "paused" | "draining"
     m.tick(now) -> effs                   # decide: every changed job and every due wake-up
 
 `receive_facts` and `build_finished` only mark jobs dirty; the decisions come
@@ -68,7 +69,7 @@ from typing import Any
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
-from p2pci.core.messages import BlobRef, Claim, Commit, Limits, Message, Offer, Require
+from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Limits, Message, Offer, Require
 from p2pci.core.results import ManifestEntry
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
@@ -81,6 +82,7 @@ from p2pci.core.worker import (
     GiveUp,
     PublishClaim,
     PublishCommit,
+    PublishDecline,
     PublishReveal,
     StartBuild,
     Tick,
@@ -95,6 +97,7 @@ log = logging.getLogger("p2pci.node")
 RECENT_WINDOW_MS = 24 * 3600 * 1000  # finished jobs still offered to anti-entropy
 PREFETCH_MAX = 16 << 20  # sources up to this size are fetched as soon as we claim
 WORKER_KEY = "worker/"  # kv prefix of persisted worker jobs
+ACCEPTING = ("open", "paused", "draining")  # donor controls (NodeMachine.set_accepting)
 TRUST_KEY = "trust"
 TRUST_MODE_KEY = "trust_mode"  # "all" | "listed"
 SEED_KEY = "seed/"  # kv prefix of the selection seeds of our own offers (hex), written before the offer
@@ -192,6 +195,7 @@ class NodeMachine:
     seeds: dict[bytes, bytes] = field(default_factory=dict)  # own offers: job -> selection seed
     regressions: int = 0  # verdicts that went from final back to PENDING (P7)
     errors: int = 0  # jobs whose processing raised (a bug on one job must not stop the node)
+    accepting: str = "open"  # "open" | "paused" (donor: pause, or outside its schedule) | "draining"
     _events: dict[bytes, list[BuildDone | BuildFailed]] = field(default_factory=dict)
     _dirty: set[bytes] = field(default_factory=set)
     _wakeups: dict[bytes, int] = field(default_factory=dict)
@@ -355,6 +359,30 @@ class NodeMachine:
         effects.append(Persist(TRUST_KEY, sorted(peer_id_of(k) for k in self.trust)))
         return effects
 
+    def set_accepting(self, mode: str) -> list[Effect]:
+        """Donor controls: "open" (take work), "paused" (no new claims; claims not yet building
+        are declined with reason `paused`; running builds finish, commit and reveal), "draining"
+        (paused, and the driver stops once `drained()`)."""
+        if mode not in ACCEPTING:
+            raise LocalError(f"accepting must be one of {', '.join(ACCEPTING)}, not {mode!r:.40}")
+        if mode == self.accepting:
+            return []
+        self.accepting = mode
+        self._slot_freed()  # waiting and claimed jobs decide again
+        return [NodeChanged()]
+
+    def drained(self) -> bool:
+        """Draining, no build of ours runs, every result is committed and nothing is left to
+        decide now (a reveal that can go out has gone out; one that waits for others is persisted:
+        a restarted worker reveals it)."""
+        return (
+            self.accepting == "draining"
+            and not self.building
+            and not self._dirty
+            and not self._events
+            and all(w.phase != "BUILT" for w in self.jobs.values())
+        )
+
     def tick(self, now: int) -> list[Effect]:
         """Decide for every job that changed or whose wake-up time came."""
         due = {j for j, t in self._wakeups.items() if t <= now}
@@ -445,7 +473,8 @@ class NodeMachine:
         events.append(Tick())
         for ev in events:
             if isinstance(ev, Tick):
-                ev = Tick(free_slot=self._free_slot(job, wj.phase, now))
+                paused = self.accepting != "open"
+                ev = Tick(free_slot=not paused and self._free_slot(job, wj.phase, now), paused=paused)
             wj, actions = worker_step(wj, view, now, self.cfg.worker, ev)
             self.jobs[job] = wj
             for action in actions:
@@ -494,6 +523,11 @@ class NodeMachine:
             effects.append(self._persist(wj))
             effects.append(ServeOutputs(wj.job, wj.manifest))
             self._publish(action.reveal, effects)
+        elif isinstance(action, PublishDecline):
+            detail = "".join(c if c.isprintable() or c == "\n" else "?" for c in action.detail)
+            self._publish(
+                Decline(job=wj.job, reason=action.code, detail=detail[-MAX_DETAIL:], log=action.log), effects
+            )
         elif isinstance(action, CancelBuild):
             if wj.job in self.building:
                 effects.append(StopBuild(wj.job))
@@ -593,6 +627,7 @@ class NodeMachine:
 
 
 __all__ = [
+    "ACCEPTING",
     "NodeConfig",
     "NodeMachine",
     "Effect",

@@ -13,6 +13,7 @@ Phases::
     CLAIMED --Tick (selected)--> BUILDING --BuildDone--> BUILT --Tick (own commit on board)--> COMMITTED
     COMMITTED --Tick (all selected committed, or reveal deadline)--> REVEALED
     SEEN --> SKIPPED (policy says no, or already over); WAITING/CLAIMED/BUILDING --> GAVE_UP
+    CLAIMED --Tick(paused)--> GAVE_UP with a `paused` decline (the donor paused or drains)
 
 Rules:
 
@@ -71,14 +72,13 @@ from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
 from p2pci.core.signing import commit_hash
-from p2pci.core.tally import tally
+from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
 
 Phase = Literal[
     "SEEN", "WAITING", "CLAIMED", "BUILDING", "BUILT", "COMMITTED", "REVEALED", "SKIPPED", "GAVE_UP"
 ]
 TERMINAL: frozenset[str] = frozenset({"REVEALED", "SKIPPED", "GAVE_UP"})
 _PHASES: frozenset[str] = frozenset(get_args(Phase))
-DEFAULT_SLACK_MS = 30_000
 
 
 # --------------------------------------------------------------------------
@@ -121,33 +121,39 @@ def settle_ms_for(claim_window_ms: int) -> int:
 
 def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str | None:
     """None if this worker may build `offer`, else the reason it may not."""
+    why = refusal(offer, policy, me)
+    return None if why is None else why[1]
+
+
+# refusals not worth a `decline`: the offer is not addressed to this worker at all
+SILENT_REFUSALS: frozenset[str] = frozenset({"allowlist", "open_jobs"})
+
+
+def refusal(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> tuple[str, str] | None:
+    """None if this worker may build `offer`, else (decline code, human reason)."""
     if offer.workers == "open":
         if not policy.open_jobs:
-            return "open jobs are disabled"
+            return "open_jobs", "open jobs are disabled"
     elif me is not None and me not in offer.workers:
-        return "not in the offer's allowlist"
+        return "allowlist", "not in the offer's allowlist"
     lim = offer.limits
     if lim.timeout_s > policy.max_timeout_s:
-        return f"timeout {lim.timeout_s}s exceeds {policy.max_timeout_s}s"
+        return "policy", f"timeout {lim.timeout_s}s exceeds {policy.max_timeout_s}s"
     if lim.memory_mb > policy.max_memory_mb:
-        return f"memory {lim.memory_mb} MB exceeds {policy.max_memory_mb} MB"
+        return "policy", f"memory {lim.memory_mb} MB exceeds {policy.max_memory_mb} MB"
     if lim.cpus > policy.max_cpus:
-        return f"cpus {lim.cpus} exceeds {policy.max_cpus}"
+        return "policy", f"cpus {lim.cpus} exceeds {policy.max_cpus}"
     if lim.out_mb > policy.max_out_mb:
-        return f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
+        return "policy", f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
     if offer.source.size > policy.max_source_mb << 20:
-        return f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
+        return "source", f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
     if offer.inputs is not None and offer.inputs.size > policy.max_inputs_mb << 20:
-        return f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
+        return "inputs", f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
-        return f"image {offer.image.id} not allowed"
+        return "image", f"image {offer.image.id} not allowed"
     if policy.slots < 1:
-        return "no build slots"
+        return "slots", "no build slots"
     return None
-
-
-def reveal_deadline(offer: Offer, slack_ms: int = DEFAULT_SLACK_MS) -> int:
-    return min(offer.created + offer.limits.timeout_s * 1000 + slack_ms, offer.deadline)
 
 
 def salt_for(secret: bytes, job: bytes) -> bytes:
@@ -160,9 +166,12 @@ def salt_for(secret: bytes, job: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Time passed or the job's facts changed. `free_slot`: may this worker start a build now."""
+    """Time passed or the job's facts changed. `free_slot`: may this worker start a build now.
+    `paused`: the donor paused or drains this worker (no new claims; a claim not yet building
+    is declined with reason `paused`, so the publisher replaces it at once)."""
 
     free_slot: bool = True
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +184,14 @@ class BuildDone:
 
 @dataclass(frozen=True, slots=True)
 class BuildFailed:
+    """A build that gave no result. `code` is the decline reason published for it (`timeout`,
+    `start_failed`, `image`, `source`, `inputs`, `other`; "" for a cancelled build: no decline),
+    `detail` a bounded text (for a timeout: the log's tail), `log` the log blob when kept."""
+
     reason: str
+    code: str = "other"
+    detail: str = ""
+    log: BlobRef | None = None
 
 
 Event = Tick | BuildDone | BuildFailed
@@ -211,7 +227,16 @@ class GiveUp:
     reason: str
 
 
-Action = PublishClaim | StartBuild | PublishCommit | PublishReveal | CancelBuild | GiveUp
+@dataclass(frozen=True, slots=True)
+class PublishDecline:
+    """Say why this worker will not build the job (a signed `decline`, at most one per job)."""
+
+    code: str
+    detail: str
+    log: BlobRef | None = None
+
+
+Action = PublishClaim | StartBuild | PublishCommit | PublishReveal | CancelBuild | GiveUp | PublishDecline
 
 
 # --------------------------------------------------------------------------
@@ -299,7 +324,8 @@ class WorkerJob:
             renew_at=opt_int("renew_at"),
             exit_code=opt_int("exit_code"),
             manifest=tuple(
-                ManifestEntry(str(e["path"]), int(e["size"]), int(e["mode"]), bytes(e["sha256"])) for e in d["manifest"]
+                ManifestEntry(str(e["path"]), int(e["size"]), int(e["mode"]), bytes(e["sha256"]))
+                for e in d["manifest"]
             ),
             log=None if log is None else BlobRef(bytes(log["sha256"]), int(log["size"])),
             salt=opt_bytes("salt"),
@@ -373,7 +399,14 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
     offer = view.offer_msg
     if offer is None:
         return wj, []
-    reason = eligible(offer, cfg.policy, cfg.me) or _over(view, offer, now)
+    refused = refusal(offer, cfg.policy, cfg.me)
+    if refused is not None:
+        code, text = refused
+        # one decline per job, and only while the job is live and addressed to us: a worker
+        # that says nothing leaves the publisher waiting for the deadline
+        say = code not in SILENT_REFUSALS and _over(view, offer, now) is None
+        return replace(wj, phase="SKIPPED", reason=text), [PublishDecline(code, text)] if say else []
+    reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
     first = now if wj.first_seen is None else wj.first_seen
@@ -412,6 +445,9 @@ def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
+    if ev.paused:
+        why = "the donor paused this worker"
+        return replace(wj, phase="GAVE_UP", reason=why), [GiveUp(why), PublishDecline("paused", why)]
     wj, actions = _renew(wj, view, now, cfg, ev.free_slot)
     if wj.settle_until is not None and now < wj.settle_until:
         return wj, actions  # just claimed: let competing claims of the same window arrive first
@@ -456,7 +492,10 @@ def _build_done(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
 def _build_failed(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
     assert isinstance(ev, BuildFailed)
     reason = f"build failed: {ev.reason}"
-    return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
+    actions: list[Action] = [GiveUp(reason)]
+    if ev.code:  # a selected worker that cannot deliver says why (a cancelled build does not)
+        actions.append(PublishDecline(ev.code, ev.detail or ev.reason, ev.log))
+    return replace(wj, phase="GAVE_UP", reason=reason), actions
 
 
 def _built_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:

@@ -74,6 +74,7 @@ log = logging.getLogger("p2pci.node")
 SUB_BUFFER = 1024
 INGEST_BUFFER = 4096
 RETENTION_EVERY_S = 6 * 3600
+SCHEDULE_EVERY_S = 30  # how often the schedule and the host's load are looked at
 INGEST_BATCH = 512
 
 _ORIGIN: tuple[object, float] | None = None  # (trio root task, epoch ms at trio time 0)
@@ -172,6 +173,9 @@ class Node:
         self.ready = trio.Event()
         self.stopped = trio.Event()  # set when run() has returned (store closed, lock released)
         self.changed = trio.Event()  # set (and replaced) whenever facts or verdicts change: for tests
+        self.drained = trio.Event()  # set once draining and no build runs (`p2pci worker drain`, SIGTERM)
+        self.control_mode = "open"  # the donor's: "open" (resume) | "paused" | "draining"
+        self.paused_why = ""  # why new work is not taken ("" while open)
         self._subs: list[trio.MemorySendChannel[dict[str, Any]]] = []
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -226,6 +230,7 @@ class Node:
                 nursery.start_soon(self._peer_loop)
                 nursery.start_soon(self._clock_loop)
                 nursery.start_soon(self._retention_loop)
+                nursery.start_soon(self._schedule_loop)
                 await trio.to_thread.run_sync(self._write_addrs)
                 self.ready.set()
                 task_status.started()
@@ -369,6 +374,8 @@ class Node:
         while True:
             self._wake = trio.Event()
             await self._perform(self.machine.tick(self.now()))
+            if self.machine.drained():
+                self.drained.set()
             nxt = self.machine.next_wakeup()
             now = self.now()
             if nxt is not None and nxt <= now:
@@ -439,6 +446,61 @@ class Node:
     async def fetch_blob(self, ref: BlobRef, peers: list[bytes] | None) -> Path:
         return await self.fetcher.fetch(ref, peers)
 
+    # ------------------------------------------------------------------ donor controls
+
+    async def set_control(self, mode: str) -> None:
+        """`p2pci worker pause | resume | drain` (mode "paused" | "open" | "draining")."""
+        if mode not in ("open", "paused", "draining"):
+            raise LocalError(f"unknown worker control {mode!r:.40}")
+        if self.runner is None:
+            raise LocalError("this node does not build (build = false or --no-build): nothing to pause")
+        if self.control_mode == "draining" and mode != "draining":
+            raise LocalError("the worker is draining: it stops once its running builds are done")
+        self.control_mode = mode
+        await self._apply_accepting()
+
+    def _scheduled(self) -> str:
+        """Why the schedule keeps new work out now ("" when it does not)."""
+        from p2pci.core.schedule import in_schedule, parse_schedule
+
+        w = self.config.worker
+        if w.schedule:
+            t = time.localtime()
+            if not in_schedule(parse_schedule(w.schedule), t.tm_wday, t.tm_hour * 60 + t.tm_min):
+                return "outside the schedule"
+        if w.idle_load > 0:
+            try:
+                load = os.getloadavg()[0] / (os.cpu_count() or 1)
+            except OSError:
+                return ""
+            if load >= w.idle_load:
+                return f"host busy (load {load:.2f} per CPU >= idle_load {w.idle_load:g})"
+        return ""
+
+    async def _apply_accepting(self) -> None:
+        if self.control_mode != "open":
+            mode, why = self.control_mode, f"{self.control_mode} by the donor"
+        else:
+            why = self._scheduled()
+            mode = "paused" if why else "open"
+        changed = why != self.paused_why
+        self.paused_why = why
+        effects = self.machine.set_accepting(mode)
+        if changed and not effects:
+            effects = [NodeChanged()]
+        await self._perform(effects)
+        if self.machine.drained():
+            self.drained.set()
+        self._poke()
+
+    async def _schedule_loop(self) -> None:
+        w = self.config.worker
+        if self.runner is None or (not w.schedule and w.idle_load <= 0):
+            return
+        while True:
+            await self._apply_accepting()
+            await trio.sleep(SCHEDULE_EVERY_S)
+
     # ------------------------------------------------------------------ retention
 
     async def _retention_loop(self) -> None:
@@ -506,6 +568,8 @@ class Node:
             "busy": 0 if self.builds is None else len(self.builds.running),
             "uptime_s": max(0, (self.now() - self.started_at) // 1000),
             "building": [] if self.builds is None else self.builds.info(),
+            "accepting": self.machine.accepting if self.runner is not None else "paused",
+            "paused_why": self.paused_why if self.runner is not None else "does not build",
         }
 
     def peer_list(self) -> list[dict[str, Any]]:

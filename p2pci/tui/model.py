@@ -100,6 +100,9 @@ class Job:
     ignored: tuple[tuple[str, str], ...]
     created: int | None  # ms since the epoch, if the daemon sends it
     hidden: int = 0  # list items (groups, workers, ignored votes...) beyond what the model keeps
+    reason: str | None = None  # why EXPIRED
+    cause: str | None = None  # its cause (no eligible worker, N declined, timed out, publisher gone)
+    phases: tuple[tuple[str, str, str], ...] = ()  # per worker: (peer, phase, decline reason and detail)
     provenance: tuple[tuple[str, str], ...] = ()  # (label, value): what the job builds, from its offer
 
     @property
@@ -187,6 +190,24 @@ def parse_job(obj: Any) -> Job:
     dissenters = _list(obj.get("dissenters"), "job.dissenters")
     equivocators = _list(obj.get("equivocators"), "job.equivocators")
     hidden += max(0, len(dissenters) - MAX_LIST) + max(0, len(equivocators) - MAX_LIST)
+    phases = []
+    raw_workers = obj.get("workers") or []
+    if not isinstance(raw_workers, list):
+        raise BadFrame("job.workers: expected a list")
+    hidden += max(0, len(raw_workers) - MAX_LIST)
+    for w in raw_workers[:MAX_LIST]:
+        if not isinstance(w, dict):
+            raise BadFrame("job.workers[]: expected a map")
+        why = _opt_str(w.get("reason"), "workers.reason") or ""
+        raw = w.get("detail")
+        detail = "" if raw is None else _str(" ".join(raw.split()) if isinstance(raw, str) else raw, "workers.detail")[:160]
+        phases.append(
+            (
+                _str(w.get("worker"), "workers.worker"),
+                _str(w.get("phase"), "workers.phase", limit=16),
+                why + (f": {detail}" if detail else ""),
+            )
+        )
     return Job(
         job=job,
         project=_str(obj.get("project") or "", "job.project", limit=80),
@@ -200,6 +221,9 @@ def parse_job(obj: Any) -> Job:
         ignored=tuple(ignored),
         created=_opt_int(obj.get("created"), "job.created"),
         hidden=hidden,
+        reason=_opt_str(obj.get("reason"), "job.reason"),
+        cause=_opt_str(obj.get("cause"), "job.cause"),
+        phases=tuple(phases),
         provenance=parse_provenance(obj.get("provenance")),
     )
 
@@ -446,6 +470,7 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         lines.extend(f"  {w}" for w in items)
     lines.append("ignored votes: " + ("none" if not job.ignored else ""))
     lines.extend(f"  {w}: {reason}" for w, reason in job.ignored)
+    lines.extend(phase_lines(job))
     if job.hidden:
         lines.append(f"(and {job.hidden} more entries not shown: `p2pci show {short_id(job.job)} --json` has them all)")
     if job.verdict == "DISPUTED":
@@ -457,6 +482,31 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         lines.append("this node: building (its output streams into the log below)")
     elif me is not None and any(me.peer_id in g.workers for g in job.groups):
         lines.append("this node: built and voted")
+    return lines
+
+
+PHASE_WORDS = {
+    "claimed": "claimed",
+    "selected": "selected (building)",
+    "dropped": "dropped by a later round",
+    "committed": "committed",
+    "revealed": "revealed",
+    "declined": "declined",
+    "timed_out": "timed out",
+}
+
+
+def phase_lines(job: Job) -> list[str]:
+    """Per worker: claimed / selected / committed / revealed / declined (why) / timed out, and
+    why an EXPIRED job expired (issue 16)."""
+    lines: list[str] = []
+    if job.verdict == "EXPIRED" and job.reason:
+        lines.append(f"expired:  {job.reason}")
+        if job.cause:
+            lines.append(f"cause:    {job.cause}")
+    lines.append("workers: " + ("none yet" if not job.phases else ""))
+    for peer, phase, why in job.phases:
+        lines.append(f"  {short_peer(peer)}  {PHASE_WORDS.get(phase, phase)}" + (f" ({why})" if why else ""))
     return lines
 
 

@@ -82,7 +82,7 @@ def test_snapshot_text_lists_jobs_newest_first_in_aligned_columns() -> None:
 def test_jobs_without_created_keep_the_daemon_order() -> None:
     model = m.StatusModel()
     jobs = [job_obj(h * 32, "PENDING") for h in ("cc", "aa", "bb")]  # as the daemon sends them: newest first
-    assert all("created" not in j for j in jobs)
+    assert all(j["created"] is None for j in jobs)
     model.apply_status(status_obj(jobs), 0)
     assert [j.job[:2] for j in model.visible_jobs()] == ["cc", "aa", "bb"]
     model.apply_event({"event": "job", "job": {**jobs[1], "job": "dd" * 32}}, 5)

@@ -97,7 +97,7 @@ class MachineMesh:
                 done = BuildDone(0, manifest_for(content), BlobRef(h(b"log %d" % i), 1))
                 self._push(self.now + self.build_ms(i, self.builds), i, "built", (e.job, done))
             elif isinstance(e, StopBuild):
-                self._push(self.now, i, "built", (e.job, BuildFailed("cancelled")))
+                self._push(self.now, i, "built", (e.job, BuildFailed("cancelled", code="")))
 
     def step(self) -> bool:
         """Advance to the next event or wake-up; False when nothing is left to do."""

@@ -21,6 +21,7 @@ from p2pci.core.worker import (
     GiveUp,
     PublishClaim,
     PublishCommit,
+    PublishDecline,
     PublishReveal,
     StartBuild,
     Tick,
@@ -244,8 +245,18 @@ def test_build_failed_gives_up() -> None:
     d = ds[0]
     for t in (T0, T0 + WINDOW, T0 + WINDOW):
         d.step(t)
-    acts = d.step(T0 + WINDOW, BuildFailed("timeout"))
-    assert acts == [GiveUp("build failed: timeout")] and d.wj.phase == "GAVE_UP"
+    acts = d.step(T0 + WINDOW, BuildFailed("timed out after 5s", code="timeout", detail="tail"))
+    assert acts == [GiveUp("build failed: timed out after 5s"), PublishDecline("timeout", "tail")]
+    assert d.wj.phase == "GAVE_UP"
+
+
+def test_cancelled_build_publishes_no_decline() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    for t in (T0, T0 + WINDOW, T0 + WINDOW):
+        d.step(t)
+    acts = d.step(T0 + WINDOW, BuildFailed("cancelled", code=""))
+    assert acts == [GiveUp("build failed: cancelled")]
 
 
 def test_final_verdict_before_building_gives_up_but_a_running_build_continues() -> None:
