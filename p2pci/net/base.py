@@ -18,8 +18,8 @@ Semantics (both implementations):
 * `publish(raw)` gossips a fact made by this node; it is NOT delivered back
   through `facts()` (the daemon already has it). Delivery is best effort;
   anti-entropy (`SyncSource`) repairs losses.
-* `fetch_blob` tries peers in turn; the bytes are hashed while written and
-  only a matching blob lands in the store.
+* `fetch_blob` pulls pieces from holders (several at once) and sharers; the whole
+  blob is hashed before it lands in the store, and a partial download resumes.
 * Start with `await nursery.start(net.run)`; stop by cancelling the nursery.
 """
 
@@ -59,6 +59,10 @@ class BlobStoreLike(Protocol):
     def has(self, sha: bytes) -> bool: ...
 
     def writer(self, expect: Any) -> AbstractContextManager[Any]: ...
+
+    def partial(self, expect: Any) -> Any:
+        """The resumable download of `expect` (p2pci.store.blobs.PartialBlob)."""
+        ...
 
 
 class SyncSource(Protocol):
@@ -130,8 +134,13 @@ class Network(Protocol):
         """Validated facts from other nodes (gossip and sync), each id at most once."""
         ...
 
-    async def fetch_blob(self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None) -> Path:
-        """Fetch blob `ref` (BlobRef) into `dest`, trying `peers` (default: all) in turn.
+    async def fetch_blob(
+        self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None, sharers: list[str] | None = None
+    ) -> Path:
+        """Fetch blob `ref` (BlobRef) into `dest` from `peers` (holders of the whole blob, in order
+        of preference; default: every connected peer) and `sharers` (the peers fetching the same
+        blob now, this node included, in an order they all share: each serves the others the
+        pieces it got from a holder; p2pci.net.pieces).
 
         Returns `dest.path(ref.sha256)`. Raises BlobUnavailable when no peer
         delivered matching bytes.

@@ -46,6 +46,7 @@ from p2pci.net.base import (
     Validator,
 )
 from p2pci.net.common import Fanout, Lacking, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S, Pull, bit, full_bitmap, popcount
 from p2pci.net.quota import Quotas
 from p2pci.net.reach import Reach, RelayServerLimits, is_circuit, lacks_protocol
 
@@ -55,6 +56,24 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus  # trio-stubs (from trio_typing) shadow trio's own types
 
 log = logging.getLogger(__name__)
+
+
+
+def pieces(size: int) -> int:
+    return (size + PIECE - 1) // PIECE
+
+
+def _differing(bad: Path, good: Any, sources: dict[int, str]) -> set[str]:
+    """The remotes (by `sources`) whose pieces in the file `bad` differ from the verified `good`."""
+    out: set[str] = set()
+    with bad.open("rb") as f:
+        for i in range(good.n):
+            off, n = good.span(i)
+            f.seek(off)
+            if f.read(n) != good.read(off, n) and i in sources:
+                out.add(sources[i])
+    return out
+
 
 # ---------------------------------------------------------------------------
 # py-libp2p wrapping. Imported lazily: `import libp2p` costs ~1 s.
@@ -121,6 +140,8 @@ _YAMUX_HEADER = 12
 _BLOB_CHUNK = 4 * (_NOISE_PLAINTEXT - _YAMUX_HEADER) - 4  # 262024: <= wire.CHUNK, old readers accept it
 _BLOB_BATCH = 4  # chunk frames per stream write (~1 MB): one deadline and one call each
 _BLOB_READ = 1 << 20  # the most a blob read takes from the stream's buffer at once
+BAD_HOLDER_S = 600  # a holder that served bytes that are not the blob is not asked for this long
+PIECE = wire.PIECE
 _PATCHED_LIBP2P = "0.8.1"  # the version whose internals _patch_yamux_framing relies on
 
 
@@ -513,6 +534,9 @@ class LibP2PNetwork:
         self._px_wait = px_interval  # doubles while peer exchange brings nothing new
         self._serve_slots: dict[str, int] = {}
         self._fetch_slots: dict[str, trio.Semaphore] = {}
+        self._pulling: dict[bytes, trio.Event] = {}  # blob sha256 -> set when its download ends
+        self._partials: dict[bytes, Any] = {}  # blob sha256 -> PartialBlob being downloaded (served)
+        self._bad_holders: dict[str, float] = {}  # peer -> monotonic time its drop ends
         self._host: Any = None
         self._pubsub: Any = None
         self._nursery: trio.Nursery | None = None
@@ -696,6 +720,7 @@ class LibP2PNetwork:
         host.set_stream_handler(wire.PROTO_PEERS, self._handle_peers)
         host.set_stream_handler(wire.PROTO_SYNC, self._handle_sync)
         host.set_stream_handler(wire.PROTO_BLOB, self._handle_blob)
+        host.set_stream_handler(wire.PROTO_BLOB2, self._handle_blob)
         self._host = host
         on_mdns = self._mdns_handler() if self.mdns else None
         conns: list[Any] = []
@@ -1209,37 +1234,274 @@ class LibP2PNetwork:
             await trio.lowlevel.checkpoint()
 
     # -- blobs -----------------------------------------------------------------------
-    async def fetch_blob(self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None) -> Path:
+    def _bad_holder(self, peer: str) -> bool:
+        until = self._bad_holders.get(peer)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._bad_holders[peer]
+            return False
+        return True
+
+    def _drop_holder(self, peer: str, why: str) -> None:
+        """A holder served bytes that are not the blob: not asked for blobs for BAD_HOLDER_S."""
+        if self._bad_holder(peer):
+            return
+        self._stats.inc("blob_bad_holders")
+        if len(self._bad_holders) >= 4096:
+            self._bad_holders.clear()
+        self._bad_holders[peer] = time.monotonic() + BAD_HOLDER_S
+        log.info("blob holder %s dropped for %d s: %s", peer, BAD_HOLDER_S, why)
+
+    async def fetch_blob(
+        self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None, sharers: list[str] | None = None
+    ) -> Path:
         if dest.has(ref.sha256):
             return dest.path(ref.sha256)
         if ref.size > self.blob_max:
             raise BlobUnavailable(f"blob of {ref.size} bytes exceeds the limit of {self.blob_max}")
+        team = list(dict.fromkeys(sharers or []))
         if peers is None:
             candidates = sorted(self._since)
             self._rng.shuffle(candidates)
         else:
-            candidates = [p for p in peers if p != self._peer_id]
-        reasons: list[str] = []
-        for peer in candidates:
-            slot = self._fetch_slots.setdefault(peer, trio.Semaphore(self.blob_concurrency))
-            try:
-                async with slot:
-                    await self._fetch_from(peer, ref, dest)
-            except MissingProtocol:
-                reasons.append(f"{peer}: does not serve blobs")
-            except trio.TooSlowError:
-                self._stats.inc("blob_timeouts")
-                reasons.append(f"{peer}: timed out")
-            except ProtocolError as exc:
-                self._stats.inc("blob_rejected")
-                reasons.append(f"{peer}: {exc}")
-            except Exception as exc:  # libp2p: dial/stream errors of many types
-                self._stats.inc("blob_failures")
-                reasons.append(f"{peer}: {type(exc).__name__}: {exc}")
-            else:
-                self._stats.inc("blob_fetched")
+            candidates = list(peers)
+        holders = [p for p in dict.fromkeys(candidates) if p != self._peer_id and p not in team]
+        holders = [p for p in holders if not self._bad_holder(p)]
+        while (pending := self._pulling.get(ref.sha256)) is not None:  # one download per blob
+            await pending.wait()
+            if dest.has(ref.sha256):
                 return dest.path(ref.sha256)
-        raise BlobUnavailable(f"blob {ref.sha256.hex()} unavailable: " + "; ".join(reasons or ["no peers"]))
+        done = self._pulling[ref.sha256] = trio.Event()
+        try:
+            return await self._fetch_pieces(ref, dest, holders, team)
+        finally:
+            del self._pulling[ref.sha256]
+            done.set()
+
+    async def _fetch_pieces(self, ref: Any, dest: BlobStoreLike, holders: list[str], team: list[str]) -> Path:
+        if ref.size == 0:
+            with dest.writer(ref):
+                pass
+            return dest.path(ref.sha256)
+        part = dest.partial(ref)
+        pull = Pull(part, holders, team, self._peer_id)
+        for member in pull.team:
+            if self._bad_holder(member):
+                pull.stalled.add(member)
+        self._partials[ref.sha256] = part
+        try:
+            await self._pull(pull, ref, part)
+            if part.complete():
+                if await trio.to_thread.run_sync(part.verify):
+                    part.commit()
+                    self._stats.inc("blob_fetched")
+                    return dest.path(ref.sha256)
+                self._stats.inc("blob_rejected")
+                del self._partials[ref.sha256]
+                if await self._blame(pull, ref, dest, part):
+                    return dest.path(ref.sha256)
+                pull.reasons.append("no holder served the whole blob with a matching hash")
+            else:
+                del self._partials[ref.sha256]
+                part.close()  # kept: the next fetch resumes with the pieces it has
+            for peer in pull.v1:  # holders without ranges: the whole blob from one at a time
+                try:
+                    async with self._fetch_slot(peer):
+                        await self._fetch_from(peer, ref, dest)
+                except MissingProtocol:
+                    pull.reasons.append(f"{peer}: does not serve blobs")
+                except trio.TooSlowError:
+                    self._stats.inc("blob_timeouts")
+                    pull.reasons.append(f"{peer}: timed out")
+                except ProtocolError as exc:
+                    self._stats.inc("blob_rejected")
+                    if exc.reason == "mismatch":
+                        self._drop_holder(peer, str(exc))
+                    pull.reasons.append(f"{peer}: {exc}")
+                except Exception as exc:  # libp2p: dial/stream errors of many types
+                    self._stats.inc("blob_failures")
+                    pull.reasons.append(f"{peer}: {type(exc).__name__}: {exc}")
+                else:
+                    self._stats.inc("blob_fetched")
+                    return dest.path(ref.sha256)
+        finally:
+            self._partials.pop(ref.sha256, None)
+            part.close()
+        raise BlobUnavailable(
+            f"blob {ref.sha256.hex()} unavailable: " + "; ".join(pull.reasons[-8:] or ["no peers"])
+        )
+
+    async def _blame(self, pull: Pull, ref: Any, dest: BlobStoreLike, bad: Any) -> bool:
+        """The assembled blob failed its hash. Get it whole from one remote at a time (each copy
+        verified alone), then drop every remote whose pieces differ from the good copy; a
+        remote whose own whole copy fails is dropped too. True once the blob is in `dest`."""
+        bad_path = bad.path.with_name(bad.path.name + ".bad")
+        bad.close()
+        bad.path.replace(bad_path)
+        bad.discard()
+        try:
+            for peer in [*pull.holders, *(m for m in pull.team if m != self._peer_id)]:
+                if self._bad_holder(peer):
+                    continue
+                part = dest.partial(ref)
+                alone = Pull(part, [peer], [], self._peer_id)
+                self._partials[ref.sha256] = part
+                try:
+                    await self._pull(alone, ref, part)
+                    if not part.complete():
+                        part.discard()
+                        continue
+                    if not await trio.to_thread.run_sync(part.verify):
+                        self._drop_holder(peer, "its whole copy does not match the hash")
+                        part.discard()
+                        continue
+                    culprits = await trio.to_thread.run_sync(_differing, bad_path, part, pull.sources)
+                    for culprit in sorted(culprits):
+                        self._drop_holder(culprit, "served pieces that are not the blob")
+                    part.commit()
+                    self._stats.inc("blob_fetched")
+                    return True
+                finally:
+                    self._partials.pop(ref.sha256, None)
+                    part.close()
+            return False
+        finally:
+            bad_path.unlink(missing_ok=True)
+
+    def _fetch_slot(self, peer: str) -> trio.Semaphore:
+        return self._fetch_slots.setdefault(peer, trio.Semaphore(self.blob_concurrency))
+
+    async def _pull(self, pull: Pull, ref: Any, part: Any) -> None:
+        """Run the per-remote tasks of one download until it is complete or nobody can add to it."""
+        remotes = [m for m in pull.team if m != self._peer_id and m not in pull.stalled]
+        spare = list(pull.holders)
+        remotes += spare[:MAX_HOLDERS]
+        del spare[:MAX_HOLDERS]
+        async with trio.open_nursery() as nursery:
+            for remote in remotes:
+                pull.live += 1
+                nursery.start_soon(self._pull_from, pull, remote, ref, part)
+            while not part.complete() and pull.live:
+                if pull.gone and spare:  # a holder gave up: the next one in line takes its place
+                    pull.gone -= 1
+                    pull.live += 1
+                    nursery.start_soon(self._pull_from, pull, spare.pop(0), ref, part)
+                    continue
+                await pull.changed.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _pull_from(self, pull: Pull, remote: str, ref: Any, part: Any) -> None:
+        """One remote's share of a download: ask what it has, take runs of pieces it may serve."""
+        team = pull.is_team(remote)
+        try:
+            await self._pull_loop(pull, remote, ref, part, team)
+        finally:
+            pull.live -= 1
+            if team and not part.complete():
+                pull.stall(remote)
+            elif not team:
+                pull.gone += 1
+            pull.kick()
+
+    async def _pull_loop(self, pull: Pull, remote: str, ref: Any, part: Any, team: bool) -> None:
+        backoff = 0.05
+        last = -1
+        grew = trio.current_time()
+        refresh = True
+        full = False
+        while not part.complete():
+            if refresh:
+                try:
+                    _ok, error, have = await self._range(remote, ref, part, 0, 0)
+                except MissingProtocol:
+                    if not team:
+                        pull.v1.append(remote)
+                    pull.reasons.append(f"{remote}: no ranges (/p2pci/blob/2)")
+                    return
+                except Exception as exc:
+                    self._blob_error(pull, remote, exc)
+                    return
+                if error == "busy":  # serving others (2 streams per peer): ask again soon
+                    with trio.move_on_after(backoff):
+                        await pull.changed.wait()
+                    backoff = min(backoff * 2, 0.5)
+                    continue
+                if not have and not team:
+                    pull.reasons.append(f"{remote}: {error or 'does not have it'}")
+                    return
+                pull.haves[remote] = have
+                count = popcount(have)
+                full = count == part.n
+                if count > last:
+                    last, grew = count, trio.current_time()
+                refresh = False
+            run = pull.take(remote)
+            if run:
+                off = run[0] * PIECE
+                length = min(part.ref.size, (run[-1] + 1) * PIECE) - off
+                try:
+                    ok, error, have = await self._range(remote, ref, part, off, length)
+                except Exception as exc:
+                    pull.release(run)
+                    self._blob_error(pull, remote, exc)
+                    return
+                if not ok:
+                    pull.release(run)
+                    if error != "busy":
+                        pull.haves[remote] = have
+                        if not have and not team:
+                            pull.reasons.append(f"{remote}: {error}")
+                            return
+                    with trio.move_on_after(backoff):
+                        await pull.changed.wait()
+                    backoff = min(backoff * 2, 0.5)
+                    continue
+                part.mark(run, direct=not team)
+                pull.landed(run, remote)
+                backoff = 0.05
+                continue
+            if full:
+                await pull.changed.wait()  # all it could give is taken or not ours yet
+                continue
+            if trio.current_time() - grew > PATIENCE_S:  # a partial copy that stopped growing
+                pull.reasons.append(f"{remote}: no progress for {PATIENCE_S:g} s")
+                return
+            with trio.move_on_after(backoff):
+                await pull.changed.wait()
+            backoff = min(backoff * 2, 0.5)
+            refresh = True
+
+    def _blob_error(self, pull: Pull, remote: str, exc: BaseException) -> None:
+        if isinstance(exc, trio.TooSlowError):
+            self._stats.inc("blob_timeouts")
+            pull.reasons.append(f"{remote}: timed out")
+        elif isinstance(exc, ProtocolError):
+            self._stats.inc("blob_rejected")
+            pull.reasons.append(f"{remote}: {exc}")
+        else:
+            self._stats.inc("blob_failures")
+            pull.reasons.append(f"{remote}: {type(exc).__name__}: {exc}")
+
+    async def _range(self, peer: str, ref: Any, part: Any, off: int, length: int) -> tuple[bool, str, bytes]:
+        """One /p2pci/blob/2 request; with `length` the bytes go into `part` at `off` (not marked)."""
+        async with self._fetch_slot(peer), self._stream(peer, wire.PROTO_BLOB2) as stream:
+            with trio.fail_after(self.read_timeout):
+                await stream.write(wire.range_request(ref.sha256, ref.size, off, length))
+            ok, error, have = wire.parse_range_response(
+                await self._read_frame(stream, wire.MAX_CONTROL_FRAME), ref.size
+            )
+            if ok and length:
+                pos = off
+
+                def write(view: memoryview) -> None:
+                    nonlocal pos
+                    part.write(pos, view)
+                    pos += len(view)
+
+                await self._receive_blob(stream, length, write)
+                self._stats.inc("blob_received_bytes", length)
+            return ok, error, have
 
     async def _fetch_from(self, peer: str, ref: Any, dest: BlobStoreLike) -> None:
         async with self._stream(peer, wire.PROTO_BLOB) as stream:
@@ -1248,8 +1510,11 @@ class LibP2PNetwork:
             ok, error = wire.parse_blob_response(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
             if not ok:
                 raise ProtocolError(f"refused: {error}")
-            with dest.writer(ref) as w:
-                await self._receive_blob(stream, ref.size, w.write)
+            try:
+                with dest.writer(ref) as w:
+                    await self._receive_blob(stream, ref.size, w.write)
+            except ProtocolError as exc:
+                raise ProtocolError(str(exc), "mismatch") from None
             # leaving the writer verified the hash; only then is it in the store
 
     async def _receive_blob(self, stream: Any, size: int, write: Callable[[memoryview], Any]) -> None:
@@ -1288,51 +1553,55 @@ class LibP2PNetwork:
                 frame_left -= len(part)
                 view = view[len(part) :]
 
+    def _blob_source(self, sha: bytes, size: int) -> tuple[Path | None, bytes, str]:
+        """What this node can serve of blob `sha` of `size` bytes: (file, have bitmap, refusal).
+
+        The one place that decides what is served (both protocol versions go through it): a
+        whole blob from the store, else the pieces of a download in progress that came from a
+        holder of the whole blob (`direct`: never pieces a team member relayed)."""
+        if size > self.blob_max:
+            return None, b"", "too large"
+        store = self._blobs
+        if store is not None and store.has(sha):
+            path = store.path(sha)
+            if path.stat().st_size != size:
+                return None, b"", "size mismatch"
+            return path, full_bitmap(pieces(size)), ""
+        part = self._partials.get(sha)
+        if part is not None and part.ref.size == size and any(part.direct):
+            return part.path, bytes(part.direct), ""
+        return None, b"", "not found"
+
     async def _handle_blob(self, stream: Any) -> None:
         peer = str(stream.muxed_conn.peer_id.to_base58())
+        v2 = str(stream.get_protocol()) == wire.PROTO_BLOB2
         if peer in self._blocked:
             await self._bad_stream(stream, "blocked", ProtocolError("blocked peer"))
             return
         if self._serve_slots.get(peer, 0) >= self.blob_concurrency:
             self._stats.inc("blob_busy")
-            await self._refuse(stream, "busy")
+            await self._refuse(stream, "busy", v2)
             return
         self._serve_slots[peer] = self._serve_slots.get(peer, 0) + 1
         try:
             with trio.fail_after(self.request_timeout):
-                sha, size = wire.parse_blob_request(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
-            store = self._blobs
-            if store is None or not store.has(sha):
-                await self._refuse(stream, "not found")
+                payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
+            if v2:
+                sha, size, off, length = wire.parse_range_request(payload)
+            else:
+                sha, size = wire.parse_blob_request(payload)
+                off, length = 0, size
+            path, have, why = self._blob_source(sha, size)
+            if path is None:
+                await self._refuse(stream, why, v2)
                 return
-            path = store.path(sha)
-            if size > self.blob_max or path.stat().st_size != size:
-                await self._refuse(stream, "size mismatch")
+            if length and not all(bit(have, i) for i in range(off // PIECE, (off + length - 1) // PIECE + 1)):
+                await self._refuse(stream, "not held", v2, have)  # v1 asks for all: only a whole blob
                 return
             with trio.fail_after(self.read_timeout):
-                await stream.write(wire.blob_response(True))
-            # Chunk frames are read from the file straight behind their headers, in batches of
-            # _BLOB_BATCH frames per stream write (one deadline each); see _BLOB_CHUNK.
-            step = wire.LEN.size + _BLOB_CHUNK
-            buf = bytearray(_BLOB_BATCH * step)
-            mv = memoryview(buf)
-            with path.open("rb", buffering=0) as f:
-                sent = 0
-                while sent < size:
-                    end = 0
-                    while end < len(buf) and sent < size:
-                        n = f.readinto(
-                            mv[end + wire.LEN.size : end + wire.LEN.size + min(_BLOB_CHUNK, size - sent)]
-                        )
-                        if not n:
-                            break  # the file shrank under us: the reader times out / rejects
-                        wire.LEN.pack_into(buf, end, n)
-                        end += wire.LEN.size + n
-                        sent += n
-                    if not end:
-                        break
-                    with trio.fail_after(self.read_timeout):
-                        await stream.write(mv[:end])  # framed (copied) by Yamux before it returns
+                await stream.write(wire.range_response(True, "", have) if v2 else wire.blob_response(True))
+            if length:
+                await self._send_range(stream, path, off, length)
             self._stats.inc("blob_served")
             with trio.move_on_after(self.read_timeout):
                 await stream.close()
@@ -1343,10 +1612,34 @@ class LibP2PNetwork:
             if not self._serve_slots[peer]:
                 del self._serve_slots[peer]
 
-    async def _refuse(self, stream: Any, why: str) -> None:
+    async def _send_range(self, stream: Any, path: Path, off: int, length: int) -> None:
+        """Chunk frames read from the file straight behind their headers, _BLOB_BATCH frames per
+        stream write (one deadline each); see _BLOB_CHUNK. Counted in `blob_served_bytes`."""
+        step = wire.LEN.size + _BLOB_CHUNK
+        buf = bytearray(_BLOB_BATCH * step)
+        mv = memoryview(buf)
+        with path.open("rb", buffering=0) as f:
+            f.seek(off)
+            sent = 0
+            while sent < length:
+                end = 0
+                while end < len(buf) and sent < length:
+                    n = f.readinto(mv[end + wire.LEN.size : end + wire.LEN.size + min(_BLOB_CHUNK, length - sent)])
+                    if not n:
+                        break  # the file shrank under us: the reader times out / rejects
+                    wire.LEN.pack_into(buf, end, n)
+                    end += wire.LEN.size + n
+                    sent += n
+                if not end:
+                    break
+                with trio.fail_after(self.read_timeout):
+                    await stream.write(mv[:end])  # framed (copied) by Yamux before it returns
+                self._stats.inc("blob_served_bytes", end - (end // step + (1 if end % step else 0)) * wire.LEN.size)
+
+    async def _refuse(self, stream: Any, why: str, v2: bool = False, have: bytes = b"") -> None:
         try:
             with trio.fail_after(self.read_timeout):
-                await stream.write(wire.blob_response(False, why))
+                await stream.write(wire.range_response(False, why, have) if v2 else wire.blob_response(False, why))
                 await stream.close()
         except Exception as exc:
             await self._bad_stream(stream, "blob", exc)

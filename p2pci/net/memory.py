@@ -164,10 +164,14 @@ class MemoryNetwork:
     def facts(self) -> trio.MemoryReceiveChannel[Delivery]:
         return self._facts_recv
 
-    async def fetch_blob(self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None) -> Path:
+    async def fetch_blob(
+        self, ref: Any, dest: BlobStoreLike, peers: list[str] | None = None, sharers: list[str] | None = None
+    ) -> Path:
+        """Whole blobs from one holder at a time (no pieces: the sharers are asked after `peers`)."""
         if dest.has(ref.sha256):
             return dest.path(ref.sha256)
         candidates = list(peers) if peers is not None else self.hub.neighbours(self._peer_id)
+        candidates += [s for s in sharers or [] if s != self._peer_id and s not in candidates]
         reasons: list[str] = []
         for peer in candidates:
             node = self.hub.nodes.get(peer)

@@ -14,6 +14,10 @@ a py-libp2p stream does not reliably give the remote an empty read.
 * `/p2pci/blob/1`: client sends `{sha256: b32, size: int}`; server replies
   `{ok: bool, error: str}`; if ok, the blob follows as raw chunk frames
   (4-byte length + bytes, each ≤ CHUNK, non-empty) until `size` bytes.
+* `/p2pci/blob/2` (ranges, docs/protocol.md §8.4): client sends `{sha256, size, offset,
+  length}` (`offset` a multiple of PIECE); server replies `{ok, error, have}` (`have`: a bitmap
+  of the pieces it can serve, empty when it holds none); if ok and `length` > 0, `length` bytes
+  follow as chunk frames. `length` 0 asks only for `have`.
 
 Decoders raise ProtocolError on anything that is not exactly the shape.
 
@@ -37,6 +41,8 @@ from p2pci.core.errors import ProtocolError
 PROTO_PEERS = "/p2pci/peers/1"
 PROTO_SYNC = "/p2pci/sync/1"
 PROTO_BLOB = "/p2pci/blob/1"
+PROTO_BLOB2 = "/p2pci/blob/2"
+PIECE = 1 << 20  # /p2pci/blob/2 ranges start on a piece boundary; `have` has a bit per piece
 
 LEN = struct.Struct(">I")
 CHUNK = 256 * 1024
@@ -178,3 +184,35 @@ def blob_response(ok: bool, error: str = "") -> bytes:
 def parse_blob_response(payload: bytes) -> tuple[bool, str]:
     d = decode_map(payload, {"ok": bool, "error": str})
     return bool(d["ok"]), d["error"]
+
+
+# -- /p2pci/blob/2 --------------------------------------------------------------
+def have_len(size: int) -> int:
+    """Bytes of a `have` bitmap for a blob of `size` bytes."""
+    return ((size + PIECE - 1) // PIECE + 7) // 8
+
+
+def range_request(sha256: bytes, size: int, offset: int, length: int) -> bytes:
+    return encode({"sha256": sha256, "size": size, "offset": offset, "length": length})
+
+
+def parse_range_request(payload: bytes) -> tuple[bytes, int, int, int]:
+    d = decode_map(payload, {"sha256": bytes, "size": int, "offset": int, "length": int})
+    sha, size, off, n = d["sha256"], d["size"], d["offset"], d["length"]
+    if len(sha) != 32 or size < 0 or off < 0 or n < 0 or off % PIECE or off + n > size:
+        raise ProtocolError("bad blob range request")
+    if n and off >= size:
+        raise ProtocolError("bad blob range request")
+    return sha, size, off, n
+
+
+def range_response(ok: bool, error: str = "", have: bytes = b"") -> bytes:
+    return encode({"ok": ok, "error": error[:200], "have": have})
+
+
+def parse_range_response(payload: bytes, size: int) -> tuple[bool, str, bytes]:
+    d = decode_map(payload, {"ok": bool, "error": str, "have": bytes})
+    have = d["have"]
+    if have and len(have) != have_len(size):
+        raise ProtocolError("bad have bitmap")
+    return bool(d["ok"]), d["error"], have

@@ -25,6 +25,7 @@ from p2pci.core.messages import BlobRef
 
 CHUNK = 1 << 16
 STALE_TMP_S = 3600
+PIECE = 1 << 20  # the unit of resumable and parallel transfers (docs/protocol.md §8.4)
 
 
 def _hex(sha: bytes) -> str:
@@ -173,6 +174,21 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    def partial(self, expect: BlobRef) -> PartialBlob:
+        """The resumable download of `expect` (docs/protocol.md §8.4): its pieces written so far,
+        kept under tmp/ across restarts (a stale one goes after STALE_TMP_S like any temp file)."""
+        _hex(expect.sha256)
+        if expect.size < 0:
+            raise ProtocolError("negative blob size")
+        return PartialBlob(self, expect)
+
+    def adopt(self, tmp: Path, sha: bytes) -> None:
+        """Rename a verified file from tmp/ into the store under `sha` (the caller verified it)."""
+        if self.has(sha):
+            tmp.unlink(missing_ok=True)
+        else:
+            self._commit(tmp, sha)
+
     def copy_out(self, sha: bytes, dest: Path | str) -> None:
         """Copy a stored blob to `dest` (LocalError if we do not hold it)."""
         src = self.path(sha)
@@ -193,3 +209,129 @@ def _fsync_dir(d: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def pieces(size: int) -> int:
+    """How many PIECE-sized pieces a blob of `size` bytes has (the last may be short)."""
+    return (size + PIECE - 1) // PIECE
+
+
+class PartialBlob:
+    """A blob being downloaded in pieces, in any order, from any number of holders.
+
+    Data: ``tmp/part-<hex>`` (sized to the blob); the pieces held: ``tmp/part-<hex>.have``, two
+    bitmaps of `pieces(size)` bits (bit i = byte i // 8, mask 0x80 >> i % 8): `have` (written)
+    and `direct` (written from a holder of the whole blob: the only pieces this node serves to
+    others before the blob is complete and verified). A piece is marked only after its bytes are
+    written, so after a crash a marked piece is on disk (a power loss can still lose it: the
+    final hash then fails and the download starts again). Nothing here is trusted: `verify`
+    hashes the whole file before `commit` puts it into the store.
+    """
+
+    def __init__(self, store: BlobStore, expect: BlobRef) -> None:
+        self.ref = expect
+        self.n = pieces(expect.size)
+        nbytes = (self.n + 7) // 8
+        name = "part-" + _hex(expect.sha256)
+        self.path = store._tmp / name
+        self._meta = store._tmp / (name + ".have")
+        self._store = store
+        self._meta_fd = -1
+        self.have = bytearray(nbytes)
+        self.direct = bytearray(nbytes)
+        try:
+            meta = self._meta.read_bytes()
+            if len(meta) == 2 * nbytes and self.path.stat().st_size == expect.size:
+                self.have[:] = meta[:nbytes]
+                self.direct[:] = meta[nbytes:]
+        except OSError:
+            pass
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(self._fd, expect.size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def held(self, i: int) -> bool:
+        return bool(self.have[i >> 3] & (0x80 >> (i & 7)))
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.n) if not self.held(i)]
+
+    def complete(self) -> bool:
+        return all(self.held(i) for i in range(self.n))
+
+    def count(self) -> int:
+        return sum(bin(b).count("1") for b in self.have)
+
+    def span(self, i: int) -> tuple[int, int]:
+        """(offset, length) of piece i."""
+        off = i * PIECE
+        return off, min(PIECE, self.ref.size - off)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        if offset < 0 or offset + len(data) > self.ref.size:
+            raise ProtocolError("piece bytes outside the blob")
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            offset += n
+            view = view[n:]
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def mark(self, idx: list[int], direct: bool) -> None:
+        for i in idx:
+            self.have[i >> 3] |= 0x80 >> (i & 7)
+            if direct:
+                self.direct[i >> 3] |= 0x80 >> (i & 7)
+        os.pwrite(self._fdm(), bytes(self.have) + bytes(self.direct), 0)
+
+    def _fdm(self) -> int:
+        if self._meta_fd < 0:
+            self._meta_fd = os.open(self._meta, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._meta_fd
+
+    def forget(self, idx: list[int]) -> None:
+        """Unmark pieces (bad bytes found after the final hash failed)."""
+        for i in idx:
+            self.have[i >> 3] &= ~(0x80 >> (i & 7)) & 0xFF
+            self.direct[i >> 3] &= ~(0x80 >> (i & 7)) & 0xFF
+        os.pwrite(self._fdm(), bytes(self.have) + bytes(self.direct), 0)
+
+    def verify(self) -> bool:
+        """Hash the whole file (call in a thread): True if it is the announced blob."""
+        h = hashlib.sha256()
+        off = 0
+        while off < self.ref.size:
+            chunk = os.pread(self._fd, min(8 * PIECE, self.ref.size - off), off)
+            if not chunk:
+                return False
+            h.update(chunk)
+            off += len(chunk)
+        return off == self.ref.size and h.digest() == bytes(self.ref.sha256)
+
+    def commit(self) -> None:
+        """Move the verified file into the store (call only after `verify` returned True)."""
+        os.fsync(self._fd)
+        self._close_all()
+        self._store.adopt(self.path, self.ref.sha256)
+        self._meta.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        self._close_all()
+        self.path.unlink(missing_ok=True)
+        self._meta.unlink(missing_ok=True)
+
+    def _close_all(self) -> None:
+        self.close()
+        if self._meta_fd >= 0:
+            os.close(self._meta_fd)
+            self._meta_fd = -1

@@ -301,6 +301,7 @@ async def test_blob_transfer_corrupt_and_stalling_peers(tmp_path: Path) -> None:
                 await me.net.fetch_blob(ref, other)
             assert other.has(ref.sha256)
 
+            served = a.net.stats()["blob_served_bytes"]
             t0 = time.monotonic()
             with trio.fail_after(60):
                 path = await me.net.fetch_blob(big_ref, mine, peers=[a.net.peer_id])
@@ -311,7 +312,8 @@ async def test_blob_transfer_corrupt_and_stalling_peers(tmp_path: Path) -> None:
                     h.update(chunk)
             assert h.digest() == big_ref.sha256
             print(f"blob: 50 MiB verified, {mbps:.1f} MB/s on loopback")
-            assert a.net.stats()["blob_served"] == 3
+            assert a.net.stats()["blob_served_bytes"] - served == big  # each piece once
+            assert me.net.stats()["blob_bad_holders"] >= 1  # `bad` served junk: dropped, counted
         nursery.cancel_scope.cancel()
 
 
