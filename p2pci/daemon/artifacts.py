@@ -48,8 +48,10 @@ class BlobFetcher:
     def busy(self, sha256: bytes) -> bool:
         return sha256 in self._fetching
 
-    async def fetch(self, ref: BlobRef, peers: list[bytes] | None) -> Path:
-        """A blob from our store, else from `peers` (keys), else from anyone."""
+    async def fetch(self, ref: BlobRef, peers: list[bytes] | None, sharers: list[bytes] | None = None) -> Path:
+        """A blob from our store, else from `peers` (keys of holders of the whole blob, in order)
+        and `sharers` (keys of the nodes fetching it now, this one included: they pass pieces to
+        each other, p2pci.net.pieces), else from anyone."""
         if self.blobs.size(ref.sha256) == ref.size:
             return self.blobs.path(ref.sha256)
         if ref.size == 0:
@@ -63,9 +65,14 @@ class BlobFetcher:
                     return self.blobs.path(ref.sha256)
             done = self._fetching[ref.sha256] = trio.Event()
             try:
-                if peers:
+                if peers or sharers:
                     try:
-                        return await self.network.fetch_blob(ref, self.blobs, [peer_id_of(p) for p in peers])
+                        return await self.network.fetch_blob(
+                            ref,
+                            self.blobs,
+                            [peer_id_of(p) for p in peers or []],
+                            [peer_id_of(p) for p in sharers] if sharers else None,
+                        )
                     except ProtocolError:
                         pass
                 return await self.network.fetch_blob(ref, self.blobs, None)

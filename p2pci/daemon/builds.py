@@ -7,7 +7,9 @@
     async for job, event in builds.results: ... # BuildDone / BuildFailed, one per start
 
 A build fetches the source, the pinned inputs (if the offer has any) and the
-image archive (if the image is missing) from the publisher by hash, runs in the runner, and keeps its outputs and log
+image archive (if the image is missing) by hash from whoever holds them (`holders`: the
+workers that built the job already, then the publisher; the other selected workers share
+pieces while they fetch, p2pci.net.pieces), runs in the runner, and keeps its outputs and log
 under `$P2PCI_HOME/work/<job>/` until the reveal (`serve_outputs` then puts
 them into the blob store, where anyone may fetch them by hash). While it runs,
 its output goes to `send_log` as it is produced (`p2pci.daemon.livelog`).
@@ -42,7 +44,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2pci.builds")
 
-Fetch = Callable[[BlobRef, list[bytes]], Awaitable[Path]]
+Fetch = Callable[[BlobRef, list[bytes], list[bytes]], Awaitable[Path]]
+Holders = Callable[[bytes, bytes], tuple[list[bytes], list[bytes]]]
+"""`holders(job, publisher) -> (peers, sharers)`: who holds a job's source, image and inputs (keys
+in order of preference, the publisher last) and who fetches them now (the selected workers)."""
+
+
+def publisher_only(job: bytes, publisher: bytes) -> tuple[list[bytes], list[bytes]]:
+    return [publisher], []
 Result = tuple[bytes, BuildDone | BuildFailed]
 DECLINE_TAIL = 800  # chars of a timed-out build's log carried in its decline (detail <= 1024)
 
@@ -58,8 +67,10 @@ class Builds:
         fetch: Fetch,
         work_dir: Path,
         send_log: Callable[[bytes, str], None],
+        holders: Holders = publisher_only,
     ) -> None:
         self.runner = runner
+        self.holders = holders
         self.images = images
         self.blobs = blobs
         self.fetch = fetch
@@ -121,18 +132,20 @@ class Builds:
         from p2pci.runner.base import BuildSpec, run_build
 
         step[0] = "source"
-        src = await self.fetch(offer.source, [publisher])
+        peers, sharers = self.holders(job, publisher)
+        src = await self.fetch(offer.source, peers, sharers)
         step[0] = "image"
         image_id = offer.image.id
         if not await trio.to_thread.run_sync(self.images.present, image_id):
             if offer.image.archive is None:
                 raise P2pciError(f"image {image_id} is not here and the offer has no archive")
-            arch = await self.fetch(offer.image.archive, [publisher])
+            # no team: a selected worker that has the image never fetches its archive
+            arch = await self.fetch(offer.image.archive, peers, [])
             await trio.to_thread.run_sync(self.images.load, image_id, arch)
         inputs: Path | None = None
         if offer.inputs is not None:  # fetched by hash like the source; the runner checks the hash again
             try:
-                inputs = await self.fetch(offer.inputs, [publisher])
+                inputs = await self.fetch(offer.inputs, peers, sharers)
             except (P2pciError, OSError) as exc:
                 raise P2pciError(f"inputs {offer.inputs.sha256.hex()} refused or unavailable: {exc}") from None
         spec = BuildSpec(

@@ -54,6 +54,7 @@ from p2pci.core.node import (
     ServeOutputs,
     StopBuild,
 )
+from p2pci.core.selection import selected
 from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
 from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
@@ -166,7 +167,15 @@ class Node:
         self.fetcher = BlobFetcher(self.blobs, network, lambda: self.config.timing.blob_timeout_ms / 1000)
         self.builds: Builds | None = None
         if self.runner is not None:
-            self.builds = Builds(self.runner, self.images, self.blobs, self.fetcher.fetch, self.paths.work, self._send_log)
+            self.builds = Builds(
+                self.runner,
+                self.images,
+                self.blobs,
+                self.fetcher.fetch,
+                self.paths.work,
+                self._send_log,
+                holders=self.holders,
+            )
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
         self.evicted_facts = 0  # facts deleted by the board's quotas (status: quotas.evicted_facts)
         self.started_at = 0
@@ -442,6 +451,18 @@ class Node:
                 log.debug("prefetch of %s failed: %r", ref.sha256.hex()[:12], exc)  # the build fetches again
 
         self._nursery.start_soon(prefetch)
+
+    def holders(self, job: bytes, publisher: bytes) -> tuple[list[bytes], list[bytes]]:
+        """Who holds a job's source, image archive and inputs, learned from the board: the
+        workers that committed or revealed (they built it, so they hold all three), then the
+        publisher; and the team that fetches them now: the current select round's workers, when
+        this node is one of them, in the round's order (docs/protocol.md §8.4)."""
+        view = self.board.job(job)
+        if view is None:
+            return [publisher], []
+        built = sorted((set(view.commits) | set(view.reveals)) - {self.me, publisher})
+        team = list(selected(view, self.now()))
+        return [*built, publisher], team if self.me in team else []
 
     async def fetch_blob(self, ref: BlobRef, peers: list[bytes] | None) -> Path:
         return await self.fetcher.fetch(ref, peers)
