@@ -144,11 +144,22 @@ class FactsObj(TypedDict):
     dropped: dict[str, int]  # reason -> count
 
 
+class BlobsObj(TypedDict):
+    """Blob transfers of this node (`p2pci.net.common.blob_counters`, docs/protocol.md §8.4)."""
+
+    served_bytes: int  # bytes this node uploaded to peers (whole blobs and pieces)
+    received_bytes: int  # bytes it downloaded in pieces (/p2pci/blob/2)
+    fetched: int  # blobs downloaded and verified
+    rejected: int  # downloads or replies that failed a check (a hash, a frame, a size)
+    bad_holders: int  # peers dropped for serving bytes that are not the blob
+
+
 class StatusObj(TypedDict):
     node: NodeObj
     peers: list[PeerObj]
     jobs: list[JobObj]
     facts: FactsObj
+    blobs: BlobsObj
     quotas: dict[str, Any]  # what the quotas dropped and evicted, and the limits (docs/operator.md, "Quotas")
 
 
@@ -157,3 +168,4 @@ NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
 PROVENANCE_KEYS: frozenset[str] = frozenset(ProvenanceObj.__annotations__)
 FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)
+BLOBS_KEYS: frozenset[str] = frozenset(BlobsObj.__annotations__)

@@ -23,7 +23,7 @@ from p2pci.core.offer import PublishRequest, check, new_offer
 from p2pci.core.signing import Fact, peer_id_of, public_of
 from p2pci.daemon import artifacts, logs
 from p2pci.daemon.artifacts import BlobFetcher
-from p2pci.net.common import fact_counters
+from p2pci.net.common import blob_counters, fact_counters
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
         "peers": node.peer_list(),
         "jobs": node.machine.job_list(node.now()),
         "facts": fact_counters(node.network.stats()),  # facts from peers (issue 18)
+        "blobs": blob_counters(node.network.stats()),
         "quotas": quota_section(node),
     }
 

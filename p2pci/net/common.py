@@ -180,6 +180,17 @@ def fact_counters(stats: dict[str, int]) -> dict[str, object]:
     }
 
 
+def blob_counters(stats: dict[str, int]) -> dict[str, int]:
+    """The `blobs` section of `p2pci status --json`, from a network's `stats()` (docs/cli.md)."""
+    return {
+        "served_bytes": stats.get("blob_served_bytes", 0),
+        "received_bytes": stats.get("blob_received_bytes", 0),
+        "fetched": stats.get("blob_fetched", 0),
+        "rejected": stats.get("blob_rejected", 0),
+        "bad_holders": stats.get("blob_bad_holders", 0),
+    }
+
+
 def admit_fact(
     raw: object,
     from_peer: str,

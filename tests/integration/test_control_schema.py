@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from p2pci.control.client import acontrol_call, subscribe
-from p2pci.control.schema import FACTS_KEYS, JOB_KEYS, NODE_KEYS, PEER_KEYS, VERDICTS
+from p2pci.control.schema import BLOBS_KEYS, FACTS_KEYS, JOB_KEYS, NODE_KEYS, PEER_KEYS, VERDICTS
 from p2pci.testing.cluster import open_cluster
 
 from .test_tui_daemon_socket import JOB as SOCKET_JOB
@@ -28,8 +28,9 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
                         break
             shown = await acontrol_call(node.paths.home, "show", job=job)
     assert set(shown) == JOB_KEYS and shown["verdict"] in VERDICTS
-    assert set(status) == {"node", "peers", "jobs", "facts", "quotas"}
+    assert set(status) == {"node", "peers", "jobs", "facts", "blobs", "quotas"}
     assert set(status["facts"]) == FACTS_KEYS
+    assert set(status["blobs"]) == BLOBS_KEYS
     assert set(status["node"]) == NODE_KEYS
     assert status["peers"] and all(set(p) == PEER_KEYS for p in status["peers"])
     assert all(set(j) == JOB_KEYS for j in status["jobs"])
