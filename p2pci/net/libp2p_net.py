@@ -63,6 +63,21 @@ def pieces(size: int) -> int:
     return (size + PIECE - 1) // PIECE
 
 
+_BLOB_WINDOW = 8 << 20  # a range's receive window: a whole 8-piece run without a window stall
+
+
+async def _open_window(stream: Any, length: int) -> None:
+    """Grant the sender of `length` bytes a Yamux receive window of up to _BLOB_WINDOW at once
+    (py-libp2p 0.8.1 starts at 256 KiB and doubles it per round trip; small windows make small
+    frames, and the receiver's CPU is per frame). Bounded: at most _BLOB_WINDOW buffered."""
+    ms = getattr(stream, "muxed_stream", None)
+    want = min(length, _BLOB_WINDOW)
+    if ms is None or not hasattr(ms, "target_recv_window") or ms.target_recv_window >= want:
+        return
+    ms.target_recv_window = want
+    await ms._auto_tune_and_send_window_update()
+
+
 def _differing(bad: Path, good: Any, sources: dict[int, str]) -> set[str]:
     """The remotes (by `sources`) whose pieces in the file `bad` differ from the verified `good`."""
     out: set[str] = set()
@@ -133,20 +148,28 @@ def _libp2p() -> Any:
 # most 64 KiB (12-byte header + 65524), and its Noise layer cuts anything over
 # 65519 bytes (65535 minus the 16-byte tag) in two messages: every Yamux frame
 # cost two encryptions, two length prefixes, two socket sends, two decryptions.
-# With Yamux frames capped at 65519 bytes (payload 65507), each is one Noise
-# message; a chunk frame of 4 + 262024 bytes is then exactly 4 full Yamux frames.
+# Most of a receiver's CPU is per Yamux frame (its Python: header parse, buffer,
+# events, locks), so Yamux frames are now up to _YAMUX_FRAME (one blob stream
+# write of _BLOB_BATCH chunk frames, ~1 MiB, when the window allows) and Noise
+# cuts each into full 65519-byte messages (patches.noise_write_batch sends them
+# in one socket write). Receivers of any version accept a frame up to their
+# receive window, which is all the Yamux spec asks.
 _NOISE_PLAINTEXT = 65535 - 16
 _YAMUX_HEADER = 12
 _BLOB_CHUNK = 4 * (_NOISE_PLAINTEXT - _YAMUX_HEADER) - 4  # 262024: <= wire.CHUNK, old readers accept it
 _BLOB_BATCH = 4  # chunk frames per stream write (~1 MB): one deadline and one call each
-_BLOB_READ = 1 << 20  # the most a blob read takes from the stream's buffer at once
+# The most a blob read takes from the stream's buffer at once: Yamux's whole receive window
+# (MAX_WINDOW_SIZE), so a read takes the buffer whole (py-libp2p 0.8.1 copies it out and
+# clears it) instead of slicing a part off its front (a memmove of everything behind it).
+_BLOB_READ = 16 << 20
+_YAMUX_FRAME = _YAMUX_HEADER + _BLOB_BATCH * (4 + _BLOB_CHUNK)  # 1048124: one batch, one frame
 BAD_HOLDER_S = 600  # a holder that served bytes that are not the blob is not asked for this long
 PIECE = wire.PIECE
 _PATCHED_LIBP2P = "0.8.1"  # the version whose internals _patch_yamux_framing relies on
 
 
 def _patch_yamux_framing(yamux_mod: Any) -> None:
-    """Yamux frames that fit one Noise message, and no per-frame debug formatting (0.8.1 only)."""
+    """Yamux frames of up to one blob batch, and no per-frame debug formatting (0.8.1 only)."""
     from importlib.metadata import version
 
     from libp2p.security.noise import io as noise_io
@@ -155,7 +178,7 @@ def _patch_yamux_framing(yamux_mod: Any) -> None:
         return  # another py-libp2p: its framing may differ; correct either way, only slower
     # Read by YamuxStream.write (frame size) and YamuxStream.read (slice size) at call time;
     # inbound frames are not checked against it, so peers with the default still interoperate.
-    yamux_mod.MAX_MESSAGE_SIZE = _NOISE_PLAINTEXT
+    yamux_mod.MAX_MESSAGE_SIZE = _YAMUX_FRAME
     orig = yamux_mod.Yamux._write_frame
     ylog = yamux_mod.logger
 
@@ -1487,6 +1510,7 @@ class LibP2PNetwork:
         """One /p2pci/blob/2 request; with `length` the bytes go into `part` at `off` (not marked)."""
         async with self._fetch_slot(peer), self._stream(peer, wire.PROTO_BLOB2) as stream:
             with trio.fail_after(self.read_timeout):
+                await _open_window(stream, length)
                 await stream.write(wire.range_request(ref.sha256, ref.size, off, length))
             ok, error, have = wire.parse_range_response(
                 await self._read_frame(stream, wire.MAX_CONTROL_FRAME), ref.size

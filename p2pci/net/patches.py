@@ -56,6 +56,32 @@ Patches written so that they could be sent upstream as they are:
   every peer (queued RPCs are only read: serialized by the send loop), and
   otherwise calls upstream's code. Drops and their accounting are upstream's
   (`_handle_dropped_rpc`).
+
+The receive and send path of every stream (blob throughput, issue 17; a receiver spent most of
+its CPU per Noise message and per Yamux frame, in Python, and copied each byte 8-10 times):
+
+* `tcp_read_ahead`: `TrioTCPStream.read(n)` (io/trio.py:49) called `receive_some(n)`, and
+  Noise's msgio reads each message as read(2) then read(len): two receive calls (each a trio
+  checkpoint and a syscall) per 64 KiB message. The patch receives up to `READ_AHEAD` (256 KiB)
+  and serves reads from that buffer (a second reader waits on a lock and then takes what the
+  first left, so bytes never reorder).
+* `noise_packet_read`: `BaseMsgReadWriter.read_msg` (io/msgio.py:42) read the body with
+  `read_exactly`, which copies it into a bytearray and out again; the patch returns the read
+  as it is when it is whole (with `tcp_read_ahead`, almost always).
+* `secure_read_views`: `SecureSession.read` (security/secure_session.py:95) wrote every
+  decrypted message into a BytesIO and copied each read out of it; the patch keeps the rest of
+  the last message as a memoryview, returns a whole message uncopied, and fills a larger read
+  into one preallocated buffer.
+* `yamux_body_read`: `Yamux._read_data_body` (stream_muxer/yamux/yamux.py:1177) went through
+  `read_exactly` (two more copies); the patch reads the body in one call and hands Yamux the
+  buffer (it only `extend`s the stream's buffer with it).
+* `noise_write_batch`: `NoiseTransportReadWriter.write_msg` (security/noise/io.py:59) sent a
+  write larger than one Noise message as one socket write per 65519 bytes; the patch encrypts
+  them all and sends them in one write (the Yamux write lock already keeps frames whole).
+
+With the Yamux frames of one blob batch (`libp2p_net._patch_yamux_framing`) and a receive
+window opened for the whole range (`libp2p_net._open_window`), a 1 MiB blob batch is one Yamux
+frame, 16 Noise messages and one socket write.
 """
 
 from __future__ import annotations
@@ -66,6 +92,8 @@ import weakref
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
+
+import trio
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +287,196 @@ def _send_rpc_shared() -> None:
     GossipSub.send_rpc = send_rpc  # type: ignore[method-assign]
 
 
+
+# -- the receive path of every stream (blob throughput, issue 17) ----------------
+READ_AHEAD = 256 * 1024  # bytes one TCP receive may take (tcp_read_ahead)
+tcp_receives = 0  # receive_some calls made by tcp_read_ahead (its test counts them)
+
+
+def _tcp_read_ahead() -> None:
+    from libp2p.io.trio import TrioTCPStream
+
+    original: Callable[..., Any] = TrioTCPStream.read
+    if getattr(original, "_p2pci_ahead", False):
+        return
+
+    def take(self: Any, n: int | None) -> bytes:
+        buf: memoryview = self._p2pci_buf
+        if n is None or n >= len(buf):
+            self._p2pci_buf = None
+            return bytes(buf)
+        self._p2pci_buf = buf[n:]
+        return bytes(buf[:n])
+
+    async def read(self: Any, n: int | None = None) -> bytes:
+        global tcp_receives
+        if n == 0:
+            return b""
+        if getattr(self, "_p2pci_buf", None):
+            return take(self, n)  # no checkpoint: atomic under trio
+        lock = getattr(self, "_p2pci_lock", None)
+        if lock is None:
+            lock = self._p2pci_lock = trio.Lock()
+        async with lock:  # a second reader waits, then takes what the first left buffered
+            if getattr(self, "_p2pci_buf", None):
+                return take(self, n)
+            tcp_receives += 1
+            data: bytes = await original(self, max(n or 0, READ_AHEAD))
+            if n is None or len(data) <= n:
+                return data
+            self._p2pci_buf = memoryview(data)[n:]
+            return data[:n]
+
+    read._p2pci_ahead = True  # type: ignore[attr-defined]
+    TrioTCPStream.read = read  # type: ignore[method-assign]
+
+
+def _secure_read_views() -> None:
+    from libp2p.io.exceptions import ConnectionClosedError
+    from libp2p.security.secure_session import SecureSession
+
+    original: Callable[..., Any] = SecureSession.read
+    if getattr(original, "_p2pci_views", False):
+        return
+
+    async def read(self: Any, n: int | None = None) -> bytes:
+        if n == 0:
+            return b""
+        if self.low_watermark != self.high_watermark:  # bytes left in upstream's buffer: its path
+            return bytes(await original(self, n))
+        pend: memoryview | None = getattr(self, "_p2pci_pend", None)
+        if n is None:
+            if pend:
+                self._p2pci_pend = None
+                return bytes(pend)
+            msg: bytes = await self.conn.read_msg()
+            if msg == b"":
+                raise ConnectionClosedError("Connection closed")
+            return msg
+        return bytes(await _read_n(self, n))
+
+    read._p2pci_views = True  # type: ignore[attr-defined]
+    SecureSession.read = read  # type: ignore[method-assign]
+
+
+async def _read_n(self: Any, n: int) -> bytes | bytearray:
+    """`n` bytes of a SecureSession (fewer only if the connection closed), copied once into a
+    buffer of that size; the rest of the last Noise message is kept as a view (secure_read_views)."""
+    from libp2p.io.exceptions import ConnectionClosedError
+
+    pend: memoryview | None = getattr(self, "_p2pci_pend", None)
+    if pend is not None and len(pend) >= n:
+        self._p2pci_pend = pend[n:] if len(pend) > n else None
+        return bytes(pend[:n])
+    got = 0
+    result: bytearray | None = None
+    if pend:
+        result = bytearray(n)
+        result[: len(pend)] = pend
+        got = len(pend)
+    self._p2pci_pend = None
+    while got < n:
+        msg: bytes = await self.conn.read_msg()
+        if msg == b"":
+            if got:
+                return (result or bytearray())[:got]
+            raise ConnectionClosedError("Connection closed")
+        if result is None:
+            if len(msg) == n:
+                return msg  # one whole message: no copy at all
+            result = bytearray(n)
+        take = min(len(msg), n - got)
+        result[got : got + take] = memoryview(msg)[:take]
+        got += take
+        if take < len(msg):
+            self._p2pci_pend = memoryview(msg)[take:]
+    assert result is not None
+    return result
+
+
+def _yamux_body_read() -> None:
+    from libp2p.io.utils import read_exactly
+    from libp2p.stream_muxer.yamux import yamux as ymod
+
+    original: Callable[..., Any] = ymod.Yamux._read_data_body
+    if getattr(original, "_p2pci_body", False):
+        return
+
+    async def _read_data_body(self: Any, length: int) -> bytes:
+        with trio.fail_after(ymod._yamux_data_read_timeout()):
+            if getattr(self.secured_conn.read, "_p2pci_views", False):
+                data: bytes | bytearray = await _read_n(self.secured_conn, length)  # no bytes() copy
+            else:
+                data = await self.secured_conn.read(length)
+            if len(data) < length:  # the connection closed mid-frame: upstream's error from here
+                data += await read_exactly(self.secured_conn, length - len(data))
+            return data  # type: ignore[return-value]  # Yamux only extends a bytearray with it
+
+    _read_data_body._p2pci_body = True  # type: ignore[attr-defined]
+    ymod.Yamux._read_data_body = _read_data_body  # type: ignore[method-assign]
+
+
+def _noise_write_batch() -> None:
+    from libp2p.security.noise import io as nio
+
+    original: Callable[..., Any] = nio.NoiseTransportReadWriter.write_msg
+    if getattr(original, "_p2pci_batch", False):
+        return
+    limit = nio.MAX_PLAINTEXT_LENGTH
+
+    async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
+        if len(msg) <= limit or prefix_encoded:
+            await original(self, msg, prefix_encoded)
+            return
+        rw = self.read_writer  # (the cipher wants bytes, not views)
+        out = b"".join(rw.encode_msg(self.encrypt(bytes(msg[i : i + limit]))) for i in range(0, len(msg), limit))
+        await rw.read_write_closer.write(out)
+
+    write_msg._p2pci_batch = True  # type: ignore[attr-defined]
+    nio.NoiseTransportReadWriter.write_msg = write_msg  # type: ignore[method-assign]
+
+
+def _noise_packet_read() -> None:
+    from libp2p.io.exceptions import IncompleteReadError
+    from libp2p.io.utils import read_exactly
+    from libp2p.security.noise import io as nio
+
+    original: Callable[..., Any] = nio.NoisePacketReadWriter.read_msg
+    if getattr(original, "_p2pci_packet", False):
+        return
+
+    async def read_msg(self: Any) -> bytes:
+        rwc = self.read_write_closer
+        n = int.from_bytes(await read_exactly(rwc, self.size_len_bytes), "big")
+        data: bytes = await rwc.read(n) if n else b""
+        if len(data) == n:
+            return data  # the usual case with tcp_read_ahead: one slice of the read-ahead
+        buf = bytearray(data)
+        while len(buf) < n:
+            part = await rwc.read(n - len(buf))
+            if not part:
+                raise IncompleteReadError(
+                    f"Connection closed during read operation: expected {n} bytes but received {len(buf)}",
+                    n,
+                    len(buf),
+                )
+            buf += part
+        return bytes(buf)
+
+    read_msg._p2pci_packet = True  # type: ignore[attr-defined]
+    nio.NoisePacketReadWriter.read_msg = read_msg  # type: ignore[method-assign]
+
 PATCHES: dict[str, Callable[[], None]] = {
     "stream_handler_guard": _stream_handler_guard,
     "inline_push": _inline_push,
     "mcache_msg_id": _mcache_msg_id,
     "sender_record_cache": _sender_record_cache,
     "send_rpc_shared": _send_rpc_shared,
+    "tcp_read_ahead": _tcp_read_ahead,
+    "secure_read_views": _secure_read_views,
+    "yamux_body_read": _yamux_body_read,
+    "noise_write_batch": _noise_write_batch,
+    "noise_packet_read": _noise_packet_read,
 }
 
 
