@@ -11,7 +11,17 @@ daemons), a random daemon publishes an offer, and a sample is the time
 until the last daemon reported it. ``rtt_floor_ms`` is what the same gossip
 would take if Python cost nothing: the publisher's eccentricity in the
 connection graph (hops) × one-way delay. Writes bench/results_netns.json.
-Publish -> verdict (builds) is not measured here.
+
+Publish -> verdict (``--verdict-jobs``, default 3 per size, after one warm-up): the first
+``--workers`` daemons (default 3) build, in Docker, the others do not; a random non-building
+daemon publishes a job (replicas 3, quorum 2, ``true`` in busybox, the bench timing of
+`p2pci.testing.mesh.FAST_TIMING` as in the loopback `verdict_s_p50`), timed from the control
+op to its REPRODUCED event (``netns_verdict_s_p50_<n>``) and to the last daemon's
+(``netns_verdict_all_s_p50_<n>``). ``netns_verdict_floor_s_<n>`` is what the same job would
+take if Python, Docker and the claim window cost nothing: 5 sequential facts between the
+publisher and a worker (offer, claim, select, commit, reveal: each the publisher's
+eccentricity × one-way delay) plus the source fetch (2 round trips: stream negotiation, then
+the range), then the reveal to the farthest daemon.
 """
 
 from __future__ import annotations
@@ -50,7 +60,9 @@ def hops_from(start: str, edges: dict[str, set[str]]) -> int:
     return max(dist.values())
 
 
-async def measure(sizes: list[int], samples: int, rtt_ms: float, out: Results) -> None:
+async def measure(
+    sizes: list[int], samples: int, rtt_ms: float, out: Results, workers: int = 3, verdict_jobs: int = 3
+) -> None:
     from tests.netns.mesh import NetnsMesh
     from tests.netns.topo import Topology
 
@@ -73,7 +85,7 @@ async def measure(sizes: list[int], samples: int, rtt_ms: float, out: Results) -
                         host = topo.public(f"n{i:02d}", f"100.64.0.{10 + i}", delay_ms=rtt_ms / 4)
                         boots = rng.sample(nodes, min(2, len(nodes)))
                         with trio.fail_after(180):
-                            node = await mesh.add_in(host, f"n{i:02d}", build=False, bootstrap=boots)
+                            node = await mesh.add_in(host, f"n{i:02d}", build=i < workers, bootstrap=boots)
                         nodes.append(node)
                         new.append(node)
                     await follow_all(nursery, watch, new)
@@ -120,10 +132,60 @@ async def measure(sizes: list[int], samples: int, rtt_ms: float, out: Results) -
                         f"p99 {out[f'netns_propagation_ms_p99_{size}']} ms, "
                         f"floor {out[f'netns_rtt_floor_ms_p50_{size}']} ms"
                     )
+                    if verdict_jobs and workers >= 3:
+                        await _verdicts(out, size, nodes, workers, image, watch, rng, verdict_jobs, one_way)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await mesh.stop_all()
+
+
+async def _verdicts(
+    out: Results, size: int, everyone_nodes: list[Any], workers: int, image: str, watch: Watch,
+    rng: random.Random, jobs: int, one_way: float,
+) -> None:
+    """Publish -> REPRODUCED at the publisher and at every daemon (see the module docstring)."""
+    publishers = everyone_nodes[workers:]
+    names = [n.name for n in everyone_nodes]
+    by_id = {n.peer_id: n.name for n in everyone_nodes}
+    mine: list[float] = []
+    everyone: list[float] = []
+    floors: list[float] = []
+    for k in range(jobs + 1):  # the first is a warm-up (image checks, /out holder pools)
+        pub = rng.choice(publishers)
+        source = put_source(pub.home, {"a.txt": f"verdict {size} {k}\n"})
+        args = publish_args(source, image, "true", project=f"wanv{size}-{k}", replicas=3, quorum=2)
+        t_call = time.monotonic()
+        job = (await pub.call("publish", **args))["job"]
+        with trio.move_on_after(120):
+            await watch.wait_verdict(job, pub.name)
+            await watch.wait(lambda job=job: all(n in watch.job(job).verdict for n in names))  # type: ignore[misc]
+        jt = watch.job(job)
+        if pub.name not in jt.verdict:
+            log(f"netns: job {k} at {size} daemons has no verdict at its publisher after 120 s")
+            continue
+        state, t_pub = jt.verdict[pub.name]
+        if k == 0:
+            continue
+        if state != "REPRODUCED":
+            log(f"netns: job {k} at {size} daemons ended {state}")
+            continue
+        mine.append(t_pub - t_call)
+        ends = [t for _s, t in jt.verdict.values()]
+        everyone.append(max(ends) - t_call)
+        edges: dict[str, set[str]] = {}
+        for n in everyone_nodes:
+            peers = await n.call("peers")
+            edges[n.name] = {by_id[p["peer_id"]] for p in peers if p["peer_id"] in by_id}
+        hops = hops_from(pub.name, edges)
+        floors.append((5 * hops * one_way + 2 * 2 * one_way) / 1000)
+    if mine:
+        out[f"netns_verdict_jobs_{size}"] = len(mine)
+        out[f"netns_verdict_s_p50_{size}"] = rnd(pct(mine, 50), 2)
+        out[f"netns_verdict_all_s_p50_{size}"] = rnd(pct(everyone, 50), 2)
+        out[f"netns_verdict_floor_s_{size}"] = rnd(pct(floors, 50), 2)
+        log(f"netns at {size}: publish -> verdict p50 {out[f'netns_verdict_s_p50_{size}']} s "
+            f"(every daemon {out[f'netns_verdict_all_s_p50_{size}']} s, floor {out[f'netns_verdict_floor_s_{size}']} s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10,20")
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--rtt-ms", type=float, default=100.0)
+    ap.add_argument("--workers", type=int, default=3, help="daemons that build (the first ones)")
+    ap.add_argument("--verdict-jobs", type=int, default=3, help="publish -> verdict jobs per size (0: none)")
     ns = ap.parse_args(argv)
     from tests.netns.topo import available
 
@@ -142,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     out.update(machine())
     t0 = time.monotonic()
     try:
-        trio.run(measure, [int(s) for s in ns.sizes.split(",")], ns.samples, ns.rtt_ms, out)
+        trio.run(
+            measure, [int(s) for s in ns.sizes.split(",")], ns.samples, ns.rtt_ms, out, ns.workers, ns.verdict_jobs
+        )
     finally:
         out["wall_s"] = round(time.monotonic() - t0, 1)
         import os

@@ -46,7 +46,7 @@ from p2pci.net.base import (
     Validator,
 )
 from p2pci.net.common import Fanout, Lacking, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
-from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S, Pull, bit, full_bitmap, popcount
+from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S, START_S, TEAM_MIN, Pull, bit, full_bitmap, popcount
 from p2pci.net.quota import Quotas
 from p2pci.net.reach import Reach, RelayServerLimits, is_circuit, lacks_protocol
 
@@ -1283,7 +1283,7 @@ class LibP2PNetwork:
             return dest.path(ref.sha256)
         if ref.size > self.blob_max:
             raise BlobUnavailable(f"blob of {ref.size} bytes exceeds the limit of {self.blob_max}")
-        team = list(dict.fromkeys(sharers or []))
+        team = list(dict.fromkeys(sharers or [])) if ref.size > TEAM_MIN else []
         if peers is None:
             candidates = sorted(self._since)
             self._rng.shuffle(candidates)
@@ -1431,8 +1431,12 @@ class LibP2PNetwork:
         backoff = 0.05
         last = -1
         grew = trio.current_time()
-        refresh = True
-        full = False
+        # A holder is taken at its word (the whole blob) and asked for a first run at once: a
+        # refusal carries its `have` (one round trip less per blob). A team member is asked first.
+        refresh = team
+        full = not team
+        if not team:
+            pull.haves[remote] = full_bitmap(part.n)
         while not part.complete():
             if refresh:
                 try:
@@ -1465,6 +1469,12 @@ class LibP2PNetwork:
                 length = min(part.ref.size, (run[-1] + 1) * PIECE) - off
                 try:
                     ok, error, have = await self._range(remote, ref, part, off, length)
+                except MissingProtocol:
+                    pull.release(run)
+                    if not team:
+                        pull.v1.append(remote)
+                    pull.reasons.append(f"{remote}: no ranges (/p2pci/blob/2)")
+                    return
                 except Exception as exc:
                     pull.release(run)
                     self._blob_error(pull, remote, exc)
@@ -1473,6 +1483,7 @@ class LibP2PNetwork:
                     pull.release(run)
                     if error != "busy":
                         pull.haves[remote] = have
+                        full = popcount(have) == part.n
                         if not have and not team:
                             pull.reasons.append(f"{remote}: {error}")
                             return
@@ -1487,8 +1498,9 @@ class LibP2PNetwork:
             if full:
                 await pull.changed.wait()  # all it could give is taken or not ours yet
                 continue
-            if trio.current_time() - grew > PATIENCE_S:  # a partial copy that stopped growing
-                pull.reasons.append(f"{remote}: no progress for {PATIENCE_S:g} s")
+            idle = trio.current_time() - grew
+            if last >= 0 and (idle > PATIENCE_S or (last == 0 and idle > START_S)):  # stopped, or never began
+                pull.reasons.append(f"{remote}: no progress for {idle:.1f} s")
                 return
             with trio.move_on_after(backoff):
                 await pull.changed.wait()

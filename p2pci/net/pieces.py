@@ -10,8 +10,9 @@ A download (`Pull`) has two kinds of remotes:
   *owned* by `team[s % len(team)]`: each member fetches the stripes it owns from the holders and
   every other stripe from its owner, which serves the pieces it got from a holder (`direct`)
   before its own copy is complete. So the holders upload each piece about once, whatever the
-  team's size. A member that makes no progress for `PATIENCE_S` (or fails) is *stalled*: its
-  stripes go to the holders.
+  team's size. A member that makes no progress for `PATIENCE_S`, shows no piece at all for
+  `START_S`, or fails, is *stalled*: its stripes go to the holders. Blobs of at most `TEAM_MIN`
+  bytes are fetched without a team.
 
 Pieces are taken in contiguous runs of at most `MAX_RUN`, lowest first, so several holders
 split a large blob between them (parallel pulls) and a partial download resumes with the
@@ -28,6 +29,8 @@ MAX_HOLDERS = 4  # holders pulled from at once
 MAX_RUN = 8  # pieces per range request (8 MiB)
 STRIPE = 4  # pieces per team stripe
 PATIENCE_S = 5.0  # a partial copy (a team member's) whose `have` does not grow for this long: given up
+START_S = 2.0  # a team member that has shown no piece at all for this long: given up
+TEAM_MIN = 8 << 20  # smaller blobs come from the holders only (a wait for a team costs more)
 
 
 class PieceSet(Protocol):
