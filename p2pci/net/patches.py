@@ -1,7 +1,8 @@
 """Patches to py-libp2p 0.8.1, in one place, each behind a version guard.
 
 Every patch names the upstream code it changes and why; each has a test in
-tests/integration/test_net_reach.py or test_net_costs.py that fails without it. `apply()` is
+tests/integration/test_net_reach.py, test_net_costs.py or test_net_patches_io.py that fails
+without it. `apply()` is
 idempotent and runs once per process (LibP2PNetwork.run calls it). On any
 other py-libp2p version the patches are *not* applied: a warning is logged
 and the affected behaviour falls back to upstream's, because a patch written
