@@ -112,6 +112,7 @@ class JobScreen(Screen[None]):
     def __init__(self, job_id: str) -> None:
         super().__init__()
         self.job_id = job_id
+        self.has_log = False  # any line written to the log pane (a hidden RichLog defers its writes)
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -127,6 +128,7 @@ class JobScreen(Screen[None]):
         if isinstance(app, StatusApp):
             for line in app.model.logs.get(self.job_id, ()):
                 log.write(Text(line))  # already made safe by the model
+                self.has_log = True
         self.refresh_detail()
 
     def show_log_if_it_can_fill(self) -> None:
@@ -140,7 +142,7 @@ class JobScreen(Screen[None]):
             log.border_title = "log: this node's build, live as it runs · l fetches every revealed log"
         else:
             log.border_title = "log: the revealed logs (l)"
-        log.display = builds or bool(log.lines)
+        log.display = builds or self.has_log
         detail = self.query_one("#detail-scroll", DetailScroll)
         detail.styles.height = "auto" if log.display else "1fr"  # alone, the detail takes the screen
         detail.styles.max_height = "70%" if log.display else "100%"
@@ -167,6 +169,7 @@ class JobScreen(Screen[None]):
         log = self.query_one("#log", RichLog)
         for line in lines:  # peer text: escaped, and a Text so that no markup is parsed
             log.write(Text(safe_text(line)))
+            self.has_log = True
         self.show_log_if_it_can_fill()
 
 

@@ -16,7 +16,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from p2pci.tui.app import JobScreen, StatusApp
-from tests.integration.test_tui import row_keys, until, verdict_cell
+from tests.integration.test_tui import jobs_table, row_keys, until, verdict_cell
 
 testing = pytest.importorskip("p2pci.testing.cluster")
 
@@ -27,11 +27,17 @@ async def test_tui_follows_a_real_node(tmp_path: Path) -> None:
         observer = cluster.nodes[0]
         sock = observer.paths.control
         jobs: list[str] = []
+        # a job finished before the TUI opens: its age comes from the offer's `created`, not "-"
+        before = await cluster.publish(observer, replicas=3, quorum=2, project="before")
+        await cluster.wait_verdict(before, [observer])
 
         async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
             await until(pilot, lambda: app.model.connected and app.model.node is not None, "the node snapshot")
             assert app.model.node is not None and app.model.node.peer_id == observer.peer_id
             await until(pilot, lambda: len(app.model.peers) == 3, "three peers")
+            await until(pilot, lambda: before in row_keys(app), "the job from before the TUI opened")
+            assert before not in app.model.first_seen  # from the snapshot, not a live event
+            assert jobs_table(app).get_cell(before, "age") != "-"
             jobs.append(trio.from_thread.run(lambda: cluster.publish(observer, replicas=3, quorum=2)))
             job = jobs[0]
             await until(pilot, lambda: job in row_keys(app), "the published job's row", within=20)
@@ -44,6 +50,10 @@ async def test_tui_follows_a_real_node(tmp_path: Path) -> None:
             await until(pilot, lambda: liar in str(app.screen.query_one("#detail", Static).render()),
                         "the dissenter in the detail", within=20)
             assert "groups (by result digest)" in detail
+            # the daemon's own rounds, phases and deadlines (issues 13 and 16)
+            assert "  round 0 at " in detail and "revealed" in detail and "reveal by " in detail, detail
+            await until(pilot, lambda: "evidence: complete" in str(app.screen.query_one("#detail", Static).render()),
+                        "every selected worker's reveal here", within=20)
             await pilot.press("q")
 
         def in_thread() -> None:
