@@ -605,8 +605,10 @@ def _stream_log(home: Home, job: str, entry: dict[str, Any], max_bytes: int, tai
 
 
 def _log_json(home: Home, job: str, entry: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """One revealed log for `logs --json`: its first `max_bytes`, exact text (decoded as UTF-8, errors replaced)."""
+    """One log for `logs --json` (revealed, or a decline's): its first `max_bytes`, exact text
+    (decoded as UTF-8, errors replaced)."""
     out = {k: entry[k] for k in ("worker", "exit_code", "digest", "size", "too_large")}
+    out["declined"] = entry.get("declined")
     data = b""
     if not entry["too_large"]:
         end = min(int(entry["size"]), max_bytes)
@@ -629,10 +631,12 @@ def _log_json(home: Home, job: str, entry: dict[str, Any], max_bytes: int) -> di
               help="Show at most this much of each log (its start; with --tail, of its end).")
 @click.option("--tail", "tail", type=click.IntRange(1), default=None, metavar="N", help="Only the last N lines of each log.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print {job, logs: [{worker, exit_code, digest, size, too_large, text}]} as JSON (each text at most --max).")
+              help="Print {job, logs: [{worker, exit_code, digest, size, too_large, declined, text}]} as JSON "
+                   "(each text at most --max; a decline's log has exit_code and digest null).")
 @pass_home
 def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail: int | None, as_json: bool) -> None:
-    """Build logs of a job (one worker's, or every revealed one).
+    """Build logs of a job (one worker's, or every revealed one, then those of
+    workers that declined with a log: a build that timed out or could not start).
 
     Logs are fetched from their revealers by range and streamed to the terminal,
     control characters shown escaped. A log that declares more than the daemon's
@@ -648,7 +652,10 @@ def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail:
         return
     refused = 0
     for entry in index:
-        _echo(f"==> {entry['worker']} exit {entry['exit_code']} digest {entry['digest'][:16]} ({entry['size']} bytes) <==")
+        if entry.get("declined"):
+            _echo(f"==> {entry['worker']} declined ({entry['declined']}) ({entry['size']} bytes) <==")
+        else:
+            _echo(f"==> {entry['worker']} exit {entry['exit_code']} digest {entry['digest'][:16]} ({entry['size']} bytes) <==")
         if entry["too_large"]:
             refused += 1
             _echo(f"(refused: the log declares {entry['size']} bytes, over the daemon's limit; not fetched)")
