@@ -715,9 +715,13 @@ def export_command(home: Home, job: str, output: Path | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--require", "require", multiple=True, metavar="PEER", help="A key that must be among the agreeing votes (repeatable).")
 @click.option("--trust", "trust", multiple=True, metavar="PEER", help="Count only votes of these keys (repeatable).")
+@click.option("--quorum", "quorum", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Your own quorum: N agreeing votes at least (only raises the offer's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.option("--now", "now_ms", type=int, default=None, hidden=True)
-def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...], as_json: bool, now_ms: int | None) -> None:
+def verify_command(
+    file: Path, require: tuple[str, ...], trust: tuple[str, ...], quorum: int | None, as_json: bool, now_ms: int | None
+) -> None:
     """Re-tally an evidence bundle offline (no daemon) and say whether it is complete.
 
     Complete: it holds a valid selection round and a reveal of every selected worker that owes
@@ -735,6 +739,7 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
     policy = ObserverPolicy(
         trust=frozenset(public_of(p) for p in trust) if trust else None,
         require=Require(keys=tuple(public_of(p) for p in require), min=len(require)) if require else None,
+        quorum=quorum,
     )
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     verdict = tally(view, now, policy)
