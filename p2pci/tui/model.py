@@ -130,7 +130,13 @@ class Job:
 
     @property
     def votes(self) -> int:
+        """Every counted vote (`p2pci jobs`: VOTES)."""
         return sum(len(g.workers) for g in self.groups)
+
+    @property
+    def agree(self) -> int:
+        """The largest group's votes (`p2pci jobs`: AGREE)."""
+        return max((len(g.workers) for g in self.groups), default=0)
 
 
 @dataclass(frozen=True)
@@ -507,14 +513,14 @@ def peer_row(peer: Peer, now: int) -> tuple[str, str, str, str]:
     return (short_peer(peer.peer_id), peer.via or "-", peer.addrs[0] if peer.addrs else "-", since)
 
 
-JOB_COLUMNS = ("project", "job", "age", "replicas/quorum", "votes", "verdict")
+JOB_COLUMNS = ("project", "job", "age", "replicas/quorum", "votes", "agree", "verdict")
 
 
-def job_row(model: StatusModel, job: Job, now: int) -> tuple[str, str, str, str, str, str]:
+def job_row(model: StatusModel, job: Job, now: int) -> tuple[str, str, str, str, str, str, str]:
     rq = f"{job.replicas if job.replicas is not None else '?'}/{job.quorum if job.quorum is not None else '?'}"
     created = model.created_of(job)
     age = "-" if created is None else fmt_duration((now - created) // 1000)
-    return (job.project or "-", short_id(job.job), age, rq, str(job.votes), job.verdict)
+    return (job.project or "-", short_id(job.job), age, rq, str(job.votes), str(job.agree), job.verdict)
 
 
 def detail_lines(model: StatusModel, job: Job, now: int | None = None) -> list[str]:
