@@ -412,6 +412,11 @@ def publish_command(
         args["inputs"] = {"sha256": packed.inputs.sha256.hex(), "size": packed.inputs.size}
     args["provenance"] = {**packed.offer_provenance, "recipe": image_recipe(recipe.image)}
     if not wait:
+        from p2pci.cli.checks import base_image_note
+
+        note = base_image_note(recipe.image)
+        if note:
+            click.echo(note, err=True)
         job = home.call("publish", timeout=None, **args)  # may build the base image first
         if as_json:
             echo_json(job)
@@ -421,7 +426,10 @@ def publish_command(
         return
     events = iter_events(home.path)
     try:
-        step("offer", f"offering {recipe.project} (the daemon builds the base image first if it is missing)")
+        from p2pci.cli.checks import base_image_note
+
+        note = base_image_note(recipe.image)
+        step("offer", f"offering {recipe.project}" + (f" ({note})" if note else ""))
         job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
         if as_events:
