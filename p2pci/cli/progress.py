@@ -1,6 +1,7 @@
 """What `publish --wait` shows while a job runs: each step, per-worker phases, live log lines.
 
 `changes(before, after)` is pure (the lines that one new job object adds, tested alone);
+`step_line(ev)` too (the line of one of the daemon's `step` events: image build, export, offer);
 `Progress` writes them to stderr: plain lines when stderr is not a terminal, and on a
 terminal also a one-line status (claims, selected, committed, revealed, declined, time to the
 deadline) that is rewritten in place. Every text from a peer goes through `safe_text`.
@@ -68,6 +69,25 @@ def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
     return out
 
 
+STEP_WORDS = {"image": "image", "export": "export", "offer": "offer"}
+
+
+def _seconds(ev: dict[str, Any]) -> str:
+    ms = ev.get("elapsed_ms")
+    return f"{ms / 1000:.1f} s" if isinstance(ms, int) and not isinstance(ms, bool) and ms >= 0 else "?"
+
+
+def step_line(ev: dict[str, Any]) -> str | None:
+    """The plain line of a daemon `step` event (None for `running`: the tty status shows those)."""
+    state, text = ev.get("state"), " ".join(str(ev.get("text") or "").split())[:DETAIL_SHOWN]
+    name = STEP_WORDS.get(str(ev.get("step")), "step")
+    if state == "running":
+        return None
+    if state == "done":
+        return f"{name}: {text} ({_seconds(ev)})"
+    return f"{name}: {text}"
+
+
 def status_line(obj: dict[str, Any], now_ms: int) -> str:
     """Counts per phase and the time left to the next deadline (for the in-place status)."""
     counts: dict[str, int] = {}
@@ -103,6 +123,19 @@ class Progress:
         if self.tty and obj.get("verdict") == "PENDING":
             self._clear()
             self.out.write(safe_text(status_line(obj, int(time.time() * 1000)))[:200])
+            self.out.flush()
+            self._status = True
+
+    def daemon_step(self, ev: dict[str, Any]) -> None:
+        """One of the daemon's `step` events: a line; `running` rewrites the status on a terminal."""
+        line = step_line(ev)
+        if line is not None:
+            self._line(line)
+            return
+        if self.tty:
+            text = " ".join(str(ev.get("text") or "").split())[:120]
+            self._clear()
+            self.out.write(safe_text(f"{STEP_WORDS.get(str(ev.get('step')), 'step')}: {text} … {_seconds(ev)}")[:200])
             self.out.flush()
             self._status = True
 
