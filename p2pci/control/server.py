@@ -149,7 +149,7 @@ async def _serve_client(stream: trio.SocketStream, handler: ControlHandler) -> N
                 except LocalError as exc:
                     await _send(stream, {"ok": False, "error": str(exc)})
                     continue
-                op, args, err, progress = _parse_request(req)
+                op, args, err = _parse_request(req)
                 if err is not None:
                     await _send(stream, {"ok": False, "error": err})
                     continue
@@ -157,7 +157,7 @@ async def _serve_client(stream: trio.SocketStream, handler: ControlHandler) -> N
                     await _send(stream, {"ok": True, "result": None})
                     await _stream_events(stream, handler)
                     return
-                if progress:
+                if _wants_progress(req):
                     await stream.send_all(await _run_with_progress(stream, handler, op, args))
                     continue
                 await stream.send_all(await _run_op(handler, op, args))
@@ -165,24 +165,28 @@ async def _serve_client(stream: trio.SocketStream, handler: ControlHandler) -> N
         return  # the client went away
 
 
-def _parse_request(req: Any) -> tuple[str, dict[str, Any], str | None, bool]:
+def _parse_request(req: Any) -> tuple[str, dict[str, Any], str | None]:
+    """`{op, args}` and the optional `progress: bool` (read with `_wants_progress`)."""
     if not isinstance(req, dict):
-        return "", {}, "a request is a map {op, args}", False
+        return "", {}, "a request is a map {op, args}"
     op = req.get("op")
     args = req.get("args", {})
     if not isinstance(op, str) or not op:
-        return "", {}, "request has no op", False
+        return "", {}, "request has no op"
     if args is None:
         args = {}
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        return "", {}, "request args must be a map with string keys", False
+        return "", {}, "request args must be a map with string keys"
     extra = set(req) - {"op", "args", "progress"}
     if extra:
-        return "", {}, f"unknown request field {sorted(map(str, extra))[0]}", False
-    progress = req.get("progress", False)
-    if not isinstance(progress, bool):
-        return "", {}, "request field progress must be a boolean", False
-    return op, args, None, progress
+        return "", {}, f"unknown request field {sorted(map(str, extra))[0]}"
+    if not isinstance(req.get("progress", False), bool):
+        return "", {}, "request field progress must be a boolean"
+    return op, args, None
+
+
+def _wants_progress(req: Any) -> bool:
+    return isinstance(req, dict) and req.get("progress") is True
 
 
 async def _run_with_progress(stream: trio.SocketStream, handler: ControlHandler, op: str, args: dict[str, Any]) -> bytes:

@@ -162,7 +162,7 @@ async def test_publish_wait_shows_progress_and_events_give_ndjson(tmp_path: Path
         assert r.exit_code == 0, r.output
         err = r.stderr.splitlines()
         assert err[0].startswith("packing git commit") or err[0].startswith("packing a directory walk")
-        assert any(line.startswith("offering hello") for line in err)
+        assert any(line.startswith("offer: signing and gossiping the offer of hello") for line in err)
         assert any(line.startswith("round 0: selected") for line in err)
         assert any(line.endswith(": revealed") for line in err)
         # all four are selected: the one that timed out says so, with its log's tail
@@ -177,8 +177,11 @@ async def test_publish_wait_shows_progress_and_events_give_ndjson(tmp_path: Path
             r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--events", "--replicas", "2")
         assert r.exit_code == 0, r.output
         lines = [json.loads(line) for line in r.stdout.splitlines()]
-        assert [e["step"] for e in lines[:3]] == ["pack", "offer", "published"]
-        job = lines[2]["text"]
+        assert [(e["step"], e.get("state")) for e in lines[:5]] == [
+            ("pack", None), ("pack", None), ("offer", "start"), ("offer", "done"), ("published", None)]
+        assert lines[1]["text"].startswith("source sha256 ")
+        job = lines[4]["text"]
+        assert lines[3]["text"] == f"offered job {job}"
         assert all(e["event"] in ("step", "job", "log") for e in lines)
         assert lines[-1]["event"] == "job" and lines[-1]["job"]["verdict"] == "REPRODUCED"
         assert lines[-1]["job"]["job"] == job

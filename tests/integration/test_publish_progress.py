@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from p2pci.control.client import acontrol_call
+from p2pci.control.schema import STEP_EVENT_KEYS, STEP_NAMES, STEP_STATES
 from p2pci.daemon.image_cache import DockerImages
 from p2pci.testing.cluster import ScriptedRunner, open_cluster
 
@@ -88,6 +89,9 @@ async def test_publish_events_show_the_image_build_before_the_offer_and_the_sock
             steps = [(e["step"], e.get("state")) for e in lines if e["event"] == "step"]
             published = steps.index(("published", None))
             daemon = [s for s in steps[:published] if s[1] is not None]
+            for e in lines:
+                if e["event"] == "step" and "state" in e:  # the daemon's: exactly the schema's keys
+                    assert set(e) == STEP_EVENT_KEYS and e["step"] in STEP_NAMES and e["state"] in STEP_STATES
             assert daemon[0] == ("image", "start") and ("image", "done") in daemon
             assert daemon.index(("image", "done")) < daemon.index(("export", "start")) < daemon.index(("export", "done"))
             assert daemon[-2:] == [("offer", "start"), ("offer", "done")]
