@@ -48,6 +48,26 @@ def worker_line(w: dict[str, Any]) -> str:
     return text
 
 
+GAVE_UP = frozenset({"declined", "timed_out"})
+
+
+def all_gave_up(obj: dict[str, Any] | None) -> bool:
+    """A PENDING job whose every worker that answered declined or timed out (docs/protocol.md
+    section 5: it still waits for late claims until its deadline, unless the publisher cancels)."""
+    if not obj or obj.get("verdict") != "PENDING":
+        return False
+    rows = _rows(obj)
+    return bool(rows) and all(
+        w.get("phase") in GAVE_UP for w in rows.values()
+    )
+
+
+def _utc(ms: Any) -> str:
+    if not isinstance(ms, int) or isinstance(ms, bool) or ms <= 0:
+        return "its deadline"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms // 1000))
+
+
 def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
     """The progress lines a new job object adds to the previous one (rounds, phases, verdict)."""
     out: list[str] = []
@@ -59,6 +79,12 @@ def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
         prev = old.get(peer)
         if prev is None or prev.get("phase") != w.get("phase"):
             out.append(worker_line(w))
+    if all_gave_up(after) and not all_gave_up(before):
+        out.append(
+            "every worker that answered so far declined or timed out, none is building: the job waits for "
+            f"other workers until {_utc((after.get('deadlines') or {}).get('offer'))} "
+            f"(`p2pci cancel {str(after.get('job', 'JOB'))[:64]}` ends it now)"
+        )
     if after.get("verdict") != (before or {}).get("verdict") and after.get("verdict") != "PENDING":
         line = f"verdict {after['verdict']}"
         if after.get("reason"):
@@ -101,6 +127,8 @@ def status_line(obj: dict[str, Any], now_ms: int) -> str:
         if isinstance(t, int) and t > now_ms:
             left = f"{label} in {(t - now_ms) // 1000}s"
             break
+    if all_gave_up(obj):
+        parts.append("none building: waiting for other workers")
     return " · ".join([obj.get("verdict", "PENDING"), *(parts or ["waiting for claims"]), *([left] if left else [])])
 
 

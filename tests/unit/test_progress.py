@@ -118,3 +118,23 @@ async def test_steps_tick_while_a_step_runs_and_stop_when_it_is_done(autojump_cl
         ("start", 0), ("running", 2000), ("running", 4000), ("done", 5000)]
     assert all(e["event"] == "step" and e["step"] == "image" for e in got)
     assert Steps(None).emit is None  # a client without progress: nothing is sent
+
+
+def test_when_every_worker_that_answered_gave_up_it_says_the_job_waits_and_how_to_end_it() -> None:
+    one = {**obj(workers=[row(P1, "declined", "policy")]), "job": "ab" * 32}
+    two = {**obj(workers=[row(P1, "declined", "policy"), row(P2, "timed_out", "timeout")]), "job": "ab" * 32}
+    mixed = {**obj(workers=[row(P1, "declined", "policy"), row(P2, "selected")]), "job": "ab" * 32}
+
+    def hints(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+        return [line for line in changes(before, after) if line.startswith("every worker")]
+
+    assert hints(None, one) == [
+        "every worker that answered so far declined or timed out, none is building: the job waits for other "
+        f"workers until 1970-01-01 00:01:40 UTC (`p2pci cancel {'ab' * 32}` ends it now)"
+    ]
+    assert not hints(None, mixed)  # one still builds
+    assert hints(mixed, two)  # now all gave up
+    assert not hints(one, two)  # said once
+    assert not hints(None, {**one, "verdict": "EXPIRED"}) and not hints(None, {**obj(), "job": "ab" * 32})
+    assert status_line(two, 0).endswith("none building: waiting for other workers · claim window in 1s")
+    assert "none building" not in status_line(mixed, 0)
