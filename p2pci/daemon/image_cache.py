@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -48,10 +49,25 @@ class Images(Protocol):
 
 
 class DockerImages:
-    """Real images: `resolve_image` + `export_image` (cached per id) / `import_image`."""
+    """Real images: `resolve_image` + `export_image` (cached per id) / `import_image`.
+
+    One publish resolves and exports at a time: two first publishes of one recipe build its
+    image once (the second finds it), never twice side by side."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
 
     def publish(self, name: str, blobs: BlobStore, store: FactStore, progress: StepSink = no_steps) -> ImageRef:
         progress("image", "start", f"resolving the image {name}")
+        if not self._lock.acquire(blocking=False):
+            progress("image", "info", "waiting for another publish of this node to finish its image step")
+            self._lock.acquire()
+        try:
+            return self._publish(name, blobs, store, progress)
+        finally:
+            self._lock.release()
+
+    def _publish(self, name: str, blobs: BlobStore, store: FactStore, progress: StepSink) -> ImageRef:
         image_id = self.resolve(name, lambda text: progress("image", "info", text.removeprefix("p2pci: ")))
         progress("image", "done", f"image {name}: {image_id}")
         cached = store.kv_get(f"image/{image_id}")

@@ -31,6 +31,7 @@ class MissingBusybox(DockerImages):
     removed by the test). `hold`: the build waits there until the test lets it go on."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.token = uuid.uuid4().hex[:12]
         self.building = threading.Event()
         self.go = threading.Event()
