@@ -33,3 +33,28 @@ def manifest_obj(manifest: Sequence[ManifestEntry]) -> list[dict[str, Any]]:
 def result_digest(exit_code: int, manifest: Sequence[ManifestEntry]) -> bytes:
     """sha256(canonical([exit_code, manifest])), the manifest sorted by path."""
     return hashlib.sha256(canonical([exit_code, manifest_obj(manifest)])).digest()
+
+
+# --------------------------------------------------------------------------
+# the manifest as a blob (outputs of any size)
+#
+# A reveal names the manifest blob by hash; the digest stays one hash over the
+# exit code and the manifest bytes: sha256(0x92 ‖ msgpack(exit_code) ‖ manifest
+# bytes), which is exactly sha256(canonical([exit_code, manifest])) above, so a
+# tally needs no manifest and the manifest blob is verified against the digest
+# when it is fetched.
+
+MAX_MANIFEST_ENTRIES = 1_000_000
+MAX_MANIFEST_BYTES = 512 << 20  # a million entries of 4096-byte paths would not fit: checked
+
+
+def manifest_bytes(manifest: Sequence[ManifestEntry]) -> bytes:
+    """The manifest blob: canonical msgpack of the entry maps, sorted by path."""
+    return canonical(manifest_obj(manifest))
+
+
+def digest_of_manifest_bytes(exit_code: int, data: bytes) -> bytes:
+    """sha256(canonical([exit_code, manifest])) from the manifest blob's bytes, without parsing it."""
+    h = hashlib.sha256(canonical([exit_code, []])[:-1])  # the array header and the exit code
+    h.update(data)
+    return h.digest()
