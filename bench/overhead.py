@@ -283,6 +283,7 @@ def _summarise(
     out[f"bare_docker_run_s{suffix}"] = rnd(statistics.median(bares))
     for key in (
         "to_first_claim_s",
+        "window_used_s",
         "to_first_build_start_s",
         "build_s",
         "to_last_build_end_s",
@@ -323,6 +324,7 @@ async def _phases(pub: Any, job: str, watch: Watch, t_call: float, lease_ms: int
     """
     from p2pci.core.evidence import load_bundle
     from p2pci.core.messages import Claim
+    from p2pci.core.selection import selection
 
     bundle = await pub.call("export", job=job)
     if isinstance(bundle, str):
@@ -335,6 +337,9 @@ async def _phases(pub: Any, job: str, watch: Watch, t_call: float, lease_ms: int
         "to_first_claim_s": (min(leases) - lease_ms - offer.created) / 1000,
         "builds": float(len(view.commits)),
     }
+    rounds = selection(view).rounds
+    if rounds:  # the claim window actually used: the offer's created to round 0's created
+        out["window_used_s"] = (rounds[0].created - offer.created) / 1000
     jt = watch.job(job)
     revealed = [t for (name, t, _s, votes) in jt.events if name == pub.name and votes > 0]
     if revealed:

@@ -34,10 +34,12 @@ import nacl.bindings
 from p2pci.core.board import Board, JobView
 from p2pci.core.messages import BlobRef, Claim, Commit, ImageRef, Limits, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.selection import next_select
 from p2pci.core.signing import NodeKey, commit_hash, seal, signed_bytes
 from p2pci.core.tally import tally
 
 NOW = 1_500_000
+SEED = b"bench-seed".ljust(32, b".")
 WORKERS_PER_JOB = 4
 
 
@@ -63,10 +65,12 @@ def _job(i: int, publisher: NodeKey, workers: list[NodeKey]) -> tuple[list[bytes
             require=None,
             created=1_000_000,
             deadline=2_000_000,
+            select_commit=_h(SEED),
         ),
     )
     setup = [offer.raw]
     built = []
+    claims = [seal(k, Claim(offer.id, 1_100_000)).raw for k in workers]
     for n, k in enumerate(workers):
         content = (b"evil" if n == len(workers) - 1 else b"good") + b"%d" % i  # each job its own result
         manifest = (
@@ -76,10 +80,18 @@ def _job(i: int, publisher: NodeKey, workers: list[NodeKey]) -> tuple[list[bytes
         )
         salt = _h(k.seed + offer.id)[:16]
         digest = result_digest(0, manifest)
-        setup.append(seal(k, Claim(offer.id, 1_100_000)).raw)
         commit = seal(k, Commit(offer.id, commit_hash(salt, digest, k.public)))
         setup.append(commit.raw)
         built.append((k, salt, digest, manifest, commit.id))
+    # protocol v2: only workers of the publisher's select round vote
+    board = Board()
+    for raw in [offer.raw, *claims]:
+        board.add(raw, NOW)
+    view = board.job(offer.id)
+    assert view is not None
+    select = next_select(view, SEED, 1_050_000, close=True)
+    assert select is not None and len(select.workers) == len(workers)
+    setup[1:1] = [*claims, seal(publisher, select).raw]
     seen = tuple(sorted(c for *_, c in built))
     reveals = [
         seal(k, Reveal(offer.id, digest, salt, 0, manifest, BlobRef(_h(b"log"), 10), seen)).raw

@@ -78,6 +78,10 @@ class WorkerSettings:
     max_inputs_mb: int = _POLICY.max_inputs_mb  # the pinned-inputs tarball an offer names
     images: str | tuple[str, ...] = "any"  # "any", or image IDs ("sha256:…") and names ("busybox", "debian:…")
     open_jobs: bool = _POLICY.open_jobs
+    # donor controls (the daemon's, never part of the policy a publisher sees)
+    schedule: tuple[str, ...] = ()  # time windows when new work is taken ("mon-fri 19:00-07:00"); () = always
+    idle_load: float = 0.0  # > 0: take new work only while the 1-minute load average per CPU is below it
+    drain_grace_s: int = 600  # SIGTERM: let running builds finish this long, then stop
 
     def image_names(self) -> tuple[str, ...]:
         """The entries of `images` that are names, not IDs (to resolve before `policy()`)."""
@@ -165,6 +169,37 @@ class NetSettings:
 
 
 @dataclass(frozen=True)
+class QuotaSettings:
+    """Per-peer and per-signer budgets on facts from the network (docs/operator.md, "Quotas")."""
+
+    peer_facts_per_s: int = 200
+    peer_burst: int = 2000
+    peer_kib_per_s: int = 1024
+    peer_burst_kib: int = 8192
+    signer_facts_per_s: int = 20
+    signer_burst: int = 1000
+    signer_kib_per_s: int = 128
+    signer_burst_kib: int = 4096
+    max_jobs: int = 4096  # jobs on the board; past it the oldest unselected junk is evicted
+    max_offers_per_key: int = 64  # offers per publisher key on the board (same eviction)
+
+    def limits(self) -> Any:
+        """The network's QuotaLimits."""
+        from p2pci.net.quota import QuotaLimits
+
+        return QuotaLimits(  # max_jobs / max_offers_per_key go to the NodeMachine (node_config)
+            peer_facts_per_s=float(self.peer_facts_per_s),
+            peer_burst=self.peer_burst,
+            peer_kib_per_s=self.peer_kib_per_s,
+            peer_burst_kib=self.peer_burst_kib,
+            signer_facts_per_s=float(self.signer_facts_per_s),
+            signer_burst=self.signer_burst,
+            signer_kib_per_s=self.signer_kib_per_s,
+            signer_burst_kib=self.signer_burst_kib,
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
@@ -174,6 +209,7 @@ class Config:
     trust: TrustSettings = field(default_factory=TrustSettings)
     timing: Timing = field(default_factory=Timing)
     net: NetSettings = field(default_factory=NetSettings)
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
 
     def with_overrides(
         self,
@@ -218,6 +254,11 @@ max_source_mb = 256   # a source larger than this (tar, or unpacked: sparse file
 max_inputs_mb = 1024  # an offer whose pinned inputs tarball is larger than this is refused
 images = "any"        # or a list of image ids ["sha256:…"]
 open_jobs = true      # false: only build offers whose allowlist names this node
+# Donor controls (also `p2pci worker pause | resume | drain`). New work only inside these local
+# time windows, e.g. ["mon-fri 19:00-07:00", "sat,sun 00:00-24:00"]; [] = always.
+schedule = []
+idle_load = 0         # > 0: new work only while the 1-minute load average per CPU is below this
+drain_grace_s = 600   # on SIGTERM, running builds get this long to finish, then the daemon stops
 
 [trust]
 # Whose votes this node counts: "all" (every vote the offer allows) or "listed" (only `keys`;
@@ -244,6 +285,25 @@ relay_max_circuits_per_peer = 8
 relay_circuit_mb = 256
 relay_circuit_seconds = 1800
 relay_reservation_ttl_s = 600
+
+[quotas]
+# Facts from the network are charged, before they are verified further or stored, to the
+# peer that sent them and to the key that signed them (gossip and sync alike). Over a
+# budget a fact is dropped and counted (`p2pci status`, section quotas); sync offers it
+# again once the budget has refilled. Rates per second; bursts are the bucket sizes.
+peer_facts_per_s = 200
+peer_burst = 2000
+peer_kib_per_s = 1024
+peer_burst_kib = 8192
+signer_facts_per_s = 20
+signer_burst = 1000
+signer_kib_per_s = 128
+signer_burst_kib = 4096
+# The board keeps at most max_jobs jobs and max_offers_per_key offers per publisher key.
+# Past a bound the oldest job that nobody selected, that is not ours and that this node
+# does not build is evicted (its facts deleted); jobs nobody claimed go first.
+max_jobs = 4096
+max_offers_per_key = 64
 
 [timing]
 claim_window_ms = 2000
@@ -277,6 +337,22 @@ def _take(table: dict[str, Any], key: str, typ: type | tuple[type, ...], where: 
     if not isinstance(val, typ):
         raise ConfigError(f"config: {where}{key} has the wrong type ({type(val).__name__})", where + key)
     return val
+
+
+def _schedule(entries: tuple[str, ...]) -> tuple[str, ...]:
+    from p2pci.core.schedule import parse_schedule
+
+    try:
+        parse_schedule(entries)
+    except LocalError as e:
+        raise ConfigError(f"config: worker.{e}", "worker.schedule") from None
+    return entries
+
+
+def _idle_load(val: Any) -> float:
+    if isinstance(val, bool) or not 0 <= float(val) <= 64:
+        raise ConfigError("config: worker.idle_load must be 0 (off) .. 64 (load average per CPU)", "worker.idle_load")
+    return float(val)
 
 
 def _strs(table: dict[str, Any], key: str, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -356,6 +432,9 @@ def parse_config(data: dict[str, Any]) -> Config:
         max_inputs_mb=_nonneg(_take(w, "max_inputs_mb", int, "worker.", dw.max_inputs_mb), "worker.max_inputs_mb", 1),
         images=images,
         open_jobs=_take(w, "open_jobs", bool, "worker.", dw.open_jobs),
+        schedule=_schedule(_strs(w, "schedule", "worker.", dw.schedule)),
+        idle_load=_idle_load(_take(w, "idle_load", (int, float), "worker.", dw.idle_load)),
+        drain_grace_s=_nonneg(_take(w, "drain_grace_s", int, "worker.", dw.drain_grace_s), "worker.drain_grace_s"),
     )
     if w:
         raise ConfigError(f"config: unknown key worker.{sorted(w)[0]}", f"worker.{sorted(w)[0]}")
@@ -406,6 +485,16 @@ def parse_config(data: dict[str, Any]) -> Config:
     )
     if nt:
         raise ConfigError(f"config: unknown key net.{sorted(nt)[0]}", f"net.{sorted(nt)[0]}")
+    qt = dict(_take(top, "quotas", dict, "", {}))
+    dq = QuotaSettings()
+    quotas = QuotaSettings(
+        **{
+            name: _nonneg(_take(qt, name, int, "quotas.", getattr(dq, name)), f"quotas.{name}", 1)
+            for name in QuotaSettings.__dataclass_fields__
+        }
+    )
+    if qt:
+        raise ConfigError(f"config: unknown key quotas.{sorted(qt)[0]}", f"quotas.{sorted(qt)[0]}")
     if top:
         raise ConfigError(f"config: unknown key {sorted(top)[0]}", sorted(top)[0])
     return Config(
@@ -417,6 +506,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         trust=trust,
         timing=timing,
         net=net,
+        quotas=quotas,
     )
 
 

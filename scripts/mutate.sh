@@ -18,8 +18,8 @@ declare -A tests=(
   [codec]="tests/unit/test_protocol_bytes.py tests/unit/test_codec_props.py tests/unit/test_messages.py"
   [results]="tests/unit/test_protocol_bytes.py tests/unit/test_source_trial.py tests/unit/test_store_workerstate.py tests/unit/test_codec_props.py"
   [signing]="tests/unit/test_protocol_bytes.py tests/unit/test_messages.py tests/unit/test_codec_props.py tests/unit/test_evidence.py"
-  [selection]="tests/unit/test_selection_board.py tests/unit/test_worker.py tests/unit/test_worker_sim.py"
-  [tally]="tests/unit/test_tally_cases.py tests/unit/test_tally_observer.py tests/unit/test_evidence.py tests/unit/test_convergence.py"
+  [selection]="tests/unit/test_reason_strings.py tests/unit/test_selection_board.py tests/unit/test_selection_allowlist.py tests/unit/test_tally_observer.py tests/unit/test_worker.py tests/unit/test_worker_sim.py"
+  [tally]="tests/unit/test_reason_strings.py tests/unit/test_tally_cases.py tests/unit/test_tally_observer.py tests/unit/test_selection_allowlist.py tests/unit/test_trust_v2_props.py tests/unit/test_evidence.py tests/unit/test_convergence.py"
   [board]="tests/unit/test_selection_board.py tests/unit/test_tally_cases.py tests/unit/test_evidence.py"
   [evidence]="tests/unit/test_evidence.py"
   [messages]="tests/unit/test_messages.py tests/unit/test_codec_props.py tests/unit/test_protocol_bytes.py"
@@ -35,6 +35,11 @@ report="$work/survivors.txt"
 for m in $mods; do
   src="p2pci/core/$m.py"
   t=${tests[$m]:-tests/unit}
+  # the tests must pass on the unmutated tree, or every mutant would count as killed
+  if ! timeout 600 "$PY" -m pytest -x -q -p no:cacheprovider $t >/dev/null 2>&1; then
+    echo "== mutate $m: the tests fail without a mutant; fix them first: $t" | tee -a "$work/summary.txt"
+    continue
+  fi
   cp "$src" "$src.orig"
   rm -f .mutmut-cache
   # register the mutants (runner `true`: every mutant "survives" instantly), then test each one

@@ -231,8 +231,8 @@ def _echo_job(job: dict[str, Any]) -> None:
     _echo(f"verdict  {job['verdict']}" + (f"  {job['digest']}" if job.get("digest") else ""))
     _echo(f"quorum   {job['quorum']} of {job['replicas']} replicas")
     _echo_provenance(job.get("provenance"))
-    for g in job.get("groups", []):
-        _echo(f"group    {g['digest'][:16]}  exit {g['exit_code']}  {len(g['workers'])} vote(s)")
+    for i, g in enumerate(job.get("groups", []), 1):
+        _echo(f"group {i:<3}{g['digest'][:16]}  exit {g['exit_code']}  {len(g['workers'])} vote(s)")
         for w in g["workers"]:
             _echo(f"           {w}")
     for w in job.get("dissenters", []):
@@ -245,6 +245,8 @@ def _echo_job(job: dict[str, Any]) -> None:
         _echo(f"ignored  {ig['worker']}: {ig['reason']}")
     if job.get("reason"):
         _echo(f"reason   {job['reason']}")
+    if job.get("cause"):
+        _echo(f"cause    {job['cause']}")
     for r in job.get("rounds", []):
         _echo(f"round {r['round']:<3} selected {len(r['workers'])}: {' '.join(r['workers'])}")
     for b in job.get("ignored_selects", []):
@@ -254,6 +256,36 @@ def _echo_job(job: dict[str, Any]) -> None:
     for d in job.get("declines", []):
         detail = str(d["detail"])[:200]
         _echo(f"declined {d['worker']}: {d['reason']}" + (f" ({detail})" if detail else ""))
+    _echo_workers(job)
+
+
+def _echo_workers(job: dict[str, Any]) -> None:
+    """Per worker: claimed / selected / committed / revealed / declined (why) / timed out, and the
+    deadlines (absolute, UTC) of the job."""
+    from p2pci.cli.progress import PHASE_WORDS
+
+    for w in job.get("workers") or []:
+        text = f"worker   {w['worker']}  {PHASE_WORDS.get(str(w['phase']), str(w['phase']))}"
+        if w.get("reason"):
+            detail = " ".join(str(w.get("detail") or "").split())[:200]
+            text += f" ({w['reason']}" + (f": {detail}" if detail else "") + ")"
+        if w.get("log"):
+            text += f"  log sha256 {w['log']}"
+        _echo(text)
+    dl = job.get("deadlines") or {}
+    for name, label in (("claim_window_end", "claim window ends"), ("reveal", "reveal by"), ("offer", "deadline")):
+        t = dl.get(name)
+        if isinstance(t, int):
+            _echo(f"{label:<18}{_utc(t)}")
+
+
+def _utc(ms: int) -> str:
+    import datetime
+
+    try:
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
 
 
 def _echo_provenance(p: dict[str, Any] | None) -> None:
@@ -293,6 +325,12 @@ STAY_ONLINE = (
 @click.option("--wait", is_flag=True, help="Wait for the verdict (exit 0 REPRODUCED, 1 DISPUTED/FAILED, 2 else).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON document (with --wait: the final one).")
 @click.option("--dirty", is_flag=True, help="Build the working tree as it is (default: refuse uncommitted changes).")
+@click.option(
+    "--events",
+    "as_events",
+    is_flag=True,
+    help="With --wait: print NDJSON on stdout, one object per step and job/log event, the final job last.",
+)
 @pass_home
 def publish_command(
     home: Home,
@@ -303,12 +341,32 @@ def publish_command(
     wait: bool,
     as_json: bool,
     dirty: bool = False,
+    as_events: bool = False,
 ) -> None:
     """Offer the project in DIR (its p2pci.toml) to the mesh.
 
     In a git work tree the commit HEAD is built, with the p2pci.toml of that
     commit; uncommitted changes make it refuse unless --dirty.
+
+    With --wait it shows each step on stderr (pack, offer, selection rounds,
+    each worker's phase with the reason of a decline or timeout, this node's
+    live build log, the verdict and its cause); --json prints one final
+    document on stdout, --events NDJSON.
     """
+    from p2pci.cli.progress import Progress
+
+    if as_events and not wait:
+        raise click.UsageError("--events needs --wait")
+    if as_events and as_json:
+        raise click.UsageError("--events and --json are exclusive")
+    progress = Progress()
+
+    def step(name: str, text: str) -> None:
+        if as_events:
+            echo_json({"event": "step", "step": name, "text": text})
+        elif wait:
+            progress.step(text)
+
     from p2pci.cli.checks import checked_limits
     from p2pci.cli.source_cmds import pack_project
     from p2pci.core.offer import check_request
@@ -332,6 +390,7 @@ def publish_command(
     limits = checked_limits(recipe, timeout_s)  # same checks as `p2pci try`; warnings on stderr
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     store = BlobStore(home.paths.blobs)
+    step("pack", f"packing {tree.describe()} (source and pinned inputs)")
     packed = pack_project(tree, recipe, store)  # the source and the pinned inputs, into the store
     require = None
     if trust.require is not None:
@@ -362,10 +421,15 @@ def publish_command(
         return
     events = iter_events(home.path)
     try:
+        step("offer", f"offering {recipe.project} (the daemon builds the base image first if it is missing)")
         job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
-        click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
-        click.echo(STAY_ONLINE, err=True)
+        if as_events:
+            echo_json({"event": "step", "step": "published", "text": job_id})
+        else:
+            click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
+            click.echo(STAY_ONLINE, err=True)
+            progress.job(job)
         final = job if job["verdict"] in FINAL else None
         while final is None:
             try:
@@ -374,12 +438,26 @@ def publish_command(
                 fail("the daemon went away before the verdict")
             except DaemonNotRunning:
                 fail("the daemon went away before the verdict")
-            j = ev.get("job") if ev.get("event") == "job" else None
-            if isinstance(j, dict) and j.get("job") == job_id and j.get("verdict") in FINAL:
+            j = ev.get("job")
+            if ev.get("event") == "log" and j == job_id:
+                if as_events:
+                    echo_json(ev)
+                else:
+                    progress.log(str(ev.get("worker", "")), str(ev.get("text", "")))
+            if ev.get("event") != "job" or not isinstance(j, dict) or j.get("job") != job_id:
+                continue
+            if as_events:
+                echo_json(ev)
+            else:
+                progress.job(j)
+            if j.get("verdict") in FINAL:
                 final = j
     finally:
         events.close()
-    if as_json:
+        progress.done()
+    if as_events:
+        pass  # the final job event was the last line
+    elif as_json:
         echo_json(final)
     else:
         _echo_job(final)
@@ -388,19 +466,32 @@ def publish_command(
 
 @cli.command("jobs")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
+@click.option("--mine", is_flag=True, help="Only the jobs this node built (or declined after claiming), with its phase.")
 @pass_home
-def jobs_command(home: Home, as_json: bool) -> None:
+def jobs_command(home: Home, as_json: bool, mine: bool = False) -> None:
     """The job board: every job this node knows and its verdict."""
-    jobs = home.call("jobs")
+    jobs = home.call("jobs", mine=True) if mine else home.call("jobs")
     if as_json:
         echo_json(jobs)
         return
     if not jobs:
-        click.echo("no jobs")
+        click.echo("no jobs" if not mine else "this node has built no job yet")
         return
-    click.echo(JOBS_HEADER)
+    if not mine:
+        click.echo(JOBS_HEADER)
+        for j in jobs:
+            click.echo(_verdict_line(j))
+        return
+    from p2pci.cli.progress import PHASE_WORDS
+
+    me = home.call("id")["peer_id"]
+    click.echo(JOBS_HEADER + "  MY PART")
     for j in jobs:
-        click.echo(_verdict_line(j))
+        row = next((w for w in j.get("workers") or [] if w.get("worker") == me), None)
+        part = "building" if row is None else PHASE_WORDS.get(str(row["phase"]), str(row["phase"]))
+        if row is not None and row.get("reason"):
+            part += f" ({row['reason']})"
+        click.echo(_verdict_line(j) + safe_text(f"  {part}"))
 
 
 @cli.command("show")
@@ -428,16 +519,21 @@ def cancel_command(home: Home, job: str, as_json: bool) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write the artifacts to.")
 @click.option("--force", is_flag=True, help="Write into a directory that is not empty.")
 @click.option("--json", "as_json", is_flag=True, help="Print {job, digest, files: [{path, sha256, …}]} as JSON.")
+@click.option("--group", "group", type=click.IntRange(1), default=None, help="DISPUTED: fetch group N (as `show` lists them).")
 @pass_home
-def fetch_command(home: Home, job: str, out: Path, force: bool, as_json: bool) -> None:
+def fetch_command(home: Home, job: str, out: Path, force: bool, as_json: bool, group: int | None = None) -> None:
     """Fetch a job's agreed artifacts, each checked against the agreed manifest.
 
-    OUT must be missing or empty (--force writes into a non-empty one).
+    OUT must be missing or empty (--force writes into a non-empty one). A
+    DISPUTED job has no agreed result: --group N fetches the artifacts of its
+    N-th group (`show` lists the groups, largest first), checked against that
+    group's manifest.
     """
     from p2pci.cli.checks import check_fetch_dest
 
     dest = check_fetch_dest(out, force)
-    res = home.call("fetch", job=job, out=str(dest), timeout=None)
+    extra: dict[str, Any] = {} if group is None else {"group": group}
+    res = home.call("fetch", job=job, out=str(dest), timeout=None, **extra)
     if as_json:
         echo_json(res)
         return

@@ -1,4 +1,4 @@
-"""`p2pci worker policy`: what this donor agrees to build, from config.toml, offline.
+"""`p2pci worker policy | pause | resume | drain`: what this donor agrees to build, and when.
 
 It reads the same settings the daemon reads (`[worker]` of config.toml,
 `build`), adds the caps the runner enforces on its own, says how each
@@ -66,7 +66,7 @@ def effective_policy(config: Any, *, resolve_images: bool = True) -> dict[str, A
 
 @click.group("worker")
 def worker_group() -> None:
-    """This node as a donor: what it agrees to build."""
+    """This node as a donor: what it agrees to build, and pause / resume / drain."""
 
 
 @worker_group.command("policy")
@@ -111,3 +111,49 @@ def policy_command(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"{label:<10}  {e['name']}: {e['id'] or '-'} ({e['note']})")
     verdict = "yes" if pol["default_recipe_fits"] else "no: recipes with the default limits are refused"
     click.echo(f"{'defaults':<10}  a recipe with the default limits (10m, 2g, 2 CPUs, 1g) fits: {verdict}")
+
+
+def _control(ctx: click.Context, action: str, as_json: bool) -> None:
+    from p2pci.cli.checks import home_of
+    from p2pci.control.client import control_call
+    from p2pci.textsafe import safe_text
+
+    node = control_call(home_of(ctx), "worker_control", action=action)
+    if as_json:
+        click.echo(json.dumps(node))
+        return
+    state = node.get("accepting", "?")
+    why = node.get("paused_why") or ""
+    busy = len(node.get("building") or [])
+    line = f"worker {state}" + (f" ({why})" if why and state != "open" else "")
+    line += f"; {busy} build(s) running"
+    if action == "drain":
+        line += ": the daemon stops once they are done" if busy else ": the daemon stops now"
+    click.echo(safe_text(line))
+
+
+@worker_group.command("pause")
+@click.option("--json", "as_json", is_flag=True, help="Print the node object as JSON.")
+@click.pass_context
+def pause_command(ctx: click.Context, as_json: bool) -> None:
+    """Take no new work: no new claims, and claims not yet building are declined (reason
+    `paused`, so publishers replace this worker at once). Running builds finish, commit and
+    reveal. Lasts until `p2pci worker resume` or a restart."""
+    _control(ctx, "pause", as_json)
+
+
+@worker_group.command("resume")
+@click.option("--json", "as_json", is_flag=True, help="Print the node object as JSON.")
+@click.pass_context
+def resume_command(ctx: click.Context, as_json: bool) -> None:
+    """Take new work again (within `[worker] schedule` and `idle_load`, when set)."""
+    _control(ctx, "resume", as_json)
+
+
+@worker_group.command("drain")
+@click.option("--json", "as_json", is_flag=True, help="Print the node object as JSON.")
+@click.pass_context
+def drain_command(ctx: click.Context, as_json: bool) -> None:
+    """Pause, let the running builds finish and commit, then stop the daemon (a restarted
+    worker still reveals what it built). SIGTERM does the same within `[worker] drain_grace_s`."""
+    _control(ctx, "drain", as_json)

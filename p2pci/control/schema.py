@@ -7,7 +7,7 @@ The daemon builds them (`core.tally.verdict_json` for a job, `daemon.node.Node.n
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from p2pci.core.tally import FINAL_STATES
 
@@ -47,6 +47,26 @@ class DeclineObj(TypedDict):
     detail: str
 
 
+WorkerPhase = Literal["claimed", "selected", "dropped", "committed", "revealed", "declined", "timed_out"]
+
+
+class WorkerRowObj(TypedDict):
+    """One worker of a job as this node's facts tell it (`workers` of the verdict object)."""
+
+    worker: str
+    phase: WorkerPhase
+    selected: bool
+    reason: str | None  # the decline's code
+    detail: str | None  # the decline's text (untrusted: shown escaped)
+    log: str | None  # sha256 hex of the decline's log blob
+
+
+class DeadlinesObj(TypedDict):
+    claim_window_end: int
+    reveal: int
+    offer: int
+
+
 class ProvenanceObj(TypedDict):
     """What a job builds, from its signed offer (docs/protocol.md section 6)."""
 
@@ -76,11 +96,15 @@ class JobObj(TypedDict):
     dissenters: list[str]
     equivocators: list[str]
     ignored: list[IgnoredObj]
-    reason: str | None
+    reason: str | None  # why EXPIRED (exactly one of the two texts of docs/protocol.md section 6)
     rounds: list[RoundObj]
     ignored_selects: list[IgnoredSelectObj]
     missing: list[str]
     declines: list[DeclineObj]
+    cause: str | None  # why EXPIRED, for humans (no eligible worker, N declined, timed out, publisher gone)
+    workers: list[WorkerRowObj]
+    created: int | None  # the offer's, ms
+    deadlines: DeadlinesObj | None
     provenance: ProvenanceObj | None
 
 
@@ -99,6 +123,8 @@ class NodeObj(TypedDict):
     busy: int
     uptime_s: int
     building: list[BuildingObj]
+    accepting: Literal["open", "paused", "draining"]  # donor controls and the schedule
+    paused_why: str  # why no new work is taken ("" while open)
 
 
 class PeerObj(TypedDict):
@@ -108,13 +134,26 @@ class PeerObj(TypedDict):
     via: str  # "direct", "hole-punched", "relayed", or "" (unknown, e.g. the memory network)
 
 
+class FactsObj(TypedDict):
+    """Facts from peers (gossip and sync), counted by the network layer (`p2pci.net.common.fact_counters`)."""
+
+    received: int
+    new: int
+    duplicate: int
+    rejected: dict[str, int]  # reason -> count
+    dropped: dict[str, int]  # reason -> count
+
+
 class StatusObj(TypedDict):
     node: NodeObj
     peers: list[PeerObj]
     jobs: list[JobObj]
+    facts: FactsObj
+    quotas: dict[str, Any]  # what the quotas dropped and evicted, and the limits (docs/operator.md, "Quotas")
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
 NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
 PROVENANCE_KEYS: frozenset[str] = frozenset(ProvenanceObj.__annotations__)
+FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)

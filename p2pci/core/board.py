@@ -62,6 +62,8 @@ class JobView:
     version: int = 0
     # bumped on every new fact that can change the verdict (claims too: they can make a select valid)
     tally_version: int = 0
+    # bumped on every new offer, claim or select: what `selection.selection` depends on
+    select_version: int = 0
     # caches owned by p2pci.core.tally (keyed so that they never go stale)
     cache: dict[object, object] = field(default_factory=dict, repr=False)
     _allow: frozenset[bytes] | None = field(default=None, repr=False)
@@ -149,6 +151,8 @@ class JobView:
         self.ids.add(fact.id)
         self.version += 1
         self.tally_version += 1
+        if kind in ("claim", "select", "offer"):
+            self.select_version += 1
 
 
 class Board:
@@ -160,6 +164,8 @@ class Board:
         self.max_size = max_size
         self.rejected = 0  # count of rejected envelopes
         self.duplicates = 0
+        # publisher key -> its offers' job ids, in arrival order (the per-key offer quota)
+        self.offers_by: dict[bytes, dict[bytes, None]] = {}
 
     def add(self, raw: bytes, now: int) -> AddResult:
         """Verify and add one envelope. Never raises for bad input."""
@@ -191,7 +197,24 @@ class Board:
         if view is None:
             view = self._jobs[job] = JobView(job)
         view._add(fact)
+        if type(body) is Offer:
+            self.offers_by.setdefault(fact.signer, {})[job] = None
         return True
+
+    def remove_job(self, job_id: bytes) -> list[bytes]:
+        """Forget a job and every fact of it (quota eviction); the ids that were removed."""
+        view = self._jobs.pop(job_id, None)
+        if view is None:
+            return []
+        for fid in view.ids:
+            self.facts.pop(fid, None)
+        if view.offer is not None:
+            mine = self.offers_by.get(view.offer.signer)
+            if mine is not None:
+                mine.pop(job_id, None)
+                if not mine:
+                    del self.offers_by[view.offer.signer]
+        return sorted(view.ids)
 
     def has(self, fact_id: bytes) -> bool:
         return fact_id in self.facts
@@ -200,8 +223,12 @@ class Board:
         return self._jobs.get(job_id)
 
     def jobs(self) -> list[JobView]:
-        """Every job the board knows about (including ones whose offer is still missing)."""
+        """Every job the board knows about (including ones whose offer is still missing), oldest
+        first (arrival order)."""
         return list(self._jobs.values())
+
+    def job_count(self) -> int:
+        return len(self._jobs)
 
     def job_fact_ids(self, job_id: bytes) -> set[bytes]:
         view = self._jobs.get(job_id)

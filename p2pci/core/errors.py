@@ -6,7 +6,16 @@ class P2pciError(Exception):
 
 
 class ProtocolError(P2pciError):
-    """A peer sent something bad: drop it, count it, never crash."""
+    """A peer sent something bad: drop it, count it, never crash.
+
+    `reason` is a short stable code for counters (`p2pci status --json` → `facts.rejected`):
+    for envelopes `oversize`, `encoding`, `version`, `body`, `signature` or `digest`
+    (`signing.open_envelope` sets them); `invalid` when nothing more precise is known.
+    """
+
+    def __init__(self, message: str = "", reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class LocalError(P2pciError):

@@ -12,7 +12,8 @@ Wire rules decided here (the contract other nodes must follow):
   codec (here: `from_obj` accepts any key order so that generic decoded
   objects work, `signing.open_envelope` checks the byte-exact order).
 * `env` is a map str -> str; `workers` is `"open"` or a non-empty list of
-  distinct 32-byte keys; `manifest` is sorted by path with distinct paths;
+  distinct 32-byte keys (any order), and with an allowlist every `require` key
+  must be in it; `manifest` is sorted by path with distinct paths;
   `seen` lists distinct 32-byte commit fact ids.
 * Every integer in a body is in 0..2**63-1 unless a narrower range is stated;
   `exit_code` is 0..255.
@@ -350,6 +351,12 @@ class Offer:
         else:
             workers = _keys(workers_obj, "workers", 1, MAX_WORKERS)
         req = d["require"]
+        require = None if req is None else Require.from_obj(req, "require")
+        if require is not None and workers != "open":
+            outside = set(require.keys) - set(workers)
+            if outside:
+                # a require key outside the allowlist is never eligible: the job could never finish
+                raise ProtocolError(f"require.keys: {len(outside)} key(s) not in the allowlist (workers)")
         created = _int(d["created"], "created")
         deadline = _int(d["deadline"], "deadline")
         if deadline <= created:
@@ -365,7 +372,7 @@ class Offer:
             replicas=replicas,
             quorum=quorum,
             workers=workers,
-            require=None if req is None else Require.from_obj(req, "require"),
+            require=require,
             created=created,
             deadline=deadline,
             select_commit=_h32(d["select_commit"], "select_commit"),

@@ -12,6 +12,7 @@ Inputs::
     m.publish(body, now) -> (fact, effs)  # a fact of our own (offer, cancel): signed, not yet indexed
     m.build_finished(job, event, now)     # a build reported BuildDone / BuildFailed
     m.set_trust(keys) -> effs             # the observer's trust set changed
+    m.set_accepting(mode) -> effs         # donor controls: "open" | "paused" | "draining"
     m.tick(now) -> effs                   # decide: every changed job and every due wake-up
 
 `receive_facts` and `build_finished` only mark jobs dirty; the decisions come
@@ -29,7 +30,7 @@ Effects (performed by the driver, in list order)::
     StopBuild(job)          cancel a running build (it still reports BuildFailed)
     ServeOutputs(job, manifest)       put the build's outputs and log in the blob store
     Persist(key, value)     write a kv entry ("worker/<job hex>", "trust") before what follows
-    Prefetch(ref, publisher)          fetch a claimed job's source (and inputs) early (best effort)
+    Prefetch(ref, publisher, limits)  on a claim: fetch a small source (and inputs) early, warm the runner (best effort)
     JobChanged(obj)         a job's verdict object changed (tell subscribers)
     NodeChanged()           this node's own state changed (phase, building set)
 
@@ -41,9 +42,10 @@ Rules owned here (the per-job ones live in `p2pci.core.worker`):
   round yet (it may be selected); a stand-by claim (a round does not name
   this node) holds none, or workers waiting in case someone vanishes would
   starve every other job.
-* Action -> fact: PublishClaim(lease) -> Claim(job, lease) (+ Prefetch of a
-  small source), PublishCommit/PublishReveal -> Persist(worker job) first,
-  so a restarted worker can still reveal; a reveal serves its outputs first.
+* Action -> fact: PublishClaim(lease) -> Claim(job, lease) (+ Prefetch: the
+  source and a warm runner while the publisher selects), PublishCommit/
+  PublishReveal -> Persist(worker job) first, so a restarted worker can still
+  reveal; a reveal serves its outputs first.
 * A job leaving CLAIMED/BUILDING frees a slot: the waiting jobs get a tick.
 * Verdicts: every processed job is tallied with the observer policy
   (trust set + require); a pending job wakes at its deadline.
@@ -67,7 +69,7 @@ from typing import Any
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
-from p2pci.core.messages import BlobRef, Claim, Commit, Message, Offer, Require
+from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Limits, Message, Offer, Require
 from p2pci.core.results import ManifestEntry
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
@@ -80,6 +82,7 @@ from p2pci.core.worker import (
     GiveUp,
     PublishClaim,
     PublishCommit,
+    PublishDecline,
     PublishReveal,
     StartBuild,
     Tick,
@@ -94,6 +97,7 @@ log = logging.getLogger("p2pci.node")
 RECENT_WINDOW_MS = 24 * 3600 * 1000  # finished jobs still offered to anti-entropy
 PREFETCH_MAX = 16 << 20  # sources up to this size are fetched as soon as we claim
 WORKER_KEY = "worker/"  # kv prefix of persisted worker jobs
+ACCEPTING = ("open", "paused", "draining")  # donor controls (NodeMachine.set_accepting)
 TRUST_KEY = "trust"
 TRUST_MODE_KEY = "trust_mode"  # "all" | "listed"
 SEED_KEY = "seed/"  # kv prefix of the selection seeds of our own offers (hex), written before the offer
@@ -111,6 +115,12 @@ class NodeConfig:
     builds: bool = True  # False: an observer that never claims
     require: Require | None = None  # the observer's own [trust] require
     identity: bytes = b""  # this key's identity nonce (p2pci.core.identity), carried by every claim
+    # publisher: round 0 this long after `replicas` eligible claims are in, if that is before the
+    # offer's window ends (docs/protocol.md section 5); None waits for the whole window
+    select_grace_ms: int | None = 150
+    # quotas on the board (`enforce_limits`): at most this many jobs, and offers per publisher key
+    max_jobs: int = 4096
+    max_offers_per_key: int = 64
 
     def __post_init__(self) -> None:
         if self.worker.me != self.key.public:
@@ -153,6 +163,7 @@ class Persist:
 class Prefetch:
     ref: BlobRef
     publisher: bytes
+    limits: Limits | None = None  # the offer's: the driver may warm the runner for them (DockerRunner.warm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +195,7 @@ class NodeMachine:
     seeds: dict[bytes, bytes] = field(default_factory=dict)  # own offers: job -> selection seed
     regressions: int = 0  # verdicts that went from final back to PENDING (P7)
     errors: int = 0  # jobs whose processing raised (a bug on one job must not stop the node)
+    accepting: str = "open"  # "open" | "paused" (donor: pause, or outside its schedule) | "draining"
     _events: dict[bytes, list[BuildDone | BuildFailed]] = field(default_factory=dict)
     _dirty: set[bytes] = field(default_factory=set)
     _wakeups: dict[bytes, int] = field(default_factory=dict)
@@ -192,6 +204,11 @@ class NodeMachine:
     _policy: ObserverPolicy | None = None
     _outbox: dict[bytes, bytes] = field(default_factory=dict)  # own facts handed out, not yet back: id -> job
     _selecting: dict[bytes, bytes] = field(default_factory=dict)  # job -> our select fact not yet back
+    _enough_at: dict[bytes, int] = field(default_factory=dict)  # own offers: job -> when `replicas` claims were in
+    evicted: dict[str, int] = field(default_factory=dict)  # quota evictions by reason (jobs)
+    evicted_ids: list[bytes] = field(default_factory=list)  # fact ids evicted since the driver took them
+    over_limit: int = 0  # times the board stayed over a bound because every job in it is protected
+    _offer_keys: set[bytes] = field(default_factory=set)  # publisher keys with a new offer since enforce
 
     @property
     def me(self) -> bytes:
@@ -229,7 +246,75 @@ class NodeMachine:
             if self.board.add_fact(fact):
                 new += 1
                 self._dirty.add(fact.job)
+                if fact.kind == "offer":
+                    self._offer_keys.add(fact.signer)
         return new
+
+    # ------------------------------------------------------------------ quotas
+
+    def protected(self, view: JobView) -> bool:
+        """A job the quotas never evict: our own, one this node takes part in (claimed, building,
+        committed, revealed), or one with a valid selection round (a real job in progress)."""
+        job, me = view.job, self.me
+        if job in self.seeds or job in self.jobs or job in self.building or job in self._selecting:
+            return True
+        if view.offer is not None and view.offer.signer == me:
+            return True
+        if me in view.claims or me in view.commits or me in view.reveals:
+            return True
+        return view.offer is not None and bool(selection(view).rounds)
+
+    def _victims(self, jobs: Iterable[bytes]) -> Iterable[bytes]:
+        """Evictable jobs among `jobs` (oldest first): those nobody claimed before the others."""
+        claimed: list[bytes] = []
+        for job in jobs:
+            view = self.board.job(job)
+            if view is None or self.protected(view):
+                continue
+            if view.claims:
+                claimed.append(job)
+                continue
+            yield job
+        yield from claimed
+
+    def _evict(self, job: bytes, reason: str) -> None:
+        self.evicted_ids.extend(self.board.remove_job(job))
+        for d in (self._wakeups, self._verdicts, self._objs, self._events):
+            d.pop(job, None)
+        self._dirty.discard(job)
+        self.evicted[reason] = self.evicted.get(reason, 0) + 1
+
+    def enforce_limits(self) -> list[bytes]:
+        """Keep the board within `max_offers_per_key` and `max_jobs`, evicting the oldest
+        unprotected (unselected, not ours, not ours to build) jobs first. Returns the evicted
+        job ids: the driver deletes their facts from its store. Call after `receive_facts`."""
+        out: list[bytes] = []
+        cap = self.cfg.max_offers_per_key
+        keys, self._offer_keys = self._offer_keys, set()
+        for signer in sorted(keys):
+            jobs = self.board.offers_by.get(signer, {})
+            excess = len(jobs) - cap
+            if excess <= 0:
+                continue
+            for job in self._victims(list(jobs)):
+                self._evict(job, "offers_per_key")
+                out.append(job)
+                excess -= 1
+                if excess <= 0:
+                    break
+            if excess > 0:
+                self.over_limit += 1
+        excess = self.board.job_count() - self.cfg.max_jobs
+        if excess > 0:
+            for job in self._victims([v.job for v in self.board.jobs()]):
+                self._evict(job, "jobs_per_node")
+                out.append(job)
+                excess -= 1
+                if excess <= 0:
+                    break
+            if excess > 0:
+                self.over_limit += 1
+        return out
 
     def publish(self, body: Message, now: int) -> tuple[Fact, list[Effect]]:
         """Sign a fact of our own; the effects publish it (and give it back to `receive_facts`)."""
@@ -273,6 +358,30 @@ class NodeMachine:
         self._objs.clear()  # `job_obj` recomputes with the new policy until the next tick
         effects.append(Persist(TRUST_KEY, sorted(peer_id_of(k) for k in self.trust)))
         return effects
+
+    def set_accepting(self, mode: str) -> list[Effect]:
+        """Donor controls: "open" (take work), "paused" (no new claims; claims not yet building
+        are declined with reason `paused`; running builds finish, commit and reveal), "draining"
+        (paused, and the driver stops once `drained()`)."""
+        if mode not in ACCEPTING:
+            raise LocalError(f"accepting must be one of {', '.join(ACCEPTING)}, not {mode!r:.40}")
+        if mode == self.accepting:
+            return []
+        self.accepting = mode
+        self._slot_freed()  # waiting and claimed jobs decide again
+        return [NodeChanged()]
+
+    def drained(self) -> bool:
+        """Draining, no build of ours runs, every result is committed and nothing is left to
+        decide now (a reveal that can go out has gone out; one that waits for others is persisted:
+        a restarted worker reveals it)."""
+        return (
+            self.accepting == "draining"
+            and not self.building
+            and not self._dirty
+            and not self._events
+            and all(w.phase != "BUILT" for w in self.jobs.values())
+        )
 
     def tick(self, now: int) -> list[Effect]:
         """Decide for every job that changed or whose wake-up time came."""
@@ -333,10 +442,16 @@ class NodeMachine:
         if view.job in self._selecting:
             return  # our last round is not back yet: another now would be a second, different one
         close_at = offer.created + offer.claim_window
-        # round 0 at the window's end once `replicas` eligible claims are in; with fewer, one more
-        # window of grace for late claims (a slow mesh), then with whoever claimed
+        # round 0 at the window's end once `replicas` eligible claims are in, or earlier: a grace
+        # period after they were in (late claims still compete); with fewer, one more window of
+        # grace for late claims (a slow mesh), then with whoever claimed
         grace_at = close_at + offer.claim_window
-        enough = len(eligible_claim_ids(view)) >= offer.replicas
+        enough = len(eligible_claim_ids(view, now)) >= offer.replicas
+        grace = self.cfg.select_grace_ms
+        if selection(view).rounds:
+            self._enough_at.pop(view.job, None)  # round 0 is out: the grace is over
+        elif enough and grace is not None:
+            close_at = min(close_at, self._enough_at.setdefault(view.job, now) + grace)
         close = now >= grace_at or (now >= close_at and enough)
         body = next_select(view, self.seeds[view.job], now, close=close)
         if body is not None:
@@ -358,7 +473,8 @@ class NodeMachine:
         events.append(Tick())
         for ev in events:
             if isinstance(ev, Tick):
-                ev = Tick(free_slot=self._free_slot(job, wj.phase, now))
+                paused = self.accepting != "open"
+                ev = Tick(free_slot=not paused and self._free_slot(job, wj.phase, now), paused=paused)
             wj, actions = worker_step(wj, view, now, self.cfg.worker, ev)
             self.jobs[job] = wj
             for action in actions:
@@ -393,9 +509,10 @@ class NodeMachine:
         assert offer is not None and offer_fact is not None
         if isinstance(action, PublishClaim):
             self._publish(Claim(job=wj.job, lease_until=action.lease_until, identity=self.cfg.identity), effects)
-            for ref in (offer.source, offer.inputs):  # the pinned inputs travel like the source
-                if ref is not None and ref.size <= PREFETCH_MAX:
-                    effects.append(Prefetch(ref, offer_fact.signer))
+            # the driver fetches a small source (<= PREFETCH_MAX) and warms the runner for the limits
+            effects.append(Prefetch(offer.source, offer_fact.signer, offer.limits))
+            if offer.inputs is not None and offer.inputs.size <= PREFETCH_MAX:  # pinned inputs travel like the source
+                effects.append(Prefetch(offer.inputs, offer_fact.signer))
         elif isinstance(action, StartBuild):
             self.building[wj.job] = now
             effects.append(RunBuild(wj.job, offer, offer_fact.signer))
@@ -406,6 +523,11 @@ class NodeMachine:
             effects.append(self._persist(wj))
             effects.append(ServeOutputs(wj.job, wj.manifest))
             self._publish(action.reveal, effects)
+        elif isinstance(action, PublishDecline):
+            detail = "".join(c if c.isprintable() or c == "\n" else "?" for c in action.detail)
+            self._publish(
+                Decline(job=wj.job, reason=action.code, detail=detail[-MAX_DETAIL:], log=action.log), effects
+            )
         elif isinstance(action, CancelBuild):
             if wj.job in self.building:
                 effects.append(StopBuild(wj.job))
@@ -485,15 +607,19 @@ class NodeMachine:
         return matches[0]
 
     def live_ids(self, now: int) -> list[bytes]:
-        """Fact ids offered to anti-entropy: all but those of jobs decided long ago."""
+        """Fact ids offered to anti-entropy: all but those of jobs decided long ago.
+
+        Protected jobs (`protected`: selected, ours, ours to build) come first, so that a
+        window cut at its end (wire.MAX_IDS, the sync byte budget) loses junk, never them."""
         out: list[bytes] = []
+        rest: list[bytes] = []
         for view in self.board.jobs():
             st = self._verdicts.get(view.job)
             offer = view.offer_msg
             if st is not None and st.final and offer is not None and now - offer.deadline > RECENT_WINDOW_MS:
                 continue
-            out.extend(view.ids)
-        return out
+            (out if self.protected(view) else rest).extend(view.ids)
+        return out + rest
 
     def prune_keep(self) -> list[bytes]:
         """Jobs whose facts stay on disk whatever their age: every job without a final verdict."""
@@ -501,6 +627,7 @@ class NodeMachine:
 
 
 __all__ = [
+    "ACCEPTING",
     "NodeConfig",
     "NodeMachine",
     "Effect",

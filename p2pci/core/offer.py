@@ -30,7 +30,7 @@ from p2pci.core.messages import (
     Provenance,
     Require,
 )
-from p2pci.core.signing import public_of
+from p2pci.core.signing import peer_id_of, public_of
 from p2pci.core.worker import WorkerConfig
 
 DEFAULT_LIMITS = Limits()  # the defaults are written once, on core.messages.Limits
@@ -164,6 +164,13 @@ def check_request(replicas: int, quorum: int, *, open_mode: bool, require: bool 
 def check(req: PublishRequest) -> None:
     """`check_request` for a whole request."""
     check_request(req.replicas, req.quorum, open_mode=req.workers == "open", require=req.require is not None)
+    if req.require is not None and req.workers != "open":
+        outside = sorted(set(req.require.keys) - set(req.workers))
+        if outside:
+            raise LocalError(
+                f"require key {peer_id_of(outside[0])} is not in the workers list: it could never be selected, "
+                "so the job could never finish (add it to workers, or publish in open mode)"
+            )
 
 
 def offer_deadline(now: int, limits: Limits, timing: WorkerConfig) -> int:

@@ -20,11 +20,17 @@ and names the workers. Every observer recomputes the workers:
   the free places go to the lowest-ranked eligible keys that were not ranked in
   round r-1 and never dropped.
 
-Rounds must be consecutive from 0. A `select` that is not signed by the offer's
-signer, whose seed does not match, that lists a claim this board does not hold
-(yet), or whose workers differ from the recomputed ones is *ignored and
+Rounds must be consecutive from 0. A `select` not signed by the offer's signer is
+ignored and reported and changes nothing else (it never ends the chain: anyone could).
+A publisher's select whose seed does not match, that lists a claim this board does
+not hold (yet), or whose workers differ from the recomputed ones is *ignored and
 reported*, and so is every later round (the chain stops there). Two different
-selects of the same round by the publisher stop the chain before that round.
+selects of the same round by the publisher stop the chain at that round. With
+several faults the reason is that of the first failing check, in the order of
+docs/protocol.md section 5: earlier round, two selects, seed, created, unknown claim,
+previous claims, not eligible, require, workers (`_selection`, then `_check`).
+A key with several listed claims is eligible when any one of them shows enough
+identity work (`eligible_keys`).
 
 A worker is *selected* when any valid round names it: only selected workers
 vote (p2pci.core.tally). A worker builds only while the *latest* valid round
@@ -204,14 +210,18 @@ def _check(view: JobView, offer: Offer, fact: Fact, prev: Round | None) -> Round
     return Round(sel.round, fact.id, sel.created, workers, ranked, claims, excluded)
 
 
+_SEL_KEY = "selection"
+
+
 def selection(view: JobView) -> Selection:
     """The job's valid selection rounds and the ignored selects (memoised on the view)."""
-    key = ("selection", view.tally_version)
-    hit = view.cache.get(key)
-    if isinstance(hit, Selection):
-        return hit
+    # a selection depends on the offer, the claims and the selects only: a reveal or commit
+    # (the bulk of a job's facts) does not recompute it. One entry per view, replaced.
+    hit = view.cache.get(_SEL_KEY)
+    if isinstance(hit, tuple) and hit[0] == view.select_version:
+        return hit[1]  # type: ignore[no-any-return]
     result = _selection(view)
-    view.cache[key] = result
+    view.cache[_SEL_KEY] = (view.select_version, result)
     return result
 
 
@@ -286,15 +296,22 @@ def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
     return frozenset(out)
 
 
-def eligible_claim_ids(view: JobView) -> frozenset[bytes]:
+def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes]:
     """The claims a publisher lists: one per eligible key (its claim with the lowest fact id), at most
-    MAX_SELECT_CLAIMS (lowest fact ids first)."""
+    MAX_SELECT_CLAIMS (lowest fact ids first).
+
+    `now`: only keys with a claim still live at `now` (`lease_until > now`); that claim is
+    listed. A key whose lease lapsed (a worker that left, or stopped waiting) would be selected
+    only to be replaced at the next tick. This is the publisher's own filter (leaving claims
+    out of `claims`): observers do not check it."""
     offer = view.offer_msg
     if offer is None:
         return frozenset()
     best: dict[bytes, bytes] = {}
     for cid in sorted(view.claim_ids):
         f = view.claim_ids[cid]
+        if now is not None and isinstance(f.body, Claim) and f.body.lease_until <= now:
+            continue
         if f.signer not in best and eligible_keys(view, offer, {cid}):
             best[f.signer] = cid
     return frozenset(sorted(best.values())[:MAX_SELECT_CLAIMS])
@@ -316,12 +333,12 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
     if prev is None:
         if not close or sel.ignored:
             return None
-        claims = eligible_claim_ids(view)
+        claims = eligible_claim_ids(view, now)
         if not claims:
             return None  # an empty round 0 would only delay: wait for the first eligible claim
         workers, _, _ = compute_workers(view, offer, seed, claims, None)
         return Select(view.job, 0, seed, max(now, offer.created), tuple(sorted(claims)), workers)
-    claims = prev.claims | eligible_claim_ids(view)
+    claims = prev.claims | eligible_claim_ids(view, now)
     if len(claims) > MAX_SELECT_CLAIMS:
         claims = prev.claims | frozenset(sorted(claims - prev.claims)[: MAX_SELECT_CLAIMS - len(prev.claims)])
     drop = due_replacements(view, now)
@@ -336,13 +353,23 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
 def select_wakeup(view: JobView, now: int, close_at: int) -> int | None:
     """When the publisher should call `next_select` again at the latest (facts arriving also
     call for it): the window's end `close_at` before round 0, then the lease ends of the
-    ranked workers of the latest round that have not committed. None: nothing to wait for."""
+    ranked workers of the latest round that have not committed. None: nothing to wait for
+    (only a new fact can make a round due). Never `now` unless a round is due now."""
     offer = view.offer_msg
     if offer is None or now >= offer.deadline:
         return None
     sel = selection(view)
     if not sel.rounds:
-        return max(close_at, now) if not sel.ignored else None
+        if sel.ignored:
+            return None
+        if now >= close_at and not eligible_claim_ids(view, now):
+            # round 0 is due but nobody eligible claimed yet: nothing to do until a claim
+            # arrives (a new fact calls `next_select` again). A wake-up at `now` here would
+            # be a hot loop that starves the driver (every eligible worker may be busy).
+            return None
+        return max(close_at, now)
+    if sel.rounds[-1].round >= 255:
+        return None  # no further round is possible (`next_select`)
     times = []
     for w in sel.rounds[-1].ranked:
         if w not in view.commits and w not in view.declines:

@@ -228,11 +228,11 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
         if isinstance(raw, (bytearray, memoryview)):
             raw = bytes(raw)
         else:
-            raise ProtocolError("envelope: expected bytes")
+            raise ProtocolError("envelope: expected bytes", "encoding")
     if len(raw) > max_size:
-        raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}")
+        raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}", "oversize")
     if not raw.startswith(_HEAD):
-        raise ProtocolError("envelope: not a canonical 5-field map starting with body")
+        raise ProtocolError("envelope: not a canonical 5-field map starting with body", "encoding")
     try:
         env = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
         try:
@@ -241,41 +241,48 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
             packer = _LOCAL.packer = msgpack.Packer(use_bin_type=True)
         again = packer.pack(env)
     except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise ProtocolError(f"envelope: not valid msgpack: {type(exc).__name__}") from None
+        raise ProtocolError(f"envelope: not valid msgpack: {type(exc).__name__}", "encoding") from None
     if again != raw:
-        raise ProtocolError("envelope: not canonical (re-encoding differs)")
+        raise ProtocolError("envelope: not canonical (re-encoding differs)", "encoding")
     if type(env) is not dict or tuple(env) != _ENVELOPE_KEYS:
-        raise ProtocolError("envelope: fields must be exactly body, kind, sig, signer, v in canonical order")
+        raise ProtocolError(
+            "envelope: fields must be exactly body, kind, sig, signer, v in canonical order", "encoding"
+        )
     if env["v"] != VERSION or type(env["v"]) is not int:
         if env["v"] == 1 and type(env["v"]) is int:
             raise ProtocolError(
-                "envelope: protocol version 1 is no longer accepted (this node speaks version 2)"
+                "envelope: protocol version 1 is no longer accepted (this node speaks version 2)", "version"
             )
-        raise ProtocolError(f"envelope: unsupported version {env['v']!r:.20}")
+        raise ProtocolError(f"envelope: unsupported version {env['v']!r:.20}", "version")
     kind = env["kind"]
     signer = env["signer"]
     sig = env["sig"]
     if type(signer) is not bytes or len(signer) != 32:
-        raise ProtocolError("envelope.signer: expected 32 bytes")
+        raise ProtocolError("envelope.signer: expected 32 bytes", "encoding")
     if type(sig) is not bytes or len(sig) != 64:
-        raise ProtocolError("envelope.sig: expected 64 bytes")
+        raise ProtocolError("envelope.sig: expected 64 bytes", "encoding")
     body_obj = env["body"]
     known: tuple[ManifestEntry, ...] | None = None
     body: Message
-    if kind == "reveal":
-        fast = _reveal_fast(body_obj, raw)
-        if fast is None:
-            body, known = _reveal_body(body_obj)
+    try:
+        if kind == "reveal":
+            fast = _reveal_fast(body_obj, raw)
+            if fast is None:
+                body, known = _reveal_body(body_obj)
+            else:
+                body, known = fast, _MANIFESTS.get(fast.digest)
         else:
-            body, known = fast, _MANIFESTS.get(fast.digest)
-    else:
-        body = message_from_obj(kind, body_obj)
-        _check_canonical_order(kind, body_obj)
+            body = message_from_obj(kind, body_obj)
+            _check_canonical_order(kind, body_obj)
+    except ProtocolError as exc:
+        if exc.reason == "invalid":  # the field checks of messages.py: a bad body
+            exc.reason = "body"
+        raise
     body_bytes = raw[6 : len(raw) - _TAIL_FIXED - len(kind)]
     try:
         _sign_open(b"".join((sig, _PREFIXES[kind], body_bytes)), signer)
     except Exception:  # BadSignatureError, or a key libsodium refuses
-        raise ProtocolError("envelope: bad signature") from None
+        raise ProtocolError("envelope: bad signature", "signature") from None
     if known is None and isinstance(body, Reveal):
         if len(_MANIFESTS) >= _MANIFESTS_MAX:
             _MANIFESTS.clear()
@@ -333,7 +340,7 @@ def _reveal_fast(obj: Any, raw: bytes) -> Reveal | None:
     if raw[start - 9 : start] != _MANIFEST_KEY or raw[end : end + 5] != _SALT_KEY:
         return None  # pragma: no cover - the layout above is the canonical one
     if hashlib.sha256(_DIGEST_PREFIX[code] + raw[start:end]).digest() != digest:
-        raise ProtocolError("reveal: digest does not match exit_code and manifest")
+        raise ProtocolError("reveal: digest does not match exit_code and manifest", "digest")
     manifest = _MANIFESTS.get(digest)
     if manifest is None:
         manifest = _fast_manifest(items, ordered=True)
@@ -351,16 +358,16 @@ def _reveal_body(obj: Any) -> tuple[Reveal, tuple[ManifestEntry, ...] | None]:
         if type(manifest) is list and type(code) is int:
             digest = hashlib.sha256(msgpack.packb([code, manifest], use_bin_type=True)).digest()
             if digest != obj["digest"]:
-                raise ProtocolError("reveal: digest does not match exit_code and manifest")
+                raise ProtocolError("reveal: digest does not match exit_code and manifest", "digest")
             checked = True
             known = _MANIFESTS.get(digest)
     body = Reveal.from_obj(obj, known_manifest=known)
     if tuple(obj) != _REVEAL_ORDER or tuple(obj["log"]) != _BLOB_ORDER:
-        raise ProtocolError("envelope: map keys not in canonical order")
+        raise ProtocolError("envelope: map keys not in canonical order", "encoding")
     if known is None:
         for e in obj["manifest"]:
             if tuple(e) != _ENTRY_ORDER:
-                raise ProtocolError("envelope: map keys not in canonical order")
+                raise ProtocolError("envelope: map keys not in canonical order", "encoding")
         if not checked:  # pragma: no cover - from_obj accepted it, so the types were right
             _check_reveal_digest(body, ProtocolError, obj["manifest"])
     return body, known
@@ -389,12 +396,12 @@ def _check_canonical_order(kind: str, obj: Any) -> None:
             or tuple(obj["log"]) != _BLOB_ORDER
             or any(tuple(e) != _ENTRY_ORDER for e in obj["manifest"])
         ):
-            raise ProtocolError("envelope: map keys not in canonical order")
+            raise ProtocolError("envelope: map keys not in canonical order", "encoding")
         return
     flat = _FLAT_ORDERS.get(kind)
     if flat is not None:
         if tuple(obj) != flat:
-            raise ProtocolError("envelope: map keys not in canonical order")
+            raise ProtocolError("envelope: map keys not in canonical order", "encoding")
         return
     stack = [obj]
     while stack:
@@ -402,7 +409,7 @@ def _check_canonical_order(kind: str, obj: Any) -> None:
         if type(o) is dict:
             enc = [k.encode() for k in o]
             if enc != sorted(enc):
-                raise ProtocolError("envelope: map keys not in canonical order")
+                raise ProtocolError("envelope: map keys not in canonical order", "encoding")
             stack.extend(v for v in o.values() if type(v) is dict or type(v) is list)
         elif type(o) is list:
             stack.extend(v for v in o if type(v) is dict or type(v) is list)

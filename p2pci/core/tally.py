@@ -66,6 +66,64 @@ R_NOT_SELECTED = "not selected by the publisher"
 # Reasons of an EXPIRED verdict.
 X_NO_SELECTION = "the publisher never selected workers (it must stay online until selection is done)"
 X_NO_QUORUM = "not enough agreeing votes by the deadline"
+# Causes of an EXPIRED verdict (Verdict.cause, for humans: `expired_cause`).
+C_NO_CLAIM = "no eligible worker claimed the job"
+C_PUBLISHER_GONE = "publisher gone: workers claimed, nobody selected them"
+
+DEFAULT_SLACK_MS = 30_000  # a worker reveals at the latest this long after the build timeout
+MAX_CAUSE_CODES = 8  # decline codes named in an EXPIRED cause (the rest are counted as "other")
+
+
+def reveal_deadline(offer: Offer, slack_ms: int = DEFAULT_SLACK_MS) -> int:
+    """When a committed worker reveals even though not every selected worker committed."""
+    return min(offer.created + offer.limits.timeout_s * 1000 + slack_ms, offer.deadline)
+
+
+def _decline_codes(view: JobView) -> dict[bytes, str]:
+    """Each decliner's reason code (its first decline in fact-id order): one per worker."""
+    out: dict[bytes, str] = {}
+    for w, fs in view.declines.items():
+        ds = sorted((f for f in fs if isinstance(f.body, Decline)), key=lambda f: f.id)
+        if ds:
+            out[w] = ds[0].body.reason  # type: ignore[union-attr]
+    return out
+
+
+def _declined_text(codes: dict[bytes, str]) -> str:
+    """The text "2 declined: 1 policy, 1 timeout" (codes by count, then name)."""
+    counts: dict[str, int] = {}
+    for c in codes.values():
+        counts[c] = counts.get(c, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ranked[:MAX_CAUSE_CODES]
+    rest = sum(n for _, n in ranked[MAX_CAUSE_CODES:])
+    parts = [f"{n} {c}" for c, n in shown] + ([f"{rest} other"] if rest else [])
+    return f"{len(codes)} declined: " + ", ".join(parts)
+
+
+def expired_cause(view: JobView, sel: Selection, reveals_missing: int) -> str:
+    """Why a job EXPIRED, for humans (the verdict object's `cause`; docs/protocol.md section 6).
+
+    No valid round: nobody claimed (no eligible worker; with the declines when some said why),
+    or workers claimed and the publisher never selected (publisher gone). With a round: the
+    declines (timeouts are declines with reason `timeout`), the selected workers that did not
+    reveal, or that round 0 selected nobody ("" when none applies)."""
+    codes = _decline_codes(view)
+    if not sel.rounds:
+        if view.claims:
+            return C_PUBLISHER_GONE
+        return C_NO_CLAIM + ("; " + _declined_text(codes) if codes else "")
+    causes: list[str] = []
+    if not sel.selected:
+        causes.append("no worker was selected")
+    if codes:
+        causes.append(_declined_text(codes))
+        timeouts = sum(1 for c in codes.values() if c == "timeout")
+        if timeouts:
+            causes.append(f"{timeouts} timed out")
+    if reveals_missing:
+        causes.append(f"{reveals_missing} selected worker(s) did not reveal")
+    return "; ".join(causes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +161,7 @@ class Verdict:
     selection: Selection = Selection()
     missing: tuple[bytes, ...] = ()  # selected workers that owe a reveal this board lacks (sorted)
     declines: tuple[tuple[bytes, str, str], ...] = ()  # (selected worker, reason code, detail), sorted
+    cause: str = ""  # why EXPIRED, for humans (expired_cause; else "")
 
     @property
     def final(self) -> bool:
@@ -298,8 +357,9 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         code: int | None = None,
         dis: tuple[bytes, ...] = (),
         why: str = "",
+        cause: str = "",
     ) -> Verdict:
-        return Verdict(state, digest, code, groups, dis, equivocators, ignored_t, why, sel, missing, declines)
+        return Verdict(state, digest, code, groups, dis, equivocators, ignored_t, why, sel, missing, declines, cause)
 
     if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
         return out("CANCELLED")
@@ -321,12 +381,68 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
             return out("DISPUTED")
     if now >= offer.deadline:
         why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
-        return out("EXPIRED", why=why)
+        return out("EXPIRED", why=why, cause=expired_cause(view, sel, len(missing)))
     return out("PENDING")
 
 
 def _group_order(g: Group) -> tuple[int, bytes, int]:
     return (-len(g.workers), g.digest, g.exit_code)
+
+
+MAX_WORKER_ROWS = 256  # rows of `workers` in a verdict object (selected keys first)
+
+
+def worker_rows(view: JobView, verdict: Verdict) -> list[dict[str, Any]]:
+    """Per worker, what this node's facts say it did (docs/protocol.md section 6, `workers`).
+
+    `phase`, first match: `revealed`, `timed_out` (declined with reason `timeout`), `declined`,
+    `committed`, `selected` (named by the latest round: building, as far as facts tell),
+    `dropped` (named by an earlier round only), `claimed`. `reason`/`detail` are the decline's."""
+    sel = verdict.selection
+    current = frozenset(sel.current)
+    chosen = sel.selected
+    declines: dict[bytes, Decline] = {}
+    for w, fs in view.declines.items():
+        ds = sorted((f for f in fs if isinstance(f.body, Decline)), key=lambda f: f.id)
+        if ds:
+            declines[w] = ds[0].body  # type: ignore[assignment]
+    keys = set(chosen) | set(view.commits) | set(view.reveals) | set(declines) | set(view.claims)
+    ordered = sorted(keys, key=lambda k: (k not in chosen, k))[:MAX_WORKER_ROWS]
+    rows: list[dict[str, Any]] = []
+    for k in sorted(ordered):
+        d = declines.get(k)
+        if k in view.reveals:
+            phase = "revealed"  # a vote: a decline signed as well does not hide it
+        elif d is not None:
+            phase = "timed_out" if d.reason == "timeout" else "declined"
+        elif k in view.commits:
+            phase = "committed"
+        elif k in current:
+            phase = "selected"
+        elif k in chosen:
+            phase = "dropped"
+        else:
+            phase = "claimed"
+        rows.append(
+            {
+                "worker": peer_id_of(k),
+                "phase": phase,
+                "selected": k in chosen,
+                "reason": None if d is None else d.reason,
+                "detail": None if d is None else d.detail,
+                "log": None if d is None or d.log is None else d.log.sha256.hex(),
+            }
+        )
+    return rows
+
+
+def deadlines(offer: Offer) -> dict[str, int]:
+    """The job's deadlines (ms): end of the claim window, reveal deadline, offer deadline."""
+    return {
+        "claim_window_end": offer.created + offer.claim_window,
+        "reveal": reveal_deadline(offer),
+        "offer": offer.deadline,
+    }
 
 
 def verdict_json(view: JobView, verdict: Verdict) -> dict[str, Any]:
@@ -366,6 +482,10 @@ def verdict_json(view: JobView, verdict: Verdict) -> dict[str, Any]:
         ],
         "missing": [peer_id_of(w) for w in verdict.missing],
         "declines": [{"worker": peer_id_of(w), "reason": r, "detail": d} for w, r, d in verdict.declines],
+        "cause": verdict.cause or None,
+        "workers": worker_rows(view, verdict),
+        "created": None if offer is None else offer.created,
+        "deadlines": None if offer is None else deadlines(offer),
         "provenance": None if offer is None else provenance_json(offer),
     }
 

@@ -13,12 +13,13 @@ Phases::
     CLAIMED --Tick (selected)--> BUILDING --BuildDone--> BUILT --Tick (own commit on board)--> COMMITTED
     COMMITTED --Tick (all selected committed, or reveal deadline)--> REVEALED
     SEEN --> SKIPPED (policy says no, or already over); WAITING/CLAIMED/BUILDING --> GAVE_UP
+    CLAIMED --Tick(paused)--> GAVE_UP with a `paused` decline (the donor paused or drains)
 
 Rules:
 
 * SEEN: skip if `eligible(...)` gives a reason, or the job is cancelled,
   expired or already has a final verdict; else start the claim window.
-* WAITING: after `claim_window_ms`, claim (`lease_until = now + lease_ms`)
+* WAITING: after `claim_delay_ms` (None: `claim_window_ms`), claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
   within `replicas` among the live claimants and itself; otherwise wait: the
   next in line claims when a lease expires. Never claim once others revealed
@@ -30,7 +31,9 @@ Rules:
   first (`settle_ms` 0: no settle, as in the unit tests of this module).
 * Lease renewal at half the lease while CLAIMED / BUILDING / BUILT. A
   stand-by (CLAIMED) stops renewing once that is too late (as above): it can
-  no longer count, so others need not wait for its lease.
+  no longer count, so others need not wait for its lease. A CLAIMED worker
+  whose slots are all busy (`Tick.free_slot` false) does not renew either:
+  the publisher replaces it when the lease ends instead of at the lease cap.
 * CLAIMED: build only while selected (and not too late, as above). BUILDING: a
   worker no longer selected keeps building (extra evidence, never harm).
 * Give up (GiveUp action) when the job is cancelled, expired, or has a final
@@ -67,16 +70,15 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.selection import candidates, live_claimants, rank, selected
+from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
 from p2pci.core.signing import commit_hash
-from p2pci.core.tally import tally
+from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
 
 Phase = Literal[
     "SEEN", "WAITING", "CLAIMED", "BUILDING", "BUILT", "COMMITTED", "REVEALED", "SKIPPED", "GAVE_UP"
 ]
 TERMINAL: frozenset[str] = frozenset({"REVEALED", "SKIPPED", "GAVE_UP"})
 _PHASES: frozenset[str] = frozenset(get_args(Phase))
-DEFAULT_SLACK_MS = 30_000
 
 
 # --------------------------------------------------------------------------
@@ -107,6 +109,9 @@ class WorkerConfig:
     slack_ms: int = DEFAULT_SLACK_MS
     salt_secret: bytes = b""  # required (>= 16 bytes, e.g. the node key seed): salts are HMACs of the job id
     settle_ms: int = 0  # after the first claim, no build before this much time (see `settle_ms_for`)
+    # from first sight to the claim; None: `claim_window_ms` (the v1 wait). v2 needs no wait (nobody
+    # can rank claimants before the publisher's select): the daemon claims at once (0)
+    claim_delay_ms: int | None = None
 
 
 def settle_ms_for(claim_window_ms: int) -> int:
@@ -116,33 +121,39 @@ def settle_ms_for(claim_window_ms: int) -> int:
 
 def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str | None:
     """None if this worker may build `offer`, else the reason it may not."""
+    why = refusal(offer, policy, me)
+    return None if why is None else why[1]
+
+
+# refusals not worth a `decline`: the offer is not addressed to this worker at all
+SILENT_REFUSALS: frozenset[str] = frozenset({"allowlist", "open_jobs"})
+
+
+def refusal(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> tuple[str, str] | None:
+    """None if this worker may build `offer`, else (decline code, human reason)."""
     if offer.workers == "open":
         if not policy.open_jobs:
-            return "open jobs are disabled"
+            return "open_jobs", "open jobs are disabled"
     elif me is not None and me not in offer.workers:
-        return "not in the offer's allowlist"
+        return "allowlist", "not in the offer's allowlist"
     lim = offer.limits
     if lim.timeout_s > policy.max_timeout_s:
-        return f"timeout {lim.timeout_s}s exceeds {policy.max_timeout_s}s"
+        return "policy", f"timeout {lim.timeout_s}s exceeds {policy.max_timeout_s}s"
     if lim.memory_mb > policy.max_memory_mb:
-        return f"memory {lim.memory_mb} MB exceeds {policy.max_memory_mb} MB"
+        return "policy", f"memory {lim.memory_mb} MB exceeds {policy.max_memory_mb} MB"
     if lim.cpus > policy.max_cpus:
-        return f"cpus {lim.cpus} exceeds {policy.max_cpus}"
+        return "policy", f"cpus {lim.cpus} exceeds {policy.max_cpus}"
     if lim.out_mb > policy.max_out_mb:
-        return f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
+        return "policy", f"output {lim.out_mb} MB exceeds {policy.max_out_mb} MB"
     if offer.source.size > policy.max_source_mb << 20:
-        return f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
+        return "source", f"source of {offer.source.size >> 20} MiB exceeds {policy.max_source_mb} MiB"
     if offer.inputs is not None and offer.inputs.size > policy.max_inputs_mb << 20:
-        return f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
+        return "inputs", f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
-        return f"image {offer.image.id} not allowed"
+        return "image", f"image {offer.image.id} not allowed"
     if policy.slots < 1:
-        return "no build slots"
+        return "slots", "no build slots"
     return None
-
-
-def reveal_deadline(offer: Offer, slack_ms: int = DEFAULT_SLACK_MS) -> int:
-    return min(offer.created + offer.limits.timeout_s * 1000 + slack_ms, offer.deadline)
 
 
 def salt_for(secret: bytes, job: bytes) -> bytes:
@@ -155,9 +166,12 @@ def salt_for(secret: bytes, job: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Time passed or the job's facts changed. `free_slot`: may this worker start a build now."""
+    """Time passed or the job's facts changed. `free_slot`: may this worker start a build now.
+    `paused`: the donor paused or drains this worker (no new claims; a claim not yet building
+    is declined with reason `paused`, so the publisher replaces it at once)."""
 
     free_slot: bool = True
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +184,14 @@ class BuildDone:
 
 @dataclass(frozen=True, slots=True)
 class BuildFailed:
+    """A build that gave no result. `code` is the decline reason published for it (`timeout`,
+    `start_failed`, `image`, `source`, `inputs`, `other`; "" for a cancelled build: no decline),
+    `detail` a bounded text (for a timeout: the log's tail), `log` the log blob when kept."""
+
     reason: str
+    code: str = "other"
+    detail: str = ""
+    log: BlobRef | None = None
 
 
 Event = Tick | BuildDone | BuildFailed
@@ -206,7 +227,16 @@ class GiveUp:
     reason: str
 
 
-Action = PublishClaim | StartBuild | PublishCommit | PublishReveal | CancelBuild | GiveUp
+@dataclass(frozen=True, slots=True)
+class PublishDecline:
+    """Say why this worker will not build the job (a signed `decline`, at most one per job)."""
+
+    code: str
+    detail: str
+    log: BlobRef | None = None
+
+
+Action = PublishClaim | StartBuild | PublishCommit | PublishReveal | CancelBuild | GiveUp | PublishDecline
 
 
 # --------------------------------------------------------------------------
@@ -294,7 +324,8 @@ class WorkerJob:
             renew_at=opt_int("renew_at"),
             exit_code=opt_int("exit_code"),
             manifest=tuple(
-                ManifestEntry(str(e["path"]), int(e["size"]), int(e["mode"]), bytes(e["sha256"])) for e in d["manifest"]
+                ManifestEntry(str(e["path"]), int(e["size"]), int(e["mode"]), bytes(e["sha256"]))
+                for e in d["manifest"]
             ),
             log=None if log is None else BlobRef(bytes(log["sha256"]), int(log["size"])),
             salt=opt_bytes("salt"),
@@ -331,23 +362,33 @@ def _stopped(view: JobView, offer: Offer, now: int) -> str | None:
 
 
 def _revealed_by_others(view: JobView, me: bytes) -> bool:
-    """Too late to help: another signer revealed, and each such reveal already has a witness.
+    """Too late to help: another *selected* worker revealed, and each such reveal already has a
+    witness that is itself selected.
 
     A build that starts after a reveal is in nobody's `seen` list (its own vote never counts);
     it is still useful as a witness of a reveal that has none yet (a lone early revealer).
+    Reveals and witnesses of keys that no `select` names are not votes (p2pci.core.tally):
+    they must not make an honest worker stand down, or two fresh keys revealing to each
+    other during the claim window would leave a job with no build at all.
     """
-    others = [w for w in view.reveals if w != me]
+    chosen = selection(view).selected
+    others = [w for w in view.reveals if w != me and w in chosen]
     if not others:
         return False
     for w in others:
-        if not any(view.witnesses.get(f.id, set()) - {w} for f in view.commits.get(w, ())):
+        if not any((view.witnesses.get(f.id, set()) & chosen) - {w} for f in view.commits.get(w, ())):
             return False
     return True
 
 
-def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig) -> Result:
+def _renew(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, free_slot: bool = True) -> Result:
     if wj.phase == "CLAIMED" and _revealed_by_others(view, cfg.me):
         return wj, []  # a stand-by that can no longer count: let the lease lapse so others need not wait
+    if wj.phase == "CLAIMED" and not free_slot:
+        # every slot is busy: a claim we cannot build on must not hold a place. Let the lease
+        # lapse, so that the publisher replaces us at its end (not at the lease cap) and leaves
+        # a lapsed claim out of later rounds; if a slot frees before, we still build
+        return wj, []
     if wj.renew_at is not None and now >= wj.renew_at:
         lease = now + cfg.lease_ms
         return replace(wj, lease_until=lease, renew_at=now + cfg.lease_ms // 2), [PublishClaim(lease)]
@@ -358,11 +399,19 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
     offer = view.offer_msg
     if offer is None:
         return wj, []
-    reason = eligible(offer, cfg.policy, cfg.me) or _over(view, offer, now)
+    refused = refusal(offer, cfg.policy, cfg.me)
+    if refused is not None:
+        code, text = refused
+        # one decline per job, and only while the job is live and addressed to us: a worker
+        # that says nothing leaves the publisher waiting for the deadline
+        say = code not in SILENT_REFUSALS and _over(view, offer, now) is None
+        return replace(wj, phase="SKIPPED", reason=text), [PublishDecline(code, text)] if say else []
+    reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
     first = now if wj.first_seen is None else wj.first_seen
-    wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + cfg.claim_window_ms)
+    delay = cfg.claim_window_ms if cfg.claim_delay_ms is None else cfg.claim_delay_ms
+    wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + delay)
     return _waiting_tick(wj, view, now, cfg, ev)
 
 
@@ -376,7 +425,8 @@ def _waiting_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
         return wj, []
     if _revealed_by_others(view, cfg.me):
         return wj, []  # a build starting now could be in nobody's `seen` list
-    if sum(1 for w in view.commits if w != cfg.me) >= offer.replicas:
+    chosen = selection(view).selected  # commits of unselected keys staff nothing (they never count)
+    if sum(1 for w in view.commits if w != cfg.me and w in chosen) >= offer.replicas:
         return wj, []  # staffed: a new claim would only add a late build
     others = [w for w in candidates(view, now) if w != cfg.me]
     my_rank = rank(view.job, cfg.me)
@@ -395,7 +445,10 @@ def _claimed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev:
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
-    wj, actions = _renew(wj, view, now, cfg)
+    if ev.paused:
+        why = "the donor paused this worker"
+        return replace(wj, phase="GAVE_UP", reason=why), [GiveUp(why), PublishDecline("paused", why)]
+    wj, actions = _renew(wj, view, now, cfg, ev.free_slot)
     if wj.settle_until is not None and now < wj.settle_until:
         return wj, actions  # just claimed: let competing claims of the same window arrive first
     if ev.free_slot and not _revealed_by_others(view, cfg.me) and cfg.me in selected(view, now):
@@ -439,7 +492,10 @@ def _build_done(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
 def _build_failed(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
     assert isinstance(ev, BuildFailed)
     reason = f"build failed: {ev.reason}"
-    return replace(wj, phase="GAVE_UP", reason=reason), [GiveUp(reason)]
+    actions: list[Action] = [GiveUp(reason)]
+    if ev.code:  # a selected worker that cannot deliver says why (a cancelled build does not)
+        actions.append(PublishDecline(ev.code, ev.detail or ev.reason, ev.log))
+    return replace(wj, phase="GAVE_UP", reason=reason), actions
 
 
 def _built_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:

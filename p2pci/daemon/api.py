@@ -23,6 +23,7 @@ from p2pci.core.offer import PublishRequest, check, new_offer
 from p2pci.core.signing import Fact, peer_id_of, public_of
 from p2pci.daemon import artifacts, logs
 from p2pci.daemon.artifacts import BlobFetcher
+from p2pci.net.common import fact_counters
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class NodeView(Protocol):
     async def set_trust(self, keys: frozenset[bytes], *, listed: bool | None = None) -> None: ...
 
     async def publish_offer(self, offer: Offer, seed: bytes) -> Fact: ...
+
+    async def set_control(self, mode: str) -> None: ...
 
 
 Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
@@ -93,12 +96,54 @@ async def op_peers(node: NodeView, args: dict[str, Any]) -> Any:
 
 async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
     _only(args)
-    return {"node": node.node_info(), "peers": node.peer_list(), "jobs": node.machine.job_list(node.now())}
+    return {
+        "node": node.node_info(),
+        "peers": node.peer_list(),
+        "jobs": node.machine.job_list(node.now()),
+        "facts": fact_counters(node.network.stats()),  # facts from peers (issue 18)
+        "quotas": quota_section(node),
+    }
+
+
+def quota_section(node: NodeView) -> dict[str, Any]:
+    """What the quotas dropped and why (docs/operator.md, "Quotas"); the same in status and stats."""
+    from p2pci.net.quota import REASONS
+
+    quotas = getattr(node.network, "quotas", None)
+    out: dict[str, Any] = (
+        {"dropped": dict.fromkeys(REASONS, 0), "enabled": False}
+        if quotas is None
+        else {**quotas.snapshot(), "enabled": True}
+    )
+    m = node.machine
+    out["evicted"] = {r: m.evicted.get(r, 0) for r in ("jobs_per_node", "offers_per_key")}
+    out["evicted_facts"] = int(getattr(node, "evicted_facts", 0))
+    out["over_limit"] = m.over_limit
+    out["jobs"] = m.board.job_count()
+    out["max_jobs"] = m.cfg.max_jobs
+    out["max_offers_per_key"] = m.cfg.max_offers_per_key
+    return out
+
+
+MINE = frozenset({"BUILDING", "BUILT", "COMMITTED", "REVEALED"})  # phases of a job this node built
 
 
 async def op_jobs(node: NodeView, args: dict[str, Any]) -> Any:
-    _only(args)
-    return node.machine.job_list(node.now())
+    """Every job (newest first); `mine`: only those this node built or declined after claiming."""
+    _only(args, "mine")
+    jobs = node.machine.job_list(node.now())
+    if not _arg(args, "mine", bool, False):
+        return jobs
+    out = []
+    for obj in jobs:
+        job = bytes.fromhex(obj["job"])
+        wj = node.machine.jobs.get(job)
+        view = node.machine.board.job(job)
+        built = wj is not None and wj.phase in MINE
+        said = view is not None and (node.me in view.commits or node.me in view.declines or node.me in view.reveals)
+        if built or said:
+            out.append(obj)
+    return out
 
 
 async def op_show(node: NodeView, args: dict[str, Any]) -> Any:
@@ -111,7 +156,12 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
     counters = dict(node.counters)
     if node.machine.errors:
         counters["process_errors"] = node.machine.errors
-    return {"node": counters, "net": node.network.stats(), "facts": len(node.machine.board)}
+    return {
+        "node": counters,
+        "net": node.network.stats(),
+        "facts": len(node.machine.board),
+        "quotas": quota_section(node),
+    }
 
 
 async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
@@ -190,10 +240,12 @@ async def op_trust_remove(node: NodeView, args: dict[str, Any]) -> Any:
 
 
 async def op_fetch(node: NodeView, args: dict[str, Any]) -> Any:
-    _only(args, "job", "out")
+    _only(args, "job", "out", "group")
     view = _job(node, args)
     out = _arg(args, "out", str)
-    return await artifacts.fetch_outputs(node.fetcher, view, node.machine.verdict(view.job, node.now()), out)
+    group = _arg(args, "group", int, None)
+    verdict = node.machine.verdict(view.job, node.now())
+    return await artifacts.fetch_outputs(node.fetcher, view, verdict, out, group)
 
 
 async def op_logs(node: NodeView, args: dict[str, Any]) -> Any:
@@ -221,6 +273,17 @@ async def op_diff(node: NodeView, args: dict[str, Any]) -> Any:
     return await artifacts.diff(node.fetcher, view, node.machine.verdict(view.job, node.now()))
 
 
+async def op_worker_control(node: NodeView, args: dict[str, Any]) -> Any:
+    """`p2pci worker pause | resume | drain`: the node's state afterwards (its `node` object)."""
+    _only(args, "action")
+    action = _arg(args, "action", str)
+    modes = {"pause": "paused", "resume": "open", "drain": "draining"}
+    if action not in modes:
+        raise LocalError(f"action must be pause, resume or drain, not {action!r:.40}")
+    await node.set_control(modes[action])
+    return node.node_info()
+
+
 OPS: dict[str, Handler] = {
     "id": op_id,
     "peers": op_peers,
@@ -240,6 +303,7 @@ OPS: dict[str, Handler] = {
     "log_index": op_log_index,
     "log_range": op_log_range,
     "diff": op_diff,
+    "worker_control": op_worker_control,
 }
 
 

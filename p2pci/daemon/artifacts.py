@@ -78,7 +78,8 @@ class BlobFetcher:
 def agreed(view: JobView, verdict: Verdict) -> tuple[list[bytes], tuple[ManifestEntry, ...]]:
     """The workers of the agreed result and its manifest (LocalError if there is none)."""
     if verdict.digest is None:
-        raise LocalError(f"job {view.job.hex()[:12]} has no agreed result (verdict {verdict.state})")
+        hint = " (pick one group: --group N, as `show` numbers them)" if verdict.state == "DISPUTED" else ""
+        raise LocalError(f"job {view.job.hex()[:12]} has no agreed result (verdict {verdict.state}){hint}")
     group = next(g for g in verdict.groups if g.digest == verdict.digest)
     rev = view.reveals[group.workers[0]][0].body
     assert isinstance(rev, Reveal)
@@ -97,12 +98,32 @@ async def materialise(
     return files
 
 
-async def fetch_outputs(fetcher: BlobFetcher, view: JobView, verdict: Verdict, out: str) -> dict[str, Any]:
-    workers, manifest = agreed(view, verdict)
+def group_result(view: JobView, verdict: Verdict, n: int) -> tuple[list[bytes], tuple[ManifestEntry, ...], bytes]:
+    """Group `n` (1-based, in the verdict's group order: `show` lists them so) of a DISPUTED job."""
+    if verdict.state != "DISPUTED":
+        raise LocalError(f"--group is for DISPUTED jobs; job {view.job.hex()[:12]} is {verdict.state}")
+    if not 1 <= n <= len(verdict.groups):
+        raise LocalError(f"job {view.job.hex()[:12]} has {len(verdict.groups)} group(s); --group {n} is not one")
+    group = verdict.groups[n - 1]
+    rev = view.reveals[group.workers[0]][0].body
+    assert isinstance(rev, Reveal)
+    return list(group.workers), rev.manifest, group.digest
+
+
+async def fetch_outputs(
+    fetcher: BlobFetcher, view: JobView, verdict: Verdict, out: str, group: int | None = None
+) -> dict[str, Any]:
+    """The agreed artifacts, or with `group` those of one group of a DISPUTED job, checked against
+    that group's manifest."""
+    if group is None:
+        workers, manifest = agreed(view, verdict)
+        digest = verdict.digest
+    else:
+        workers, manifest, digest = group_result(view, verdict, group)
     dest = Path(out)
     await trio.to_thread.run_sync(lambda: dest.mkdir(parents=True, exist_ok=True))
     files = await materialise(fetcher, manifest, workers, dest)
-    return {"job": view.job.hex(), "digest": verdict.digest.hex() if verdict.digest else None, "files": files}
+    return {"job": view.job.hex(), "digest": digest.hex() if digest else None, "files": files}
 
 
 def matches_peer(key: bytes, text: str) -> bool:

@@ -44,6 +44,7 @@ log = logging.getLogger("p2pci.builds")
 
 Fetch = Callable[[BlobRef, list[bytes]], Awaitable[Path]]
 Result = tuple[bytes, BuildDone | BuildFailed]
+DECLINE_TAIL = 800  # chars of a timed-out build's log carried in its decline (detail <= 1024)
 
 
 class Builds:
@@ -96,25 +97,32 @@ class Builds:
         return self.work_dir / job.hex()
 
     async def _build(self, job: bytes, offer: Offer, publisher: bytes, scope: trio.CancelScope) -> None:
-        ev: BuildDone | BuildFailed = BuildFailed("cancelled")
+        ev: BuildDone | BuildFailed = BuildFailed("cancelled", code="")  # cancelled: no decline
+        step = ["source"]  # what the build was doing (the decline code of a failure)
         try:
             with scope:
                 try:
-                    ev = await self._run(job, offer, publisher)
+                    ev = await self._run(job, offer, publisher, step)
                 except (P2pciError, OSError, trio.TooSlowError) as exc:
-                    ev = BuildFailed(f"{type(exc).__name__}: {exc}")
+                    ev = BuildFailed(f"{type(exc).__name__}: {exc}", code=step[0])
                 except Exception as exc:  # a runner bug is this build's failure, not the node's
                     log.exception("build of %s failed", job.hex()[:12])
-                    ev = BuildFailed(f"internal error: {type(exc).__name__}: {exc}")
+                    ev = BuildFailed(f"internal error: {type(exc).__name__}: {exc}", code="other")
+            if isinstance(ev, BuildFailed) and ev.code:
+                log.warning("build of %s failed (%s): %s", job.hex()[:12], ev.code, ev.reason[:200])
         finally:
             self.running.pop(job, None)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 self._send.send_nowait((job, ev))  # unbounded: at most one result per started build
 
-    async def _run(self, job: bytes, offer: Offer, publisher: bytes) -> BuildDone | BuildFailed:
+    async def _run(
+        self, job: bytes, offer: Offer, publisher: bytes, step: list[str]
+    ) -> BuildDone | BuildFailed:
         from p2pci.runner.base import BuildSpec, run_build
 
+        step[0] = "source"
         src = await self.fetch(offer.source, [publisher])
+        step[0] = "image"
         image_id = offer.image.id
         if not await trio.to_thread.run_sync(self.images.present, image_id):
             if offer.image.archive is None:
@@ -135,6 +143,7 @@ class Builds:
             limits=offer.limits,
             inputs_sha256=None if offer.inputs is None else offer.inputs.sha256,
         )
+        step[0] = "start_failed"
         live = LiveLog(trio.lowlevel.current_trio_token())
         self.live[job] = live
         streaming = trio.CancelScope()
@@ -147,8 +156,13 @@ class Builds:
             self.send_log(job, live.take(final=True))
             self.live.pop(job, None)
         try:
+            if result.status == "timeout":
+                # the donor's evidence: the log's tail in the decline, the whole log served by hash
+                ref, tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                why = f"timed out after {offer.limits.timeout_s}s"
+                return BuildFailed(why, code="timeout", detail=f"{why}; log tail:\n{tail}", log=ref)
             if result.status != "ok" or result.exit_code is None:
-                return BuildFailed(result.error or result.status)
+                return BuildFailed(result.error or result.status, code="start_failed")
             log_ref = await trio.to_thread.run_sync(self._keep_result, job, result.log_path, result.out_dir)
             if live.fed == 0:  # a runner that does not stream: the tail, at the end
                 tail = self.live_log(job) or ""
@@ -156,6 +170,17 @@ class Builds:
             return BuildDone(result.exit_code, result.manifest, log_ref)
         finally:
             await trio.to_thread.run_sync(result.cleanup)
+
+    def _keep_log(self, log_path: Path) -> tuple[BlobRef | None, str]:
+        """Put a failed build's log into the blob store: (its ref, its last DECLINE_TAIL chars)."""
+        try:
+            ref = self.blobs.put_file(log_path)
+            with open(log_path, "rb") as fh:
+                fh.seek(max(0, ref.size - DECLINE_TAIL * 4))
+                tail = fh.read().decode("utf-8", "replace")[-DECLINE_TAIL:]
+        except OSError:
+            return None, ""
+        return ref, tail
 
     def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None) -> BlobRef:
         d = self._job_dir(job)

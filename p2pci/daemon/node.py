@@ -55,7 +55,7 @@ from p2pci.core.node import (
     StopBuild,
 )
 from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
-from p2pci.core.worker import WorkerConfig, WorkerJob, settle_ms_for
+from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
 from p2pci.daemon.builds import Builds
@@ -74,6 +74,7 @@ log = logging.getLogger("p2pci.node")
 SUB_BUFFER = 1024
 INGEST_BUFFER = 4096
 RETENTION_EVERY_S = 6 * 3600
+SCHEDULE_EVERY_S = 30  # how often the schedule and the host's load are looked at
 INGEST_BATCH = 512
 
 _ORIGIN: tuple[object, float] | None = None  # (trio root task, epoch ms at trio time 0)
@@ -115,14 +116,25 @@ def node_config(config: Config, key: NodeKey, *, builds: bool) -> NodeConfig:
         policy=config.worker.policy(),
         slack_ms=tm.commit_slack_ms,
         salt_secret=key.seed,
-        settle_ms=settle_ms_for(tm.claim_window_ms),
+        # v2: claim at once and build on the tick that brings the publisher's select (the offer's
+        # window, from claim_window_ms, still bounds how long the publisher waits for claims)
+        claim_delay_ms=0,
+        settle_ms=0,
     )
     t = config.trust
     require = None
     if t.require_keys and t.require_min > 0:
         with contextlib.suppress(LocalError):
             require = Require(tuple(public_of(p) for p in t.require_keys), t.require_min)
-    return NodeConfig(key=key, worker=wc, builds=builds, require=require)
+    q = config.quotas
+    return NodeConfig(
+        key=key,
+        worker=wc,
+        builds=builds,
+        require=require,
+        max_jobs=q.max_jobs,
+        max_offers_per_key=q.max_offers_per_key,
+    )
 
 
 class Node:
@@ -156,10 +168,14 @@ class Node:
         if self.runner is not None:
             self.builds = Builds(self.runner, self.images, self.blobs, self.fetcher.fetch, self.paths.work, self._send_log)
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
+        self.evicted_facts = 0  # facts deleted by the board's quotas (status: quotas.evicted_facts)
         self.started_at = 0
         self.ready = trio.Event()
         self.stopped = trio.Event()  # set when run() has returned (store closed, lock released)
         self.changed = trio.Event()  # set (and replaced) whenever facts or verdicts change: for tests
+        self.drained = trio.Event()  # set once draining and no build runs (`p2pci worker drain`, SIGTERM)
+        self.control_mode = "open"  # the donor's: "open" (resume) | "paused" | "draining"
+        self.paused_why = ""  # why new work is not taken ("" while open)
         self._subs: list[trio.MemorySendChannel[dict[str, Any]]] = []
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -214,6 +230,7 @@ class Node:
                 nursery.start_soon(self._peer_loop)
                 nursery.start_soon(self._clock_loop)
                 nursery.start_soon(self._retention_loop)
+                nursery.start_soon(self._schedule_loop)
                 await trio.to_thread.run_sync(self._write_addrs)
                 self.ready.set()
                 task_status.started()
@@ -307,6 +324,15 @@ class Node:
         now = self.now()
         await trio.to_thread.run_sync(self.db.put_many, [(f, now) for f in fresh])
         self.counters["accepted"] += self.machine.receive_facts(fresh, now)
+        evicted = self.machine.enforce_limits()
+        if evicted:  # the board is within its bounds again: the disk follows
+            gone = set(evicted)
+            fresh = [f for f in fresh if f.job not in gone]
+            self.evicted_facts += await trio.to_thread.run_sync(self.db.evict, evicted)
+            evicted_ids, self.machine.evicted_ids = self.machine.evicted_ids, []
+            forget = getattr(self.network, "forget", None)
+            if forget is not None:  # a real job evicted under a flood can come back by sync
+                forget(evicted_ids)
         self._poke()
         return fresh
 
@@ -348,9 +374,14 @@ class Node:
         while True:
             self._wake = trio.Event()
             await self._perform(self.machine.tick(self.now()))
+            if self.machine.drained():
+                self.drained.set()
             nxt = self.machine.next_wakeup()
             now = self.now()
             if nxt is not None and nxt <= now:
+                # due again at once: yield first, so that a wake-up that makes no progress
+                # (a machine bug) slows this loop down instead of starving every other task
+                await trio.lowlevel.checkpoint()
                 continue
             delay = (nxt - now) / 1000 if nxt is not None else 3600.0
             with trio.move_on_after(delay + 0.001):
@@ -378,7 +409,11 @@ class Node:
                 case ServeOutputs(job=job, manifest=manifest):
                     if self.builds is not None:
                         await self.builds.serve_outputs(job, manifest)
-                case Prefetch(ref=ref, publisher=publisher):
+                case Prefetch(ref=ref, publisher=publisher, limits=limits):
+                    if limits is not None and self.builds is not None:
+                        warm = getattr(self.builds.runner, "warm", None)
+                        if warm is not None:
+                            warm(limits)  # non-blocking: a /out holder is made while the publisher selects
                     self._prefetch(ref, publisher)
                 case JobChanged(obj=obj):
                     self.broadcast({"event": "job", "job": obj})
@@ -410,6 +445,61 @@ class Node:
 
     async def fetch_blob(self, ref: BlobRef, peers: list[bytes] | None) -> Path:
         return await self.fetcher.fetch(ref, peers)
+
+    # ------------------------------------------------------------------ donor controls
+
+    async def set_control(self, mode: str) -> None:
+        """`p2pci worker pause | resume | drain` (mode "paused" | "open" | "draining")."""
+        if mode not in ("open", "paused", "draining"):
+            raise LocalError(f"unknown worker control {mode!r:.40}")
+        if self.runner is None:
+            raise LocalError("this node does not build (build = false or --no-build): nothing to pause")
+        if self.control_mode == "draining" and mode != "draining":
+            raise LocalError("the worker is draining: it stops once its running builds are done")
+        self.control_mode = mode
+        await self._apply_accepting()
+
+    def _scheduled(self) -> str:
+        """Why the schedule keeps new work out now ("" when it does not)."""
+        from p2pci.core.schedule import in_schedule, parse_schedule
+
+        w = self.config.worker
+        if w.schedule:
+            t = time.localtime()
+            if not in_schedule(parse_schedule(w.schedule), t.tm_wday, t.tm_hour * 60 + t.tm_min):
+                return "outside the schedule"
+        if w.idle_load > 0:
+            try:
+                load = os.getloadavg()[0] / (os.cpu_count() or 1)
+            except OSError:
+                return ""
+            if load >= w.idle_load:
+                return f"host busy (load {load:.2f} per CPU >= idle_load {w.idle_load:g})"
+        return ""
+
+    async def _apply_accepting(self) -> None:
+        if self.control_mode != "open":
+            mode, why = self.control_mode, f"{self.control_mode} by the donor"
+        else:
+            why = self._scheduled()
+            mode = "paused" if why else "open"
+        changed = why != self.paused_why
+        self.paused_why = why
+        effects = self.machine.set_accepting(mode)
+        if changed and not effects:
+            effects = [NodeChanged()]
+        await self._perform(effects)
+        if self.machine.drained():
+            self.drained.set()
+        self._poke()
+
+    async def _schedule_loop(self) -> None:
+        w = self.config.worker
+        if self.runner is None or (not w.schedule and w.idle_load <= 0):
+            return
+        while True:
+            await self._apply_accepting()
+            await trio.sleep(SCHEDULE_EVERY_S)
 
     # ------------------------------------------------------------------ retention
 
@@ -478,6 +568,8 @@ class Node:
             "busy": 0 if self.builds is None else len(self.builds.running),
             "uptime_s": max(0, (self.now() - self.started_at) // 1000),
             "building": [] if self.builds is None else self.builds.info(),
+            "accepting": self.machine.accepting if self.runner is not None else "paused",
+            "paused_why": self.paused_why if self.runner is not None else "does not build",
         }
 
     def peer_list(self) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
 """`p2pci daemon`: the Node on LibP2PNetwork + DockerRunner, until SIGINT/SIGTERM.
 
 Prints one line ``p2pci daemon ready: <peer_id> <addrs…>`` (flushed) once it
-listens, and writes the addresses to ``$P2PCI_HOME/addrs``. A signal cancels
-the node's nursery: running builds are cancelled (their containers killed
-and removed), the store is closed, the control socket removed.
+listens, and writes the addresses to ``$P2PCI_HOME/addrs``. SIGTERM drains
+(running builds finish within `[worker] drain_grace_s`, then the node stops);
+SIGINT, a second SIGTERM or the end of the grace period cancel the node's
+nursery: running builds are cancelled (their containers killed and removed),
+the store is closed, the control socket removed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from p2pci.daemon.node import Node, validate_fact
 def make_node(home: Path, config: Config, key: NodeKey) -> Node:
     """The production node: real libp2p network, Docker runner (unless build = false)."""
     from p2pci.net.libp2p_net import LibP2PNetwork
+    from p2pci.net.quota import Quotas
 
     tm = config.timing
     net = LibP2PNetwork(
@@ -36,6 +39,7 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
         reachability=config.net.reachability,
         relay_refresh=float(config.net.relay_refresh_s),
         mdns=config.net.mdns,
+        quotas=Quotas(config.quotas.limits()),
     )
     runner = None
     if config.build:
@@ -53,14 +57,44 @@ def make_node(home: Path, config: Config, key: NodeKey) -> Node:
 
 
 async def serve(node: Node) -> None:
-    """Run `node` until SIGINT or SIGTERM."""
+    """Run `node` until SIGINT, SIGTERM or a finished drain.
+
+    SIGTERM drains: no new work, claims not yet building are declined (`paused`), running builds
+    get `[worker] drain_grace_s` to finish and commit, then the node stops (a second SIGTERM, or
+    SIGINT, stops at once). `p2pci worker drain` stops the same way, without a deadline."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             addrs = node.network.addrs()
             print(f"p2pci daemon ready: {node.peer_id} {' '.join(addrs)}", flush=True)
+
+            async def on_drained() -> None:
+                await node.drained.wait()
+                print("p2pci daemon: drained, shutting down", file=sys.stderr, flush=True)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_drained)
+            draining = False
             async for signum in signals:
-                print(f"p2pci daemon: {signal.Signals(signum).name}, shutting down", file=sys.stderr, flush=True)
+                name = signal.Signals(signum).name
+                if signum == signal.SIGTERM and not draining and node.runner is not None:
+                    draining = True
+                    grace = node.config.worker.drain_grace_s
+                    print(
+                        f"p2pci daemon: SIGTERM, draining: running builds get {grace}s to finish",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    await node.set_control("draining")
+
+                    async def deadline(grace: int) -> None:
+                        await trio.sleep(grace)
+                        print("p2pci daemon: drain grace period over, shutting down", file=sys.stderr, flush=True)
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(deadline, grace)
+                    continue
+                print(f"p2pci daemon: {name}, shutting down", file=sys.stderr, flush=True)
                 nursery.cancel_scope.cancel()
                 break
 

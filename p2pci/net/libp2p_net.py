@@ -45,8 +45,9 @@ from p2pci.net.base import (
     SyncSource,
     Validator,
 )
-from p2pci.net.common import Fanout, SeenIds, Stats, admit_fact, now_ms
-from p2pci.net.reach import Reach, RelayServerLimits, is_circuit
+from p2pci.net.common import Fanout, Lacking, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.quota import Quotas
+from p2pci.net.reach import Reach, RelayServerLimits, is_circuit, lacks_protocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -251,6 +252,27 @@ def _pubsub_classes(ps_mod: Any) -> tuple[Any, Any]:
 
     class _GossipSub(GossipSub):
         _idontwant_size = 0
+        p2pci_stats: Stats | None = None  # set by LibP2PNetwork.run
+
+        def _check_spam_protection(self, peer_id: Any, msg: Any) -> bool:
+            """py-libp2p's forwarding limit (max_messages_per_topic_per_second in any sliding
+            second, per forwarder and topic; docs/protocol.md §8.1), counted in our stats instead
+            of one WARNING line per message (a flooding peer would fill the log) and without the
+            score penalty (peer scoring is off, it had no effect)."""
+            if not self.spam_protection_enabled:
+                return True
+            now = time.time()
+            cutoff = now - 1.0
+            for topic in msg.topicIDs:
+                stamps = self.message_rate_limits[peer_id][topic]
+                if stamps and stamps[0] <= cutoff:
+                    stamps[:] = [t for t in stamps if t > cutoff]
+                if len(stamps) >= self.max_messages_per_topic_per_second:
+                    if self.p2pci_stats is not None:
+                        self.p2pci_stats.drop("rate_limited")
+                    return False
+                stamps.append(now)
+            return True
 
         async def publish(self, msg_forwarder: Any, pubsub_msg: Any) -> None:
             # read by _emit_idontwant_for_message, which publish() awaits before any checkpoint
@@ -421,6 +443,7 @@ class LibP2PNetwork:
         reachability: str = "auto",
         relay_refresh: float = 60.0,
         mdns: bool = True,
+        quotas: Quotas | None = None,
     ) -> None:
         if len(seed) != 32:
             raise LocalError("the node seed is 32 bytes")
@@ -475,6 +498,8 @@ class LibP2PNetwork:
 
         self._seen = SeenIds()
         self._stats = Stats()
+        self.quotas = quotas if quotas is not None else Quotas()
+        self._lacking = Lacking()
         self._events: Fanout[NetEvent] = Fanout()
         self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](facts_buffer)
@@ -508,6 +533,10 @@ class LibP2PNetwork:
 
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store
+
+    def forget(self, fact_ids: list[bytes]) -> None:
+        """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
+        self._seen.discard(fact_ids)
 
     def set_sync_source(self, source: SyncSource) -> None:
         self._sync = source
@@ -648,6 +677,7 @@ class LibP2PNetwork:
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
             **{**GOSSIPSUB_PARAMS, "heartbeat_interval": self.heartbeat},
         )
+        gossipsub.p2pci_stats = self._stats
         pubsub = pubsub_cls(
             host,
             gossipsub,
@@ -696,6 +726,7 @@ class LibP2PNetwork:
                                 on_reserved=self._announce_to,
                                 probe=self._should_probe(),
                                 listen_port=self._listen_port,
+                                lacking=self._lacking,
                             )
                             await nursery.start(self._reach.run)
                             started = True
@@ -778,8 +809,9 @@ class LibP2PNetwork:
             sync=self._sync,
             deliver=self._facts_send,
             stats=self._stats,
+            quotas=self.quotas,
         )
-        if outcome in ("rejected", "duplicate"):
+        if outcome in ("rejected", "duplicate", "limited"):
             return False
         if outcome == "dropped":
             return True  # valid: gossip may forward it; sync will offer it to us again
@@ -787,7 +819,7 @@ class LibP2PNetwork:
             try:
                 self._outbox_send.send_nowait(raw)
             except trio.WouldBlock:
-                self._stats.inc("dropped")
+                self._stats.drop("forward_queue")
         return True
 
     async def _drain(self, sub: Any) -> None:
@@ -829,6 +861,7 @@ class LibP2PNetwork:
                 self._nursery.start_soon(self._hang_up, banned)
         for gone in sorted(set(self._since) - now):
             del self._since[gone]
+            self._lacking.forget(gone)
             if self._reach is not None:
                 self._reach.peer_down(gone)
             self._events.send(PeerEvent(gone, False))
@@ -837,6 +870,7 @@ class LibP2PNetwork:
                 book.next_try = trio.current_time() + self.redial_min
         for new in sorted(now - set(self._since)):
             self._since[new] = now_ms()
+            self._lacking.forget(new)  # a new connection: maybe a restarted peer that speaks it now
             self._events.send(PeerEvent(new, True))
             book = self._book.get(new)
             if book is not None:
@@ -897,10 +931,11 @@ class LibP2PNetwork:
             # Under degree with nobody left to dial: ask a peer for more, backing off
             # while that brings nothing new (a small mesh never reaches `degree`,
             # and py-libp2p stalls when many streams open during a burst).
-            if len(cands) < want and connected and now - self._last_px >= self._px_wait:
+            speakers = sorted(p for p in connected if not self._lacking.lacks(p, wire.PROTO_PEERS))
+            if len(cands) < want and speakers and now - self._last_px >= self._px_wait:
                 self._last_px = now
                 assert self._nursery is not None
-                self._nursery.start_soon(self._exchange_peers, self._rng.choice(sorted(connected)))
+                self._nursery.start_soon(self._exchange_peers, self._rng.choice(speakers))
 
     async def _connect(self, pid: Any, addrs: list[str]) -> None:
         """Dial `pid`: direct addresses first, then through a relay (circuit addresses).
@@ -1022,6 +1057,8 @@ class LibP2PNetwork:
                     await stream.write(wire.peers_request(self.addrs()))
                     payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
             own, others = wire.parse_peers_response(payload)
+        except MissingProtocol:
+            return  # optional (docs/protocol.md §8): logged once by _stream
         except Exception as exc:
             self._stats.inc("px_failures")
             log.debug("peer exchange with %s failed: %r", peer, exc)
@@ -1094,8 +1131,9 @@ class LibP2PNetwork:
     async def _sync_loop(self) -> None:
         while True:
             await trio.sleep(self.sync_interval * self._rng.uniform(0.8, 1.2))
-            if self._since:
-                await self._sync_with(self._rng.choice(sorted(self._since)))
+            speakers = sorted(p for p in self._since if not self._lacking.lacks(p, wire.PROTO_SYNC))
+            if speakers:
+                await self._sync_with(self._rng.choice(speakers))
 
     def _missing(self, ids: list[bytes]) -> list[bytes]:
         return [i for i in ids if i not in self._seen and self._sync.get(i) is None]
@@ -1127,6 +1165,8 @@ class LibP2PNetwork:
                         give, _ = self._budgeted(want)
                         with trio.fail_after(self.read_timeout):
                             await stream.write(wire.sync_facts(give))
+            except MissingProtocol:
+                return  # optional (docs/protocol.md §8): logged once by _stream
             except Exception as exc:
                 self._stats.inc("sync_failures")
                 log.debug("sync with %s failed: %r", peer, exc)
@@ -1161,7 +1201,8 @@ class LibP2PNetwork:
         wanted = set(want)
         for raw in got:
             if hashlib.sha256(raw).digest() not in wanted:
-                self._stats.inc("rejected")  # unasked-for fact: a hostile push
+                self._stats.inc("received")
+                self._stats.reject("unasked")  # unasked-for fact: a hostile push
                 continue
             if self._accept(raw, peer, forward=True):
                 self._stats.inc("synced")
@@ -1184,6 +1225,8 @@ class LibP2PNetwork:
             try:
                 async with slot:
                     await self._fetch_from(peer, ref, dest)
+            except MissingProtocol:
+                reasons.append(f"{peer}: does not serve blobs")
             except trio.TooSlowError:
                 self._stats.inc("blob_timeouts")
                 reasons.append(f"{peer}: timed out")
@@ -1317,6 +1360,8 @@ class LibP2PNetwork:
             raise LocalError("network is not running")
         if peer in self._blocked:
             raise ProtocolError("blocked peer")
+        if self._lacking.lacks(peer, proto):
+            raise MissingProtocol(peer, proto)  # it said so already: not asked again while connected
         pid = ID.from_base58(peer)
         if peer not in self._since and not (peer in self._book and self._book[peer].addrs):
             await self._ask_where(peer)
@@ -1327,7 +1372,13 @@ class LibP2PNetwork:
                 # with the addresses we know, past the swarm's negative cache
                 self._host.get_network().unblock_peer(pid)
                 await self._connect(pid, sorted(book.addrs))
-            stream = await self._host.new_stream(pid, [proto])
+            try:
+                stream = await self._host.new_stream(pid, [proto])
+            except Exception as exc:
+                if not lacks_protocol(exc):
+                    raise
+                self.note_missing(peer, proto)
+                raise MissingProtocol(peer, proto) from None
         try:
             yield stream
         except BaseException:
@@ -1343,6 +1394,12 @@ class LibP2PNetwork:
                     await stream.close()
                 except Exception:
                     pass
+
+    def note_missing(self, peer: str, proto: str) -> None:
+        """`peer` answered `na` for the optional `proto`: once per peer and protocol at debug."""
+        self._stats.inc("peer_lacks_protocol")
+        if self._lacking.note(peer, proto):
+            log.debug("peer %s does not speak %s (optional): not asked again while connected", peer, proto)
 
     async def _read_exact(self, stream: Any, n: int) -> bytes:
         """Exactly `n` bytes; no deadline of its own (the caller's frame deadline bounds it)."""

@@ -41,6 +41,7 @@ from p2pci.net.base import (
     Validator,
 )
 from p2pci.net.common import Fanout, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.quota import Quotas
 
 CHUNK = 64 * 1024
 
@@ -125,6 +126,7 @@ class MemoryNetwork:
         self.sync_interval = sync_interval
         self._seen = SeenIds()
         self._stats = Stats()
+        self.quotas: Quotas | None = None  # off by default in the in-memory hub (tests set one)
         self._events: Fanout[NetEvent] = Fanout()
         self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[bytes, str]](10_000)
@@ -197,6 +199,10 @@ class MemoryNetwork:
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store
 
+    def forget(self, fact_ids: list[bytes]) -> None:
+        """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
+        self._seen.discard(fact_ids)
+
     def set_sync_source(self, source: SyncSource) -> None:
         self._sync = source
 
@@ -250,7 +256,8 @@ class MemoryNetwork:
         try:
             self._inbox_send.send_nowait((raw, from_peer))
         except trio.WouldBlock:
-            self._stats.inc("dropped")
+            self._stats.inc("received")
+            self._stats.drop("backlog")
 
     async def _inbox_loop(self) -> None:
         async for raw, from_peer in self._inbox_recv:
@@ -260,7 +267,7 @@ class MemoryNetwork:
         """The one path for facts from the network (gossip and sync)."""
         outcome = admit_fact(
             raw, from_peer, validate=self._validate, seen=self._seen, sync=self._sync,
-            deliver=self._facts_send, stats=self._stats,
+            deliver=self._facts_send, stats=self._stats, quotas=self.quotas,
         )
         if outcome != "delivered":
             return False

@@ -44,7 +44,7 @@ import trio
 
 from p2pci.core.errors import ProtocolError
 from p2pci.net import wire
-from p2pci.net.common import Stats
+from p2pci.net.common import Lacking, Stats
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -115,6 +115,7 @@ class Reach:
         on_reserved: Callable[[str], None] | None = None,
         probe: bool = False,
         listen_port: Callable[[], int | None] = lambda: None,
+        lacking: Lacking | None = None,
     ) -> None:
         self._host = host
         self._peer_id = peer_id
@@ -129,6 +130,7 @@ class Reach:
         self._on_reserved = on_reserved
         self.probe = probe  # find out by dial-back whether we are reachable
         self._listen_port = listen_port
+        self._lacking = lacking if lacking is not None else Lacking()
         self.reachable: bool | None = None if probe else not use_relays
         self._dialback_last: dict[str, float] = {}
         self._dialback_lock = trio.Lock()
@@ -286,7 +288,7 @@ class Reach:
         from libp2p.peer.peerinfo import PeerInfo as LPeerInfo
 
         port = self._listen_port()
-        if not port:
+        if not port or self._lacking.lacks(peer, PROTO_DIALBACK):
             return None
         pid = ID.from_base58(peer)
         try:
@@ -305,6 +307,11 @@ class Reach:
                         except Exception:
                             pass
         except Exception as exc:
+            if lacks_protocol(exc):  # optional (docs/protocol.md §8): once per peer, at debug
+                self._stats.inc("peer_lacks_protocol")
+                if self._lacking.note(peer, PROTO_DIALBACK):
+                    log.debug("peer %s does not speak %s (optional): not asked again while connected", peer, PROTO_DIALBACK)
+                return None
             self._stats.inc("dialback_failures")
             log.debug("dial-back via %s failed: %r", peer, exc)
             return None
@@ -449,3 +456,20 @@ def _is_global(ip: str) -> bool:
     except ValueError:
         return False
     return not (a.is_private or a.is_loopback or a.is_link_local or a.is_unspecified)
+
+
+def lacks_protocol(exc: BaseException) -> bool:
+    """Whether a failed `new_stream` means: the peer does not speak the protocol (`na`),
+    rather than a dead connection or a timeout."""
+    from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
+
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:
+        if isinstance(e, ProtocolNotSupportedError):
+            return True
+        if isinstance(e, MultiselectClientError) and "protocols not supported" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False

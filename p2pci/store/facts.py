@@ -166,6 +166,18 @@ class FactStore:
         with self._lock:
             return {bytes(r[0]) for r in self._db.execute("SELECT job FROM pins")}
 
+    def evict(self, jobs: Iterable[bytes]) -> int:
+        """Delete every fact of `jobs` (quota eviction), pinned jobs excepted; how many were deleted."""
+        doomed = [(j,) for j in jobs]
+        if not doomed:
+            return 0
+        with self._lock:
+            before_changes = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM facts WHERE job=? AND job NOT IN (SELECT job FROM pins)", doomed)
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before_changes
+
     def prune(self, before: int, keep: Iterable[bytes] = ()) -> int:
         """Delete the facts of jobs whose newest fact arrived before `before`.
 

@@ -7,6 +7,7 @@
 `ScriptedRunner` builds nothing: its output is a function of the source
 hash and the command (so honest workers agree), `lie=True` changes the
 output (a dissenting or lying worker), `fail=True` reports a runner error,
+`timeout=True` a build killed at its time limit (with its log),
 and `gate` (a threading.Event) holds the build until a test releases it.
 `log_lines` are sent to `on_log` one by one before the gate is waited on
 (a live log while the build is held) and end up in the log file too.
@@ -49,6 +50,7 @@ class ScriptedRunner:
     lie: bool = False
     lie_tag: str = ""
     fail: bool = False
+    timeout: bool = False
     exit_code: int = 0
     gate: threading.Event | None = None
     log_lines: tuple[str, ...] = ()
@@ -85,6 +87,8 @@ class ScriptedRunner:
             on_log(f"log of a build of {src[:12]}\n".encode())
         if self.fail:
             return BuildResult("error", None, (), None, log, None, 0.0, "scripted failure")
+        if self.timeout:
+            return BuildResult("timeout", None, (), None, log, None, float(spec.limits.timeout_s))
         manifest = tuple(
             ManifestEntry(p, len(b), 0o644, hashlib.sha256(b).digest())
             for p, b in sorted([("artifact.txt", content), ("sub/empty", b"")])

@@ -47,6 +47,9 @@ FAST_TIMING: dict[str, int] = {
 }
 
 
+DRAIN_GRACE_S = 2  # [worker] drain_grace_s of test nodes (a test may set its own)
+
+
 class MeshError(LocalError):
     """Something in the orchestration went wrong (a daemon died, a command failed)."""
 
@@ -215,8 +218,11 @@ class Mesh:
         extra = dict(node.config)
         timing = dict(self.timing)
         timing.update(extra.pop("timing", {}))
+        # SIGTERM drains; a test mesh stops in seconds, not the default grace of minutes
+        worker = {"drain_grace_s": DRAIN_GRACE_S, **extra.pop("worker", {})}
         doc.update(extra)
         doc["timing"] = timing
+        doc["worker"] = worker
         (node.home / "config.toml").write_text(toml_text(doc))
 
     async def start(self, node: Node) -> Node:

@@ -100,6 +100,9 @@ class Job:
     ignored: tuple[tuple[str, str], ...]
     created: int | None  # ms since the epoch, if the daemon sends it
     hidden: int = 0  # list items (groups, workers, ignored votes...) beyond what the model keeps
+    reason: str | None = None  # why EXPIRED
+    cause: str | None = None  # its cause (no eligible worker, N declined, timed out, publisher gone)
+    phases: tuple[tuple[str, str, str], ...] = ()  # per worker: (peer, phase, decline reason and detail)
     provenance: tuple[tuple[str, str], ...] = ()  # (label, value): what the job builds, from its offer
 
     @property
@@ -187,6 +190,24 @@ def parse_job(obj: Any) -> Job:
     dissenters = _list(obj.get("dissenters"), "job.dissenters")
     equivocators = _list(obj.get("equivocators"), "job.equivocators")
     hidden += max(0, len(dissenters) - MAX_LIST) + max(0, len(equivocators) - MAX_LIST)
+    phases = []
+    raw_workers = obj.get("workers") or []
+    if not isinstance(raw_workers, list):
+        raise BadFrame("job.workers: expected a list")
+    hidden += max(0, len(raw_workers) - MAX_LIST)
+    for w in raw_workers[:MAX_LIST]:
+        if not isinstance(w, dict):
+            raise BadFrame("job.workers[]: expected a map")
+        why = _opt_str(w.get("reason"), "workers.reason") or ""
+        raw = w.get("detail")
+        detail = "" if raw is None else _str(" ".join(raw.split()) if isinstance(raw, str) else raw, "workers.detail")[:160]
+        phases.append(
+            (
+                _str(w.get("worker"), "workers.worker"),
+                _str(w.get("phase"), "workers.phase", limit=16),
+                why + (f": {detail}" if detail else ""),
+            )
+        )
     return Job(
         job=job,
         project=_str(obj.get("project") or "", "job.project", limit=80),
@@ -200,6 +221,9 @@ def parse_job(obj: Any) -> Job:
         ignored=tuple(ignored),
         created=_opt_int(obj.get("created"), "job.created"),
         hidden=hidden,
+        reason=_opt_str(obj.get("reason"), "job.reason"),
+        cause=_opt_str(obj.get("cause"), "job.cause"),
+        phases=tuple(phases),
         provenance=parse_provenance(obj.get("provenance")),
     )
 
@@ -262,7 +286,9 @@ class StatusModel:
     logs: dict[str, deque[str]] = field(default_factory=dict)  # job -> tail of this node's build log
     connected: bool = False
     error: str | None = None
+    facts: str = ""  # the `facts` counters of a `status` reply, as one line ("" when absent)
     bad_frames: int = 0
+    quota_dropped: dict[str, int] = field(default_factory=dict)
     filter: str | None = None
 
     # -- applying frames ---------------------------------------------------
@@ -287,6 +313,8 @@ class StatusModel:
             except BadFrame:
                 self.bad_frames += 1
         self.node, self.node_seen_at, self.peers = node, now, peers
+        self.facts = facts_line(result.get("facts"))
+        self.quota_dropped = parse_quota_dropped(result.get("quotas"))
         for j in reversed(jobs):  # the daemon lists newest first
             self._put_job(j, now, live=False)
         return True
@@ -442,6 +470,7 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         lines.extend(f"  {w}" for w in items)
     lines.append("ignored votes: " + ("none" if not job.ignored else ""))
     lines.extend(f"  {w}: {reason}" for w, reason in job.ignored)
+    lines.extend(phase_lines(job))
     if job.hidden:
         lines.append(f"(and {job.hidden} more entries not shown: `p2pci show {short_id(job.job)} --json` has them all)")
     if job.verdict == "DISPUTED":
@@ -456,9 +485,63 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
     return lines
 
 
+PHASE_WORDS = {
+    "claimed": "claimed",
+    "selected": "selected (building)",
+    "dropped": "dropped by a later round",
+    "committed": "committed",
+    "revealed": "revealed",
+    "declined": "declined",
+    "timed_out": "timed out",
+}
+
+
+def phase_lines(job: Job) -> list[str]:
+    """Per worker: claimed / selected / committed / revealed / declined (why) / timed out, and
+    why an EXPIRED job expired (issue 16)."""
+    lines: list[str] = []
+    if job.verdict == "EXPIRED" and job.reason:
+        lines.append(f"expired:  {job.reason}")
+        if job.cause:
+            lines.append(f"cause:    {job.cause}")
+    lines.append("workers: " + ("none yet" if not job.phases else ""))
+    for peer, phase, why in job.phases:
+        lines.append(f"  {short_peer(peer)}  {PHASE_WORDS.get(phase, phase)}" + (f" ({why})" if why else ""))
+    return lines
+
+
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def _count(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63 else 0
+
+
+def _by_reason(obj: Any) -> str:
+    if not isinstance(obj, dict):
+        return "0"
+    items = sorted((k, _count(v)) for k, v in list(obj.items())[:32] if isinstance(k, str) and _REASON.fullmatch(k))
+    total = sum(n for _, n in items)
+    return f"{total} ({', '.join(f'{k} {n}' for k, n in items)})" if items else "0"
+
+
+def facts_line(obj: Any) -> str:
+    """The `facts` counters of a `status` reply in one line (bounded, safe); "" when absent."""
+    if not isinstance(obj, dict):
+        return ""
+    return (
+        f"received {_count(obj.get('received'))}  new {_count(obj.get('new'))}  "
+        f"duplicate {_count(obj.get('duplicate'))}  rejected {_by_reason(obj.get('rejected'))}  "
+        f"dropped {_by_reason(obj.get('dropped'))}"
+    )
+
+
 def snapshot_text(model: StatusModel, now: int) -> str:
     """The `p2pci status --once` output: plain text, stable column order."""
-    out = ["== this node", *node_lines(model, now), "", f"== peers ({len(model.peers)})"]
+    out = ["== this node", *node_lines(model, now)]
+    if model.facts:
+        out.append(f"facts from peers: {model.facts}")
+    out += ["", f"== peers ({len(model.peers)})"]
     for p in model.peers:
         out.append("  ".join(peer_row(p, now)))
     jobs = model.visible_jobs()
@@ -468,6 +551,25 @@ def snapshot_text(model: StatusModel, now: int) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(JOB_COLUMNS))]
         for r in rows:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    dropped = model.quota_dropped
+    if any(dropped.values()):
+        out += ["", "== quotas (facts dropped before storage, jobs evicted from the board)"]
+        out += [f"  {reason}  {n}" for reason, n in dropped.items() if n]
     if model.bad_frames:
         out += ["", f"(dropped {model.bad_frames} malformed frame(s) from the daemon)"]
     return "\n".join(out) + "\n"
+
+
+def parse_quota_dropped(raw: Any) -> dict[str, int]:
+    """`status.quotas.dropped` as {reason: count}; anything malformed is ignored, never fatal."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, int] = {}
+    for section, verb in (("dropped", "dropped"), ("evicted", "evicted")):
+        part = raw.get(section)
+        if not isinstance(part, dict):
+            continue
+        for reason, n in list(part.items())[:16]:
+            if isinstance(reason, str) and type(n) is int and n >= 0 and reason.isidentifier():
+                out[f"{verb} {reason[:32]}"] = n
+    return out

@@ -18,6 +18,24 @@ Modes (acting on every offer it sees):
 * ``garbage``: sends forged, oversize and malformed messages (see
   `garbage`) and prints how many.
 
+Protocol v2 modes (trust, docs/security.md):
+
+* ``sybil``: ``--keys`` (>= 2) fresh keys that never claim commit W(job) and
+  reveal it, each reveal listing the others' commits in ``seen``; once
+  during the claim window (at the offer) and once more, with new keys, when
+  the first honest commit arrives (while the honest builds run).
+* ``grinder``: at the offer, makes ``--tries`` keys, keeps the ``--keys``
+  that rank lowest by everything it can compute (sha256(select_commit ||
+  job || key), the seed being secret), claims with them (a valid identity
+  proof, the longest lease allowed) and never builds.
+* ``squatter``: ``--keys`` fresh keys claim with ``lease_until = 2**62`` and
+  a valid identity proof, and never build.
+* ``early``: claims with its own key (valid identity proof); once a
+  ``select`` names it, commits W(job) and reveals it at once, before any
+  other selected worker has committed.
+* ``noisy``: ``--keys`` fresh keys claim; once a ``select`` names them,
+  each commits and reveals its own wrong digest W(job, i).
+
 Prints ``adversary ready: <peer_id>`` once connected and subscribed, and one
 line per action (``liar: revealed …``) so tests can wait on them.
 """
@@ -52,12 +70,14 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2pci.core.codec import canonical
 from p2pci.core.errors import P2pciError
-from p2pci.core.messages import BlobRef, Claim, Commit, Offer, Reveal
+from p2pci.core.identity import mint
+from p2pci.core.messages import BlobRef, Claim, Commit, Offer, Reveal, Select
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import Fact, NodeKey, commit_hash, open_envelope, public_of, seal, signed_bytes
 from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS
 
 TOPIC = "/p2pci/board/1"
+MODES = ["liar", "equivocator", "copier", "garbage", "sybil", "grinder", "squatter", "early", "noisy"]
 LOG_REF = BlobRef(sha256=hashlib.sha256(b"no log").digest(), size=6)
 
 
@@ -79,11 +99,25 @@ class JobState:
     reveals: dict[bytes, Fact] = field(default_factory=dict)  # signer -> first reveal
     acted: set[str] = field(default_factory=set)
     salts: dict[bytes, bytes] = field(default_factory=dict)  # digest -> salt of our commits
+    keys: list[NodeKey] = field(default_factory=list)  # fresh keys made for this job
 
 
 class Adversary:
-    def __init__(self, key: NodeKey, pubsub: Pubsub, mode: str, wait_for: list[bytes], victim: bytes | None):
+    def __init__(
+        self,
+        key: NodeKey,
+        pubsub: Pubsub,
+        mode: str,
+        wait_for: list[bytes],
+        victim: bytes | None,
+        n_keys: int = 2,
+        tries: int = 1000,
+        project: str | None = None,
+    ):
+        self.project = project
         self.key = key
+        self.n_keys = n_keys
+        self.tries = tries
         self.pubsub = pubsub
         self.mode = mode
         self.wait_for = wait_for
@@ -106,12 +140,62 @@ class Adversary:
         await ps.router.publish(ps.my_id, msg)
         self.sent += 1
 
-    async def send(self, body: Any) -> Fact:
-        fact = seal(self.key, body)
+    async def send(self, body: Any, key: NodeKey | None = None) -> Fact:
+        fact = seal(key or self.key, body)
         await self.send_raw(fact.raw)
         if isinstance(body, Commit):
             self.state(body.job).commits.append(fact.id)
         return fact
+
+    async def claim(self, job: bytes, st: JobState, key: NodeKey, lease_until: int) -> None:
+        """A v2 claim with a valid identity proof for the offer's `identity_bits`."""
+        offer = st.offer.body if st.offer is not None else None
+        bits = offer.identity_bits if isinstance(offer, Offer) else 0
+        await self.send(Claim(job, lease_until, mint(key.public, bits)), key)
+        say(f"{self.mode}: claimed {job.hex()[:12]} as {key.peer_id} lease {lease_until}")
+
+    async def commit_reveal_pair(self, job: bytes, st: JobState, phase: str) -> None:
+        """`--keys` fresh keys (at least 2) commit W(job) and reveal it, each reveal listing the
+        others' commits (and its own)."""
+        code, manifest, w = wrong_result(job)
+        keys = [NodeKey.generate() for _ in range(max(self.n_keys, 2))]
+        st.keys += keys
+        salts = [secrets.token_bytes(16) for _ in keys]
+        commits = [
+            await self.send(Commit(job, commit_hash(s, w, k.public)), k)
+            for k, s in zip(keys, salts, strict=True)
+        ]
+        seen = tuple(sorted(c.id for c in commits))
+        for i, k in enumerate(keys):
+            await self.send(Reveal(job, w, salts[i], code, manifest, LOG_REF, seen), k)
+        say(
+            f"sybil: {phase} pair revealed {w.hex()[:12]} for {job.hex()[:12]} as "
+            + " ".join(k.peer_id for k in keys)
+        )
+
+    async def on_select(self, job: bytes, st: JobState, sel: Select) -> None:
+        mine = [k for k in ([self.key] if self.mode == "early" else st.keys) if k.public in sel.workers]
+        say(f"{self.mode}: round {sel.round} of {job.hex()[:12]} selects {len(mine)} of my keys")
+        if self.mode == "early" and mine and "reveal" not in st.acted:
+            st.acted.add("reveal")
+            code, manifest, w = wrong_result(job)
+            salt = secrets.token_bytes(16)
+            await self.send(Commit(job, commit_hash(salt, w, self.key.public)))
+            others = tuple(sorted(set(st.commits)))
+            await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, others))
+            say(
+                f"early: revealed {w.hex()[:12]} for {job.hex()[:12]} with {len(others) - 1} other commits held"
+            )
+        elif self.mode == "noisy":
+            for k in mine:
+                tag = k.public
+                if tag in st.salts:
+                    continue
+                code, manifest, w = wrong_result(job, tag)
+                st.salts[tag] = salt = secrets.token_bytes(16)
+                c = await self.send(Commit(job, commit_hash(salt, w, k.public)), k)
+                await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, (c.id,)), k)
+                say(f"noisy: {k.peer_id} revealed {w.hex()[:12]} for {job.hex()[:12]}")
 
     def state(self, job: bytes) -> JobState:
         return self.jobs.setdefault(job, JobState())
@@ -119,12 +203,25 @@ class Adversary:
     # ---------------------------------------------------------------- receiving
 
     async def on_fact(self, fact: Fact) -> None:
+        if self.project is not None:  # act only on the offers of projects named so (and their jobs)
+            if isinstance(fact.body, Offer):
+                if not fact.body.project.startswith(self.project):
+                    return
+            elif fact.job not in self.jobs:
+                return
         st = self.state(fact.job)
         if isinstance(fact.body, Offer):
             st.offer = fact
             await self.on_offer(fact.job, st)
         elif isinstance(fact.body, Commit):
             st.commits.append(fact.id)
+            mine = {k.public for k in st.keys} | {self.key.public}
+            if self.mode == "sybil" and fact.signer not in mine and "build" not in st.acted:
+                st.acted.add("build")  # the first honest commit: the honest builds are running
+                await self.commit_reveal_pair(fact.job, st, "build")
+        elif isinstance(fact.body, Select):
+            if st.offer is not None and fact.signer == st.offer.signer:
+                await self.on_select(fact.job, st, fact.body)
         elif isinstance(fact.body, Reveal) and fact.signer != self.key.public:
             if st.seen is None:
                 st.seen = tuple(st.commits)
@@ -132,7 +229,29 @@ class Adversary:
             await self.on_reveal(fact.job, st)
 
     async def on_offer(self, job: bytes, st: JobState) -> None:
-        if self.mode == "liar" and "commit" not in st.acted:
+        offer = st.offer.body if st.offer is not None else None
+        assert isinstance(offer, Offer)
+        if self.mode == "sybil" and "window" not in st.acted:
+            st.acted.add("window")
+            await self.commit_reveal_pair(job, st, "window")
+        elif self.mode == "grinder" and "claim" not in st.acted:
+            st.acted.add("claim")
+            # grind: the best rank an attacker can compute without the seed
+            cands = [NodeKey.generate() for _ in range(self.tries)]
+            cands.sort(key=lambda k: hashlib.sha256(offer.select_commit + job + k.public).digest())
+            st.keys = cands[: self.n_keys]
+            for k in st.keys:
+                await self.claim(job, st, k, offer.deadline)
+            say(f"grinder: claimed with {len(st.keys)} keys ground from {self.tries}")
+        elif self.mode in ("squatter", "noisy") and "claim" not in st.acted:
+            st.acted.add("claim")
+            st.keys = [NodeKey.generate() for _ in range(self.n_keys)]
+            for k in st.keys:
+                await self.claim(job, st, k, 2**62 if self.mode == "squatter" else offer.deadline)
+        elif self.mode == "early" and "claim" not in st.acted:
+            st.acted.add("claim")
+            await self.claim(job, st, self.key, offer.deadline)
+        elif self.mode == "liar" and "commit" not in st.acted:
             st.acted.add("commit")
             _, _, w = wrong_result(job)
             st.salts[w] = secrets.token_bytes(16)
@@ -318,7 +437,14 @@ async def main(ns: argparse.Namespace) -> None:
     if ns.mode == "garbage":
         hostile_handlers(host, key)
     adv = Adversary(
-        key, pubsub, ns.mode, [public_of(p) for p in ns.wait_for], public_of(ns.victim) if ns.victim else None
+        key,
+        pubsub,
+        ns.mode,
+        [public_of(p) for p in ns.wait_for],
+        public_of(ns.victim) if ns.victim else None,
+        ns.keys,
+        ns.tries,
+        ns.project,
     )
     async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
         async with background_trio_service(pubsub), background_trio_service(router):
@@ -342,13 +468,16 @@ async def main(ns: argparse.Namespace) -> None:
 
 def cli() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--mode", required=True, choices=["liar", "equivocator", "copier", "garbage"])
+    ap.add_argument("--mode", required=True, choices=MODES)
     ap.add_argument("--home", required=True)
     ap.add_argument("--peer", action="append", default=[], help="multiaddr with /p2p/ to dial (repeatable)")
     ap.add_argument(
         "--wait-for", action="append", default=[], help="copier: peer IDs whose reveals to wait for"
     )
     ap.add_argument("--victim", default=None, help="garbage: peer ID to forge facts for")
+    ap.add_argument("--project", default=None, help="act only on offers whose project starts so")
+    ap.add_argument("--keys", type=int, default=2, help="grinder, squatter, noisy: fresh keys per job")
+    ap.add_argument("--tries", type=int, default=1000, help="grinder: keys made to keep the best --keys")
     ns = ap.parse_args()
     try:
         trio.run(main, ns)

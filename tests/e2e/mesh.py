@@ -77,14 +77,21 @@ def write_project(
     workers: Sequence[str] | None = None,
     timeout_s: int = 120,
     files: dict[str, str] | None = None,
+    require: tuple[Sequence[str], int] | None = None,
 ) -> Path:
-    """A small project directory with a `p2pci.toml` running `sh -c SCRIPT` in `image`."""
+    """A small project directory with a `p2pci.toml` running `sh -c SCRIPT` in `image`.
+
+    `require`: (peer IDs, min) for `[trust] require`."""
     d = root / name
     d.mkdir(parents=True, exist_ok=True)
     for rel, text in (files or {"hello.txt": f"hello from {name}\n"}).items():
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_text(text)
     ws = '"open"' if workers is None else "[" + ", ".join(f'"{w}"' for w in workers) + "]"
+    req = ""
+    if require is not None:
+        keys = ", ".join(f'"{k}"' for k in require[0])
+        req = f"require = {{ keys = [{keys}], min = {require[1]} }}\n"
     (d / "p2pci.toml").write_text(
         f"""[project]
 name = "{name}"
@@ -100,7 +107,7 @@ cpus = 1
 replicas = {replicas}
 quorum = {quorum}
 workers = {ws}
-"""
+{req}"""
     )
     return d
 

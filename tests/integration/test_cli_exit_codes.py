@@ -154,6 +154,8 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         check("trust add", await run_cli(home, "trust", "add", peer), 0)
         check("trust remove", await run_cli(home, "trust", "remove", peer), 0)
         check("trust list", await run_cli(home, "trust", "list"), 0)
+        # removing the last trusted key counts nobody (fail closed): count every vote again
+        check("trust count", await run_cli(home, "trust", "count", "all"), 0)
         repo = make_repo(tmp_path / "g")
         commit(repo, "one\n")
         with trio.fail_after(60):

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from p2pci.control.client import acontrol_call, subscribe
-from p2pci.control.schema import JOB_KEYS, NODE_KEYS, PEER_KEYS, VERDICTS
+from p2pci.control.schema import FACTS_KEYS, JOB_KEYS, NODE_KEYS, PEER_KEYS, VERDICTS
 from p2pci.testing.cluster import open_cluster
 
 from .test_tui_daemon_socket import JOB as SOCKET_JOB
@@ -28,7 +28,8 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
                         break
             shown = await acontrol_call(node.paths.home, "show", job=job)
     assert set(shown) == JOB_KEYS and shown["verdict"] in VERDICTS
-    assert set(status) == {"node", "peers", "jobs"}
+    assert set(status) == {"node", "peers", "jobs", "facts", "quotas"}
+    assert set(status["facts"]) == FACTS_KEYS
     assert set(status["node"]) == NODE_KEYS
     assert status["peers"] and all(set(p) == PEER_KEYS for p in status["peers"])
     assert all(set(j) == JOB_KEYS for j in status["jobs"])
@@ -36,6 +37,7 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
     assert set(job_obj("ab" * 32)) == JOB_KEYS and set(SOCKET_JOB) == JOB_KEYS
     fake = status_obj([job_obj("ab" * 32)])
     assert set(fake["node"]) == NODE_KEYS and all(set(p) == PEER_KEYS for p in fake["peers"])
+    assert set(fake["facts"]) == FACTS_KEYS
 
 
 async def test_publish_rules_hold_for_every_control_client(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
 from p2pci.control.client import ControlError, acontrol_call
+from p2pci.control.schema import JOB_KEYS
 from p2pci.testing.cluster import Cluster, ScriptedRunner, open_cluster
 
 RECIPE = """[project]
@@ -55,9 +56,12 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
     async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
         home, final = await published(c, tmp_path)
         assert final["verdict"] == "REPRODUCED" and final["project"] == "hello"
-        from p2pci.control.schema import JOB_KEYS
-
         assert set(final) == JOB_KEYS and final["provenance"]["command"]  # docs/protocol.md section 6
+        workers = {w for g in final["groups"] for w in g["workers"]}
+        assert len(workers) == 2 and workers == {c.nodes[1].peer_id, c.nodes[2].peer_id}
+        assert [r["round"] for r in final["rounds"]][:1] == [0] and workers <= {
+            w for r in final["rounds"] for w in r["workers"]}
+        assert (final["reason"], final["ignored_selects"], final["missing"], final["declines"]) == (None, [], [], [])
         job = final["job"]
         r = await run_cli(home, "show", job[:6], "--json")
         assert r.exit_code == 0 and json.loads(r.stdout)["job"] == job
@@ -89,6 +93,7 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         assert r.exit_code == 0, r.output
         offline = json.loads(r.stdout)
         assert offline["verdict"] == "REPRODUCED" and offline["groups"] == final["groups"]
+        assert offline["bundle"]["complete"] is True and offline["bundle"]["missing"] == []
 
         r = await run_cli(home, "diff", job)
         assert r.exit_code == 0 and "nothing to compare" in r.stdout
@@ -145,3 +150,72 @@ async def test_cancel_and_control_errors(tmp_path: Path) -> None:
             assert str(err.value) and not str(err.value).startswith(("internal error", "cannot encode"))
         assert (await acontrol_call(home, "id"))["peer_id"] == node.peer_id
         gate_runner.gate.set()
+
+
+async def test_publish_wait_shows_progress_and_events_give_ndjson(tmp_path: Path) -> None:
+    slow = ScriptedRunner(timeout=True, log_lines=("compiling",))
+    runners = [ScriptedRunner(log_lines=("building here",)), slow, ScriptedRunner(), ScriptedRunner()]
+    async with open_cluster(tmp_path, 4, runners=runners) as c:
+        home = c.nodes[0].paths.home
+        with trio.fail_after(30):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--replicas", "4")
+        assert r.exit_code == 0, r.output
+        err = r.stderr.splitlines()
+        assert err[0].startswith("packing git commit") or err[0].startswith("packing a directory walk")
+        assert any(line.startswith("offering hello") for line in err)
+        assert any(line.startswith("round 0: selected") for line in err)
+        assert any(line.endswith(": revealed") for line in err)
+        # all four are selected: the one that timed out says so, with its log's tail
+        assert any("timed out (timeout: timed out after 5s; log tail: compiling" in line for line in err), err
+        assert any(line.startswith("  12D3KooW") and line.endswith("| building here") for line in err)
+        assert err[-1].startswith("verdict REPRODUCED")
+        assert "\x1b" not in r.stderr  # not a terminal: plain lines
+        # show lists every worker's phase and the deadlines
+        assert "worker   " in r.stdout and "reveal by" in r.stdout and "deadline" in r.stdout
+
+        with trio.fail_after(30):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--events", "--replicas", "2")
+        assert r.exit_code == 0, r.output
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [e["step"] for e in lines[:3]] == ["pack", "offer", "published"]
+        job = lines[2]["text"]
+        assert all(e["event"] in ("step", "job", "log") for e in lines)
+        assert lines[-1]["event"] == "job" and lines[-1]["job"]["verdict"] == "REPRODUCED"
+        assert lines[-1]["job"]["job"] == job
+        r = await run_cli(home, "publish", str(project(tmp_path)), "--events")
+        assert r.exit_code == 2 and "--events needs --wait" in r.stderr
+
+
+async def test_jobs_mine_and_fetch_group_of_a_disputed_job(tmp_path: Path) -> None:
+    runners = [None, ScriptedRunner(), ScriptedRunner(lie=True)]
+    async with open_cluster(tmp_path, 3, runners=runners) as c:
+        home = c.nodes[0].paths.home
+        with trio.fail_after(30):
+            r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--json")
+        assert r.exit_code == 1, r.output
+        final = json.loads(r.stdout)
+        job = final["job"]
+        assert final["verdict"] == "DISPUTED" and len(final["groups"]) == 2
+        r = await run_cli(home, "fetch", job, "--out", str(tmp_path / "none"))
+        assert r.exit_code == 2 and "--group N" in r.stderr
+        fetched = {}
+        for n in (1, 2):
+            r = await run_cli(home, "fetch", job, "--group", str(n), "--out", str(tmp_path / f"g{n}"), "--json")
+            assert r.exit_code == 0, r.output
+            res = json.loads(r.stdout)
+            assert res["digest"] == final["groups"][n - 1]["digest"]
+            fetched[n] = (tmp_path / f"g{n}" / "artifact.txt").read_bytes()
+        assert fetched[1] != fetched[2] and b"something else" in fetched[1] + fetched[2]
+        r = await run_cli(home, "fetch", job, "--group", "3", "--out", str(tmp_path / "g3"))
+        assert r.exit_code == 2 and "has 2 group(s)" in r.stderr
+        r = await run_cli(home, "show", job)
+        assert "group 1  " in r.stdout and "group 2  " in r.stdout
+
+        # jobs --mine: the workers list the job with their part; the observer built nothing
+        r = await run_cli(c.nodes[1].paths.home, "jobs", "--mine")
+        assert r.exit_code == 0 and job[:12] in r.stdout and r.stdout.splitlines()[0].endswith("MY PART")
+        assert r.stdout.splitlines()[1].endswith("  revealed")
+        r = await run_cli(c.nodes[1].paths.home, "jobs", "--mine", "--json")
+        assert [j["job"] for j in json.loads(r.stdout)] == [job]
+        r = await run_cli(home, "jobs", "--mine")
+        assert r.exit_code == 0 and r.stdout.strip() == "this node has built no job yet"

@@ -559,6 +559,82 @@ async def test_fact_already_on_the_board_is_not_forwarded() -> None:
         assert b.net.stats()["duplicate"] >= 1
 
 
+async def test_peer_without_optional_protocols_is_logged_once_and_not_asked_again(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """issue 18: a peer that lacks /p2pci/peers/1, /p2pci/sync/1 and /p2pci/blob/1 (a bare
+    GossipSub host) is logged once per protocol at debug, and not asked again while connected."""
+    import logging
+
+    from p2pci.core.messages import BlobRef
+    from p2pci.net import wire
+
+    caplog.set_level(logging.DEBUG, logger="p2pci.net.libp2p_net")
+    async with line(2) as nodes:
+        first, second = nodes
+        await wait_until(lambda: len(first.net.peers()) == 1, 10)
+        async with raw_peer() as (host, _):
+            bare = str(host.get_id().to_base58())
+            with trio.fail_after(10):
+                await host.connect(_info(first.net.addrs()[0]))
+            # first contact: peer exchange and sync are tried once each and refused
+            await wait_until(lambda: first.net.stats().get("peer_lacks_protocol", 0) >= 2, 10)
+            # (two peer exchanges may race before the first `na`: first contact and the dialer's)
+            # the sync loop (every ~0.5 s) keeps running with `second` only: many rounds later ...
+            syncs = first.net.stats().get("syncs", 0)
+            await wait_until(lambda: first.net.stats().get("syncs", 0) >= syncs + 6, 20)
+            tried = first.net.stats()["peer_lacks_protocol"]  # after the first-contact race settled
+            assert tried <= 3
+            syncs = first.net.stats().get("syncs", 0)
+            await wait_until(lambda: first.net.stats().get("syncs", 0) >= syncs + 6, 20)
+            assert first.net.stats()["peer_lacks_protocol"] == tried  # not asked again
+            # ... a blob request to the bare peer is refused, and the second one without asking
+            ref = BlobRef(hashlib.sha256(b"nothing").digest(), 7)
+            for _ in range(2):
+                with pytest.raises(BlobUnavailable, match="does not serve blobs"):
+                    await first.net.fetch_blob(ref, BlobStore(tmp_path / "blobs"), [bare])
+            stats = first.net.stats()
+            assert stats["peer_lacks_protocol"] == tried + 1, stats
+            assert stats.get("sync_failures", 0) == 0 and stats.get("px_failures", 0) == 0, stats
+            # p2pci's own logs (py-libp2p's are silenced by p2pci.logs.setup_logging in a daemon)
+            lines = [r.getMessage() for r in caplog.records if r.name.startswith("p2pci") and bare in r.getMessage()]
+            for proto in (wire.PROTO_PEERS, wire.PROTO_SYNC, wire.PROTO_BLOB):
+                said = [m for m in lines if proto in m]
+                assert len(said) == 1 and "does not speak" in said[0], lines
+            assert len(lines) == 3, lines  # nothing else about the bare peer, at any level
+        assert second.net.stats().get("peer_lacks_protocol", 0) == 0
+
+
+async def test_rejected_facts_are_counted_by_reason() -> None:
+    """issue 18: `facts` counters (p2pci status --json): received, rejected by reason."""
+    from libp2p.peer.id import ID
+
+    from p2pci.net.common import fact_counters
+
+    async with line(1) as nodes:
+        first = nodes[0]
+        bad_sig = bytearray(first.fact("bad-sig", keep=False))
+        bad_sig[-50] ^= 1  # inside the signature (the tail is signer key + bin32 + v)
+        import msgpack  # noqa: PLC0415
+
+        env = msgpack.unpackb(first.fact("noncanon", keep=False), raw=False)
+        non_canonical = msgpack.packb(dict(reversed(list(env.items()))), use_bin_type=True)
+        from p2pci.core.codec import canonical
+
+        bad_body = canonical({**env, "body": {"job": b"short"}})  # signature is checked after the body
+        async with raw_peer() as (host, ps):
+            with trio.fail_after(10):
+                await host.connect(_info(first.net.addrs()[0]))
+            target = ID.from_base58(first.net.peer_id)
+            await wait_until(lambda: target in ps.peer_topics.get("/p2pci/board/1", set()), 10)
+            for data in (bytes(bad_sig), non_canonical, os.urandom(100_000), bad_body):
+                await ps.publish("/p2pci/board/1", data)
+            await wait_until(lambda: first.net.stats().get("rejected", 0) >= 4, 5)
+        facts = fact_counters(first.net.stats())
+        assert facts["rejected"] == {"signature": 1, "encoding": 1, "oversize": 1, "body": 1}, facts
+        assert facts["received"] == 4 and facts["new"] == 0 and facts["dropped"] == {}, facts
+
+
 def test_forwarding_limit_is_counted_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     """docs/protocol.md §8.1: beyond 500 messages in a sliding second from one peer on the topic,
     messages are not forwarded; each is counted (`dropped.rate_limited`), with no log line per message."""

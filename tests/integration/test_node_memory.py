@@ -81,3 +81,26 @@ async def test_ten_nodes_twenty_jobs_agree(tmp_path: Path) -> None:
             assert not winners & liars  # liars never agree with anyone
     assert list(verdicts.values()).count("REPRODUCED") >= 14, verdicts  # typically 19-20 of 20
     assert peer_id_of(c.nodes[9].me) not in {w for objs in results.values() for g in objs[0]["groups"] for w in g["workers"]}
+
+
+async def test_publisher_vanished_before_selecting_ends_expired_with_the_reason(tmp_path: Path) -> None:
+    """The publisher stops right after publishing: nobody is ever selected, nobody builds, and every
+    node ends the job EXPIRED saying that the publisher never selected (what `show` prints)."""
+    runners = [None, ScriptedRunner(), ScriptedRunner(), ScriptedRunner()]
+    async with open_cluster(tmp_path, 4, runners=runners, timing=with_timing(lease_ms=600, commit_slack_ms=500)) as c:
+        limits = {"timeout_s": 1, "memory_mb": 64, "cpus": 1, "pids": 64, "out_mb": 1}
+        job = await c.publish(c.nodes[0], replicas=2, quorum=2, limits=limits)
+        jid = bytes.fromhex(job)
+        # the offer reached the workers before the publisher goes
+        with trio.fail_after(10):
+            for n in c.nodes[1:]:
+                while n.board.job(jid) is None:
+                    await n.changed.wait()
+        c.kill(0)
+        with trio.fail_after(30):
+            objs = await c.wait_converged(job)
+        shown = [await n.control_op("show", {"job": job}) for n in c.live_nodes()]
+    for o in [*objs, *shown]:
+        assert o["verdict"] == "EXPIRED"
+        assert "never selected" in o["reason"] and "online" in o["reason"], o["reason"]
+    assert all(r.runs == 0 for r in runners[1:] if r is not None)  # nobody was selected, nobody built

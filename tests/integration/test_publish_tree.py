@@ -133,3 +133,40 @@ async def test_publish_stops_on_a_wrong_input_sha256_before_offering(tmp_path: P
             assert c.nodes[0].board.jobs() == []
     finally:
         index.close()
+
+
+async def test_publish_pins_the_inputs_in_the_offer_and_workers_get_them(tmp_path: Path) -> None:
+    """The CLI sends the inputs it packed; the node pins them; every worker's build is handed the
+    tarball of that hash (FakeRunner checks it as the Docker runner does)."""
+    from p2pci.runner.inputs import file_sha256
+    from p2pci.testing.runners import FakeRunner
+    from tests.integration.pypi_fixture import serve_index
+
+    index = serve_index(tmp_path / "index")
+    try:
+        proj = tmp_path / "proj"
+        proj.mkdir()
+        good = index.hashes["data.txt"]
+        (proj / "p2pci.toml").write_text(RECIPE + f'\n[[input]]\nurl = "{index.url}/files/data.txt"\nsha256 = "{good}"\n')
+        (proj / "hello.txt").write_text("hello\n")
+        runners = [FakeRunner(work_dir=tmp_path / "w1"), FakeRunner(work_dir=tmp_path / "w2")]
+        async with open_cluster(tmp_path / "mesh", 3, runners=[None, *runners]) as c:  # type: ignore[list-item]
+            home = c.nodes[0].paths.home
+            env = {"P2PCI_CACHE_DIR": str(tmp_path / "cache")}
+
+            def go() -> object:
+                return CliRunner().invoke(cli, ["--home", str(home), "publish", str(proj), "--wait", "--json"], env=env)
+
+            with trio.fail_after(60):
+                r = await trio.to_thread.run_sync(go)
+            assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+            final = json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[attr-defined]
+            p = final["provenance"]
+            assert final["verdict"] == "REPRODUCED" and p["inputs_sha256"] is not None
+            sha = bytes.fromhex(p["inputs_sha256"])
+            assert file_sha256(c.nodes[0].blobs.path(sha)) == (sha, p["inputs_size"])
+            for w, runner in zip(c.nodes[1:], runners, strict=True):
+                assert [s.inputs_sha256 for s in runner.calls] == [sha]  # pinned in the spec it ran
+                assert w.blobs.size(sha) == p["inputs_size"]  # fetched by hash
+    finally:
+        index.close()

@@ -272,3 +272,34 @@ async def test_status_gives_up_on_a_daemon_that_never_answers(tmp_path: Path, mo
             )
         nursery.cancel_scope.cancel()
     assert result.exit_code == 2 and "did not answer" in result.output
+
+
+async def test_detail_shows_worker_phases_and_the_expired_cause(tmp_path: Path) -> None:
+    """Issue 16: the detail view lists each worker's phase (a decline with its reason, a timeout)
+    and why an EXPIRED job expired."""
+    workers = [
+        {"worker": PEER_A, "phase": "revealed", "selected": True, "reason": None, "detail": None, "log": None},
+        {"worker": PEER_B, "phase": "timed_out", "selected": True, "reason": "timeout",
+         "detail": "timed out after 5s; log tail:\nstill linking", "log": "ab" * 32},
+        {"worker": PEER_C, "phase": "declined", "selected": False, "reason": "policy",
+         "detail": "timeout 7200s exceeds 3600s\x1b[2J", "log": None},
+    ]
+    job = job_obj(J1, "EXPIRED", reason="not enough agreeing votes by the deadline",
+                  cause="2 declined: 1 policy, 1 timeout; 1 timed out", workers=workers)
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path, status_obj([job]))
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: len(row_keys(app)) == 1, "one row")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the detail screen")
+            detail = static_text(app.screen.query_one("#detail", Static))
+            for needle in ("expired:  not enough agreeing votes by the deadline",
+                           "cause:    2 declined: 1 policy, 1 timeout; 1 timed out",
+                           "revealed", "timed out (timeout: timed out after 5s; log tail: still linking)",
+                           "declined (policy: timeout 7200s exceeds 3600s\\x1b[2J)"):
+                assert needle in detail, (needle, detail)
+            assert "\x1b" not in detail
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()

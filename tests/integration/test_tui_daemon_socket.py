@@ -20,8 +20,10 @@ from p2pci.tui import model as m
 
 ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe01"
 JOB = {"job": "ab" * 32, "project": "busybox-smoke", "verdict": "PENDING", "digest": None, "replicas": 3,
-       "quorum": 2, "groups": [], "dissenters": [], "equivocators": [], "ignored": [], "reason": None,
-       "rounds": [], "ignored_selects": [], "missing": [], "declines": [], "provenance": None}
+       "quorum": 2, "groups": [], "dissenters": [], "equivocators": [], "ignored": [],
+       "reason": None, "rounds": [], "ignored_selects": [], "missing": [], "declines": [], "cause": None,
+       "workers": [], "created": None, "deadlines": None,
+       "provenance": None}
 
 
 class Handler:
@@ -31,7 +33,7 @@ class Handler:
 
     def node(self) -> dict[str, Any]:
         return {"peer_id": ME, "addrs": ["/ip4/127.0.0.1/tcp/1"], "slots": 2, "busy": 0, "uptime_s": 5,
-                "building": []}
+                "building": [], "accepting": "open", "paused_why": ""}
 
     async def control_op(self, op: str, args: dict[str, Any]) -> Any:
         if op == "status":

@@ -47,8 +47,7 @@ def job_obj(
     created: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A job object with exactly the keys the daemon sends (p2pci.control.schema.JobObj);
-    `created` (which the daemon does not send) only when a test asks for it."""
+    """A job object with exactly the keys the daemon sends (p2pci.control.schema.JobObj)."""
     obj: dict[str, Any] = {
         "job": job,
         "project": project,
@@ -65,10 +64,12 @@ def job_obj(
         "ignored_selects": [],
         "missing": [],
         "declines": [],
+        "cause": None,
+        "workers": [],
+        "created": created,
+        "deadlines": None,
         "provenance": PROVENANCE,
     }
-    if created is not None:
-        obj["created"] = created
     obj.update(extra)
     return obj
 
@@ -82,11 +83,14 @@ def status_obj(jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
             "busy": 1,
             "uptime_s": 3725,
             "building": [],
+            "accepting": "open",
+            "paused_why": "",
         },
         "peers": [
             {"peer_id": PEER_A, "addrs": ["/ip4/127.0.0.1/tcp/4002"], "connected_since": 1_699_999_990_000, "via": "relayed"},
         ],
         "jobs": jobs or [],
+        "facts": {"received": 12, "new": 8, "duplicate": 2, "rejected": {"signature": 1, "body": 1}, "dropped": {}},
     }
 
 

@@ -82,7 +82,7 @@ def test_snapshot_text_lists_jobs_newest_first_in_aligned_columns() -> None:
 def test_jobs_without_created_keep_the_daemon_order() -> None:
     model = m.StatusModel()
     jobs = [job_obj(h * 32, "PENDING") for h in ("cc", "aa", "bb")]  # as the daemon sends them: newest first
-    assert all("created" not in j for j in jobs)
+    assert all(j["created"] is None for j in jobs)
     model.apply_status(status_obj(jobs), 0)
     assert [j.job[:2] for j in model.visible_jobs()] == ["cc", "aa", "bb"]
     model.apply_event({"event": "job", "job": {**jobs[1], "job": "dd" * 32}}, 5)
@@ -106,3 +106,27 @@ def test_detail_states_what_the_job_builds_escaped() -> None:
     text = "\n".join(m.detail_lines(m.StatusModel(), hostile))
     assert "\x1b" not in text and "gotcha" in text
     assert m.parse_job(job_obj("ab" * 32, provenance=None)).provenance == ()
+
+
+def test_status_facts_counters_line_is_bounded_and_safe() -> None:
+    """issue 18: `status --once` shows the daemon's fact counters in one line; hostile input
+    (escape codes as reasons, bools, negative or huge counts, wrong types) never reaches the terminal."""
+    from p2pci.tui import model as m
+
+    from .test_tui_helpers import status_obj
+
+    model = m.StatusModel(connected=True)
+    assert model.apply_status(status_obj([]), 0)
+    text = m.snapshot_text(model, 0)
+    assert "facts from peers: received 12  new 8  duplicate 2  rejected 2 (body 1, signature 1)  dropped 0\n" in text
+    hostile = {"received": True, "new": -5, "duplicate": 1 << 70,
+               "rejected": {"\x1b[2Jwipe": 3, "body": "7", "signature": 2, **{f"r{i}": 1 for i in range(100)}},
+               "dropped": ["backlog"]}  # fmt: skip
+    line = m.facts_line(hostile)
+    assert "\x1b" not in line and "wipe" not in line
+    assert line.startswith("received 0  new 0  duplicate 0  rejected ") and line.endswith("dropped 0")
+    assert len(line) < 1000
+    assert m.facts_line(None) == "" and m.facts_line("x") == ""
+    model2 = m.StatusModel(connected=True)
+    assert model2.apply_status({k: v for k, v in status_obj([]).items() if k != "facts"}, 0)
+    assert "facts from peers" not in m.snapshot_text(model2, 0)  # an older daemon: no line

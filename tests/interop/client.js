@@ -104,7 +104,8 @@ async function session (peers, { signPolicy, serve }) {
       }
       const want = [...theirs].filter(h => !store.has(h)).map(unhex)
       f.send({ facts, want, more })
-      if (want.length) for (const b of (await f.recv()).get('facts') || []) accept(b, 'sync')
+      // §8.3: the client always sends the third frame, {facts: []} when want is empty
+      for (const b of (await f.recv()).get('facts') || []) accept(b, 'sync')
     } catch (e) { log('sync server:', e.message) } finally { await f.close() }
   })
   await node.handle(PEERS, async ({ stream }) => {

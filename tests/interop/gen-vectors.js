@@ -117,7 +117,9 @@ badOffer('offer_project_empty', { project: '' }, '§4.1 project 1–200 chars')
 goodOffer('offer_project_200_nonascii', { project: 'é'.repeat(200) }, '§4.1 project 1–200 chars (chars = code points: 400 UTF-8 bytes)')
 goodOffer('offer_workers_unsorted', { workers: [pub('w1'), pub('w2')].sort(Buffer.compare).reverse() }, '§4.1 the allowlist need not be sorted (only distinct)')
 goodOffer('offer_require_unsorted', { require: { keys: [pub('w1'), pub('w2')].sort(Buffer.compare).reverse(), min: 2 } }, '§4.1 require.keys need not be sorted (only distinct)')
-goodOffer('offer_require_outside_allowlist', { workers: [pub('w1')], require: { keys: [pub('w2')], min: 1 } }, '§4.1 require keys need not be in the allowlist')
+badOffer('offer_require_outside_allowlist', { workers: [pub('w1')], require: { keys: [pub('w2')], min: 1 } }, '§4.1 with an allowlist, every require key must be in it (else the job could never finish)')
+badOffer('offer_require_partly_outside_allowlist', { workers: [pub('w1'), pub('w2')], require: { keys: [pub('w2'), pub('w3')], min: 1 } }, '§4.1 every require key, not only min of them, must be in the allowlist')
+goodOffer('offer_require_inside_allowlist', { workers: [pub('w1'), pub('w2')], require: { keys: [pub('w2')], min: 1 } }, '§4.1 require keys in the allowlist')
 goodOffer('offer_source_size_0', { source: ref('empty', 0) }, '§4.1 a BlobRef size may be 0')
 goodOffer('offer_empty_strings', { env: { A: '' }, command: [''] }, '§4.1 env values and command items may be empty')
 goodOffer('offer_project_200_astral', { project: '\u{1f600}'.repeat(200) }, '§4.1 chars are code points: 200 emoji (400 UTF-16 units, 800 bytes) are 200 chars')
@@ -328,7 +330,7 @@ scenario('copies_unwitnessed', {
   rule: '§6 3 two same-digest votes that do not list each other are both removed (exempt only when no other candidate has the digest)'
 })
 scenario('expired_with_round', { offer: { deadline: T0 + 4000 }, results: { w1: same }, rule: '§6 EXPIRED after the deadline with a valid round' })
-scenario('expired_no_round', { offer: { deadline: T0 + 4000 }, round0: false, results: {}, rule: '§6 EXPIRED, never selected: the reason text after "(" is not given by the document; compare up to " ("' })
+scenario('expired_no_round', { offer: { deadline: T0 + 4000 }, round0: false, results: {}, rule: '§6 EXPIRED, never selected: the exact reason string' })
 scenario('foreign_select', {
   results: { w1: same, w2: same, w3: same },
   extra: ({ job, seed, claimIds }) => [seal('select', { job, round: 0, seed, created: T0 + 1500, claims: claimIds, workers: [pub('w3')] }, seedOf('w1'))],
@@ -370,9 +372,9 @@ scenario('select_twice', {
 })
 
 // selection rounds with exactly one problem each (§5); no reveals, so only rounds/ignored_selects matter
-function selectCase (name, selFn, rule) {
+function selectCase (name, selFn, rule, offer = {}) {
   scenario(name, {
-    replicas: 2, round0: false, results: {}, rule,
+    replicas: 2, round0: false, results: {}, rule, offer,
     extra: ({ job, seed, claimIds }) => {
       const order = ['w1', 'w2', 'w3'].map(pub).sort((x, y) => Buffer.compare(sha256(seed, job, x), sha256(seed, job, y)))
       return selFn({ job, seed, ids: claimIds, order, srt: a => [...a].sort(Buffer.compare) }).map(b => seal('select', b, pubSeed))
@@ -391,6 +393,51 @@ selectCase('select_round1_drops_prev_claims', ({ job, seed, ids, order, srt }) =
 selectCase('select_round1_replaces', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 2, claims: ids, workers: srt([order[1], order[2]]) }], '§5 round 1 drops the first-ranked key and takes the next one')
 selectCase('select_round1_reselects_dropped', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 2, claims: ids, workers: srt([order[1], order[2]]) }, { job, round: 2, seed, created: T0 + 3, claims: ids, workers: srt([order[0], order[2]]) }], '§5 a dropped key is never selected again')
 selectCase('select_round1_created_earlier', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 5, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 4, claims: ids, workers: srt([order[1], order[2]]) }], "§5 created before the previous round's")
+
+// several faults at once: the first check in the order of §5 names the reason
+const farClaim = sha256(te.encode('not held'))
+selectCase('select_faults_seed_first', ({ job, ids, order, srt }) => [{ job, round: 0, seed: new Uint8Array(32), created: DEADLINE, claims: srt([...ids, farClaim]), workers: srt([order[0], pub('stranger')]) }], '§5 check order: a bad seed, a created at the deadline, an unknown claim and a stranger: the seed is reported')
+selectCase('select_faults_created_before_claims', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: DEADLINE, claims: srt([...ids, farClaim]), workers: srt([order[0], pub('stranger')]) }], '§5 check order: created at the deadline, an unknown claim and a stranger: created is reported')
+selectCase('select_faults_claim_before_stranger', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: srt([...ids, farClaim]), workers: srt([order[0], pub('stranger')]) }], '§5 check order: an unknown claim and a stranger: the unknown claim is reported')
+selectCase('select_faults_prev_claims_before_stranger', ({ job, seed, ids, order, srt }) => [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt(order.slice(0, 2)) }, { job, round: 1, seed, created: T0 + 2, claims: [], workers: [pub('stranger')] }], '§5 check order: round 1 drops round 0\'s claims and selects a stranger: the dropped claims are reported')
+selectCase('select_faults_require_before_rank', ({ job, seed, ids, order, srt }) => {
+  const others = order.filter(k => Buffer.compare(k, pub('w3')) !== 0)
+  return [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt([others[1]]) }]
+}, '§5 check order: leaves out the eligible require key and is not the lowest-ranked: the require key is reported', { require: { keys: [pub('w3')], min: 1 } })
+selectCase('select_faults_stranger_before_require', ({ job, seed, ids, order, srt }) => {
+  const others = order.filter(k => Buffer.compare(k, pub('w3')) !== 0)
+  return [{ job, round: 0, seed, created: T0 + 1, claims: ids, workers: srt([...others, pub('stranger')]) }]
+}, '§5 check order: selects a stranger and leaves out the require key: the stranger is reported', { require: { keys: [pub('w3')], min: 1 } })
+
+// §5: a key with several listed claims is eligible when any one of them shows enough identity work.
+// w1's weak claim has the lower fact id, w2's weak claim the higher one: both keys must be eligible.
+{
+  const name = 'several_claims_any_identity'
+  const seed = seedFor(name)
+  const ob = offerBody({ project: name, replicas: 3, quorum: 2, identity_bits: 4, select_commit: sha256(seed) })
+  const off = seal('offer', ob, pubSeed); const job = sha256(off)
+  const strong = w => seal('claim', { job, lease_until: T0 + 30000, identity: mintIdentity(pub(w), 4) }, seedOf(w))
+  const weakWith = (w, lower) => {
+    const s = strong(w)
+    for (let i = 0; ; i++) {
+      const c = seal('claim', { job, lease_until: T0 + 20000 + i, identity: new Uint8Array() }, seedOf(w))
+      if ((Buffer.compare(sha256(c), sha256(s)) < 0) === lower) return [s, c]
+    }
+  }
+  const claims = [...weakWith('w1', true), ...weakWith('w2', false), strong('w3')]
+  const ids = claims.map(c => sha256(c)).sort(Buffer.compare)
+  const sel = seal('select', { job, round: 0, seed, created: T0 + 1000, claims: ids, workers: ['w1', 'w2', 'w3'].map(pub).sort(Buffer.compare) }, pubSeed)
+  const facts = [off, ...claims, sel]
+  const dir = `jobs/${String(++scen).padStart(2, '0')}_${name}`
+  mkdirSync(join(out, dir), { recursive: true })
+  const files = facts.map((f, i) => { const p = `${dir}/${String(i).padStart(2, '0')}.bin`; writeFileSync(join(out, p), f); return p })
+  const opened = facts.map(openEnvelope)
+  const verdict = tally(job, opened, T0 + 5000)
+  if (verdict.rounds.length !== 1 || verdict.ignored_selects.length !== 0) throw new Error('scenario ' + name)
+  const bundleFacts = [off, ...facts.slice(1).map(f => [f, openEnvelope(f)]).sort((x, y) => (x[1].kind < y[1].kind ? -1 : x[1].kind > y[1].kind ? 1 : Buffer.compare(x[1].id, y[1].id))).map(x => x[0])]
+  writeFileSync(join(out, `${dir}.bundle`), canonical({ v: 2, job, facts: bundleFacts }))
+  index.jobs.push({ name, rule: '§5 a key with several listed claims is eligible when any one of them carries enough identity work (w1: weak claim first by fact id, w2: weak claim last)', job: hex(job), now: T0 + 5000, facts: files, bundle: `${dir}.bundle`, expect: verdict })
+}
 
 writeFileSync(join(out, 'index.json'), JSON.stringify(index, null, 1) + '\n')
 console.log(`${index.envelopes.length} envelopes, ${index.codec.length} codec values, ${index.jobs.length} jobs written to ${out}`)

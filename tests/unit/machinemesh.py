@@ -97,7 +97,7 @@ class MachineMesh:
                 done = BuildDone(0, manifest_for(content), BlobRef(h(b"log %d" % i), 1))
                 self._push(self.now + self.build_ms(i, self.builds), i, "built", (e.job, done))
             elif isinstance(e, StopBuild):
-                self._push(self.now, i, "built", (e.job, BuildFailed("cancelled")))
+                self._push(self.now, i, "built", (e.job, BuildFailed("cancelled", code="")))
 
     def step(self) -> bool:
         """Advance to the next event or wake-up; False when nothing is left to do."""
@@ -127,9 +127,14 @@ class MachineMesh:
                 continue
             m = self.machines[i]
             w = m.next_wakeup()
+            spins = 0
             while w is not None and w <= self.now:
                 self._perform(i, m.tick(self.now))
                 w = m.next_wakeup()
+                spins += 1
+                # a machine that keeps asking for a tick at `now` without anything changing is a
+                # hot loop: a daemon's clock loop would spin on it and starve its network tasks
+                assert spins < 100, f"node {i}: next_wakeup() stays <= now ({self.now}) after {spins} ticks"
         return True
 
     def run_until(self, done: Callable[[], bool], horizon: int) -> None:

@@ -60,6 +60,10 @@ def offers(draw: st.DrawFn) -> Offer:
     replicas = draw(st.integers(1, 64))
     created = draw(st.integers(0, 2**40))
     env = draw(st.dictionaries(env_names, text, max_size=4))
+    workers = draw(st.just("open") | keys)
+    require = draw(st.none() | requires)
+    if require is not None and workers != "open":  # an allowlist must hold every require key
+        workers = tuple(sorted(set(workers) | set(require.keys)))
     return Offer(
         project=draw(st.text(min_size=1, max_size=30)),
         source=draw(blob_refs),
@@ -70,8 +74,8 @@ def offers(draw: st.DrawFn) -> Offer:
         limits=draw(limits),
         replicas=replicas,
         quorum=draw(st.integers(1, replicas)),
-        workers=draw(st.just("open") | keys),
-        require=draw(st.none() | requires),
+        workers=workers,
+        require=require,
         created=created,
         deadline=created + draw(st.integers(1, 2**40)),
         select_commit=draw(h32),

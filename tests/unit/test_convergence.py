@@ -28,7 +28,8 @@ def jobs(draw: st.DrawFn) -> tuple[JobSim, list[NodeKey]]:
     quorum = draw(st.integers(1, replicas))
     workers = POOL[:m]
     allow = draw(st.none() | st.sets(st.sampled_from(workers), min_size=1))
-    req = draw(st.none() | st.sets(st.sampled_from(workers), min_size=1))
+    eligible = workers if allow is None else [w for w in workers if w in allow]  # require keys ⊆ allowlist
+    req = draw(st.none() | st.sets(st.sampled_from(eligible), min_size=1))
     sim = JobSim(
         make_offer(
             key("publisher"),

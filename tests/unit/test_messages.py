@@ -97,3 +97,29 @@ def test_missing_and_extra_fields() -> None:
 )
 def test_reveal_field_errors_name_the_field(field: str, value: Any, match: str) -> None:
     bad("reveal", {**REVEAL, field: value}, match)
+
+
+def test_require_keys_outside_the_allowlist_are_refused() -> None:
+    """issue 18: with an allowlist, every require key must be in it (such a job could never finish):
+    refused on the wire (ProtocolError), and by the publisher before signing (LocalError)."""
+    from p2pci.core.errors import LocalError
+    from p2pci.core.messages import BlobRef, Require
+    from p2pci.core.offer import PublishRequest, check
+    from p2pci.core.signing import seal
+
+    pub, a, b = key("pub"), key("a"), key("b")
+    inside = make_offer(pub, replicas=2, quorum=1, workers=(a.public, b.public), require=Require((b.public,), 1))
+    message_from_obj("offer", decode(canonical(inside.to_obj())))  # accepted
+    outside = inside.to_obj() | {"workers": [a.public], "require": {"keys": [b.public], "min": 1}}
+    with pytest.raises(ProtocolError, match="not in the allowlist"):
+        message_from_obj("offer", decode(canonical(outside)))
+    open_mode = inside.to_obj() | {"workers": "open", "require": {"keys": [b.public], "min": 1}}
+    message_from_obj("offer", decode(canonical(open_mode)))  # open mode: any require key
+    import dataclasses
+
+    with pytest.raises(LocalError, match="not in the allowlist"):
+        seal(pub, dataclasses.replace(inside, workers=(a.public,)))
+    req = PublishRequest("p", BlobRef(bytes(32), 1), "busybox", ("true",), replicas=2, quorum=1,
+                         workers=(a.public,), require=Require((b.public,), 1))  # fmt: skip
+    with pytest.raises(LocalError, match="is not in the workers list"):
+        check(req)

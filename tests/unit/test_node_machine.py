@@ -131,15 +131,18 @@ def test_settle_zero_builds_on_the_next_tick() -> None:
     assert of(effs, RunBuild)
 
 
-def test_claim_publishes_and_prefetches_small_sources_only() -> None:
+def test_claim_publishes_and_prefetches_with_the_limits() -> None:
     m, sim = machine(), job(replicas=1, quorum=1, workers=(ME.public,))
     effs = claim_and_settle(m, sim)
-    assert of(effs, Prefetch) == [Prefetch(sim.offer.source, sim.publisher.public)]
+    assert of(effs, Prefetch) == [Prefetch(sim.offer.source, sim.publisher.public, sim.offer.limits)]
+    # a big source is still announced (the driver warms the runner; it fetches only <= PREFETCH_MAX)
     big = JobSim(replace(sim.offer, source=BlobRef(h(b"big"), 64 << 20)))  # > PREFETCH_MAX, < max_source_mb
     m2 = machine()
     m2.receive_facts([big.offer_fact], T0)
     tick_until_quiet(m2, T0)
-    assert published_kinds(effs2 := tick_until_quiet(m2, T0 + WINDOW)) == ["claim"] and not of(effs2, Prefetch)
+    effs2 = tick_until_quiet(m2, T0 + WINDOW)
+    assert published_kinds(effs2) == ["claim"]
+    assert of(effs2, Prefetch) == [Prefetch(big.offer.source, big.publisher.public, big.offer.limits)]
 
 
 def test_persist_comes_before_commit_and_outputs_before_reveal() -> None:
@@ -166,8 +169,10 @@ def test_no_claim_once_others_revealed_with_a_witness() -> None:
     a, b, c = key("a"), key("b"), key("c")
     sim = job(replicas=3, quorum=3)  # two votes: still pending
     ba, bb = sim.built(a), sim.built(b)
-    for k, bt in ((a, ba), (b, bb)):
+    for k in (a, b):
         sim.claim(k, lease_until=T0 + 1)
+    sim.select()  # a and b are selected: their reveals are votes (unselected ones would not stop c)
+    for k, bt in ((a, ba), (b, bb)):
         sim.commit(k, bt)
     sim.reveal(a, ba)  # b's commit is in a's seen list: witnessed, and vice versa below
     sim.reveal(b, bb)
@@ -547,3 +552,105 @@ def test_the_publisher_machine_persists_its_seed_before_the_offer_and_selects() 
     m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], offer.created + offer.claim_window + 1)
     v = m.verdict(sim.job, offer.created + offer.claim_window + 1)
     assert len(v.selection.rounds) == 1 and len(v.selection.current) == 2
+
+
+@pytest.mark.parametrize("grace", [150, None])
+def test_the_publisher_closes_the_window_a_grace_after_replicas_claims(grace: int | None) -> None:
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    m = NodeMachine(replace(m.cfg, select_grace_ms=grace))
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    assert offer.claim_window >= 1000
+    fact, _ = m.publish_offer(offer, seed, T0)
+    m.receive_facts([fact], T0)
+    sim = JobSim(offer, publisher=pub, seed=seed)
+    m.receive_facts([sim.claim(key("a"))], T0 + 10)
+    assert published_kinds(m.tick(T0 + 10)) == [] and m.next_wakeup() == offer.created + 2 * offer.claim_window
+    m.receive_facts([sim.claim(key("b"))], T0 + 20)  # replicas claims are in: the grace starts
+    assert published_kinds(m.tick(T0 + 20)) == []
+    close = T0 + 20 + grace if grace is not None else offer.created + offer.claim_window
+    assert m.next_wakeup() == close
+    m.receive_facts([sim.claim(key("c"))], T0 + 30)  # a late claim in the grace: no new grace, it competes
+    assert published_kinds(m.tick(T0 + 30)) == [] and m.next_wakeup() == close
+    assert published_kinds(m.tick(close - 1)) == []
+    effs = m.tick(close)
+    selects = [e.fact for e in effs if isinstance(e, Publish)]
+    assert published_kinds(effs) == ["select"] and len(selects[0].body.claims) == 3  # type: ignore[attr-defined]
+    assert m._enough_at == ({sim.job: T0 + 20} if grace is not None else {})
+    m.receive_facts(selects, close)
+    m.tick(close + 1)
+    assert not m._enough_at  # round 0 is out: nothing kept per job for the grace
+
+
+def test_a_daemon_worker_claims_at_once_and_builds_on_the_tick_of_the_select() -> None:
+    """The daemon's settings (claim_delay_ms 0, settle_ms 0): the claim goes out on first sight,
+    with the Prefetch (source, limits), and the build starts on the tick that holds the select."""
+    base = machine()
+    m = NodeMachine(replace(base.cfg, worker=replace(base.cfg.worker, claim_delay_ms=0, settle_ms=0)))
+    sim = job(replicas=2, quorum=2)
+    m.receive_facts([sim.offer_fact], T0)
+    effs = m.tick(T0)
+    assert published_kinds(effs) == ["claim"] and of(effs, Prefetch) and not of(effs, RunBuild)
+    m.receive_facts([e.fact for e in effs if isinstance(e, Publish)], T0)
+    assert not of(m.tick(T0 + 1), RunBuild)  # not selected yet: no build
+    sim.claim(key("other"))
+    pub = key("publisher")
+    m.receive_facts([sim.facts[-1]], T0 + 5)
+    view = m.board.job(sim.job)
+    assert view is not None
+    body = next_select(view, SEED, T0 + 5, close=True)
+    assert body is not None and ME.public in body.workers
+    m.receive_facts([seal(pub, body)], T0 + 5)
+    assert [type(e) for e in of(m.tick(T0 + 5), RunBuild)] == [RunBuild] and m.building == {sim.job: T0 + 5}
+
+
+def test_a_publisher_with_no_claim_after_the_grace_does_not_ask_for_a_tick_at_once() -> None:
+    """Every worker busy elsewhere: round 0 is due but nobody claimed. The machine must wait for a
+    claim, not ask to be ticked again at `now` (a daemon's clock loop spun on that without yielding,
+    starving every other task, so no claim could ever arrive and every job of the process EXPIRED)."""
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    fact, effs = m.publish_offer(offer, seed, T0)
+    m.receive_facts([fact], T0)
+    m.tick(T0)
+    grace = offer.created + 2 * offer.claim_window
+    assert m.next_wakeup() == grace  # fewer than `replicas` claims: the window plus one of grace
+    for now in (grace, grace + 5):
+        assert published_kinds(m.tick(now)) == []
+        w = m.next_wakeup()
+        assert w is None or w > now, (now, w)
+    # a claim arriving late still gets round 0 at once
+    sim = JobSim(offer, publisher=pub, seed=seed)
+    m.receive_facts([sim.claim(key("late"))], grace + 10)
+    assert published_kinds(m.tick(grace + 10)) == ["select"]
+
+
+def test_busy_workers_and_many_jobs_stay_live() -> None:
+    """Ten nodes (2 publishers, 8 one-slot workers with slow builds), twenty jobs published 100 ms
+    apart: most publishers pass their grace with no claim (every worker busy), and must then
+    select as soon as a worker is free, not spin. Every job ends decided before its deadline."""
+    mesh = MachineMesh(
+        10,
+        T0,
+        builders=frozenset(range(2, 10)),
+        slots=1,
+        lease_ms=2_000,
+        claim_window_ms=100,
+        build_ms=lambda node, n: 1_500,
+    )
+    jobs = []
+    for i in range(20):
+        mesh.run_until(lambda: False, T0 + i * 100)
+        mesh.now = T0 + i * 100
+        offer = replace(
+            make_offer(mesh.keys[i % 2], replicas=3, quorum=2, created=mesh.now, deadline=mesh.now + 60_000, project=f"p{i}"),
+            claim_window=200,
+        )
+        jobs.append((mesh.publish(i % 2, offer), offer.deadline))
+    mesh.run_until(lambda: all(mesh.all_final(j) for j, _ in jobs), T0 + 120_000)
+    states = [mesh.verdicts(j)[0] for j, _ in jobs]
+    assert all(v is not None and v.state == "REPRODUCED" for v in states), [v and v.state for v in states]
+    assert mesh.now < min(d for _, d in jobs)  # all decided before the first deadline

@@ -21,8 +21,9 @@ SEED = bytes(range(32))
 JOB = hashlib.sha256(b"job").digest()
 
 
-def by_hand(kind: str, body: dict[str, object], *, domain: bytes = b"p2pci/v1/", v: object = 1) -> bytes:
+def by_hand(kind: str, body: dict[str, object], *, domain: bytes = b"p2pci/v2/", v: object = 2) -> bytes:
     sk = nacl.signing.SigningKey(SEED)
+    body = dict(sorted(body.items(), key=lambda kv: kv[0].encode()))  # canonical: keys in UTF-8 byte order
     body_bytes = msgpack.packb(body, use_bin_type=True)
     sig = sk.sign(domain + kind.encode() + b"\x00" + body_bytes).signature
     env = {"body": body, "kind": kind, "sig": sig, "signer": bytes(sk.verify_key), "v": v}
@@ -30,7 +31,8 @@ def by_hand(kind: str, body: dict[str, object], *, domain: bytes = b"p2pci/v1/",
 
 
 def test_an_envelope_built_from_the_spec_is_the_one_seal_makes_and_opens() -> None:
-    claim = Claim(JOB, 123_456)
+    # version 2 (docs/protocol.md section 3): `v` is the int 2, the signing domain is "p2pci/v2/"
+    claim = Claim(JOB, 123_456, b"\x00\x01nonce")
     raw = by_hand("claim", claim.to_obj())
     sealed = seal(NodeKey(SEED), claim)
     assert sealed.raw == raw and sealed.id == hashlib.sha256(raw).digest()
@@ -38,9 +40,20 @@ def test_an_envelope_built_from_the_spec_is_the_one_seal_makes_and_opens() -> No
     assert fact.kind == "claim" and fact.body == claim and fact.signer == NodeKey(SEED).public
 
 
-@pytest.mark.parametrize(("domain", "v"), [(b"p2pci/v2/", 1), (b"", 1), (b"p2pci/v1/", 2), (b"p2pci/v1/", 0)])
-def test_another_signing_domain_or_version_is_refused(domain: bytes, v: int) -> None:
-    with pytest.raises(ProtocolError):
+@pytest.mark.parametrize(
+    ("domain", "v", "message"),
+    [
+        (b"p2pci/v2/", 1, "^envelope: protocol version 1 is no longer accepted"),
+        (b"p2pci/v1/", 1, "^envelope: protocol version 1 is no longer accepted"),
+        (b"p2pci/v2/", 3, None),
+        (b"p2pci/v2/", 0, None),
+        (b"", 2, None),
+        (b"p2pci/v1/", 2, None),
+        (b"p2pci/v3/", 2, None),
+    ],
+)
+def test_another_signing_domain_or_version_is_refused(domain: bytes, v: int, message: str | None) -> None:
+    with pytest.raises(ProtocolError, match=message):
         open_envelope(by_hand("claim", Claim(JOB, 1).to_obj(), domain=domain, v=v))
 
 

@@ -295,9 +295,21 @@ def test_verdict_json_shape() -> None:
         "ignored_selects",
         "missing",
         "declines",
+        "cause",
+        "workers",
+        "created",
+        "deadlines",
         "provenance",
     }
     assert j["reason"] is None and j["missing"] == [] and j["declines"] == []
+    assert [w["phase"] for w in j["workers"]] == ["revealed"] * 3
+    offer = sim.offer_fact.body
+    assert j["created"] == offer.created
+    assert j["deadlines"] == {
+        "claim_window_end": offer.created + offer.claim_window,
+        "reveal": min(offer.created + offer.limits.timeout_s * 1000 + 30_000, offer.deadline),
+        "offer": offer.deadline,
+    }
     from p2pci.control.schema import JOB_KEYS, PROVENANCE_KEYS
 
     assert set(j) == JOB_KEYS and set(j["provenance"]) == PROVENANCE_KEYS

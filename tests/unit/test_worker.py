@@ -9,7 +9,7 @@ import pytest
 from p2pci.core.board import Board
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import BlobRef, Claim, Commit
-from p2pci.core.selection import next_select
+from p2pci.core.selection import next_select, selection
 from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import tally
 from p2pci.core.worker import (
@@ -21,6 +21,7 @@ from p2pci.core.worker import (
     GiveUp,
     PublishClaim,
     PublishCommit,
+    PublishDecline,
     PublishReveal,
     StartBuild,
     Tick,
@@ -244,8 +245,18 @@ def test_build_failed_gives_up() -> None:
     d = ds[0]
     for t in (T0, T0 + WINDOW, T0 + WINDOW):
         d.step(t)
-    acts = d.step(T0 + WINDOW, BuildFailed("timeout"))
-    assert acts == [GiveUp("build failed: timeout")] and d.wj.phase == "GAVE_UP"
+    acts = d.step(T0 + WINDOW, BuildFailed("timed out after 5s", code="timeout", detail="tail"))
+    assert acts == [GiveUp("build failed: timed out after 5s"), PublishDecline("timeout", "tail")]
+    assert d.wj.phase == "GAVE_UP"
+
+
+def test_cancelled_build_publishes_no_decline() -> None:
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    for t in (T0, T0 + WINDOW, T0 + WINDOW):
+        d.step(t)
+    acts = d.step(T0 + WINDOW, BuildFailed("cancelled", code=""))
+    assert acts == [GiveUp("build failed: cancelled")]
 
 
 def test_final_verdict_before_building_gives_up_but_a_running_build_continues() -> None:
@@ -263,9 +274,19 @@ def test_final_verdict_before_building_gives_up_but_a_running_build_continues() 
     for t in (T0, T0 + WINDOW, T0 + WINDOW):
         busy.step(t)
     assert busy.wj.phase == "BUILDING" and busy.building
-    sim2.honest_round([(key("x"), b"good", 0), (key("y"), b"good", 0)])
-    for f in sim2.facts[1:]:
-        board2.add(f.raw, T0 + WINDOW)
+    # x and y claim late; the publisher's round 1 fills the two free places with them (busy keeps
+    # its place); they build, commit and reveal the same result: REPRODUCED without busy
+    x, y = key("x"), key("y")
+    for k in (x, y):
+        board2.add(sim2.claim(k, lease_until=T0 + WINDOW + LEASE).raw, T0 + WINDOW)
+    assert publisher_step(board2, sim2.job, T0 + WINDOW)
+    view = board2.job(sim2.job)
+    assert view is not None and selection(view).current == tuple(sorted((busy.k.public, x.public, y.public)))
+    built = [(k, sim2.built(k)) for k in (x, y)]
+    for k, b in built:
+        board2.add(sim2.commit(k, b).raw, T0 + WINDOW)
+    for k, b in built:
+        board2.add(sim2.reveal(k, b).raw, T0 + WINDOW)
     view = board2.job(sim2.job)
     assert view is not None and tally(view, T0 + WINDOW).state == "REPRODUCED"
     acts = busy.step(T0 + WINDOW + 1)
@@ -348,3 +369,88 @@ def test_missing_salt_secret_is_a_local_error() -> None:
         d.step(t)
     with pytest.raises(LocalError, match="salt_secret"):
         d.finish_build(T0 + WINDOW)
+
+
+def test_a_claimed_worker_with_no_free_slot_lets_its_lease_lapse() -> None:
+    """Selected here but busy with other builds: it must not hold the place until the lease cap.
+    It does not renew, so the publisher replaces it when the lease ends; with a slot free again
+    (before that) it builds and renews as usual."""
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    d.step(T0)
+    d.step(T0 + WINDOW)  # claims (a slot was free then); the publisher selects it
+    d.step(T0 + WINDOW, Tick(free_slot=False))  # meanwhile another job took the slot
+    assert d.wj.phase == "CLAIMED" and not d.building  # selected, no slot
+    claims = [a for a in d.log if isinstance(a, PublishClaim)]
+    assert len(claims) == 1
+    half = claims[0].lease_until - LEASE // 2
+    assert d.step(half, Tick(free_slot=False)) == []  # no renewal while every slot is busy
+    acts = d.step(half + 1, Tick(free_slot=True))  # a slot freed: renew and build
+    assert PublishClaim(half + 1 + LEASE) in acts and StartBuild() in acts
+
+
+def sybil_pair(sim: JobSim, board: Board, now: int, content: bytes = b"evil") -> list[NodeKey]:
+    """Two keys that never claimed commit and reveal, each reveal listing the other's commit."""
+    pair = [key("sybil-a"), key("sybil-b")]
+    built = [sim.built(k, content) for k in pair]
+    commits = [sim.commit(k, b) for k, b in zip(pair, built, strict=True)]
+    seen = tuple(sorted(c.id for c in commits))
+    for f in [*commits, *(sim.reveal(k, b, seen) for k, b in zip(pair, built, strict=True))]:
+        board.add(f.raw, now)
+    return pair
+
+
+def test_unselected_reveals_do_not_make_workers_stand_down() -> None:
+    """issue 13: a Sybil pair revealing to each other during the claim window used to make every
+    honest worker wait forever (`_revealed_by_others`), leaving the job with no build at all."""
+    sim, board, ds = setup(3)
+    for d in ds:
+        d.step(T0)
+    sybils = sybil_pair(sim, board, T0 + 1)
+    now = T0 + WINDOW
+    run_until_quiet(ds, now)
+    assert all(d.wj.phase == "BUILDING" for d in ds), [d.wj.phase for d in ds]
+    for d in ds:
+        d.finish_build(now + 100)
+    run_until_quiet(ds, now + 100)
+    view = board.job(sim.job)
+    assert view is not None
+    v = tally(view, now + 100)
+    assert v.state == "REPRODUCED" and len(v.groups[0].workers) == 3
+    assert {i.worker for i in v.ignored} == {k.public for k in sybils}
+
+
+def test_only_selected_reveals_and_witnesses_make_a_worker_stand_down() -> None:
+    """`_revealed_by_others` still holds for votes: two selected workers revealing, each the
+    other's witness, make a stand-by stand down; the same by unselected keys does not."""
+    from p2pci.core.worker import _revealed_by_others
+
+    sim, board, ds = setup(3, replicas=2, quorum=2)
+    for d in ds:
+        d.step(T0)
+    now = T0 + WINDOW
+    run_until_quiet(ds, now)
+    view = board.job(sim.job)
+    assert view is not None
+    sybil_pair(sim, board, now)
+    assert not _revealed_by_others(view, key("late").public)
+    builders = [d for d in ds if d.wj.phase == "BUILDING"]
+    assert len(builders) == 2
+    for d in builders:
+        d.finish_build(now + 100)
+    run_until_quiet(builders, now + 100)
+    assert all(d.wj.phase == "REVEALED" for d in builders)
+    assert _revealed_by_others(view, key("late").public)
+
+
+def test_commits_of_unselected_keys_do_not_staff_a_job() -> None:
+    """`replicas` commits by keys that never claimed, gossiped during the claim window, used to
+    look like a fully staffed job: no honest worker claimed."""
+    sim, board, ds = setup(3)
+    for d in ds:
+        d.step(T0)
+    for i in range(3):
+        k = key(f"stranger{i}")
+        board.add(sim.commit(k, sim.built(k, b"evil")).raw, T0 + 1)
+    run_until_quiet(ds, T0 + WINDOW)
+    assert all(d.wj.phase == "BUILDING" for d in ds), [d.wj.phase for d in ds]

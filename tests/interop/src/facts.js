@@ -92,6 +92,11 @@ function checkOffer (b) {
     for (const k of ks) bin(k, 32, 32, 'require.keys item')
     distinctBins(ks, 'require.keys', false)
     intIn(r.min, 1, ks.length, 'require.min')
+    // §4.1: with an allowlist, every require key must be in it (else the job could never finish)
+    if (o.workers !== 'open') {
+      const allow = new Set(o.workers.map(w => Buffer.from(w).toString('hex')))
+      if (ks.some(k => !allow.has(Buffer.from(k).toString('hex')))) fail('require.keys: a key is not in the allowlist')
+    }
   }
   const created = bigIn(o.created, 'created')
   const deadline = bigIn(o.deadline, 'deadline')

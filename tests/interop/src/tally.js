@@ -20,6 +20,10 @@ export const R_CREATED = "created is before the offer's or the previous round's,
 export const R_TWICE = 'the publisher signed two different selects for this round'
 export const R_EARLIER = 'an earlier round is missing, invalid or equivocal'
 
+// §6: the exact reason strings of an EXPIRED verdict
+export const X_NO_SELECTION = 'the publisher never selected workers (it must stay online until selection is done)'
+export const X_NO_QUORUM = 'not enough agreeing votes by the deadline'
+
 function keySet (arr) { const m = new Map(); for (const k of arr) m.set(K(k), k); return m }
 
 /** Selection chain: {rounds: [{round, fact, workers(Map)}], ignored: [...], selected: Map hex->key, R: Set} */
@@ -61,8 +65,12 @@ export function selection (offer, facts, jobId) {
 
   function ranked (workers) { return new Map([...keySet(workers)].filter(([h]) => !reqKeys.has(h))) }
 
+  // §5: the checks of one round, in the document's order; the first that fails is the reason
   function checkRound (s, r, prevF, X) {
     if (!eqBytes(sha256(s.seed), o.select_commit)) return R_SEED
+    const created = bigOf(s.created)
+    if (created < bigOf(o.created) || created >= bigOf(o.deadline)) return R_CREATED
+    if (prevF !== null && created < bigOf(prevF.body.created)) return R_CREATED
     for (const c of s.claims) if (!claimsById.has(K(c))) return R_CLAIM
     if (prevF !== null) {
       const listed = new Set(s.claims.map(K))
@@ -80,6 +88,8 @@ export function selection (offer, facts, jobId) {
     const R = new Map([...E].filter(([h]) => reqKeys.has(h)))
     const P = new Map([...E].filter(([h]) => !reqKeys.has(h)))
     const W = keySet(s.workers)
+    if ([...W.keys()].some(h => !E.has(h))) return R_NOT_ELIGIBLE
+    if ([...R.keys()].some(h => !W.has(h))) return R_REQUIRE
     const rankOf = k => sha256(s.seed, jobId, k)
     const lowest = (m, n) => [...m.values()].map(k => [rankOf(k), k]).sort((a, b) => cmpBytes(a[0], b[0])).slice(0, Math.max(0, n)).map(x => x[1])
     let expect
@@ -94,14 +104,7 @@ export function selection (offer, facts, jobId) {
       expect = keySet([...R.values(), ...kept, ...lowest(pool, Number(o.replicas) - kept.length)])
     }
     const same = expect.size === W.size && [...W.keys()].every(h => expect.has(h))
-    if (!same) {
-      if ([...W.keys()].some(h => !E.has(h))) return R_NOT_ELIGIBLE
-      if ([...R.keys()].some(h => !W.has(h))) return R_REQUIRE
-      return R_RANK
-    }
-    const created = bigOf(s.created)
-    if (created < bigOf(o.created) || created >= bigOf(o.deadline)) return R_CREATED
-    if (prevF !== null && created < bigOf(prevF.body.created)) return R_CREATED
+    if (!same) return R_RANK
     return null
   }
 
@@ -197,7 +200,7 @@ export function tally (jobId, allFacts, now, policy = { count: 'all', trusted: [
   else if (offerReq === null && obsReq === null && !groups.some(g => g.votes.length >= N) && C.size >= Math.max(Number(o.replicas), N)) out.verdict = 'DISPUTED'
   else if (BigInt(now) >= BigInt(o.deadline)) {
     out.verdict = 'EXPIRED'
-    out.reason = rounds.length === 0 ? 'the publisher never selected workers (…)' : 'not enough agreeing votes by the deadline'
+    out.reason = rounds.length === 0 ? X_NO_SELECTION : X_NO_QUORUM
   }
   if (winner !== null) out.dissenters = pids([...C].filter(v => !winner.votes.includes(v)).map(v => v.key))
 

@@ -1,0 +1,124 @@
+"""What `publish --wait` shows while a job runs: each step, per-worker phases, live log lines.
+
+`changes(before, after)` is pure (the lines that one new job object adds, tested alone);
+`Progress` writes them to stderr: plain lines when stderr is not a terminal, and on a
+terminal also a one-line status (claims, selected, committed, revealed, declined, time to the
+deadline) that is rewritten in place. Every text from a peer goes through `safe_text`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from p2pci.textsafe import safe_text
+
+PHASE_WORDS = {
+    "claimed": "claimed",
+    "selected": "selected (building)",
+    "dropped": "dropped by a later round",
+    "committed": "committed",
+    "revealed": "revealed",
+    "declined": "declined",
+    "timed_out": "timed out",
+}
+DETAIL_SHOWN = 300  # chars of a decline's detail in a progress line
+
+
+def short(peer: str) -> str:
+    return peer[:8] + "…" + peer[-6:] if len(peer) > 16 else peer
+
+
+def _rows(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if not obj:
+        return {}
+    return {str(w.get("worker")): w for w in obj.get("workers") or [] if isinstance(w, dict)}
+
+
+def worker_line(w: dict[str, Any]) -> str:
+    """One worker's phase, with the decline's reason and detail (one line, bounded)."""
+    text = f"worker {short(str(w['worker']))}: {PHASE_WORDS.get(str(w.get('phase')), str(w.get('phase')))}"
+    if w.get("reason"):
+        detail = " ".join(str(w.get("detail") or "").split())[:DETAIL_SHOWN]
+        text += f" ({w['reason']}" + (f": {detail}" if detail else "") + ")"
+    if w.get("log"):
+        text += f"  log {str(w['log'])[:16]}"
+    return text
+
+
+def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+    """The progress lines a new job object adds to the previous one (rounds, phases, verdict)."""
+    out: list[str] = []
+    old_rounds = len((before or {}).get("rounds") or [])
+    for r in (after.get("rounds") or [])[old_rounds:]:
+        out.append(f"round {r['round']}: selected {len(r['workers'])} worker(s)")
+    old = _rows(before)
+    for peer, w in sorted(_rows(after).items()):
+        prev = old.get(peer)
+        if prev is None or prev.get("phase") != w.get("phase"):
+            out.append(worker_line(w))
+    if after.get("verdict") != (before or {}).get("verdict") and after.get("verdict") != "PENDING":
+        line = f"verdict {after['verdict']}"
+        if after.get("reason"):
+            line += f": {after['reason']}"
+        if after.get("cause"):
+            line += f" ({after['cause']})"
+        out.append(line)
+    return out
+
+
+def status_line(obj: dict[str, Any], now_ms: int) -> str:
+    """Counts per phase and the time left to the next deadline (for the in-place status)."""
+    counts: dict[str, int] = {}
+    for w in _rows(obj).values():
+        counts[str(w.get("phase"))] = counts.get(str(w.get("phase")), 0) + 1
+    parts = [f"{counts[p]} {PHASE_WORDS[p].split(' ')[0]}" for p in PHASE_WORDS if counts.get(p)]
+    dl = obj.get("deadlines") or {}
+    left = ""
+    for name, label in (("claim_window_end", "claim window"), ("reveal", "reveal deadline"), ("offer", "deadline")):
+        t = dl.get(name)
+        if isinstance(t, int) and t > now_ms:
+            left = f"{label} in {(t - now_ms) // 1000}s"
+            break
+    return " · ".join([obj.get("verdict", "PENDING"), *(parts or ["waiting for claims"]), *([left] if left else [])])
+
+
+class Progress:
+    """Writes progress lines to `out` (stderr); a rewritten status line when `out` is a terminal."""
+
+    def __init__(self, out: TextIO | None = None, *, tty: bool | None = None) -> None:
+        self.out = out if out is not None else sys.stderr
+        self.tty = self.out.isatty() if tty is None else tty
+        self.last: dict[str, Any] | None = None
+        self._status = False
+
+    def step(self, text: str) -> None:
+        self._line(text)
+
+    def job(self, obj: dict[str, Any]) -> None:
+        for line in changes(self.last, obj):
+            self._line(line)
+        self.last = obj
+        if self.tty and obj.get("verdict") == "PENDING":
+            self._clear()
+            self.out.write(safe_text(status_line(obj, int(time.time() * 1000)))[:200])
+            self.out.flush()
+            self._status = True
+
+    def log(self, worker: str, text: str) -> None:
+        for line in text.splitlines()[-20:]:
+            self._line(f"  {short(worker)} | {line}")
+
+    def done(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self._status:
+            self.out.write("\r\x1b[2K")
+            self._status = False
+
+    def _line(self, text: str) -> None:
+        self._clear()
+        self.out.write(safe_text(text) + "\n")
+        self.out.flush()

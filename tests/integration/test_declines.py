@@ -1,0 +1,81 @@
+"""Every non-final state says why (issue 16), on a real in-process cluster: a worker whose policy
+refuses an offer, or whose build times out or cannot start, publishes a signed decline that every
+node shows per worker (the job object's `workers`), with the log of a timed-out build served."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pci.config import WorkerSettings
+from p2pci.daemon.node import Node
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, wait_any_change
+
+
+async def wait_job(nodes: list[Node], job: str, cond: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Wait (on change events) until `cond` holds for the job object on every node."""
+    jid = bytes.fromhex(job)
+    while True:
+        objs = []
+        for n in nodes:
+            view = n.board.job(jid)
+            if view is None or view.offer is None:
+                break
+            objs.append(n.fresh_job_obj(view))
+        if len(objs) == len(nodes) and all(cond(o) for o in objs):
+            return objs
+        await wait_any_change(nodes)
+
+
+def rows(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {w["worker"]: w for w in obj["workers"]}
+
+
+async def test_a_timed_out_build_is_declined_with_its_log_and_replaced(tmp_path: Path) -> None:
+    slow = ScriptedRunner(timeout=True, log_lines=("step 1", "still compiling at step 2"))
+    # node 0 publishes and observes; node 1 times out; nodes 2 and 3 build
+    async with open_cluster(tmp_path, 4, runners=[None, slow, ScriptedRunner(), ScriptedRunner()]) as c:
+        pub, bad = c.nodes[0], c.nodes[1]
+        with trio.fail_after(30):
+            job = await c.publish(pub, replicas=3, quorum=2)
+            objs = await wait_job(c.nodes, job, lambda o: rows(o).get(bad.peer_id, {}).get("phase") == "timed_out")
+            row = rows(objs[0])[bad.peer_id]
+            assert row["reason"] == "timeout" and row["selected"] is True
+            assert "timed out after 5s" in row["detail"] and "still compiling at step 2" in row["detail"]
+            # the whole log is served by hash: the publisher fetches it from the worker
+            log = bytes.fromhex(row["log"])
+            assert bad.blobs.has(log)
+            # the publisher drops the decliner in the next round; the job still reproduces
+            (final,) = await c.wait_verdict(job, [pub])
+            assert final["verdict"] == "REPRODUCED"
+            assert len(final["rounds"]) >= 2 and bad.peer_id not in final["rounds"][-1]["workers"]
+            assert final["declines"] == [{"worker": bad.peer_id, "reason": "timeout", "detail": row["detail"]}]
+
+
+async def test_a_build_that_cannot_start_is_declined(tmp_path: Path) -> None:
+    broken = ScriptedRunner(fail=True)
+    async with open_cluster(tmp_path, 3, runners=[None, broken, ScriptedRunner()]) as c:
+        with trio.fail_after(30):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            (obj,) = await wait_job([c.nodes[0]], job, lambda o: bool(o["declines"]))
+    (row,) = [w for w in obj["workers"] if w["worker"] == c.nodes[1].peer_id]
+    assert row["phase"] == "declined" and row["reason"] == "start_failed" and "scripted failure" in row["detail"]
+
+
+async def test_policy_refusals_are_declined_and_name_their_limit(tmp_path: Path) -> None:
+    strict = WorkerSettings(slots=2, max_timeout_s=3)  # the cluster publishes timeout_s = 5
+    async with open_cluster(tmp_path, 3, worker=strict) as c:
+        with trio.fail_after(30):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            (obj,) = await wait_job(
+                [c.nodes[0]], job, lambda o: sum(w["phase"] == "declined" for w in o["workers"]) == 3
+            )
+    assert obj["verdict"] == "PENDING" and obj["rounds"] == []
+    for w in obj["workers"]:
+        assert w["reason"] == "policy" and w["detail"] == "timeout 5s exceeds 3s" and not w["selected"]
+    # `declines` lists selected workers only; nobody was selected
+    assert obj["declines"] == []
+    assert obj["deadlines"]["claim_window_end"] < obj["deadlines"]["reveal"] <= obj["deadlines"]["offer"]
