@@ -295,7 +295,7 @@ class Adversary:
             # Claim every commit it knows as "seen": lying about its own list does not help it.
             others = tuple(c for c in st.commits)
             await self.send(
-                Reveal.of(job, model.digest, salt, model.exit_code, model.manifest, model.log, others)
+                Reveal(job, model.digest, salt, model.exit_code, model.manifest, model.files, model.log, others)
             )
             say(f"copier: copied {model.digest.hex()[:12]} for {job.hex()[:12]}")
 
@@ -337,8 +337,8 @@ class Adversary:
         # 7. an unknown kind, correctly signed.
         body = {"job": job}
         await self.send_raw(envelope("vote", body, me, self.key.sign(signed_bytes("vote", canonical(body)))))
-        # 8. a correctly signed reveal whose digest does not match its manifest.
-        bad = dict(forged_body, digest=hashlib.sha256(b"not the digest").digest())
+        # 8. a correctly signed reveal whose manifest blob cannot hold its file count.
+        bad = dict(forged_body, files=10, manifest={"sha256": hashlib.sha256(b"m").digest(), "size": 1})
         await self.send_raw(
             envelope("reveal", bad, me, self.key.sign(signed_bytes("reveal", canonical(bad))))
         )

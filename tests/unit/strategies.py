@@ -21,7 +21,7 @@ from p2pci.core.messages import (
     Reveal,
     Select,
 )
-from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.results import ManifestEntry
 
 h32 = st.binary(min_size=32, max_size=32)
 u63 = st.integers(min_value=0, max_value=2**63 - 1)
