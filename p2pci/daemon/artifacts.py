@@ -136,16 +136,45 @@ async def group_manifest(
     raise LocalError(f"no valid manifest for result {digest.hex()[:12]} of job {view.job.hex()[:12]}: {why}")
 
 
+FETCH_PARALLEL = 8  # artifact blobs in flight at once (each peer serves 2 at a time: several holders help)
+
+
 async def materialise(
     fetcher: BlobFetcher, manifest: tuple[ManifestEntry, ...], workers: list[bytes], out: Path
 ) -> list[dict[str, Any]]:
-    files = []
+    """Every file of `manifest` under `out`, fetched by hash (FETCH_PARALLEL at a time) and checked;
+    the first failure cancels the rest and is raised."""
     for e in manifest:
-        src = await fetcher.fetch(BlobRef(e.sha256, e.size), workers)
-        dest = safe_join(out, e.path)
-        await trio.to_thread.run_sync(copy_checked, src, dest, e)
-        files.append({"path": e.path, "sha256": e.sha256.hex(), "size": e.size, "mode": e.mode})
-    return files
+        safe_join(out, e.path)  # every path is checked before anything is fetched
+    todo = iter(manifest)  # shared by the fetching tasks: each entry is taken once
+
+    async def fetch_some() -> None:
+        for e in todo:
+            src = await fetcher.fetch(BlobRef(e.sha256, e.size), workers)
+            await trio.to_thread.run_sync(copy_checked, src, safe_join(out, e.path), e)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(FETCH_PARALLEL, len(manifest))):
+                nursery.start_soon(fetch_some)
+    except BaseExceptionGroup as group:  # one failure cancels the others: raise it, not the group
+        first = _first_error(group)
+        if first is None:
+            raise
+        raise first from None
+    return [{"path": e.path, "sha256": e.sha256.hex(), "size": e.size, "mode": e.mode} for e in manifest]
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The first failure in a nursery's exception group that is not a cancellation."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_error(exc)
+            if inner is not None:
+                return inner
+        elif isinstance(exc, Exception):
+            return exc
+    return None
 
 
 def group_result(view: JobView, verdict: Verdict, n: int) -> tuple[list[bytes], bytes]:
