@@ -146,11 +146,12 @@ async def materialise(
     the first failure cancels the rest and is raised."""
     for e in manifest:
         safe_join(out, e.path)  # every path is checked before anything is fetched
-    todo = iter(manifest)  # shared by the fetching tasks: each entry is taken once
+    todo = iter(enumerate(manifest))  # shared by the fetching tasks: each entry is taken once
 
     async def fetch_some() -> None:
-        for e in todo:
-            src = await fetcher.fetch(BlobRef(e.sha256, e.size), workers)
+        for i, e in todo:
+            k = i % len(workers) if workers else 0  # spread over the holders (each serves 2 at a time)
+            src = await fetcher.fetch(BlobRef(e.sha256, e.size), workers[k:] + workers[:k])
             await trio.to_thread.run_sync(copy_checked, src, safe_join(out, e.path), e)
 
     try:
