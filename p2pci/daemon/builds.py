@@ -33,6 +33,7 @@ from p2pci.core.messages import BlobRef, Offer
 from p2pci.core.results import PackedManifest, pack_manifest
 from p2pci.core.worker import BuildDone, BuildFailed
 from p2pci.daemon.livelog import LOG_TAIL, LiveLog, stream
+from p2pci.runner.outputs import TOO_MANY_FILES
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -163,7 +164,11 @@ class Builds:
                 why = f"timed out after {offer.limits.timeout_s}s"
                 return BuildFailed(why, code="timeout", detail=f"{why}; log tail:\n{tail}", log=ref)
             if result.status != "ok" or result.exit_code is None:
-                return BuildFailed(result.error or result.status, code="start_failed")
+                why = result.error or result.status
+                if why.startswith(TOO_MANY_FILES) and "files in /out" in why:  # the manifest limit
+                    ref, _tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                    return BuildFailed(f"outputs cannot be reported: {why}", code="outputs", log=ref)
+                return BuildFailed(why, code="start_failed")
             exit_code = result.exit_code
             try:  # the manifest blob: bounded (entries, bytes) before it is made or kept
                 packed = await trio.to_thread.run_sync(pack_manifest, exit_code, result.manifest)

@@ -18,11 +18,13 @@ import trio
 
 from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import BlobRef, Reveal
-from p2pci.core.results import ManifestEntry, manifest_bytes, pack_manifest
+from p2pci.core.results import MAX_MANIFEST_ENTRIES, ManifestEntry, manifest_bytes, pack_manifest
 from p2pci.core.signing import peer_id_of, seal
 from p2pci.core.tally import tally
 from p2pci.daemon.artifacts import BlobFetcher, fetch_outputs, group_manifest
+from p2pci.runner.base import BuildResult
 from p2pci.store.blobs import BlobStore
+from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from tests.unit.jobgen import JobSim, key, make_offer, manifest_for
 
 
@@ -126,3 +128,41 @@ async def test_a_file_not_matching_the_manifest_stops_the_fetch(tmp_path: Path) 
     with pytest.raises(ProtocolError):
         await materialise(fetcher, entries, [], tmp_path / "out")
     assert not mine.has(entries[0].sha256) and not (tmp_path / "out" / "a.txt").exists()
+
+
+class TooManyFiles(ScriptedRunner):
+    """A build whose /out would list more files than a manifest may (1,000,001 entries)."""
+
+    def run(self, spec: Any, source_tar: Path, *, cancel: Any, on_log: Any = None) -> BuildResult:
+        r = super().run(spec, source_tar, cancel=cancel, on_log=on_log)
+        many = (r.manifest[0],) * (MAX_MANIFEST_ENTRIES + 1)  # one object, many references: cheap
+        return BuildResult(r.status, r.exit_code, many, r.digest, r.log_path, r.out_dir, r.duration_s)
+
+
+async def test_a_result_beyond_the_manifest_limits_is_declined_not_looped_on(tmp_path: Path) -> None:
+    """issue 20, the old failure: a result too big to report left the worker REVEALED with nothing
+    published, until the job EXPIRED. Now the worker declines once with reason `outputs`, and
+    publishes no commit and no reveal."""
+    async with open_cluster(tmp_path, 2, runners=[None, TooManyFiles()]) as c:
+        observer, builder = c.nodes
+        job = await c.publish(observer, replicas=1, quorum=1, workers=[builder.peer_id])
+        jid = bytes.fromhex(job)
+        with trio.fail_after(30):
+            while True:
+                view = observer.board.job(jid)
+                obj = observer.job_obj(view) if view is not None and view.offer is not None else None
+                if obj is not None and obj["declines"]:
+                    break
+                await observer.changed.wait()
+        (decline,) = obj["declines"]
+        assert decline["reason"] == "outputs"
+        assert (
+            f"{MAX_MANIFEST_ENTRIES + 1} output files exceed the limit of {MAX_MANIFEST_ENTRIES}"
+            in decline["detail"]
+        )
+        assert builder.machine.jobs[jid].phase == "GAVE_UP"
+        view = builder.board.job(jid)
+        assert view is not None and not view.commits and not view.reveals
+        assert (
+            obj["verdict"] == "PENDING"
+        )  # the publisher replaces it (nobody else here): no verdict, no loop
