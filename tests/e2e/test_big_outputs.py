@@ -112,11 +112,13 @@ async def run_big(mesh: Mesh, busybox_image: str, tmp: Path, n: int, budget_s: i
     )
 
 
+@pytest.mark.timeout(1200)
 async def test_5000_output_files_reproduce_and_fetch(mesh: Mesh, busybox_image: str, short_tmp: Path) -> None:
     await run_big(mesh, busybox_image, short_tmp, 5_000, budget_s=300)
 
 
 @pytest.mark.big
+@pytest.mark.timeout(7200)
 async def test_50000_output_files_reproduce_and_fetch(
     mesh: Mesh, busybox_image: str, short_tmp: Path
 ) -> None:
