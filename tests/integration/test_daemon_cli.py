@@ -103,6 +103,12 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         offline = json.loads(r.stdout)
         assert offline["verdict"] == "REPRODUCED" and offline["groups"] == final["groups"]
         assert offline["bundle"]["complete"] is True and offline["bundle"]["missing"] == []
+        # the bundle holds facts only; verify names the manifest blob the agreeing reveals name
+        assert offline["manifests"] == [
+            {"digest": rev.digest.hex(), "sha256": rev.manifest.sha256.hex(), "size": rev.manifest.size, "files": 2}
+        ]
+        r = await run_cli(tmp_path / "elsewhere", "verify", str(bundle))
+        assert f"manifest {rev.digest.hex()[:12]}: 2 files, blob {rev.manifest.sha256.hex()[:12]}" in r.stdout
 
         r = await run_cli(home, "diff", job)
         assert r.exit_code == 0 and "nothing to compare" in r.stdout
