@@ -783,10 +783,16 @@ def verify_command(
     obj = verdict_json(view, verdict)
     comp = completeness(view, verdict)
     obj["bundle"] = completeness_json(comp)
+    obj["manifests"] = manifests_json(view, verdict)
     if as_json:
         echo_json(obj)
     else:
         _echo_job(obj)
+        for m in obj["manifests"]:
+            click.echo(
+                f"manifest {m['digest'][:12]}: {m['files']} files, blob {m['sha256'][:12]} ({m['size']} bytes;"
+                " not in the bundle: `fetch` gets it by hash and checks it against these reveals)"
+            )
         if comp.complete:
             click.echo("bundle   complete")
         else:
@@ -794,6 +800,28 @@ def verify_command(
             for p in comp.problems():
                 click.echo(f"           {p}")
     sys.exit(0 if obj["verdict"] == "REPRODUCED" and comp.complete else 1)
+
+
+def manifests_json(view: Any, verdict: Any) -> list[dict[str, Any]]:
+    """The manifest blobs the counted groups' reveals name (docs/protocol.md §4.4.1): one row per
+    distinct (digest, blob, files), in group order. A bundle holds facts only, never blobs."""
+    from p2pci.core.messages import Reveal
+
+    rows: list[dict[str, Any]] = []
+    for g in verdict.groups:
+        for w in g.workers:
+            for f in view.reveals.get(w, ()):
+                rev = f.body
+                if isinstance(rev, Reveal) and rev.digest == g.digest:
+                    row = {
+                        "digest": g.digest.hex(),
+                        "sha256": rev.manifest.sha256.hex(),
+                        "size": rev.manifest.size,
+                        "files": rev.files,
+                    }
+                    if row not in rows:
+                        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------ trust

@@ -164,6 +164,8 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
         "net": node.network.stats(),
         "facts": len(node.machine.board),
         "quotas": quota_section(node),
+        # manifest blobs refused by fetch/diff: not matching the reveal that names them, by reason
+        "manifests_refused": dict(sorted(node.fetcher.refused.items())),
     }
 
 
