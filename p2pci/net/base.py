@@ -64,6 +64,10 @@ class BlobStoreLike(Protocol):
         """The resumable download of `expect` (p2pci.store.blobs.PartialBlob)."""
         ...
 
+    def prune_partials(self, active: frozenset[Path] = frozenset()) -> int:
+        """Keep only the most recent partial downloads (bounded disk)."""
+        ...
+
 
 class SyncSource(Protocol):
     """What anti-entropy asks of the daemon."""

@@ -1327,7 +1327,9 @@ class LibP2PNetwork:
                 pull.reasons.append("no holder served the whole blob with a matching hash")
             else:
                 del self._partials[ref.sha256]
-                part.close()  # kept: the next fetch resumes with the pieces it has
+                part.close()  # kept: the next fetch resumes with the pieces it has (a few are kept)
+                active = frozenset(p.path for p in self._partials.values())
+                await trio.to_thread.run_sync(dest.prune_partials, active)
             for peer in pull.v1:  # holders without ranges: the whole blob from one at a time
                 try:
                     async with self._fetch_slot(peer):

@@ -26,6 +26,7 @@ from p2pci.core.messages import BlobRef
 CHUNK = 1 << 16
 STALE_TMP_S = 3600
 PIECE = 1 << 20  # the unit of resumable and parallel transfers (docs/protocol.md §8.4)
+KEEP_PARTIALS = 4  # failed downloads whose pieces are kept for a resume
 
 
 def _hex(sha: bytes) -> str:
@@ -181,6 +182,22 @@ class BlobStore:
         if expect.size < 0:
             raise ProtocolError("negative blob size")
         return PartialBlob(self, expect)
+
+    def prune_partials(self, active: frozenset[Path] = frozenset(), keep: int = KEEP_PARTIALS) -> int:
+        """Delete all but the `keep` most recently written partial downloads that are not `active`
+        (disk stays bounded: a failed download keeps its pieces for a resume, but not forever);
+        returns how many went."""
+        parts = []
+        for f in self._tmp.glob("part-*"):
+            if f.suffix == ".have" or f.name.endswith(".bad") or f in active:
+                continue
+            with contextlib.suppress(OSError):
+                parts.append((f.stat().st_mtime, f))
+        parts.sort(reverse=True)
+        for _mtime, f in parts[keep:]:
+            f.unlink(missing_ok=True)
+            f.with_name(f.name + ".have").unlink(missing_ok=True)
+        return max(0, len(parts) - keep)
 
     def adopt(self, tmp: Path, sha: bytes) -> None:
         """Rename a verified file from tmp/ into the store under `sha` (the caller verified it)."""

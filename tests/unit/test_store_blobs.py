@@ -103,3 +103,44 @@ def test_any_wrong_content_is_rejected(tmp_path_factory: pytest.TempPathFactory,
     with pytest.raises(ProtocolError), store.writer(expect) as w:
         w.write(bytes(bad))
     assert not store.has(expect.sha256)
+
+
+def test_partial_pieces_survive_a_reopen_and_only_a_few_failed_partials_are_kept(tmp_path: Path) -> None:
+    """PartialBlob: marked pieces are on disk and read back by a new object (a resume after a
+    failure or a restart); prune_partials keeps the most recent KEEP_PARTIALS, never an active one."""
+    import os as _os
+    import time as _time
+
+    from p2pci.store.blobs import KEEP_PARTIALS, PIECE, BlobStore
+
+    store = BlobStore(tmp_path / "b")
+    data = _os.urandom(3 * PIECE + 5)
+    ref = BlobRef(hashlib.sha256(data).digest(), len(data))
+    part = store.partial(ref)
+    part.write(PIECE, data[PIECE : 2 * PIECE])
+    part.mark([1], direct=True)
+    part.close()
+    again = store.partial(ref)
+    assert [again.held(i) for i in range(4)] == [False, True, False, False] and again.direct[0] == 0x40
+    for i in (0, 2, 3):
+        off, n = again.span(i)
+        again.write(off, data[off : off + n])
+    again.mark([0, 2, 3], direct=False)
+    assert again.complete() and again.verify()
+    again.commit()
+    assert store.path(ref.sha256).read_bytes() == data and not list((store.dir / "tmp").glob("part-*"))
+
+    parts = []
+    for k in range(KEEP_PARTIALS + 3):
+        other = os.urandom(10)
+        p = store.partial(BlobRef(hashlib.sha256(other).digest(), 10))
+        p.mark([0], direct=False)
+        p.close()
+        stamp = _time.time() - 1000 + k  # oldest first
+        _os.utime(p.path, (stamp, stamp))
+        parts.append(p.path)
+    assert store.prune_partials(active=frozenset({parts[0]})) == 2
+    left = sorted(f for f in (store.dir / "tmp").glob("part-*") if f.suffix != ".have")
+    assert left == sorted([parts[0], *parts[-KEEP_PARTIALS:]])  # the active one, and the newest
+    assert all(f.with_name(f.name + ".have").exists() for f in left)
+    assert not parts[1].with_name(parts[1].name + ".have").exists()
