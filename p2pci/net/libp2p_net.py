@@ -1374,6 +1374,7 @@ class LibP2PNetwork:
                 self._partials[ref.sha256] = part
                 try:
                     await self._pull(alone, ref, part)
+                    pull.v1 += [p for p in alone.v1 if p not in pull.v1]  # asked whole over blob/1 next
                     if not part.complete():
                         part.discard()
                         continue

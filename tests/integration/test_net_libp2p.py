@@ -291,7 +291,7 @@ async def test_blob_transfer_corrupt_and_stalling_peers(tmp_path: Path) -> None:
                 await me.net.fetch_blob(ref, mine, peers=[bad.net.peer_id, stall_id])
             assert not mine.has(ref.sha256)
             assert not list(mine.dir.glob("??/*")) and not list((mine.dir / "tmp").iterdir())
-            assert me.net.stats()["blob_rejected"] == 1 and me.net.stats()["blob_timeouts"] == 1
+            assert me.net.stats()["blob_rejected"] == 1 and me.net.stats()["blob_timeouts"] == 1, me.net.stats()
             with trio.fail_after(20):
                 path = await me.net.fetch_blob(ref, mine, peers=[bad.net.peer_id, stall_id, a.net.peer_id])
             assert path == mine.path(ref.sha256) and hashlib.sha256(path.read_bytes()).digest() == ref.sha256
