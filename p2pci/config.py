@@ -200,16 +200,33 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """`[storage]`: how long and how much this node keeps (docs/operator.md, "Disk")."""
+
+    retention_days: int = 30  # facts, blobs and work dirs of jobs decided longer ago than this go
+    max_gb: float = 20.0  # blobs + work dirs; past it the oldest decided jobs go first (0: no budget)
+    gc_interval_min: int = 60  # how often the daemon collects (`p2pci gc` runs it at once)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_gb * (1 << 30))
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
     build: bool = True
-    retention_days: int = 30
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     timing: Timing = field(default_factory=Timing)
     net: NetSettings = field(default_factory=NetSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+    @property
+    def retention_days(self) -> int:
+        return self.storage.retention_days
 
     def with_overrides(
         self,
@@ -240,8 +257,13 @@ listen = ["{DEFAULT_LISTEN}"]
 bootstrap = []
 # false: observe and relay only, never build (same as `p2pci daemon --no-build`).
 build = true
-# Facts of jobs finished longer ago than this may be pruned (exported or own jobs are kept).
+
+[storage]
+# Jobs decided longer ago than this lose their facts (exported or own jobs keep them), blobs,
+# work dirs and the images p2pci loaded for them (`p2pci gc` collects at once).
 retention_days = 30
+max_gb = 20           # blobs + work dirs; over it the oldest decided jobs go first (0: no budget)
+gc_interval_min = 60  # how often the daemon collects
 
 [worker]
 # What this donor agrees to run; the node never claims an offer outside it.
@@ -417,7 +439,25 @@ def parse_config(data: dict[str, Any]) -> Config:
     listen = _strs(top, "listen", "", d.listen)
     bootstrap = _strs(top, "bootstrap", "", d.bootstrap)
     build = _take(top, "build", bool, "", d.build)
-    retention = _nonneg(_take(top, "retention_days", int, "", d.retention_days), "retention_days")
+    old_retention = top.pop("retention_days", None)  # the spelling before [storage]: still read
+    st = dict(_take(top, "storage", dict, "", {}))
+    ds = StorageSettings()
+    if old_retention is not None:
+        if "retention_days" in st:
+            raise ConfigError("config: retention_days is set twice (top level and [storage]); keep [storage]", "retention_days")
+        st["retention_days"] = old_retention
+    max_gb = _take(st, "max_gb", (int, float), "storage.", ds.max_gb)
+    if isinstance(max_gb, bool) or not 0 <= max_gb <= 1 << 20:
+        raise ConfigError("config: storage.max_gb must be a number of GB >= 0 (0: no budget)", "storage.max_gb")
+    storage = StorageSettings(
+        retention_days=_nonneg(_take(st, "retention_days", int, "storage.", ds.retention_days), "storage.retention_days"),
+        max_gb=float(max_gb),
+        gc_interval_min=_nonneg(
+            _take(st, "gc_interval_min", int, "storage.", ds.gc_interval_min), "storage.gc_interval_min", 1
+        ),
+    )
+    if st:
+        raise ConfigError(f"config: unknown key storage.{sorted(st)[0]}", f"storage.{sorted(st)[0]}")
 
     w = dict(_take(top, "worker", dict, "", {}))
     dw = WorkerSettings()
@@ -501,12 +541,12 @@ def parse_config(data: dict[str, Any]) -> Config:
         listen=listen,
         bootstrap=bootstrap,
         build=build,
-        retention_days=retention,
         worker=worker,
         trust=trust,
         timing=timing,
         net=net,
         quotas=quotas,
+        storage=storage,
     )
 
 

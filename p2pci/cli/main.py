@@ -886,6 +886,10 @@ from p2pci.cli.worker_cmds import worker_group  # noqa: E402  (donor controls: i
 
 cli.add_command(worker_group, "worker")
 
+from p2pci.cli.gc_cmd import gc_command  # noqa: E402  (garbage collection: issue 14)
+
+cli.add_command(gc_command, "gc")
+
 
 def main() -> None:
     cli(prog_name="p2pci")

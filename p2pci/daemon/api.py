@@ -61,6 +61,8 @@ class NodeView(Protocol):
 
     async def set_control(self, mode: str) -> None: ...
 
+    async def gc_now(self, *, dry_run: bool = False) -> Any: ...
+
 
 Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
 
@@ -102,7 +104,26 @@ async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
         "jobs": node.machine.job_list(node.now()),
         "facts": fact_counters(node.network.stats()),  # facts from peers (issue 18)
         "quotas": quota_section(node),
+        "storage": storage_section(node),
     }
+
+
+def storage_section(node: NodeView) -> dict[str, Any]:
+    """Blob requests refused (by reason) and what garbage collection freed (docs/operator.md, "Disk")."""
+    refusals = dict(getattr(node, "blob_refusals", {}))
+    last = getattr(node, "gc_last", None)
+    return {
+        "blob_refused": {r: int(refusals.get(r, 0)) for r in ("untied", "not_allowed")},
+        "gc": dict(getattr(node, "gc_totals", {})),
+        "gc_last": None if last is None else last.to_obj(),
+    }
+
+
+async def op_gc(node: NodeView, args: dict[str, Any]) -> Any:
+    """`p2pci gc`: collect now; what was freed (or, with dry_run, what would be)."""
+    _only(args, "dry_run")
+    rep = await node.gc_now(dry_run=bool(_arg(args, "dry_run", bool, False)))
+    return rep.to_obj()
 
 
 def quota_section(node: NodeView) -> dict[str, Any]:
@@ -161,6 +182,7 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
         "net": node.network.stats(),
         "facts": len(node.machine.board),
         "quotas": quota_section(node),
+        "storage": storage_section(node),
     }
 
 
@@ -304,6 +326,7 @@ OPS: dict[str, Handler] = {
     "log_range": op_log_range,
     "diff": op_diff,
     "worker_control": op_worker_control,
+    "gc": op_gc,
 }
 
 

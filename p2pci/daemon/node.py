@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,8 @@ from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
 from p2pci.daemon.builds import Builds
+from p2pci.daemon.gc import GcReport
+from p2pci.daemon.gc import collect as gc_collect
 from p2pci.daemon.image_cache import DockerImages, Images
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
@@ -70,6 +73,16 @@ if TYPE_CHECKING:
     from p2pci.runner.base import Runner
 
 log = logging.getLogger("p2pci.node")
+
+
+def offer_blobs(offer: Offer | Any) -> list[tuple[bytes, str]]:
+    """The blobs an offer names: (sha256, role) of its source, image archive and inputs."""
+    out = [(offer.source.sha256, "source")]
+    if offer.image.archive is not None:
+        out.append((offer.image.archive.sha256, "image"))
+    if offer.inputs is not None:
+        out.append((offer.inputs.sha256, "inputs"))
+    return out
 
 SUB_BUFFER = 1024
 INGEST_BUFFER = 4096
@@ -169,6 +182,10 @@ class Node:
             self.builds = Builds(self.runner, self.images, self.blobs, self.fetcher.fetch, self.paths.work, self._send_log)
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
         self.evicted_facts = 0  # facts deleted by the board's quotas (status: quotas.evicted_facts)
+        self.blob_refusals: dict[str, int] = {}  # blob requests refused by reason (status: storage)
+        self.gc_totals = {"runs": 0, "bytes_freed": 0, "blobs_removed": 0, "images_removed": 0}
+        self.gc_last: GcReport | None = None
+        self._gc_lock = trio.Lock()
         self.started_at = 0
         self.ready = trio.Event()
         self.stopped = trio.Event()  # set when run() has returned (store closed, lock released)
@@ -219,6 +236,12 @@ class Node:
                 await trio.to_thread.run_sync(reap)
             self.network.set_sync_source(self)
             self.network.serve_blobs(self.blobs)
+            self.network.set_blob_access(self.blob_access)
+            if self.builds is not None:
+                self.builds.store = self.store
+                self.builds.me = self.me
+                images = self.config.worker.images
+                self.builds.listed_images = frozenset(images) if isinstance(images, tuple) else frozenset()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.network.run)
@@ -230,6 +253,7 @@ class Node:
                 nursery.start_soon(self._peer_loop)
                 nursery.start_soon(self._clock_loop)
                 nursery.start_soon(self._retention_loop)
+                nursery.start_soon(self._gc_loop)
                 nursery.start_soon(self._schedule_loop)
                 await trio.to_thread.run_sync(self._write_addrs)
                 self.ready.set()
@@ -261,6 +285,9 @@ class Node:
         for key, val in store.kv_items(SEED_KEY):
             with contextlib.suppress(ValueError, TypeError):
                 seeds[bytes.fromhex(key[len(SEED_KEY) :])] = bytes.fromhex(val)
+        own_refs = [(v.job, offer_blobs(v.offer_msg)) for v in self.machine.board.jobs() if v.offer and v.offer.signer == self.me and v.offer_msg]
+        for job, refs in own_refs:  # our offers' blobs are served under their jobs' rules (also those of an older p2pci)
+            store.tie(job, refs, served=True, at=self.clock())
         mode = store.kv_get(TRUST_MODE_KEY, None)
         if mode is None:  # never switched: the config says, and a stored non-empty set means listed
             mode = "listed" if self.config.trust.count == "listed" or trust_ids else "all"
@@ -394,6 +421,9 @@ class Node:
                 case Publish(fact=fact):
                     now = self.now()
                     await trio.to_thread.run_sync(self.db.put, fact, now)
+                    if isinstance(fact.body, Offer):  # our own offer: its blobs are served for it
+                        tie = partial(self.db.tie, fact.id, offer_blobs(fact.body), served=True, at=now)
+                        await trio.to_thread.run_sync(tie)
                     self.counters["accepted"] += self.machine.receive_facts([fact], now)
                     self._poke()
                     with contextlib.suppress(ProtocolError):
@@ -500,6 +530,82 @@ class Node:
         while True:
             await self._apply_accepting()
             await trio.sleep(SCHEDULE_EVERY_S)
+
+    # ------------------------------------------------------------------ blob access
+
+    async def blob_access(self, sha: bytes, peer_id: str) -> str | None:
+        """The blob server's question (`Network.set_blob_access`): None to serve `sha` to
+        `peer_id`, else why not. Served only when a job it is tied to here (`FactStore.tie`,
+        served) allows the requester (`p2pci.core.access.may_fetch`); refusals are counted."""
+        from p2pci.core.access import may_fetch
+
+        db = self.db
+        ties = await trio.to_thread.run_sync(db.blob_jobs, sha)
+        jobs = list(dict.fromkeys(job for job, _role, served in ties if served))
+        refused = "this node serves a blob only to peers allowed to build or fetch its job"
+        if not jobs:
+            self.blob_refusals["untied"] = self.blob_refusals.get("untied", 0) + 1
+            return refused
+        try:
+            requester = public_of(peer_id)
+        except LocalError:
+            self.blob_refusals["not_allowed"] = self.blob_refusals.get("not_allowed", 0) + 1
+            return refused
+        now = self.now()
+        for job in jobs:
+            view = self.machine.board.job(job)
+            if view is None or view.offer is None:
+                continue
+            if may_fetch(view, self.machine.verdict(job, now), requester):
+                return None
+        self.blob_refusals["not_allowed"] = self.blob_refusals.get("not_allowed", 0) + 1
+        return refused
+
+    # ------------------------------------------------------------------ garbage collection
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.storage.gc_interval_min * 60)
+            try:
+                await self.gc_now()
+            except (OSError, P2pciError) as exc:
+                log.warning("garbage collection failed: %s", exc)
+
+    async def gc_now(self, *, dry_run: bool = False) -> GcReport:
+        """Collect now (`p2pci gc`): blobs, work dirs and loaded images no kept job needs, past the
+        retention or over `[storage] max_gb` (p2pci.daemon.gc); then the facts (`prune_now`)."""
+        async with self._gc_lock:
+            keep = set(self.machine.prune_keep())
+            if self.builds is not None:
+                keep |= set(self.builds.running)
+            own = {v.job for v in self.machine.board.jobs() if v.offer is not None and v.offer.signer == self.me}
+            st = self.config.storage
+            db, blobs, work, images = self.db, self.blobs, self.paths.work, self.images
+            building = bool(self.builds is not None and self.builds.running)
+            now = self.now()
+            rep = await trio.to_thread.run_sync(
+                lambda: gc_collect(
+                    blobs,
+                    db,
+                    work,
+                    images,
+                    keep=keep,
+                    own=own,
+                    now=now,
+                    retention_ms=st.retention_days * 86_400_000,
+                    budget_bytes=st.max_bytes,
+                    dry_run=dry_run,
+                    building=building,
+                )
+            )
+            if not dry_run:
+                rep.facts_pruned = await self.prune_now()
+                self.gc_totals["runs"] += 1
+                self.gc_totals["bytes_freed"] += rep.bytes_freed
+                self.gc_totals["blobs_removed"] += rep.blobs_removed
+                self.gc_totals["images_removed"] += len(rep.images_removed)
+                self.gc_last = rep
+            return rep
 
     # ------------------------------------------------------------------ retention
 

@@ -28,7 +28,7 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
                         break
             shown = await acontrol_call(node.paths.home, "show", job=job)
     assert set(shown) == JOB_KEYS and shown["verdict"] in VERDICTS
-    assert set(status) == {"node", "peers", "jobs", "facts", "quotas"}
+    assert set(status) == {"node", "peers", "jobs", "facts", "quotas", "storage"}
     assert set(status["facts"]) == FACTS_KEYS
     assert set(status["node"]) == NODE_KEYS
     assert status["peers"] and all(set(p) == PEER_KEYS for p in status["peers"])
