@@ -205,7 +205,7 @@ class StorageSettings:
 
     retention_days: int = 30  # facts, blobs and work dirs of jobs decided longer ago than this go
     max_gb: float = 20.0  # blobs + work dirs; past it the oldest decided jobs go first (0: no budget)
-    gc_interval_min: int = 60  # how often the daemon collects (`p2pci gc` runs it at once)
+    gc_interval_min: float = 60  # how often the daemon collects (`p2pci gc` runs it at once)
 
     @property
     def max_bytes(self) -> int:

@@ -605,6 +605,7 @@ class Node:
                 self.gc_totals["blobs_removed"] += rep.blobs_removed
                 self.gc_totals["images_removed"] += len(rep.images_removed)
                 self.gc_last = rep
+                self._bump()
             return rep
 
     # ------------------------------------------------------------------ retention
