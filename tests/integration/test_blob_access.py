@@ -62,11 +62,12 @@ async def test_allowlist_job_source_refused_to_a_stranger_served_to_the_allowlis
             """A bare libp2p host with `key` asks the publisher for `ref` (no daemon behind it)."""
             host = LibP2PNetwork(key.seed, LOOPBACK, list(net.addrs()), **NET)  # type: ignore[arg-type]
             got: list[Path | ProtocolError] = []
+            events = host.events()  # subscribed before the host starts: no connection is missed
             async with trio.open_nursery() as n:
                 await n.start(host.run)
                 with trio.fail_after(20):
                     while pub.peer_id not in {p.peer_id for p in host.peers()}:
-                        await trio.sleep(0.05)  # polls the connection (bounded by fail_after)
+                        await events.receive()
                     try:
                         got.append(await host.fetch_blob(ref, BlobStore(into), [pub.peer_id]))
                     except ProtocolError as exc:
