@@ -89,6 +89,8 @@ INGEST_BUFFER = 4096
 RETENTION_EVERY_S = 6 * 3600
 SCHEDULE_EVERY_S = 30  # how often the schedule and the host's load are looked at
 INGEST_BATCH = 512
+PREFETCH_TRIES = 3  # a prefetch refused (our claim not yet at the publisher) is tried again
+PREFETCH_RETRY_S = 0.2
 
 _ORIGIN: tuple[object, float] | None = None  # (trio root task, epoch ms at trio time 0)
 
@@ -466,10 +468,17 @@ class Node:
             return
 
         async def prefetch() -> None:
-            try:
-                await self.fetcher.fetch(ref, [publisher])
-            except (P2pciError, OSError, trio.TooSlowError) as exc:
-                log.debug("prefetch of %s failed: %r", ref.sha256.hex()[:12], exc)  # the build fetches again
+            for attempt in range(PREFETCH_TRIES):
+                try:
+                    await self.fetcher.fetch(ref, [publisher])
+                    return
+                except (P2pciError, OSError, trio.TooSlowError) as exc:
+                    # refused: our claim may reach the publisher after this request (its blob server
+                    # serves a claimant once it holds the claim): try again shortly, a few times
+                    if "refused" not in str(exc) or attempt == PREFETCH_TRIES - 1:
+                        log.debug("prefetch of %s failed: %r", ref.sha256.hex()[:12], exc)  # the build fetches again
+                        return
+                await trio.sleep(PREFETCH_RETRY_S)
 
         self._nursery.start_soon(prefetch)
 
