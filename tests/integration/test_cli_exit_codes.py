@@ -99,6 +99,8 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
     check("daemon", await run_cli(bad_cfg, "daemon"), 2)
     check("worker policy", await run_cli(bad_cfg, "worker", "policy"), 2)
     check("worker policy", await run_cli(no_home, "worker", "policy"), 0)
+    for action in ("pause", "resume", "drain"):  # no daemon
+        check(f"worker {action}", await run_cli(no_home, "worker", action), 2)
     check("publish", await run_cli(no_home, "publish", str(proj(tmp_path / "p0"))), 2)
     check("publish --wait", await run_cli(no_home, "publish", str(proj(tmp_path / "p0")), "--wait"), 2)
     check("try", await run_cli(no_home, "try", str(tmp_path)), 2)  # no p2pci.toml
@@ -166,6 +168,10 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         check("badge", await run_cli(home, "badge", "hello", "-o", str(tmp_path / "b.svg")), 0)
         check("status", await run_cli(no_home, "status"), 2)
         check("gc", await run_cli(home, "gc", "--dry-run"), 0)
+        worker = c.nodes[1].paths.home
+        check("worker pause", await run_cli(worker, "worker", "pause"), 0)
+        check("worker resume", await run_cli(worker, "worker", "resume"), 0)
+        check("worker drain", await run_cli(worker, "worker", "drain"), 0)  # nothing running: drained now
 
     liar = [None, ScriptedRunner(), ScriptedRunner(lie=True)]
     async with open_cluster(tmp_path / "bad", 3, runners=liar) as c:
