@@ -67,6 +67,8 @@ def toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, float):
+        return repr(v)  # TOML floats: Python's repr ("1.5", "1e-06") is valid TOML
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, (list, tuple)):
