@@ -36,7 +36,7 @@ from p2pci.config import Config, Paths
 from p2pci.control.server import DaemonLock, serve_control
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import BuildError, LocalError, P2pciError, ProtocolError
-from p2pci.core.messages import BlobRef, Message, Offer, Require
+from p2pci.core.messages import BlobRef, Message, Offer, Require, Reveal
 from p2pci.core.node import (
     PREFETCH_MAX,
     SEED_KEY,
@@ -287,13 +287,29 @@ class Node:
         for key, val in store.kv_items(SEED_KEY):
             with contextlib.suppress(ValueError, TypeError):
                 seeds[bytes.fromhex(key[len(SEED_KEY) :])] = bytes.fromhex(val)
-        own_refs = [(v.job, offer_blobs(v.offer_msg)) for v in self.machine.board.jobs() if v.offer and v.offer.signer == self.me and v.offer_msg]
-        for job, refs in own_refs:  # our offers' blobs are served under their jobs' rules (also those of an older p2pci)
-            store.tie(job, refs, served=True, at=self.clock())
+        self._tie_own(store)
         mode = store.kv_get(TRUST_MODE_KEY, None)
         if mode is None:  # never switched: the config says, and a stored non-empty set means listed
             mode = "listed" if self.config.trust.count == "listed" or trust_ids else "all"
         self.machine.load(jobs, trust, trust_listed=mode == "listed", seeds=seeds)
+
+    def _tie_own(self, store: FactStore) -> None:
+        """Tie the blobs of our own offers and reveals on the board to their jobs (idempotent; also
+        what a p2pci before `blob_refs` stored, so that it is served and kept, not collected)."""
+        now = self.clock()
+        for v in self.machine.board.jobs():
+            refs: list[tuple[bytes, str]] = []
+            offer = v.offer_msg
+            if offer is not None and v.offer is not None and v.offer.signer == self.me:
+                refs += offer_blobs(offer)
+            for f in v.reveals.get(self.me, [])[:1]:
+                rev = f.body
+                if isinstance(rev, Reveal):
+                    refs += [(e.sha256, "output") for e in rev.manifest if self.blobs.has(e.sha256)]
+                    if rev.log is not None and self.blobs.has(rev.log.sha256):
+                        refs.append((rev.log.sha256, "log"))
+            if refs:
+                store.tie(v.job, refs, served=True, at=now)
 
     def _write_addrs(self) -> None:
         tmp = self.paths.addrs.with_suffix(".tmp")

@@ -193,3 +193,28 @@ async def test_the_daemon_collects_on_its_own(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
     assert not node.blobs.has(old.sha256) and node.blobs.has(fresh.sha256)
     assert node.gc_totals["blobs_removed"] == 1
+
+
+async def test_a_store_without_ties_is_tied_at_start_not_collected(tmp_path: Path) -> None:
+    """A home written before blob_refs (or with its ties lost): at start the node ties its own
+    offers' and reveals' blobs again, so gc keeps them and the blob server serves them."""
+    async with open_cluster(tmp_path, 3) as c:
+        pub, w1 = c.nodes[0], c.nodes[1]
+        job = await c.publish(pub, replicas=3, quorum=2)
+        with trio.fail_after(30):
+            await c.wait_converged(job)
+        jid = bytes.fromhex(job)
+        view = w1.board.job(jid)
+        assert view is not None and w1.me in view.reveals
+        outputs = [e.sha256 for e in view.reveals[w1.me][0].body.manifest]  # type: ignore[attr-defined]
+        for n in (pub, w1):
+            n.db.untie_jobs([jid])
+        w1 = await c.restart(1)
+        pub = await c.restart(0)
+        assert all(any(s for _j, _r, s in w1.db.blob_jobs(sha)) for sha in outputs)
+        src = pub.board.job(jid).offer_msg.source.sha256  # type: ignore[union-attr]
+        assert [(j, r, s) for j, r, s in pub.db.blob_jobs(src)] == [(jid, "source", True)]
+        os.utime(pub.blobs.path(src), (1, 1))  # old: collected at once if it were tied to no job
+        pub.config = replace(pub.config, storage=StorageSettings(max_gb=0))
+        await pub.gc_now()
+        assert pub.blobs.has(src)
