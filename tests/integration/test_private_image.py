@@ -76,3 +76,33 @@ async def test_offer_naming_a_private_local_image_is_declined(tmp_path: Path, pr
             (obj,) = await c.wait_verdict(recipe, [pub])
         assert obj["verdict"] == "REPRODUCED" and refusing.runs == 1, obj
     assert image_exists(private_image)  # the donor's image is the donor's: never removed
+
+
+async def test_the_publishers_archive_is_loaded_run_and_removed_by_gc(tmp_path: Path, private_image: str) -> None:
+    """The same private image, sent as the publisher's archive: the worker loads it (it is not in the
+    engine any more), builds, and garbage collection removes the image p2pci loaded once no job
+    needs it."""
+    from dataclasses import replace
+
+    from p2pci.config import StorageSettings
+
+    runner = ScriptedRunner()
+    async with open_cluster(tmp_path, 2, runners=[None, runner]) as c:
+        pub, w = c.nodes
+        pub.images = DockerImages()  # exports the archive at publish
+        w.images = w.builds.images = DockerImages()  # type: ignore[union-attr]
+        await w.set_control("paused")  # claims nothing until the image is gone from the engine
+        with trio.fail_after(60):
+            job = await c.publish(pub, project="archived", **job_args(private_image, w.peer_id))
+        assert pub.board.job(bytes.fromhex(job)).offer_msg.image.archive is not None  # type: ignore[union-attr]
+        await trio.to_thread.run_sync(remove_image, private_image)
+        assert not image_exists(private_image)
+        await w.set_control("open")
+        with trio.fail_after(60):
+            (obj,) = await c.wait_verdict(job, [pub])
+        assert obj["verdict"] == "REPRODUCED" and runner.runs == 1, obj
+        assert image_exists(private_image)  # loaded from the archive, checked against the offer's ID
+        w.config = replace(w.config, storage=StorageSettings(retention_days=0))
+        rep = await w.gc_now()
+        assert rep.images_removed == [private_image]
+        assert not image_exists(private_image)
