@@ -55,7 +55,7 @@ from p2pci.core.node import (
     ServeOutputs,
     StopBuild,
 )
-from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
+from p2pci.core.signing import Fact, NodeKey, open_envelope, peer_id_of, public_of
 from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
@@ -473,8 +473,11 @@ class Node:
     def _prefetch(self, ref: BlobRef, publisher: bytes) -> None:
         """Fetch a claimed job's source now, during the settle after claiming, not when the build starts.
 
-        Only sources up to PREFETCH_MAX: a claimant that is not selected has fetched for nothing.
-        """
+        Only sources up to PREFETCH_MAX, and only from the publisher: a claimant that is not
+        selected has fetched for nothing. The publisher's blob server serves a claimant once it
+        holds the claim (`core.access`), which may be after this request: a refusal is tried again
+        a few times, then left to the build (which fetches from the publisher, then anyone). A
+        prefetch never asks anyone else, so a refused one ends in well under a second."""
         if (
             self._nursery is None
             or ref.size > PREFETCH_MAX
@@ -484,13 +487,15 @@ class Node:
             return
 
         async def prefetch() -> None:
+            pid = peer_id_of(publisher)
             for attempt in range(PREFETCH_TRIES):
+                if self.fetcher.busy(ref.sha256) or self.blobs.size(ref.sha256) == ref.size:
+                    return  # the build is fetching it (or has it) now
                 try:
-                    await self.fetcher.fetch(ref, [publisher])
+                    with trio.fail_after(self.config.timing.blob_timeout_ms / 1000):
+                        await self.network.fetch_blob(ref, self.blobs, [pid])
                     return
                 except (P2pciError, OSError, trio.TooSlowError) as exc:
-                    # refused: our claim may reach the publisher after this request (its blob server
-                    # serves a claimant once it holds the claim): try again shortly, a few times
                     if "refused" not in str(exc) or attempt == PREFETCH_TRIES - 1:
                         log.debug("prefetch of %s failed: %r", ref.sha256.hex()[:12], exc)  # the build fetches again
                         return
