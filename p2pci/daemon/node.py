@@ -55,7 +55,7 @@ from p2pci.core.node import (
     ServeOutputs,
     StopBuild,
 )
-from p2pci.core.signing import Fact, NodeKey, open_envelope, peer_id_of, public_of
+from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
 from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
@@ -487,13 +487,11 @@ class Node:
             return
 
         async def prefetch() -> None:
-            pid = peer_id_of(publisher)
             for attempt in range(PREFETCH_TRIES):
                 if self.fetcher.busy(ref.sha256) or self.blobs.size(ref.sha256) == ref.size:
                     return  # the build is fetching it (or has it) now
-                try:
-                    with trio.fail_after(self.config.timing.blob_timeout_ms / 1000):
-                        await self.network.fetch_blob(ref, self.blobs, [pid])
+                try:  # registered with the fetcher: a build that starts now waits for it, no second copy
+                    await self.fetcher.fetch(ref, [publisher], anyone=False)
                     return
                 except (P2pciError, OSError, trio.TooSlowError) as exc:
                     if "refused" not in str(exc) or attempt == PREFETCH_TRIES - 1:

@@ -193,14 +193,13 @@ async def test_claimant_prefetches_the_source_before_building(tmp_path: Path) ->
     async with open_cluster(tmp_path, 2, runners=[None, runner], timing=with_timing(claim_window_ms=3000)) as c:
         pub, worker = c.nodes
         fetches: list[tuple[bytes, set[bytes], bool]] = []  # (blob, jobs building, runner started)
-        real_fetch = worker.network.fetch_blob
+        real_fetch = worker.fetcher.fetch
 
-        async def recording_fetch(ref: Any, dest: Any, peers: Any = None) -> Any:
+        async def recording_fetch(ref: Any, peers: Any, **kw: Any) -> Any:
             fetches.append((ref.sha256, set(worker.machine.building), runner.started.is_set()))
-            return await real_fetch(ref, dest, peers)
+            return await real_fetch(ref, peers, **kw)
 
-        # every fetch from a peer (the prefetch asks the publisher's blob server directly)
-        worker.network.fetch_blob = recording_fetch  # type: ignore[method-assign]
+        worker.fetcher.fetch = recording_fetch  # type: ignore[method-assign]  # the prefetch path
         job = await c.publish(pub, replicas=1, quorum=1, workers=[worker.peer_id])
         jid = bytes.fromhex(job)
         view = pub.board.job(jid)
