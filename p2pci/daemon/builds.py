@@ -8,7 +8,7 @@
 
 A build fetches the source, the pinned inputs (if the offer has any) and the
 image archive from the publisher by hash, runs in the runner, and moves its
-outputs and log into the blob store once, by hard link (`BlobStore.adopt`; the
+outputs, log and manifest blob into the blob store once, by hard link (`BlobStore.adopt`; the
 log is also linked at `$P2PCI_HOME/work/<job>/log`). Each blob is tied to the
 job in the store (`FactStore.tie`): the outputs unserved until the reveal
 (`serve_outputs` marks them served; the blob server then serves them under the
@@ -37,9 +37,10 @@ import trio
 
 from p2pci.core.errors import P2pciError
 from p2pci.core.messages import BlobRef, Offer
-from p2pci.core.results import ManifestEntry
+from p2pci.core.results import ManifestEntry, PackedManifest, pack_manifest
 from p2pci.core.worker import BuildDone, BuildFailed
 from p2pci.daemon.livelog import LOG_TAIL, LiveLog, stream
+from p2pci.runner.outputs import TOO_MANY_FILES
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -188,14 +189,29 @@ class Builds:
                 why = f"timed out after {offer.limits.timeout_s}s"
                 return BuildFailed(why, code="timeout", detail=f"{why}; log tail:\n{tail}", log=ref)
             if result.status != "ok" or result.exit_code is None:
-                return BuildFailed(result.error or result.status, code="start_failed")
+                why = result.error or result.status
+                if why.startswith(TOO_MANY_FILES) and "files in /out" in why:  # the manifest limit
+                    ref, _tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                    if ref is not None:
+                        await self._tie(job, [(ref.sha256, "log")], served=True)
+                    return BuildFailed(f"outputs cannot be reported: {why}", code="outputs", log=ref)
+                return BuildFailed(why, code="start_failed")
+            exit_code = result.exit_code
+            try:  # the manifest blob: bounded (entries, bytes) before it is made or kept
+                packed = await trio.to_thread.run_sync(pack_manifest, exit_code, result.manifest)
+            except ValueError as exc:  # a result that cannot be revealed: decline, never loop
+                ref, _tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                if ref is not None:
+                    await self._tie(job, [(ref.sha256, "log")], served=True)
+                why = f"outputs cannot be reported: {exc}"
+                return BuildFailed(why, code="outputs", detail=why, log=ref)
             log_ref = await trio.to_thread.run_sync(
-                self._keep_result, job, result.log_path, result.out_dir, result.manifest
+                self._keep_result, job, result.log_path, result.out_dir, packed, result.manifest
             )
             if live.fed == 0:  # a runner that does not stream: the tail, at the end
                 tail = self.live_log(job) or ""
                 self.send_log(job, tail[-LOG_TAIL:])
-            return BuildDone(result.exit_code, result.manifest, log_ref)
+            return BuildDone(exit_code, BlobRef(packed.sha256, packed.size), packed.files, packed.digest, log_ref)
         finally:
             await trio.to_thread.run_sync(result.cleanup)
 
@@ -273,16 +289,22 @@ class Builds:
         return ref, tail
 
     def _keep_result(
-        self, job: bytes, log_path: Path, out_dir: Path | None, manifest: tuple[ManifestEntry, ...] = ()
+        self,
+        job: bytes,
+        log_path: Path,
+        out_dir: Path | None,
+        packed: PackedManifest,
+        manifest: tuple[ManifestEntry, ...] = (),
     ) -> BlobRef:
-        """Move the log and the outputs into the blob store (one copy: hard links), tied to `job`
-        and not served before the reveal. The log is also linked at work/<job>/log."""
+        """Move the log and the outputs into the blob store (one copy: hard links), with the manifest
+        blob, all tied to `job` and not served before the reveal. The log is also linked at
+        work/<job>/log."""
         d = self._job_dir(job)
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
         log_ref = self.blobs.adopt(log_path)
-        refs: list[tuple[bytes, str]] = [(log_ref.sha256, "log")]
+        refs: list[tuple[bytes, str]] = [(log_ref.sha256, "log"), (self.blobs.put_bytes(packed.data).sha256, "manifest")]
         try:
             os.link(self.blobs.path(log_ref.sha256), d / "log")
         except OSError:
@@ -296,8 +318,9 @@ class Builds:
             self.store.tie(job, refs, served=False, at=int(time.time() * 1000))
         return log_ref
 
-    async def serve_outputs(self, job: bytes, manifest: tuple[ManifestEntry, ...]) -> None:
-        """The reveal is out: this worker's outputs and log are served (under the job's access rule)."""
+    async def serve_outputs(self, job: bytes, manifest: BlobRef) -> None:
+        """The reveal is out: this worker's manifest blob, outputs and log are served (under the
+        job's access rule). A result kept by an older p2pci under work/<job>/ is moved in first."""
         d = self._job_dir(job)
         blobs, store = self.blobs, self.store
 
@@ -305,11 +328,14 @@ class Builds:
             refs: list[tuple[bytes, str]] = []
             if (d / "log").exists():
                 refs.append((blobs.adopt(d / "log").sha256, "log"))
-            for e in manifest:
-                if blobs.size(e.sha256) == e.size:
-                    refs.append((e.sha256, "output"))
-                else:  # kept by an older p2pci under work/<job>/out
-                    p = d / "out" / e.path
+            if (d / "manifest").exists() and blobs.size(manifest.sha256) != manifest.size:
+                if blobs.put_file(d / "manifest") != manifest:
+                    log.warning("job %s: the kept manifest does not match the reveal", job.hex()[:12])
+            if blobs.size(manifest.sha256) == manifest.size:
+                refs.append((manifest.sha256, "manifest"))
+            for root, _dirs, files in os.walk(d / "out"):  # an older p2pci's copy of the outputs
+                for name in files:
+                    p = Path(root) / name
                     if p.is_file() and not p.is_symlink():
                         refs.append((blobs.adopt(p).sha256, "output"))
             if store is not None:

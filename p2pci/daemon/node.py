@@ -55,6 +55,7 @@ from p2pci.core.node import (
     ServeOutputs,
     StopBuild,
 )
+from p2pci.core.results import parse_manifest
 from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
 from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
@@ -304,10 +305,19 @@ class Node:
                 refs += offer_blobs(offer)
             for f in v.reveals.get(self.me, [])[:1]:
                 rev = f.body
-                if isinstance(rev, Reveal):
-                    refs += [(e.sha256, "output") for e in rev.manifest if self.blobs.has(e.sha256)]
-                    if rev.log is not None and self.blobs.has(rev.log.sha256):
-                        refs.append((rev.log.sha256, "log"))
+                if isinstance(rev, Reveal) and self.blobs.size(rev.manifest.sha256) == rev.manifest.size:
+                    refs.append((rev.manifest.sha256, "manifest"))
+                    with contextlib.suppress(ProtocolError, LocalError):
+                        entries = parse_manifest(
+                            self.blobs.read_bytes(rev.manifest.sha256),
+                            sha256=rev.manifest.sha256,
+                            files=rev.files,
+                            exit_code=rev.exit_code,
+                            digest=rev.digest,
+                        )
+                        refs += [(e.sha256, "output") for e in entries if self.blobs.has(e.sha256)]
+                if isinstance(rev, Reveal) and self.blobs.has(rev.log.sha256):
+                    refs.append((rev.log.sha256, "log"))
             if refs:
                 store.tie(v.job, refs, served=True, at=now)
 
@@ -720,8 +730,8 @@ class Node:
         """The job object computed now (not the one last broadcast)."""
         return self.machine.fresh_job_obj(view.job, self.now())
 
-    async def control_op(self, op: str, args: dict[str, Any]) -> Any:
-        return await api.call(self, op, args)
+    async def control_op(self, op: str, args: dict[str, Any], emit: api.Emit | None = None) -> Any:
+        return await api.call(self, op, args, emit)
 
 
 __all__ = ["Node", "validate_fact", "wall_ms", "load_key", "node_config", "P2pciError", "BuildError"]

@@ -168,10 +168,14 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         check("badge", await run_cli(home, "badge", "hello", "-o", str(tmp_path / "b.svg")), 0)
         check("status", await run_cli(no_home, "status"), 2)
         check("gc", await run_cli(home, "gc", "--dry-run"), 0)
-        worker = c.nodes[1].paths.home
+        # donor controls on a worker; on an observer, and resume while draining, they are errors
+        worker = c.nodes[2].paths.home
+        for action in ("pause", "resume", "drain"):
+            check(f"worker {action}", await run_cli(home, "worker", action), 2)  # node 0 never builds
         check("worker pause", await run_cli(worker, "worker", "pause"), 0)
         check("worker resume", await run_cli(worker, "worker", "resume"), 0)
-        check("worker drain", await run_cli(worker, "worker", "drain"), 0)  # nothing running: drained now
+        check("worker drain", await run_cli(worker, "worker", "drain", "--json"), 0)  # nothing running: drained now
+        check("worker resume", await run_cli(worker, "worker", "resume"), 2)  # draining: no way back
 
     liar = [None, ScriptedRunner(), ScriptedRunner(lie=True)]
     async with open_cluster(tmp_path / "bad", 3, runners=liar) as c:

@@ -39,7 +39,7 @@ async def reveal_log(observer: Node, revealer: Node, job: str, data: bytes) -> B
         while revealer.board.job(bytes.fromhex(job)) is None:  # its blob server checks the job's rule
             await revealer.changed.wait()
     key = NodeKey.from_seed(hashlib.sha256(f"node{revealer_index(revealer)}".encode()).digest())
-    rev = Reveal(bytes.fromhex(job), result_digest(0, ()), secrets.token_bytes(16), 0, (), BlobRef(ref.sha256, ref.size), ())
+    rev = Reveal.of(bytes.fromhex(job), result_digest(0, ()), secrets.token_bytes(16), 0, (), BlobRef(ref.sha256, ref.size), ())
     assert await observer.ingest(seal(key, rev).raw) is not None
     return BlobRef(ref.sha256, ref.size)
 
