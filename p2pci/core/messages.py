@@ -60,7 +60,7 @@ MAX_SELECT_WORKERS = MAX_REPLICAS + MAX_REQUIRE_KEYS
 MAX_REASON = 32
 MAX_DETAIL = 1024
 MAX_RECIPE = 8192
-DECLINE_REASONS = ("policy", "slots", "image", "source", "inputs", "timeout", "start_failed", "other")
+DECLINE_REASONS = ("policy", "slots", "image", "source", "inputs", "identity", "timeout", "start_failed", "other")
 
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

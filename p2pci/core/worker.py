@@ -17,7 +17,9 @@ Phases::
 
 Rules:
 
-* SEEN: skip if `eligible(...)` gives a reason, or the job is cancelled,
+* SEEN: skip if `eligible(...)` gives a reason, or this worker's identity proof
+  (`cfg.identity_bits`) is weaker than the offer's `identity_bits` (a `decline` with
+  code `identity`: the publisher would never select it), or the job is cancelled,
   expired or already has a final verdict; else start the claim window.
 * WAITING: after `claim_delay_ms` (None: `claim_window_ms`), claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
@@ -112,6 +114,9 @@ class WorkerConfig:
     # from first sight to the claim; None: `claim_window_ms` (the v1 wait). v2 needs no wait (nobody
     # can rank claimants before the publisher's select): the daemon claims at once (0)
     claim_delay_ms: int | None = None
+    # the strength of this worker's identity proof (p2pci.core.identity); None: not checked here.
+    # An offer that demands more is declined (code `identity`): its publisher would not select us
+    identity_bits: int | None = None
 
 
 def settle_ms_for(claim_window_ms: int) -> int:
@@ -406,6 +411,13 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
         # that says nothing leaves the publisher waiting for the deadline
         say = code not in SILENT_REFUSALS and _over(view, offer, now) is None
         return replace(wj, phase="SKIPPED", reason=text), [PublishDecline(code, text)] if say else []
+    if cfg.identity_bits is not None and cfg.identity_bits < offer.identity_bits:
+        text = (
+            f"identity proof of {cfg.identity_bits} bits is below the offer's {offer.identity_bits}"
+            f" (p2pci init --identity-bits {offer.identity_bits})"
+        )
+        say = _over(view, offer, now) is None
+        return replace(wj, phase="SKIPPED", reason=text), [PublishDecline("identity", text)] if say else []
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
