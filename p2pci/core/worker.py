@@ -46,9 +46,14 @@ Rules:
   deterministic: the same fact, a duplicate for everyone else), then
   COMMITTED. The daemon should persist `wj` (salt and result) before it
   publishes the commit so a restarted worker can still reveal.
-* COMMITTED: reveal when every worker selected at `now` has committed and
+* COMMITTED: reveal when every worker selected at `now` has committed,
   at least `quorum` workers are selected (so that a lone early worker does
-  not reveal before anyone could witness its commit), or
+  not reveal before anyone could witness its commit), and no round that adds
+  a worker is pending (`selection.round_pending`: the latest round has free
+  places and an eligible claimant the publisher's next round would add; the
+  seed is public after round 0, so every worker computes that round exactly as
+  the publisher does). A worker added after the reveals could never be
+  witnessed, so its vote would never count. Or
   `now >= reveal_deadline(offer, slack_ms)` =
   `min(created + timeout_s * 1000 + slack_ms, deadline)`. `seen` is
   `JobView.seen_commits(digest=own digest)`: the commit ids held before the
@@ -72,7 +77,7 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
+from p2pci.core.selection import candidates, live_claimants, rank, round_pending, selected, selection
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
 
@@ -524,7 +529,9 @@ def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, e
     assert offer is not None
     deadline = wj.reveal_at if wj.reveal_at is not None else reveal_deadline(offer, cfg.slack_ms)
     sel = selected(view, now)
-    if now < deadline and (len(sel) < offer.quorum or not all(w in view.commits for w in sel)):
+    if now < deadline and (
+        len(sel) < offer.quorum or not all(w in view.commits for w in sel) or round_pending(view, now)
+    ):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None
     rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN, wj.digest))
