@@ -195,7 +195,8 @@ def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys,
     return out
 
 
-def run(jobs: int = 500) -> dict[str, Any]:
+def full_table(jobs: int = 500) -> dict[str, Any]:
+    """Every cell (s x M/N x require), `jobs` jobs each."""
     rng = random.Random(13)
     keys = Keys(rng)
     table = []
@@ -220,6 +221,19 @@ def run(jobs: int = 500) -> dict[str, Any]:
     return out
 
 
+def run(quick: bool = False) -> dict[str, Any]:
+    """The `make bench` part: the headline cell (s = 0.3, M/N = 3/2, no `require`) on the real node
+    machine (the whole table takes about 20 CPU minutes: `python -m bench.sybil_machine`)."""
+    jobs = 300 if quick else 3000
+    cell = one_cell(3, 2, 0.3, False, jobs)
+    return {
+        "sybil_false_reproduced_s30_m3n2": cell["REPRODUCED_false"],
+        "sybil_expected_false_reproduced_s30_m3n2": round(cell["expected_false_reproduced"], 4),
+        "sybil_jobs_s30_m3n2": jobs,
+        "sybil_ms_per_job": round(1000 * cell["cpu_s"] / jobs, 2),
+    }
+
+
 def one_cell(m: int, n: int, share: float, require: bool, jobs: int) -> dict[str, Any]:
     """One cell with more jobs (the headline cell of bench/results.json)."""
     rng = random.Random(31)
@@ -237,4 +251,4 @@ if __name__ == "__main__":
         spec = sys.argv[sys.argv.index("--cell") + 1].split(",")
         print(json.dumps(one_cell(int(spec[0]), int(spec[1]), float(spec[2]), spec[3:] == ["require"], n_jobs), indent=1))
     else:
-        print(json.dumps(run(n_jobs), indent=1))
+        print(json.dumps(full_table(n_jobs), indent=1))

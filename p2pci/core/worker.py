@@ -47,8 +47,11 @@ Rules:
   COMMITTED. The daemon should persist `wj` (salt and result) before it
   publishes the commit so a restarted worker can still reveal.
 * COMMITTED: reveal when every worker selected at `now` has committed,
-  at least `quorum` workers are selected (so that a lone early worker does
-  not reveal before anyone could witness its commit), and no round that adds
+  at least `quorum` selected workers may still agree with this worker's digest
+  (all selected workers but those whose reveal already shows another digest:
+  a lone early worker does not reveal before anyone could witness its commit,
+  and an early wrong reveal does not make an honest worker reveal alone before
+  a later round brings the workers that can agree with it), and no round that adds
   a worker is pending (`selection.round_pending`: the latest round has free
   places and an eligible claimant the publisher's next round would add; the
   seed is public after round 0, so every worker computes that round exactly as
@@ -524,13 +527,27 @@ def _built_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
     return wj, [*actions, PublishCommit(wj.commit)]
 
 
+def _could_agree(view: JobView, workers: list[bytes], digest: bytes | None) -> int:
+    """How many of `workers` may still agree with `digest`: all but those whose reveal on this
+    board shows another digest (an early reveal of a wrong digest, or an equivocation)."""
+    n = 0
+    for w in workers:
+        revs = view.reveals.get(w, ())
+        if any(isinstance(f.body, Reveal) and f.body.digest != digest for f in revs):
+            continue
+        n += 1
+    return n
+
+
 def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
     offer = view.offer_msg
     assert offer is not None
     deadline = wj.reveal_at if wj.reveal_at is not None else reveal_deadline(offer, cfg.slack_ms)
     sel = selected(view, now)
     if now < deadline and (
-        len(sel) < offer.quorum or not all(w in view.commits for w in sel) or round_pending(view, now)
+        _could_agree(view, sel, wj.digest) < offer.quorum
+        or not all(w in view.commits for w in sel)
+        or round_pending(view, now)
     ):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None

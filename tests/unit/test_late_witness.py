@@ -213,3 +213,34 @@ def test_every_worker_any_round_selected_counts_when_all_are_honest(early: int, 
     assert revealed == sel  # every selected worker revealed
     assert v.state == "REPRODUCED"
     assert set(v.groups[0].workers) == sel and not v.ignored
+
+
+def test_an_early_wrong_reveal_does_not_make_an_honest_worker_reveal_alone() -> None:
+    """Round 0 names a liar that reveals at once and one honest worker; a second honest worker
+    claims only after the first one's build is done. The first waits for it (the liar cannot
+    agree with it: its reveal shows another digest), so both honest votes are witnessed."""
+    sim, board, (a, b) = setup(2, replicas=3, quorum=2)
+    liar = key("liar")
+    a.step(T0)
+    board.add(seal(liar, Claim(sim.job, T0 + LEASE)).raw, T0)
+    now = T0 + WINDOW
+    assert publish_round(board, sim.job, now)
+    view = board.job(sim.job)
+    assert view is not None and selection(view).current == tuple(sorted((a.k.public, liar.public)))
+    bad = sim.built(liar, b"evil")
+    board.add(sim.commit(liar, bad).raw, now)
+    board.add(sim.reveal(liar, bad, seen=()).raw, now)
+    a.step(now)
+    a.finish(now + 1)
+    a.step(now + 2)
+    assert a.wj.phase == "COMMITTED"  # two selected, but the liar cannot agree: wait
+    b.step(now + 3)  # a late claim, after a's build
+    assert publish_round(board, sim.job, now + 4)
+    b.step(now + 4)
+    b.finish(now + 5)
+    for w in (a, b, a, b):
+        w.step(now + 6)
+    assert a.wj.phase == b.wj.phase == "REVEALED"
+    v = tally(view, now + 6)
+    assert v.state == "REPRODUCED" and set(v.groups[0].workers) == {a.k.public, b.k.public}
+    assert v.dissenters == (liar.public,) and not v.ignored
