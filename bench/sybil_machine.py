@@ -59,7 +59,7 @@ class Keys:
 
 
 def run_job(m: int, n: int, share: float, require: bool, keys: Keys, rng: random.Random) -> tuple[str, bool, int]:
-    """(verdict state, false = digest is the attacker's, machines' rounds) of one job."""
+    """(verdict state, false = the digest is the attacker's, attacker keys ranked in round 0)."""
     from p2pci.core.messages import BlobRef, Claim, Commit, ImageRef, Limits, Offer, Require, Reveal
     from p2pci.core.node import NodeConfig, NodeMachine, Publish, RunBuild
     from p2pci.core.results import ManifestEntry, result_digest
@@ -175,7 +175,9 @@ def run_job(m: int, n: int, share: float, require: bool, keys: Keys, rng: random
     v = tally(pub.board.job(job), now)  # type: ignore[arg-type]
     w = tally(obs.board.job(job), now)  # type: ignore[arg-type]
     assert (v.state, v.digest) == (w.state, w.digest), "two honest boards disagree"
-    return v.state, v.digest == d_evil, steps
+    rounds = selection(pub.board.job(job)).rounds  # type: ignore[arg-type]
+    x = len(set(rounds[0].ranked) & {k.public for k in attackers}) if rounds else -1
+    return v.state, v.digest == d_evil, x
 
 
 def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys, rng: random.Random) -> dict[str, float]:
