@@ -335,7 +335,7 @@ async def test_trust_attacks(mesh: Mesh, busybox_image: str, short_tmp: Path) ->
         # the hostile keys are selected by construction: the honest workers wait, paused, while
         # round 0 of these two jobs is made with the adversaries' claims alone
         for w in workers:
-            await w.call("pause")
+            await w.call("worker_control", action="pause")
         squat_job, squat_r0 = await publish_paused(c, "squat", replicas=3, quorum=3, **kw)
         early_job, early_r0 = await publish_paused(c, "early", replicas=3, quorum=2, **kw)
         # the ground keys claim first (still paused), then the honest workers, well within the
@@ -345,7 +345,7 @@ async def test_trust_attacks(mesh: Mesh, busybox_image: str, short_tmp: Path) ->
         )
         await wait_for(lambda: _two_claims(advs["grinder"], grind_job), "the two ground claims")
         for w in workers:
-            await w.call("resume")
+            await w.call("worker_control", action="resume")
     results: dict[str, dict[str, Any]] = {}
 
     async def run(name: str, scenario: Any, *args: Any) -> None:
