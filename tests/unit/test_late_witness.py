@@ -166,25 +166,42 @@ def test_a_lapsed_claim_is_not_waited_for() -> None:
     assert not round_pending(view, T0 + 5_000)  # c left: the publisher would not add it
 
 
-@settings(max_examples=60)
+@settings(max_examples=80)
 @given(
     early=st.integers(1, 2),
     late=st.integers(0, 3),
+    liar=st.booleans(),
     order=st.lists(st.integers(0, 6), min_size=10, max_size=60),
 )
-def test_every_worker_any_round_selected_counts_when_all_are_honest(early: int, late: int, order: list[int]) -> None:
+def test_every_honest_worker_any_round_selected_counts(early: int, late: int, liar: bool, order: list[int]) -> None:
     """Claims arrive before and after round 0, the publisher acts late or early, builds end in
-    any order: every selected worker that revealed before the reveal deadline is counted."""
-    assume(early + late >= 2)  # fewer than quorum workers can only reveal at the deadline
+    any order, and a liar may claim in the window and reveal a wrong digest as soon as it is
+    selected: every honest selected worker reveals before the reveal deadline and is counted."""
+    assume(early + late >= 2)  # fewer than quorum honest workers can only reveal at the deadline
     sim, board, ws = setup(early + late, replicas=3, quorum=2)
+    bad_key = key("liar")
     now = T0
     for w in ws[:early]:
         w.step(now)
+    if liar:
+        board.add(seal(bad_key, Claim(sim.job, T0 + 600_000)).raw, now)
     now += WINDOW
     publish_round(board, sim.job, now)
     pending = list(ws[early:])
+    lied = False
+
+    def lie(now: int) -> None:  # the liar commits and reveals at once, once selected
+        nonlocal lied
+        view = board.job(sim.job)
+        if liar and not lied and view is not None and bad_key.public in selection(view).current:
+            lied = True
+            bad = sim.built(bad_key, b"evil")
+            board.add(sim.commit(bad_key, bad).raw, now)
+            board.add(sim.reveal(bad_key, bad, seen=()).raw, now)
+
     for op in order:
         now += 7
+        lie(now)
         if op == 0 and pending:
             pending.pop(0).step(now)  # a late claim
         elif op == 1:
@@ -201,6 +218,7 @@ def test_every_worker_any_round_selected_counts_when_all_are_honest(early: int, 
     for _ in range(12):
         now += 7
         publish_round(board, sim.job, now)
+        lie(now)
         for w in ws:
             if w.building:
                 w.finish(now)
@@ -208,10 +226,10 @@ def test_every_worker_any_round_selected_counts_when_all_are_honest(early: int, 
     view = board.job(sim.job)
     assert view is not None and now < reveal_deadline(sim.offer)
     v = tally(view, now)
-    sel = selection(view).selected
+    sel = selection(view).selected - {bad_key.public}
     revealed = {w.k.public for w in ws if w.wj.phase == "REVEALED"}
-    assert revealed == sel  # every selected worker revealed
-    assert v.state == "REPRODUCED"
+    assert revealed == sel  # every honest selected worker revealed
+    assert v.state == "REPRODUCED" and v.digest == sim.built(ws[0].k).digest
     assert set(v.groups[0].workers) == sel and not v.ignored
 
 
