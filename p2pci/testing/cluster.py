@@ -112,8 +112,11 @@ class Cluster:
     timing: Timing
     worker: WorkerSettings
 
-    async def add_node(self, runner: ScriptedRunner | None, *, index: int | None = None) -> Node:
-        """Start a node (`index`: restart that node on its old home and key)."""
+    async def add_node(
+        self, runner: ScriptedRunner | None, *, index: int | None = None, identity: bytes | None = None
+    ) -> Node:
+        """Start a node (`index`: restart that node on its old home and key; `identity`: its
+        identity nonce, default one of CLUSTER_IDENTITY_BITS)."""
         i = len(self.nodes) if index is None else index
         key = NodeKey.from_seed(hashlib.sha256(f"node{i}".encode()).digest())
         # a cheap identity proof, and offers that demand it (the real check, at a test price)
@@ -131,7 +134,7 @@ class Cluster:
             runner=runner,
             key=key,
             images=FakeImages(),
-            identity=mint(key.public, CLUSTER_IDENTITY_BITS),
+            identity=mint(key.public, CLUSTER_IDENTITY_BITS) if identity is None else identity,
         )
         scope = trio.CancelScope()
         if index is None:
