@@ -138,7 +138,7 @@ def run_job(m: int, n: int, share: float, require: bool, keys: Keys, rng: random
                     commits.append(seal(k, Commit(job, commit_hash(salt, d_evil, k.public))))
                 seen = tuple(sorted(f.id for f in commits))
                 outbox += commits
-                outbox += [seal(k, Reveal(job, d_evil, att_salts[k.public], 0, evil, log, seen)) for k in attackers]
+                outbox += [seal(k, Reveal.of(job, d_evil, att_salts[k.public], 0, evil, log, seen)) for k in attackers]
             acted = bool(outbox)
             for mach in machines:
                 w = mach.next_wakeup()
@@ -171,7 +171,7 @@ def run_job(m: int, n: int, share: float, require: bool, keys: Keys, rng: random
         due = [b for b in builds if b[0] <= now]
         builds = [b for b in builds if b[0] > now]
         for _, _, mach in sorted(due, key=lambda b: (b[0], b[1])):
-            mach.build_finished(job, BuildDone(0, good, log), now)
+            mach.build_finished(job, BuildDone.of(0, good, log), now)
     v = tally(pub.board.job(job), now)  # type: ignore[arg-type]
     w = tally(obs.board.job(job), now)  # type: ignore[arg-type]
     assert (v.state, v.digest) == (w.state, w.digest), "two honest boards disagree"

@@ -65,7 +65,7 @@ class Worker:
     def finish(self, now: int) -> None:
         assert self.building
         self.building = False
-        self.step(now, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)))
+        self.step(now, BuildDone.of(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)))
 
 
 def publish_round(board: Board, job: bytes, now: int) -> bool:
