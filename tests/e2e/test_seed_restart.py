@@ -42,8 +42,10 @@ async def test_publisher_killed_after_offering_selects_with_the_committed_seed(
 
     with trio.fail_after(60):
         await mesh.start(pub)
-        w1 = await mesh.add("w1", bootstrap=[boot])
-        w2 = await mesh.add("w2", bootstrap=[boot])
+        # the workers dial the restarted publisher at start: it is the only node holding the
+        # source (a worker that asks only the others declines the job with reason `source`)
+        w1 = await mesh.add("w1", bootstrap=[pub, boot])
+        w2 = await mesh.add("w2", bootstrap=[pub, boot])
         await mesh.wait_connected()
     with trio.fail_after(180):
         view = await mesh.wait_verdict(job, [boot, pub, w1, w2])
