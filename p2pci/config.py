@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
+from p2pci.core.identity import DEFAULT_IDENTITY_BITS
+from p2pci.core.messages import MAX_IDENTITY_BITS
 from p2pci.core.worker import WorkerPolicy
 
 DEFAULT_HOME = "~/.local/share/p2pci"
@@ -60,6 +62,10 @@ class Paths:
     @property
     def work(self) -> Path:
         return self.home / "work"
+
+    @property
+    def identity(self) -> Path:
+        return self.home / "identity"
 
 
 _POLICY = WorkerPolicy()  # the defaults are written once, on core.worker.WorkerPolicy
@@ -127,6 +133,33 @@ class TrustSettings:
     require_keys: tuple[str, ...] = ()
     require_min: int = 0
     count: TrustCount = "all"
+
+
+IDENTITY_BITS_ENV = "P2PCI_IDENTITY_BITS"
+
+
+def default_identity_bits() -> int:
+    """The default identity difficulty: `$P2PCI_IDENTITY_BITS` when set (the test suite and
+    throwaway meshes set it low), else `core.identity.DEFAULT_IDENTITY_BITS`. It is the default of
+    `p2pci init --identity-bits` and of `[publish] identity_bits` (a value in config.toml wins)."""
+    raw = os.environ.get(IDENTITY_BITS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IDENTITY_BITS
+    try:
+        bits = int(raw)
+    except ValueError:
+        raise LocalError(f"${IDENTITY_BITS_ENV} must be an integer 0..{MAX_IDENTITY_BITS}, not {raw[:40]!r}") from None
+    if not 0 <= bits <= MAX_IDENTITY_BITS:
+        raise LocalError(f"${IDENTITY_BITS_ENV} must be an integer 0..{MAX_IDENTITY_BITS}, not {bits}")
+    return bits
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """`[publish]`: what this node's offers demand of their workers."""
+
+    # the identity proof of work a claimant must show (leading zero bits, p2pci.core.identity)
+    identity_bits: int = field(default_factory=default_identity_bits)
 
 
 @dataclass(frozen=True)
@@ -222,6 +255,7 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     net: NetSettings = field(default_factory=NetSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
@@ -326,6 +360,12 @@ signer_burst_kib = 4096
 # does not build is evicted (its facts deleted); jobs nobody claimed go first.
 max_jobs = 4096
 max_offers_per_key = 64
+
+[publish]
+# The identity proof of work (leading zero bits) this node's offers demand of a worker:
+# 27 costs a new identity about 76 s of one core, minted once per node key by `p2pci init`.
+# The default is 27, or $P2PCI_IDENTITY_BITS when set (test suites and demo meshes set it low).
+# identity_bits = 27
 
 [timing]
 claim_window_ms = 2000
@@ -535,9 +575,17 @@ def parse_config(data: dict[str, Any]) -> Config:
     )
     if qt:
         raise ConfigError(f"config: unknown key quotas.{sorted(qt)[0]}", f"quotas.{sorted(qt)[0]}")
+    pt = dict(_take(top, "publish", dict, "", {}))
+    bits = _take(pt, "identity_bits", int, "publish.", None)
+    if bits is not None and not 0 <= bits <= MAX_IDENTITY_BITS:
+        raise ConfigError(f"config: publish.identity_bits must be 0..{MAX_IDENTITY_BITS}", "publish.identity_bits")
+    publish = PublishSettings() if bits is None else PublishSettings(identity_bits=bits)
+    if pt:
+        raise ConfigError(f"config: unknown key publish.{sorted(pt)[0]}", f"publish.{sorted(pt)[0]}")
     if top:
         raise ConfigError(f"config: unknown key {sorted(top)[0]}", sorted(top)[0])
     return Config(
+        publish=publish,
         listen=listen,
         bootstrap=bootstrap,
         build=build,

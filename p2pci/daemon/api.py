@@ -27,6 +27,7 @@ from p2pci.net.common import fact_counters
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
+    from p2pci.config import Config
     from p2pci.core.worker import WorkerConfig
     from p2pci.daemon.image_cache import Images
     from p2pci.net.base import Network
@@ -38,6 +39,7 @@ class NodeView(Protocol):
 
     machine: NodeMachine
     network: Network
+    config: Config
     blobs: BlobStore
     fetcher: BlobFetcher
     images: Images
@@ -243,7 +245,12 @@ async def op_publish(node: NodeView, args: dict[str, Any], emit: Emit | None = N
     steps.event("offer", "start", f"signing and gossiping the offer of {req.project}")
     seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out
     offer = new_offer(
-        req, image=image_ref, now=node.now(), timing=node.protocol, select_commit=hashlib.sha256(seed).digest()
+                req,
+        image=image_ref,
+        now=node.now(),
+        timing=node.protocol,
+        select_commit=hashlib.sha256(seed).digest(),
+        identity_bits=node.config.publish.identity_bits,  # [publish] identity_bits: what workers must show
     )
     fact = await node.publish_offer(offer, seed)
     await trio.to_thread.run_sync(store.pin, fact.id)

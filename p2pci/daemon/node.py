@@ -64,6 +64,7 @@ from p2pci.daemon.builds import Builds
 from p2pci.daemon.gc import GcReport
 from p2pci.daemon.gc import collect as gc_collect
 from p2pci.daemon.image_cache import DockerImages, Images
+from p2pci.identity_home import load_identity
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
 
@@ -122,7 +123,7 @@ def load_key(paths: Paths) -> NodeKey:
     return NodeKey.from_seed(seed)
 
 
-def node_config(config: Config, key: NodeKey, *, builds: bool) -> NodeConfig:
+def node_config(config: Config, key: NodeKey, *, builds: bool, identity: bytes = b"") -> NodeConfig:
     """The machine's settings from config.toml (the protocol part of [timing], [worker], [trust])."""
     tm = config.timing
     wc = WorkerConfig(
@@ -147,6 +148,7 @@ def node_config(config: Config, key: NodeKey, *, builds: bool) -> NodeConfig:
         key=key,
         worker=wc,
         builds=builds,
+        identity=identity,
         require=require,
         max_jobs=q.max_jobs,
         max_offers_per_key=q.max_offers_per_key,
@@ -166,17 +168,22 @@ class Node:
         key: NodeKey | None = None,
         clock: Callable[[], int] = wall_ms,
         images: Images | None = None,
+        identity: bytes | None = None,
     ) -> None:
         self.paths = Paths(Path(home))
         self.paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config = config
         self.key = key or load_key(self.paths)
+        if identity is None:  # the proof `p2pci init` minted (none: strength 0, offers that demand one are declined)
+            stored = load_identity(self.paths, self.key)
+            identity = b"" if stored is None else stored.nonce
+        self.identity = identity
         self.peer_id = self.key.peer_id
         self.network = network
         self.runner = runner if config.build else None
         self.clock = clock
         self.images: Images = images or DockerImages()
-        self.machine = NodeMachine(node_config(config, self.key, builds=self.runner is not None))
+        self.machine = NodeMachine(node_config(config, self.key, builds=self.runner is not None, identity=identity))
         self.store: FactStore | None = None
         self.blobs = BlobStore(self.paths.blobs)
         self.fetcher = BlobFetcher(self.blobs, network, lambda: self.config.timing.blob_timeout_ms / 1000)
