@@ -177,6 +177,7 @@ class StatusObj(TypedDict):
     facts: FactsObj
     blobs: BlobsObj
     quotas: dict[str, Any]  # what the quotas dropped and evicted, and the limits (docs/operator.md, "Quotas")
+    storage: dict[str, Any]  # blob requests refused by reason, what gc freed (docs/operator.md, "Disk")
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)

@@ -55,10 +55,12 @@ class BlobFetcher:
     def busy(self, sha256: bytes) -> bool:
         return sha256 in self._fetching
 
-    async def fetch(self, ref: BlobRef, peers: list[bytes] | None, sharers: list[bytes] | None = None) -> Path:
+    async def fetch(
+        self, ref: BlobRef, peers: list[bytes] | None, sharers: list[bytes] | None = None, *, anyone: bool = True
+    ) -> Path:
         """A blob from our store, else from `peers` (keys of holders of the whole blob, in order)
         and `sharers` (keys of the nodes fetching it now, this one included: they pass pieces to
-        each other, p2pci.net.pieces), else from anyone."""
+        each other, p2pci.net.pieces), else (unless `anyone` is False) from anyone."""
         if self.blobs.size(ref.sha256) == ref.size:
             return self.blobs.path(ref.sha256)
         if ref.size == 0:
@@ -81,7 +83,8 @@ class BlobFetcher:
                             [peer_id_of(p) for p in sharers] if sharers else None,
                         )
                     except ProtocolError:
-                        pass
+                        if not anyone:
+                            raise
                 return await self.network.fetch_blob(ref, self.blobs, None)
             finally:
                 if self._fetching.get(ref.sha256) is done:

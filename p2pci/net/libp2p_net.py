@@ -35,6 +35,7 @@ from p2pci.net import wire
 from p2pci.net.base import (
     MAX_FACT,
     TOPIC,
+    BlobAccess,
     BlobStoreLike,
     BlobUnavailable,
     Delivery,
@@ -495,6 +496,7 @@ class LibP2PNetwork:
         self._listen = list(listen) or ["/ip4/127.0.0.1/tcp/0"]
         self._validate = validate or _default_validate
         self._blobs = blobs
+        self._blob_access: BlobAccess | None = None
         self._sync: SyncSource = sync_source or EmptySyncSource()
         self.degree = degree
         self.sync_interval = sync_interval
@@ -580,6 +582,9 @@ class LibP2PNetwork:
 
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store
+
+    def set_blob_access(self, access: BlobAccess) -> None:
+        self._blob_access = access
 
     def forget(self, fact_ids: list[bytes]) -> None:
         """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
@@ -1630,6 +1635,12 @@ class LibP2PNetwork:
             else:
                 sha, size = wire.parse_blob_request(payload)
                 off, length = 0, size
+            if self._blob_access is not None:  # before anything else: a refusal says nothing of what we hold
+                refused = await self._blob_access(sha, peer)
+                if refused is not None:
+                    self._stats.inc("blob_refused")
+                    await self._refuse(stream, refused, v2)
+                    return
             path, have, why = self._blob_source(sha, size)
             if path is None:
                 await self._refuse(stream, why, v2)
