@@ -1463,7 +1463,7 @@ class LibP2PNetwork:
                     backoff = min(backoff * 2, 0.5)
                     continue
                 if not have and not team:
-                    pull.reasons.append(f"{remote}: {error or 'does not have it'}")
+                    pull.reasons.append(f"{remote}: refused: {error}" if error else f"{remote}: does not have it")
                     return
                 pull.haves[remote] = have
                 count = popcount(have)
@@ -1493,7 +1493,7 @@ class LibP2PNetwork:
                         pull.haves[remote] = have
                         full = popcount(have) == part.n
                         if not have and not team:
-                            pull.reasons.append(f"{remote}: {error}")
+                            pull.reasons.append(f"{remote}: refused: {error}")  # as over /p2pci/blob/1
                             return
                     with trio.move_on_after(backoff):
                         await pull.changed.wait()
