@@ -412,6 +412,11 @@ def publish_command(
         args["inputs"] = {"sha256": packed.inputs.sha256.hex(), "size": packed.inputs.size}
     args["provenance"] = {**packed.offer_provenance, "recipe": image_recipe(recipe.image)}
     if not wait:
+        from p2pci.cli.checks import base_image_note
+
+        note = base_image_note(recipe.image)
+        if note:
+            click.echo(note, err=True)
         job = home.call("publish", timeout=None, **args)  # may build the base image first
         if as_json:
             echo_json(job)
@@ -421,7 +426,10 @@ def publish_command(
         return
     events = iter_events(home.path)
     try:
-        step("offer", f"offering {recipe.project} (the daemon builds the base image first if it is missing)")
+        from p2pci.cli.checks import base_image_note
+
+        note = base_image_note(recipe.image)
+        step("offer", f"offering {recipe.project}" + (f" ({note})" if note else ""))
         job = home.call("publish", timeout=None, **args)
         job_id = job["job"]
         if as_events:
@@ -605,8 +613,10 @@ def _stream_log(home: Home, job: str, entry: dict[str, Any], max_bytes: int, tai
 
 
 def _log_json(home: Home, job: str, entry: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """One revealed log for `logs --json`: its first `max_bytes`, exact text (decoded as UTF-8, errors replaced)."""
+    """One log for `logs --json` (revealed, or a decline's): its first `max_bytes`, exact text
+    (decoded as UTF-8, errors replaced)."""
     out = {k: entry[k] for k in ("worker", "exit_code", "digest", "size", "too_large")}
+    out["declined"] = entry.get("declined")
     data = b""
     if not entry["too_large"]:
         end = min(int(entry["size"]), max_bytes)
@@ -629,10 +639,12 @@ def _log_json(home: Home, job: str, entry: dict[str, Any], max_bytes: int) -> di
               help="Show at most this much of each log (its start; with --tail, of its end).")
 @click.option("--tail", "tail", type=click.IntRange(1), default=None, metavar="N", help="Only the last N lines of each log.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print {job, logs: [{worker, exit_code, digest, size, too_large, text}]} as JSON (each text at most --max).")
+              help="Print {job, logs: [{worker, exit_code, digest, size, too_large, declined, text}]} as JSON "
+                   "(each text at most --max; a decline's log has exit_code and digest null).")
 @pass_home
 def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail: int | None, as_json: bool) -> None:
-    """Build logs of a job (one worker's, or every revealed one).
+    """Build logs of a job (one worker's, or every revealed one, then those of
+    workers that declined with a log: a build that timed out or could not start).
 
     Logs are fetched from their revealers by range and streamed to the terminal,
     control characters shown escaped. A log that declares more than the daemon's
@@ -648,7 +660,10 @@ def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail:
         return
     refused = 0
     for entry in index:
-        _echo(f"==> {entry['worker']} exit {entry['exit_code']} digest {entry['digest'][:16]} ({entry['size']} bytes) <==")
+        if entry.get("declined"):
+            _echo(f"==> {entry['worker']} declined ({entry['declined']}) ({entry['size']} bytes) <==")
+        else:
+            _echo(f"==> {entry['worker']} exit {entry['exit_code']} digest {entry['digest'][:16]} ({entry['size']} bytes) <==")
         if entry["too_large"]:
             refused += 1
             _echo(f"(refused: the log declares {entry['size']} bytes, over the daemon's limit; not fetched)")
@@ -708,9 +723,13 @@ def export_command(home: Home, job: str, output: Path | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--require", "require", multiple=True, metavar="PEER", help="A key that must be among the agreeing votes (repeatable).")
 @click.option("--trust", "trust", multiple=True, metavar="PEER", help="Count only votes of these keys (repeatable).")
+@click.option("--quorum", "quorum", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Your own quorum: N agreeing votes at least (only raises the offer's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.option("--now", "now_ms", type=int, default=None, hidden=True)
-def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...], as_json: bool, now_ms: int | None) -> None:
+def verify_command(
+    file: Path, require: tuple[str, ...], trust: tuple[str, ...], quorum: int | None, as_json: bool, now_ms: int | None
+) -> None:
     """Re-tally an evidence bundle offline (no daemon) and say whether it is complete.
 
     Complete: it holds a valid selection round and a reveal of every selected worker that owes
@@ -728,6 +747,7 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
     policy = ObserverPolicy(
         trust=frozenset(public_of(p) for p in trust) if trust else None,
         require=Require(keys=tuple(public_of(p) for p in require), min=len(require)) if require else None,
+        quorum=quorum,
     )
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     verdict = tally(view, now, policy)

@@ -7,7 +7,7 @@ The daemon builds them (`core.tally.verdict_json` for a job, `daemon.node.Node.n
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 from p2pci.core.tally import FINAL_STATES
 
@@ -157,3 +157,7 @@ NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
 PROVENANCE_KEYS: frozenset[str] = frozenset(ProvenanceObj.__annotations__)
 FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)
+WORKER_ROW_KEYS: frozenset[str] = frozenset(WorkerRowObj.__annotations__)
+ROUND_KEYS: frozenset[str] = frozenset(RoundObj.__annotations__)
+DEADLINES_KEYS: frozenset[str] = frozenset(DeadlinesObj.__annotations__)
+WORKER_PHASES: tuple[str, ...] = get_args(WorkerPhase)

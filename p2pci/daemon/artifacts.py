@@ -134,16 +134,16 @@ def matches_peer(key: bytes, text: str) -> bool:
 async def logs(
     fetcher: BlobFetcher, view: JobView, me: bytes, own_log: Callable[[bytes], str | None], worker: str | None
 ) -> str:
-    """The revealed logs of `view` (one worker's with `worker`), else this node's own while it builds."""
-    signers = sorted(view.reveals)
+    """The logs of `view` (revealed, or of a decline; one worker's with `worker`), else this
+    node's own while it builds."""
+    found = bool(logs_mod.log_index(view, worker))  # revealers, then decliners with a log
     if worker:
-        signers = [s for s in signers if matches_peer(s, worker)]
-        if not signers:
+        if not found:
             own = own_log(view.job) if matches_peer(me, worker) else None
             if own is not None:
                 return own
-            raise LocalError(f"no reveal by a worker matching {worker} for this job")
-    if not signers:
+            raise LocalError(f"no log of a worker matching {worker} for this job (none revealed or declined with one)")
+    if not found:
         own = own_log(view.job)
         if own is not None:
             return own

@@ -53,6 +53,28 @@ async def test_a_timed_out_build_is_declined_with_its_log_and_replaced(tmp_path:
             assert final["verdict"] == "REPRODUCED"
             assert len(final["rounds"]) >= 2 and bad.peer_id not in final["rounds"][-1]["workers"]
             assert final["declines"] == [{"worker": bad.peer_id, "reason": "timeout", "detail": row["detail"]}]
+            await logs_of_the_timed_out_build(pub.paths.home, job, bad.peer_id)
+
+
+async def logs_of_the_timed_out_build(home: Path, job: str, bad: str) -> None:
+    """`p2pci logs` lists the decliner's log after the revealed ones (it used to say "no worker
+    has revealed a log" for a job whose builds timed out), in text, --json and --worker."""
+    import json
+
+    from tests.integration.test_daemon_cli import run_cli
+
+    r = await run_cli(home, "logs", job)
+    assert r.exit_code == 0, r.output
+    heads = [line for line in r.stdout.splitlines() if line.startswith("==> ")]
+    assert len(heads) == 3 and " exit 0 digest " in heads[0] and " exit 0 digest " in heads[1]
+    assert heads[2].startswith(f"==> {bad} declined (timeout) (") and "still compiling at step 2" in r.stdout
+    r = await run_cli(home, "logs", job, "--json")
+    entries = json.loads(r.stdout)["logs"]
+    assert [e["declined"] for e in entries] == [None, None, "timeout"]
+    assert entries[2]["worker"] == bad and entries[2]["exit_code"] is None and entries[2]["digest"] is None
+    assert "step 1\nstill compiling at step 2\n" in entries[2]["text"]
+    r = await run_cli(home, "logs", job, "--worker", bad[-8:], "--tail", "1")
+    assert r.exit_code == 0 and r.stdout.splitlines()[-1].startswith("log of a build of "), r.output
 
 
 async def test_a_build_that_cannot_start_is_declined(tmp_path: Path) -> None:

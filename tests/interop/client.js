@@ -2,6 +2,7 @@
 // An independent p2pci client, written from docs/protocol.md (version 2) alone.
 //
 //   node client.js vectors DIR            check every test vector (exit 1 on a disagreement)
+//   node client.js informative DIR        the informative keys of every job vector, one JSON object
 //   node client.js session --peer MA ...  join a mesh; then read commands on stdin:
 //        equivocate PROJECT  claim every offer of PROJECT, and once selected commit twice and reveal (test-only)
 //        claim JOBHEX [BITS] sign and gossip a claim (identity proof of work at BITS, default: the offer's), answer {"claimed": id}
@@ -15,9 +16,9 @@
 import './src/polyfill.js'
 import { createInterface } from 'node:readline'
 import { randomBytes } from 'node:crypto'
-import { checkVectors } from './src/vectors.js'
+import { checkVectors, informativeOfVectors } from './src/vectors.js'
 import { openEnvelope, seal, mintIdentity, resultDigest } from './src/facts.js'
-import { tally } from './src/tally.js'
+import { tally, informative } from './src/tally.js'
 import { hex, unhex, publicKey, peerId, sha256 } from './src/crypto.js'
 import { createNode, Framed, multiaddr, TOPIC, SYNC, PEERS, TopicValidatorResult } from './src/net.js'
 
@@ -183,7 +184,10 @@ async function session (peers, { signPolicy, serve }) {
         for (const p of daemonIds) pulled[p] = (await syncWith(p)).size
         const facts = [...store.values()].map(x => x.fact)
         const jobs = {}
-        for (const j of args) jobs[j] = tally(unhex(j), facts, Date.now())
+        for (const j of args) {
+          const v = tally(unhex(j), facts, Date.now())
+          jobs[j] = { ...v, ...informative(unhex(j), facts, v) }
+        }
         const byVia = { gossip: 0, sync: 0, both: 0 }
         for (const { via } of store.values()) byVia[via.size === 2 ? 'both' : [...via][0]]++
         const kinds = {}
@@ -208,6 +212,8 @@ if (argv[0] === 'vectors') {
   for (const f of r.failures) console.log('FAIL', f)
   console.log(`${r.checked - r.failures.length} passed, ${r.failures.length} failed`)
   process.exit(r.failures.length ? 1 : 0)
+} else if (argv[0] === 'informative') {
+  console.log(JSON.stringify(informativeOfVectors(argv[1])))
 } else if (argv[0] === 'session') {
   const peers = []; let signPolicy = 'StrictSign'; let serve = true
   for (let i = 1; i < argv.length; i++) {
@@ -217,6 +223,6 @@ if (argv[0] === 'vectors') {
   }
   session(peers, { signPolicy, serve }).then(() => process.exit(0), e => { log(e.stack || e.message); process.exit(1) })
 } else {
-  console.error('usage: node client.js vectors DIR | session --peer MULTIADDR ... [--no-sign] [--no-serve]')
+  console.error('usage: node client.js vectors DIR | informative DIR | session --peer MULTIADDR ... [--no-sign] [--no-serve]')
   process.exit(2)
 }

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { decodeCanonical } from './codec.js'
 import { openEnvelope } from './facts.js'
-import { tally } from './tally.js'
+import { tally, informative } from './tally.js'
 import { hex, unhex } from './crypto.js'
 import { isDeepStrictEqual } from 'node:util'
 
@@ -31,4 +31,16 @@ export function checkVectors (dir) {
     if (!isDeepStrictEqual(got, j.expect)) failures.push(`job ${j.name}: expected ${JSON.stringify(j.expect)}\n got ${JSON.stringify(got)}`)
   }
   return { checked: n, failures }
+}
+
+/** The informative keys (cause, workers, created, deadlines) of every job vector, by name. */
+export function informativeOfVectors (dir) {
+  const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8'))
+  const out = {}
+  for (const j of index.jobs) {
+    const facts = j.facts.map(f => openEnvelope(new Uint8Array(readFileSync(join(dir, f)))))
+    const v = tally(unhex(j.job), facts, j.now)
+    out[j.name] = informative(unhex(j.job), facts, v)
+  }
+  return out
 }
