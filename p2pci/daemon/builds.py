@@ -44,8 +44,6 @@ log = logging.getLogger("p2pci.builds")
 
 Fetch = Callable[[BlobRef, list[bytes]], Awaitable[Path]]
 Result = tuple[bytes, BuildDone | BuildFailed]
-PRESENT_TTL_S = 30.0  # an image seen loaded is not asked about again for this long (a failed build asks again)
-PRESENT_MAX = 64
 DECLINE_TAIL = 800  # chars of a timed-out build's log carried in its decline (detail <= 1024)
 
 
@@ -70,7 +68,6 @@ class Builds:
         self.running: dict[bytes, tuple[trio.CancelScope, int, str]] = {}  # job -> (scope, started, project)
         self.live: dict[bytes, LiveLog] = {}  # job -> output of its running build
         self._send, self.results = trio.open_memory_channel[Result](math.inf)
-        self._present: dict[str, float] = {}  # image id -> trio time it was last seen loaded here
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -111,8 +108,6 @@ class Builds:
                 except Exception as exc:  # a runner bug is this build's failure, not the node's
                     log.exception("build of %s failed", job.hex()[:12])
                     ev = BuildFailed(f"internal error: {type(exc).__name__}: {exc}", code="other")
-            if isinstance(ev, BuildFailed):
-                self._present.pop(offer.image.id, None)  # the image may be gone: check it next time
             if isinstance(ev, BuildFailed) and ev.code:
                 log.warning("build of %s failed (%s): %s", job.hex()[:12], ev.code, ev.reason[:200])
         finally:
@@ -129,17 +124,11 @@ class Builds:
         src = await self.fetch(offer.source, [publisher])
         step[0] = "image"
         image_id = offer.image.id
-        checked = self._present.get(image_id)
-        if checked is None or trio.current_time() - checked > PRESENT_TTL_S:
-            # one Docker call per image and PRESENT_TTL_S, not one on every build's critical path
-            if not await trio.to_thread.run_sync(self.images.present, image_id):
-                if offer.image.archive is None:
-                    raise P2pciError(f"image {image_id} is not here and the offer has no archive")
-                arch = await self.fetch(offer.image.archive, [publisher])
-                await trio.to_thread.run_sync(self.images.load, image_id, arch)
-            if len(self._present) >= PRESENT_MAX:
-                self._present.clear()
-            self._present[image_id] = trio.current_time()
+        if not await trio.to_thread.run_sync(self.images.present, image_id):
+            if offer.image.archive is None:
+                raise P2pciError(f"image {image_id} is not here and the offer has no archive")
+            arch = await self.fetch(offer.image.archive, [publisher])
+            await trio.to_thread.run_sync(self.images.load, image_id, arch)
         inputs: Path | None = None
         if offer.inputs is not None:  # fetched by hash like the source; the runner checks the hash again
             try:

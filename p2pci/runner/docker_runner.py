@@ -602,28 +602,22 @@ class DockerRunner:
                 return result("timeout", None, f"timed out after {limits.timeout_s} s")
             t = time.monotonic()
             exit_code = int(state.get("StatusCode", -1))
-            # one inspect of each, both asked while /out is copied (three Docker calls at once, not
-            # one after the other): the build (OOM) and the holder (must have held /out throughout;
-            # asked after the build exited, so a holder that died during the build is seen)
-            checks = _Inspects(container, out.holder)
-            try:
-                chunks, _stat = out.holder.get_archive(OUT_DIR)
-                manifest = read_outputs(IterStream(chunks), out_dir, max_bytes=limits.out_mb << 20)
-                rejected: OutputError | None = None
-            except OutputError as e:
-                shutil.rmtree(out_dir, ignore_errors=True)
-                rejected = e
-            info, held_info = checks.result()
+            # one inspect of each: the build (OOM) and the holder (must have held /out throughout)
+            info = container.client.api.inspect_container(container.id)
             if info.get("State", {}).get("OOMKilled"):
                 note(f"killed: out of memory ({limits.memory_mb} MiB)")
             if cancel.is_set():
                 raise BuildError("build cancelled")
-            held = held_info.get("State", {})
+            held = out.holder.client.api.inspect_container(out.holder.id).get("State", {})
             if not held.get("Running") or held.get("StartedAt") != out.started_at:
                 raise BuildError("the /out holder container stopped during the build: outputs lost")
-            if rejected is not None:
-                note(f"rejected outputs: {rejected}")
-                return result("error", exit_code, str(rejected))
+            try:
+                chunks, _stat = out.holder.get_archive(OUT_DIR)
+                manifest = read_outputs(IterStream(chunks), out_dir, max_bytes=limits.out_mb << 20)
+            except OutputError as e:
+                shutil.rmtree(out_dir, ignore_errors=True)
+                note(f"rejected outputs: {e}")
+                return result("error", exit_code, str(e))
             phases["copy_out"] = time.monotonic() - t
             return result("ok", exit_code, None, manifest)
         except (docker.errors.APIError, OSError) as e:
@@ -637,34 +631,6 @@ class DockerRunner:
                 except Exception:
                     pass
                 pump.join(5)
-
-
-class _Inspects:
-    """`inspect_container` of two containers, each in a thread of its own, started at once."""
-
-    def __init__(self, *containers: Any) -> None:
-        self._got: list[Any] = [None] * len(containers)
-        self._threads = [
-            threading.Thread(target=self._one, args=(i, c), daemon=True, name="p2pci-inspect")
-            for i, c in enumerate(containers)
-        ]
-        for th in self._threads:
-            th.start()
-
-    def _one(self, i: int, container: Any) -> None:
-        try:
-            self._got[i] = container.client.api.inspect_container(container.id)
-        except BaseException as e:  # noqa: BLE001 - re-raised by result() in the build thread
-            self._got[i] = e
-
-    def result(self) -> list[dict[str, Any]]:
-        """Each container's inspect (waits for all); re-raises the first failure."""
-        for th in self._threads:
-            th.join()
-        for got in self._got:
-            if isinstance(got, BaseException):
-                raise got
-        return list(self._got)
 
 
 def _dispose(out: _Out) -> None:
