@@ -104,7 +104,7 @@ class OpenedFacts:
     quota) only stays until newer ones push it out, and a miss just opens the envelope again.
     """
 
-    def __init__(self, max_facts: int = 2048, max_bytes: int = 8 << 20) -> None:
+    def __init__(self, max_facts: int = 1024, max_bytes: int = 4 << 20) -> None:
         self._facts: dict[bytes, Fact] = {}
         self._bytes = 0
         self.max_facts = max_facts
