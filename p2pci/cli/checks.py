@@ -134,22 +134,3 @@ def home_of(ctx: click.Context) -> Path:
     from p2pci.config import default_home
 
     return default_home().expanduser().absolute()
-
-
-def base_image_note(name: str) -> str:
-    """What `publish` says at its offer step about the recipe's base image: the daemon builds a
-    missing busybox or Debian image before it offers (the slow part of a first publish), so say
-    so when this host's Docker does not have it; "" when it is there, or when the name is an
-    image ID or Docker cannot be asked (then the daemon decides, and reports any error)."""
-    from p2pci.runner.images import find_image, image_recipe
-
-    recipe = image_recipe(name) if not name.startswith("sha256:") else None
-    if recipe is None:
-        return ""
-    try:
-        if find_image(recipe) is not None:
-            return ""
-    except Exception:  # no Docker here: the daemon's own error says so, if it has none either
-        return ""
-    slow = "seconds" if name == "busybox" else "a minute or more: mmdebstrap and the Debian mirror"
-    return f"the base image {name} is not built yet: the daemon builds it first ({slow})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,8 +37,15 @@ class Home:
     def paths(self) -> Paths:
         return Paths(self.path)
 
-    def call(self, op: str, *, timeout: float | None = 600.0, **args: Any) -> Any:
-        return control_call(self.path, op, timeout=timeout, **args)
+    def call(
+        self,
+        op: str,
+        *,
+        timeout: float | None = 600.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        **args: Any,
+    ) -> Any:
+        return control_call(self.path, op, timeout=timeout, on_event=on_event, **args)
 
 
 class P2pciGroup(click.Group):
@@ -364,8 +372,16 @@ def publish_command(
     def step(name: str, text: str) -> None:
         if as_events:
             echo_json({"event": "step", "step": name, "text": text})
-        elif wait:
+        else:
             progress.step(text)
+
+    def daemon_step(ev: dict[str, Any]) -> None:  # the daemon's long steps: image build, export, offer
+        if ev.get("event") != "step":
+            return
+        if as_events:
+            echo_json(ev)
+        else:
+            progress.daemon_step(ev)
 
     from p2pci.cli.checks import checked_limits
     from p2pci.cli.source_cmds import pack_project
@@ -391,7 +407,9 @@ def publish_command(
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     store = BlobStore(home.paths.blobs)
     step("pack", f"packing {tree.describe()} (source and pinned inputs)")
-    packed = pack_project(tree, recipe, store)  # the source and the pinned inputs, into the store
+    packed = pack_project(  # the source and the pinned inputs ([fetch] runs here), into the store
+        tree, recipe, store, progress=lambda text: step("pack" if text.startswith("source ") else "inputs", text)
+    )
     require = None
     if trust.require is not None:
         require = {"keys": list(trust.require.keys), "min": trust.require.min}
@@ -412,56 +430,67 @@ def publish_command(
         args["inputs"] = {"sha256": packed.inputs.sha256.hex(), "size": packed.inputs.size}
     args["provenance"] = {**packed.offer_provenance, "recipe": image_recipe(recipe.image)}
     if not wait:
-        from p2pci.cli.checks import base_image_note
-
-        note = base_image_note(recipe.image)
-        if note:
-            click.echo(note, err=True)
-        job = home.call("publish", timeout=None, **args)  # may build the base image first
+        try:  # the daemon resolves (or builds) the base image and exports it: its steps on stderr
+            job = home.call("publish", timeout=None, on_event=daemon_step, **args)
+        finally:
+            progress.done()
         if as_json:
             echo_json(job)
         else:
             _echo(job["job"])
         click.echo(STAY_ONLINE, err=True)
         return
-    events = iter_events(home.path)
     try:
-        from p2pci.cli.checks import base_image_note
-
-        note = base_image_note(recipe.image)
-        step("offer", f"offering {recipe.project}" + (f" ({note})" if note else ""))
-        job = home.call("publish", timeout=None, **args)
+        job = home.call("publish", timeout=None, on_event=daemon_step, **args)
         job_id = job["job"]
         if as_events:
             echo_json({"event": "step", "step": "published", "text": job_id})
         else:
+            progress.done()
             click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
             click.echo(STAY_ONLINE, err=True)
             progress.job(job)
-        final = job if job["verdict"] in FINAL else None
-        while final is None:
-            try:
-                ev = next(events)
-            except StopIteration:
-                fail("the daemon went away before the verdict")
-            except DaemonNotRunning:
-                fail("the daemon went away before the verdict")
-            j = ev.get("job")
-            if ev.get("event") == "log" and j == job_id:
+        events = iter_events(home.path)
+        final = None
+        try:
+            first = next(events)  # subscribed: nothing the job does from now on is missed
+            now = home.call("show", job=job_id)  # and what it did before (a fast verdict)
+            if as_events:
+                echo_json({"event": "job", "job": now})
+            else:
+                progress.job(now)
+            if now["verdict"] in FINAL:
+                final = now
+            pending = [first]
+            while final is None:
+                if pending:
+                    ev = pending.pop()
+                else:
+                    try:
+                        ev = next(events)
+                    except StopIteration:
+                        fail("the daemon went away before the verdict")
+                    except DaemonNotRunning:
+                        fail("the daemon went away before the verdict")
+                j = ev.get("job")
+                if ev.get("event") == "log" and j == job_id:
+                    if as_events:
+                        echo_json(ev)
+                    else:
+                        progress.log(str(ev.get("worker", "")), str(ev.get("text", "")))
+                if ev.get("event") != "job" or not isinstance(j, dict) or j.get("job") != job_id:
+                    continue
                 if as_events:
                     echo_json(ev)
                 else:
-                    progress.log(str(ev.get("worker", "")), str(ev.get("text", "")))
-            if ev.get("event") != "job" or not isinstance(j, dict) or j.get("job") != job_id:
-                continue
-            if as_events:
-                echo_json(ev)
-            else:
-                progress.job(j)
-            if j.get("verdict") in FINAL:
-                final = j
+                    progress.job(j)
+                if j.get("verdict") in FINAL:
+                    final = j
+        except StopIteration:
+            fail("the daemon went away before the verdict")
+        finally:
+            events.close()
     finally:
-        events.close()
         progress.done()
     if as_events:
         pass  # the final job event was the last line
@@ -754,10 +783,16 @@ def verify_command(
     obj = verdict_json(view, verdict)
     comp = completeness(view, verdict)
     obj["bundle"] = completeness_json(comp)
+    obj["manifests"] = manifests_json(view, verdict)
     if as_json:
         echo_json(obj)
     else:
         _echo_job(obj)
+        for m in obj["manifests"]:
+            click.echo(
+                f"manifest {m['digest'][:12]}: {m['files']} files, blob {m['sha256'][:12]} ({m['size']} bytes;"
+                " not in the bundle: `fetch` gets it by hash and checks it against these reveals)"
+            )
         if comp.complete:
             click.echo("bundle   complete")
         else:
@@ -765,6 +800,28 @@ def verify_command(
             for p in comp.problems():
                 click.echo(f"           {p}")
     sys.exit(0 if obj["verdict"] == "REPRODUCED" and comp.complete else 1)
+
+
+def manifests_json(view: Any, verdict: Any) -> list[dict[str, Any]]:
+    """The manifest blobs the counted groups' reveals name (docs/protocol.md §4.4.1): one row per
+    distinct (digest, blob, files), in group order. A bundle holds facts only, never blobs."""
+    from p2pci.core.messages import Reveal
+
+    rows: list[dict[str, Any]] = []
+    for g in verdict.groups:
+        for w in g.workers:
+            for f in view.reveals.get(w, ()):
+                rev = f.body
+                if isinstance(rev, Reveal) and rev.digest == g.digest:
+                    row = {
+                        "digest": g.digest.hex(),
+                        "sha256": rev.manifest.sha256.hex(),
+                        "size": rev.manifest.size,
+                        "files": rev.files,
+                    }
+                    if row not in rows:
+                        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------ trust

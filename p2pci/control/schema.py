@@ -108,6 +108,22 @@ class JobObj(TypedDict):
     provenance: ProvenanceObj | None
 
 
+StepName = Literal["image", "export", "offer"]
+StepState = Literal["start", "info", "running", "done"]
+
+
+class StepEventObj(TypedDict):
+    """A `step` frame sent before the reply to a request with `progress: true` (`publish`'s long
+    steps: resolving or building the base image, exporting it, the offer; docs/cli.md, "Progress")."""
+
+    event: Literal["step"]
+    step: StepName
+    state: StepState
+    text: str  # at most 500 characters; shown escaped
+    elapsed_ms: int  # since this step's `start`
+    bytes: int | None  # export: the archive's size so far; else None
+
+
 class BuildingObj(TypedDict):
     job: str
     project: str
@@ -161,3 +177,6 @@ WORKER_ROW_KEYS: frozenset[str] = frozenset(WorkerRowObj.__annotations__)
 ROUND_KEYS: frozenset[str] = frozenset(RoundObj.__annotations__)
 DEADLINES_KEYS: frozenset[str] = frozenset(DeadlinesObj.__annotations__)
 WORKER_PHASES: tuple[str, ...] = get_args(WorkerPhase)
+STEP_EVENT_KEYS: frozenset[str] = frozenset(StepEventObj.__annotations__)
+STEP_NAMES: tuple[str, ...] = get_args(StepName)
+STEP_STATES: tuple[str, ...] = get_args(StepState)

@@ -101,3 +101,21 @@ async def test_policy_refusals_are_declined_and_name_their_limit(tmp_path: Path)
     # `declines` lists selected workers only; nobody was selected
     assert obj["declines"] == []
     assert obj["deadlines"]["claim_window_end"] < obj["deadlines"]["reveal"] <= obj["deadlines"]["offer"]
+
+
+async def test_publish_wait_says_when_every_worker_declined_and_how_to_end_the_job(tmp_path: Path) -> None:
+    from tests.integration.test_daemon_cli import project, run_cli
+
+    strict = WorkerSettings(slots=2, max_timeout_s=3)  # the recipe's timeout is 5 s: every worker refuses
+    async with open_cluster(tmp_path, 3, worker=strict) as c:
+        with trio.fail_after(60):  # the job waits for its deadline (docs/protocol.md section 5)
+            r = await run_cli(c.nodes[0].paths.home, "publish", str(project(tmp_path)), "--wait", "--replicas", "2")
+    assert r.exit_code == 2, r.output
+    err = r.stderr.splitlines()
+    (hint,) = [i for i, line in enumerate(err) if line.startswith("every worker")]  # said once
+    assert err[hint].startswith("every worker that answered so far declined or timed out, none is building: "
+                                "the job waits for other workers until ")
+    assert "(`p2pci cancel " in err[hint] and err[hint].endswith("` ends it now)")
+    assert any(line.endswith("declined (policy: timeout 5s exceeds 3s)") for line in err[:hint])
+    assert sum(line.endswith("declined (policy: timeout 5s exceeds 3s)") for line in err) == 3
+    assert err[-1].startswith("verdict EXPIRED") and "3 declined: 3 policy" in err[-1]

@@ -73,7 +73,7 @@ async def test_257_junk_reveals_do_not_break_status(tmp_path: Path) -> None:
         for _ in range(257):  # fresh keys, no commit: every one is an ignored vote
             k = NodeKey.from_seed(secrets.token_bytes(32))
             digest = result_digest(1, ())
-            rev = Reveal(jid, digest, secrets.token_bytes(16), 1, (), BlobRef(bytes(32), 0), ())
+            rev = Reveal.of(jid, digest, secrets.token_bytes(16), 1, (), BlobRef(bytes(32), 0), ())
             await observer.ingest(seal(k, rev).raw)
         obj = observer.fresh_job_obj(observer.board.job(jid))  # type: ignore[arg-type]
         assert len(obj["ignored"]) == 257

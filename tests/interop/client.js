@@ -17,7 +17,7 @@ import './src/polyfill.js'
 import { createInterface } from 'node:readline'
 import { randomBytes } from 'node:crypto'
 import { checkVectors, informativeOfVectors } from './src/vectors.js'
-import { openEnvelope, seal, mintIdentity, resultDigest } from './src/facts.js'
+import { openEnvelope, seal, mintIdentity, resultDigest, manifestFields } from './src/facts.js'
 import { tally, informative } from './src/tally.js'
 import { hex, unhex, publicKey, peerId, sha256 } from './src/crypto.js'
 import { createNode, Framed, multiaddr, TOPIC, SYNC, PEERS, TopicValidatorResult } from './src/net.js'
@@ -81,7 +81,7 @@ async function session (peers, { signPolicy, serve }) {
     }
     const seen = [...store.values()].filter(x => x.fact.kind === 'commit' && Buffer.compare(x.fact.body.job, st.job) === 0).map(x => x.fact.id).sort(Buffer.compare)
     const [salt] = commits.sort((a, b) => Buffer.compare(a[1].id, b[1].id))[0]
-    const r = await publish(seal('reveal', { job: st.job, digest, salt, exit_code: 0, manifest, log: { sha256: sha256(te.encode('no log')), size: 6 }, seen }, seed))
+    const r = await publish(seal('reveal', { job: st.job, digest, salt, exit_code: 0, ...manifestFields(manifest), log: { sha256: sha256(te.encode('no log')), size: 6 }, seen }, seed))
     say({ event: 'revealed', job: hex(st.job), reveal: hex(r.id) })
   }
   const ps = node.services.pubsub

@@ -64,13 +64,13 @@ def node_bin() -> str:
 
 
 def test_js_client_checks_every_vector() -> None:
-    """The JS client agrees with every envelope, codec value and job verdict in tests/vectors."""
+    """The JS client agrees with every envelope, codec value, manifest blob and job verdict in tests/vectors."""
     res = subprocess.run(
         [node_bin(), str(CLIENT), "vectors", str(VECTORS)], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0, res.stdout + res.stderr
     index = json.loads((VECTORS / "index.json").read_text())
-    n = sum(len(index[k]) for k in ("envelopes", "codec", "jobs"))
+    n = sum(len(index[k]) for k in ("envelopes", "codec", "manifests", "jobs"))
     assert res.stdout.strip().splitlines()[-1] == f"{n} passed, 0 failed"
 
 

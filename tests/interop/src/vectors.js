@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { decodeCanonical } from './codec.js'
-import { openEnvelope } from './facts.js'
+import { openEnvelope, checkManifestBlob } from './facts.js'
 import { tally, informative } from './tally.js'
 import { hex, unhex } from './crypto.js'
 import { isDeepStrictEqual } from 'node:util'
@@ -22,6 +22,14 @@ export function checkVectors (dir) {
     n++
     let got; try { decodeCanonical(new Uint8Array(readFileSync(join(dir, v.file)))); got = 'canonical' } catch { got = 'invalid' }
     if (got !== v.expect) failures.push(`codec ${v.name}: expected ${v.expect}, got ${got}`)
+  }
+  for (const v of index.manifests ?? []) {
+    n++
+    const blob = new Uint8Array(readFileSync(join(dir, v.file)))
+    const r = v.reveal
+    let got; let why = ''
+    try { checkManifestBlob(blob, { sha256: unhex(r.sha256), files: r.files, exitCode: r.exit_code, digest: unhex(r.digest) }); got = 'valid' } catch (e) { got = 'invalid'; why = e.message }
+    if (got !== v.expect) failures.push(`manifest ${v.name}: expected ${v.expect}, got ${got} ${why}`)
   }
   for (const j of index.jobs) {
     n++
