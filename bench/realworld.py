@@ -272,8 +272,8 @@ node /tmp/t/package/node_modules/cowsay/cli.js -f tux "built offline from a lock
     Case(
         name="gron-go",
         kind="Go program on Debian's toolchain with vendored dependencies",
-        upstream="gron 0.7.1 (Debian's .orig.tar.xz), Go 1.19 from Debian, its 4 dependencies vendored "
-        "from Debian's golang-*-dev packages",
+        upstream="gron 0.7.1 (Debian's .orig.tar.xz), Go 1.19 from Debian, its dependencies vendored "
+        "from 6 of Debian's golang-*-dev packages (listed in `vendored.txt`)",
         files={
             "p2pci.toml": _toml(GO_IMAGE, timeout="15m")
             + _input(
