@@ -1,4 +1,4 @@
-"""`make realworld`: real upstream projects through `p2pci try`; regenerates docs/realworld.md.
+"""`make realworld`: real upstream projects through `p2pci try` and a 4-worker mesh; regenerates docs/realworld.md.
 
 Each case is a tiny p2pci project written into a scratch directory: its
 `[fetch]` / `[[input]]` bring the upstream source (and dependencies) from the
@@ -7,11 +7,15 @@ build turns them into the usual artifacts. The script runs `p2pci try` on
 each (two builds with varied conditions; see docs/publishing.md), records the
 verdict, the wall time, the output size and file count, and for an
 unreproducible build the first differences and the result of the case's
-smallest fix, then rewrites the table in docs/realworld.md between its
-markers. Not part of `make test` (it downloads, and builds images the first
-time: minutes).
+smallest fix. Then it starts a publisher and 4 worker daemons on loopback
+and publishes every case (and the fixed variant of an unreproducible one)
+with `--replicas 4 --quorum 4`, fetching the agreed artifacts. Last, it
+rewrites the table in docs/realworld.md between its markers (only after a
+full run: not with --only, --no-try or --no-mesh). Not part of `make test`
+(it downloads, and builds images the first time: tens of minutes); `make
+test` runs the `cjson-make` row (tests/integration/test_realworld_case.py).
 
-    python -m bench.realworld [--only NAME ...] [--list] [--no-write] [--keep DIR]
+    python -m bench.realworld [--only NAME ...] [--list] [--no-write] [--keep DIR] [--no-mesh] [--no-try]
 """
 
 from __future__ import annotations
