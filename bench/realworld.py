@@ -428,9 +428,7 @@ async def _mesh_publish(mesh: Any, pub: Any, project: Path, fetch_dir: Path) -> 
         return MeshResult("error", seconds, note=f"no verdict in {MESH_PUBLISH_TIMEOUT_S} s")
     try:
         view = res.json()
-    except ValueError:
-        view = None
-    except Exception:  # MeshError: printed nothing
+    except Exception:  # not JSON (ValueError), or nothing on stdout (MeshError)
         view = None
     if not isinstance(view, dict) or "verdict" not in view:
         last = (res.stderr.strip().splitlines() or ["no output"])[-1]
