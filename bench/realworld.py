@@ -318,9 +318,6 @@ sphinx-build -b html -j 1 -q -d /tmp/doctrees . /out/html 2> /tmp/warnings.txt |
 grep -c WARNING /tmp/warnings.txt > /out/warnings-count.txt || true
 """,
         },
-        mesh=False,
-        mesh_note="not run: more than ~900 output files cannot be reported while the manifest is inline "
-        "in the reveal (issue 20, part 2)",
     ),
 ]
 

@@ -28,7 +28,7 @@ Effects (performed by the driver, in list order)::
     Publish(fact)           store our new fact, give it back with receive_facts, gossip it
     RunBuild(job, offer, publisher)   start a build; report it with build_finished
     StopBuild(job)          cancel a running build (it still reports BuildFailed)
-    ServeOutputs(job, manifest)       put the build's outputs and log in the blob store
+    ServeOutputs(job, manifest)       put the build's manifest blob, outputs and log in the blob store
     Persist(key, value)     write a kv entry ("worker/<job hex>", "trust") before what follows
     Prefetch(ref, publisher, limits)  on a claim: fetch a small source (and inputs) early, warm the runner (best effort)
     JobChanged(obj)         a job's verdict object changed (tell subscribers)
@@ -70,7 +70,6 @@ from typing import Any
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Limits, Message, Offer, Require
-from p2pci.core.results import ManifestEntry
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
 from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
@@ -150,7 +149,7 @@ class StopBuild:
 @dataclass(frozen=True, slots=True)
 class ServeOutputs:
     job: bytes
-    manifest: tuple[ManifestEntry, ...]
+    manifest: BlobRef  # the manifest blob (kept by the driver since BuildDone); served with the outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +520,7 @@ class NodeMachine:
             self._publish(Commit(job=wj.job, hash=action.hash), effects)
         elif isinstance(action, PublishReveal):
             effects.append(self._persist(wj))
+            assert wj.manifest is not None
             effects.append(ServeOutputs(wj.job, wj.manifest))
             self._publish(action.reveal, effects)
         elif isinstance(action, PublishDecline):

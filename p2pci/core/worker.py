@@ -39,7 +39,9 @@ Rules:
 * Give up (GiveUp action) when the job is cancelled, expired, or has a final
   verdict before the build started; a running build is cancelled only if the
   job is cancelled or expired.
-* BuildDone -> BUILT with `PublishCommit(hash)`; BUILT re-emits the same
+* BuildDone -> BUILT with `PublishCommit(hash)`; a result whose manifest exceeds the
+  manifest limits (`results.manifest_size_error`) cannot be revealed: GAVE_UP with a
+  decline `outputs` instead (never a commit it could not follow with a reveal); BUILT re-emits the same
   commit on every tick until it is on the board (signatures are
   deterministic: the same fact, a duplicate for everyone else), then
   COMMITTED. The daemon should persist `wj` (salt and result) before it
@@ -69,7 +71,7 @@ from typing import Any, Literal, get_args
 from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
-from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.results import ManifestEntry, manifest_size_error, pack_manifest
 from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
@@ -176,16 +178,29 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class BuildDone:
+    """A build's result: its manifest blob (`manifest` {sha256, size} with `files` entries, kept by
+    the driver until the reveal) and the result digest computed from it (`results.pack_manifest`)."""
+
     exit_code: int
-    manifest: tuple[ManifestEntry, ...]
+    manifest: BlobRef
+    files: int
+    digest: bytes
     log: BlobRef
     salt: bytes | None = None
+
+    @classmethod
+    def of(
+        cls, exit_code: int, manifest: tuple[ManifestEntry, ...], log: BlobRef, salt: bytes | None = None
+    ) -> BuildDone:
+        """From the manifest's entries (ValueError beyond the manifest limits)."""
+        packed = pack_manifest(exit_code, manifest)
+        return cls(exit_code, BlobRef(packed.sha256, packed.size), packed.files, packed.digest, log, salt)
 
 
 @dataclass(frozen=True, slots=True)
 class BuildFailed:
     """A build that gave no result. `code` is the decline reason published for it (`timeout`,
-    `start_failed`, `image`, `source`, `inputs`, `other`; "" for a cancelled build: no decline),
+    `start_failed`, `outputs`, `image`, `source`, `inputs`, `other`; "" for a cancelled build: no decline),
     `detail` a bounded text (for a timeout: the log's tail), `log` the log blob when kept."""
 
     reason: str
@@ -253,7 +268,8 @@ class WorkerJob:
     lease_until: int | None = None  # of our latest claim
     renew_at: int | None = None
     exit_code: int | None = None
-    manifest: tuple[ManifestEntry, ...] = ()
+    manifest: BlobRef | None = None  # the manifest blob of our result
+    files: int = 0  # its entry count
     log: BlobRef | None = None
     salt: bytes | None = None
     digest: bytes | None = None
@@ -285,7 +301,8 @@ class WorkerJob:
             "lease_until": self.lease_until,
             "renew_at": self.renew_at,
             "exit_code": self.exit_code,
-            "manifest": [e.to_obj() for e in self.manifest],
+            "manifest": None if self.manifest is None else self.manifest.to_obj(),
+            "files": self.files,
             "log": None if self.log is None else {"sha256": self.log.sha256, "size": self.log.size},
             "salt": self.salt,
             "digest": self.digest,
@@ -314,6 +331,9 @@ class WorkerJob:
             return None if v is None else bytes(v)
 
         log = d.get("log")
+        man = d.get("manifest")
+        if man is not None and not isinstance(man, dict):
+            raise ValueError("worker job: manifest is not a blob ref (state of an older version)")
         return cls(
             job=bytes(d["job"]),
             phase=phase,
@@ -323,10 +343,8 @@ class WorkerJob:
             lease_until=opt_int("lease_until"),
             renew_at=opt_int("renew_at"),
             exit_code=opt_int("exit_code"),
-            manifest=tuple(
-                ManifestEntry(str(e["path"]), int(e["size"]), int(e["mode"]), bytes(e["sha256"]))
-                for e in d["manifest"]
-            ),
+            manifest=None if man is None else BlobRef(bytes(man["sha256"]), int(man["size"])),
+            files=opt_int("files") or 0,
             log=None if log is None else BlobRef(bytes(log["sha256"]), int(log["size"])),
             salt=opt_bytes("salt"),
             digest=opt_bytes("digest"),
@@ -471,15 +489,19 @@ def _build_done(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
     assert offer is not None
     if ev.salt is None and len(cfg.salt_secret) < 16:
         raise LocalError("WorkerConfig.salt_secret must be a secret of >= 16 bytes (e.g. the node key seed)")
+    too_big = manifest_size_error(ev.files, ev.manifest.size)
+    if too_big is not None:  # such a result cannot be revealed (docs/protocol.md §4.4): say so, once
+        why = f"outputs cannot be reported: {too_big}"
+        return replace(wj, phase="GAVE_UP", reason=why), [GiveUp(why), PublishDecline("outputs", why, ev.log)]
     salt = ev.salt if ev.salt is not None else salt_for(cfg.salt_secret, wj.job)
-    digest = result_digest(ev.exit_code, ev.manifest)
-    manifest = tuple(sorted(ev.manifest, key=lambda e: e.path))
+    digest = ev.digest
     h = commit_hash(salt, digest, cfg.me)
     wj = replace(
         wj,
         phase="BUILT",
         exit_code=ev.exit_code,
-        manifest=manifest,
+        manifest=ev.manifest,
+        files=ev.files,
         log=ev.log,
         salt=salt,
         digest=digest,
@@ -515,7 +537,9 @@ def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, e
     if now < deadline and (len(sel) < offer.quorum or not all(w in view.commits for w in sel)):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None
-    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN, wj.digest))
+    assert wj.manifest is not None
+    seen = view.seen_commits(MAX_SEEN, wj.digest)
+    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.files, wj.log, seen)
     return replace(wj, phase="REVEALED"), [PublishReveal(rev)]
 
 

@@ -63,6 +63,9 @@ class NodeView(Protocol):
 
 
 Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
+Emit = Callable[[dict[str, Any]], None]  # sends one event to the calling client, never blocks
+ProgressHandler = Callable[[NodeView, dict[str, Any], Emit], Awaitable[Any]]
+TICK_S = 2.0  # a `running` step event this often while a daemon-side step runs (elapsed time)
 
 
 def _arg(args: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
@@ -161,10 +164,45 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
         "net": node.network.stats(),
         "facts": len(node.machine.board),
         "quotas": quota_section(node),
+        # manifest blobs refused by fetch/diff: not matching the reveal that names them, by reason
+        "manifests_refused": dict(sorted(node.fetcher.refused.items())),
     }
 
 
-async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
+class Steps:
+    """The `step` events of one publish: what the image thread reports, with each step's elapsed
+    time, and a `running` event every TICK_S while a step is under way (docs/cli.md, "Progress").
+    Runs in the trio thread; the image thread reaches it through `trio.from_thread.run_sync`."""
+
+    def __init__(self, emit: Emit | None) -> None:
+        self.emit = emit
+        self.current: tuple[str, str, float] | None = None  # step, its start text, its start time
+
+    def event(self, step: str, state: str, text: str, size: int | None = None) -> None:
+        now = trio.current_time()
+        if state == "start" or self.current is None or self.current[0] != step:
+            self.current = (step, text, now)
+        started = self.current[2]
+        if state == "done":
+            self.current = None
+        if self.emit is not None:
+            self.emit(
+                {"event": "step", "step": step, "state": state, "text": text[:500],
+                 "elapsed_ms": int((now - started) * 1000), "bytes": size}
+            )
+
+    def from_thread(self, step: str, state: str, text: str, size: int | None = None) -> None:
+        trio.from_thread.run_sync(self.event, step, state, text, size)
+
+    async def tick(self) -> None:
+        while True:
+            await trio.sleep(TICK_S)
+            if self.current is not None:
+                step, text, _ = self.current
+                self.event(step, "running", text)
+
+
+async def op_publish(node: NodeView, args: dict[str, Any], emit: Emit | None = None) -> Any:
     req = PublishRequest.from_args(args)
     check(req)  # every client, not only the CLI
     if node.blobs.size(req.source.sha256) != req.source.size:
@@ -174,13 +212,20 @@ async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
             f"the inputs tarball {req.inputs.sha256.hex()} ({req.inputs.size} bytes) is not in this node's blob store"
         )
     store, blobs = node.db, node.blobs
-    image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store))
+    steps = Steps(emit)
+    async with trio.open_nursery() as nursery:  # the image work runs in a thread: the socket stays free
+        if emit is not None:
+            nursery.start_soon(steps.tick)
+        image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store, steps.from_thread))
+        nursery.cancel_scope.cancel()
+    steps.event("offer", "start", f"signing and gossiping the offer of {req.project}")
     seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out
     offer = new_offer(
         req, image=image_ref, now=node.now(), timing=node.protocol, select_commit=hashlib.sha256(seed).digest()
     )
     fact = await node.publish_offer(offer, seed)
     await trio.to_thread.run_sync(store.pin, fact.id)
+    steps.event("offer", "done", f"offered job {fact.id.hex()}")
     return node.machine.job_obj(fact.id, node.now())
 
 
@@ -305,12 +350,17 @@ OPS: dict[str, Handler] = {
     "diff": op_diff,
     "worker_control": op_worker_control,
 }
+PROGRESS_OPS: dict[str, ProgressHandler] = {"publish": op_publish}  # may send `step` events first
 
 
-async def call(node: NodeView, op: Any, args: Any) -> Any:
+async def call(node: NodeView, op: Any, args: Any, emit: Emit | None = None) -> Any:
+    """Run one op; `emit` (a client that asked for progress) gets the op's `step` events, if any."""
     handler = OPS.get(op) if isinstance(op, str) else None
     if handler is None:
         raise LocalError(f"unknown op {op!r:.40}")
     if not isinstance(args, dict):
         raise LocalError("args must be a map")
+    streaming = PROGRESS_OPS.get(op)
+    if emit is not None and streaming is not None:
+        return await streaming(node, args, emit)
     return await handler(node, args)

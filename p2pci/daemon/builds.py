@@ -8,8 +8,8 @@
 
 A build fetches the source, the pinned inputs (if the offer has any) and the
 image archive (if the image is missing) from the publisher by hash, runs in the runner, and keeps its outputs and log
-under `$P2PCI_HOME/work/<job>/` until the reveal (`serve_outputs` then puts
-them into the blob store, where anyone may fetch them by hash). While it runs,
+and its manifest blob under `$P2PCI_HOME/work/<job>/` until the reveal
+(`serve_outputs` then puts them into the blob store, where anyone may fetch them by hash). While it runs,
 its output goes to `send_log` as it is produced (`p2pci.daemon.livelog`).
 Every started build reports exactly one result, cancelled ones included.
 """
@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,9 +30,10 @@ import trio
 
 from p2pci.core.errors import P2pciError
 from p2pci.core.messages import BlobRef, Offer
-from p2pci.core.results import ManifestEntry
+from p2pci.core.results import PackedManifest, pack_manifest
 from p2pci.core.worker import BuildDone, BuildFailed
 from p2pci.daemon.livelog import LOG_TAIL, LiveLog, stream
+from p2pci.runner.outputs import TOO_MANY_FILES
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -162,12 +164,25 @@ class Builds:
                 why = f"timed out after {offer.limits.timeout_s}s"
                 return BuildFailed(why, code="timeout", detail=f"{why}; log tail:\n{tail}", log=ref)
             if result.status != "ok" or result.exit_code is None:
-                return BuildFailed(result.error or result.status, code="start_failed")
-            log_ref = await trio.to_thread.run_sync(self._keep_result, job, result.log_path, result.out_dir)
+                why = result.error or result.status
+                if why.startswith(TOO_MANY_FILES) and "files in /out" in why:  # the manifest limit
+                    ref, _tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                    return BuildFailed(f"outputs cannot be reported: {why}", code="outputs", log=ref)
+                return BuildFailed(why, code="start_failed")
+            exit_code = result.exit_code
+            try:  # the manifest blob: bounded (entries, bytes) before it is made or kept
+                packed = await trio.to_thread.run_sync(pack_manifest, exit_code, result.manifest)
+            except ValueError as exc:  # a result that cannot be revealed: decline, never loop
+                ref, _tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                why = f"outputs cannot be reported: {exc}"
+                return BuildFailed(why, code="outputs", detail=why, log=ref)
+            log_ref = await trio.to_thread.run_sync(
+                self._keep_result, job, result.log_path, result.out_dir, packed
+            )
             if live.fed == 0:  # a runner that does not stream: the tail, at the end
                 tail = self.live_log(job) or ""
                 self.send_log(job, tail[-LOG_TAIL:])
-            return BuildDone(result.exit_code, result.manifest, log_ref)
+            return BuildDone(exit_code, BlobRef(packed.sha256, packed.size), packed.files, packed.digest, log_ref)
         finally:
             await trio.to_thread.run_sync(result.cleanup)
 
@@ -182,12 +197,13 @@ class Builds:
             return None, ""
         return ref, tail
 
-    def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None) -> BlobRef:
+    def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None, packed: PackedManifest) -> BlobRef:
         d = self._job_dir(job)
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
         shutil.copyfile(log_path, d / "log")
+        (d / "manifest").write_bytes(packed.data)  # served (by hash) only from the reveal on
         if out_dir is not None and out_dir.exists():
             shutil.copytree(out_dir, d / "out", symlinks=True)
         else:
@@ -200,18 +216,23 @@ class Builds:
                 size += len(chunk)
         return BlobRef(h.digest(), size)
 
-    async def serve_outputs(self, job: bytes, manifest: tuple[ManifestEntry, ...]) -> None:
-        """Put this worker's outputs and log into the blob store (served by hash from now on)."""
+    async def serve_outputs(self, job: bytes, manifest: BlobRef) -> None:
+        """Put this worker's manifest blob, outputs and log into the blob store (served by hash from
+        now on). The outputs are the files the runner wrote under `out/` (exactly the manifest's)."""
         d = self._job_dir(job)
         blobs = self.blobs
 
         def put() -> None:
             if (d / "log").exists():
                 blobs.put_file(d / "log")
-            for e in manifest:
-                p = d / "out" / e.path
-                if p.is_file() and not p.is_symlink():
-                    blobs.put_file(p)
+            if (d / "manifest").exists() and blobs.size(manifest.sha256) != manifest.size:
+                if blobs.put_file(d / "manifest") != manifest:
+                    log.warning("job %s: the kept manifest does not match the reveal", job.hex()[:12])
+            for root, _dirs, files in os.walk(d / "out"):
+                for name in files:
+                    p = Path(root) / name
+                    if p.is_file() and not p.is_symlink():
+                        blobs.put_file(p)
 
         await trio.to_thread.run_sync(put)
 

@@ -585,8 +585,8 @@ class Node:
         """The job object computed now (not the one last broadcast)."""
         return self.machine.fresh_job_obj(view.job, self.now())
 
-    async def control_op(self, op: str, args: dict[str, Any]) -> Any:
-        return await api.call(self, op, args)
+    async def control_op(self, op: str, args: dict[str, Any], emit: api.Emit | None = None) -> Any:
+        return await api.call(self, op, args, emit)
 
 
 __all__ = ["Node", "validate_fact", "wall_ms", "load_key", "node_config", "P2pciError", "BuildError"]

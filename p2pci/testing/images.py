@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from p2pci.core.messages import ImageRef
+from p2pci.daemon.image_cache import StepSink, no_steps
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
 
@@ -16,7 +17,7 @@ _ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 class FakeImages:
     """For in-process tests: any name maps to a stable made-up id, always present."""
 
-    def publish(self, name: str, blobs: BlobStore, store: FactStore) -> ImageRef:
+    def publish(self, name: str, blobs: BlobStore, store: FactStore, progress: StepSink = no_steps) -> ImageRef:
         if _ID.match(name):
             return ImageRef(name, None)
         return ImageRef("sha256:" + hashlib.sha256(name.encode()).hexdigest(), None)

@@ -282,7 +282,7 @@ async def bundles(mesh: Mesh, boot: Node, root: Path, view: dict[str, Any]) -> N
     seen = tuple(sorted(c.id for c in commits))
     facts = [seal(k, Claim(jb, 2**40)) for k in fresh] + commits
     facts += [
-        seal(k, Reveal(jb, model.digest, s, 0, model.manifest, model.log, seen))
+        seal(k, Reveal(jb, model.digest, s, 0, model.manifest, model.files, model.log, seen))
         for k, s in zip(fresh, salts, strict=True)
     ]
     selects = [f.raw for fs in bview.selects.values() for f in fs]

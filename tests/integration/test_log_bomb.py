@@ -34,7 +34,7 @@ async def reveal_log(observer: Node, revealer: Node, job: str, data: bytes) -> B
     """`revealer` holds `data` as a log blob and reveals it for `job` (the observer ingests it)."""
     ref = revealer.blobs.put_bytes(data)
     key = NodeKey.from_seed(hashlib.sha256(f"node{revealer_index(revealer)}".encode()).digest())
-    rev = Reveal(bytes.fromhex(job), result_digest(0, ()), secrets.token_bytes(16), 0, (), BlobRef(ref.sha256, ref.size), ())
+    rev = Reveal.of(bytes.fromhex(job), result_digest(0, ()), secrets.token_bytes(16), 0, (), BlobRef(ref.sha256, ref.size), ())
     assert await observer.ingest(seal(key, rev).raw) is not None
     return BlobRef(ref.sha256, ref.size)
 
