@@ -126,22 +126,64 @@ def _secure_home(home: Home) -> None:
         click.echo(line, err=True)
 
 
-@cli.command("init")
-@click.option("--json", "as_json", is_flag=True, help="Print {peer_id, home, created} as JSON.")
-@pass_home
-def init_command(home: Home, as_json: bool) -> None:
-    """Create the node key and a default config.toml; print the peer ID.
+def _ensure_identity(home: Home, key: Any, bits: int) -> Any:
+    """The node's identity proof of at least `bits`: the stored one, or minted now with progress."""
+    from p2pci.cli.progress import MintProgress
+    from p2pci.identity_home import ensure_identity, load_identity
 
-    The node directory is made 0700 and its secrets 0600 (an existing directory is
-    tightened, and the command says so on stderr).
+    have = load_identity(home.paths, key)
+    if have is not None and have.bits >= bits:
+        return ensure_identity(home.paths, key, bits)
+    show = MintProgress(bits)
+    show.start()
+    got = ensure_identity(home.paths, key, bits, show)
+    show.done(got.identity.bits, got.seconds)
+    return got
+
+
+@cli.command("init")
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print {peer_id, home, created, identity_bits, identity_minted, identity_seconds} as JSON.",
+)
+@click.option(
+    "--identity-bits",
+    type=click.IntRange(0, 40),
+    default=None,
+    metavar="N",
+    help="Strength of the identity proof to mint (leading zero bits; default 27, or $P2PCI_IDENTITY_BITS). "
+    "An offer is only built by workers whose proof has at least its identity_bits.",
+)
+@pass_home
+def init_command(home: Home, as_json: bool, identity_bits: int | None) -> None:
+    """Create the node key, a default config.toml and the identity proof; print the peer ID.
+
+    The identity proof is a proof of work bound to the node key, made once (about 76 s of
+    one core at the default 27 bits; progress on stderr) and stored in HOME/identity.
+    Running init again reuses it unless --identity-bits asks for more. The node
+    directory is made 0700 and its secrets 0600 (an existing directory is tightened, and
+    the command says so on stderr).
     """
+    from p2pci.config import default_identity_bits
+
+    bits = default_identity_bits() if identity_bits is None else identity_bits
     _secure_home(home)
     key, created = _load_or_create_key(home.paths, create=True)
     wrote = write_default_config(home.paths.config)
+    got = _ensure_identity(home, key, bits)
     if created or wrote:
         click.echo(f"initialised {home.path}", err=True)
     if as_json:
-        echo_json({"peer_id": key.peer_id, "home": str(home.path), "created": created})
+        echo_json(
+            {
+                "peer_id": key.peer_id,
+                "home": str(home.path),
+                "created": created,
+                "identity_bits": got.identity.bits,
+                "identity_minted": got.minted,
+                "identity_seconds": round(got.seconds, 3),
+            }
+        )
         return
     click.echo(key.peer_id)
 
@@ -210,6 +252,12 @@ def daemon_command(
     from p2pci.cli.checks import resolve_config_images
 
     config = resolve_config_images(config, home.paths.config)  # [worker] images names -> IDs
+    from p2pci.identity_home import load_identity
+
+    if load_identity(home.paths, key) is None:  # a home from before identities, or made without init
+        from p2pci.config import default_identity_bits
+
+        _ensure_identity(home, key, default_identity_bits())
     run_daemon(home.path, config, key)
 
 
@@ -962,6 +1010,10 @@ cli.add_command(badge_command, "badge")
 from p2pci.cli.worker_cmds import worker_group  # noqa: E402  (donor controls: issue 16)
 
 cli.add_command(worker_group, "worker")
+
+from p2pci.cli.gc_cmd import gc_command  # noqa: E402  (garbage collection: issue 14)
+
+cli.add_command(gc_command, "gc")
 
 
 def main() -> None:

@@ -183,3 +183,53 @@ class Progress:
         self._clear()
         self.out.write(safe_text(text) + "\n")
         self.out.flush()
+
+
+class MintProgress:
+    """What `p2pci init` shows while it mints the identity proof (on stderr, never stdout).
+
+    On a terminal: a bar rewritten in place, the hashes tried against the expected 2**bits
+    (the count is geometric: it may run past 100%), and the rate. Otherwise a plain line at
+    most every `every_s` seconds. `__call__(tries)` is `core.identity.mint`'s progress hook.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, bits: int, out: TextIO | None = None, *, tty: bool | None = None, every_s: float = 5.0) -> None:
+        self.bits = bits
+        self.out = out if out is not None else sys.stderr
+        self.tty = self.out.isatty() if tty is None else tty
+        self.every_s = every_s
+        self.t0 = time.monotonic()
+        self.last = self.t0
+        self.expected = 1 << bits
+
+    def start(self) -> None:
+        self.out.write(f"minting the identity proof ({self.bits} bits, about {self.expected:,} hashes)…\n")
+        self.out.flush()
+
+    def line(self, tries: int) -> str:
+        el = max(time.monotonic() - self.t0, 1e-9)
+        rate = tries / el
+        pct = 100.0 * tries / self.expected
+        if self.tty:
+            fill = min(self.WIDTH, int(self.WIDTH * tries / self.expected))
+            bar = "#" * fill + "-" * (self.WIDTH - fill)
+            return f"identity [{bar}] {pct:5.1f}% of expected · {rate / 1e6:.2f} M hashes/s · {el:.0f}s"
+        return f"identity: {tries:,} hashes ({pct:.0f}% of expected), {rate / 1e6:.2f} M/s, {el:.0f}s"
+
+    def __call__(self, tries: int) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.out.write("\r\x1b[2K" + self.line(tries))
+            self.out.flush()
+        elif now - self.last >= self.every_s:
+            self.out.write(self.line(tries) + "\n")
+            self.out.flush()
+            self.last = now
+
+    def done(self, bits: int, seconds: float) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[2K")
+        self.out.write(f"identity proof: {bits} bits in {seconds:.1f}s\n")
+        self.out.flush()

@@ -166,6 +166,7 @@ class StatusObj(TypedDict):
     jobs: list[JobObj]
     facts: FactsObj
     quotas: dict[str, Any]  # what the quotas dropped and evicted, and the limits (docs/operator.md, "Quotas")
+    storage: dict[str, Any]  # blob requests refused by reason, what gc freed (docs/operator.md, "Disk")
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)

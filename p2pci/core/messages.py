@@ -73,6 +73,7 @@ DECLINE_REASONS = (
     "image",
     "source",
     "inputs",
+    "identity",
     "timeout",
     "start_failed",
     "outputs",

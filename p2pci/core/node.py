@@ -64,11 +64,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
+from p2pci.core.identity import identity_bits
 from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Limits, Message, Offer, Require
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
@@ -124,6 +125,9 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if self.worker.me != self.key.public:
             raise LocalError("NodeConfig: worker.me is not this node's key")
+        if self.worker.identity_bits is None:  # the worker declines offers its proof cannot meet
+            bits = identity_bits(self.key.public, self.identity)
+            object.__setattr__(self, "worker", replace(self.worker, identity_bits=bits))
 
 
 # --------------------------------------------------------------------------- effects

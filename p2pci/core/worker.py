@@ -17,7 +17,9 @@ Phases::
 
 Rules:
 
-* SEEN: skip if `eligible(...)` gives a reason, or the job is cancelled,
+* SEEN: skip if `eligible(...)` gives a reason, or this worker's identity proof
+  (`cfg.identity_bits`) is weaker than the offer's `identity_bits` (a `decline` with
+  code `identity`: the publisher would never select it), or the job is cancelled,
   expired or already has a final verdict; else start the claim window.
 * WAITING: after `claim_delay_ms` (None: `claim_window_ms`), claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
@@ -46,9 +48,17 @@ Rules:
   deterministic: the same fact, a duplicate for everyone else), then
   COMMITTED. The daemon should persist `wj` (salt and result) before it
   publishes the commit so a restarted worker can still reveal.
-* COMMITTED: reveal when every worker selected at `now` has committed and
-  at least `quorum` workers are selected (so that a lone early worker does
-  not reveal before anyone could witness its commit), or
+* COMMITTED: reveal when every worker selected at `now` has committed,
+  at least `quorum` selected workers may still agree with this worker's digest
+  (all selected workers but those whose reveal already shows another digest:
+  a lone early worker does not reveal before anyone could witness its commit,
+  and an early wrong reveal does not make an honest worker reveal alone before
+  a later round brings the workers that can agree with it), and no round that adds
+  a worker is pending (`selection.round_pending`: the latest round has free
+  places and an eligible claimant the publisher's next round would add; the
+  seed is public after round 0, so every worker computes that round exactly as
+  the publisher does). A worker added after the reveals could never be
+  witnessed, so its vote would never count. Or
   `now >= reveal_deadline(offer, slack_ms)` =
   `min(created + timeout_s * 1000 + slack_ms, deadline)`. `seen` is
   `JobView.seen_commits(digest=own digest)`: the commit ids held before the
@@ -72,7 +82,7 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, manifest_size_error, pack_manifest
-from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
+from p2pci.core.selection import candidates, live_claimants, rank, round_pending, selected, selection
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
 
@@ -114,6 +124,9 @@ class WorkerConfig:
     # from first sight to the claim; None: `claim_window_ms` (the v1 wait). v2 needs no wait (nobody
     # can rank claimants before the publisher's select): the daemon claims at once (0)
     claim_delay_ms: int | None = None
+    # the strength of this worker's identity proof (p2pci.core.identity); None: not checked here.
+    # An offer that demands more is declined (code `identity`): its publisher would not select us
+    identity_bits: int | None = None
 
 
 def settle_ms_for(claim_window_ms: int) -> int:
@@ -424,6 +437,13 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
         # that says nothing leaves the publisher waiting for the deadline
         say = code not in SILENT_REFUSALS and _over(view, offer, now) is None
         return replace(wj, phase="SKIPPED", reason=text), [PublishDecline(code, text)] if say else []
+    if cfg.identity_bits is not None and cfg.identity_bits < offer.identity_bits:
+        text = (
+            f"identity proof of {cfg.identity_bits} bits is below the offer's {offer.identity_bits}"
+            f" (p2pci init --identity-bits {offer.identity_bits})"
+        )
+        say = _over(view, offer, now) is None
+        return replace(wj, phase="SKIPPED", reason=text), [PublishDecline("identity", text)] if say else []
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
@@ -529,12 +549,28 @@ def _built_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
     return wj, [*actions, PublishCommit(wj.commit)]
 
 
+def _could_agree(view: JobView, workers: list[bytes], digest: bytes | None) -> int:
+    """How many of `workers` may still agree with `digest`: all but those whose reveal on this
+    board shows another digest (an early reveal of a wrong digest, or an equivocation)."""
+    n = 0
+    for w in workers:
+        revs = view.reveals.get(w, ())
+        if any(isinstance(f.body, Reveal) and f.body.digest != digest for f in revs):
+            continue
+        n += 1
+    return n
+
+
 def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
     offer = view.offer_msg
     assert offer is not None
     deadline = wj.reveal_at if wj.reveal_at is not None else reveal_deadline(offer, cfg.slack_ms)
     sel = selected(view, now)
-    if now < deadline and (len(sel) < offer.quorum or not all(w in view.commits for w in sel)):
+    if now < deadline and (
+        _could_agree(view, sel, wj.digest) < offer.quorum
+        or not all(w in view.commits for w in sel)
+        or round_pending(view, now)
+    ):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None
     assert wj.manifest is not None

@@ -27,6 +27,7 @@ from p2pci.net.common import fact_counters
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
+    from p2pci.config import Config
     from p2pci.core.worker import WorkerConfig
     from p2pci.daemon.image_cache import Images
     from p2pci.net.base import Network
@@ -38,6 +39,7 @@ class NodeView(Protocol):
 
     machine: NodeMachine
     network: Network
+    config: Config
     blobs: BlobStore
     fetcher: BlobFetcher
     images: Images
@@ -60,6 +62,8 @@ class NodeView(Protocol):
     async def publish_offer(self, offer: Offer, seed: bytes) -> Fact: ...
 
     async def set_control(self, mode: str) -> None: ...
+
+    async def gc_now(self, *, dry_run: bool = False) -> Any: ...
 
 
 Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
@@ -105,7 +109,26 @@ async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
         "jobs": node.machine.job_list(node.now()),
         "facts": fact_counters(node.network.stats()),  # facts from peers (issue 18)
         "quotas": quota_section(node),
+        "storage": storage_section(node),
     }
+
+
+def storage_section(node: NodeView) -> dict[str, Any]:
+    """Blob requests refused (by reason) and what garbage collection freed (docs/operator.md, "Disk")."""
+    refusals = dict(getattr(node, "blob_refusals", {}))
+    last = getattr(node, "gc_last", None)
+    return {
+        "blob_refused": {r: int(refusals.get(r, 0)) for r in ("untied", "not_allowed")},
+        "gc": dict(getattr(node, "gc_totals", {})),
+        "gc_last": None if last is None else last.to_obj(),
+    }
+
+
+async def op_gc(node: NodeView, args: dict[str, Any]) -> Any:
+    """`p2pci gc`: collect now; what was freed (or, with dry_run, what would be)."""
+    _only(args, "dry_run")
+    rep = await node.gc_now(dry_run=bool(_arg(args, "dry_run", bool, False)))
+    return rep.to_obj()
 
 
 def quota_section(node: NodeView) -> dict[str, Any]:
@@ -164,6 +187,7 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
         "net": node.network.stats(),
         "facts": len(node.machine.board),
         "quotas": quota_section(node),
+        "storage": storage_section(node),
         # manifest blobs refused by fetch/diff: not matching the reveal that names them, by reason
         "manifests_refused": dict(sorted(node.fetcher.refused.items())),
     }
@@ -221,7 +245,12 @@ async def op_publish(node: NodeView, args: dict[str, Any], emit: Emit | None = N
     steps.event("offer", "start", f"signing and gossiping the offer of {req.project}")
     seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out
     offer = new_offer(
-        req, image=image_ref, now=node.now(), timing=node.protocol, select_commit=hashlib.sha256(seed).digest()
+                req,
+        image=image_ref,
+        now=node.now(),
+        timing=node.protocol,
+        select_commit=hashlib.sha256(seed).digest(),
+        identity_bits=node.config.publish.identity_bits,  # [publish] identity_bits: what workers must show
     )
     fact = await node.publish_offer(offer, seed)
     await trio.to_thread.run_sync(store.pin, fact.id)
@@ -349,6 +378,7 @@ OPS: dict[str, Handler] = {
     "log_range": op_log_range,
     "diff": op_diff,
     "worker_control": op_worker_control,
+    "gc": op_gc,
 }
 PROGRESS_OPS: dict[str, ProgressHandler] = {"publish": op_publish}  # may send `step` events first
 

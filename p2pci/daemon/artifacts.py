@@ -55,8 +55,8 @@ class BlobFetcher:
     def busy(self, sha256: bytes) -> bool:
         return sha256 in self._fetching
 
-    async def fetch(self, ref: BlobRef, peers: list[bytes] | None) -> Path:
-        """A blob from our store, else from `peers` (keys), else from anyone."""
+    async def fetch(self, ref: BlobRef, peers: list[bytes] | None, *, anyone: bool = True) -> Path:
+        """A blob from our store, else from `peers` (keys), else (unless `anyone` is False) from anyone."""
         if self.blobs.size(ref.sha256) == ref.size:
             return self.blobs.path(ref.sha256)
         if ref.size == 0:
@@ -74,7 +74,8 @@ class BlobFetcher:
                     try:
                         return await self.network.fetch_blob(ref, self.blobs, [peer_id_of(p) for p in peers])
                     except ProtocolError:
-                        pass
+                        if not anyone:
+                            raise
                 return await self.network.fetch_blob(ref, self.blobs, None)
             finally:
                 if self._fetching.get(ref.sha256) is done:

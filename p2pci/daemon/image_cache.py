@@ -47,6 +47,14 @@ class Images(Protocol):
         """Load an archive, checking it yields exactly `image_id` (LocalError otherwise)."""
         ...
 
+    def recipe(self, image_id: str) -> str | None:
+        """The deterministic recipe ("busybox", "debian:…") this image was built from here, if any."""
+        ...
+
+    def remove(self, image_id: str) -> bool:
+        """Remove an image p2pci loaded (never forced: one a container still uses stays); True if gone."""
+        ...
+
 
 class DockerImages:
     """Real images: `resolve_image` + `export_image` (cached per id) / `import_image`.
@@ -104,3 +112,21 @@ class DockerImages:
         from p2pci.runner.images import import_image
 
         import_image(archive, expect=image_id)
+
+    def recipe(self, image_id: str) -> str | None:
+        from p2pci.runner.images import image_recipe
+
+        return image_recipe(image_id) if _ID.match(image_id) else None
+
+    def remove(self, image_id: str) -> bool:
+        import docker
+
+        from p2pci.runner.dockerutil import client
+
+        try:
+            client().images.remove(image_id, force=False)
+        except docker.errors.ImageNotFound:
+            return True
+        except docker.errors.APIError:  # in use by a container, or tagged by the donor since
+            return False
+        return True

@@ -27,3 +27,9 @@ class FakeImages:
 
     def load(self, image_id: str, archive: Path) -> None:
         return None
+
+    def recipe(self, image_id: str) -> str | None:
+        return "fake"  # every made-up image counts as built from a recipe
+
+    def remove(self, image_id: str) -> bool:
+        return True

@@ -92,6 +92,7 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
     check("peers", await run_cli(no_home, "peers"), 2)
     check("jobs", await run_cli(no_home, "jobs"), 2)
     check("status", await run_cli(no_home, "status", "--once"), 2)
+    check("gc", await run_cli(no_home, "gc"), 2)
     bad_cfg = tmp_path / "badcfg"
     bad_cfg.mkdir()
     (bad_cfg / "config.toml").write_text("colour = 1\n")
@@ -166,6 +167,7 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         check("history", await run_cli(home, "history"), 0)
         check("badge", await run_cli(home, "badge", "hello", "-o", str(tmp_path / "b.svg")), 0)
         check("status", await run_cli(no_home, "status"), 2)
+        check("gc", await run_cli(home, "gc", "--dry-run"), 0)
         # donor controls on a worker; on an observer, and resume while draining, they are errors
         worker = c.nodes[2].paths.home
         for action in ("pause", "resume", "drain"):

@@ -44,7 +44,7 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
     assert isinstance(final["created"], int) and set(final["deadlines"]) == DEADLINES_KEYS
     assert final["rounds"] and all(set(r) == ROUND_KEYS for r in final["rounds"])
     assert final["workers"] and all(set(w) == WORKER_ROW_KEYS and w["phase"] in WORKER_PHASES for w in final["workers"])
-    assert set(status) == {"node", "peers", "jobs", "facts", "quotas"}
+    assert set(status) == {"node", "peers", "jobs", "facts", "quotas", "storage"}
     assert set(status["facts"]) == FACTS_KEYS
     assert set(status["node"]) == NODE_KEYS
     assert status["peers"] and all(set(p) == PEER_KEYS for p in status["peers"])

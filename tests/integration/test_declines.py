@@ -119,3 +119,26 @@ async def test_publish_wait_says_when_every_worker_declined_and_how_to_end_the_j
     assert any(line.endswith("declined (policy: timeout 5s exceeds 3s)") for line in err[:hint])
     assert sum(line.endswith("declined (policy: timeout 5s exceeds 3s)") for line in err) == 3
     assert err[-1].startswith("verdict EXPIRED") and "3 declined: 3 policy" in err[-1]
+
+
+async def test_a_worker_whose_identity_proof_is_too_weak_declines_and_the_job_goes_on(tmp_path: Path) -> None:
+    """Offers demand [publish] identity_bits (8 in the cluster); a worker without a proof that
+    strong declines with reason `identity` and is never selected; the others reproduce."""
+    from p2pci.core.messages import Offer
+    from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS
+
+    async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+        weak = await c.add_node(ScriptedRunner(), identity=b"")  # no proof (its strength is checked below)
+        assert weak.machine.cfg.worker.identity_bits is not None
+        assert weak.machine.cfg.worker.identity_bits < CLUSTER_IDENTITY_BITS
+        with trio.fail_after(60):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            objs = await wait_job(c.nodes, job, lambda o: o["verdict"] == "REPRODUCED")
+    view = c.nodes[0].board.job(bytes.fromhex(job))
+    assert view is not None and isinstance(view.offer_msg, Offer)
+    assert view.offer_msg.identity_bits == CLUSTER_IDENTITY_BITS  # what [publish] identity_bits says
+    for obj in objs:
+        row = rows(obj)[weak.peer_id]
+        assert row["phase"] == "declined" and row["reason"] == "identity" and not row["selected"], row
+        assert f"below the offer's {CLUSTER_IDENTITY_BITS}" in row["detail"], row
+        assert weak.peer_id not in {w for g in obj["groups"] for w in g["workers"]}
