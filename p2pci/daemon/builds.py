@@ -272,10 +272,15 @@ class Builds:
     # ------------------------------------------------------------------ results
 
     async def _tie(self, job: bytes, refs: list[tuple[bytes, str]], *, served: bool) -> None:
-        store = self.store
+        store, blobs = self.store, self.blobs
         if store is not None:
             now = int(time.time() * 1000)
-            await trio.to_thread.run_sync(lambda: store.tie(job, refs, served=served, at=now))
+
+            def tie() -> None:
+                blobs.sync()  # a fetched blob's rename is durable before a record names it
+                store.tie(job, refs, served=served, at=now)
+
+            await trio.to_thread.run_sync(tie)
 
     def _keep_log(self, log_path: Path) -> tuple[BlobRef | None, str]:
         """Put a failed build's log into the blob store: (its ref, its last DECLINE_TAIL chars)."""
@@ -303,17 +308,22 @@ class Builds:
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        log_ref = self.blobs.adopt(log_path)
-        refs: list[tuple[bytes, str]] = [(log_ref.sha256, "log"), (self.blobs.put_bytes(packed.data).sha256, "manifest")]
-        try:
-            os.link(self.blobs.path(log_ref.sha256), d / "log")
-        except OSError:
-            shutil.copyfile(log_path, d / "log")
+        outputs: list[Path] = []
         if out_dir is not None:
             for e in manifest:
                 p = out_dir / e.path
                 if p.is_file() and not p.is_symlink():
-                    refs.append((self.blobs.adopt(p).sha256, "output"))
+                    outputs.append(p)
+        manifest_ref = self.blobs.put_bytes(packed.data)
+        # one batch: every blob durable (data fsyncs in parallel, one fsync per directory) before
+        # the tie below, and so before the reveal that names them (docs/internals.md "Durability")
+        log_ref, *out_refs = self.blobs.adopt_many([log_path, *outputs])
+        refs: list[tuple[bytes, str]] = [(log_ref.sha256, "log"), (manifest_ref.sha256, "manifest")]
+        refs += [(r.sha256, "output") for r in out_refs]
+        try:
+            os.link(self.blobs.path(log_ref.sha256), d / "log")
+        except OSError:
+            shutil.copyfile(log_path, d / "log")
         if self.store is not None:
             self.store.tie(job, refs, served=False, at=int(time.time() * 1000))
         return log_ref
@@ -328,6 +338,7 @@ class Builds:
             refs: list[tuple[bytes, str]] = []
             if (d / "log").exists():
                 refs.append((blobs.adopt(d / "log").sha256, "log"))
+            older: list[Path] = []
             if (d / "manifest").exists() and blobs.size(manifest.sha256) != manifest.size:
                 if blobs.put_file(d / "manifest") != manifest:
                     log.warning("job %s: the kept manifest does not match the reveal", job.hex()[:12])
@@ -337,7 +348,8 @@ class Builds:
                 for name in files:
                     p = Path(root) / name
                     if p.is_file() and not p.is_symlink():
-                        refs.append((blobs.adopt(p).sha256, "output"))
+                        older.append(p)
+            refs.extend((r.sha256, "output") for r in blobs.adopt_many(older))  # durable before the tie
             if store is not None:
                 store.tie(job, refs, served=True, at=int(time.time() * 1000))
                 store.serve_job_blobs(job)

@@ -1255,6 +1255,7 @@ class LibP2PNetwork:
                 raise ProtocolError(f"refused: {error}")
             with dest.writer(ref) as w:
                 await self._receive_blob(stream, ref.size, w.write)
+                await trio.to_thread.run_sync(w.finish)  # verify and fsync off the event loop
             # leaving the writer verified the hash; only then is it in the store
 
     async def _receive_blob(self, stream: Any, size: int, write: Callable[[memoryview], Any]) -> None:
