@@ -137,8 +137,8 @@ class BlobStore:
         if not final.parent.is_dir():
             final.parent.mkdir(exist_ok=True)
             touched.append(self.dir)
-        os.replace(tmp, final)  # atomic on one filesystem; an existing copy is identical
-        with self._dirty_lock:
+        with self._dirty_lock:  # one step for sync(): whoever sees the blob sees its directory pending
+            os.replace(tmp, final)  # atomic on one filesystem; an existing copy is identical
             self._dirty.update(touched)
 
     def sync(self) -> int:
