@@ -8,8 +8,8 @@
 
 A build fetches the source, the pinned inputs (if the offer has any) and the
 image archive from the publisher by hash, runs in the runner, and moves its
-outputs, log and manifest blob into the blob store once, by hard link (`BlobStore.adopt`; the
-log is also linked at `$P2PCI_HOME/work/<job>/log`). Each blob is tied to the
+outputs, log and manifest blob into the blob store once, by hard link (`BlobStore.adopt_many`:
+one batch, durable before the tie; the log is also linked at `$P2PCI_HOME/work/<job>/log`). Each blob is tied to the
 job in the store (`FactStore.tie`): the outputs unserved until the reveal
 (`serve_outputs` marks them served; the blob server then serves them under the
 job's access rule, `p2pci.core.access`). While it runs, its output goes to
