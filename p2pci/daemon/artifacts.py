@@ -173,6 +173,7 @@ async def materialise(
         if first is None:
             raise
         raise first from None
+    await trio.to_thread.run_sync(fetcher.blobs.sync)  # the fetched blobs' renames: one fsync per directory
     return [{"path": e.path, "sha256": e.sha256.hex(), "size": e.size, "mode": e.mode} for e in manifest]
 
 

@@ -10,11 +10,11 @@ A build fetches the source, the pinned inputs (if the offer has any) and the
 image archive by hash from whoever holds them (`holders`: the workers that built the job
 already, then the publisher; the other selected workers share the source and inputs piece by
 piece while they fetch, p2pci.net.pieces), runs in the runner, and moves its
-outputs, log and manifest blob into the blob store once, by hard link (`BlobStore.adopt`; the
-log is also linked at `$P2PCI_HOME/work/<job>/log`). Each blob is tied to the
-job in the store (`FactStore.tie`): the source and inputs before they are fetched (so that
-the pieces that arrive are served to the other selected workers at once), the outputs
-unserved until the reveal (`serve_outputs` marks them served; the blob server then serves
+outputs, log and manifest blob into the blob store once, by hard link (`BlobStore.adopt_many`:
+one batch, durable before the tie; the log is also linked at `$P2PCI_HOME/work/<job>/log`). Each
+blob is tied to the job in the store (`FactStore.tie`): the source and inputs before they are
+fetched (so that the pieces that arrive are served to the other selected workers at once), the
+outputs unserved until the reveal (`serve_outputs` marks them served; the blob server then serves
 them under the job's access rule, `p2pci.core.access`). While it runs, its output goes to
 `send_log` as it is produced (`p2pci.daemon.livelog`). Every started build
 reports exactly one result, cancelled ones included.
@@ -288,10 +288,15 @@ class Builds:
     # ------------------------------------------------------------------ results
 
     async def _tie(self, job: bytes, refs: list[tuple[bytes, str]], *, served: bool) -> None:
-        store = self.store
+        store, blobs = self.store, self.blobs
         if store is not None:
             now = int(time.time() * 1000)
-            await trio.to_thread.run_sync(lambda: store.tie(job, refs, served=served, at=now))
+
+            def tie() -> None:
+                blobs.sync()  # a fetched blob's rename is durable before a record names it
+                store.tie(job, refs, served=served, at=now)
+
+            await trio.to_thread.run_sync(tie)
 
     def _keep_log(self, log_path: Path) -> tuple[BlobRef | None, str]:
         """Put a failed build's log into the blob store: (its ref, its last DECLINE_TAIL chars)."""
@@ -319,17 +324,22 @@ class Builds:
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        log_ref = self.blobs.adopt(log_path)
-        refs: list[tuple[bytes, str]] = [(log_ref.sha256, "log"), (self.blobs.put_bytes(packed.data).sha256, "manifest")]
-        try:
-            os.link(self.blobs.path(log_ref.sha256), d / "log")
-        except OSError:
-            shutil.copyfile(log_path, d / "log")
+        outputs: list[Path] = []
         if out_dir is not None:
             for e in manifest:
                 p = out_dir / e.path
                 if p.is_file() and not p.is_symlink():
-                    refs.append((self.blobs.adopt(p).sha256, "output"))
+                    outputs.append(p)
+        manifest_ref = self.blobs.put_bytes(packed.data)
+        # one batch: every blob durable (data fsyncs in parallel, one fsync per directory) before
+        # the tie below, and so before the reveal that names them (docs/internals.md "Durability")
+        log_ref, *out_refs = self.blobs.adopt_many([log_path, *outputs])
+        refs: list[tuple[bytes, str]] = [(log_ref.sha256, "log"), (manifest_ref.sha256, "manifest")]
+        refs += [(r.sha256, "output") for r in out_refs]
+        try:
+            os.link(self.blobs.path(log_ref.sha256), d / "log")
+        except OSError:
+            shutil.copyfile(log_path, d / "log")
         if self.store is not None:
             self.store.tie(job, refs, served=False, at=int(time.time() * 1000))
         return log_ref
@@ -344,6 +354,7 @@ class Builds:
             refs: list[tuple[bytes, str]] = []
             if (d / "log").exists():
                 refs.append((blobs.adopt(d / "log").sha256, "log"))
+            older: list[Path] = []
             if (d / "manifest").exists() and blobs.size(manifest.sha256) != manifest.size:
                 if blobs.put_file(d / "manifest") != manifest:
                     log.warning("job %s: the kept manifest does not match the reveal", job.hex()[:12])
@@ -353,7 +364,8 @@ class Builds:
                 for name in files:
                     p = Path(root) / name
                     if p.is_file() and not p.is_symlink():
-                        refs.append((blobs.adopt(p).sha256, "output"))
+                        older.append(p)
+            refs.extend((r.sha256, "output") for r in blobs.adopt_many(older))  # durable before the tie
             if store is not None:
                 store.tie(job, refs, served=True, at=int(time.time() * 1000))
                 store.serve_job_blobs(job)

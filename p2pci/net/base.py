@@ -52,10 +52,11 @@ MAX_FACT = 64 * 1024
 class BlobStoreLike(Protocol):
     """The part of `p2pci.store.blobs.BlobStore` the network uses.
 
-    `writer(expect)` is a context manager yielding a writable object; on a clean
-    exit it renames the temp file into the store only if sha256 and size
-    match (else it raises ProtocolError and stores nothing); on an exception
-    it discards the temp file.
+    `writer(expect)` is a context manager yielding a writable object (`write(data)`,
+    and `finish()`: verify and fsync, blocking, so the network calls it in a thread
+    before it leaves the block); on a clean exit it renames the temp file into the
+    store only if sha256 and size match (else it raises ProtocolError and stores
+    nothing); on an exception it discards the temp file.
     """
 
     def path(self, sha: bytes) -> Path: ...

@@ -1557,6 +1557,7 @@ class LibP2PNetwork:
             try:
                 with dest.writer(ref) as w:
                     await self._receive_blob(stream, ref.size, w.write)
+                    await trio.to_thread.run_sync(w.finish)  # verify and fsync off the event loop
             except ProtocolError as exc:
                 raise ProtocolError(str(exc), "mismatch") from None
             # leaving the writer verified the hash; only then is it in the store

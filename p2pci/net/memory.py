@@ -200,6 +200,7 @@ class MemoryNetwork:
                                 raise ProtocolError("blob larger than expected")
                             w.write(chunk)
                             await trio.lowlevel.checkpoint()
+                    await trio.to_thread.run_sync(w.finish)  # verify and fsync off the event loop
             except ProtocolError as exc:
                 self._stats.inc("blob_rejected")
                 reasons.append(f"{peer}: {exc}")

@@ -2,9 +2,18 @@
 
 Layout: ``<dir>/ab/abcdef…`` where ``abcdef…`` is the lowercase hex sha256 of
 the content. Every write goes to a temp file under ``<dir>/tmp/``, is hashed
-while it is written, fsynced, and only renamed into place when hash and size
+while it is written, its data fsynced, and only renamed into place when hash and size
 are right. A blob therefore appears under its hash complete and correct, or
 not at all; a crash mid-write leaves at most a temp file (cleared on open).
+
+Durability (docs/internals.md "Durability of the blob store"): a blob's *data* is
+durable before its rename; the *rename* is durable after the next `sync()`, which
+fsyncs each directory touched since the last one, once. `put_bytes`, `put_file` and
+`adopt` sync before they return; `writer` (the network's fetches) does not;
+`adopt_many` stores a whole batch with its data fsyncs in parallel and one `sync()`
+at the end. Whoever commits a record that names blobs (a tie, a reveal) makes them
+durable first. A crash can lose a blob whose rename was not yet synced (a fetch
+fetches it again), never leave a wrong one under a hash.
 """
 
 from __future__ import annotations
@@ -14,8 +23,10 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -27,6 +38,7 @@ CHUNK = 1 << 16
 STALE_TMP_S = 3600
 PIECE = 1 << 20  # the unit of resumable and parallel transfers (docs/protocol.md §8.4)
 KEEP_PARTIALS = 4  # failed downloads whose pieces are kept for a resume
+SYNC_THREADS = 16  # fsyncs in flight at once: the filesystem's journal commits them together
 
 
 def _hex(sha: bytes) -> str:
@@ -43,6 +55,7 @@ class BlobWriter:
         self._expect = expect
         self._hash = hashlib.sha256()
         self.written = 0
+        self.finished = False
 
     def write(self, data: bytes | memoryview) -> None:
         """Append `data`; a write past the expected size is a ProtocolError at once."""
@@ -62,6 +75,17 @@ class BlobWriter:
         if self._hash.digest() != bytes(self._expect.sha256):
             raise ProtocolError(f"blob {_hex(self._expect.sha256)[:12]} content does not match its hash")
 
+    def finish(self) -> None:
+        """Verify size and hash, then make the data durable (one fsync). Blocking: the daemon
+        calls it in a thread (`trio.to_thread.run_sync(w.finish)`) so that the event loop never
+        waits on the disk; leaving the `writer` block then only renames. Idempotent."""
+        if self.finished:
+            return
+        self._check()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.finished = True
+
 
 class BlobStore:
     """Blobs keyed by sha256 under `dir` (created if missing)."""
@@ -69,6 +93,9 @@ class BlobStore:
     def __init__(self, dir: Path | str) -> None:
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._dirty: set[Path] = set()  # directories with renames not yet fsynced (see sync)
+        self._dirty_lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one sync at a time: a second waits for the first's fsyncs
         self._tmp = self.dir / "tmp"
         self._tmp.mkdir(exist_ok=True)
         # Leftovers of a crash mid-write. Another process may be writing here right
@@ -105,11 +132,34 @@ class BlobStore:
         except FileNotFoundError:
             raise LocalError(f"no blob {_hex(sha)}") from None
 
-    def _commit(self, tmp: Path, sha: bytes) -> None:
+    def _rename(self, tmp: Path, sha: bytes) -> None:
+        """Rename `tmp` (its data already durable) into place; the rename is durable at `sync()`."""
         final = self.path(sha)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(tmp, final)  # atomic on one filesystem; an existing copy is identical
-        _fsync_dir(final.parent)
+        touched = [final.parent]
+        if not final.parent.is_dir():
+            final.parent.mkdir(exist_ok=True)
+            touched.append(self.dir)
+        with self._dirty_lock:  # one step for sync(): whoever sees the blob sees its directory pending
+            os.replace(tmp, final)  # atomic on one filesystem; an existing copy is identical
+            self._dirty.update(touched)
+
+    def sync(self) -> int:
+        """Make every rename into this store so far durable: one fsync per directory touched
+        since the last sync (in parallel; the top directory last). Returns how many. Blocking:
+        call it in a thread from the event loop."""
+        with self._sync_lock:
+            with self._dirty_lock:
+                dirs, self._dirty = self._dirty, set()
+            try:
+                subs = sorted(d for d in dirs if d != self.dir)
+                _parallel(_fsync_dir, subs)
+                if self.dir in dirs:
+                    _fsync_dir(self.dir)
+            except BaseException:
+                with self._dirty_lock:
+                    self._dirty.update(dirs)
+                raise
+            return len(dirs)
 
     def _tempfile(self) -> tuple[IO[bytes], Path]:
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="w-")
@@ -119,10 +169,10 @@ class BlobStore:
         """Store `data`; returns its reference (idempotent)."""
         sha = hashlib.sha256(data).digest()
         ref = BlobRef(sha256=sha, size=len(data))
-        if self.has(sha):
-            return ref
-        with self.writer(ref) as w:
-            w.write(bytes(data))
+        if not self.has(sha):
+            with self.writer(ref) as w:
+                w.write(bytes(data))
+        self.sync()  # also when it was here: a fetch may have renamed it in, not yet synced
         return ref
 
     def put_file(self, path: Path | str) -> BlobRef:
@@ -142,19 +192,21 @@ class BlobStore:
             if self.has(sha):
                 tmp.unlink()
             else:
-                self._commit(tmp, sha)
+                self._rename(tmp, sha)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        self.sync()
         return BlobRef(sha256=sha, size=size)
 
     @contextmanager
     def writer(self, expect: BlobRef) -> Iterator[BlobWriter]:
         """Write a blob announced as `expect` in pieces.
 
-        On a clean exit the content is verified (size and sha256) and renamed
-        into place; on a mismatch ProtocolError is raised and nothing is
-        stored. On any exception inside the block the temp file is removed.
+        On a clean exit the content is verified (size and sha256), its data fsynced
+        (unless `w.finish()` did both already) and renamed into place; on a mismatch
+        ProtocolError is raised and nothing is stored. On any exception inside the block
+        the temp file is removed. The rename is durable at the next `sync()`.
         """
         _hex(expect.sha256)
         if expect.size < 0:
@@ -164,13 +216,11 @@ class BlobStore:
         try:
             with fh:
                 yield w
-                w._check()
-                fh.flush()
-                os.fsync(fh.fileno())
+                w.finish()
             if self.has(expect.sha256):
                 tmp.unlink()
             else:
-                self._commit(tmp, expect.sha256)
+                self._rename(tmp, expect.sha256)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -200,11 +250,13 @@ class BlobStore:
         return max(0, len(parts) - keep)
 
     def adopt_verified(self, tmp: Path, sha: bytes) -> None:
-        """Rename a verified file from tmp/ into the store under `sha` (the caller verified it)."""
+        """Rename a verified file (its data fsynced) from tmp/ into the store under `sha` (the caller
+        verified it); durable when it returns."""
         if self.has(sha):
             tmp.unlink(missing_ok=True)
         else:
-            self._commit(tmp, sha)
+            self._rename(tmp, sha)
+        self.sync()
 
     def copy_out(self, sha: bytes, dest: Path | str) -> None:
         """Copy a stored blob to `dest` (LocalError if we do not hold it)."""
@@ -213,12 +265,34 @@ class BlobStore:
             raise LocalError(f"no blob {_hex(sha)}")
         shutil.copyfile(src, dest)
 
-    def adopt(self, path: Path | str) -> BlobRef:
-        """Store the file at `path` without a second copy of its bytes: hashed, then hard-linked
-        into place (the file must not change afterwards: the store and `path` share one inode).
+    def adopt_many(self, paths: Iterable[Path | str]) -> list[BlobRef]:
+        """`adopt` every file of `paths` as one batch, all durable when it returns (one ref per path,
+        in order): each file hashed and hard-linked (or copied) into tmp/, then the data of all
+        fsynced in parallel (SYNC_THREADS at a time), then each renamed into place, then one
+        `sync()` (an fsync per touched directory). About one fsync per file instead of two
+        serial ones. On an error nothing of the batch is left in tmp/ (blobs already renamed
+        stay: each is complete and correct)."""
+        refs: list[BlobRef] = []
+        pending: dict[bytes, Path] = {}  # sha -> its temp link or copy, not yet in place
+        try:
+            for path in paths:
+                ref, tmp = self._stage(path, pending)
+                refs.append(ref)
+                if tmp is not None:
+                    pending[ref.sha256] = tmp
+            _parallel(_fsync_file, list(pending.values()))
+            for sha, tmp in list(pending.items()):
+                self._rename(tmp, sha)
+                del pending[sha]
+        finally:
+            for tmp in pending.values():
+                tmp.unlink(missing_ok=True)
+        self.sync()
+        return refs
 
-        Falls back to a copy when `path` is on another filesystem. The link's mode is made
-        read-only (0o444) so that the shared inode is not written through `path` by mistake."""
+    def _stage(self, path: Path | str, pending: dict[bytes, Path]) -> tuple[BlobRef, Path | None]:
+        """Hash `path`; unless the store (or this batch) has it, link it (else copy it) into tmp/,
+        read-only, not yet fsynced. (its ref, the temp path or None)."""
         h = hashlib.sha256()
         size = 0
         with open(path, "rb") as src:
@@ -226,20 +300,41 @@ class BlobStore:
                 h.update(chunk)
                 size += len(chunk)
         sha = h.digest()
-        if self.has(sha):
-            return BlobRef(sha256=sha, size=size)
+        ref = BlobRef(sha256=sha, size=size)
+        if sha in pending or self.has(sha):
+            return ref, None
         tmp = self._tmp / f"l-{os.getpid()}-{sha.hex()[:16]}-{time.monotonic_ns()}"
         try:
             os.link(path, tmp)
-        except OSError:
-            return self.put_file(path)
+        except OSError:  # another filesystem: a copy, checked against the hash read above
+            fh, tmp = self._tempfile()
+            c = hashlib.sha256()
+            try:
+                with fh, open(path, "rb") as src:
+                    while chunk := src.read(CHUNK):
+                        fh.write(chunk)
+                        c.update(chunk)
+                if c.digest() != sha:
+                    raise LocalError(f"{path} changed while it was stored")
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         try:
             os.chmod(tmp, 0o444)
-            self._commit(tmp, sha)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return BlobRef(sha256=sha, size=size)
+        return ref, tmp
+
+    def adopt(self, path: Path | str) -> BlobRef:
+        """Store the file at `path` without a second copy of its bytes: hashed, then hard-linked
+        into place (the file must not change afterwards: the store and `path` share one inode).
+
+        Falls back to a copy when `path` is on another filesystem. The link's mode is made
+        read-only (0o444) so that the shared inode is not written through `path` by mistake.
+        Durable when it returns (data, then rename); for many files use `adopt_many`."""
+        (ref,) = self.adopt_many([path])
+        return ref
 
     def iter_blobs(self) -> Iterator[tuple[bytes, int, float]]:
         """(sha256, size, mtime) of every blob in the store (temp files excluded)."""
@@ -262,7 +357,7 @@ class BlobStore:
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
-    except OSError:
+    except FileNotFoundError:  # removed since (garbage collection): nothing to make durable
         return
     try:
         os.fsync(fd)
@@ -394,3 +489,23 @@ class PartialBlob:
         if self._meta_fd >= 0:
             os.close(self._meta_fd)
             self._meta_fd = -1
+
+
+def _fsync_file(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parallel(fn: Callable[[Path], None], items: list[Path]) -> None:
+    """`fn` on every item, SYNC_THREADS at a time (fsyncs wait on the disk, not the CPU); the
+    first error is raised after all have run."""
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(min(SYNC_THREADS, len(items)), thread_name_prefix="p2pci-fsync") as pool:
+        for _ in pool.map(fn, items):
+            pass

@@ -144,3 +144,159 @@ def test_partial_pieces_survive_a_reopen_and_only_a_few_failed_partials_are_kept
     assert left == sorted([parts[0], *parts[-KEEP_PARTIALS:]])  # the active one, and the newest
     assert all(f.with_name(f.name + ".have").exists() for f in left)
     assert not parts[1].with_name(parts[1].name + ".have").exists()
+
+
+# -- durability (docs/internals.md "Durability of the blob store") ------------------------------
+
+
+class DiskLog:
+    """Records, in order, every fsync (by what the descriptor names) and every rename."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, str]] = []  # ("fsync", path) or ("rename", final path)
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd: int) -> None:
+            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))  # list.append: thread-safe
+            real_fsync(fd)
+
+        def replace(src: str | Path, dst: str | Path) -> None:
+            real_replace(src, dst)
+            self.events.append(("rename", str(dst)))
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+
+    def fsynced(self) -> list[str]:
+        return [p for kind, p in self.events if kind == "fsync"]
+
+    def index(self, kind: str, path: Path | str) -> int:
+        return self.events.index((kind, str(path)))
+
+
+def outputs(root: Path, n: int, dirs: int) -> list[Path]:
+    files = []
+    for i in range(n):
+        p = root / f"d{i % dirs}" / f"f{i}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(f"file {i}\n".encode())
+        files.append(p)
+    return files
+
+
+def test_adopt_many_makes_every_blob_durable_before_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    files = outputs(tmp_path / "out", 60, dirs=3)
+    files.append(files[0])  # the same file twice, and a second file with the same content
+    dup = tmp_path / "out" / "dup"
+    dup.write_bytes(b"file 1\n")
+    files.append(dup)
+    disk = DiskLog(monkeypatch)
+    refs = store.adopt_many(files)
+
+    assert [r.sha256 for r in refs] == [sha(p.read_bytes()) for p in files]
+    blobs = {store.path(r.sha256) for r in refs}
+    assert len(blobs) == 60
+    for r, p in zip(refs, files, strict=True):
+        final = store.path(r.sha256)
+        assert final.read_bytes() == p.read_bytes()
+        assert (final.stat().st_mode & 0o777) == 0o444
+    # each blob: its data fsynced (the shared inode: one fsync of its temp link) before its rename
+    fsynced, renames = disk.fsynced(), [p for kind, p in disk.events if kind == "rename"]
+    assert sorted(renames) == sorted(map(str, blobs))
+    data_syncs = [p for p in fsynced if p.startswith(str(store.dir / "tmp") + "/")]
+    assert len(data_syncs) == 60  # one per new blob, none for a duplicate
+    last_data_sync = max(i for i, (kind, p) in enumerate(disk.events) if kind == "fsync" and p in data_syncs)
+    first_rename = min(disk.index("rename", b) for b in blobs)
+    assert last_data_sync < first_rename
+    # then every touched directory once (each blob's subdirectory, and the top one that gained
+    # them), after the last rename: two fsyncs per file become about one
+    dir_syncs = [p for p in fsynced if p not in data_syncs]
+    touched = {str(b.parent) for b in blobs} | {str(store.dir)}
+    assert sorted(dir_syncs) == sorted(touched)
+    last_rename = max(disk.index("rename", b) for b in blobs)
+    assert all(disk.index("fsync", d) > last_rename for d in touched)
+    assert len(fsynced) == 60 + len(touched)
+    assert list((store.dir / "tmp").iterdir()) == []
+    assert store.sync() == 0  # nothing left pending
+
+    # again: everything is here already, so nothing is written or fsynced
+    disk.events.clear()
+    assert store.adopt_many(files) == refs
+    assert disk.events == []
+
+
+def test_adopt_many_error_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    files = outputs(tmp_path / "out", 5, dirs=1)
+    with pytest.raises(FileNotFoundError):
+        store.adopt_many([*files, tmp_path / "missing"])
+    assert list((store.dir / "tmp").iterdir()) == []
+    assert stored_files(store) == []  # nothing was renamed in: the error came before
+
+
+def test_adopt_many_copies_across_filesystems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    files = outputs(tmp_path / "out", 4, dirs=2)
+
+    def no_link(src: str | Path, dst: str | Path) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    disk = DiskLog(monkeypatch)
+    refs = store.adopt_many(files)
+    for r, p in zip(refs, files, strict=True):
+        final = store.path(r.sha256)
+        assert final.read_bytes() == p.read_bytes()
+        assert final.stat().st_ino != p.stat().st_ino  # a copy
+    assert len([p for p in disk.fsynced() if p.startswith(str(store.dir / "tmp") + "/")]) == 4
+    assert list((store.dir / "tmp").iterdir()) == []
+
+
+def test_writer_defers_the_directory_fsync_to_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch (the network's `writer`) fsyncs the data before the rename, and leaves the
+    directory fsyncs to the next sync(): once per directory however many blobs landed there."""
+    store = BlobStore(tmp_path / "blobs")
+    disk = DiskLog(monkeypatch)
+    datas = [f"blob {i}".encode() for i in range(40)]
+    for data in datas:
+        with store.writer(BlobRef(sha(data), len(data))) as w:
+            w.write(data)
+            w.finish()  # what the network runs in a thread; leaving the block only renames
+    assert all(p.startswith(str(store.dir / "tmp")) for p in disk.fsynced())
+    assert len(disk.fsynced()) == 40
+    for data in datas:
+        final = store.path(sha(data))
+        assert disk.index("fsync", disk.fsynced()[datas.index(data)]) < disk.index("rename", final)
+    touched = {str(store.path(sha(d)).parent) for d in datas} | {str(store.dir)}
+    disk.events.clear()
+    assert store.sync() == len(touched)
+    assert sorted(disk.fsynced()) == sorted(touched)
+    assert disk.fsynced()[-1] == str(store.dir)  # the top directory after its subdirectories
+    assert store.sync() == 0
+
+
+def test_put_bytes_of_a_fetched_unsynced_blob_syncs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    with store.writer(BlobRef(sha(b"x"), 1)) as w:
+        w.write(b"x")
+    disk = DiskLog(monkeypatch)
+    store.put_bytes(b"x")  # already here, but its rename is not durable yet: put_bytes promises it is
+    assert sorted(disk.fsynced()) == sorted([str(store.path(sha(b"x")).parent), str(store.dir)])
+
+
+def test_single_puts_are_durable_when_they_return(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    copied, adopted = tmp_path / "copied", tmp_path / "adopted"
+    copied.write_bytes(b"copied")
+    adopted.write_bytes(b"adopted")
+    disk = DiskLog(monkeypatch)
+    for put in (lambda: store.put_bytes(b"bytes"), lambda: store.put_file(copied), lambda: store.adopt(adopted)):
+        disk.events.clear()
+        ref = put()
+        final = store.path(ref.sha256)
+        # the data (a temp file or link), then the rename, then the directory: all before returning
+        kinds = [kind for kind, _p in disk.events]
+        assert kinds[0] == "fsync" and disk.fsynced()[0].startswith(str(store.dir / "tmp") + "/")
+        assert disk.index("rename", final) < disk.index("fsync", final.parent)
+        assert store.sync() == 0
