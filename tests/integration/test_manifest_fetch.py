@@ -35,7 +35,9 @@ class Holders:
         self.stores = stores
         self.asked: list[str] = []
 
-    async def fetch_blob(self, ref: Any, dest: BlobStore, peers: list[str] | None = None) -> Path:
+    async def fetch_blob(
+        self, ref: Any, dest: BlobStore, peers: list[str] | None = None, sharers: list[str] | None = None
+    ) -> Path:
         for p in peers or list(self.stores):
             src = self.stores.get(p)
             if src is not None and src.has(ref.sha256):
