@@ -39,7 +39,11 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/unit/test_codec_props.py"],
     ),
     "results": (
-        ["tests/unit/test_protocol_bytes.py", "tests/unit/test_source_trial.py", "tests/unit/test_store_workerstate.py"],
+        [
+            "tests/unit/test_protocol_bytes.py",
+            "tests/unit/test_source_trial.py",
+            "tests/unit/test_store_workerstate.py",
+        ],
         ["tests/unit/test_codec_props.py"],
     ),
     "signing": (
@@ -59,7 +63,11 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/test_tally_observer.py",
             "tests/unit/test_worker.py",
         ],
-        ["tests/unit/test_worker_sim.py", "tests/unit/test_trust_v2_props.py", "tests/unit/test_node_machine.py"],
+        [
+            "tests/unit/test_worker_sim.py",
+            "tests/unit/test_trust_v2_props.py",
+            "tests/unit/test_node_machine.py",
+        ],
     ),
     "tally": (
         [
@@ -69,11 +77,24 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/test_selection_allowlist.py",
             "tests/unit/test_evidence.py",
         ],
-        ["tests/unit/test_convergence.py", "tests/unit/test_trust_v2_props.py", "tests/unit/test_node_machine.py"],
+        [
+            "tests/unit/test_convergence.py",
+            "tests/unit/test_trust_v2_props.py",
+            "tests/unit/test_node_machine.py",
+        ],
     ),
 }
 
-PRELOAD = ["pytest", "hypothesis", "msgpack", "nacl.signing", "nacl.exceptions", "trio", "pytest_trio", "pytest_timeout"]
+PRELOAD = [
+    "pytest",
+    "hypothesis",
+    "msgpack",
+    "nacl.signing",
+    "nacl.exceptions",
+    "trio",
+    "pytest_trio",
+    "pytest_timeout",
+]
 
 
 def mutants(path: Path) -> list[tuple[int, str]]:
@@ -153,11 +174,14 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--limit", type=int, default=0, help="test only the first N mutants of each module")
     ap.add_argument("--report", type=Path, default=None, help="also write the survivors' diffs here")
+    ap.add_argument("--fast-only", action="store_true", help="skip the second pass (property tests)")
     a = ap.parse_args()
     os.environ.setdefault("P2PCI_HYPOTHESIS", "mutate")  # 25 examples per property test
     work = Path(tempfile.mkdtemp(prefix="p2pci-mutate-"))
     copies = []
-    tree = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+    tree = subprocess.run(
+        ["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     for i in range(a.jobs):
         c = work / f"tree{i}"
         c.mkdir()
@@ -170,6 +194,8 @@ def main() -> int:
     summary: list[str] = []
     for m in a.modules:
         fast, slow = TESTS[m]
+        if a.fast_only:
+            slow = []
         rel = f"p2pci/core/{m}.py"
         for c in copies:
             shutil.rmtree(c / "p2pci" / "core" / "__pycache__", ignore_errors=True)
@@ -198,6 +224,8 @@ def main() -> int:
             f"({time.monotonic() - t0:.0f} s)"
         )
         print(summary[-1], flush=True)
+        if a.report:  # after each module: a long run can be read while it goes on
+            a.report.write_text("\n".join(lines + summary) + "\n")
     print("\n".join(lines))
     print("\n".join(summary))
     if a.report:
