@@ -175,6 +175,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="test only the first N mutants of each module")
     ap.add_argument("--report", type=Path, default=None, help="also write the survivors' diffs here")
     ap.add_argument("--fast-only", action="store_true", help="skip the second pass (property tests)")
+    ap.add_argument("--only", default="", help="comma-separated mutant numbers (as printed) to test")
+    ap.add_argument("--tests", default="", help="comma-separated test files instead of the module's fast set")
     a = ap.parse_args()
     os.environ.setdefault("P2PCI_HYPOTHESIS", "mutate")  # 25 examples per property test
     work = Path(tempfile.mkdtemp(prefix="p2pci-mutate-"))
@@ -194,6 +196,8 @@ def main() -> int:
     summary: list[str] = []
     for m in a.modules:
         fast, slow = TESTS[m]
+        if a.tests:
+            fast = a.tests.split(",")
         if a.fast_only:
             slow = []
         rel = f"p2pci/core/{m}.py"
@@ -210,6 +214,9 @@ def main() -> int:
         cands = [(i, ln, text) for i, (ln, text) in enumerate(mutants(copies[0] / rel), 1)]
         if a.limit:
             cands = cands[: a.limit]
+        if a.only:
+            wanted = {int(x) for x in a.only.split(",")}
+            cands = [c for c in cands if c[0] in wanted]
         t0 = time.monotonic()
         surv1, to1 = test_all(m, cands, fast, copies, a.timeout)
         surv2, to2 = test_all(m, surv1, slow, copies, a.timeout * 4) if slow else (surv1, 0)
