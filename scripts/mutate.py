@@ -134,9 +134,17 @@ def run_child(copy: Path, rel: str, text: str, tests: list[str]) -> int:
 
 
 def test_all(
-    module: str, cands: list[tuple[int, int, str]], tests: list[str], copies: list[Path], timeout: float
+    module: str,
+    cands: list[tuple[int, int, str]],
+    tests: list[str],
+    copies: list[Path],
+    timeout: float,
+    log: Path | None = None,
 ) -> tuple[list[tuple[int, int, str]], int]:
-    """Run `tests` against each candidate (index, line, text); returns (survivors, timeouts)."""
+    """Run `tests` against each candidate (index, line, text); returns (survivors, timeouts).
+
+    `log`: one line per tested mutant as it ends (`<module> <n> <line> killed|survived|timeout`),
+    so an interrupted run still tells how far it got and what survived."""
     rel = f"p2pci/core/{module}.py"
     original = (copies[0] / rel).read_text()
     free = list(copies)
@@ -160,10 +168,16 @@ def test_all(
         copy, t0, c = running.pop(pid)
         (copy / rel).write_text(original)
         free.append(copy)
+        outcome = "killed"
         if os.WIFSIGNALED(status):
             timeouts += 1  # killed by us: a hang counts as killed
+            outcome = "timeout"
         elif os.WEXITSTATUS(status) == 0:
             survivors.append(c)
+            outcome = "survived"
+        if log is not None:
+            with log.open("a") as f:
+                f.write(f"{module} {c[0]} {c[1]} {outcome}\n")
     return sorted(survivors), timeouts
 
 
@@ -175,6 +189,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="test only the first N mutants of each module")
     ap.add_argument("--report", type=Path, default=None, help="also write the survivors' diffs here")
     ap.add_argument("--fast-only", action="store_true", help="skip the second pass (property tests)")
+    ap.add_argument("--progress", type=Path, default=None, help="append one line per tested mutant here")
     ap.add_argument("--only", default="", help="comma-separated mutant numbers (as printed) to test")
     ap.add_argument("--tests", default="", help="comma-separated test files instead of the module's fast set")
     a = ap.parse_args()
@@ -218,7 +233,7 @@ def main() -> int:
             wanted = {int(x) for x in a.only.split(",")}
             cands = [c for c in cands if c[0] in wanted]
         t0 = time.monotonic()
-        surv1, to1 = test_all(m, cands, fast, copies, a.timeout)
+        surv1, to1 = test_all(m, cands, fast, copies, a.timeout, a.progress)
         surv2, to2 = test_all(m, surv1, slow, copies, a.timeout * 4) if slow else (surv1, 0)
         for i, ln, text in surv2:
             diff = difflib.unified_diff(original.splitlines(), text.splitlines(), lineterm="", n=0)
