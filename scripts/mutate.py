@@ -190,6 +190,7 @@ def main() -> int:
     ap.add_argument("--report", type=Path, default=None, help="also write the survivors' diffs here")
     ap.add_argument("--fast-only", action="store_true", help="skip the second pass (property tests)")
     ap.add_argument("--progress", type=Path, default=None, help="append one line per tested mutant here")
+    ap.add_argument("--lines", default="", help="only mutants on these source lines, e.g. 120-310")
     ap.add_argument("--only", default="", help="comma-separated mutant numbers (as printed) to test")
     ap.add_argument("--tests", default="", help="comma-separated test files instead of the module's fast set")
     a = ap.parse_args()
@@ -229,6 +230,9 @@ def main() -> int:
         cands = [(i, ln, text) for i, (ln, text) in enumerate(mutants(copies[0] / rel), 1)]
         if a.limit:
             cands = cands[: a.limit]
+        if a.lines:
+            lo, _, hi = a.lines.partition("-")
+            cands = [c for c in cands if int(lo) <= c[1] <= int(hi or lo)]
         if a.only:
             wanted = {int(x) for x in a.only.split(",")}
             cands = [c for c in cands if c[0] in wanted]
