@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from p2pci.core.selection import eligible_claim_ids, eligible_keys, selection
+from dataclasses import replace
+
+from p2pci.core.messages import Require
+from p2pci.core.selection import S_CREATED, eligible_claim_ids, eligible_keys, selection
+from p2pci.core.signing import seal
 from p2pci.core.tally import tally, verdict_json
 
 from .jobgen import JobSim, key, make_offer
@@ -38,3 +42,39 @@ def test_before_any_round_the_selection_is_empty_and_shows_as_such() -> None:
     assert shown["rounds"] == [] and shown["ignored_selects"] == [] and shown["verdict"] == "PENDING"
     sim.select()
     assert selection(sim.view()).seed == sim.seed  # the seed round 0 revealed
+
+
+def _round(sim: JobSim, created: int) -> list[str]:
+    """Sign the next honest round with `created` forced; the reasons of the ignored selects."""
+    sim.facts.append(seal(sim.publisher, replace(sim.select_body(), created=created)))
+    return [b.reason for b in selection(sim.view()).ignored]
+
+
+def test_select_created_bounds_are_inclusive_at_the_offer_and_exclusive_at_the_deadline() -> None:
+    def fresh() -> JobSim:
+        sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1))
+        sim.claim(key("w1"))
+        return sim
+
+    assert _round(fresh(), fresh().offer.created) == []  # at the offer's created: valid
+    assert _round(fresh(), fresh().offer.created - 1) == [S_CREATED]  # before it (round 0)
+    assert _round(fresh(), fresh().offer.deadline) == [S_CREATED]  # at the deadline
+    assert _round(fresh(), fresh().offer.deadline - 1) == []
+    sim = fresh()
+    assert _round(sim, sim.offer.created + 500) == []
+    sim.claim(key("w2"))
+    assert _round(sim, sim.offer.created + 500) == []  # round 1 at round 0's created: valid
+    sim.claim(key("w3"))
+    assert _round(sim, sim.offer.created + 499) == [S_CREATED]  # before the previous round's
+    assert len(selection(sim.view()).rounds) == 2
+
+
+def test_a_round_of_require_keys_only_is_valid() -> None:
+    # every worker named is a require key (nobody else claimed): (eligible & require) == workers
+    a, b = key("req-a"), key("req-b")
+    sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1, require=Require((a.public, b.public), 1)))
+    sim.claim(a)
+    sim.claim(b)
+    sim.select()
+    sel = selection(sim.view())
+    assert sel.ignored == () and set(sel.current) == {a.public, b.public}
