@@ -29,7 +29,8 @@ RESULTS = HERE / "results.json"
 PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sim": ("bench.sim", ("sim_nodes", "sim_converged", "sim_msgs_per_job")),
     "identity": ("bench.identity", ("identity_hashes_per_s", "identity_mint_s_default")),
-    "sybil": ("bench.sybil", ("sybil_false_reproduced_s30_m3n2", "sybil_expected_false_reproduced_s30_m3n2")),
+    # on the real node machine (bench/sybil.py: the same on the bare selection and tally)
+    "sybil": ("bench.sybil_machine", ("sybil_false_reproduced_s30_m3n2", "sybil_expected_false_reproduced_s30_m3n2")),
     "tally": ("bench.tally", ("tally_per_s", "verify_per_s", "tally_verify_ratio")),
     "blob": ("bench.blob", ("blob_mb_s", "tcp_mb_s", "blob_tcp_ratio", "blob_cpu_bound_mb_s")),
     "overhead": (

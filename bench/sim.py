@@ -371,7 +371,7 @@ class JobSim:
                         self.last_reveal_t = max(self.last_reveal_t, t)
                 elif isinstance(e, n.RunBuild):
                     self.builds += 1
-                    done = self.core.w.BuildDone(exit_code=0, manifest=self.manifest, log=wk.log)
+                    done = self.core.w.BuildDone.of(exit_code=0, manifest=self.manifest, log=wk.log)
                     self.at(t + self.rng.uniform(*self.p.build_ms), partial(self._built, wk=wk, job=e.job, done=done))
             if published:
                 self._tally(t, wk.node)

@@ -98,9 +98,9 @@ def simulate(m: int, n: int, share: float, jobs: int, require: bool, rng: random
         evil_ids = tuple(sorted(commits[k] for k in attackers))
         for k, salt in salts.items():
             if k in attackers:
-                rev = Reveal(job, d_evil, salt, 0, evil, log, evil_ids)
+                rev = Reveal.of(job, d_evil, salt, 0, evil, log, evil_ids)
             else:
-                rev = Reveal(job, d_good, salt, 0, good, log, view.seen_commits(1024, d_good))
+                rev = Reveal.of(job, d_good, salt, 0, good, log, view.seen_commits(1024, d_good))
             board.add_fact(Fact(rb(32), "reveal", k, rev, b""))
         v = tally(view, T0 + 10_000)
         if v.state == "PENDING":

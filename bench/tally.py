@@ -94,7 +94,7 @@ def _job(i: int, publisher: NodeKey, workers: list[NodeKey]) -> tuple[list[bytes
     setup[1:1] = [*claims, seal(publisher, select).raw]
     seen = tuple(sorted(c for *_, c in built))
     reveals = [
-        seal(k, Reveal(offer.id, digest, salt, 0, manifest, BlobRef(_h(b"log"), 10), seen)).raw
+        seal(k, Reveal.of(offer.id, digest, salt, 0, manifest, BlobRef(_h(b"log"), 10), seen)).raw
         for k, salt, digest, manifest, _ in built
     ]
     return setup, reveals

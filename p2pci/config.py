@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from p2pci.core.errors import LocalError
+from p2pci.core.identity import DEFAULT_IDENTITY_BITS
+from p2pci.core.messages import MAX_IDENTITY_BITS
 from p2pci.core.worker import WorkerPolicy
 
 DEFAULT_HOME = "~/.local/share/p2pci"
@@ -60,6 +62,10 @@ class Paths:
     @property
     def work(self) -> Path:
         return self.home / "work"
+
+    @property
+    def identity(self) -> Path:
+        return self.home / "identity"
 
 
 _POLICY = WorkerPolicy()  # the defaults are written once, on core.worker.WorkerPolicy
@@ -127,6 +133,33 @@ class TrustSettings:
     require_keys: tuple[str, ...] = ()
     require_min: int = 0
     count: TrustCount = "all"
+
+
+IDENTITY_BITS_ENV = "P2PCI_IDENTITY_BITS"
+
+
+def default_identity_bits() -> int:
+    """The default identity difficulty: `$P2PCI_IDENTITY_BITS` when set (the test suite and
+    throwaway meshes set it low), else `core.identity.DEFAULT_IDENTITY_BITS`. It is the default of
+    `p2pci init --identity-bits` and of `[publish] identity_bits` (a value in config.toml wins)."""
+    raw = os.environ.get(IDENTITY_BITS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IDENTITY_BITS
+    try:
+        bits = int(raw)
+    except ValueError:
+        raise LocalError(f"${IDENTITY_BITS_ENV} must be an integer 0..{MAX_IDENTITY_BITS}, not {raw[:40]!r}") from None
+    if not 0 <= bits <= MAX_IDENTITY_BITS:
+        raise LocalError(f"${IDENTITY_BITS_ENV} must be an integer 0..{MAX_IDENTITY_BITS}, not {bits}")
+    return bits
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """`[publish]`: what this node's offers demand of their workers."""
+
+    # the identity proof of work a claimant must show (leading zero bits, p2pci.core.identity)
+    identity_bits: int = field(default_factory=default_identity_bits)
 
 
 @dataclass(frozen=True)
@@ -200,16 +233,34 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """`[storage]`: how long and how much this node keeps (docs/operator.md, "Disk")."""
+
+    retention_days: int = 30  # facts, blobs and work dirs of jobs decided longer ago than this go
+    max_gb: float = 20.0  # blobs + work dirs; past it the oldest decided jobs go first (0: no budget)
+    gc_interval_min: float = 60  # how often the daemon collects (`p2pci gc` runs it at once)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_gb * (1 << 30))
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
     build: bool = True
-    retention_days: int = 30
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     timing: Timing = field(default_factory=Timing)
     net: NetSettings = field(default_factory=NetSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+    @property
+    def retention_days(self) -> int:
+        return self.storage.retention_days
 
     def with_overrides(
         self,
@@ -240,8 +291,13 @@ listen = ["{DEFAULT_LISTEN}"]
 bootstrap = []
 # false: observe and relay only, never build (same as `p2pci daemon --no-build`).
 build = true
-# Facts of jobs finished longer ago than this may be pruned (exported or own jobs are kept).
+
+[storage]
+# Jobs decided longer ago than this lose their facts (exported or own jobs keep them), blobs,
+# work dirs and the images p2pci loaded for them (`p2pci gc` collects at once).
 retention_days = 30
+max_gb = 20           # blobs + work dirs; over it the oldest decided jobs go first (0: no budget)
+gc_interval_min = 60  # how often the daemon collects
 
 [worker]
 # What this donor agrees to run; the node never claims an offer outside it.
@@ -304,6 +360,12 @@ signer_burst_kib = 4096
 # does not build is evicted (its facts deleted); jobs nobody claimed go first.
 max_jobs = 4096
 max_offers_per_key = 64
+
+[publish]
+# The identity proof of work (leading zero bits) this node's offers demand of a worker:
+# 27 costs a new identity about 76 s of one core, minted once per node key by `p2pci init`.
+# The default is 27, or $P2PCI_IDENTITY_BITS when set (test suites and demo meshes set it low).
+# identity_bits = 27
 
 [timing]
 claim_window_ms = 2000
@@ -417,7 +479,25 @@ def parse_config(data: dict[str, Any]) -> Config:
     listen = _strs(top, "listen", "", d.listen)
     bootstrap = _strs(top, "bootstrap", "", d.bootstrap)
     build = _take(top, "build", bool, "", d.build)
-    retention = _nonneg(_take(top, "retention_days", int, "", d.retention_days), "retention_days")
+    old_retention = top.pop("retention_days", None)  # the spelling before [storage]: still read
+    st = dict(_take(top, "storage", dict, "", {}))
+    ds = StorageSettings()
+    if old_retention is not None:
+        if "retention_days" in st:
+            raise ConfigError("config: retention_days is set twice (top level and [storage]); keep [storage]", "retention_days")
+        st["retention_days"] = old_retention
+    max_gb = _take(st, "max_gb", (int, float), "storage.", ds.max_gb)
+    if isinstance(max_gb, bool) or not 0 <= max_gb <= 1 << 20:
+        raise ConfigError("config: storage.max_gb must be a number of GB >= 0 (0: no budget)", "storage.max_gb")
+    storage = StorageSettings(
+        retention_days=_nonneg(_take(st, "retention_days", int, "storage.", ds.retention_days), "storage.retention_days"),
+        max_gb=float(max_gb),
+        gc_interval_min=_nonneg(
+            _take(st, "gc_interval_min", int, "storage.", ds.gc_interval_min), "storage.gc_interval_min", 1
+        ),
+    )
+    if st:
+        raise ConfigError(f"config: unknown key storage.{sorted(st)[0]}", f"storage.{sorted(st)[0]}")
 
     w = dict(_take(top, "worker", dict, "", {}))
     dw = WorkerSettings()
@@ -495,18 +575,26 @@ def parse_config(data: dict[str, Any]) -> Config:
     )
     if qt:
         raise ConfigError(f"config: unknown key quotas.{sorted(qt)[0]}", f"quotas.{sorted(qt)[0]}")
+    pt = dict(_take(top, "publish", dict, "", {}))
+    bits = _take(pt, "identity_bits", int, "publish.", None)
+    if bits is not None and not 0 <= bits <= MAX_IDENTITY_BITS:
+        raise ConfigError(f"config: publish.identity_bits must be 0..{MAX_IDENTITY_BITS}", "publish.identity_bits")
+    publish = PublishSettings() if bits is None else PublishSettings(identity_bits=bits)
+    if pt:
+        raise ConfigError(f"config: unknown key publish.{sorted(pt)[0]}", f"publish.{sorted(pt)[0]}")
     if top:
         raise ConfigError(f"config: unknown key {sorted(top)[0]}", sorted(top)[0])
     return Config(
+        publish=publish,
         listen=listen,
         bootstrap=bootstrap,
         build=build,
-        retention_days=retention,
         worker=worker,
         trust=trust,
         timing=timing,
         net=net,
         quotas=quotas,
+        storage=storage,
     )
 
 

@@ -20,7 +20,7 @@ from p2pci.core.errors import LocalError
 __all__ = ["secure_home", "SECRET_FILES", "PRIVATE_DIRS"]
 
 # Files that only the node's user may read (the SQLite side files included).
-SECRET_FILES = ("node.key", "config.toml", "state.sqlite", "state.sqlite-wal", "state.sqlite-shm")
+SECRET_FILES = ("node.key", "identity", "config.toml", "state.sqlite", "state.sqlite-wal", "state.sqlite-shm")
 PRIVATE_DIRS = ("blobs", "work")
 
 

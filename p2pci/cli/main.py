@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,8 +37,15 @@ class Home:
     def paths(self) -> Paths:
         return Paths(self.path)
 
-    def call(self, op: str, *, timeout: float | None = 600.0, **args: Any) -> Any:
-        return control_call(self.path, op, timeout=timeout, **args)
+    def call(
+        self,
+        op: str,
+        *,
+        timeout: float | None = 600.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        **args: Any,
+    ) -> Any:
+        return control_call(self.path, op, timeout=timeout, on_event=on_event, **args)
 
 
 class P2pciGroup(click.Group):
@@ -118,22 +126,64 @@ def _secure_home(home: Home) -> None:
         click.echo(line, err=True)
 
 
-@cli.command("init")
-@click.option("--json", "as_json", is_flag=True, help="Print {peer_id, home, created} as JSON.")
-@pass_home
-def init_command(home: Home, as_json: bool) -> None:
-    """Create the node key and a default config.toml; print the peer ID.
+def _ensure_identity(home: Home, key: Any, bits: int) -> Any:
+    """The node's identity proof of at least `bits`: the stored one, or minted now with progress."""
+    from p2pci.cli.progress import MintProgress
+    from p2pci.identity_home import ensure_identity, load_identity
 
-    The node directory is made 0700 and its secrets 0600 (an existing directory is
-    tightened, and the command says so on stderr).
+    have = load_identity(home.paths, key)
+    if have is not None and have.bits >= bits:
+        return ensure_identity(home.paths, key, bits)
+    show = MintProgress(bits)
+    show.start()
+    got = ensure_identity(home.paths, key, bits, show)
+    show.done(got.identity.bits, got.seconds)
+    return got
+
+
+@cli.command("init")
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print {peer_id, home, created, identity_bits, identity_minted, identity_seconds} as JSON.",
+)
+@click.option(
+    "--identity-bits",
+    type=click.IntRange(0, 40),
+    default=None,
+    metavar="N",
+    help="Strength of the identity proof to mint (leading zero bits; default 27, or $P2PCI_IDENTITY_BITS). "
+    "An offer is only built by workers whose proof has at least its identity_bits.",
+)
+@pass_home
+def init_command(home: Home, as_json: bool, identity_bits: int | None) -> None:
+    """Create the node key, a default config.toml and the identity proof; print the peer ID.
+
+    The identity proof is a proof of work bound to the node key, made once (about 76 s of
+    one core at the default 27 bits; progress on stderr) and stored in HOME/identity.
+    Running init again reuses it unless --identity-bits asks for more. The node
+    directory is made 0700 and its secrets 0600 (an existing directory is tightened, and
+    the command says so on stderr).
     """
+    from p2pci.config import default_identity_bits
+
+    bits = default_identity_bits() if identity_bits is None else identity_bits
     _secure_home(home)
     key, created = _load_or_create_key(home.paths, create=True)
     wrote = write_default_config(home.paths.config)
+    got = _ensure_identity(home, key, bits)
     if created or wrote:
         click.echo(f"initialised {home.path}", err=True)
     if as_json:
-        echo_json({"peer_id": key.peer_id, "home": str(home.path), "created": created})
+        echo_json(
+            {
+                "peer_id": key.peer_id,
+                "home": str(home.path),
+                "created": created,
+                "identity_bits": got.identity.bits,
+                "identity_minted": got.minted,
+                "identity_seconds": round(got.seconds, 3),
+            }
+        )
         return
     click.echo(key.peer_id)
 
@@ -202,6 +252,12 @@ def daemon_command(
     from p2pci.cli.checks import resolve_config_images
 
     config = resolve_config_images(config, home.paths.config)  # [worker] images names -> IDs
+    from p2pci.identity_home import load_identity
+
+    if load_identity(home.paths, key) is None:  # a home from before identities, or made without init
+        from p2pci.config import default_identity_bits
+
+        _ensure_identity(home, key, default_identity_bits())
     run_daemon(home.path, config, key)
 
 
@@ -364,8 +420,16 @@ def publish_command(
     def step(name: str, text: str) -> None:
         if as_events:
             echo_json({"event": "step", "step": name, "text": text})
-        elif wait:
+        else:
             progress.step(text)
+
+    def daemon_step(ev: dict[str, Any]) -> None:  # the daemon's long steps: image build, export, offer
+        if ev.get("event") != "step":
+            return
+        if as_events:
+            echo_json(ev)
+        else:
+            progress.daemon_step(ev)
 
     from p2pci.cli.checks import checked_limits
     from p2pci.cli.source_cmds import pack_project
@@ -391,7 +455,9 @@ def publish_command(
     home.call("id")  # fail early (exit 2) when no daemon runs: nothing packed, nothing published
     store = BlobStore(home.paths.blobs)
     step("pack", f"packing {tree.describe()} (source and pinned inputs)")
-    packed = pack_project(tree, recipe, store)  # the source and the pinned inputs, into the store
+    packed = pack_project(  # the source and the pinned inputs ([fetch] runs here), into the store
+        tree, recipe, store, progress=lambda text: step("pack" if text.startswith("source ") else "inputs", text)
+    )
     require = None
     if trust.require is not None:
         require = {"keys": list(trust.require.keys), "min": trust.require.min}
@@ -412,48 +478,67 @@ def publish_command(
         args["inputs"] = {"sha256": packed.inputs.sha256.hex(), "size": packed.inputs.size}
     args["provenance"] = {**packed.offer_provenance, "recipe": image_recipe(recipe.image)}
     if not wait:
-        job = home.call("publish", timeout=None, **args)  # may build the base image first
+        try:  # the daemon resolves (or builds) the base image and exports it: its steps on stderr
+            job = home.call("publish", timeout=None, on_event=daemon_step, **args)
+        finally:
+            progress.done()
         if as_json:
             echo_json(job)
         else:
             _echo(job["job"])
         click.echo(STAY_ONLINE, err=True)
         return
-    events = iter_events(home.path)
     try:
-        step("offer", f"offering {recipe.project} (the daemon builds the base image first if it is missing)")
-        job = home.call("publish", timeout=None, **args)
+        job = home.call("publish", timeout=None, on_event=daemon_step, **args)
         job_id = job["job"]
         if as_events:
             echo_json({"event": "step", "step": "published", "text": job_id})
         else:
+            progress.done()
             click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
             click.echo(STAY_ONLINE, err=True)
             progress.job(job)
-        final = job if job["verdict"] in FINAL else None
-        while final is None:
-            try:
-                ev = next(events)
-            except StopIteration:
-                fail("the daemon went away before the verdict")
-            except DaemonNotRunning:
-                fail("the daemon went away before the verdict")
-            j = ev.get("job")
-            if ev.get("event") == "log" and j == job_id:
+        events = iter_events(home.path)
+        final = None
+        try:
+            first = next(events)  # subscribed: nothing the job does from now on is missed
+            now = home.call("show", job=job_id)  # and what it did before (a fast verdict)
+            if as_events:
+                echo_json({"event": "job", "job": now})
+            else:
+                progress.job(now)
+            if now["verdict"] in FINAL:
+                final = now
+            pending = [first]
+            while final is None:
+                if pending:
+                    ev = pending.pop()
+                else:
+                    try:
+                        ev = next(events)
+                    except StopIteration:
+                        fail("the daemon went away before the verdict")
+                    except DaemonNotRunning:
+                        fail("the daemon went away before the verdict")
+                j = ev.get("job")
+                if ev.get("event") == "log" and j == job_id:
+                    if as_events:
+                        echo_json(ev)
+                    else:
+                        progress.log(str(ev.get("worker", "")), str(ev.get("text", "")))
+                if ev.get("event") != "job" or not isinstance(j, dict) or j.get("job") != job_id:
+                    continue
                 if as_events:
                     echo_json(ev)
                 else:
-                    progress.log(str(ev.get("worker", "")), str(ev.get("text", "")))
-            if ev.get("event") != "job" or not isinstance(j, dict) or j.get("job") != job_id:
-                continue
-            if as_events:
-                echo_json(ev)
-            else:
-                progress.job(j)
-            if j.get("verdict") in FINAL:
-                final = j
+                    progress.job(j)
+                if j.get("verdict") in FINAL:
+                    final = j
+        except StopIteration:
+            fail("the daemon went away before the verdict")
+        finally:
+            events.close()
     finally:
-        events.close()
         progress.done()
     if as_events:
         pass  # the final job event was the last line
@@ -605,8 +690,10 @@ def _stream_log(home: Home, job: str, entry: dict[str, Any], max_bytes: int, tai
 
 
 def _log_json(home: Home, job: str, entry: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """One revealed log for `logs --json`: its first `max_bytes`, exact text (decoded as UTF-8, errors replaced)."""
+    """One log for `logs --json` (revealed, or a decline's): its first `max_bytes`, exact text
+    (decoded as UTF-8, errors replaced)."""
     out = {k: entry[k] for k in ("worker", "exit_code", "digest", "size", "too_large")}
+    out["declined"] = entry.get("declined")
     data = b""
     if not entry["too_large"]:
         end = min(int(entry["size"]), max_bytes)
@@ -629,10 +716,12 @@ def _log_json(home: Home, job: str, entry: dict[str, Any], max_bytes: int) -> di
               help="Show at most this much of each log (its start; with --tail, of its end).")
 @click.option("--tail", "tail", type=click.IntRange(1), default=None, metavar="N", help="Only the last N lines of each log.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print {job, logs: [{worker, exit_code, digest, size, too_large, text}]} as JSON (each text at most --max).")
+              help="Print {job, logs: [{worker, exit_code, digest, size, too_large, declined, text}]} as JSON "
+                   "(each text at most --max; a decline's log has exit_code and digest null).")
 @pass_home
 def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail: int | None, as_json: bool) -> None:
-    """Build logs of a job (one worker's, or every revealed one).
+    """Build logs of a job (one worker's, or every revealed one, then those of
+    workers that declined with a log: a build that timed out or could not start).
 
     Logs are fetched from their revealers by range and streamed to the terminal,
     control characters shown escaped. A log that declares more than the daemon's
@@ -648,7 +737,10 @@ def logs_command(home: Home, job: str, worker: str | None, max_bytes: int, tail:
         return
     refused = 0
     for entry in index:
-        _echo(f"==> {entry['worker']} exit {entry['exit_code']} digest {entry['digest'][:16]} ({entry['size']} bytes) <==")
+        if entry.get("declined"):
+            _echo(f"==> {entry['worker']} declined ({entry['declined']}) ({entry['size']} bytes) <==")
+        else:
+            _echo(f"==> {entry['worker']} exit {entry['exit_code']} digest {entry['digest'][:16]} ({entry['size']} bytes) <==")
         if entry["too_large"]:
             refused += 1
             _echo(f"(refused: the log declares {entry['size']} bytes, over the daemon's limit; not fetched)")
@@ -708,9 +800,13 @@ def export_command(home: Home, job: str, output: Path | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--require", "require", multiple=True, metavar="PEER", help="A key that must be among the agreeing votes (repeatable).")
 @click.option("--trust", "trust", multiple=True, metavar="PEER", help="Count only votes of these keys (repeatable).")
+@click.option("--quorum", "quorum", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Your own quorum: N agreeing votes at least (only raises the offer's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.option("--now", "now_ms", type=int, default=None, hidden=True)
-def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...], as_json: bool, now_ms: int | None) -> None:
+def verify_command(
+    file: Path, require: tuple[str, ...], trust: tuple[str, ...], quorum: int | None, as_json: bool, now_ms: int | None
+) -> None:
     """Re-tally an evidence bundle offline (no daemon) and say whether it is complete.
 
     Complete: it holds a valid selection round and a reveal of every selected worker that owes
@@ -728,16 +824,23 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
     policy = ObserverPolicy(
         trust=frozenset(public_of(p) for p in trust) if trust else None,
         require=Require(keys=tuple(public_of(p) for p in require), min=len(require)) if require else None,
+        quorum=quorum,
     )
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     verdict = tally(view, now, policy)
     obj = verdict_json(view, verdict)
     comp = completeness(view, verdict)
     obj["bundle"] = completeness_json(comp)
+    obj["manifests"] = manifests_json(view, verdict)
     if as_json:
         echo_json(obj)
     else:
         _echo_job(obj)
+        for m in obj["manifests"]:
+            click.echo(
+                f"manifest {m['digest'][:12]}: {m['files']} files, blob {m['sha256'][:12]} ({m['size']} bytes;"
+                " not in the bundle: `fetch` gets it by hash and checks it against these reveals)"
+            )
         if comp.complete:
             click.echo("bundle   complete")
         else:
@@ -745,6 +848,28 @@ def verify_command(file: Path, require: tuple[str, ...], trust: tuple[str, ...],
             for p in comp.problems():
                 click.echo(f"           {p}")
     sys.exit(0 if obj["verdict"] == "REPRODUCED" and comp.complete else 1)
+
+
+def manifests_json(view: Any, verdict: Any) -> list[dict[str, Any]]:
+    """The manifest blobs the counted groups' reveals name (docs/protocol.md §4.4.1): one row per
+    distinct (digest, blob, files), in group order. A bundle holds facts only, never blobs."""
+    from p2pci.core.messages import Reveal
+
+    rows: list[dict[str, Any]] = []
+    for g in verdict.groups:
+        for w in g.workers:
+            for f in view.reveals.get(w, ()):
+                rev = f.body
+                if isinstance(rev, Reveal) and rev.digest == g.digest:
+                    row = {
+                        "digest": g.digest.hex(),
+                        "sha256": rev.manifest.sha256.hex(),
+                        "size": rev.manifest.size,
+                        "files": rev.files,
+                    }
+                    if row not in rows:
+                        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------ trust
@@ -885,6 +1010,10 @@ cli.add_command(badge_command, "badge")
 from p2pci.cli.worker_cmds import worker_group  # noqa: E402  (donor controls: issue 16)
 
 cli.add_command(worker_group, "worker")
+
+from p2pci.cli.gc_cmd import gc_command  # noqa: E402  (garbage collection: issue 14)
+
+cli.add_command(gc_command, "gc")
 
 
 def main() -> None:

@@ -104,7 +104,10 @@ def policy_command(ctx: click.Context, as_json: bool) -> None:
     for k, v in rows:
         click.echo(f"{k:<10}  {v}")
     if pol["images"] == "any":
-        click.echo(f"{'images':<10}  any (the publisher's archive, checked against the offer's image ID)")
+        click.echo(
+            f"{'images':<10}  any publisher's archive (checked against the offer's image ID) or a recipe image "
+            "built here; never your other local images"
+        )
     else:
         for i, e in enumerate(pol["images"]):
             label = "images" if i == 0 else ""

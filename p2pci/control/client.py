@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +78,31 @@ def _recv_frame(s: socket.socket, buf: FrameBuffer) -> Any:
         buf.feed(data)
 
 
-def control_call(home: Path | str, op: str, *, timeout: float | None = 600.0, **args: Any) -> Any:
-    """One request to the daemon of `home`; returns the result or raises."""
+def control_call(
+    home: Path | str,
+    op: str,
+    *,
+    timeout: float | None = 600.0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    **args: Any,
+) -> Any:
+    """One request to the daemon of `home`; returns the result or raises.
+
+    With `on_event` the request asks for progress: the op's `{event: "step", …}` frames that
+    come before the reply are passed to it (unvalidated maps: the caller prints them safely)."""
     s = _connect(Path(home), timeout)
     try:
-        s.sendall(pack_frame({"op": op, "args": args}))
-        return _result(_recv_frame(s, FrameBuffer()))
+        req: dict[str, Any] = {"op": op, "args": args}
+        if on_event is not None:
+            req["progress"] = True
+        s.sendall(pack_frame(req))
+        buf = FrameBuffer()
+        while True:
+            frame = _recv_frame(s, buf)
+            if on_event is not None and isinstance(frame, dict) and "event" in frame and "ok" not in frame:
+                on_event(frame)
+                continue
+            return _result(frame)
     except TimeoutError:
         raise ControlError(f"the daemon did not answer {op} in time") from None
     finally:

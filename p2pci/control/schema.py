@@ -7,7 +7,7 @@ The daemon builds them (`core.tally.verdict_json` for a job, `daemon.node.Node.n
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 from p2pci.core.tally import FINAL_STATES
 
@@ -108,6 +108,22 @@ class JobObj(TypedDict):
     provenance: ProvenanceObj | None
 
 
+StepName = Literal["image", "export", "offer"]
+StepState = Literal["start", "info", "running", "done"]
+
+
+class StepEventObj(TypedDict):
+    """A `step` frame sent before the reply to a request with `progress: true` (`publish`'s long
+    steps: resolving or building the base image, exporting it, the offer; docs/cli.md, "Progress")."""
+
+    event: Literal["step"]
+    step: StepName
+    state: StepState
+    text: str  # at most 500 characters; shown escaped
+    elapsed_ms: int  # since this step's `start`
+    bytes: int | None  # export: the archive's size so far; else None
+
+
 class BuildingObj(TypedDict):
     job: str
     project: str
@@ -150,6 +166,7 @@ class StatusObj(TypedDict):
     jobs: list[JobObj]
     facts: FactsObj
     quotas: dict[str, Any]  # what the quotas dropped and evicted, and the limits (docs/operator.md, "Quotas")
+    storage: dict[str, Any]  # blob requests refused by reason, what gc freed (docs/operator.md, "Disk")
 
 
 JOB_KEYS: frozenset[str] = frozenset(JobObj.__annotations__)
@@ -157,3 +174,10 @@ NODE_KEYS: frozenset[str] = frozenset(NodeObj.__annotations__)
 PEER_KEYS: frozenset[str] = frozenset(PeerObj.__annotations__)
 PROVENANCE_KEYS: frozenset[str] = frozenset(ProvenanceObj.__annotations__)
 FACTS_KEYS: frozenset[str] = frozenset(FactsObj.__annotations__)
+WORKER_ROW_KEYS: frozenset[str] = frozenset(WorkerRowObj.__annotations__)
+ROUND_KEYS: frozenset[str] = frozenset(RoundObj.__annotations__)
+DEADLINES_KEYS: frozenset[str] = frozenset(DeadlinesObj.__annotations__)
+WORKER_PHASES: tuple[str, ...] = get_args(WorkerPhase)
+STEP_EVENT_KEYS: frozenset[str] = frozenset(StepEventObj.__annotations__)
+STEP_NAMES: tuple[str, ...] = get_args(StepName)
+STEP_STATES: tuple[str, ...] = get_args(StepState)

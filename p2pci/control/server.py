@@ -2,6 +2,10 @@
 
 A malformed request gets an error reply and never takes the server down; a subscriber that
 stops reading is dropped by the handler (the node's broadcast), never waited on.
+
+A request `{op, args, progress: true}` may get `{event: "step", …}` frames before its reply (the
+long steps of `publish`: docs/cli.md, "Progress"); they go through a bounded buffer, so a client
+that does not read them loses some of them, never blocks the op (which still runs to its end).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import errno
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -20,10 +25,15 @@ from trio_typing import TaskStatus
 from p2pci.control.frames import FrameBuffer, pack_frame, unpack_body
 from p2pci.core.errors import LocalError, P2pciError
 
+PROGRESS_BUFFER = 256  # step events buffered for one request; more are dropped while the client lags
+
+Emit = Callable[[dict[str, Any]], None]
+
 
 class ControlHandler(Protocol):
-    async def control_op(self, op: str, args: dict[str, Any]) -> Any:
-        """Run one request; raise P2pciError for an error reply."""
+    async def control_op(self, op: str, args: dict[str, Any], emit: Emit | None = None) -> Any:
+        """Run one request; raise P2pciError for an error reply. `emit` (a client that asked for
+        progress) takes the op's `step` events; an op without progress ignores it."""
 
     def open_subscription(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         """A fresh channel of events; the server closes it when the client leaves."""
@@ -147,12 +157,16 @@ async def _serve_client(stream: trio.SocketStream, handler: ControlHandler) -> N
                     await _send(stream, {"ok": True, "result": None})
                     await _stream_events(stream, handler)
                     return
+                if _wants_progress(req):
+                    await stream.send_all(await _run_with_progress(stream, handler, op, args))
+                    continue
                 await stream.send_all(await _run_op(handler, op, args))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return  # the client went away
 
 
 def _parse_request(req: Any) -> tuple[str, dict[str, Any], str | None]:
+    """`{op, args}` and the optional `progress: bool` (read with `_wants_progress`)."""
     if not isinstance(req, dict):
         return "", {}, "a request is a map {op, args}"
     op = req.get("op")
@@ -163,15 +177,50 @@ def _parse_request(req: Any) -> tuple[str, dict[str, Any], str | None]:
         args = {}
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         return "", {}, "request args must be a map with string keys"
-    extra = set(req) - {"op", "args"}
+    extra = set(req) - {"op", "args", "progress"}
     if extra:
         return "", {}, f"unknown request field {sorted(map(str, extra))[0]}"
+    if not isinstance(req.get("progress", False), bool):
+        return "", {}, "request field progress must be a boolean"
     return op, args, None
 
 
-async def _run_op(handler: ControlHandler, op: str, args: dict[str, Any]) -> bytes:
+def _wants_progress(req: Any) -> bool:
+    return isinstance(req, dict) and req.get("progress") is True
+
+
+async def _run_with_progress(stream: trio.SocketStream, handler: ControlHandler, op: str, args: dict[str, Any]) -> bytes:
+    """Run the op while its `step` events go to this client as frames; the reply comes last."""
+    send, recv = trio.open_memory_channel[dict[str, Any]](PROGRESS_BUFFER)
+
+    def emit(ev: dict[str, Any]) -> None:
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            send.send_nowait(ev)
+
+    async def pump() -> None:
+        broken = False
+        async with recv:
+            async for ev in recv:
+                if broken:
+                    continue  # the client left: drain, and let the op run to its end (as without progress)
+                try:
+                    await _send(stream, ev)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    broken = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump)
+        async with send:
+            reply = await _run_op(handler, op, args, emit)
+    return reply
+
+
+async def _run_op(handler: ControlHandler, op: str, args: dict[str, Any], emit: Emit | None = None) -> bytes:
     try:
-        result = await handler.control_op(op, args)
+        if emit is None:
+            result = await handler.control_op(op, args)
+        else:
+            result = await handler.control_op(op, args, emit)
     except P2pciError as exc:
         return pack_frame({"ok": False, "error": str(exc)})
     except (TypeError, ValueError, KeyError) as exc:

@@ -9,8 +9,10 @@ class ProtocolError(P2pciError):
     """A peer sent something bad: drop it, count it, never crash.
 
     `reason` is a short stable code for counters (`p2pci status --json` → `facts.rejected`):
-    for envelopes `oversize`, `encoding`, `version`, `body`, `signature` or `digest`
-    (`signing.open_envelope` sets them); `invalid` when nothing more precise is known.
+    for envelopes `oversize`, `encoding`, `version`, `body` or `signature`
+    (`signing.open_envelope` sets them); for manifest blobs `size`, `sha256`, `digest`,
+    `encoding`, `count` or `entry` (`results.parse_manifest`); `invalid` when nothing more
+    precise is known.
     """
 
     def __init__(self, message: str = "", reason: str = "invalid") -> None:

@@ -13,7 +13,8 @@ Wire rules decided here (the contract other nodes must follow):
   objects work, `signing.open_envelope` checks the byte-exact order).
 * `env` is a map str -> str; `workers` is `"open"` or a non-empty list of
   distinct 32-byte keys (any order), and with an allowlist every `require` key
-  must be in it; `manifest` is sorted by path with distinct paths;
+  must be in it; a reveal's `manifest` is a blob ref with a plausible size for
+  its `files` count (the blob itself is checked when fetched: results.parse_manifest);
   `seen` lists distinct 32-byte commit fact ids.
 * Every integer in a body is in 0..2**63-1 unless a narrower range is stated;
   `exit_code` is 0..255.
@@ -22,11 +23,18 @@ Wire rules decided here (the contract other nodes must follow):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
 from p2pci.core.errors import ProtocolError
-from p2pci.core.results import ManifestEntry
+from p2pci.core.results import (  # noqa: F401 (MAX_PATH re-exported)
+    MAX_MANIFEST_ENTRIES,
+    MAX_PATH,
+    ManifestEntry,
+    manifest_size_error,
+    pack_manifest,
+)
 
 # Size limits (the whole envelope is also capped, 64 KiB by default).
 MAX_INT = 2**63 - 1
@@ -39,8 +47,7 @@ MAX_ENV_VALUE = 4096
 MAX_WORKERS = 256
 MAX_REQUIRE_KEYS = 64
 MAX_REPLICAS = 64
-MAX_MANIFEST = 10_000
-MAX_PATH = 4096
+MAX_MANIFEST = MAX_MANIFEST_ENTRIES  # entries of a manifest blob (p2pci.core.results)
 MAX_SEEN = 1024
 MAX_TIMEOUT_S = 7 * 24 * 3600
 SALT_MIN, SALT_MAX = 16, 32
@@ -60,7 +67,18 @@ MAX_SELECT_WORKERS = MAX_REPLICAS + MAX_REQUIRE_KEYS
 MAX_REASON = 32
 MAX_DETAIL = 1024
 MAX_RECIPE = 8192
-DECLINE_REASONS = ("policy", "slots", "image", "source", "inputs", "timeout", "start_failed", "other")
+DECLINE_REASONS = (
+    "policy",
+    "slots",
+    "image",
+    "source",
+    "inputs",
+    "identity",
+    "timeout",
+    "start_failed",
+    "outputs",
+    "other",
+)
 
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -422,104 +440,21 @@ class Commit:
         return cls(_h32(d["job"], "job"), _h32(d["hash"], "hash"))
 
 
-_MANIFEST_FIELDS = frozenset({"path", "size", "mode", "sha256"})
-_new_entry = object.__new__
-_set = object.__setattr__
-
-
-def _manifest_entry(obj: Any, name: str) -> ManifestEntry:
-    # Hot path (every reveal): inline checks, no helper calls when all is well.
-    if type(obj) is dict and obj.keys() == _MANIFEST_FIELDS:
-        path = obj["path"]
-        size = obj["size"]
-        mode = obj["mode"]
-        sha = obj["sha256"]
-        if (
-            type(path) is str
-            and 0 < len(path) <= MAX_PATH
-            and type(size) is int
-            and 0 <= size <= MAX_INT
-            and type(mode) is int
-            and 0 <= mode <= 0o777
-            and type(sha) is bytes
-            and len(sha) == 32
-        ):
-            wrapped = "/" + path + "/"
-            if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\x00" in path:
-                raise ProtocolError(f"{name}.path: not a normalised relative path")
-            entry = _new_entry(ManifestEntry)
-            _set(entry, "path", path)
-            _set(entry, "size", size)
-            _set(entry, "mode", mode)
-            _set(entry, "sha256", sha)
-            return entry
-    # Slow path: find the field to blame.
-    d = _fields(obj, name, _MANIFEST_FIELDS)
-    _str(d["path"], f"{name}.path", 1, MAX_PATH)
-    _int(d["size"], f"{name}.size")
-    _int(d["mode"], f"{name}.mode", 0, 0o777)
-    _h32(d["sha256"], f"{name}.sha256")
-    raise ProtocolError(f"{name}: invalid entry")  # unreachable: the fast path accepts valid ones
-
-
-_ENTRY_ORDER = ("mode", "path", "sha256", "size")  # canonical key order (sorted UTF-8)
-
-
-def _fast_manifest(items: list[Any], ordered: bool = False) -> tuple[ManifestEntry, ...] | None:
-    """The manifest if every entry is valid and paths are sorted and distinct, else None.
-
-    `ordered`: also require each entry's keys in canonical order (what the wire demands).
-    """
-    entries = []
-    prev = ""  # paths are non-empty: "" sorts before all of them
-    for e in items:
-        if type(e) is not dict:
-            return None
-        if ordered:
-            if tuple(e) != _ENTRY_ORDER:
-                return None
-            mode, path, sha, size = e.values()
-        else:
-            if e.keys() != _MANIFEST_FIELDS:
-                return None
-            path = e["path"]
-            size = e["size"]
-            mode = e["mode"]
-            sha = e["sha256"]
-        if not (
-            type(path) is str
-            and 0 < len(path) <= MAX_PATH
-            and prev < path  # sorted and distinct
-            and type(size) is int
-            and 0 <= size <= MAX_INT
-            and type(mode) is int
-            and 0 <= mode <= 0o777
-            and type(sha) is bytes
-            and len(sha) == 32
-        ):
-            return None
-        wrapped = "/" + path + "/"
-        if "//" in wrapped or "/./" in wrapped or "/../" in wrapped or "\x00" in path:
-            return None
-        entry = _new_entry(ManifestEntry)
-        _set(entry, "path", path)
-        _set(entry, "size", size)
-        _set(entry, "mode", mode)
-        _set(entry, "sha256", sha)
-        entries.append(entry)
-        prev = path
-    return tuple(entries)
-
-
 def reveal_fields_ok(
-    job: Any, digest: Any, salt: Any, exit_code: Any, items: Any, seen: Any, log_sha: Any, log_size: Any
+    job: Any,
+    digest: Any,
+    salt: Any,
+    exit_code: Any,
+    files: Any,
+    seen: Any,
+    log_sha: Any,
+    log_size: Any,
+    man_sha: Any,
+    man_size: Any,
 ) -> bool:
-    """The hot-path field checks of a reveal body (types, sizes, ranges, unique 32-byte `seen` ids).
-
-    Shared by `Reveal.from_obj` and the one-pass envelope decoder in `signing`; the
-    manifest items are checked by the caller. False means: take the slow path, which
-    names the bad field.
-    """
+    """The hot-path field checks of a reveal body (types, sizes, ranges, unique 32-byte `seen`
+    ids, a manifest size that can hold `files` entries). False means: take the slow path, which
+    names the bad field."""
     if not (
         type(job) is bytes
         and len(job) == 32
@@ -529,14 +464,17 @@ def reveal_fields_ok(
         and SALT_MIN <= len(salt) <= SALT_MAX
         and type(exit_code) is int
         and 0 <= exit_code <= EXIT_MAX
-        and type(items) is list
-        and len(items) <= MAX_MANIFEST
+        and type(files) is int
         and type(seen) is list
         and len(seen) <= MAX_SEEN
         and type(log_sha) is bytes
         and len(log_sha) == 32
         and type(log_size) is int
         and 0 <= log_size <= MAX_INT
+        and type(man_sha) is bytes
+        and len(man_sha) == 32
+        and type(man_size) is int
+        and manifest_size_error(files, man_size) is None
     ):
         return False
     for s in seen:
@@ -547,16 +485,21 @@ def reveal_fields_ok(
 
 @dataclass(frozen=True, slots=True)
 class Reveal:
+    """A worker's result. The manifest is a blob named by `manifest` ({sha256, size}) with `files`
+    entries (p2pci.core.results: `pack_manifest`, `parse_manifest`); `digest` is
+    sha256(0x92 ‖ msgpack(exit_code) ‖ manifest bytes), checked when the manifest is fetched."""
+
     KIND: ClassVar[str] = "reveal"
     FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"job", "digest", "salt", "exit_code", "manifest", "log", "seen"}
+        {"job", "digest", "salt", "exit_code", "manifest", "files", "log", "seen"}
     )
 
     job: bytes
     digest: bytes
     salt: bytes
     exit_code: int
-    manifest: tuple[ManifestEntry, ...]
+    manifest: BlobRef  # the manifest blob
+    files: int  # its entry count, 0 .. MAX_MANIFEST_ENTRIES
     log: BlobRef
     seen: tuple[bytes, ...]
 
@@ -566,41 +509,65 @@ class Reveal:
             "digest": self.digest,
             "salt": self.salt,
             "exit_code": self.exit_code,
-            "manifest": [e.to_obj() for e in self.manifest],
+            "manifest": self.manifest.to_obj(),
+            "files": self.files,
             "log": self.log.to_obj(),
             "seen": list(self.seen),
         }
 
     @classmethod
-    def from_obj(cls, obj: Any, *, known_manifest: tuple[ManifestEntry, ...] | None = None) -> Self:
-        """Strict decoding. `known_manifest`: the already validated manifest that the caller
-        proved equal to `obj["manifest"]` (same result digest), so it is not parsed again."""
+    def of(
+        cls,
+        job: bytes,
+        digest: bytes | None,
+        salt: bytes,
+        exit_code: int,
+        entries: Sequence[ManifestEntry],
+        log: BlobRef,
+        seen: tuple[bytes, ...],
+    ) -> Self:
+        """The reveal of a result given by its manifest entries (its blob: `results.pack_manifest`);
+        `digest` None: the result digest of the entries (else that one, for tests of liars)."""
+        packed = pack_manifest(exit_code, entries)
+        ref = BlobRef(packed.sha256, packed.size)
+        return cls(job, packed.digest if digest is None else digest, salt, exit_code, ref, packed.files, log, seen)
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        """Strict decoding."""
         # Hot path (every reveal from the network): one pass of inline checks;
         # on any doubt fall through to the slow path, which names the bad field.
         if type(obj) is dict and obj.keys() == cls.FIELDS:
-            log = obj["log"]
-            if type(log) is dict and log.keys() == BlobRef.FIELDS:
+            log, man = obj["log"], obj["manifest"]
+            if type(log) is dict and log.keys() == BlobRef.FIELDS and type(man) is dict and man.keys() == BlobRef.FIELDS:
                 job, digest, salt = obj["job"], obj["digest"], obj["salt"]
-                exit_code, items, seen = obj["exit_code"], obj["manifest"], obj["seen"]
+                exit_code, files, seen = obj["exit_code"], obj["files"], obj["seen"]
                 log_sha, log_size = log["sha256"], log["size"]
-                if reveal_fields_ok(job, digest, salt, exit_code, items, seen, log_sha, log_size):
-                    manifest = known_manifest if known_manifest is not None else _fast_manifest(items)
-                    if manifest is not None:
-                        return cls(
-                            job, digest, salt, exit_code, manifest, BlobRef(log_sha, log_size), tuple(seen)
-                        )
+                man_sha, man_size = man["sha256"], man["size"]
+                if reveal_fields_ok(job, digest, salt, exit_code, files, seen, log_sha, log_size, man_sha, man_size):
+                    return cls(
+                        job,
+                        digest,
+                        salt,
+                        exit_code,
+                        BlobRef(man_sha, man_size),
+                        files,
+                        BlobRef(log_sha, log_size),
+                        tuple(seen),
+                    )
         d = _fields(obj, "reveal", cls.FIELDS)
-        items = _list(d["manifest"], "manifest", 0, MAX_MANIFEST)
-        manifest = tuple(_manifest_entry(e, f"manifest[{i}]") for i, e in enumerate(items))
-        for i in range(1, len(manifest)):
-            if not manifest[i - 1].path < manifest[i].path:
-                raise ProtocolError(f"manifest[{i}]: paths not sorted or not distinct")
+        files = _int(d["files"], "files", 0, MAX_MANIFEST_ENTRIES)
+        manifest = BlobRef.from_obj(d["manifest"], "manifest")
+        why = manifest_size_error(files, manifest.size)
+        if why is not None:
+            raise ProtocolError(f"manifest.size: {why}")
         return cls(
             job=_h32(d["job"], "job"),
             digest=_h32(d["digest"], "digest"),
             salt=_bytes(d["salt"], "salt", SALT_MIN, SALT_MAX),
             exit_code=_int(d["exit_code"], "exit_code", 0, EXIT_MAX),
             manifest=manifest,
+            files=files,
             log=BlobRef.from_obj(d["log"], "log"),
             seen=_keys(d["seen"], "seen", 0, MAX_SEEN),
         )

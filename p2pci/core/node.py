@@ -28,7 +28,7 @@ Effects (performed by the driver, in list order)::
     Publish(fact)           store our new fact, give it back with receive_facts, gossip it
     RunBuild(job, offer, publisher)   start a build; report it with build_finished
     StopBuild(job)          cancel a running build (it still reports BuildFailed)
-    ServeOutputs(job, manifest)       put the build's outputs and log in the blob store
+    ServeOutputs(job, manifest)       put the build's manifest blob, outputs and log in the blob store
     Persist(key, value)     write a kv entry ("worker/<job hex>", "trust") before what follows
     Prefetch(ref, publisher, limits)  on a claim: fetch a small source (and inputs) early, warm the runner (best effort)
     JobChanged(obj)         a job's verdict object changed (tell subscribers)
@@ -64,13 +64,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import LocalError
+from p2pci.core.identity import identity_bits
 from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Limits, Message, Offer, Require
-from p2pci.core.results import ManifestEntry
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
 from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
@@ -125,6 +125,9 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if self.worker.me != self.key.public:
             raise LocalError("NodeConfig: worker.me is not this node's key")
+        if self.worker.identity_bits is None:  # the worker declines offers its proof cannot meet
+            bits = identity_bits(self.key.public, self.identity)
+            object.__setattr__(self, "worker", replace(self.worker, identity_bits=bits))
 
 
 # --------------------------------------------------------------------------- effects
@@ -150,7 +153,7 @@ class StopBuild:
 @dataclass(frozen=True, slots=True)
 class ServeOutputs:
     job: bytes
-    manifest: tuple[ManifestEntry, ...]
+    manifest: BlobRef  # the manifest blob (kept by the driver since BuildDone); served with the outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +524,7 @@ class NodeMachine:
             self._publish(Commit(job=wj.job, hash=action.hash), effects)
         elif isinstance(action, PublishReveal):
             effects.append(self._persist(wj))
+            assert wj.manifest is not None
             effects.append(ServeOutputs(wj.job, wj.manifest))
             self._publish(action.reveal, effects)
         elif isinstance(action, PublishDecline):

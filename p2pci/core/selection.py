@@ -350,6 +350,25 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
     return Select(view.job, prev.round + 1, seed, max(now, prev.created), tuple(sorted(claims)), workers)
 
 
+def round_pending(view: JobView, now: int) -> bool:
+    """Would the publisher's next round, as anyone can compute it from the facts held, name a
+    worker that the latest round does not? (The reveal rule, docs/protocol.md section 5.)
+
+    Once round 0 is out its seed is public, so every observer can run `next_select` exactly as
+    the publisher does: a round that adds a worker is due when the latest round has free ranked
+    places and an eligible live claim of a key that was never ranked or dropped is held. A worker
+    waits for such a round (and for the new worker's commit) before revealing, so that the new
+    worker's commit is in its `seen` list: a worker selected after the reveals could never be
+    witnessed (it might have copied a revealed digest), and its vote would never count. False
+    before round 0 and when no added worker is due (drops of non-committers alone do not count:
+    the reveal rule already waits for every worker of the latest round)."""
+    sel = selection(view)
+    if not sel.rounds or sel.seed is None:
+        return False
+    body = next_select(view, sel.seed, now, close=True)
+    return body is not None and bool(set(body.workers) - set(sel.rounds[-1].workers))
+
+
 def select_wakeup(view: JobView, now: int, close_at: int) -> int | None:
     """When the publisher should call `next_select` again at the latest (facts arriving also
     call for it): the window's end `close_at` before round 0, then the lease ends of the

@@ -12,9 +12,10 @@ encoding of R); docs/protocol.md section 3 states them for other implementations
 
 `open_envelope` is the one door for bytes from the network: it decodes,
 checks that the bytes are the canonical encoding (re-encoding and exact key
-order), checks every field of the body, verifies the signature and, for a
-reveal, that `digest == result_digest(exit_code, manifest)`. Anything wrong is
-a `ProtocolError`; nothing else escapes.
+order), checks every field of the body and verifies the signature. A reveal names its
+manifest blob by hash (and entry count): its digest is checked against the
+manifest when that blob is fetched (`results.parse_manifest`), never at
+receipt. Anything wrong is a `ProtocolError`; nothing else escapes.
 """
 
 from __future__ import annotations
@@ -37,11 +38,8 @@ from p2pci.core.messages import (
     Message,
     Offer,
     Reveal,
-    _fast_manifest,
     message_from_obj,
-    reveal_fields_ok,
 )
-from p2pci.core.results import ManifestEntry, result_digest
 
 DOMAIN = b"p2pci/v2/"
 VERSION = 2
@@ -183,8 +181,6 @@ def seal(key: NodeKey, body: Message) -> Fact:
         type(body).from_obj(msgpack.unpackb(body_bytes, raw=False))
     except ProtocolError as exc:
         raise LocalError(f"invalid {body.KIND}: {exc}") from None
-    if isinstance(body, Reveal):
-        _check_reveal_digest(body, LocalError)
     sig = key.sign(signed_bytes(body.KIND, body_bytes))
     raw = canonical({"v": VERSION, "kind": body.KIND, "body": body_obj, "signer": key.public, "sig": sig})
     if len(raw) > MAX_ENVELOPE:
@@ -202,21 +198,6 @@ _ENVELOPE_KEYS = ("body", "kind", "sig", "signer", "v")
 # Bytes after the body: "kind" str, "sig" bin64, "signer" bin32, "v" 1.
 _TAIL_FIXED = 5 + 1 + 4 + 66 + 7 + 34 + 2 + 1
 _HEAD = b"\x85\xa4body"
-
-
-def _check_reveal_digest(rev: Reveal, err: type[Exception], wire_manifest: Any = None) -> None:
-    """digest must equal result_digest(exit_code, manifest).
-
-    From the wire, the manifest maps are already canonical (key order checked,
-    sorted by path), so sha256(packb([exit_code, manifest])) is the same
-    value as `result_digest`, computed without rebuilding the objects.
-    """
-    if wire_manifest is not None:
-        digest = hashlib.sha256(msgpack.packb([rev.exit_code, wire_manifest], use_bin_type=True)).digest()
-    else:
-        digest = result_digest(rev.exit_code, rev.manifest)
-    if digest != rev.digest:
-        raise err("reveal: digest does not match exit_code and manifest")
 
 
 def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | None = None) -> Fact:
@@ -262,18 +243,10 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
     if type(sig) is not bytes or len(sig) != 64:
         raise ProtocolError("envelope.sig: expected 64 bytes", "encoding")
     body_obj = env["body"]
-    known: tuple[ManifestEntry, ...] | None = None
     body: Message
     try:
-        if kind == "reveal":
-            fast = _reveal_fast(body_obj, raw)
-            if fast is None:
-                body, known = _reveal_body(body_obj)
-            else:
-                body, known = fast, _MANIFESTS.get(fast.digest)
-        else:
-            body = message_from_obj(kind, body_obj)
-            _check_canonical_order(kind, body_obj)
+        body = message_from_obj(kind, body_obj)
+        _check_canonical_order(kind, body_obj)
     except ProtocolError as exc:
         if exc.reason == "invalid":  # the field checks of messages.py: a bad body
             exc.reason = "body"
@@ -283,94 +256,7 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
         _sign_open(b"".join((sig, _PREFIXES[kind], body_bytes)), signer)
     except Exception:  # BadSignatureError, or a key libsodium refuses
         raise ProtocolError("envelope: bad signature", "signature") from None
-    if known is None and isinstance(body, Reveal):
-        if len(_MANIFESTS) >= _MANIFESTS_MAX:
-            _MANIFESTS.clear()
-        _MANIFESTS[body.digest] = body.manifest
     return Fact(hashlib.sha256(raw).digest() if fact_id is None else fact_id, kind, signer, body, raw)
-
-
-# result digest -> validated manifest: the M reveals of one job usually share a manifest,
-# and equal digests mean byte-equal canonical [exit_code, manifest], so parse it once.
-_MANIFESTS: dict[bytes, tuple[ManifestEntry, ...]] = {}
-_MANIFESTS_MAX = 256  # bounded: at most 256 manifests of <= 64 KiB envelopes
-
-
-# Byte layout of a canonical reveal envelope: `\x85\xa4body` then the body map
-# {digest, exit_code, job, log: {sha256, size}, manifest, salt, seen}; the
-# manifest's encoding starts at 156 + len(exit_code) + len(log.size) and ends
-# before `\xa4salt`, `salt`, `\xa4seen`, `seen`; the envelope tail follows.
-_MANIFEST_KEY = b"\xa8manifest"
-_SALT_KEY = b"\xa4salt"
-_REVEAL_TAIL = _TAIL_FIXED + len("reveal")
-# msgpack encoding of [exit_code, ...] up to the manifest, for exit codes 0..255
-_DIGEST_PREFIX = [msgpack.packb([c, []], use_bin_type=True)[:-1] for c in range(256)]
-
-
-def _uint_len(n: int) -> int:
-    """Length of the msgpack encoding of a non-negative int."""
-    if n < 0x80:
-        return 1
-    if n <= 0xFF:
-        return 2
-    if n <= 0xFFFF:
-        return 3
-    return 5 if n <= 0xFFFFFFFF else 9
-
-
-def _reveal_fast(obj: Any, raw: bytes) -> Reveal | None:
-    """A reveal body from a canonical envelope (`raw` re-encodes to itself), checked in one pass.
-
-    Same checks as `Reveal.from_obj` plus canonical key order, and the digest is
-    hashed straight from the manifest's bytes in `raw` (canonical, so they are
-    `canonical(manifest)`). None on any doubt: the caller takes the slow path,
-    which names the bad field. ProtocolError if the digest does not match.
-    """
-    if type(obj) is not dict or tuple(obj) != _REVEAL_ORDER:
-        return None
-    digest, code, job, log, items, salt, seen = obj.values()  # in _REVEAL_ORDER
-    if type(log) is not dict or tuple(log) != _BLOB_ORDER:
-        return None
-    log_sha, log_size = log.values()  # in _BLOB_ORDER
-    if not reveal_fields_ok(job, digest, salt, code, items, seen, log_sha, log_size):
-        return None
-    n = len(seen)
-    start = 156 + (1 if code < 0x80 else 2) + _uint_len(log_size)
-    end = len(raw) - _REVEAL_TAIL - (12 + len(salt) + (1 if n < 16 else 3) + 34 * n)
-    if raw[start - 9 : start] != _MANIFEST_KEY or raw[end : end + 5] != _SALT_KEY:
-        return None  # pragma: no cover - the layout above is the canonical one
-    if hashlib.sha256(_DIGEST_PREFIX[code] + raw[start:end]).digest() != digest:
-        raise ProtocolError("reveal: digest does not match exit_code and manifest", "digest")
-    manifest = _MANIFESTS.get(digest)
-    if manifest is None:
-        manifest = _fast_manifest(items, ordered=True)
-        if manifest is None:
-            return None
-    return Reveal(job, digest, salt, code, manifest, BlobRef(log_sha, log_size), tuple(seen))
-
-
-def _reveal_body(obj: Any) -> tuple[Reveal, tuple[ManifestEntry, ...] | None]:
-    """Decode a reveal body, checking its digest first; reuse a known manifest when possible."""
-    known = None
-    checked = False
-    if type(obj) is dict and obj.keys() == Reveal.FIELDS:
-        manifest, code = obj["manifest"], obj["exit_code"]
-        if type(manifest) is list and type(code) is int:
-            digest = hashlib.sha256(msgpack.packb([code, manifest], use_bin_type=True)).digest()
-            if digest != obj["digest"]:
-                raise ProtocolError("reveal: digest does not match exit_code and manifest", "digest")
-            checked = True
-            known = _MANIFESTS.get(digest)
-    body = Reveal.from_obj(obj, known_manifest=known)
-    if tuple(obj) != _REVEAL_ORDER or tuple(obj["log"]) != _BLOB_ORDER:
-        raise ProtocolError("envelope: map keys not in canonical order", "encoding")
-    if known is None:
-        for e in obj["manifest"]:
-            if tuple(e) != _ENTRY_ORDER:
-                raise ProtocolError("envelope: map keys not in canonical order", "encoding")
-        if not checked:  # pragma: no cover - from_obj accepted it, so the types were right
-            _check_reveal_digest(body, ProtocolError, obj["manifest"])
-    return body, known
 
 
 def _canon(fields: frozenset[str]) -> tuple[str, ...]:
@@ -379,7 +265,6 @@ def _canon(fields: frozenset[str]) -> tuple[str, ...]:
 
 _REVEAL_ORDER = _canon(Reveal.FIELDS)
 _BLOB_ORDER = _canon(BlobRef.FIELDS)
-_ENTRY_ORDER = _canon(frozenset(ManifestEntry.__dataclass_fields__))
 # kinds whose bodies hold no nested map: only the top-level key order needs checking
 _FLAT_ORDERS = {k: _canon(c.FIELDS) for k, c in KINDS.items() if k in ("claim", "commit", "cancel", "select")}
 
@@ -391,11 +276,7 @@ def _check_canonical_order(kind: str, obj: Any) -> None:
     str keys only); the re-encoding preserved the order, so only it is left.
     """
     if kind == "reveal":
-        if (
-            tuple(obj) != _REVEAL_ORDER
-            or tuple(obj["log"]) != _BLOB_ORDER
-            or any(tuple(e) != _ENTRY_ORDER for e in obj["manifest"])
-        ):
+        if tuple(obj) != _REVEAL_ORDER or tuple(obj["log"]) != _BLOB_ORDER or tuple(obj["manifest"]) != _BLOB_ORDER:
             raise ProtocolError("envelope: map keys not in canonical order", "encoding")
         return
     flat = _FLAT_ORDERS.get(kind)

@@ -17,7 +17,9 @@ Phases::
 
 Rules:
 
-* SEEN: skip if `eligible(...)` gives a reason, or the job is cancelled,
+* SEEN: skip if `eligible(...)` gives a reason, or this worker's identity proof
+  (`cfg.identity_bits`) is weaker than the offer's `identity_bits` (a `decline` with
+  code `identity`: the publisher would never select it), or the job is cancelled,
   expired or already has a final verdict; else start the claim window.
 * WAITING: after `claim_delay_ms` (None: `claim_window_ms`), claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
@@ -39,14 +41,24 @@ Rules:
 * Give up (GiveUp action) when the job is cancelled, expired, or has a final
   verdict before the build started; a running build is cancelled only if the
   job is cancelled or expired.
-* BuildDone -> BUILT with `PublishCommit(hash)`; BUILT re-emits the same
+* BuildDone -> BUILT with `PublishCommit(hash)`; a result whose manifest exceeds the
+  manifest limits (`results.manifest_size_error`) cannot be revealed: GAVE_UP with a
+  decline `outputs` instead (never a commit it could not follow with a reveal); BUILT re-emits the same
   commit on every tick until it is on the board (signatures are
   deterministic: the same fact, a duplicate for everyone else), then
   COMMITTED. The daemon should persist `wj` (salt and result) before it
   publishes the commit so a restarted worker can still reveal.
-* COMMITTED: reveal when every worker selected at `now` has committed and
-  at least `quorum` workers are selected (so that a lone early worker does
-  not reveal before anyone could witness its commit), or
+* COMMITTED: reveal when every worker selected at `now` has committed,
+  at least `quorum` selected workers may still agree with this worker's digest
+  (all selected workers but those whose reveal already shows another digest:
+  a lone early worker does not reveal before anyone could witness its commit,
+  and an early wrong reveal does not make an honest worker reveal alone before
+  a later round brings the workers that can agree with it), and no round that adds
+  a worker is pending (`selection.round_pending`: the latest round has free
+  places and an eligible claimant the publisher's next round would add; the
+  seed is public after round 0, so every worker computes that round exactly as
+  the publisher does). A worker added after the reveals could never be
+  witnessed, so its vote would never count. Or
   `now >= reveal_deadline(offer, slack_ms)` =
   `min(created + timeout_s * 1000 + slack_ms, deadline)`. `seen` is
   `JobView.seen_commits(digest=own digest)`: the commit ids held before the
@@ -69,8 +81,8 @@ from typing import Any, Literal, get_args
 from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
-from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.selection import candidates, live_claimants, rank, selected, selection
+from p2pci.core.results import ManifestEntry, manifest_size_error, pack_manifest
+from p2pci.core.selection import candidates, live_claimants, rank, round_pending, selected, selection
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
 
@@ -112,6 +124,9 @@ class WorkerConfig:
     # from first sight to the claim; None: `claim_window_ms` (the v1 wait). v2 needs no wait (nobody
     # can rank claimants before the publisher's select): the daemon claims at once (0)
     claim_delay_ms: int | None = None
+    # the strength of this worker's identity proof (p2pci.core.identity); None: not checked here.
+    # An offer that demands more is declined (code `identity`): its publisher would not select us
+    identity_bits: int | None = None
 
 
 def settle_ms_for(claim_window_ms: int) -> int:
@@ -176,16 +191,29 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class BuildDone:
+    """A build's result: its manifest blob (`manifest` {sha256, size} with `files` entries, kept by
+    the driver until the reveal) and the result digest computed from it (`results.pack_manifest`)."""
+
     exit_code: int
-    manifest: tuple[ManifestEntry, ...]
+    manifest: BlobRef
+    files: int
+    digest: bytes
     log: BlobRef
     salt: bytes | None = None
+
+    @classmethod
+    def of(
+        cls, exit_code: int, manifest: tuple[ManifestEntry, ...], log: BlobRef, salt: bytes | None = None
+    ) -> BuildDone:
+        """From the manifest's entries (ValueError beyond the manifest limits)."""
+        packed = pack_manifest(exit_code, manifest)
+        return cls(exit_code, BlobRef(packed.sha256, packed.size), packed.files, packed.digest, log, salt)
 
 
 @dataclass(frozen=True, slots=True)
 class BuildFailed:
     """A build that gave no result. `code` is the decline reason published for it (`timeout`,
-    `start_failed`, `image`, `source`, `inputs`, `other`; "" for a cancelled build: no decline),
+    `start_failed`, `outputs`, `image`, `source`, `inputs`, `other`; "" for a cancelled build: no decline),
     `detail` a bounded text (for a timeout: the log's tail), `log` the log blob when kept."""
 
     reason: str
@@ -253,7 +281,8 @@ class WorkerJob:
     lease_until: int | None = None  # of our latest claim
     renew_at: int | None = None
     exit_code: int | None = None
-    manifest: tuple[ManifestEntry, ...] = ()
+    manifest: BlobRef | None = None  # the manifest blob of our result
+    files: int = 0  # its entry count
     log: BlobRef | None = None
     salt: bytes | None = None
     digest: bytes | None = None
@@ -285,7 +314,8 @@ class WorkerJob:
             "lease_until": self.lease_until,
             "renew_at": self.renew_at,
             "exit_code": self.exit_code,
-            "manifest": [e.to_obj() for e in self.manifest],
+            "manifest": None if self.manifest is None else self.manifest.to_obj(),
+            "files": self.files,
             "log": None if self.log is None else {"sha256": self.log.sha256, "size": self.log.size},
             "salt": self.salt,
             "digest": self.digest,
@@ -314,6 +344,9 @@ class WorkerJob:
             return None if v is None else bytes(v)
 
         log = d.get("log")
+        man = d.get("manifest")
+        if man is not None and not isinstance(man, dict):
+            raise ValueError("worker job: manifest is not a blob ref (state of an older version)")
         return cls(
             job=bytes(d["job"]),
             phase=phase,
@@ -323,10 +356,8 @@ class WorkerJob:
             lease_until=opt_int("lease_until"),
             renew_at=opt_int("renew_at"),
             exit_code=opt_int("exit_code"),
-            manifest=tuple(
-                ManifestEntry(str(e["path"]), int(e["size"]), int(e["mode"]), bytes(e["sha256"]))
-                for e in d["manifest"]
-            ),
+            manifest=None if man is None else BlobRef(bytes(man["sha256"]), int(man["size"])),
+            files=opt_int("files") or 0,
             log=None if log is None else BlobRef(bytes(log["sha256"]), int(log["size"])),
             salt=opt_bytes("salt"),
             digest=opt_bytes("digest"),
@@ -406,6 +437,13 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
         # that says nothing leaves the publisher waiting for the deadline
         say = code not in SILENT_REFUSALS and _over(view, offer, now) is None
         return replace(wj, phase="SKIPPED", reason=text), [PublishDecline(code, text)] if say else []
+    if cfg.identity_bits is not None and cfg.identity_bits < offer.identity_bits:
+        text = (
+            f"identity proof of {cfg.identity_bits} bits is below the offer's {offer.identity_bits}"
+            f" (p2pci init --identity-bits {offer.identity_bits})"
+        )
+        say = _over(view, offer, now) is None
+        return replace(wj, phase="SKIPPED", reason=text), [PublishDecline("identity", text)] if say else []
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
@@ -471,15 +509,19 @@ def _build_done(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
     assert offer is not None
     if ev.salt is None and len(cfg.salt_secret) < 16:
         raise LocalError("WorkerConfig.salt_secret must be a secret of >= 16 bytes (e.g. the node key seed)")
+    too_big = manifest_size_error(ev.files, ev.manifest.size)
+    if too_big is not None:  # such a result cannot be revealed (docs/protocol.md §4.4): say so, once
+        why = f"outputs cannot be reported: {too_big}"
+        return replace(wj, phase="GAVE_UP", reason=why), [GiveUp(why), PublishDecline("outputs", why, ev.log)]
     salt = ev.salt if ev.salt is not None else salt_for(cfg.salt_secret, wj.job)
-    digest = result_digest(ev.exit_code, ev.manifest)
-    manifest = tuple(sorted(ev.manifest, key=lambda e: e.path))
+    digest = ev.digest
     h = commit_hash(salt, digest, cfg.me)
     wj = replace(
         wj,
         phase="BUILT",
         exit_code=ev.exit_code,
-        manifest=manifest,
+        manifest=ev.manifest,
+        files=ev.files,
         log=ev.log,
         salt=salt,
         digest=digest,
@@ -507,15 +549,33 @@ def _built_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: E
     return wj, [*actions, PublishCommit(wj.commit)]
 
 
+def _could_agree(view: JobView, workers: list[bytes], digest: bytes | None) -> int:
+    """How many of `workers` may still agree with `digest`: all but those whose reveal on this
+    board shows another digest (an early reveal of a wrong digest, or an equivocation)."""
+    n = 0
+    for w in workers:
+        revs = view.reveals.get(w, ())
+        if any(isinstance(f.body, Reveal) and f.body.digest != digest for f in revs):
+            continue
+        n += 1
+    return n
+
+
 def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Event) -> Result:
     offer = view.offer_msg
     assert offer is not None
     deadline = wj.reveal_at if wj.reveal_at is not None else reveal_deadline(offer, cfg.slack_ms)
     sel = selected(view, now)
-    if now < deadline and (len(sel) < offer.quorum or not all(w in view.commits for w in sel)):
+    if now < deadline and (
+        _could_agree(view, sel, wj.digest) < offer.quorum
+        or not all(w in view.commits for w in sel)
+        or round_pending(view, now)
+    ):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None
-    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.log, view.seen_commits(MAX_SEEN, wj.digest))
+    assert wj.manifest is not None
+    seen = view.seen_commits(MAX_SEEN, wj.digest)
+    rev = Reveal(wj.job, wj.digest, wj.salt, wj.exit_code, wj.manifest, wj.files, wj.log, seen)
     return replace(wj, phase="REVEALED"), [PublishReveal(rev)]
 
 

@@ -27,6 +27,7 @@ from p2pci.net.common import fact_counters
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
+    from p2pci.config import Config
     from p2pci.core.worker import WorkerConfig
     from p2pci.daemon.image_cache import Images
     from p2pci.net.base import Network
@@ -38,6 +39,7 @@ class NodeView(Protocol):
 
     machine: NodeMachine
     network: Network
+    config: Config
     blobs: BlobStore
     fetcher: BlobFetcher
     images: Images
@@ -61,8 +63,13 @@ class NodeView(Protocol):
 
     async def set_control(self, mode: str) -> None: ...
 
+    async def gc_now(self, *, dry_run: bool = False) -> Any: ...
+
 
 Handler = Callable[[NodeView, dict[str, Any]], Awaitable[Any]]
+Emit = Callable[[dict[str, Any]], None]  # sends one event to the calling client, never blocks
+ProgressHandler = Callable[[NodeView, dict[str, Any], Emit], Awaitable[Any]]
+TICK_S = 2.0  # a `running` step event this often while a daemon-side step runs (elapsed time)
 
 
 def _arg(args: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
@@ -102,7 +109,26 @@ async def op_status(node: NodeView, args: dict[str, Any]) -> Any:
         "jobs": node.machine.job_list(node.now()),
         "facts": fact_counters(node.network.stats()),  # facts from peers (issue 18)
         "quotas": quota_section(node),
+        "storage": storage_section(node),
     }
+
+
+def storage_section(node: NodeView) -> dict[str, Any]:
+    """Blob requests refused (by reason) and what garbage collection freed (docs/operator.md, "Disk")."""
+    refusals = dict(getattr(node, "blob_refusals", {}))
+    last = getattr(node, "gc_last", None)
+    return {
+        "blob_refused": {r: int(refusals.get(r, 0)) for r in ("untied", "not_allowed")},
+        "gc": dict(getattr(node, "gc_totals", {})),
+        "gc_last": None if last is None else last.to_obj(),
+    }
+
+
+async def op_gc(node: NodeView, args: dict[str, Any]) -> Any:
+    """`p2pci gc`: collect now; what was freed (or, with dry_run, what would be)."""
+    _only(args, "dry_run")
+    rep = await node.gc_now(dry_run=bool(_arg(args, "dry_run", bool, False)))
+    return rep.to_obj()
 
 
 def quota_section(node: NodeView) -> dict[str, Any]:
@@ -161,10 +187,46 @@ async def op_stats(node: NodeView, args: dict[str, Any]) -> Any:
         "net": node.network.stats(),
         "facts": len(node.machine.board),
         "quotas": quota_section(node),
+        "storage": storage_section(node),
+        # manifest blobs refused by fetch/diff: not matching the reveal that names them, by reason
+        "manifests_refused": dict(sorted(node.fetcher.refused.items())),
     }
 
 
-async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
+class Steps:
+    """The `step` events of one publish: what the image thread reports, with each step's elapsed
+    time, and a `running` event every TICK_S while a step is under way (docs/cli.md, "Progress").
+    Runs in the trio thread; the image thread reaches it through `trio.from_thread.run_sync`."""
+
+    def __init__(self, emit: Emit | None) -> None:
+        self.emit = emit
+        self.current: tuple[str, str, float] | None = None  # step, its start text, its start time
+
+    def event(self, step: str, state: str, text: str, size: int | None = None) -> None:
+        now = trio.current_time()
+        if state == "start" or self.current is None or self.current[0] != step:
+            self.current = (step, text, now)
+        started = self.current[2]
+        if state == "done":
+            self.current = None
+        if self.emit is not None:
+            self.emit(
+                {"event": "step", "step": step, "state": state, "text": text[:500],
+                 "elapsed_ms": int((now - started) * 1000), "bytes": size}
+            )
+
+    def from_thread(self, step: str, state: str, text: str, size: int | None = None) -> None:
+        trio.from_thread.run_sync(self.event, step, state, text, size)
+
+    async def tick(self) -> None:
+        while True:
+            await trio.sleep(TICK_S)
+            if self.current is not None:
+                step, text, _ = self.current
+                self.event(step, "running", text)
+
+
+async def op_publish(node: NodeView, args: dict[str, Any], emit: Emit | None = None) -> Any:
     req = PublishRequest.from_args(args)
     check(req)  # every client, not only the CLI
     if node.blobs.size(req.source.sha256) != req.source.size:
@@ -174,13 +236,25 @@ async def op_publish(node: NodeView, args: dict[str, Any]) -> Any:
             f"the inputs tarball {req.inputs.sha256.hex()} ({req.inputs.size} bytes) is not in this node's blob store"
         )
     store, blobs = node.db, node.blobs
-    image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store))
+    steps = Steps(emit)
+    async with trio.open_nursery() as nursery:  # the image work runs in a thread: the socket stays free
+        if emit is not None:
+            nursery.start_soon(steps.tick)
+        image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store, steps.from_thread))
+        nursery.cancel_scope.cancel()
+    steps.event("offer", "start", f"signing and gossiping the offer of {req.project}")
     seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out
     offer = new_offer(
-        req, image=image_ref, now=node.now(), timing=node.protocol, select_commit=hashlib.sha256(seed).digest()
+                req,
+        image=image_ref,
+        now=node.now(),
+        timing=node.protocol,
+        select_commit=hashlib.sha256(seed).digest(),
+        identity_bits=node.config.publish.identity_bits,  # [publish] identity_bits: what workers must show
     )
     fact = await node.publish_offer(offer, seed)
     await trio.to_thread.run_sync(store.pin, fact.id)
+    steps.event("offer", "done", f"offered job {fact.id.hex()}")
     return node.machine.job_obj(fact.id, node.now())
 
 
@@ -304,13 +378,19 @@ OPS: dict[str, Handler] = {
     "log_range": op_log_range,
     "diff": op_diff,
     "worker_control": op_worker_control,
+    "gc": op_gc,
 }
+PROGRESS_OPS: dict[str, ProgressHandler] = {"publish": op_publish}  # may send `step` events first
 
 
-async def call(node: NodeView, op: Any, args: Any) -> Any:
+async def call(node: NodeView, op: Any, args: Any, emit: Emit | None = None) -> Any:
+    """Run one op; `emit` (a client that asked for progress) gets the op's `step` events, if any."""
     handler = OPS.get(op) if isinstance(op, str) else None
     if handler is None:
         raise LocalError(f"unknown op {op!r:.40}")
     if not isinstance(args, dict):
         raise LocalError("args must be a map")
+    streaming = PROGRESS_OPS.get(op)
+    if emit is not None and streaming is not None:
+        return await streaming(node, args, emit)
     return await handler(node, args)

@@ -2,7 +2,10 @@
 
 `BlobFetcher.fetch(ref, peers)` returns a blob from the local store, else from
 `peers`, else from anyone, with one fetch per blob in flight (a prefetch and a
-build share it). Every file written from a manifest is checked against its
+build share it). A result's manifest is a blob named by its reveals: `group_manifest` fetches
+it by hash from the group's workers and checks it against the reveal (hash, size, entry count,
+digest: `results.parse_manifest`); a blob that fails is refused, deleted and counted
+(`BlobFetcher.refused`), and the next distinct manifest of the group is tried. Every file written from a manifest is checked against its
 hash and written under the output directory only (`safe_join`, at most
 `MAX_TREE_DEPTH` levels). `diff` compares counted groups only (an uncounted
 reveal's artifacts are never fetched) and runs diffoscope only in the build
@@ -12,7 +15,9 @@ pure-Python comparison. Logs are read by range (`p2pci.daemon.logs`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,7 +29,7 @@ import trio
 from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import BlobRef, Reveal
-from p2pci.core.results import ManifestEntry
+from p2pci.core.results import ManifestEntry, parse_manifest
 from p2pci.core.signing import peer_id_of
 from p2pci.core.tally import Verdict
 from p2pci.daemon import logs as logs_mod
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from p2pci.net.base import Network
 
 MAX_LOG_TEXT = 1 << 20
+log = logging.getLogger("p2pci.artifacts")
 
 
 class BlobFetcher:
@@ -44,12 +50,13 @@ class BlobFetcher:
         self.network = network
         self.timeout_s = timeout_s
         self._fetching: dict[bytes, trio.Event] = {}  # blob sha256 -> set when that fetch ends
+        self.refused: dict[str, int] = {}  # manifest blobs refused (not matching their reveal), by reason
 
     def busy(self, sha256: bytes) -> bool:
         return sha256 in self._fetching
 
-    async def fetch(self, ref: BlobRef, peers: list[bytes] | None) -> Path:
-        """A blob from our store, else from `peers` (keys), else from anyone."""
+    async def fetch(self, ref: BlobRef, peers: list[bytes] | None, *, anyone: bool = True) -> Path:
+        """A blob from our store, else from `peers` (keys), else (unless `anyone` is False) from anyone."""
         if self.blobs.size(ref.sha256) == ref.size:
             return self.blobs.path(ref.sha256)
         if ref.size == 0:
@@ -67,7 +74,8 @@ class BlobFetcher:
                     try:
                         return await self.network.fetch_blob(ref, self.blobs, [peer_id_of(p) for p in peers])
                     except ProtocolError:
-                        pass
+                        if not anyone:
+                            raise
                 return await self.network.fetch_blob(ref, self.blobs, None)
             finally:
                 if self._fetching.get(ref.sha256) is done:
@@ -75,39 +83,110 @@ class BlobFetcher:
                 done.set()
 
 
-def agreed(view: JobView, verdict: Verdict) -> tuple[list[bytes], tuple[ManifestEntry, ...]]:
-    """The workers of the agreed result and its manifest (LocalError if there is none)."""
+def agreed(view: JobView, verdict: Verdict) -> tuple[list[bytes], bytes]:
+    """The workers of the agreed result and its digest (LocalError if there is none)."""
     if verdict.digest is None:
         hint = " (pick one group: --group N, as `show` numbers them)" if verdict.state == "DISPUTED" else ""
         raise LocalError(f"job {view.job.hex()[:12]} has no agreed result (verdict {verdict.state}){hint}")
     group = next(g for g in verdict.groups if g.digest == verdict.digest)
-    rev = view.reveals[group.workers[0]][0].body
-    assert isinstance(rev, Reveal)
-    return list(group.workers), rev.manifest
+    return list(group.workers), group.digest
+
+
+def _reveal_of(view: JobView, worker: bytes, digest: bytes) -> Reveal | None:
+    for f in view.reveals.get(worker, ()):
+        if isinstance(f.body, Reveal) and f.body.digest == digest:
+            return f.body
+    return None
+
+
+async def group_manifest(
+    fetcher: BlobFetcher, view: JobView, workers: list[bytes], digest: bytes
+) -> tuple[ManifestEntry, ...]:
+    """The manifest of the result `digest` that `workers` revealed: fetched by hash (from them
+    first) and checked against their reveal. Each distinct manifest ref they name is tried once;
+    one that does not match is refused, deleted and counted. LocalError if none matches."""
+    tried: set[tuple[bytes, int, int]] = set()
+    problems: list[str] = []
+    for w in workers:
+        rev = _reveal_of(view, w, digest)
+        if rev is None:
+            continue
+        key = (rev.manifest.sha256, rev.files, rev.exit_code)
+        if key in tried:
+            continue
+        tried.add(key)
+        try:
+            path = await fetcher.fetch(rev.manifest, workers)
+            data = await trio.to_thread.run_sync(path.read_bytes)
+            check = functools.partial(
+                parse_manifest,
+                data,
+                sha256=rev.manifest.sha256,
+                files=rev.files,
+                exit_code=rev.exit_code,
+                digest=digest,
+            )
+            return await trio.to_thread.run_sync(check)
+        except ProtocolError as exc:  # unavailable, or a blob that does not match its reveal
+            if str(exc).startswith("manifest blob:"):
+                fetcher.refused[exc.reason] = fetcher.refused.get(exc.reason, 0) + 1
+                log.warning("refused the manifest %s of %s: %s", rev.manifest.sha256.hex()[:12], peer_id_of(w), exc)
+                fetcher.blobs.remove(rev.manifest.sha256)
+            problems.append(f"{rev.manifest.sha256.hex()[:12]}: {exc}")
+    why = "; ".join(problems[:4]) or "no reveal names it"
+    raise LocalError(f"no valid manifest for result {digest.hex()[:12]} of job {view.job.hex()[:12]}: {why}")
+
+
+FETCH_PARALLEL = 8  # artifact blobs in flight at once (each peer serves 2 at a time: several holders help)
 
 
 async def materialise(
     fetcher: BlobFetcher, manifest: tuple[ManifestEntry, ...], workers: list[bytes], out: Path
 ) -> list[dict[str, Any]]:
-    files = []
+    """Every file of `manifest` under `out`, fetched by hash (FETCH_PARALLEL at a time) and checked;
+    the first failure cancels the rest and is raised."""
     for e in manifest:
-        src = await fetcher.fetch(BlobRef(e.sha256, e.size), workers)
-        dest = safe_join(out, e.path)
-        await trio.to_thread.run_sync(copy_checked, src, dest, e)
-        files.append({"path": e.path, "sha256": e.sha256.hex(), "size": e.size, "mode": e.mode})
-    return files
+        safe_join(out, e.path)  # every path is checked before anything is fetched
+    todo = iter(enumerate(manifest))  # shared by the fetching tasks: each entry is taken once
+
+    async def fetch_some() -> None:
+        for i, e in todo:
+            k = i % len(workers) if workers else 0  # spread over the holders (each serves 2 at a time)
+            src = await fetcher.fetch(BlobRef(e.sha256, e.size), workers[k:] + workers[:k])
+            await trio.to_thread.run_sync(copy_checked, src, safe_join(out, e.path), e)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(FETCH_PARALLEL, len(manifest))):
+                nursery.start_soon(fetch_some)
+    except BaseExceptionGroup as group:  # one failure cancels the others: raise it, not the group
+        first = _first_error(group)
+        if first is None:
+            raise
+        raise first from None
+    return [{"path": e.path, "sha256": e.sha256.hex(), "size": e.size, "mode": e.mode} for e in manifest]
 
 
-def group_result(view: JobView, verdict: Verdict, n: int) -> tuple[list[bytes], tuple[ManifestEntry, ...], bytes]:
+def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The first failure in a nursery's exception group that is not a cancellation."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_error(exc)
+            if inner is not None:
+                return inner
+        elif isinstance(exc, Exception):
+            return exc
+    return None
+
+
+def group_result(view: JobView, verdict: Verdict, n: int) -> tuple[list[bytes], bytes]:
     """Group `n` (1-based, in the verdict's group order: `show` lists them so) of a DISPUTED job."""
     if verdict.state != "DISPUTED":
         raise LocalError(f"--group is for DISPUTED jobs; job {view.job.hex()[:12]} is {verdict.state}")
     if not 1 <= n <= len(verdict.groups):
         raise LocalError(f"job {view.job.hex()[:12]} has {len(verdict.groups)} group(s); --group {n} is not one")
     group = verdict.groups[n - 1]
-    rev = view.reveals[group.workers[0]][0].body
-    assert isinstance(rev, Reveal)
-    return list(group.workers), rev.manifest, group.digest
+    return list(group.workers), group.digest
 
 
 async def fetch_outputs(
@@ -115,15 +194,12 @@ async def fetch_outputs(
 ) -> dict[str, Any]:
     """The agreed artifacts, or with `group` those of one group of a DISPUTED job, checked against
     that group's manifest."""
-    if group is None:
-        workers, manifest = agreed(view, verdict)
-        digest = verdict.digest
-    else:
-        workers, manifest, digest = group_result(view, verdict, group)
+    workers, digest = agreed(view, verdict) if group is None else group_result(view, verdict, group)
+    manifest = await group_manifest(fetcher, view, workers, digest)
     dest = Path(out)
     await trio.to_thread.run_sync(lambda: dest.mkdir(parents=True, exist_ok=True))
     files = await materialise(fetcher, manifest, workers, dest)
-    return {"job": view.job.hex(), "digest": digest.hex() if digest else None, "files": files}
+    return {"job": view.job.hex(), "digest": digest.hex(), "files": files}
 
 
 def matches_peer(key: bytes, text: str) -> bool:
@@ -134,16 +210,16 @@ def matches_peer(key: bytes, text: str) -> bool:
 async def logs(
     fetcher: BlobFetcher, view: JobView, me: bytes, own_log: Callable[[bytes], str | None], worker: str | None
 ) -> str:
-    """The revealed logs of `view` (one worker's with `worker`), else this node's own while it builds."""
-    signers = sorted(view.reveals)
+    """The logs of `view` (revealed, or of a decline; one worker's with `worker`), else this
+    node's own while it builds."""
+    found = bool(logs_mod.log_index(view, worker))  # revealers, then decliners with a log
     if worker:
-        signers = [s for s in signers if matches_peer(s, worker)]
-        if not signers:
+        if not found:
             own = own_log(view.job) if matches_peer(me, worker) else None
             if own is not None:
                 return own
-            raise LocalError(f"no reveal by a worker matching {worker} for this job")
-    if not signers:
+            raise LocalError(f"no log of a worker matching {worker} for this job (none revealed or declined with one)")
+    if not found:
         own = own_log(view.job)
         if own is not None:
             return own
@@ -162,11 +238,12 @@ async def diff(fetcher: BlobFetcher, view: JobView, verdict: Verdict) -> str:
         dirs: list[Path] = []
         exits: list[int] = []
         for digest, workers in pairs[:2]:
-            rev = view.reveals[workers[0]][0].body
-            assert isinstance(rev, Reveal)
+            rev = _reveal_of(view, workers[0], digest)
+            assert rev is not None
+            manifest = await group_manifest(fetcher, view, workers, digest)
             d = Path(tmp) / digest.hex()[:12]
             await trio.to_thread.run_sync(lambda d=d: d.mkdir())
-            await materialise(fetcher, rev.manifest, workers, d)
+            await materialise(fetcher, manifest, workers, d)
             dirs.append(d)
             exits.append(rev.exit_code)
         if exits[0] != exits[1]:

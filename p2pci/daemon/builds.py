@@ -7,20 +7,28 @@
     async for job, event in builds.results: ... # BuildDone / BuildFailed, one per start
 
 A build fetches the source, the pinned inputs (if the offer has any) and the
-image archive (if the image is missing) from the publisher by hash, runs in the runner, and keeps its outputs and log
-under `$P2PCI_HOME/work/<job>/` until the reveal (`serve_outputs` then puts
-them into the blob store, where anyone may fetch them by hash). While it runs,
-its output goes to `send_log` as it is produced (`p2pci.daemon.livelog`).
-Every started build reports exactly one result, cancelled ones included.
+image archive from the publisher by hash, runs in the runner, and moves its
+outputs, log and manifest blob into the blob store once, by hard link (`BlobStore.adopt`; the
+log is also linked at `$P2PCI_HOME/work/<job>/log`). Each blob is tied to the
+job in the store (`FactStore.tie`): the outputs unserved until the reveal
+(`serve_outputs` marks them served; the blob server then serves them under the
+job's access rule, `p2pci.core.access`). While it runs, its output goes to
+`send_log` as it is produced (`p2pci.daemon.livelog`). Every started build
+reports exactly one result, cancelled ones included.
+
+Images (`check_image`): a worker runs only an image the donor lists in `[worker]
+images`, one built here from a deterministic recipe (`busybox`, `debian:…`), or
+one that arrived as this publisher's archive; never any other local image.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
+import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +37,10 @@ import trio
 
 from p2pci.core.errors import P2pciError
 from p2pci.core.messages import BlobRef, Offer
-from p2pci.core.results import ManifestEntry
+from p2pci.core.results import ManifestEntry, PackedManifest, pack_manifest
 from p2pci.core.worker import BuildDone, BuildFailed
 from p2pci.daemon.livelog import LOG_TAIL, LiveLog, stream
+from p2pci.runner.outputs import TOO_MANY_FILES
 from p2pci.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -39,12 +48,20 @@ if TYPE_CHECKING:
 
     from p2pci.daemon.image_cache import Images
     from p2pci.runner.base import Runner
+    from p2pci.store.facts import FactStore
 
 log = logging.getLogger("p2pci.builds")
 
 Fetch = Callable[[BlobRef, list[bytes]], Awaitable[Path]]
 Result = tuple[bytes, BuildDone | BuildFailed]
 DECLINE_TAIL = 800  # chars of a timed-out build's log carried in its decline (detail <= 1024)
+IMAGE_BY = "image/by/"  # kv: image id -> publisher keys (hex) whose archive brought it here
+IMAGE_LOADED = "image/loaded/"  # kv: image id -> jobs (hex) of an image p2pci itself loaded (gc removes it)
+IMAGE_JOBS_KEPT = 64  # jobs remembered per loaded image (the newest)
+
+
+class ImageRefused(P2pciError):
+    """The offer's image is not one this worker may run (the decline reason `image`)."""
 
 
 class Builds:
@@ -65,6 +82,9 @@ class Builds:
         self.fetch = fetch
         self.work_dir = work_dir
         self.send_log = send_log
+        self.store: FactStore | None = None  # set by the node once its store is open (ties, image records)
+        self.me = b""  # this node's key (its own offers may use its own images)
+        self.listed_images: frozenset[str] = frozenset()  # `[worker] images` (resolved IDs): run without archive
         self.running: dict[bytes, tuple[trio.CancelScope, int, str]] = {}  # job -> (scope, started, project)
         self.live: dict[bytes, LiveLog] = {}  # job -> output of its running build
         self._send, self.results = trio.open_memory_channel[Result](math.inf)
@@ -122,19 +142,24 @@ class Builds:
 
         step[0] = "source"
         src = await self.fetch(offer.source, [publisher])
+        await self._tie(job, [(offer.source.sha256, "source")], served=True)
         step[0] = "image"
         image_id = offer.image.id
-        if not await trio.to_thread.run_sync(self.images.present, image_id):
-            if offer.image.archive is None:
-                raise P2pciError(f"image {image_id} is not here and the offer has no archive")
+        need = await trio.to_thread.run_sync(self.check_image, image_id, publisher, offer.image.archive)
+        if need:
+            assert offer.image.archive is not None
+            was_here = await trio.to_thread.run_sync(self.images.present, image_id)
             arch = await self.fetch(offer.image.archive, [publisher])
             await trio.to_thread.run_sync(self.images.load, image_id, arch)
+            await trio.to_thread.run_sync(self._record_image, image_id, publisher, job, was_here)
+            await self._tie(job, [(offer.image.archive.sha256, "image")], served=True)
         inputs: Path | None = None
         if offer.inputs is not None:  # fetched by hash like the source; the runner checks the hash again
             try:
                 inputs = await self.fetch(offer.inputs, [publisher])
             except (P2pciError, OSError) as exc:
                 raise P2pciError(f"inputs {offer.inputs.sha256.hex()} refused or unavailable: {exc}") from None
+            await self._tie(job, [(offer.inputs.sha256, "inputs")], served=True)
         spec = BuildSpec(
             image_id=image_id,
             command=offer.command,
@@ -159,17 +184,98 @@ class Builds:
             if result.status == "timeout":
                 # the donor's evidence: the log's tail in the decline, the whole log served by hash
                 ref, tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                if ref is not None:
+                    await self._tie(job, [(ref.sha256, "log")], served=True)
                 why = f"timed out after {offer.limits.timeout_s}s"
                 return BuildFailed(why, code="timeout", detail=f"{why}; log tail:\n{tail}", log=ref)
             if result.status != "ok" or result.exit_code is None:
-                return BuildFailed(result.error or result.status, code="start_failed")
-            log_ref = await trio.to_thread.run_sync(self._keep_result, job, result.log_path, result.out_dir)
+                why = result.error or result.status
+                if why.startswith(TOO_MANY_FILES) and "files in /out" in why:  # the manifest limit
+                    ref, _tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                    if ref is not None:
+                        await self._tie(job, [(ref.sha256, "log")], served=True)
+                    return BuildFailed(f"outputs cannot be reported: {why}", code="outputs", log=ref)
+                return BuildFailed(why, code="start_failed")
+            exit_code = result.exit_code
+            try:  # the manifest blob: bounded (entries, bytes) before it is made or kept
+                packed = await trio.to_thread.run_sync(pack_manifest, exit_code, result.manifest)
+            except ValueError as exc:  # a result that cannot be revealed: decline, never loop
+                ref, _tail = await trio.to_thread.run_sync(self._keep_log, result.log_path)
+                if ref is not None:
+                    await self._tie(job, [(ref.sha256, "log")], served=True)
+                why = f"outputs cannot be reported: {exc}"
+                return BuildFailed(why, code="outputs", detail=why, log=ref)
+            log_ref = await trio.to_thread.run_sync(
+                self._keep_result, job, result.log_path, result.out_dir, packed, result.manifest
+            )
             if live.fed == 0:  # a runner that does not stream: the tail, at the end
                 tail = self.live_log(job) or ""
                 self.send_log(job, tail[-LOG_TAIL:])
-            return BuildDone(result.exit_code, result.manifest, log_ref)
+            return BuildDone(exit_code, BlobRef(packed.sha256, packed.size), packed.files, packed.digest, log_ref)
         finally:
             await trio.to_thread.run_sync(result.cleanup)
+
+    # ------------------------------------------------------------------ images
+
+    def check_image(self, image_id: str, publisher: bytes, archive: BlobRef | None) -> bool:
+        """Whether this worker may run `image_id` for `publisher`: False when it may run the local
+        image as it is, True when the publisher's archive must be fetched and loaded first.
+        Raises ImageRefused when it may not run it at all (blocking: call it in a thread).
+
+        The local image may be run when the donor lists it (`[worker] images`), when it was
+        built here from a deterministic recipe (the recipe label p2pci's image builder sets),
+        or when it arrived here as this same publisher's archive. Anything else (a donor's own
+        image, or one loaded for another publisher) needs this publisher's archive; an archive
+        already here that arrived for another publisher does not count (naming a hash is not
+        holding the image)."""
+        present = self.images.present(image_id)
+        if publisher == self.me:  # our own offer: our own image, or our own archive
+            return not present
+        if present:
+            if image_id in self.listed_images or self.images.recipe(image_id):
+                return False
+            if publisher.hex() in self._image_publishers(image_id):
+                return False
+        if archive is None:
+            what = "a local image this worker does not run for others" if present else "not here"
+            raise ImageRefused(
+                f"image {image_id} is {what}, and the offer has no archive "
+                "(a worker runs only the publisher's archive, a recipe image built here, or an image "
+                "its donor lists in [worker] images)"
+            )
+        if self.blobs.has(archive.sha256) and publisher.hex() not in self._image_publishers(image_id):
+            raise ImageRefused(
+                f"image {image_id}: its archive is here for another publisher; this publisher did not send it"
+            )
+        return True
+
+    def _image_publishers(self, image_id: str) -> list[str]:
+        if self.store is None:
+            return []
+        got = self.store.kv_get(IMAGE_BY + image_id, [])
+        return [p for p in got if isinstance(p, str)] if isinstance(got, list) else []
+
+    def _record_image(self, image_id: str, publisher: bytes, job: bytes, was_here: bool) -> None:
+        """The archive of `publisher` brought `image_id` (and, unless the image was here before,
+        p2pci loaded it: garbage collection may remove it once no job of `jobs` needs it)."""
+        if self.store is None:
+            return
+        pubs = self._image_publishers(image_id)
+        if publisher.hex() not in pubs:
+            self.store.kv_put(IMAGE_BY + image_id, [*pubs, publisher.hex()][-IMAGE_JOBS_KEPT:])
+        loaded = self.store.kv_get(IMAGE_LOADED + image_id, None)
+        if loaded is None and was_here:
+            return  # the donor's own (or built here): never ours to remove
+        jobs = [j for j in (loaded or []) if isinstance(j, str) and j != job.hex()]
+        self.store.kv_put(IMAGE_LOADED + image_id, [*jobs, job.hex()][-IMAGE_JOBS_KEPT:])
+
+    # ------------------------------------------------------------------ results
+
+    async def _tie(self, job: bytes, refs: list[tuple[bytes, str]], *, served: bool) -> None:
+        store = self.store
+        if store is not None:
+            now = int(time.time() * 1000)
+            await trio.to_thread.run_sync(lambda: store.tie(job, refs, served=served, at=now))
 
     def _keep_log(self, log_path: Path) -> tuple[BlobRef | None, str]:
         """Put a failed build's log into the blob store: (its ref, its last DECLINE_TAIL chars)."""
@@ -182,38 +288,61 @@ class Builds:
             return None, ""
         return ref, tail
 
-    def _keep_result(self, job: bytes, log_path: Path, out_dir: Path | None) -> BlobRef:
+    def _keep_result(
+        self,
+        job: bytes,
+        log_path: Path,
+        out_dir: Path | None,
+        packed: PackedManifest,
+        manifest: tuple[ManifestEntry, ...] = (),
+    ) -> BlobRef:
+        """Move the log and the outputs into the blob store (one copy: hard links), with the manifest
+        blob, all tied to `job` and not served before the reveal. The log is also linked at
+        work/<job>/log."""
         d = self._job_dir(job)
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        shutil.copyfile(log_path, d / "log")
-        if out_dir is not None and out_dir.exists():
-            shutil.copytree(out_dir, d / "out", symlinks=True)
-        else:
-            (d / "out").mkdir()
-        h = hashlib.sha256()
-        size = 0
-        with open(d / "log", "rb") as fh:
-            while chunk := fh.read(1 << 16):
-                h.update(chunk)
-                size += len(chunk)
-        return BlobRef(h.digest(), size)
-
-    async def serve_outputs(self, job: bytes, manifest: tuple[ManifestEntry, ...]) -> None:
-        """Put this worker's outputs and log into the blob store (served by hash from now on)."""
-        d = self._job_dir(job)
-        blobs = self.blobs
-
-        def put() -> None:
-            if (d / "log").exists():
-                blobs.put_file(d / "log")
+        log_ref = self.blobs.adopt(log_path)
+        refs: list[tuple[bytes, str]] = [(log_ref.sha256, "log"), (self.blobs.put_bytes(packed.data).sha256, "manifest")]
+        try:
+            os.link(self.blobs.path(log_ref.sha256), d / "log")
+        except OSError:
+            shutil.copyfile(log_path, d / "log")
+        if out_dir is not None:
             for e in manifest:
-                p = d / "out" / e.path
+                p = out_dir / e.path
                 if p.is_file() and not p.is_symlink():
-                    blobs.put_file(p)
+                    refs.append((self.blobs.adopt(p).sha256, "output"))
+        if self.store is not None:
+            self.store.tie(job, refs, served=False, at=int(time.time() * 1000))
+        return log_ref
 
-        await trio.to_thread.run_sync(put)
+    async def serve_outputs(self, job: bytes, manifest: BlobRef) -> None:
+        """The reveal is out: this worker's manifest blob, outputs and log are served (under the
+        job's access rule). A result kept by an older p2pci under work/<job>/ is moved in first."""
+        d = self._job_dir(job)
+        blobs, store = self.blobs, self.store
+
+        def serve() -> None:
+            refs: list[tuple[bytes, str]] = []
+            if (d / "log").exists():
+                refs.append((blobs.adopt(d / "log").sha256, "log"))
+            if (d / "manifest").exists() and blobs.size(manifest.sha256) != manifest.size:
+                if blobs.put_file(d / "manifest") != manifest:
+                    log.warning("job %s: the kept manifest does not match the reveal", job.hex()[:12])
+            if blobs.size(manifest.sha256) == manifest.size:
+                refs.append((manifest.sha256, "manifest"))
+            for root, _dirs, files in os.walk(d / "out"):  # an older p2pci's copy of the outputs
+                for name in files:
+                    p = Path(root) / name
+                    if p.is_file() and not p.is_symlink():
+                        refs.append((blobs.adopt(p).sha256, "output"))
+            if store is not None:
+                store.tie(job, refs, served=True, at=int(time.time() * 1000))
+                store.serve_job_blobs(job)
+
+        await trio.to_thread.run_sync(serve)
 
     def live_log(self, job: bytes) -> str | None:
         """This node's log of `job`: the output so far while it builds, else the kept log."""

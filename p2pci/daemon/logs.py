@@ -14,17 +14,22 @@ The op-facing surface is `log_index(view, worker)`, and the awaitables
 `log_range(fetcher, view, ...)` and `logs_text(fetcher, view, ...)`, where
 `fetcher` is the daemon's `artifacts.BlobFetcher` (anything with
 `fetch(ref, peers) -> Path`).
+
+A worker that declined with a log (a build that timed out or could not start)
+is listed too, after the revealers, with `declined` set to its reason code and
+no exit code or digest: "why did it expire" has its log (issue 16).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from p2pci.core.errors import LocalError, ProtocolError
-from p2pci.core.messages import Reveal
+from p2pci.core.messages import BlobRef, Decline, Reveal
 from p2pci.core.signing import peer_id_of
 
 if TYPE_CHECKING:
@@ -51,32 +56,58 @@ def _matches(key: bytes, text: str) -> bool:
     return pid == text or pid.startswith(text) or pid.endswith(text)
 
 
-def _revealers(view: JobView, worker: str | None) -> list[tuple[bytes, Reveal]]:
+@dataclass(frozen=True, slots=True)
+class _Log:
+    """One log of a job: a reveal's (exit code and digest), or a decline's (its reason)."""
+
+    log: BlobRef
+    exit_code: int | None = None
+    digest: bytes | None = None
+    declined: str | None = None
+
+    def header(self, signer: bytes) -> str:
+        if self.declined is not None:
+            return f"==> {peer_id_of(signer)} declined ({self.declined}) <==\n"
+        assert self.digest is not None
+        return f"==> {peer_id_of(signer)} exit {self.exit_code} digest {self.digest.hex()[:16]} <==\n"
+
+
+def _revealers(view: JobView, worker: str | None) -> list[tuple[bytes, _Log]]:
+    """Every log of the job (of `worker` only, if given): the revealers' by key, then those of
+    workers that declined with a log and did not reveal (their first decline by fact id)."""
     out = []
     for signer in sorted(view.reveals):
         if worker and not _matches(signer, worker):
             continue
         rev = view.reveals[signer][0].body
         if isinstance(rev, Reveal):
-            out.append((signer, rev))
+            out.append((signer, _Log(rev.log, rev.exit_code, rev.digest)))
+    for signer in sorted(view.declines):
+        if signer in view.reveals or (worker and not _matches(signer, worker)):
+            continue
+        ds = sorted((f for f in view.declines[signer] if isinstance(f.body, Decline)), key=lambda f: f.id)
+        dec = ds[0].body if ds else None
+        if isinstance(dec, Decline) and dec.log is not None:
+            out.append((signer, _Log(dec.log, declined=dec.reason)))
     return out
 
 
 def log_index(view: JobView, worker: str | None = None) -> list[dict[str, Any]]:
-    """Who revealed a log of this job, with its declared size (nothing is fetched)."""
+    """Who revealed (or declined with) a log of this job, with its declared size (nothing is fetched)."""
     return [
         {
             "worker": peer_id_of(s),
             "exit_code": rev.exit_code,
-            "digest": rev.digest.hex(),
+            "digest": None if rev.digest is None else rev.digest.hex(),
             "size": rev.log.size,
             "too_large": rev.log.size > MAX_LOG_FETCH,
+            "declined": rev.declined,
         }
         for s, rev in _revealers(view, worker)
     ]
 
 
-async def _log_path(fetcher: Any, signer: bytes, rev: Reveal) -> Path:
+async def _log_path(fetcher: Any, signer: bytes, rev: _Log) -> Path:
     if rev.log.size > MAX_LOG_FETCH:
         raise LocalError(
             f"the log revealed by {peer_id_of(signer)} declares {rev.log.size} bytes, more than the "
@@ -94,7 +125,7 @@ async def log_range(fetcher: Any, view: JobView, worker: str, offset: int, lengt
         raise LocalError("offset and length are integers")
     found = _revealers(view, worker)
     if not found:
-        raise LocalError(f"no reveal by a worker matching {worker} for this job")
+        raise LocalError(f"no log of a worker matching {worker} for this job (none revealed or declined with one)")
     if len(found) > 1:
         raise LocalError(f"worker {worker} is ambiguous ({len(found)} revealers)")
     signer, rev = found[0]
@@ -107,13 +138,14 @@ async def log_range(fetcher: Any, view: JobView, worker: str, offset: int, lengt
 
 
 async def logs_text(fetcher: Any, view: JobView, worker: str | None, max_bytes: int = DEFAULT_TEXT_MAX) -> str | None:
-    """The one-shot text: a header and the last `max_bytes` of each revealed log; None if none."""
+    """The one-shot text: a header and the last `max_bytes` of each log (revealed, or of a
+    decline); None if none."""
     found = _revealers(view, worker)
     if not found:
         return None
     parts = []
     for signer, rev in found:
-        head = f"==> {peer_id_of(signer)} exit {rev.exit_code} digest {rev.digest.hex()[:16]} <==\n"
+        head = rev.header(signer)
         try:
             path = await _log_path(fetcher, signer, rev)
             data, start = await trio.to_thread.run_sync(read_range, path, rev.log.size, -max_bytes, max_bytes)

@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from p2pci.config import Config, Paths
 from p2pci.control.server import DaemonLock, serve_control
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import BuildError, LocalError, P2pciError, ProtocolError
-from p2pci.core.messages import BlobRef, Message, Offer, Require
+from p2pci.core.messages import BlobRef, Message, Offer, Require, Reveal
 from p2pci.core.node import (
     PREFETCH_MAX,
     SEED_KEY,
@@ -54,12 +55,16 @@ from p2pci.core.node import (
     ServeOutputs,
     StopBuild,
 )
+from p2pci.core.results import parse_manifest
 from p2pci.core.signing import Fact, NodeKey, open_envelope, public_of
 from p2pci.core.worker import WorkerConfig, WorkerJob
 from p2pci.daemon import api
 from p2pci.daemon.artifacts import BlobFetcher
 from p2pci.daemon.builds import Builds
+from p2pci.daemon.gc import GcReport
+from p2pci.daemon.gc import collect as gc_collect
 from p2pci.daemon.image_cache import DockerImages, Images
+from p2pci.identity_home import load_identity
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
 
@@ -71,11 +76,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2pci.node")
 
+
+def offer_blobs(offer: Offer | Any) -> list[tuple[bytes, str]]:
+    """The blobs an offer names: (sha256, role) of its source, image archive and inputs."""
+    out = [(offer.source.sha256, "source")]
+    if offer.image.archive is not None:
+        out.append((offer.image.archive.sha256, "image"))
+    if offer.inputs is not None:
+        out.append((offer.inputs.sha256, "inputs"))
+    return out
+
 SUB_BUFFER = 1024
 INGEST_BUFFER = 4096
 RETENTION_EVERY_S = 6 * 3600
 SCHEDULE_EVERY_S = 30  # how often the schedule and the host's load are looked at
 INGEST_BATCH = 512
+PREFETCH_TRIES = 3  # a prefetch refused (our claim not yet at the publisher) is tried again
+PREFETCH_RETRY_S = 0.2
 
 _ORIGIN: tuple[object, float] | None = None  # (trio root task, epoch ms at trio time 0)
 
@@ -106,7 +123,7 @@ def load_key(paths: Paths) -> NodeKey:
     return NodeKey.from_seed(seed)
 
 
-def node_config(config: Config, key: NodeKey, *, builds: bool) -> NodeConfig:
+def node_config(config: Config, key: NodeKey, *, builds: bool, identity: bytes = b"") -> NodeConfig:
     """The machine's settings from config.toml (the protocol part of [timing], [worker], [trust])."""
     tm = config.timing
     wc = WorkerConfig(
@@ -131,6 +148,7 @@ def node_config(config: Config, key: NodeKey, *, builds: bool) -> NodeConfig:
         key=key,
         worker=wc,
         builds=builds,
+        identity=identity,
         require=require,
         max_jobs=q.max_jobs,
         max_offers_per_key=q.max_offers_per_key,
@@ -150,17 +168,22 @@ class Node:
         key: NodeKey | None = None,
         clock: Callable[[], int] = wall_ms,
         images: Images | None = None,
+        identity: bytes | None = None,
     ) -> None:
         self.paths = Paths(Path(home))
         self.paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config = config
         self.key = key or load_key(self.paths)
+        if identity is None:  # the proof `p2pci init` minted (none: strength 0, offers that demand one are declined)
+            stored = load_identity(self.paths, self.key)
+            identity = b"" if stored is None else stored.nonce
+        self.identity = identity
         self.peer_id = self.key.peer_id
         self.network = network
         self.runner = runner if config.build else None
         self.clock = clock
         self.images: Images = images or DockerImages()
-        self.machine = NodeMachine(node_config(config, self.key, builds=self.runner is not None))
+        self.machine = NodeMachine(node_config(config, self.key, builds=self.runner is not None, identity=identity))
         self.store: FactStore | None = None
         self.blobs = BlobStore(self.paths.blobs)
         self.fetcher = BlobFetcher(self.blobs, network, lambda: self.config.timing.blob_timeout_ms / 1000)
@@ -169,6 +192,10 @@ class Node:
             self.builds = Builds(self.runner, self.images, self.blobs, self.fetcher.fetch, self.paths.work, self._send_log)
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
         self.evicted_facts = 0  # facts deleted by the board's quotas (status: quotas.evicted_facts)
+        self.blob_refusals: dict[str, int] = {}  # blob requests refused by reason (status: storage)
+        self.gc_totals = {"runs": 0, "bytes_freed": 0, "blobs_removed": 0, "images_removed": 0}
+        self.gc_last: GcReport | None = None
+        self._gc_lock = trio.Lock()
         self.started_at = 0
         self.ready = trio.Event()
         self.stopped = trio.Event()  # set when run() has returned (store closed, lock released)
@@ -219,6 +246,12 @@ class Node:
                 await trio.to_thread.run_sync(reap)
             self.network.set_sync_source(self)
             self.network.serve_blobs(self.blobs)
+            self.network.set_blob_access(self.blob_access)
+            if self.builds is not None:
+                self.builds.store = self.store
+                self.builds.me = self.me
+                images = self.config.worker.images
+                self.builds.listed_images = frozenset(images) if isinstance(images, tuple) else frozenset()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.network.run)
@@ -230,6 +263,7 @@ class Node:
                 nursery.start_soon(self._peer_loop)
                 nursery.start_soon(self._clock_loop)
                 nursery.start_soon(self._retention_loop)
+                nursery.start_soon(self._gc_loop)
                 nursery.start_soon(self._schedule_loop)
                 await trio.to_thread.run_sync(self._write_addrs)
                 self.ready.set()
@@ -261,10 +295,38 @@ class Node:
         for key, val in store.kv_items(SEED_KEY):
             with contextlib.suppress(ValueError, TypeError):
                 seeds[bytes.fromhex(key[len(SEED_KEY) :])] = bytes.fromhex(val)
+        self._tie_own(store)
         mode = store.kv_get(TRUST_MODE_KEY, None)
         if mode is None:  # never switched: the config says, and a stored non-empty set means listed
             mode = "listed" if self.config.trust.count == "listed" or trust_ids else "all"
         self.machine.load(jobs, trust, trust_listed=mode == "listed", seeds=seeds)
+
+    def _tie_own(self, store: FactStore) -> None:
+        """Tie the blobs of our own offers and reveals on the board to their jobs (idempotent; also
+        what a p2pci before `blob_refs` stored, so that it is served and kept, not collected)."""
+        now = self.clock()
+        for v in self.machine.board.jobs():
+            refs: list[tuple[bytes, str]] = []
+            offer = v.offer_msg
+            if offer is not None and v.offer is not None and v.offer.signer == self.me:
+                refs += offer_blobs(offer)
+            for f in v.reveals.get(self.me, [])[:1]:
+                rev = f.body
+                if isinstance(rev, Reveal) and self.blobs.size(rev.manifest.sha256) == rev.manifest.size:
+                    refs.append((rev.manifest.sha256, "manifest"))
+                    with contextlib.suppress(ProtocolError, LocalError):
+                        entries = parse_manifest(
+                            self.blobs.read_bytes(rev.manifest.sha256),
+                            sha256=rev.manifest.sha256,
+                            files=rev.files,
+                            exit_code=rev.exit_code,
+                            digest=rev.digest,
+                        )
+                        refs += [(e.sha256, "output") for e in entries if self.blobs.has(e.sha256)]
+                if isinstance(rev, Reveal) and self.blobs.has(rev.log.sha256):
+                    refs.append((rev.log.sha256, "log"))
+            if refs:
+                store.tie(v.job, refs, served=True, at=now)
 
     def _write_addrs(self) -> None:
         tmp = self.paths.addrs.with_suffix(".tmp")
@@ -394,6 +456,9 @@ class Node:
                 case Publish(fact=fact):
                     now = self.now()
                     await trio.to_thread.run_sync(self.db.put, fact, now)
+                    if isinstance(fact.body, Offer):  # our own offer: its blobs are served for it
+                        tie = partial(self.db.tie, fact.id, offer_blobs(fact.body), served=True, at=now)
+                        await trio.to_thread.run_sync(tie)
                     self.counters["accepted"] += self.machine.receive_facts([fact], now)
                     self._poke()
                     with contextlib.suppress(ProtocolError):
@@ -425,8 +490,11 @@ class Node:
     def _prefetch(self, ref: BlobRef, publisher: bytes) -> None:
         """Fetch a claimed job's source now, during the settle after claiming, not when the build starts.
 
-        Only sources up to PREFETCH_MAX: a claimant that is not selected has fetched for nothing.
-        """
+        Only sources up to PREFETCH_MAX, and only from the publisher: a claimant that is not
+        selected has fetched for nothing. The publisher's blob server serves a claimant once it
+        holds the claim (`core.access`), which may be after this request: a refusal is tried again
+        a few times, then left to the build (which fetches from the publisher, then anyone). A
+        prefetch never asks anyone else, so a refused one ends in well under a second."""
         if (
             self._nursery is None
             or ref.size > PREFETCH_MAX
@@ -436,10 +504,17 @@ class Node:
             return
 
         async def prefetch() -> None:
-            try:
-                await self.fetcher.fetch(ref, [publisher])
-            except (P2pciError, OSError, trio.TooSlowError) as exc:
-                log.debug("prefetch of %s failed: %r", ref.sha256.hex()[:12], exc)  # the build fetches again
+            for attempt in range(PREFETCH_TRIES):
+                if self.fetcher.busy(ref.sha256) or self.blobs.size(ref.sha256) == ref.size:
+                    return  # the build is fetching it (or has it) now
+                try:  # registered with the fetcher: a build that starts now waits for it, no second copy
+                    await self.fetcher.fetch(ref, [publisher], anyone=False)
+                    return
+                except (P2pciError, OSError, trio.TooSlowError) as exc:
+                    if "refused" not in str(exc) or attempt == PREFETCH_TRIES - 1:
+                        log.debug("prefetch of %s failed: %r", ref.sha256.hex()[:12], exc)  # the build fetches again
+                        return
+                await trio.sleep(PREFETCH_RETRY_S)
 
         self._nursery.start_soon(prefetch)
 
@@ -500,6 +575,83 @@ class Node:
         while True:
             await self._apply_accepting()
             await trio.sleep(SCHEDULE_EVERY_S)
+
+    # ------------------------------------------------------------------ blob access
+
+    async def blob_access(self, sha: bytes, peer_id: str) -> str | None:
+        """The blob server's question (`Network.set_blob_access`): None to serve `sha` to
+        `peer_id`, else why not. Served only when a job it is tied to here (`FactStore.tie`,
+        served) allows the requester (`p2pci.core.access.may_fetch`); refusals are counted."""
+        from p2pci.core.access import may_fetch
+
+        db = self.db
+        ties = await trio.to_thread.run_sync(db.blob_jobs, sha)
+        jobs = list(dict.fromkeys(job for job, _role, served in ties if served))
+        refused = "this node serves a blob only to peers allowed to build or fetch its job"
+        if not jobs:
+            self.blob_refusals["untied"] = self.blob_refusals.get("untied", 0) + 1
+            return refused
+        try:
+            requester = public_of(peer_id)
+        except LocalError:
+            self.blob_refusals["not_allowed"] = self.blob_refusals.get("not_allowed", 0) + 1
+            return refused
+        now = self.now()
+        for job in jobs:
+            view = self.machine.board.job(job)
+            if view is None or view.offer is None:
+                continue
+            if may_fetch(view, self.machine.verdict(job, now), requester):
+                return None
+        self.blob_refusals["not_allowed"] = self.blob_refusals.get("not_allowed", 0) + 1
+        return refused
+
+    # ------------------------------------------------------------------ garbage collection
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.storage.gc_interval_min * 60)
+            try:
+                await self.gc_now()
+            except (OSError, P2pciError) as exc:
+                log.warning("garbage collection failed: %s", exc)
+
+    async def gc_now(self, *, dry_run: bool = False) -> GcReport:
+        """Collect now (`p2pci gc`): blobs, work dirs and loaded images no kept job needs, past the
+        retention or over `[storage] max_gb` (p2pci.daemon.gc); then the facts (`prune_now`)."""
+        async with self._gc_lock:
+            keep = set(self.machine.prune_keep())
+            if self.builds is not None:
+                keep |= set(self.builds.running)
+            own = {v.job for v in self.machine.board.jobs() if v.offer is not None and v.offer.signer == self.me}
+            st = self.config.storage
+            db, blobs, work, images = self.db, self.blobs, self.paths.work, self.images
+            building = bool(self.builds is not None and self.builds.running)
+            now = self.now()
+            rep = await trio.to_thread.run_sync(
+                lambda: gc_collect(
+                    blobs,
+                    db,
+                    work,
+                    images,
+                    keep=keep,
+                    own=own,
+                    now=now,
+                    retention_ms=st.retention_days * 86_400_000,
+                    budget_bytes=st.max_bytes,
+                    dry_run=dry_run,
+                    building=building,
+                )
+            )
+            if not dry_run:
+                rep.facts_pruned = await self.prune_now()
+                self.gc_totals["runs"] += 1
+                self.gc_totals["bytes_freed"] += rep.bytes_freed
+                self.gc_totals["blobs_removed"] += rep.blobs_removed
+                self.gc_totals["images_removed"] += len(rep.images_removed)
+                self.gc_last = rep
+                self._bump()
+            return rep
 
     # ------------------------------------------------------------------ retention
 
@@ -585,8 +737,8 @@ class Node:
         """The job object computed now (not the one last broadcast)."""
         return self.machine.fresh_job_obj(view.job, self.now())
 
-    async def control_op(self, op: str, args: dict[str, Any]) -> Any:
-        return await api.call(self, op, args)
+    async def control_op(self, op: str, args: dict[str, Any], emit: api.Emit | None = None) -> Any:
+        return await api.call(self, op, args, emit)
 
 
 __all__ = ["Node", "validate_fact", "wall_ms", "load_key", "node_config", "P2pciError", "BuildError"]

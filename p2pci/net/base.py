@@ -25,7 +25,7 @@ Semantics (both implementations):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,10 @@ from p2pci.core.errors import ProtocolError
 
 Validator = Callable[[bytes], bytes]
 """`validate(raw) -> fact id`; raises ProtocolError on anything invalid."""
+
+BlobAccess = Callable[[bytes, str], Awaitable[str | None]]
+"""`await access(sha256, requester_peer_id)`: None to serve the blob, else why it is refused
+(sent to the requester; the server counts `blob_refused`). Unset: every blob is served."""
 
 TOPIC = "/p2pci/board/1"
 MAX_FACT = 64 * 1024
@@ -140,6 +144,10 @@ class Network(Protocol):
 
     def serve_blobs(self, store: BlobStoreLike) -> None:
         """Serve blobs from `store` to peers that ask."""
+        ...
+
+    def set_blob_access(self, access: BlobAccess) -> None:
+        """Ask `access` before serving any blob (see `BlobAccess`)."""
         ...
 
     def set_sync_source(self, source: SyncSource) -> None: ...

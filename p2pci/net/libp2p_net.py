@@ -35,6 +35,7 @@ from p2pci.net import wire
 from p2pci.net.base import (
     MAX_FACT,
     TOPIC,
+    BlobAccess,
     BlobStoreLike,
     BlobUnavailable,
     Delivery,
@@ -451,6 +452,7 @@ class LibP2PNetwork:
         self._listen = list(listen) or ["/ip4/127.0.0.1/tcp/0"]
         self._validate = validate or _default_validate
         self._blobs = blobs
+        self._blob_access: BlobAccess | None = None
         self._sync: SyncSource = sync_source or EmptySyncSource()
         self.degree = degree
         self.sync_interval = sync_interval
@@ -533,6 +535,9 @@ class LibP2PNetwork:
 
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store
+
+    def set_blob_access(self, access: BlobAccess) -> None:
+        self._blob_access = access
 
     def forget(self, fact_ids: list[bytes]) -> None:
         """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
@@ -1301,6 +1306,12 @@ class LibP2PNetwork:
         try:
             with trio.fail_after(self.request_timeout):
                 sha, size = wire.parse_blob_request(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
+            if self._blob_access is not None:  # before anything else: a refusal says nothing of what we hold
+                refused = await self._blob_access(sha, peer)
+                if refused is not None:
+                    self._stats.inc("blob_refused")
+                    await self._refuse(stream, refused)
+                    return
             store = self._blobs
             if store is None or not store.has(sha):
                 await self._refuse(stream, "not found")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 from p2pci.core.errors import ProtocolError
 from p2pci.net.base import (
+    BlobAccess,
     BlobStoreLike,
     BlobUnavailable,
     Delivery,
@@ -122,6 +123,7 @@ class MemoryNetwork:
         self._peer_id = peer_id
         self._validate = validate
         self._blobs = blobs
+        self._blob_access: BlobAccess | None = None
         self._sync = sync_source or EmptySyncSource()
         self.sync_interval = sync_interval
         self._seen = SeenIds()
@@ -174,6 +176,12 @@ class MemoryNetwork:
             if node is None or not self.hub.can_talk(self._peer_id, peer):
                 reasons.append(f"{peer}: not reachable")
                 continue
+            if node._blob_access is not None:
+                refused = await node._blob_access(ref.sha256, self._peer_id)
+                if refused is not None:
+                    node._stats.inc("blob_refused")
+                    reasons.append(f"{peer}: refused: {refused}")
+                    continue
             src = node._blobs
             if src is None or not src.has(ref.sha256):
                 reasons.append(f"{peer}: does not have it")
@@ -198,6 +206,9 @@ class MemoryNetwork:
 
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store
+
+    def set_blob_access(self, access: BlobAccess) -> None:
+        self._blob_access = access
 
     def forget(self, fact_ids: list[bytes]) -> None:
         """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""

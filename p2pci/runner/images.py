@@ -356,17 +356,21 @@ def build_busybox(
     archive_out: Path | None = None,
     extra_labels: dict[str, str] | None = None,
     tag: str = "p2pci/busybox:latest",
+    progress: Progress | None = None,
 ) -> str:
     """Build the busybox image (loading it only when absent); returns its ID.
 
     `extra_labels` and `tag` make a distinct variant (tests use one, so that
-    they can remove it without disturbing the shared image).
+    they can remove it without disturbing the shared image). `progress` gets
+    one line per stage (layer written, loading into Docker).
     """
+    say = progress or (lambda _msg: None)
     with tempfile.TemporaryDirectory(prefix="p2pci-img-") as tmp:
         layer = Path(tmp) / "layer.tar"
         with open(layer, "wb") as f:
             labels = busybox_layer(f)
         labels.update(extra_labels or {})
+        say(f"p2pci: busybox layer written ({layer.stat().st_size} bytes); loading the image into docker")
         return _finish(layer, Path(tmp), labels, tag, archive_out)
 
 
@@ -492,7 +496,10 @@ def resolve_image(name: str, *, progress: Progress = _stderr) -> str:
         if found:
             return found
         progress("p2pci: building the busybox image")
-        return build_busybox()
+        t0 = time.monotonic()
+        image_id = build_busybox(progress=progress)
+        progress(f"p2pci: built busybox in {time.monotonic() - t0:.0f} s: {image_id}")
+        return image_id
     m = re.match(r"^debian:([a-z][a-z0-9-]*)(?:\+(.*))?$", name)
     if m:
         recipe = debian_recipe(m.group(1), (m.group(2) or "").split(","))
@@ -535,8 +542,10 @@ def ensure_image(image_id: str, archive_path: Path | None = None) -> None:
     import_image(archive_path, expect=image_id)
 
 
-def export_image(image_id: str, dest: Path) -> tuple[bytes, int]:
-    """`docker save` of one image by ID (no tags) into `dest`; returns (sha256, size)."""
+def export_image(image_id: str, dest: Path, *, progress: Callable[[int], None] | None = None) -> tuple[bytes, int]:
+    """`docker save` of one image by ID (no tags) into `dest`; returns (sha256, size).
+
+    `progress(bytes_so_far)` is called about once a second while it streams."""
     import docker
 
     try:
@@ -545,11 +554,15 @@ def export_image(image_id: str, dest: Path) -> tuple[bytes, int]:
         raise LocalError(f"no such image: {image_id}") from None
     h = hashlib.sha256()
     size = 0
+    last = time.monotonic()
     with open(dest, "wb") as f:
         for chunk in client().api.get_image(img.id):
             f.write(chunk)
             h.update(chunk)
             size += len(chunk)
+            if progress is not None and time.monotonic() - last >= 1.0:
+                last = time.monotonic()
+                progress(size)
     return h.digest(), size
 
 

@@ -22,7 +22,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from p2pci.core.results import ManifestEntry
+from p2pci.core.results import MAX_MANIFEST_ENTRIES, ManifestEntry
 from p2pci.runner.source import MAX_TREE_DEPTH, too_deep
 
 _CHUNK = 1 << 20
@@ -55,10 +55,19 @@ class IterStream(io.RawIOBase):
         return n
 
 
+TOO_MANY_FILES = "more than"  # how the file-count refusal starts (the worker declines it as `outputs`)
+
+
 def read_outputs(
-    stream: io.RawIOBase | io.BufferedIOBase, dest: Path, *, max_bytes: int, root: str = "out"
+    stream: io.RawIOBase | io.BufferedIOBase,
+    dest: Path,
+    *,
+    max_bytes: int,
+    root: str = "out",
+    max_files: int = MAX_MANIFEST_ENTRIES,
 ) -> tuple[ManifestEntry, ...]:
-    """Copy the regular files of the tar stream to `dest`; return the sorted manifest."""
+    """Copy the regular files of the tar stream to `dest`; return the sorted manifest.
+    More than `max_files` files (what a manifest may list) is an OutputError, found while reading."""
     dest.mkdir(mode=0o755, parents=True, exist_ok=False)
     made_dirs: set[str] = {""}
     files: dict[str, ManifestEntry] = {}
@@ -89,6 +98,10 @@ def read_outputs(
                     if rel in files:
                         raise OutputError(f"{shown} is both a file and a directory")
                     _make_dirs(dest, rel, made_dirs, files)
+                elif (m.islnk() or m.isreg()) and len(files) >= max_files:
+                    raise OutputError(
+                        f"{TOO_MANY_FILES} {max_files} files in /out: a result lists at most {max_files}"
+                    )
                 elif m.islnk():
                     target = _relative(m.linkname, root)
                     if target is None or target not in files:

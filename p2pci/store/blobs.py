@@ -180,6 +180,48 @@ class BlobStore:
             raise LocalError(f"no blob {_hex(sha)}")
         shutil.copyfile(src, dest)
 
+    def adopt(self, path: Path | str) -> BlobRef:
+        """Store the file at `path` without a second copy of its bytes: hashed, then hard-linked
+        into place (the file must not change afterwards: the store and `path` share one inode).
+
+        Falls back to a copy when `path` is on another filesystem. The link's mode is made
+        read-only (0o444) so that the shared inode is not written through `path` by mistake."""
+        h = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as src:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+        sha = h.digest()
+        if self.has(sha):
+            return BlobRef(sha256=sha, size=size)
+        tmp = self._tmp / f"l-{os.getpid()}-{sha.hex()[:16]}-{time.monotonic_ns()}"
+        try:
+            os.link(path, tmp)
+        except OSError:
+            return self.put_file(path)
+        try:
+            os.chmod(tmp, 0o444)
+            self._commit(tmp, sha)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return BlobRef(sha256=sha, size=size)
+
+    def iter_blobs(self) -> Iterator[tuple[bytes, int, float]]:
+        """(sha256, size, mtime) of every blob in the store (temp files excluded)."""
+        for sub in sorted(self.dir.iterdir()):
+            if sub.name == "tmp" or len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for f in sorted(sub.iterdir()):
+                try:
+                    sha = bytes.fromhex(f.name)
+                    st = f.stat()
+                except (ValueError, OSError):
+                    continue
+                if len(sha) == 32 and f.name.startswith(sub.name):
+                    yield sha, st.st_size, st.st_mtime
+
     def remove(self, sha: bytes) -> None:
         self.path(sha).unlink(missing_ok=True)
 

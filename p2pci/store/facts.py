@@ -11,6 +11,11 @@ Tables:
 * ``pins(job PRIMARY KEY)``: jobs retention never prunes (exported, our own).
 * ``kv(key PRIMARY KEY, value)``: small node state as msgpack (trust set,
   the worker's salts and results so a restarted worker can still reveal).
+* ``blob_refs(sha, job, role, served, at)``: why a blob is in this node's store
+  (`p2pci.daemon.gc` keeps it while its job needs it; the blob server serves it
+  only under the access rule of a job it is tied to with ``served = 1``).
+  Rows are written only for blobs this node made or fetched for that job, never
+  from what a peer claims: a hostile offer naming someone else's hash ties nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ CREATE TABLE IF NOT EXISTS facts (
 CREATE INDEX IF NOT EXISTS facts_job ON facts(job);
 CREATE TABLE IF NOT EXISTS pins (job BLOB PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blob_refs (
+    sha BLOB NOT NULL,
+    job BLOB NOT NULL,
+    role TEXT NOT NULL,
+    served INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (sha, job, role)
+);
+CREATE INDEX IF NOT EXISTS blob_refs_job ON blob_refs(job);
 """
 
 
@@ -199,6 +213,66 @@ class FactStore:
             self._db.executemany("DELETE FROM facts WHERE job=?", [(j,) for j in doomed])
             self._db.execute("COMMIT")
             return self._db.total_changes - before_changes
+
+    # -------------------------------------------------------------- blob references
+
+    def tie(self, job: bytes, refs: Iterable[tuple[bytes, str]], *, served: bool, at: int) -> None:
+        """Record that the blobs `refs` ((sha256, role) pairs) are here for `job`.
+
+        `served`: the blob server may serve them under the job's access rule (a worker's
+        outputs are tied unserved when built and served from the reveal on). An existing
+        row is only ever widened to served, never narrowed."""
+        rows = [(bytes(sha), bytes(job), role, int(served), at) for sha, role in refs]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO blob_refs(sha, job, role, served, at) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(sha, job, role) DO UPDATE SET served = max(served, excluded.served)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def serve_job_blobs(self, job: bytes) -> int:
+        """Mark every blob tied to `job` as served (the worker has revealed); how many rows."""
+        with self._lock:
+            cur = self._db.execute("UPDATE blob_refs SET served = 1 WHERE job = ? AND served = 0", (job,))
+            return cur.rowcount
+
+    def blob_jobs(self, sha: bytes) -> list[tuple[bytes, str, bool]]:
+        """(job, role, served) for every tie of the blob `sha`."""
+        with self._lock:
+            rows = self._db.execute("SELECT job, role, served FROM blob_refs WHERE sha = ?", (sha,)).fetchall()
+        return [(bytes(j), str(r), bool(s)) for j, r, s in rows]
+
+    def blob_refs(self) -> list[tuple[bytes, bytes, str, bool, int]]:
+        """Every tie: (sha, job, role, served, at)."""
+        with self._lock:
+            rows = self._db.execute("SELECT sha, job, role, served, at FROM blob_refs").fetchall()
+        return [(bytes(s), bytes(j), str(r), bool(v), int(t)) for s, j, r, v, t in rows]
+
+    def untie_jobs(self, jobs: Iterable[bytes]) -> int:
+        """Forget every tie of `jobs` (garbage collection dropped them); how many rows."""
+        doomed = [(bytes(j),) for j in jobs]
+        if not doomed:
+            return 0
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM blob_refs WHERE job = ?", doomed)
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def last_activity(self) -> dict[bytes, int]:
+        """job -> when its newest fact arrived (ms), for every job with facts on disk."""
+        with self._lock:
+            rows = self._db.execute("SELECT job, max(received_at) FROM facts GROUP BY job").fetchall()
+        return {bytes(j): int(t) for j, t in rows}
 
     # -------------------------------------------------------------- kv
 

@@ -26,14 +26,17 @@ from typing import Any
 
 import trio
 
-from p2pci.config import Config, Timing, WorkerSettings
+from p2pci.config import Config, PublishSettings, Timing, WorkerSettings
 from p2pci.core.errors import BuildError
+from p2pci.core.identity import mint
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import NodeKey
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.net.memory import MemoryHub, MemoryNetwork
 from p2pci.runner.base import BuildResult, BuildSpec, OnLog
 from p2pci.testing.images import FakeImages
+
+CLUSTER_IDENTITY_BITS = 8  # every node's identity proof and what its offers demand (~256 hashes)
 
 FAST = Timing(
     claim_window_ms=100,
@@ -109,13 +112,30 @@ class Cluster:
     timing: Timing
     worker: WorkerSettings
 
-    async def add_node(self, runner: ScriptedRunner | None, *, index: int | None = None) -> Node:
-        """Start a node (`index`: restart that node on its old home and key)."""
+    async def add_node(
+        self, runner: ScriptedRunner | None, *, index: int | None = None, identity: bytes | None = None
+    ) -> Node:
+        """Start a node (`index`: restart that node on its old home and key; `identity`: its
+        identity nonce, default one of CLUSTER_IDENTITY_BITS)."""
         i = len(self.nodes) if index is None else index
         key = NodeKey.from_seed(hashlib.sha256(f"node{i}".encode()).digest())
-        cfg = Config(build=runner is not None, timing=self.timing, worker=self.worker)
+        # a cheap identity proof, and offers that demand it (the real check, at a test price)
+        cfg = Config(
+            build=runner is not None,
+            timing=self.timing,
+            worker=self.worker,
+            publish=PublishSettings(identity_bits=CLUSTER_IDENTITY_BITS),
+        )
         net = MemoryNetwork(self.hub, key.peer_id, validate=validate_fact, sync_interval=self.timing.sync_interval_ms / 1000)
-        node = Node(self.root / f"n{i}", cfg, network=net, runner=runner, key=key, images=FakeImages())
+        node = Node(
+            self.root / f"n{i}",
+            cfg,
+            network=net,
+            runner=runner,
+            key=key,
+            images=FakeImages(),
+            identity=mint(key.public, CLUSTER_IDENTITY_BITS) if identity is None else identity,
+        )
         scope = trio.CancelScope()
         if index is None:
             self.nodes.append(node)

@@ -26,6 +26,7 @@ from typing import IO, Any, TypeVar
 
 import trio
 
+from p2pci.config import IDENTITY_BITS_ENV
 from p2pci.control.client import acontrol_call
 from p2pci.core.errors import LocalError
 
@@ -47,6 +48,9 @@ FAST_TIMING: dict[str, int] = {
 }
 
 
+# identity proof of a mesh's nodes and what their offers demand (`make demo` too): 12 bits is
+# ~4,000 hashes (milliseconds), against ~76 s of one core at the default 27 (docs/operator.md)
+MESH_IDENTITY_BITS = 12
 DRAIN_GRACE_S = 2  # [worker] drain_grace_s of test nodes (a test may set its own)
 
 
@@ -67,6 +71,8 @@ def toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, float):
+        return repr(v)  # TOML floats: Python's repr ("1.5", "1e-06") is valid TOML
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, (list, tuple)):
@@ -151,7 +157,12 @@ class Mesh:
     """
 
     def __init__(
-        self, root: Path, *, timing: dict[str, int] | None = None, env: dict[str, str] | None = None
+        self,
+        root: Path,
+        *,
+        timing: dict[str, int] | None = None,
+        env: dict[str, str] | None = None,
+        identity_bits: int = MESH_IDENTITY_BITS,
     ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -159,6 +170,9 @@ class Mesh:
         self.env = dict(os.environ)
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env.pop("P2PCI_HOME", None)
+        # `init` mints at this strength and offers demand it ([publish] identity_bits): a real
+        # proof, at a throwaway mesh's price (an environment that sets it already wins)
+        self.env.setdefault(IDENTITY_BITS_ENV, str(identity_bits))
         if env:
             self.env.update(env)
         self.nodes: dict[str, Node] = {}

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
@@ -72,11 +72,39 @@ class LogText(Message):
 # -- the detail screen --------------------------------------------------------
 
 
-class JobScreen(Screen[None]):
-    """One job: groups by digest, dissenters, equivocators, ignored votes, log tail."""
+MOVE = Binding.Group("Move", compact=True)
+SCROLL = Binding.Group("Scroll")
+
+
+class JobsTable(DataTable[Any]):
+    """The jobs list: its keys are listed in the footer (Enter, the arrows, j/k)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("enter", "select_cursor", "Detail", key_display="Enter"),
+        Binding("up", "cursor_up", "Up", key_display="↑", group=MOVE),
+        Binding("down", "cursor_down", "Down", key_display="↓", group=MOVE),
+        Binding("k", "cursor_up", "Up", group=MOVE),
+        Binding("j", "cursor_down", "Down", group=MOVE),
+    ]
+
+
+class DetailScroll(VerticalScroll):
+    """The job detail (it can be longer than the screen): its scroll keys are in the footer."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "scroll_up", "Up", key_display="↑", group=SCROLL),
+        Binding("down", "scroll_down", "Down", key_display="↓", group=SCROLL),
+        Binding("pageup", "page_up", "Page up", key_display="PgUp", group=SCROLL),
+        Binding("pagedown", "page_down", "Page down", key_display="PgDn", group=SCROLL),
+    ]
+
+
+class JobScreen(Screen[None]):
+    """One job: groups by digest, dissenters, equivocators, ignored votes, select rounds, each
+    worker's phase, deadlines, whether the evidence is complete, and a log pane."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", key_display="Esc"),
         Binding("l", "app.logs", "Logs"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -84,21 +112,40 @@ class JobScreen(Screen[None]):
     def __init__(self, job_id: str) -> None:
         super().__init__()
         self.job_id = job_id
+        self.has_log = False  # any line written to the log pane (a hidden RichLog defers its writes)
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(id="detail")
+            with DetailScroll(id="detail-scroll"):
+                yield Static(id="detail")
             yield RichLog(id="log", max_lines=m.LOG_LINES, wrap=False, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
         log = self.query_one("#log", RichLog)
-        log.border_title = "log: this node's build, live as it runs · l fetches every revealed log"
-        self.refresh_detail()
+        self.query_one("#detail-scroll", DetailScroll).focus()
         app = self.app
         if isinstance(app, StatusApp):
             for line in app.model.logs.get(self.job_id, ()):
                 log.write(Text(line))  # already made safe by the model
+                self.has_log = True
+        self.refresh_detail()
+
+    def show_log_if_it_can_fill(self) -> None:
+        """The log pane shows this node's build live, and what `l` fetches. On a node that never
+        builds (`--no-build`) it stays hidden until `l` brings a log: it could never fill otherwise."""
+        log = self.query_one("#log", RichLog)
+        app = self.app
+        node = app.model.node if isinstance(app, StatusApp) else None
+        builds = node is None or node.slots != 0
+        if builds:
+            log.border_title = "log: this node's build, live as it runs · l fetches every revealed log"
+        else:
+            log.border_title = "log: the revealed logs (l)"
+        log.display = builds or self.has_log
+        detail = self.query_one("#detail-scroll", DetailScroll)
+        detail.styles.height = "auto" if log.display else "1fr"  # alone, the detail takes the screen
+        detail.styles.max_height = "70%" if log.display else "100%"
 
     def refresh_detail(self) -> None:
         app = self.app
@@ -106,11 +153,12 @@ class JobScreen(Screen[None]):
             return
         job = app.model.jobs.get(self.job_id)
         detail = self.query_one("#detail", Static)
+        self.show_log_if_it_can_fill()
         if job is None:
             detail.update(Text(f"job {self.job_id}: not on the board"))
             return
         text = Text()
-        for i, line in enumerate(m.detail_lines(app.model, job)):
+        for i, line in enumerate(m.detail_lines(app.model, job, app.clock())):
             if i == 2:
                 text.append(line + "\n", style=m.VERDICT_STYLE.get(job.verdict, ""))
             else:
@@ -121,6 +169,8 @@ class JobScreen(Screen[None]):
         log = self.query_one("#log", RichLog)
         for line in lines:  # peer text: escaped, and a Text so that no markup is parsed
             log.write(Text(safe_text(line)))
+            self.has_log = True
+        self.show_log_if_it_can_fill()
 
 
 # -- the main app ---------------------------------------------------------------
@@ -134,16 +184,14 @@ class StatusApp(App[int]):
     #node { height: auto; border: round $primary; padding: 0 1; }
     #peers { height: 8; border: round $primary; }
     #jobs { height: 1fr; border: round $primary; }
-    #detail { height: auto; border: round $primary; padding: 0 1; }
-    #log { height: 1fr; border: round $primary; }
+    #detail-scroll { height: auto; max-height: 70%; border: round $primary; }
+    #detail { height: auto; padding: 0 1; }
+    #log { height: 1fr; min-height: 5; border: round $primary; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
-        Binding("j", "down", "Down", show=False),
-        Binding("k", "up", "Up", show=False),
         Binding("f", "filter", "Filter"),
         Binding("l", "logs", "Logs"),
-        Binding("enter", "open", "Detail", show=False),
     ]
 
     def __init__(
@@ -169,7 +217,7 @@ class StatusApp(App[int]):
         yield Static("connecting…", id="conn")
         yield Static(id="node")
         yield DataTable(id="peers", cursor_type="none", zebra_stripes=True)
-        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield JobsTable(id="jobs", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -214,6 +262,7 @@ class StatusApp(App[int]):
         self.render_node()
         self.render_peers()
         self.render_jobs()
+        self._refresh_detail()  # its deadlines count down
 
     def render_conn(self) -> None:
         conn = self.query_one("#conn", Static)
@@ -312,26 +361,13 @@ class StatusApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """List-only keys are hidden (and off) while a job's detail is open."""
-        if action in ("filter", "down", "up", "open") and self.detail_screen() is not None:
+        if action == "filter" and self.detail_screen() is not None:
             return False
         return True
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "jobs" and event.row_key.value is not None:
             self.push_screen(JobScreen(event.row_key.value))
-
-    def action_open(self) -> None:
-        job = self.selected_job()
-        if job is not None and self.detail_screen() is None:
-            self.push_screen(JobScreen(job))
-
-    def action_down(self) -> None:
-        if self.detail_screen() is None:
-            self.query_one("#jobs", DataTable).action_cursor_down()
-
-    def action_up(self) -> None:
-        if self.detail_screen() is None:
-            self.query_one("#jobs", DataTable).action_cursor_up()
 
     def action_filter(self) -> None:
         if self.detail_screen() is None:

@@ -87,6 +87,25 @@ class Group:
 
 
 @dataclass(frozen=True)
+class WorkerRow:
+    """One row of the job object's `workers` (its phase as this node's facts tell it)."""
+
+    peer: str
+    phase: str  # claimed, selected, dropped, committed, revealed, declined, timed_out (or unknown: shown as "?")
+    why: str = ""  # a decline's reason code and detail, one line
+    selected: bool = False
+    log: str = ""  # sha256 hex of a decline's log blob
+
+
+@dataclass(frozen=True)
+class Round:
+    round: int
+    select: str  # the select fact's id (hex)
+    created: int | None
+    workers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Job:
     job: str
     project: str
@@ -102,12 +121,22 @@ class Job:
     hidden: int = 0  # list items (groups, workers, ignored votes...) beyond what the model keeps
     reason: str | None = None  # why EXPIRED
     cause: str | None = None  # its cause (no eligible worker, N declined, timed out, publisher gone)
-    phases: tuple[tuple[str, str, str], ...] = ()  # per worker: (peer, phase, decline reason and detail)
+    phases: tuple[WorkerRow, ...] = ()  # per worker: its phase, and a decline's reason and detail
     provenance: tuple[tuple[str, str], ...] = ()  # (label, value): what the job builds, from its offer
+    rounds: tuple[Round, ...] = ()  # the publisher's valid select rounds, in order
+    ignored_selects: tuple[tuple[int, str, str], ...] = ()  # (round, signer, reason): select facts not counted
+    missing: tuple[str, ...] = ()  # selected workers owing a reveal this node lacks
+    deadlines: tuple[tuple[str, int], ...] = ()  # (what, ms since the epoch), in time order
 
     @property
     def votes(self) -> int:
+        """Every counted vote (`p2pci jobs`: VOTES)."""
         return sum(len(g.workers) for g in self.groups)
+
+    @property
+    def agree(self) -> int:
+        """The largest group's votes (`p2pci jobs`: AGREE)."""
+        return max((len(g.workers) for g in self.groups), default=0)
 
 
 @dataclass(frozen=True)
@@ -126,6 +155,8 @@ class NodeInfo:
     busy: int | None
     uptime_s: int | None
     building: tuple[str, ...]  # job ids (hex) this node is building
+    accepting: str = "open"  # open, paused or draining (donor controls and the schedule)
+    paused_why: str = ""
 
 
 def parse_provenance(obj: Any) -> tuple[tuple[str, str], ...]:
@@ -190,24 +221,31 @@ def parse_job(obj: Any) -> Job:
     dissenters = _list(obj.get("dissenters"), "job.dissenters")
     equivocators = _list(obj.get("equivocators"), "job.equivocators")
     hidden += max(0, len(dissenters) - MAX_LIST) + max(0, len(equivocators) - MAX_LIST)
-    phases = []
-    raw_workers = obj.get("workers") or []
-    if not isinstance(raw_workers, list):
-        raise BadFrame("job.workers: expected a list")
+    raw_workers = _list(obj.get("workers"), "job.workers")
     hidden += max(0, len(raw_workers) - MAX_LIST)
-    for w in raw_workers[:MAX_LIST]:
-        if not isinstance(w, dict):
-            raise BadFrame("job.workers[]: expected a map")
-        why = _opt_str(w.get("reason"), "workers.reason") or ""
-        raw = w.get("detail")
-        detail = "" if raw is None else _str(" ".join(raw.split()) if isinstance(raw, str) else raw, "workers.detail")[:160]
-        phases.append(
-            (
-                _str(w.get("worker"), "workers.worker"),
-                _str(w.get("phase"), "workers.phase", limit=16),
-                why + (f": {detail}" if detail else ""),
-            )
-        )
+    phases = tuple(_worker_row(w) for w in raw_workers[:MAX_LIST])
+    raw_rounds = _list(obj.get("rounds"), "job.rounds")
+    hidden += max(0, len(raw_rounds) - 64)
+    rounds = []
+    for r in raw_rounds[:64]:
+        if not isinstance(r, dict):
+            raise BadFrame("job.rounds[]: expected a map")
+        ws = _list(r.get("workers"), "round.workers")
+        hidden += max(0, len(ws) - MAX_LIST)
+        rounds.append(Round(round=_int(r.get("round"), "round.round"), select=_str(r.get("select"), "round.select"),
+                            created=_opt_int(r.get("created"), "round.created"),
+                            workers=_str_list(ws, "round.workers")))
+    raw_isel = _list(obj.get("ignored_selects"), "job.ignored_selects")
+    hidden += max(0, len(raw_isel) - MAX_LIST)
+    ignored_selects = []
+    for b in raw_isel[:MAX_LIST]:
+        if not isinstance(b, dict):
+            raise BadFrame("job.ignored_selects[]: expected a map")
+        ignored_selects.append((_int(b.get("round"), "ignored_selects.round"),
+                                _str(b.get("signer"), "ignored_selects.signer"),
+                                _str(b.get("reason", ""), "ignored_selects.reason")))
+    missing = _list(obj.get("missing"), "job.missing")
+    hidden += max(0, len(missing) - MAX_LIST)
     return Job(
         job=job,
         project=_str(obj.get("project") or "", "job.project", limit=80),
@@ -223,9 +261,41 @@ def parse_job(obj: Any) -> Job:
         hidden=hidden,
         reason=_opt_str(obj.get("reason"), "job.reason"),
         cause=_opt_str(obj.get("cause"), "job.cause"),
-        phases=tuple(phases),
+        phases=phases,
         provenance=parse_provenance(obj.get("provenance")),
+        rounds=tuple(rounds),
+        ignored_selects=tuple(ignored_selects),
+        missing=_str_list(missing, "job.missing"),
+        deadlines=_deadlines(obj.get("deadlines")),
     )
+
+
+def _worker_row(w: Any) -> WorkerRow:
+    if not isinstance(w, dict):
+        raise BadFrame("job.workers[]: expected a map")
+    why = _opt_str(w.get("reason"), "workers.reason") or ""
+    raw = w.get("detail")
+    detail = "" if raw is None else _str(" ".join(raw.split()) if isinstance(raw, str) else raw, "workers.detail")[:160]
+    log = _opt_str(w.get("log"), "workers.log") or ""
+    return WorkerRow(
+        peer=_str(w.get("worker"), "workers.worker"),
+        phase=_str(w.get("phase"), "workers.phase", limit=16),
+        why=why + (f": {detail}" if detail else ""),
+        selected=w.get("selected") is True,
+        log=log[:64] if _HEX.match(log) else "",
+    )
+
+
+DEADLINES = (("claim_window_end", "claim window ends"), ("reveal", "reveal by"), ("offer", "deadline"))
+
+
+def _deadlines(obj: Any) -> tuple[tuple[str, int], ...]:
+    """The job object's `deadlines` map as (label, ms) in the order of DEADLINES; None -> ()."""
+    if obj is None:
+        return ()
+    if not isinstance(obj, dict):
+        raise BadFrame("job.deadlines: expected a map")
+    return tuple((label, _int(obj[key], f"deadlines.{key}")) for key, label in DEADLINES if obj.get(key) is not None)
 
 
 def parse_peer(obj: Any) -> Peer:
@@ -269,6 +339,8 @@ def parse_node(obj: Any) -> NodeInfo:
         busy=_opt_int(obj.get("busy"), "node.busy"),
         uptime_s=_opt_int(obj.get("uptime_s"), "node.uptime_s"),
         building=tuple(building),
+        accepting=str(obj.get("accepting")) if obj.get("accepting") in ("open", "paused", "draining") else "open",
+        paused_why=_str(obj.get("paused_why") or "", "node.paused_why"),
     )
 
 
@@ -429,6 +501,8 @@ def node_lines(model: StatusModel, now: int) -> list[str]:
         f"listen   {', '.join(n.addrs) if n.addrs else '-'}",
         f"slots    {slot_text}    uptime {uptime}",
     ]
+    if n.accepting != "open":
+        lines.append(f"accepting no new work: {n.accepting}" + (f" ({n.paused_why})" if n.paused_why else ""))
     if n.building:
         lines.append("building " + ", ".join(short_id(b) for b in n.building))
     return lines
@@ -439,24 +513,27 @@ def peer_row(peer: Peer, now: int) -> tuple[str, str, str, str]:
     return (short_peer(peer.peer_id), peer.via or "-", peer.addrs[0] if peer.addrs else "-", since)
 
 
-JOB_COLUMNS = ("project", "job", "age", "replicas/quorum", "votes", "verdict")
+JOB_COLUMNS = ("project", "job", "age", "replicas/quorum", "votes", "agree", "verdict")
 
 
-def job_row(model: StatusModel, job: Job, now: int) -> tuple[str, str, str, str, str, str]:
+def job_row(model: StatusModel, job: Job, now: int) -> tuple[str, str, str, str, str, str, str]:
     rq = f"{job.replicas if job.replicas is not None else '?'}/{job.quorum if job.quorum is not None else '?'}"
     created = model.created_of(job)
     age = "-" if created is None else fmt_duration((now - created) // 1000)
-    return (job.project or "-", short_id(job.job), age, rq, str(job.votes), job.verdict)
+    return (job.project or "-", short_id(job.job), age, rq, str(job.votes), str(job.agree), job.verdict)
 
 
-def detail_lines(model: StatusModel, job: Job) -> list[str]:
-    """The job detail pane: groups by digest, dissenters, equivocators, ignored votes."""
+def detail_lines(model: StatusModel, job: Job, now: int | None = None) -> list[str]:
+    """The job detail pane: what it builds, groups by digest, dissenters, equivocators, ignored
+    votes, the publisher's select rounds, each worker's phase, the deadlines (relative to `now`
+    when given) and whether this node holds every reveal the verdict needs."""
     lines = [
         f"job       {job.job}",
         f"project   {job.project or '-'}",
         f"verdict   {job.verdict}" + (f"  digest {job.digest}" if job.digest else ""),
         f"trust     replicas {job.replicas if job.replicas is not None else '?'}, "
         f"quorum {job.quorum if job.quorum is not None else '?'}, votes in {job.votes}",
+        *expired_lines(job),
         *(f"{label:<9} {value}" for label, value in job.provenance),
         "",
         "groups (by result digest):" if job.groups else "groups: none yet",
@@ -470,7 +547,10 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
         lines.extend(f"  {w}" for w in items)
     lines.append("ignored votes: " + ("none" if not job.ignored else ""))
     lines.extend(f"  {w}: {reason}" for w, reason in job.ignored)
-    lines.extend(phase_lines(job))
+    lines.extend(round_lines(job, now))
+    lines.extend(phase_lines(model, job))
+    lines.extend(deadline_lines(job, now))
+    lines.extend(evidence_lines(job))
     if job.hidden:
         lines.append(f"(and {job.hidden} more entries not shown: `p2pci show {short_id(job.job)} --json` has them all)")
     if job.verdict == "DISPUTED":
@@ -485,9 +565,41 @@ def detail_lines(model: StatusModel, job: Job) -> list[str]:
     return lines
 
 
+def fmt_clock(ms: int) -> str:
+    """An absolute time as HH:MM:SS UTC (a date first when it is not today's is not needed: jobs
+    last at most days, and `show` prints the full date)."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def fmt_relative(ms: int, now: int | None) -> str:
+    """ "14:02:05 UTC (in 3s)" / "(1m05s ago)"; without `now`, the clock time only."""
+    text = f"{fmt_clock(ms)} UTC"
+    if now is None:
+        return text
+    delta = (ms - now) // 1000
+    return text + (f" (in {fmt_duration(delta)})" if delta > 0 else f" ({fmt_duration(-delta)} ago)")
+
+
+def round_lines(job: Job, now: int | None) -> list[str]:
+    """Issue 13: the workers each valid select round named, and the select facts not counted."""
+    lines = ["selection: " + ("no select round yet" if not job.rounds else "")]
+    for r in job.rounds:
+        when = "" if r.created is None else f" at {fmt_clock(r.created)} UTC"
+        lines.append(f"  round {r.round}{when}: selected {len(r.workers)}")
+        lines.extend(f"      {w}" for w in r.workers)
+    for rnd, signer, reason in job.ignored_selects:
+        lines.append(f"  ignored select (round {rnd}) by {short_peer(signer)}: {reason}")
+    return lines
+
+
 PHASE_WORDS = {
     "claimed": "claimed",
-    "selected": "selected (building)",
+    "selected": "selected, building",
     "dropped": "dropped by a later round",
     "committed": "committed",
     "revealed": "revealed",
@@ -496,18 +608,54 @@ PHASE_WORDS = {
 }
 
 
-def phase_lines(job: Job) -> list[str]:
-    """Per worker: claimed / selected / committed / revealed / declined (why) / timed out, and
-    why an EXPIRED job expired (issue 16)."""
-    lines: list[str] = []
-    if job.verdict == "EXPIRED" and job.reason:
-        lines.append(f"expired:  {job.reason}")
-        if job.cause:
-            lines.append(f"cause:    {job.cause}")
-    lines.append("workers: " + ("none yet" if not job.phases else ""))
-    for peer, phase, why in job.phases:
-        lines.append(f"  {short_peer(peer)}  {PHASE_WORDS.get(phase, phase)}" + (f" ({why})" if why else ""))
+def phase_word(model: StatusModel, job: Job, row: WorkerRow) -> str:
+    """A worker's phase in words; this node's own row says "building" only while it builds."""
+    me = model.node
+    if me is not None and row.peer == me.peer_id:
+        if job.job in me.building:
+            return "building (this node)"
+        if row.phase == "selected":
+            return "selected (this node; not building yet)"
+    return PHASE_WORDS.get(row.phase, f"? {row.phase}")
+
+
+def expired_lines(job: Job) -> list[str]:
+    """Why an EXPIRED job expired (issue 16): the verdict's reason and its cause."""
+    if job.verdict != "EXPIRED":
+        return []
+    return [*([f"expired:  {job.reason}"] if job.reason else []), *([f"cause:    {job.cause}"] if job.cause else [])]
+
+
+def phase_lines(model: StatusModel, job: Job) -> list[str]:
+    """Per worker: claimed / selected / building / committed / revealed / declined (why) / timed
+    out (issue 16)."""
+    lines = ["workers: " + ("none yet" if not job.phases else "")]
+    for row in job.phases:
+        text = f"  {short_peer(row.peer)}  {phase_word(model, job, row)}" + (f" ({row.why})" if row.why else "")
+        if row.log:
+            text += f"  log {row.log[:16]}"
+        lines.append(text)
     return lines
+
+
+def deadline_lines(job: Job, now: int | None) -> list[str]:
+    if not job.deadlines:
+        return []
+    return ["deadlines:", *(f"  {label:<18}{fmt_relative(ms, now)}" for label, ms in job.deadlines)]
+
+
+def evidence_lines(job: Job) -> list[str]:
+    """Issue 13: does this node hold every reveal the verdict needs (what `export` + `verify` would
+    call a complete bundle: a valid select round, and a reveal from every selected worker that owes one)?"""
+    if not job.rounds:
+        if job.verdict == "PENDING":
+            return ["evidence: waiting for the publisher's select round"]
+        return ["evidence: incomplete (no valid select round: no vote can count)"]
+    if not job.missing:
+        return ["evidence: complete (every selected worker that owes a reveal has revealed here)"]
+    state = "waiting for" if job.verdict == "PENDING" else "incomplete: missing"
+    return [f"evidence: {state} {len(job.missing)} reveal(s) of selected workers",
+            *(f"  {w}" for w in job.missing)]
 
 
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")

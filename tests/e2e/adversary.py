@@ -167,7 +167,7 @@ class Adversary:
         ]
         seen = tuple(sorted(c.id for c in commits))
         for i, k in enumerate(keys):
-            await self.send(Reveal(job, w, salts[i], code, manifest, LOG_REF, seen), k)
+            await self.send(Reveal.of(job, w, salts[i], code, manifest, LOG_REF, seen), k)
         say(
             f"sybil: {phase} pair revealed {w.hex()[:12]} for {job.hex()[:12]} as "
             + " ".join(k.peer_id for k in keys)
@@ -182,7 +182,7 @@ class Adversary:
             salt = secrets.token_bytes(16)
             await self.send(Commit(job, commit_hash(salt, w, self.key.public)))
             others = tuple(sorted(set(st.commits)))
-            await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, others))
+            await self.send(Reveal.of(job, w, salt, code, manifest, LOG_REF, others))
             say(
                 f"early: revealed {w.hex()[:12]} for {job.hex()[:12]} with {len(others) - 1} other commits held"
             )
@@ -194,7 +194,7 @@ class Adversary:
                 code, manifest, w = wrong_result(job, tag)
                 st.salts[tag] = salt = secrets.token_bytes(16)
                 c = await self.send(Commit(job, commit_hash(salt, w, k.public)), k)
-                await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, (c.id,)), k)
+                await self.send(Reveal.of(job, w, salt, code, manifest, LOG_REF, (c.id,)), k)
                 say(f"noisy: {k.peer_id} revealed {w.hex()[:12]} for {job.hex()[:12]}")
 
     def state(self, job: bytes) -> JobState:
@@ -275,14 +275,14 @@ class Adversary:
             st.acted.add("reveal")
             code, manifest, w = wrong_result(job)
             salt = st.salts[w]
-            await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, seen))
+            await self.send(Reveal.of(job, w, salt, code, manifest, LOG_REF, seen))
             say(f"liar: revealed {w.hex()[:12]} for {job.hex()[:12]}")
         elif self.mode == "equivocator" and "commit" in st.acted and "reveal" not in st.acted:
             st.acted.add("reveal")
             for tag in (b"", b"2"):
                 code, manifest, w = wrong_result(job, tag)
                 salt = st.salts[w]
-                await self.send(Reveal(job, w, salt, code, manifest, LOG_REF, seen))
+                await self.send(Reveal.of(job, w, salt, code, manifest, LOG_REF, seen))
             say(f"equivocator: revealed twice for {job.hex()[:12]}")
         elif self.mode == "copier" and "reveal" not in st.acted:
             if not all(w in st.reveals for w in self.wait_for):
@@ -295,7 +295,7 @@ class Adversary:
             # Claim every commit it knows as "seen": lying about its own list does not help it.
             others = tuple(c for c in st.commits)
             await self.send(
-                Reveal(job, model.digest, salt, model.exit_code, model.manifest, model.log, others)
+                Reveal(job, model.digest, salt, model.exit_code, model.manifest, model.files, model.log, others)
             )
             say(f"copier: copied {model.digest.hex()[:12]} for {job.hex()[:12]}")
 
@@ -307,7 +307,7 @@ class Adversary:
         me = self.key.public
         victim = self.victim or hashlib.sha256(b"nobody").digest()
         code, manifest, w = wrong_result(job)
-        forged_body = Reveal(job, w, os.urandom(16), code, manifest, LOG_REF, ()).to_obj()
+        forged_body = Reveal.of(job, w, os.urandom(16), code, manifest, LOG_REF, ()).to_obj()
 
         def envelope(kind: str, body: Any, signer: bytes, sig: bytes) -> bytes:
             return canonical({"v": 2, "kind": kind, "body": body, "signer": signer, "sig": sig})
@@ -337,8 +337,8 @@ class Adversary:
         # 7. an unknown kind, correctly signed.
         body = {"job": job}
         await self.send_raw(envelope("vote", body, me, self.key.sign(signed_bytes("vote", canonical(body)))))
-        # 8. a correctly signed reveal whose digest does not match its manifest.
-        bad = dict(forged_body, digest=hashlib.sha256(b"not the digest").digest())
+        # 8. a correctly signed reveal whose manifest blob cannot hold its file count.
+        bad = dict(forged_body, files=10, manifest={"sha256": hashlib.sha256(b"m").digest(), "size": 1})
         await self.send_raw(
             envelope("reveal", bad, me, self.key.sign(signed_bytes("reveal", canonical(bad))))
         )

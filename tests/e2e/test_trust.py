@@ -16,17 +16,34 @@ points at each scenario):
    can compute) claim during the window: the `select` names exactly the
    claimants the revealed seed ranks lowest, recomputed here from the bundle.
 3. `squatter`: a key claims with `lease_until = 2**62` and never builds:
-   selected (the job is published again until it is), it is replaced in a
-   later round, no earlier than the lease cap, and quorum = replicas = 3
-   needs the replacement's vote.
-4. `early`: a real selected worker commits and reveals W before anybody else
-   committed: the other selected workers' votes still count.
+   selected in round 0 by construction (below), it is dropped in a later
+   round, no earlier than the lease cap, and quorum = replicas = 3 needs the
+   replacement's vote.
+4. `early`: a real selected worker (selected in round 0 by construction)
+   commits and reveals W before anybody else committed: the other selected
+   workers' votes still count.
 5. `noisy`, with `require`: three throwaway keys, selected, reveal three
    digests: the job stays PENDING, then ends REPRODUCED by the trusted keys.
 
 Then the evidence bundle of job 1 at the CLI: `p2pci export`, then `p2pci
 verify` of the bundle cut of a selected worker's reveal says INCOMPLETE
 (exit 1), and bundles of the real offer plus fresh keys never give REPRODUCED.
+
+Nothing here depends on luck or on timing. The squatter's and the early
+revealer's jobs are published while the honest workers are paused (`p2pci
+worker pause`: they see the offer and wait), so round 0 can only name the
+hostile keys; the test waits for both rounds 0, then resumes the workers, and
+the publisher's next round fills the free places with them. The grinder's job
+is published while they are still paused too, and they are resumed once its
+ground keys have claimed, well within the publisher's 5 s window: its round 0
+lists the ground keys and at least one honest worker. The other two scenarios
+start only then, so no other job meets a paused worker. The workers
+reveal once every selected worker has committed (with at least quorum of them
+still able to agree, and no round that adds a worker pending); their reveal deadline, a backstop only, is set far beyond
+the lease cap plus a build (commit slack 90 s), so a slow Docker on a loaded
+machine cannot make a replacement's commit come after the others' reveals.
+Every wait polls a condition (a log line, a round, a verdict) under
+`trio.fail_after`.
 """
 
 from __future__ import annotations
@@ -50,7 +67,6 @@ from tests.e2e.adversary import wrong_result
 from tests.e2e.mesh import (
     Adversary,
     Mesh,
-    MeshError,
     Node,
     publish_job,
     start_adversary,
@@ -61,7 +77,10 @@ from tests.e2e.mesh import (
 BUILD = "cp /build/src/hello.txt /out/hello.txt"
 FILES = {"hello.txt": "the honest bytes\n"}  # the same sources in every job: the same honest digest
 TIMEOUT_S = 15  # the build timeout: with the 1 s publisher window, the lease cap is 17 s
-ATTEMPTS = 5  # publishes until a hostile key is selected (each attempt fails with p <= 1/4)
+SLACK_MS = 90_000  # commit slack: the reveal deadline (timeout + slack) is a backstop far behind
+# the publisher's claim_window_ms: its offers' window is twice that (5 s), time for the paused
+# workers to be resumed after the ground keys claimed (round 0 closes early once 3 claims are in)
+PUBLISHER_WINDOW_MS = 2500
 
 
 def claimed_keys(adv: Adversary, job: str) -> set[str]:
@@ -108,20 +127,12 @@ async def honest_verdict(
     return view
 
 
-async def publish_until_selected(
-    c: Ctx, adv: Adversary, name: str, *, own_key: bool = False, **kw: Any
-) -> tuple[str, dict[str, Any], set[str]]:
-    """Publish `name0`, `name1`, ... until round 0 selects a key the adversary claimed with."""
-    for attempt in range(ATTEMPTS):
-        project = write_project(c.root, f"{name}{attempt}", files=FILES, **kw)
-        job = await publish_job(c.mesh, c.boot, project)
-        r0 = await first_round(c.mesh, c.boot, job)
-        mine = {adv.peer_id} if own_key else claimed_keys(adv, job)
-        assert mine, adv.log_text()
-        chosen = set(r0["workers"]) & mine
-        if chosen:
-            return job, r0, chosen
-    raise MeshError(f"{adv.name}: no key selected in {ATTEMPTS} jobs")
+async def publish_paused(c: Ctx, name: str, **kw: Any) -> tuple[str, dict[str, Any]]:
+    """Publish while the honest workers are paused; return the job and its round 0 (which can
+    only name keys of the adversaries: no honest worker claimed)."""
+    project = write_project(c.root, name, files=FILES, **kw)
+    job = await publish_job(c.mesh, c.boot, project)
+    return job, await first_round(c.mesh, c.boot, job)
 
 
 # ------------------------------------------------------------------ the scenarios
@@ -156,12 +167,7 @@ async def sybil_pair(c: Ctx, adv: Adversary) -> dict[str, Any]:
     return view
 
 
-async def grinder(c: Ctx, adv: Adversary) -> dict[str, Any]:
-    project = write_project(
-        c.root, "grind", image=c.image, script=BUILD, replicas=3, quorum=2, files=FILES, timeout_s=TIMEOUT_S
-    )
-    job = await publish_job(c.mesh, c.boot, project)
-    await wait_log(adv, r"grinder: claimed with 2 keys ground from")
+async def grinder(c: Ctx, adv: Adversary, job: str) -> dict[str, Any]:
     ground = claimed_keys(adv, job)
     assert len(ground) == 2
     view = await honest_verdict(c.mesh, job, c.honest, 2, ground)
@@ -181,34 +187,30 @@ async def grinder(c: Ctx, adv: Adversary) -> dict[str, Any]:
     assert hashlib.sha256(s0.seed).digest() == offer.select_commit
     listed = {bview.claim_ids[c].signer for c in s0.claims}
     assert {public_of(k) for k in ground} <= listed  # the ground keys competed in round 0
+    assert len(listed) > len(ground), s0  # and so did at least one honest worker
     ranked = sorted(listed, key=lambda k: hashlib.sha256(s0.seed + jb + k).digest())[: offer.replicas]
     assert set(s0.workers) == set(ranked), (s0, ranked)
     assert set(view["rounds"][0]["workers"]) == {peer_id_of(w) for w in s0.workers}, view
     return view
 
 
-async def squatter(c: Ctx, adv: Adversary) -> dict[str, Any]:
-    job, r0, squatting = await publish_until_selected(
-        c, adv, "squat", image=c.image, script=BUILD, replicas=3, quorum=3, timeout_s=TIMEOUT_S
-    )
+async def squatter(c: Ctx, adv: Adversary, job: str, r0: dict[str, Any]) -> dict[str, Any]:
     keys = claimed_keys(adv, job)
+    assert set(r0["workers"]) == keys, r0  # by construction: only the squatter claimed in time
     view = await honest_verdict(c.mesh, job, c.honest, 3, keys)
     rounds = view["rounds"]
-    # a later round drops every selected squatter, no earlier than the lease cap after round 0
-    later = [r for r in rounds[1:] if not set(r["workers"]) & squatting]
-    assert later, view
-    cap = 2 * 2 * c.mesh.timing["claim_window_ms"] + TIMEOUT_S * 1000  # lease_cap: 2 x window + timeout
-    assert rounds[1]["created"] >= r0["created"] + cap, rounds
+    # the round that drops the squatter comes no earlier than the lease cap after round 0
+    drop = next(r for r in rounds if not set(r["workers"]) & keys)
+    cap = 2 * 2 * PUBLISHER_WINDOW_MS + TIMEOUT_S * 1000  # lease_cap: 2 x the offer's window + timeout
+    assert drop["created"] >= r0["created"] + cap, rounds
     assert set(view["groups"][0]["workers"]) == c.honest, view  # quorum 3: every honest worker counted
     return view
 
 
-async def early(c: Ctx, adv: Adversary) -> dict[str, Any]:
-    job, _, _ = await publish_until_selected(
-        c, adv, "early", own_key=True, image=c.image, script=BUILD, replicas=3, quorum=2, timeout_s=TIMEOUT_S
-    )
+async def early(c: Ctx, adv: Adversary, job: str, r0: dict[str, Any]) -> dict[str, Any]:
+    assert r0["workers"] == [adv.peer_id], r0  # by construction: only the early revealer claimed in time
     m = await wait_log(adv, rf"early: revealed \S+ for {job[:12]} with (\d+) other commits held")
-    assert m.group(1) == "0", adv.log_text()  # it revealed before any other commit reached it
+    assert m.group(1) == "0", adv.log_text()  # it revealed before any other commit existed
     view = await honest_verdict(c.mesh, job, c.honest, 2, {adv.peer_id})
     # both selected honest workers counted; the early revealer is a dissenter, not a reason to drop them
     assert len(view["groups"][0]["workers"]) == 2, view
@@ -232,6 +234,11 @@ async def require_noisy(c: Ctx, adv: Adversary) -> dict[str, Any]:
     selected = {w for r in view["rounds"] for w in r["workers"]}
     assert noisy <= selected and c.honest <= selected, view
     return view
+
+
+async def _two_claims(adv: Adversary, job: str) -> set[str] | None:
+    keys = claimed_keys(adv, job)
+    return keys if len(keys) == 2 else None
 
 
 async def _three(adv: Adversary, job: str) -> set[str] | None:
@@ -282,7 +289,7 @@ async def bundles(mesh: Mesh, boot: Node, root: Path, view: dict[str, Any]) -> N
     seen = tuple(sorted(c.id for c in commits))
     facts = [seal(k, Claim(jb, 2**40)) for k in fresh] + commits
     facts += [
-        seal(k, Reveal(jb, model.digest, s, 0, model.manifest, model.log, seen))
+        seal(k, Reveal(jb, model.digest, s, 0, model.manifest, model.files, model.log, seen))
         for k, s in zip(fresh, salts, strict=True)
     ]
     selects = [f.raw for fs in bview.selects.values() for f in fs]
@@ -303,12 +310,15 @@ async def bundles(mesh: Mesh, boot: Node, root: Path, view: dict[str, Any]) -> N
 @pytest.mark.attacks
 async def test_trust_attacks(mesh: Mesh, busybox_image: str, short_tmp: Path) -> None:
     root = short_tmp
-    with trio.fail_after(90):
-        # the publisher's deadline has room for two replacement rounds (commit slack: 30 s)
-        boot = await mesh.add("boot", build=False, config={"timing": {"commit_slack_ms": 30_000}})
-        # workers reveal at the latest 45 s after the offer (timeout + commit slack): time for a
-        # replacement round after a squatter's capped lease (17 s) and the replacement's build
-        wcfg = {"worker": {"slots": 8}, "timing": {"commit_slack_ms": 30_000}}
+    # generous bounds, never waits: five adversaries and four daemons start slowly on a loaded machine
+    with trio.fail_after(240):
+        # the publisher's deadline has room for two replacement rounds and the long slack
+        boot = await mesh.add(
+            "boot",
+            build=False,
+            config={"timing": {"commit_slack_ms": SLACK_MS, "claim_window_ms": PUBLISHER_WINDOW_MS}},
+        )
+        wcfg = {"worker": {"slots": 8}, "timing": {"commit_slack_ms": SLACK_MS}}
         workers = [await mesh.add(f"w{i}", config=wcfg) for i in (1, 2, 3)]
         await mesh.wait_connected()
         advs = {
@@ -321,21 +331,37 @@ async def test_trust_attacks(mesh: Mesh, busybox_image: str, short_tmp: Path) ->
             "noisy": await start_adversary(mesh, "noisy", "noisy", "--project", "noisy", "--keys", "3"),
         }
     c = Ctx(mesh, boot, root, busybox_image, {w.peer_id for w in workers})
+    kw: dict[str, Any] = {"image": busybox_image, "script": BUILD, "timeout_s": TIMEOUT_S}
+    with trio.fail_after(150):
+        # the hostile keys are selected by construction: the honest workers wait, paused, while
+        # round 0 of these two jobs is made with the adversaries' claims alone
+        for w in workers:
+            await w.call("worker_control", action="pause")
+        squat_job, squat_r0 = await publish_paused(c, "squat", replicas=3, quorum=3, **kw)
+        early_job, early_r0 = await publish_paused(c, "early", replicas=3, quorum=2, **kw)
+        # the ground keys claim first (still paused), then the honest workers, well within the
+        # publisher's window: round 0 of the grinder's job lists both
+        grind_job = await publish_job(
+            mesh, boot, write_project(root, "grind", replicas=3, quorum=2, files=FILES, **kw)
+        )
+        await wait_for(lambda: _two_claims(advs["grinder"], grind_job), "the two ground claims")
+        for w in workers:
+            await w.call("worker_control", action="resume")
     results: dict[str, dict[str, Any]] = {}
 
-    async def run(name: str, scenario: Any) -> None:
-        results[name] = await scenario(c, advs[name])
+    async def run(name: str, scenario: Any, *args: Any) -> None:
+        results[name] = await scenario(c, advs[name], *args)
 
-    with trio.fail_after(150):
+    with trio.fail_after(300):
         async with trio.open_nursery() as n:
+            n.start_soon(run, "squatter", squatter, squat_job, squat_r0)
+            n.start_soon(run, "early", early, early_job, early_r0)
+            n.start_soon(run, "grinder", grinder, grind_job)
             n.start_soon(run, "sybil", sybil_pair)
-            n.start_soon(run, "grinder", grinder)
-            n.start_soon(run, "squatter", squatter)
-            n.start_soon(run, "early", early)
             n.start_soon(run, "noisy", require_noisy)
     # one honest digest everywhere (same sources, same build), never an attacker's
     assert len({v["digest"] for v in results.values()}) == 1, results
-    with trio.fail_after(30):
+    with trio.fail_after(60):
         await bundles(mesh, boot, root, results["sybil"])
     assert all(n.alive for n in mesh.nodes.values()), "a daemon died"
     assert all(a.alive for a in advs.values()), "an adversary died"

@@ -181,11 +181,28 @@ def _output_seeds() -> list[bytes]:
     ]
 
 
+def _manifest_seeds() -> list[bytes]:
+    import hashlib
+
+    from p2pci.core.results import ManifestEntry, manifest_bytes
+
+    def e(p: str, n: int) -> ManifestEntry:
+        return ManifestEntry(p, n, 0o644, hashlib.sha256(p.encode()).digest())
+
+    return [
+        manifest_bytes([]),
+        manifest_bytes([e("a", 0)]),
+        manifest_bytes([e(f"d/{i:03d}.html", i * 1000) for i in range(20)]),
+        manifest_bytes([e("é/😀", 2**40), e("z", 2**63 - 1)]),
+    ]
+
+
 def all_seeds() -> Iterator[tuple[str, list[bytes]]]:
     envelopes, bundles = _facts()
     yield "envelope", envelopes
     yield "envelope-signed", _signed_bodies(envelopes)
     yield "bundle", bundles
+    yield "manifest-blob", _manifest_seeds()
     yield from _wire_seeds(envelopes).items()
     yield "control", _control_seeds()
     yield "recipe", _recipe_seeds()

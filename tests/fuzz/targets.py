@@ -85,6 +85,31 @@ def _envelope_signed() -> Callable[[bytes], None]:
     return one
 
 
+def _manifest_blob() -> Callable[[bytes], None]:
+    import hashlib
+
+    import msgpack
+
+    from p2pci.core.errors import ProtocolError
+    from p2pci.core.results import digest_of_manifest_bytes, manifest_bytes, parse_manifest
+
+    def one(data: bytes) -> None:
+        # a hostile worker's reveal is consistent with its blob: only the blob's checks are left
+        try:
+            items = msgpack.unpackb(data)
+            files = len(items) if isinstance(items, list) else 0
+        except Exception:
+            files = 0
+        sha, digest = hashlib.sha256(data).digest(), digest_of_manifest_bytes(0, data)
+        try:
+            entries = parse_manifest(data, sha256=sha, files=files, exit_code=0, digest=digest)
+        except ProtocolError:
+            return
+        assert manifest_bytes(entries) == data  # accepted: exactly the canonical manifest
+
+    return one
+
+
 def _bundle() -> Callable[[bytes], None]:
     from p2pci.core.errors import ProtocolError
     from p2pci.core.evidence import export_bundle, load_bundle
@@ -251,10 +276,6 @@ TARGETS: dict[str, Target] = {
             _envelope,
             (
                 "open_envelope",
-                "_check_reveal_digest",
-                "_uint_len",
-                "_reveal_fast",
-                "_reveal_body",
                 "_canon",
                 "_check_canonical_order",
                 "verify",
@@ -273,8 +294,6 @@ TARGETS: dict[str, Target] = {
                 "Offer",
                 "Claim",
                 "Commit",
-                "_manifest_entry",
-                "_fast_manifest",
                 "reveal_fields_ok",
                 "Reveal",
                 "Cancel",
@@ -288,10 +307,6 @@ TARGETS: dict[str, Target] = {
             _envelope_signed,
             (
                 "open_envelope",
-                "_check_reveal_digest",
-                "_uint_len",
-                "_reveal_fast",
-                "_reveal_body",
                 "_canon",
                 "_check_canonical_order",
                 "verify",
@@ -309,8 +324,6 @@ TARGETS: dict[str, Target] = {
                 "Offer",
                 "Claim",
                 "Commit",
-                "_manifest_entry",
-                "_fast_manifest",
                 "reveal_fields_ok",
                 "Reveal",
                 "Cancel",
@@ -323,6 +336,13 @@ TARGETS: dict[str, Target] = {
             ("p2pci/core/evidence.py", "p2pci/core/codec.py"),
             _bundle,
             ("load_bundle", "decode"),
+        ),
+        Target(
+            "manifest-blob",
+            "a manifest blob against a consistent reveal (parse_manifest)",
+            ("p2pci/core/results.py",),
+            _manifest_blob,
+            ("manifest_size_error", "parse_manifest", "entries_of", "entry_error", "_bad_path", "_array_header"),
         ),
         Target(
             "wire-sync",

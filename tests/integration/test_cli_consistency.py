@@ -109,3 +109,7 @@ async def test_jobs_table_has_a_header_and_counts_like_the_tui(tmp_path: Path) -
         model = m.StatusModel(connected=True)
         assert model.apply_status(status, 0)
         assert [str(j.votes) for j in model.jobs.values()] == [cells[3]]
+        assert [str(j.agree) for j in model.jobs.values()] == [cells[4]]
+        (job,) = model.jobs.values()
+        tui_row = dict(zip(m.JOB_COLUMNS, m.job_row(model, job, 0), strict=True))
+        assert (tui_row["votes"], tui_row["agree"], tui_row["verdict"]) == (cells[3], cells[4], cells[2])

@@ -92,12 +92,15 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
     check("peers", await run_cli(no_home, "peers"), 2)
     check("jobs", await run_cli(no_home, "jobs"), 2)
     check("status", await run_cli(no_home, "status", "--once"), 2)
+    check("gc", await run_cli(no_home, "gc"), 2)
     bad_cfg = tmp_path / "badcfg"
     bad_cfg.mkdir()
     (bad_cfg / "config.toml").write_text("colour = 1\n")
     check("daemon", await run_cli(bad_cfg, "daemon"), 2)
     check("worker policy", await run_cli(bad_cfg, "worker", "policy"), 2)
     check("worker policy", await run_cli(no_home, "worker", "policy"), 0)
+    for action in ("pause", "resume", "drain"):  # no daemon
+        check(f"worker {action}", await run_cli(no_home, "worker", action), 2)
     check("publish", await run_cli(no_home, "publish", str(proj(tmp_path / "p0"))), 2)
     check("publish --wait", await run_cli(no_home, "publish", str(proj(tmp_path / "p0")), "--wait"), 2)
     check("try", await run_cli(no_home, "try", str(tmp_path)), 2)  # no p2pci.toml
@@ -164,6 +167,15 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         check("history", await run_cli(home, "history"), 0)
         check("badge", await run_cli(home, "badge", "hello", "-o", str(tmp_path / "b.svg")), 0)
         check("status", await run_cli(no_home, "status"), 2)
+        check("gc", await run_cli(home, "gc", "--dry-run"), 0)
+        # donor controls on a worker; on an observer, and resume while draining, they are errors
+        worker = c.nodes[2].paths.home
+        for action in ("pause", "resume", "drain"):
+            check(f"worker {action}", await run_cli(home, "worker", action), 2)  # node 0 never builds
+        check("worker pause", await run_cli(worker, "worker", "pause"), 0)
+        check("worker resume", await run_cli(worker, "worker", "resume"), 0)
+        check("worker drain", await run_cli(worker, "worker", "drain", "--json"), 0)  # nothing running: drained now
+        check("worker resume", await run_cli(worker, "worker", "resume"), 2)  # draining: no way back
 
     liar = [None, ScriptedRunner(), ScriptedRunner(lie=True)]
     async with open_cluster(tmp_path / "bad", 3, runners=liar) as c:

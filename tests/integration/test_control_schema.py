@@ -8,11 +8,21 @@ from pathlib import Path
 import trio
 
 from p2pci.control.client import acontrol_call, subscribe
-from p2pci.control.schema import FACTS_KEYS, JOB_KEYS, NODE_KEYS, PEER_KEYS, VERDICTS
+from p2pci.control.schema import (
+    DEADLINES_KEYS,
+    FACTS_KEYS,
+    JOB_KEYS,
+    NODE_KEYS,
+    PEER_KEYS,
+    ROUND_KEYS,
+    VERDICTS,
+    WORKER_PHASES,
+    WORKER_ROW_KEYS,
+)
 from p2pci.testing.cluster import open_cluster
 
 from .test_tui_daemon_socket import JOB as SOCKET_JOB
-from .test_tui_helpers import job_obj, status_obj
+from .test_tui_helpers import deadlines_obj, job_obj, round_obj, status_obj, worker_row
 
 
 async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path) -> None:
@@ -27,8 +37,14 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
                         assert set(ev["job"]) == JOB_KEYS
                         break
             shown = await acontrol_call(node.paths.home, "show", job=job)
+            final = (await c.wait_verdict(job, [node]))[0]
     assert set(shown) == JOB_KEYS and shown["verdict"] in VERDICTS
-    assert set(status) == {"node", "peers", "jobs", "facts", "quotas"}
+    # the nested objects the TUI's detail reads: worker rows, select rounds, deadlines
+    assert set(final) == JOB_KEYS and final["verdict"] == "REPRODUCED", final
+    assert isinstance(final["created"], int) and set(final["deadlines"]) == DEADLINES_KEYS
+    assert final["rounds"] and all(set(r) == ROUND_KEYS for r in final["rounds"])
+    assert final["workers"] and all(set(w) == WORKER_ROW_KEYS and w["phase"] in WORKER_PHASES for w in final["workers"])
+    assert set(status) == {"node", "peers", "jobs", "facts", "quotas", "storage"}
     assert set(status["facts"]) == FACTS_KEYS
     assert set(status["node"]) == NODE_KEYS
     assert status["peers"] and all(set(p) == PEER_KEYS for p in status["peers"])
@@ -38,6 +54,8 @@ async def test_daemon_objects_and_tui_fixtures_follow_the_schema(tmp_path: Path)
     fake = status_obj([job_obj("ab" * 32)])
     assert set(fake["node"]) == NODE_KEYS and all(set(p) == PEER_KEYS for p in fake["peers"])
     assert set(fake["facts"]) == FACTS_KEYS
+    assert set(worker_row("p", "declined", reason="policy", detail="x")) == WORKER_ROW_KEYS
+    assert set(round_obj(0, ["p"])) == ROUND_KEYS and set(deadlines_obj(0)) == DEADLINES_KEYS
 
 
 async def test_publish_rules_hold_for_every_control_client(tmp_path: Path) -> None:

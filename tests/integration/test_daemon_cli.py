@@ -15,6 +15,8 @@ from click.testing import CliRunner, Result
 from p2pci.cli.main import cli
 from p2pci.control.client import ControlError, acontrol_call
 from p2pci.control.schema import JOB_KEYS
+from p2pci.core.messages import Reveal
+from p2pci.core.results import parse_manifest
 from p2pci.testing.cluster import Cluster, ScriptedRunner, open_cluster
 
 RECIPE = """[project]
@@ -80,7 +82,14 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         view = c.nodes[0].board.job(bytes.fromhex(job))
         assert view is not None
         rev = next(iter(view.reveals.values()))[0].body
-        for e in rev.manifest:  # type: ignore[union-attr]
+        assert isinstance(rev, Reveal)
+        # the manifest blob came by hash with the artifacts, and every file matches it
+        data = c.nodes[0].blobs.read_bytes(rev.manifest.sha256)
+        manifest = parse_manifest(data, sha256=rev.manifest.sha256, files=rev.files, exit_code=0, digest=rev.digest)
+        assert manifest and sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+            e.path for e in manifest
+        ]
+        for e in manifest:
             assert hashlib.sha256((out / e.path).read_bytes()).digest() == e.sha256
 
         r = await run_cli(home, "logs", job)
@@ -94,6 +103,12 @@ async def test_publish_wait_show_jobs_fetch_logs_export_verify(tmp_path: Path) -
         offline = json.loads(r.stdout)
         assert offline["verdict"] == "REPRODUCED" and offline["groups"] == final["groups"]
         assert offline["bundle"]["complete"] is True and offline["bundle"]["missing"] == []
+        # the bundle holds facts only; verify names the manifest blob the agreeing reveals name
+        assert offline["manifests"] == [
+            {"digest": rev.digest.hex(), "sha256": rev.manifest.sha256.hex(), "size": rev.manifest.size, "files": 2}
+        ]
+        r = await run_cli(tmp_path / "elsewhere", "verify", str(bundle))
+        assert f"manifest {rev.digest.hex()[:12]}: 2 files, blob {rev.manifest.sha256.hex()[:12]}" in r.stdout
 
         r = await run_cli(home, "diff", job)
         assert r.exit_code == 0 and "nothing to compare" in r.stdout
@@ -162,7 +177,7 @@ async def test_publish_wait_shows_progress_and_events_give_ndjson(tmp_path: Path
         assert r.exit_code == 0, r.output
         err = r.stderr.splitlines()
         assert err[0].startswith("packing git commit") or err[0].startswith("packing a directory walk")
-        assert any(line.startswith("offering hello") for line in err)
+        assert any(line.startswith("offer: signing and gossiping the offer of hello") for line in err)
         assert any(line.startswith("round 0: selected") for line in err)
         assert any(line.endswith(": revealed") for line in err)
         # all four are selected: the one that timed out says so, with its log's tail
@@ -177,8 +192,11 @@ async def test_publish_wait_shows_progress_and_events_give_ndjson(tmp_path: Path
             r = await run_cli(home, "publish", str(project(tmp_path)), "--wait", "--events", "--replicas", "2")
         assert r.exit_code == 0, r.output
         lines = [json.loads(line) for line in r.stdout.splitlines()]
-        assert [e["step"] for e in lines[:3]] == ["pack", "offer", "published"]
-        job = lines[2]["text"]
+        assert [(e["step"], e.get("state")) for e in lines[:5]] == [
+            ("pack", None), ("pack", None), ("offer", "start"), ("offer", "done"), ("published", None)]
+        assert lines[1]["text"].startswith("source sha256 ")
+        job = lines[4]["text"]
+        assert lines[3]["text"] == f"offered job {job}"
         assert all(e["event"] in ("step", "job", "log") for e in lines)
         assert lines[-1]["event"] == "job" and lines[-1]["job"]["verdict"] == "REPRODUCED"
         assert lines[-1]["job"]["job"] == job

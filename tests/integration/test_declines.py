@@ -53,6 +53,28 @@ async def test_a_timed_out_build_is_declined_with_its_log_and_replaced(tmp_path:
             assert final["verdict"] == "REPRODUCED"
             assert len(final["rounds"]) >= 2 and bad.peer_id not in final["rounds"][-1]["workers"]
             assert final["declines"] == [{"worker": bad.peer_id, "reason": "timeout", "detail": row["detail"]}]
+            await logs_of_the_timed_out_build(pub.paths.home, job, bad.peer_id)
+
+
+async def logs_of_the_timed_out_build(home: Path, job: str, bad: str) -> None:
+    """`p2pci logs` lists the decliner's log after the revealed ones (it used to say "no worker
+    has revealed a log" for a job whose builds timed out), in text, --json and --worker."""
+    import json
+
+    from tests.integration.test_daemon_cli import run_cli
+
+    r = await run_cli(home, "logs", job)
+    assert r.exit_code == 0, r.output
+    heads = [line for line in r.stdout.splitlines() if line.startswith("==> ")]
+    assert len(heads) == 3 and " exit 0 digest " in heads[0] and " exit 0 digest " in heads[1]
+    assert heads[2].startswith(f"==> {bad} declined (timeout) (") and "still compiling at step 2" in r.stdout
+    r = await run_cli(home, "logs", job, "--json")
+    entries = json.loads(r.stdout)["logs"]
+    assert [e["declined"] for e in entries] == [None, None, "timeout"]
+    assert entries[2]["worker"] == bad and entries[2]["exit_code"] is None and entries[2]["digest"] is None
+    assert "step 1\nstill compiling at step 2\n" in entries[2]["text"]
+    r = await run_cli(home, "logs", job, "--worker", bad[-8:], "--tail", "1")
+    assert r.exit_code == 0 and r.stdout.splitlines()[-1].startswith("log of a build of "), r.output
 
 
 async def test_a_build_that_cannot_start_is_declined(tmp_path: Path) -> None:
@@ -79,3 +101,44 @@ async def test_policy_refusals_are_declined_and_name_their_limit(tmp_path: Path)
     # `declines` lists selected workers only; nobody was selected
     assert obj["declines"] == []
     assert obj["deadlines"]["claim_window_end"] < obj["deadlines"]["reveal"] <= obj["deadlines"]["offer"]
+
+
+async def test_publish_wait_says_when_every_worker_declined_and_how_to_end_the_job(tmp_path: Path) -> None:
+    from tests.integration.test_daemon_cli import project, run_cli
+
+    strict = WorkerSettings(slots=2, max_timeout_s=3)  # the recipe's timeout is 5 s: every worker refuses
+    async with open_cluster(tmp_path, 3, worker=strict) as c:
+        with trio.fail_after(60):  # the job waits for its deadline (docs/protocol.md section 5)
+            r = await run_cli(c.nodes[0].paths.home, "publish", str(project(tmp_path)), "--wait", "--replicas", "2")
+    assert r.exit_code == 2, r.output
+    err = r.stderr.splitlines()
+    (hint,) = [i for i, line in enumerate(err) if line.startswith("every worker")]  # said once
+    assert err[hint].startswith("every worker that answered so far declined or timed out, none is building: "
+                                "the job waits for other workers until ")
+    assert "(`p2pci cancel " in err[hint] and err[hint].endswith("` ends it now)")
+    assert any(line.endswith("declined (policy: timeout 5s exceeds 3s)") for line in err[:hint])
+    assert sum(line.endswith("declined (policy: timeout 5s exceeds 3s)") for line in err) == 3
+    assert err[-1].startswith("verdict EXPIRED") and "3 declined: 3 policy" in err[-1]
+
+
+async def test_a_worker_whose_identity_proof_is_too_weak_declines_and_the_job_goes_on(tmp_path: Path) -> None:
+    """Offers demand [publish] identity_bits (8 in the cluster); a worker without a proof that
+    strong declines with reason `identity` and is never selected; the others reproduce."""
+    from p2pci.core.messages import Offer
+    from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS
+
+    async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+        weak = await c.add_node(ScriptedRunner(), identity=b"")  # no proof (its strength is checked below)
+        assert weak.machine.cfg.worker.identity_bits is not None
+        assert weak.machine.cfg.worker.identity_bits < CLUSTER_IDENTITY_BITS
+        with trio.fail_after(60):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            objs = await wait_job(c.nodes, job, lambda o: o["verdict"] == "REPRODUCED")
+    view = c.nodes[0].board.job(bytes.fromhex(job))
+    assert view is not None and isinstance(view.offer_msg, Offer)
+    assert view.offer_msg.identity_bits == CLUSTER_IDENTITY_BITS  # what [publish] identity_bits says
+    for obj in objs:
+        row = rows(obj)[weak.peer_id]
+        assert row["phase"] == "declined" and row["reason"] == "identity" and not row["selected"], row
+        assert f"below the offer's {CLUSTER_IDENTITY_BITS}" in row["detail"], row
+        assert weak.peer_id not in {w for g in obj["groups"] for w in g["workers"]}

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
 from p2pci.core.messages import BlobRef, Reveal
-from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.results import ManifestEntry
 from p2pci.core.signing import NodeKey, seal
 from p2pci.runner.base import Limits
 from p2pci.runner.diffbox import BUILD_HINT, DIFF_IMAGE, builtin_diff, diff_in_container, run_sandboxed
@@ -40,7 +40,7 @@ async def test_diff_never_fetches_uncounted_reveals(tmp_path: Path) -> None:
         ref = junk.blobs.put_bytes(bait)
         manifest = (ManifestEntry("artifact.txt", ref.size, 0o644, ref.sha256),)
         key = NodeKey.from_seed(hashlib.sha256(b"node2").digest())
-        rev = Reveal(bytes.fromhex(job), result_digest(0, manifest), secrets.token_bytes(16), 0, manifest,
+        rev = Reveal.of(bytes.fromhex(job), None, secrets.token_bytes(16), 0, manifest,
                      BlobRef(bytes(32), 0), ())
         assert await observer.ingest(seal(key, rev).raw) is not None
         r = await run_cli(observer.paths.home, "diff", job)

@@ -115,6 +115,28 @@ def test_a_2000_level_out_tree_is_an_output_error_and_can_be_removed(tmp_path: P
         shutil.rmtree(dest)  # no RecursionError: what was made is shallow enough to remove
 
 
+@pytest.mark.parametrize("link", [False, True])
+def test_outputs_past_the_manifest_entry_limit_are_an_output_error(tmp_path: Path, link: bool) -> None:
+    """A result lists at most MAX_MANIFEST_ENTRIES files: the reader stops at the first file past
+    the limit (here 3), a hard link counting like a file, instead of building a manifest no reveal
+    could carry."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(4):
+            ti = tarfile.TarInfo(f"out/f{i}")
+            if link and i == 3:
+                ti.type, ti.linkname = tarfile.LNKTYPE, "out/f0"
+                tar.addfile(ti)
+            else:
+                ti.size = 1
+                tar.addfile(ti, io.BytesIO(b"x"))
+    buf.seek(0)
+    with pytest.raises(OutputError, match="more than 3 files in /out"):
+        read_outputs(buf, tmp_path / "o", max_bytes=1 << 20, max_files=3)  # type: ignore[arg-type]
+    buf.seek(0)
+    assert len(read_outputs(buf, tmp_path / "p", max_bytes=1 << 20, max_files=4)) == 4  # type: ignore[arg-type]
+
+
 def test_outputs_at_the_depth_limit_are_accepted(tmp_path: Path) -> None:
     tar = deep_tar(tmp_path, with_dirs=False, root="out", depth=MAX_TREE_DEPTH - 1)
     with open(tar, "rb") as fh:

@@ -33,8 +33,13 @@ async def run_cli(home: Path, *args: str) -> Result:
 async def reveal_log(observer: Node, revealer: Node, job: str, data: bytes) -> BlobRef:
     """`revealer` holds `data` as a log blob and reveals it for `job` (the observer ingests it)."""
     ref = revealer.blobs.put_bytes(data)
+    # as a worker's serve_outputs does: the log is served for the job (to whom the job allows)
+    revealer.db.tie(bytes.fromhex(job), [(ref.sha256, "log")], served=True, at=0)
+    with trio.fail_after(10):
+        while revealer.board.job(bytes.fromhex(job)) is None:  # its blob server checks the job's rule
+            await revealer.changed.wait()
     key = NodeKey.from_seed(hashlib.sha256(f"node{revealer_index(revealer)}".encode()).digest())
-    rev = Reveal(bytes.fromhex(job), result_digest(0, ()), secrets.token_bytes(16), 0, (), BlobRef(ref.sha256, ref.size), ())
+    rev = Reveal.of(bytes.fromhex(job), result_digest(0, ()), secrets.token_bytes(16), 0, (), BlobRef(ref.sha256, ref.size), ())
     assert await observer.ingest(seal(key, rev).raw) is not None
     return BlobRef(ref.sha256, ref.size)
 

@@ -195,9 +195,9 @@ async def test_claimant_prefetches_the_source_before_building(tmp_path: Path) ->
         fetches: list[tuple[bytes, set[bytes], bool]] = []  # (blob, jobs building, runner started)
         real_fetch = worker.fetcher.fetch
 
-        async def recording_fetch(ref: Any, peers: Any) -> Any:
+        async def recording_fetch(ref: Any, peers: Any, **kw: Any) -> Any:
             fetches.append((ref.sha256, set(worker.machine.building), runner.started.is_set()))
-            return await real_fetch(ref, peers)
+            return await real_fetch(ref, peers, **kw)
 
         worker.fetcher.fetch = recording_fetch  # type: ignore[method-assign]  # the prefetch path
         job = await c.publish(pub, replicas=1, quorum=1, workers=[worker.peer_id])

@@ -86,13 +86,13 @@ async def test_retention_prunes_old_decided_jobs_only(tmp_path: Path) -> None:
             await c.wait_converged(done)
         assert node.store is not None and node.store.count() > 0
         assert await node.prune_now() == 0  # decided just now: far younger than 30 days
-        node.config = replace(node.config, retention_days=0)
+        node.config = replace(node.config, storage=replace(node.config.storage, retention_days=0))
         node.clock = lambda: wall_ms() + 1000
         pruned = await node.prune_now()
         assert pruned == len(node.board.job_fact_ids(bytes.fromhex(done)))
         assert node.store.facts_of(bytes.fromhex(done)) == []
         publisher = c.nodes[0]  # its own job is pinned: kept
-        publisher.config = replace(publisher.config, retention_days=0)
+        publisher.config = replace(publisher.config, storage=replace(publisher.config.storage, retention_days=0))
         publisher.clock = lambda: wall_ms() + 1000
         assert await publisher.prune_now() == 0
 

@@ -68,10 +68,12 @@ async def test_257_junk_reveals_do_not_break_status(tmp_path: Path) -> None:
         node, observer = c.nodes
         job = await c.publish(node, replicas=2, quorum=2)
         jid = bytes.fromhex(job)
+        with trio.fail_after(20):
+            await c.wait_verdict(job, [observer], final=False)  # the offer has reached the observer
         for _ in range(257):  # fresh keys, no commit: every one is an ignored vote
             k = NodeKey.from_seed(secrets.token_bytes(32))
             digest = result_digest(1, ())
-            rev = Reveal(jid, digest, secrets.token_bytes(16), 1, (), BlobRef(bytes(32), 0), ())
+            rev = Reveal.of(jid, digest, secrets.token_bytes(16), 1, (), BlobRef(bytes(32), 0), ())
             await observer.ingest(seal(k, rev).raw)
         obj = observer.fresh_job_obj(observer.board.job(jid))  # type: ignore[arg-type]
         assert len(obj["ignored"]) == 257
@@ -121,8 +123,10 @@ def test_tui_shows_peer_text_literally_and_survives_junk_votes() -> None:
             await pilot.pause()
             board = app.export_screenshot()
             app.push_screen(JobScreen("ab" * 32))
-            await pilot.pause()
-            return board, app.export_screenshot()
+            async with asyncio.timeout(20):  # the detail (a scrolled pane) is drawn after a layout pass
+                while "[b]no commit[/b]" not in html.unescape(shot := app.export_screenshot()).replace("\xa0", " "):
+                    await pilot.pause(0.05)
+            return board, shot
 
     board, detail = (html.unescape(s).replace("\xa0", " ") for s in asyncio.run(main()))
     assert "[reverse]x[/reverse]\\x1b[31my" in board  # shown as text, not as markup or an escape

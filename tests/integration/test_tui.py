@@ -303,3 +303,143 @@ async def test_detail_shows_worker_phases_and_the_expired_cause(tmp_path: Path) 
 
         await run_scenario(server.path, scenario)
         nursery.cancel_scope.cancel()
+
+
+def footer_line(app: StatusApp) -> str:
+    """The footer as drawn: the last line of the screen's SVG export."""
+    from tests.integration.test_tui_snapshot import svg_grid
+
+    return svg_grid(app.export_screenshot())[0][-1]
+
+
+async def test_footer_lists_enter_the_arrows_and_the_detail_keys(tmp_path: Path) -> None:
+    """Issue 16: the footer names every key: Enter and the arrows (j/k too) on the list, the
+    scroll keys and Esc in the detail; and the arrows it names really move the cursor."""
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path, status_obj([job_obj(J1, created=2), job_obj(J2, created=1)]))
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: len(row_keys(app)) == 2, "two rows")
+            await until(pilot, lambda: "Quit" in footer_line(app), "the footer drawn")
+            footer = footer_line(app)
+            for needle in ("↑↓ Move", "Enter Detail", "f Filter", "l Logs", "q Quit"):
+                assert needle in footer, (needle, footer)
+            assert app.selected_job() == J1
+            await pilot.press("down")
+            assert app.selected_job() == J2
+            await pilot.press("up")
+            assert app.selected_job() == J1
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the detail screen")
+            await until(pilot, lambda: "Back" in footer_line(app), "the detail's footer drawn")
+            footer = footer_line(app)
+            for needle in ("↑ ↓ PgUp PgDn Scroll", "Esc Back", "l Logs", "q Quit"):
+                assert needle in footer, (needle, footer)
+            assert "Filter" not in footer and "Enter" not in footer  # list-only keys are off here
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()
+
+
+async def test_log_pane_is_hidden_on_a_node_that_never_builds_until_l_brings_a_log(tmp_path: Path) -> None:
+    """Issue 16: a `--no-build` node (slots 0) never streams a build log, so its detail shows no
+    empty log pane; `l` fetches the revealed logs and the pane appears with them. A building node
+    keeps the pane (its own builds stream into it)."""
+    observer = status_obj([job_obj(J1, "REPRODUCED")])
+    observer["node"].update(slots=0, busy=0)
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path, observer)
+        server.logs[J1] = "revealed log line\n"
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: row_keys(app) == [J1], "the row")
+            assert "observer, never builds" in static_text(app.query_one("#node", Static))
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the detail screen")
+            log = app.screen.query_one("#log", RichLog)
+            assert log.display is False
+            await pilot.press("l")
+            await until(pilot, lambda: log.display is True, "the log pane shown by `l`")
+            await until(pilot, lambda: any("revealed log line" in str(line.text) for line in log.lines),
+                        "the log fetched with `l`")
+            assert "revealed logs" in str(log.border_title)
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        (tmp_path / "builder").mkdir()
+        server = await start_fake(nursery, tmp_path / "builder", status_obj([job_obj(J1, "PENDING")]))
+
+        async def builder(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: row_keys(app) == [J1], "the row")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the detail screen")
+            assert app.screen.query_one("#log", RichLog).display is True
+
+        await run_scenario(server.path, builder)
+        nursery.cancel_scope.cancel()
+
+
+async def test_detail_lists_select_rounds_ignored_selects_phases_deadlines_and_completeness(tmp_path: Path) -> None:
+    """Issues 13 and 16: the detail lists the workers each select round named, the select facts
+    that were not counted and why, every worker's phase (this node's own as "building" while it
+    builds), the deadlines relative to now, and whether this node holds every reveal the verdict
+    needs; a later job event (the missing reveal) makes the evidence complete."""
+    from tests.integration.test_tui_helpers import deadlines_obj, round_obj, worker_row
+
+    created = NOW - 60_000
+    workers = [
+        worker_row(PEER_A, "committed"),
+        worker_row(PEER_B, "dropped"),
+        worker_row(PEER_C, "claimed", selected=False),
+        worker_row(PEER_ME, "selected"),
+    ]
+    job = job_obj(
+        J1, "PENDING", created=created, workers=workers,
+        rounds=[round_obj(0, [PEER_A, PEER_B], created=created + 2_000),
+                round_obj(1, [PEER_A, PEER_ME], created=created + 30_000)],
+        ignored_selects=[{"select": "77" * 32, "round": 0, "signer": PEER_C,
+                          "reason": "signed by someone other than the publisher"}],
+        missing=[PEER_A, PEER_ME], deadlines=deadlines_obj(created),
+    )  # fmt: skip
+    status = status_obj([job])
+    status["node"]["building"] = [{"job": J1, "project": "hello-c", "started": NOW - 20_000}]
+    async with trio.open_nursery() as nursery:
+        server = await start_fake(nursery, tmp_path, status)
+
+        async def scenario(app: StatusApp, pilot: Pilot[int]) -> None:
+            await until(pilot, lambda: row_keys(app) == [J1], "the row")
+            assert jobs_table(app).get_cell(J1, "age") == "1m00s"  # from the offer's `created`
+            trio.from_thread.run(server.wait_subscribers)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the detail screen")
+            detail = static_text(app.screen.query_one("#detail", Static))
+            lines = detail.splitlines()
+            r0 = lines.index("  round 0 at 22:14:02 UTC: selected 2")
+            assert lines[r0 + 1:r0 + 3] == [f"      {PEER_A}", f"      {PEER_B}"]
+            r1 = lines.index("  round 1 at 22:14:30 UTC: selected 2")
+            assert lines[r1 + 1:r1 + 3] == [f"      {PEER_A}", f"      {PEER_ME}"]
+            for needle in (
+                "ignored select (round 0) by 12D3KooWCh…Char04: signed by someone other than the publisher",
+                "12D3KooWAl…lpha02  committed", "12D3KooWBr…ravo03  dropped by a later round",
+                "12D3KooWCh…Char04  claimed", "12D3KooWMe…MeMe01  building (this node)",
+                "claim window ends 22:14:02 UTC (58s ago)", "reveal by         22:15:30 UTC (in 30s)",
+                "deadline          23:14:00 UTC (in 59m00s)",
+                "evidence: waiting for 2 reveal(s) of selected workers",
+            ):
+                assert needle in detail, (needle, detail)
+            assert "expired:" not in detail and "cause:" not in detail
+            # the reveals arrive: the job is final, nothing is missing
+            done = {**job, "verdict": "REPRODUCED", "digest": "d0" * 32, "missing": [],
+                    "groups": [{"digest": "d0" * 32, "exit_code": 0, "workers": [PEER_A, PEER_ME]}],
+                    "workers": [worker_row(PEER_A, "revealed"), worker_row(PEER_ME, "revealed")]}
+            emit(server, {"event": "job", "job": done})
+            await until(pilot, lambda: "evidence: complete" in static_text(app.screen.query_one("#detail", Static)),
+                        "the evidence complete")
+            emit(server, {"event": "job", "job": {**done, "verdict": "EXPIRED", "missing": [PEER_ME]}})
+            await until(pilot, lambda: "evidence: incomplete: missing 1 reveal(s)"
+                        in static_text(app.screen.query_one("#detail", Static)), "the evidence incomplete")
+
+        await run_scenario(server.path, scenario)
+        nursery.cancel_scope.cancel()

@@ -74,6 +74,23 @@ def job_obj(
     return obj
 
 
+def worker_row(worker: str, phase: str, *, selected: bool = True, reason: str | None = None,
+               detail: str | None = None, log: str | None = None) -> dict[str, Any]:
+    """One row of a job's `workers`, with exactly the keys the daemon sends (schema.WorkerRowObj)."""
+    return {"worker": worker, "phase": phase, "selected": selected, "reason": reason, "detail": detail, "log": log}
+
+
+def round_obj(n: int, workers: list[str], *, created: int | None = None) -> dict[str, Any]:
+    """One valid select round (schema.RoundObj)."""
+    return {"round": n, "select": f"{n + 0x50:02x}" * 32, "created": created if created is not None else 1_700_000_000_000 + n,
+            "workers": workers}
+
+
+def deadlines_obj(created: int, *, window_ms: int = 2_000, reveal_ms: int = 90_000, offer_ms: int = 3_600_000) -> dict[str, int]:
+    """A job's `deadlines` (schema.DeadlinesObj), relative to its offer's `created`."""
+    return {"claim_window_end": created + window_ms, "reveal": created + reveal_ms, "offer": created + offer_ms}
+
+
 def status_obj(jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "node": {

@@ -52,6 +52,7 @@ def test_any_frame_sequence_never_raises_and_state_stays_well_typed(seq: list[An
         assert isinstance(job, m.Job) and job.verdict in m.VERDICTS
         m.job_row(model, job, 10)
         m.detail_lines(model, job)
+        m.detail_lines(model, job, 10)
     m.snapshot_text(model, 10)
 
 
@@ -130,3 +131,44 @@ def test_status_facts_counters_line_is_bounded_and_safe() -> None:
     model2 = m.StatusModel(connected=True)
     assert model2.apply_status({k: v for k, v in status_obj([]).items() if k != "facts"}, 0)
     assert "facts from peers" not in m.snapshot_text(model2, 0)  # an older daemon: no line
+
+
+def test_every_worker_phase_the_daemon_sends_has_words_and_unknown_ones_are_marked() -> None:
+    from p2pci.control.schema import WORKER_PHASES
+    from tests.integration.test_tui_helpers import worker_row
+
+    assert set(m.PHASE_WORDS) == set(WORKER_PHASES)
+    job = m.parse_job(job_obj("ab" * 32, workers=[worker_row(PEER_A, p) for p in (*WORKER_PHASES, "hacked")]))
+    text = "\n".join(m.phase_lines(m.StatusModel(), job))
+    assert all(m.PHASE_WORDS[p] in text for p in WORKER_PHASES)
+    assert "? hacked" in text  # a phase this TUI does not know is shown as such, never as a known one
+
+
+def test_expired_reason_and_cause_only_on_an_expired_job() -> None:
+    kw = {"reason": "not enough agreeing votes by the deadline", "cause": "no eligible worker claimed the job"}
+    expired = "\n".join(m.detail_lines(m.StatusModel(), m.parse_job(job_obj("ab" * 32, "EXPIRED", **kw))))
+    assert "expired:  not enough agreeing votes by the deadline\ncause:    no eligible worker claimed the job" in expired
+    pending = "\n".join(m.detail_lines(m.StatusModel(), m.parse_job(job_obj("ab" * 32, "PENDING", **kw))))
+    assert "expired:" not in pending and "cause:" not in pending
+
+
+def test_deadlines_far_out_of_range_never_break_the_detail() -> None:
+    from tests.integration.test_tui_helpers import deadlines_obj
+
+    job = m.parse_job(job_obj("ab" * 32, deadlines=deadlines_obj(1 << 62)))
+    text = "\n".join(m.detail_lines(m.StatusModel(), job, 0))
+    assert "claim window ends ? UTC (in " in text
+    assert m.parse_job(job_obj("ab" * 32, deadlines=None)).deadlines == ()
+
+
+def test_node_pane_says_when_the_donor_paused_or_drains() -> None:
+    model = m.StatusModel()
+    status = status_obj([])
+    assert model.apply_status(status, 0)
+    assert not any("accepting" in line for line in m.node_lines(model, 0))
+    status["node"].update(accepting="paused", paused_why="outside the schedule 22:00-07:00\x1b[2J")
+    assert model.apply_status(status, 0)
+    text = "\n".join(m.node_lines(model, 0))
+    assert "accepting no new work: paused (outside the schedule 22:00-07:00\\x1b[2J)" in text
+    status["node"].update(accepting="\x1b[31mweird", paused_why="")
+    assert model.apply_status(status, 0) and model.node is not None and model.node.accepting == "open"

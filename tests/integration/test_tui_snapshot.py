@@ -15,7 +15,7 @@ import re
 
 from p2pci.tui import model as m
 from p2pci.tui.app import StatusApp
-from tests.integration.test_tui_helpers import PEER_A, PEER_B, job_obj, status_obj
+from tests.integration.test_tui_helpers import PEER_A, PEER_B, PEER_C, job_obj, status_obj
 
 NOW = 1_700_000_100_000
 CELL_W = 12.2  # px per column in Textual's SVG export
@@ -36,12 +36,12 @@ EXPECTED = """\
 │                                                                                                  │
 ╰──────────────────────────────────────────────────────────────────────────────────────────────────╯
 ╭─ jobs (5) · filter: all ─────────────────────────────────────────────────────────────────────────╮
-│ project         job           age    replicas/quorum  votes  verdict                             │
-│ py-wheel        e5e5e5e5e5e5  1s     3/2              0      FAILED                              │
-│ busybox-smoke   c3c3c3c3c3c3  5s     3/2              0      PENDING                             │
-│ unreproducible  b2b2b2b2b2b2  1m00s  3/2              0      DISPUTED                            │
-│ hello-c         a1a1a1a1a1a1  2m00s  3/2              2      REPRODUCED                          │
-│ traditional     d4d4d4d4d4d4  2h00m  3/2              0      CANCELLED                           │
+│ project         job           age    replicas/quorum  votes  agree  verdict                      │
+│ py-wheel        e5e5e5e5e5e5  1s     3/2              0      0      FAILED                       │
+│ busybox-smoke   c3c3c3c3c3c3  5s     3/2              0      0      PENDING                      │
+│ unreproducible  b2b2b2b2b2b2  1m00s  3/2              3      2      DISPUTED                     │
+│ hello-c         a1a1a1a1a1a1  2m00s  3/2              2      2      REPRODUCED                   │
+│ traditional     d4d4d4d4d4d4  2h00m  3/2              0      0      CANCELLED                    │
 │                                                                                                  │
 ╰──────────────────────────────────────────────────────────────────────────────────────────────────╯
 """
@@ -52,7 +52,10 @@ def fixed_model() -> m.StatusModel:
     groups = [{"digest": "d0" * 32, "exit_code": 0, "workers": [PEER_A, PEER_B]}]
     jobs = [
         job_obj("a1" * 32, "REPRODUCED", groups=groups, created=NOW - 120_000),
-        job_obj("b2" * 32, "DISPUTED", project="unreproducible", created=NOW - 60_000),
+        job_obj("b2" * 32, "DISPUTED", project="unreproducible", created=NOW - 60_000, groups=[
+            {"digest": "d1" * 32, "exit_code": 0, "workers": [PEER_A, PEER_B]},
+            {"digest": "e2" * 32, "exit_code": 0, "workers": [PEER_C]},
+        ]),  # votes 3, agree 2: the counts of `p2pci jobs`
         job_obj("c3" * 32, "PENDING", project="busybox-smoke", created=NOW - 5_000),
         job_obj("d4" * 32, "CANCELLED", project="traditional", created=NOW - 7_200_000),
         job_obj("e5" * 32, "FAILED", project="py-wheel", created=NOW - 1_000),  # the cursor row

@@ -2,6 +2,7 @@
 // An independent p2pci client, written from docs/protocol.md (version 2) alone.
 //
 //   node client.js vectors DIR            check every test vector (exit 1 on a disagreement)
+//   node client.js informative DIR        the informative keys of every job vector, one JSON object
 //   node client.js session --peer MA ...  join a mesh; then read commands on stdin:
 //        equivocate PROJECT  claim every offer of PROJECT, and once selected commit twice and reveal (test-only)
 //        claim JOBHEX [BITS] sign and gossip a claim (identity proof of work at BITS, default: the offer's), answer {"claimed": id}
@@ -15,9 +16,9 @@
 import './src/polyfill.js'
 import { createInterface } from 'node:readline'
 import { randomBytes } from 'node:crypto'
-import { checkVectors } from './src/vectors.js'
-import { openEnvelope, seal, mintIdentity, resultDigest } from './src/facts.js'
-import { tally } from './src/tally.js'
+import { checkVectors, informativeOfVectors } from './src/vectors.js'
+import { openEnvelope, seal, mintIdentity, resultDigest, manifestFields } from './src/facts.js'
+import { tally, informative } from './src/tally.js'
 import { hex, unhex, publicKey, peerId, sha256 } from './src/crypto.js'
 import { createNode, Framed, multiaddr, TOPIC, SYNC, PEERS, TopicValidatorResult } from './src/net.js'
 
@@ -80,7 +81,7 @@ async function session (peers, { signPolicy, serve }) {
     }
     const seen = [...store.values()].filter(x => x.fact.kind === 'commit' && Buffer.compare(x.fact.body.job, st.job) === 0).map(x => x.fact.id).sort(Buffer.compare)
     const [salt] = commits.sort((a, b) => Buffer.compare(a[1].id, b[1].id))[0]
-    const r = await publish(seal('reveal', { job: st.job, digest, salt, exit_code: 0, manifest, log: { sha256: sha256(te.encode('no log')), size: 6 }, seen }, seed))
+    const r = await publish(seal('reveal', { job: st.job, digest, salt, exit_code: 0, ...manifestFields(manifest), log: { sha256: sha256(te.encode('no log')), size: 6 }, seen }, seed))
     say({ event: 'revealed', job: hex(st.job), reveal: hex(r.id) })
   }
   const ps = node.services.pubsub
@@ -183,7 +184,10 @@ async function session (peers, { signPolicy, serve }) {
         for (const p of daemonIds) pulled[p] = (await syncWith(p)).size
         const facts = [...store.values()].map(x => x.fact)
         const jobs = {}
-        for (const j of args) jobs[j] = tally(unhex(j), facts, Date.now())
+        for (const j of args) {
+          const v = tally(unhex(j), facts, Date.now())
+          jobs[j] = { ...v, ...informative(unhex(j), facts, v) }
+        }
         const byVia = { gossip: 0, sync: 0, both: 0 }
         for (const { via } of store.values()) byVia[via.size === 2 ? 'both' : [...via][0]]++
         const kinds = {}
@@ -208,6 +212,8 @@ if (argv[0] === 'vectors') {
   for (const f of r.failures) console.log('FAIL', f)
   console.log(`${r.checked - r.failures.length} passed, ${r.failures.length} failed`)
   process.exit(r.failures.length ? 1 : 0)
+} else if (argv[0] === 'informative') {
+  console.log(JSON.stringify(informativeOfVectors(argv[1])))
 } else if (argv[0] === 'session') {
   const peers = []; let signPolicy = 'StrictSign'; let serve = true
   for (let i = 1; i < argv.length; i++) {
@@ -217,6 +223,6 @@ if (argv[0] === 'vectors') {
   }
   session(peers, { signPolicy, serve }).then(() => process.exit(0), e => { log(e.stack || e.message); process.exit(1) })
 } else {
-  console.error('usage: node client.js vectors DIR | session --peer MULTIADDR ... [--no-sign] [--no-serve]')
+  console.error('usage: node client.js vectors DIR | informative DIR | session --peer MULTIADDR ... [--no-sign] [--no-serve]')
   process.exit(2)
 }

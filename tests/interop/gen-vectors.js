@@ -9,17 +9,17 @@ import { ed25519, ED25519_TORSION_SUBGROUP } from '@noble/curves/ed25519'
 import { sha512 } from '@noble/hashes/sha2'
 import { canonical } from './src/codec.js'
 import { sha256, hex, unhex, le, leBytes, L, P, peerId } from './src/crypto.js'
-import { seal, signingMessage, openEnvelope, resultDigest, mintIdentity } from './src/facts.js'
+import { seal, signingMessage, openEnvelope, resultDigest, mintIdentity, manifestBlob, manifestFields, digestOfManifestBlob, checkManifestBlob } from './src/facts.js'
 import { tally } from './src/tally.js'
 
 const out = process.argv[2] || '../vectors'
-for (const d of ['envelopes', 'codec', 'jobs', 'index.json']) rmSync(join(out, d), { recursive: true, force: true }) // README.md stays
-mkdirSync(join(out, 'envelopes'), { recursive: true }); mkdirSync(join(out, 'codec'), { recursive: true }); mkdirSync(join(out, 'jobs'), { recursive: true })
+for (const d of ['envelopes', 'codec', 'jobs', 'manifests', 'index.json']) rmSync(join(out, d), { recursive: true, force: true }) // README.md stays
+mkdirSync(join(out, 'envelopes'), { recursive: true }); mkdirSync(join(out, 'codec'), { recursive: true }); mkdirSync(join(out, 'jobs'), { recursive: true }); mkdirSync(join(out, 'manifests'), { recursive: true })
 const te = new TextEncoder()
 const seedOf = name => sha256(te.encode('p2pci test vector key ' + name))
 const pub = name => ed25519.getPublicKey(seedOf(name))
 const Point = ed25519.ExtendedPoint
-const index = { protocol: 2, about: 'see README.md', envelopes: [], codec: [], jobs: [] }
+const index = { protocol: 2, about: 'see README.md', envelopes: [], codec: [], manifests: [], jobs: [] }
 
 function add (name, bytes, expect, rule, extra = {}) {
   const file = `envelopes/${name}.bin`
@@ -31,6 +31,24 @@ function add (name, bytes, expect, rule, extra = {}) {
   if (ok !== (expect === 'valid')) throw new Error(`generator: ${name} expected ${expect} but client says ${ok ? 'valid' : e._why}`)
   delete e._why
   index.envelopes.push(e)
+}
+
+// §4.4.1 manifest blobs, each checked against the reveal fields naming it (a hostile worker's
+// reveal is consistent with its own blob: sha256, files and digest computed from the blob itself)
+function manifestVec (name, blob, expect, rule, reveal = null) {
+  const file = `manifests/${name}.bin`
+  writeFileSync(join(out, file), blob)
+  const r = reveal ?? { sha256: sha256(blob), files: (() => { try { const v = decodeLooseCount(blob); return v } catch { return 0 } })(), exitCode: 0, digest: digestOfManifestBlob(0, blob) }
+  let ok; let why = ''; try { checkManifestBlob(blob, r); ok = true } catch (err) { ok = false; why = err.message }
+  if (ok !== (expect === 'valid')) throw new Error(`generator: manifest ${name} expected ${expect} but client says ${ok ? 'valid' : why}`)
+  index.manifests.push({ name, file, expect, rule, reveal: { sha256: hex(r.sha256), files: Number(r.files), exit_code: r.exitCode, digest: hex(r.digest) } })
+}
+function decodeLooseCount (blob) { // the item count a hostile reveal would state: a list's length (array header), else 0
+  const b = blob[0]
+  if (b >= 0x90 && b <= 0x9f) return b - 0x90
+  if (b === 0xdc) return (blob[1] << 8) | blob[2]
+  if (b === 0xdd) return ((blob[1] << 24) | (blob[2] << 16) | (blob[3] << 8) | blob[4]) >>> 0
+  return 0
 }
 
 const T0 = 1767225600000 // 2026-01-01T00:00:00Z
@@ -69,14 +87,46 @@ const salt = new Uint8Array(16).fill(5)
 const digest = resultDigest(0, manifest)
 const commit = seal('commit', { job: J, hash: sha256(salt, digest, pub('w1')) }, seedOf('w1'))
 add('commit_valid', commit, 'valid', '§4.3', { kind: 'commit' })
-const revealB = (over = {}) => ({ job: J, digest, salt, exit_code: 0, manifest, log: ref('log', 10), seen: [sha256(commit)], ...over })
-add('reveal_valid', seal('reveal', revealB(), seedOf('w1')), 'valid', '§4.4, §7 digest = sha256(canonical([exit_code, manifest]))', { kind: 'reveal', digest: hex(digest) })
-add('reveal_digest_mismatch', seal('reveal', revealB({ exit_code: 1 }), seedOf('w1')), 'invalid', '§4.4 digest checked on receipt')
-add('reveal_unsorted_manifest', seal('reveal', revealB({ manifest: [manifest[1], manifest[0]], digest: resultDigest(0, [manifest[1], manifest[0]]) }), seedOf('w1')), 'invalid', '§4.4 manifest sorted by path')
-{ const m = [{ ...manifest[0], path: 'x/../a' }]; add('reveal_dotdot_path', seal('reveal', revealB({ manifest: m, digest: resultDigest(0, m) }), seedOf('w1')), 'invalid', '§4.4 no .. part') }
-{ const m = [{ ...manifest[0], path: '/a' }]; add('reveal_absolute_path', seal('reveal', revealB({ manifest: m, digest: resultDigest(0, m) }), seedOf('w1')), 'invalid', '§4.4 path relative') }
-{ const m = [{ ...manifest[0], mode: 0o1000 }]; add('reveal_mode_setid', seal('reveal', revealB({ manifest: m, digest: resultDigest(0, m) }), seedOf('w1')), 'invalid', '§4.4 mode 0–0o777') }
+const revealB = (over = {}) => ({ job: J, digest, salt, exit_code: 0, ...manifestFields(manifest), log: ref('log', 10), seen: [sha256(commit)], ...over })
+add('reveal_valid', seal('reveal', revealB(), seedOf('w1')), 'valid', '§4.4, §7 digest = sha256(0x92 ‖ canonical(exit_code) ‖ manifest blob)', { kind: 'reveal', digest: hex(digest) })
+add('reveal_digest_not_checked_on_receipt', seal('reveal', revealB({ exit_code: 1 }), seedOf('w1')), 'valid', '§4.4 the digest is checked when the manifest blob is fetched (§4.4.1), not on receipt', { kind: 'reveal', digest: hex(digest) })
+add('reveal_files_1000001', seal('reveal', revealB({ files: 1000001, manifest: ref('m', 100 << 20) }), seedOf('w1')), 'invalid', '§4.4 files 0–1 000 000')
+add('reveal_files_1000000', seal('reveal', revealB({ files: 1000000, manifest: ref('m', 200 << 20) }), seedOf('w1')), 'valid', '§4.4 files up to 1 000 000', { kind: 'reveal', digest: hex(digest) })
+add('reveal_manifest_over_256mib', seal('reveal', revealB({ files: 1000000, manifest: ref('m', 268435457) }), seedOf('w1')), 'invalid', '§4.4 manifest.size ≤ 268 435 456')
+add('reveal_manifest_too_small_for_files', seal('reveal', revealB({ files: 2, manifest: ref('m', 1 + 2 * 61 - 1) }), seedOf('w1')), 'invalid', '§4.4 size ≥ h + 61·files')
+add('reveal_manifest_smallest_for_files', seal('reveal', revealB({ files: 2, manifest: ref('m', 1 + 2 * 61) }), seedOf('w1')), 'valid', '§4.4 size = h + 61·files is plausible', { kind: 'reveal', digest: hex(digest) })
+add('reveal_manifest_too_large_for_files', seal('reveal', revealB({ files: 16, manifest: ref('m', 3 + 16 * 16456 + 1) }), seedOf('w1')), 'invalid', '§4.4 size ≤ h + 16 456·files (h = 3 from 16 entries)')
+add('reveal_manifest_largest_for_files', seal('reveal', revealB({ files: 16, manifest: ref('m', 3 + 16 * 16456) }), seedOf('w1')), 'valid', '§4.4 size = h + 16 456·files is plausible', { kind: 'reveal', digest: hex(digest) })
+add('reveal_no_files_not_1_byte', seal('reveal', revealB({ files: 0, manifest: ref('m', 2) }), seedOf('w1')), 'invalid', '§4.4 an empty manifest is the 1 byte 0x90')
+add('reveal_manifest_inline', seal('reveal', revealB({ manifest }), seedOf('w1')), 'invalid', '§4.4 the manifest is a BlobRef, not a list')
+{ const b = revealB(); delete b.files; add('reveal_no_files', seal('reveal', b, seedOf('w1')), 'invalid', '§4.4 files is a field') }
 add('reveal_exit_256', seal('reveal', revealB({ exit_code: 256, digest: resultDigest(256, manifest) }), seedOf('w1')), 'invalid', '§4.4 exit_code 0–255')
+
+// §4.4.1 manifest blobs
+{
+  const blob = manifestBlob(manifest)
+  const good = { sha256: sha256(blob), files: manifest.length, exitCode: 0, digest }
+  manifestVec('valid', blob, 'valid', '§4.4.1 the blob of reveal_valid', good)
+  manifestVec('empty', new Uint8Array([0x90]), 'valid', '§4.4.1 an empty manifest is 0x90')
+  manifestVec('wrong_digest', blob, 'invalid', '§4.4.1 3. the digest binds exit code and blob', { ...good, exitCode: 1 })
+  manifestVec('wrong_count', blob, 'invalid', '§4.4.1 4. exactly `files` entries', { ...good, files: 3, sha256: sha256(blob) })
+  manifestVec('wrong_sha256', blob, 'invalid', '§4.4.1 2. sha256 of the blob', { ...good, sha256: sha256(te.encode('x')) })
+  const bad = (name, m, rule) => manifestVec(name, manifestBlob(m), 'invalid', rule)
+  bad('unsorted', [manifest[1], manifest[0]], '§4.4.1 sorted by path')
+  bad('duplicate_path', [manifest[0], manifest[0]], '§4.4.1 paths distinct')
+  bad('dotdot_path', [{ ...manifest[0], path: 'x/../a' }], '§4.4.1 no .. part')
+  bad('absolute_path', [{ ...manifest[0], path: '/a' }], '§4.4.1 path relative')
+  bad('empty_part', [{ ...manifest[0], path: 'a//b' }], '§4.4.1 no empty part')
+  bad('nul_in_path', [{ ...manifest[0], path: 'a\0b' }], '§4.4.1 no NUL')
+  bad('mode_setid', [{ ...manifest[0], mode: 0o4755 }], '§4.4.1 mode 0–0o777')
+  bad('sha256_31', [{ ...manifest[0], sha256: new Uint8Array(31) }], '§4.4.1 sha256 32 bytes')
+  bad('extra_key', [{ ...manifest[0], x: 1 }], '§4.4.1 exactly mode, path, sha256, size')
+  bad('not_a_list', { a: 1 }, '§4.4.1 a list')
+  manifestVec('not_canonical', new Uint8Array([...blob.slice(0, -1), 0xcc, 0x00]), 'invalid', '§4.4.1 5. canonical (the last size, 0, as uint8 is not the shortest encoding)')
+  manifestVec('path_4096', manifestBlob([{ ...manifest[0], path: '\u{1f600}'.repeat(4096) }]), 'valid', '§4.4.1 path up to 4096 chars (code points)')
+  manifestVec('path_4097', manifestBlob([{ ...manifest[0], path: 'a'.repeat(4097) }]), 'invalid', '§4.4.1 path ≤ 4096 chars')
+  manifestVec('backslash_path', manifestBlob([{ ...manifest[0], path: 'a\\b' }]), 'valid', '§4.4.1 a backslash is an ordinary path byte')
+}
 add('reveal_salt_15', seal('reveal', revealB({ salt: new Uint8Array(15) }), seedOf('w1')), 'invalid', '§4.4 salt bin 16–32')
 add('reveal_seen_duplicate', seal('reveal', revealB({ seen: [sha256(commit), sha256(commit)] }), seedOf('w1')), 'invalid', '§4.4 seen distinct')
 add('cancel_valid', seal('cancel', { job: J }, pubSeed), 'valid', '§4.5', { kind: 'cancel' })
@@ -125,8 +175,7 @@ goodOffer('offer_empty_strings', { env: { A: '' }, command: [''] }, '§4.1 env v
 goodOffer('offer_project_200_astral', { project: '\u{1f600}'.repeat(200) }, '§4.1 chars are code points: 200 emoji (400 UTF-16 units, 800 bytes) are 200 chars')
 badOffer('offer_project_201_astral', { project: '\u{1f600}'.repeat(201) }, '§4.1 project ≤ 200 chars (code points)')
 add('reveal_seen_unsorted', seal('reveal', revealB({ seen: [sha256(commit), sha256(te.encode('x'))].sort(Buffer.compare).reverse() }), seedOf('w1')), 'valid', '§4.4 seen need not be sorted (only distinct)', { kind: 'reveal', digest: hex(digest) })
-add('reveal_empty_manifest', seal('reveal', revealB({ manifest: [], digest: resultDigest(0, []) }), seedOf('w1')), 'valid', '§4.4 an empty manifest is a result', { kind: 'reveal', digest: hex(resultDigest(0, [])) })
-{ const m = [{ ...manifest[0], path: 'a\\b' }]; add('reveal_backslash_path', seal('reveal', revealB({ manifest: m, digest: resultDigest(0, m) }), seedOf('w1')), 'valid', '§4.4 a backslash is an ordinary path byte', { kind: 'reveal', digest: hex(resultDigest(0, m)) }) }
+add('reveal_empty_manifest', seal('reveal', revealB({ ...manifestFields([]), digest: resultDigest(0, []) }), seedOf('w1')), 'valid', '§4.4 an empty manifest is a result', { kind: 'reveal', digest: hex(resultDigest(0, [])) })
 add('decline_reason_33', seal('decline', { job: J, reason: 'a'.repeat(33), detail: '', log: null }, seedOf('w1')), 'invalid', '§4.7 reason 1–32 chars')
 { // > 64 KiB
   const env = {}; for (let i = 0; i < 17; i++) env['V' + i] = 'x'.repeat(4096)
@@ -276,7 +325,7 @@ function scenario (name, { replicas = 3, quorum = 2, workers = ['w1', 'w2', 'w3'
   const all = Object.values(commits).sort(Buffer.compare)
   for (const [w, v] of Object.entries(votes)) {
     if (results[w].noReveal) continue
-    facts.push(seal('reveal', { job, digest: v.d, salt: v.s, exit_code: v.exit, manifest: v.man, log: ref('log ' + w, 3), seen: results[w].seen ? results[w].seen(commits) : all }, seedOf(w)))
+    facts.push(seal('reveal', { job, digest: v.d, salt: v.s, exit_code: v.exit, ...manifestFields(v.man), log: ref('log ' + w, 3), seen: results[w].seen ? results[w].seen(commits) : all }, seedOf(w)))
   }
   facts.push(...extra({ job, seed, commits, votes, claimIds, ranked }))
   const dir = `jobs/${String(++scen).padStart(2, '0')}_${name}`
@@ -440,4 +489,4 @@ selectCase('select_faults_stranger_before_require', ({ job, seed, ids, order, sr
 }
 
 writeFileSync(join(out, 'index.json'), JSON.stringify(index, null, 1) + '\n')
-console.log(`${index.envelopes.length} envelopes, ${index.codec.length} codec values, ${index.jobs.length} jobs written to ${out}`)
+console.log(`${index.envelopes.length} envelopes, ${index.codec.length} codec values, ${index.manifests.length} manifest blobs, ${index.jobs.length} jobs written to ${out}`)

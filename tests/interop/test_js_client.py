@@ -33,11 +33,16 @@ HERE = Path(__file__).resolve().parent
 VECTORS = HERE.parent / "vectors"
 CLIENT = HERE / "client.js"
 
-# Only the documented fields of the verdict object (§6) are compared.
+# The documented fields of the verdict object (§6) are compared: the verdict's own, and the
+# informative ones ("The reference verdict object also has these keys": cause, workers, created,
+# deadlines), which the client derives from the same facts as §6 describes them.
 VERDICT_KEYS = (
     "job", "project", "verdict", "digest", "replicas", "quorum", "groups", "dissenters", "equivocators",
     "ignored", "reason", "rounds", "ignored_selects", "missing", "declines",
+    "cause", "workers", "created", "deadlines",
 )  # fmt: skip
+# Keys of `show --json` the client does not derive: what the offer states (§6, `provenance`).
+NOT_COMPARED = frozenset({"provenance"})
 
 SAME = "cp /build/src/hello.txt /out/hello.txt && echo built"
 DIFFERENT = "cat /proc/sys/kernel/random/uuid > /out/hello.txt && echo built"
@@ -59,13 +64,13 @@ def node_bin() -> str:
 
 
 def test_js_client_checks_every_vector() -> None:
-    """The JS client agrees with every envelope, codec value and job verdict in tests/vectors."""
+    """The JS client agrees with every envelope, codec value, manifest blob and job verdict in tests/vectors."""
     res = subprocess.run(
         [node_bin(), str(CLIENT), "vectors", str(VECTORS)], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0, res.stdout + res.stderr
     index = json.loads((VECTORS / "index.json").read_text())
-    n = sum(len(index[k]) for k in ("envelopes", "codec", "jobs"))
+    n = sum(len(index[k]) for k in ("envelopes", "codec", "manifests", "jobs"))
     assert res.stdout.strip().splitlines()[-1] == f"{n} passed, 0 failed"
 
 
@@ -141,6 +146,9 @@ def step(what: str) -> None:
 
 
 def documented(view: dict[str, Any]) -> dict[str, Any]:
+    """The compared fields; a daemon object with a key that is neither compared nor named in
+    NOT_COMPARED fails here (a new key of the job object must be specified and compared)."""
+    assert set(view) <= set(VERDICT_KEYS) | NOT_COMPARED, set(view) - set(VERDICT_KEYS) - NOT_COMPARED
     return {k: view.get(k) for k in VERDICT_KEYS}
 
 
@@ -165,6 +173,77 @@ async def agree(mesh: Mesh, nodes: list[Node], client: JsClient, jobs: list[str]
             if theirs != mine:
                 print(f"DISAGREE {k}\n daemon: {json.dumps(theirs)}\n js:     {json.dumps(mine)}")
         raise
+
+
+def declined_jobs(tmp: Path) -> Path:
+    """Job fact sets the vectors lack, in the vectors' layout: EXPIRED with declines and no claim
+    (more than 8 reason codes: "other"), a timed-out selected worker with its log, a worker that
+    declined after a claim, and a publisher gone after claims."""
+    from p2pci.core.messages import BlobRef, Decline
+    from p2pci.core.signing import seal
+    from tests.unit.jobgen import JobSim, key, make_offer
+
+    late = 3_000_000  # after make_offer's deadline
+    sims: dict[str, tuple[JobSim, int]] = {}
+    sim = JobSim(make_offer(key("publisher")))
+    for i in range(11):
+        sim.decline(key(f"d{i}"), "policy" if i < 2 else f"code{i}", f"detail {i}")
+    sims["no_claim_many_codes"] = (sim, late)
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    a, b, c = key("a"), key("b"), key("c")
+    for k in (a, b, c):
+        sim.claim(k)
+    sim.select()
+    built = sim.built(a)
+    sim.commit(a, built)
+    sim.reveal(a, built)
+    log = BlobRef(bytes(range(32)), 1234)
+    sim._add(seal(b, Decline(sim.job, "timeout", "timed out after 60s; log tail:\nstill compiling", log)))
+    sim.decline(c, "slots", "no free slot")
+    sims["expired_timeout"] = (sim, late)
+    sims["pending_timeout"] = (sim, 1_500_000)
+    sim = JobSim(make_offer(key("publisher")))
+    sim.claim(a)
+    sims["publisher_gone"] = (sim, late)
+    jobs = []
+    for name, (sim, now) in sims.items():
+        files = []
+        for i, f in enumerate(sim.facts):
+            (tmp / f"{name}-{i}.bin").write_bytes(f.raw)
+            files.append(f"{name}-{i}.bin")
+        jobs.append({"name": name, "job": sim.job.hex(), "now": now, "facts": files})
+    (tmp / "index.json").write_text(json.dumps({"jobs": jobs}))
+    return tmp
+
+
+def test_js_client_derives_the_informative_keys_of_every_job_vector(tmp_path: Path) -> None:
+    """cause, workers, created and deadlines, written from §6 alone, agree with p2pci's for every job
+    vector and for declined, timed-out and publisher-gone jobs (the vectors hold no EXPIRED job with
+    declines); the live mesh below compares them too, but ends no job EXPIRED."""
+    from p2pci.core.board import Board
+    from p2pci.core.tally import tally, verdict_json
+
+    causes, phases = set(), set()
+    for directory in (VECTORS, declined_jobs(tmp_path)):
+        res = subprocess.run(
+            [node_bin(), str(CLIENT), "informative", str(directory)], capture_output=True, text=True, timeout=120
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        theirs = json.loads(res.stdout)
+        for vec in json.loads((directory / "index.json").read_text())["jobs"]:
+            board = Board()
+            for name in vec["facts"]:
+                assert board.add((directory / name).read_bytes(), 0)
+            view = board.job(bytes.fromhex(vec["job"]))
+            assert view is not None
+            mine = verdict_json(view, tally(view, vec["now"]))
+            want = {k: mine[k] for k in ("cause", "workers", "created", "deadlines")}
+            assert theirs[vec["name"]] == want, vec["name"]
+            causes.add(mine["cause"])
+            phases |= {w["phase"] for w in mine["workers"]}
+    # what the cases exercise (fewer would make this test vacuous)
+    assert {"revealed", "declined", "timed_out", "claimed", "selected", "dropped"} <= phases, phases
+    assert any(c and c.endswith(", 2 other") for c in causes) and any(c and "timed out" in c for c in causes), causes
 
 
 @pytest.mark.slow

@@ -150,7 +150,7 @@ class JobSim:
         if seen is None:  # every commit made so far
             seen = tuple(self.commit_of[w].id for w in sorted(self.commit_of))
         return self._add(
-            seal(k, Reveal(self.job, b.digest, b.salt, b.exit_code, b.manifest, BlobRef(h(b"log"), 3), seen))
+            seal(k, Reveal.of(self.job, b.digest, b.salt, b.exit_code, b.manifest, BlobRef(h(b"log"), 3), seen))
         )
 
     def cancel(self, k: NodeKey | None = None) -> Fact:

@@ -94,7 +94,7 @@ class MachineMesh:
                     self.vanished.add(i)
                     continue
                 content = b"good" if i not in self.liars else b"lie %d" % i
-                done = BuildDone(0, manifest_for(content), BlobRef(h(b"log %d" % i), 1))
+                done = BuildDone.of(0, manifest_for(content), BlobRef(h(b"log %d" % i), 1))
                 self._push(self.now + self.build_ms(i, self.builds), i, "built", (e.job, done))
             elif isinstance(e, StopBuild):
                 self._push(self.now, i, "built", (e.job, BuildFailed("cancelled", code="")))

@@ -21,7 +21,7 @@ from p2pci.core.messages import (
     Reveal,
     Select,
 )
-from p2pci.core.results import ManifestEntry, result_digest
+from p2pci.core.results import ManifestEntry
 
 h32 = st.binary(min_size=32, max_size=32)
 u63 = st.integers(min_value=0, max_value=2**63 - 1)
@@ -100,12 +100,12 @@ manifests = st.lists(
 def reveals(draw: st.DrawFn) -> Reveal:
     exit_code = draw(st.integers(0, 255))
     manifest = draw(manifests)
-    return Reveal(
+    return Reveal.of(
         job=draw(h32),
-        digest=result_digest(exit_code, manifest),
+        digest=None,
         salt=draw(st.binary(min_size=16, max_size=32)),
         exit_code=exit_code,
-        manifest=manifest,
+        entries=manifest,
         log=draw(blob_refs),
         seen=tuple(draw(st.lists(h32, max_size=4, unique=True))),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgpack
@@ -23,7 +22,7 @@ from p2pci.core.signing import (
     seal,
 )
 
-from .jobgen import JobSim, key, make_offer
+from .jobgen import JobSim, key, make_offer, manifest_for
 from .strategies import junk, messages
 
 K = key("signer")
@@ -151,13 +150,17 @@ def test_oversize_envelope_rejected() -> None:
         open_envelope(fact.raw, max_size=len(fact.raw) - 1)
 
 
-def test_reveal_with_wrong_digest_is_rejected_even_when_signed() -> None:
+def test_a_reveal_with_a_wrong_digest_is_a_fact_but_its_manifest_is_refused() -> None:
+    """The digest is not checked on receipt (the manifest is a blob): a reveal whose digest is not
+    that of its manifest is a valid fact (a vote for that digest), and the manifest it names is
+    refused by everyone who fetches it (`parse_manifest`), so no artifact is ever taken from it."""
+    from p2pci.core.results import manifest_bytes, parse_manifest
+    from p2pci.core.signing import signed_bytes
+
     reveal = next(f for f in SAMPLES if f.kind == "reveal")
     body = reveal.body.to_obj()
     body["digest"] = b"\x11" * 32
     kb = key("b")
-    from p2pci.core.signing import signed_bytes
-
     raw = canonical(
         {
             "v": 2,
@@ -167,8 +170,17 @@ def test_reveal_with_wrong_digest_is_rejected_even_when_signed() -> None:
             "sig": kb.sign(signed_bytes("reveal", canonical(body))),
         }
     )
-    with pytest.raises(ProtocolError, match="digest"):
-        open_envelope(raw)
+    rev = open_envelope(raw).body
+    data = manifest_bytes(manifest_for(b"good"))
+    with pytest.raises(ProtocolError, match="digest") as exc:
+        parse_manifest(
+            data, sha256=rev.manifest.sha256, files=rev.files, exit_code=rev.exit_code, digest=rev.digest
+        )  # type: ignore[union-attr]
+    assert exc.value.reason == "digest"
+    good = reveal.body
+    assert parse_manifest(
+        data, sha256=good.manifest.sha256, files=good.files, exit_code=good.exit_code, digest=good.digest
+    ) == manifest_for(b"good")  # type: ignore[union-attr]
 
 
 def test_seal_rejects_invalid_bodies_locally() -> None:
@@ -200,20 +212,6 @@ def test_peer_id_known_value_and_bad_input() -> None:
         NodeKey.from_seed(b"short")
 
 
-def test_reveals_sharing_a_result_share_one_parsed_manifest() -> None:
-    sim = JobSim(make_offer(key("publisher"), project="manifest-cache"))
-    sim.honest_round([(key("m1"), b"shared-content", 0), (key("m2"), b"shared-content", 0)])
-    r1, r2 = (f for f in sim.facts if f.kind == "reveal")
-    a, b = open_envelope(r1.raw), open_envelope(r2.raw)
-    assert a.body.manifest == b.body.manifest  # type: ignore[union-attr]
-    assert a.body.manifest is b.body.manifest  # type: ignore[union-attr]
-    # the cached manifest does not let a changed manifest through
-    for i in range(len(r2.raw)):
-        mutated = r2.raw[:i] + bytes([r2.raw[i] ^ 0x01]) + r2.raw[i + 1 :]
-        with pytest.raises(ProtocolError):
-            open_envelope(mutated)
-
-
 @pytest.mark.slow
 def test_every_byte_value_at_every_position_of_a_claim_is_rejected() -> None:
     raw = next(f for f in SAMPLES if f.kind == "claim").raw
@@ -234,75 +232,76 @@ def test_every_byte_value_at_every_position_of_a_claim_is_rejected() -> None:
     st.integers(0, 4),
     st.data(),
 )
-def test_reveal_fast_path_matches_the_strict_decoder(
+def test_reveal_round_trips_for_every_width(
     code: int, log_size: int, n_seen: int, salt: bytes, n_files: int, data: st.DataObject
 ) -> None:
-    """The one-pass reveal decoder (digest hashed from the wire bytes) accepts exactly what
-    `Reveal.from_obj` accepts, for every width of exit code, log size and seen list."""
-    from p2pci.core import signing
+    """A reveal names its manifest blob; every width of exit code, log size, seen list and file
+    count decodes to the same reveal, through the envelope and through `Reveal.from_obj`."""
     from p2pci.core.messages import BlobRef, Reveal
-    from p2pci.core.results import ManifestEntry, result_digest
+    from p2pci.core.results import ManifestEntry, parse_manifest, result_digest
 
     manifest = tuple(
         ManifestEntry(f"f{i:02d}", data.draw(st.integers(0, 2**63 - 1)), 0o644, bytes([i]) * 32)
         for i in range(n_files)
     )
     seen = tuple(bytes([i, 7]) * 16 for i in range(n_seen))
-    rev = Reveal(
-        b"\x01" * 32,
-        result_digest(code, manifest),
-        salt,
-        code,
-        manifest,
-        BlobRef(b"\x02" * 32, log_size),
-        seen,
-    )
+    rev = Reveal.of(b"\x01" * 32, None, salt, code, manifest, BlobRef(b"\x02" * 32, log_size), seen)
+    assert rev.digest == result_digest(code, manifest) and rev.files == n_files
     fact = seal(K, rev)
     body_obj = msgpack.unpackb(fact.raw, raw=False)["body"]
-    signing._MANIFESTS.clear()
-    fast = signing._reveal_fast(body_obj, fact.raw)
-    assert fast is not None and fast == Reveal.from_obj(body_obj) == rev
+    assert Reveal.from_obj(body_obj) == rev
     assert open_envelope(fact.raw) == fact
-    # a digest that is not the one of this manifest is refused, signed or not
-    if n_files:
-        other = manifest[:-1]
-        bad = Reveal(rev.job, result_digest(code, other), salt, code, manifest, rev.log, seen)
-        body = bad.to_obj()
-        from p2pci.core.signing import signed_bytes
+    from p2pci.core.results import manifest_bytes
 
-        raw = canonical(
-            {
-                "v": 2,
-                "kind": "reveal",
-                "body": body,
-                "signer": K.public,
-                "sig": K.sign(signed_bytes("reveal", canonical(body))),
-            }
-        )
-        with pytest.raises(ProtocolError, match="digest"):
-            open_envelope(raw)
+    data_ = manifest_bytes(manifest)
+    assert (
+        parse_manifest(data_, sha256=rev.manifest.sha256, files=n_files, exit_code=code, digest=rev.digest)
+        == manifest
+    )
 
 
-@pytest.mark.parametrize("order", [(1, 0), (0, 0), (0, 1, 1)])
-def test_signed_reveal_with_unsorted_or_repeated_paths_is_rejected(order: tuple[int, ...]) -> None:
-    """Digest consistent with the manifest and validly signed, but the manifest is not sorted by
-    path or repeats one: rejected by both the one-pass and the strict decoder."""
+@pytest.mark.parametrize(
+    ("files", "size"),
+    [
+        (0, 0),
+        (0, 2),
+        (1, 1),
+        (3, 3 * 61),
+        (10, 1 + 9 * 61),
+        (1_000_001, 200 << 20),
+        (2, 1 + 2 * 16459),
+        (5, (256 << 20) + 1),
+    ],
+)
+def test_a_reveal_whose_manifest_size_cannot_hold_its_files_is_refused(files: int, size: int) -> None:
+    """`files` and `manifest.size` are checked on receipt: a manifest blob is never fetched beyond
+    the limits, nor with a size no `files` entries can have."""
     from p2pci.core.signing import signed_bytes
 
     reveal = next(f for f in SAMPLES if f.kind == "reveal")
     body = reveal.body.to_obj()
-    entries = [
-        {"mode": 0o644, "path": p, "sha256": bytes([i]) * 32, "size": i} for i, p in enumerate(("a", "b"))
-    ]
-    body["manifest"] = [entries[i] for i in order]
-    body["digest"] = hashlib.sha256(
-        msgpack.packb([body["exit_code"], body["manifest"]], use_bin_type=True)
-    ).digest()
+    body["files"] = files
+    body["manifest"] = {"sha256": b"\x05" * 32, "size": size}
     sig = K.sign(signed_bytes("reveal", canonical(body)))
     raw = canonical({"v": 2, "kind": "reveal", "body": body, "signer": K.public, "sig": sig})
-    with pytest.raises(ProtocolError, match="not sorted or not distinct"):
+    with pytest.raises(ProtocolError, match="files|manifest"):
         open_envelope(raw)
-    ok = dict(body, manifest=entries)
-    ok["digest"] = hashlib.sha256(msgpack.packb([body["exit_code"], entries], use_bin_type=True)).digest()
-    sig = K.sign(signed_bytes("reveal", canonical(ok)))
-    assert open_envelope(canonical({"v": 2, "kind": "reveal", "body": ok, "signer": K.public, "sig": sig}))
+
+
+def test_the_largest_reveal_fits_the_envelope() -> None:
+    """Outputs of any size: a reveal's size no longer depends on the outputs (the old failure:
+    an inline manifest over 64 KiB could not be sealed), only on `seen`, which is bounded."""
+    from p2pci.core.messages import MAX_SEEN, BlobRef, Reveal
+
+    rev = Reveal(
+        b"\x01" * 32,
+        b"\x02" * 32,
+        b"\x03" * 32,
+        255,
+        BlobRef(b"\x04" * 32, 256 << 20),
+        1_000_000,
+        BlobRef(b"\x05" * 32, 2**63 - 1),
+        tuple(i.to_bytes(32, "big") for i in range(MAX_SEEN)),
+    )
+    fact = seal(K, rev)
+    assert len(fact.raw) < 40_000 and open_envelope(fact.raw).body == rev

@@ -82,17 +82,13 @@ def test_missing_and_extra_fields() -> None:
         ("seen", [b"c" * 32, b"c" * 32], "seen"),
         ("seen", [b"c" * 32] * 0 + [b"short"], r"seen\[0\]"),
         ("log", {"sha256": b"l" * 32}, "log"),
-        ("manifest", [{"path": "/abs", "size": 1, "mode": 0, "sha256": b"h" * 32}], "path"),
-        ("manifest", [{"path": "a/../b", "size": 1, "mode": 0, "sha256": b"h" * 32}], "path"),
-        ("manifest", [{"path": "a", "size": 1, "mode": 0o4755, "sha256": b"h" * 32}], "mode"),
-        (
-            "manifest",
-            [
-                {"path": "b", "size": 1, "mode": 0, "sha256": b"h" * 32},
-                {"path": "a", "size": 1, "mode": 0, "sha256": b"h" * 32},
-            ],
-            "sorted",
-        ),
+        ("manifest", {"sha256": b"h" * 32}, "manifest"),
+        ("manifest", [], "manifest"),
+        ("manifest", {"sha256": b"h" * 31, "size": 1}, "manifest.sha256"),
+        ("manifest", {"sha256": b"h" * 32, "size": 1 + 61}, "manifest.size"),  # 0 files take 1 byte
+        ("files", -1, "files"),
+        ("files", 1_000_001, "files"),
+        ("files", True, "files"),
     ],
 )
 def test_reveal_field_errors_name_the_field(field: str, value: Any, match: str) -> None:

@@ -151,7 +151,7 @@ def test_persist_comes_before_commit_and_outputs_before_reveal() -> None:
     now = T0 + 2 * WINDOW
     tick_until_quiet(m, now)
     assert sim.job in m.building
-    m.build_finished(sim.job, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
+    m.build_finished(sim.job, BuildDone.of(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
     effs = tick_until_quiet(m, now)
     kinds = [(type(e).__name__, e.fact.kind if isinstance(e, Publish) else "") for e in effs]
     i_commit = kinds.index(("Publish", "commit"))
@@ -287,7 +287,7 @@ def test_a_finished_build_frees_the_slot_for_the_waiting_job() -> None:
     tick_until_quiet(m, now)
     assert len(m.building) == 1
     first = next(iter(m.building))
-    m.build_finished(first, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
+    m.build_finished(first, BuildDone.of(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
     effs = tick_until_quiet(m, now)
     assert [e.job for e in of(effs, RunBuild)] == [s for s in (s1.job, s2.job) if s != first]  # type: ignore[attr-defined]
 
@@ -337,7 +337,7 @@ def test_a_job_that_raises_is_counted_and_the_others_go_on() -> None:
     good, bad = job(project="good"), job(project="bad")
     m.receive_facts([good.offer_fact, bad.offer_fact], T0)
     m.jobs[bad.job] = replace(WorkerJob.new(bad.job, T0), phase="BUILDING")
-    m.build_finished(bad.job, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), T0)
+    m.build_finished(bad.job, BuildDone.of(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), T0)
     effs = m.tick(T0)
     assert m.errors == 1
     assert [e.obj["project"] for e in of(effs, JobChanged)] == ["good"]  # type: ignore[attr-defined]
@@ -505,7 +505,7 @@ def test_own_facts_enter_the_board_only_when_given_back() -> None:
     sim = job(replicas=1, quorum=1, workers=(ME.public,))
     claim_and_settle(m, sim)
     now = T0 + WINDOW
-    m.build_finished(sim.job, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
+    m.build_finished(sim.job, BuildDone.of(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)), now)
     effs = m.tick(now)  # not given back: the commit is not on the board yet
     commits = [e.fact for e in effs if isinstance(e, Publish) and e.fact.kind == "commit"]
     assert len(commits) == 1 and not m.board.has(commits[0].id) and m.jobs[sim.job].phase == "BUILT"

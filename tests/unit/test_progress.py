@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from p2pci.cli.progress import Progress, changes, status_line
+import trio
+
+from p2pci.cli.progress import Progress, changes, status_line, step_line
 
 P1 = "12D3KooWAlphaAlphaAlphaAlphaAlphaAlphaAlphaAlpha02"
 P2 = "12D3KooWBravoBravoBravoBravoBravoBravoBravoBravo03"
@@ -72,3 +74,67 @@ def test_a_terminal_gets_a_rewritten_status_line() -> None:
     p.done()
     text = out.getvalue()
     assert text.count("\r\x1b[2K") >= 2 and "PENDING · 1 selected" in text
+
+
+def step(step: str, state: str, text: str, ms: int = 0, size: int | None = None) -> dict[str, Any]:
+    return {"event": "step", "step": step, "state": state, "text": text, "elapsed_ms": ms, "bytes": size}
+
+
+def test_daemon_steps_are_lines_and_running_ticks_only_rewrite_the_terminal_status() -> None:
+    assert step_line(step("image", "start", "resolving the image busybox")) == "image: resolving the image busybox"
+    assert step_line(step("export", "done", "image archive sha256 ab (9 bytes)", 2345)) == (
+        "export: image archive sha256 ab (9 bytes) (2.3 s)"
+    )
+    assert step_line(step("image", "running", "building", 4000)) is None
+    assert step_line(step("nonsense", "info", "x\ny")) == "step: x y"  # unknown step: still one line
+    plain, tty = io.StringIO(), io.StringIO()
+    for out, is_tty in ((plain, False), (tty, True)):
+        p = Progress(out, tty=is_tty)
+        p.daemon_step(step("image", "start", "building the busybox image"))
+        p.daemon_step(step("image", "running", "building the busybox image", 6000))
+        p.daemon_step(step("image", "done", "image busybox: sha256:00", 7000))
+        p.done()
+    assert plain.getvalue().splitlines() == ["image: building the busybox image", "image: image busybox: sha256:00 (7.0 s)"]
+    assert "\r" not in plain.getvalue()
+    assert "image: building the busybox image … 6.0 s" in tty.getvalue() and "\r\x1b[2K" in tty.getvalue()
+    evil = io.StringIO()
+    Progress(evil, tty=True).daemon_step(step("image", "running", "x\x1b]0;owned", 1))
+    assert "\x1b]" not in evil.getvalue().replace("\r\x1b[2K", "")
+
+
+async def test_steps_tick_while_a_step_runs_and_stop_when_it_is_done(autojump_clock: trio.abc.Clock) -> None:
+    from p2pci.daemon.api import TICK_S, Steps
+
+    got: list[dict[str, Any]] = []
+    steps = Steps(got.append)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(steps.tick)
+        steps.event("image", "start", "building")
+        await trio.sleep(TICK_S * 2.5)
+        steps.event("image", "done", "built")
+        await trio.sleep(TICK_S * 3)
+        nursery.cancel_scope.cancel()
+    assert [(e["state"], e["elapsed_ms"]) for e in got] == [
+        ("start", 0), ("running", 2000), ("running", 4000), ("done", 5000)]
+    assert all(e["event"] == "step" and e["step"] == "image" for e in got)
+    assert Steps(None).emit is None  # a client without progress: nothing is sent
+
+
+def test_when_every_worker_that_answered_gave_up_it_says_the_job_waits_and_how_to_end_it() -> None:
+    one = {**obj(workers=[row(P1, "declined", "policy")]), "job": "ab" * 32}
+    two = {**obj(workers=[row(P1, "declined", "policy"), row(P2, "timed_out", "timeout")]), "job": "ab" * 32}
+    mixed = {**obj(workers=[row(P1, "declined", "policy"), row(P2, "selected")]), "job": "ab" * 32}
+
+    def hints(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+        return [line for line in changes(before, after) if line.startswith("every worker")]
+
+    assert hints(None, one) == [
+        "every worker that answered so far declined or timed out, none is building: the job waits for other "
+        f"workers until 1970-01-01 00:01:40 UTC (`p2pci cancel {'ab' * 32}` ends it now)"
+    ]
+    assert not hints(None, mixed)  # one still builds
+    assert hints(mixed, two)  # now all gave up
+    assert not hints(one, two)  # said once
+    assert not hints(None, {**one, "verdict": "EXPIRED"}) and not hints(None, {**obj(), "job": "ab" * 32})
+    assert status_line(two, 0).endswith("none building: waiting for other workers · claim window in 1s")
+    assert "none building" not in status_line(mixed, 0)

@@ -7,11 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pci.core.messages import BlobRef
-from p2pci.core.results import ManifestEntry
 from p2pci.core.worker import TERMINAL, WorkerJob
 
 h32 = st.binary(min_size=32, max_size=32)
-entries = st.builds(ManifestEntry, st.text(min_size=1, max_size=20), st.integers(0, 2**40), st.integers(0, 0o777), h32)
 ints = st.none() | st.integers(0, 2**62)
 phases = st.sampled_from(["SEEN", "WAITING", "CLAIMED", "BUILDING", "BUILT", "COMMITTED", *sorted(TERMINAL)])
 
@@ -27,7 +25,8 @@ phases = st.sampled_from(["SEEN", "WAITING", "CLAIMED", "BUILDING", "BUILT", "CO
         lease_until=ints,
         renew_at=ints,
         exit_code=st.none() | st.integers(0, 255),
-        manifest=st.lists(entries, max_size=4).map(tuple),
+        manifest=st.none() | st.builds(BlobRef, h32, st.integers(1, 2**28)),
+        files=st.integers(0, 1_000_000),
         log=st.none() | st.builds(BlobRef, h32, st.integers(0, 2**40)),
         salt=st.none() | st.binary(min_size=16, max_size=16),
         digest=st.none() | h32,

@@ -91,7 +91,7 @@ def hostile_facts(draw: st.DrawFn, sim: JobSim) -> list[Fact]:
             elif op == "reveal":
                 pool = honest_commits + made_commits
                 seen = tuple(sorted(set(draw(st.lists(st.sampled_from(pool), max_size=8))))) if pool else ()
-                out.append(seal(k, Reveal(sim.job, b.digest, b.salt, 0, b.manifest, sim_log(), seen)))
+                out.append(seal(k, Reveal.of(sim.job, b.digest, b.salt, 0, b.manifest, sim_log(), seen)))
             elif op == "equivocate":
                 b2 = sim.built(k, content + b"2")
                 out.append(seal(k, Commit(sim.job, commit_hash(b2.salt, b2.digest, k.public))))
@@ -180,7 +180,7 @@ def test_a_select_that_breaks_its_commitment_or_the_ranking_is_ignored_and_repor
         b = sim.built(k)
         facts.append(
             seal(
-                k, Reveal(sim.job, b.digest, b.salt, 0, b.manifest, sim_log(), tuple(sorted(view.commit_ids)))
+                k, Reveal.of(sim.job, b.digest, b.salt, 0, b.manifest, sim_log(), tuple(sorted(view.commit_ids)))
             )
         )
     view = view_of(facts)

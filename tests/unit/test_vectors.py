@@ -15,6 +15,7 @@ import pytest
 from p2pci.core.codec import decode
 from p2pci.core.errors import ProtocolError
 from p2pci.core.evidence import verify_bundle
+from p2pci.core.results import manifest_bytes, parse_manifest
 from p2pci.core.signing import open_envelope
 from p2pci.core.tally import verdict_json
 
@@ -35,6 +36,8 @@ def test_index_has_each_kind_of_vector() -> None:
         "CANCELLED",
         "EXPIRED",
     }
+    assert sum(m["expect"] == "invalid" for m in INDEX["manifests"]) >= 10
+    assert any(m["expect"] == "valid" for m in INDEX["manifests"])
     names = {j["name"] for j in INDEX["jobs"]}
     assert {"select_faults_seed_first", "several_claims_any_identity", "expired_no_round"} <= names
 
@@ -59,6 +62,24 @@ def test_codec_vector(vec: dict[str, Any]) -> None:
     else:
         with pytest.raises(ProtocolError):
             decode(raw)
+
+
+@pytest.mark.parametrize("vec", INDEX["manifests"], ids=lambda v: str(v["name"]))
+def test_manifest_vector(vec: dict[str, Any]) -> None:
+    """A manifest blob against the reveal fields naming it (docs/protocol.md §4.4.1)."""
+    data = (VECTORS / vec["file"]).read_bytes()
+    r = vec["reveal"]
+    args = {
+        "sha256": bytes.fromhex(r["sha256"]),
+        "files": r["files"],
+        "exit_code": r["exit_code"],
+        "digest": bytes.fromhex(r["digest"]),
+    }
+    if vec["expect"] == "valid":
+        assert manifest_bytes(parse_manifest(data, **args)) == data
+    else:
+        with pytest.raises(ProtocolError):
+            parse_manifest(data, **args)
 
 
 @pytest.mark.parametrize("vec", INDEX["jobs"], ids=lambda v: str(v["name"]))

@@ -83,7 +83,7 @@ class Daemon:
     def finish_build(self, now: int, exit_code: int = 0) -> list[Action]:
         assert self.building
         self.building = False
-        return self.step(now, BuildDone(exit_code, manifest_for(self.content), BlobRef(h(b"log"), 3)))
+        return self.step(now, BuildDone.of(exit_code, manifest_for(self.content), BlobRef(h(b"log"), 3)))
 
 
 def setup(n: int, replicas: int = 3, quorum: int = 2, **kw: object) -> tuple[JobSim, Board, list[Daemon]]:
@@ -250,6 +250,24 @@ def test_build_failed_gives_up() -> None:
     assert d.wj.phase == "GAVE_UP"
 
 
+@pytest.mark.parametrize(("files", "size"), [(1_000_001, 100 << 20), (10, (256 << 20) + 1), (3, 10)])
+def test_a_result_beyond_the_manifest_limits_declines_outputs_and_never_commits(files: int, size: int) -> None:
+    """The old failure (issue 20): a result that cannot be revealed (once: an inline manifest over
+    64 KiB) left the worker REVEALED with nothing published until the job EXPIRED. Now such a
+    result is declined once, with reason `outputs`, before any commit."""
+    sim, board, ds = setup(1, replicas=1, quorum=1)
+    d = ds[0]
+    for t in (T0, T0 + WINDOW, T0 + WINDOW):
+        d.step(t)
+    assert d.building
+    log = BlobRef(h(b"log"), 3)
+    acts = d.step(T0 + WINDOW, BuildDone(0, BlobRef(h(b"m"), size), files, h(b"digest"), log))
+    assert d.wj.phase == "GAVE_UP" and not any(isinstance(a, PublishCommit) for a in acts)
+    (decline,) = [a for a in acts if isinstance(a, PublishDecline)]
+    assert decline.code == "outputs" and "outputs cannot be reported" in decline.detail and decline.log == log
+    assert d.step(T0 + WINDOW + 1) == [] and d.step(T0 + 500_000) == []  # once: no loop, no commit
+
+
 def test_cancelled_build_publishes_no_decline() -> None:
     sim, board, ds = setup(1, replicas=1, quorum=1)
     d = ds[0]
@@ -342,7 +360,7 @@ def test_irrelevant_events_are_ignored_and_table_is_the_only_dispatch() -> None:
     sim, board, ds = setup(1)
     d = ds[0]
     before = d.wj
-    assert d.step(T0, BuildDone(0, (), BlobRef(h(b""), 0))) == []
+    assert d.step(T0, BuildDone.of(0, (), BlobRef(h(b""), 0))) == []
     assert d.wj == before
     assert set(TRANSITIONS) >= {("SEEN", Tick), ("BUILDING", BuildDone), ("COMMITTED", Tick)}
     for phase in ("REVEALED", "SKIPPED", "GAVE_UP"):

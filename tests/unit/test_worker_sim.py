@@ -62,7 +62,7 @@ def test_job_completes_despite_workers_vanishing_before_commit(
             events: list[Tick | BuildDone] = [Tick()]
             if done_at.get(i) is not None and done_at[i] <= now:
                 del done_at[i]
-                events.insert(0, BuildDone(0, manifest_for(b"good"), BlobRef(h(b"log"), 1)))
+                events.insert(0, BuildDone.of(0, manifest_for(b"good"), BlobRef(h(b"log"), 1)))
             for ev in events:
                 wjs[i], actions = worker_step(wjs[i], view, now, cfgs[i], ev)
                 for a in actions:

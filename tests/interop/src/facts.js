@@ -122,6 +122,66 @@ export function resultDigest (exitCode, manifest) {
   return sha256(canonical([exitCode, manifest]))
 }
 
+// §4.4.1 the manifest blob
+export const MAX_FILES = 1000000
+export const MAX_MANIFEST_BYTES = 268435456
+const ENTRY_MIN = 61
+const ENTRY_MAX = 16456
+
+/** §4.4: why `size` bytes cannot be a manifest of `files` entries, or null. */
+export function manifestSizeError (files, size) {
+  const n = BigInt(files); const z = BigInt(size)
+  if (n < 0n || n > BigInt(MAX_FILES)) return 'files out of range'
+  if (z > BigInt(MAX_MANIFEST_BYTES)) return 'manifest larger than 256 MiB'
+  const h = n < 16n ? 1n : n <= 65535n ? 3n : 5n
+  if (z < h + n * BigInt(ENTRY_MIN) || z > h + n * BigInt(ENTRY_MAX)) return `a manifest of ${n} entries cannot be ${z} bytes`
+  return null
+}
+
+/** The manifest blob of a list of entries (plain objects), and the reveal fields naming it. */
+export function manifestBlob (manifest) { return canonical(manifest) }
+export function manifestFields (manifest) {
+  const b = manifestBlob(manifest)
+  return { manifest: { sha256: sha256(b), size: b.length }, files: manifest.length }
+}
+
+/** §7: the digest from the manifest blob's bytes: sha256(0x92 ‖ canonical(exit_code) ‖ blob). */
+export function digestOfManifestBlob (exitCode, blob) {
+  const head = canonical([exitCode, []])
+  return sha256(head.slice(0, head.length - 1), blob)
+}
+
+class ManifestError extends ProtocolError {
+  constructor (reason, msg) { super(`manifest blob: ${msg}`); this.reason = reason }
+}
+
+/** §4.4.1: check a fetched manifest blob against the reveal naming it ({sha256, files, exit_code, digest});
+ * returns the entries, or throws a ManifestError whose `reason` is size, sha256, digest, encoding, count or entry. */
+export function checkManifestBlob (blob, { sha256: want, files, exitCode, digest }) {
+  const why = manifestSizeError(files, blob.length)
+  if (why !== null) throw new ManifestError('size', why)
+  if (cmpBytes(sha256(blob), want) !== 0) throw new ManifestError('sha256', 'sha256 does not match the reveal')
+  if (cmpBytes(digestOfManifestBlob(exitCode, blob), digest) !== 0) throw new ManifestError('digest', 'does not match the reveal\'s digest and exit code')
+  let items
+  try { items = decodeCanonical(blob) } catch (e) {
+    // a non-canonical map key order is an entry fault; anything else is the encoding's
+    throw new ManifestError('encoding', e.message)
+  }
+  if (!Array.isArray(items)) throw new ManifestError('encoding', 'not a list')
+  if (items.length !== Number(files)) throw new ManifestError('count', `${items.length} entries, the reveal says ${files}`)
+  let prev = null
+  items.forEach((e, i) => {
+    try {
+      const f = fields(e, ['mode', 'path', 'sha256', 'size'], 'manifest entry')
+      intIn(f.mode, 0, 0o777, 'mode'); checkPath(f.path); bin(f.sha256, 32, 32, 'sha256'); bigIn(f.size, 'size')
+      const pb = te.encode(f.path)
+      if (prev !== null && cmpBytes(prev, pb) >= 0) fail('paths not sorted and distinct')
+      prev = pb
+    } catch (err) { throw new ManifestError('entry', `manifest[${i}]: ${err.message}`) }
+  })
+  return items
+}
+
 function checkBody (kind, b) {
   switch (kind) {
     case 'offer': return checkOffer(b)
@@ -129,24 +189,18 @@ function checkBody (kind, b) {
     case 'commit': { const o = fields(b, ['job', 'hash'], 'commit'); bin(o.job, 32, 32, 'job'); bin(o.hash, 32, 32, 'hash'); return }
     case 'cancel': { const o = fields(b, ['job'], 'cancel'); bin(o.job, 32, 32, 'job'); return }
     case 'reveal': {
-      const o = fields(b, ['job', 'digest', 'salt', 'exit_code', 'manifest', 'log', 'seen'], 'reveal')
+      const o = fields(b, ['job', 'digest', 'salt', 'exit_code', 'manifest', 'files', 'log', 'seen'], 'reveal')
       bin(o.job, 32, 32, 'job'); bin(o.digest, 32, 32, 'digest'); bin(o.salt, 16, 32, 'salt')
       intIn(o.exit_code, 0, 255, 'exit_code')
-      let prev = null
-      for (const e of arr(o.manifest, 0, 10000, 'manifest')) {
-        const f = fields(e, ['mode', 'path', 'sha256', 'size'], 'manifest entry')
-        intIn(f.mode, 0, 0o777, 'mode'); checkPath(f.path); bin(f.sha256, 32, 32, 'sha256'); bigIn(f.size, 'size')
-        const pb = te.encode(f.path)
-        if (prev !== null && cmpBytes(prev, pb) >= 0) fail('manifest: paths not sorted and distinct')
-        prev = pb
-      }
+      intIn(o.files, 0, MAX_FILES, 'files')
+      const m = blobRef(o.manifest, 'manifest')
+      const why = manifestSizeError(o.files, m.size)
+      if (why !== null) fail(`manifest.size: ${why}`)
       blobRef(o.log, 'log')
       const seen = arr(o.seen, 0, 1024, 'seen')
       for (const s of seen) bin(s, 32, 32, 'seen item')
       distinctBins(seen, 'seen', false)
-      // §4.4/§7: the digest is checked on receipt
-      const d = resultDigest(o.exit_code, o.manifest)
-      if (cmpBytes(d, o.digest) !== 0) fail('reveal: digest does not match exit_code and manifest')
+      // §4.4: the digest is checked against the manifest blob when it is fetched (§4.4.1), not here
       return
     }
     case 'select': {

@@ -217,3 +217,81 @@ export function tally (jobId, allFacts, now, policy = { count: 'all', trusted: [
   out.declines = dl.map(([k, reason, detail]) => ({ worker: peerId(k), reason, detail }))
   return out
 }
+
+export const C_NO_CLAIM = 'no eligible worker claimed the job'
+export const C_PUBLISHER_GONE = 'publisher gone: workers claimed, nobody selected them'
+
+/**
+ * The informative keys of the verdict object (§6, "The reference verdict object also has these
+ * keys"): cause, workers, created, deadlines. `v` is tally()'s result for the same facts.
+ */
+export function informative (jobId, allFacts, v) {
+  const facts = allFacts.filter(f => f.kind === 'offer' ? eqBytes(f.id, jobId) : eqBytes(f.body.job, jobId))
+  const offer = facts.find(f => f.kind === 'offer')
+  if (!offer) return { cause: null, workers: [], created: null, deadlines: null }
+  const o = offer.body
+  const { rounds, selected: S } = selection(offer, facts, jobId)
+  const latest = rounds.length ? rounds[rounds.length - 1].workers : new Map()
+  const by = kind => {
+    const m = new Map()
+    for (const f of facts) if (f.kind === kind) { const h = K(f.signer); if (!m.has(h)) m.set(h, []); m.get(h).push(f) }
+    for (const l of m.values()) l.sort((a, b) => cmpBytes(a.id, b.id))
+    return m
+  }
+  const claims = by('claim'); const commits = by('commit'); const reveals = by('reveal'); const declines = by('decline')
+  const keys = new Map()
+  for (const m of [claims, commits, reveals, declines]) for (const [h, l] of m) keys.set(h, l[0].signer)
+  for (const [h, k] of S) keys.set(h, k)
+  // each decliner's first decline by fact id
+  const first = new Map([...declines].map(([h, l]) => [h, l[0].body]))
+
+  // workers: selected keys first, then by key bytes; at most 256; then sorted by key bytes
+  const ordered = [...keys.values()]
+    .sort((a, b) => (Number(!S.has(K(a))) - Number(!S.has(K(b)))) || cmpBytes(a, b))
+    .slice(0, 256).sort(byBytes)
+  const workers = ordered.map(k => {
+    const h = K(k); const d = first.get(h) ?? null
+    let phase
+    if (reveals.has(h)) phase = 'revealed'
+    else if (d !== null) phase = d.reason === 'timeout' ? 'timed_out' : 'declined'
+    else if (commits.has(h)) phase = 'committed'
+    else if (latest.has(h)) phase = 'selected'
+    else if (S.has(h)) phase = 'dropped'
+    else phase = 'claimed'
+    return {
+      worker: peerId(k), phase, selected: S.has(h),
+      reason: d === null ? null : d.reason, detail: d === null ? null : d.detail,
+      log: d === null || d.log === null ? null : hex(d.log.get('sha256'))
+    }
+  })
+
+  let cause = null
+  if (v.verdict === 'EXPIRED') {
+    const counts = new Map()
+    for (const d of first.values()) counts.set(d.reason, (counts.get(d.reason) ?? 0) + 1)
+    const ranked = [...counts].sort((a, b) => (b[1] - a[1]) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    const rest = ranked.slice(8).reduce((n, [, c]) => n + c, 0)
+    const declined = `${first.size} declined: ` + [...ranked.slice(0, 8).map(([c, n]) => `${n} ${c}`), ...(rest ? [`${rest} other`] : [])].join(', ')
+    const parts = []
+    if (rounds.length === 0) {
+      parts.push(claims.size ? C_PUBLISHER_GONE : C_NO_CLAIM + (first.size ? '; ' + declined : ''))
+    } else {
+      if (S.size === 0) parts.push('no worker was selected')
+      if (first.size) {
+        parts.push(declined)
+        const timeouts = [...first.values()].filter(d => d.reason === 'timeout').length
+        if (timeouts) parts.push(`${timeouts} timed out`)
+      }
+      if (v.missing.length) parts.push(`${v.missing.length} selected worker(s) did not reveal`)
+    }
+    cause = parts.length ? parts.join('; ') : null
+  }
+  const created = Number(o.created)
+  const reveal = Math.min(created + Number(o.limits.get('timeout_s')) * 1000 + 30000, Number(o.deadline))
+  return {
+    cause,
+    workers,
+    created,
+    deadlines: { claim_window_end: created + Number(o.claim_window), reveal, offer: Number(o.deadline) }
+  }
+}
