@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.messages import Require
+from p2pci.core.signing import NodeKey
 from p2pci.core.tally import ObserverPolicy, tally
 
 from .jobgen import JobSim, key, make_offer
@@ -61,3 +62,62 @@ def test_the_memo_follows_the_deadline_and_the_policy() -> None:
     assert tally(pview, deadline - 1).state == "PENDING"
     assert tally(pview, deadline).state == "EXPIRED"  # the same view: the memo must not answer
     assert tally(pview, deadline - 1).state == "PENDING"
+
+
+def _by_key(*names: str) -> list[NodeKey]:
+    return sorted((key(n) for n in names), key=lambda k: k.public)
+
+
+def _claimed_and_selected(sim: JobSim, ks: list[NodeKey]) -> None:
+    for k in ks:
+        sim.claim(k)
+    sim.select()
+
+
+def test_a_refused_vote_that_sorts_first_stops_no_other_vote() -> None:
+    # votes are checked in key order; a refused one (no commit, or a reveal that does not match
+    # its commit) must not end the loop (`continue` -> `break`)
+    for refusal in ("no commit", "mismatch"):
+        first, k2, k3 = _by_key("v1", "v2", "v3")
+        sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+        _claimed_and_selected(sim, [first, k2, k3])
+        if refusal == "mismatch":
+            sim.commit(first, sim.built(first, b"other"))
+        built = {k.public: sim.built(k) for k in (k2, k3)}
+        for k in (k2, k3):
+            sim.commit(k, built[k.public])
+        sim.reveal(first, sim.built(first))
+        for k in (k2, k3):
+            sim.reveal(k, built[k.public])
+        v = tally(view_of(sim), sim.offer.created + 1)
+        assert v.state == "REPRODUCED" and set(v.groups[0].workers) == {k2.public, k3.public}, refusal
+        assert [i.worker for i in v.ignored] == [first.public]
+
+
+def test_an_exempt_vote_that_sorts_first_does_not_end_the_witness_check() -> None:
+    # the lowest key reveals a digest nobody else has (exempt: nothing to copy); the two others
+    # agree but neither saw the other's commit: both are removed (`continue` -> `break`)
+    first, k2, k3 = _by_key("w1", "w2", "w3")
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    _claimed_and_selected(sim, [first, k2, k3])
+    b1, b2, b3 = sim.built(first, b"unique"), sim.built(k2), sim.built(k3)
+    for k, b in ((first, b1), (k2, b2), (k3, b3)):
+        sim.commit(k, b)
+    sim.reveal(first, b1, seen=())
+    sim.reveal(k2, b2, seen=())
+    sim.reveal(k3, b3, seen=())
+    v = tally(view_of(sim), sim.offer.created + 1)
+    assert v.state != "REPRODUCED" and {i.worker for i in v.ignored} == {k2.public, k3.public}
+
+
+def test_allowlisted_workers_need_no_witness() -> None:
+    # traditional mode: the listed keys are trusted not to copy, so empty `seen` lists still count
+    a, b = key("listed-a"), key("listed-b")
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, workers=(a.public, b.public)))
+    _claimed_and_selected(sim, [a, b])
+    ba, bb = sim.built(a), sim.built(b)
+    sim.commit(a, ba)
+    sim.commit(b, bb)
+    sim.reveal(a, ba, seen=())
+    sim.reveal(b, bb, seen=())
+    assert tally(view_of(sim), sim.offer.created + 1).state == "REPRODUCED"
