@@ -12,9 +12,10 @@ from typing import Any
 import msgpack
 import pytest
 
+from p2pci.core.codec import canonical
 from p2pci.core.errors import ProtocolError
 from p2pci.core.messages import Cancel
-from p2pci.core.signing import MAX_ENVELOPE, open_envelope, seal
+from p2pci.core.signing import MAX_ENVELOPE, open_envelope, seal, signed_bytes
 
 from .jobgen import key
 
@@ -24,6 +25,14 @@ ENV: dict[str, Any] = msgpack.unpackb(RAW, raw=False)
 
 def pack(**changes: Any) -> bytes:
     return bytes(msgpack.packb({**ENV, **changes}, use_bin_type=True))
+
+
+def signed_bad_body() -> bytes:
+    """A correctly signed, canonical envelope whose cancel body has a 31-byte job."""
+    k = key("signer")
+    body = {"job": b"j" * 31}
+    sig = k.sign(signed_bytes("cancel", canonical(body)))
+    return bytes(canonical({"body": body, "kind": "cancel", "sig": sig, "signer": k.public, "v": 2}))
 
 
 CASES: list[tuple[str, Any, str, str]] = [
@@ -55,6 +64,9 @@ CASES: list[tuple[str, Any, str, str]] = [
         r"^envelope: protocol version 1 is no longer accepted \(this node speaks version 2\)$",
     ),
     ("version 3", pack(v=3), "version", "^envelope: unsupported version 3$"),
+    ("sig of 63 bytes", pack(sig=ENV["sig"][:63]), "encoding", r"^envelope\.sig: expected 64 bytes$"),
+    ("bad signature", pack(sig=bytes(64)), "signature", "^envelope: bad signature$"),
+    ("bad body", signed_bad_body(), "body", "job"),
     (
         "signer of 31 bytes",
         pack(signer=ENV["signer"][:31]),
