@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from p2pci.core.board import Board, JobView
 from p2pci.core.messages import Require
 from p2pci.core.signing import NodeKey
-from p2pci.core.tally import ObserverPolicy, tally
+from p2pci.core.tally import Group, Ignored, ObserverPolicy, Verdict, tally, verdict_json
 
 from .jobgen import JobSim, key, make_offer
 
@@ -121,3 +125,36 @@ def test_allowlisted_workers_need_no_witness() -> None:
     sim.reveal(a, ba, seen=())
     sim.reveal(b, bb, seen=())
     assert tally(view_of(sim), sim.offer.created + 1).state == "REPRODUCED"
+
+
+def test_a_job_whose_offer_is_missing_is_an_empty_pending_verdict() -> None:
+    # facts can arrive before their offer: the verdict is PENDING with every list empty, and
+    # shows as such (the Verdict defaults are what this verdict is made of)
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    claim = sim.claim(A)
+    board = Board()
+    board.add_fact(claim)
+    view = board.job(sim.job)
+    assert view is not None and view.offer is None
+    v = tally(view, sim.offer.created + 1)
+    assert (v.state, v.digest, v.exit_code, v.reason, v.cause) == ("PENDING", None, None, "", "")
+    assert v.groups == v.dissenters == v.equivocators == v.ignored == v.missing == v.declines == ()
+    assert v.selection.rounds == () and not v.final
+    shown = verdict_json(view, v)
+    assert shown["groups"] == shown["ignored"] == shown["rounds"] == shown["missing"] == []
+    assert shown["reason"] is None and shown["cause"] is None
+
+
+def test_final_states_and_immutable_results() -> None:
+    finals = {
+        s for s in ("PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED") if Verdict(s).final
+    }  # type: ignore[arg-type]
+    assert finals == {"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"}
+    for obj, field in (
+        (Verdict("PENDING"), "state"),
+        (ObserverPolicy(), "quorum"),
+        (Group(b"d", 0, ()), "exit_code"),
+        (Ignored(b"w", "r"), "reason"),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, None)
