@@ -81,7 +81,8 @@ bench: venv docker
 bench-quick: venv docker
 	$(BIN)/python -m bench --quick
 
-# Real upstream projects through `p2pci try`; rewrites the table in docs/realworld.md (not in `make test`).
+# Real upstream projects through `p2pci try` and a 4-worker mesh of real daemons; rewrites the table in
+# docs/realworld.md (not in `make test`, which runs its cjson-make row: tests/integration/test_realworld_case.py).
 realworld: venv docker
 	$(BIN)/python -m bench.realworld
 

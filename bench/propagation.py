@@ -16,7 +16,11 @@ reach everyone within 30 s counts as 30 s (and in ``propagation_missing_N``).
 ``propagation_cpu_ms_per_fact_N`` is the CPU time all N daemons used while
 the samples ran, per fact, and ``propagation_cpu_cores_busy_N`` the cores
 they kept busy: on this 2-core machine the mesh is CPU-bound long before
-the network matters.
+the network matters. Because that CPU includes the daemons' idle work over
+the samples' wall time (which the machine's load stretches), the idle CPU
+of all daemons is also sampled for ``IDLE_S`` before the samples
+(``propagation_idle_cpu_ms_per_s_N``) and subtracted:
+``propagation_cpu_ms_per_fact_marginal_N`` is what one fact itself costs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from bench.daemons import Watch, busybox_image, follow_all, publish_args, put_so
 
 WORK = Path(__file__).resolve().parent / ".work" / "propagation"
 GIVE_UP_S = 30.0
+IDLE_S = 3.0  # idle CPU sampled this long before the measured facts
 
 
 async def propagation(quick: bool, out: Results) -> None:
@@ -80,7 +85,12 @@ async def propagation(quick: bool, out: Results) -> None:
                 origin = jt.first_seen.get(pub.name, t_call)
                 got = [jt.first_seen.get(n, origin + GIVE_UP_S) for n in names if n != pub.name]
                 if i == 0:
+                    # the daemons' idle CPU (heartbeats, anti-entropy, Yamux pings) over IDLE_S with
+                    # no fact in flight: subtracted for the marginal cost of a fact
+                    idle0, t_idle = sum(cpu_seconds(p) for p in pids), time.monotonic()
+                    await trio.sleep(IDLE_S)
                     cpu0, wall0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+                    idle_rate = (cpu0 - idle0) / (wall0 - t_idle)
                     continue
                 missing += sum(1 for n in names if n not in jt.first_seen)
                 delays.append(1000 * (max(got) - origin))
@@ -92,7 +102,10 @@ async def propagation(quick: bool, out: Results) -> None:
             # CPU of all daemons while the samples ran (idle cost included), per fact
             cpu = sum(cpu_seconds(p) for p in pids) - cpu0
             out[f"propagation_cpu_ms_per_fact_{size}"] = rnd(1000 * cpu / samples, 1)
-            out[f"propagation_cpu_cores_busy_{size}"] = rnd(cpu / (time.monotonic() - wall0), 2)
+            wall = time.monotonic() - wall0
+            out[f"propagation_cpu_cores_busy_{size}"] = rnd(cpu / wall, 2)
+            out[f"propagation_idle_cpu_ms_per_s_{size}"] = rnd(1000 * idle_rate, 1)
+            out[f"propagation_cpu_ms_per_fact_marginal_{size}"] = rnd(1000 * (cpu - idle_rate * wall) / samples, 1)
             peers = [len(await n.call("peers")) for n in nodes]
             out[f"propagation_peers_mean_{size}"] = rnd(sum(peers) / len(peers), 1)
             log(

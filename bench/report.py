@@ -25,6 +25,8 @@ EXTRA = [
     ("propagation_peers_mean_20", "mean peers per daemon, 20 daemons"),
     ("propagation_cpu_ms_per_fact_20", "CPU of all 20 daemons per fact"),
     ("propagation_cpu_cores_busy_20", "cores the 20 daemons kept busy while sampling"),
+    ("propagation_cpu_ms_per_fact_marginal_20", "same, minus the daemons' idle CPU over the same time"),
+    ("propagation_idle_cpu_ms_per_s_20", "CPU of all 20 daemons per second with no fact in flight"),
     ("tally_reveals_per_s_batched", "reveals/s with one tally per burst"),
     ("blob_size_mb", "blob size"),
     ("idle_peers", "peers of the idle daemon"),

@@ -46,7 +46,7 @@ keys made after the offer was seen rank no better than keys made before.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from p2pci.core.identity import identity_bits
@@ -105,6 +105,16 @@ class Selection:
     rounds: tuple[Round, ...] = ()
     ignored: tuple[BadSelect, ...] = ()
     seed: bytes | None = None
+    # derived from `rounds` once (the tally reads them on every new fact): not compared
+    _selected: frozenset[bytes] = field(init=False, repr=False, compare=False, default=frozenset())
+    _current: frozenset[bytes] = field(init=False, repr=False, compare=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        out: set[bytes] = set()
+        for r in self.rounds:
+            out.update(r.workers)
+        object.__setattr__(self, "_selected", frozenset(out))
+        object.__setattr__(self, "_current", frozenset(self.current))
 
     @property
     def current(self) -> tuple[bytes, ...]:
@@ -112,12 +122,14 @@ class Selection:
         return self.rounds[-1].workers if self.rounds else ()
 
     @property
+    def current_set(self) -> frozenset[bytes]:
+        """`current` as a set."""
+        return self._current
+
+    @property
     def selected(self) -> frozenset[bytes]:
         """Every worker some valid round named: these, and only these, vote."""
-        out: set[bytes] = set()
-        for r in self.rounds:
-            out.update(r.workers)
-        return frozenset(out)
+        return self._selected
 
     def first_round_of(self, worker: bytes) -> Round | None:
         for r in self.rounds:

@@ -295,7 +295,8 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     per_digest: dict[bytes, int] = {}
     for digest, _, _ in cands.values():
         per_digest[digest] = per_digest.get(digest, 0) + 1
-    changed = True
+    # nothing to check unless some vote shares its digest with another and is not exempt
+    changed = any(per_digest[c[0]] > 1 and s not in no_copy for s, c in cands.items())
     while changed:
         changed = False
         for signer in sorted(cands):
@@ -329,26 +330,31 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     else:
         groups = ()
     equivocators = tuple(sorted(equiv)) if equiv else ()
-    ignored.sort(key=lambda i: i.worker)
-    ignored_t = tuple(ignored)
+    if len(ignored) > 1:
+        ignored.sort(key=_worker_of)
+    ignored_t = tuple(ignored) if ignored else ()
     # selected workers whose reveal this node lacks: those that committed, and those of the latest
     # round that neither revealed nor declined (a worker dropped without a commit owes nothing)
-    current = frozenset(sel.current)
-    missing = tuple(
-        sorted(
-            w
-            for w in chosen
-            if w not in reveals and (w in commits or (w in current and w not in view.declines))
+    current = sel.current_set
+    view_declines = view.declines
+    missing_l = [
+        w
+        for w in chosen
+        if w not in reveals and (w in commits or (w in current and w not in view_declines))
+    ]
+    missing = tuple(sorted(missing_l)) if missing_l else ()
+    declines = (
+        tuple(
+            sorted(
+                (w, d.body.reason, d.body.detail)
+                for w, fs in view_declines.items()
+                if w in chosen
+                for d in fs
+                if isinstance(d.body, Decline)
+            )
         )
-    )
-    declines = tuple(
-        sorted(
-            (w, d.body.reason, d.body.detail)
-            for w, fs in view.declines.items()
-            if w in chosen
-            for d in fs
-            if isinstance(d.body, Decline)
-        )
+        if view_declines
+        else ()
     )
 
     def out(
@@ -383,6 +389,10 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
         return out("EXPIRED", why=why, cause=expired_cause(view, sel, len(missing)))
     return out("PENDING")
+
+
+def _worker_of(i: Ignored) -> bytes:
+    return i.worker
 
 
 def _group_order(g: Group) -> tuple[int, bytes, int]:

@@ -110,9 +110,50 @@ def wall_ms() -> int:
     return int(_ORIGIN[1] + t * 1000)
 
 
-def validate_fact(raw: bytes) -> bytes:
-    """The network's validator: the fact id of a valid envelope, else ProtocolError."""
-    return open_envelope(raw).id
+class OpenedFacts:
+    """Facts the network's validator has just opened, by fact id, for the ingest to take.
+
+    The validator (`validate_fact`) verifies each new envelope from the network (decode, field
+    checks, Ed25519); the ingest loop receives the same bytes a moment later. A `Fact` is a
+    pure function of its bytes and its id is sha256 of them, so the ingest takes the validator's
+    `Fact` by id instead of opening the envelope a second time. Bounded (entries and bytes,
+    oldest dropped first): a fact that is validated but never ingested (dropped for backlog or
+    quota) only stays until newer ones push it out, and a miss just opens the envelope again.
+    """
+
+    def __init__(self, max_facts: int = 1024, max_bytes: int = 4 << 20) -> None:
+        self._facts: dict[bytes, Fact] = {}
+        self._bytes = 0
+        self.max_facts = max_facts
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    def validate(self, raw: bytes) -> bytes:
+        """The network's validator: the fact id of a valid envelope, else ProtocolError."""
+        fact = open_envelope(raw)
+        facts = self._facts
+        if fact.id not in facts:
+            size = len(fact.raw)
+            while facts and (len(facts) >= self.max_facts or self._bytes + size > self.max_bytes):
+                self._bytes -= len(facts.pop(next(iter(facts))).raw)
+            facts[fact.id] = fact
+            self._bytes += size
+        return fact.id
+
+    def take(self, fact_id: bytes) -> Fact | None:
+        """The fact the validator opened under this id (once), or None."""
+        fact = self._facts.pop(fact_id, None)
+        if fact is not None:
+            self._bytes -= len(fact.raw)
+        return fact
+
+
+# One per process: every network a daemon (or a test cluster) builds with `validate_fact` shares
+# it; an entry taken by another node of the same process is only a miss for this one.
+OPENED = OpenedFacts()
+validate_fact = OPENED.validate
 
 
 def load_key(paths: Paths) -> NodeKey:
@@ -374,11 +415,13 @@ class Node:
             if fid in ids or board.has(fid):
                 self.counters["duplicate"] += 1
                 continue
-            try:
-                fact = open_envelope(raw)
-            except ProtocolError:
-                self.counters["rejected"] += 1
-                continue
+            fact = OPENED.take(fid)  # verified by the network's validator moments ago
+            if fact is None:
+                try:
+                    fact = open_envelope(raw, fact_id=fid)
+                except ProtocolError:
+                    self.counters["rejected"] += 1
+                    continue
             ids.add(fid)
             fresh.append(fact)
         if not fresh:
@@ -741,4 +784,4 @@ class Node:
         return await api.call(self, op, args, emit)
 
 
-__all__ = ["Node", "validate_fact", "wall_ms", "load_key", "node_config", "P2pciError", "BuildError"]
+__all__ = ["Node", "OpenedFacts", "OPENED", "validate_fact", "wall_ms", "load_key", "node_config", "P2pciError", "BuildError"]

@@ -46,8 +46,11 @@ Patches written so that they could be sent upstream as they are:
   `host.get_addrs()` (multiaddr parsing and formatting) each time to see
   whether the cached record is still current: ~6 % of a daemon's CPU at
   20 daemons, once per forwarded message. The patch keeps the result per
-  host for `RECORD_TTL_S` (1 s); a record may lag an address change by
-  that long, which its readers (a peerstore hint) do not notice.
+  host for `RECORD_TTL_S` (10 s; 1 s until issue 17's third pass, when the
+  refresh at every heartbeat was still ~3 % of a daemon's CPU at 20
+  daemons); a record may lag an address change (a new relay reservation)
+  by that long, which its readers (a peerstore hint; peer exchange
+  carries addresses too) do not notice.
 * `send_rpc_shared`: `GossipSub.send_rpc` (pubsub/gossipsub.py:2029) copied
   the RPC (`CopyFrom`) and ran `RpcQueue.split_rpc` (a `ByteSize()` per
   item) for every peer it forwards a message to, in case deferred control
@@ -206,7 +209,7 @@ def _mcache_msg_id() -> None:
     GossipSub.attach = attach  # type: ignore[method-assign]
 
 
-RECORD_TTL_S = 1.0
+RECORD_TTL_S = 10.0
 
 
 def _sender_record_cache() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from p2pci.config import WorkerSettings
@@ -112,3 +114,27 @@ async def test_a_runner_bug_fails_the_build_not_the_node(tmp_path: Path) -> None
                 await w.changed.wait()
         assert "runner bug" in w.machine.jobs[jid].reason
         assert (await acontrol_call(w.paths.home, "id"))["peer_id"] == w.peer_id
+
+
+async def test_a_gossiped_fact_is_opened_once_by_the_receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network's validator verifies a fact; the ingest takes that `Fact` by id (no second open)."""
+    from p2pci.daemon import node as node_mod
+
+    opened: list[bytes] = []
+    real = node_mod.open_envelope
+
+    def counting(raw: bytes, **kw: Any) -> Any:
+        opened.append(bytes(raw))
+        return real(raw, **kw)
+
+    monkeypatch.setattr(node_mod, "open_envelope", counting)
+    async with open_cluster(tmp_path, 2, runners=[None, None]) as c:
+        a, b = c.nodes
+        fact = await a.publish_message(Claim(job=b"\x02" * 32, lease_until=5))
+        with trio.fail_after(10):
+            while not b.board.has(fact.id):
+                await b.changed.wait()
+        # once by a's network (its own publish is validated), once by b's validator; b's ingest
+        # took the validator's fact (three opens before issue 17's third pass)
+        assert opened.count(fact.raw) == 2
+        assert b.counters["accepted"] == 1
