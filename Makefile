@@ -70,7 +70,7 @@ fuzz-cov: venv
 
 # Mutation testing (mutmut) of p2pci/core; MUTATE=<files> picks the modules.
 mutate: venv
-	@bash scripts/mutate.sh $(MUTATE)
+	$(BIN)/python scripts/mutate.py $(MUTATE)
 
 demo: venv docker
 	@$(BIN)/python -m p2pci.demo

@@ -625,9 +625,20 @@ class NodeMachine:
             (out if self.protected(view) else rest).extend(view.ids)
         return out + rest
 
-    def prune_keep(self) -> list[bytes]:
-        """Jobs whose facts stay on disk whatever their age: every job without a final verdict."""
-        return [v.job for v in self.board.jobs() if not (st := self._verdicts.get(v.job)) or not st.final]
+    def prune_keep(self, now: int | None = None) -> list[bytes]:
+        """Jobs whose facts stay on disk whatever their age: every job without a final verdict.
+
+        `now`: a job whose verdict is not computed yet (loaded at start and not ticked since, or
+        changed since the last tick) is tallied here, so that a prune right after a restart
+        does not keep every job (the retention prune runs as the daemon starts)."""
+        keep = []
+        for v in self.board.jobs():
+            st = self._verdicts.get(v.job)
+            if now is not None and v.offer is not None and (st is None or v.job in self._dirty):
+                st = tally(v, now, self.observer_policy())
+            if st is None or not st.final:
+                keep.append(v.job)
+        return keep
 
 
 __all__ = [

@@ -684,7 +684,7 @@ class Node:
         """Collect now (`p2pci gc`): blobs, work dirs and loaded images no kept job needs, past the
         retention or over `[storage] max_gb` (p2pci.daemon.gc); then the facts (`prune_now`)."""
         async with self._gc_lock:
-            keep = set(self.machine.prune_keep())
+            keep = set(self.machine.prune_keep(self.now()))
             if self.builds is not None:
                 keep |= set(self.builds.running)
             own = {v.job for v in self.machine.board.jobs() if v.offer is not None and v.offer.signer == self.me}
@@ -731,7 +731,7 @@ class Node:
         grow-only, so this takes effect at the next start.
         """
         before = self.now() - self.config.retention_days * 86_400_000
-        keep = self.machine.prune_keep()
+        keep = self.machine.prune_keep(self.now())
         store = self.db
         return await trio.to_thread.run_sync(lambda: store.prune(before, keep))
 

@@ -2,8 +2,10 @@
 
 The stream is what `container.get_archive("/out")` returns: members named
 `out`, `out/a`, ... Only directories and regular files are accepted; a
-symlink, a hard link to something outside `/out`, a device, a fifo or a
-setuid/setgid file is an `OutputError` naming the path. Regular files are
+symlink, a hard link to something outside `/out`, a device, a fifo, a
+setuid/setgid file, a sparse member, a negative size, or a name with a NUL byte
+or a part over 255 bytes is an `OutputError` naming the path, and so is
+anything tarfile raises on a hostile header. Regular files are
 copied to a host directory (created by us, so nothing is written through a
 link) and hashed on the way; the total is capped, and so is the depth
 (MAX_TREE_DEPTH levels, checked before a directory is made; the walk is
@@ -24,6 +26,7 @@ from p2pci.core.results import MAX_MANIFEST_ENTRIES, ManifestEntry
 from p2pci.runner.source import MAX_TREE_DEPTH, too_deep
 
 _CHUNK = 1 << 20
+_NAME_MAX = 255  # bytes in one path component (Linux NAME_MAX)
 
 
 class OutputError(Exception):
@@ -70,11 +73,8 @@ def read_outputs(
     files: dict[str, ManifestEntry] = {}
     total = 0
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict")
-    except tarfile.ReadError as e:
-        raise OutputError(f"cannot read /out: {e}") from None
-    try:
-        with tar:
+        # tarfile.open already reads the first header: same guard as the rest of the stream
+        with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="strict") as tar:
             for m in tar:
                 rel = _relative(m.name, root)
                 if rel is None:
@@ -114,6 +114,10 @@ def read_outputs(
                     shutil.copyfile(dest / target, dest / rel, follow_symlinks=False)
                     files[rel] = ManifestEntry(rel, entry.size, m.mode & 0o777, entry.sha256)
                 elif m.isreg():
+                    if m.size < 0:  # a pax size=-N would lower the running total
+                        raise OutputError(f"{shown} has a negative size")
+                    if m.sparse is not None:  # docker never makes one; tarfile trusts their maps
+                        raise OutputError(f"{shown} is a sparse file: not allowed in outputs")
                     total += m.size
                     if total > max_bytes:
                         raise OutputError(f"outputs exceed the /out limit of {max_bytes >> 20} MiB")
@@ -130,7 +134,8 @@ def read_outputs(
                     raise OutputError(f"{shown} is not a regular file or directory")
     except UnicodeError:
         raise OutputError("an output file name is not valid UTF-8") from None
-    except tarfile.TarError as e:
+    except (tarfile.TarError, EOFError, ValueError) as e:
+        # ValueError: tarfile's own int() of hostile pax/sparse numbers (GNU.sparse.map=x)
         raise OutputError(f"cannot read /out: {e}") from None
     return tuple(sorted(files.values(), key=lambda e: e.path))
 
@@ -141,6 +146,10 @@ def _relative(name: str, root: str) -> str | None:
         raise OutputError(f"unexpected entry {name!r} in the /out archive")
     if any(p == ".." for p in parts):
         raise OutputError(f"unsafe name {name!r} in the /out archive")
+    if "\x00" in name or any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
+        raise OutputError(
+            f"unsafe name {name[:80]!r}... in the /out archive (NUL byte or a part over 255 bytes)"
+        )
     rest = "/".join(parts[1:])
     return rest or None
 

@@ -14,8 +14,11 @@ regular files, directories and symlinks are accepted, no name may escape the
 destination, nothing is ever written through a symlink, and sizes are capped:
 the unpacked total may not exceed the worker's `max_source_mb`, counted at
 each file's apparent size (a sparse member counts as the size it declares,
-checked before a byte of it is written), and no entry may be deeper than
-MAX_TREE_DEPTH levels. Every walker here is iterative: a peer-chosen depth
+checked before a byte of it is written; within the cap it is still refused:
+pack_source never makes one and tarfile follows its map blindly), sizes may not
+be negative, and no entry may be deeper than MAX_TREE_DEPTH levels. Whatever
+tarfile raises on hostile headers (also from tarfile.open, which reads the first
+one) becomes a BuildError. Every walker here is iterative: a peer-chosen depth
 never reaches Python's recursion limit.
 """
 
@@ -294,11 +297,10 @@ def unpack_source(
     total = 0
     count = 0
     try:
-        tar = tarfile.open(tar_path, mode="r|", encoding="utf-8", errors="strict")
-    except (tarfile.TarError, OSError) as e:
-        raise BuildError(f"bad source archive: {e}") from None
-    try:
-        with tar:
+        # tarfile.open already reads the first header: it is as hostile as the rest of the
+        # stream, so it is under the same guard (a non-UTF-8 group name in the first header
+        # once escaped as a UnicodeDecodeError; docs/testing.md "fuzz findings").
+        with tarfile.open(tar_path, mode="r|", encoding="utf-8", errors="strict") as tar:
             for m in tar:
                 count += 1
                 if count > max_entries:
@@ -332,12 +334,16 @@ def unpack_source(
                     os.symlink(m.linkname, target)
                     os.utime(target, (mtime, mtime), follow_symlinks=False)
                 elif m.isreg():
+                    if m.size < 0:  # a pax size=-N would lower the running total
+                        raise BuildError(f"bad source archive: {path[:80]!r} has a negative size")
                     total += m.size  # the apparent size, also for a sparse member: checked before writing
                     if total > max_bytes:
                         raise BuildError(
                             f"source archive too large when unpacked: more than the worker's "
                             f"max_source_mb ({max_bytes >> 20} MiB) at {path[:80]!r}"
                         )
+                    if m.sparse is not None:  # pack_source never makes one; tarfile trusts their maps
+                        raise BuildError(f"bad source archive: {path[:80]!r} is a sparse file")
                     mode = 0o755 if m.mode & 0o111 else 0o644
                     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
                     with os.fdopen(fd, "wb") as out:
@@ -355,7 +361,8 @@ def unpack_source(
         for path in sorted(dirs, key=lambda p: -p.count("/")):
             t = dir_times.get(path, newest)
             os.utime(dest / path if path else dest, (t, t), follow_symlinks=False)
-    except (tarfile.TarError, UnicodeError, EOFError) as e:
+    except (tarfile.TarError, UnicodeError, EOFError, ValueError) as e:
+        # ValueError: tarfile's own int() of hostile pax/sparse numbers (GNU.sparse.map=x)
         raise BuildError(f"bad source archive: {e}") from None
     except OSError as e:
         raise BuildError(f"cannot unpack source archive: {e}") from None

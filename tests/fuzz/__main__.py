@@ -67,6 +67,8 @@ def cmd_run(names: list[str], seconds: int) -> int:
             str(corpus),
             str(WORK / "seeds" / name),
         ]
+        if (REGRESSIONS / name).is_dir():  # past findings seed the search too (read, never written)
+            args.append(str(REGRESSIONS / name))
         print(f"== fuzz {name}: {TARGETS[name].doc}, {counts.get(name, 0)} seeds, {seconds} s", flush=True)
         t0 = time.monotonic()
         proc = subprocess.run(

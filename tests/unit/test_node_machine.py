@@ -379,6 +379,21 @@ def test_live_ids_and_prune_keep() -> None:
     assert set(m.live_ids(late)) == {f.id for f in pending.facts}
 
 
+def test_prune_keep_right_after_a_restart_knows_the_decided_jobs() -> None:
+    # the daemon's retention prune runs as it starts, before the first tick: the loaded jobs
+    # have no verdict yet, and without `now` every one of them would be kept (found by
+    # tests/e2e/test_real_daemons_store.py: the decided job was never pruned)
+    a, b = key("a"), key("b")
+    done, pending = job(replicas=2, quorum=2, project="done"), job(project="pending")
+    done.honest_round([(a, b"good", 0), (b, b"good", 0)])
+    m = machine(builds=False)
+    for f in done.facts + pending.facts:
+        m.board.add_fact(f)
+    m.load([], [])
+    assert m.prune_keep(T0) == [pending.job]
+    assert set(m.prune_keep()) == {done.job, pending.job}  # without `now`: only ticked verdicts
+
+
 def test_resolve_job() -> None:
     m = machine(builds=False)
     sim = job()

@@ -1,0 +1,100 @@
+"""open_envelope's refusals by reason code and message, and Fact immutability: behaviours that
+surviving mutants of core/signing.py showed untested (docs/testing.md "Mutation testing").
+
+The reason code is the stable counter name of `p2pci status --json` (facts.rejected:
+ProtocolError.reason); the message is what a log line and `p2pci import` show."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import msgpack
+import pytest
+
+from p2pci.core.codec import canonical
+from p2pci.core.errors import ProtocolError
+from p2pci.core.messages import Cancel
+from p2pci.core.signing import MAX_ENVELOPE, open_envelope, seal, signed_bytes
+
+from .jobgen import key
+
+RAW = seal(key("signer"), Cancel(b"j" * 32)).raw
+ENV: dict[str, Any] = msgpack.unpackb(RAW, raw=False)
+
+
+def pack(**changes: Any) -> bytes:
+    return bytes(msgpack.packb({**ENV, **changes}, use_bin_type=True))
+
+
+def signed_bad_body() -> bytes:
+    """A correctly signed, canonical envelope whose cancel body has a 31-byte job."""
+    k = key("signer")
+    body = {"job": b"j" * 31}
+    sig = k.sign(signed_bytes("cancel", canonical(body)))
+    return bytes(canonical({"body": body, "kind": "cancel", "sig": sig, "signer": k.public, "v": 2}))
+
+
+CASES: list[tuple[str, Any, str, str]] = [
+    ("not bytes", "a str", "encoding", "^envelope: expected bytes$"),
+    (
+        "oversize",
+        b"\x85" + b"\x00" * MAX_ENVELOPE,
+        "oversize",
+        f"^envelope: {MAX_ENVELOPE + 1} bytes exceeds the limit of {MAX_ENVELOPE}$",
+    ),
+    ("not a 5-field map", b"\x80", "encoding", "^envelope: not a canonical 5-field map starting with body$"),
+    ("not msgpack", RAW[:-3] + b"\xc1", "encoding", r"^envelope: not valid msgpack: \w+$"),
+    (
+        "non-minimal int",
+        RAW[:-1] + b"\xcc" + RAW[-1:],
+        "encoding",
+        r"^envelope: not canonical \(re-encoding differs\)$",
+    ),
+    (
+        "field order",
+        bytes(msgpack.packb({k: ENV[k] for k in ("body", "sig", "kind", "signer", "v")}, use_bin_type=True)),
+        "encoding",
+        "^envelope: fields must be exactly body, kind, sig, signer, v in canonical order$",
+    ),
+    (
+        "version 1",
+        pack(v=1),
+        "version",
+        r"^envelope: protocol version 1 is no longer accepted \(this node speaks version 2\)$",
+    ),
+    ("version 3", pack(v=3), "version", "^envelope: unsupported version 3$"),
+    ("sig of 63 bytes", pack(sig=ENV["sig"][:63]), "encoding", r"^envelope\.sig: expected 64 bytes$"),
+    ("bad signature", pack(sig=bytes(64)), "signature", "^envelope: bad signature$"),
+    ("bad body", signed_bad_body(), "body", "job"),
+    (
+        "signer of 31 bytes",
+        pack(signer=ENV["signer"][:31]),
+        "encoding",
+        r"^envelope\.signer: expected 32 bytes$",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "reason", "message"), CASES, ids=[c[0] for c in CASES])
+def test_each_refusal_has_its_reason_code_and_message(case: str, raw: Any, reason: str, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message) as info:
+        open_envelope(raw)
+    assert info.value.reason == reason
+
+
+def test_the_cases_are_one_change_away_from_a_valid_envelope() -> None:
+    assert pack() == RAW and open_envelope(RAW).raw == RAW
+
+
+@pytest.mark.parametrize("wrap", [bytearray, memoryview])
+def test_bytearray_and_memoryview_are_read_as_bytes(wrap: Any) -> None:
+    fact = open_envelope(wrap(RAW))
+    assert type(fact.raw) is bytes and fact.raw == RAW and fact.id == open_envelope(RAW).id
+
+
+def test_a_fact_is_immutable() -> None:
+    # facts are shared by every job view and cache of a board: none may change one in place
+    fact = open_envelope(RAW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fact.raw = b"other"  # type: ignore[misc]

@@ -1,0 +1,160 @@
+"""Tally behaviours that surviving mutants of core/tally.py showed untested
+(`make mutate MUTATE=tally`, docs/testing.md "Mutation testing")."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from p2pci.core.board import Board, JobView
+from p2pci.core.messages import Require
+from p2pci.core.signing import NodeKey
+from p2pci.core.tally import Group, Ignored, ObserverPolicy, Verdict, tally, verdict_json
+
+from .jobgen import JobSim, key, make_offer
+
+A, B, C = (key(n) for n in "abc")
+
+
+def view_of(sim: JobSim) -> JobView:
+    board = Board()
+    for f in sim.facts:
+        board.add_fact(f)
+    view = board.job(sim.job)
+    assert view is not None
+    return view
+
+
+def test_two_of_two_that_disagree_is_disputed_at_once() -> None:
+    # every build is in (counted == replicas == quorum) and no group has quorum: DISPUTED
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"evil", 0)])
+    assert tally(view_of(sim), sim.offer.created + 1).state == "DISPUTED"
+
+
+def test_with_a_require_a_split_waits_for_the_trusted_keys() -> None:
+    # the "all builds are in" DISPUTED rule does not apply when the offer has a require
+    sim = JobSim(
+        make_offer(key("publisher"), replicas=2, quorum=2, require=Require((key("trusted").public,), 1))
+    )
+    sim.honest_round([(A, b"good", 0), (B, b"evil", 0)])
+    assert tally(view_of(sim), sim.offer.created + 1).state == "PENDING"
+
+
+def test_a_require_min_counts_each_key_once() -> None:
+    # min 2 of {A, X}: A alone (with B, untrusted) is not enough
+    x = key("x")
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, require=Require((A.public, x.public), 2)))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    assert tally(view_of(sim), sim.offer.created + 1).state == "PENDING"
+
+
+def test_the_memo_follows_the_deadline_and_the_policy() -> None:
+    # one view, asked again: at the deadline it is EXPIRED, with another policy it is recomputed
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    view = view_of(sim)
+    assert tally(view, sim.offer.created + 1).state == "REPRODUCED"
+    distrust = ObserverPolicy(trust=frozenset({A.public}))
+    assert tally(view, sim.offer.created + 1, distrust).state == "PENDING"
+    assert tally(view, sim.offer.created + 1).state == "REPRODUCED"
+    pending = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    pending.honest_round([(A, b"good", 0)])
+    pview = view_of(pending)
+    deadline = pending.offer.deadline
+    assert tally(pview, deadline - 1).state == "PENDING"
+    assert tally(pview, deadline).state == "EXPIRED"  # the same view: the memo must not answer
+    assert tally(pview, deadline - 1).state == "PENDING"
+
+
+def _by_key(*names: str) -> list[NodeKey]:
+    return sorted((key(n) for n in names), key=lambda k: k.public)
+
+
+def _claimed_and_selected(sim: JobSim, ks: list[NodeKey]) -> None:
+    for k in ks:
+        sim.claim(k)
+    sim.select()
+
+
+def test_a_refused_vote_that_sorts_first_stops_no_other_vote() -> None:
+    # votes are checked in key order; a refused one (no commit, or a reveal that does not match
+    # its commit) must not end the loop (`continue` -> `break`)
+    for refusal in ("no commit", "mismatch"):
+        first, k2, k3 = _by_key("v1", "v2", "v3")
+        sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+        _claimed_and_selected(sim, [first, k2, k3])
+        if refusal == "mismatch":
+            sim.commit(first, sim.built(first, b"other"))
+        built = {k.public: sim.built(k) for k in (k2, k3)}
+        for k in (k2, k3):
+            sim.commit(k, built[k.public])
+        sim.reveal(first, sim.built(first))
+        for k in (k2, k3):
+            sim.reveal(k, built[k.public])
+        v = tally(view_of(sim), sim.offer.created + 1)
+        assert v.state == "REPRODUCED" and set(v.groups[0].workers) == {k2.public, k3.public}, refusal
+        assert [i.worker for i in v.ignored] == [first.public]
+
+
+def test_an_exempt_vote_that_sorts_first_does_not_end_the_witness_check() -> None:
+    # the lowest key reveals a digest nobody else has (exempt: nothing to copy); the two others
+    # agree but neither saw the other's commit: both are removed (`continue` -> `break`)
+    first, k2, k3 = _by_key("w1", "w2", "w3")
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    _claimed_and_selected(sim, [first, k2, k3])
+    b1, b2, b3 = sim.built(first, b"unique"), sim.built(k2), sim.built(k3)
+    for k, b in ((first, b1), (k2, b2), (k3, b3)):
+        sim.commit(k, b)
+    sim.reveal(first, b1, seen=())
+    sim.reveal(k2, b2, seen=())
+    sim.reveal(k3, b3, seen=())
+    v = tally(view_of(sim), sim.offer.created + 1)
+    assert v.state != "REPRODUCED" and {i.worker for i in v.ignored} == {k2.public, k3.public}
+
+
+def test_allowlisted_workers_need_no_witness() -> None:
+    # traditional mode: the listed keys are trusted not to copy, so empty `seen` lists still count
+    a, b = key("listed-a"), key("listed-b")
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, workers=(a.public, b.public)))
+    _claimed_and_selected(sim, [a, b])
+    ba, bb = sim.built(a), sim.built(b)
+    sim.commit(a, ba)
+    sim.commit(b, bb)
+    sim.reveal(a, ba, seen=())
+    sim.reveal(b, bb, seen=())
+    assert tally(view_of(sim), sim.offer.created + 1).state == "REPRODUCED"
+
+
+def test_a_job_whose_offer_is_missing_is_an_empty_pending_verdict() -> None:
+    # facts can arrive before their offer: the verdict is PENDING with every list empty, and
+    # shows as such (the Verdict defaults are what this verdict is made of)
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    claim = sim.claim(A)
+    board = Board()
+    board.add_fact(claim)
+    view = board.job(sim.job)
+    assert view is not None and view.offer is None
+    v = tally(view, sim.offer.created + 1)
+    assert (v.state, v.digest, v.exit_code, v.reason, v.cause) == ("PENDING", None, None, "", "")
+    assert v.groups == v.dissenters == v.equivocators == v.ignored == v.missing == v.declines == ()
+    assert v.selection.rounds == () and not v.final
+    shown = verdict_json(view, v)
+    assert shown["groups"] == shown["ignored"] == shown["rounds"] == shown["missing"] == []
+    assert shown["reason"] is None and shown["cause"] is None
+
+
+def test_final_states_and_immutable_results() -> None:
+    finals = {
+        s for s in ("PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED") if Verdict(s).final
+    }  # type: ignore[arg-type]
+    assert finals == {"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"}
+    for obj, field in (
+        (Verdict("PENDING"), "state"),
+        (ObserverPolicy(), "quorum"),
+        (Group(b"d", 0, ()), "exit_code"),
+        (Ignored(b"w", "r"), "reason"),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, None)
