@@ -51,9 +51,12 @@ def test_init_mints_the_proof_once_stores_it_0600_and_json_stays_one_document(tm
     code, out, err = init(home, "--identity-bits", "10", "--json")
     assert code == 0 and json.loads(out)["identity_minted"] is False and "minting" not in err
     assert load_identity(Paths(home), k) == stored
-    # a stronger demand replaces it with a stronger proof
-    code, out, _ = init(home, "--identity-bits", "13", "--json")
-    assert json.loads(out)["identity_minted"] is True and json.loads(out)["identity_bits"] >= 13
+    # a stronger demand than the stored proof happens to meet replaces it with a stronger proof
+    stronger = identity_bits(k.public, stored.nonce) + 1
+    code, out, _ = init(home, "--identity-bits", str(stronger), "--json")
+    assert json.loads(out)["identity_minted"] is True and json.loads(out)["identity_bits"] >= stronger
+    again = load_identity(Paths(home), k)
+    assert again is not None and identity_bits(k.public, again.nonce) >= stronger
 
 
 def test_init_default_difficulty_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
