@@ -68,20 +68,39 @@ def _src(case: str, prefix: str) -> bytes:
     return pax_tar([(prefix + n, d, p) for n, d, p in spec])
 
 
+def _ends_the_archive(data: bytes) -> bool:
+    """True where this Python's tarfile itself ends the archive at the hostile header and yields
+    no member at all (Debian bookworm's Python 3.11.2 does so for a negative pax size; later
+    versions yield the member with its negative size, which p2pci must refuse)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as t:
+            return not t.getmembers()
+    except (tarfile.TarError, ValueError, UnicodeDecodeError):
+        return False
+
+
 @pytest.mark.timeout(30)  # before the fix the sparse case hangs: a timeout is its failure
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_header_is_a_build_error(tmp_path: Path, case: str) -> None:
-    (tmp_path / "s.tar").write_bytes(_src(case, ""))
-    with pytest.raises(BuildError, match=CASES[case][1]):
-        unpack_source(tmp_path / "s.tar", tmp_path / "src", max_bytes=1 << 20)
+    data = _src(case, "")
+    (tmp_path / "s.tar").write_bytes(data)
+    if case == "negative pax size" and _ends_the_archive(data):
+        unpack_source(tmp_path / "s.tar", tmp_path / "src", max_bytes=1 << 20)  # an empty tree
+    else:
+        with pytest.raises(BuildError, match=CASES[case][1]):
+            unpack_source(tmp_path / "s.tar", tmp_path / "src", max_bytes=1 << 20)
     assert [p for p in (tmp_path / "src").rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_header_is_an_output_error(tmp_path: Path, case: str) -> None:
-    with pytest.raises(OutputError, match=CASES[case][1]):
-        read_outputs(io.BytesIO(_src(case, "out/")), tmp_path / "out", max_bytes=1 << 20)
+    data = _src(case, "out/")
+    if case == "negative pax size" and _ends_the_archive(data):
+        assert read_outputs(io.BytesIO(data), tmp_path / "out", max_bytes=1 << 20) == []
+    else:
+        with pytest.raises(OutputError, match=CASES[case][1]):
+            read_outputs(io.BytesIO(data), tmp_path / "out", max_bytes=1 << 20)
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 
 
