@@ -13,7 +13,7 @@ from p2pci.core.board import Board
 from p2pci.core.messages import BlobRef, Claim, Commit
 from p2pci.core.selection import next_select, round_pending, selection
 from p2pci.core.signing import NodeKey, seal
-from p2pci.core.tally import reveal_deadline, tally
+from p2pci.core.tally import R_NOT_SEEN, reveal_deadline, tally
 from p2pci.core.worker import (
     BuildDone,
     PublishClaim,
@@ -43,6 +43,8 @@ class Worker:
     cfg: WorkerConfig = field(init=False)
     wj: WorkerJob = field(init=False)
     building: bool = False
+    claimed_at: int | None = None
+    revealed_at: int | None = None
 
     def __post_init__(self) -> None:
         self.cfg = WorkerConfig(self.k.public, lease_ms=LEASE, claim_window_ms=WINDOW, salt_secret=self.k.seed, claim_delay_ms=0)
@@ -54,10 +56,12 @@ class Worker:
         self.wj, actions = worker_step(self.wj, view, now, self.cfg, event or Tick())
         for a in actions:
             if isinstance(a, PublishClaim):
+                self.claimed_at = self.claimed_at if self.claimed_at is not None else now
                 self.board.add(seal(self.k, Claim(self.job, a.lease_until)).raw, now)
             elif isinstance(a, PublishCommit):
                 self.board.add(seal(self.k, Commit(self.job, a.hash)).raw, now)
             elif isinstance(a, PublishReveal):
+                self.revealed_at = now
                 self.board.add(seal(self.k, a.reveal).raw, now)
             elif isinstance(a, StartBuild):
                 self.building = True
@@ -176,7 +180,9 @@ def test_a_lapsed_claim_is_not_waited_for() -> None:
 def test_every_honest_worker_any_round_selected_counts(early: int, late: int, liar: bool, order: list[int]) -> None:
     """Claims arrive before and after round 0, the publisher acts late or early, builds end in
     any order, and a liar may claim in the window and reveal a wrong digest as soon as it is
-    selected: every honest selected worker reveals before the reveal deadline and is counted."""
+    selected: every honest selected worker reveals before the reveal deadline, and each one that
+    claimed before the honest digest was first revealed is counted. (One that claimed after it
+    may be ignored as a possible copy: nothing tells it from a copier.)"""
     assume(early + late >= 2)  # fewer than quorum honest workers can only reveal at the deadline
     sim, board, ws = setup(early + late, replicas=3, quorum=2)
     bad_key = key("liar")
@@ -230,7 +236,12 @@ def test_every_honest_worker_any_round_selected_counts(early: int, late: int, li
     revealed = {w.k.public for w in ws if w.wj.phase == "REVEALED"}
     assert revealed == sel  # every honest selected worker revealed
     assert v.state == "REPRODUCED" and v.digest == sim.built(ws[0].k).digest
-    assert set(v.groups[0].workers) == sel and not v.ignored
+    first_reveal = min(w.revealed_at for w in ws if w.revealed_at is not None)
+    before = {w.k.public for w in ws if w.claimed_at is not None and w.claimed_at < first_reveal} & sel
+    counted = set(v.groups[0].workers)
+    assert before <= counted <= sel
+    assert {i.worker for i in v.ignored} == sel - counted
+    assert all(i.reason == R_NOT_SEEN for i in v.ignored)
 
 
 def test_an_early_wrong_reveal_does_not_make_an_honest_worker_reveal_alone() -> None:
