@@ -238,11 +238,17 @@ async def op_publish(node: NodeView, args: dict[str, Any], emit: Emit | None = N
         )
     store, blobs = node.db, node.blobs
     steps = Steps(emit)
+    failed: Exception | None = None
     async with trio.open_nursery() as nursery:  # the image work runs in a thread: the socket stays free
         if emit is not None:
             nursery.start_soon(steps.tick)
-        image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store, steps.from_thread))
+        try:
+            image_ref = await trio.to_thread.run_sync(lambda: node.images.publish(req.image, blobs, store, steps.from_thread))
+        except Exception as exc:  # raised below, outside the nursery: its own error, not an ExceptionGroup
+            failed = exc
         nursery.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
     steps.event("offer", "start", f"signing and gossiping the offer of {req.project}")
     seed = os.urandom(32)  # protocol v2: the selection seed, persisted before the offer goes out
     offer = new_offer(

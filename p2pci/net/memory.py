@@ -181,7 +181,11 @@ class MemoryNetwork:
                 reasons.append(f"{peer}: not reachable")
                 continue
             if node._blob_access is not None:
-                refused = await node._blob_access(ref.sha256, self._peer_id)
+                try:
+                    refused = await node._blob_access(ref.sha256, self._peer_id)
+                except Exception as exc:  # the server's failure (e.g. a node stopping): its stream would reset
+                    reasons.append(f"{peer}: server error {type(exc).__name__}")
+                    continue
                 if refused is not None:
                     node._stats.inc("blob_refused")
                     reasons.append(f"{peer}: refused: {refused}")
