@@ -21,6 +21,8 @@ from p2pci.core.errors import P2pciError
 from p2pci.core.signing import NodeKey
 from p2pci.daemon.node import Node, validate_fact
 
+FLUSH_S = 5.0  # at most this long, a drained daemon waits for its last facts to leave
+
 
 def make_node(home: Path, config: Config, key: NodeKey) -> Node:
     """The production node: real libp2p network, Docker runner (unless build = false)."""
@@ -70,6 +72,8 @@ async def serve(node: Node) -> None:
 
             async def on_drained() -> None:
                 await node.drained.wait()
+                with trio.move_on_after(FLUSH_S):  # the last reveal must leave before the network stops
+                    await node.network.flush()
                 print("p2pci daemon: drained, shutting down", file=sys.stderr, flush=True)
                 nursery.cancel_scope.cancel()
 

@@ -139,6 +139,10 @@ class Network(Protocol):
         """Gossip a fact this node made (validated first; ProtocolError if invalid)."""
         ...
 
+    async def flush(self) -> None:
+        """Return once the facts published so far have left this node (callers bound the wait)."""
+        ...
+
     def facts(self) -> AsyncIterator[Delivery]:
         """Validated facts from other nodes (gossip and sync), each id at most once."""
         ...

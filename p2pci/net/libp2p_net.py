@@ -14,6 +14,7 @@ and listed in docs/internals.md ("py-libp2p gotchas").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -24,6 +25,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -549,6 +551,7 @@ class LibP2PNetwork:
         self._events: Fanout[NetEvent] = Fanout()
         self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](facts_buffer)
+        self._unsent = 0  # facts in the outbox (ours and forwarded) not yet handed to pubsub
         self._since: dict[str, int] = {}
         self._blocked: frozenset[str] = frozenset()
         self._hanging_up: set[str] = set()
@@ -684,7 +687,21 @@ class LibP2PNetwork:
         fact_id = self._validate(raw)  # ProtocolError here is the caller's bug: let it out
         self._seen.add(fact_id)
         self._stats.inc("published")
+        self._unsent += 1
         await self._outbox_send.send(raw)
+
+    async def flush(self) -> None:
+        """Return once every connected peer holds the facts this node has: the outbox is empty,
+        then one confirmed sync round with each peer that speaks sync (a draining daemon calls
+        it, bounded, before it stops). Gossip alone is not enough: what a peer has not read off
+        its socket yet is lost when the connection closes, so the sync client pushes what the
+        peer lacks and waits for the peer to close the stream, after it has read the facts."""
+        while self._unsent:  # noqa: ASYNC110 (a counter, no event to wait on)
+            await trio.sleep(0.01)
+        speakers = sorted(p for p in self._since if not self._lacking.lacks(p, wire.PROTO_SYNC))
+        async with trio.open_nursery() as nursery:
+            for peer in speakers:
+                nursery.start_soon(partial(self._sync_with, peer, confirm=True))
 
     # -- run -----------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -871,6 +888,7 @@ class LibP2PNetwork:
         if forward:
             try:
                 self._outbox_send.send_nowait(raw)
+                self._unsent += 1
             except trio.WouldBlock:
                 self._stats.drop("forward_queue")
         return True
@@ -896,6 +914,8 @@ class LibP2PNetwork:
             except Exception:
                 log.debug("publish failed", exc_info=True)
                 self._stats.inc("publish_errors")
+            finally:
+                self._unsent = max(0, self._unsent - 1)
 
     # -- peers ---------------------------------------------------------------------
     def _wakeup_soon(self) -> None:
@@ -1204,8 +1224,10 @@ class LibP2PNetwork:
             total += len(raw)
         return out, False
 
-    async def _sync_with(self, peer: str) -> None:
-        """`/p2pci/sync/1` client: repeat while the server says there is more."""
+    async def _sync_with(self, peer: str, confirm: bool = False) -> None:
+        """`/p2pci/sync/1` client: repeat while the server says there is more. `confirm`: after
+        the third frame, wait for the server to close the stream (it reads that frame first,
+        docs/protocol.md §8.3), so the facts it wanted have reached it."""
         got: list[bytes] = []  # ids received in earlier rounds (maybe outside our live window)
         for _ in range(16):
             try:
@@ -1218,6 +1240,8 @@ class LibP2PNetwork:
                         give, _ = self._budgeted(want)
                         with trio.fail_after(self.read_timeout):
                             await stream.write(wire.sync_facts(give))
+                            if confirm:
+                                await _closed_by_peer(stream)
             except MissingProtocol:
                 return  # optional (docs/protocol.md §8): logged once by _stream
             except Exception as exc:
@@ -1771,6 +1795,13 @@ class LibP2PNetwork:
                 await stream.reset()
             except Exception:
                 pass
+
+
+async def _closed_by_peer(stream: Any) -> None:
+    """Wait until the peer ends `stream` (end of stream or reset: either way it is done reading)."""
+    with contextlib.suppress(Exception):
+        while await stream.read(4096):
+            pass
 
 
 async def _no_auto_connect() -> None:

@@ -163,6 +163,10 @@ class MemoryNetwork:
         self._stats.inc("published")
         self._gossip(raw, exclude=None)
 
+    async def flush(self) -> None:
+        """Gossip here is delivered synchronously: nothing is ever left to send."""
+        await trio.lowlevel.checkpoint()
+
     def facts(self) -> trio.MemoryReceiveChannel[Delivery]:
         return self._facts_recv
 

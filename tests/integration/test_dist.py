@@ -39,8 +39,15 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "p2pci.pyz"
 
 
+def bare_env(tmp: Path) -> dict[str, str]:
+    """A minimal environment; the identity proof stays at the suite's low difficulty (tests/conftest.py):
+    `init` at the default 27 bits takes a minute or more of CPU."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "SHIV_ROOT": str(tmp / "shiv"), "LANG": "C.UTF-8",
+            "P2PCI_IDENTITY_BITS": os.environ["P2PCI_IDENTITY_BITS"]}
+
+
 def run_pyz(pyz: Path, tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "SHIV_ROOT": str(tmp / "shiv"), "LANG": "C.UTF-8"}
+    env = bare_env(tmp)
     return subprocess.run(
         [bare_python(), "-I", str(pyz), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -61,7 +68,7 @@ def test_pyz_runs_help_and_init(pyz: Path, tmp_path: Path) -> None:
 async def test_pyz_runs_a_daemon(pyz: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     assert run_pyz(pyz, tmp_path, "--home", str(home), "init").returncode == 0
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHIV_ROOT": str(tmp_path / "shiv"), "LANG": "C.UTF-8"}
+    env = bare_env(tmp_path)
     argv = [bare_python(), "-I", str(pyz), "--home", str(home), "daemon", "--no-build",
             "--listen", "/ip4/127.0.0.1/tcp/0"]
     async with trio.open_nursery() as nursery:

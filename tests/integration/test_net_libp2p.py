@@ -529,6 +529,23 @@ async def test_burst_of_500_facts_is_not_dropped() -> None:
             assert n.net.stats()["delivered"] == 500
 
 
+async def test_flush_then_stop_loses_no_published_fact() -> None:
+    """A draining daemon flushes, then stops its network at once: every fact it published must
+    reach its peer. Without the flush's confirmed sync round, about a third arrive: the rest sit
+    in the outbox, the outbound queue or the peer's unread socket buffer when the connection
+    closes."""
+    async with line(2, sync_interval=600) as nodes:  # no periodic sync
+        await wait_until(lambda: all(len(n.net.peers()) == 1 for n in nodes), 10)
+        await wait_until(lambda: all(n.net.stats().get("syncs", 0) >= 1 for n in nodes), 10)
+        for i in range(300):
+            await nodes[0].net.publish(nodes[0].fact(f"flush-{i}"))
+        with trio.fail_after(30):
+            await nodes[0].net.flush()
+        nodes[0].cancel.cancel()  # the network stops now, as `p2pci daemon` does after a drain
+        with trio.fail_after(30):
+            await nodes[1].col.wait_count(300)
+
+
 async def test_listen_address_in_use_is_a_local_error() -> None:
     from p2pci.core.errors import LocalError
 
