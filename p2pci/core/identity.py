@@ -20,6 +20,7 @@ of tries is geometric: 1 key in 20 takes three times the mean).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 
@@ -41,6 +42,13 @@ def identity_bits(key: bytes, nonce: bytes) -> int:
     """The strength of `nonce` as the identity proof of `key` (0 for a nonce over 32 bytes)."""
     if len(nonce) > 32:
         return 0
+    return _bits(key, nonce)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bits(key: bytes, nonce: bytes) -> int:
+    # memoised: eligibility is checked per claim on every selection and tally of a job
+    # (bounded: 4096 (key, nonce) pairs, each nonce at most 32 bytes)
     return leading_zero_bits(identity_hash(key, nonce))
 
 

@@ -20,6 +20,7 @@ receipt. Anything wrong is a `ProtocolError`; nothing else escapes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ def peer_id_of(public: bytes) -> str:
     """The libp2p peer ID string (12D3KooW...) of a raw Ed25519 public key."""
     if type(public) is not bytes or len(public) != 32:
         raise LocalError("an Ed25519 public key is 32 bytes")
+    return _peer_id(public)
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_id(public: bytes) -> str:
+    # memoised: every verdict object names each worker several times, on every tick that
+    # touches the job, and base58 of 38 bytes is ~50 long divisions (bounded: 4096 keys)
     return _b58encode(_PEER_PREFIX + public)
 
 
@@ -173,6 +181,16 @@ class Fact:
         return f"Fact({self.kind} {self.id.hex()[:12]} by {short_id(self.signer)})"
 
 
+def envelope_bytes(kind: str, body_bytes: bytes, signer: bytes, sig: bytes) -> bytes:
+    """canonical({"v": 2, "kind": kind, "body": body, "signer": signer, "sig": sig}) from the
+    body's canonical bytes: the map's keys in canonical order, each value packed as itself
+    (msgpack nests by concatenation), so the body is not normalised and packed twice."""
+    pack = functools.partial(msgpack.packb, use_bin_type=True)
+    return b"".join(
+        (_HEAD, body_bytes, pack("kind"), pack(kind), pack("sig"), pack(sig), pack("signer"), pack(signer), pack("v"), pack(VERSION))
+    )
+
+
 def seal(key: NodeKey, body: Message) -> Fact:
     """Sign `body` with `key` into an envelope. LocalError if the body is invalid."""
     try:
@@ -182,7 +200,7 @@ def seal(key: NodeKey, body: Message) -> Fact:
     except ProtocolError as exc:
         raise LocalError(f"invalid {body.KIND}: {exc}") from None
     sig = key.sign(signed_bytes(body.KIND, body_bytes))
-    raw = canonical({"v": VERSION, "kind": body.KIND, "body": body_obj, "signer": key.public, "sig": sig})
+    raw = envelope_bytes(body.KIND, body_bytes, key.public, sig)
     if len(raw) > MAX_ENVELOPE:
         raise LocalError(f"{body.KIND} envelope of {len(raw)} bytes exceeds {MAX_ENVELOPE}")
     return Fact(hashlib.sha256(raw).digest(), body.KIND, key.public, body, raw)

@@ -40,6 +40,28 @@ def test_an_envelope_built_from_the_spec_is_the_one_seal_makes_and_opens() -> No
     assert fact.kind == "claim" and fact.body == claim and fact.signer == NodeKey(SEED).public
 
 
+def test_seal_writes_the_canonical_envelope_of_every_kind_of_body() -> None:
+    # seal packs the envelope around the body's canonical bytes (envelope_bytes) instead of
+    # normalising the whole map again: the bytes must be canonical() of the whole map
+    from p2pci.core.messages import BlobRef, Commit, Decline, Reveal
+
+    entries = (ManifestEntry("a", 1, 0o644, hashlib.sha256(b"a").digest()),)
+    log = BlobRef(hashlib.sha256(b"log").digest(), 3)
+    bodies = [
+        Claim(JOB, 2**40, b"n" * 32),
+        Commit(JOB, hashlib.sha256(b"c").digest()),
+        Reveal.of(JOB, result_digest(0, entries), b"s" * 16, 0, entries, log, (b"\x01" * 32, b"\x02" * 32)),
+        Decline(JOB, "timeout", "d\u00e9tail", log),
+    ]
+    key = NodeKey(SEED)
+    for body in bodies:
+        fact = seal(key, body)
+        sig = fact.raw[-(2 + 1 + 7 + 34 + 66) : -(2 + 1 + 7 + 34)][2:]  # the bin64 after "sig"
+        whole = {"v": 2, "kind": body.KIND, "body": body.to_obj(), "signer": key.public, "sig": sig}
+        assert fact.raw == canonical(whole), body.KIND
+        assert open_envelope(fact.raw).body == body
+
+
 @pytest.mark.parametrize(
     ("domain", "v", "message"),
     [
