@@ -242,10 +242,11 @@ class NodeMachine:
     def receive_facts(self, facts: Sequence[Fact], now: int) -> int:
         """Index verified facts (already stored by the driver); the number that were new."""
         new = 0
+        selecting = self._selecting
         for fact in facts:
             self._outbox.pop(fact.id, None)
-            if self._selecting.get(fact.job) == fact.id:
-                del self._selecting[fact.job]
+            if selecting and selecting.get(fact.job) == fact.id:  # (only a publisher selects)
+                del selecting[fact.job]
             if self.board.add_fact(fact):
                 new += 1
                 self._dirty.add(fact.job)

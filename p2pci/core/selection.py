@@ -320,12 +320,22 @@ def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes
     if offer is None:
         return frozenset()
     best: dict[bytes, bytes] = {}
-    for cid in sorted(view.claim_ids):
-        f = view.claim_ids[cid]
-        if now is not None and isinstance(f.body, Claim) and f.body.lease_until <= now:
+    allow = view.allowlist
+    bits = offer.identity_bits
+    claim_ids = view.claim_ids
+    for cid in sorted(claim_ids):
+        f = claim_ids[cid]
+        body = f.body
+        assert isinstance(body, Claim)
+        if now is not None and body.lease_until <= now:
             continue
-        if f.signer not in best and eligible_keys(view, offer, {cid}):
-            best[f.signer] = cid
+        signer = f.signer
+        # eligible_keys of this one claim, inline (the publisher lists claims on every tick)
+        if signer in best or (allow is not None and signer not in allow):
+            continue
+        if bits and identity_bits(signer, body.identity) < bits:
+            continue
+        best[signer] = cid
     return frozenset(sorted(best.values())[:MAX_SELECT_CLAIMS])
 
 
