@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 FUZZ_SECONDS ?= 60
 
-.PHONY: venv test test-attacks test-big unit lint demo bench bench-quick realworld dist clean docker prereqs-run upgrade-deps fuzz fuzz-cov mutate
+.PHONY: venv test test-attacks test-big unit lint demo bench bench-quick sybil-table realworld dist clean docker prereqs-run upgrade-deps fuzz fuzz-cov mutate
 
 venv: $(STAMP)
 
@@ -80,6 +80,14 @@ bench: venv docker
 
 bench-quick: venv docker
 	$(BIN)/python -m bench --quick
+
+# The Sybil table of docs/security.md on the real node machine: 36 cells x SYBIL_JOBS jobs (about
+# 5 ms of CPU per job, so 30 CPU minutes for 10 000 per cell), one line per 500 jobs appended to
+# bench/sybil_table.jsonl; an interrupted run resumes where it stopped. Then prints the table.
+SYBIL_JOBS ?= 10000
+sybil-table: venv
+	nice -n 10 $(BIN)/python -m bench.sybil_machine --table --jobs $(SYBIL_JOBS)
+	$(BIN)/python -m bench.sybil_machine --report
 
 # Real upstream projects through `p2pci try` and a 4-worker mesh of real daemons; rewrites the table in
 # docs/realworld.md (not in `make test`, which runs its cjson-make row: tests/integration/test_realworld_case.py).

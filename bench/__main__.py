@@ -30,7 +30,16 @@ PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sim": ("bench.sim", ("sim_nodes", "sim_converged", "sim_msgs_per_job")),
     "identity": ("bench.identity", ("identity_hashes_per_s", "identity_mint_s_default")),
     # on the real node machine (bench/sybil.py: the same on the bare selection and tally)
-    "sybil": ("bench.sybil_machine", ("sybil_false_reproduced_s30_m3n2", "sybil_expected_false_reproduced_s30_m3n2")),
+    "sybil": (
+        "bench.sybil_machine",
+        (
+            "sybil_false_reproduced_s30_m3n2",
+            "sybil_expected_false_reproduced_s30_m3n2",
+            "sybil_z_s30_m3n2",
+            "sybil_jobs_s30_m3n2",
+            "sybil_ms_per_job",
+        ),
+    ),
     "tally": ("bench.tally", ("tally_per_s", "verify_per_s", "tally_verify_ratio")),
     "blob": ("bench.blob", ("blob_mb_s", "tcp_mb_s", "blob_tcp_ratio", "blob_cpu_bound_mb_s")),
     "overhead": (
@@ -126,6 +135,9 @@ ROWS: list[tuple[str, str, Check | None]] = [
     ("identity_mint_s_default", "~ 60 s", None),
     ("sybil_false_reproduced_s30_m3n2", "~ hypergeometric", None),
     ("sybil_expected_false_reproduced_s30_m3n2", "(expectation)", None),
+    ("sybil_z_s30_m3n2", "|z| <= 3 (std. errors)", lambda r: None if r.get("sybil_z_s30_m3n2") is None else bool(abs(r["sybil_z_s30_m3n2"]) <= 3)),
+    ("sybil_jobs_s30_m3n2", "10 000", None),
+    ("sybil_ms_per_job", "", None),
     ("sim_nodes", "", None),
     ("sim_converged", "== 1.0", _ge("sim_converged", 1.0)),
     ("sim_msgs_per_job", "~ facts x nodes x (D-1)", None),

@@ -1,6 +1,12 @@
 """Sybil simulation on the real node machine (docs/security.md, "Sybil in open mode").
 
-`python -m bench.sybil_machine [--jobs N] [--cell M,N,S[,require]]` prints one JSON object.
+`python -m bench.sybil_machine --table [--jobs N]` (`make sybil-table`) runs the whole table,
+36 cells x N jobs (10 000 by default), 500 jobs per line appended to bench/sybil_table.jsonl
+(every cell gets its k-th chunk before any gets its (k+1)-th; a killed run resumes where it
+stopped; chunk k of a cell is its own random stream, so a rerun gives the same counts);
+`python -m bench.sybil_machine [--upto N]` prints that table (markdown, then JSON rows);
+`--cell M,N,S[,require] --jobs N` runs one cell; `--check N` compares N jobs per cell with and
+without `SharedTally` (every fact, phase and verdict of every machine).
 
 Per job, every honest party is a real `p2pci.core.node.NodeMachine`, driven the way the
 daemon drives it (`receive_facts`, `tick` at `next_wakeup()`, its effects performed:
@@ -19,6 +25,14 @@ honest result through `build_finished`):
   wrong digest, then reveals it with `seen` = all attacker commits (they witness each
   other), before the honest builds are done (the early wrong reveal).
 
+Attacker facts are handed to the machines as verified facts without an Ed25519 signature
+(`forge`): the daemon gives a machine only facts whose signature it checked, and an attacker
+signs its own facts validly, so the signature would only cost time. The machines of a job
+share one tally, one verdict object and one selection per board content (`SharedTally`):
+pure functions of the facts, computed once instead of once per machine; every decision stays
+each machine's own. Both cut one job from about 25 ms to about 5 ms of CPU (with the peer-ID
+and identity memos of p2pci.core).
+
 The network is perfect (every fact reaches every machine at once, in one batch per
 instant); time is virtual. The verdict is the publisher machine's board tallied when
 nothing is left to do (at the offer's deadline if still PENDING: what the job ends as);
@@ -33,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import sys
 import time
@@ -58,13 +73,127 @@ class Keys:
         self.nonce = {k.public: mint(k.public, BITS) for k in self.pool}
 
 
-def run_job(m: int, n: int, share: float, require: bool, keys: Keys, rng: random.Random) -> tuple[str, bool, int]:
-    """(verdict state, false = the digest is the attacker's, attacker keys ranked in round 0)."""
+class SharedTally:
+    """One tally, selection and verdict object per distinct board content, shared by every machine.
+
+    Every machine of a job holds its own board, and in this simulation those boards hold the
+    same facts most of the time (one broadcast batch per instant). `tally(view, now, policy)`,
+    `verdict_json(view, verdict)`, `selection(view)` and the selection helpers the worker rules
+    call (`selected`, `live_claimants`, `round_pending`, of `(view, now)`) are pure functions of
+    the facts of the job and of their other arguments (p2pci.core memoises tally and selection
+    per view on such keys), so a process-wide memo keyed by (function, job, the set of fact
+    ids, the other arguments) gives every machine the value it would compute itself, computed
+    once instead of once per machine. The worker and publisher decisions themselves
+    (`worker_step`, `next_select`, the effects) stay each machine's own. Installed only by this
+    benchmark (`with SharedTally():`) over the names p2pci.core.node and p2pci.core.worker
+    call; the daemon never uses it. `check_shared` runs jobs with and without it and compares
+    every result."""
+
+    _IDS = "bench/ids"
+
+    def __init__(self) -> None:
+        from p2pci.core.tally import ObserverPolicy, tally, verdict_json
+
+        self._tally, self._verdict_json, self._default = tally, verdict_json, ObserverPolicy()
+        self.tallies: dict[tuple[Any, ...], Any] = {}
+        self.objects: dict[tuple[Any, ...], Any] = {}
+        self.others: dict[tuple[Any, ...], Any] = {}
+
+    def clear(self) -> None:
+        """Forget everything (between jobs: the memo is keyed within one job)."""
+        self.tallies.clear()
+        self.objects.clear()
+        self.others.clear()
+
+    def _ids(self, view: Any) -> frozenset[bytes]:
+        hit = view.cache.get(self._IDS)
+        if hit is not None and hit[0] == view.version:
+            return hit[1]  # type: ignore[no-any-return]
+        ids = frozenset(view.ids)
+        view.cache[self._IDS] = (view.version, ids)
+        return ids
+
+    def tally(self, view: Any, now: int, policy: Any = None) -> Any:
+        offer = view.offer
+        key = (
+            view.job,
+            self._ids(view),
+            offer is not None and now >= offer.body.deadline,
+            self._default if policy is None else policy,
+        )
+        hit = self.tallies.get(key)
+        if hit is None:
+            hit = self.tallies[key] = self._tally(view, now, key[3])
+        return hit
+
+    def verdict_json(self, view: Any, verdict: Any) -> Any:
+        key = (view.job, self._ids(view), id(verdict))
+        hit = self.objects.get(key)
+        if hit is None or hit[0] is not verdict:
+            hit = self.objects[key] = (verdict, self._verdict_json(view, verdict))  # holds verdict: its id stays unique
+        return hit[1]
+
+    def _shared(self, fn: Any) -> Any:
+        memo = self.others
+
+        def call(view: Any, *args: Any) -> Any:
+            key = (fn, view.job, self._ids(view), args)
+            hit = memo.get(key, memo)
+            if hit is memo:
+                hit = memo[key] = fn(view, *args)
+            return hit
+
+        return call
+
+    def __enter__(self) -> SharedTally:
+        import p2pci.core.node as node
+        import p2pci.core.selection as sel
+        import p2pci.core.worker as worker
+
+        self._saved = {(m, name): getattr(m, name) for m in (node, worker) for name in self._names(m)}
+        shared = {f: self._shared(getattr(sel, f)) for f in ("selection", "selected", "live_claimants", "round_pending")}
+        for m, name in self._saved:
+            if name == "tally":
+                setattr(m, name, self.tally)
+            elif name == "verdict_json":
+                setattr(m, name, self.verdict_json)
+            else:
+                setattr(m, name, shared[name])
+        return self
+
+    @staticmethod
+    def _names(module: Any) -> list[str]:
+        names = ("tally", "verdict_json", "selection", "selected", "live_claimants", "round_pending")
+        return [n for n in names if hasattr(module, n)]
+
+    def __exit__(self, *exc: object) -> None:
+        for (m, name), f in self._saved.items():
+            setattr(m, name, f)
+
+
+def forge(key: Any, body: Any) -> Any:
+    """An attacker's fact as the machines receive it: a verified `Fact` (the daemon hands the
+    machine facts whose signature it checked; an attacker signs its own facts validly), built
+    without the Ed25519 signature, which no machine looks at again and would only cost time.
+    Its id is unique per (job, signer, kind): each attacker key makes one fact of each kind."""
+    from p2pci.core.signing import Fact
+
+    fid = hashlib.sha256(b"bench/forged" + body.job + key.public + body.KIND.encode()).digest()
+    return Fact(fid, body.KIND, key.public, body, b"")
+
+
+def run_job(
+    m: int, n: int, share: float, require: bool, keys: Keys, rng: random.Random, trace: list[Any] | None = None
+) -> tuple[str, bool, int]:
+    """(verdict state, false = the digest is the attacker's, attacker keys ranked in round 0).
+
+    `trace`: gets what every machine did (the sorted fact ids of each machine's board, each
+    worker machine's final phase, each machine's verdict at the end), for `check_shared`."""
     from p2pci.core.messages import BlobRef, Claim, Commit, ImageRef, Limits, Offer, Require, Reveal
     from p2pci.core.node import NodeConfig, NodeMachine, Publish, RunBuild
     from p2pci.core.results import ManifestEntry, result_digest
     from p2pci.core.selection import selection
-    from p2pci.core.signing import Fact, commit_hash, seal
+    from p2pci.core.signing import Fact, commit_hash
     from p2pci.core.tally import tally
     from p2pci.core.worker import BuildDone, WorkerConfig
 
@@ -128,17 +257,17 @@ def run_job(m: int, n: int, share: float, require: bool, keys: Keys, rng: random
             view = obs.board.job(job)
             if view is not None and not att_claimed:
                 att_claimed = True
-                outbox += [seal(k, Claim(job, now + LEASE_MS, keys.nonce[k.public])) for k in attackers]
+                outbox += [forge(k, Claim(job, now + LEASE_MS, keys.nonce[k.public])) for k in attackers]
             if view is not None and attackers and not att_voted and selection(view).rounds:
                 att_voted = True
                 commits = []
                 for k in attackers:
                     salt = rng.randbytes(16)
                     att_salts[k.public] = salt
-                    commits.append(seal(k, Commit(job, commit_hash(salt, d_evil, k.public))))
+                    commits.append(forge(k, Commit(job, commit_hash(salt, d_evil, k.public))))
                 seen = tuple(sorted(f.id for f in commits))
                 outbox += commits
-                outbox += [seal(k, Reveal.of(job, d_evil, att_salts[k.public], 0, evil, log, seen)) for k in attackers]
+                outbox += [forge(k, Reveal.of(job, d_evil, att_salts[k.public], 0, evil, log, seen)) for k in attackers]
             acted = bool(outbox)
             for mach in machines:
                 w = mach.next_wakeup()
@@ -177,19 +306,55 @@ def run_job(m: int, n: int, share: float, require: bool, keys: Keys, rng: random
     assert (v.state, v.digest) == (w.state, w.digest), "two honest boards disagree"
     rounds = selection(pub.board.job(job)).rounds  # type: ignore[arg-type]
     x = len(set(rounds[0].ranked) & {k.public for k in attackers}) if rounds else -1
+    if trace is not None:
+        trace += [sorted(mach.board.facts) for mach in machines]
+        trace += [(w.jobs[job].phase if job in w.jobs else None) for w in workers]
+        trace += [mach.verdict(job, now) for mach in machines]  # each machine's own view of the end
     return v.state, v.digest == d_evil, x
+
+
+def check_shared(
+    m: int, n: int, share: float, require: bool, jobs: int, seed: int = 7
+) -> list[tuple[str, bool, int]]:
+    """Run `jobs` jobs twice from the same random stream, each machine tallying its own board,
+    then with `SharedTally`: every job's (state, false?, attacker keys ranked), every fact every
+    machine holds and every worker's final phase must be equal. Returns the jobs' results
+    (AssertionError on the first difference)."""
+    results = []
+    for shared in (False, True):
+        rng = random.Random(seed)
+        keys = Keys(rng)
+        out: list[Any] = []
+        st = SharedTally()
+        if shared:
+            st.__enter__()
+        try:
+            for _ in range(jobs):
+                st.clear()
+                trace: list[Any] = []
+                out.append((run_job(m, n, share, require, keys, rng, trace), trace))
+        finally:
+            if shared:
+                st.__exit__()
+        results.append(out)
+    for i, (a, b) in enumerate(zip(*results, strict=True)):
+        assert a[0] == b[0], f"job {i}: {a[0]} alone, {b[0]} shared"
+        assert a[1] == b[1], f"job {i}: the machines did not do the same with and without SharedTally"
+    return [r for r, _ in results[0]]
 
 
 def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys, rng: random.Random) -> dict[str, float]:
     counts = {"REPRODUCED_true": 0, "REPRODUCED_false": 0, "DISPUTED": 0, "EXPIRED": 0, "other": 0}
-    for _ in range(jobs):
-        state, false, _ = run_job(m, n, share, require, keys, rng)
-        if state == "REPRODUCED":
-            counts["REPRODUCED_false" if false else "REPRODUCED_true"] += 1
-        elif state in counts:
-            counts[state] += 1
-        else:
-            counts["other"] += 1
+    with SharedTally() as shared:
+        for _ in range(jobs):
+            shared.clear()
+            state, false, _ = run_job(m, n, share, require, keys, rng)
+            if state == "REPRODUCED":
+                counts["REPRODUCED_false" if false else "REPRODUCED_true"] += 1
+            elif state in counts:
+                counts[state] += 1
+            else:
+                counts["other"] += 1
     a = round(share * T_CLAIMANTS)
     out = {k: c / jobs for k, c in counts.items()}
     out["expected_false_reproduced"] = 0.0 if require else hypergeom_tail(T_CLAIMANTS, a, m, n)
@@ -197,47 +362,173 @@ def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys,
     return out
 
 
-def full_table(jobs: int = 500) -> dict[str, Any]:
-    """Every cell (s x M/N x require), `jobs` jobs each."""
-    rng = random.Random(13)
+CHUNK = 500  # jobs per checkpoint of the table run (one JSON line each)
+TABLE_FILE = "bench/sybil_table.jsonl"
+
+
+def cells() -> list[tuple[int, int, float, bool]]:
+    """The 36 cells of the table: (M, N, s, require), in the order of docs/security.md."""
+    return [(m, n, s, req) for req in (False, True) for m, n in MN for s in SHARES]
+
+
+def _cell_name(m: int, n: int, share: float, require: bool) -> str:
+    return f"{m},{n},{share},{'require' if require else 'open'}"
+
+
+def run_chunk(m: int, n: int, share: float, require: bool, chunk: int, jobs: int) -> dict[str, Any]:
+    """`jobs` jobs of one cell from the random stream named by (cell, chunk): chunks are
+    independent, so a table can be resumed, extended or split, and rerun to the same counts."""
+    rng = random.Random(f"sybil/{_cell_name(m, n, share, require)}/{chunk}")
     keys = Keys(rng)
-    table = []
+    counts = {"REPRODUCED_true": 0, "REPRODUCED_false": 0, "DISPUTED": 0, "EXPIRED": 0, "other": 0}
     t = time.process_time()
-    for require in (False, True):
-        for m, n in MN:
-            for s in SHARES:
-                r = simulate(m, n, s, jobs, require, keys, rng)
-                table.append({"m": m, "n": n, "share": s, "require": require, "jobs": jobs, **r})
-    cpu = time.process_time() - t
-    out: dict[str, Any] = {
-        "sybil_machine_claimants": T_CLAIMANTS,
-        "sybil_machine_jobs_per_cell": jobs,
-        "sybil_machine_table": table,
-        "sybil_machine_cpu_s": round(cpu, 1),
-        "sybil_machine_ms_per_job": round(1000 * cpu / (jobs * len(table)), 2),
+    with SharedTally() as shared:
+        for _ in range(jobs):
+            shared.clear()
+            state, false, _ = run_job(m, n, share, require, keys, rng)
+            if state == "REPRODUCED":
+                counts["REPRODUCED_false" if false else "REPRODUCED_true"] += 1
+            else:
+                counts[state if state in counts else "other"] += 1
+    return {
+        "cell": _cell_name(m, n, share, require),
+        "chunk": chunk,
+        "jobs": jobs,
+        "counts": counts,
+        "cpu_s": round(time.process_time() - t, 2),
     }
-    for row in table:
-        if row["m"] == 3 and row["n"] == 2 and row["share"] == 0.3 and not row["require"]:
-            out["sybil_false_reproduced_s30_m3n2"] = row["REPRODUCED_false"]
-            out["sybil_expected_false_reproduced_s30_m3n2"] = round(row["expected_false_reproduced"], 4)
-    return out
+
+
+def load_table(path: str) -> dict[str, dict[int, dict[str, Any]]]:
+    """cell name -> chunk -> chunk record, from a (possibly partial) table file."""
+    done: dict[str, dict[int, dict[str, Any]]] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill: that chunk runs again
+                done.setdefault(rec["cell"], {})[rec["chunk"]] = rec
+    except FileNotFoundError:
+        pass
+    return done
+
+
+def run_table(jobs: int, path: str = TABLE_FILE) -> None:
+    """Every cell up to `jobs` jobs, CHUNK jobs per line appended to `path`; chunks already
+    in the file are kept (an interrupted run resumes; a larger `jobs` extends the table)."""
+    chunks = -(-jobs // CHUNK)
+    done = load_table(path)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    if text and not text.endswith("\n"):  # a kill cut the last line: drop it (that chunk runs again)
+        with open(path, "w") as f:
+            f.write(text[: text.rfind("\n") + 1])
+    t0 = time.monotonic()
+    for k in range(chunks):  # every cell gets its k-th chunk before any gets its (k+1)-th
+        for m, n, s, req in cells():
+            if k in done.get(_cell_name(m, n, s, req), {}):
+                continue
+            rec = run_chunk(m, n, s, req, k, min(CHUNK, jobs - k * CHUNK))
+            with open(path, "a") as f:
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+            print(f"{time.monotonic() - t0:8.0f} s  {rec['cell']:<22} chunk {k}: {rec['counts']} ({rec['cpu_s']} s CPU)", flush=True)
+
+
+def summarize(path: str = TABLE_FILE, jobs: int | None = None) -> list[dict[str, Any]]:
+    """Per cell: jobs, fractions, expectations and the distance in standard errors (`z`:
+    (observed - expected) / sqrt(p (1 - p) / jobs) with p the expectation). `jobs`: only the
+    chunks within the first `jobs` jobs of each cell (equal counts from an unfinished run)."""
+    done = load_table(path)
+    rows = []
+    for m, n, s, req in cells():
+        recs = [
+            r
+            for k, r in done.get(_cell_name(m, n, s, req), {}).items()
+            if jobs is None or (k + 1) * CHUNK <= jobs
+        ]
+        total = sum(r["jobs"] for r in recs)
+        if not total:
+            continue
+        counts = {k: sum(r["counts"][k] for r in recs) for k in recs[0]["counts"]}
+        a = round(s * T_CLAIMANTS)
+        exp = {
+            "REPRODUCED_false": 0.0 if req else hypergeom_tail(T_CLAIMANTS, a, m, n),
+            "DISPUTED": 0.0,
+            "EXPIRED": hypergeom_tail(T_CLAIMANTS, a, m, m + 2 - n) if req else 0.0,
+        }
+        row: dict[str, Any] = {"m": m, "n": n, "share": s, "require": req, "jobs": total, "cpu_s": round(sum(r["cpu_s"] for r in recs), 1)}
+        for key, p in exp.items():
+            obs = counts[key] / total
+            se = math.sqrt(p * (1 - p) / total)
+            row[key] = obs
+            row[f"expected_{key}"] = p
+            # distance in standard errors of the expectation; an impossible outcome seen is inf
+            row[f"z_{key}"] = (obs - p) / se if se else (0.0 if obs == p else math.inf)
+        row["REPRODUCED_true"] = counts["REPRODUCED_true"] / total
+        row["other"] = counts["other"] / total
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table of docs/security.md: open mode and `require` side by side per (M/N, s)."""
+    by = {(r["m"], r["n"], r["share"], r["require"]): r for r in rows}
+    out = [
+        "| M/N | s | jobs | false REPRODUCED | expected | z | DISPUTED | EXPIRED "
+        "| with `require`: jobs | false REPRODUCED | DISPUTED | EXPIRED | expected EXPIRED | z |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m, n in MN:
+        for s in SHARES:
+            o, q = by.get((m, n, s, False)), by.get((m, n, s, True))
+            cols = [f"{m}/{n}", f"{s}"]
+            if o:
+                cols += [f"{o['jobs']}", f"{o['REPRODUCED_false']:.4f}", f"{o['expected_REPRODUCED_false']:.4f}",
+                         f"{o['z_REPRODUCED_false']:+.2f}", f"{o['DISPUTED']:.4f}", f"{o['EXPIRED']:.4f}"]
+            else:
+                cols += ["0", "", "", "", "", ""]
+            if q:
+                cols += [f"{q['jobs']}", f"{q['REPRODUCED_false']:.4f}", f"{q['DISPUTED']:.4f}", f"{q['EXPIRED']:.4f}",
+                         f"{q['expected_EXPIRED']:.4f}", f"{q['z_EXPIRED']:+.2f}"]
+            else:
+                cols += ["0", "", "", "", "", ""]
+            out.append("| " + " | ".join(cols) + " |")
+    return "\n".join(out)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """The `make bench` part: the headline cell (s = 0.3, M/N = 3/2, no `require`) on the real node
-    machine (the whole table takes about 20 CPU minutes: `python -m bench.sybil_machine`)."""
-    jobs = 300 if quick else 3000
-    cell = one_cell(3, 2, 0.3, False, jobs)
+    """The `make bench` part: the headline cell (s = 0.3, M/N = 3/2, no `require`), 10 000 jobs
+    (1 000 with --quick) from the same random streams as the table's cell (its first chunks:
+    the same counts), fewer if `make bench`'s time budget runs out (`sybil_jobs_s30_m3n2`)."""
+    from bench.common import budget
+
+    jobs = 1_000 if quick else 10_000
+    stop = time.monotonic() + budget(300 if not quick else 60)
+    recs = []
+    for k in range(jobs // CHUNK):
+        recs.append(run_chunk(3, 2, 0.3, False, k, CHUNK))
+        if time.monotonic() > stop:
+            break
+    done = sum(r["jobs"] for r in recs)
+    false = sum(r["counts"]["REPRODUCED_false"] for r in recs) / done
+    exp = hypergeom_tail(T_CLAIMANTS, round(0.3 * T_CLAIMANTS), 3, 2)
+    cpu = sum(r["cpu_s"] for r in recs)
     return {
-        "sybil_false_reproduced_s30_m3n2": cell["REPRODUCED_false"],
-        "sybil_expected_false_reproduced_s30_m3n2": round(cell["expected_false_reproduced"], 4),
-        "sybil_jobs_s30_m3n2": jobs,
-        "sybil_ms_per_job": round(1000 * cell["cpu_s"] / jobs, 2),
+        "sybil_false_reproduced_s30_m3n2": round(false, 4),
+        "sybil_expected_false_reproduced_s30_m3n2": round(exp, 4),
+        "sybil_z_s30_m3n2": round((false - exp) / math.sqrt(exp * (1 - exp) / done), 2),
+        "sybil_jobs_s30_m3n2": done,
+        "sybil_ms_per_job": round(1000 * cpu / done, 2),
     }
 
 
 def one_cell(m: int, n: int, share: float, require: bool, jobs: int) -> dict[str, Any]:
-    """One cell with more jobs (the headline cell of bench/results.json)."""
+    """One cell, `jobs` jobs from its own random stream (not the table's)."""
     rng = random.Random(31)
     keys = Keys(rng)
     t = time.process_time()
@@ -246,11 +537,32 @@ def one_cell(m: int, n: int, share: float, require: bool, jobs: int) -> dict[str
     return {"m": m, "n": n, "share": share, "require": require, "jobs": jobs, **r, "cpu_s": round(cpu, 1)}
 
 
-if __name__ == "__main__":
-    # --jobs N: jobs per cell of the whole table; --cell M,N,S[,require] --jobs N: one cell
-    n_jobs = int(sys.argv[sys.argv.index("--jobs") + 1]) if "--jobs" in sys.argv else 500
-    if "--cell" in sys.argv:
-        spec = sys.argv[sys.argv.index("--cell") + 1].split(",")
-        print(json.dumps(one_cell(int(spec[0]), int(spec[1]), float(spec[2]), spec[3:] == ["require"], n_jobs), indent=1))
+def main(argv: list[str]) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.sybil_machine", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--table", action="store_true", help="run the whole table into --out (resumable: make sybil-table)")
+    ap.add_argument("--report", action="store_true", help="print the table in --out as markdown, then JSON rows")
+    ap.add_argument("--cell", help="M,N,S[,require]: one cell, --jobs jobs, printed as JSON")
+    ap.add_argument("--check", type=int, metavar="JOBS", help="compare JOBS jobs per cell with and without SharedTally")
+    ap.add_argument("--jobs", type=int, default=10_000, help="jobs per cell (default 10000)")
+    ap.add_argument("--upto", type=int, help="report: only the first UPTO jobs of each cell")
+    ap.add_argument("--out", default=TABLE_FILE, help=f"table file (default {TABLE_FILE})")
+    ns = ap.parse_args(argv)
+    if ns.table:
+        run_table(ns.jobs, ns.out)
+    elif ns.cell:
+        spec = ns.cell.split(",")
+        print(json.dumps(one_cell(int(spec[0]), int(spec[1]), float(spec[2]), spec[3:] == ["require"], ns.jobs), indent=1))
+    elif ns.check:
+        for m, n, s, req in cells():
+            check_shared(m, n, s, req, ns.check)
+            print(f"{_cell_name(m, n, s, req)}: {ns.check} jobs, the same with and without SharedTally", flush=True)
     else:
-        print(json.dumps(full_table(n_jobs), indent=1))
+        rows = summarize(ns.out, ns.upto)
+        print(markdown(rows))
+        print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
