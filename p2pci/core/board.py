@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from p2pci.core.errors import ProtocolError
+from p2pci.core.frozen import builder
 from p2pci.core.messages import Offer, Reveal, Select
 from p2pci.core.signing import MAX_ENVELOPE, Fact, open_envelope
 
@@ -28,6 +29,9 @@ class AddResult:
     status: AddStatus
     fact: Fact | None
     reason: str = ""
+
+
+_new_result = builder(AddResult)
 
 
 @dataclass(eq=False)
@@ -183,13 +187,17 @@ class Board:
         except ProtocolError as exc:
             self.rejected += 1
             return AddResult("rejected", None, str(exc))
-        self.add_fact(fact)
-        return AddResult("new", fact, "")
+        self._index(fact)
+        return _new_result("new", fact, "")
 
     def add_fact(self, fact: Fact) -> bool:
         """Add an already verified fact (e.g. loaded from the store). True if new."""
         if fact.id in self.facts:
             return False
+        self._index(fact)
+        return True
+
+    def _index(self, fact: Fact) -> None:
         self.facts[fact.id] = fact
         body = fact.body
         job = fact.id if type(body) is Offer else body.job  # type: ignore[union-attr]
@@ -199,7 +207,6 @@ class Board:
         view._add(fact)
         if type(body) is Offer:
             self.offers_by.setdefault(fact.signer, {})[job] = None
-        return True
 
     def remove_job(self, job_id: bytes) -> list[bytes]:
         """Forget a job and every fact of it (quota eviction); the ids that were removed."""
