@@ -345,7 +345,7 @@ def _check_canonical_order(kind: str, obj: Any) -> None:
 # a canonical unsigned int 0 .. 2**63-1: fixint, else the shortest of uint8/16/32/64
 _UINT = (
     rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?:[\x01-\xff].|\x00[\x01-\xff]).."
-    rb"|\xcf(?:[\x01-\x7f]...|\x00(?:[\x01-\xff]..|\x00(?:[\x01-\xff].|\x00[\x01-\xff]))....))"
+    rb"|\xcf(?:[\x01-\x7f]...|\x00(?:[\x01-\xff]..|\x00(?:[\x01-\xff].|\x00[\x01-\xff])))....)"
 )
 _H32 = rb"\xc4\x20(.{32})"  # bin8 of 32 bytes
 _REVEAL_RE = re.compile(
