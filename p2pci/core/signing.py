@@ -390,7 +390,7 @@ def _open_reveal(raw: bytes, m: re.Match[bytes], fact_id: bytes | None) -> Fact 
         signed = True
     except Exception:  # BadSignatureError, or a key libsodium refuses
         signed = False
-    files = _uint(files_b)
+    files = files_b[0] if len(files_b) == 1 else _uint(files_b)
     man_size = _uint(man_b)
     seen = tuple([seen_b[i : i + 32] for i in range(2, 34 * n, 34)])
     if manifest_size_error(files, man_size) is not None or (n > 1 and len(set(seen)) != n):

@@ -207,13 +207,17 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
     expired = offer_fact is not None and now >= offer_fact.body.deadline  # type: ignore[union-attr]
     cache = view.cache
     memo = cache.get(_MEMO)
-    if (
-        type(memo) is _Memo
-        and memo.version == view.tally_version
-        and memo.expired == expired
-        and (memo.policy is policy or memo.policy == policy)
-    ):
-        return memo.verdict
+    if type(memo) is _Memo:
+        if (
+            memo.version == view.tally_version
+            and memo.expired == expired
+            and (memo.policy is policy or memo.policy == policy)
+        ):
+            return memo.verdict
+        if len(cache) <= 4096:  # reuse the memo object: one allocation fewer per tally
+            verdict = _tally(view, now, policy)
+            memo.version, memo.expired, memo.policy, memo.verdict = view.tally_version, expired, policy, verdict
+            return verdict
     if len(cache) > 4096:
         cache.clear()
     verdict = _tally(view, now, policy)
@@ -258,8 +262,8 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     cache = view.cache
 
     ignored: list[Ignored] = []
-    # signer -> its vote (digest, exit_code, commit id, (digest, exit_code)) if it passes rules
-    # 1-5; in key order
+    # signer -> its vote (digest, exit_code, commit id, digest + exit_code byte: its group) if it
+    # passes rules 1-5; in key order
     cands: dict[bytes, _Vote] = {}
     for signer in sorted(reveals):
         if signer not in chosen:
@@ -285,7 +289,7 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         if vote is None:
             rev: Reveal = rev_fact.body  # type: ignore[assignment]
             if commit_hash(rev.salt, rev.digest, signer) == com.body.hash:  # type: ignore[union-attr]
-                vote = (rev.digest, rev.exit_code, com.id, (rev.digest, rev.exit_code))
+                vote = (rev.digest, rev.exit_code, com.id, rev.digest + _CODE_BYTE[rev.exit_code])
             else:
                 vote = _MISMATCH
             cache[key] = vote
@@ -327,17 +331,17 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     if not cands:
         groups = ()
     else:
-        votes: dict[tuple[bytes, int], list[bytes]] = {}
+        votes: dict[bytes, list[bytes]] = {}
         for signer, v in cands.items():  # in key order: each group's workers sorted
             ws = votes.get(v[3])
             if ws is None:
                 votes[v[3]] = [signer]
             else:
                 ws.append(signer)
-        if len(votes) == 1:
-            groups = tuple([_build_group(d, e, tuple(ws)) for (d, e), ws in votes.items()])
-        else:
-            groups = tuple(sorted([_build_group(d, e, tuple(ws)) for (d, e), ws in votes.items()], key=_group_order))
+        made = [_group_of(cands[ws[0]], ws) for ws in votes.values()]
+        if len(made) > 1:
+            made.sort(key=_group_order)
+        groups = tuple(made)
     counted = len(cands)
     equivocators = tuple(sorted(equiv)) if equiv else ()
     if not ignored:
@@ -415,10 +419,15 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     )
 
 
-_Vote = tuple[bytes, int, bytes, tuple[bytes, int]]
+_Vote = tuple[bytes, int, bytes, bytes]
+_CODE_BYTE = [bytes((c,)) for c in range(256)]  # exit codes are 0..255
 _MISMATCH = False  # a cached rule-5 failure (a reveal that does not match its commit)
 _build_verdict = builder(Verdict)
 _build_group = builder(Group)
+
+
+def _group_of(vote: _Vote, workers: list[bytes]) -> Group:
+    return _build_group(vote[0], vote[1], tuple(workers))
 
 
 def _worker_of(i: Ignored) -> bytes:
