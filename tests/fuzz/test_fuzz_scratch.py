@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,7 +74,10 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _start_long_run(tmp: Path) -> subprocess.Popen[str]:
+@contextmanager
+def _long_run(tmp: Path) -> Iterator[subprocess.Popen[str]]:
+    """A `make fuzz` of 300 s whose fuzzing child is running and has written an input into a
+    scratch directory; its whole process group is killed on the way out whatever happened."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.fuzz", "run", "--seconds", "300", "config"],
         cwd=ROOT,
@@ -82,9 +87,13 @@ def _start_long_run(tmp: Path) -> subprocess.Popen[str]:
         text=True,
         start_new_session=True,  # its own process group: the Ctrl-C below reaches it alone
     )
-    # the fuzzing child is running and has written an input into a scratch directory
-    _poll(lambda: any(p.is_file() for d in _leftovers(tmp) for p in (tmp / d).rglob("*")), 120, "the first input")
-    return proc
+    try:
+        _poll(lambda: any(p.is_file() for d in _leftovers(tmp) for p in (tmp / d).rglob("*")), 120, "an input")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.mark.timeout(300)
@@ -92,31 +101,21 @@ def test_a_finding_leaves_no_scratch_directory(tmp_path: Path) -> None:
     # a finding ends the fuzzing process at once (libFuzzer's exit: no Python exit handlers run);
     # SIGKILL is the same end with no handler at all
     pytest.importorskip("atheris")
-    proc = _start_long_run(tmp_path)
-    try:
+    with _long_run(tmp_path) as proc:
         _poll(lambda: _children(proc.pid), 30, "the fuzzing child")
         (child,) = _children(proc.pid)
         os.kill(child, signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    assert _leftovers(tmp_path) == []
     assert proc.returncode == 1, out
     assert "FINDING (exit -9" in out
-    assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.timeout(300)
 def test_ctrl_c_leaves_no_scratch_directory(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
-    proc = _start_long_run(tmp_path)
-    try:
+    with _long_run(tmp_path) as proc:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
         out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert _leftovers(tmp_path) == []
     assert proc.returncode == 130, out
