@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from p2pci.core.codec import canonical
-from p2pci.core.errors import ProtocolError
+from p2pci.core.errors import LocalError, ProtocolError
 from p2pci.core.messages import Cancel
 from p2pci.core.signing import MAX_ENVELOPE, open_envelope, seal, signed_bytes
 
@@ -98,3 +98,32 @@ def test_a_fact_is_immutable() -> None:
     fact = open_envelope(RAW)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fact.raw = b"other"  # type: ignore[misc]
+
+
+def _offer_of_envelope_size(total: int) -> Any:
+    """An offer whose sealed envelope would be `total` bytes (16 env entries: the map and each
+    string keep their msgpack header size while the last value's length is tuned)."""
+    from dataclasses import replace
+
+    from .jobgen import make_offer
+
+    def offer(pad: int) -> Any:
+        env = tuple(sorted({**{f"K{i:02d}": "x" * 4096 for i in range(15)}, "PAD": "y" * pad}.items()))
+        return replace(make_offer(key("publisher")), env=env)
+
+    base = 1000
+    size = len(seal(key("publisher"), offer(base)).raw)
+    pad = base + total - size
+    assert 256 <= pad <= 4096
+    return offer(pad)
+
+
+def test_seal_takes_an_envelope_of_exactly_64_kib_and_refuses_one_byte_more() -> None:
+    # the limit is inclusive on both sides of the wire: what seal makes, open_envelope takes
+    at_limit = _offer_of_envelope_size(MAX_ENVELOPE)
+    fact = seal(key("publisher"), at_limit)
+    assert len(fact.raw) == MAX_ENVELOPE == 65536
+    assert open_envelope(fact.raw).id == fact.id
+    over = _offer_of_envelope_size(MAX_ENVELOPE + 1)
+    with pytest.raises(LocalError, match="^offer envelope of 65537 bytes exceeds 65536$"):
+        seal(key("publisher"), over)
