@@ -65,10 +65,10 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/test_selection_board.py",
             "tests/unit/test_tally_observer.py",
             "tests/unit/test_worker.py",
-            "tests/unit/test_late_witness.py",
-            "tests/unit/test_node_machine.py",
         ],
-        [
+        [  # select_wakeup and live_claimants are exercised by the node machine and the simulation
+            "tests/unit/test_node_machine.py",
+            "tests/unit/test_late_witness.py",
             "tests/unit/test_worker_sim.py",
             "tests/unit/test_trust_v2_props.py",
         ],
