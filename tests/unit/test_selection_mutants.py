@@ -5,9 +5,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from p2pci.core.messages import Require
-from p2pci.core.selection import S_CREATED, eligible_claim_ids, eligible_keys, selection
-from p2pci.core.signing import seal
+from p2pci.core.board import Board
+from p2pci.core.messages import Claim, Require
+from p2pci.core.selection import (
+    NO_SELECTION,
+    S_CREATED,
+    S_GAP,
+    S_NOT_PUBLISHER,
+    S_SEED,
+    S_TWO,
+    eligible_claim_ids,
+    eligible_keys,
+    lease_end,
+    selection,
+)
+from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import tally, verdict_json
 
 from .jobgen import JobSim, key, make_offer
@@ -78,3 +90,115 @@ def test_a_round_of_require_keys_only_is_valid() -> None:
     sim.select()
     sel = selection(sim.view())
     assert sel.ignored == () and set(sel.current) == {a.public, b.public}
+
+
+# --------------------------------------------------------------------------
+# the chain of rounds: it stops at the first bad round, but every later select is still reported
+
+
+def _ignored(sim: JobSim) -> list[tuple[int, bytes, str]]:
+    return [(b.round, b.signer, b.reason) for b in selection(sim.view()).ignored]
+
+
+def _later(sim: JobSim, rnd: int, signer: NodeKey | None = None) -> None:
+    """A select of round `rnd` (its content does not matter: the round number already fails)."""
+    sim._add(seal(signer or sim.publisher, replace(sim.select_body(), round=rnd, created=sim.offer.created + 9)))
+
+
+def _claimed(replicas: int = 1) -> JobSim:
+    sim = JobSim(make_offer(key("publisher"), replicas=replicas, quorum=1))
+    for n in ("w1", "w2", "w3"):
+        sim.claim(key(n))
+    return sim
+
+
+def test_a_bad_round_zero_reports_every_later_round_and_reveals_no_seed() -> None:
+    sim = _claimed()
+    sim._add(seal(sim.publisher, replace(sim.select_body(), seed=b"x" * 32)))
+    _later(sim, 1)
+    pub = sim.publisher.public
+    assert _ignored(sim) == [(0, pub, S_SEED), (1, pub, S_GAP)]
+    sel = selection(sim.view())
+    assert sel.rounds == () and sel.seed is None  # no valid round: the seed is not taken as revealed
+
+
+def test_two_selects_of_one_round_report_every_later_round() -> None:
+    sim = _claimed()
+    body = sim.select_body()
+    sim._add(seal(sim.publisher, body))
+    sim._add(seal(sim.publisher, replace(body, created=body.created + 1)))
+    _later(sim, 1)
+    pub = sim.publisher.public
+    assert _ignored(sim) == [(0, pub, S_TWO), (0, pub, S_TWO), (1, pub, S_GAP)]
+
+
+def test_rounds_without_round_zero_are_gaps_however_valid_their_content() -> None:
+    # round 1 and 2 whose content would be a valid round 0: neither counts, both are reported
+    sim = _claimed()
+    body = sim.select_body()
+    sim._add(seal(sim.publisher, replace(body, round=1)))
+    sim._add(seal(sim.publisher, replace(body, round=2)))
+    pub = sim.publisher.public
+    assert _ignored(sim) == [(1, pub, S_GAP), (2, pub, S_GAP)]
+    assert selection(sim.view()).rounds == ()
+
+
+def test_a_round_signed_only_by_a_stranger_does_not_hide_the_later_rounds() -> None:
+    sim = _claimed()
+    sim.select()
+    stranger = key("stranger")
+    _later(sim, 1, stranger)  # round 1 exists only as a stranger's select
+    _later(sim, 2)  # so the publisher's round 2 is a gap
+    pub = sim.publisher.public
+    assert _ignored(sim) == [(1, stranger.public, S_NOT_PUBLISHER), (2, pub, S_GAP)]
+    assert len(selection(sim.view()).rounds) == 1
+
+
+def test_selects_that_arrive_before_their_offer_select_nobody() -> None:
+    sim = _claimed()
+    sim.select()
+    board = Board()
+    for f in sim.facts:
+        if f is not sim.offer_fact:
+            board.add_fact(f)
+    view = board.job(sim.job)
+    assert view is not None and view.offer is None and view.selects
+    assert selection(view) == NO_SELECTION
+    assert tally(view, sim.offer.created + 1).state == "PENDING"
+    board.add_fact(sim.offer_fact)
+    assert len(selection(view).rounds) == 1  # the same facts with the offer: one round
+
+
+def test_lease_end_of_a_worker_no_round_selected_is_none() -> None:
+    sim = _claimed(replicas=1)
+    sim.select()
+    view = sim.view()
+    sel = selection(view)
+    (chosen,) = sel.current
+    others = [key(n).public for n in ("w1", "w2", "w3") if key(n).public != chosen]
+    assert lease_end(view, sel, chosen) == sim.offer.created + 30_000  # its claim's lease
+    assert [lease_end(view, sel, w) for w in others] == [None, None]
+
+
+def test_a_claim_whose_lease_ends_now_is_not_listed() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1))
+    end = sim.offer.created + 5_000
+    cid = sim.claim(key("w1"), lease_until=end).id
+    view = sim.view()
+    assert eligible_claim_ids(view, end - 1) == {cid}
+    assert eligible_claim_ids(view, end) == frozenset()  # lease_until <= now: lapsed
+
+
+def test_a_lapsed_claim_that_sorts_first_hides_no_live_one() -> None:
+    # mutant: `continue` -> `break` when a lapsed claim comes first in fact-id order
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=1))
+    end = sim.offer.created + 5_000
+    live = sim.claim(key("live"), lease_until=end + 10_000).id
+    lapsed = next(
+        f.id
+        for f in (seal(key(f"lapsed{i}"), Claim(sim.job, end, b"")) for i in range(64))
+        if f.id < live and sim._add(f)
+    )
+    view = sim.view()
+    assert sorted(view.claim_ids)[0] == lapsed
+    assert eligible_claim_ids(view, end) == {live}
