@@ -224,7 +224,7 @@ def test_each_key_is_listed_by_its_lowest_claim_and_outsiders_not_at_all() -> No
 
 def test_next_select_makes_no_round_at_or_after_the_deadline() -> None:
     sim = JobSim(make_offer(key("publisher"), replicas=1, quorum=1))
-    sim.claim(key("w1"), lease_until=sim.offer.deadline)  # live until the end
+    sim.claim(key("w1"), lease_until=sim.offer.deadline + 1_000)  # still live at the deadline
     view = sim.view()
     deadline = sim.offer.deadline
     assert next_select(view, sim.seed, deadline, close=True) is None
