@@ -295,7 +295,7 @@ def test_select_wakeup_before_round_zero() -> None:
     t = sim.offer.created + 100
     assert select_wakeup(sim.view(), t, close_at) == close_at  # window open: its end, claims or not
     assert select_wakeup(sim.view(), close_at, close_at) is None  # over, nobody claimed: wait for a fact
-    sim.claim(key("w1"), lease_until=sim.offer.deadline)
+    sim.claim(key("w1"), lease_until=sim.offer.deadline + 1_000)  # still live at the deadline
     assert select_wakeup(sim.view(), t, close_at) == close_at
     assert select_wakeup(sim.view(), close_at + 5, close_at) == close_at + 5  # round 0 is due now
     assert select_wakeup(sim.view(), sim.offer.deadline - 1, close_at) == sim.offer.deadline - 1
