@@ -239,3 +239,12 @@ def test_from_seed_is_the_key_of_that_seed() -> None:
     seed = bytes(range(32))
     k = NodeKey.from_seed(seed)
     assert type(k) is NodeKey and k.seed == seed and k.public == NodeKey(seed).public
+
+
+def test_generate_makes_a_fresh_working_key() -> None:
+    # what the CLI calls when a node has no node.key yet
+    from p2pci.core.signing import NodeKey, verify
+
+    a, b = NodeKey.generate(), NodeKey.generate()
+    assert type(a) is NodeKey and len(a.seed) == 32 and a.seed != b.seed
+    assert NodeKey(a.seed).public == a.public and verify(a.public, b"m", a.sign(b"m"))
