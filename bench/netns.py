@@ -40,11 +40,11 @@ import trio
 
 from bench.common import Results, cpu_seconds, log, machine, pct, rnd
 from bench.daemons import Watch, busybox_image, follow_all, publish_args, put_source
+from bench.propagation import grow, sample_fact
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "netns"
 OUT = HERE / "results_netns.json"
-GIVE_UP_S = 30.0
 
 
 def hops_from(start: str, edges: dict[str, set[str]]) -> int:
@@ -79,15 +79,12 @@ async def measure(
                 nodes: list[Any] = []
                 for size in sizes:
                     t0 = time.monotonic()
-                    new = []
-                    while len(nodes) < size:
-                        i = len(nodes)
+
+                    async def add(i: int, boots: list[Any]) -> Any:
                         host = topo.public(f"n{i:02d}", f"100.64.0.{10 + i}", delay_ms=rtt_ms / 4)
-                        boots = rng.sample(nodes, min(2, len(nodes)))
-                        with trio.fail_after(180):
-                            node = await mesh.add_in(host, f"n{i:02d}", build=i < workers, bootstrap=boots)
-                        nodes.append(node)
-                        new.append(node)
+                        return await mesh.add_in(host, f"n{i:02d}", build=i < workers, bootstrap=boots)
+
+                    new = await grow(nodes, size, rng, add)
                     await follow_all(nursery, watch, new)
                     with trio.fail_after(120):
                         await mesh.wait_connected(minimum=1)
@@ -102,18 +99,12 @@ async def measure(
                     cpu0 = wall0 = 0.0
                     for k in range(samples + 1):  # the first is a warm-up
                         pub = rng.choice(nodes)
-                        args = publish_args(sources[pub.name], image, "true", project=f"wan{size}-{k}")
-                        t_call = time.monotonic()
-                        job = (await pub.call("publish", **args))["job"]
-                        jt = watch.job(job)
-                        with trio.move_on_after(GIVE_UP_S):
-                            await watch.wait_seen(job, names)
-                        origin = jt.first_seen.get(pub.name, t_call)
-                        got = [jt.first_seen.get(n, origin + GIVE_UP_S) for n in names if n != pub.name]
+                        project = f"wan{size}-{k}"
+                        origin, got, unseen = await sample_fact(watch, pub, names, sources[pub.name], image, project)
                         if k == 0:
                             cpu0, wall0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
                             continue
-                        missing += sum(1 for n in names if n not in jt.first_seen)
+                        missing += unseen
                         delays.append(1000 * (max(got) - origin))
                         edges: dict[str, set[str]] = {}
                         for n in nodes:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,38 @@ from bench.daemons import Watch, busybox_image, follow_all, publish_args, put_so
 WORK = Path(__file__).resolve().parent / ".work" / "propagation"
 GIVE_UP_S = 30.0
 IDLE_S = 3.0  # idle CPU sampled this long before the measured facts
+
+
+async def grow(nodes: list[Any], size: int, rng: random.Random, add: Callable[[int, list[Any]], Awaitable[Any]]) -> list[Any]:
+    """Add daemons to `nodes` until there are `size`: `add(index, bootstrap)` starts the next one,
+    bootstrapping from two random earlier daemons (the first from none). Returns the new ones."""
+    new = []
+    while len(nodes) < size:
+        boots = rng.sample(nodes, min(2, len(nodes)))
+        with trio.fail_after(180):
+            node = await add(len(nodes), boots)
+        nodes.append(node)
+        new.append(node)
+    return new
+
+
+async def sample_fact(
+    watch: Watch, pub: Any, names: list[str], source: dict[str, Any], image: str, project: str
+) -> tuple[float, list[float], int]:
+    """`pub` publishes an offer; waits up to GIVE_UP_S for every daemon of `names` to report it.
+
+    Returns the publisher's first report, every other daemon's (GIVE_UP_S later for one that
+    did not report it) and how many of `names` did not report it.
+    """
+    args = publish_args(source, image, "true", project=project)
+    t_call = time.monotonic()
+    job = (await pub.call("publish", **args))["job"]
+    jt = watch.job(job)
+    with trio.move_on_after(GIVE_UP_S):
+        await watch.wait_seen(job, names)
+    origin = jt.first_seen.get(pub.name, t_call)
+    got = [jt.first_seen.get(n, origin + GIVE_UP_S) for n in names if n != pub.name]
+    return origin, got, sum(1 for n in names if n not in jt.first_seen)
 
 
 async def propagation(quick: bool, out: Results) -> None:
@@ -55,13 +88,7 @@ async def propagation(quick: bool, out: Results) -> None:
         nodes: list[Any] = []
         for size in sizes:
             t0 = time.monotonic()
-            new = []
-            while len(nodes) < size:
-                boots = rng.sample(nodes, min(2, len(nodes)))
-                with trio.fail_after(180):
-                    node = await mesh.add(f"n{len(nodes):02d}", build=False, bootstrap=boots)
-                nodes.append(node)
-                new.append(node)
+            new = await grow(nodes, size, rng, lambda i, boots: mesh.add(f"n{i:02d}", build=False, bootstrap=boots))
             await follow_all(nursery, watch, new)
             with trio.fail_after(120):
                 await mesh.wait_connected(minimum=1)
@@ -76,14 +103,7 @@ async def propagation(quick: bool, out: Results) -> None:
             cpu0, wall0 = 0.0, 0.0
             for i in range(samples + 1):
                 pub = rng.choice(nodes)
-                args = publish_args(sources[pub.name], image, "true", project=f"prop{size}-{i}")
-                t_call = time.monotonic()
-                job = (await pub.call("publish", **args))["job"]
-                jt = watch.job(job)
-                with trio.move_on_after(GIVE_UP_S):
-                    await watch.wait_seen(job, names)
-                origin = jt.first_seen.get(pub.name, t_call)
-                got = [jt.first_seen.get(n, origin + GIVE_UP_S) for n in names if n != pub.name]
+                origin, got, unseen = await sample_fact(watch, pub, names, sources[pub.name], image, f"prop{size}-{i}")
                 if i == 0:
                     # the daemons' idle CPU (heartbeats, anti-entropy, Yamux pings) over IDLE_S with
                     # no fact in flight: subtracted for the marginal cost of a fact
@@ -92,7 +112,7 @@ async def propagation(quick: bool, out: Results) -> None:
                     cpu0, wall0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
                     idle_rate = (cpu0 - idle0) / (wall0 - t_idle)
                     continue
-                missing += sum(1 for n in names if n not in jt.first_seen)
+                missing += unseen
                 delays.append(1000 * (max(got) - origin))
                 per_node += [1000 * (g - origin) for g in got]
             out[f"propagation_ms_p50_{size}"] = rnd(pct(delays, 50), 1)

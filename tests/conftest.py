@@ -1,7 +1,12 @@
 """Suite-wide settings: nothing here may depend on how fast the machine is."""
 
 import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # No per-example wall-clock deadline and no "too slow" health check: on a loaded machine (two
@@ -17,3 +22,29 @@ settings.register_profile(
 # `make mutate` runs the tests once per mutant: fewer examples there (P2PCI_HYPOTHESIS=mutate).
 settings.register_profile("mutate", parent=settings.get_profile("p2pci"), max_examples=25)
 settings.load_profile(os.environ.get("P2PCI_HYPOTHESIS", "p2pci"))
+
+
+def _sigterm_as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (`timeout`, a CI cancel) stops pytest as Ctrl-C does, so that fixture teardown
+    stops the daemons and containers the tests started: they run in sessions of their own, which
+    the signal does not reach. The SIGINT handler of the moment does it: inside a trio run trio's
+    (KeyboardInterrupt at a safe point, then the run unwinds), elsewhere Python's."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored or not Python's: still stop as Ctrl-C would
+        raise KeyboardInterrupt
+
+
+_previous_sigterm: Any = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _previous_sigterm
+    if threading.current_thread() is threading.main_thread():
+        _previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, _previous_sigterm)

@@ -23,7 +23,7 @@ import trio
 from trio_typing import TaskStatus
 
 from p2pci.control.frames import FrameBuffer, pack_frame, unpack_body
-from p2pci.core.errors import LocalError, P2pciError
+from p2pci.core.errors import LocalError, P2pciError, first_error
 
 PROGRESS_BUFFER = 256  # step events buffered for one request; more are dropped while the client lags
 
@@ -215,18 +215,28 @@ async def _run_with_progress(stream: trio.SocketStream, handler: ControlHandler,
     return reply
 
 
+def _error_reply(op: str, exc: Exception) -> bytes:
+    if isinstance(exc, P2pciError):
+        return pack_frame({"ok": False, "error": str(exc)})
+    if isinstance(exc, (TypeError, ValueError, KeyError)):
+        return pack_frame({"ok": False, "error": f"bad arguments for {op}: {exc}"})
+    # a bug of ours: report it, keep serving
+    return pack_frame({"ok": False, "error": f"internal error in {op}: {type(exc).__name__}: {exc}"})
+
+
 async def _run_op(handler: ControlHandler, op: str, args: dict[str, Any], emit: Emit | None = None) -> bytes:
     try:
         if emit is None:
             result = await handler.control_op(op, args)
         else:
             result = await handler.control_op(op, args, emit)
-    except P2pciError as exc:
-        return pack_frame({"ok": False, "error": str(exc)})
-    except (TypeError, ValueError, KeyError) as exc:
-        return pack_frame({"ok": False, "error": f"bad arguments for {op}: {exc}"})
-    except Exception as exc:  # a bug of ours: report it, keep serving
-        return pack_frame({"ok": False, "error": f"internal error in {op}: {type(exc).__name__}: {exc}"})
+    except BaseExceptionGroup as group:  # an op's nursery: its first failure, as if raised alone
+        leaf = first_error(group, Exception)
+        if leaf is None:
+            raise
+        return _error_reply(op, leaf)
+    except Exception as exc:
+        return _error_reply(op, exc)
     try:
         return pack_frame({"ok": True, "result": result})
     except (LocalError, TypeError, ValueError) as exc:

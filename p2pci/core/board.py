@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Literal
 
 from p2pci.core.errors import ProtocolError
+from p2pci.core.frozen import builder
 from p2pci.core.messages import Offer, Reveal, Select
 from p2pci.core.signing import MAX_ENVELOPE, Fact, open_envelope
 
@@ -28,6 +30,9 @@ class AddResult:
     status: AddStatus
     fact: Fact | None
     reason: str = ""
+
+
+_new_result = builder(AddResult)
 
 
 @dataclass(eq=False)
@@ -53,11 +58,12 @@ class JobView:
     equivocators: set[bytes] = field(default_factory=set)
     # every fact id of this job
     ids: set[bytes] = field(default_factory=set)
-    # commit ids held when the first reveal of the job arrived (None: no reveal yet), and per
-    # result digest when the first reveal of that digest arrived; arrival-order dependent,
-    # used only for this node's own `seen` list
-    seen_at_first_reveal: frozenset[bytes] | None = None
-    seen_at_digest: dict[bytes, frozenset[bytes]] = field(default_factory=dict)
+    # how many commit ids were held when the first reveal of the job arrived (None: no reveal
+    # yet), and per result digest when the first reveal of that digest arrived: `commit_ids` only
+    # grows, in arrival order, so its first n keys are the ids held then (a count, not a copy).
+    # Arrival-order dependent, used only for this node's own `seen` list
+    seen_at_first_reveal: int | None = None
+    seen_at_digest: dict[bytes, int] = field(default_factory=dict)
     # bumped on every new fact: a cheap "did anything change" for caches
     version: int = 0
     # bumped on every new fact that can change the verdict (claims too: they can make a select valid)
@@ -85,12 +91,14 @@ class JobView:
         `digest=None` gives the v1 rule (before the first reveal of any digest), which an early
         wrong reveal can freeze: pass the digest being revealed.
         """
-        if digest is None:
-            frozen = self.seen_at_first_reveal
-        else:
-            frozen = self.seen_at_digest.get(digest)
-        ids = self.commit_ids.keys() if frozen is None else frozen
+        held = self.seen_at_first_reveal if digest is None else self.seen_at_digest.get(digest)
+        ids = self.commit_ids.keys() if held is None else islice(self.commit_ids, held)
         return tuple(sorted(ids)[:limit])
+
+    def seen_ids_at_first_reveal(self) -> frozenset[bytes] | None:
+        """The commit ids held when the first reveal of the job arrived (None: no reveal yet)."""
+        n = self.seen_at_first_reveal
+        return None if n is None else frozenset(islice(self.commit_ids, n))
 
     def facts(self) -> list[Fact]:
         """All facts of this job, offer first, then by kind and id (a stable order)."""
@@ -110,9 +118,9 @@ class JobView:
         if kind == "reveal":
             assert isinstance(body, Reveal)
             if self.seen_at_first_reveal is None:
-                self.seen_at_first_reveal = frozenset(self.commit_ids)
+                self.seen_at_first_reveal = len(self.commit_ids)
             if body.digest not in self.seen_at_digest:
-                self.seen_at_digest[body.digest] = frozenset(self.commit_ids)
+                self.seen_at_digest[body.digest] = len(self.commit_ids)
             signer = fact.signer
             mine = self.reveals.get(signer)
             if mine is None:
@@ -183,13 +191,17 @@ class Board:
         except ProtocolError as exc:
             self.rejected += 1
             return AddResult("rejected", None, str(exc))
-        self.add_fact(fact)
-        return AddResult("new", fact, "")
+        self._index(fact)
+        return _new_result("new", fact, "")
 
     def add_fact(self, fact: Fact) -> bool:
         """Add an already verified fact (e.g. loaded from the store). True if new."""
         if fact.id in self.facts:
             return False
+        self._index(fact)
+        return True
+
+    def _index(self, fact: Fact) -> None:
         self.facts[fact.id] = fact
         body = fact.body
         job = fact.id if type(body) is Offer else body.job  # type: ignore[union-attr]
@@ -199,7 +211,6 @@ class Board:
         view._add(fact)
         if type(body) is Offer:
             self.offers_by.setdefault(fact.signer, {})[job] = None
-        return True
 
     def remove_job(self, job_id: bytes) -> list[bytes]:
         """Forget a job and every fact of it (quota eviction); the ids that were removed."""

@@ -1,5 +1,11 @@
 """The three kinds of failure (docs/internals.md "p2pci.core")."""
 
+from __future__ import annotations
+
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class P2pciError(Exception):
     """Base of every p2pci error."""
@@ -29,3 +35,15 @@ class BuildError(P2pciError):
 
     A build that ran and exited non-zero is a result, not a BuildError.
     """
+
+
+def first_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first leaf of `exc` that is a `kind` (`exc` itself when it is one), depth first: what
+    a nursery's exception group holds besides the cancellations its first failure caused."""
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = first_error(sub, kind)
+            if found is not None:
+                return found
+        return None
+    return exc if isinstance(exc, kind) else None

@@ -21,6 +21,7 @@ receipt. Anything wrong is a `ProtocolError`; nothing else escapes.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +33,19 @@ import nacl.signing
 
 from p2pci.core.codec import canonical
 from p2pci.core.errors import LocalError, ProtocolError
+from p2pci.core.frozen import builder
 from p2pci.core.messages import (
     KINDS,
+    MAX_SEEN,
+    SALT_MAX,
+    SALT_MIN,
     BlobRef,
     Message,
     Offer,
     Reveal,
     message_from_obj,
 )
+from p2pci.core.results import manifest_size_error
 
 DOMAIN = b"p2pci/v2/"
 VERSION = 2
@@ -204,6 +210,11 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
     """Decode and verify one envelope from the network. ProtocolError on anything wrong.
 
     `fact_id`: sha256(raw) when the caller already computed it (the board does).
+
+    A reveal in its canonical layout takes `_open_reveal` (the bytes checked by one regular
+    expression, the signature verified before anything is decoded); every other input, and any
+    reveal that path does not take, takes `open_envelope_generic`, which gives the same `Fact`
+    or names what is wrong.
     """
     if type(raw) is not bytes:
         if isinstance(raw, (bytearray, memoryview)):
@@ -212,6 +223,29 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
             raise ProtocolError("envelope: expected bytes", "encoding")
     if len(raw) > max_size:
         raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}", "oversize")
+    m = _REVEAL_RE.fullmatch(raw)
+    if m is not None:
+        fact = _open_reveal(raw, m, fact_id)
+        if fact is not None:
+            return fact
+    return _open_generic(raw, fact_id)
+
+
+def open_envelope_generic(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | None = None) -> Fact:
+    """`open_envelope` without the reveal fast path: generic msgpack decode, re-encoding, the
+    field checks of `messages`, then the signature. The reference the fast path is tested
+    against (tests/unit/test_reveal_parser.py, the `reveal-fast` fuzz target)."""
+    if type(raw) is not bytes:
+        if isinstance(raw, (bytearray, memoryview)):
+            raw = bytes(raw)
+        else:
+            raise ProtocolError("envelope: expected bytes", "encoding")
+    if len(raw) > max_size:
+        raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}", "oversize")
+    return _open_generic(raw, fact_id)
+
+
+def _open_generic(raw: bytes, fact_id: bytes | None) -> Fact:
     if not raw.startswith(_HEAD):
         raise ProtocolError("envelope: not a canonical 5-field map starting with body", "encoding")
     try:
@@ -294,3 +328,83 @@ def _check_canonical_order(kind: str, obj: Any) -> None:
             stack.extend(v for v in o.values() if type(v) is dict or type(v) is list)
         elif type(o) is list:
             stack.extend(v for v in o if type(v) is dict or type(v) is list)
+
+
+# --------------------------------------------------------------------------
+# the reveal fast path
+#
+# A reveal envelope in canonical msgpack has one byte layout: the envelope's and the body's keys
+# in sorted order as fixstr, every hash a bin8 of 32 bytes, every int in its shortest unsigned
+# form. `_REVEAL_RE` matches exactly the envelopes of that layout whose fields have the types,
+# lengths and ranges `Reveal.from_obj` demands, except three checks left to `_open_reveal`
+# (seen's item count against its header, seen's items distinct, the manifest's size for its
+# `files`). Whatever it does not match, or `_open_reveal` hands back (None), takes the generic
+# path, which accepts it as the same Fact or refuses it with the same reason: the fast path
+# decides nothing the generic one would decide otherwise (tests/unit/test_reveal_parser.py).
+
+# a canonical unsigned int 0 .. 2**63-1: fixint, else the shortest of uint8/16/32/64
+_UINT = (
+    rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?:[\x01-\xff].|\x00[\x01-\xff]).."
+    rb"|\xcf(?:[\x01-\x7f]...|\x00(?:[\x01-\xff]..|\x00(?:[\x01-\xff].|\x00[\x01-\xff])))....)"
+)
+_H32 = rb"\xc4\x20(.{32})"  # bin8 of 32 bytes
+_REVEAL_RE = re.compile(
+    rb"\x85\xa4body\x88"
+    rb"\xa6digest" + _H32
+    + rb"\xa9exit_code([\x00-\x7f]|\xcc[\x80-\xff])"  # 0..255
+    + rb"\xa5files(" + _UINT + rb")"
+    + rb"\xa3job" + _H32
+    + rb"\xa3log\x82\xa6sha256" + _H32 + rb"\xa4size(" + _UINT + rb")"
+    + rb"\xa8manifest\x82\xa6sha256" + _H32 + rb"\xa4size(" + _UINT + rb")"
+    # salt: bin8 of SALT_MIN..SALT_MAX bytes (length byte included in the group)
+    + rb"\xa4salt\xc4(" + rb"|".join(bytes([n]) + rb".{%d}" % n for n in range(SALT_MIN, SALT_MAX + 1)) + rb")"
+    # seen: a fixarray, or an array16 of 16..MAX_SEEN items; then bin8-32 items (count checked after)
+    + rb"\xa4seen([\x90-\x9f]|\xdc(?:\x00[\x10-\xff]|[\x01-\x03].|\x04\x00))((?:\xc4\x20.{32})*)"
+    + rb"\xa4kind\xa6reveal\xa3sig\xc4\x40(.{64})\xa6signer" + _H32 + rb"\xa1v\x02",
+    re.DOTALL,
+)
+assert MAX_SEEN == 0x400 and (SALT_MIN, SALT_MAX) == (16, 32)  # the bounds written in _REVEAL_RE
+_REVEAL_PREFIX = _PREFIXES["reveal"]
+_REVEAL_BODY_END = _TAIL_FIXED + len("reveal")  # bytes after the body
+_build_fact = builder(Fact)
+_build_reveal = builder(Reveal)
+_build_blob = builder(BlobRef)
+_from_bytes = int.from_bytes
+
+
+def _uint(b: bytes) -> int:
+    """The value of a canonical unsigned msgpack int matched by `_UINT`."""
+    return b[0] if len(b) == 1 else _from_bytes(b[1:], "big")
+
+
+def _open_reveal(raw: bytes, m: re.Match[bytes], fact_id: bytes | None) -> Fact | None:
+    """The reveal envelope `m` matched: its Fact, ProtocolError for a bad signature, or None
+    when a field check fails (the generic path then names it)."""
+    digest, exit_b, files_b, job, log_sha, log_b, man_sha, man_b, salt_b, seen_h, seen_b, sig, signer = m.groups()
+    n = seen_h[0] - 0x90 if len(seen_h) == 1 else _from_bytes(seen_h[1:], "big")
+    if len(seen_b) != 34 * n:
+        return None
+    # verify before decoding: a bad signature costs no objects
+    try:
+        _sign_open(b"".join((sig, _REVEAL_PREFIX, raw[6 : len(raw) - _REVEAL_BODY_END])), signer)
+        signed = True
+    except Exception:  # BadSignatureError, or a key libsodium refuses
+        signed = False
+    files = files_b[0] if len(files_b) == 1 else _uint(files_b)
+    man_size = _uint(man_b)
+    seen = tuple([seen_b[i : i + 32] for i in range(2, 34 * n, 34)])
+    if manifest_size_error(files, man_size) is not None or (n > 1 and len(set(seen)) != n):
+        return None  # a bad body is named before a bad signature, as the generic path does
+    if not signed:
+        raise ProtocolError("envelope: bad signature", "signature")
+    body = _build_reveal(
+        job,
+        digest,
+        salt_b[1:],
+        exit_b[-1],
+        _build_blob(man_sha, man_size),
+        files,
+        _build_blob(log_sha, _uint(log_b)),
+        seen,
+    )
+    return _build_fact(hashlib.sha256(raw).digest() if fact_id is None else fact_id, "reveal", signer, body, raw)

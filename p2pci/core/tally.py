@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from p2pci.core.board import JobView
+from p2pci.core.frozen import builder
 from p2pci.core.messages import Decline, Offer, Require, Reveal
 from p2pci.core.selection import Selection, selection
 from p2pci.core.signing import commit_hash, peer_id_of
@@ -206,13 +207,17 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
     expired = offer_fact is not None and now >= offer_fact.body.deadline  # type: ignore[union-attr]
     cache = view.cache
     memo = cache.get(_MEMO)
-    if (
-        type(memo) is _Memo
-        and memo.version == view.tally_version
-        and memo.expired == expired
-        and (memo.policy is policy or memo.policy == policy)
-    ):
-        return memo.verdict
+    if type(memo) is _Memo:
+        if (
+            memo.version == view.tally_version
+            and memo.expired == expired
+            and (memo.policy is policy or memo.policy == policy)
+        ):
+            return memo.verdict
+        if len(cache) <= 4096:  # reuse the memo object: one allocation fewer per tally
+            verdict = _tally(view, now, policy)
+            memo.version, memo.expired, memo.policy, memo.verdict = view.tally_version, expired, policy, verdict
+            return verdict
     if len(cache) > 4096:
         cache.clear()
     verdict = _tally(view, now, policy)
@@ -252,13 +257,14 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
 
     commits = view.commits
     reveals = view.reveals
-    equiv = view.equivocators & chosen  # equivocation of unselected keys is their own business
-    seen_by = view.witnesses
+    # equivocation of unselected keys is their own business
+    equiv = view.equivocators & chosen if view.equivocators else _NO_KEYS
     cache = view.cache
 
     ignored: list[Ignored] = []
-    # signer -> (digest, exit_code, commit id) of the votes that pass rules 1-5
-    cands: dict[bytes, tuple[bytes, int, bytes]] = {}
+    # signer -> its vote (digest, exit_code, commit id, digest + exit_code byte: its group) if it
+    # passes rules 1-5; in key order
+    cands: dict[bytes, _Vote] = {}
     for signer in sorted(reveals):
         if signer not in chosen:
             ignored.append(Ignored(signer, R_NOT_SELECTED))
@@ -275,74 +281,89 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         if not cfs:
             ignored.append(Ignored(signer, R_NO_COMMIT))
             continue
+        # rule 5, once per (reveal, commit) pair: the cache is keyed by their fact ids
         rev_fact = reveals[signer][0]
-        rev: Reveal = rev_fact.body  # type: ignore[assignment]
         com = cfs[0]
         key = rev_fact.id + com.id  # bytes: no tuple for the collector to track
-        match = cache.get(key)
-        if match is None:
-            match = cache[key] = commit_hash(rev.salt, rev.digest, signer) == com.body.hash  # type: ignore[union-attr]
-        if not match:
+        vote = cache.get(key)
+        if vote is None:
+            rev: Reveal = rev_fact.body  # type: ignore[assignment]
+            if commit_hash(rev.salt, rev.digest, signer) == com.body.hash:  # type: ignore[union-attr]
+                vote = (rev.digest, rev.exit_code, com.id, rev.digest + _CODE_BYTE[rev.exit_code])
+            else:
+                vote = _MISMATCH
+            cache[key] = vote
+        if vote is _MISMATCH:
             ignored.append(Ignored(signer, R_COMMIT_MISMATCH))
             continue
-        cands[signer] = (rev.digest, rev.exit_code, com.id)
+        cands[signer] = vote  # type: ignore[assignment]
 
     # witness rule: the greatest set of votes in which every vote that is not exempt is witnessed
     # by another vote of the set with the same digest. Exempt: keys trusted not to copy, and a vote
     # whose digest no other candidate vote has (nobody revealed that digest: there was nothing to
     # copy). The rule is monotone, so removing unwitnessed votes until none is left gives the one
     # greatest set, whatever the order.
-    per_digest: dict[bytes, int] = {}
-    for digest, _, _ in cands.values():
-        per_digest[digest] = per_digest.get(digest, 0) + 1
-    # nothing to check unless some vote shares its digest with another and is not exempt
-    changed = any(per_digest[c[0]] > 1 and s not in no_copy for s, c in cands.items())
-    while changed:
-        changed = False
-        for signer in sorted(cands):
-            digest, _, cid = cands[signer]
-            if signer in no_copy or per_digest[digest] == 1:
-                continue
-            ok = False
-            for w in seen_by.get(cid, ()):
-                if w != signer:
-                    other = cands.get(w)
-                    if other is not None and other[0] == digest:
-                        ok = True
-                        break
-            if not ok:
-                del cands[signer]
-                ignored.append(Ignored(signer, R_NOT_SEEN))
-                changed = True
-
-    votes: dict[tuple[bytes, int], list[bytes]] = {}
-    for signer in sorted(cands):
-        digest, code, _ = cands[signer]
-        votes.setdefault((digest, code), []).append(signer)
-    counted = len(cands)
+    if len(cands) > 1:
+        per_digest: dict[bytes, int] = {}
+        for v in cands.values():
+            per_digest[v[0]] = per_digest.get(v[0], 0) + 1
+        changed = len(per_digest) < len(cands)  # some digest has two votes or more
+        if changed and no_copy:
+            changed = any(per_digest[v[0]] > 1 and s not in no_copy for s, v in cands.items())
+        seen_by = view.witnesses
+        while changed:
+            changed = False
+            for signer in list(cands):
+                dg, _, cid, _ = cands[signer]
+                if per_digest[dg] == 1 or signer in no_copy:
+                    continue
+                for w in seen_by.get(cid, ()):
+                    if w != signer:
+                        other = cands.get(w)
+                        if other is not None and other[0] == dg:
+                            break
+                else:
+                    del cands[signer]
+                    ignored.append(Ignored(signer, R_NOT_SEEN))
+                    changed = True
 
     groups: tuple[Group, ...]
-    if len(votes) == 1:
-        for (d, e), ws in votes.items():
-            groups = (Group(d, e, tuple(ws)),)
-    elif votes:
-        groups = tuple(sorted([Group(d, e, tuple(ws)) for (d, e), ws in votes.items()], key=_group_order))
-    else:
+    if not cands:
         groups = ()
+    else:
+        votes: dict[bytes, list[bytes]] = {}
+        for signer, v in cands.items():  # in key order: each group's workers sorted
+            ws = votes.get(v[3])
+            if ws is None:
+                votes[v[3]] = [signer]
+            else:
+                ws.append(signer)
+        made = [_group_of(cands[ws[0]], ws) for ws in votes.values()]
+        if len(made) > 1:
+            made.sort(key=_group_order)
+        groups = tuple(made)
+    counted = len(cands)
     equivocators = tuple(sorted(equiv)) if equiv else ()
-    if len(ignored) > 1:
-        ignored.sort(key=_worker_of)
-    ignored_t = tuple(ignored) if ignored else ()
+    if not ignored:
+        ignored_t: tuple[Ignored, ...] = ()
+    else:
+        if len(ignored) > 1:
+            ignored.sort(key=_worker_of)
+        ignored_t = tuple(ignored)
     # selected workers whose reveal this node lacks: those that committed, and those of the latest
     # round that neither revealed nor declined (a worker dropped without a commit owes nothing)
-    current = sel.current_set
     view_declines = view.declines
-    missing_l = [
-        w
-        for w in chosen
-        if w not in reveals and (w in commits or (w in current and w not in view_declines))
-    ]
-    missing = tuple(sorted(missing_l)) if missing_l else ()
+    missing: tuple[bytes, ...] = ()
+    if len(reveals) < len(chosen) or not chosen.issubset(reveals):
+        current = sel.current_set
+        missing_l = [
+            w
+            for w in chosen
+            if w not in reveals and (w in commits or (w in current and w not in view_declines))
+        ]
+        if missing_l:
+            missing_l.sort()
+            missing = tuple(missing_l)
     declines = (
         tuple(
             sorted(
@@ -357,38 +378,56 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
         else ()
     )
 
-    def out(
-        state: State,
-        digest: bytes | None = None,
-        code: int | None = None,
-        dis: tuple[bytes, ...] = (),
-        why: str = "",
-        cause: str = "",
-    ) -> Verdict:
-        return Verdict(state, digest, code, groups, dis, equivocators, ignored_t, why, sel, missing, declines, cause)
-
+    state: State = "PENDING"
+    digest: bytes | None = None
+    code: int | None = None
+    dissenters: tuple[bytes, ...] = ()
+    why = cause = ""
     if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
-        return out("CANCELLED")
-    win: Group | None = None
-    for g in groups:  # sorted by size, largest first
-        if len(g.workers) < quorum:
-            break
-        if requires and not _satisfies(g.workers, requires):
-            continue
-        if win is not None:
-            return out("DISPUTED")
-        win = g
-    if win is not None:
-        dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
-        state: State = "REPRODUCED" if win.exit_code == 0 else "FAILED"
-        return out(state, win.digest, win.exit_code, dissenters)
-    if not requires and not any(len(g.workers) >= quorum for g in groups):
-        if counted >= offer.replicas and counted >= quorum:
-            return out("DISPUTED")
-    if now >= offer.deadline:
-        why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
-        return out("EXPIRED", why=why, cause=expired_cause(view, sel, len(missing)))
-    return out("PENDING")
+        state = "CANCELLED"
+    else:
+        win: Group | None = None
+        for g in groups:  # sorted by size, largest first
+            if len(g.workers) < quorum:
+                break
+            if requires and not _satisfies(g.workers, requires):
+                continue
+            if win is not None:
+                state = "DISPUTED"
+                break
+            win = g
+        if state == "DISPUTED":
+            pass
+        elif win is not None:
+            if len(groups) > 1:
+                dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
+            state = "REPRODUCED" if win.exit_code == 0 else "FAILED"
+            digest, code = win.digest, win.exit_code
+        elif (
+            not requires
+            and counted >= offer.replicas
+            and counted >= quorum
+            and not any(len(g.workers) >= quorum for g in groups)
+        ):
+            state = "DISPUTED"
+        elif now >= offer.deadline:
+            state = "EXPIRED"
+            why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
+            cause = expired_cause(view, sel, len(missing))
+    return _build_verdict(
+        state, digest, code, groups, dissenters, equivocators, ignored_t, why, sel, missing, declines, cause
+    )
+
+
+_Vote = tuple[bytes, int, bytes, bytes]
+_CODE_BYTE = [bytes((c,)) for c in range(256)]  # exit codes are 0..255
+_MISMATCH = False  # a cached rule-5 failure (a reveal that does not match its commit)
+_build_verdict = builder(Verdict)
+_build_group = builder(Group)
+
+
+def _group_of(vote: _Vote, workers: list[bytes]) -> Group:
+    return _build_group(vote[0], vote[1], tuple(workers))
 
 
 def _worker_of(i: Ignored) -> bytes:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from p2pci.core.board import JobView
-from p2pci.core.errors import LocalError, ProtocolError
+from p2pci.core.errors import LocalError, ProtocolError, first_error
 from p2pci.core.messages import BlobRef, Reveal
 from p2pci.core.results import ManifestEntry, parse_manifest
 from p2pci.core.signing import peer_id_of
@@ -169,24 +169,13 @@ async def materialise(
             for _ in range(min(FETCH_PARALLEL, len(manifest))):
                 nursery.start_soon(fetch_some)
     except BaseExceptionGroup as group:  # one failure cancels the others: raise it, not the group
-        first = _first_error(group)
+        first = first_error(group, Exception)
         if first is None:
             raise
         raise first from None
     await trio.to_thread.run_sync(fetcher.blobs.sync)  # the fetched blobs' renames: one fsync per directory
     return [{"path": e.path, "sha256": e.sha256.hex(), "size": e.size, "mode": e.mode} for e in manifest]
 
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
-    """The first failure in a nursery's exception group that is not a cancellation."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            inner = _first_error(exc)
-            if inner is not None:
-                return inner
-        elif isinstance(exc, Exception):
-            return exc
-    return None
 
 
 def group_result(view: JobView, verdict: Verdict, n: int) -> tuple[list[bytes], bytes]:

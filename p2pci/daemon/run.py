@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from p2pci.config import Config, Paths
-from p2pci.core.errors import P2pciError
+from p2pci.core.errors import P2pciError, first_error
 from p2pci.core.signing import NodeKey
 from p2pci.daemon.node import Node, validate_fact
 
@@ -113,18 +113,8 @@ def run_daemon(home: Path, config: Config, key: NodeKey) -> None:
         trio.run(serve, node)
     except BaseExceptionGroup as group:
         # a LocalError (another daemon, a bad listen address…) inside the nursery: one line, not a traceback
-        leaf = _first_p2pci_error(group)
+        leaf = first_error(group, P2pciError)
         if leaf is None:
             raise
         raise leaf from None
 
-
-def _first_p2pci_error(exc: BaseException) -> P2pciError | None:
-    if isinstance(exc, P2pciError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = _first_p2pci_error(sub)
-            if found is not None:
-                return found
-    return None

@@ -95,7 +95,7 @@ import time
 import weakref
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -116,13 +116,30 @@ def libp2p_version() -> str:
         return "unknown"
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _replace(mark: str, name: str, *owners: Any) -> Callable[[_F], _F]:
+    """Decorator: install the function as `owner.name` on every owner, marked with the attribute
+    `mark`, unless an owner's `name` already carries that mark (installed once per process)."""
+
+    def install(replacement: _F) -> _F:
+        if any(getattr(getattr(owner, name, None), mark, False) for owner in owners):
+            return replacement
+        setattr(replacement, mark, True)
+        for owner in owners:
+            setattr(owner, name, replacement)
+        return replacement
+
+    return install
+
+
 def _stream_handler_guard() -> None:
     from libp2p.network.connection.swarm_connection import SwarmConn
 
     original: Callable[..., Any] = SwarmConn._handle_muxed_stream
-    if getattr(original, "_p2pci_guard", False):
-        return
 
+    @_replace("_p2pci_guard", "_handle_muxed_stream", SwarmConn)
     async def guarded(self: Any, muxed_stream: Any) -> None:
         global handler_errors
         try:
@@ -135,9 +152,6 @@ def _stream_handler_guard() -> None:
             except Exception:
                 pass
 
-    guarded._p2pci_guard = True  # type: ignore[attr-defined]
-    SwarmConn._handle_muxed_stream = guarded  # type: ignore[method-assign]
-
 
 def _inline_push() -> None:
     import libp2p.pubsub.pubsub as ps_mod
@@ -148,8 +162,6 @@ def _inline_push() -> None:
     from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
     Pubsub = ps_mod.Pubsub
-    if getattr(Pubsub.continuously_read_stream, "_p2pci_inline", False):
-        return
 
     async def push(self: Any, peer_id: Any, msg: Any) -> None:
         global inline_pushes, push_errors
@@ -163,6 +175,7 @@ def _inline_push() -> None:
             push_errors += 1
             log.warning("pubsub push_msg failed (message dropped): %r", exc)
 
+    @_replace("_p2pci_inline", "continuously_read_stream", Pubsub)
     async def continuously_read_stream(self: Any, stream: Any) -> None:
         """Upstream's read loop (0.8.1) with `push` in place of `run_task(self.push_msg, ...)`."""
         peer_id = stream.muxed_conn.peer_id
@@ -210,18 +223,14 @@ def _inline_push() -> None:
         except (StreamEOF, StreamError, IOException, RawConnError) as exc:
             ps_mod.logger.debug("pubsub read loop for %s ended: %r", peer_id, exc)
 
-    continuously_read_stream._p2pci_inline = True  # type: ignore[attr-defined]
-    Pubsub.continuously_read_stream = continuously_read_stream  # type: ignore[method-assign]
-
 
 def _mcache_msg_id() -> None:
     from libp2p.pubsub.gossipsub import GossipSub
     from libp2p.pubsub.mcache import CacheEntry, MessageCache, default_msg_id_fn
 
     original_attach: Callable[..., Any] = GossipSub.attach
-    if getattr(original_attach, "_p2pci_mcache", False):
-        return
 
+    @_replace("_p2pci_mcache", "put", MessageCache)
     def put(self: Any, msg: Any) -> None:
         mid: bytes = getattr(self, "msg_id_fn", default_msg_id_fn)(msg)
         if mid in self.msgs:
@@ -229,13 +238,10 @@ def _mcache_msg_id() -> None:
         self.msgs[mid] = msg
         self.history[0].append(CacheEntry(mid, msg.topicIDs))
 
+    @_replace("_p2pci_mcache", "attach", GossipSub)
     def attach(self: Any, pubsub: Any) -> None:
         original_attach(self, pubsub)
         self.mcache.msg_id_fn = pubsub._msg_id_constructor
-
-    attach._p2pci_mcache = True  # type: ignore[attr-defined]
-    MessageCache.put = put  # type: ignore[method-assign]
-    GossipSub.attach = attach  # type: ignore[method-assign]
 
 
 RECORD_TTL_S = 10.0
@@ -248,10 +254,9 @@ def _sender_record_cache() -> None:
     from libp2p.peer import peerstore
 
     original: Callable[[Any], tuple[bytes, bool]] = peerstore.env_to_send_in_RPC
-    if getattr(getattr(gs_mod, "env_to_send_in_RPC", None), "_p2pci_cached", False):
-        return
     cache: weakref.WeakKeyDictionary[Any, tuple[bytes, float]] = weakref.WeakKeyDictionary()
 
+    @_replace("_p2pci_cached", "env_to_send_in_RPC", gs_mod, ps_mod, fs_mod)
     def env_to_send_in_RPC(host: Any) -> tuple[bytes, bool]:  # noqa: N802 (upstream's name)
         now = time.monotonic()
         hit = cache.get(host)
@@ -261,10 +266,6 @@ def _sender_record_cache() -> None:
         cache[host] = (env, now + RECORD_TTL_S)
         return env, fresh
 
-    env_to_send_in_RPC._p2pci_cached = True  # type: ignore[attr-defined]
-    for mod in (gs_mod, ps_mod, fs_mod):
-        mod.env_to_send_in_RPC = env_to_send_in_RPC  # type: ignore[attr-defined]
-
 
 shared_sends = 0  # RPCs queued without a copy by send_rpc_shared
 
@@ -273,9 +274,8 @@ def _send_rpc_shared() -> None:
     from libp2p.pubsub.gossipsub import GossipSub
 
     original: Callable[..., None] = GossipSub.send_rpc
-    if getattr(original, "_p2pci_shared", False):
-        return
 
+    @_replace("_p2pci_shared", "send_rpc", GossipSub)
     def send_rpc(self: Any, peer_id: Any, rpc: Any, priority: bool = False) -> None:
         global shared_sends
         pubsub = self.pubsub
@@ -287,10 +287,6 @@ def _send_rpc_shared() -> None:
         if not queue.push(rpc, priority=priority):
             self._handle_dropped_rpc(peer_id, rpc, "queue_full")
 
-    send_rpc._p2pci_shared = True  # type: ignore[attr-defined]
-    GossipSub.send_rpc = send_rpc  # type: ignore[method-assign]
-
-
 
 # -- the receive path of every stream (blob throughput, issue 17) ----------------
 READ_AHEAD = 256 * 1024  # bytes one TCP receive may take (tcp_read_ahead)
@@ -301,8 +297,6 @@ def _tcp_read_ahead() -> None:
     from libp2p.io.trio import TrioTCPStream
 
     original: Callable[..., Any] = TrioTCPStream.read
-    if getattr(original, "_p2pci_ahead", False):
-        return
 
     def take(self: Any, n: int | None) -> bytes:
         buf: memoryview = self._p2pci_buf
@@ -312,6 +306,7 @@ def _tcp_read_ahead() -> None:
         self._p2pci_buf = buf[n:]
         return bytes(buf[:n])
 
+    @_replace("_p2pci_ahead", "read", TrioTCPStream)
     async def read(self: Any, n: int | None = None) -> bytes:
         global tcp_receives
         if n == 0:
@@ -331,18 +326,14 @@ def _tcp_read_ahead() -> None:
             self._p2pci_buf = memoryview(data)[n:]
             return data[:n]
 
-    read._p2pci_ahead = True  # type: ignore[attr-defined]
-    TrioTCPStream.read = read  # type: ignore[method-assign]
-
 
 def _secure_read_views() -> None:
     from libp2p.io.exceptions import ConnectionClosedError
     from libp2p.security.secure_session import SecureSession
 
     original: Callable[..., Any] = SecureSession.read
-    if getattr(original, "_p2pci_views", False):
-        return
 
+    @_replace("_p2pci_views", "read", SecureSession)
     async def read(self: Any, n: int | None = None) -> bytes:
         if n == 0:
             return b""
@@ -358,9 +349,6 @@ def _secure_read_views() -> None:
                 raise ConnectionClosedError("Connection closed")
             return msg
         return bytes(await _read_n(self, n))
-
-    read._p2pci_views = True  # type: ignore[attr-defined]
-    SecureSession.read = read  # type: ignore[method-assign]
 
 
 async def _read_n(self: Any, n: int) -> bytes | bytearray:
@@ -402,10 +390,7 @@ def _yamux_body_read() -> None:
     from libp2p.io.utils import read_exactly
     from libp2p.stream_muxer.yamux import yamux as ymod
 
-    original: Callable[..., Any] = ymod.Yamux._read_data_body
-    if getattr(original, "_p2pci_body", False):
-        return
-
+    @_replace("_p2pci_body", "_read_data_body", ymod.Yamux)
     async def _read_data_body(self: Any, length: int) -> bytes:
         with trio.fail_after(ymod._yamux_data_read_timeout()):
             if getattr(self.secured_conn.read, "_p2pci_views", False):
@@ -416,18 +401,14 @@ def _yamux_body_read() -> None:
                 data += await read_exactly(self.secured_conn, length - len(data))
             return data  # type: ignore[return-value]  # Yamux only extends a bytearray with it
 
-    _read_data_body._p2pci_body = True  # type: ignore[attr-defined]
-    ymod.Yamux._read_data_body = _read_data_body  # type: ignore[method-assign]
-
 
 def _noise_write_batch() -> None:
     from libp2p.security.noise import io as nio
 
     original: Callable[..., Any] = nio.NoiseTransportReadWriter.write_msg
-    if getattr(original, "_p2pci_batch", False):
-        return
     limit = nio.MAX_PLAINTEXT_LENGTH
 
+    @_replace("_p2pci_batch", "write_msg", nio.NoiseTransportReadWriter)
     async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
         if len(msg) <= limit or prefix_encoded:
             await original(self, msg, prefix_encoded)
@@ -436,19 +417,13 @@ def _noise_write_batch() -> None:
         out = b"".join(rw.encode_msg(self.encrypt(bytes(msg[i : i + limit]))) for i in range(0, len(msg), limit))
         await rw.read_write_closer.write(out)
 
-    write_msg._p2pci_batch = True  # type: ignore[attr-defined]
-    nio.NoiseTransportReadWriter.write_msg = write_msg  # type: ignore[method-assign]
-
 
 def _noise_packet_read() -> None:
     from libp2p.io.exceptions import IncompleteReadError
     from libp2p.io.utils import read_exactly
     from libp2p.security.noise import io as nio
 
-    original: Callable[..., Any] = nio.NoisePacketReadWriter.read_msg
-    if getattr(original, "_p2pci_packet", False):
-        return
-
+    @_replace("_p2pci_packet", "read_msg", nio.NoisePacketReadWriter)
     async def read_msg(self: Any) -> bytes:
         rwc = self.read_write_closer
         n = int.from_bytes(await read_exactly(rwc, self.size_len_bytes), "big")
@@ -467,8 +442,6 @@ def _noise_packet_read() -> None:
             buf += part
         return bytes(buf)
 
-    read_msg._p2pci_packet = True  # type: ignore[attr-defined]
-    nio.NoisePacketReadWriter.read_msg = read_msg  # type: ignore[method-assign]
 
 PATCHES: dict[str, Callable[[], None]] = {
     "stream_handler_guard": _stream_handler_guard,

@@ -282,10 +282,28 @@ class DockerRunner:
         except docker.errors.APIError as e:
             raise BuildError(f"cannot create the /out volume: {e.explanation or e}") from None
 
+    def _hardening(self, run_id: str) -> dict[str, Any]:
+        """What every container of a run is created with, the build and its /out holder alike:
+        an unprivileged user, no network, a read-only root, no capabilities, no privilege gain,
+        no Docker log, a private IPC namespace, and the run's labels."""
+        from docker.types import LogConfig
+
+        return {
+            "user": BUILD_USER,
+            "network_mode": "none",
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "log_config": LogConfig(type="none"),
+            "labels": {**self.labels, LABEL: "1", LABEL_RUN: run_id},
+            "ipc_mode": "private",
+            "detach": True,
+        }
+
     def _start_holder(self, volume: Any, size_mb: int, run_id: str) -> _Out:
         """Start the idle holder of `volume` (same hardening as the build); removed on failure."""
         import docker
-        from docker.types import LogConfig, Mount
+        from docker.types import Mount
 
         dc = client()
         holder: Any = None
@@ -298,15 +316,7 @@ class DockerRunner:
                 ],
                 pids_limit=8,
                 mem_limit="32m",
-                user=BUILD_USER,
-                network_mode="none",
-                read_only=True,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                log_config=LogConfig(type="none"),
-                labels={**self.labels, LABEL: "1", LABEL_RUN: run_id},
-                ipc_mode="private",
-                detach=True,
+                **self._hardening(run_id),
             )
             holder.start()
             state = dc.api.inspect_container(holder.id)["State"]
@@ -428,7 +438,7 @@ class DockerRunner:
         inputs: Path | None = None,
     ) -> BuildResult:
         import docker
-        from docker.types import LogConfig, Mount, Ulimit
+        from docker.types import Mount, Ulimit
 
         dc = client()
 
@@ -497,15 +507,7 @@ class DockerRunner:
                     ],
                     stdin_open=False,
                     tty=False,
-                    user=BUILD_USER,
-                    network_mode="none",
-                    read_only=True,
-                    cap_drop=["ALL"],
-                    security_opt=["no-new-privileges"],
-                    log_config=LogConfig(type="none"),
-                    labels={**self.labels, LABEL: "1", LABEL_RUN: run_id},
-                    ipc_mode="private",
-                    detach=True,
+                    **self._hardening(run_id),
                 )
             except docker.errors.ImageNotFound:
                 raise BuildError(f"image {spec.image_id} is not present (ensure_image first)") from None

@@ -223,9 +223,13 @@ class Mesh:
             await self.start(node)
         return node
 
+    def listen_addr(self, node: Node) -> str:
+        """The address `node` listens on (a subclass may place it elsewhere)."""
+        return LOOPBACK_ANY_PORT
+
     def write_config(self, node: Node) -> None:
         doc: dict[str, Any] = {
-            "listen": [LOOPBACK_ANY_PORT],
+            "listen": [self.listen_addr(node)],
             "bootstrap": node.bootstrap,
             "build": node.build,
         }
@@ -239,15 +243,27 @@ class Mesh:
         doc["worker"] = worker
         (node.home / "config.toml").write_text(toml_text(doc))
 
-    async def start(self, node: Node) -> Node:
-        """Start (or restart) the daemon and wait for its ready line (no timeout: the caller's)."""
-        if node.alive:
-            raise MeshError(f"{node.name} is already running")
-        argv = [*p2pci_argv(), "--home", str(node.home), "daemon", "--listen", LOOPBACK_ANY_PORT]
+    def daemon_argv(self, node: Node) -> list[str]:
+        """The command line that runs `node`'s daemon."""
+        argv = [*p2pci_argv(), "--home", str(node.home), "daemon", "--listen", self.listen_addr(node)]
         for b in node.bootstrap:
             argv += ["--bootstrap", b]
         if not node.build:
             argv.append("--no-build")
+        return argv
+
+    async def ready_addrs(self, node: Node, printed: list[str]) -> list[str]:
+        """The addresses others dial `node` at, from those its ready line printed."""
+        if printed:
+            return printed
+        ident = await node.call("id")
+        return list(ident["addrs"])
+
+    async def start(self, node: Node) -> Node:
+        """Start (or restart) the daemon and wait for its ready line (no timeout: the caller's)."""
+        if node.alive:
+            raise MeshError(f"{node.name} is already running")
+        argv = self.daemon_argv(node)
         old = self._logs.pop(node.name, None)
         if old is not None:
             old.close()
@@ -267,10 +283,8 @@ class Mesh:
         parts = line[len(READY) :].split()
         if not parts:
             raise MeshError(f"{node.name}: ready line without a peer ID: {line!r}")
-        node.peer_id, node.addrs = parts[0], parts[1:]
-        if not node.addrs:
-            ident = await node.call("id")
-            node.addrs = list(ident["addrs"])
+        node.peer_id = parts[0]
+        node.addrs = await self.ready_addrs(node, parts[1:])
         return node
 
     async def _wait_ready(self, node: Node, offset: int) -> str:

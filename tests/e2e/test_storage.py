@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import trio
 
 from tests.e2e.mesh import Mesh, publish_job, write_project
+from tests.integration.test_gc import disk_bytes
 
 BIG = 1 << 20  # bytes of output per job, distinct per job (the project name repeated)
-
-
-def disk_bytes(*dirs: Path) -> int:
-    """Bytes under `dirs`, each inode once (hard links share their bytes)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for d in dirs:
-        for root, _d, files in os.walk(d):
-            for f in files:
-                st = os.lstat(os.path.join(root, f))
-                if (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_size
-    return total
 
 
 async def test_outputs_stored_once_and_gc_to_a_budget_on_a_real_daemon(

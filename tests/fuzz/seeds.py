@@ -70,6 +70,12 @@ def _signed_bodies(envelopes: list[bytes]) -> list[bytes]:
     return out
 
 
+def sorted_kinds() -> list[str]:
+    from p2pci.core import signing
+
+    return sorted(signing.KINDS)
+
+
 def _wire_seeds(envelopes: list[bytes]) -> dict[str, list[bytes]]:
     from p2pci.net import wire
 
@@ -201,6 +207,7 @@ def all_seeds() -> Iterator[tuple[str, list[bytes]]]:
     envelopes, bundles = _facts()
     yield "envelope", envelopes
     yield "envelope-signed", _signed_bodies(envelopes)
+    yield "reveal-fast", [b[1:] for b in _signed_bodies(envelopes) if b[0] == sorted_kinds().index("reveal")]
     yield "bundle", bundles
     yield "manifest-blob", _manifest_seeds()
     yield from _wire_seeds(envelopes).items()

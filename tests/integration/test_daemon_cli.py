@@ -19,8 +19,11 @@ from p2pci.core.messages import Reveal
 from p2pci.core.results import parse_manifest
 from p2pci.testing.cluster import Cluster, ScriptedRunner, open_cluster
 
-RECIPE = """[project]
-name = "hello"
+
+def hello_recipe(name: str) -> str:
+    """A recipe of project `name` that copies hello.txt to /out (2 replicas, quorum 2)."""
+    return f"""[project]
+name = "{name}"
 [build]
 image = "busybox"
 command = ["sh", "-c", "cp /build/src/hello.txt /out/"]
@@ -29,6 +32,9 @@ timeout = 5
 replicas = 2
 quorum = 2
 """
+
+
+RECIPE = hello_recipe("hello")
 
 
 async def run_cli(home: Path, *args: str) -> Result:

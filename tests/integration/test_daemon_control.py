@@ -37,6 +37,8 @@ class Echo:
             raise RuntimeError("bug")
         if op == "bad":
             raise LocalError("no such job")
+        if op == "grouped":  # an op whose nursery failed: its LocalError, beside a sibling's cancellation
+            raise BaseExceptionGroup("nursery", [trio.Cancelled._create(), ExceptionGroup("inner", [LocalError("no Docker here")])])
         raise LocalError(f"unknown op {op}")
 
     def open_subscription(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
@@ -82,6 +84,9 @@ async def test_calls_errors_and_hostile_frames(tmp_path: Path) -> None:
             await acontrol_call(tmp_path, "bad")
         with pytest.raises(ControlError, match="internal error"):
             await acontrol_call(tmp_path, "boom")
+        with pytest.raises(ControlError) as grouped:
+            await acontrol_call(tmp_path, "grouped")
+        assert str(grouped.value) == "no Docker here"  # the leaf itself, not "internal error … ExceptionGroup"
         hostile = [
             b"\x00\x00\x00\x03\xc1\xc1\xc1",  # not msgpack
             frame([1, 2, 3]),  # not a map

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from p2pci.core.errors import BuildError
 from p2pci.runner.base import BuildSpec, Limits
 from p2pci.runner.docker_runner import DockerRunner
 from p2pci.runner.images import resolve_image
-from p2pci.runner.source import pack_source
-from tests.integration.test_runner import _leftovers
+from tests.integration.test_runner import labeled_runner, packed_source
 
 pytestmark = pytest.mark.docker
 
@@ -27,21 +25,13 @@ def busybox() -> str:
 
 @pytest.fixture
 def runner(tmp_path: Path, busybox: str) -> Iterator[DockerRunner]:
-    tag = uuid.uuid4().hex
-    r = DockerRunner(work_dir=tmp_path / "work", holder_image=busybox, labels={"p2pci.test": tag})
-    yield r
-    r.close()
-    assert _leftovers(f"p2pci.test={tag}") == ([], [])
+    with labeled_runner(tmp_path / "work", busybox) as r:
+        yield r
 
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    (d / "hello.txt").write_text("hello\n")
-    tar = tmp_path / "src.tar"
-    pack_source(d, tar)
-    return tar
+    return packed_source(tmp_path, {"hello.txt": "hello\n"})
 
 
 def spec(image: str, script: str, timeout_s: int = 60) -> BuildSpec:

@@ -50,9 +50,32 @@ def test_patches_version_guard(caplog: pytest.LogCaptureFixture) -> None:
     from libp2p.network.connection.swarm_connection import SwarmConn
 
     assert getattr(SwarmConn._handle_muxed_stream, "_p2pci_guard", False)
+    installed = _patched_attrs()
+    for patch in patches.PATCHES.values():  # a second run installs nothing (no wrapper of a wrapper)
+        patch()
+    assert _patched_attrs() == installed
     with caplog.at_level(logging.WARNING, logger="p2pci.net.patches"):
         patches.apply(version="0.9.0")
     assert "NOT applied" in caplog.text
+
+
+def _patched_attrs() -> list[Any]:
+    import libp2p.pubsub.floodsub as fs_mod
+    import libp2p.pubsub.gossipsub as gs_mod
+    import libp2p.pubsub.pubsub as ps_mod
+    from libp2p.io.trio import TrioTCPStream
+    from libp2p.network.connection.swarm_connection import SwarmConn
+    from libp2p.pubsub.mcache import MessageCache
+    from libp2p.security.noise import io as nio
+    from libp2p.security.secure_session import SecureSession
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    attrs = [SwarmConn._handle_muxed_stream, ps_mod.Pubsub.continuously_read_stream, MessageCache.put,
+             gs_mod.GossipSub.attach, gs_mod.GossipSub.send_rpc, TrioTCPStream.read, SecureSession.read,
+             Yamux._read_data_body, nio.NoiseTransportReadWriter.write_msg, nio.NoisePacketReadWriter.read_msg,
+             *(m.env_to_send_in_RPC for m in (gs_mod, ps_mod, fs_mod))]  # type: ignore[attr-defined]
+    assert all(any(k.startswith("_p2pci_") for k in vars(f)) for f in attrs)  # every one is a patch
+    return attrs
 
 
 async def _private(nursery: trio.Nursery, relay: Node, **kw: Any) -> Node:

@@ -14,19 +14,10 @@ from click.testing import CliRunner
 
 from p2pci.cli.main import cli
 from p2pci.testing.cluster import ScriptedRunner, open_cluster
-from tests.integration.test_daemon_cli import run_cli
+from tests.integration.test_daemon_cli import hello_recipe, run_cli
 from tests.unit.test_source_tree import git
 
-RECIPE = """[project]
-name = "tree"
-[build]
-image = "busybox"
-command = ["sh", "-c", "cp /build/src/hello.txt /out/"]
-timeout = 5
-[trust]
-replicas = 2
-quorum = 2
-"""
+RECIPE = hello_recipe("tree")
 
 
 def source_hash(proj: Path, *args: str) -> str:

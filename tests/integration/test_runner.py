@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,28 +39,40 @@ def _leftovers(label: str) -> tuple[list[str], list[str]]:
     return containers, volumes
 
 
-@pytest.fixture
-def runner(tmp_path: Path, busybox: str) -> Iterator[DockerRunner]:
-    """A runner whose containers carry a label unique to this test; none may be left."""
-    tag = uuid.uuid4().hex
-    r = DockerRunner(work_dir=tmp_path / "work", holder_image=busybox, labels={"p2pci.test": tag})
+@contextmanager
+def labeled_runner(work_dir: Path, image: str, tag: str | None = None) -> Iterator[DockerRunner]:
+    """A runner whose containers carry the label p2pci.test=`tag` (by default one unique to this
+    call); on exit it is closed and none of its containers or volumes may be left."""
+    tag = tag or uuid.uuid4().hex
+    r = DockerRunner(work_dir=work_dir, holder_image=image, labels={"p2pci.test": tag})
     yield r
     r.close()  # the ready /out holder and the background removals
     assert _leftovers(f"p2pci.test={tag}") == ([], [])
+
+
+def packed_source(tmp_path: Path, files: dict[str, str]) -> Path:
+    """`files` ({relative path: text}) under tmp_path/src, packed into tmp_path/src.tar."""
+    d = tmp_path / "src"
+    for rel, text in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text)
+    tar = tmp_path / "src.tar"
+    pack_source(d, tar)
+    return tar
+
+
+@pytest.fixture
+def runner(tmp_path: Path, busybox: str) -> Iterator[DockerRunner]:
+    """A runner whose containers carry a label unique to this test; none may be left."""
+    with labeled_runner(tmp_path / "work", busybox) as r:
+        yield r
     leftover_scratch = [p.name for p in (tmp_path / "work").iterdir() if p.name.startswith("p2pci-run-")]
     assert leftover_scratch == []
 
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    (d / "hello.txt").write_text("hello world\n")
-    (d / "sub").mkdir()
-    (d / "sub" / "b.txt").write_text("b\n")
-    tar = tmp_path / "src.tar"
-    pack_source(d, tar)
-    return tar
+    return packed_source(tmp_path, {"hello.txt": "hello world\n", "sub/b.txt": "b\n"})
 
 
 def build(

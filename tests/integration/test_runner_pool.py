@@ -15,8 +15,7 @@ from p2pci.runner.base import BuildSpec, Limits
 from p2pci.runner.docker_runner import DockerRunner
 from p2pci.runner.dockerutil import LABEL_OWNER, client
 from p2pci.runner.images import resolve_image
-from p2pci.runner.source import pack_source
-from tests.integration.test_runner import _leftovers
+from tests.integration.test_runner import _leftovers, labeled_runner, packed_source
 
 pytestmark = pytest.mark.docker
 
@@ -35,20 +34,13 @@ def tag() -> str:
 
 @pytest.fixture
 def runner(tmp_path: Path, busybox: str, tag: str) -> Iterator[DockerRunner]:
-    r = DockerRunner(work_dir=tmp_path / "work", holder_image=busybox, labels={"p2pci.test": tag})
-    yield r
-    r.close()
-    assert _leftovers(f"p2pci.test={tag}") == ([], [])
+    with labeled_runner(tmp_path / "work", busybox, tag) as r:
+        yield r
 
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    (d / "hello.txt").write_text("hello\n")
-    tar = tmp_path / "src.tar"
-    pack_source(d, tar)
-    return tar
+    return packed_source(tmp_path, {"hello.txt": "hello\n"})
 
 
 def _containers(tag: str) -> list[str]:

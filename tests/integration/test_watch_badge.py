@@ -15,20 +15,11 @@ import trio
 
 from p2pci.cli.watch_cmds import HISTORY_FILE, open_history
 from p2pci.testing.cluster import ScriptedRunner, open_cluster
-from tests.integration.test_daemon_cli import run_cli
+from tests.integration.test_daemon_cli import hello_recipe, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"
-RECIPE = """[project]
-name = "watched"
-[build]
-image = "busybox"
-command = ["sh", "-c", "cp /build/src/hello.txt /out/"]
-timeout = 5
-[trust]
-replicas = 2
-quorum = 2
-"""
+RECIPE = hello_recipe("watched")
 
 
 def git(repo: Path, *args: str) -> str:

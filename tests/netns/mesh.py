@@ -12,14 +12,11 @@ daemon's insides.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from p2pci.testing.mesh import READY, Mesh, MeshError, Node, _open_log, p2pci_argv, toml_text
+from p2pci.testing.mesh import Mesh, Node, p2pci_argv
 from tests.netns.topo import Host
 
 PORT = 4001
@@ -52,48 +49,15 @@ class NetnsMesh(Mesh):
     def listen_addr(self, node: Node) -> str:
         return f"/ip4/{self.where[node.name].ip}/tcp/{PORT}"
 
-    def write_config(self, node: Node) -> None:
-        doc: dict[str, Any] = {
-            "listen": [self.listen_addr(node)],
-            "bootstrap": node.bootstrap,
-            "build": node.build,
-        }
-        extra = dict(node.config)
-        timing = dict(self.timing)
-        timing.update(extra.pop("timing", {}))
-        doc.update(extra)
-        doc["timing"] = timing
-        (node.home / "config.toml").write_text(toml_text(doc))
-
-    async def start(self, node: Node) -> Node:
-        if node.alive:
-            raise MeshError(f"{node.name} is already running")
-        host = self.where[node.name]
-        argv = ["ip", "netns", "exec", host.ns, *p2pci_argv(), "--home", str(node.home), "daemon"]
+    def daemon_argv(self, node: Node) -> list[str]:
+        """In the host's namespace; listen address and bootstrap come from config.toml."""
+        argv = ["ip", "netns", "exec", self.where[node.name].ns, *p2pci_argv(), "--home", str(node.home), "daemon"]
         if not node.build:
             argv.append("--no-build")
-        argv += self.flags.get(node.name, [])
-        old = self._logs.pop(node.name, None)
-        if old is not None:
-            old.close()
-        log = _open_log(node.log, f"===== start {node.started + 1} in {host.ns}: {' '.join(argv)}")
-        self._logs[node.name] = log
-        offset = log.tell()
-        node.proc = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=self.env,
-        )
-        node.started += 1
-        line = await self._wait_ready(node, offset)
-        parts = line[len(READY) :].split()
-        if not parts:
-            raise MeshError(f"{node.name}: ready line without a peer ID: {line!r}")
-        node.peer_id, node.addrs = parts[0], [a for a in parts[1:] if "/p2p-circuit" not in a]
-        return node
+        return argv + self.flags.get(node.name, [])
+
+    async def ready_addrs(self, node: Node, printed: list[str]) -> list[str]:
+        return [a for a in printed if "/p2p-circuit" not in a]
 
     async def net_stats(self, node: Node) -> dict[str, int]:
         st = await node.call("stats")

@@ -98,6 +98,13 @@ def test_worker_rows_phases() -> None:
 # ---------------------------------------------------------------- the machine publishes declines
 
 
+def my_job() -> JobSim:
+    """An offer for this worker alone (1 replica, quorum 1), open for 600 s from T0."""
+    return JobSim(
+        make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, replicas=1, quorum=1, workers=(ME_KEY.public,))
+    )
+
+
 def declines(effs: list[object]) -> list[Decline]:
     return [e.fact.body for e in effs if isinstance(e, Publish) and isinstance(e.fact.body, Decline)]
 
@@ -141,16 +148,7 @@ def test_an_offer_for_others_or_already_over_is_not_declined() -> None:
 
 def test_timed_out_build_publishes_a_decline_with_the_log() -> None:
     m = machine(settle=False)
-    sim = JobSim(
-        make_offer(
-            key("publisher"),
-            created=T0,
-            deadline=T0 + 600_000,
-            replicas=1,
-            quorum=1,
-            workers=(ME_KEY.public,),
-        )
-    )
+    sim = my_job()
     claim_and_settle(m, sim)
     assert sim.job in m.building
     ref = BlobRef(h(b"log"), 3)
@@ -165,16 +163,7 @@ def test_timed_out_build_publishes_a_decline_with_the_log() -> None:
 
 def test_cancelled_build_is_not_declined() -> None:
     m = machine(settle=False)
-    sim = JobSim(
-        make_offer(
-            key("publisher"),
-            created=T0,
-            deadline=T0 + 600_000,
-            replicas=1,
-            quorum=1,
-            workers=(ME_KEY.public,),
-        )
-    )
+    sim = my_job()
     claim_and_settle(m, sim)
     m.build_finished(sim.job, BuildFailed("cancelled", code=""), T0 + WINDOW + 5)
     assert declines(tick(m, T0 + WINDOW + 5)) == []
@@ -214,7 +203,7 @@ def test_a_strangers_declines_change_no_verdict() -> None:
 
 def test_paused_worker_claims_nothing_and_resumes() -> None:
     m = machine(settle=False)
-    sim = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, replicas=1, quorum=1, workers=(ME_KEY.public,)))
+    sim = my_job()
     assert m.set_accepting("paused") != []
     m.receive_facts([sim.offer_fact], T0)
     effs = tick_until_quiet(m, T0) + tick_until_quiet(m, T0 + WINDOW)
@@ -226,7 +215,7 @@ def test_paused_worker_claims_nothing_and_resumes() -> None:
 
 def test_pausing_declines_claims_not_yet_building_and_drains_after_the_build() -> None:
     m = machine()  # with a settle: the claim waits before building
-    sim = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, replicas=1, quorum=1, workers=(ME_KEY.public,)))
+    sim = my_job()
     claim_and_settle(m, sim)
     assert m.jobs[sim.job].phase == "CLAIMED" and not m.building
     m.set_accepting("draining")
@@ -237,7 +226,7 @@ def test_pausing_declines_claims_not_yet_building_and_drains_after_the_build() -
     assert m.drained()
     # a running build holds the drain until it ends
     m2 = machine(settle=False)
-    sim2 = JobSim(make_offer(key("publisher"), created=T0, deadline=T0 + 600_000, replicas=1, quorum=1, workers=(ME_KEY.public,)))
+    sim2 = my_job()
     claim_and_settle(m2, sim2)
     assert sim2.job in m2.building
     m2.set_accepting("draining")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from p2pci.core.errors import BuildError
 from p2pci.runner.source import pack_source, unpack_source
+from tests.unit.test_source_tree import git
 
 
 def make_tree(root: Path) -> None:
@@ -83,15 +83,8 @@ def test_git_archive_of_head(tmp_path: Path) -> None:
     sub.mkdir(parents=True)
     (sub / "f").write_text("committed\n")
     (repo / "other").write_text("x\n")
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
+        git(repo, *cmd)
     (sub / "f").write_text("dirty\n")
     (sub / "untracked").write_text("u\n")
     pack_source(sub, tmp_path / "g.tar")
@@ -182,15 +175,8 @@ def test_uncommitted_changes_are_reported(tmp_path: Path) -> None:
     repo = tmp_path / "r"
     repo.mkdir()
     (repo / "f").write_text("1")
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
+        git(repo, *cmd)
     assert uncommitted_changes(repo) == []
     (repo / "f").write_text("2")
     (repo / "new").write_text("n")

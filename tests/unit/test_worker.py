@@ -224,7 +224,8 @@ def test_reveal_seen_lists_commits_held_before_first_reveal() -> None:
         rev = next(a.reveal for a in d.log if isinstance(a, PublishReveal))
         assert set(rev.seen) == commit_ids
     # a commit arriving after the first reveal is not in a later revealer's seen
-    assert view.seen_at_first_reveal == frozenset(commit_ids)
+    assert view.seen_ids_at_first_reveal() == frozenset(commit_ids)
+    assert view.seen_at_first_reveal == len(commit_ids)
 
 
 def test_cancel_while_building_cancels_the_build() -> None:
