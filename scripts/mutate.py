@@ -54,6 +54,7 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/test_vectors.py",
             "tests/unit/test_protocol_bytes.py",
             "tests/unit/test_opened_facts.py",
+            "tests/unit/test_reveal_parser.py",
         ],
         ["tests/unit/test_codec_props.py", "tests/unit/test_decline.py"],
     ),
@@ -83,6 +84,7 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/test_evidence.py",
             "tests/unit/test_vectors.py",
             "tests/unit/test_decline.py",
+            "tests/unit/test_tally_reference.py",
         ],
         [
             "tests/unit/test_convergence.py",
