@@ -48,39 +48,49 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "signing": (
         [
+            "tests/unit/test_signing_mutants.py",
             "tests/unit/test_messages.py",
             "tests/unit/test_evidence.py",
             "tests/unit/test_vectors.py",
             "tests/unit/test_protocol_bytes.py",
+            "tests/unit/test_opened_facts.py",
+            "tests/unit/test_reveal_parser.py",
         ],
-        ["tests/unit/test_codec_props.py"],
+        ["tests/unit/test_codec_props.py", "tests/unit/test_decline.py"],
     ),
     "selection": (
         [
+            "tests/unit/test_selection_mutants.py",
             "tests/unit/test_reason_strings.py",
             "tests/unit/test_selection_allowlist.py",
             "tests/unit/test_selection_board.py",
             "tests/unit/test_tally_observer.py",
             "tests/unit/test_worker.py",
         ],
-        [
+        [  # select_wakeup and live_claimants are exercised by the node machine and the simulation
+            "tests/unit/test_node_machine.py",
+            "tests/unit/test_late_witness.py",
             "tests/unit/test_worker_sim.py",
             "tests/unit/test_trust_v2_props.py",
-            "tests/unit/test_node_machine.py",
         ],
     ),
     "tally": (
         [
+            "tests/unit/test_tally_mutants.py",
             "tests/unit/test_reason_strings.py",
             "tests/unit/test_tally_cases.py",
             "tests/unit/test_tally_observer.py",
             "tests/unit/test_selection_allowlist.py",
             "tests/unit/test_evidence.py",
+            "tests/unit/test_vectors.py",
+            "tests/unit/test_decline.py",
+            "tests/unit/test_tally_reference.py",
         ],
         [
             "tests/unit/test_convergence.py",
             "tests/unit/test_trust_v2_props.py",
             "tests/unit/test_node_machine.py",
+            "tests/unit/test_late_witness.py",
         ],
     ),
 }

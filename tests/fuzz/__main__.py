@@ -17,12 +17,16 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.fuzz.targets import TARGETS
+from tests.fuzz.targets import SCRATCH_ENV, TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".fuzz"
@@ -37,7 +41,22 @@ def _inputs(name: str) -> list[Path]:
     return files
 
 
+@contextmanager
+def _scratch_env() -> Iterator[dict[str, str]]:
+    """The environment of one fuzzing process: a scratch directory for the targets that write files
+    ($P2PCI_FUZZ_SCRATCH, /tmp/p2pci-fuzz-<pid>-*), created here and removed here after the process
+    ends, however it ends (libFuzzer's exit at a finding or Ctrl-C skips Python's exit handlers)."""
+    path = tempfile.mkdtemp(prefix=f"p2pci-fuzz-{os.getpid()}-")
+    try:
+        yield {**os.environ, SCRATCH_ENV: path}
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def cmd_one(name: str, args: list[str]) -> int:
+    if not os.environ.get(SCRATCH_ENV):  # run the fuzzing process as a child that owns no scratch
+        with _scratch_env() as env:
+            return subprocess.run([sys.executable, "-m", "tests.fuzz", "one", name, *args], env=env).returncode
     import atheris
 
     with atheris.instrument_imports(include=["p2pci", "tarfile", "tomllib", "json"]):
@@ -71,13 +90,15 @@ def cmd_run(names: list[str], seconds: int) -> int:
             args.append(str(REGRESSIONS / name))
         print(f"== fuzz {name}: {TARGETS[name].doc}, {counts.get(name, 0)} seeds, {seconds} s", flush=True)
         t0 = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.fuzz", "one", name, *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            errors="replace",
-        )
+        with _scratch_env() as env:
+            proc = subprocess.run(
+                [sys.executable, "-m", "tests.fuzz", "one", name, *args],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+            )
         log = proc.stdout + proc.stderr
         (WORK / f"{name}.log").write_text(log)
         runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log)
@@ -177,12 +198,16 @@ def main() -> int:
     for n in names:
         if n not in TARGETS:
             ap.error(f"unknown target {n!r}; known: {', '.join(TARGETS)}")
-    if a.cmd == "run":
-        return cmd_run(names, a.seconds)
+    try:
+        if a.cmd == "run":
+            return cmd_run(names, a.seconds)
+        if a.cmd == "one":
+            return cmd_one(a.target, a.args)
+    except KeyboardInterrupt:  # the fuzzing child was killed and its scratch directory removed
+        print("\n== fuzz interrupted", flush=True)
+        return 130
     if a.cmd == "coverage":
         return cmd_coverage(names)
-    if a.cmd == "one":
-        return cmd_one(a.target, a.args)
     if a.cmd == "cov-one":
         return cmd_cov_one(a.target)
     for t in TARGETS.values():

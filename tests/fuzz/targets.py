@@ -9,6 +9,7 @@ the modules before they load.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import shutil
@@ -28,15 +29,31 @@ class Target:
     functions: tuple[str, ...] = ()
 
 
-_SCRATCH = Path(tempfile.gettempdir()) / f"p2pci-fuzz-{os.getpid()}"
+SCRATCH_ENV = "P2PCI_FUZZ_SCRATCH"
+_scratch_base: Path | None = None
 
 
 def _scratch() -> Path:
-    """A fresh empty directory for one input (decoders that write files)."""
-    if _SCRATCH.exists():
-        shutil.rmtree(_SCRATCH)
-    _SCRATCH.mkdir(parents=True)
-    return _SCRATCH
+    """A fresh empty directory for one input (decoders that write files).
+
+    It lives in the directory named by $P2PCI_FUZZ_SCRATCH: `python -m tests.fuzz` creates that one
+    before each fuzzing process and removes it after, whatever the process's end (libFuzzer ends it
+    at a finding, a timeout or Ctrl-C without running Python's exit handlers). Without it (pytest,
+    coverage, an import of this module) the process gets its own temporary directory, removed when
+    it exits."""
+    global _scratch_base
+    if _scratch_base is None:
+        given = os.environ.get(SCRATCH_ENV)
+        if given:
+            _scratch_base = Path(given)
+        else:
+            _scratch_base = Path(tempfile.mkdtemp(prefix=f"p2pci-fuzz-{os.getpid()}-"))
+            atexit.register(shutil.rmtree, _scratch_base, ignore_errors=True)
+    d = _scratch_base / "input"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    return d
 
 
 def _envelope() -> Callable[[bytes], None]:

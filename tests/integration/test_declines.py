@@ -12,7 +12,7 @@ import trio
 
 from p2pci.config import WorkerSettings
 from p2pci.daemon.node import Node
-from p2pci.testing.cluster import ScriptedRunner, open_cluster, wait_any_change
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, wait_any_change, with_timing
 
 
 async def wait_job(nodes: list[Node], job: str, cond: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
@@ -127,12 +127,16 @@ async def test_a_worker_whose_identity_proof_is_too_weak_declines_and_the_job_go
     from p2pci.core.messages import Offer
     from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS
 
-    async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+    # leases and a time limit a starved machine meets (FAST's 1.5 s leases and 5 s limit failed under
+    # two CPU burners); nothing here waits for them on the happy path
+    roomy = with_timing(lease_ms=8000)
+    limits = {"timeout_s": 40, "memory_mb": 64, "cpus": 1, "pids": 64, "out_mb": 1}
+    async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), ScriptedRunner()], timing=roomy) as c:
         weak = await c.add_node(ScriptedRunner(), identity=b"")  # no proof (its strength is checked below)
         assert weak.machine.cfg.worker.identity_bits is not None
         assert weak.machine.cfg.worker.identity_bits < CLUSTER_IDENTITY_BITS
         with trio.fail_after(60):
-            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2, limits=limits)
             objs = await wait_job(c.nodes, job, lambda o: o["verdict"] == "REPRODUCED")
     view = c.nodes[0].board.job(bytes.fromhex(job))
     assert view is not None and isinstance(view.offer_msg, Offer)

@@ -603,7 +603,10 @@ async def test_peer_without_optional_protocols_is_logged_once_and_not_asked_agai
             syncs = first.net.stats().get("syncs", 0)
             await wait_until(lambda: first.net.stats().get("syncs", 0) >= syncs + 6, 20)
             tried = first.net.stats()["peer_lacks_protocol"]  # after the first-contact race settled
-            assert tried <= 3
+            # each of the two at most twice: requests already under way when the first `na` came
+            # (peer exchange: first contact and the dialer's; sync: first contact and the sync loop;
+            # seen on a machine kept busy by two CPU burners)
+            assert 2 <= tried <= 4
             syncs = first.net.stats().get("syncs", 0)
             await wait_until(lambda: first.net.stats().get("syncs", 0) >= syncs + 6, 20)
             assert first.net.stats()["peer_lacks_protocol"] == tried  # not asked again

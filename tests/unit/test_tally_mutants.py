@@ -158,3 +158,15 @@ def test_final_states_and_immutable_results() -> None:
     ):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, field, None)
+
+
+def test_a_larger_group_failing_the_require_does_not_hide_a_smaller_one_that_meets_it() -> None:
+    # groups are tried largest first: {A, B} has quorum but no require key, {T} meets both; the
+    # scan must go on past the first (mutant: `continue` -> `break` after a failed require)
+    t = key("trusted")
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=1, require=Require((t.public,), 1)))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (t, b"other", 0)])
+    v = tally(view_of(sim), sim.offer.created + 1)
+    assert [len(g.workers) for g in v.groups] == [2, 1]  # the failing group does come first
+    assert v.state == "REPRODUCED" and v.digest == sim.built(t, b"other").digest
+    assert v.dissenters == tuple(sorted([A.public, B.public]))
