@@ -112,7 +112,7 @@ def lockfile_hashes(recipe: Recipe, source_tar: Path) -> dict[str, str | None]:
                     assert fh is not None
                     with fh:
                         found[name] = hashlib.sha256(fh.read()).hexdigest()
-    except tarfile.TarError as e:
+    except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
         raise LocalError(f"cannot read the packed source: {e}") from None
     if explicit is not None:
         missing = [p for p in explicit if p not in found]

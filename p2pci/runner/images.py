@@ -578,7 +578,7 @@ def archive_image_id(archive: Path) -> str:
             if not isinstance(config_name, str):
                 raise LocalError("image archive manifest has no Config")
             config = _read_member(tar, config_name, 8 << 20)
-    except (tarfile.TarError, OSError, ValueError) as e:
+    except (tarfile.TarError, OSError, ValueError, OverflowError, EOFError) as e:
         raise LocalError(f"bad image archive {archive}: {e}") from None
     return "sha256:" + hashlib.sha256(config).hexdigest()
 

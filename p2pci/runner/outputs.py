@@ -134,8 +134,9 @@ def read_outputs(
                     raise OutputError(f"{shown} is not a regular file or directory")
     except UnicodeError:
         raise OutputError("an output file name is not valid UTF-8") from None
-    except (tarfile.TarError, EOFError, ValueError) as e:
-        # ValueError: tarfile's own int() of hostile pax/sparse numbers (GNU.sparse.map=x)
+    except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
+        # ValueError: tarfile's own int() of hostile pax/sparse numbers (GNU.sparse.map=x);
+        # OverflowError: a pax record length beyond ssize_t (its regex.match(buf, pos))
         raise OutputError(f"cannot read /out: {e}") from None
     return tuple(sorted(files.values(), key=lambda e: e.path))
 

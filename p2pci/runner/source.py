@@ -361,8 +361,9 @@ def unpack_source(
         for path in sorted(dirs, key=lambda p: -p.count("/")):
             t = dir_times.get(path, newest)
             os.utime(dest / path if path else dest, (t, t), follow_symlinks=False)
-    except (tarfile.TarError, UnicodeError, EOFError, ValueError) as e:
-        # ValueError: tarfile's own int() of hostile pax/sparse numbers (GNU.sparse.map=x)
+    except (tarfile.TarError, UnicodeError, EOFError, ValueError, OverflowError) as e:
+        # ValueError: tarfile's own int() of hostile pax/sparse numbers (GNU.sparse.map=x);
+        # OverflowError: a pax record length beyond ssize_t (its regex.match(buf, pos))
         raise BuildError(f"bad source archive: {e}") from None
     except OSError as e:
         raise BuildError(f"cannot unpack source archive: {e}") from None
