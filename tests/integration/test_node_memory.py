@@ -87,7 +87,17 @@ async def test_ten_nodes_twenty_jobs_agree(tmp_path: Path) -> None:
         if o["verdict"] == "REPRODUCED":
             winners = set(o["groups"][0]["workers"])
             assert not winners & liars  # liars never agree with anyone
-    assert list(verdicts.values()).count("REPRODUCED") >= 14, verdicts  # typically 19-20 of 20
+        if o["verdict"] == "DISPUTED":
+            # honest workers always agree, so a job is DISPUTED only when both liars were counted and
+            # left one honest vote alone: three groups of one. How often that happens is chance (the
+            # publishers' seeds pick both liars for about 1 job in 7; CI once saw 7 of 20), so it is
+            # checked per job, not counted against a threshold.
+            voters = [w for g in o["groups"] for w in g["workers"]]
+            assert liars <= set(voters) and all(len(g["workers"]) == 1 for g in o["groups"]), o["groups"]
+    # EXPIRED comes from a starved machine (leases running out), never from the liars: at most 6 of 20
+    # even at load 13 (18-19 of 20 ended before their deadline there)
+    assert sum(v != "EXPIRED" for v in verdicts.values()) >= 14, verdicts
+    assert list(verdicts.values()).count("REPRODUCED") >= 10, verdicts  # chance alone: P(< 10) ~ 1e-5
     assert peer_id_of(c.nodes[9].me) not in {w for objs in results.values() for g in objs[0]["groups"] for w in g["workers"]}
 
 
