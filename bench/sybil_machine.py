@@ -343,7 +343,10 @@ def check_shared(
     return [r for r, _ in results[0]]
 
 
-def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys, rng: random.Random) -> dict[str, float]:
+def count_jobs(m: int, n: int, share: float, require: bool, jobs: int, keys: Keys, rng: random.Random) -> dict[str, int]:
+    """Run `jobs` jobs of one cell (machines sharing tallies through `SharedTally`) and count
+    their verdicts: REPRODUCED split by whose digest won, DISPUTED, EXPIRED, any other state
+    as "other"."""
     counts = {"REPRODUCED_true": 0, "REPRODUCED_false": 0, "DISPUTED": 0, "EXPIRED": 0, "other": 0}
     with SharedTally() as shared:
         for _ in range(jobs):
@@ -351,10 +354,13 @@ def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys,
             state, false, _ = run_job(m, n, share, require, keys, rng)
             if state == "REPRODUCED":
                 counts["REPRODUCED_false" if false else "REPRODUCED_true"] += 1
-            elif state in counts:
-                counts[state] += 1
             else:
-                counts["other"] += 1
+                counts[state if state in counts else "other"] += 1
+    return counts
+
+
+def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys, rng: random.Random) -> dict[str, float]:
+    counts = count_jobs(m, n, share, require, jobs, keys, rng)
     a = round(share * T_CLAIMANTS)
     out = {k: c / jobs for k, c in counts.items()}
     out["expected_false_reproduced"] = 0.0 if require else hypergeom_tail(T_CLAIMANTS, a, m, n)
@@ -380,16 +386,8 @@ def run_chunk(m: int, n: int, share: float, require: bool, chunk: int, jobs: int
     independent, so a table can be resumed, extended or split, and rerun to the same counts."""
     rng = random.Random(f"sybil/{_cell_name(m, n, share, require)}/{chunk}")
     keys = Keys(rng)
-    counts = {"REPRODUCED_true": 0, "REPRODUCED_false": 0, "DISPUTED": 0, "EXPIRED": 0, "other": 0}
     t = time.process_time()
-    with SharedTally() as shared:
-        for _ in range(jobs):
-            shared.clear()
-            state, false, _ = run_job(m, n, share, require, keys, rng)
-            if state == "REPRODUCED":
-                counts["REPRODUCED_false" if false else "REPRODUCED_true"] += 1
-            else:
-                counts[state if state in counts else "other"] += 1
+    counts = count_jobs(m, n, share, require, jobs, keys, rng)
     return {
         "cell": _cell_name(m, n, share, require),
         "chunk": chunk,
