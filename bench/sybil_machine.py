@@ -53,7 +53,7 @@ import sys
 import time
 from typing import Any
 
-from bench.sybil import MN, SHARES, T_CLAIMANTS, hypergeom_tail
+from bench.sybil import MN, SHARES, T_CLAIMANTS, hypergeom_tail, sim_offer
 
 T0 = 1_800_000_000_000
 BITS = 8
@@ -189,7 +189,7 @@ def run_job(
 
     `trace`: gets what every machine did (the sorted fact ids of each machine's board, each
     worker machine's final phase, each machine's verdict at the end), for `check_shared`."""
-    from p2pci.core.messages import BlobRef, Claim, Commit, ImageRef, Limits, Offer, Require, Reveal
+    from p2pci.core.messages import BlobRef, Claim, Commit, Reveal
     from p2pci.core.node import NodeConfig, NodeMachine, Publish, RunBuild
     from p2pci.core.results import ManifestEntry, result_digest
     from p2pci.core.selection import selection
@@ -219,23 +219,9 @@ def run_job(
     d_evil = result_digest(0, evil)
     log = BlobRef(hashlib.sha256(b"log").digest(), 1)
     seed = rng.randbytes(32)
-    offer = Offer(
-        project="sybil",
-        source=BlobRef(rng.randbytes(32), 1),
-        image=ImageRef("sha256:" + "ab" * 32, None),
-        command=("true",),
-        env=(),
-        source_date_epoch=None,
-        limits=Limits(60, 256, 1, 64, 16),
-        replicas=m,
-        quorum=n,
-        workers="open",
-        require=Require((trusted.public,), 1) if require else None,
-        created=T0,
-        deadline=T0 + 600_000,
-        select_commit=hashlib.sha256(seed).digest(),
-        identity_bits=BITS,
-        claim_window=2 * WINDOW_MS,
+    trusted_key = trusted.public if require else None
+    offer = sim_offer(
+        m, n, rng.randbytes(32), seed, trusted_key, T0, T0 + 600_000, identity_bits=BITS, claim_window=2 * WINDOW_MS
     )
     now = T0
     outbox: list[Fact] = []
