@@ -13,13 +13,16 @@ every add so that `tally` and `selection` never re-verify or re-scan.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Literal
 
 from p2pci.core.errors import ProtocolError
 from p2pci.core.frozen import builder
-from p2pci.core.messages import Offer, Reveal, Select
+from p2pci.core.identity import identity_bits
+from p2pci.core.messages import Claim, Offer, Reveal, Select
 from p2pci.core.signing import MAX_ENVELOPE, Fact, open_envelope
 
 AddStatus = Literal["new", "duplicate", "rejected"]
@@ -247,3 +250,138 @@ class Board:
 
     def __len__(self) -> int:
         return len(self.facts)
+
+
+# --------------------------------------------------------------------------- admission
+# What the board takes in from the network, per job (docs/protocol.md section 4.8).
+# A refused fact is not stored and not remembered as seen: sync offers it again later (a commit
+# that came before its claim is taken once the claim is held). None of these rules can change a
+# verdict: only selected keys vote, and a valid round selects only keys whose listed claims are
+# held and eligible.
+
+MIN_RENEW_MS = 250  # a worker renews its claim at most this often (half a lease of >= 500 ms)
+CLAIM_SLACK = 16  # claims per (job, signer) on top of one per MIN_RENEW_MS of the job's life
+MAX_DECLINE_SIGNERS = 256  # keys with no claim in a job whose (one) decline is stored
+MAX_ORPHAN_FACTS = 1024  # facts of a job whose offer is not held yet
+REFUSALS = (
+    "unclaimed",
+    "weak_identity",
+    "not_allowed",
+    "claims_per_signer",
+    "declines_per_signer",
+    "decline_signers",
+    "not_publisher",
+    "orphan",
+)
+# the order a batch is admitted in: the offer, then claims, then what needs them
+_RANK = {"offer": 0, "claim": 1}
+
+
+def claim_cap(offer: Offer) -> int:
+    """Claims of one key stored per job: more than a worker renewing every MIN_RENEW_MS over the
+    job's whole life (created to deadline) can make."""
+    return (offer.deadline - offer.created) // MIN_RENEW_MS + CLAIM_SLACK
+
+
+def _listed(view: JobView | None, publisher: bytes, claim_id: bytes) -> bool:
+    """Does a select of the publisher list this claim? (then it is taken whatever the cap: a
+    round that names it must be verifiable on every board)"""
+    if view is None:
+        return False
+    for facts in view.selects.values():
+        for f in facts:
+            body = f.body
+            if f.signer == publisher and isinstance(body, Select):
+                i = bisect_left(body.claims, claim_id)
+                if i < len(body.claims) and body.claims[i] == claim_id:
+                    return True
+    return False
+
+
+def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[Fact, str]]]:
+    """Split a batch of verified, new facts from the network into those the board takes (in the
+    order to store and index them: offers, then claims, then the rest) and those it refuses, with
+    the reason (one of REFUSALS). Pure; the board is not changed. Facts of our own and facts
+    reloaded from the store do not pass here (`Board.add_fact`).
+
+    * commit, reveal: the signer must hold a claim in the job;
+    * claim (offer held): the signer must be in the allowlist (if any), show at least the
+      offer's `identity_bits`, and hold fewer than `claim_cap(offer)` claims in the job unless a
+      select of the publisher lists this claim;
+    * decline: a key holding claims keeps at most one more decline than claims; a key with no
+      claim keeps one, and at most MAX_DECLINE_SIGNERS such keys per job;
+    * select, cancel (offer held): only the offer's signer's;
+    * any fact of a job whose offer is not held: at most MAX_ORPHAN_FACTS per job."""
+    order = sorted(facts, key=lambda f: _RANK.get(f.kind, 2))
+    ok: list[Fact] = []
+    refused: list[tuple[Fact, str]] = []
+    offers: dict[bytes, Fact] = {}
+    per_job: dict[bytes, int] = {}
+    claims_in: dict[tuple[bytes, bytes], int] = {}
+    declines_in: dict[tuple[bytes, bytes], int] = {}
+    decliners_in: dict[bytes, set[bytes]] = {}
+    for f in order:
+        job, signer, kind = f.job, f.signer, f.kind
+        view = board.job(job)
+        why = None
+        if kind != "offer":
+            offer_fact = offers.get(job) if view is None or view.offer is None else view.offer
+            held = 0 if view is None else len(view.ids)
+            if offer_fact is None and held + per_job.get(job, 0) >= MAX_ORPHAN_FACTS:
+                why = "orphan"
+            else:
+                why = _refusal(view, offer_fact, f, claims_in, declines_in, decliners_in)
+        if why is not None:
+            refused.append((f, why))
+            continue
+        ok.append(f)
+        per_job[job] = per_job.get(job, 0) + 1
+        if kind == "offer":
+            offers[job] = f
+        elif kind == "claim":
+            claims_in[job, signer] = claims_in.get((job, signer), 0) + 1
+        elif kind == "decline":
+            declines_in[job, signer] = declines_in.get((job, signer), 0) + 1
+            decliners_in.setdefault(job, set()).add(signer)
+    return ok, refused
+
+
+def _refusal(
+    view: JobView | None,
+    offer_fact: Fact | None,
+    f: Fact,
+    claims_in: dict[tuple[bytes, bytes], int],
+    declines_in: dict[tuple[bytes, bytes], int],
+    decliners_in: dict[bytes, set[bytes]],
+) -> str | None:
+    job, signer, kind = f.job, f.signer, f.kind
+    offer = None if offer_fact is None else offer_fact.body
+    assert offer is None or isinstance(offer, Offer)
+    claims = (0 if view is None else len(view.claims.get(signer, ()))) + claims_in.get((job, signer), 0)
+    if kind in ("commit", "reveal"):
+        return None if claims else "unclaimed"
+    if kind == "claim":
+        if offer is None or offer_fact is None:
+            return None  # an orphan (bounded by MAX_ORPHAN_FACTS)
+        body = f.body
+        assert isinstance(body, Claim)
+        allow = offer.allowlist
+        if allow is not None and signer not in allow:
+            return "not_allowed"
+        if offer.identity_bits and identity_bits(signer, body.identity) < offer.identity_bits:
+            return "weak_identity"
+        if claims >= claim_cap(offer) and not _listed(view, offer_fact.signer, f.id):
+            return "claims_per_signer"
+        return None
+    if kind == "decline":
+        mine = (0 if view is None else len(view.declines.get(signer, ()))) + declines_in.get((job, signer), 0)
+        if claims:
+            return None if mine <= claims else "declines_per_signer"
+        if mine:
+            return "declines_per_signer"
+        unclaimed = set() if view is None else {k for k in view.declines if k not in view.claims}
+        unclaimed |= {k for k in decliners_in.get(job, ()) if view is None or k not in view.claims}
+        return "decline_signers" if len(unclaimed) >= MAX_DECLINE_SIGNERS else None
+    if kind in ("select", "cancel") and offer_fact is not None and signer != offer_fact.signer:
+        return "not_publisher"
+    return None

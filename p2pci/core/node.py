@@ -67,7 +67,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from p2pci.core.board import Board, JobView
+from p2pci.core.board import REFUSALS, Board, JobView, admit
 from p2pci.core.errors import LocalError
 from p2pci.core.identity import identity_bits
 from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Limits, Message, Offer, Require
@@ -211,6 +211,7 @@ class NodeMachine:
     evicted: dict[str, int] = field(default_factory=dict)  # quota evictions by reason (jobs)
     evicted_ids: list[bytes] = field(default_factory=list)  # fact ids evicted since the driver took them
     over_limit: int = 0  # times the board stayed over a bound because every job in it is protected
+    refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))  # admission, by reason
     _offer_keys: set[bytes] = field(default_factory=set)  # publisher keys with a new offer since enforce
 
     @property
@@ -238,6 +239,15 @@ class NodeMachine:
         self.seeds.update(seeds or {})
         self._policy = None
         self._dirty.update(v.job for v in self.board.jobs())
+
+    def admit_facts(self, facts: Sequence[Fact]) -> tuple[list[Fact], list[bytes]]:
+        """Facts from the network, before the driver stores them (`p2pci.core.board.admit`): the
+        ones to store and then give to `receive_facts` (in that order), and the ids refused
+        (counted in `refused`; the driver forgets them as seen, so sync can bring them again)."""
+        ok, refused = admit(self.board, facts)
+        for _f, why in refused:
+            self.refused[why] = self.refused.get(why, 0) + 1
+        return ok, [f.id for f, _why in refused]
 
     def receive_facts(self, facts: Sequence[Fact], now: int) -> int:
         """Index verified facts (already stored by the driver); the number that were new."""
@@ -612,7 +622,8 @@ class NodeMachine:
         return matches[0]
 
     def live_ids(self, now: int) -> list[bytes]:
-        """Fact ids offered to anti-entropy: all but those of jobs decided long ago.
+        """Fact ids offered to anti-entropy: all but those of jobs decided long ago, each job's
+        offer and claims before its other facts.
 
         Protected jobs (`protected`: selected, ours, ours to build) come first, so that a
         window cut at its end (wire.MAX_IDS, the sync byte budget) loses junk, never them."""
@@ -623,7 +634,15 @@ class NodeMachine:
             offer = view.offer_msg
             if st is not None and st.final and offer is not None and now - offer.deadline > RECENT_WINDOW_MS:
                 continue
-            (out if self.protected(view) else rest).extend(view.ids)
+            into = out if self.protected(view) else rest
+            # a job's offer, then its claims, then the rest: a peer that takes them in this order
+            # holds a commit's or reveal's claim before it (admission refuses them without one)
+            head = view.offer.id if view.offer is not None else None
+            if head is not None:
+                into.append(head)
+            claims = view.claim_ids
+            into.extend(claims)
+            into.extend(i for i in view.ids if i != head and i not in claims)
         return out + rest
 
     def prune_keep(self, now: int | None = None) -> list[bytes]:

@@ -146,6 +146,7 @@ def quota_section(node: NodeView) -> dict[str, Any]:
     out["evicted"] = {r: m.evicted.get(r, 0) for r in ("jobs_per_node", "offers_per_key")}
     out["evicted_facts"] = int(getattr(node, "evicted_facts", 0))
     out["over_limit"] = m.over_limit
+    out["refused"] = dict(m.refused)  # per-job admission (docs/protocol.md §4.8)
     out["jobs"] = m.board.job_count()
     out["max_jobs"] = m.cfg.max_jobs
     out["max_offers_per_key"] = m.cfg.max_offers_per_key

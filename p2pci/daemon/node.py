@@ -433,6 +433,11 @@ class Node:
                     continue
             ids.add(fid)
             fresh.append(fact)
+        fresh, refused = self.machine.admit_facts(fresh)  # per-job admission (docs/protocol.md §4.8)
+        if refused:
+            forget = getattr(self.network, "forget", None)
+            if forget is not None:  # not seen: sync brings it again (a commit once its claim is here)
+                forget(refused)
         if not fresh:
             return []
         now = self.now()

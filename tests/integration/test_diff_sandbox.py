@@ -13,12 +13,13 @@ import trio
 from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
-from p2pci.core.messages import BlobRef, Reveal
+from p2pci.core.identity import mint
+from p2pci.core.messages import BlobRef, Claim, Reveal
 from p2pci.core.results import ManifestEntry
 from p2pci.core.signing import NodeKey, seal
 from p2pci.runner.base import Limits
 from p2pci.runner.diffbox import DIFF_IMAGE, builtin_diff, diff_in_container, run_sandboxed
-from p2pci.testing.cluster import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS, ScriptedRunner, open_cluster
 
 
 async def run_cli(home: Path, *args: str) -> Result:
@@ -31,11 +32,13 @@ async def run_cli(home: Path, *args: str) -> Result:
 async def test_diff_never_fetches_uncounted_reveals(tmp_path: Path) -> None:
     async with open_cluster(tmp_path, 3, runners=[None, ScriptedRunner(), None]) as c:
         observer, builder, junk = c.nodes
-        job = await c.publish(observer, replicas=1, quorum=1, workers=[builder.peer_id])
+        # the allowlist names the junk node too (it never builds: no runner), so that its claim,
+        # and with it its reveal, is stored (docs/protocol.md §4.8); only `builder` is selected
+        job = await c.publish(observer, replicas=1, quorum=1, workers=[builder.peer_id, junk.peer_id])
         with trio.fail_after(20):
             (obj,) = await c.wait_verdict(job, [observer])
         assert obj["verdict"] == "REPRODUCED"
-        # a node outside the allowlist, with no commit, reveals another result and serves it
+        # a node that was not selected, with no commit, reveals another result and serves it
         bait = b"\x1b[2J not counted, never fetched\n"
         ref = junk.blobs.put_bytes(bait)
         # tied and served for the job, as a worker's outputs are: only the counting rule keeps the
@@ -49,6 +52,8 @@ async def test_diff_never_fetches_uncounted_reveals(tmp_path: Path) -> None:
         key = NodeKey.from_seed(hashlib.sha256(b"node2").digest())
         rev = Reveal.of(bytes.fromhex(job), None, secrets.token_bytes(16), 0, manifest,
                      BlobRef(bytes(32), 0), ())
+        claim = Claim(bytes.fromhex(job), 2**40, mint(key.public, CLUSTER_IDENTITY_BITS))
+        assert await observer.ingest(seal(key, claim).raw) is not None
         assert await observer.ingest(seal(key, rev).raw) is not None
         r = await run_cli(observer.paths.home, "diff", job)
         assert r.exit_code == 0, r.output
