@@ -438,6 +438,7 @@ class Node:
             forget = getattr(self.network, "forget", None)
             if forget is not None:  # not seen: sync brings it again (a commit once its claim is here)
                 forget(refused)
+            self._bump()  # the refusal counters changed
         if not fresh:
             return []
         now = self.now()

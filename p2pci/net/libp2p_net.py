@@ -590,7 +590,7 @@ class LibP2PNetwork:
         self._blob_access = access
 
     def forget(self, fact_ids: list[bytes]) -> None:
-        """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
+        """The daemon evicted (quotas) or refused (admission) these facts: not 'seen' any more, so sync can offer them again."""
         self._seen.discard(fact_ids)
 
     def set_sync_source(self, source: SyncSource) -> None:

@@ -18,6 +18,7 @@ Cancelling a node's `run` is a crash: it leaves the hub.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -127,6 +128,9 @@ class MemoryNetwork:
         self._sync = sync_source or EmptySyncSource()
         self.sync_interval = sync_interval
         self._seen = SeenIds()
+        # gossip message ids received, like GossipSub's own seen cache: `forget` (the daemon
+        # refused or evicted a fact) lets sync bring a fact again, never a gossip loop
+        self._gossip_ids = SeenIds()
         self._stats = Stats()
         self.quotas: Quotas | None = None  # off by default in the in-memory hub (tests set one)
         self._events: Fanout[NetEvent] = Fanout()
@@ -224,7 +228,7 @@ class MemoryNetwork:
         self._blob_access = access
 
     def forget(self, fact_ids: list[bytes]) -> None:
-        """The daemon evicted these facts (quotas): not 'seen' any more, so sync can offer them again."""
+        """The daemon evicted (quotas) or refused (admission) these facts: not 'seen' any more, so sync can offer them again."""
         self._seen.discard(fact_ids)
 
     def set_sync_source(self, source: SyncSource) -> None:
@@ -285,6 +289,13 @@ class MemoryNetwork:
 
     async def _inbox_loop(self) -> None:
         async for raw, from_peer in self._inbox_recv:
+            if isinstance(raw, bytes):
+                fid = hashlib.sha256(raw).digest()
+                if fid in self._gossip_ids and fid not in self._seen:  # forgotten since: not again by gossip
+                    self._stats.inc("received")
+                    self._stats.inc("duplicate")
+                    continue
+                self._gossip_ids.add(fid)
             self._handle(raw, from_peer, forward=True)
 
     def _handle(self, raw: bytes, from_peer: str, *, forward: bool) -> bool:
