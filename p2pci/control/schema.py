@@ -176,7 +176,7 @@ class StatusObj(TypedDict):
     jobs: list[JobObj]
     facts: FactsObj
     blobs: BlobsObj
-    quotas: dict[str, Any]  # what the quotas dropped and evicted, and the limits (docs/operator.md, "Quotas")
+    quotas: dict[str, Any]  # what the quotas dropped, admission refused and eviction removed, and the limits (docs/operator.md, "Quotas")
     storage: dict[str, Any]  # blob requests refused by reason, what gc freed (docs/operator.md, "Disk")
 
 

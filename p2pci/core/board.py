@@ -263,8 +263,12 @@ MIN_RENEW_MS = 250  # a worker renews its claim at most this often (half a lease
 CLAIM_SLACK = 16  # claims per (job, signer) on top of one per MIN_RENEW_MS of the job's life
 MAX_DECLINE_SIGNERS = 256  # keys with no claim in a job whose (one) decline is stored
 MAX_ORPHAN_FACTS = 1024  # facts of a job whose offer is not held yet
+# distinct commits (and reveals) of one key per job: two already make it an equivocator, whose
+# votes all drop (p2pci.core.tally), so a third changes nothing but the size of the job
+MAX_VOTES_PER_SIGNER = 2
 REFUSALS = (
     "unclaimed",
+    "equivocation",
     "weak_identity",
     "not_allowed",
     "claims_per_signer",
@@ -304,7 +308,8 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
     the reason (one of REFUSALS). Pure; the board is not changed. Facts of our own and facts
     reloaded from the store do not pass here (`Board.add_fact`).
 
-    * commit, reveal: the signer must hold a claim in the job;
+    * commit, reveal: the signer must hold a claim in the job, and fewer than
+      MAX_VOTES_PER_SIGNER commits (reveals) in it: two already make it an equivocator;
     * claim (offer held): the signer must be in the allowlist (if any), show at least the
       offer's `identity_bits`, and hold fewer than `claim_cap(offer)` claims in the job unless a
       select of the publisher lists this claim;
@@ -320,6 +325,7 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
     claims_in: dict[tuple[bytes, bytes], int] = {}
     declines_in: dict[tuple[bytes, bytes], int] = {}
     decliners_in: dict[bytes, set[bytes]] = {}
+    votes_in: dict[tuple[bytes, bytes, str], int] = {}
     for f in order:
         job, signer, kind = f.job, f.signer, f.kind
         view = board.job(job)
@@ -330,7 +336,7 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
             if offer_fact is None and held + per_job.get(job, 0) >= MAX_ORPHAN_FACTS:
                 why = "orphan"
             else:
-                why = _refusal(view, offer_fact, f, claims_in, declines_in, decliners_in)
+                why = _refusal(view, offer_fact, f, claims_in, declines_in, decliners_in, votes_in)
         if why is not None:
             refused.append((f, why))
             continue
@@ -340,6 +346,8 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
             offers[job] = f
         elif kind == "claim":
             claims_in[job, signer] = claims_in.get((job, signer), 0) + 1
+        elif kind in ("commit", "reveal"):
+            votes_in[job, signer, kind] = votes_in.get((job, signer, kind), 0) + 1
         elif kind == "decline":
             declines_in[job, signer] = declines_in.get((job, signer), 0) + 1
             decliners_in.setdefault(job, set()).add(signer)
@@ -353,13 +361,18 @@ def _refusal(
     claims_in: dict[tuple[bytes, bytes], int],
     declines_in: dict[tuple[bytes, bytes], int],
     decliners_in: dict[bytes, set[bytes]],
+    votes_in: dict[tuple[bytes, bytes, str], int],
 ) -> str | None:
     job, signer, kind = f.job, f.signer, f.kind
     offer = None if offer_fact is None else offer_fact.body
     assert offer is None or isinstance(offer, Offer)
     claims = (0 if view is None else len(view.claims.get(signer, ()))) + claims_in.get((job, signer), 0)
     if kind in ("commit", "reveal"):
-        return None if claims else "unclaimed"
+        if not claims:
+            return "unclaimed"
+        index = None if view is None else (view.commits if kind == "commit" else view.reveals)
+        held = (0 if index is None else len(index.get(signer, ()))) + votes_in.get((job, signer, kind), 0)
+        return "equivocation" if held >= MAX_VOTES_PER_SIGNER else None
     if kind == "claim":
         if offer is None or offer_fact is None:
             return None  # an orphan (bounded by MAX_ORPHAN_FACTS)

@@ -701,7 +701,7 @@ def snapshot_text(model: StatusModel, now: int) -> str:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     dropped = model.quota_dropped
     if any(dropped.values()):
-        out += ["", "== quotas (facts dropped before storage, jobs evicted from the board)"]
+        out += ["", "== quotas (facts dropped or refused before storage, jobs evicted from the board)"]
         out += [f"  {reason}  {n}" for reason, n in dropped.items() if n]
     if model.bad_frames:
         out += ["", f"(dropped {model.bad_frames} malformed frame(s) from the daemon)"]
@@ -709,11 +709,12 @@ def snapshot_text(model: StatusModel, now: int) -> str:
 
 
 def parse_quota_dropped(raw: Any) -> dict[str, int]:
-    """`status.quotas.dropped` as {reason: count}; anything malformed is ignored, never fatal."""
+    """`status.quotas.dropped`, `.refused` and `.evicted` as {"<verb> <reason>": count}; anything
+    malformed is ignored, never fatal."""
     if not isinstance(raw, dict):
         return {}
     out: dict[str, int] = {}
-    for section, verb in (("dropped", "dropped"), ("evicted", "evicted")):
+    for section, verb in (("dropped", "dropped"), ("refused", "refused"), ("evicted", "evicted")):
         part = raw.get(section)
         if not isinstance(part, dict):
             continue

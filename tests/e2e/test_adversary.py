@@ -3,8 +3,9 @@
 They join like any node and sign their own facts with `p2pci.core`:
 
 * a liar reveals a wrong digest, an equivocator two, a copier copies the
-  honest digest after the reveals: none of them claimed, so in protocol v2
-  no `select` names them and all their votes are ignored as unselected (the
+  honest digest after the reveals: none of them claimed, so no node stores
+  their commits and reveals (admission, docs/protocol.md §4.8: refused as
+  `unclaimed` and counted) and no `select` could name them anyway (the
   selected-worker attacks are in tests/e2e/test_trust.py);
 * forged signatures, oversize and malformed messages are dropped and
   counted, and every daemon stays up with the right verdict.
@@ -17,7 +18,6 @@ from typing import Any
 
 import trio
 
-from p2pci.core.tally import R_NOT_SELECTED
 from tests.e2e.mesh import Adversary, Mesh, Node, publish_job, start_adversary, wait_for, write_project
 
 BUILD = "cp /build/src/hello.txt /out/hello.txt"
@@ -67,21 +67,26 @@ async def test_liar_equivocator_copier(mesh: Mesh, busybox_image: str, short_tmp
     hostile = {liar.peer_id, equivocator.peer_id, copier.peer_id}
 
     def settled(view: dict[str, Any]) -> bool:
-        return hostile <= {i["worker"] for i in view["ignored"]}
+        return not view["missing"]  # every selected worker that owes a reveal has revealed
+
+    async def refused_all() -> bool:
+        # 8 facts: the liar's commit and reveal, the equivocator's 2 + 2, the copier's 1 + 1
+        status = await boot.call("status")
+        return int(status["quotas"]["refused"]["unclaimed"]) >= 8
 
     with trio.fail_after(60):
         view = await mesh.wait_verdict(job, check=settled)
+        await wait_for(refused_all, "boot to refuse the 8 unclaimed commits and reveals")
 
     assert view["verdict"] == "REPRODUCED", view
     winner = view["groups"][0]
     assert winner["digest"] == view["digest"]
     assert sorted(winner["workers"]) == honest, view
-    # protocol v2: none of them claimed, so no `select` names them: every one of their votes is
-    # ignored as unselected (the liar's digest is no group, the equivocation changes nothing, the
-    # copy is not counted); a *selected* liar is a dissenter: tests/e2e/test_trust.py (`early`)
+    # none of them claimed, so no node holds their votes (not even as ignored ones): the liar's
+    # digest is no group, the equivocation is nobody's, the copy is not there; a *selected* liar is
+    # a dissenter: tests/e2e/test_trust.py (`early`)
     assert len(view["groups"]) == 1, view
-    reasons = {i["worker"]: i["reason"] for i in view["ignored"]}
-    assert {w: reasons[w] for w in hostile} == dict.fromkeys(hostile, R_NOT_SELECTED), view
+    assert not {i["worker"] for i in view["ignored"]} & hostile, view
     assert view["dissenters"] == [] and view["equivocators"] == [], view
     assert all(n.alive for n in mesh.nodes.values()), "a daemon died"
 

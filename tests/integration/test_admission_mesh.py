@@ -23,6 +23,7 @@ from p2pci.core.signing import NodeKey, seal
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.net.memory import MemoryNetwork
 from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS, ScriptedRunner, open_cluster
+from p2pci.tui.model import parse_quota_dropped
 
 
 async def until(nodes: Sequence[Node], cond: Callable[[Node], bool]) -> None:
@@ -99,4 +100,5 @@ async def test_4000_reveals_of_unclaimed_keys_are_refused_and_the_job_still_deci
             assert len(held) < 20  # offer, claims, select, 2 commits, 2 reveals
             st = await n.control_op("status", {})
             assert st["quotas"]["refused"]["unclaimed"] >= len(junk)
+            assert parse_quota_dropped(st["quotas"])["refused unclaimed"] >= len(junk)  # status --once
             assert n.db.count() < 40

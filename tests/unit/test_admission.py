@@ -13,6 +13,7 @@ from pathlib import Path
 from p2pci.core.board import (
     MAX_DECLINE_SIGNERS,
     MAX_ORPHAN_FACTS,
+    MAX_VOTES_PER_SIGNER,
     MIN_RENEW_MS,
     Board,
     admit,
@@ -57,6 +58,23 @@ def test_commit_and_reveal_need_a_claim_of_their_signer() -> None:
     assert refused == [] and ok[0] == claim
     board.add_fact(claim)
     assert reasons(board, [commit, reveal, s_commit]) == [None, None, "unclaimed"]
+
+
+def test_a_key_keeps_two_commits_and_two_reveals_per_job_enough_to_be_an_equivocator() -> None:
+    sim = JobSim(make_offer(key("publisher")))
+    w = key("w")
+    claim = sim.claim(w)
+    builds = [sim.built(w, f"r{i}".encode()) for i in range(MAX_VOTES_PER_SIGNER + 1)]
+    commits = [sim.commit(w, b) for b in builds]
+    reveals = [sim.reveal(w, b) for b in builds]
+    board = board_of(sim.offer_fact, claim)
+    ok = [None] * MAX_VOTES_PER_SIGNER
+    assert reasons(board, commits + reveals) == ok + ["equivocation"] + ok + ["equivocation"]
+    for f in commits[:2] + reveals[:2]:
+        board.add_fact(f)
+    assert reasons(board, [commits[-1], reveals[-1]]) == ["equivocation", "equivocation"]
+    view = board.job(sim.job)
+    assert view is not None and w.public in view.equivocators
 
 
 def test_a_claim_weaker_than_the_offers_identity_bits_is_refused() -> None:
