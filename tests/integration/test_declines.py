@@ -54,6 +54,7 @@ async def test_a_timed_out_build_is_declined_with_its_log_and_replaced(tmp_path:
             assert len(final["rounds"]) >= 2 and bad.peer_id not in final["rounds"][-1]["workers"]
             assert final["declines"] == [{"worker": bad.peer_id, "reason": "timeout", "detail": row["detail"]}]
             await logs_of_the_timed_out_build(pub.paths.home, job, bad.peer_id)
+            await evidence_of_the_timed_out_build(pub.paths.home, tmp_path, job, row)
 
 
 async def logs_of_the_timed_out_build(home: Path, job: str, bad: str) -> None:
@@ -75,6 +76,35 @@ async def logs_of_the_timed_out_build(home: Path, job: str, bad: str) -> None:
     assert "step 1\nstill compiling at step 2\n" in entries[2]["text"]
     r = await run_cli(home, "logs", job, "--worker", bad[-8:], "--tail", "1")
     assert r.exit_code == 0 and r.stdout.splitlines()[-1].startswith("log of a build of "), r.output
+
+
+async def evidence_of_the_timed_out_build(home: Path, tmp: Path, job: str, row: dict[str, Any]) -> None:
+    """A decline is evidence in its own right (docs/protocol.md §4.7): the exported bundle holds the
+    worker's signed "could not build it, and why", and `p2pci verify` shows it offline."""
+    import json
+
+    from p2pci.core.evidence import load_bundle
+    from p2pci.core.messages import Decline
+    from p2pci.core.signing import public_of
+    from tests.integration.test_daemon_cli import run_cli
+
+    bundle = tmp / "timed-out.bundle"
+    r = await run_cli(home, "export", job, "-o", str(bundle))
+    assert r.exit_code == 0, r.output
+    view = load_bundle(bundle.read_bytes())  # every fact re-verified, the decline's signature too
+    (fact,) = view.declines[public_of(row["worker"])]
+    assert isinstance(fact.body, Decline)
+    assert (fact.body.reason, fact.body.detail) == ("timeout", row["detail"])
+    assert fact.body.log is not None and fact.body.log.sha256.hex() == row["log"]
+    no_daemon = tmp / "no-daemon"
+    r = await run_cli(no_daemon, "verify", str(bundle), "--json")
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["declines"] == [{"worker": row["worker"], "reason": "timeout", "detail": row["detail"]}]
+    (shown,) = [w for w in obj["workers"] if w["worker"] == row["worker"]]
+    assert (shown["phase"], shown["log"]) == ("timed_out", row["log"])
+    r = await run_cli(no_daemon, "verify", str(bundle))
+    assert f"declined {row['worker']}: timeout (timed out after 5s" in r.stdout, r.output
 
 
 async def test_a_build_that_cannot_start_is_declined(tmp_path: Path) -> None:
