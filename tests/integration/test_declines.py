@@ -125,6 +125,13 @@ async def test_policy_refusals_are_declined_and_name_their_limit(tmp_path: Path)
             (obj,) = await wait_job(
                 [c.nodes[0]], job, lambda o: sum(w["phase"] == "declined" for w in o["workers"]) == 3
             )
+        # the donor sees its own refusal and why: `jobs --mine` lists the job it declined
+        from tests.integration.test_daemon_cli import run_cli
+
+        r = await run_cli(c.nodes[1].paths.home, "jobs", "--mine")
+        assert r.exit_code == 0, r.output
+        head, row = r.stdout.splitlines()
+        assert head.endswith("MY PART") and row.startswith(job[:12]) and row.endswith("  declined (policy)")
     assert obj["verdict"] == "PENDING" and obj["rounds"] == []
     for w in obj["workers"]:
         assert w["reason"] == "policy" and w["detail"] == "timeout 5s exceeds 3s" and not w["selected"]
