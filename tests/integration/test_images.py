@@ -122,6 +122,10 @@ def test_cli_build_busybox_twice_same_id_and_list(tmp_path: Path) -> None:
     listed = cli.invoke(image_group, ["list", "--json"])
     assert listed.exit_code == 0
     assert any(i["id"] == id_a and i["recipe"] == "busybox" for i in json.loads(listed.stdout))
+    table = cli.invoke(image_group, ["list"]).stdout.splitlines()
+    assert table[0].split() == ["IMAGE", "ID", "RECIPE", "SIZE", "TAGS"]
+    (row,) = [line for line in table[1:] if line.startswith(id_a)]
+    assert row.split()[1] == "busybox" and row.index(" MB") + 3 == table[0].index("SIZE") + 4  # right-aligned
     exported = cli.invoke(image_group, ["export", id_a, str(tmp_path / "e.tar")])
     assert exported.exit_code == 0 and "sha256" in exported.stdout
     assert images.archive_image_id(tmp_path / "e.tar") == id_a
