@@ -144,6 +144,6 @@ async def test_github_actions_example_runs_on_a_disputed_build(tmp_path: Path) -
     assert ran[0][2] == f"p2pci: DISPUTED: job {job}; see why with: p2pci diff {job}\n"
     assert ran[1][2].startswith("--- ") or "differ" in ran[1][2], ran[1][2]
     bundle = checkout / "p2pci-evidence.bundle"
-    r = subprocess.run([str(tmp_path / "bin" / "p2pci"), "verify", str(bundle), "--json"], env=env,
-                       capture_output=True, text=True, check=False)
+    r = await trio.run_process([str(tmp_path / "bin" / "p2pci"), "verify", str(bundle), "--json"], env=env,
+                               capture_stdout=True, capture_stderr=True, check=False)
     assert r.returncode == 1 and json.loads(r.stdout)["verdict"] == "DISPUTED", r.stderr
