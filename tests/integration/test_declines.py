@@ -4,10 +4,12 @@ node shows per worker (the job object's `workers`), with the log of a timed-out 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from p2pci.config import WorkerSettings
@@ -183,3 +185,27 @@ async def test_a_worker_whose_identity_proof_is_too_weak_declines_and_the_job_go
         assert row["phase"] == "declined" and row["reason"] == "identity" and not row["selected"], row
         assert f"below the offer's {CLUSTER_IDENTITY_BITS}" in row["detail"], row
         assert weak.peer_id not in {w for g in obj["groups"] for w in g["workers"]}
+
+
+async def test_at_info_a_node_logs_what_it_does(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """P2PCI_LOG=INFO shows what a node offers, claims, builds, commits, reveals and declines
+    (docs/operator.md, "Logs"): a policy refusal used to say nothing, even at INFO."""
+    caplog.set_level(logging.INFO, logger="p2pci.node")
+    strict = WorkerSettings(slots=2, max_timeout_s=3)  # the cluster publishes timeout_s = 5
+    async with open_cluster(tmp_path / "strict", 3, worker=strict) as c:
+        with trio.fail_after(30):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            await wait_job([c.nodes[0]], job, lambda o: sum(w["phase"] == "declined" for w in o["workers"]) == 3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "p2pci.node"]
+    assert f"job {job[:12]}: offered demo (2 of 2)" in lines
+    assert lines.count(f"job {job[:12]}: declined (policy: timeout 5s exceeds 3s)") == 3  # each worker, once
+    caplog.clear()
+    async with open_cluster(tmp_path / "ok", 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+        with trio.fail_after(30):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            (final,) = await c.wait_verdict(job, [c.nodes[0]])
+    lines = [r.getMessage() for r in caplog.records if r.name == "p2pci.node"]
+    for step in ("claimed", "building (demo)", "committed"):
+        assert lines.count(f"job {job[:12]}: {step}") == 2, (step, lines)  # once per worker: renewals are quiet
+    revealed = f"job {job[:12]}: revealed exit 0 digest {final['digest'][:16]}"
+    assert lines.count(revealed) == 2, lines
