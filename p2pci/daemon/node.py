@@ -36,7 +36,7 @@ from p2pci.config import Config, Paths
 from p2pci.control.server import DaemonLock, serve_control
 from p2pci.core.board import Board, JobView
 from p2pci.core.errors import BuildError, LocalError, P2pciError, ProtocolError
-from p2pci.core.messages import BlobRef, Message, Offer, Require, Reveal
+from p2pci.core.messages import BlobRef, Claim, Commit, Decline, Message, Offer, Require, Reveal
 from p2pci.core.node import (
     PREFETCH_MAX,
     SEED_KEY,
@@ -68,6 +68,7 @@ from p2pci.daemon.image_cache import DockerImages, Images
 from p2pci.identity_home import load_identity
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
+from p2pci.textsafe import safe_text
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -512,6 +513,7 @@ class Node:
         for e in effects:
             match e:
                 case Publish(fact=fact):
+                    self._log_own(fact)
                     now = self.now()
                     await trio.to_thread.run_sync(self.db.put, fact, now)
                     if isinstance(fact.body, Offer):  # our own offer: its blobs are served for it
@@ -524,6 +526,7 @@ class Node:
                 case Persist(key=key, value=value):
                     await trio.to_thread.run_sync(self.db.kv_put, key, value)
                 case RunBuild(job=job, offer=offer, publisher=publisher):
+                    log.info("job %s: building (%s)", job.hex()[:12], safe_text(offer.project)[:64])
                     assert self.builds is not None
                     self.builds.start(job, offer, publisher, self.now())
                 case StopBuild(job=job):
@@ -544,6 +547,27 @@ class Node:
                 case NodeChanged():
                     self._bump()
                     self.broadcast({"event": "node", "node": self.node_info()})
+
+    def _log_own(self, fact: Fact) -> None:
+        """At INFO, what this node does (docs/operator.md, "Logs"): offers, first claims, commits,
+        reveals and declines (a decline's detail may quote a stranger's build log: escaped, one
+        bounded line). Lease renewals (a claim again) are not logged."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        body, job = fact.body, fact.job.hex()[:12]
+        if isinstance(body, Offer):
+            log.info("job %s: offered %s (%d of %d)", job, safe_text(body.project)[:64], body.quorum, body.replicas)
+        elif isinstance(body, Claim):
+            view = self.machine.board.job(fact.job)
+            if view is None or fact.signer not in view.claims:
+                log.info("job %s: claimed", job)
+        elif isinstance(body, Commit):
+            log.info("job %s: committed", job)
+        elif isinstance(body, Reveal):
+            log.info("job %s: revealed exit %d digest %s", job, body.exit_code, body.digest.hex()[:16])
+        elif isinstance(body, Decline):
+            detail = safe_text(" ".join(body.detail.split()))[:200]
+            log.info("job %s: declined (%s%s)", job, safe_text(body.reason), f": {detail}" if detail else "")
 
     def _prefetch(self, ref: BlobRef, publisher: bytes) -> None:
         """Fetch a claimed job's source now, during the settle after claiming, not when the build starts.
