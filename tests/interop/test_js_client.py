@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import trio
 
+from p2pci.testing.mesh import MESH_IDENTITY_BITS
 from tests.e2e.mesh import Mesh, Node, publish_job, write_project
 
 HERE = Path(__file__).resolve().parent
@@ -326,7 +327,10 @@ async def test_js_client_joins_verifies_tallies_and_claims(
         # with --no-serve the client never offers it over sync
         nosign = await JsClient.start(peers, short_tmp / "js3.log", "--no-sign", "--no-serve")
         try:
-            c3 = await nosign.ask(f"claim {jobs['disputed']}", "claimed")
+            # at the offer's strength, named: this client learns the offer over sync only and may
+            # not hold it yet, and a claim weaker than the offer's identity_bits is refused
+            # (docs/protocol.md §4.8)
+            c3 = await nosign.ask(f"claim {jobs['disputed']} {MESH_IDENTITY_BITS}", "claimed")
             with trio.fail_after(60):
                 held3 = await nosign.ask(f"held {c3['claimed']}", "held")
             assert held3["held"] == {n.peer_id: True for n in nodes}
