@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.messages import Require
 from p2pci.core.signing import NodeKey
-from p2pci.core.tally import Group, Ignored, ObserverPolicy, Verdict, tally, verdict_json
+from p2pci.core.tally import (
+    C_NO_CLAIM,
+    C_PUBLISHER_GONE,
+    Group,
+    Ignored,
+    ObserverPolicy,
+    Verdict,
+    tally,
+    verdict_json,
+)
 
 from .jobgen import JobSim, key, make_offer
 
@@ -170,3 +180,36 @@ def test_a_larger_group_failing_the_require_does_not_hide_a_smaller_one_that_mee
     assert [len(g.workers) for g in v.groups] == [2, 1]  # the failing group does come first
     assert v.state == "REPRODUCED" and v.digest == sim.built(t, b"other").digest
     assert v.dissenters == tuple(sorted([A.public, B.public]))
+
+
+# ---------------------------------------------------------------- session 5 run (the rewritten tally)
+
+PROTOCOL = " ".join((Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text().split())
+
+
+@pytest.mark.parametrize("text", [C_NO_CLAIM, C_PUBLISHER_GONE])
+def test_each_expired_cause_is_the_documented_string(text: str) -> None:
+    # the causes are for humans, but documented verbatim (docs/protocol.md section 6): a changed
+    # (or None) constant passed every test that compares the verdict with the constant itself
+    assert isinstance(text, str) and f"`{text}`" in PROTOCOL
+
+
+def test_a_round_that_selects_nobody_says_so_in_the_cause() -> None:
+    # a round 0 over no claims selects nobody; the job expires with the documented cause
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.select()
+    v = tally(view_of(sim), sim.offer.deadline)
+    assert v.state == "EXPIRED" and v.selection.rounds and not v.selected
+    assert v.cause == "no worker was selected" and "`no worker was selected`" in PROTOCOL
+
+
+def test_the_declined_text_ranks_codes_by_count_then_name_and_counts_the_rest_as_other() -> None:
+    # 11 declines over 10 codes: "cj" twice, then the others once each by name; the 8 named codes
+    # (MAX_CAUSE_CODES) are followed by the 2 left as "2 other"
+    sim = JobSim(make_offer(key("publisher")))
+    codes = ["cj", "cj", "ci", "ch", "cg", "cf", "ce", "cd", "cc", "cb", "ca"]
+    for i, code in enumerate(codes):
+        sim.decline(key(f"decliner{i}"), code)
+    v = tally(view_of(sim), sim.offer.deadline)
+    assert v.state == "EXPIRED"
+    assert v.cause == C_NO_CLAIM + "; 11 declined: 2 cj, 1 ca, 1 cb, 1 cc, 1 cd, 1 ce, 1 cf, 1 cg, 2 other"
