@@ -14,6 +14,8 @@ from p2pci.core.signing import NodeKey
 from p2pci.core.tally import (
     C_NO_CLAIM,
     C_PUBLISHER_GONE,
+    R_NOT_SEEN,
+    R_NOT_SELECTED,
     Group,
     Ignored,
     ObserverPolicy,
@@ -213,3 +215,72 @@ def test_the_declined_text_ranks_codes_by_count_then_name_and_counts_the_rest_as
     v = tally(view_of(sim), sim.offer.deadline)
     assert v.state == "EXPIRED"
     assert v.cause == C_NO_CLAIM + "; 11 declined: 2 cj, 1 ca, 1 cb, 1 cc, 1 cd, 1 ce, 1 cf, 1 cg, 2 other"
+
+
+def _require_job(names: tuple[str, ...], replicas: int) -> tuple[JobSim, NodeKey, list[NodeKey]]:
+    # open mode with a require key T: T is trusted not to copy, the others are not
+    t = key("trusted")
+    sim = JobSim(make_offer(key("publisher"), replicas=replicas, quorum=2, require=Require((t.public,), 1)))
+    others = [key(n) for n in names]
+    _claimed_and_selected(sim, [t, *others])
+    assert tally(view_of(sim), sim.offer.created + 1).selected == {t.public, *(k.public for k in others)}
+    return sim, t, others
+
+
+def test_a_require_key_exempts_itself_only_an_open_worker_with_its_digest_still_needs_a_witness() -> None:
+    # T (require key, exempt) and X agree; T's reveal does not list X's commit, so nobody witnesses
+    # X: X is ignored and T alone is short of quorum 2. The witness scan must run although an
+    # exempt key exists (mutants: the pre-check `per_digest > 1` -> `> 2`, `changed = None`)
+    sim, t, (x,) = _require_job(("x",), replicas=2)
+    bt, bx = sim.built(t), sim.built(x)
+    sim.commit(t, bt)
+    sim.commit(x, bx)
+    sim.reveal(t, bt, seen=())
+    sim.reveal(x, bx)  # X saw T's commit, which witnesses nothing for T (exempt anyway)
+    v = tally(view_of(sim), sim.offer.created + 1)
+    assert v.state == "PENDING"
+    assert [g.workers for g in v.groups] == [(t.public,)]
+    assert v.ignored == (Ignored(x.public, R_NOT_SEEN),)
+    # control: with T's reveal listing X's commit both count and the job is REPRODUCED
+    sim2, t2, (x2,) = _require_job(("x",), replicas=2)
+    bt2, bx2 = sim2.built(t2), sim2.built(x2)
+    sim2.commit(t2, bt2)
+    sim2.commit(x2, bx2)
+    sim2.reveal(t2, bt2)
+    sim2.reveal(x2, bx2)
+    assert tally(view_of(sim2), sim2.offer.created + 1).state == "REPRODUCED"
+
+
+def test_two_unwitnessed_open_workers_are_removed_when_the_exempt_key_has_another_digest() -> None:
+    # T (exempt) reveals a digest of its own; X and Y agree but neither saw the other's commit: both
+    # are removed although no exempt vote shares a digest (mutant: `s not in no_copy` -> `s in`)
+    sim, t, (x, y) = _require_job(("x", "y"), replicas=3)
+    bt, bx, by = sim.built(t, b"other"), sim.built(x), sim.built(y)
+    for k, b in ((t, bt), (x, bx), (y, by)):
+        sim.commit(k, b)
+    for k, b in ((t, bt), (x, bx), (y, by)):
+        sim.reveal(k, b, seen=())
+    v = tally(view_of(sim), sim.offer.created + 1)
+    assert [g.workers for g in v.groups] == [(t.public,)]
+    assert v.ignored == tuple(sorted((Ignored(k.public, R_NOT_SEEN) for k in (x, y)), key=lambda i: i.worker))
+
+
+def test_ignored_votes_are_listed_by_key_whichever_rule_refused_them() -> None:
+    # an unselected key U is refused in the first scan, the unwitnessed X later by the witness
+    # rule; with U's key above X's the two must still be listed by key (mutant: sort only when
+    # more than 2 are ignored)
+    for n in range(50):
+        u = key(f"unselected{n}")
+        if u.public > key("x").public:
+            break
+    sim, t, (x,) = _require_job(("x",), replicas=2)
+    bt, bx, bu = sim.built(t), sim.built(x), sim.built(u)
+    sim.commit(t, bt)
+    sim.commit(x, bx)
+    sim.commit(u, bu)
+    sim.reveal(t, bt, seen=())
+    sim.reveal(x, bx)
+    sim.reveal(u, bu)
+    v = tally(view_of(sim), sim.offer.created + 1)
+    assert u.public not in v.selected and u.public > x.public
+    assert v.ignored == (Ignored(x.public, R_NOT_SEEN), Ignored(u.public, R_NOT_SELECTED))
