@@ -10,10 +10,11 @@ import pytest
 
 from p2pci.core.board import Board, JobView
 from p2pci.core.messages import Require
-from p2pci.core.signing import NodeKey
+from p2pci.core.signing import NodeKey, peer_id_of, public_of
 from p2pci.core.tally import (
     C_NO_CLAIM,
     C_PUBLISHER_GONE,
+    MAX_WORKER_ROWS,
     R_NOT_SEEN,
     R_NOT_SELECTED,
     Group,
@@ -22,6 +23,7 @@ from p2pci.core.tally import (
     Verdict,
     tally,
     verdict_json,
+    worker_rows,
 )
 
 from .jobgen import JobSim, key, make_offer
@@ -284,3 +286,40 @@ def test_ignored_votes_are_listed_by_key_whichever_rule_refused_them() -> None:
     v = tally(view_of(sim), sim.offer.created + 1)
     assert u.public not in v.selected and u.public > x.public
     assert v.ignored == (Ignored(x.public, R_NOT_SEEN), Ignored(u.public, R_NOT_SELECTED))
+
+
+def _rows(sim: JobSim) -> dict[str, dict[str, object]]:
+    view = view_of(sim)
+    return {r["worker"]: r for r in worker_rows(view, tally(view, sim.offer.created + 1))}
+
+
+def test_worker_rows_list_a_strangers_commit_and_name_a_decline_declined() -> None:
+    # a key that never claimed but committed is listed (committed, not selected); a decline that is
+    # not a timeout is "declined" (mutants: `chosen & commits`, `commits & reveals`, the phase text)
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.claim(A)
+    sim.select()
+    sim.commit(C, sim.built(C))
+    sim.decline(B, "image", "not allowed")
+    rows = _rows(sim)
+    assert set(rows) == {A.peer_id, B.peer_id, C.peer_id}
+    assert (rows[C.peer_id]["phase"], rows[C.peer_id]["selected"]) == ("committed", False)
+    assert (rows[B.peer_id]["phase"], rows[B.peer_id]["reason"]) == ("declined", "image")
+    assert (rows[A.peer_id]["phase"], rows[A.peer_id]["selected"]) == ("selected", True)
+
+
+def test_worker_rows_stop_at_max_worker_rows_keeping_the_selected_keys() -> None:
+    # 258 claimants, two selected: 256 rows (MAX_WORKER_ROWS), and the two selected are among them
+    # whatever their keys (mutants: 257 or no bound; unselected keys first)
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    ks = [key(f"claimant{i}") for i in range(MAX_WORKER_ROWS + 2)]
+    for k in ks:
+        sim.claim(k)
+    sim.select()
+    view = view_of(sim)
+    v = tally(view, sim.offer.created + 1)
+    assert len(v.selected) == 2
+    rows = worker_rows(view, v)
+    assert len(rows) == MAX_WORKER_ROWS == 256
+    assert [r["worker"] for r in rows if r["selected"]] == [peer_id_of(w) for w in sorted(v.selected)]
+    assert [r["worker"] for r in rows] == sorted((r["worker"] for r in rows), key=public_of)
