@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from p2pci.core.board import Board, JobView
-from p2pci.core.messages import Require
-from p2pci.core.signing import NodeKey, peer_id_of, public_of
+from p2pci.core.messages import BlobRef, Decline, Require, Select
+from p2pci.core.signing import NodeKey, peer_id_of, public_of, seal
 from p2pci.core.tally import (
     C_NO_CLAIM,
     C_PUBLISHER_GONE,
@@ -26,7 +26,7 @@ from p2pci.core.tally import (
     worker_rows,
 )
 
-from .jobgen import JobSim, key, make_offer
+from .jobgen import JobSim, h, key, make_offer
 
 A, B, C = (key(n) for n in "abc")
 
@@ -323,3 +323,22 @@ def test_worker_rows_stop_at_max_worker_rows_keeping_the_selected_keys() -> None
     assert len(rows) == MAX_WORKER_ROWS == 256
     assert [r["worker"] for r in rows if r["selected"]] == [peer_id_of(w) for w in sorted(v.selected)]
     assert [r["worker"] for r in rows] == sorted((r["worker"] for r in rows), key=public_of)
+
+
+def test_worker_rows_show_a_dropped_worker_and_a_declines_log() -> None:
+    # round 1 drops a worker of round 0 that never committed: "dropped", still selected; a decline
+    # with a log shows its hash under "log" (mutants: the phase text, the "log" key)
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    for k in (A, B, C):
+        sim.claim(k)
+    first = sim.select()
+    assert isinstance(first.body, Select)
+    gone = first.body.workers[0]
+    sim.select(drop=(gone,))
+    log = BlobRef(h(b"the log"), 7)
+    other = next(k for k in (A, B, C) if k.public not in first.body.workers)
+    sim.facts.append(seal(other, Decline(sim.job, "outputs", "too big", log)))
+    rows = {public_of(w): r for w, r in _rows(sim).items()}
+    assert (rows[gone]["phase"], rows[gone]["selected"]) == ("dropped", True)
+    assert (rows[other.public]["phase"], rows[other.public]["log"]) == ("declined", log.sha256.hex())
+    assert all(rows[k.public]["log"] is None for k in (A, B, C) if k is not other)
