@@ -342,3 +342,18 @@ def test_worker_rows_show_a_dropped_worker_and_a_declines_log() -> None:
     assert (rows[gone]["phase"], rows[gone]["selected"]) == ("dropped", True)
     assert (rows[other.public]["phase"], rows[other.public]["log"]) == ("declined", log.sha256.hex())
     assert all(rows[k.public]["log"] is None for k in (A, B, C) if k is not other)
+
+
+def test_a_workers_first_decline_by_fact_id_names_its_code_whatever_the_arrival_order() -> None:
+    # two declines of one worker, the higher fact id arriving first: the cause counts the code of
+    # the lower id (mutant: sorted by nothing, i.e. by arrival)
+    sim = JobSim(make_offer(key("publisher")))
+    d1, d2 = sim.decline(A, "image"), sim.decline(A, "policy")
+    first, later = sorted((d1, d2), key=lambda f: f.id)
+    board = Board()
+    for f in (sim.offer_fact, later, first):
+        board.add_fact(f)
+    view = board.job(sim.job)
+    assert view is not None and [f.id for f in view.declines[A.public]] == [later.id, first.id]
+    code = first.body.reason  # type: ignore[union-attr]
+    assert tally(view, sim.offer.deadline).cause == f"{C_NO_CLAIM}; 1 declined: 1 {code}"
