@@ -167,3 +167,18 @@ async def test_logtail_over_real_libp2p_hosts() -> None:
         assert asked == [(publisher.peer_id, 5), (stranger.peer_id, 0)]
         assert nets[0].stats().get("logtail_refused") == 1
         nursery.cancel_scope.cancel()
+
+
+def test_logtail_frames_are_bounded_both_ways() -> None:
+    job = bytes(32)
+    payload = wire.logtail_request(job, 7)[wire.LEN.size :]
+    assert wire.parse_logtail_request(payload) == (job, 7)
+    for bad in (wire.encode({"job": b"short", "offset": 0}), wire.encode({"job": job, "offset": -1})):
+        with pytest.raises(ProtocolError):
+            wire.parse_logtail_request(bad[wire.LEN.size :])
+    big = wire.logtail_response(True, "", 0, b"x" * (wire.LOGTAIL_MAX + 1), 1 << 20)
+    assert wire.parse_logtail_response(big[wire.LEN.size :], 0)[3] == b"x" * wire.LOGTAIL_MAX  # cut by the server
+    hostile = {"ok": True, "error": "", "offset": 0, "data": b"x" * (wire.LOGTAIL_MAX + 1), "size": 1 << 20}
+    for reply, asked in ((hostile, 0), ({**hostile, "data": b"x", "offset": 3}, 4), ({**hostile, "data": b"xy", "size": 1}, 0)):
+        with pytest.raises(ProtocolError, match="bad logtail reply"):
+            wire.parse_logtail_response(wire.encode(reply)[wire.LEN.size :], asked)
