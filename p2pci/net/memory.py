@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus  # trio-stubs (from trio_typing) shadow trio's own types
 
 from p2pci.core.errors import ProtocolError
-from p2pci.net import wire
 from p2pci.net.base import (
     BlobAccess,
     BlobStoreLike,
@@ -45,6 +44,7 @@ from p2pci.net.base import (
 )
 from p2pci.net.common import Fanout, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
 from p2pci.net.quota import Quotas
+from p2pci.net.wire import LEN, LOGTAIL_MAX, PROTO_LOGTAIL, logtail_response, parse_logtail_response
 
 CHUNK = 64 * 1024
 
@@ -238,7 +238,7 @@ class MemoryNetwork:
             raise ProtocolError(f"{peer}: not reachable")
         if not node.speaks_logtail:
             self._stats.inc("peer_lacks_protocol")
-            raise MissingProtocol(peer, wire.PROTO_LOGTAIL)
+            raise MissingProtocol(peer, PROTO_LOGTAIL)
         if node._log_source is None:
             refused: str | None = "this node serves no build logs"
             off, data, size = 0, b"", 0
@@ -247,8 +247,8 @@ class MemoryNetwork:
         if refused is not None:
             node._stats.inc("logtail_refused")
             raise ProtocolError(f"refused: {refused}")
-        reply = wire.logtail_response(True, "", off, data[: wire.LOGTAIL_MAX], size)
-        _ok, _err, off, data, size = wire.parse_logtail_response(reply[wire.LEN.size :], offset)
+        reply = logtail_response(True, "", off, data[:LOGTAIL_MAX], size)
+        _ok, _err, off, data, size = parse_logtail_response(reply[LEN.size :], offset)
         return off, data, size
 
     def forget(self, fact_ids: list[bytes]) -> None:
