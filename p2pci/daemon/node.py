@@ -746,9 +746,10 @@ class Node:
             for key in [k for k in tails if k not in want]:
                 self._send_remote_log(key, tails.pop(key).finish())
             async with trio.open_nursery() as nursery:
+                connected = {p.peer_id for p in self.network.peers()}  # a gone worker: not dialled each second
                 for key in sorted(want):
                     tail = tails.setdefault(key, RemoteTail())
-                    if not tail.done:
+                    if not tail.done and key[1] in connected:
                         nursery.start_soon(self._tail_one, key, tail)
 
     async def _tail_one(self, key: tuple[bytes, str], tail: RemoteTail) -> None:
