@@ -25,7 +25,10 @@ import random
 import sys
 import time
 from math import comb
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from p2pci.core.messages import Offer
 
 T_CLAIMANTS = 20
 SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -39,9 +42,46 @@ def hypergeom_tail(total: int, bad: int, draws: int, at_least: int) -> float:
     return sum(comb(bad, k) * comb(total - bad, draws - k) for k in range(at_least, min(bad, draws) + 1)) / den
 
 
+def sim_offer(
+    m: int,
+    n: int,
+    source: bytes,
+    seed: bytes,
+    trusted: bytes | None,
+    created: int,
+    deadline: int,
+    *,
+    identity_bits: int = 0,
+    claim_window: int = 2000,
+) -> Offer:
+    """The offer of one simulated job (here and in bench/sybil_machine.py): open, M replicas,
+    quorum N, `source` as its source blob, sha256(`seed`) as its select commitment, `trusted`
+    (if any) as its one required key. `identity_bits` and `claim_window` default to `Offer`'s."""
+    from p2pci.core.messages import BlobRef, ImageRef, Limits, Offer, Require
+
+    return Offer(
+        project="sybil",
+        source=BlobRef(source, 1),
+        image=ImageRef("sha256:" + "ab" * 32, None),
+        command=("true",),
+        env=(),
+        source_date_epoch=None,
+        limits=Limits(60, 256, 1, 64, 16),
+        replicas=m,
+        quorum=n,
+        workers="open",
+        require=Require((trusted,), 1) if trusted is not None else None,
+        created=created,
+        deadline=deadline,
+        select_commit=hashlib.sha256(seed).digest(),
+        identity_bits=identity_bits,
+        claim_window=claim_window,
+    )
+
+
 def simulate(m: int, n: int, share: float, jobs: int, require: bool, rng: random.Random) -> dict[str, float]:
     from p2pci.core.board import Board
-    from p2pci.core.messages import BlobRef, Claim, Commit, ImageRef, Limits, Offer, Require, Reveal
+    from p2pci.core.messages import BlobRef, Claim, Commit, Reveal
     from p2pci.core.results import ManifestEntry, result_digest
     from p2pci.core.selection import next_select
     from p2pci.core.signing import Fact, commit_hash
@@ -58,22 +98,7 @@ def simulate(m: int, n: int, share: float, jobs: int, require: bool, rng: random
         seed = rb(32)
         publisher = rb(32)
         trusted = rb(32)
-        offer = Offer(
-            project="sybil",
-            source=BlobRef(rb(32), 1),
-            image=ImageRef("sha256:" + "ab" * 32, None),
-            command=("true",),
-            env=(),
-            source_date_epoch=None,
-            limits=Limits(60, 256, 1, 64, 16),
-            replicas=m,
-            quorum=n,
-            workers="open",
-            require=Require((trusted,), 1) if require else None,
-            created=T0,
-            deadline=T0 + 3_600_000,
-            select_commit=hashlib.sha256(seed).digest(),
-        )
+        offer = sim_offer(m, n, rb(32), seed, trusted if require else None, T0, T0 + 3_600_000)
         job = rb(32)
         board = Board()
         board.add_fact(Fact(job, "offer", publisher, offer, b""))

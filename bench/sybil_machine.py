@@ -53,7 +53,7 @@ import sys
 import time
 from typing import Any
 
-from bench.sybil import MN, SHARES, T_CLAIMANTS, hypergeom_tail
+from bench.sybil import MN, SHARES, T_CLAIMANTS, hypergeom_tail, sim_offer
 
 T0 = 1_800_000_000_000
 BITS = 8
@@ -189,7 +189,7 @@ def run_job(
 
     `trace`: gets what every machine did (the sorted fact ids of each machine's board, each
     worker machine's final phase, each machine's verdict at the end), for `check_shared`."""
-    from p2pci.core.messages import BlobRef, Claim, Commit, ImageRef, Limits, Offer, Require, Reveal
+    from p2pci.core.messages import BlobRef, Claim, Commit, Reveal
     from p2pci.core.node import NodeConfig, NodeMachine, Publish, RunBuild
     from p2pci.core.results import ManifestEntry, result_digest
     from p2pci.core.selection import selection
@@ -219,23 +219,9 @@ def run_job(
     d_evil = result_digest(0, evil)
     log = BlobRef(hashlib.sha256(b"log").digest(), 1)
     seed = rng.randbytes(32)
-    offer = Offer(
-        project="sybil",
-        source=BlobRef(rng.randbytes(32), 1),
-        image=ImageRef("sha256:" + "ab" * 32, None),
-        command=("true",),
-        env=(),
-        source_date_epoch=None,
-        limits=Limits(60, 256, 1, 64, 16),
-        replicas=m,
-        quorum=n,
-        workers="open",
-        require=Require((trusted.public,), 1) if require else None,
-        created=T0,
-        deadline=T0 + 600_000,
-        select_commit=hashlib.sha256(seed).digest(),
-        identity_bits=BITS,
-        claim_window=2 * WINDOW_MS,
+    trusted_key = trusted.public if require else None
+    offer = sim_offer(
+        m, n, rng.randbytes(32), seed, trusted_key, T0, T0 + 600_000, identity_bits=BITS, claim_window=2 * WINDOW_MS
     )
     now = T0
     outbox: list[Fact] = []
@@ -343,7 +329,10 @@ def check_shared(
     return [r for r, _ in results[0]]
 
 
-def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys, rng: random.Random) -> dict[str, float]:
+def count_jobs(m: int, n: int, share: float, require: bool, jobs: int, keys: Keys, rng: random.Random) -> dict[str, int]:
+    """Run `jobs` jobs of one cell (machines sharing tallies through `SharedTally`) and count
+    their verdicts: REPRODUCED split by whose digest won, DISPUTED, EXPIRED, any other state
+    as "other"."""
     counts = {"REPRODUCED_true": 0, "REPRODUCED_false": 0, "DISPUTED": 0, "EXPIRED": 0, "other": 0}
     with SharedTally() as shared:
         for _ in range(jobs):
@@ -351,10 +340,13 @@ def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys,
             state, false, _ = run_job(m, n, share, require, keys, rng)
             if state == "REPRODUCED":
                 counts["REPRODUCED_false" if false else "REPRODUCED_true"] += 1
-            elif state in counts:
-                counts[state] += 1
             else:
-                counts["other"] += 1
+                counts[state if state in counts else "other"] += 1
+    return counts
+
+
+def simulate(m: int, n: int, share: float, jobs: int, require: bool, keys: Keys, rng: random.Random) -> dict[str, float]:
+    counts = count_jobs(m, n, share, require, jobs, keys, rng)
     a = round(share * T_CLAIMANTS)
     out = {k: c / jobs for k, c in counts.items()}
     out["expected_false_reproduced"] = 0.0 if require else hypergeom_tail(T_CLAIMANTS, a, m, n)
@@ -380,16 +372,8 @@ def run_chunk(m: int, n: int, share: float, require: bool, chunk: int, jobs: int
     independent, so a table can be resumed, extended or split, and rerun to the same counts."""
     rng = random.Random(f"sybil/{_cell_name(m, n, share, require)}/{chunk}")
     keys = Keys(rng)
-    counts = {"REPRODUCED_true": 0, "REPRODUCED_false": 0, "DISPUTED": 0, "EXPIRED": 0, "other": 0}
     t = time.process_time()
-    with SharedTally() as shared:
-        for _ in range(jobs):
-            shared.clear()
-            state, false, _ = run_job(m, n, share, require, keys, rng)
-            if state == "REPRODUCED":
-                counts["REPRODUCED_false" if false else "REPRODUCED_true"] += 1
-            else:
-                counts[state if state in counts else "other"] += 1
+    counts = count_jobs(m, n, share, require, jobs, keys, rng)
     return {
         "cell": _cell_name(m, n, share, require),
         "chunk": chunk,

@@ -8,7 +8,7 @@ name = "hello"                  # default: the directory name
 image = "debian:bookworm+build-essential"   # or "busybox" or "sha256:<64 hex>"
 command = ["make", "-C", "/tmp/b"]          # a string means ["sh", "-c", string]
 env = { CFLAGS = "-O2" }
-timeout = "10m"                             # "90s", "2h" or int seconds
+timeout = "10m"                             # "90s", "2h", "7d" or int seconds
 outputs-dir = "/out"                        # only "/out" is supported
 source_date_epoch = 1700000000              # optional
 memory = "2g"                               # limits: defaults in DEFAULT_LIMITS
@@ -67,7 +67,7 @@ _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DEBIAN = re.compile(r"^debian:(?P<suite>[a-z][a-z0-9-]*)(?:\+(?P<pkgs>[a-z0-9][a-z0-9+.,-]*))?$")
 _PKG = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION = re.compile(r"^(?P<n>[0-9]+)\s*(?P<unit>ms|s|m|h)?$")
+_DURATION = re.compile(r"^(?P<n>[0-9]+)\s*(?P<unit>ms|s|m|h|d)?$")
 _SIZE = re.compile(r"^(?P<n>[0-9]+)\s*(?P<unit>[kmgt]i?b?|b)?$", re.IGNORECASE)
 
 
@@ -212,7 +212,7 @@ class _Where:
 
 
 def parse_duration(value: object) -> int:
-    """ "10m", "90s", "2h", "1500ms" or an int of seconds -> whole seconds (>= 1)."""
+    """ "10m", "90s", "2h", "7d", "1500ms" or an int of seconds -> whole seconds (>= 1)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration")
     if isinstance(value, int):
@@ -220,10 +220,10 @@ def parse_duration(value: object) -> int:
     elif isinstance(value, str):
         m = _DURATION.match(value.strip())
         if not m:
-            raise ValueError(f'bad duration {value!r} (use e.g. "90s", "10m", "2h")')
+            raise ValueError(f'bad duration {value!r} (use e.g. "90s", "10m", "2h", "7d")')
         n = int(m.group("n"))
         unit = m.group("unit") or "s"
-        seconds = {"ms": -(-n // 1000), "s": n, "m": n * 60, "h": n * 3600}[unit]
+        seconds = {"ms": -(-n // 1000), "s": n, "m": n * 60, "h": n * 3600, "d": n * 86400}[unit]
     else:
         raise ValueError("expected a duration")
     if seconds < 1:
@@ -623,7 +623,8 @@ def limit_bound(key: str) -> LimitBound:
 
 
 def format_duration(seconds: int) -> str:
-    """600 -> "10m", 604800 -> "7d", 90 -> "90s" (the largest unit that divides it)."""
+    """600 -> "10m", 604800 -> "7d", 90 -> "90s" (the largest unit that divides it; `parse_duration`
+    reads each back: messages speak the recipe's syntax)."""
     for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= n and seconds % n == 0:
             return f"{seconds // n}{unit}"

@@ -42,6 +42,13 @@ _previous_sigterm: Any = None
 def pytest_configure(config: pytest.Config) -> None:
     global _previous_sigterm
     if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            # Started in the background of a shell without job control (`make test &`, nohup):
+            # SIGINT arrives ignored, so Python installs no KeyboardInterrupt handler and trio none
+            # of its own; a KeyboardInterrupt raised straight from the SIGTERM handler then lands
+            # in trio's run loop (epoll wait) instead of a task, and the run is abandoned without
+            # teardown, daemons left running. Python's handler restores the Ctrl-C path.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         _previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
 
 

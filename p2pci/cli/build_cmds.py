@@ -92,6 +92,7 @@ def image_list(as_json: bool) -> None:
     if not imgs:
         click.echo("no p2pci images (p2pci image build busybox)")
         return
+    click.echo(f"{'IMAGE ID':<71}  {'RECIPE':<40}  {'SIZE':>11}  TAGS")
     for i in imgs:
         tags = ",".join(i["tags"]) or "-"
         # labels and tags of an image loaded from a publisher's archive are peer text

@@ -217,8 +217,11 @@ def peers_command(home: Home, as_json: bool) -> None:
         return
     if not peers:
         click.echo("no peers")
+        return
+    width = max(len(str(p["peer_id"])) for p in peers)
+    click.echo(f"{'PEER':<{width}}  {'VIA':<8}  ADDRESSES")
     for p in peers:
-        click.echo(safe_text(f"{p['peer_id']}  {p.get('via') or '?':<8}  {' '.join(p['addrs'])}"))
+        click.echo(safe_text(f"{p['peer_id']:<{width}}  {p.get('via') or '?':<8}  {' '.join(p['addrs'])}"))
 
 
 # ------------------------------------------------------------------ daemon

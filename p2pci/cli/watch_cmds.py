@@ -27,6 +27,7 @@ from typing import Any
 import click
 
 from p2pci.core.errors import LocalError
+from p2pci.textsafe import safe_text
 
 HISTORY_FILE = "watch.sqlite"
 GIT_TIMEOUT_S = 300.0
@@ -236,10 +237,11 @@ def _echo_entry(e: Entry, as_json: bool) -> None:
         click.echo(json.dumps(asdict(e)), nl=True)
         sys.stdout.flush()
         return
+    # a watched repository's recipe and publish's error text are not ours: shown escaped
     if e.job is None:
-        click.echo(f"{e.commit[:12]}  publish failed (exit {e.exit_code}): {e.error}")
+        click.echo(safe_text(f"{e.commit[:12]}  publish failed (exit {e.exit_code}): {e.error}"))
     else:
-        click.echo(f"{e.commit[:12]}  {e.job[:12]}  {e.verdict}  {e.agreed} of {e.replicas} agreed")
+        click.echo(safe_text(f"{e.commit[:12]}  {e.job[:12]}  {e.verdict}  {e.agreed} of {e.replicas} agreed"))
 
 
 @click.command("watch")
@@ -311,7 +313,7 @@ def history_command(ctx: click.Context, project: str | None, limit: int, as_json
         return
     click.echo(f"{'COMMIT':<12}  {'PROJECT':<20}  {'JOB':<12}  {'VERDICT':<10}  AGREED")
     for e in entries:
-        click.echo(
-            f"{e.commit[:12]:<12}  {(e.project or '-'):<20.20}  {(e.job or '-')[:12]:<12}  {e.verdict:<10}  "
+        click.echo(safe_text(
+            f"{e.commit[:12]:<12}  {safe_text(e.project or '-'):<20.20}  {(e.job or '-')[:12]:<12}  {e.verdict:<10}  "
             f"{e.agreed} of {e.replicas}"
-        )
+        ))

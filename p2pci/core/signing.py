@@ -224,6 +224,19 @@ _TAIL_FIXED = 5 + 1 + 4 + 66 + 7 + 34 + 2 + 1
 _HEAD = b"\x85\xa4body"
 
 
+def _checked_bytes(raw: bytes, max_size: int) -> bytes:
+    """`raw` as `bytes` (a bytearray or memoryview is copied), at most `max_size` long.
+    ProtocolError("encoding") for any other type, ProtocolError("oversize") past the limit."""
+    if type(raw) is not bytes:
+        if isinstance(raw, (bytearray, memoryview)):
+            raw = bytes(raw)
+        else:
+            raise ProtocolError("envelope: expected bytes", "encoding")
+    if len(raw) > max_size:
+        raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}", "oversize")
+    return raw
+
+
 def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | None = None) -> Fact:
     """Decode and verify one envelope from the network. ProtocolError on anything wrong.
 
@@ -234,13 +247,7 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
     reveal that path does not take, takes `open_envelope_generic`, which gives the same `Fact`
     or names what is wrong.
     """
-    if type(raw) is not bytes:
-        if isinstance(raw, (bytearray, memoryview)):
-            raw = bytes(raw)
-        else:
-            raise ProtocolError("envelope: expected bytes", "encoding")
-    if len(raw) > max_size:
-        raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}", "oversize")
+    raw = _checked_bytes(raw, max_size)
     m = _REVEAL_RE.fullmatch(raw)
     if m is not None:
         fact = _open_reveal(raw, m, fact_id)
@@ -253,13 +260,7 @@ def open_envelope_generic(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: 
     """`open_envelope` without the reveal fast path: generic msgpack decode, re-encoding, the
     field checks of `messages`, then the signature. The reference the fast path is tested
     against (tests/unit/test_reveal_parser.py, the `reveal-fast` fuzz target)."""
-    if type(raw) is not bytes:
-        if isinstance(raw, (bytearray, memoryview)):
-            raw = bytes(raw)
-        else:
-            raise ProtocolError("envelope: expected bytes", "encoding")
-    if len(raw) > max_size:
-        raise ProtocolError(f"envelope: {len(raw)} bytes exceeds the limit of {max_size}", "oversize")
+    raw = _checked_bytes(raw, max_size)
     return _open_generic(raw, fact_id)
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from tests.fuzz.targets import SCRATCH_ENV, TARGETS
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".fuzz"
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+LIBFUZZER_INTERRUPTED = 72  # libFuzzer's -interrupted_exitcode: it got SIGINT and stopped
 
 
 def _inputs(name: str) -> list[Path]:
@@ -101,6 +103,8 @@ def cmd_run(names: list[str], seconds: int) -> int:
             )
         log = proc.stdout + proc.stderr
         (WORK / f"{name}.log").write_text(log)
+        if proc.returncode == LIBFUZZER_INTERRUPTED and "libFuzzer: run interrupted" in log:
+            raise KeyboardInterrupt  # the child got the Ctrl-C (its group's SIGINT): not a finding
         runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log)
         cov = re.findall(r"cov: (\d+)", log)
         after = len(list(corpus.iterdir()))
@@ -180,6 +184,10 @@ def cmd_coverage(names: list[str]) -> int:
 
 
 def main() -> int:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background of a shell without job control: Ctrl-C to the group must still
+        # stop the run (and its scratch directories) as it does in a terminal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     ap = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")

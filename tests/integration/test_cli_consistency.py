@@ -113,3 +113,9 @@ async def test_jobs_table_has_a_header_and_counts_like_the_tui(tmp_path: Path) -
         (job,) = model.jobs.values()
         tui_row = dict(zip(m.JOB_COLUMNS, m.job_row(model, job, 0), strict=True))
         assert (tui_row["votes"], tui_row["agree"], tui_row["verdict"]) == (cells[3], cells[4], cells[2])
+        # the other tables have headers too: `peers` (its rows under them)
+        r = await run_cli(home, "peers")
+        header, *rows = r.stdout.splitlines()
+        assert header.split() == ["PEER", "VIA", "ADDRESSES"], r.output
+        assert sorted(line.split()[0] for line in rows) == sorted(n.peer_id for n in c.nodes[1:])
+        assert all(line.index(line.split()[1]) == header.index("VIA") for line in rows)

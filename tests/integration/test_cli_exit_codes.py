@@ -172,7 +172,9 @@ async def test_each_documented_exit_code(tmp_path: Path) -> None:
         worker = c.nodes[2].paths.home
         for action in ("pause", "resume", "drain"):
             check(f"worker {action}", await run_cli(home, "worker", action), 2)  # node 0 never builds
-        check("worker pause", await run_cli(worker, "worker", "pause"), 0)
+        r = await run_cli(worker, "worker", "pause", "--json")
+        check("worker pause", r, 0)
+        assert (json.loads(r.stdout)["accepting"], json.loads(r.stdout)["paused_why"]) == ("paused", "paused by the donor")
         check("worker resume", await run_cli(worker, "worker", "resume"), 0)
         check("worker drain", await run_cli(worker, "worker", "drain", "--json"), 0)  # nothing running: drained now
         check("worker resume", await run_cli(worker, "worker", "resume"), 2)  # draining: no way back

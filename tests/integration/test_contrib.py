@@ -46,6 +46,9 @@ def test_unit_runs_real_p2pci_commands() -> None:
     assert env.get("P2PCI_LOG") == "WARNING"
     assert "ReadWritePaths" in s and s["ReadWritePaths"] == "/var/lib/p2pci"
     assert s["KillSignal"] == "SIGTERM"
+    # the first start's `init` mints the identity proof (minutes of CPU on a slow or busy host):
+    # systemd's default 90 s start timeout would kill it over and over
+    assert s["TimeoutStartSec"] == "infinity"
     with pytest.raises(click.UsageError):
         parses(["daemon", "--no-such-flag"])  # the check can fail
 

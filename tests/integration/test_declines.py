@@ -4,10 +4,12 @@ node shows per worker (the job object's `workers`), with the log of a timed-out 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from p2pci.config import WorkerSettings
@@ -54,6 +56,7 @@ async def test_a_timed_out_build_is_declined_with_its_log_and_replaced(tmp_path:
             assert len(final["rounds"]) >= 2 and bad.peer_id not in final["rounds"][-1]["workers"]
             assert final["declines"] == [{"worker": bad.peer_id, "reason": "timeout", "detail": row["detail"]}]
             await logs_of_the_timed_out_build(pub.paths.home, job, bad.peer_id)
+            await evidence_of_the_timed_out_build(pub.paths.home, tmp_path, job, row)
 
 
 async def logs_of_the_timed_out_build(home: Path, job: str, bad: str) -> None:
@@ -77,6 +80,35 @@ async def logs_of_the_timed_out_build(home: Path, job: str, bad: str) -> None:
     assert r.exit_code == 0 and r.stdout.splitlines()[-1].startswith("log of a build of "), r.output
 
 
+async def evidence_of_the_timed_out_build(home: Path, tmp: Path, job: str, row: dict[str, Any]) -> None:
+    """A decline is evidence in its own right (docs/protocol.md §4.7): the exported bundle holds the
+    worker's signed "could not build it, and why", and `p2pci verify` shows it offline."""
+    import json
+
+    from p2pci.core.evidence import load_bundle
+    from p2pci.core.messages import Decline
+    from p2pci.core.signing import public_of
+    from tests.integration.test_daemon_cli import run_cli
+
+    bundle = tmp / "timed-out.bundle"
+    r = await run_cli(home, "export", job, "-o", str(bundle))
+    assert r.exit_code == 0, r.output
+    view = load_bundle(bundle.read_bytes())  # every fact re-verified, the decline's signature too
+    (fact,) = view.declines[public_of(row["worker"])]
+    assert isinstance(fact.body, Decline)
+    assert (fact.body.reason, fact.body.detail) == ("timeout", row["detail"])
+    assert fact.body.log is not None and fact.body.log.sha256.hex() == row["log"]
+    no_daemon = tmp / "no-daemon"
+    r = await run_cli(no_daemon, "verify", str(bundle), "--json")
+    assert r.exit_code == 0, r.output
+    obj = json.loads(r.stdout)
+    assert obj["declines"] == [{"worker": row["worker"], "reason": "timeout", "detail": row["detail"]}]
+    (shown,) = [w for w in obj["workers"] if w["worker"] == row["worker"]]
+    assert (shown["phase"], shown["log"]) == ("timed_out", row["log"])
+    r = await run_cli(no_daemon, "verify", str(bundle))
+    assert f"declined {row['worker']}: timeout (timed out after 5s" in r.stdout, r.output
+
+
 async def test_a_build_that_cannot_start_is_declined(tmp_path: Path) -> None:
     broken = ScriptedRunner(fail=True)
     async with open_cluster(tmp_path, 3, runners=[None, broken, ScriptedRunner()]) as c:
@@ -95,6 +127,13 @@ async def test_policy_refusals_are_declined_and_name_their_limit(tmp_path: Path)
             (obj,) = await wait_job(
                 [c.nodes[0]], job, lambda o: sum(w["phase"] == "declined" for w in o["workers"]) == 3
             )
+        # the donor sees its own refusal and why: `jobs --mine` lists the job it declined
+        from tests.integration.test_daemon_cli import run_cli
+
+        r = await run_cli(c.nodes[1].paths.home, "jobs", "--mine")
+        assert r.exit_code == 0, r.output
+        head, row = r.stdout.splitlines()
+        assert head.endswith("MY PART") and row.startswith(job[:12]) and row.endswith("  declined (policy)")
     assert obj["verdict"] == "PENDING" and obj["rounds"] == []
     for w in obj["workers"]:
         assert w["reason"] == "policy" and w["detail"] == "timeout 5s exceeds 3s" and not w["selected"]
@@ -146,3 +185,27 @@ async def test_a_worker_whose_identity_proof_is_too_weak_declines_and_the_job_go
         assert row["phase"] == "declined" and row["reason"] == "identity" and not row["selected"], row
         assert f"below the offer's {CLUSTER_IDENTITY_BITS}" in row["detail"], row
         assert weak.peer_id not in {w for g in obj["groups"] for w in g["workers"]}
+
+
+async def test_at_info_a_node_logs_what_it_does(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """P2PCI_LOG=INFO shows what a node offers, claims, builds, commits, reveals and declines
+    (docs/operator.md, "Logs"): a policy refusal used to say nothing, even at INFO."""
+    caplog.set_level(logging.INFO, logger="p2pci.node")
+    strict = WorkerSettings(slots=2, max_timeout_s=3)  # the cluster publishes timeout_s = 5
+    async with open_cluster(tmp_path / "strict", 3, worker=strict) as c:
+        with trio.fail_after(30):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            await wait_job([c.nodes[0]], job, lambda o: sum(w["phase"] == "declined" for w in o["workers"]) == 3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "p2pci.node"]
+    assert f"job {job[:12]}: offered demo (2 of 2)" in lines
+    assert lines.count(f"job {job[:12]}: declined (policy: timeout 5s exceeds 3s)") == 3  # each worker, once
+    caplog.clear()
+    async with open_cluster(tmp_path / "ok", 3, runners=[None, ScriptedRunner(), ScriptedRunner()]) as c:
+        with trio.fail_after(30):
+            job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+            (final,) = await c.wait_verdict(job, [c.nodes[0]])
+    lines = [r.getMessage() for r in caplog.records if r.name == "p2pci.node"]
+    for step in ("claimed", "building (demo)", "committed"):
+        assert lines.count(f"job {job[:12]}: {step}") == 2, (step, lines)  # once per worker: renewals are quiet
+    revealed = f"job {job[:12]}: revealed exit 0 digest {final['digest'][:16]}"
+    assert lines.count(revealed) == 2, lines

@@ -38,6 +38,13 @@ async def test_diff_never_fetches_uncounted_reveals(tmp_path: Path) -> None:
         # a node outside the allowlist, with no commit, reveals another result and serves it
         bait = b"\x1b[2J not counted, never fetched\n"
         ref = junk.blobs.put_bytes(bait)
+        # tied and served for the job, as a worker's outputs are: only the counting rule keeps the
+        # observer (the job's publisher, whom any holder serves) from fetching it
+        junk.db.tie(bytes.fromhex(job), [(ref.sha256, "output")], served=True, at=0)
+        with trio.fail_after(10):
+            while junk.board.job(bytes.fromhex(job)) is None:  # its blob server checks the job's rule
+                await junk.changed.wait()
+        assert await junk.blob_access(ref.sha256, observer.peer_id) is None
         manifest = (ManifestEntry("artifact.txt", ref.size, 0o644, ref.sha256),)
         key = NodeKey.from_seed(hashlib.sha256(b"node2").digest())
         rev = Reveal.of(bytes.fromhex(job), None, secrets.token_bytes(16), 0, manifest,

@@ -10,6 +10,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,77 @@ def test_try_uses_the_pinned_inputs_and_the_cache(tmp_path: Path, index: Index) 
     assert "inputs: from the cache" in r2.stderr and "fetch|" not in r2.stderr
     r3 = CliRunner().invoke(cli, ["try", str(d), "--refetch"], env=env)
     assert r3.exit_code == 0 and "inputs: fetched in" in r3.stderr
+
+
+async def test_pip_fetched_inputs_reach_the_workers_of_a_mesh_and_the_job_reproduces(
+    tmp_path: Path, index: Index
+) -> None:
+    """The whole path: `publish` runs `pip download --require-hashes` against the offline index in
+    the fetch container, pins the packed result in the offer; two workers (in-process nodes, the
+    real Docker runner, no network) fetch it by hash from the publisher and `pip install` from
+    /build/inputs; they agree, and the fetched artifact is what alpha and beta print."""
+    import json
+    import uuid
+
+    import trio
+    from click.testing import CliRunner
+
+    from p2pci.cli.main import cli
+    from p2pci.config import WorkerSettings
+    from p2pci.runner.dockerutil import client
+    from p2pci.runner.inputs import file_sha256
+    from p2pci.testing.cluster import open_cluster, with_timing
+
+    image = resolve_image(PIP_IMAGE)  # FakeImages in the cluster: the recipe names the image by ID
+    busybox = resolve_image("busybox")
+    d = project(tmp_path, index)
+    toml = d / "p2pci.toml"
+    toml.write_text(toml.read_text().replace(f'image = "{PIP_IMAGE}"', f'image = "{image}"'))
+    tag = uuid.uuid4().hex
+    runners = [
+        DockerRunner(work_dir=tmp_path / f"work{i}", holder_image=busybox, labels={"p2pci.test": tag})
+        for i in range(2)
+    ]
+    env = {"P2PCI_CACHE_DIR": str(tmp_path / "cache")}
+    timing = with_timing(lease_ms=30_000, commit_slack_ms=30_000, blob_timeout_ms=10_000)
+    try:
+        async with open_cluster(
+            tmp_path / "mesh", 3, runners=[None, *runners], timing=timing, worker=WorkerSettings(slots=1)  # type: ignore[list-item]
+        ) as c:
+            home = c.nodes[0].paths.home
+
+            def run(*args: str) -> Any:
+                return CliRunner().invoke(cli, ["--home", str(home), *args], env=env)
+
+            with trio.fail_after(120):  # about 15 s here
+                r = await trio.to_thread.run_sync(  # abandoned on timeout: the cluster's end stops it
+                    lambda: run("publish", str(d), "--replicas", "2", "--quorum", "2", "--wait", "--json"),
+                    abandon_on_cancel=True,
+                )
+            assert r.exit_code == 0, r.output
+            assert any(ln.startswith("  fetch| ") and "Saved" in ln for ln in r.stderr.splitlines()), r.stderr
+            assert "/simple/alpha/" in index.requests and "/simple/beta/" in index.requests
+            final = json.loads(r.stdout.strip().splitlines()[-1])
+            assert final["verdict"] == "REPRODUCED", final
+            (group,) = final["groups"]
+            assert sorted(group["workers"]) == sorted(w.peer_id for w in c.nodes[1:])
+            p = final["provenance"]
+            sha = bytes.fromhex(p["inputs_sha256"])
+            with tarfile.open(c.nodes[0].blobs.path(sha)) as t:
+                assert sorted(m.name for m in t) == [
+                    "alpha-1.0-py3-none-any.whl", "beta-1.0-py3-none-any.whl", "data.txt"
+                ]  # fmt: skip
+            for w in c.nodes[1:]:  # every worker fetched the pinned tarball by hash and checked it
+                assert file_sha256(w.blobs.path(sha)) == (sha, p["inputs_size"])
+            out = tmp_path / "fetched"
+            with trio.fail_after(60):
+                f = await trio.to_thread.run_sync(
+                    lambda: run("fetch", final["job"], "--out", str(out)), abandon_on_cancel=True
+                )
+            assert f.exit_code == 0, f.output
+            assert (out / "hello.txt").read_text() == "alpha+beta\n"  # installed from /build/inputs
+            assert (out / "data.txt").read_text() == "pinned data\n"
+    finally:
+        for runner in runners:
+            runner.close()
+    assert client().containers.list(all=True, filters={"label": f"p2pci.test={tag}"}) == []

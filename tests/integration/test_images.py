@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -121,8 +122,23 @@ def test_cli_build_busybox_twice_same_id_and_list(tmp_path: Path) -> None:
     listed = cli.invoke(image_group, ["list", "--json"])
     assert listed.exit_code == 0
     assert any(i["id"] == id_a and i["recipe"] == "busybox" for i in json.loads(listed.stdout))
+    table = cli.invoke(image_group, ["list"]).stdout.splitlines()
+    assert table[0].split() == ["IMAGE", "ID", "RECIPE", "SIZE", "TAGS"]
+    (row,) = [line for line in table[1:] if line.startswith(id_a)]
+    assert row.split()[1] == "busybox" and row.index(" MB") + 3 == table[0].index("SIZE") + 4  # right-aligned
     exported = cli.invoke(image_group, ["export", id_a, str(tmp_path / "e.tar")])
     assert exported.exit_code == 0 and "sha256" in exported.stdout
     assert images.archive_image_id(tmp_path / "e.tar") == id_a
     imported = cli.invoke(image_group, ["import", str(tmp_path / "e.tar"), "--expect", id_a])
     assert imported.exit_code == 0 and imported.stdout.strip() == id_a
+    # --json: one document on stdout each (progress stays on stderr)
+    built = cli.invoke(image_group, ["build", "busybox", "--json"])
+    doc = json.loads(built.stdout)
+    assert (doc["image_id"], doc["recipe"]) == (id_a, "busybox") and doc["seconds"] >= 0
+    exported = cli.invoke(image_group, ["export", id_a, str(tmp_path / "j.tar"), "--json"])
+    data = (tmp_path / "j.tar").read_bytes()
+    assert json.loads(exported.stdout) == {
+        "file": str(tmp_path / "j.tar"), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()
+    }
+    imported = cli.invoke(image_group, ["import", str(tmp_path / "j.tar"), "--expect", id_a, "--json"])
+    assert json.loads(imported.stdout) == {"image_id": id_a}

@@ -17,7 +17,9 @@ from p2pci.testing.cluster import ScriptedRunner, open_cluster
 from tests.integration.test_daemon_cli import hello_recipe, run_cli
 from tests.unit.test_source_tree import git
 
-RECIPE = hello_recipe("tree")
+RECIPE = hello_recipe("tree").replace(
+    "timeout = 5\n", 'timeout = 5\nenv = { LC_ALL = "C", LANGUAGE = "en" }\nsource_date_epoch = 1700000000\n'
+)  # env and SOURCE_DATE_EPOCH are part of what a verdict is about: show and verify print them
 
 
 def source_hash(proj: Path, *args: str) -> str:
@@ -75,12 +77,15 @@ async def test_publish_builds_head_or_with_dirty_the_working_tree(tmp_path: Path
         assert (p["source_sha256"], p["commit"], p["image_recipe"]) == (clean, head, "busybox")
         assert p["tree"] == tree and p["inputs_sha256"] is None
         assert p["command"] == ["sh", "-c", "cp /build/src/hello.txt /out/"]
+        assert (p["env"], p["source_date_epoch"]) == ({"LANGUAGE": "en", "LC_ALL": "C"}, 1700000000)
         d = jobs["tree-dirty"]["provenance"]
         assert (d["source_sha256"], d["commit"], d["tree"]) == (dirty, None, None)  # no false claim
         # show, and verify of the exported bundle (the signed offer carries it), say the same
         job = jobs["tree"]["job"]
         shown = await run_cli(home, "show", job)
         assert shown.exit_code == 0, shown.output
+        shown_json = await run_cli(home, "show", job, "--json")
+        assert json.loads(shown_json.stdout)["provenance"] == p
         bundle = tmp_path / "job.bundle"
         ex = await run_cli(home, "export", job, "-o", str(bundle))
         assert ex.exit_code == 0, ex.output
@@ -91,6 +96,7 @@ async def test_publish_builds_head_or_with_dirty_the_working_tree(tmp_path: Path
             assert f"source   sha256 {clean}" in out
             assert f"git      commit {head}  tree {tree}" in out
             assert "(recipe busybox)" in out and "command  sh -c 'cp /build/src/hello.txt /out/'" in out
+            assert "env      LANGUAGE=en LC_ALL=C" in out and "SOURCE_DATE_EPOCH 1700000000" in out
             assert "inputs   none" in out
 
 
@@ -159,5 +165,18 @@ async def test_publish_pins_the_inputs_in_the_offer_and_workers_get_them(tmp_pat
             for w, runner in zip(c.nodes[1:], runners, strict=True):
                 assert [s.inputs_sha256 for s in runner.calls] == [sha]  # pinned in the spec it ran
                 assert w.blobs.size(sha) == p["inputs_size"]  # fetched by hash
+            err = r.stderr  # type: ignore[attr-defined]
+            assert "inputs: downloading" in err and "from the cache" not in err
+
+            # Again, unchanged: publish says the cache was used, downloads nothing, pins the same hash
+            asked = len(index.requests)
+            with trio.fail_after(60):
+                r = await trio.to_thread.run_sync(go)
+            assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+            err = r.stderr  # type: ignore[attr-defined]
+            assert f"inputs: from the cache (the fetch recipe, its image and the lockfiles are unchanged): sha256 {sha.hex()}" in err
+            assert "inputs: downloading" not in err and len(index.requests) == asked
+            again = json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[attr-defined]
+            assert again["job"] != final["job"] and again["provenance"]["inputs_sha256"] == sha.hex()
     finally:
         index.close()

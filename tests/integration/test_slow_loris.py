@@ -63,6 +63,32 @@ async def test_slow_loris_on_sync_and_peers_is_cut_off_per_frame() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_big_declared_frame_trickled_is_cut_off_by_the_request_deadline() -> None:
+    """A sync hello that declares the largest frame (8 MiB: its own deadline is 1 s + 16 s at
+    FRAME_MIN_RATE) and then trickles: the frame deadline alone would hold the stream 17 s;
+    the whole exchange's deadline (request_timeout, here 2 s) cuts it off first."""
+    from libp2p.peer.id import ID
+
+    async with trio.open_nursery() as nursery:
+        server = await start_node(nursery, read_timeout=1.0, request_timeout=2.0)
+        assert wire.frame_deadline(1.0, wire.MAX_SYNC_FRAME) > 15
+        async with raw_peer() as (host, _):
+            with trio.fail_after(10):
+                await host.connect(_info(server.net.addrs()[0]))
+            stream = await host.new_stream(ID.from_base58(server.net.peer_id), [wire.PROTO_SYNC])
+            t0 = time.monotonic()
+            await stream.write(wire.LEN.pack(wire.MAX_SYNC_FRAME))  # the header at once: in time
+            with trio.fail_after(12):  # without the request deadline: 17 s
+                async with trio.open_nursery() as n:
+                    n.start_soon(trickle, stream, b"\x81" * 200)
+                    await hung_up(stream)
+                    n.cancel_scope.cancel()
+            took = time.monotonic() - t0
+            assert took < 8, took
+            await wait_until(lambda: server.net.stats().get("sync_bad_streams", 0) >= 1, 5)
+        nursery.cancel_scope.cancel()
+
+
 def test_frame_deadline_grows_with_the_declared_size_only() -> None:
     assert wire.frame_deadline(10.0, 0) == 10.0
     assert wire.frame_deadline(10.0, wire.MAX_SYNC_FRAME) == 10.0 + wire.MAX_SYNC_FRAME / wire.FRAME_MIN_RATE

@@ -133,6 +133,28 @@ def test_status_facts_counters_line_is_bounded_and_safe() -> None:
     assert "facts from peers" not in m.snapshot_text(model2, 0)  # an older daemon: no line
 
 
+def test_status_once_has_a_quotas_section_with_what_was_dropped_and_why() -> None:
+    """issue 14: `status --once` (snapshot_text) says what the quotas dropped and evicted, by
+    reason, and only when something was; hostile reasons and counts never reach the terminal."""
+    quiet = {"dropped": {"peer_rate": 0, "peer_bytes": 0}, "evicted": {"jobs_per_node": 0}, "max_jobs": 4096}
+    model = m.StatusModel(connected=True)
+    assert model.apply_status({**status_obj([]), "quotas": quiet}, 0)
+    assert "== quotas" not in m.snapshot_text(model, 0)
+    busy = {
+        "dropped": {"peer_rate": 5, "peer_bytes": 0, "signer_rate": 2, "\x1b[2Jwipe": 9, "signer_bytes": "7", "x": -1},
+        "evicted": {"jobs_per_node": 3, "offers_per_key": True},
+        "dropped_from": {"peer": 5},
+    }
+    assert model.apply_status({**status_obj([]), "quotas": busy}, 0)
+    text = m.snapshot_text(model, 0)
+    section = text.split("== quotas", 1)[1].splitlines()[1:]
+    assert section == ["  dropped peer_rate  5", "  dropped signer_rate  2", "  evicted jobs_per_node  3"], text
+    assert "\x1b" not in text and "wipe" not in text
+    for junk in (None, "x", {"dropped": ["peer_rate"]}, {"evicted": {"a": 1 << 70}}):
+        assert model.apply_status({**status_obj([]), "quotas": junk}, 0)
+        assert "wipe" not in m.snapshot_text(model, 0)
+
+
 def test_every_worker_phase_the_daemon_sends_has_words_and_unknown_ones_are_marked() -> None:
     from p2pci.control.schema import WORKER_PHASES
     from tests.integration.test_tui_helpers import worker_row

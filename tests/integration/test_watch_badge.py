@@ -122,6 +122,12 @@ async def test_watch_once_disputed_and_errors(tmp_path: Path) -> None:
             r = await run_cli(home, "watch", str(repo), "--branch", "main", "--once")
         assert r.exit_code == 1, r.output  # DISPUTED: publish's exit code
         assert "DISPUTED" in r.stdout and "1 of 2 agreed" in r.stdout
+        # a git URL (not a path) goes through the same ls-remote and fetch: its own history
+        url = repo.resolve().as_uri()
+        with trio.fail_after(60):
+            r = await run_cli(home, "watch", url, "--branch", "main", "--once", "--json")
+        entry = json.loads(r.stdout)
+        assert r.exit_code == 1 and (entry["repo"], entry["verdict"]) == (url, "DISPUTED"), r.output
         r = await run_cli(home, "watch", str(repo), "--branch", "nope", "--once")
         assert r.exit_code == 2 and "no branch 'nope'" in r.stderr
         # a commit with a broken recipe is recorded as an error, and not retried
@@ -134,7 +140,8 @@ async def test_watch_once_disputed_and_errors(tmp_path: Path) -> None:
         r = await run_cli(home, "watch", str(repo), "--branch", "main", "--once")
         assert (r.exit_code, r.stdout) == (0, "")
         with open_history(home) as h:
-            assert [e.verdict for e in h.entries()] == ["ERROR", "DISPUTED"]
+            assert [(e.verdict, e.repo) for e in h.entries()] == [
+                ("ERROR", str(repo.resolve())), ("DISPUTED", url), ("DISPUTED", str(repo.resolve()))]
 
 
 async def test_watch_without_a_daemon_records_nothing(tmp_path: Path) -> None:

@@ -125,3 +125,35 @@ async def test_outside_the_schedule_nothing_is_claimed(tmp_path: Path) -> None:
             while not all(bytes.fromhex(job) in n.machine.jobs for n in c.nodes):
                 await wait_any_change(c.nodes)
         assert not c.nodes[0].board.job(bytes.fromhex(job)).claims  # type: ignore[union-attr]
+
+
+async def test_a_busy_host_takes_no_work_until_its_load_falls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `[worker] idle_load`: new work only while the 1-minute load average per CPU is below it.
+    # The host's load is the test's: os.getloadavg and os.cpu_count are replaced, and the
+    # daemon looks at them every 0.05 s instead of every 30 s.
+    import os
+
+    import p2pci.daemon.node as daemon_node
+
+    load = [8.0]  # 4.0 per CPU: busy
+    monkeypatch.setattr(daemon_node, "SCHEDULE_EVERY_S", 0.05)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    idle = WorkerSettings(slots=2, idle_load=0.5)
+    async with open_cluster(tmp_path, 3, worker=idle) as c:
+        with trio.fail_after(30):
+            while not all(n.machine.accepting == "paused" for n in c.nodes):
+                await wait_any_change(c.nodes)
+        status = await acontrol_call(c.nodes[1].paths.home, "status")
+        assert status["node"]["paused_why"] == "host busy (load 4.00 per CPU >= idle_load 0.5)"
+        job = await c.publish(c.nodes[0], replicas=2, quorum=2)
+        jid = bytes.fromhex(job)
+        with trio.fail_after(30):
+            while not all(jid in n.machine.jobs for n in c.nodes):
+                await wait_any_change(c.nodes)
+        assert not c.nodes[0].board.job(jid).claims  # type: ignore[union-attr]
+        load[0] = 0.9  # 0.45 per CPU: below idle_load, work is taken again
+        with trio.fail_after(60):
+            (final,) = await c.wait_verdict(job, [c.nodes[0]])
+        assert final["verdict"] == "REPRODUCED"
+        assert all(n.machine.accepting == "open" and n.paused_why == "" for n in c.nodes)

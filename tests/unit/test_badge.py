@@ -7,6 +7,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -64,3 +65,21 @@ def test_badge_from_the_history_without_a_daemon(tmp_path: Path) -> None:
     assert [t.text for t in parse(out.read_text()).iter(f"{SVG}text")] == ["p2pci", "disputed 2/3"]
     r = CliRunner().invoke(cli, ["--home", str(tmp_path), "badge", "nope"])
     assert r.exit_code == 2 and "no finished job of project 'nope'" in r.stderr
+
+
+def test_history_and_watch_lines_show_a_watched_repos_text_escaped(tmp_path: Path) -> None:
+    # the project name comes from the watched repository's recipe, the error from publish's
+    # stderr about it: a repository anyone pushes to must not drive this terminal
+    from p2pci.cli.watch_cmds import _echo_entry
+
+    hostile = "x\x1b[2J\x1b]0;owned\x07"
+    with open_history(tmp_path) as h:
+        h.add(entry(hostile, "REPRODUCED", 3, "aa" * 5))
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path), "history"])
+    assert r.exit_code == 0 and "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert r.stdout.splitlines()[1].split()[1].startswith("x\\x1b[2J")
+    failed = Entry("/repo", "main", "ab" * 20, None, None, "ERROR", 0, 0, 2, "bad name " + hostile, 0.0, None)
+    r = CliRunner().invoke(click.Command("t", callback=lambda: _echo_entry(failed, False)), [])
+    assert "\x1b" not in r.stdout and r.stdout.rstrip().endswith("bad name x\\x1b[2J\\x1b]0;owned\\x07")
+    r = CliRunner().invoke(click.Command("t", callback=lambda: _echo_entry(failed, True)), [])
+    assert json.loads(r.stdout)["error"] == "bad name " + hostile  # JSON keeps the text, escaped by JSON

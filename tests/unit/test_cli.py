@@ -128,6 +128,10 @@ def test_trust_offline(tmp_path: Path) -> None:
     assert json.loads(run(cli, ["--home", str(tmp_path), "trust", "list", "--json"]).stdout) == []
     bad = run(cli, ["--home", str(tmp_path), "trust", "add", "not-a-peer"])
     assert bad.exit_code == 2 and "peer ID" in bad.stderr
+    # --json: the resulting set (add, remove) or mode (count), one document on stdout
+    assert json.loads(run(cli, ["--home", str(tmp_path), "trust", "add", peer, "--json"]).stdout) == [peer]
+    assert json.loads(run(cli, ["--home", str(tmp_path), "trust", "remove", peer, "--json"]).stdout) == []
+    assert json.loads(run(cli, ["--home", str(tmp_path), "trust", "count", "all", "--json"]).stdout) == {"count": "all"}
 
 
 def test_verify_garbage_file(tmp_path: Path) -> None:

@@ -145,3 +145,32 @@ def test_fetch_env_has_the_ca_bundle_the_proxies_and_the_recipe_env(monkeypatch:
     assert env["PIP_INDEX_URL"] == "http://x/simple" and env["HOME"] == "/tmp"
     if Path(fetch.CA_BUNDLE).is_file():
         assert all(env[k] == fetch.CA_BUNDLE for k in ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS"))
+
+
+def test_the_fetch_runs_in_its_own_image_else_in_the_build_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pci.recipe import parse_recipe
+    from p2pci.runner import fetch
+    from p2pci.runner.source import pack_source
+
+    ids = {"busybox": "sha256:" + "1" * 64, "debian:bookworm+python3-pip": "sha256:" + "2" * 64}
+    ran: list[str] = []
+
+    def run_fetch(step: object, image_id: str, src: Path, out: Path, *, progress: object) -> None:
+        ran.append(image_id)
+        (out / "dep.txt").write_text("pinned\n")
+
+    monkeypatch.setattr(fetch, "run_fetch", run_fetch)
+    proj = tmp_path / "p"
+    proj.mkdir()
+    base = '[build]\nimage = "busybox"\ncommand = "true"\n[fetch]\ncommand = "true"\n'
+    for text in (base, base + 'image = "debian:bookworm+python3-pip"\n'):
+        (proj / "p2pci.toml").write_text(text)
+        pack_source(proj, tmp_path / "s.tar")
+        got = fetch.prepare_inputs(
+            parse_recipe(text, proj), tmp_path / "s.tar", cache_dir=tmp_path / "cache",
+            resolve=lambda name, progress: ids[name], progress=lambda _: None,
+        )  # fmt: skip
+        assert got is not None and not got.cached and got.files == 1  # another image: another key
+    assert ran == [ids["busybox"], ids["debian:bookworm+python3-pip"]]

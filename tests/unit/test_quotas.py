@@ -152,6 +152,23 @@ def test_jobs_per_node_evicts_the_oldest_unselected_junk_not_a_selected_job() ->
     assert set(m.live_ids(T0)[: len(real.facts)]) == {f.id for f in real.facts}  # protected first
 
 
+def test_sync_lists_a_protected_job_before_older_junk() -> None:
+    """The real job arrives after the junk (the board's order puts it last): anti-entropy still
+    lists its facts first, so a window cut at its end (wire.MAX_IDS) loses junk, not them."""
+    m = machine(max_jobs=1000)
+    sims = junk(30)
+    for s in sims:
+        m.receive_facts(s.facts, T0)
+    real = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    real.claim(key("w1"))
+    real.claim(key("w2"))
+    real.select()
+    m.receive_facts(real.facts, T0)
+    ids = m.live_ids(T0)
+    assert set(ids[: len(real.facts)]) == {f.id for f in real.facts}
+    assert set(ids[len(real.facts) :]) == {f.id for s in sims for f in s.facts}
+
+
 def test_our_own_jobs_and_jobs_we_take_part_in_are_never_evicted() -> None:
     m = machine(max_jobs=2)
     ours = JobSim(make_offer(m.cfg.key), publisher=m.cfg.key)

@@ -121,6 +121,7 @@ def test_units() -> None:
     assert parse_duration("10m") == 600
     assert parse_duration(45) == 45
     assert parse_duration("2h") == 7200
+    assert parse_duration("7d") == 604800
     assert parse_size_mb("1g") == 1024
     assert parse_size_mb("512MiB") == 512
     assert parse_size_mb(64) == 64

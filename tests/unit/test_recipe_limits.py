@@ -20,7 +20,9 @@ from p2pci.recipe import (
     default_worker_warnings,
     format_duration,
     format_size_mb,
+    parse_duration,
     parse_recipe,
+    parse_size_mb,
 )
 from p2pci.runner.base import RunnerPolicy
 
@@ -86,6 +88,11 @@ def test_values_above_default_workers_are_warned_about() -> None:
 def test_formatting() -> None:
     assert [format_duration(s) for s in (90, 600, 3600, 604800, 61)] == ["90s", "10m", "1h", "7d", "61s"]
     assert [format_size_mb(m) for m in (512, 1024, 1536, 1 << 20)] == ["512m", "1g", "1536m", "1t"]
+    # every formatted value is recipe syntax: the messages say "at most 7d", and "7d" parses
+    for sec in (1, 59, 90, 600, 3600, 86400, 604800, 604801):
+        assert parse_duration(format_duration(sec)) == sec
+    for mb in (1, 512, 1024, 1536, 1 << 20):
+        assert parse_size_mb(format_size_mb(mb)) == mb
 
 
 def _proj(tmp_path: Path, extra: str) -> Path:
