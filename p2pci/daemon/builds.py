@@ -372,6 +372,23 @@ class Builds:
 
         await trio.to_thread.run_sync(serve)
 
+    def log_bytes(self, job: bytes, offset: int, limit: int) -> tuple[int, bytes, int] | None:
+        """This node's log of `job` from `offset` (/p2pci/logtail/1): `(start, data, size)` of
+        the running build's output, else of the kept log of a finished one; None if neither.
+        Blocking (a file read): call it in a thread."""
+        live = self.live.get(job)
+        if live is not None:
+            return live.read(offset, limit)
+        p = self._job_dir(job) / "log"
+        try:
+            with p.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                start = min(offset, size)
+                f.seek(start)
+                return start, f.read(limit), size
+        except OSError:
+            return None
+
     def live_log(self, job: bytes) -> str | None:
         """This node's log of `job`: the output so far while it builds, else the kept log."""
         live = self.live.get(job)

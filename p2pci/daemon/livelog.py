@@ -103,6 +103,14 @@ class LiveLog:
             text = f"[p2pci: {skipped} bytes of log skipped]\n" + text
         return text
 
+    def read(self, offset: int, limit: int) -> tuple[int, bytes, int]:
+        """`(start, data, size)`: at most `limit` bytes of the output from `offset` (from `start`,
+        later than `offset` when older output is no longer kept), and the bytes fed so far."""
+        with self._lock:
+            first = self.fed - len(self.recent)
+            start = min(max(offset, first), self.fed)
+            return start, bytes(self.recent[start - first : start - first + limit]), self.fed
+
     def recent_text(self) -> str:
         with self._lock:
             return bytes(self.recent[-LOG_RECENT_MAX:]).decode("utf-8", "replace")

@@ -65,6 +65,7 @@ from p2pci.daemon.builds import Builds
 from p2pci.daemon.gc import GcReport
 from p2pci.daemon.gc import collect as gc_collect
 from p2pci.daemon.image_cache import DockerImages, Images
+from p2pci.daemon.logtail import RemoteTail
 from p2pci.identity_home import load_identity
 from p2pci.store.blobs import BlobStore
 from p2pci.store.facts import FactStore
@@ -243,6 +244,7 @@ class Node:
             )
         self.counters: dict[str, int] = {"rejected": 0, "accepted": 0, "duplicate": 0}
         self.evicted_facts = 0  # facts deleted by the board's quotas (status: quotas.evicted_facts)
+        self.logtail_refusals = 0  # /p2pci/logtail/1 requests refused (not the job's publisher)
         self.blob_refusals: dict[str, int] = {}  # blob requests refused by reason (status: storage)
         self.gc_totals = {"runs": 0, "bytes_freed": 0, "blobs_removed": 0, "images_removed": 0}
         self.gc_last: GcReport | None = None
@@ -298,6 +300,7 @@ class Node:
             self.network.set_sync_source(self)
             self.network.serve_blobs(self.blobs)
             self.network.set_blob_access(self.blob_access)
+            self.network.set_log_source(self.log_source)
             if self.builds is not None:
                 self.builds.store = self.store
                 self.builds.me = self.me
@@ -316,6 +319,7 @@ class Node:
                 nursery.start_soon(self._retention_loop)
                 nursery.start_soon(self._gc_loop)
                 nursery.start_soon(self._schedule_loop)
+                nursery.start_soon(self._logtail_loop)
                 await trio.to_thread.run_sync(self._write_addrs)
                 self.ready.set()
                 task_status.started()
@@ -699,6 +703,83 @@ class Node:
                 return None
         self.blob_refusals["not_allowed"] = self.blob_refusals.get("not_allowed", 0) + 1
         return refused
+
+    # ------------------------------------------------------------------ live logs (/p2pci/logtail/1)
+
+    async def log_source(self, job: bytes, peer_id: str, offset: int) -> tuple[str | None, int, bytes, int]:
+        """The logtail server's answer (`Network.set_log_source`): this node's own log of `job`
+        from `offset`, only to the job's publisher (its key is the offer's signer)."""
+        from p2pci.net.wire import LOGTAIL_MAX
+
+        refused = "this node serves a build's log only to the job's publisher"
+        view = self.machine.board.job(job)
+        try:
+            requester = public_of(peer_id)
+        except LocalError:
+            requester = b""
+        if view is None or view.offer is None or requester != view.offer.signer:
+            self.logtail_refusals += 1
+            return refused, 0, b"", 0
+        builds = self.builds
+        got = None if builds is None else await trio.to_thread.run_sync(builds.log_bytes, job, offset, LOGTAIL_MAX)
+        if got is None:
+            return "this node has no log of that job", 0, b"", 0
+        start, data, size = got
+        return None, start, data, size
+
+    async def _logtail_loop(self) -> None:
+        """While a control client listens: the new log lines of each remote worker building one of
+        our jobs, as `log` events (p2pci.daemon.logtail)."""
+        from p2pci.core.tally import worker_rows
+        from p2pci.daemon.logtail import LOGTAIL_EVERY_S
+
+        tails: dict[tuple[bytes, str], RemoteTail] = {}
+        while True:
+            await trio.sleep(LOGTAIL_EVERY_S)
+            if not self._subs:
+                continue
+            now = self.now()
+            want: set[tuple[bytes, str]] = set()
+            for view in self.machine.board.jobs():
+                if view.offer is None or view.offer.signer != self.me:
+                    continue
+                verdict = self.machine.verdict(view.job, now)
+                if verdict.final:
+                    continue
+                for row in worker_rows(view, verdict):
+                    if row["phase"] in ("selected", "committed") and row["worker"] != self.peer_id:
+                        want.add((view.job, str(row["worker"])))
+            for key in [k for k in tails if k not in want]:
+                self._send_remote_log(key, tails.pop(key).finish())
+            async with trio.open_nursery() as nursery:
+                connected = {p.peer_id for p in self.network.peers()}  # a gone worker: not dialled each second
+                for key in sorted(want):
+                    tail = tails.setdefault(key, RemoteTail())
+                    if not tail.done and key[1] in connected:
+                        nursery.start_soon(self._tail_one, key, tail)
+
+    async def _tail_one(self, key: tuple[bytes, str], tail: RemoteTail) -> None:
+        from p2pci.daemon.logtail import LOGTAIL_BURST, LOGTAIL_TIMEOUT_S
+        from p2pci.net.wire import LOGTAIL_MAX
+
+        job, worker = key
+        for _ in range(LOGTAIL_BURST):
+            try:
+                with trio.fail_after(LOGTAIL_TIMEOUT_S):
+                    off, data, size = await self.network.fetch_log(worker, job, tail.offset)
+            except ProtocolError as exc:
+                if exc.reason == "unsupported":  # an older worker: not asked again
+                    tail.done = True
+                return
+            except Exception:  # a stream reset, a timeout, a node stopping: asked again next round
+                return
+            self._send_remote_log(key, tail.feed(off, data))
+            if tail.done or len(data) < LOGTAIL_MAX or tail.offset >= size:
+                return
+
+    def _send_remote_log(self, key: tuple[bytes, str], text: str) -> None:
+        if text:
+            self.broadcast({"event": "log", "job": key[0].hex(), "worker": key[1], "text": text})
 
     # ------------------------------------------------------------------ garbage collection
 

@@ -45,6 +45,12 @@ BlobAccess = Callable[[bytes, str], Awaitable[str | None]]
 """`await access(sha256, requester_peer_id)`: None to serve the blob, else why it is refused
 (sent to the requester; the server counts `blob_refused`). Unset: every blob is served."""
 
+LogSource = Callable[[bytes, str, int], Awaitable["tuple[str | None, int, bytes, int]"]]
+"""`await source(job, requester_peer_id, offset)` -> `(refused, offset, data, size)`: `refused`
+None to serve `data` (this node's own log of `job` from `offset`, at most wire.LOGTAIL_MAX bytes;
+`offset` may be later than asked when older bytes are gone) of `size` bytes so far, else why not.
+Unset: every request is refused."""
+
 TOPIC = "/p2pci/board/1"
 MAX_FACT = 64 * 1024
 
@@ -166,6 +172,15 @@ class Network(Protocol):
 
     def set_blob_access(self, access: BlobAccess) -> None:
         """Ask `access` before serving any blob (see `BlobAccess`)."""
+        ...
+
+    def set_log_source(self, source: LogSource) -> None:
+        """Answer /p2pci/logtail/1 requests with `source` (see `LogSource`)."""
+        ...
+
+    async def fetch_log(self, peer: str, job: bytes, offset: int) -> tuple[int, bytes, int]:
+        """One /p2pci/logtail/1 request: `(offset, data, size)` of `peer`'s own log of `job`.
+        Raises MissingProtocol when `peer` does not speak it, ProtocolError when refused."""
         ...
 
     def set_sync_source(self, source: SyncSource) -> None: ...

@@ -42,6 +42,7 @@ from p2pci.net.base import (
     BlobUnavailable,
     Delivery,
     EmptySyncSource,
+    LogSource,
     NetEvent,
     PeerEvent,
     PeerInfo,
@@ -499,6 +500,7 @@ class LibP2PNetwork:
         self._validate = validate or _default_validate
         self._blobs = blobs
         self._blob_access: BlobAccess | None = None
+        self._log_source: LogSource | None = None
         self._sync: SyncSource = sync_source or EmptySyncSource()
         self.degree = degree
         self.sync_interval = sync_interval
@@ -588,6 +590,9 @@ class LibP2PNetwork:
 
     def set_blob_access(self, access: BlobAccess) -> None:
         self._blob_access = access
+
+    def set_log_source(self, source: LogSource) -> None:
+        self._log_source = source
 
     def forget(self, fact_ids: list[bytes]) -> None:
         """The daemon evicted (quotas) or refused (admission) these facts: not 'seen' any more, so sync can offer them again."""
@@ -766,6 +771,7 @@ class LibP2PNetwork:
         host.set_stream_handler(wire.PROTO_SYNC, self._handle_sync)
         host.set_stream_handler(wire.PROTO_BLOB, self._handle_blob)
         host.set_stream_handler(wire.PROTO_BLOB2, self._handle_blob)
+        host.set_stream_handler(wire.PROTO_LOGTAIL, self._handle_logtail)
         self._host = host
         on_mdns = self._mdns_handler() if self.mdns else None
         conns: list[Any] = []
@@ -1718,6 +1724,43 @@ class LibP2PNetwork:
                 await stream.close()
         except Exception as exc:
             await self._bad_stream(stream, "blob", exc)
+
+    # -- /p2pci/logtail/1 ------------------------------------------------------------
+    async def fetch_log(self, peer: str, job: bytes, offset: int) -> tuple[int, bytes, int]:
+        with trio.fail_after(self.request_timeout):
+            async with self._stream(peer, wire.PROTO_LOGTAIL) as stream:
+                with trio.fail_after(self.read_timeout):
+                    await stream.write(wire.logtail_request(job, offset))
+                payload = await self._read_frame(stream, wire.MAX_CONTROL_FRAME)
+        ok, error, off, data, size = wire.parse_logtail_response(payload, offset)
+        if not ok:
+            raise ProtocolError(f"refused: {error}")
+        self._stats.inc("logtail_received_bytes", len(data))
+        return off, data, size
+
+    async def _handle_logtail(self, stream: Any) -> None:
+        await self._guarded(stream, "logtail", self._serve_logtail)
+
+    async def _serve_logtail(self, stream: Any, peer: str) -> None:
+        try:
+            with trio.fail_after(self.request_timeout):  # the whole exchange
+                job, offset = wire.parse_logtail_request(await self._read_frame(stream, wire.MAX_CONTROL_FRAME))
+                if self._log_source is None:
+                    refused: str | None = "this node serves no build logs"
+                    off, data, size = 0, b"", 0
+                else:
+                    refused, off, data, size = await self._log_source(job, peer, offset)
+                if refused is not None:
+                    self._stats.inc("logtail_refused")
+                    reply = wire.logtail_response(False, refused)
+                else:
+                    self._stats.inc("logtail_served_bytes", len(data))
+                    reply = wire.logtail_response(True, "", off, data[: wire.LOGTAIL_MAX], size)
+                with trio.fail_after(self.read_timeout):
+                    await stream.write(reply)
+                await stream.close()
+        except Exception as exc:
+            await self._bad_stream(stream, "logtail", exc)
 
     # -- stream helpers --------------------------------------------------------------
     @asynccontextmanager

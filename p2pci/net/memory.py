@@ -36,14 +36,16 @@ from p2pci.net.base import (
     BlobUnavailable,
     Delivery,
     EmptySyncSource,
+    LogSource,
     NetEvent,
     PeerEvent,
     PeerInfo,
     SyncSource,
     Validator,
 )
-from p2pci.net.common import Fanout, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.common import Fanout, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
 from p2pci.net.quota import Quotas
+from p2pci.net.wire import LEN, LOGTAIL_MAX, PROTO_LOGTAIL, logtail_response, parse_logtail_response
 
 CHUNK = 64 * 1024
 
@@ -125,6 +127,8 @@ class MemoryNetwork:
         self._validate = validate
         self._blobs = blobs
         self._blob_access: BlobAccess | None = None
+        self._log_source: LogSource | None = None
+        self.speaks_logtail = True  # False: like a peer that lacks /p2pci/logtail/1
         self._sync = sync_source or EmptySyncSource()
         self.sync_interval = sync_interval
         self._seen = SeenIds()
@@ -226,6 +230,30 @@ class MemoryNetwork:
 
     def set_blob_access(self, access: BlobAccess) -> None:
         self._blob_access = access
+
+    def set_log_source(self, source: LogSource) -> None:
+        self._log_source = source
+
+    async def fetch_log(self, peer: str, job: bytes, offset: int) -> tuple[int, bytes, int]:
+        """/p2pci/logtail/1 through the hub: the same checks on the reply as over libp2p."""
+        await trio.lowlevel.checkpoint()
+        node = self.hub.nodes.get(peer)
+        if node is None or not self.hub.can_talk(self._peer_id, peer):
+            raise ProtocolError(f"{peer}: not reachable")
+        if not node.speaks_logtail:
+            self._stats.inc("peer_lacks_protocol")
+            raise MissingProtocol(peer, PROTO_LOGTAIL)
+        if node._log_source is None:
+            refused: str | None = "this node serves no build logs"
+            off, data, size = 0, b"", 0
+        else:
+            refused, off, data, size = await node._log_source(job, self._peer_id, offset)
+        if refused is not None:
+            node._stats.inc("logtail_refused")
+            raise ProtocolError(f"refused: {refused}")
+        reply = logtail_response(True, "", off, data[:LOGTAIL_MAX], size)
+        _ok, _err, off, data, size = parse_logtail_response(reply[LEN.size :], offset)
+        return off, data, size
 
     def forget(self, fact_ids: list[bytes]) -> None:
         """The daemon evicted (quotas) or refused (admission) these facts: not 'seen' any more, so sync can offer them again."""

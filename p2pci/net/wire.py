@@ -18,6 +18,11 @@ a py-libp2p stream does not reliably give the remote an empty read.
   length}` (`offset` a multiple of PIECE); server replies `{ok, error, have}` (`have`: a bitmap
   of the pieces it can serve, empty when it holds none); if ok and `length` > 0, `length` bytes
   follow as chunk frames. `length` 0 asks only for `have`.
+* `/p2pci/logtail/1` (docs/protocol.md §8.5): client sends `{job: b32, offset: int}`; server
+  replies `{ok, error, offset, data, size}`: at most LOGTAIL_MAX bytes of ITS OWN log of that
+  job's running (or just finished) build, starting at `offset` (≥ the one asked for when the
+  older bytes are no longer kept), and `size`, the bytes of log so far. Only the job's
+  publisher may ask; anyone else gets `ok` false.
 
 Decoders raise ProtocolError on anything that is not exactly the shape.
 
@@ -42,6 +47,8 @@ PROTO_PEERS = "/p2pci/peers/1"
 PROTO_SYNC = "/p2pci/sync/1"
 PROTO_BLOB = "/p2pci/blob/1"
 PROTO_BLOB2 = "/p2pci/blob/2"
+PROTO_LOGTAIL = "/p2pci/logtail/1"
+LOGTAIL_MAX = 16 * 1024  # bytes of log text in one /p2pci/logtail/1 reply
 PIECE = 1 << 20  # /p2pci/blob/2 ranges start on a piece boundary; `have` has a bit per piece
 
 LEN = struct.Struct(">I")
@@ -216,3 +223,31 @@ def parse_range_response(payload: bytes, size: int) -> tuple[bool, str, bytes]:
     if have and len(have) != have_len(size):
         raise ProtocolError("bad have bitmap")
     return bool(d["ok"]), d["error"], have
+
+
+# -- /p2pci/logtail/1 -----------------------------------------------------------
+def logtail_request(job: bytes, offset: int) -> bytes:
+    return encode({"job": job, "offset": offset})
+
+
+def parse_logtail_request(payload: bytes) -> tuple[bytes, int]:
+    d = decode_map(payload, {"job": bytes, "offset": int})
+    if len(d["job"]) != 32 or d["offset"] < 0:
+        raise ProtocolError("bad logtail request")
+    return d["job"], d["offset"]
+
+
+def logtail_response(ok: bool, error: str = "", offset: int = 0, data: bytes = b"", size: int = 0) -> bytes:
+    return encode(
+        {"ok": ok, "error": error[:200], "offset": offset, "data": data[:LOGTAIL_MAX], "size": size}
+    )
+
+
+def parse_logtail_response(payload: bytes, asked: int) -> tuple[bool, str, int, bytes, int]:
+    """`(ok, error, offset, data, size)`; a reply that starts before `asked`, carries more than
+    LOGTAIL_MAX bytes or ends past `size` is a ProtocolError."""
+    d = decode_map(payload, {"ok": bool, "error": str, "offset": int, "data": bytes, "size": int})
+    off, data, size = d["offset"], d["data"], d["size"]
+    if d["ok"] and (off < asked or len(data) > LOGTAIL_MAX or off + len(data) > size):
+        raise ProtocolError("bad logtail reply")
+    return bool(d["ok"]), d["error"], off, data, size
