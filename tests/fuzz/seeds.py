@@ -99,11 +99,19 @@ def _wire_seeds(envelopes: list[bytes]) -> dict[str, list[bytes]]:
             b"\x01" + payload(wire.blob_response(True)),
             b"\x01" + payload(wire.blob_response(False, "no such blob")),
             b"\x02" + wire.frame(b"x" * 10)[:4],
+            b"\x03" + payload(wire.range_request(ids[0], 2 * wire.PIECE, wire.PIECE, wire.PIECE)),
+            b"\x04" + payload(wire.range_response(True, "", b"\x03")),
+            b"\x04" + payload(wire.range_response(False, "no such blob")),
         ],
         "wire-peers": [
             b"\x00" + payload(wire.peers_request([addr])),
             b"\x01" + payload(wire.peers_response([addr], [addr, addr.replace("4001", "4002")])),
             b"\x01" + payload(wire.peers_response([], [])),
+        ],
+        "wire-logtail": [
+            b"\x00" + payload(wire.logtail_request(ids[0], 0)),
+            b"\x01" + payload(wire.logtail_response(True, "", 0, b"step 1\n", 7)),
+            b"\x01" + payload(wire.logtail_response(False, "only the publisher may read this log")),
         ],
     }
 

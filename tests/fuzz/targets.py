@@ -182,8 +182,11 @@ def _wire(kind: str) -> Callable[[], Callable[[bytes], None]]:
                 wire.parse_blob_request,
                 wire.parse_blob_response,
                 lambda p: wire.parse_length(p[:4], wire.CHUNK),
+                wire.parse_range_request,  # /p2pci/blob/2
+                lambda p: wire.parse_range_response(p, 2 * wire.PIECE),
             ],
             "peers": [wire.parse_peers_request, wire.parse_peers_response],
+            "logtail": [wire.parse_logtail_request, lambda p: wire.parse_logtail_response(p, 0)],
         }
         options = parsers[kind]
 
@@ -402,7 +405,14 @@ TARGETS: dict[str, Target] = {
             "blob frames (parse_blob_*)",
             ("p2pci/net/wire.py",),
             _wire("blob"),
-            ("parse_length", "decode_map", "parse_blob_request", "parse_blob_response"),
+            (
+                "parse_length",
+                "decode_map",
+                "parse_blob_request",
+                "parse_blob_response",
+                "parse_range_request",
+                "parse_range_response",
+            ),
         ),
         Target(
             "wire-peers",
@@ -410,6 +420,13 @@ TARGETS: dict[str, Target] = {
             ("p2pci/net/wire.py",),
             _wire("peers"),
             ("decode_map", "_addrs", "parse_peers_request", "parse_peers_response"),
+        ),
+        Target(
+            "wire-logtail",
+            "live-log frames (parse_logtail_*)",
+            ("p2pci/net/wire.py",),
+            _wire("logtail"),
+            ("decode_map", "parse_logtail_request", "parse_logtail_response"),
         ),
         Target(
             "control",
