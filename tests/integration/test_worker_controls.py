@@ -35,6 +35,9 @@ async def test_pause_takes_no_work_and_resume_takes_it_again(tmp_path: Path) -> 
             jid = bytes.fromhex(job)
             while not (v := pub.board.job(jid)) or w2.me not in v.claims:
                 await wait_any_change(c.nodes)
+            # on a loaded machine w2 may claim before the offer has even reached w1
+            while jid not in w1.machine.jobs:
+                await wait_any_change(c.nodes)
         assert w1.me not in pub.board.job(jid).claims  # type: ignore[union-attr]
         assert w1.machine.jobs[jid].phase == "WAITING"
         r = await run_cli(w1.paths.home, "worker", "resume", "--json")
