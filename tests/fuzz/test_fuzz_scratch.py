@@ -74,6 +74,15 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _has_input(tmp: Path) -> bool:
+    """A file in a scratch directory; the fuzzer writes and removes them as it goes, so a walk can
+    meet a file or directory that is gone by the time it is listed (FileNotFoundError)."""
+    try:
+        return any(p.is_file() for d in _leftovers(tmp) for p in (tmp / d).rglob("*"))
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
 def _long_run(tmp: Path) -> Iterator[subprocess.Popen[str]]:
     """A `make fuzz` of 300 s whose fuzzing child is running and has written an input into a
@@ -88,7 +97,7 @@ def _long_run(tmp: Path) -> Iterator[subprocess.Popen[str]]:
         start_new_session=True,  # its own process group: the Ctrl-C below reaches it alone
     )
     try:
-        _poll(lambda: any(p.is_file() for d in _leftovers(tmp) for p in (tmp / d).rglob("*")), 120, "an input")
+        _poll(lambda: _has_input(tmp), 120, "an input")
         yield proc
     finally:
         if proc.poll() is None:
