@@ -29,8 +29,9 @@ import trio
 from p2pci.config import Config, PublishSettings, Timing, WorkerSettings
 from p2pci.core.errors import BuildError
 from p2pci.core.identity import mint
+from p2pci.core.messages import Claim
 from p2pci.core.results import ManifestEntry, result_digest
-from p2pci.core.signing import NodeKey
+from p2pci.core.signing import Fact, NodeKey, seal
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.net.memory import MemoryHub, MemoryNetwork
 from p2pci.runner.base import BuildResult, BuildSpec, OnLog
@@ -171,6 +172,13 @@ class Cluster:
         )
         return str(job["job"])
 
+    async def publish_seen(self, node: Node, others: Sequence[Node], **kw: Any) -> str:
+        """Publish from `node` (as `publish`) and wait until every node of `others` holds the offer."""
+        job = await self.publish(node, **kw)
+        with trio.fail_after(20):
+            await self.wait_verdict(job, others, final=False)
+        return job
+
     async def wait_verdict(self, job: str, nodes: Sequence[Node] | None = None, *, final: bool = True) -> list[dict[str, Any]]:
         """Poll (on events) until every node has a final verdict for `job`."""
         out = []
@@ -240,6 +248,12 @@ async def open_cluster(
             yield c
         finally:
             nursery.cancel_scope.cancel()
+
+
+def sealed_claim(key: NodeKey, job: bytes) -> Fact:
+    """`key`'s claim in `job`, with an identity proof as strong as the cluster's offers demand: a
+    commit or reveal is admitted only from a signer that claimed (docs/protocol.md §4.8)."""
+    return seal(key, Claim(job, 2**40, mint(key.public, CLUSTER_IDENTITY_BITS)))
 
 
 def with_timing(**kw: int) -> Timing:

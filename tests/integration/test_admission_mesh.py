@@ -16,13 +16,12 @@ from pathlib import Path
 
 import trio
 
-from p2pci.core.identity import mint
-from p2pci.core.messages import BlobRef, Claim, Commit, Reveal
+from p2pci.core.messages import BlobRef, Commit, Reveal
 from p2pci.core.results import result_digest
 from p2pci.core.signing import NodeKey, seal
 from p2pci.daemon.node import Node, validate_fact
 from p2pci.net.memory import MemoryNetwork
-from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS, ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, sealed_claim
 from p2pci.tui.model import parse_quota_dropped
 
 
@@ -36,12 +35,10 @@ async def until(nodes: Sequence[Node], cond: Callable[[Node], bool]) -> None:
 async def test_a_commit_before_its_claim_is_refused_then_synced(tmp_path: Path) -> None:
     async with open_cluster(tmp_path, 2, runners=[None, None]) as c:
         pub, obs = c.nodes
-        job = await c.publish(pub, replicas=2, quorum=2)
+        job = await c.publish_seen(pub, [obs], replicas=2, quorum=2)
         jid = bytes.fromhex(job)
-        with trio.fail_after(20):
-            await c.wait_verdict(job, [obs], final=False)
         w = NodeKey.from_seed(secrets.token_bytes(32))
-        claim = seal(w, Claim(jid, 2**40, mint(w.public, CLUSTER_IDENTITY_BITS)))
+        claim = sealed_claim(w, jid)
         commit = seal(w, Commit(jid, secrets.token_bytes(32)))
         # the commit comes first, by gossip from a third peer: both nodes refuse it
         x = MemoryNetwork(c.hub, "X", validate=validate_fact)

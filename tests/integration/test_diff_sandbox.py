@@ -13,13 +13,12 @@ import trio
 from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
-from p2pci.core.identity import mint
-from p2pci.core.messages import BlobRef, Claim, Reveal
+from p2pci.core.messages import BlobRef, Reveal
 from p2pci.core.results import ManifestEntry
 from p2pci.core.signing import NodeKey, seal
 from p2pci.runner.base import Limits
 from p2pci.runner.diffbox import DIFF_IMAGE, builtin_diff, diff_in_container, run_sandboxed
-from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS, ScriptedRunner, open_cluster
+from p2pci.testing.cluster import ScriptedRunner, open_cluster, sealed_claim
 
 
 async def run_cli(home: Path, *args: str) -> Result:
@@ -52,8 +51,7 @@ async def test_diff_never_fetches_uncounted_reveals(tmp_path: Path) -> None:
         key = NodeKey.from_seed(hashlib.sha256(b"node2").digest())
         rev = Reveal.of(bytes.fromhex(job), None, secrets.token_bytes(16), 0, manifest,
                      BlobRef(bytes(32), 0), ())
-        claim = Claim(bytes.fromhex(job), 2**40, mint(key.public, CLUSTER_IDENTITY_BITS))
-        assert await observer.ingest(seal(key, claim).raw) is not None
+        assert await observer.ingest(sealed_claim(key, bytes.fromhex(job)).raw) is not None
         assert await observer.ingest(seal(key, rev).raw) is not None
         r = await run_cli(observer.paths.home, "diff", job)
         assert r.exit_code == 0, r.output

@@ -15,13 +15,12 @@ import trio
 from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
-from p2pci.core.identity import mint
-from p2pci.core.messages import BlobRef, Claim, Reveal
+from p2pci.core.messages import BlobRef, Reveal
 from p2pci.core.results import result_digest
 from p2pci.core.signing import NodeKey, seal
 from p2pci.daemon import logs
 from p2pci.daemon.node import Node
-from p2pci.testing.cluster import CLUSTER_IDENTITY_BITS, open_cluster
+from p2pci.testing.cluster import open_cluster, sealed_claim
 
 
 async def run_cli(home: Path, *args: str) -> Result:
@@ -42,8 +41,7 @@ async def reveal_log(observer: Node, revealer: Node, job: str, data: bytes) -> B
     key = NodeKey.from_seed(hashlib.sha256(f"node{revealer_index(revealer)}".encode()).digest())
     rev = Reveal.of(bytes.fromhex(job), result_digest(0, ()), secrets.token_bytes(16), 0, (), BlobRef(ref.sha256, ref.size), ())
     # a reveal is stored only from a key that claimed the job (docs/protocol.md §4.8)
-    claim = Claim(bytes.fromhex(job), 2**40, mint(key.public, CLUSTER_IDENTITY_BITS))
-    assert await observer.ingest(seal(key, claim).raw) is not None
+    assert await observer.ingest(sealed_claim(key, bytes.fromhex(job)).raw) is not None
     assert await observer.ingest(seal(key, rev).raw) is not None
     return BlobRef(ref.sha256, ref.size)
 

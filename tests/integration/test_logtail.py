@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from p2pci.core.errors import ProtocolError
 from p2pci.daemon import logtail
 from p2pci.daemon.logtail import RemoteTail
 from p2pci.net import wire
-from p2pci.testing.cluster import ScriptedRunner, open_cluster
+from p2pci.testing.cluster import Cluster, ScriptedRunner, open_cluster
 
 
 async def _remote_log(events: Any, job: str, worker: str, until: str) -> str:
@@ -40,22 +42,32 @@ async def _remote_log(events: Any, job: str, worker: str, until: str) -> str:
     raise AssertionError("the subscription ended")
 
 
-async def test_publisher_sees_a_remote_workers_lines_while_it_builds(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _held_remote_build(tmp_path: Path, lines: tuple[str, ...], until: str) -> AsyncIterator[tuple[Cluster, str, str, threading.Event]]:
+    """Node 1 builds node 0's job, sending `lines` as its live log, then waits on `gate` (released on
+    exit at the latest). Yields (cluster, job, the `log` text node 0's subscriber got up to `until`, gate)."""
     gate = threading.Event()
-    runner = ScriptedRunner(gate=gate, log_lines=("step 1: configure", "step 2: compile"))
-    async with open_cluster(tmp_path, 2, runners=[None, runner]) as c:
+    async with open_cluster(tmp_path, 2, runners=[None, ScriptedRunner(gate=gate, log_lines=lines)]) as c:
         publisher, builder = c.nodes
-        async with subscribe(publisher.paths.home) as events:
-            job = await c.publish(publisher, replicas=1, quorum=1, workers=[builder.peer_id])
-            with trio.fail_after(20):
-                got = await _remote_log(events, job, builder.peer_id, "step 2: compile")
-            assert not gate.is_set()  # still building: held by the gate
-            view = publisher.board.job(bytes.fromhex(job))
-            assert view is not None and view.commits == {} and view.reveals == {}
-            assert got == "step 1: configure\nstep 2: compile\n"
+        try:
+            async with subscribe(publisher.paths.home) as events:
+                job = await c.publish(publisher, replicas=1, quorum=1, workers=[builder.peer_id])
+                with trio.fail_after(20):
+                    got = await _remote_log(events, job, builder.peer_id, until)
+            yield c, job, got, gate
+        finally:
             gate.set()
-            (obj,) = await c.wait_verdict(job, [publisher])
-            assert obj["verdict"] == "REPRODUCED"
+
+
+async def test_publisher_sees_a_remote_workers_lines_while_it_builds(tmp_path: Path) -> None:
+    async with _held_remote_build(tmp_path, ("step 1: configure", "step 2: compile"), "step 2: compile") as (c, job, got, gate):
+        publisher = c.nodes[0]
+        view = publisher.board.job(bytes.fromhex(job))  # still building: held by the gate
+        assert view is not None and view.commits == {} and view.reveals == {}
+        assert got == "step 1: configure\nstep 2: compile\n"
+        gate.set()
+        (obj,) = await c.wait_verdict(job, [publisher])
+        assert obj["verdict"] == "REPRODUCED"
 
 
 async def test_only_the_publisher_may_read_a_running_builds_log(tmp_path: Path) -> None:
@@ -117,19 +129,11 @@ def test_a_remote_tail_is_bounded_per_worker_and_decodes_safely(monkeypatch: pyt
 
 
 async def test_hostile_remote_log_is_printed_escaped(tmp_path: Path) -> None:
-    gate = threading.Event()
     evil = "pwned \x1b]0;owned title\x07\x1b[2J\x1b[31mred"
-    runner = ScriptedRunner(gate=gate, log_lines=(evil,))
-    async with open_cluster(tmp_path, 2, runners=[None, runner]) as c:
-        publisher, builder = c.nodes
-        async with subscribe(publisher.paths.home) as events:
-            job = await c.publish(publisher, replicas=1, quorum=1, workers=[builder.peer_id])
-            with trio.fail_after(20):
-                got = await _remote_log(events, job, builder.peer_id, "red")
-            gate.set()
+    async with _held_remote_build(tmp_path, (evil,), "red") as (c, _job, got, _gate):
         assert got == evil + "\n"  # --events / --json: the exact text
         out = io.StringIO()
-        Progress(out, tty=False).log(builder.peer_id, got)
+        Progress(out, tty=False).log(c.nodes[1].peer_id, got)
         printed = out.getvalue()
         assert "\x1b" not in printed and "\x07" not in printed
         assert "pwned \\x1b]0;owned title\\x07\\x1b[2J\\x1b[31mred" in printed
