@@ -71,6 +71,9 @@ class JobView:
     version: int = 0
     # bumped on every new fact that can change the verdict (claims too: they can make a select valid)
     tally_version: int = 0
+    # bumped on every new fact but a signer's first reveal in this job: while it holds, the
+    # tally's votes are updated with the new signers' votes instead of recounted (core.tally)
+    base_version: int = 0
     # bumped on every new offer, claim or select: what `selection.selection` depends on
     select_version: int = 0
     # caches owned by p2pci.core.tally (keyed so that they never go stale)
@@ -131,6 +134,7 @@ class JobView:
             else:
                 mine.append(fact)
                 self.equivocators.add(signer)
+                self.base_version += 1
             witnesses = self.witnesses
             for cid in body.seen:
                 w = witnesses.get(cid)
@@ -138,27 +142,29 @@ class JobView:
                     witnesses[cid] = {signer}
                 else:
                     w.add(signer)
-        elif kind == "claim":
-            # a claim can make a `select` that lists it verifiable: it may change the verdict
-            self.claims.setdefault(fact.signer, []).append(fact)
-            self.claim_ids[fact.id] = fact
-        elif kind == "commit":
-            mine = self.commits.setdefault(fact.signer, [])
-            mine.append(fact)
-            if len(mine) > 1:
-                self.equivocators.add(fact.signer)
-            self.commit_ids[fact.id] = fact
-        elif kind == "offer":
-            assert isinstance(body, Offer)
-            self.offer = fact
-            self._allow = body.allowlist
-        elif kind == "cancel":
-            self.cancels.append(fact)
-        elif kind == "select":
-            assert isinstance(body, Select)
-            self.selects.setdefault(body.round, []).append(fact)
-        elif kind == "decline":
-            self.declines.setdefault(fact.signer, []).append(fact)
+        else:
+            self.base_version += 1
+            if kind == "claim":
+                # a claim can make a `select` that lists it verifiable: it may change the verdict
+                self.claims.setdefault(fact.signer, []).append(fact)
+                self.claim_ids[fact.id] = fact
+            elif kind == "commit":
+                mine = self.commits.setdefault(fact.signer, [])
+                mine.append(fact)
+                if len(mine) > 1:
+                    self.equivocators.add(fact.signer)
+                self.commit_ids[fact.id] = fact
+            elif kind == "offer":
+                assert isinstance(body, Offer)
+                self.offer = fact
+                self._allow = body.allowlist
+            elif kind == "cancel":
+                self.cancels.append(fact)
+            elif kind == "select":
+                assert isinstance(body, Select)
+                self.selects.setdefault(body.round, []).append(fact)
+            elif kind == "decline":
+                self.declines.setdefault(fact.signer, []).append(fact)
         self.ids.add(fact.id)
         self.version += 1
         self.tally_version += 1

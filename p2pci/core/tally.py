@@ -45,6 +45,7 @@ Equal facts give equal verdicts on every node, whatever the arrival order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Literal
 
 from p2pci.core.board import JobView
@@ -177,15 +178,19 @@ PENDING = Verdict("PENDING")
 
 
 class _Memo:
-    """The last verdict computed for a view (one per view: the daemon uses one policy)."""
+    """The last verdict computed for a view (one per view: the daemon uses one policy), and the
+    job's votes under that policy (`_Votes`), kept while only first reveals arrive."""
 
-    __slots__ = ("version", "expired", "policy", "verdict")
+    __slots__ = ("version", "expired", "policy", "verdict", "votes")
 
-    def __init__(self, version: int, expired: bool, policy: ObserverPolicy, verdict: Verdict) -> None:
+    def __init__(
+        self, version: int, expired: bool, policy: ObserverPolicy, verdict: Verdict, votes: _Votes
+    ) -> None:
         self.version = version
         self.expired = expired
         self.policy = policy
         self.verdict = verdict
+        self.votes = votes
 
 
 def _satisfies(workers: tuple[bytes, ...], requires: tuple[Require, ...]) -> bool:
@@ -201,233 +206,377 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
 
     Memoised on the view: the verdict depends on `now` only through
     `now >= deadline` and not on claims, so (tally_version, expired?, policy)
-    is a complete key.
+    is a complete key. While only first reveals arrive (`JobView.base_version`
+    unchanged), the job's votes are updated with the new signers' votes instead
+    of recounted (`_Votes`).
     """
-    offer_fact = view.offer
-    expired = offer_fact is not None and now >= offer_fact.body.deadline  # type: ignore[union-attr]
-    cache = view.cache
-    memo = cache.get(_MEMO)
-    if type(memo) is _Memo:
-        if (
-            memo.version == view.tally_version
-            and memo.expired == expired
-            and (memo.policy is policy or memo.policy == policy)
-        ):
-            return memo.verdict
-        if len(cache) <= 4096:  # reuse the memo object: one allocation fewer per tally
-            verdict = _tally(view, now, policy)
-            memo.version, memo.expired, memo.policy, memo.verdict = view.tally_version, expired, policy, verdict
-            return verdict
-    if len(cache) > 4096:
-        cache.clear()
-    verdict = _tally(view, now, policy)
-    cache[_MEMO] = _Memo(view.tally_version, expired, policy, verdict)
-    return verdict
-
-
-_MEMO = "verdict"
-_NO_KEYS: frozenset[bytes] = frozenset()
-
-
-def _tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
     offer_fact = view.offer
     if offer_fact is None:
         return PENDING
+    offer: Offer = offer_fact.body  # type: ignore[assignment]
+    expired = now >= offer.deadline
+    cache = view.cache
+    memo = cache.get(_MEMO)
+    if type(memo) is _Memo and (memo.policy is policy or memo.policy == policy):
+        if memo.version == view.tally_version and memo.expired == expired:
+            return memo.verdict
+        votes = memo.votes
+        if votes.base != view.base_version:
+            votes = memo.votes = _Votes(view, offer, offer_fact.signer, policy)
+        reveals = view.reveals
+        if len(reveals) > votes.n:
+            votes.update(view)
+        verdict = votes.verdict(view, now, offer)
+        memo.version, memo.expired, memo.verdict = view.tally_version, expired, verdict
+        return verdict
+    votes = _Votes(view, offer, offer_fact.signer, policy)
+    votes.update(view)
+    verdict = votes.verdict(view, now, offer)
+    cache[_MEMO] = _Memo(view.tally_version, expired, policy, verdict, votes)
+    return verdict
+
+
+def _tally(view: JobView, now: int, policy: ObserverPolicy) -> tuple[Verdict, _Votes | None]:
+    """The verdict counted from scratch (no memo, no kept votes), and the votes it was counted
+    from (None: no offer). `tally` does the same when it has nothing to start from."""
+    offer_fact = view.offer
+    if offer_fact is None:
+        return PENDING, None
     offer = offer_fact.body
     assert isinstance(offer, Offer)
-    sel = selection(view)
-    chosen = sel.selected
-    allow = view.allowlist
-    trust = policy.trust
-    oreq = offer.require
-    preq = policy.require
-    requires: tuple[Require, ...]
-    if oreq is None:
-        requires = () if preq is None else (preq,)
-    else:
-        requires = (oreq,) if preq is None else (oreq, preq)
-    no_copy: frozenset[bytes] | set[bytes] = allow or _NO_KEYS
-    if requires:
-        no_copy = set(no_copy)
-        for r in requires:
-            no_copy.update(r.keys)
-    quorum = offer.quorum
-    if policy.quorum is not None and policy.quorum > quorum:
-        quorum = policy.quorum
+    votes = _Votes(view, offer, offer_fact.signer, policy)
+    votes.update(view)
+    return votes.verdict(view, now, offer), votes
 
-    commits = view.commits
-    reveals = view.reveals
-    # equivocation of unselected keys is their own business
-    equiv = view.equivocators & chosen if view.equivocators else _NO_KEYS
-    cache = view.cache
 
-    ignored: list[Ignored] = []
-    # signer -> its vote (digest, exit_code, commit id, digest + exit_code byte: its group) if it
-    # passes rules 1-5; in key order
-    cands: dict[bytes, _Vote] = {}
-    for signer in sorted(reveals):
-        if signer not in chosen:
-            ignored.append(Ignored(signer, R_NOT_SELECTED))
-            continue
-        if signer in equiv:
-            continue
-        if allow is not None and signer not in allow:
-            ignored.append(Ignored(signer, R_NOT_ALLOWED))
-            continue
-        if trust is not None and signer not in trust:
-            ignored.append(Ignored(signer, R_NOT_TRUSTED))
-            continue
-        cfs = commits.get(signer)
-        if not cfs:
-            ignored.append(Ignored(signer, R_NO_COMMIT))
-            continue
-        # rule 5, once per (reveal, commit) pair: the cache is keyed by their fact ids
-        rev_fact = reveals[signer][0]
-        com = cfs[0]
-        key = rev_fact.id + com.id  # bytes: no tuple for the collector to track
-        vote = cache.get(key)
-        if vote is None:
-            rev: Reveal = rev_fact.body  # type: ignore[assignment]
-            if commit_hash(rev.salt, rev.digest, signer) == com.body.hash:  # type: ignore[union-attr]
-                vote = (rev.digest, rev.exit_code, com.id, rev.digest + _CODE_BYTE[rev.exit_code])
-            else:
-                vote = _MISMATCH
-            cache[key] = vote
-        if vote is _MISMATCH:
-            ignored.append(Ignored(signer, R_COMMIT_MISMATCH))
-            continue
-        cands[signer] = vote  # type: ignore[assignment]
+_MEMO = "verdict"
+_CHECKED = "rule5"
+_NO_KEYS: frozenset[bytes] = frozenset()
 
-    # witness rule: the greatest set of votes in which every vote that is not exempt is witnessed
-    # by another vote of the set with the same digest. Exempt: keys trusted not to copy, and a vote
-    # whose digest no other candidate vote has (nobody revealed that digest: there was nothing to
-    # copy). The rule is monotone, so removing unwitnessed votes until none is left gives the one
-    # greatest set, whatever the order.
-    if len(cands) > 1:
-        per_digest: dict[bytes, int] = {}
-        for v in cands.values():
-            per_digest[v[0]] = per_digest.get(v[0], 0) + 1
-        changed = len(per_digest) < len(cands)  # some digest has two votes or more
-        if changed and no_copy:
-            changed = any(per_digest[v[0]] > 1 and s not in no_copy for s, v in cands.items())
-        seen_by = view.witnesses
-        while changed:
-            changed = False
-            for signer in list(cands):
-                dg, _, cid, _ = cands[signer]
-                if per_digest[dg] == 1 or signer in no_copy:
-                    continue
-                for w in seen_by.get(cid, ()):
-                    if w != signer:
-                        other = cands.get(w)
-                        if other is not None and other[0] == dg:
-                            break
-                else:
-                    del cands[signer]
-                    ignored.append(Ignored(signer, R_NOT_SEEN))
-                    changed = True
 
-    groups: tuple[Group, ...]
-    if not cands:
-        groups = ()
-    else:
-        votes: dict[bytes, list[bytes]] = {}
-        for signer, v in cands.items():  # in key order: each group's workers sorted
-            ws = votes.get(v[3])
-            if ws is None:
-                votes[v[3]] = [signer]
-            else:
-                ws.append(signer)
-        made = [_group_of(cands[ws[0]], ws) for ws in votes.values()]
-        if len(made) > 1:
-            made.sort(key=_group_order)
-        groups = tuple(made)
-    counted = len(cands)
-    equivocators = tuple(sorted(equiv)) if equiv else ()
-    if not ignored:
-        ignored_t: tuple[Ignored, ...] = ()
-    else:
-        if len(ignored) > 1:
-            ignored.sort(key=_worker_of)
-        ignored_t = tuple(ignored)
-    # selected workers whose reveal this node lacks: those that committed, and those of the latest
-    # round that neither revealed nor declined (a worker dropped without a commit owes nothing)
-    view_declines = view.declines
-    missing: tuple[bytes, ...] = ()
-    if len(reveals) < len(chosen) or not chosen.issubset(reveals):
+class _Votes:
+    """A job's votes under one observer policy: everything the verdict needs besides `now`.
+
+    Built from the facts other than reveals (the offer, selection, commits, declines, cancels:
+    `base` is the view's `base_version` then), then each revealing signer is added once, in
+    arrival order (`update`: the first `n` signers of `view.reveals` are in). A signer's first
+    reveal changes nothing that was derived from the other facts, and the witness rule decomposes
+    by digest (a witness must be a counted vote *with the same digest*, and whether a vote is
+    exempt depends only on how many candidate votes share its digest), so a new vote re-runs the
+    rule for its own digest only, and the groups of the other digests are kept. A full tally is
+    the same code from a new `_Votes`; any other new fact (`base_version` moves) starts one.
+
+    Rule 5 (the reveal matches its commit) is checked once per signer and view: a signer's first
+    reveal and first commit never change, so the result is kept in `view.cache` (`_CHECKED`)
+    across new `_Votes` and policies."""
+
+    __slots__ = (
+        "base",
+        "n",
+        "sel",
+        "chosen",
+        "equiv",
+        "allow",
+        "trust",
+        "no_copy",
+        "requires",
+        "quorum",
+        "cancelled",
+        "missing",
+        "equivocators",
+        "declines",
+        "checked",
+        "pre",
+        "unseen",
+        "groups",
+        "groups_t",
+        "ignored",
+        "ignored_t",
+    )
+
+    def __init__(self, view: JobView, offer: Offer, offer_signer: bytes, policy: ObserverPolicy) -> None:
+        self.base = view.base_version
+        self.n = 0  # signers of view.reveals added so far (its keys, in arrival order)
+        sel = self.sel = selection(view)
+        chosen = self.chosen = sel.selected
+        allow = self.allow = view.allowlist
+        self.trust = policy.trust
+        oreq = offer.require
+        preq = policy.require
+        requires: tuple[Require, ...]
+        if oreq is None:
+            requires = () if preq is None else (preq,)
+        else:
+            requires = (oreq,) if preq is None else (oreq, preq)
+        self.requires = requires
+        no_copy: frozenset[bytes] | set[bytes] = allow or _NO_KEYS
+        if requires:
+            no_copy = set(no_copy)
+            for r in requires:
+                no_copy.update(r.keys)
+        self.no_copy = no_copy
+        quorum = offer.quorum
+        if policy.quorum is not None and policy.quorum > quorum:
+            quorum = policy.quorum
+        self.quorum = quorum
+        # equivocation of unselected keys is their own business
+        equiv = self.equiv = view.equivocators & chosen if view.equivocators else _NO_KEYS
+        self.equivocators = tuple(sorted(equiv)) if equiv else ()
+        self.cancelled = bool(view.cancels) and any(c.signer == offer_signer for c in view.cancels)
+        # selected workers whose reveal this board lacks: those that committed, and those of the
+        # latest round that neither revealed nor declined (a worker dropped without a commit owes
+        # nothing). A new reveal takes its signer out (`add`).
+        commits = view.commits
+        view_declines = view.declines
         current = sel.current_set
-        missing_l = [
+        reveals = view.reveals
+        missing = [
             w
             for w in chosen
             if w not in reveals and (w in commits or (w in current and w not in view_declines))
         ]
-        if missing_l:
-            missing_l.sort()
-            missing = tuple(missing_l)
-    declines = (
-        tuple(
-            sorted(
-                (w, d.body.reason, d.body.detail)
-                for w, fs in view_declines.items()
-                if w in chosen
-                for d in fs
-                if isinstance(d.body, Decline)
+        missing.sort()
+        self.missing = tuple(missing)
+        self.declines = (
+            tuple(
+                sorted(
+                    (w, d.body.reason, d.body.detail)
+                    for w, fs in view_declines.items()
+                    if w in chosen
+                    for d in fs
+                    if isinstance(d.body, Decline)
+                )
             )
+            if view_declines
+            else ()
         )
-        if view_declines
-        else ()
-    )
+        checked = view.cache.get(_CHECKED)
+        if type(checked) is not dict:
+            checked = view.cache[_CHECKED] = {}
+        self.checked: dict[bytes, _Vote | bool] = checked  # signer -> its rule-5 result
+        self.pre: dict[bytes, dict[bytes, _Vote]] = {}  # digest -> signer -> vote passing rules 1-5
+        self.unseen: dict[bytes, list[Ignored]] | None = None  # digest -> its votes the witness rule drops
+        self.groups: dict[bytes, Group] = {}  # group key (digest + exit code byte) -> its group
+        self.groups_t: tuple[Group, ...] | None = ()  # every group, in verdict order (None: redo)
+        self.ignored: tuple[Ignored, ...] = ()  # signers ignored by rules 2-5
+        self.ignored_t: tuple[Ignored, ...] | None = ()  # with those of `unseen`, by worker (None: redo)
 
-    state: State = "PENDING"
-    digest: bytes | None = None
-    code: int | None = None
-    dissenters: tuple[bytes, ...] = ()
-    why = cause = ""
-    if view.cancels and any(c.signer == offer_fact.signer for c in view.cancels):
-        state = "CANCELLED"
-    else:
-        win: Group | None = None
-        for g in groups:  # sorted by size, largest first
-            if len(g.workers) < quorum:
-                break
-            if requires and not _satisfies(g.workers, requires):
-                continue
-            if win is not None:
+    def update(self, view: JobView) -> None:
+        """Add the signers of `view.reveals` not added yet."""
+        reveals = view.reveals
+        n = len(reveals)
+        if n == self.n + 1:
+            self.add(next(reversed(reveals)), view)  # the newest key of a dict: O(1)
+        else:
+            for signer in islice(reveals, self.n, None):
+                self.add(signer, view)
+        self.n = n
+
+    def add(self, signer: bytes, view: JobView) -> None:
+        """Rules 2-5 for one revealing signer, then the witness rule and groups of its digest."""
+        if signer in self.missing:
+            self.missing = tuple([w for w in self.missing if w != signer])
+        if signer not in self.chosen:
+            self._ignore(signer, R_NOT_SELECTED)
+            return
+        if signer in self.equiv:
+            return
+        allow = self.allow
+        if allow is not None and signer not in allow:
+            self._ignore(signer, R_NOT_ALLOWED)
+            return
+        trust = self.trust
+        if trust is not None and signer not in trust:
+            self._ignore(signer, R_NOT_TRUSTED)
+            return
+        vote = self.checked.get(signer)
+        if vote is None:
+            cfs = view.commits.get(signer)
+            if not cfs:
+                self._ignore(signer, R_NO_COMMIT)  # not kept: the commit may come later
+                return
+            # rule 5: a signer's first reveal and first commit never change, nor does this
+            rev: Reveal = view.reveals[signer][0].body  # type: ignore[assignment]
+            com = cfs[0]
+            if commit_hash(rev.salt, rev.digest, signer) == com.body.hash:  # type: ignore[union-attr]
+                vote = (rev.digest, rev.exit_code, com.id, rev.digest + _CODE_BYTE[rev.exit_code])
+            else:
+                vote = _MISMATCH
+            self.checked[signer] = vote
+        if vote is _MISMATCH:
+            self._ignore(signer, R_COMMIT_MISMATCH)
+            return
+        digest = vote[0]  # type: ignore[index]
+        same = self.pre.get(digest)
+        if same is None:  # the first vote of its digest: exempt from the witness rule
+            self.pre[digest] = {signer: vote}  # type: ignore[dict-item]
+            self._grow(signer, vote)  # type: ignore[arg-type]
+            return
+        same[signer] = vote  # type: ignore[assignment]
+        if len(same) > 2 and (self.unseen is None or digest not in self.unseen):
+            # the votes of this digest held before were 2 or more and every one was witnessed by
+            # another: still so with one more. Only the new one can lack a witness.
+            if signer not in self.no_copy:
+                for w in view.witnesses.get(vote[2], ()):  # type: ignore[index]
+                    if w != signer and w in same:
+                        break
+                else:
+                    if self.unseen is None:
+                        self.unseen = {}
+                    self.unseen[digest] = [Ignored(signer, R_NOT_SEEN)]
+                    self.ignored_t = None
+                    return
+            self._grow(signer, vote)  # type: ignore[arg-type]
+            return
+        self._settle(digest, view.witnesses)
+
+    def _grow(self, signer: bytes, vote: _Vote) -> None:
+        """One more counted vote: its group gets the signer."""
+        gkey = vote[3]
+        groups = self.groups
+        g = groups.get(gkey)
+        if g is None:
+            groups[gkey] = _build_group(vote[0], vote[1], (signer,))
+        else:
+            ws = g.workers
+            groups[gkey] = _build_group(
+                vote[0], vote[1], (*ws, signer) if signer > ws[-1] else tuple(sorted((*ws, signer)))
+            )
+        self.groups_t = None
+
+    def _ignore(self, signer: bytes, reason: str) -> None:
+        self.ignored = (*self.ignored, Ignored(signer, reason))
+        self.ignored_t = None
+
+    def _settle(self, digest: bytes, seen_by: dict[bytes, set[bytes]]) -> None:
+        """The witness rule for the votes of one digest (two or more), then that digest's groups.
+
+        The greatest set of them in which every vote that is not exempt is witnessed by another
+        vote of the set (with this digest, then). Exempt: keys trusted not to copy (a vote alone
+        with its digest is exempt too, but then this is not called). The rule is monotone, so
+        removing unwitnessed votes until none is left gives the one greatest set."""
+        votes = self.pre[digest]
+        no_copy = self.no_copy
+        alive = dict(votes)
+        dropped: list[Ignored] = []
+        changed = True
+        while changed:
+            changed = False
+            for signer in list(alive):
+                if signer in no_copy:
+                    continue
+                for w in seen_by.get(alive[signer][2], ()):
+                    if w != signer and w in alive:
+                        break
+                else:
+                    del alive[signer]
+                    dropped.append(Ignored(signer, R_NOT_SEEN))
+                    changed = True
+        unseen = self.unseen
+        if dropped:
+            if unseen is None:
+                unseen = self.unseen = {}
+            unseen[digest] = dropped
+            self.ignored_t = None
+        elif unseen is not None and unseen.pop(digest, None) is not None:
+            self.ignored_t = None
+        groups = self.groups
+        for v in votes.values():
+            groups.pop(v[3], None)
+        by_key: dict[bytes, list[bytes]] = {}
+        for signer, v in alive.items():
+            ws = by_key.get(v[3])
+            if ws is None:
+                by_key[v[3]] = [signer]
+            else:
+                ws.append(signer)
+        for gkey, ws in by_key.items():
+            if len(ws) > 1:
+                ws.sort()
+            groups[gkey] = _build_group(digest, alive[ws[0]][1], tuple(ws))
+        self.groups_t = None
+
+    def verdict(self, view: JobView, now: int, offer: Offer) -> Verdict:
+        """The verdict from these votes at `now`."""
+        groups = self.groups_t
+        if groups is None:
+            made = list(self.groups.values())
+            if len(made) > 1:
+                made.sort(key=_group_order)
+            groups = self.groups_t = tuple(made)
+        ignored = self.ignored_t
+        if ignored is None:
+            all_ignored = list(self.ignored)
+            if self.unseen is not None:
+                for gone in self.unseen.values():
+                    all_ignored += gone
+            if len(all_ignored) > 1:
+                all_ignored.sort(key=_worker_of)
+            ignored = self.ignored_t = tuple(all_ignored)
+        quorum = self.quorum
+        requires = self.requires
+        sel = self.sel
+        state: State = "PENDING"
+        digest: bytes | None = None
+        code: int | None = None
+        dissenters: tuple[bytes, ...] = ()
+        why = cause = ""
+        if self.cancelled:
+            state = "CANCELLED"
+        else:
+            win: Group | None = None
+            for g in groups:  # sorted by size, largest first
+                if len(g.workers) < quorum:
+                    break
+                if requires and not _satisfies(g.workers, requires):
+                    continue
+                if win is not None:
+                    state = "DISPUTED"
+                    break
+                win = g
+            if state == "DISPUTED":
+                pass
+            elif win is not None:
+                if len(groups) > 1:
+                    dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
+                state = "REPRODUCED" if win.exit_code == 0 else "FAILED"
+                digest, code = win.digest, win.exit_code
+            elif (
+                not requires
+                and not any(len(g.workers) >= quorum for g in groups)
+                and _counted(groups) >= max(offer.replicas, quorum)
+            ):
                 state = "DISPUTED"
-                break
-            win = g
-        if state == "DISPUTED":
-            pass
-        elif win is not None:
-            if len(groups) > 1:
-                dissenters = tuple(sorted([w for g in groups if g is not win for w in g.workers]))
-            state = "REPRODUCED" if win.exit_code == 0 else "FAILED"
-            digest, code = win.digest, win.exit_code
-        elif (
-            not requires
-            and counted >= offer.replicas
-            and counted >= quorum
-            and not any(len(g.workers) >= quorum for g in groups)
-        ):
-            state = "DISPUTED"
-        elif now >= offer.deadline:
-            state = "EXPIRED"
-            why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
-            cause = expired_cause(view, sel, len(missing))
-    return _build_verdict(
-        state, digest, code, groups, dissenters, equivocators, ignored_t, why, sel, missing, declines, cause
-    )
+            elif now >= offer.deadline:
+                state = "EXPIRED"
+                why = X_NO_SELECTION if not sel.rounds else X_NO_QUORUM
+                cause = expired_cause(view, sel, len(self.missing))
+        return _build_verdict(
+            state,
+            digest,
+            code,
+            groups,
+            dissenters,
+            self.equivocators,
+            ignored,
+            why,
+            sel,
+            self.missing,
+            self.declines,
+            cause,
+        )
 
 
+def _counted(groups: tuple[Group, ...]) -> int:
+    return sum(len(g.workers) for g in groups)
+
+
+# a reveal that matches its commit: (digest, exit code, commit id, group key = digest + exit code byte)
 _Vote = tuple[bytes, int, bytes, bytes]
 _CODE_BYTE = [bytes((c,)) for c in range(256)]  # exit codes are 0..255
-_MISMATCH = False  # a cached rule-5 failure (a reveal that does not match its commit)
+_MISMATCH = False  # a rule-5 failure (a reveal that does not match its commit)
 _build_verdict = builder(Verdict)
 _build_group = builder(Group)
-
-
-def _group_of(vote: _Vote, workers: list[bytes]) -> Group:
-    return _build_group(vote[0], vote[1], tuple(workers))
 
 
 def _worker_of(i: Ignored) -> bytes:
