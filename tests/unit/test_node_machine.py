@@ -669,3 +669,36 @@ def test_busy_workers_and_many_jobs_stay_live() -> None:
     states = [mesh.verdicts(j)[0] for j, _ in jobs]
     assert all(v is not None and v.state == "REPRODUCED" for v in states), [v and v.state for v in states]
     assert mesh.now < min(d for _, d in jobs)  # all decided before the first deadline
+
+
+def test_tail_targets_are_the_other_selected_workers_of_our_undecided_jobs() -> None:
+    """Whose live log the publisher asks for (docs/protocol.md §8.6): selected or committed
+    workers of its own jobs, not itself, not a decliner or a revealer, not a stranger's job, and
+    nothing once the job is decided."""
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=5, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    fact, _ = m.publish_offer(offer, seed, T0)
+    m.receive_facts([fact], T0)
+    sim = JobSim(offer, publisher=pub, seed=seed)
+    a, b, c, d = key("a"), key("b"), key("c"), key("d")
+    m.receive_facts([sim.claim(k) for k in (a, b, c, d, pub)], T0 + 10)  # the publisher builds too
+    assert m.tail_targets(T0 + 10) == set()  # claimed, not selected yet
+    m.receive_facts([sim.select()], T0 + 20)
+    now = T0 + 30
+    assert pub.public in m.verdict(sim.job, now).selection.current  # selected, yet not tailed: our own log
+    assert m.tail_targets(now) == {(sim.job, peer_id_of(k.public)) for k in (a, b, c, d)}
+    # a stranger's job with selected workers: not ours to tail
+    other = JobSim(make_offer(key("stranger"), replicas=1, quorum=1, created=T0, deadline=T0 + 600_000), publisher=key("stranger"))
+    m.receive_facts([other.offer_fact, other.claim(a)], now)
+    m.receive_facts([other.select()], now)
+    ba, bb = sim.built(a), sim.built(b)
+    m.receive_facts([sim.commit(a, ba), sim.decline(c)], now)
+    assert m.tail_targets(now) == {(sim.job, peer_id_of(k.public)) for k in (a, b, d)}
+    m.receive_facts([sim.commit(b, bb)], now)
+    m.receive_facts([sim.reveal(a, ba)], now)
+    assert m.tail_targets(now) == {(sim.job, peer_id_of(k.public)) for k in (b, d)}
+    m.receive_facts([sim.reveal(b, bb)], now)
+    assert m.verdict(sim.job, now).final  # d is still selected, building: no longer asked
+    assert m.tail_targets(now) == set()
