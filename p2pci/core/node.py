@@ -73,7 +73,7 @@ from p2pci.core.identity import identity_bits
 from p2pci.core.messages import MAX_DETAIL, BlobRef, Claim, Commit, Decline, Limits, Message, Offer, Require
 from p2pci.core.selection import eligible_claim_ids, next_select, select_wakeup, selected, selection
 from p2pci.core.signing import Fact, NodeKey, peer_id_of, seal
-from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json, worker_rows
+from p2pci.core.tally import ObserverPolicy, Verdict, tally, verdict_json
 from p2pci.core.worker import (
     Action,
     BuildDone,
@@ -591,10 +591,10 @@ class NodeMachine:
         return tally(view, now, self.observer_policy())
 
     def tail_targets(self, now: int) -> set[tuple[bytes, str]]:
-        """(job, worker peer id) of each other worker building one of our undecided jobs (its
-        phase `selected` or `committed` in `worker_rows`): whose live log the publisher's daemon
-        asks for while a control client listens (docs/protocol.md §8.6)."""
-        me = peer_id_of(self.me)
+        """(job, worker peer id) of each other worker the current round of one of our undecided
+        jobs selected that has neither revealed nor declined (phase `selected` or `committed` in
+        `worker_rows`): whose live log the publisher's daemon asks for while a control client
+        listens (docs/protocol.md §8.6). A key that claimed and committed unselected is not asked."""
         out: set[tuple[bytes, str]] = set()
         for view in self.board.jobs():
             if view.offer is None or view.offer.signer != self.me:
@@ -602,9 +602,9 @@ class NodeMachine:
             verdict = self.verdict(view.job, now)
             if verdict.final:
                 continue
-            for row in worker_rows(view, verdict):
-                if row["phase"] in ("selected", "committed") and row["worker"] != me:
-                    out.add((view.job, str(row["worker"])))
+            for k in verdict.selection.current:
+                if k != self.me and k not in view.reveals and k not in view.declines:
+                    out.add((view.job, peer_id_of(k)))
         return out
 
     def job_obj(self, job: bytes, now: int) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from p2pci.core.offer import (
 )
 from p2pci.core.selection import next_select, selection_rank
 from p2pci.core.signing import NodeKey, peer_id_of, seal
+from p2pci.core.tally import worker_rows
 from p2pci.core.worker import BuildDone, WorkerConfig, WorkerJob, WorkerPolicy, settle_ms_for
 
 from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
@@ -694,7 +695,12 @@ def test_tail_targets_are_the_other_selected_workers_of_our_undecided_jobs() -> 
     m.receive_facts([other.offer_fact, other.claim(a)], now)
     m.receive_facts([other.select()], now)
     ba, bb = sim.built(a), sim.built(b)
+    e = key("e")  # claims after the round and commits: not selected, not asked
+    m.receive_facts([sim.claim(e)], now)
+    m.receive_facts([sim.commit(e, sim.built(e))], now)
     m.receive_facts([sim.commit(a, ba), sim.decline(c)], now)
+    rows = worker_rows(sim.view(), m.verdict(sim.job, now))
+    assert {"worker": peer_id_of(e.public), "phase": "committed"}.items() <= next(r for r in rows if r["worker"] == peer_id_of(e.public)).items()
     assert m.tail_targets(now) == {(sim.job, peer_id_of(k.public)) for k in (a, b, d)}
     m.receive_facts([sim.commit(b, bb)], now)
     m.receive_facts([sim.reveal(a, ba)], now)
