@@ -867,8 +867,11 @@ class Node:
         self._subs.append(send)
         return recv
 
-    def initial_events(self) -> list[dict[str, Any]]:
-        return [{"event": "node", "node": self.node_info()}, {"event": "peers", "peers": self.peer_list()}]
+    def initial_events(self, job: str | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"event": "node", "node": self.node_info()}, {"event": "peers", "peers": self.peer_list()}]
+        if job is not None:  # the object last announced: every later `job` event is newer
+            out.append({"event": "job", "job": self.job_obj(self.machine.resolve_job(job))})
+        return out
 
     async def _peer_loop(self) -> None:
         async for _ev in self.network.events():
