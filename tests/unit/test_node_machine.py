@@ -547,6 +547,17 @@ def test_a_verdict_that_loses_votes_is_reported_and_selection_goes_on() -> None:
     assert m.regressions == 1
 
 
+def own_job(*, replicas: int, quorum: int) -> tuple[NodeKey, NodeMachine, JobSim]:
+    """A publisher's machine (it builds nothing) that has published and taken back one offer."""
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=replicas, quorum=quorum, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    fact, _ = m.publish_offer(offer, seed, T0)
+    m.receive_facts([fact], T0)
+    return pub, m, JobSim(offer, publisher=pub, seed=seed)
+
+
 def test_the_publisher_machine_persists_its_seed_before_the_offer_and_selects() -> None:
     pub = key("pub")
     m = machine(pub, builds=False)
@@ -625,12 +636,8 @@ def test_a_publisher_with_no_claim_after_the_grace_does_not_ask_for_a_tick_at_on
     """Every worker busy elsewhere: round 0 is due but nobody claimed. The machine must wait for a
     claim, not ask to be ticked again at `now` (a daemon's clock loop spun on that without yielding,
     starving every other task, so no claim could ever arrive and every job of the process EXPIRED)."""
-    pub = key("pub")
-    m = machine(pub, builds=False)
-    seed = h(b"a seed")
-    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
-    fact, effs = m.publish_offer(offer, seed, T0)
-    m.receive_facts([fact], T0)
+    _pub, m, sim = own_job(replicas=2, quorum=2)
+    offer = sim.offer
     m.tick(T0)
     grace = offer.created + 2 * offer.claim_window
     assert m.next_wakeup() == grace  # fewer than `replicas` claims: the window plus one of grace
@@ -639,7 +646,6 @@ def test_a_publisher_with_no_claim_after_the_grace_does_not_ask_for_a_tick_at_on
         w = m.next_wakeup()
         assert w is None or w > now, (now, w)
     # a claim arriving late still gets round 0 at once
-    sim = JobSim(offer, publisher=pub, seed=seed)
     m.receive_facts([sim.claim(key("late"))], grace + 10)
     assert published_kinds(m.tick(grace + 10)) == ["select"]
 
@@ -676,13 +682,7 @@ def test_tail_targets_are_the_other_selected_workers_of_our_undecided_jobs() -> 
     """Whose live log the publisher asks for (docs/protocol.md §8.6): selected or committed
     workers of its own jobs, not itself, not a decliner or a revealer, not a stranger's job, and
     nothing once the job is decided."""
-    pub = key("pub")
-    m = machine(pub, builds=False)
-    seed = h(b"a seed")
-    offer = replace(make_offer(pub, replicas=5, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
-    fact, _ = m.publish_offer(offer, seed, T0)
-    m.receive_facts([fact], T0)
-    sim = JobSim(offer, publisher=pub, seed=seed)
+    pub, m, sim = own_job(replicas=5, quorum=2)
     a, b, c, d = key("a"), key("b"), key("c"), key("d")
     m.receive_facts([sim.claim(k) for k in (a, b, c, d, pub)], T0 + 10)  # the publisher builds too
     assert m.tail_targets(T0 + 10) == set()  # claimed, not selected yet
