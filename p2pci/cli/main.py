@@ -501,28 +501,18 @@ def publish_command(
             click.echo(safe_text(f"published {job_id}"), err=True)  # stdout: one document, the final one
             click.echo(STAY_ONLINE, err=True)
             progress.job(job)
-        events = iter_events(home.path)
+        # subscribed with the job: the stream starts with what the job did so far (a fast
+        # verdict too), and every later `job` event is newer (no line printed twice)
+        events = iter_events(home.path, job=job_id)
         final = None
         try:
-            first = next(events)  # subscribed: nothing the job does from now on is missed
-            now = home.call("show", job=job_id)  # and what it did before (a fast verdict)
-            if as_events:
-                echo_json({"event": "job", "job": now})
-            else:
-                progress.job(now)
-            if now["verdict"] in FINAL:
-                final = now
-            pending = [first]
             while final is None:
-                if pending:
-                    ev = pending.pop()
-                else:
-                    try:
-                        ev = next(events)
-                    except StopIteration:
-                        fail("the daemon went away before the verdict")
-                    except DaemonNotRunning:
-                        fail("the daemon went away before the verdict")
+                try:
+                    ev = next(events)
+                except StopIteration:
+                    fail("the daemon went away before the verdict")
+                except DaemonNotRunning:
+                    fail("the daemon went away before the verdict")
                 j = ev.get("job")
                 if ev.get("event") == "log" and j == job_id:
                     if as_events:

@@ -109,11 +109,14 @@ def control_call(
         s.close()
 
 
-def iter_events(home: Path | str, *, timeout: float | None = None) -> Generator[dict[str, Any], None, None]:
-    """Subscribe (sync) and yield event frames until the daemon goes away."""
+def iter_events(
+    home: Path | str, *, timeout: float | None = None, job: str | None = None
+) -> Generator[dict[str, Any], None, None]:
+    """Subscribe (sync) and yield event frames until the daemon goes away. With `job`, the
+    snapshot ends with that job's object (a `job` event): every later one is newer."""
     s = _connect(Path(home), timeout)
     try:
-        s.sendall(pack_frame({"op": "subscribe", "args": {}}))
+        s.sendall(pack_frame({"op": "subscribe", "args": {} if job is None else {"job": job}}))
         buf = FrameBuffer()
         _result(_recv_frame(s, buf))
         while True:
@@ -191,13 +194,13 @@ async def event_frames(path: Path) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def subscribe(home: Path | str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+async def subscribe(home: Path | str, job: str | None = None) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
     """``async with subscribe(home) as events: async for ev in events: ...`` (event maps only;
-    the iterator stops when the daemon closes the stream)."""
+    the iterator stops when the daemon closes the stream). With `job`, as `iter_events`."""
     stream = await open_control(socket_path(home))
     async with stream:
         reader = FrameReader(stream)
-        await stream.send_all(pack_frame({"op": "subscribe", "args": {}}))
+        await stream.send_all(pack_frame({"op": "subscribe", "args": {} if job is None else {"job": job}}))
         ack = await reader.read()
         if ack is None:
             raise DaemonNotRunning("the p2pci daemon closed the control connection")

@@ -38,8 +38,9 @@ class ControlHandler(Protocol):
     def open_subscription(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         """A fresh channel of events; the server closes it when the client leaves."""
 
-    def initial_events(self) -> list[dict[str, Any]]:
-        """Events sent first on a new subscription (a snapshot of the present)."""
+    def initial_events(self, job: str | None = None) -> list[dict[str, Any]]:
+        """Events sent first on a new subscription (a snapshot of the present); with `job` (a hex
+        prefix), that job's object last, as a `job` event. LocalError for an unknown job."""
 
 
 class DaemonLock:
@@ -154,9 +155,13 @@ async def _serve_client(stream: trio.SocketStream, handler: ControlHandler) -> N
                     await _send(stream, {"ok": False, "error": err})
                     continue
                 if op == "subscribe":
-                    await _send(stream, {"ok": True, "result": None})
-                    await _stream_events(stream, handler)
-                    return
+                    job = args.get("job")
+                    if job is not None and not isinstance(job, str):
+                        await _send(stream, {"ok": False, "error": "subscribe: job must be a hex job id"})
+                        continue
+                    if await _stream_events(stream, handler, job):
+                        return
+                    continue  # an unknown job: answered with an error, the connection goes on
                 if _wants_progress(req):
                     await stream.send_all(await _run_with_progress(stream, handler, op, args))
                     continue
@@ -243,10 +248,22 @@ async def _run_op(handler: ControlHandler, op: str, args: dict[str, Any], emit: 
         return pack_frame({"ok": False, "error": f"cannot encode the reply to {op}: {exc}"})
 
 
-async def _stream_events(stream: trio.SocketStream, handler: ControlHandler) -> None:
+async def _stream_events(stream: trio.SocketStream, handler: ControlHandler, job: str | None) -> bool:
+    """Answer `subscribe` and stream events until the client leaves (True), or send the error
+    reply for an unknown `job` (False: the connection takes more requests).
+
+    The channel is opened and the snapshot taken with no checkpoint in between, so every event
+    after the snapshot is newer than it: a client never sees a job go back to an older state."""
     events = handler.open_subscription()
+    try:
+        initial = handler.initial_events(job)
+    except LocalError as exc:
+        await events.aclose()
+        await _send(stream, {"ok": False, "error": str(exc)})
+        return False
     async with events:
-        for ev in handler.initial_events():
+        await _send(stream, {"ok": True, "result": None})
+        for ev in initial:
             await _send(stream, ev)
         async with trio.open_nursery() as nursery:
 
@@ -263,3 +280,4 @@ async def _stream_events(stream: trio.SocketStream, handler: ControlHandler) -> 
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break  # the subscriber left mid-event: never let that out of this nursery
             nursery.cancel_scope.cancel()
+    return True

@@ -590,6 +590,23 @@ class NodeMachine:
             raise LocalError(f"no job {job.hex()[:12]}")
         return tally(view, now, self.observer_policy())
 
+    def tail_targets(self, now: int) -> set[tuple[bytes, str]]:
+        """(job, worker peer id) of each other worker the current round of one of our undecided
+        jobs selected that has neither revealed nor declined (phase `selected` or `committed` in
+        `worker_rows`): whose live log the publisher's daemon asks for while a control client
+        listens (docs/protocol.md §8.6). A key that claimed and committed unselected is not asked."""
+        out: set[tuple[bytes, str]] = set()
+        for view in self.board.jobs():
+            if view.offer is None or view.offer.signer != self.me:
+                continue
+            verdict = self.verdict(view.job, now)
+            if verdict.final:
+                continue
+            for k in verdict.selection.current:
+                if k != self.me and k not in view.reveals and k not in view.declines:
+                    out.add((view.job, peer_id_of(k)))
+        return out
+
     def job_obj(self, job: bytes, now: int) -> dict[str, Any]:
         """The job object last announced (JobChanged), else computed now."""
         obj = self._objs.get(job)

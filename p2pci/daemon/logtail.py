@@ -1,4 +1,4 @@
-"""Live log lines of remote workers, for the publisher (docs/protocol.md §8.5).
+"""Live log lines of remote workers, for the publisher (docs/protocol.md §8.6).
 
 While a control client is subscribed, the publisher's daemon asks each worker its job has
 selected (phase `selected` or `committed` in `worker_rows`) for the new bytes of its build log

@@ -730,7 +730,6 @@ class Node:
     async def _logtail_loop(self) -> None:
         """While a control client listens: the new log lines of each remote worker building one of
         our jobs, as `log` events (p2pci.daemon.logtail)."""
-        from p2pci.core.tally import worker_rows
         from p2pci.daemon.logtail import LOGTAIL_EVERY_S
 
         tails: dict[tuple[bytes, str], RemoteTail] = {}
@@ -738,17 +737,7 @@ class Node:
             await trio.sleep(LOGTAIL_EVERY_S)
             if not self._subs:
                 continue
-            now = self.now()
-            want: set[tuple[bytes, str]] = set()
-            for view in self.machine.board.jobs():
-                if view.offer is None or view.offer.signer != self.me:
-                    continue
-                verdict = self.machine.verdict(view.job, now)
-                if verdict.final:
-                    continue
-                for row in worker_rows(view, verdict):
-                    if row["phase"] in ("selected", "committed") and row["worker"] != self.peer_id:
-                        want.add((view.job, str(row["worker"])))
+            want = self.machine.tail_targets(self.now())
             for key in [k for k in tails if k not in want]:
                 self._send_remote_log(key, tails.pop(key).finish())
             async with trio.open_nursery() as nursery:
@@ -878,8 +867,11 @@ class Node:
         self._subs.append(send)
         return recv
 
-    def initial_events(self) -> list[dict[str, Any]]:
-        return [{"event": "node", "node": self.node_info()}, {"event": "peers", "peers": self.peer_list()}]
+    def initial_events(self, job: str | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"event": "node", "node": self.node_info()}, {"event": "peers", "peers": self.peer_list()}]
+        if job is not None:  # the object last announced: every later `job` event is newer
+            out.append({"event": "job", "job": self.job_obj(self.machine.resolve_job(job))})
+        return out
 
     async def _peer_loop(self) -> None:
         async for _ev in self.network.events():

@@ -18,7 +18,7 @@ a py-libp2p stream does not reliably give the remote an empty read.
   length}` (`offset` a multiple of PIECE); server replies `{ok, error, have}` (`have`: a bitmap
   of the pieces it can serve, empty when it holds none); if ok and `length` > 0, `length` bytes
   follow as chunk frames. `length` 0 asks only for `have`.
-* `/p2pci/logtail/1` (docs/protocol.md §8.5): client sends `{job: b32, offset: int}`; server
+* `/p2pci/logtail/1` (docs/protocol.md §8.6): client sends `{job: b32, offset: int}`; server
   replies `{ok, error, offset, data, size}`: at most LOGTAIL_MAX bytes of ITS OWN log of that
   job's running (or just finished) build, starting at `offset` (≥ the one asked for when the
   older bytes are no longer kept), and `size`, the bytes of log so far. Only the job's

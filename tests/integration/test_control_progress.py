@@ -36,7 +36,7 @@ class Handler:
     def open_subscription(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         return trio.open_memory_channel[dict[str, Any]](1)[1]
 
-    def initial_events(self) -> list[dict[str, Any]]:
+    def initial_events(self, job: str | None = None) -> list[dict[str, Any]]:
         return []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -46,7 +47,7 @@ class Echo:
         self.subs.append(send)
         return recv
 
-    def initial_events(self) -> list[dict[str, Any]]:
+    def initial_events(self, job: str | None = None) -> list[dict[str, Any]]:
         return [{"event": "node", "node": {"peer_id": "x"}}]
 
 
@@ -126,6 +127,62 @@ async def test_subscription_stream(tmp_path: Path) -> None:
                 except trio.WouldBlock:
                     pass
                 await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
+class Versions(Echo):
+    """One job, "ab", whose version a task bumps (and broadcasts) at every checkpoint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 0
+
+    async def bump_forever(self) -> None:
+        while True:
+            self.version += 1
+            for s in self.subs:
+                with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    s.send_nowait({"event": "job", "job": {"job": "ab", "v": self.version}})
+            await trio.lowlevel.checkpoint()
+
+    def initial_events(self, job: str | None = None) -> list[dict[str, Any]]:
+        if job is not None and job != "ab":
+            raise LocalError(f"no job {job}")
+        out = super().initial_events()
+        return out if job is None else [*out, {"event": "job", "job": {"job": "ab", "v": self.version}}]
+
+
+async def test_a_job_subscription_starts_with_its_snapshot_and_only_newer_states_follow(tmp_path: Path) -> None:
+    """`subscribe {job}`: the job's object is the last snapshot event, and every `job` event after
+    it is newer, even while the job changes at every checkpoint (the channel is opened and the
+    snapshot taken with no checkpoint in between: `publish --wait` never prints a state twice)."""
+    h = Versions()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, tmp_path / "control.sock", h)
+        nursery.start_soon(h.bump_forever)
+        for _ in range(20):
+            async with subscribe(tmp_path, job="ab") as events:
+                assert (await events.__anext__())["event"] == "node"
+                snap = await events.__anext__()
+                assert snap["event"] == "job"
+                last = snap["job"]["v"]
+                for _i in range(5):
+                    v = (await events.__anext__())["job"]["v"]
+                    assert v > last, (v, last)
+                    last = v
+        # an unknown job or a job that is not a string: an error reply, and the connection goes on
+        replies = await trio.to_thread.run_sync(
+            raw_exchange,
+            tmp_path / "control.sock",
+            frame({"op": "subscribe", "args": {"job": "cd"}})
+            + frame({"op": "subscribe", "args": {"job": 5}})
+            + frame({"op": "echo", "args": {"a": 1}}),
+        )
+        assert replies == [
+            {"ok": False, "error": "no job cd"},
+            {"ok": False, "error": "subscribe: job must be a hex job id"},
+            {"ok": True, "result": {"a": 1}},
+        ]
         nursery.cancel_scope.cancel()
 
 

@@ -46,7 +46,7 @@ class Handler:
         self.subscribed.set()
         return recv
 
-    def initial_events(self) -> list[dict[str, Any]]:
+    def initial_events(self, job: str | None = None) -> list[dict[str, Any]]:
         return [{"event": "node", "node": self.node()}, {"event": "peers", "peers": []}]
 
 

@@ -34,6 +34,7 @@ from p2pci.core.offer import (
 )
 from p2pci.core.selection import next_select, selection_rank
 from p2pci.core.signing import NodeKey, peer_id_of, seal
+from p2pci.core.tally import worker_rows
 from p2pci.core.worker import BuildDone, WorkerConfig, WorkerJob, WorkerPolicy, settle_ms_for
 
 from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
@@ -546,6 +547,17 @@ def test_a_verdict_that_loses_votes_is_reported_and_selection_goes_on() -> None:
     assert m.regressions == 1
 
 
+def own_job(*, replicas: int, quorum: int) -> tuple[NodeKey, NodeMachine, JobSim]:
+    """A publisher's machine (it builds nothing) that has published and taken back one offer."""
+    pub = key("pub")
+    m = machine(pub, builds=False)
+    seed = h(b"a seed")
+    offer = replace(make_offer(pub, replicas=replicas, quorum=quorum, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
+    fact, _ = m.publish_offer(offer, seed, T0)
+    m.receive_facts([fact], T0)
+    return pub, m, JobSim(offer, publisher=pub, seed=seed)
+
+
 def test_the_publisher_machine_persists_its_seed_before_the_offer_and_selects() -> None:
     pub = key("pub")
     m = machine(pub, builds=False)
@@ -624,12 +636,8 @@ def test_a_publisher_with_no_claim_after_the_grace_does_not_ask_for_a_tick_at_on
     """Every worker busy elsewhere: round 0 is due but nobody claimed. The machine must wait for a
     claim, not ask to be ticked again at `now` (a daemon's clock loop spun on that without yielding,
     starving every other task, so no claim could ever arrive and every job of the process EXPIRED)."""
-    pub = key("pub")
-    m = machine(pub, builds=False)
-    seed = h(b"a seed")
-    offer = replace(make_offer(pub, replicas=2, quorum=2, created=T0, deadline=T0 + 600_000), select_commit=h(seed))
-    fact, effs = m.publish_offer(offer, seed, T0)
-    m.receive_facts([fact], T0)
+    _pub, m, sim = own_job(replicas=2, quorum=2)
+    offer = sim.offer
     m.tick(T0)
     grace = offer.created + 2 * offer.claim_window
     assert m.next_wakeup() == grace  # fewer than `replicas` claims: the window plus one of grace
@@ -638,7 +646,6 @@ def test_a_publisher_with_no_claim_after_the_grace_does_not_ask_for_a_tick_at_on
         w = m.next_wakeup()
         assert w is None or w > now, (now, w)
     # a claim arriving late still gets round 0 at once
-    sim = JobSim(offer, publisher=pub, seed=seed)
     m.receive_facts([sim.claim(key("late"))], grace + 10)
     assert published_kinds(m.tick(grace + 10)) == ["select"]
 
@@ -669,3 +676,35 @@ def test_busy_workers_and_many_jobs_stay_live() -> None:
     states = [mesh.verdicts(j)[0] for j, _ in jobs]
     assert all(v is not None and v.state == "REPRODUCED" for v in states), [v and v.state for v in states]
     assert mesh.now < min(d for _, d in jobs)  # all decided before the first deadline
+
+
+def test_tail_targets_are_the_other_selected_workers_of_our_undecided_jobs() -> None:
+    """Whose live log the publisher asks for (docs/protocol.md §8.6): selected or committed
+    workers of its own jobs, not itself, not a decliner or a revealer, not a stranger's job, and
+    nothing once the job is decided."""
+    pub, m, sim = own_job(replicas=5, quorum=2)
+    a, b, c, d = key("a"), key("b"), key("c"), key("d")
+    m.receive_facts([sim.claim(k) for k in (a, b, c, d, pub)], T0 + 10)  # the publisher builds too
+    assert m.tail_targets(T0 + 10) == set()  # claimed, not selected yet
+    m.receive_facts([sim.select()], T0 + 20)
+    now = T0 + 30
+    assert pub.public in m.verdict(sim.job, now).selection.current  # selected, yet not tailed: our own log
+    assert m.tail_targets(now) == {(sim.job, peer_id_of(k.public)) for k in (a, b, c, d)}
+    # a stranger's job with selected workers: not ours to tail
+    other = JobSim(make_offer(key("stranger"), replicas=1, quorum=1, created=T0, deadline=T0 + 600_000), publisher=key("stranger"))
+    m.receive_facts([other.offer_fact, other.claim(a)], now)
+    m.receive_facts([other.select()], now)
+    ba, bb = sim.built(a), sim.built(b)
+    e = key("e")  # claims after the round and commits: not selected, not asked
+    m.receive_facts([sim.claim(e)], now)
+    m.receive_facts([sim.commit(e, sim.built(e))], now)
+    m.receive_facts([sim.commit(a, ba), sim.decline(c)], now)
+    rows = worker_rows(sim.view(), m.verdict(sim.job, now))
+    assert {"worker": peer_id_of(e.public), "phase": "committed"}.items() <= next(r for r in rows if r["worker"] == peer_id_of(e.public)).items()
+    assert m.tail_targets(now) == {(sim.job, peer_id_of(k.public)) for k in (a, b, d)}
+    m.receive_facts([sim.commit(b, bb)], now)
+    m.receive_facts([sim.reveal(a, ba)], now)
+    assert m.tail_targets(now) == {(sim.job, peer_id_of(k.public)) for k in (b, d)}
+    m.receive_facts([sim.reveal(b, bb)], now)
+    assert m.verdict(sim.job, now).final  # d is still selected, building: no longer asked
+    assert m.tail_targets(now) == set()
