@@ -85,6 +85,7 @@ TESTS: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/test_vectors.py",
             "tests/unit/test_decline.py",
             "tests/unit/test_tally_reference.py",
+            "tests/unit/test_tally_incremental.py",  # the kept votes against a full count
             "tests/unit/test_selection_board.py",  # the verdict memo, EXPIRED/PENDING by `now`
             "tests/unit/test_selection_mutants.py",  # verdict_json of selections
             "tests/unit/test_late_witness.py",  # the witness rule
