@@ -223,11 +223,7 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
         votes = memo.votes
         if votes.base != view.base_version:
             votes = memo.votes = _Votes(view, offer, offer_fact.signer, policy)
-        n = len(view.reveals)
-        if n == votes.n + 1:  # one new signer: the newest key of the dict (O(1))
-            votes.add(next(reversed(view.reveals)), view)
-            votes.n = n
-        elif n > votes.n:
+        if len(view.reveals) > votes.n:
             votes.update(view)
         verdict = votes.verdict(view, now, offer)
         memo.version, memo.expired, memo.verdict = view.tally_version, expired, verdict
