@@ -23,7 +23,7 @@ from p2pci.core.errors import ProtocolError
 from p2pci.core.frozen import builder
 from p2pci.core.identity import identity_bits
 from p2pci.core.messages import Claim, Offer, Reveal, Select
-from p2pci.core.signing import MAX_ENVELOPE, Fact, open_envelope
+from p2pci.core.signing import MAX_ENVELOPE, Fact, commit_hash, open_envelope
 
 AddStatus = Literal["new", "duplicate", "rejected"]
 
@@ -67,6 +67,9 @@ class JobView:
     # Arrival-order dependent, used only for this node's own `seen` list
     seen_at_first_reveal: int | None = None
     seen_at_digest: dict[bytes, int] = field(default_factory=dict)
+    # per result digest, the first reveal of it that arrived: the commit it opens was made before
+    # it, so it belongs in the `seen` list even when it arrives later (`seen_commits`)
+    first_reveal_of: dict[bytes, Fact] = field(default_factory=dict)
     # bumped on every new fact: a cheap "did anything change" for caches
     version: int = 0
     # bumped on every new fact that can change the verdict (claims too: they can make a select valid)
@@ -92,13 +95,25 @@ class JobView:
 
     def seen_commits(self, limit: int = 1024, digest: bytes | None = None) -> tuple[bytes, ...]:
         """The `seen` list for this node's reveal of `digest` (protocol v2, per digest): the commit
-        ids held before the first reveal *of that digest* arrived (all held commits if none has).
+        ids held before the first reveal *of that digest* arrived (all held commits if none has),
+        plus, once held, the commit that this first reveal opens: its signer made it before that
+        reveal, whatever order the two arrived in (a reveal that overtook its own commit, as after
+        a restart or under load, must not leave its signer without a witness).
 
         `digest=None` gives the v1 rule (before the first reveal of any digest), which an early
         wrong reveal can freeze: pass the digest being revealed.
         """
         held = self.seen_at_first_reveal if digest is None else self.seen_at_digest.get(digest)
-        ids = self.commit_ids.keys() if held is None else islice(self.commit_ids, held)
+        if held is None:
+            return tuple(sorted(self.commit_ids)[:limit])
+        ids = set(islice(self.commit_ids, held))
+        first = None if digest is None else self.first_reveal_of.get(digest)
+        if first is not None:
+            rev: Reveal = first.body  # type: ignore[assignment]
+            opens = commit_hash(rev.salt, rev.digest, first.signer)
+            for c in self.commits.get(first.signer, ()):
+                if c.body.hash == opens:  # type: ignore[union-attr]
+                    ids.add(c.id)
         return tuple(sorted(ids)[:limit])
 
     def seen_ids_at_first_reveal(self) -> frozenset[bytes] | None:
@@ -127,6 +142,7 @@ class JobView:
                 self.seen_at_first_reveal = len(self.commit_ids)
             if body.digest not in self.seen_at_digest:
                 self.seen_at_digest[body.digest] = len(self.commit_ids)
+                self.first_reveal_of[body.digest] = fact
             signer = fact.signer
             mine = self.reveals.get(signer)
             if mine is None:

@@ -63,7 +63,7 @@ Rules:
   `min(created + timeout_s * 1000 + slack_ms, deadline)`. `seen` is
   `JobView.seen_commits(digest=own digest)`: the commit ids held before the
   first reveal *of this worker's digest* arrived on this board (protocol v2:
-  an early reveal of another digest does not freeze it). "Selected" is the
+  an early reveal of another digest does not freeze it), and the commit that first reveal opens. "Selected" is the
   latest valid `select` round of the publisher (p2pci.core.selection).
 * The salt is `HMAC-SHA256(cfg.salt_secret, "p2pci/salt/" + job)[:16]` unless
   BuildDone brings one: unpredictable to others, reproducible after a restart.
