@@ -11,13 +11,13 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from p2pci.core.board import Board, JobView
-from p2pci.core.messages import Require
 from p2pci.core.signing import Fact, NodeKey
 from p2pci.core.tally import ObserverPolicy, Verdict, _tally, tally
 
 from .jobgen import JobSim, key, make_offer
 from .tally_reference import reference_tally
 from .test_convergence import CREATED, DEADLINE, jobs
+from .test_tally_reference import policies
 
 POOL = [key(f"incr-{i}") for i in range(6)]
 
@@ -67,18 +67,6 @@ def kept_votes(view: JobView) -> object:
     memo = view.cache.get("verdict")
     return None if memo is None else memo.votes  # type: ignore[attr-defined]
 
-
-def policies(data: st.DataObject, workers: list[bytes]) -> list[ObserverPolicy]:
-    trust = data.draw(st.none() | st.sets(st.sampled_from(workers)))
-    req = data.draw(st.none() | st.sets(st.sampled_from(workers), min_size=1))
-    return [
-        ObserverPolicy(),
-        ObserverPolicy(
-            trust=None if trust is None else frozenset(trust),
-            require=None if req is None else Require(tuple(sorted(req)), data.draw(st.integers(1, len(req)))),
-            quorum=data.draw(st.none() | st.integers(1, 4)),
-        ),
-    ]
 
 
 @settings(max_examples=150, deadline=None)
