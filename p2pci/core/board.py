@@ -158,32 +158,32 @@ class JobView:
                     witnesses[cid] = {signer}
                 else:
                     w.add(signer)
-        else:
-            self.base_version += 1
-            if kind == "claim":
-                # a claim can make a `select` that lists it verifiable: it may change the verdict
-                self.claims.setdefault(fact.signer, []).append(fact)
-                self.claim_ids[fact.id] = fact
-            elif kind == "commit":
-                mine = self.commits.setdefault(fact.signer, [])
-                mine.append(fact)
-                if len(mine) > 1:
-                    self.equivocators.add(fact.signer)
-                self.commit_ids[fact.id] = fact
-            elif kind == "offer":
-                assert isinstance(body, Offer)
-                self.offer = fact
-                self._allow = body.allowlist
-            elif kind == "cancel":
-                self.cancels.append(fact)
-            elif kind == "select":
-                assert isinstance(body, Select)
-                self.selects.setdefault(body.round, []).append(fact)
-            elif kind == "decline":
-                self.declines.setdefault(fact.signer, []).append(fact)
+        elif kind == "claim":
+            # a claim can make a `select` that lists it verifiable: it may change the verdict
+            self.claims.setdefault(fact.signer, []).append(fact)
+            self.claim_ids[fact.id] = fact
+        elif kind == "commit":
+            mine = self.commits.setdefault(fact.signer, [])
+            mine.append(fact)
+            if len(mine) > 1:
+                self.equivocators.add(fact.signer)
+            self.commit_ids[fact.id] = fact
+        elif kind == "offer":
+            assert isinstance(body, Offer)
+            self.offer = fact
+            self._allow = body.allowlist
+        elif kind == "cancel":
+            self.cancels.append(fact)
+        elif kind == "select":
+            assert isinstance(body, Select)
+            self.selects.setdefault(body.round, []).append(fact)
+        elif kind == "decline":
+            self.declines.setdefault(fact.signer, []).append(fact)
         self.ids.add(fact.id)
         self.version += 1
         self.tally_version += 1
+        if kind != "reveal":  # a reveal bumps it above only when it is its signer's second
+            self.base_version += 1
         if kind in ("claim", "select", "offer"):
             self.select_version += 1
 
