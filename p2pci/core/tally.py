@@ -52,7 +52,7 @@ from p2pci.core.board import JobView
 from p2pci.core.frozen import builder
 from p2pci.core.messages import Decline, Offer, Require, Reveal
 from p2pci.core.selection import Selection, selection
-from p2pci.core.signing import commit_hash, peer_id_of
+from p2pci.core.signing import Fact, commit_hash, peer_id_of
 
 State = Literal["PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"]
 FINAL_STATES: frozenset[str] = frozenset({"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"})
@@ -228,9 +228,7 @@ def tally(view: JobView, now: int, policy: ObserverPolicy = ObserverPolicy()) ->
         verdict = votes.verdict(view, now, offer)
         memo.version, memo.expired, memo.verdict = view.tally_version, expired, verdict
         return verdict
-    votes = _Votes(view, offer, offer_fact.signer, policy)
-    votes.update(view)
-    verdict = votes.verdict(view, now, offer)
+    verdict, votes = _count(view, offer_fact, now, policy)
     cache[_MEMO] = _Memo(view.tally_version, expired, policy, verdict, votes)
     return verdict
 
@@ -241,8 +239,12 @@ def _tally(view: JobView, now: int, policy: ObserverPolicy) -> tuple[Verdict, _V
     offer_fact = view.offer
     if offer_fact is None:
         return PENDING, None
-    offer = offer_fact.body
-    assert isinstance(offer, Offer)
+    return _count(view, offer_fact, now, policy)
+
+
+def _count(view: JobView, offer_fact: Fact, now: int, policy: ObserverPolicy) -> tuple[Verdict, _Votes]:
+    """Every vote of the job counted from empty, and the verdict at `now`."""
+    offer: Offer = offer_fact.body  # type: ignore[assignment]
     votes = _Votes(view, offer, offer_fact.signer, policy)
     votes.update(view)
     return votes.verdict(view, now, offer), votes
