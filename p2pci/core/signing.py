@@ -247,8 +247,7 @@ def open_envelope(raw: bytes, *, max_size: int = MAX_ENVELOPE, fact_id: bytes | 
     reveal that path does not take, takes `open_envelope_generic`, which gives the same `Fact`
     or names what is wrong.
     """
-    if type(raw) is not bytes or len(raw) > max_size:
-        raw = _checked_bytes(raw, max_size)
+    raw = _checked_bytes(raw, max_size)
     m = _REVEAL_RE.fullmatch(raw)
     if m is not None:
         fact = _open_reveal(raw, m, fact_id)
