@@ -45,6 +45,7 @@ Equal facts give equal verdicts on every node, whatever the arrival order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from hashlib import sha256 as _sha256
 from itertools import islice
 from typing import Any, Literal
 
@@ -52,7 +53,7 @@ from p2pci.core.board import JobView
 from p2pci.core.frozen import builder
 from p2pci.core.messages import Decline, Offer, Require, Reveal
 from p2pci.core.selection import Selection, selection
-from p2pci.core.signing import Fact, commit_hash, peer_id_of
+from p2pci.core.signing import Fact, peer_id_of
 
 State = Literal["PENDING", "REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"]
 FINAL_STATES: frozenset[str] = frozenset({"REPRODUCED", "FAILED", "DISPUTED", "EXPIRED", "CANCELLED"})
@@ -399,8 +400,9 @@ class _Votes:
             # rule 5: a signer's first reveal and first commit never change, nor does this
             rev: Reveal = view.reveals[signer][0].body  # type: ignore[assignment]
             com = cfs[0]
-            if commit_hash(rev.salt, rev.digest, signer) == com.body.hash:  # type: ignore[union-attr]
-                vote = (rev.digest, rev.exit_code, com.id, rev.digest + _CODE_BYTE[rev.exit_code])
+            d = rev.digest
+            if _sha256(rev.salt + d + signer).digest() == com.body.hash:  # type: ignore[union-attr]  # commit_hash, inlined
+                vote = (d, rev.exit_code, com.id, d + _CODE_BYTE[rev.exit_code])
             else:
                 vote = _MISMATCH
             self.checked[signer] = vote
@@ -414,17 +416,30 @@ class _Votes:
             self._grow(signer, vote)  # type: ignore[arg-type]
             return
         same[signer] = vote  # type: ignore[assignment]
-        if len(same) > 2 and (self.unseen is None or digest not in self.unseen):
-            # the votes of this digest held before were 2 or more and every one was witnessed by
-            # another: still so with one more. Only the new one can lack a witness.
-            if signer not in self.no_copy:
-                for w in view.witnesses.get(vote[2], ()):  # type: ignore[index]
+        unseen = self.unseen
+        if unseen is None or digest not in unseen:
+            # every vote of this digest held before counted: with 3 or more now, each old one is
+            # still witnessed, and only the new one can lack a witness. With 2, the old one was
+            # exempt (alone with its digest) and needs the new one as its witness: if it has it
+            # and the new one is witnessed, both count; anything else is settled from scratch.
+            seen_by = view.witnesses
+            no_copy = self.no_copy
+            if len(same) == 2:
+                other, ov = next(iter(same.items()))
+                if not (other in no_copy or signer in seen_by.get(ov[2], ())):
+                    self._settle(digest, seen_by)
+                    return
+            if signer not in no_copy:
+                for w in seen_by.get(vote[2], ()):  # type: ignore[index]
                     if w != signer and w in same:
                         break
                 else:
-                    if self.unseen is None:
-                        self.unseen = {}
-                    self.unseen[digest] = [Ignored(signer, R_NOT_SEEN)]
+                    if len(same) == 2:
+                        self._settle(digest, seen_by)
+                        return
+                    if unseen is None:
+                        unseen = self.unseen = {}
+                    unseen[digest] = [Ignored(signer, R_NOT_SEEN)]
                     self.ignored_t = None
                     return
             self._grow(signer, vote)  # type: ignore[arg-type]
