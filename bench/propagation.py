@@ -21,6 +21,11 @@ the samples' wall time (which the machine's load stretches), the idle CPU
 of all daemons is also sampled for ``IDLE_S`` before the samples
 (``propagation_idle_cpu_ms_per_s_N``) and subtracted:
 ``propagation_cpu_ms_per_fact_marginal_N`` is what one fact itself costs.
+``propagation_synced_N`` counts the facts the daemons took in by
+anti-entropy sync instead of gossip during the samples (0 when gossip
+reached everyone first), and ``propagation_gossip_mesh_min_N`` is the
+smallest gossipsub mesh of any daemon after them (0: a daemon that only
+sync reaches); when either is off, the log names each daemon's mesh.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ async def sample_fact(
     return origin, got, sum(1 for n in names if n not in jt.first_seen)
 
 
+async def net_stats(nodes: list[Any]) -> list[dict[str, int]]:
+    """Each daemon's network counters and gauges (`stats` → `net`)."""
+    return [(await n.call("stats"))["net"] for n in nodes]
+
+
 async def propagation(quick: bool, out: Results) -> None:
     from p2pci.testing.mesh import open_mesh
 
@@ -111,6 +121,7 @@ async def propagation(quick: bool, out: Results) -> None:
                     await trio.sleep(IDLE_S)
                     cpu0, wall0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
                     idle_rate = (cpu0 - idle0) / (wall0 - t_idle)
+                    synced0 = sum(s.get("synced", 0) for s in await net_stats(nodes))
                     continue
                 missing += unseen
                 delays.append(1000 * (max(got) - origin))
@@ -126,6 +137,14 @@ async def propagation(quick: bool, out: Results) -> None:
             out[f"propagation_cpu_cores_busy_{size}"] = rnd(cpu / wall, 2)
             out[f"propagation_idle_cpu_ms_per_s_{size}"] = rnd(1000 * idle_rate, 1)
             out[f"propagation_cpu_ms_per_fact_marginal_{size}"] = rnd(1000 * (cpu - idle_rate * wall) / samples, 1)
+            # how the facts got there: by anti-entropy sync instead of gossip, and the gossip mesh
+            # (a daemon outside every mesh gets facts only by sync: seconds, not milliseconds)
+            stats = await net_stats(nodes)
+            out[f"propagation_synced_{size}"] = sum(s.get("synced", 0) for s in stats) - synced0
+            meshes = {n.name: s.get("gossip_mesh", -1) for n, s in zip(nodes, stats, strict=True)}
+            out[f"propagation_gossip_mesh_min_{size}"] = min(meshes.values())
+            if out[f"propagation_synced_{size}"] or min(meshes.values()) < 1:
+                log(f"propagation at {size}: gossip mesh per daemon {meshes}")
             peers = [len(await n.call("peers")) for n in nodes]
             out[f"propagation_peers_mean_{size}"] = rnd(sum(peers) / len(peers), 1)
             log(

@@ -27,6 +27,8 @@ EXTRA = [
     ("propagation_cpu_cores_busy_20", "cores the 20 daemons kept busy while sampling"),
     ("propagation_cpu_ms_per_fact_marginal_20", "same, minus the daemons' idle CPU over the same time"),
     ("propagation_idle_cpu_ms_per_s_20", "CPU of all 20 daemons per second with no fact in flight"),
+    ("propagation_synced_20", "facts taken in by sync instead of gossip while sampling, 20 daemons"),
+    ("propagation_gossip_mesh_min_20", "smallest gossipsub mesh of the 20 daemons (0: reached only by sync)"),
     ("tally_reveals_per_s_batched", "reveals/s with one tally per burst"),
     ("blob_size_mb", "blob size"),
     ("idle_peers", "peers of the idle daemon"),

@@ -583,7 +583,15 @@ class LibP2PNetwork:
         return self._events.subscribe()
 
     def stats(self) -> dict[str, int]:
-        return self._stats.snapshot()
+        """The counters, plus two gauges of the gossip layer: `gossip_mesh`, the peers in our
+        gossipsub mesh for the fact topic, and `gossip_topic_peers`, the peers pubsub knows to be
+        subscribed to it (0 and 0: gossip reaches us only by anti-entropy sync)."""
+        out = self._stats.snapshot()
+        pubsub = self._pubsub
+        if pubsub is not None:
+            out["gossip_mesh"] = len(pubsub.router.mesh.get(TOPIC, ()))
+            out["gossip_topic_peers"] = len(pubsub.peer_topics.get(TOPIC, ()))
+        return out
 
     def serve_blobs(self, store: BlobStoreLike) -> None:
         self._blobs = store

@@ -317,6 +317,21 @@ async def test_blob_transfer_corrupt_and_stalling_peers(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_gossip_gauges_show_the_mesh_and_its_loss() -> None:
+    """`stats()` carries the gossip mesh and the topic's known subscribers (the bench reads them to
+    tell a daemon that only sync reaches)."""
+
+    def gauges(n: Node) -> tuple[int, int]:
+        s = n.net.stats()
+        return s["gossip_mesh"], s["gossip_topic_peers"]
+
+    async with line(3) as nodes:
+        await wait_until(lambda: all(min(gauges(n)) >= 1 for n in nodes), 10)
+        await wait_until(lambda: gauges(nodes[1])[1] == 2, 10)  # the middle one: both ends subscribe
+        nodes[0].net.set_blocked({n.net.peer_id for n in nodes[1:]})
+        await wait_until(lambda: gauges(nodes[0]) == (0, 0), 10)
+
+
 async def test_partition_then_heal_converges() -> None:
     async with line(4) as nodes:
         await wait_until(lambda: all(len(n.net.peers()) == 3 for n in nodes), 10)
