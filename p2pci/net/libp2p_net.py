@@ -198,6 +198,10 @@ def _patch_yamux_framing(yamux_mod: Any) -> None:
     yamux_mod.Yamux._write_frame = _write_frame
 
 
+# Seconds below prune_back_off from which a GRAFT after a PRUNE counts as a flood (see
+# _GossipSub.__init__): backoffs are whole seconds, so "after the backoff" may look 1 s early.
+GRAFT_FLOOD_SLACK = 2.0
+
 # IDONTWANT only for messages larger than this (go-libp2p's IDontWantMessageThreshold):
 # for a small fact the IDONTWANT to every mesh peer costs as much as the copies it saves.
 IDONTWANT_MIN = 1024
@@ -301,6 +305,27 @@ def _pubsub_classes(ps_mod: Any) -> tuple[Any, Any]:
     class _GossipSub(GossipSub):
         _idontwant_size = 0
         p2pci_stats: Stats | None = None  # set by LibP2PNetwork.run
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # py-libp2p answers a GRAFT that comes less than min(10 s, prune_back_off) after
+            # the last PRUNE it *received* from that peer with a PRUNE ("GRAFT flood"). The
+            # backoffs of both ends are whole seconds (`int(time.time()) + prune_back_off`),
+            # so a well-behaved peer's GRAFT right after its backoff can come up to a second
+            # early by that measure, and was pruned as a flood: GRAFT_FLOOD_SLACK below it.
+            self.graft_flood_threshold = max(0.0, float(self.prune_back_off) - GRAFT_FLOOD_SLACK)
+
+        async def emit_prune(self, topic: str, to_peer: Any, do_px: bool, is_unsubscribe: bool) -> None:
+            """Back off every peer we PRUNE, as the spec asks of the pruning side.
+
+            py-libp2p 0.8.1 adds the backoff only when it leaves a topic or refuses a GRAFT
+            during one: after a heartbeat prune (mesh over D_hi) or a flood PRUNE it GRAFTed
+            the peer again at the next heartbeat, the peer (backing off, or seeing a flood)
+            PRUNEd back, and such a pair could go on PRUNEing each other for ever. A daemon whose
+            every mesh peer did so was reached only by anti-entropy sync: the 2.7 s
+            propagation outlier at 20 daemons (docs/benchmarks.md)."""
+            self._add_back_off(to_peer, topic, is_unsubscribe)
+            await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
 
         def _check_spam_protection(self, peer_id: Any, msg: Any) -> bool:
             """py-libp2p's forwarding limit (max_messages_per_topic_per_second in any sliding
