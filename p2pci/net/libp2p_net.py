@@ -210,13 +210,14 @@ IDONTWANT_MIN = 1024
 # library defaults. One definition for the daemon and the test-only peers that
 # must join its mesh the same way (LibP2PNetwork overrides the heartbeat).
 GOSSIPSUB_PARAMS: dict[str, Any] = {
-    # Mesh degree 5/4/8 [6/4/12]. Every node receives each fact once per mesh
+    # Mesh degree 4/3/6 [6/4/12]. Every node receives each fact once per mesh
     # peer, so the mesh size multiplies the CPU per fact; with D_hi = 12 the mesh
-    # was nearly every connection (~9 at 20 daemons). >= 4 independent paths per
-    # node (sync covers the rest); D_hi 6 once left a daemon out of the mesh.
-    "degree": 5,
-    "degree_low": 4,
-    "degree_high": 8,
+    # was nearly every connection (~9 at 20 daemons). >= 3 independent paths per
+    # node (sync covers the rest). Smaller meshes (D_hi 6) once left a daemon out of
+    # every mesh: that was the PRUNE ping-pong that _GossipSub.emit_prune ends.
+    "degree": 4,
+    "degree_low": 3,
+    "degree_high": 6,
     # Library default 120 s: mesh repair and IHAVE gossip would take minutes.
     "heartbeat_interval": 1.0,
     "heartbeat_initial_delay": 0.1,
