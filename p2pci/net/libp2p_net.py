@@ -201,6 +201,10 @@ def _patch_yamux_framing(yamux_mod: Any) -> None:
 # Seconds below prune_back_off from which a GRAFT after a PRUNE counts as a flood (see
 # _GossipSub.__init__): backoffs are whole seconds, so "after the backoff" may look 1 s early.
 GRAFT_FLOOD_SLACK = 2.0
+# The longest backoff a peer's PRUNE can ask of us (seconds; GossipSub's default is 60), and the
+# size of a topic's backoff table from which expired entries are swept on each new one.
+BACKOFF_MAX_S = 60
+BACKOFF_TABLE_SWEEP = 256
 
 # IDONTWANT only for messages larger than this (go-libp2p's IDontWantMessageThreshold):
 # for a small fact the IDONTWANT to every mesh peer costs as much as the copies it saves.
@@ -327,6 +331,27 @@ def _pubsub_classes(ps_mod: Any) -> tuple[Any, Any]:
             propagation outlier at 20 daemons (docs/benchmarks.md)."""
             self._add_back_off(to_peer, topic, is_unsubscribe)
             await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
+
+        async def handle_prune(self, prune_msg: Any, sender_peer_id: Any) -> None:
+            """A PRUNE for a topic we are not in is ignored (upstream kept a backoff and a flood
+            stamp for any topic name a peer sent: a table a hostile peer grows at will). The
+            backoff it asks for is capped at BACKOFF_MAX_S by _add_back_off."""
+            if prune_msg.topicID not in self.mesh:
+                return
+            await super().handle_prune(prune_msg, sender_peer_id)
+
+        def _add_back_off(self, peer: Any, topic: str, is_unsubscribe: bool, backoff_duration: int = 0) -> None:
+            """Backoffs only for our own topics, and expired ones dropped once the table is big:
+            upstream removes an entry only when it checks that peer again, so every peer that
+            ever PRUNEd us or was PRUNEd stayed in it after it left."""
+            if topic not in self.mesh:
+                return
+            table = self.back_off.get(topic)
+            if table is not None and len(table) >= BACKOFF_TABLE_SWEEP:
+                now = int(time.time())
+                for gone in [p for p, until in table.items() if until <= now]:
+                    del table[gone]
+            super()._add_back_off(peer, topic, is_unsubscribe, min(backoff_duration, BACKOFF_MAX_S))
 
         def _check_spam_protection(self, peer_id: Any, msg: Any) -> bool:
             """py-libp2p's forwarding limit (max_messages_per_topic_per_second in any sliding

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import trio
+
 from p2pci.net.base import TOPIC
 from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS
 from tests.integration.test_net_libp2p import line, wait_until
@@ -74,3 +76,36 @@ async def test_a_graft_just_after_the_backoff_is_not_a_flood() -> None:
             rb.graft_flood_tracking[a_id][TOPIC] = time.time() - since
             await rb.handle_graft(rpc_pb2.ControlGraft(topicID=TOPIC), a_id)
             assert (a_id in rb.mesh[TOPIC], pruned) == ((False, [a_id]) if flood else (True, [])), since
+
+
+async def test_hostile_prunes_cannot_grow_the_backoff_tables() -> None:
+    """A peer GRAFTs and PRUNEs us for 2,000 made-up topics and asks for a backoff of 2^64-1 s on ours: the
+    made-up topics leave no trace (upstream kept a backoff and a flood stamp for each), and the
+    backoff it gets is at most BACKOFF_MAX_S. Expired entries of departed peers are swept."""
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from p2pci.net.libp2p_net import BACKOFF_MAX_S, BACKOFF_TABLE_SWEEP
+    from tests.integration.test_net_libp2p import _info, raw_peer, start_node
+
+    async with trio.open_nursery() as nursery, raw_peer() as (host, ps):
+        node = await start_node(nursery)
+        await host.connect(_info(node.net.addrs()[0]))
+        router, me = _router(node), host.get_id()
+        await wait_until(lambda: me in router.pubsub.peer_topics.get(TOPIC, ()), 10)
+        ctrl = rpc_pb2.ControlMessage()
+        ctrl.prune.extend(rpc_pb2.ControlPrune(topicID=f"/made-up/{i}", backoff=60) for i in range(2000))
+        ctrl.graft.extend(rpc_pb2.ControlGraft(topicID=f"/made-up/{i}") for i in range(2000))  # PRUNEd back
+        ctrl.prune.append(rpc_pb2.ControlPrune(topicID=TOPIC, backoff=2**64 - 1))
+        await ps.router.emit_control_message(ctrl, ID.from_base58(node.net.peer_id))
+        await wait_until(lambda: me in router.back_off.get(TOPIC, {}), 10)
+        assert set(router.back_off) == {TOPIC}, len(router.back_off)
+        assert all(TOPIC == t for per_peer in router.graft_flood_tracking.values() for t in per_peer)
+        assert router.back_off[TOPIC][me] <= int(time.time()) + BACKOFF_MAX_S
+        # departed peers' expired backoffs go once the table is big
+        table = router.back_off[TOPIC]
+        for i in range(BACKOFF_TABLE_SWEEP):
+            table[ID(b"\x00\x24" + i.to_bytes(36, "big"))] = 0  # long expired
+        router._add_back_off(me, TOPIC, False)
+        assert set(table) == {me}
+        node.cancel.cancel()
