@@ -198,6 +198,14 @@ def _patch_yamux_framing(yamux_mod: Any) -> None:
     yamux_mod.Yamux._write_frame = _write_frame
 
 
+# Seconds below prune_back_off from which a GRAFT after a PRUNE counts as a flood (see
+# _GossipSub.__init__): backoffs are whole seconds, so "after the backoff" may look 1 s early.
+GRAFT_FLOOD_SLACK = 2.0
+# The longest backoff a peer's PRUNE can ask of us (seconds; GossipSub's default is 60), and the
+# size of a topic's backoff table from which expired entries are swept on each new one.
+BACKOFF_MAX_S = 60
+BACKOFF_TABLE_SWEEP = 256
+
 # IDONTWANT only for messages larger than this (go-libp2p's IDontWantMessageThreshold):
 # for a small fact the IDONTWANT to every mesh peer costs as much as the copies it saves.
 IDONTWANT_MIN = 1024
@@ -206,13 +214,14 @@ IDONTWANT_MIN = 1024
 # library defaults. One definition for the daemon and the test-only peers that
 # must join its mesh the same way (LibP2PNetwork overrides the heartbeat).
 GOSSIPSUB_PARAMS: dict[str, Any] = {
-    # Mesh degree 5/4/8 [6/4/12]. Every node receives each fact once per mesh
+    # Mesh degree 4/3/6 [6/4/12]. Every node receives each fact once per mesh
     # peer, so the mesh size multiplies the CPU per fact; with D_hi = 12 the mesh
-    # was nearly every connection (~9 at 20 daemons). >= 4 independent paths per
-    # node (sync covers the rest); D_hi 6 once left a daemon out of the mesh.
-    "degree": 5,
-    "degree_low": 4,
-    "degree_high": 8,
+    # was nearly every connection (~9 at 20 daemons). >= 3 independent paths per
+    # node (sync covers the rest). Smaller meshes (D_hi 6) once left a daemon out of
+    # every mesh: that was the PRUNE ping-pong that _GossipSub.emit_prune ends.
+    "degree": 4,
+    "degree_low": 3,
+    "degree_high": 6,
     # Library default 120 s: mesh repair and IHAVE gossip would take minutes.
     "heartbeat_interval": 1.0,
     "heartbeat_initial_delay": 0.1,
@@ -301,6 +310,48 @@ def _pubsub_classes(ps_mod: Any) -> tuple[Any, Any]:
     class _GossipSub(GossipSub):
         _idontwant_size = 0
         p2pci_stats: Stats | None = None  # set by LibP2PNetwork.run
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # py-libp2p answers a GRAFT that comes less than min(10 s, prune_back_off) after
+            # the last PRUNE it *received* from that peer with a PRUNE ("GRAFT flood"). The
+            # backoffs of both ends are whole seconds (`int(time.time()) + prune_back_off`),
+            # so a well-behaved peer's GRAFT right after its backoff can come up to a second
+            # early by that measure, and was pruned as a flood: GRAFT_FLOOD_SLACK below it.
+            self.graft_flood_threshold = max(0.0, float(self.prune_back_off) - GRAFT_FLOOD_SLACK)
+
+        async def emit_prune(self, topic: str, to_peer: Any, do_px: bool, is_unsubscribe: bool) -> None:
+            """Back off every peer we PRUNE, as the spec asks of the pruning side.
+
+            py-libp2p 0.8.1 adds the backoff only when it leaves a topic or refuses a GRAFT
+            during one: after a heartbeat prune (mesh over D_hi) or a flood PRUNE it GRAFTed
+            the peer again at the next heartbeat, the peer (backing off, or seeing a flood)
+            PRUNEd back, and such a pair could go on PRUNEing each other for ever. A daemon whose
+            every mesh peer did so was reached only by anti-entropy sync: the 2.7 s
+            propagation outlier at 20 daemons (docs/benchmarks.md)."""
+            self._add_back_off(to_peer, topic, is_unsubscribe)
+            await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
+
+        async def handle_prune(self, prune_msg: Any, sender_peer_id: Any) -> None:
+            """A PRUNE for a topic we are not in is ignored (upstream kept a backoff and a flood
+            stamp for any topic name a peer sent: a table a hostile peer grows at will). The
+            backoff it asks for is capped at BACKOFF_MAX_S by _add_back_off."""
+            if prune_msg.topicID not in self.mesh:
+                return
+            await super().handle_prune(prune_msg, sender_peer_id)
+
+        def _add_back_off(self, peer: Any, topic: str, is_unsubscribe: bool, backoff_duration: int = 0) -> None:
+            """Backoffs only for our own topics, and expired ones dropped once the table is big:
+            upstream removes an entry only when it checks that peer again, so every peer that
+            ever PRUNEd us or was PRUNEd stayed in it after it left."""
+            if topic not in self.mesh:
+                return
+            table = self.back_off.get(topic)
+            if table is not None and len(table) >= BACKOFF_TABLE_SWEEP:
+                now = int(time.time())
+                for gone in [p for p, until in table.items() if until <= now]:
+                    del table[gone]
+            super()._add_back_off(peer, topic, is_unsubscribe, min(backoff_duration, BACKOFF_MAX_S))
 
         def _check_spam_protection(self, peer_id: Any, msg: Any) -> bool:
             """py-libp2p's forwarding limit (max_messages_per_topic_per_second in any sliding
