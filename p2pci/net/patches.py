@@ -42,7 +42,8 @@ Patches written so that they could be sent upstream as they are:
   one read per RPC, fewer when several arrived together. Same framing, same errors (a prefix
   over 10 bytes or 64 bits: ParseError; a length over `max_inbound_rpc_size`: MessageTooLarge,
   raised before the body is read, so the stream is reset and the peer dropped as before), and
-  the buffer never holds more than one incomplete RPC and one read.
+  the buffer never holds more than one incomplete RPC and one read. Every RPC is still a
+  checkpoint (one from the buffer too), as with upstream's reads.
 * `mcache_msg_id`: GossipSub's `MessageCache.put` (pubsub/mcache.py:73)
   keys messages by `from + seqno` whatever `msg_id_constructor` the Pubsub
   was built with, while the seen-cache, IHAVE handling and IDONTWANT use
@@ -265,7 +266,9 @@ class _RpcReader:
     soon as the prefix is complete, before its body is read), a read that returns nothing is an
     IncompleteReadError, and the stream's own errors (StreamEOF, StreamReset) pass through. It
     reads only when the buffer holds no complete RPC, so the buffer is never more than one
-    incomplete RPC (< 10 + limit bytes) and one read."""
+    incomplete RPC (< 10 + limit bytes) and one read. An RPC served from the buffer is still a
+    checkpoint, as each of upstream's reads was: a read of many small RPCs cannot hold the event
+    loop (or a cancellation) for all of them."""
 
     __slots__ = ("_stream", "_limit", "_chunk", "_buf", "_pos")
 
@@ -283,6 +286,8 @@ class _RpcReader:
 
     async def read(self) -> bytes:
         """The next RPC's bytes."""
+        if self._buf:  # served from the buffer: still a checkpoint per RPC, as every read was
+            await trio.lowlevel.checkpoint()
         while True:
             buf, pos = self._buf, self._pos
             end = len(buf)

@@ -190,3 +190,16 @@ def test_frames_like_upstream(payloads: list[bytes], garbage: bytes, cuts: list[
         assert len(stream.reads) <= len(chunks) + 1
         assert len(stream.reads) <= len(ours[0]) + 11  # a read per RPC, a few for a bad tail, the end
     assert all(b < limit + 10 for b in stream.buffered_at_read)  # one incomplete RPC, at most
+
+
+async def test_an_rpc_from_the_buffer_is_still_a_checkpoint() -> None:
+    """Upstream's reads made every RPC a checkpoint (cancellation, other tasks' turn); a flood of
+    small RPCs in one read must not hold the event loop for all of them."""
+    reader, stream = _reader([_frame(b"a") + _frame(b"b")])
+    assert await reader.read() == b"a"
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await reader.read()
+    assert scope.cancelled_caught
+    assert await reader.read() == b"b"  # nothing lost to the cancellation
+    assert len(stream.reads) == 1
