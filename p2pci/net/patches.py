@@ -1,7 +1,8 @@
 """Patches to py-libp2p 0.8.1, in one place, each behind a version guard.
 
 Every patch names the upstream code it changes and why; each has a test in
-tests/integration/test_net_reach.py, test_net_costs.py or test_net_patches_io.py that fails
+tests/integration/test_net_reach.py, test_net_costs.py or test_net_patches_io.py (the RPC
+framing of rpc_reader also in tests/unit/test_net_rpc_reader.py) that fails
 without it. `apply()` is
 idempotent and runs once per process (LibP2PNetwork.run calls it). On any
 other py-libp2p version the patches are *not* applied: a warning is logged
@@ -32,6 +33,17 @@ Patches written so that they could be sent upstream as they are:
   delivered or forwarded: `push_msg` itself is unchanged. An exception in
   `push_msg` is logged and counted (`push_errors`) and the read loop goes
   on, where a task's exception used to stop the pubsub service.
+* `rpc_reader`: the read loop read each RPC with `read_varint_prefixed_bytes_limited`
+  (utils/varint.py:159): one stream read per byte of the length prefix and one for the body,
+  2-3 per RPC, and each stream read goes through NetStream's state lock, Yamux's stream lock,
+  its debug formatting and window accounting, and a trio checkpoint. The patch reads up to
+  `RPC_READ` (64 KiB) of whatever the stream has buffered and parses every complete RPC out of
+  its own buffer (`_RpcReader`), reading again only when the next RPC is incomplete: at most
+  one read per RPC, fewer when several arrived together. Same framing, same errors (a prefix
+  over 10 bytes or 64 bits: ParseError; a length over `max_inbound_rpc_size`: MessageTooLarge,
+  raised before the body is read, so the stream is reset and the peer dropped as before), and
+  the buffer never holds more than one incomplete RPC and one read. Every RPC is still a
+  checkpoint (one from the buffer too), as with upstream's reads.
 * `mcache_msg_id`: GossipSub's `MessageCache.put` (pubsub/mcache.py:73)
   keys messages by `from + seqno` whatever `msg_id_constructor` the Pubsub
   was built with, while the seen-cache, IHAVE handling and IDONTWANT use
@@ -85,6 +97,14 @@ its CPU per Noise message and per Yamux frame, in Python, and copied each byte 8
 * `noise_write_batch`: `NoiseTransportReadWriter.write_msg` (security/noise/io.py:59) sent a
   write larger than one Noise message as one socket write per 65519 bytes; the patch encrypts
   them all and sends them in one write (the Yamux write lock already keeps frames whole).
+* `yamux_write_fast`: `YamuxStream.write` (stream_muxer/yamux/yamux.py:229) took the stream's
+  read-write lock and its window lock (two checkpoints), formatted a debug line and built the
+  header with `struct.pack` for every write, also for a small one that fits the send window, such
+  as every pubsub RPC. When the write fits the window and one frame, the stream is open, neither
+  lock is held and debug logging is off, the patch decrements the window and writes the same
+  frame (same header, same bytes) without the locks: nothing else runs between the checks and the
+  frame, as under the locks. A write that was cancelled before it started still raises Cancelled
+  before the window is touched; every other write takes upstream's path.
 
 With the Yamux frames of one blob batch (`libp2p_net._patch_yamux_framing`) and a receive
 window opened for the whole range (`libp2p_net._open_window`), a 1 MiB blob batch is one Yamux
@@ -180,11 +200,18 @@ def _inline_push() -> None:
 
     @_replace("_p2pci_inline", "continuously_read_stream", Pubsub)
     async def continuously_read_stream(self: Any, stream: Any) -> None:
-        """Upstream's read loop (0.8.1) with `push` in place of `run_task(self.push_msg, ...)`."""
+        """Upstream's read loop (0.8.1) with `push` in place of `run_task(self.push_msg, ...)`,
+        and `_RpcReader` in place of `read_varint_prefixed_bytes_limited` once rpc_reader is applied."""
         peer_id = stream.muxed_conn.peer_id
         try:
+            # rpc_reader: one stream read for every RPC already buffered, not one per varint byte
+            reader = _RpcReader(stream, self.max_inbound_rpc_size) if rpc_reading else None
             while self.manager.is_running:
-                incoming: bytes = await read_varint_prefixed_bytes_limited(stream, self.max_inbound_rpc_size)
+                incoming: bytes
+                if reader is not None:
+                    incoming = await reader.read()
+                else:
+                    incoming = await read_varint_prefixed_bytes_limited(stream, self.max_inbound_rpc_size)
                 rpc_incoming = rpc_pb2.RPC()
                 rpc_incoming.ParseFromString(incoming)
                 # looked up in the module at call time: p2pci.net.libp2p_net wraps it
@@ -225,6 +252,106 @@ def _inline_push() -> None:
             self._handle_dead_peer(peer_id)
         except (StreamEOF, StreamError, IOException, RawConnError) as exc:
             ps_mod.logger.debug("pubsub read loop for %s ended: %r", peer_id, exc)
+
+
+RPC_READ = 64 * 1024  # the most one stream read of the pubsub read loop takes (rpc_reader)
+
+
+class _RpcReader:
+    """The varint-prefixed RPCs of one pubsub stream, parsed out of reads of up to RPC_READ bytes.
+
+    Same framing and limits as upstream's `read_varint_prefixed_bytes_limited(stream, limit)`
+    (utils/varint.py:159), which it replaces in the read loop: a length prefix of more than 10
+    bytes or over 64 bits is a ParseError, a length over `limit` is MessageTooLarge (raised as
+    soon as the prefix is complete, before its body is read), a read that returns nothing is an
+    IncompleteReadError, and the stream's own errors (StreamEOF, StreamReset) pass through. It
+    reads only when the buffer holds no complete RPC, so the buffer is never more than one
+    incomplete RPC (< 10 + limit bytes) and one read. An RPC served from the buffer is still a
+    checkpoint, as each of upstream's reads was: a read of many small RPCs cannot hold the event
+    loop (or a cancellation) for all of them."""
+
+    __slots__ = ("_stream", "_limit", "_chunk", "_buf", "_pos")
+
+    def __init__(self, stream: Any, limit: int, chunk: int = RPC_READ) -> None:
+        if limit <= 0:
+            raise ValueError("max_length must be greater than 0")
+        self._stream = stream
+        self._limit = limit
+        self._chunk = chunk
+        self._buf = b""
+        self._pos = 0
+
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    async def read(self) -> bytes:
+        """The next RPC's bytes."""
+        if self._buf:  # served from the buffer: still a checkpoint per RPC, as every read was
+            await trio.lowlevel.checkpoint()
+        while True:
+            buf, pos = self._buf, self._pos
+            end = len(buf)
+            if pos < end:
+                first = buf[pos]
+                if first < 0x80:  # a one-byte length: RPCs under 128 bytes
+                    length, start = first, pos + 1
+                else:
+                    length, start = _uvarint(buf, pos, end)
+                if start:
+                    if length > self._limit:
+                        from libp2p.io.exceptions import MessageTooLarge
+
+                        raise MessageTooLarge(f"Message length {length} exceeds maximum allowed {self._limit}")
+                    stop = start + length
+                    if stop <= end:
+                        if stop == end:  # all taken: keep no buffer between RPCs
+                            self._buf, self._pos = b"", 0
+                        else:
+                            self._pos = stop
+                        return buf[start:stop]
+            await self._fill()
+
+    async def _fill(self) -> None:
+        data: bytes = await self._stream.read(self._chunk)
+        if not data:
+            from libp2p.io.exceptions import IncompleteReadError
+
+            raise IncompleteReadError("Stream ended in an RPC", expected_bytes=1, received_bytes=0)
+        rest = self._buf[self._pos :]
+        self._buf = rest + data if rest else bytes(data)
+        self._pos = 0
+
+
+def _uvarint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, index after it) of the uvarint at buf[pos:end], (0, 0) if it is incomplete;
+    ParseError if it runs over 10 bytes or 64 bits (utils/varint.py's rules)."""
+    value = shift = 0
+    i = pos
+    while i < end:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            if value >> 64:
+                from libp2p.exceptions import ParseError
+
+                raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
+            return value, i
+        shift += 7
+        if shift >= 70:
+            from libp2p.exceptions import ParseError
+
+            raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
+    return 0, 0
+
+
+rpc_reading = False  # set by rpc_reader: read loops started from then on use _RpcReader
+
+
+def _rpc_reader() -> None:
+    """Nothing to install: inline_push's read loop (the only one) uses `_RpcReader` from now on."""
+    global rpc_reading
+    rpc_reading = True
 
 
 def _mcache_msg_id() -> None:
@@ -453,9 +580,49 @@ def _noise_packet_read() -> None:
         return bytes(buf)
 
 
+fast_writes = 0  # YamuxStream writes sent by yamux_write_fast's path
+
+
+def _yamux_write_fast() -> None:
+    import struct
+
+    from libp2p.stream_muxer.yamux import yamux as ymod
+
+    original: Callable[..., Any] = ymod.YamuxStream.write
+    header = struct.Struct(ymod.YAMUX_HEADER_FORMAT).pack
+    ylog = ymod.logger
+    hsize, data_type = ymod.HEADER_SIZE, ymod.TYPE_DATA
+    not_cancelled = trio.lowlevel.checkpoint_if_cancelled
+
+    @_replace("_p2pci_fastw", "write", ymod.YamuxStream)
+    async def write(self: Any, data: bytes) -> None:
+        global fast_writes
+        n = len(data)
+        if (
+            n == 0
+            or n > self.send_window
+            or n > ymod.MAX_MESSAGE_SIZE - hsize  # read at call time, like upstream (libp2p_net sets it)
+            or self.send_closed
+            or self.closed
+            or self.window_lock.locked()
+            or self.rw_lock._writer_lock.value == 0  # a writer (or reader) holds it: queue behind
+            or ylog.isEnabledFor(logging.DEBUG)
+        ):
+            await original(self, data)
+            return
+        await not_cancelled()  # upstream's first lock acquisition raises Cancelled before any accounting
+        # no checkpoint from the checks to here: nothing else runs in between
+        fast_writes += 1
+        self.send_window -= n
+        await self.conn._write_frame(header(0, data_type, 0, self.stream_id, n) + data)
+
+    write.__wrapped__ = original  # type: ignore[attr-defined]  # upstream's, for the tests
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "stream_handler_guard": _stream_handler_guard,
     "inline_push": _inline_push,
+    "rpc_reader": _rpc_reader,
     "mcache_msg_id": _mcache_msg_id,
     "sender_record_cache": _sender_record_cache,
     "send_rpc_shared": _send_rpc_shared,
@@ -464,6 +631,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "yamux_body_read": _yamux_body_read,
     "noise_write_batch": _noise_write_batch,
     "noise_packet_read": _noise_packet_read,
+    "yamux_write_fast": _yamux_write_fast,
 }
 
 

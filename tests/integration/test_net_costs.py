@@ -311,3 +311,45 @@ async def test_forwarded_rpcs_are_not_copied_per_peer(monkeypatch: pytest.Monkey
         nursery.cancel_scope.cancel()
     assert patches.shared_sends - before >= 51  # each fact, queued for b without a copy
     assert len(splits) < 10, len(splits)  # only control RPCs with deferred control ride the old path
+
+
+async def _pubsub_reads_per_rpc(monkeypatch: pytest.MonkeyPatch, n: int) -> float:
+    """Stream reads made on pubsub streams per received pubsub RPC, both nodes, during a burst of n."""
+    from libp2p.network.stream.net_stream import NetStream
+
+    ps_mod = _libp2p()
+    counts = {"reads": 0, "rpcs": 0}
+    read, consume = NetStream.read, ps_mod.maybe_consume_signed_record
+
+    async def counting_read(self: Any, n: int | None = None) -> bytes:
+        if str(self.get_protocol()).startswith("/meshsub/"):
+            counts["reads"] += 1
+        return await read(self, n)
+
+    def counting_consume(msg: Any, host: Any, peer_id: Any) -> bool:
+        counts["rpcs"] += 1  # once per RPC the read loop parsed
+        return bool(consume(msg, host, peer_id))
+
+    with monkeypatch.context() as m:
+        m.setattr(NetStream, "read", counting_read)
+        m.setattr(ps_mod, "maybe_consume_signed_record", counting_consume)
+        async with trio.open_nursery() as nursery:
+            await _burst_a_to_b(nursery, n)
+            nursery.cancel_scope.cancel()
+    assert counts["rpcs"] >= n // 4, counts  # (the send loop may merge queued RPCs)
+    return counts["reads"] / counts["rpcs"]
+
+
+async def test_pubsub_rpcs_cost_at_most_one_stream_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """patches.rpc_reader: the read loop read every RPC's length prefix a byte per stream read, then
+    its body: 2-3 stream reads (each: NetStream and Yamux locks, a checkpoint, a copy) per RPC."""
+    from p2pci.net import patches
+
+    assert patches.apply()["rpc_reader"]
+    with monkeypatch.context() as m:
+        m.setattr(patches, "rpc_reading", False)  # read loops started now read as upstream
+        upstream = await _pubsub_reads_per_rpc(monkeypatch, 60)
+    patched = await _pubsub_reads_per_rpc(monkeypatch, 60)
+    assert upstream >= 2.5, upstream  # our facts are over 127 bytes: a 2-byte prefix and the body
+    # one read per RPC at most, fewer when several were buffered; + the read each loop waits in
+    assert patched <= 1.1, patched

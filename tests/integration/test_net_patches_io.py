@@ -9,7 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -124,3 +126,105 @@ async def test_a_read_of_one_whole_noise_message_is_not_copied() -> None:
     assert await s.read(12) == b"h" * 12
     assert await s.read(100) == msg[:100]
     assert await s.read(NOISE_MSG) is msg  # secure_read_views: upstream copies it through a BytesIO
+
+
+class _Secured:
+    """The secured connection under a Yamux: records every write; `on_write` runs after each."""
+
+    is_initiator = True
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.on_write: Any = None
+
+    async def write(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self.writes.append(bytes(data))
+        if self.on_write is not None:
+            self.on_write()
+
+
+def _yamux_stream(window: int) -> tuple[Any, _Secured]:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+
+    secured = _Secured()
+    conn = Yamux(secured, ID.from_pubkey(create_new_key_pair().public_key), is_initiator=True)  # type: ignore[arg-type]
+    stream = YamuxStream(7, conn, is_initiator=True)
+    stream.send_window = window
+    return stream, secured
+
+
+async def _frames(write: Any, size: int, window: int, refill: int = 0) -> tuple[list[bytes], int]:
+    """What one write of `size` bytes puts on the connection, and the send window after it; a
+    window update of `refill` arrives after every frame."""
+    stream, secured = _yamux_stream(window)
+    if refill:
+        secured.on_write = lambda: setattr(stream, "send_window", stream.send_window + refill)
+    with trio.fail_after(10):
+        await write(stream, bytes(i % 251 for i in range(size)))
+    return secured.writes, stream.send_window
+
+
+async def test_yamux_fast_writes_put_the_same_frames_on_the_wire(monkeypatch: Any) -> None:
+    """patches.yamux_write_fast: byte-identical frames and window accounting to upstream's write,
+    whichever path a write takes (a short window or a write over one frame: upstream's)."""
+    from libp2p.stream_muxer.yamux import yamux as ymod
+
+    patches.apply()
+    patched = ymod.YamuxStream.write
+    upstream = patched.__wrapped__
+    monkeypatch.setattr(ymod, "MAX_MESSAGE_SIZE", 4096)  # frames of up to 4084 bytes of data
+    cases = [  # (size, window, refill, fast)
+        (1, 256 * 1024, 0, True), (127, 256 * 1024, 0, True), (4084, 256 * 1024, 0, True),
+        (3000, 3000, 0, True),  # exactly the window
+        (4085, 256 * 1024, 0, False),  # one byte over a frame: two frames
+        (10000, 256 * 1024, 0, False),
+        (300, 100, 1000, False),  # a short window: a 100-byte frame, then the rest after the update
+        (300, 299, 1000, False),
+        (0, 256 * 1024, 0, False),  # nothing: no frame at all
+    ]
+    for size, window, refill, fast in cases:
+        before = patches.fast_writes
+        ours = await _frames(patched, size, window, refill)
+        assert patches.fast_writes - before == fast, (size, window)
+        assert ours == await _frames(upstream, size, window, refill), (size, window)
+        assert all(f[:4] == b"\0\0\0\0" and f[4:8] == (7).to_bytes(4, "big") for f in ours[0])  # DATA, stream 7
+    assert (await _frames(patched, 300, 100, 1000))[0][0][8:12] == (100).to_bytes(4, "big")
+
+
+async def test_yamux_fast_write_keeps_upstreams_waits_and_errors(caplog: Any) -> None:
+    import logging
+
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+    from libp2p.stream_muxer.yamux import yamux as ymod
+
+    patches.apply()
+    # a write that was cancelled before it started sends nothing and takes no window
+    stream, secured = _yamux_stream(1000)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await stream.write(b"abc")
+    assert scope.cancelled_caught and secured.writes == [] and stream.send_window == 1000
+    # a writer holding the stream's write lock goes first: the next write waits behind it
+    stream, secured = _yamux_stream(1000)
+    await stream.rw_lock.acquire_write()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream.write, b"second")
+        await trio.testing.wait_all_tasks_blocked()
+        assert secured.writes == []
+        stream.rw_lock.release_write()
+    assert len(secured.writes) == 1 and secured.writes[0].endswith(b"second")
+    # a closed stream: upstream's error
+    stream, secured = _yamux_stream(1000)
+    stream.send_closed = True
+    with pytest.raises(MuxedStreamError, match="closed for sending"):
+        await stream.write(b"abc")
+    # debug logging on: upstream's write, with its log lines
+    stream, secured = _yamux_stream(1000)
+    before = patches.fast_writes
+    with caplog.at_level(logging.DEBUG, logger=ymod.logger.name):
+        await stream.write(b"abc")
+    assert patches.fast_writes == before and "Starts writing 3 bytes" in caplog.text
+    assert len(secured.writes) == 1 and stream.send_window == 997
