@@ -523,19 +523,21 @@ def _yamux_body_read() -> None:
     @_replace("_p2pci_body", "_read_data_body", ymod.Yamux)
     async def _read_data_body(self: Any, length: int) -> bytes:
         conn = self.secured_conn
-        pend = getattr(conn, "_p2pci_pend", None)
-        if pend is not None and len(pend) >= length and getattr(conn.read, "_p2pci_views", False):
-            # The body came in the Noise message of its header (a frame is one write): it is
-            # decrypted already and nothing can wait, so no deadline (a cancel scope and its
-            # env lookup cost ~3 % of a gossiping daemon's CPU, once per frame).
-            return await _read_n(conn, length)  # type: ignore[return-value]
+        views = getattr(conn.read, "_p2pci_views", False)
+        if views:
+            pend = getattr(conn, "_p2pci_pend", None)
+            if pend is not None and len(pend) >= length:
+                # The body came in the Noise message of its header (a frame is one write): it is
+                # decrypted already and nothing can wait, so no deadline (a cancel scope and its
+                # env lookup cost ~3 % of a gossiping daemon's CPU, once per frame).
+                return await _read_n(conn, length)  # type: ignore[return-value]
         with trio.fail_after(ymod._yamux_data_read_timeout()):
-            if getattr(self.secured_conn.read, "_p2pci_views", False):
-                data: bytes | bytearray = await _read_n(self.secured_conn, length)  # no bytes() copy
+            if views:
+                data: bytes | bytearray = await _read_n(conn, length)  # no bytes() copy
             else:
-                data = await self.secured_conn.read(length)
+                data = await conn.read(length)
             if len(data) < length:  # the connection closed mid-frame: upstream's error from here
-                data += await read_exactly(self.secured_conn, length - len(data))
+                data += await read_exactly(conn, length - len(data))
             return data  # type: ignore[return-value]  # Yamux only extends a bytearray with it
 
 
