@@ -11,7 +11,7 @@ import trio
 
 from p2pci.net.base import TOPIC
 from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS
-from tests.integration.test_net_libp2p import line, wait_until
+from tests.integration.test_net_libp2p import _info, line, raw_peer, start_node, wait_until
 
 PRUNE_BACK_OFF = GOSSIPSUB_PARAMS["prune_back_off"]
 
@@ -86,7 +86,6 @@ async def test_hostile_prunes_cannot_grow_the_backoff_tables() -> None:
     from libp2p.pubsub.pb import rpc_pb2
 
     from p2pci.net.libp2p_net import BACKOFF_MAX_S, BACKOFF_TABLE_SWEEP
-    from tests.integration.test_net_libp2p import _info, raw_peer, start_node
 
     async with trio.open_nursery() as nursery, raw_peer() as (host, ps):
         node = await start_node(nursery)
