@@ -447,7 +447,11 @@ class Node:
         if not fresh:
             return []
         now = self.now()
-        await trio.to_thread.run_sync(self.db.put_many, [(f, now) for f in fresh])
+        rows = [(f, now) for f in fresh]
+        # a few facts are committed on the loop (~15 us, no disk sync) when nothing else holds the
+        # store: a thread hop per fact was ~7 % of a gossiping daemon's CPU (FactStore.put_many_now)
+        if self.db.put_many_now(rows) is None:
+            await trio.to_thread.run_sync(self.db.put_many, rows)
         self.counters["accepted"] += self.machine.receive_facts(fresh, now)
         evicted = self.machine.enforce_limits()
         if evicted:  # the board is within its bounds again: the disk follows

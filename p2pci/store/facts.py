@@ -2,8 +2,10 @@
 
 One file, `state.sqlite`, in WAL mode. `put` commits before it returns, so
 a fact the daemon has acted on (or acknowledged) survives `kill -9`.
-Blocking: call it from trio through `trio.to_thread.run_sync`; a lock makes
-the one connection safe to use from any thread.
+Blocking: call it from trio through `trio.to_thread.run_sync` (except
+`put_many_now`, which never waits: it writes a few facts only when the lock is
+free and never checkpoints); a lock makes the one connection safe to use from
+any thread.
 
 Tables:
 
@@ -58,6 +60,11 @@ CREATE INDEX IF NOT EXISTS blob_refs_job ON blob_refs(job);
 """
 
 
+AUTOCHECKPOINT = 1000  # SQLite's default WAL autocheckpoint (pages), set again after put_many_now
+NOW_MAX = 8  # the most facts put_many_now commits on the caller's thread
+NOW_COMMITS = 64  # put_many_now commits between two put_many (which may checkpoint the WAL)
+
+
 class FactStore:
     """Facts and node state in one SQLite file."""
 
@@ -73,6 +80,7 @@ class FactStore:
         except sqlite3.DatabaseError as exc:
             raise LocalError(f"cannot open the store {self.path}: {exc}") from None
         self._lock = threading.Lock()
+        self._since_thread = 0  # put_many_now commits since the last put_many
 
     def close(self) -> None:
         with self._lock:
@@ -99,18 +107,47 @@ class FactStore:
         """Store many facts in one transaction; returns how many were new."""
         rows = [(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts]
         with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN")
+            self._since_thread = 0
+            return self._put_rows(rows)
+
+    def _put_rows(self, rows: list[tuple[bytes, bytes, str, bytes, bytes, int]]) -> int:
+        """One transaction of fact rows (the caller holds the lock); how many were new."""
+        before = self._db.total_changes
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO facts(id, job, kind, signer, raw, received_at) VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return self._db.total_changes - before
+
+    def put_many_now(self, facts: list[tuple[Fact, int]]) -> int | None:
+        """`put_many` for the event loop: None (nothing written) unless it is cheap and cannot wait.
+
+        Written only when no other thread holds the connection and the batch has at most
+        `NOW_MAX` facts; the commit never runs a WAL checkpoint (the one step of a commit that
+        syncs the disk: autocheckpoint is off for it), and every `NOW_COMMITS`-th call returns None
+        so that the caller's `put_many` in a thread checkpoints the WAL as usual (SQLite's
+        autocheckpoint at 1000 pages; the WAL grows past that by at most `NOW_COMMITS` small
+        commits). A commit of one fact takes ~15 us; a thread hop costs more than that.
+        """
+        if len(facts) > NOW_MAX or self._since_thread >= NOW_COMMITS:
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._since_thread += 1
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO facts(id, job, kind, signer, raw, received_at) VALUES (?,?,?,?,?,?)",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before
+                return self._put_rows([(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts])
+            finally:
+                self._db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")
+        finally:
+            self._lock.release()
 
     def has(self, fact_id: bytes) -> bool:
         with self._lock:

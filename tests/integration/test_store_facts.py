@@ -91,3 +91,57 @@ def test_pins_prune_and_kv(tmp_path: Path) -> None:
         st.kv_delete("worker/ab")
         assert st.kv_items("worker/") == [("worker/cd", {"n": 4})]
     assert open_envelope(new.raw).id == new.id
+
+
+def test_put_many_now_writes_only_when_it_cannot_wait(tmp_path: Path) -> None:
+    """put_many_now (the ingest's commit on the event loop) writes a few facts when the lock is
+    free, and returns None (nothing written) for a larger batch, a held lock, or once
+    NOW_COMMITS commits have gone by without a put_many."""
+    from p2pci.store import facts as facts_mod
+
+    key = NodeKey.generate()
+    fs = [seal(key, Claim(job=job(i), lease_until=i)) for i in range(facts_mod.NOW_COMMITS + facts_mod.NOW_MAX + 2)]
+    with FactStore(tmp_path / "s.sqlite") as st:
+        assert st.put_many_now([(fs[0], 1)]) == 1
+        assert st.put_many_now([(fs[0], 1)]) == 0  # already there
+        assert st.put_many_now([(f, 1) for f in fs[1 : 2 + facts_mod.NOW_MAX]]) is None
+        assert st._lock.acquire()
+        try:  # another thread holds the connection: never wait for it on the loop
+            assert st.put_many_now([(fs[1], 1)]) is None
+        finally:
+            st._lock.release()
+        assert st.count() == 1
+        n = 1
+        while (got := st.put_many_now([(fs[n], 1)])) is not None:
+            assert got == 1
+            n += 1
+        assert 2 + (n - 1) == facts_mod.NOW_COMMITS  # commits; then a put_many in a thread (it may checkpoint)
+        assert st.put_many([(fs[n], 1)]) == 1
+        assert st.put_many_now([(fs[n + 1], 1)]) == 1
+        assert st.count() == n + 2
+    with FactStore(tmp_path / "s.sqlite") as st:
+        assert st.count() == n + 2  # committed
+
+
+def test_put_many_now_never_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit on the event loop never runs a WAL checkpoint (the step that syncs the disk),
+    and leaves the connection's autocheckpoint as it was for everyone else."""
+    from p2pci.store import facts as facts_mod
+
+    monkeypatch.setattr(facts_mod, "AUTOCHECKPOINT", 1)  # a checkpoint after every other commit
+    key = NodeKey.generate()
+    fs = [seal(key, Claim(job=job(i), lease_until=i)) for i in range(21)]
+    with FactStore(tmp_path / "s.sqlite") as st:
+        st._db.execute("PRAGMA wal_autocheckpoint=1")
+        assert st.put_many([(fs[0], 1)]) == 1
+        for f in fs[1:]:
+            assert st.put_many_now([(f, 1)]) == 1
+        assert st._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1
+        # 20 commits of at least one page each are still in the WAL: none was checkpointed
+        busy, frames, _done = st._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames >= 20
+        # the control: the same commits through put_many leave the WAL checkpointed every time
+        for i in range(20):
+            st.put_many([(seal(key, Claim(job=job(100 + i), lease_until=i)), 1)])
+        busy, frames, _done = st._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames < 20
