@@ -191,9 +191,23 @@ def _patch_yamux_framing(yamux_mod: Any) -> None:
         if ylog.isEnabledFor(logging.DEBUG):
             await orig(self, data)
             return
-        async with self._write_lock:
+        lock = self._write_lock
+        if lock.locked():  # another frame is being written: queue behind it
+            async with lock:
+                await self.secured_conn.write(data)
+            await trio.lowlevel.checkpoint()
+            return
+        # A free lock is taken without Lock.acquire's yield, and upstream's checkpoint after the
+        # write is left out: the write ends in a socket send, which yields after it sent (two of
+        # a frame's three yields, ~5 us each). A cancelled task still raises here, before Noise
+        # encrypts (an encrypted message that is never sent would desynchronise the nonces), as
+        # at upstream's acquire; nothing in between yields, so no cancellation can arrive later.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock.acquire_nowait()
+        try:
             await self.secured_conn.write(data)
-        await trio.lowlevel.checkpoint()
+        finally:
+            lock.release()
 
     yamux_mod.Yamux._write_frame = _write_frame
 

@@ -107,6 +107,9 @@ async def test_late_joiner_gets_fifty_facts_by_sync() -> None:
             await a.net.publish(raw)
         with trio.fail_after(10):
             await b.col.wait_count(50)
+        # Late: out of every gossip message cache (5 heartbeats), so that pubsub's replay of
+        # recent messages to a new peer cannot race the sync (with fast enough writes it won)
+        await wait_until(lambda: not any(n.net._pubsub.router.mcache.msgs for n in (a, b)), 10)
         c = await start_node(nursery, b.net.addrs(), sync_interval=60)  # only the on-connect sync
         with trio.fail_after(10):
             await c.col.wait_count(50)

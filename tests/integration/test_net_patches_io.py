@@ -5,6 +5,7 @@ order for any mix of read sizes, a whole Noise message without a copy."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,119 @@ async def test_yamux_fast_write_keeps_upstreams_waits_and_errors(caplog: Any) ->
         await stream.write(b"abc")
     assert patches.fast_writes == before and "Starts writing 3 bytes" in caplog.text
     assert len(secured.writes) == 1 and stream.send_window == 997
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts how often one task is run: each yield of an operation is one more step."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.n = 0
+
+    def before_task_step(self, task: Any) -> None:
+        self.n += task is self.task
+
+
+async def _tcp_pair() -> tuple[Any, Any, Any]:
+    from libp2p.io.trio import TrioTCPStream
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listeners[0].accept()
+    return TrioTCPStream(client), TrioTCPStream(server), listeners[0]
+
+
+async def test_an_uncontended_tcp_write_and_read_yield_once() -> None:
+    """tcp_lock_nowait: a write or read whose lock is free yields once (the socket's own
+    checkpoint), where upstream's lock added one per lock (tcp_read_ahead's and read_lock: 3 per
+    read, 2 per write). Contended writes queue in order and stay whole; cancelled, a write or read
+    raises before any byte is sent or taken."""
+    patches.apply()
+    a, b, listener = await _tcp_pair()
+    steps = _Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        await a.write(b"hello")
+        writes, steps.n = steps.n, 0
+        await trio.lowlevel.wait_readable(b.stream.socket)
+        steps.n = 0
+        got = await b.read(5)
+        reads = steps.n
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert got == b"hello"
+    assert (writes, reads) == (1, 1)
+    # contended: two writers and two readers at once keep every write whole and in order
+    parts = [bytes([i]) * 3000 for i in range(1, 40)]
+    out = bytearray()
+
+    async def reader() -> None:
+        while len(out) < sum(map(len, parts)):
+            out.extend(await b.read(1000))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            for p in parts:
+                nursery.start_soon(a.write, p)
+                await trio.lowlevel.checkpoint()  # started in this order
+    assert sorted(out) == sorted(b"".join(parts))
+    assert all(out[i * 3000 : (i + 1) * 3000] == bytes([out[i * 3000]]) * 3000 for i in range(len(parts)))
+    # cancelled before it starts: nothing sent, nothing received
+    with trio.CancelScope() as cs:
+        cs.cancel()
+        await a.write(b"never")
+    with trio.CancelScope() as cs:
+        cs.cancel()
+        await b.read(5)
+    await a.write(b"after")
+    with trio.fail_after(5):
+        assert await b.read(5) == b"after"
+    for s in (a, b):
+        await s.close()
+    await listener.aclose()
+
+
+async def test_an_uncontended_yamux_frame_yields_once_and_a_cancelled_one_encrypts_nothing() -> None:
+    """_write_frame (libp2p_net._patch_yamux_framing): a frame on a free connection yields once
+    (upstream: its lock, the TCP write lock, the send and a checkpoint after it); a write that is
+    cancelled before it starts raises before Noise encrypts (an encrypted message that is never
+    sent would leave the peer a nonce behind: the connection would stop working)."""
+    import struct
+
+    from libp2p.stream_muxer.yamux import yamux as ymod
+
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery)
+        b = await start_node(nursery, a.net.addrs())
+        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        conn = next(iter(b.net._host.get_network().get_connections()))
+        mux = conn.muxed_conn
+        assert isinstance(mux, ymod.Yamux)
+        ping = struct.pack(ymod.YAMUX_HEADER_FORMAT, 0, ymod.TYPE_PING, ymod.FLAG_SYN, 0, 7)
+        counts = []
+        for _ in range(10):  # the node's own frames (heartbeats, pings) may hold the lock now and then
+            steps = _Steps(trio.lowlevel.current_task())
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await mux._write_frame(ping)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            counts.append(steps.n)
+        assert min(counts) == 1, counts
+        for _ in range(3):
+            with trio.CancelScope() as cs:
+                cs.cancel()
+                await mux._write_frame(ping)
+        # nothing was encrypted without being sent: the other side still decrypts this
+        # connection (a skipped nonce breaks every later message), and a fact gossiped over it
+        # arrives on the same connection
+        await wait_until(lambda: b.net.stats().get("gossip_mesh", 0) >= 1, 10)
+        raw = b.fact("after the cancelled frames")
+        await b.net.publish(raw)
+        with trio.fail_after(10):
+            await a.col.wait_for(hashlib.sha256(raw).digest())
+        assert list(b.net._host.get_network().get_connections()) == [conn]
+        assert not mux.event_shutting_down.is_set()
+        nursery.cancel_scope.cancel()
