@@ -1011,6 +1011,7 @@ class LibP2PNetwork:
             if self._nursery is not None and banned not in self._hanging_up:
                 self._hanging_up.add(banned)
                 self._nursery.start_soon(self._hang_up, banned)
+        self._drop_stale_pubsub_peers()
         for gone in sorted(set(self._since) - now):
             del self._since[gone]
             self._lacking.forget(gone)
@@ -1029,6 +1030,26 @@ class LibP2PNetwork:
                 book.fails = 0
             if self._nursery is not None:
                 self._nursery.start_soon(self._first_contact, new)
+
+    def _drop_stale_pubsub_peers(self) -> None:
+        """Pubsub peers with no connection left are dropped from pubsub (and its router).
+
+        py-libp2p's `Pubsub.handle_dead_peer_queue` (pubsub/pubsub.py:1217) handles a peer's
+        disconnect notification only if no other connection to it is listed at that moment, and
+        never looks again: when a peer redials while its old connection closes (a blocked peer
+        does, until its backoff), the last notification can meet a connection that is closing
+        too, and the peer stays in `pubsub.peers`, in the mesh and in `peer_topics` with no
+        connection. The gauges then lie, and the peer's next connection gets no pubsub stream
+        (`_handle_new_peer` skips a peer it already has).
+        """
+        pubsub = self._pubsub
+        host = self._host
+        if pubsub is None or host is None:
+            return
+        network = host.get_network()
+        for pid in [p for p in pubsub.peers if not network.get_connections(p)]:
+            self._stats.inc("pubsub_stale_peers")
+            pubsub._handle_dead_peer(pid)
 
     async def _hang_up(self, peer: str) -> None:
         from libp2p.peer.id import ID
