@@ -432,14 +432,29 @@ class _RecordCache:
         return ok
 
 
+def _window_credit(self: Any) -> int:
+    """The window update a YamuxStream owes (0: none yet); the caller holds its window lock."""
+    buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+    delta = self.target_recv_window - (self.recv_window + buffered)
+    if delta > 0 and delta >= self._grow_threshold():
+        return int(self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered))
+    return 0
+
+
 async def _window_update(self: Any, *, bytes_read: int = 0) -> None:
     """go-yamux `sendWindowUpdate`: credit the consumed bytes once they reach half the target window."""
     total = 0
-    async with self.window_lock:
-        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
-        delta = self.target_recv_window - (self.recv_window + buffered)
-        if delta > 0 and delta >= self._grow_threshold():
-            total = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+    lock = self.window_lock
+    if lock.locked():
+        async with lock:
+            total = _window_credit(self)
+    else:  # free: taken without Lock.acquire's yield (nothing under it waits; the read yielded)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock.acquire_nowait()
+        try:
+            total = _window_credit(self)
+        finally:
+            lock.release()
     if total > 0:
         await self.send_window_update(total, skip_lock=True)
 

@@ -26,6 +26,7 @@ NOISE_MSG = 65519
 async def test_a_blob_costs_fewer_receives_sends_and_frames_than_noise_messages(tmp_path: Path) -> None:
     from libp2p.stream_muxer.yamux import yamux as ymod
 
+    patches.apply()  # before the originals are taken: they are put back at the end
     counts = {"receive": 0, "big_receive": 0, "send": 0, "frames": 0}
     recv, send, body = trio.SocketStream.receive_some, trio.SocketStream.send_all, ymod.Yamux._read_data_body
 
@@ -413,4 +414,57 @@ async def test_an_uncontended_yamux_frame_yields_once_and_a_cancelled_one_encryp
             await a.col.wait_for(hashlib.sha256(raw).digest())
         assert list(b.net._host.get_network().get_connections()) == [conn]
         assert not mux.event_shutting_down.is_set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_uncontended_stream_write_and_read_yield_once() -> None:
+    """stream_lock_nowait (NetStream's state lock) and libp2p_net._window_update (Yamux's window
+    lock): a stream write that fits the window, and a read of bytes already buffered, yield once
+    each (the socket send; Yamux's stream lock), where each free lock on the way added a yield."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    patches.apply()
+    proto = TProtocol("/p2pci-test/quick/1")
+    accepted: list[Any] = []
+
+    async def handler(stream: Any) -> None:
+        accepted.append(stream)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery)
+        b = await start_node(nursery, a.net.addrs())
+        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        a.net._host.set_stream_handler(proto, handler)
+        out = await b.net._host.new_stream(ID.from_base58(a.net.peer_id), [proto])
+        assert type(out._state_lock) is patches.QuickLock
+        writes = []
+        for i in range(10):  # the node's own frames may hold the connection's lock now and then
+            steps = _Steps(trio.lowlevel.current_task())
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await out.write(b"%d" % i)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            writes.append(steps.n)
+        await wait_until(lambda: bool(accepted), 10)
+        mine = accepted[0]
+        buffers = mine.muxed_stream.conn.stream_buffers
+        await wait_until(lambda: len(buffers.get(mine.muxed_stream.stream_id, b"")) == 10, 10)
+        steps = _Steps(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        try:
+            got = await mine.read(100)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert got == b"0123456789"
+        assert min(writes) == 1, writes
+        assert steps.n == 1
+        with trio.CancelScope() as cs:  # cancelled: raises before the state check, sends nothing
+            cs.cancel()
+            await out.write(b"never")
+        await out.write(b"z")
+        with trio.fail_after(10):
+            assert await mine.read(100) == b"z"
         nursery.cancel_scope.cancel()
