@@ -1655,14 +1655,19 @@ class LibP2PNetwork:
         """The chunk frames of a blob into `write`, read in large pieces and never reassembled.
 
         Each read (at most `_BLOB_READ` bytes, whatever the stream has buffered) has its own
-        deadline; frame headers are checked as they come (non-empty, ≤ wire.CHUNK, never past
+        deadline, and the bytes must keep pace: the next piece (or the rest) is due
+        `read_timeout` + its end at wire.BLOB_MIN_RATE after the start, so a sender that trickles
+        a byte per read timeout is cut off (TooSlowError) after one piece's time, not the whole
+        blob's. Frame headers are checked as they come (non-empty, ≤ wire.CHUNK, never past
         `size`); payload bytes go to `write` as views of the read buffer, with no copy.
         """
         got = 0
         frame_left = 0  # payload bytes still due in the current chunk frame
         head = b""  # a frame header split across two reads
+        start = trio.current_time()
         while got < size:
-            with trio.fail_after(self.read_timeout):
+            due = start + self.read_timeout + min(size, got + PIECE) / wire.BLOB_MIN_RATE
+            with trio.fail_at(min(trio.current_time() + self.read_timeout, due)):
                 data = await stream.read(_BLOB_READ)
             if not data:
                 raise ProtocolError("stream closed mid-blob")

@@ -1,0 +1,78 @@
+"""Blob holders that attack the fetcher over the real wire (raw py-libp2p hosts on 127.0.0.1).
+
+* A slow-loris holder answers a range request `ok`, then trickles one-byte chunk frames, each in
+  time for the per-read timeout: it must not hold the pieces it was asked for (and the whole
+  download) for ever.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from p2pci.core.messages import BlobRef
+from p2pci.net import wire
+from p2pci.net.base import BlobUnavailable
+from p2pci.net.pieces import full_bitmap
+from p2pci.store.blobs import BlobStore
+from tests.integration.test_net_libp2p import _info, raw_peer, start_node, wait_until
+
+TRICKLE_S = 0.3  # the attack's pace: well inside the fetcher's 1 s read timeout
+
+
+async def _request(stream: Any) -> tuple[bytes, int, int, int]:
+    head = b""
+    while len(head) < 4:
+        head += await stream.read(4 - len(head))
+    n = wire.LEN.unpack(head)[0]
+    body = b""
+    while len(body) < n:
+        body += await stream.read(n - len(body))
+    return wire.parse_range_request(body)
+
+
+async def _trickler(stream: Any) -> None:
+    """/p2pci/blob/2 as a slow loris: 'ok, I have it all', then a one-byte frame every TRICKLE_S."""
+    try:
+        _sha, size, _off, length = await _request(stream)
+        await stream.write(wire.range_response(True, "", full_bitmap((size + wire.PIECE - 1) // wire.PIECE)))
+        for _ in range(length):
+            await stream.write(wire.frame(b"\x00"))
+            await trio.sleep(TRICKLE_S)  # the attack's pace (not a wait for a condition)
+    except Exception:
+        pass  # the fetcher hung up: the attack is over
+
+
+async def test_a_holder_trickling_a_range_is_cut_off_and_the_pieces_come_from_another(tmp_path: Path) -> None:
+    src = BlobStore(tmp_path / "src")
+    ref = src.put_bytes(os.urandom(256 * 1024))  # one piece: the trickler takes it all
+    ref = BlobRef(ref.sha256, ref.size)
+    async with trio.open_nursery() as nursery, raw_peer() as (host, _):
+        host.set_stream_handler(wire.PROTO_BLOB2, _trickler)
+        loris = str(host.get_id().to_base58())
+        honest = await start_node(nursery, blobs=src)
+        me = await start_node(nursery, honest.net.addrs(), read_timeout=1.0)
+        with trio.fail_after(10):
+            await host.connect(_info(me.net.addrs()[0]))
+        await wait_until(lambda: {loris, honest.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        mine = BlobStore(tmp_path / "mine")
+
+        t0 = time.monotonic()
+        with trio.fail_after(30), pytest.raises(BlobUnavailable, match="timed out"):  # was: never returned
+            await me.net.fetch_blob(ref, mine, peers=[loris])
+        took = time.monotonic() - t0
+        # at most the read timeout plus one piece at BLOB_MIN_RATE (here 1 s + 2 s), plus slack
+        assert took < 1.0 + ref.size / wire.BLOB_MIN_RATE + 2.0, took
+        assert me.net.stats()["blob_timeouts"] == 1
+
+        t0 = time.monotonic()
+        with trio.fail_after(30):  # the loris first in line: it holds the piece, then loses it
+            path = await me.net.fetch_blob(ref, mine, peers=[loris, honest.net.peer_id])
+        assert path.read_bytes() == src.path(ref.sha256).read_bytes()
+        assert time.monotonic() - t0 < 1.0 + ref.size / wire.BLOB_MIN_RATE + 2.0
+        nursery.cancel_scope.cancel()
