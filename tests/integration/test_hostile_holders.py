@@ -3,6 +3,8 @@
 * A slow-loris holder answers a range request `ok`, then trickles one-byte chunk frames, each in
   time for the per-read timeout: it must not hold the pieces it was asked for (and the whole
   download) for ever.
+* A holder refuses with terminal escapes as its reason: the worker's build fails at `source`, and
+  the daemon's log shows the reason escaped.
 """
 
 from __future__ import annotations
@@ -75,4 +77,60 @@ async def test_a_holder_trickling_a_range_is_cut_off_and_the_pieces_come_from_an
             path = await me.net.fetch_blob(ref, mine, peers=[loris, honest.net.peer_id])
         assert path.read_bytes() == src.path(ref.sha256).read_bytes()
         assert time.monotonic() - t0 < 1.0 + ref.size / wire.BLOB_MIN_RATE + 2.0
+        nursery.cancel_scope.cancel()
+
+
+SPOOF = "\x1b[2J\x1b[32mREPRODUCED\x1b[0m\u202efake"  # clear the screen, print a verdict, flip text
+
+
+async def _refuser(stream: Any) -> None:
+    """/p2pci/blob/2 refusing with terminal escapes as its reason (a peer's text, ≤ 200 chars)."""
+    try:
+        await _request(stream)
+        await stream.write(wire.range_response(False, SPOOF))
+        await stream.close()
+    except Exception:
+        pass
+
+
+async def test_a_holders_refusal_text_reaches_the_daemon_log_escaped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's build fetches the source from a holder that refuses with a screen-clearing,
+    verdict-printing, bidi-flipping reason: the build fails at `source`, and its warning in the
+    daemon's log shows the reason escaped (the daemon's stderr is a terminal too)."""
+    import dataclasses
+    import logging
+
+    from p2pci.core.signing import NodeKey
+    from p2pci.daemon.builds import Builds
+    from p2pci.store.facts import FactStore
+    from p2pci.testing.cluster import ScriptedRunner
+    from tests.unit.jobgen import make_offer
+
+    caplog.set_level(logging.WARNING, logger="p2pci.builds")
+    source = BlobRef(os.urandom(32), 4096)
+    offer = dataclasses.replace(make_offer(NodeKey.generate()), source=source)
+    async with trio.open_nursery() as nursery, raw_peer() as (host, _):
+        host.set_stream_handler(wire.PROTO_BLOB2, _refuser)
+        liar = str(host.get_id().to_base58())
+        me = await start_node(nursery, read_timeout=1.0)
+        with trio.fail_after(10):
+            await host.connect(_info(me.net.addrs()[0]))
+        await wait_until(lambda: liar in {p.peer_id for p in me.net.peers()}, 10)
+        blobs = BlobStore(tmp_path / "blobs")
+
+        async def fetch(ref: BlobRef, peers: list[bytes], sharers: list[bytes] | None = None) -> Path:
+            return await me.net.fetch_blob(ref, blobs, peers=[liar])  # the holder the board named
+
+        b = Builds(ScriptedRunner(), None, blobs, fetch, tmp_path / "work", lambda j, t: None)  # type: ignore[arg-type]
+        b.store = FactStore(tmp_path / "state.sqlite")
+        await nursery.start(b.run)
+        b.start(b"j" * 32, offer, offer.select_commit, 0)
+        with trio.fail_after(20):
+            _job, ev = await b.results.receive()
+        assert ev.code == "source" and "\x1b[2J" in ev.reason  # the fact keeps the exact text
+        lines = [r.getMessage() for r in caplog.records if r.name == "p2pci.builds"]
+        assert any("\\x1b[2J\\x1b[32mREPRODUCED" in line and "\\u202efake" in line for line in lines), lines
+        assert not any("\x1b" in line or "\u202e" in line for line in lines), lines
         nursery.cancel_scope.cancel()
