@@ -1422,8 +1422,6 @@ class LibP2PNetwork:
             else:
                 del self._partials[ref.sha256]
                 part.close()  # kept: the next fetch resumes with the pieces it has (a few are kept)
-                active = frozenset(p.path for p in self._partials.values())
-                await trio.to_thread.run_sync(dest.prune_partials, active)
             for peer in pull.v1:  # holders without ranges: the whole blob from one at a time
                 try:
                     async with self._fetch_slot(peer):
@@ -1447,6 +1445,10 @@ class LibP2PNetwork:
         finally:
             self._partials.pop(ref.sha256, None)
             part.close()
+            if not dest.has(ref.sha256):  # failed, or given up by the caller: at most a few partials stay
+                active = frozenset(p.path for p in self._partials.values())
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(dest.prune_partials, active)
         raise BlobUnavailable(
             f"blob {ref.sha256.hex()} unavailable: " + "; ".join(pull.reasons[-8:] or ["no peers"])
         )

@@ -5,6 +5,8 @@
   download) for ever.
 * A holder refuses with terminal escapes as its reason: the worker's build fails at `source`, and
   the daemon's log shows the reason escaped.
+* Holders that serve a piece and then slow down until the caller gives up: the partial files
+  left behind stay bounded (KEEP_PARTIALS).
 """
 
 from __future__ import annotations
@@ -133,4 +135,46 @@ async def test_a_holders_refusal_text_reaches_the_daemon_log_escaped(
         lines = [r.getMessage() for r in caplog.records if r.name == "p2pci.builds"]
         assert any("\\x1b[2J\\x1b[32mREPRODUCED" in line and "\\u202efake" in line for line in lines), lines
         assert not any("\x1b" in line or "\u202e" in line for line in lines), lines
+        nursery.cancel_scope.cancel()
+
+
+async def _first_piece_then_trickle(stream: Any) -> None:
+    """/p2pci/blob/2: the first piece of the range at once (junk: it is never verified), then a
+    one-byte frame every TRICKLE_S: the download lasts until its caller gives up."""
+    try:
+        _sha, size, _off, length = await _request(stream)
+        await stream.write(wire.range_response(True, "", full_bitmap((size + wire.PIECE - 1) // wire.PIECE)))
+        junk = os.urandom(wire.CHUNK)
+        for _ in range(wire.PIECE // wire.CHUNK):
+            await stream.write(wire.frame(junk))
+        for _ in range(length):
+            await stream.write(wire.frame(b"\x00"))
+            await trio.sleep(TRICKLE_S)  # the attack's pace (not a wait for a condition)
+    except Exception:
+        pass
+
+
+async def test_downloads_given_up_by_their_caller_leave_at_most_the_kept_partials(tmp_path: Path) -> None:
+    """Six blobs named by (say) six offers, each served a piece at once and then slowly, each fetch
+    given up by its caller (the daemon's blob timeout, a cancelled build): the partial files they
+    leave in tmp/ are pruned to KEEP_PARTIALS, as after a download that failed by itself."""
+    from p2pci.store.blobs import KEEP_PARTIALS
+
+    async with trio.open_nursery() as nursery, raw_peer() as (host, _):
+        host.set_stream_handler(wire.PROTO_BLOB2, _first_piece_then_trickle)
+        slow = str(host.get_id().to_base58())
+        me = await start_node(nursery, read_timeout=1.0)
+        with trio.fail_after(10):
+            await host.connect(_info(me.net.addrs()[0]))
+        await wait_until(lambda: slow in {p.peer_id for p in me.net.peers()}, 10)
+        mine = BlobStore(tmp_path / "mine")
+        for _ in range(6):
+            ref = BlobRef(os.urandom(32), 3 * wire.PIECE)
+            with trio.move_on_after(2.0) as scope:  # as BlobFetcher's fail_after would
+                await me.net.fetch_blob(ref, mine, peers=[slow])
+            assert scope.cancelled_caught
+        parts = [f for f in (mine.dir / "tmp").glob("part-*") if f.suffix != ".have"]
+        used = sum(f.stat().st_blocks * 512 for f in parts)
+        assert len(parts) <= KEEP_PARTIALS, len(parts)
+        assert used <= KEEP_PARTIALS * (wire.PIECE + (1 << 16)), used
         nursery.cancel_scope.cancel()
