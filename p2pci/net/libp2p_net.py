@@ -1530,6 +1530,14 @@ class LibP2PNetwork:
         backoff = 0.05
         last = -1
         grew = trio.current_time()
+        answered = grew  # the last answer that was not "busy": busy for PATIENCE_S is given up
+
+        def too_busy() -> bool:
+            if trio.current_time() - answered <= PATIENCE_S:
+                return False
+            pull.reasons.append(f"{remote}: busy for {PATIENCE_S:g} s")
+            return True
+
         # A holder is taken at its word (the whole blob) and asked for a first run at once: a
         # refusal carries its `have` (one round trip less per blob). A team member is asked first.
         refresh = team
@@ -1549,10 +1557,13 @@ class LibP2PNetwork:
                     self._blob_error(pull, remote, exc)
                     return
                 if error == "busy":  # serving others (2 streams per peer): ask again soon
+                    if too_busy():
+                        return
                     with trio.move_on_after(backoff):
                         await pull.changed.wait()
                     backoff = min(backoff * 2, 0.5)
                     continue
+                answered = trio.current_time()
                 if not have and not team:
                     pull.reasons.append(f"{remote}: refused: {error}" if error else f"{remote}: does not have it")
                     return
@@ -1580,7 +1591,10 @@ class LibP2PNetwork:
                     return
                 if not ok:
                     pull.release(run)
+                    if error == "busy" and too_busy():
+                        return
                     if error != "busy":
+                        answered = trio.current_time()
                         pull.haves[remote] = have
                         full = popcount(have) == part.n
                         if not have and not team:
@@ -1592,6 +1606,7 @@ class LibP2PNetwork:
                     continue
                 part.mark(run, direct=not team)
                 pull.landed(run, remote)
+                answered = trio.current_time()
                 backoff = 0.05
                 continue
             if full:

@@ -11,7 +11,8 @@ A download (`Pull`) has two kinds of remotes:
   every other stripe from its owner, which serves the pieces it got from a holder (`direct`)
   before its own copy is complete. So the holders upload each piece about once, whatever the
   team's size. A member that makes no progress for `PATIENCE_S`, shows no piece at all for
-  `START_S`, or fails, is *stalled*: its stripes go to the holders. Blobs of at most `TEAM_MIN`
+  `START_S`, answers nothing but "busy" for `PATIENCE_S`, or fails, is *stalled*: its stripes go
+  to the holders (a holder busy so long is given up too: the next in line takes its place). Blobs of at most `TEAM_MIN`
   bytes are fetched without a team.
 
 Pieces are taken in contiguous runs of at most `MAX_RUN`, lowest first, so several holders

@@ -7,6 +7,8 @@
   the daemon's log shows the reason escaped.
 * Holders that serve a piece and then slow down until the caller gives up: the partial files
   left behind stay bounded (KEEP_PARTIALS).
+* A team member, or the holders first in line, answer "busy" to everything: given up after
+  PATIENCE_S, the others serve.
 """
 
 from __future__ import annotations
@@ -177,4 +179,73 @@ async def test_downloads_given_up_by_their_caller_leave_at_most_the_kept_partial
         used = sum(f.stat().st_blocks * 512 for f in parts)
         assert len(parts) <= KEEP_PARTIALS, len(parts)
         assert used <= KEEP_PARTIALS * (wire.PIECE + (1 << 16)), used
+        nursery.cancel_scope.cancel()
+
+
+async def _always_busy(stream: Any) -> None:
+    """/p2pci/blob/2 answering every request "busy" (the one refusal a fetcher waits out)."""
+    try:
+        await _request(stream)
+        await stream.write(wire.range_response(False, "busy"))
+        await stream.close()
+    except Exception:
+        pass
+
+
+async def test_a_team_member_that_is_always_busy_is_given_up_and_its_stripes_come_from_the_holder(
+    tmp_path: Path,
+) -> None:
+    """A selected worker (a team member: it owns every other stripe) answers "busy" to everything:
+    it is given up after PATIENCE_S like a member that shows no progress, and the holder serves
+    its stripes. Before, the fetcher waited on it for as long as the caller let it."""
+    from p2pci.net.pieces import PATIENCE_S, STRIPE, TEAM_MIN
+
+    origin = BlobStore(tmp_path / "origin")
+    ref = origin.put_bytes(os.urandom(TEAM_MIN + 2 * STRIPE * wire.PIECE))
+    ref = BlobRef(ref.sha256, ref.size)
+    async with trio.open_nursery() as nursery, raw_peer() as (host, _):
+        host.set_stream_handler(wire.PROTO_BLOB2, _always_busy)
+        busy = str(host.get_id().to_base58())
+        pub = await start_node(nursery, blobs=origin)
+        me = await start_node(nursery, pub.net.addrs())
+        with trio.fail_after(10):
+            await host.connect(_info(me.net.addrs()[0]))
+        await wait_until(lambda: {busy, pub.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        mine = BlobStore(tmp_path / "mine")
+        t0 = time.monotonic()
+        with trio.fail_after(30):
+            path = await me.net.fetch_blob(ref, mine, peers=[pub.net.peer_id], sharers=[busy, me.net.peer_id])
+        assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
+        assert time.monotonic() - t0 < PATIENCE_S + 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_holders_that_are_always_busy_let_the_next_holder_in_line_serve(tmp_path: Path) -> None:
+    """Four holders first in line (MAX_HOLDERS are asked at once) answer "busy" to everything:
+    each is given up after PATIENCE_S and the fifth, honest, serves the blob. Before, the four
+    kept their places for as long as the caller let them, and the fifth was never asked."""
+    from contextlib import AsyncExitStack
+
+    from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S
+
+    origin = BlobStore(tmp_path / "origin")
+    ref = origin.put_bytes(os.urandom(2 * wire.PIECE + 5))
+    ref = BlobRef(ref.sha256, ref.size)
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        pub = await start_node(nursery, blobs=origin)
+        me = await start_node(nursery, pub.net.addrs())
+        liars = []
+        for _ in range(MAX_HOLDERS):
+            host, _ps = await stack.enter_async_context(raw_peer())
+            host.set_stream_handler(wire.PROTO_BLOB2, _always_busy)
+            with trio.fail_after(10):
+                await host.connect(_info(me.net.addrs()[0]))
+            liars.append(str(host.get_id().to_base58()))
+        await wait_until(lambda: {*liars, pub.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        mine = BlobStore(tmp_path / "mine")
+        t0 = time.monotonic()
+        with trio.fail_after(30):
+            path = await me.net.fetch_blob(ref, mine, peers=[*liars, pub.net.peer_id])
+        assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
+        assert time.monotonic() - t0 < PATIENCE_S + 10
         nursery.cancel_scope.cancel()
