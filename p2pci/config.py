@@ -182,7 +182,7 @@ class NetSettings:
     relay: bool = False  # serve as a circuit relay for NATed peers (`daemon --relay`)
     relay_max_reservations: int = 64
     relay_max_circuits_per_peer: int = 8
-    relay_circuit_mb: int = 256  # per reserved peer, both directions
+    relay_circuit_mb: int = 256  # per circuit, both directions (not per reservation: docs/operator.md)
     relay_circuit_seconds: int = 1800
     relay_reservation_ttl_s: int = 600
 
