@@ -724,8 +724,12 @@ class LibP2PNetwork:
         self._wakeup.set()
 
     def add_peer_addrs(self, addrs: list[str]) -> None:
-        """Learn dialable addresses (`…/p2p/<id>`) of other peers; bad ones are ignored."""
+        """Learn dialable addresses (`…/p2p/<id>`) of other peers; bad ones are ignored (as peer
+        exchange's frames: at most wire.MAX_ADDR_LEN chars, whoever found them, mDNS included)."""
         for addr in addrs:
+            if len(addr) > wire.MAX_ADDR_LEN:
+                self._stats.inc("bad_addr")
+                continue
             try:
                 pid, a = parse_peer_addr(addr)
             except ProtocolError:

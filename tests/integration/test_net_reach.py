@@ -275,3 +275,40 @@ async def test_relay_cuts_a_circuit_past_its_bytes_and_its_seconds(tmp_path: Any
         took = trio.current_time() - t0
         assert 2.0 <= took < 10.0, took
         nursery.cancel_scope.cancel()
+
+
+async def test_mdns_answers_are_bounded_like_peer_exchange() -> None:
+    """A LAN host answering mDNS with hostile peer infos, through py-libp2p's discovery emitter
+    (what its mDNS listener calls from zeroconf's thread): addresses over 256 chars, more than 16
+    per peer, out of scope or not ip/tcp, and 1,500 made-up peers. The book keeps at most 16
+    addresses of at most 256 chars per peer and at most 1,000 peers."""
+    import multiaddr
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.discovery.events.peerDiscovery import peerDiscovery
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from p2pci.net import wire
+
+    net = LibP2PNetwork(os.urandom(32), ["/ip4/0.0.0.0/tcp/0"], [], **FAST)  # mDNS on: any scope
+    assert net.mdns
+    loud = ID.from_pubkey(create_new_key_pair(os.urandom(32)).public_key)
+    long_host = ".".join(c * 60 for c in "abcd")
+    addrs = [multiaddr.Multiaddr(f"/ip4/192.168.1.5/tcp/1/dns4/{long_host}")]  # 328 chars with /p2p/<id>
+    addrs += [multiaddr.Multiaddr(f"/ip4/192.168.1.{i}/tcp/4001") for i in range(1, 40)]
+    addrs += [multiaddr.Multiaddr("/ip4/192.168.1.9/udp/4001"), multiaddr.Multiaddr("/ip4/8.8.8.8/tcp/1")]
+    handler = net._mdns_handler()
+    try:
+        await trio.to_thread.run_sync(peerDiscovery.emit_peer_discovered, PeerInfo(loud, addrs))
+        others = [ID.from_pubkey(create_new_key_pair(os.urandom(32)).public_key) for _ in range(1500)]
+        for pid in others:
+            peerDiscovery.emit_peer_discovered(PeerInfo(pid, [multiaddr.Multiaddr("/ip4/10.0.0.1/tcp/1")]))
+        await wait_until(lambda: net._stats.snapshot().get("mdns_found", 0) == 1501, 10)
+    finally:
+        peerDiscovery.unregister_peer_discovered_handler(handler)
+    book = net._book
+    assert len(book) <= 1000
+    assert all(len(b.addrs) <= wire.MAX_ADDRS for b in book.values())
+    assert all(len(a) <= wire.MAX_ADDR_LEN for b in book.values() for a in b.addrs), max(
+        (a for b in book.values() for a in b.addrs), key=len)
+    assert not any("/udp/" in a for b in book.values() for a in b.addrs)
