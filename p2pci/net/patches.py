@@ -97,6 +97,14 @@ its CPU per Noise message and per Yamux frame, in Python, and copied each byte 8
 * `noise_write_batch`: `NoiseTransportReadWriter.write_msg` (security/noise/io.py:59) sent a
   write larger than one Noise message as one socket write per 65519 bytes; the patch encrypts
   them all and sends them in one write (the Yamux write lock already keeps frames whole).
+* `yamux_whole_writes`: `YamuxStream.write` (stream_muxer/yamux/yamux.py:229) holds the stream's
+  write lock only while it cuts one frame, and not while it sends that frame or waits for a window
+  update. A write longer than the send window or than one frame is several frames, and a second
+  writer of the same stream could put its frames between them: the peer reads the two writes'
+  bytes mixed. Pubsub writes each peer's stream from its send loop and from GossipSub's own
+  flushes, so a long RPC to a peer with a short window arrived corrupt and the peer dropped the
+  stream. The patch holds a per-stream lock (FIFO) over each whole write; `yamux_write_fast`'s
+  lock-free path is taken only when no write holds it.
 * `yamux_write_fast`: `YamuxStream.write` (stream_muxer/yamux/yamux.py:229) took the stream's
   read-write lock and its window lock (two checkpoints), formatted a debug line and built the
   header with `struct.pack` for every write, also for a small one that fits the send window, such
@@ -104,7 +112,8 @@ its CPU per Noise message and per Yamux frame, in Python, and copied each byte 8
   lock is held and debug logging is off, the patch decrements the window and writes the same
   frame (same header, same bytes) without the locks: nothing else runs between the checks and the
   frame, as under the locks. A write that was cancelled before it started still raises Cancelled
-  before the window is touched; every other write takes upstream's path.
+  before the window is touched; every other write takes upstream's path (under
+  `yamux_whole_writes`' lock).
 
 With the Yamux frames of one blob batch (`libp2p_net._patch_yamux_framing`) and a receive
 window opened for the whole range (`libp2p_net._open_window`), a 1 MiB blob batch is one Yamux
@@ -582,6 +591,22 @@ def _noise_packet_read() -> None:
         return bytes(buf)
 
 
+def _yamux_whole_writes() -> None:
+    from libp2p.stream_muxer.yamux import yamux as ymod
+
+    original: Callable[..., Any] = ymod.YamuxStream.write
+
+    @_replace("_p2pci_wholew", "write", ymod.YamuxStream)
+    async def write(self: Any, data: bytes) -> None:
+        lock = self.__dict__.get("_p2pci_whole")
+        if lock is None:
+            lock = self._p2pci_whole = trio.Lock()
+        async with lock:  # FIFO: writers go in the order they came
+            await original(self, data)
+
+    write.__wrapped__ = original  # type: ignore[attr-defined]
+
+
 fast_writes = 0  # YamuxStream writes sent by yamux_write_fast's path
 
 
@@ -608,6 +633,7 @@ def _yamux_write_fast() -> None:
             or self.closed
             or self.window_lock.locked()
             or self.rw_lock._writer_lock.value == 0  # a writer (or reader) holds it: queue behind
+            or ((whole := self.__dict__.get("_p2pci_whole")) is not None and whole.locked())  # a write in progress
             or ylog.isEnabledFor(logging.DEBUG)
         ):
             await original(self, data)
@@ -618,7 +644,9 @@ def _yamux_write_fast() -> None:
         self.send_window -= n
         await self.conn._write_frame(header(0, data_type, 0, self.stream_id, n) + data)
 
-    write.__wrapped__ = original  # type: ignore[attr-defined]  # upstream's, for the tests
+    write.__wrapped__ = original  # type: ignore[attr-defined]  # upstream's (under the whole-write lock), for the tests
+    if getattr(original, "_p2pci_wholew", False):  # it falls back to yamux_whole_writes: never wrap it again
+        write._p2pci_wholew = True  # type: ignore[attr-defined]
 
 
 PATCHES: dict[str, Callable[[], None]] = {
@@ -633,6 +661,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "yamux_body_read": _yamux_body_read,
     "noise_write_batch": _noise_write_batch,
     "noise_packet_read": _noise_packet_read,
+    "yamux_whole_writes": _yamux_whole_writes,  # before yamux_write_fast, which falls back to it
     "yamux_write_fast": _yamux_write_fast,
 }
 

@@ -228,3 +228,72 @@ async def test_yamux_fast_write_keeps_upstreams_waits_and_errors(caplog: Any) ->
         await stream.write(b"abc")
     assert patches.fast_writes == before and "Starts writing 3 bytes" in caplog.text
     assert len(secured.writes) == 1 and stream.send_window == 997
+
+
+async def test_concurrent_writes_to_one_yamux_stream_arrive_whole() -> None:
+    """patches.yamux_whole_writes: a write that takes several frames (here one longer than the
+    send window, over real hosts) is not interleaved with another writer's frames on the same
+    stream. Upstream released the stream's lock between frames and while it waited for a window
+    update, so a second writer's frame could land in the middle of the first one's bytes (for
+    pubsub, which writes one stream from its send loop and from GossipSub's own flushes: a
+    corrupt RPC stream, and the peer dropped)."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    patches.apply()
+    proto = TProtocol("/p2pci-test/whole-writes/1")
+    big = bytes(i % 251 for i in range(600 * 1024))  # over the 256 KiB window: at least 3 frames
+    smalls = [b"s%03d" % i for i in range(40)]
+    total = len(big) + sum(map(len, smalls))
+    got = bytearray()
+    release, done = trio.Event(), trio.Event()
+
+    async def handler(stream: Any) -> None:
+        await release.wait()  # read nothing until every writer waits: the window runs out
+        while len(got) < total:
+            data = await stream.read(4096)  # small reads: the window comes back in small updates
+            if not data:
+                break
+            got.extend(data)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery)
+        b = await start_node(nursery, a.net.addrs())
+        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        a.net._host.set_stream_handler(proto, handler)
+        stream = await b.net._host.new_stream(ID.from_base58(a.net.peer_id), [proto])
+        muxed = stream.muxed_stream
+        with trio.fail_after(30):
+            async with trio.open_nursery() as writers:
+                writers.start_soon(stream.write, big)
+                await wait_until(lambda: muxed.send_window == 0, 10)  # the big write waits mid-way
+                for s in smalls:
+                    writers.start_soon(stream.write, s)
+                await trio.testing.wait_all_tasks_blocked()  # every small writer waits (window or lock)
+                release.set()
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    assert bytes(got[: len(big)]) == big  # the big write whole and first: it began first
+    rest = bytes(got[len(big) :])
+    assert sorted(rest[i : i + 4] for i in range(0, len(rest), 4)) == sorted(smalls)  # each small one whole
+
+
+async def test_a_fast_write_waits_for_a_write_in_progress(monkeypatch: Any) -> None:
+    """yamux_write_fast takes its lock-free path only when no write of the stream is in progress
+    (yamux_whole_writes): a small write that arrives between the frames of a longer one goes
+    after it, and no frame of the longer one is missing or reordered."""
+    from libp2p.stream_muxer.yamux import yamux as ymod
+
+    patches.apply()
+    monkeypatch.setattr(ymod, "MAX_MESSAGE_SIZE", 4096)  # frames of up to 4084 bytes of data
+    stream, secured = _yamux_stream(256 * 1024)
+    big = bytes(i % 251 for i in range(3 * 4084))  # three frames
+    async with trio.open_nursery() as nursery:
+        secured.on_write = lambda: (
+            nursery.start_soon(stream.write, b"small") if len(secured.writes) == 1 else None
+        )
+        with trio.fail_after(10):
+            await stream.write(big)
+    bodies = [f[12:] for f in secured.writes]
+    assert bodies == [big[:4084], big[4084:8168], big[8168:], b"small"]

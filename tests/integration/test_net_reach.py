@@ -46,7 +46,8 @@ def test_patches_version_guard(caplog: pytest.LogCaptureFixture) -> None:
     assert patches.apply() == {name: True for name in patches.PATCHES}
     assert set(patches.PATCHES) == {"stream_handler_guard", "inline_push", "mcache_msg_id", "sender_record_cache",
                                 "send_rpc_shared", "tcp_read_ahead", "secure_read_views", "yamux_body_read",
-                                "noise_write_batch", "noise_packet_read", "rpc_reader", "yamux_write_fast"}
+                                "noise_write_batch", "noise_packet_read", "rpc_reader", "yamux_whole_writes",
+                                "yamux_write_fast"}
     from libp2p.network.connection.swarm_connection import SwarmConn
 
     assert getattr(SwarmConn._handle_muxed_stream, "_p2pci_guard", False)
