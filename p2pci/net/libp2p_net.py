@@ -1534,10 +1534,17 @@ class LibP2PNetwork:
         backoff = 0.05
         last = -1
         grew = trio.current_time()
-        answered = grew  # the last answer that was not "busy": busy for PATIENCE_S is given up
+        busy_since: float | None = None  # the first of the "busy" answers in a row
 
         def too_busy() -> bool:
-            if trio.current_time() - answered <= PATIENCE_S:
+            """Another "busy": True (and why) once the answers have been nothing else for
+            PATIENCE_S. Counted from the first busy answer, not from the last other one: waiting
+            for our own fetch slot to this peer (held by our other downloads) is not its fault."""
+            nonlocal busy_since
+            now = trio.current_time()
+            if busy_since is None:
+                busy_since = now
+            if now - busy_since <= PATIENCE_S:
                 return False
             pull.reasons.append(f"{remote}: busy for {PATIENCE_S:g} s")
             return True
@@ -1567,7 +1574,7 @@ class LibP2PNetwork:
                         await pull.changed.wait()
                     backoff = min(backoff * 2, 0.5)
                     continue
-                answered = trio.current_time()
+                busy_since = None
                 if not have and not team:
                     pull.reasons.append(f"{remote}: refused: {error}" if error else f"{remote}: does not have it")
                     return
@@ -1598,7 +1605,7 @@ class LibP2PNetwork:
                     if error == "busy" and too_busy():
                         return
                     if error != "busy":
-                        answered = trio.current_time()
+                        busy_since = None
                         pull.haves[remote] = have
                         full = popcount(have) == part.n
                         if not have and not team:
@@ -1610,7 +1617,7 @@ class LibP2PNetwork:
                     continue
                 part.mark(run, direct=not team)
                 pull.landed(run, remote)
-                answered = trio.current_time()
+                busy_since = None
                 backoff = 0.05
                 continue
             if full:

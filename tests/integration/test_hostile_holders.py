@@ -8,7 +8,8 @@
 * Holders that serve a piece and then slow down until the caller gives up: the partial files
   left behind stay bounded (KEEP_PARTIALS).
 * A team member, or the holders first in line, answer "busy" to everything: given up after
-  PATIENCE_S, the others serve.
+  PATIENCE_S, the others serve (counted from the first "busy" in a row: a wait for our own fetch
+  slot to a slow honest holder does not count).
 """
 
 from __future__ import annotations
@@ -248,4 +249,55 @@ async def test_holders_that_are_always_busy_let_the_next_holder_in_line_serve(tm
             path = await me.net.fetch_blob(ref, mine, peers=[*liars, pub.net.peer_id])
         assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
         assert time.monotonic() - t0 < PATIENCE_S + 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_wait_for_our_own_fetch_slot_is_not_counted_as_the_holders_busy_time(tmp_path: Path) -> None:
+    """Two downloads from one holder with one fetch slot per peer: the second waits for the first
+    (6 s: a slow but honest holder), then the holder answers "busy" once (its slot is not free yet)
+    and serves. The second download goes on: the busy time counts from the first "busy", not from
+    the last other answer (which would give up a holder that was busy for a moment)."""
+    src = BlobStore(tmp_path / "src")
+    first = src.put_bytes(os.urandom(wire.PIECE))
+    second = src.put_bytes(os.urandom(wire.PIECE))
+    calls: list[bytes] = []
+
+    async def slow_then_busy_once(stream: Any) -> None:
+        try:
+            sha, size, off, length = await _request(stream)
+            calls.append(sha)
+            if sha == second.sha256 and calls.count(sha) == 1:
+                await stream.write(wire.range_response(False, "busy"))
+                await stream.close()
+                return
+            await stream.write(wire.range_response(True, "", full_bitmap((size + wire.PIECE - 1) // wire.PIECE)))
+            data = src.path(sha).read_bytes()[off : off + length]
+            step = 64 * 1024
+            for i in range(0, len(data), step):
+                await stream.write(wire.frame(data[i : i + step]))
+                if sha == first.sha256:
+                    await trio.sleep(6.0 / (len(data) // step))  # 6 s for the piece: slow, above the floor
+            await stream.close()
+        except Exception:
+            pass
+
+    async with trio.open_nursery() as nursery, raw_peer() as (host, _):
+        host.set_stream_handler(wire.PROTO_BLOB2, slow_then_busy_once)
+        holder = str(host.get_id().to_base58())
+        me = await start_node(nursery, read_timeout=2.0, blob_concurrency=1)
+        with trio.fail_after(10):
+            await host.connect(_info(me.net.addrs()[0]))
+        await wait_until(lambda: holder in {p.peer_id for p in me.net.peers()}, 10)
+        mine = BlobStore(tmp_path / "mine")
+        got: list[Path] = []
+
+        async def fetch(ref: BlobRef) -> None:
+            got.append(await me.net.fetch_blob(BlobRef(ref.sha256, ref.size), mine, peers=[holder]))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as fetches:
+                fetches.start_soon(fetch, first)
+                await wait_until(lambda: first.sha256 in calls, 10)  # the first holds the one slot
+                fetches.start_soon(fetch, second)
+        assert len(got) == 2 and calls.count(second.sha256) == 2
         nursery.cancel_scope.cancel()
