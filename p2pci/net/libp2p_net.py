@@ -614,7 +614,7 @@ class LibP2PNetwork:
         self._last_px = -1e9
         self._px_wait = px_interval  # doubles while peer exchange brings nothing new
         self._serve_slots: dict[str, int] = {}
-        self._fetch_slots: dict[str, trio.Semaphore] = {}
+        self._fetch_slots: dict[str, tuple[trio.Semaphore, int]] = {}  # peer -> (slots, users now)
         self._pulling: dict[bytes, trio.Event] = {}  # blob sha256 -> set when its download ends
         self._partials: dict[bytes, Any] = {}  # blob sha256 -> PartialBlob being downloaded (served)
         self._bad_holders: dict[str, float] = {}  # peer -> monotonic time its drop ends
@@ -1495,8 +1495,22 @@ class LibP2PNetwork:
         finally:
             bad_path.unlink(missing_ok=True)
 
-    def _fetch_slot(self, peer: str) -> trio.Semaphore:
-        return self._fetch_slots.setdefault(peer, trio.Semaphore(self.blob_concurrency))
+    @asynccontextmanager
+    async def _fetch_slot(self, peer: str) -> AsyncIterator[None]:
+        """One of `blob_concurrency` streams to `peer` for blobs (waits for one). The entry goes
+        with its last user: peers asked once (any connected peer, when no holder delivers) leave
+        nothing behind, however many come and go."""
+        sem, users = self._fetch_slots.get(peer) or (trio.Semaphore(self.blob_concurrency), 0)
+        self._fetch_slots[peer] = (sem, users + 1)
+        try:
+            async with sem:
+                yield
+        finally:
+            sem, users = self._fetch_slots[peer]
+            if users > 1:
+                self._fetch_slots[peer] = (sem, users - 1)
+            else:
+                del self._fetch_slots[peer]
 
     async def _pull(self, pull: Pull, ref: Any, part: Any) -> None:
         """Run the per-remote tasks of one download until it is complete or nobody can add to it."""

@@ -249,6 +249,7 @@ async def test_holders_that_are_always_busy_let_the_next_holder_in_line_serve(tm
             path = await me.net.fetch_blob(ref, mine, peers=[*liars, pub.net.peer_id])
         assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
         assert time.monotonic() - t0 < PATIENCE_S + 10
+        assert not me.net._fetch_slots  # the peers asked leave no per-peer state behind
         nursery.cancel_scope.cancel()
 
 
