@@ -1548,19 +1548,20 @@ class LibP2PNetwork:
         backoff = 0.05
         last = -1
         grew = trio.current_time()
-        busy_since: float | None = None  # the first of the "busy" answers in a row
+        refused_since: float | None = None  # the first of the refusals in a row (no run landed since)
 
-        def too_busy() -> bool:
-            """Another "busy": True (and why) once the answers have been nothing else for
-            PATIENCE_S. Counted from the first busy answer, not from the last other one: waiting
-            for our own fetch slot to this peer (held by our other downloads) is not its fault."""
-            nonlocal busy_since
+        def too_refused(error: str) -> bool:
+            """Another refusal ("busy", or "not held" of pieces its `have` shows): True (and why)
+            once it has refused for PATIENCE_S with no run landed. Counted from the first refusal,
+            not from the last other answer: waiting for our own fetch slot to this peer (held by
+            our other downloads) is not its fault."""
+            nonlocal refused_since
             now = trio.current_time()
-            if busy_since is None:
-                busy_since = now
-            if now - busy_since <= PATIENCE_S:
+            if refused_since is None:
+                refused_since = now
+            if now - refused_since <= PATIENCE_S:
                 return False
-            pull.reasons.append(f"{remote}: busy for {PATIENCE_S:g} s")
+            pull.reasons.append(f"{remote}: refused for {PATIENCE_S:g} s ({error[:60]})")
             return True
 
         # A holder is taken at its word (the whole blob) and asked for a first run at once: a
@@ -1582,13 +1583,13 @@ class LibP2PNetwork:
                     self._blob_error(pull, remote, exc)
                     return
                 if error == "busy":  # serving others (2 streams per peer): ask again soon
-                    if too_busy():
+                    if too_refused(error):
                         return
                     with trio.move_on_after(backoff):
                         await pull.changed.wait()
                     backoff = min(backoff * 2, 0.5)
                     continue
-                busy_since = None
+                refused_since = None
                 if not have and not team:
                     pull.reasons.append(f"{remote}: refused: {error}" if error else f"{remote}: does not have it")
                     return
@@ -1616,10 +1617,9 @@ class LibP2PNetwork:
                     return
                 if not ok:
                     pull.release(run)
-                    if error == "busy" and too_busy():
+                    if too_refused(error):  # a remote that refuses every run it says it has
                         return
                     if error != "busy":
-                        busy_since = None
                         pull.haves[remote] = have
                         full = popcount(have) == part.n
                         if not have and not team:
@@ -1631,7 +1631,7 @@ class LibP2PNetwork:
                     continue
                 part.mark(run, direct=not team)
                 pull.landed(run, remote)
-                busy_since = None
+                refused_since = None
                 backoff = 0.05
                 continue
             if full:

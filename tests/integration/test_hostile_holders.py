@@ -7,8 +7,8 @@
   the daemon's log shows the reason escaped.
 * Holders that serve a piece and then slow down until the caller gives up: the partial files
   left behind stay bounded (KEEP_PARTIALS).
-* A team member, or the holders first in line, answer "busy" to everything: given up after
-  PATIENCE_S, the others serve (counted from the first "busy" in a row: a wait for our own fetch
+* A team member, or the holders first in line, answer "busy" to everything, or "not held" to
+  every range while their `have` shows every piece: given up after PATIENCE_S, the others serve (counted from the first "busy" in a row: a wait for our own fetch
   slot to a slow honest holder does not count).
 """
 
@@ -301,4 +301,47 @@ async def test_a_wait_for_our_own_fetch_slot_is_not_counted_as_the_holders_busy_
                 await wait_until(lambda: first.sha256 in calls, 10)  # the first holds the one slot
                 fetches.start_soon(fetch, second)
         assert len(got) == 2 and calls.count(second.sha256) == 2
+        nursery.cancel_scope.cancel()
+
+
+async def _claims_all_serves_nothing(stream: Any) -> None:
+    """/p2pci/blob/2 refusing every range "not held" while its `have` shows every piece."""
+    try:
+        _sha, size, _off, _length = await _request(stream)
+        await stream.write(wire.range_response(False, "not held", full_bitmap((size + wire.PIECE - 1) // wire.PIECE)))
+        await stream.close()
+    except Exception:
+        pass
+
+
+async def test_holders_that_show_every_piece_and_refuse_each_let_the_next_holder_in_line_serve(
+    tmp_path: Path,
+) -> None:
+    """Four holders first in line answer every range "not held" with a `have` of every piece: each
+    is given up after PATIENCE_S of refusals and the fifth, honest, serves the blob. Before, they
+    were asked again and again for as long as the caller let them."""
+    from contextlib import AsyncExitStack
+
+    from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S
+
+    origin = BlobStore(tmp_path / "origin")
+    ref = origin.put_bytes(os.urandom(2 * wire.PIECE + 5))
+    ref = BlobRef(ref.sha256, ref.size)
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        pub = await start_node(nursery, blobs=origin)
+        me = await start_node(nursery, pub.net.addrs())
+        liars = []
+        for _ in range(MAX_HOLDERS):
+            host, _ps = await stack.enter_async_context(raw_peer())
+            host.set_stream_handler(wire.PROTO_BLOB2, _claims_all_serves_nothing)
+            with trio.fail_after(10):
+                await host.connect(_info(me.net.addrs()[0]))
+            liars.append(str(host.get_id().to_base58()))
+        await wait_until(lambda: {*liars, pub.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        mine = BlobStore(tmp_path / "mine")
+        t0 = time.monotonic()
+        with trio.fail_after(30):
+            path = await me.net.fetch_blob(ref, mine, peers=[*liars, pub.net.peer_id])
+        assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
+        assert time.monotonic() - t0 < PATIENCE_S + 10
         nursery.cancel_scope.cancel()
