@@ -1596,8 +1596,10 @@ class LibP2PNetwork:
                 pull.haves[remote] = have
                 count = popcount(have)
                 full = count == part.n
-                if count > last:
-                    last, grew = count, trio.current_time()
+                if count > last:  # progress only if it shows a piece we lack: not pieces we hold
+                    last = count
+                    if any(bit(have, i) and not part.held(i) for i in range(part.n)):
+                        grew = trio.current_time()
                 refresh = False
             run = pull.take(remote)
             if run:

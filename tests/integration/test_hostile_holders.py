@@ -10,6 +10,7 @@
 * A team member, or the holders first in line, answer "busy" to everything, or "not held" to
   every range while their `have` shows every piece: given up after PATIENCE_S, the others serve (counted from the first "busy" in a row: a wait for our own fetch
   slot to a slow honest holder does not count).
+* A team member whose `have` grows only with pieces the fetcher already holds: no progress.
 """
 
 from __future__ import annotations
@@ -342,6 +343,52 @@ async def test_holders_that_show_every_piece_and_refuse_each_let_the_next_holder
         t0 = time.monotonic()
         with trio.fail_after(30):
             path = await me.net.fetch_blob(ref, mine, peers=[*liars, pub.net.peer_id])
+        assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
+        assert time.monotonic() - t0 < PATIENCE_S + 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_team_member_whose_have_grows_only_with_pieces_we_hold_is_given_up(tmp_path: Path) -> None:
+    """A team member shows, one more every 4 s, pieces the fetcher already holds (its own stripes
+    from the holder): its `have` grows, never with a piece the fetcher could take. It is given up
+    after PATIENCE_S like one whose `have` does not grow, and the holder serves its stripes.
+    Before, each new bit counted as progress and held its stripes for 4 s more, 12 times here."""
+    from p2pci.net.pieces import PATIENCE_S, STRIPE, TEAM_MIN
+
+    origin = BlobStore(tmp_path / "origin")
+    ref = origin.put_bytes(os.urandom(TEAM_MIN + 4 * STRIPE * wire.PIECE))  # 6 stripes: 3 each
+    ref = BlobRef(ref.sha256, ref.size)
+    n = (ref.size + wire.PIECE - 1) // wire.PIECE
+    t0 = time.monotonic()
+    me_box: list[Any] = []
+
+    async def shows_what_we_hold(stream: Any) -> None:
+        try:
+            _sha, _size, _off, length = await _request(stream)
+            part = me_box[0].net._partials.get(ref.sha256)
+            held = [i for i in range(n) if part is not None and part.held(i)]
+            shown = held[: 1 + int((time.monotonic() - t0) / 4.0)]
+            have = bytearray(wire.have_len(ref.size))
+            for i in shown:
+                have[i >> 3] |= 0x80 >> (i & 7)
+            await stream.write(wire.range_response(not length, "" if not length else "not held", bytes(have)))
+            await stream.close()
+        except Exception:
+            pass
+
+    async with trio.open_nursery() as nursery, raw_peer() as (host, _):
+        host.set_stream_handler(wire.PROTO_BLOB2, shows_what_we_hold)
+        member = str(host.get_id().to_base58())
+        pub = await start_node(nursery, blobs=origin)
+        me = await start_node(nursery, pub.net.addrs())
+        me_box.append(me)
+        with trio.fail_after(10):
+            await host.connect(_info(me.net.addrs()[0]))
+        await wait_until(lambda: {member, pub.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        mine = BlobStore(tmp_path / "mine")
+        t0 = time.monotonic()
+        with trio.fail_after(40):
+            path = await me.net.fetch_blob(ref, mine, peers=[pub.net.peer_id], sharers=[me.net.peer_id, member])
         assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
         assert time.monotonic() - t0 < PATIENCE_S + 10
         nursery.cancel_scope.cancel()
