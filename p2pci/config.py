@@ -82,6 +82,7 @@ class WorkerSettings:
     max_out_mb: int = _POLICY.max_out_mb
     max_source_mb: int = _POLICY.max_source_mb  # the source tar, and its unpacked total at apparent sizes
     max_inputs_mb: int = _POLICY.max_inputs_mb  # the pinned-inputs tarball an offer names
+    max_image_mb: int = _POLICY.max_image_mb  # the image archive an offer names (a listed image needs none)
     images: str | tuple[str, ...] = "any"  # "any", or image IDs ("sha256:…") and names ("busybox", "debian:…")
     open_jobs: bool = _POLICY.open_jobs
     # donor controls (the daemon's, never part of the policy a publisher sees)
@@ -112,6 +113,7 @@ class WorkerSettings:
             max_out_mb=self.max_out_mb,
             max_source_mb=self.max_source_mb,
             max_inputs_mb=self.max_inputs_mb,
+            max_image_mb=self.max_image_mb,
             images=images,
             open_jobs=self.open_jobs,
         )
@@ -182,7 +184,7 @@ class NetSettings:
     relay: bool = False  # serve as a circuit relay for NATed peers (`daemon --relay`)
     relay_max_reservations: int = 64
     relay_max_circuits_per_peer: int = 8
-    relay_circuit_mb: int = 256  # per reserved peer, both directions
+    relay_circuit_mb: int = 256  # per circuit, both directions (not per reservation: docs/operator.md)
     relay_circuit_seconds: int = 1800
     relay_reservation_ttl_s: int = 600
 
@@ -308,6 +310,7 @@ max_cpus = 2
 max_out_mb = 1024
 max_source_mb = 256   # a source larger than this (tar, or unpacked: sparse files at their full size) is refused
 max_inputs_mb = 1024  # an offer whose pinned inputs tarball is larger than this is refused
+max_image_mb = 4096   # an offer whose image archive is larger than this is refused (listed images need none)
 images = "any"        # or a list of image ids ["sha256:…"]
 open_jobs = true      # false: only build offers whose allowlist names this node
 # Donor controls (also `p2pci worker pause | resume | drain`). New work only inside these local
@@ -510,6 +513,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         max_out_mb=_nonneg(_take(w, "max_out_mb", int, "worker.", dw.max_out_mb), "worker.max_out_mb"),
         max_source_mb=_nonneg(_take(w, "max_source_mb", int, "worker.", dw.max_source_mb), "worker.max_source_mb", 1),
         max_inputs_mb=_nonneg(_take(w, "max_inputs_mb", int, "worker.", dw.max_inputs_mb), "worker.max_inputs_mb", 1),
+        max_image_mb=_nonneg(_take(w, "max_image_mb", int, "worker.", dw.max_image_mb), "worker.max_image_mb", 1),
         images=images,
         open_jobs=_take(w, "open_jobs", bool, "worker.", dw.open_jobs),
         schedule=_schedule(_strs(w, "schedule", "worker.", dw.schedule)),

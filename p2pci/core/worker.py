@@ -108,6 +108,7 @@ class WorkerPolicy:
     max_out_mb: int = 1024
     max_source_mb: int = 256
     max_inputs_mb: int = 1024  # the pinned-inputs tarball ([fetch], [[input]])
+    max_image_mb: int = 4096  # the offer's image archive (`docker save` tarball), unless the image is listed
     images: Literal["any"] | frozenset[str] = "any"
     open_jobs: bool = True
 
@@ -166,6 +167,13 @@ def refusal(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> tupl
         return "inputs", f"inputs of {offer.inputs.size >> 20} MiB exceed {policy.max_inputs_mb} MiB"
     if policy.images != "any" and offer.image.id not in policy.images:
         return "image", f"image {offer.image.id} not allowed"
+    arch = offer.image.archive
+    if (
+        arch is not None
+        and arch.size > policy.max_image_mb << 20
+        and (policy.images == "any" or offer.image.id not in policy.images)  # a listed image runs as it is
+    ):
+        return "image", f"image archive of {arch.size >> 20} MiB exceeds {policy.max_image_mb} MiB"
     if policy.slots < 1:
         return "slots", "no build slots"
     return None

@@ -46,6 +46,7 @@ from p2pci.core.worker import BuildDone, BuildFailed
 from p2pci.daemon.livelog import LOG_TAIL, LiveLog, stream
 from p2pci.runner.outputs import TOO_MANY_FILES
 from p2pci.store.blobs import BlobStore
+from p2pci.textsafe import safe_text
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -142,7 +143,8 @@ class Builds:
                     log.exception("build of %s failed", job.hex()[:12])
                     ev = BuildFailed(f"internal error: {type(exc).__name__}: {exc}", code="other")
             if isinstance(ev, BuildFailed) and ev.code:
-                log.warning("build of %s failed (%s): %s", job.hex()[:12], ev.code, ev.reason[:200])
+                # the reason may quote peers (a holder's refusal, a source's file names): escaped
+                log.warning("build of %s failed (%s): %s", job.hex()[:12], ev.code, safe_text(ev.reason[:200]))
         finally:
             self.running.pop(job, None)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

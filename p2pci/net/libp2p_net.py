@@ -643,7 +643,7 @@ class LibP2PNetwork:
         self._last_px = -1e9
         self._px_wait = px_interval  # doubles while peer exchange brings nothing new
         self._serve_slots: dict[str, int] = {}
-        self._fetch_slots: dict[str, trio.Semaphore] = {}
+        self._fetch_slots: dict[str, tuple[trio.Semaphore, int]] = {}  # peer -> (slots, users now)
         self._pulling: dict[bytes, trio.Event] = {}  # blob sha256 -> set when its download ends
         self._partials: dict[bytes, Any] = {}  # blob sha256 -> PartialBlob being downloaded (served)
         self._bad_holders: dict[str, float] = {}  # peer -> monotonic time its drop ends
@@ -753,8 +753,12 @@ class LibP2PNetwork:
         self._wakeup.set()
 
     def add_peer_addrs(self, addrs: list[str]) -> None:
-        """Learn dialable addresses (`…/p2p/<id>`) of other peers; bad ones are ignored."""
+        """Learn dialable addresses (`…/p2p/<id>`) of other peers; bad ones are ignored (as peer
+        exchange's frames: at most wire.MAX_ADDR_LEN chars, whoever found them, mDNS included)."""
         for addr in addrs:
+            if len(addr) > wire.MAX_ADDR_LEN:
+                self._stats.inc("bad_addr")
+                continue
             try:
                 pid, a = parse_peer_addr(addr)
             except ProtocolError:
@@ -1472,8 +1476,6 @@ class LibP2PNetwork:
             else:
                 del self._partials[ref.sha256]
                 part.close()  # kept: the next fetch resumes with the pieces it has (a few are kept)
-                active = frozenset(p.path for p in self._partials.values())
-                await trio.to_thread.run_sync(dest.prune_partials, active)
             for peer in pull.v1:  # holders without ranges: the whole blob from one at a time
                 try:
                     async with self._fetch_slot(peer):
@@ -1497,6 +1499,10 @@ class LibP2PNetwork:
         finally:
             self._partials.pop(ref.sha256, None)
             part.close()
+            if not dest.has(ref.sha256):  # failed, or given up by the caller: at most a few partials stay
+                active = frozenset(p.path for p in self._partials.values())
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(dest.prune_partials, active)
         raise BlobUnavailable(
             f"blob {ref.sha256.hex()} unavailable: " + "; ".join(pull.reasons[-8:] or ["no peers"])
         )
@@ -1539,8 +1545,22 @@ class LibP2PNetwork:
         finally:
             bad_path.unlink(missing_ok=True)
 
-    def _fetch_slot(self, peer: str) -> trio.Semaphore:
-        return self._fetch_slots.setdefault(peer, trio.Semaphore(self.blob_concurrency))
+    @asynccontextmanager
+    async def _fetch_slot(self, peer: str) -> AsyncIterator[None]:
+        """One of `blob_concurrency` streams to `peer` for blobs (waits for one). The entry goes
+        with its last user: peers asked once (any connected peer, when no holder delivers) leave
+        nothing behind, however many come and go."""
+        sem, users = self._fetch_slots.get(peer) or (trio.Semaphore(self.blob_concurrency), 0)
+        self._fetch_slots[peer] = (sem, users + 1)
+        try:
+            async with sem:
+                yield
+        finally:
+            sem, users = self._fetch_slots[peer]
+            if users > 1:
+                self._fetch_slots[peer] = (sem, users - 1)
+            else:
+                del self._fetch_slots[peer]
 
     async def _pull(self, pull: Pull, ref: Any, part: Any) -> None:
         """Run the per-remote tasks of one download until it is complete or nobody can add to it."""
@@ -1578,6 +1598,22 @@ class LibP2PNetwork:
         backoff = 0.05
         last = -1
         grew = trio.current_time()
+        refused_since: float | None = None  # the first of the refusals in a row (no run landed since)
+
+        def too_refused(error: str) -> bool:
+            """Another refusal ("busy", or "not held" of pieces its `have` shows): True (and why)
+            once it has refused for PATIENCE_S with no run landed. Counted from the first refusal,
+            not from the last other answer: waiting for our own fetch slot to this peer (held by
+            our other downloads) is not its fault."""
+            nonlocal refused_since
+            now = trio.current_time()
+            if refused_since is None:
+                refused_since = now
+            if now - refused_since <= PATIENCE_S:
+                return False
+            pull.reasons.append(f"{remote}: refused for {PATIENCE_S:g} s ({error[:60]})")
+            return True
+
         # A holder is taken at its word (the whole blob) and asked for a first run at once: a
         # refusal carries its `have` (one round trip less per blob). A team member is asked first.
         refresh = team
@@ -1597,18 +1633,23 @@ class LibP2PNetwork:
                     self._blob_error(pull, remote, exc)
                     return
                 if error == "busy":  # serving others (2 streams per peer): ask again soon
+                    if too_refused(error):
+                        return
                     with trio.move_on_after(backoff):
                         await pull.changed.wait()
                     backoff = min(backoff * 2, 0.5)
                     continue
+                refused_since = None
                 if not have and not team:
                     pull.reasons.append(f"{remote}: refused: {error}" if error else f"{remote}: does not have it")
                     return
                 pull.haves[remote] = have
                 count = popcount(have)
                 full = count == part.n
-                if count > last:
-                    last, grew = count, trio.current_time()
+                if count > last:  # progress only if it shows a piece we lack: not pieces we hold
+                    last = count
+                    if any(bit(have, i) and not part.held(i) for i in range(part.n)):
+                        grew = trio.current_time()
                 refresh = False
             run = pull.take(remote)
             if run:
@@ -1628,6 +1669,8 @@ class LibP2PNetwork:
                     return
                 if not ok:
                     pull.release(run)
+                    if too_refused(error):  # a remote that refuses every run it says it has
+                        return
                     if error != "busy":
                         pull.haves[remote] = have
                         full = popcount(have) == part.n
@@ -1640,6 +1683,7 @@ class LibP2PNetwork:
                     continue
                 part.mark(run, direct=not team)
                 pull.landed(run, remote)
+                refused_since = None
                 backoff = 0.05
                 continue
             if full:
@@ -1705,14 +1749,19 @@ class LibP2PNetwork:
         """The chunk frames of a blob into `write`, read in large pieces and never reassembled.
 
         Each read (at most `_BLOB_READ` bytes, whatever the stream has buffered) has its own
-        deadline; frame headers are checked as they come (non-empty, ≤ wire.CHUNK, never past
+        deadline, and the bytes must keep pace: the next piece (or the rest) is due
+        `read_timeout` + its end at wire.BLOB_MIN_RATE after the start, so a sender that trickles
+        a byte per read timeout is cut off (TooSlowError) after one piece's time, not the whole
+        blob's. Frame headers are checked as they come (non-empty, ≤ wire.CHUNK, never past
         `size`); payload bytes go to `write` as views of the read buffer, with no copy.
         """
         got = 0
         frame_left = 0  # payload bytes still due in the current chunk frame
         head = b""  # a frame header split across two reads
+        start = trio.current_time()
         while got < size:
-            with trio.fail_after(self.read_timeout):
+            due = start + self.read_timeout + min(size, got + PIECE) / wire.BLOB_MIN_RATE
+            with trio.fail_at(min(trio.current_time() + self.read_timeout, due)):
                 data = await stream.read(_BLOB_READ)
             if not data:
                 raise ProtocolError("stream closed mid-blob")

@@ -64,7 +64,7 @@ class RelayServerLimits:
 
     max_reservations: int = 64  # peers holding a slot at once
     max_circuits_per_peer: int = 8  # concurrent relayed connections to one reserved peer
-    circuit_bytes: int = 256 << 20  # per reservation, both directions
+    circuit_bytes: int = 256 << 20  # per circuit (py-libp2p's relay), both directions
     circuit_seconds: int = 1800  # one relayed connection at most
     reservation_ttl: int = 600  # clients renew well before
 

@@ -31,7 +31,10 @@ whole within `frame_deadline(read_timeout, n)` of its first byte (the header
 within `read_timeout`, the body at no less than FRAME_MIN_RATE bytes/s on
 top), and one request (a whole peers or sync exchange) within
 `request_timeout`. A peer that trickles one byte at a time is cut off by
-the frame's deadline, not kept alive by each byte it sends.
+the frame's deadline, not kept alive by each byte it sends. A blob's chunk
+frames keep pace at BLOB_MIN_RATE instead (after a grace of `read_timeout`),
+checked by the receiver over the whole blob or range, not per frame: a frame
+may be a single byte.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ MAX_IDS = 100_000  # 3.2 MB of ids
 MAX_ADDRS = 16
 MAX_ADDR_LEN = 256
 FRAME_MIN_RATE = 512 * 1024  # bytes/s a frame's body must at least arrive at
+BLOB_MIN_RATE = 128 * 1024  # bytes/s a blob's (or range's) chunk frames must at least keep up, after a grace
 REQUEST_TIMEOUT = 60.0  # seconds for one whole peers/sync exchange (default)
 
 

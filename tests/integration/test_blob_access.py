@@ -77,14 +77,39 @@ async def test_allowlist_job_source_refused_to_a_stranger_served_to_the_allowlis
                 raise got[0]
             return got[0]
 
+        async def probe_as(key: NodeKey, ref: BlobRef) -> list[tuple[bool, str, bytes]]:
+            """A bare host asks over /p2pci/blob/2 for `have` only (length 0) and for one piece,
+            and over /p2pci/blob/1 for the whole blob: the raw answers."""
+            host = LibP2PNetwork(key.seed, LOOPBACK, list(net.addrs()), **NET)  # type: ignore[arg-type]
+            answers: list[tuple[bool, str, bytes]] = []
+            events = host.events()
+            async with trio.open_nursery() as n:
+                await n.start(host.run)
+                with trio.fail_after(20):
+                    while pub.peer_id not in {p.peer_id for p in host.peers()}:
+                        await events.receive()
+                    answers.append(await host._range(pub.peer_id, ref, None, 0, 0))
+                    answers.append(await host._range(pub.peer_id, ref, None, 0, ref.size))
+                    try:
+                        await host._fetch_from(pub.peer_id, ref, BlobStore(tmp_path / "probe"))
+                    except ProtocolError as exc:
+                        answers.append((False, str(exc), b""))
+                n.cancel_scope.cancel()
+            return answers
+
+        # a stranger probing with the raw protocols learns nothing: no `have`, the same refusal
+        why = "this node serves a blob only to peers allowed to build or fetch its job"
+        assert await probe_as(stranger_key, src) == [(False, why, b""), (False, why, b""), (False, f"refused: {why}", b"")]
+        assert not BlobStore(tmp_path / "probe").has(src.sha256)
+
         # the stranger: refused, with the reason, and nothing lands in its store
         with pytest.raises(ProtocolError) as refused:
             await fetch_as(stranger_key, src, tmp_path / "stranger")
         assert "refused: this node serves a blob only to peers allowed to build or fetch its job" in str(refused.value)
         assert not BlobStore(tmp_path / "stranger").has(src.sha256)
         st = await acontrol_call(pub.paths.home, "status")
-        assert st["storage"]["blob_refused"] == {"untied": 0, "not_allowed": 1}
-        assert pub.network.stats()["blob_refused"] == 1
+        assert st["storage"]["blob_refused"] == {"untied": 0, "not_allowed": 4}
+        assert pub.network.stats()["blob_refused"] == 4
 
         # the stranger publishes its own open offer naming the private source's hash (public in the
         # gossiped offer) and asks again as that job's publisher: a hash named by a peer ties nothing
@@ -101,7 +126,7 @@ async def test_allowlist_job_source_refused_to_a_stranger_served_to_the_allowlis
         with pytest.raises(ProtocolError, match="refused"):
             await fetch_as(worker_key, untied, tmp_path / "worker")
         st = await acontrol_call(pub.paths.home, "status")
-        assert st["storage"]["blob_refused"] == {"untied": 1, "not_allowed": 2}
+        assert st["storage"]["blob_refused"] == {"untied": 1, "not_allowed": 5}
         assert job["verdict"] == "PENDING"
         nursery.cancel_scope.cancel()
 

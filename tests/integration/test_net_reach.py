@@ -229,3 +229,88 @@ async def test_stream_to_a_peer_of_unknown_address_asks_the_bootstrap() -> None:
             await b.col.wait_for(fact_id(fact))
         assert b.net.stats()["px"] >= 2  # first contact + the lookup
         nursery.cancel_scope.cancel()
+
+
+async def test_relay_cuts_a_circuit_past_its_bytes_and_its_seconds(tmp_path: Any) -> None:
+    """A NATed peer and a partner try to move more through a relay than it grants: with 1 MiB per
+    circuit a 3 MiB blob never crosses (the circuit is cut, the fetch fails, no range lands); with
+    2 s per circuit, a partner that keeps the circuit busy (a byte every 0.2 s) is cut after 2 s."""
+    from libp2p.peer.id import ID
+
+    from p2pci.net import wire
+    from p2pci.net.base import BlobUnavailable
+    from p2pci.store.blobs import BlobStore
+
+    store = BlobStore(tmp_path / "a")
+    ref = store.put_bytes(os.urandom(3 << 20))
+    async with trio.open_nursery() as nursery:
+        relay = await start_node(nursery, relay=RelayServerLimits(circuit_bytes=1 << 20, circuit_seconds=3600))
+        a = await _private(nursery, relay, blobs=store, read_timeout=2.0)
+        await wait_until(lambda: _circuit(a) is not None, 15)
+        circ = _circuit(a)
+        assert circ is not None
+        b = await start_node(nursery, [], degree=0, read_timeout=2.0)
+        await b.net._connect(ID.from_base58(a.net.peer_id), [circ])
+        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        with trio.fail_after(30), pytest.raises(BlobUnavailable):
+            await b.net.fetch_blob(ref, BlobStore(tmp_path / "b"), peers=[a.net.peer_id])
+        assert b.net.stats().get("blob_received_bytes", 0) == 0, b.net.stats()
+
+        relay2 = await start_node(nursery, relay=RelayServerLimits(circuit_seconds=2))
+        c = await _private(nursery, relay2, read_timeout=30.0, request_timeout=60.0)
+        await wait_until(lambda: _circuit(c) is not None, 15)
+        circ2 = _circuit(c)
+        assert circ2 is not None
+        d = await start_node(nursery, [], degree=0)
+        await d.net._connect(ID.from_base58(c.net.peer_id), [circ2])
+        await wait_until(lambda: c.net.peer_id in {p.peer_id for p in d.net.peers()}, 10)
+        t0 = trio.current_time()
+        stream = await d.net._host.new_stream(ID.from_base58(c.net.peer_id), [wire.PROTO_SYNC])
+        await stream.write(wire.LEN.pack(1000))  # a sync hello's header, then its body trickled
+        with trio.fail_after(15):
+            while True:
+                try:
+                    await stream.write(b"\x90")
+                except Exception:
+                    break  # the relay cut the circuit under us
+                await trio.sleep(0.2)  # the attack's pace (not a wait for a condition)
+        took = trio.current_time() - t0
+        assert 2.0 <= took < 10.0, took
+        nursery.cancel_scope.cancel()
+
+
+async def test_mdns_answers_are_bounded_like_peer_exchange() -> None:
+    """A LAN host answering mDNS with hostile peer infos, through py-libp2p's discovery emitter
+    (what its mDNS listener calls from zeroconf's thread): addresses over 256 chars, more than 16
+    per peer, out of scope or not ip/tcp, and 1,500 made-up peers. The book keeps at most 16
+    addresses of at most 256 chars per peer and at most 1,000 peers."""
+    import multiaddr
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.discovery.events.peerDiscovery import peerDiscovery
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from p2pci.net import wire
+
+    net = LibP2PNetwork(os.urandom(32), ["/ip4/0.0.0.0/tcp/0"], [], **FAST)  # mDNS on: any scope
+    assert net.mdns
+    loud = ID.from_pubkey(create_new_key_pair(os.urandom(32)).public_key)
+    long_host = ".".join(c * 60 for c in "abcd")
+    addrs = [multiaddr.Multiaddr(f"/ip4/192.168.1.5/tcp/1/dns4/{long_host}")]  # 328 chars with /p2p/<id>
+    addrs += [multiaddr.Multiaddr(f"/ip4/192.168.1.{i}/tcp/4001") for i in range(1, 40)]
+    addrs += [multiaddr.Multiaddr("/ip4/192.168.1.9/udp/4001"), multiaddr.Multiaddr("/ip4/8.8.8.8/tcp/1")]
+    handler = net._mdns_handler()
+    try:
+        await trio.to_thread.run_sync(peerDiscovery.emit_peer_discovered, PeerInfo(loud, addrs))
+        others = [ID.from_pubkey(create_new_key_pair(os.urandom(32)).public_key) for _ in range(1500)]
+        for pid in others:
+            peerDiscovery.emit_peer_discovered(PeerInfo(pid, [multiaddr.Multiaddr("/ip4/10.0.0.1/tcp/1")]))
+        await wait_until(lambda: net._stats.snapshot().get("mdns_found", 0) == 1501, 10)
+    finally:
+        peerDiscovery.unregister_peer_discovered_handler(handler)
+    book = net._book
+    assert len(book) <= 1000
+    assert all(len(b.addrs) <= wire.MAX_ADDRS for b in book.values())
+    assert all(len(a) <= wire.MAX_ADDR_LEN for b in book.values() for a in b.addrs), max(
+        (a for b in book.values() for a in b.addrs), key=len)
+    assert not any("/udp/" in a for b in book.values() for a in b.addrs)

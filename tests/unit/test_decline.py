@@ -131,6 +131,41 @@ def test_image_refusal_is_declined_with_its_code() -> None:
     assert d.reason == "image"
 
 
+def test_an_image_archive_over_max_image_mb_is_declined_unless_the_image_is_listed() -> None:
+    """[worker] max_image_mb: an offer whose image archive is larger is refused (code `image`, the
+    sizes named), one just at the cap is not, and an image the donor lists runs without the
+    archive, so its size does not matter."""
+    from dataclasses import replace
+
+    import pytest
+
+    from p2pci.config import LocalError, parse_config
+    from p2pci.core.messages import ImageRef
+    from p2pci.core.worker import eligible, refusal
+
+    base = make_offer(key("publisher"), created=T0, deadline=T0 + 600_000)
+    big = replace(base, image=ImageRef(base.image.id, BlobRef(h(b"image"), (8 << 20) + 1)))
+    assert refusal(big, WorkerPolicy()) is None  # the default cap is 4 GiB
+    assert refusal(big, WorkerPolicy(max_image_mb=8)) == ("image", "image archive of 8 MiB exceeds 8 MiB")
+    at_cap = replace(base, image=ImageRef(base.image.id, BlobRef(h(b"image"), 8 << 20)))
+    assert eligible(at_cap, WorkerPolicy(max_image_mb=8)) is None
+    assert eligible(base, WorkerPolicy(max_image_mb=1)) is None  # no archive
+    listed = WorkerPolicy(max_image_mb=8, images=frozenset({base.image.id}))
+    assert eligible(big, listed) is None
+    # the NodeMachine publishes the refusal as a decline
+    sim = JobSim(big)
+    wc = WorkerConfig(ME_KEY.public, policy=WorkerPolicy(max_image_mb=8), salt_secret=ME_KEY.seed)
+    m = NodeMachine(NodeConfig(key=ME_KEY, worker=wc))
+    m.receive_facts([sim.offer_fact], T0)
+    (d,) = declines(tick_until_quiet(m, T0))
+    assert d.reason == "image" and "exceeds 8 MiB" in d.detail
+    # p2pci.toml
+    assert parse_config({"worker": {"max_image_mb": 8}}).worker.policy().max_image_mb == 8
+    assert parse_config({}).worker.policy().max_image_mb == 4096
+    with pytest.raises(LocalError, match="max_image_mb"):
+        parse_config({"worker": {"max_image_mb": 0}})
+
+
 ME_KEY = key("me")
 
 
