@@ -222,10 +222,9 @@ async def test_a_team_member_that_is_always_busy_is_given_up_and_its_stripes_com
         nursery.cancel_scope.cancel()
 
 
-async def test_holders_that_are_always_busy_let_the_next_holder_in_line_serve(tmp_path: Path) -> None:
-    """Four holders first in line (MAX_HOLDERS are asked at once) answer "busy" to everything:
-    each is given up after PATIENCE_S and the fifth, honest, serves the blob. Before, the four
-    kept their places for as long as the caller let them, and the fifth was never asked."""
+async def _four_refusers_then_an_honest_holder(tmp_path: Path, handler: Any) -> Any:
+    """MAX_HOLDERS raw holders first in line answer with `handler`, the publisher (fifth) holds the
+    blob: the download must come from it within PATIENCE_S + 10 s. Returns the downloader's net."""
     from contextlib import AsyncExitStack
 
     from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S
@@ -239,7 +238,7 @@ async def test_holders_that_are_always_busy_let_the_next_holder_in_line_serve(tm
         liars = []
         for _ in range(MAX_HOLDERS):
             host, _ps = await stack.enter_async_context(raw_peer())
-            host.set_stream_handler(wire.PROTO_BLOB2, _always_busy)
+            host.set_stream_handler(wire.PROTO_BLOB2, handler)
             with trio.fail_after(10):
                 await host.connect(_info(me.net.addrs()[0]))
             liars.append(str(host.get_id().to_base58()))
@@ -250,8 +249,16 @@ async def test_holders_that_are_always_busy_let_the_next_holder_in_line_serve(tm
             path = await me.net.fetch_blob(ref, mine, peers=[*liars, pub.net.peer_id])
         assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
         assert time.monotonic() - t0 < PATIENCE_S + 10
-        assert not me.net._fetch_slots  # the peers asked leave no per-peer state behind
         nursery.cancel_scope.cancel()
+    return me.net
+
+
+async def test_holders_that_are_always_busy_let_the_next_holder_in_line_serve(tmp_path: Path) -> None:
+    """Four holders first in line (MAX_HOLDERS are asked at once) answer "busy" to everything:
+    each is given up after PATIENCE_S and the fifth, honest, serves the blob. Before, the four
+    kept their places for as long as the caller let them, and the fifth was never asked."""
+    net = await _four_refusers_then_an_honest_holder(tmp_path, _always_busy)
+    assert not net._fetch_slots  # the peers asked leave no per-peer state behind
 
 
 async def test_a_wait_for_our_own_fetch_slot_is_not_counted_as_the_holders_busy_time(tmp_path: Path) -> None:
@@ -321,31 +328,7 @@ async def test_holders_that_show_every_piece_and_refuse_each_let_the_next_holder
     """Four holders first in line answer every range "not held" with a `have` of every piece: each
     is given up after PATIENCE_S of refusals and the fifth, honest, serves the blob. Before, they
     were asked again and again for as long as the caller let them."""
-    from contextlib import AsyncExitStack
-
-    from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S
-
-    origin = BlobStore(tmp_path / "origin")
-    ref = origin.put_bytes(os.urandom(2 * wire.PIECE + 5))
-    ref = BlobRef(ref.sha256, ref.size)
-    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-        pub = await start_node(nursery, blobs=origin)
-        me = await start_node(nursery, pub.net.addrs())
-        liars = []
-        for _ in range(MAX_HOLDERS):
-            host, _ps = await stack.enter_async_context(raw_peer())
-            host.set_stream_handler(wire.PROTO_BLOB2, _claims_all_serves_nothing)
-            with trio.fail_after(10):
-                await host.connect(_info(me.net.addrs()[0]))
-            liars.append(str(host.get_id().to_base58()))
-        await wait_until(lambda: {*liars, pub.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
-        mine = BlobStore(tmp_path / "mine")
-        t0 = time.monotonic()
-        with trio.fail_after(30):
-            path = await me.net.fetch_blob(ref, mine, peers=[*liars, pub.net.peer_id])
-        assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
-        assert time.monotonic() - t0 < PATIENCE_S + 10
-        nursery.cancel_scope.cancel()
+    await _four_refusers_then_an_honest_holder(tmp_path, _claims_all_serves_nothing)
 
 
 async def test_a_team_member_whose_have_grows_only_with_pieces_we_hold_is_given_up(tmp_path: Path) -> None:
