@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,24 @@ from hypothesis import strategies as st
 from p2pci.net import patches
 from p2pci.store.blobs import BlobStore
 from tests.integration.test_net_libp2p import start_node, wait_until
+
+
+@asynccontextmanager
+async def _raw_stream(name: str, handler: Callable[[Any], Awaitable[None]]) -> AsyncIterator[Any]:
+    """Two real nodes; a stream of protocol `/p2pci-test/<name>/1` from the second to the first,
+    whose side is handed to `handler`. Both nodes stop when the block ends."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    patches.apply()
+    proto = TProtocol(f"/p2pci-test/{name}/1")
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery)
+        b = await start_node(nursery, a.net.addrs())
+        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
+        a.net._host.set_stream_handler(proto, handler)
+        yield await b.net._host.new_stream(ID.from_base58(a.net.peer_id), [proto])
+        nursery.cancel_scope.cancel()
 
 NOISE_MSG = 65519
 
@@ -239,11 +259,6 @@ async def test_concurrent_writes_to_one_yamux_stream_arrive_whole() -> None:
     update, so a second writer's frame could land in the middle of the first one's bytes (for
     pubsub, which writes one stream from its send loop and from GossipSub's own flushes: a
     corrupt RPC stream, and the peer dropped)."""
-    from libp2p.custom_types import TProtocol
-    from libp2p.peer.id import ID
-
-    patches.apply()
-    proto = TProtocol("/p2pci-test/whole-writes/1")
     big = bytes(i % 251 for i in range(600 * 1024))  # over the 256 KiB window: at least 3 frames
     smalls = [b"s%03d" % i for i in range(40)]
     total = len(big) + sum(map(len, smalls))
@@ -259,12 +274,7 @@ async def test_concurrent_writes_to_one_yamux_stream_arrive_whole() -> None:
             got.extend(data)
         done.set()
 
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery)
-        b = await start_node(nursery, a.net.addrs())
-        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
-        a.net._host.set_stream_handler(proto, handler)
-        stream = await b.net._host.new_stream(ID.from_base58(a.net.peer_id), [proto])
+    async with _raw_stream("whole-writes", handler) as stream:
         muxed = stream.muxed_stream
         with trio.fail_after(30):
             async with trio.open_nursery() as writers:
@@ -275,7 +285,6 @@ async def test_concurrent_writes_to_one_yamux_stream_arrive_whole() -> None:
                 await trio.testing.wait_all_tasks_blocked()  # every small writer waits (window or lock)
                 release.set()
             await done.wait()
-        nursery.cancel_scope.cancel()
     assert bytes(got[: len(big)]) == big  # the big write whole and first: it began first
     rest = bytes(got[len(big) :])
     assert sorted(rest[i : i + 4] for i in range(0, len(rest), 4)) == sorted(smalls)  # each small one whole
@@ -421,23 +430,13 @@ async def test_an_uncontended_stream_write_and_read_yield_once() -> None:
     """stream_lock_nowait (NetStream's state lock) and libp2p_net._window_update (Yamux's window
     lock): a stream write that fits the window, and a read of bytes already buffered, yield once
     each (the socket send; Yamux's stream lock), where each free lock on the way added a yield."""
-    from libp2p.custom_types import TProtocol
-    from libp2p.peer.id import ID
-
-    patches.apply()
-    proto = TProtocol("/p2pci-test/quick/1")
     accepted: list[Any] = []
 
     async def handler(stream: Any) -> None:
         accepted.append(stream)
         await trio.sleep_forever()
 
-    async with trio.open_nursery() as nursery:
-        a = await start_node(nursery)
-        b = await start_node(nursery, a.net.addrs())
-        await wait_until(lambda: a.net.peer_id in {p.peer_id for p in b.net.peers()}, 10)
-        a.net._host.set_stream_handler(proto, handler)
-        out = await b.net._host.new_stream(ID.from_base58(a.net.peer_id), [proto])
+    async with _raw_stream("quick", handler) as out:
         assert type(out._state_lock) is patches.QuickLock
         writes = []
         for i in range(10):  # the node's own frames may hold the connection's lock now and then
@@ -467,4 +466,3 @@ async def test_an_uncontended_stream_write_and_read_yield_once() -> None:
         await out.write(b"z")
         with trio.fail_after(10):
             assert await mine.read(100) == b"z"
-        nursery.cancel_scope.cancel()
