@@ -30,6 +30,14 @@ from p2pci.net.pieces import full_bitmap
 from p2pci.store.blobs import BlobStore
 from tests.integration.test_net_libp2p import _info, raw_peer, start_node, wait_until
 
+
+async def _linked(host: Any, me: Any, *others: str) -> None:
+    """The raw hostile `host` dials node `me`; returns once `me` lists it (and `others`) as peers."""
+    with trio.fail_after(10):
+        await host.connect(_info(me.net.addrs()[0]))
+    want = {str(host.get_id().to_base58()), *others}
+    await wait_until(lambda: want <= {p.peer_id for p in me.net.peers()}, 10)
+
 TRICKLE_S = 0.3  # the attack's pace: well inside the fetcher's 1 s read timeout
 
 
@@ -65,9 +73,7 @@ async def test_a_holder_trickling_a_range_is_cut_off_and_the_pieces_come_from_an
         loris = str(host.get_id().to_base58())
         honest = await start_node(nursery, blobs=src)
         me = await start_node(nursery, honest.net.addrs(), read_timeout=1.0)
-        with trio.fail_after(10):
-            await host.connect(_info(me.net.addrs()[0]))
-        await wait_until(lambda: {loris, honest.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        await _linked(host, me, honest.net.peer_id)
         mine = BlobStore(tmp_path / "mine")
 
         t0 = time.monotonic()
@@ -121,9 +127,7 @@ async def test_a_holders_refusal_text_reaches_the_daemon_log_escaped(
         host.set_stream_handler(wire.PROTO_BLOB2, _refuser)
         liar = str(host.get_id().to_base58())
         me = await start_node(nursery, read_timeout=1.0)
-        with trio.fail_after(10):
-            await host.connect(_info(me.net.addrs()[0]))
-        await wait_until(lambda: liar in {p.peer_id for p in me.net.peers()}, 10)
+        await _linked(host, me)
         blobs = BlobStore(tmp_path / "blobs")
 
         async def fetch(ref: BlobRef, peers: list[bytes], sharers: list[bytes] | None = None) -> Path:
@@ -168,9 +172,7 @@ async def test_downloads_given_up_by_their_caller_leave_at_most_the_kept_partial
         host.set_stream_handler(wire.PROTO_BLOB2, _first_piece_then_trickle)
         slow = str(host.get_id().to_base58())
         me = await start_node(nursery, read_timeout=1.0)
-        with trio.fail_after(10):
-            await host.connect(_info(me.net.addrs()[0]))
-        await wait_until(lambda: slow in {p.peer_id for p in me.net.peers()}, 10)
+        await _linked(host, me)
         mine = BlobStore(tmp_path / "mine")
         for _ in range(6):
             ref = BlobRef(os.urandom(32), 3 * wire.PIECE)
@@ -210,9 +212,7 @@ async def test_a_team_member_that_is_always_busy_is_given_up_and_its_stripes_com
         busy = str(host.get_id().to_base58())
         pub = await start_node(nursery, blobs=origin)
         me = await start_node(nursery, pub.net.addrs())
-        with trio.fail_after(10):
-            await host.connect(_info(me.net.addrs()[0]))
-        await wait_until(lambda: {busy, pub.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        await _linked(host, me, pub.net.peer_id)
         mine = BlobStore(tmp_path / "mine")
         t0 = time.monotonic()
         with trio.fail_after(30):
@@ -294,9 +294,7 @@ async def test_a_wait_for_our_own_fetch_slot_is_not_counted_as_the_holders_busy_
         host.set_stream_handler(wire.PROTO_BLOB2, slow_then_busy_once)
         holder = str(host.get_id().to_base58())
         me = await start_node(nursery, read_timeout=2.0, blob_concurrency=1)
-        with trio.fail_after(10):
-            await host.connect(_info(me.net.addrs()[0]))
-        await wait_until(lambda: holder in {p.peer_id for p in me.net.peers()}, 10)
+        await _linked(host, me)
         mine = BlobStore(tmp_path / "mine")
         got: list[Path] = []
 
@@ -365,9 +363,7 @@ async def test_a_team_member_whose_have_grows_only_with_pieces_we_hold_is_given_
         pub = await start_node(nursery, blobs=origin)
         me = await start_node(nursery, pub.net.addrs())
         me_box.append(me)
-        with trio.fail_after(10):
-            await host.connect(_info(me.net.addrs()[0]))
-        await wait_until(lambda: {member, pub.net.peer_id} <= {p.peer_id for p in me.net.peers()}, 10)
+        await _linked(host, me, pub.net.peer_id)
         mine = BlobStore(tmp_path / "mine")
         t0 = time.monotonic()
         with trio.fail_after(40):
