@@ -28,6 +28,7 @@ from p2pci.net import wire
 from p2pci.net.base import BlobUnavailable
 from p2pci.net.pieces import full_bitmap
 from p2pci.store.blobs import BlobStore
+from tests.integration.test_net_blob import read_framed
 from tests.integration.test_net_libp2p import _info, raw_peer, start_node, wait_until
 
 
@@ -42,14 +43,7 @@ TRICKLE_S = 0.3  # the attack's pace: well inside the fetcher's 1 s read timeout
 
 
 async def _request(stream: Any) -> tuple[bytes, int, int, int]:
-    head = b""
-    while len(head) < 4:
-        head += await stream.read(4 - len(head))
-    n = wire.LEN.unpack(head)[0]
-    body = b""
-    while len(body) < n:
-        body += await stream.read(n - len(body))
-    return wire.parse_range_request(body)
+    return wire.parse_range_request(await read_framed(stream))
 
 
 async def _trickler(stream: Any) -> None:

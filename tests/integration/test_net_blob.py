@@ -16,7 +16,8 @@ from p2pci.store.blobs import BlobStore
 from tests.integration.test_net_libp2p import _info, raw_peer, start_node, wait_until
 
 
-async def _read_request(stream: Any) -> None:
+async def read_framed(stream: Any) -> bytes:
+    """One length-prefixed request body (wire.LEN), as a raw hostile holder reads it."""
     head = b""
     while len(head) < 4:
         head += await stream.read(4 - len(head))
@@ -24,7 +25,11 @@ async def _read_request(stream: Any) -> None:
     body = b""
     while len(body) < n:
         body += await stream.read(n - len(body))
-    wire.parse_blob_request(body)
+    return body
+
+
+async def _read_request(stream: Any) -> None:
+    wire.parse_blob_request(await read_framed(stream))
 
 
 @pytest.mark.parametrize(
