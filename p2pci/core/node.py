@@ -62,6 +62,7 @@ tally, before the worker step) and returns `Publish` effects via
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -201,7 +202,10 @@ class NodeMachine:
     accepting: str = "open"  # "open" | "paused" (donor: pause, or outside its schedule) | "draining"
     _events: dict[bytes, list[BuildDone | BuildFailed]] = field(default_factory=dict)
     _dirty: set[bytes] = field(default_factory=set)
-    _wakeups: dict[bytes, int] = field(default_factory=dict)
+    _wakeups: dict[bytes, int] = field(default_factory=dict)  # job -> when it is due (ms)
+    # the same as a min-heap of (when, job), with stale entries (a later time, a job gone) skipped
+    # when they come up: a tick and next_wakeup cost O(log jobs), not a scan of every job
+    _wake_heap: list[tuple[int, bytes]] = field(default_factory=list)
     _verdicts: dict[bytes, Verdict] = field(default_factory=dict)
     _objs: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     _policy: ObserverPolicy | None = None
@@ -399,10 +403,7 @@ class NodeMachine:
 
     def tick(self, now: int) -> list[Effect]:
         """Decide for every job that changed or whose wake-up time came."""
-        due = {j for j, t in self._wakeups.items() if t <= now}
-        for j in due:
-            del self._wakeups[j]
-        todo = self._dirty | due
+        todo = self._dirty | self._due(now)
         self._dirty = set()
         effects: list[Effect] = []
         for job in sorted(todo):
@@ -415,11 +416,25 @@ class NodeMachine:
                 log.exception("processing job %s failed", job.hex()[:12])
         return effects
 
+    def _due(self, now: int) -> set[bytes]:
+        """The jobs whose wake-up time came (<= now), taken off the schedule."""
+        due: set[bytes] = set()
+        heap, wakeups = self._wake_heap, self._wakeups
+        while heap and heap[0][0] <= now:
+            t, j = heapq.heappop(heap)
+            if wakeups.get(j) == t:
+                del wakeups[j]
+                due.add(j)
+        return due
+
     def next_wakeup(self) -> int | None:
         """When to `tick` at the latest: None (only new inputs), or a time (<= now: at once)."""
         if self._dirty:
             return -1
-        return min(self._wakeups.values(), default=None)
+        heap, wakeups = self._wake_heap, self._wakeups
+        while heap and wakeups.get(heap[0][1]) != heap[0][0]:  # stale: a job gone or moved earlier
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     # ------------------------------------------------------------------ decisions
 
@@ -574,6 +589,12 @@ class NodeMachine:
         old = self._wakeups.get(job)
         if old is None or when < old:
             self._wakeups[job] = when
+            heap = self._wake_heap
+            if len(heap) > 2 * len(self._wakeups) + 64:  # mostly stale entries: rebuilt from the dict
+                heap[:] = [(t, j) for j, t in self._wakeups.items()]
+                heapq.heapify(heap)
+            else:
+                heapq.heappush(heap, (when, job))
 
     # ------------------------------------------------------------------ queries
 

@@ -744,6 +744,8 @@ class Node:
             want = self.machine.tail_targets(self.now())
             for key in [k for k in tails if k not in want]:
                 self._send_remote_log(key, tails.pop(key).finish())
+            if not want:  # nothing to ask (the common case): no peer list, no nursery each second
+                continue
             async with trio.open_nursery() as nursery:
                 connected = {p.peer_id for p in self.network.peers()}  # a gone worker: not dialled each second
                 for key in sorted(want):

@@ -708,3 +708,54 @@ def test_tail_targets_are_the_other_selected_workers_of_our_undecided_jobs() -> 
     m.receive_facts([sim.reveal(b, bb)], now)
     assert m.verdict(sim.job, now).final  # d is still selected, building: no longer asked
     assert m.tail_targets(now) == set()
+
+
+_WAKE_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("at"), st.integers(0, 5), st.integers(0, 100)),  # _wake_at(job, when)
+        st.tuples(st.just("gone"), st.integers(0, 5), st.just(0)),  # the job evicted
+        st.tuples(st.just("tick"), st.just(0), st.integers(0, 30)),  # time moves on by this much
+        st.tuples(st.just("peek"), st.just(0), st.just(0)),  # next_wakeup
+    ),
+    max_size=200,
+)
+
+
+@given(_WAKE_OPS)
+@settings(max_examples=300, deadline=None)
+def test_the_wakeup_heap_gives_what_a_scan_of_every_job_would(ops: list[tuple[str, int, int]]) -> None:
+    """NodeMachine keeps each job's wake-up in a dict and in a heap with stale entries (for speed):
+    due jobs and the next wake-up are the same as scanning the dict, as the machine did before,
+    and stale entries never pile up past the rebuild bound."""
+    m = machine()
+    ref: dict[bytes, int] = {}
+    now = 0
+    for op, j, n in ops:
+        job = bytes([j]) * 32
+        if op == "at":
+            when = now + n
+            m._wake_at(job, when)
+            if job not in ref or when < ref[job]:
+                ref[job] = when
+        elif op == "gone":
+            m._wakeups.pop(job, None)  # as _evict does
+            ref.pop(job, None)
+        elif op == "tick":
+            now += n
+            due = {k for k, t in ref.items() if t <= now}
+            for k in due:
+                del ref[k]
+            assert m._due(now) == due
+        else:
+            assert m.next_wakeup() == min(ref.values(), default=None)
+        assert m._wakeups == ref
+        assert len(m._wake_heap) <= 2 * len(ref) + 65
+
+
+def test_a_job_woken_earlier_and_earlier_leaves_a_bounded_heap() -> None:
+    m = machine()
+    job = b"j" * 32
+    for when in range(10_000, 9_000, -1):  # every call moves it earlier: a new heap entry each time
+        m._wake_at(job, when)
+    assert len(m._wake_heap) <= 2 * len(m._wakeups) + 65 and m.next_wakeup() == 9_001
+    assert m._due(9_001) == {job} and m.next_wakeup() is None
