@@ -211,15 +211,20 @@ class Cluster:
 
 
 async def wait_any_change(nodes: Sequence[Node]) -> None:
-    """Return when any of `nodes` changes (a fact or a verdict)."""
+    """Return when any of `nodes` changes (a fact or a verdict) after this call.
+
+    Each node's `changed` event is taken here, before the first checkpoint: a task that read it
+    only once it ran missed a change made in between (the caller had checked its condition
+    before that change, then waited for the next one, which may never come)."""
+    events = [n.changed for n in nodes]
     async with trio.open_nursery() as nursery:
 
-        async def one(n: Node) -> None:
-            await n.changed.wait()
+        async def one(event: trio.Event) -> None:
+            await event.wait()
             nursery.cancel_scope.cancel()
 
-        for n in nodes:
-            nursery.start_soon(one, n)
+        for event in events:
+            nursery.start_soon(one, event)
 
 
 async def _run_node(node: Node, scope: trio.CancelScope, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
