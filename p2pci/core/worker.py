@@ -168,11 +168,8 @@ def refusal(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> tupl
     if policy.images != "any" and offer.image.id not in policy.images:
         return "image", f"image {offer.image.id} not allowed"
     arch = offer.image.archive
-    if (
-        arch is not None
-        and arch.size > policy.max_image_mb << 20
-        and (policy.images == "any" or offer.image.id not in policy.images)  # a listed image runs as it is
-    ):
+    # an unlisted image was refused above; a listed one runs as it is, without its archive
+    if policy.images == "any" and arch is not None and arch.size > policy.max_image_mb << 20:
         return "image", f"image archive of {arch.size >> 20} MiB exceeds {policy.max_image_mb} MiB"
     if policy.slots < 1:
         return "slots", "no build slots"

@@ -50,6 +50,7 @@ from p2pci.net.base import (
     Validator,
 )
 from p2pci.net.common import Fanout, Lacking, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
+from p2pci.net.patches import take_lock
 from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S, START_S, TEAM_MIN, Pull, bit, full_bitmap, popcount
 from p2pci.net.quota import Quotas
 from p2pci.net.reach import Reach, RelayServerLimits, is_circuit, lacks_protocol
@@ -192,22 +193,20 @@ def _patch_yamux_framing(yamux_mod: Any) -> None:
             await orig(self, data)
             return
         lock = self._write_lock
-        if lock.locked():  # another frame is being written: queue behind it
-            async with lock:
-                await self.secured_conn.write(data)
-            await trio.lowlevel.checkpoint()
-            return
-        # A free lock is taken without Lock.acquire's yield, and upstream's checkpoint after the
-        # write is left out: the write ends in a socket send, which yields after it sent (two of
-        # a frame's three yields, ~5 us each). A cancelled task still raises here, before Noise
-        # encrypts (an encrypted message that is never sent would desynchronise the nonces), as
-        # at upstream's acquire; nothing in between yields, so no cancellation can arrive later.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        lock.acquire_nowait()
+        queued = lock.locked()  # another frame is being written: queue behind it
+        # A free lock is taken without Lock.acquire's yield (patches.take_lock), and upstream's
+        # checkpoint after the write is left out: the write ends in a socket send, which yields
+        # after it sent (two of a frame's three yields, ~5 us each). A cancelled task still raises
+        # there, before Noise encrypts (an encrypted message that is never sent would
+        # desynchronise the nonces), as at upstream's acquire; nothing in between yields, so no
+        # cancellation can arrive later.
+        await take_lock(lock)
         try:
             await self.secured_conn.write(data)
         finally:
             lock.release()
+        if queued:
+            await trio.lowlevel.checkpoint()
 
     yamux_mod.Yamux._write_frame = _write_frame
 
@@ -432,29 +431,18 @@ class _RecordCache:
         return ok
 
 
-def _window_credit(self: Any) -> int:
-    """The window update a YamuxStream owes (0: none yet); the caller holds its window lock."""
-    buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
-    delta = self.target_recv_window - (self.recv_window + buffered)
-    if delta > 0 and delta >= self._grow_threshold():
-        return int(self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered))
-    return 0
-
-
 async def _window_update(self: Any, *, bytes_read: int = 0) -> None:
     """go-yamux `sendWindowUpdate`: credit the consumed bytes once they reach half the target window."""
     total = 0
     lock = self.window_lock
-    if lock.locked():
-        async with lock:
-            total = _window_credit(self)
-    else:  # free: taken without Lock.acquire's yield (nothing under it waits; the read yielded)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        lock.acquire_nowait()
-        try:
-            total = _window_credit(self)
-        finally:
-            lock.release()
+    await take_lock(lock)  # a free one without Lock.acquire's yield (nothing under it waits; the read yielded)
+    try:
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        delta = self.target_recv_window - (self.recv_window + buffered)
+        if delta > 0 and delta >= self._grow_threshold():
+            total = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+    finally:
+        lock.release()
     if total > 0:
         await self.send_window_update(total, skip_lock=True)
 

@@ -542,13 +542,21 @@ def _tcp_lock_nowait() -> None:
     write.__wrapped__ = original  # type: ignore[attr-defined]  # upstream's, for the tests
 
 
-class QuickLock:
-    """A `trio.Lock` for `async with` whose uncontended entry does not yield (stream_lock_nowait).
+async def take_lock(lock: trio.Lock) -> None:
+    """`await lock.acquire()` without its yield when the lock is free: cancellation is checked
+    first, as `acquire` does, then a free lock is taken with `acquire_nowait` (what `acquire` does
+    after its yield; a lock with waiters is never free, it is handed over); a held one is waited
+    for in FIFO order, as before. The caller releases it."""
+    if lock.locked():
+        await lock.acquire()
+        return
+    await trio.lowlevel.checkpoint_if_cancelled()
+    lock.acquire_nowait()
 
-    Entering checks for cancellation first, as `Lock.acquire` does; a free lock is then taken with
-    `acquire_nowait` (what `acquire` does after its yield; a lock with waiters is never free, it is
-    handed over); a held one is waited for in FIFO order, as before.
-    """
+
+class QuickLock:
+    """A `trio.Lock` for `async with` whose uncontended entry does not yield (stream_lock_nowait):
+    entered with `take_lock`."""
 
     __slots__ = ("_lock",)
 
@@ -559,12 +567,7 @@ class QuickLock:
         return self._lock.locked()
 
     async def __aenter__(self) -> None:
-        lock = self._lock
-        if lock.locked():
-            await lock.acquire()
-            return
-        await trio.lowlevel.checkpoint_if_cancelled()
-        lock.acquire_nowait()
+        await take_lock(self._lock)
 
     async def __aexit__(self, *exc: object) -> None:
         self._lock.release()

@@ -105,13 +105,13 @@ class FactStore:
 
     def put_many(self, facts: Iterable[tuple[Fact, int]]) -> int:
         """Store many facts in one transaction; returns how many were new."""
-        rows = [(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts]
         with self._lock:
             self._since_thread = 0
-            return self._put_rows(rows)
+            return self._put_rows(facts)
 
-    def _put_rows(self, rows: list[tuple[bytes, bytes, str, bytes, bytes, int]]) -> int:
-        """One transaction of fact rows (the caller holds the lock); how many were new."""
+    def _put_rows(self, facts: Iterable[tuple[Fact, int]]) -> int:
+        """One transaction of facts (the caller holds the lock); how many were new."""
+        rows = [(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts]
         before = self._db.total_changes
         self._db.execute("BEGIN")
         try:
@@ -143,7 +143,7 @@ class FactStore:
             self._since_thread += 1
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             try:
-                return self._put_rows([(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts])
+                return self._put_rows(facts)
             finally:
                 self._db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")
         finally:
