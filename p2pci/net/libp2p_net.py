@@ -957,6 +957,10 @@ class LibP2PNetwork:
         forwarded. `forward=True` republishes it on the gossip topic (facts
         that came by sync, so the rest of our side of a partition gets them).
         """
+        return self._admit(raw, from_peer, forward=forward) in ("dropped", "delivered")
+
+    def _admit(self, raw: bytes, from_peer: str, *, forward: bool) -> str:
+        """`_accept`, returning `admit_fact`'s outcome ("rejected", "duplicate", ...)."""
         outcome = admit_fact(
             raw,
             from_peer,
@@ -967,17 +971,14 @@ class LibP2PNetwork:
             stats=self._stats,
             quotas=self.quotas,
         )
-        if outcome in ("rejected", "duplicate", "limited"):
-            return False
-        if outcome == "dropped":
-            return True  # valid: gossip may forward it; sync will offer it to us again
-        if forward:
+        # "dropped" is valid: gossip may forward it; sync will offer it to us again
+        if outcome == "delivered" and forward:
             try:
                 self._outbox_send.send_nowait(raw)
                 self._unsent += 1
             except trio.WouldBlock:
                 self._stats.drop("forward_queue")
-        return True
+        return outcome
 
     async def _drain(self, sub: Any) -> None:
         # Facts are delivered from the validator; the subscription only has to
@@ -1356,11 +1357,21 @@ class LibP2PNetwork:
                 log.debug("sync with %s failed: %r", peer, exc)
                 return
             self._stats.inc("syncs")
-            got.extend(hashlib.sha256(raw).digest() for raw in facts)
+            junk = False
             for raw in facts:
-                if self._accept(raw, peer, forward=True):
+                outcome = self._admit(raw, peer, forward=True)
+                if outcome in ("dropped", "delivered"):
                     self._stats.inc("synced")
+                junk = junk or outcome == "rejected"
                 await trio.lowlevel.checkpoint()
+            if junk:
+                # an honest server sends only facts it verified: one that sent junk is not asked
+                # for more rounds (each could be another 100,000 facts to check and remember)
+                self._stats.inc("sync_bad_servers")
+                return
+            # what we hold now need not come again; `ours` is cut at MAX_IDS anyway
+            room = wire.MAX_IDS - len(got)
+            got.extend(hashlib.sha256(raw).digest() for raw in facts[: max(0, room)])
             if not more:
                 return
 

@@ -59,6 +59,7 @@ CHUNK = 256 * 1024
 MAX_CONTROL_FRAME = 64 * 1024  # peers and blob request/response
 MAX_SYNC_FRAME = 8 * 1024 * 1024  # ids list or a batch of facts
 MAX_IDS = 100_000  # 3.2 MB of ids
+MAX_FACTS = MAX_IDS  # facts in one sync frame (a real one holds 4 MiB of facts of 100 bytes or more)
 MAX_ADDRS = 16
 MAX_ADDR_LEN = 256
 FRAME_MIN_RATE = 512 * 1024  # bytes/s a frame's body must at least arrive at
@@ -90,10 +91,16 @@ def parse_length(header: bytes, limit: int) -> int:
     return int(n)
 
 
-def decode_map(payload: bytes, fields: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
-    """Decode a msgpack map with exactly `fields` (name → type)."""
+def decode_map(
+    payload: bytes, fields: dict[str, type | tuple[type, ...]], max_items: int = -1
+) -> dict[str, Any]:
+    """Decode a msgpack map with exactly `fields` (name → type). `max_items` bounds every list in
+    it before it is built (msgpack's own default is the payload's length: an 8 MiB frame of
+    empty byte strings is a list of 4 million)."""
     try:
-        obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+        obj = msgpack.unpackb(
+            payload, raw=False, strict_map_key=True, use_list=True, max_array_len=max_items
+        )
     except Exception as exc:  # msgpack raises many types on garbage
         raise ProtocolError(f"bad frame: {type(exc).__name__}") from None
     if not isinstance(obj, dict) or set(obj) != set(fields):
@@ -156,7 +163,7 @@ def sync_hello(ids: list[bytes]) -> bytes:
 
 
 def parse_sync_hello(payload: bytes) -> list[bytes]:
-    return _ids(decode_map(payload, {"ids": list})["ids"], "ids")
+    return _ids(decode_map(payload, {"ids": list}, MAX_IDS)["ids"], "ids")
 
 
 def sync_reply(facts: list[bytes], want: list[bytes], more: bool) -> bytes:
@@ -164,7 +171,7 @@ def sync_reply(facts: list[bytes], want: list[bytes], more: bool) -> bytes:
 
 
 def parse_sync_reply(payload: bytes, max_fact: int) -> tuple[list[bytes], list[bytes], bool]:
-    d = decode_map(payload, {"facts": list, "want": list, "more": bool})
+    d = decode_map(payload, {"facts": list, "want": list, "more": bool}, MAX_FACTS)
     return _raws(d["facts"], max_fact), _ids(d["want"], "want"), bool(d["more"])
 
 
@@ -173,7 +180,7 @@ def sync_facts(facts: list[bytes]) -> bytes:
 
 
 def parse_sync_facts(payload: bytes, max_fact: int) -> list[bytes]:
-    return _raws(decode_map(payload, {"facts": list})["facts"], max_fact)
+    return _raws(decode_map(payload, {"facts": list}, MAX_FACTS)["facts"], max_fact)
 
 
 # -- /p2pci/blob/1 --------------------------------------------------------------
