@@ -215,7 +215,7 @@ class QuotaSettings:
     signer_burst: int = 1000
     signer_kib_per_s: int = 128
     signer_burst_kib: int = 4096
-    max_jobs: int = 4096  # jobs on the board; past it the oldest unselected junk is evicted
+    max_jobs: int = 4096  # jobs on the board; past it the oldest job we have no part in is evicted
     max_offers_per_key: int = 64  # offers per publisher key on the board (same eviction)
 
     def limits(self) -> Any:
@@ -359,8 +359,8 @@ signer_burst = 1000
 signer_kib_per_s = 128
 signer_burst_kib = 4096
 # The board keeps at most max_jobs jobs and max_offers_per_key offers per publisher key.
-# Past a bound the oldest job that nobody selected, that is not ours and that this node
-# does not build is evicted (its facts deleted); jobs nobody claimed go first.
+# Past a bound the oldest job that is not ours and that this node takes no part in is
+# evicted (its facts deleted); the oldest max_jobs / 2 selected jobs are kept.
 max_jobs = 4096
 max_offers_per_key = 64
 

@@ -270,30 +270,45 @@ class NodeMachine:
 
     # ------------------------------------------------------------------ quotas
 
-    def protected(self, view: JobView) -> bool:
-        """A job the quotas never evict: our own, one this node takes part in (claimed, building,
-        committed, revealed), or one with a valid selection round (a real job in progress)."""
+    def involved(self, view: JobView) -> bool:
+        """A job the quotas never evict: our own, or one this node takes part in (claimed,
+        building, committed, revealed)."""
         job, me = view.job, self.me
         if job in self.seeds or job in self.jobs or job in self.building or job in self._selecting:
             return True
         if view.offer is not None and view.offer.signer == me:
             return True
-        if me in view.claims or me in view.commits or me in view.reveals:
-            return True
-        return view.offer is not None and bool(selection(view).rounds)
+        return me in view.claims or me in view.commits or me in view.reveals
 
-    def _victims(self, jobs: Iterable[bytes]) -> Iterable[bytes]:
-        """Evictable jobs among `jobs` (oldest first): those nobody claimed before the others."""
-        claimed: list[bytes] = []
+    def protected(self, view: JobView) -> bool:
+        """`involved`, or a job with a valid selection round (a real job in progress, or one that
+        looks like it): sync lists these first. Eviction shelters only some of the selected ones
+        (`_sheltered`): a publisher can select its own claim in its own junk."""
+        return self.involved(view) or (view.offer is not None and bool(selection(view).rounds))
+
+    def _sheltered(self) -> set[bytes]:
+        """Selected jobs this node has no part in that eviction passes over: the oldest
+        `max_jobs // 2` of them. Any key can claim its own offer (identity_bits 0) and select
+        that claim, so junk can look selected; it may fill this half, never the whole board."""
+        out: set[bytes] = set()
+        cap = self.cfg.max_jobs // 2
+        for view in self.board.jobs():
+            if len(out) >= cap:
+                break
+            if view.offer is not None and view.selects and not self.involved(view) and selection(view).rounds:
+                out.add(view.job)
+        return out
+
+    def _victims(self, jobs: Iterable[bytes], sheltered: set[bytes]) -> Iterable[bytes]:
+        """Evictable jobs among `jobs`, oldest first: a job just received is the last to go, so
+        a worker gets to claim a fresh offer however much junk fills the board. (Jobs somebody
+        claimed went after unclaimed ones; a claim of one's own junk costs nothing, so with a
+        board of such junk every fresh offer was evicted as it arrived.)"""
         for job in jobs:
             view = self.board.job(job)
-            if view is None or self.protected(view):
-                continue
-            if view.claims:
-                claimed.append(job)
+            if view is None or job in sheltered or self.involved(view):
                 continue
             yield job
-        yield from claimed
 
     def _evict(self, job: bytes, reason: str) -> None:
         self.evicted_ids.extend(self.board.remove_job(job))
@@ -303,18 +318,21 @@ class NodeMachine:
         self.evicted[reason] = self.evicted.get(reason, 0) + 1
 
     def enforce_limits(self) -> list[bytes]:
-        """Keep the board within `max_offers_per_key` and `max_jobs`, evicting the oldest
-        unprotected (unselected, not ours, not ours to build) jobs first. Returns the evicted
+        """Keep the board within `max_offers_per_key` and `max_jobs`, evicting the oldest jobs
+        this node has no part in (`involved`) and that are not `_sheltered`. Returns the evicted
         job ids: the driver deletes their facts from its store. Call after `receive_facts`."""
         out: list[bytes] = []
         cap = self.cfg.max_offers_per_key
         keys, self._offer_keys = self._offer_keys, set()
+        sheltered: set[bytes] | None = None
         for signer in sorted(keys):
             jobs = self.board.offers_by.get(signer, {})
             excess = len(jobs) - cap
             if excess <= 0:
                 continue
-            for job in self._victims(list(jobs)):
+            if sheltered is None:
+                sheltered = self._sheltered()
+            for job in self._victims(list(jobs), sheltered):
                 self._evict(job, "offers_per_key")
                 out.append(job)
                 excess -= 1
@@ -324,7 +342,9 @@ class NodeMachine:
                 self.over_limit += 1
         excess = self.board.job_count() - self.cfg.max_jobs
         if excess > 0:
-            for job in self._victims([v.job for v in self.board.jobs()]):
+            if sheltered is None:
+                sheltered = self._sheltered()
+            for job in self._victims([v.job for v in self.board.jobs()], sheltered):
                 self._evict(job, "jobs_per_node")
                 out.append(job)
                 excess -= 1

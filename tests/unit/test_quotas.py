@@ -190,15 +190,53 @@ def test_our_own_jobs_and_jobs_we_take_part_in_are_never_evicted() -> None:
     assert m.board.job_count() == 2 and m.over_limit == 1
 
 
-def test_unclaimed_junk_goes_before_claimed_jobs() -> None:
-    m = machine(max_jobs=3)
-    claimed = JobSim(make_offer(key("p0")), publisher=key("p0"))
-    claimed.claim(key("w"))
-    m.receive_facts(claimed.facts, T0)  # oldest, unselected, but some worker wants it
-    for s in junk(3):
+def self_claimed_junk(n: int, tag: str, select: bool) -> list[JobSim]:
+    """Junk as cheap as an attacker makes it: each a fresh key that offers (identity_bits 0),
+    claims its own offer and, if `select`, selects that claim (a valid round)."""
+    sims = junk(n, tag)
+    for s in sims:
+        s.claim(s.publisher)
+        if select:
+            s.select()
+    return sims
+
+
+def test_a_board_full_of_self_claimed_junk_keeps_a_fresh_offer() -> None:
+    """Jobs somebody claimed were evicted after unclaimed ones; a key claiming its own junk offer
+    costs nothing, so with the board full of such junk a fresh real offer was the only victim and
+    was evicted as it arrived (before this node's worker could claim it). Oldest first now."""
+    m = machine(max_jobs=10)
+    for s in self_claimed_junk(10, "claimed", select=False):
         m.receive_facts(s.facts, T0)
-    assert m.enforce_limits() != [claimed.job]
-    assert m.board.job(claimed.job) is not None
+    assert m.enforce_limits() == []
+    real = JobSim(make_offer(key("honest"), project="real"), publisher=key("honest"))
+    m.receive_facts(real.facts, T0)
+    evicted = m.enforce_limits()
+    assert real.job not in evicted and m.board.job(real.job) is not None
+    assert len(evicted) == 1 and m.board.job_count() == 10
+
+
+def test_selected_junk_fills_at_most_half_the_board() -> None:
+    """A job with a valid selection round was never evicted, but any key can select its own claim
+    in its own offer: 40 such jobs left a board bounded at 10 jobs at 40 (over_limit 30), and a
+    fresh real offer was evicted as it arrived. Only the oldest max_jobs // 2 selected jobs this
+    node has no part in are passed over now: a real one selected before the flood stays."""
+    m = machine(max_jobs=10)
+    first = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    first.claim(key("w1"))
+    first.claim(key("w2"))
+    first.select()
+    m.receive_facts(first.facts, T0)
+    for s in self_claimed_junk(40, "selected", select=True):
+        m.receive_facts(s.facts, T0)
+        m.enforce_limits()
+        assert m.board.job_count() <= 10
+    assert m.over_limit == 0
+    assert m.board.job(first.job) is not None  # the oldest selected job: sheltered
+    real = JobSim(make_offer(key("honest"), project="real"), publisher=key("honest"))
+    m.receive_facts(real.facts, T0)
+    assert real.job not in m.enforce_limits() and m.board.job(real.job) is not None
+    assert m.board.job_count() == 10
 
 
 def test_offers_per_key_keep_the_newest() -> None:
