@@ -168,6 +168,7 @@ _BLOB_BATCH = 4  # chunk frames per stream write (~1 MB): one deadline and one c
 # clears it) instead of slicing a part off its front (a memmove of everything behind it).
 _BLOB_READ = 16 << 20
 _YAMUX_FRAME = _YAMUX_HEADER + _BLOB_BATCH * (4 + _BLOB_CHUNK)  # 1048124: one batch, one frame
+MAX_BOOK = 1000  # peers in the address book (bootstrap peers come on top)
 BAD_HOLDER_S = 600  # a holder that served bytes that are not the blob is not asked for this long
 PIECE = wire.PIECE
 _PATCHED_LIBP2P = "0.8.1"  # the version whose internals _patch_yamux_framing relies on
@@ -757,14 +758,21 @@ class LibP2PNetwork:
             if addr_scope(a) not in self._scopes:
                 self._stats.inc("addr_out_of_scope")
                 continue
-            book = self._book.get(pid)
-            if book is None:
-                if len(self._book) >= 1000:  # bounded: a peer cannot fill our memory
-                    continue
-                book = self._book[pid] = _Book()
-            if len(book.addrs) < wire.MAX_ADDRS:
+            book = self._book_entry(pid)
+            if book is not None and len(book.addrs) < wire.MAX_ADDRS:
                 book.addrs.add(a)
         self._wakeup.set()
+
+    def _book_entry(self, pid: str) -> _Book | None:
+        """`pid`'s entry in the address book, made if the book has room (at most MAX_BOOK peers,
+        whoever tells us of them: a peer cannot fill our memory); None when it is full."""
+        book = self._book.get(pid)
+        if book is None:
+            if len(self._book) >= MAX_BOOK:
+                self._stats.inc("book_full")
+                return None
+            book = self._book[pid] = _Book()
+        return book
 
     async def publish(self, raw: bytes) -> None:
         if self._pubsub is None:
@@ -1265,8 +1273,8 @@ class LibP2PNetwork:
                 self._stats.inc("addr_out_of_scope")
                 continue
             if pid == peer:
-                book = self._book.setdefault(peer, _Book())
-                if len(book.addrs) < wire.MAX_ADDRS:
+                book = self._book_entry(peer)
+                if book is not None and len(book.addrs) < wire.MAX_ADDRS:
                     book.addrs.add(a)
 
     async def _handle_peers(self, stream: Any) -> None:

@@ -314,3 +314,38 @@ async def test_mdns_answers_are_bounded_like_peer_exchange() -> None:
     assert all(len(a) <= wire.MAX_ADDR_LEN for b in book.values() for a in b.addrs), max(
         (a for b in book.values() for a in b.addrs), key=len)
     assert not any("/udp/" in a for b in book.values() for a in b.addrs)
+
+
+async def test_peer_exchange_from_many_identities_keeps_the_book_bounded() -> None:
+    """A peer that connects and tells its own addresses over `/p2pci/peers/1` got a book entry
+    however full the book was: the 1,000-peer bound held only for addresses learned of others.
+    libp2p identities cost nothing, so one host reconnecting under fresh keys grew the book (up
+    to 16 addresses of 256 chars each) without bound. With the book full of made-up peers, three
+    fresh identities exchanging peers leave it at 1,000."""
+    from libp2p.peer.id import ID
+
+    from p2pci.net import wire
+    from p2pci.net.libp2p_net import libp2p_peer_id
+    from tests.integration.test_net_libp2p import _info, raw_peer
+
+    full = 1000  # libp2p_net.MAX_BOOK
+
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, degree=0, sync_interval=600)  # degree 0: it dials nobody
+        node.net.add_peer_addrs(
+            [f"/ip4/127.0.0.1/tcp/{1 + i}/p2p/{libp2p_peer_id(os.urandom(32))}" for i in range(full)]
+        )
+        assert len(node.net._book) == full
+        for _ in range(3):
+            async with raw_peer() as (host, _):
+                with trio.fail_after(10):
+                    await host.connect(_info(node.net.addrs()[0]))
+                stream = await host.new_stream(ID.from_base58(node.net.peer_id), [wire.PROTO_PEERS])
+                me = host.get_id().to_base58()
+                own = [a if "/p2p/" in a else f"{a}/p2p/{me}" for a in map(str, host.get_addrs())]
+                await stream.write(wire.peers_request(own))
+                with trio.fail_after(5):
+                    assert await stream.read(4)  # the server has read our addresses and answers
+        assert len(node.net._book) == full
+        assert node.net.stats().get("book_full", 0) >= 3
+        nursery.cancel_scope.cancel()
