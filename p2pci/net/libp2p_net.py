@@ -628,6 +628,7 @@ class LibP2PNetwork:
         self._hanging_up: set[str] = set()
         self._busy: dict[str, int] = {}
         self._dialing: set[str] = set()
+        self._syncing: set[str] = set()  # peers we run a sync exchange with (_sync_once)
         self._wakeup = trio.Event()
         self._last_px = -1e9
         self._px_wait = px_interval  # doubles while peer exchange brings nothing new
@@ -1080,7 +1081,7 @@ class LibP2PNetwork:
 
     async def _first_contact(self, peer: str) -> None:
         await self._exchange_peers(peer)
-        await self._sync_with(peer)
+        await self._sync_once(peer)
 
     async def _dialer(self) -> None:
         while True:
@@ -1318,11 +1319,27 @@ class LibP2PNetwork:
 
     # -- anti-entropy ----------------------------------------------------------------
     async def _sync_loop(self) -> None:
+        """Every `sync_interval` (±20 %), an exchange with a random peer that speaks sync and is
+        not in one already. Started, not awaited: one exchange may take 16 rounds of up to
+        `request_timeout` each, and a slow peer held every other peer's anti-entropy that long."""
         while True:
             await trio.sleep(self.sync_interval * self._rng.uniform(0.8, 1.2))
-            speakers = sorted(p for p in self._since if not self._lacking.lacks(p, wire.PROTO_SYNC))
-            if speakers:
-                await self._sync_with(self._rng.choice(speakers))
+            speakers = sorted(
+                p for p in self._since if p not in self._syncing and not self._lacking.lacks(p, wire.PROTO_SYNC)
+            )
+            if speakers and self._nursery is not None:
+                self._nursery.start_soon(self._sync_once, self._rng.choice(speakers))
+
+    async def _sync_once(self, peer: str) -> None:
+        """`_sync_with(peer)` unless an exchange with `peer` runs already (at most one per peer,
+        the periodic one or a first contact's)."""
+        if peer in self._syncing:
+            return
+        self._syncing.add(peer)
+        try:
+            await self._sync_with(peer)
+        finally:
+            self._syncing.discard(peer)
 
     def _missing(self, ids: list[bytes]) -> list[bytes]:
         return [i for i in ids if i not in self._seen and self._sync.get(i) is None]

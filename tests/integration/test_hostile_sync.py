@@ -6,15 +6,29 @@ sync protocol is a sync *server* the node trusts for nothing but the bytes it se
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
 import trio
 
+from p2pci.core.signing import NodeKey
 from p2pci.net import wire
-from tests.integration.test_net_libp2p import _info, raw_peer, start_node, wait_until
+from p2pci.net.libp2p_net import LibP2PNetwork
+from p2pci.testing.net import Collector
+from tests.integration.test_net_libp2p import (
+    FAST,
+    LOOPBACK,
+    Node,
+    _info,
+    _run_node,
+    raw_peer,
+    start_node,
+    wait_until,
+)
 
 # A sync reply frame of the largest size holding nothing but empty facts: ~4.2 million of them.
 EMPTIES = (wire.MAX_SYNC_FRAME - 64) // 2
@@ -109,4 +123,68 @@ async def test_a_sync_client_pushing_four_million_empty_facts_is_refused_unread(
             await wait_until(lambda: node.net.stats().get("sync_bad_streams", 0) >= 1, 10)
             stats = node.net.stats()
             assert stats.get("received", 0) == 0, stats
+        nursery.cancel_scope.cancel()
+
+
+class _PicksFirst(random.Random):
+    """The periodic sync's random pick, made unlucky: `peer` whenever it is a candidate."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__(0)
+        self.peer = peer
+
+    def choice(self, seq: Any) -> Any:
+        return self.peer if self.peer in seq else seq[0]
+
+
+class _CountingSource(Collector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def live_ids(self) -> list[bytes]:
+        self.asked += 1
+        return super().live_ids()
+
+
+async def test_a_slow_sync_server_does_not_hold_the_periodic_sync_of_other_peers() -> None:
+    """A server that answers every round, in time, with `more: true` and nothing else keeps one
+    exchange going for 16 rounds (up to `request_timeout` each: 16 minutes by default). The
+    periodic sync awaited it, so once the random pick fell on that peer no other peer was synced
+    for as long. An honest peer's fact that only sync can bring (never gossiped) now arrives
+    while the slow exchange runs, although every pick that can fall on the slow peer does."""
+    hold = 1.0  # seconds the slow server waits before each answer (within the read timeout)
+    served: list[int] = []
+
+    async def slow(stream: Any) -> None:
+        served.append(1)
+        try:
+            await _read_frame(stream)
+            await trio.sleep(hold)  # the attack's pace, not a wait for a condition
+            await stream.write(wire.sync_reply([], [], True))
+            await _read_frame(stream)
+        except Exception:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        async with raw_peer() as (host, _):
+            host.set_stream_handler(wire.PROTO_SYNC, slow)
+            slow_id = host.get_id().to_base58()
+            a = await start_node(nursery, rng=_PicksFirst(slow_id), sync_interval=0.3)
+            with trio.fail_after(10):
+                await host.connect(_info(a.net.addrs()[0]))
+            await wait_until(lambda: any(p.peer_id == slow_id for p in a.net.peers()), 10)
+            await wait_until(lambda: len(served) >= 1, 10)
+            # an honest peer that syncs only when it connects (its own loop is 10 minutes away)
+            src = _CountingSource()
+            b_key = NodeKey.from_seed(os.urandom(32))
+            b_net = LibP2PNetwork(b_key.seed, LOOPBACK, a.net.addrs(), sync_source=src, **{**FAST, "sync_interval": 600})
+            await nursery.start(_run_node, b_net, src)
+            b = Node(b_net, src, b_key, trio.CancelScope())
+            # both first-contact exchanges have read B's ids: a fact B gets now only a later sync brings
+            await wait_until(lambda: src.asked >= 2, 10)
+            raw = b.fact("only-by-sync")
+            with trio.fail_after(8):  # unfixed: never (every pick is the slow peer, 16 s an exchange)
+                await a.col.wait_for(hashlib.sha256(raw).digest())
+            assert a.col.senders[hashlib.sha256(raw).digest()] == b_net.peer_id
         nursery.cancel_scope.cancel()
