@@ -1039,24 +1039,38 @@ class LibP2PNetwork:
                 self._nursery.start_soon(self._first_contact, new)
 
     def _drop_stale_pubsub_peers(self) -> None:
-        """Pubsub peers with no connection left are dropped from pubsub (and its router).
+        """Pubsub peers with no connection left, or whose pubsub stream is closed, are dropped
+        from pubsub (and its router); one still connected gets a new stream from upstream's
+        `_handle_dead_peer`.
 
         py-libp2p's `Pubsub.handle_dead_peer_queue` (pubsub/pubsub.py:1217) handles a peer's
         disconnect notification only if no other connection to it is listed at that moment, and
         never looks again: when a peer redials while its old connection closes (a blocked peer
         does, until its backoff), the last notification can meet a connection that is closing
         too, and the peer stays in `pubsub.peers`, in the mesh and in `peer_topics` with no
-        connection. The gauges then lie, and the peer's next connection gets no pubsub stream
-        (`_handle_new_peer` skips a peer it already has).
+        connection (`pubsub_stale_peers`). The gauges then lie, and the peer's next connection
+        gets no pubsub stream (`_handle_new_peer` skips a peer it already has). When the new
+        connection came first, the peer stays with the stream of the old one; a stream reset
+        while its connection lives stays too (`pubsub_dead_streams`): upstream notices either
+        only when it next writes to it, and loses that message.
         """
         pubsub = self._pubsub
         host = self._host
         if pubsub is None or host is None:
             return
         network = host.get_network()
-        for pid in [p for p in pubsub.peers if not network.get_connections(p)]:
-            self._stats.inc("pubsub_stale_peers")
-            pubsub._handle_dead_peer(pid)
+        for pid, stream in list(pubsub.peers.items()):
+            live = [
+                c for c in network.get_connections(pid) if not getattr(getattr(c, "muxed_conn", None), "is_closed", False)
+            ]
+            if not live:
+                self._stats.inc("pubsub_stale_peers")
+                pubsub._handle_dead_peer(pid)
+            elif stream.is_closed or getattr(stream.muxed_stream, "closed", False) is True:
+                # (NetStream.is_closed, a property, sees a reset of ours; a Yamux stream is marked
+                # `closed` on a reset by the peer and when its connection closes.)
+                self._stats.inc("pubsub_dead_streams")
+                pubsub._handle_dead_peer(pid)  # it re-opens ours (patches.keep_live_subscriptions)
 
     async def _hang_up(self, peer: str) -> None:
         from libp2p.peer.id import ID
