@@ -30,6 +30,8 @@ EXTRA = [
     ("propagation_synced_20", "facts taken in by sync instead of gossip while sampling, 20 daemons"),
     ("propagation_gossip_mesh_min_20", "smallest gossipsub mesh of the 20 daemons (0: reached only by sync)"),
     ("tally_reveals_per_s_batched", "reveals/s with one tally per burst"),
+    ("tally_reveals_per_s_add_only", "reveals/s through Board.add with no tally"),
+    ("tally_add_only_ratio", "that over verify_per_s: the ceiling were the tally free"),
     ("blob_size_mb", "blob size"),
     ("idle_peers", "peers of the idle daemon"),
     ("idle_added_rss_mb", "daemon RSS minus bare host RSS"),

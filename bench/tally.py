@@ -11,6 +11,8 @@
   signed bytes, in the same run: the ceiling we cannot beat.
 * `reveals_per_s_batched`: the same, but one tally per job once its reveals
   are in (a daemon that tallies once per burst of facts).
+* `reveals_per_s_add_only` and `add_only_ratio`: the reveals through `Board.add` with no tally
+  at all, and that rate over `verify_per_s`: the ceiling of `ratio` were the tally free.
 * `ratio` = reveals_per_s / verify_per_s (goal since issue 17: >= 0.8, i.e.
   12k/s when pynacl does 15k/s). `tally_per_s` and `tally_verify_ratio` are the same
   figures under the names `make bench` reports.
@@ -102,20 +104,22 @@ def _job(i: int, publisher: NodeKey, workers: list[NodeKey]) -> tuple[list[bytes
 
 
 def _reveals_chunk(
-    board: Board, jobs: list[JobView], reveals: list[list[bytes]], batched: bool = False
+    board: Board, jobs: list[JobView], reveals: list[list[bytes]], batched: bool = False, tallied: bool = True
 ) -> float:
     """CPU seconds to add (decode, verify, index) and tally the given reveals.
 
-    Tally after every reveal, or (`batched`) once per job after its reveals.
+    Tally after every reveal, or (`batched`) once per job after its reveals, or (not `tallied`)
+    never.
     """
+    each, once = tallied and not batched, tallied and batched
     t = time.process_time()
     for view, rs in zip(jobs, reveals, strict=True):
         for raw in rs:
             if board.add(raw, NOW).status != "new":
                 raise RuntimeError("bench reveal rejected")
-            if not batched:
+            if each:
                 tally(view, NOW)
-        if batched:
+        if once:
             tally(view, NOW)
     return time.process_time() - t
 
@@ -162,9 +166,10 @@ def run(quick: bool = False, cold: bool = False) -> dict[str, Any]:
     ver_rates: list[float] = []
     ratios: list[float] = []
     batch_rates: list[float] = []
+    add_rates: list[float] = []
     for _ in range(rounds):
         boards = []
-        for _b in range(2):
+        for _b in range(3):
             board = Board()
             for s in setups:
                 for raw in s:
@@ -174,7 +179,7 @@ def run(quick: bool = False, cold: bool = False) -> dict[str, Any]:
                 for v in views:
                     tally(v, NOW)
             boards.append((board, views))
-        (board, views), (board_b, views_b) = boards
+        (board, views), (board_b, views_b), (board_c, views_c) = boards
         gc.collect()
         for c in range(0, n_jobs, chunk_jobs):
             n = min(chunk_jobs, n_jobs - c) * per
@@ -183,6 +188,10 @@ def run(quick: bool = False, cold: bool = False) -> dict[str, Any]:
             tb = _reveals_chunk(
                 board_b, views_b[c : c + chunk_jobs], reveals[c : c + chunk_jobs], batched=True
             )
+            ta = _reveals_chunk(
+                board_c, views_c[c : c + chunk_jobs], reveals[c : c + chunk_jobs], tallied=False
+            )
+            add_rates.append(n / ta)
             ver_rates.append(n / tv)
             rev_rates.append(n / tr)
             batch_rates.append(n / tb)
@@ -202,6 +211,8 @@ def run(quick: bool = False, cold: bool = False) -> dict[str, Any]:
         "tally_per_s": round(rev),
         "tally_verify_ratio": round(ratio, 3),
         "reveals_per_s_batched": round(len(batch_rates) / sum(1 / r for r in batch_rates)),
+        "reveals_per_s_add_only": round(len(add_rates) / sum(1 / r for r in add_rates)),
+        "add_only_ratio": round(len(add_rates) / sum(1 / r for r in add_rates) / ver, 3),
         "reveals": n_jobs * WORKERS_PER_JOB * rounds,
     }
 

@@ -111,19 +111,26 @@ class FactStore:
 
     def _put_rows(self, facts: Iterable[tuple[Fact, int]]) -> int:
         """One transaction of facts (the caller holds the lock); how many were new."""
-        rows = [(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts]
-        before = self._db.total_changes
-        self._db.execute("BEGIN")
+        return self._many(
+            "INSERT OR IGNORE INTO facts(id, job, kind, signer, raw, received_at) VALUES (?,?,?,?,?,?)",
+            [(f.id, f.job, f.kind, f.signer, f.raw, t) for f, t in facts],
+        )
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """`sql` for each row in one transaction (the caller holds the lock): every row or, when
+        anything fails (a row that cannot be bound, a full disk at the commit), none, and the
+        connection left out of the transaction. How many rows changed."""
+        db = self._db
+        before = db.total_changes
+        db.execute("BEGIN")
         try:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO facts(id, job, kind, signer, raw, received_at) VALUES (?,?,?,?,?,?)",
-                rows,
-            )
+            db.executemany(sql, rows)
+            db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
-        return self._db.total_changes - before
+        return db.total_changes - before
 
     def put_many_now(self, facts: list[tuple[Fact, int]]) -> int | None:
         """`put_many` for the event loop: None (nothing written) unless it is cheap and cannot wait.
@@ -223,11 +230,7 @@ class FactStore:
         if not doomed:
             return 0
         with self._lock:
-            before_changes = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM facts WHERE job=? AND job NOT IN (SELECT job FROM pins)", doomed)
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before_changes
+            return self._many("DELETE FROM facts WHERE job=? AND job NOT IN (SELECT job FROM pins)", doomed)
 
     def prune(self, before: int, keep: Iterable[bytes] = ()) -> int:
         """Delete the facts of jobs whose newest fact arrived before `before`.
@@ -245,11 +248,7 @@ class FactStore:
             doomed = [bytes(r[0]) for r in rows if bytes(r[0]) not in keep_set and bytes(r[0]) not in pins]
             if not doomed:
                 return 0
-            before_changes = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM facts WHERE job=?", [(j,) for j in doomed])
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before_changes
+            return self._many("DELETE FROM facts WHERE job=?", [(j,) for j in doomed])
 
     # -------------------------------------------------------------- blob references
 
@@ -263,17 +262,11 @@ class FactStore:
         if not rows:
             return
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT INTO blob_refs(sha, job, role, served, at) VALUES (?,?,?,?,?) "
-                    "ON CONFLICT(sha, job, role) DO UPDATE SET served = max(served, excluded.served)",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            self._many(
+                "INSERT INTO blob_refs(sha, job, role, served, at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(sha, job, role) DO UPDATE SET served = max(served, excluded.served)",
+                rows,
+            )
 
     def serve_job_blobs(self, job: bytes) -> int:
         """Mark every blob tied to `job` as served (the worker has revealed); how many rows."""
@@ -299,11 +292,7 @@ class FactStore:
         if not doomed:
             return 0
         with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM blob_refs WHERE job = ?", doomed)
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before
+            return self._many("DELETE FROM blob_refs WHERE job = ?", doomed)
 
     def last_activity(self) -> dict[bytes, int]:
         """job -> when its newest fact arrived (ms), for every job with facts on disk."""

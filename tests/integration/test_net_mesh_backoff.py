@@ -108,3 +108,42 @@ async def test_hostile_prunes_cannot_grow_the_backoff_tables() -> None:
         router._add_back_off(me, TOPIC, False)
         assert set(table) == {me}
         node.cancel.cancel()
+
+
+async def test_a_peer_whose_disconnect_pubsub_missed_is_swept_and_meshes_again() -> None:
+    """py-libp2p's pubsub acts on a disconnect notification once, and skips it when another
+    connection to the peer is listed at that moment (one that is closing too, when a peer redials
+    as its old connection closes). The peer then stays in `pubsub.peers` with no connection, and
+    its next connection gets no pubsub stream from us: it never learns our subscription. Our
+    reconcile drops such peers (`pubsub_stale_peers`). Here the notification is lost outright."""
+    from libp2p.pubsub.pubsub_notifee import PubsubNotifee
+
+    async with line(2) as (a, b):
+        await wait_until(lambda: _meshed(a, b), 15)
+        pa, pb = a.net._pubsub, b.net._pubsub
+        a_id, b_id = pa.my_id, pb.my_id
+        network = a.net._host.get_network()
+        (notifee,) = [n for n in network.notifees if isinstance(n, PubsubNotifee)]
+        lost: list[Any] = []
+
+        async def lose_one(net: Any, conn: Any) -> None:  # the first notification about b is lost
+            if conn.muxed_conn.peer_id == b_id and not lost:
+                lost.append(conn)
+                return
+            await PubsubNotifee.disconnected(notifee, net, conn)
+
+        notifee.disconnected = lose_one
+        old = list(network.get_connections(b_id))
+        await a.net._host.disconnect(b_id)
+        assert lost
+        # b is dropped from a's pubsub although pubsub never heard of the disconnect ...
+        await wait_until(lambda: a.net.stats().get("pubsub_stale_peers", 0) >= 1, 10)
+        await wait_until(lambda: a_id not in pb.peers, 10)  # b has seen the disconnect too
+
+        def again() -> bool:  # a new connection, and b knows a's subscription over it
+            new = [c for c in network.get_connections(b_id) if c not in old]
+            return bool(new) and b_id in pa.peers and a_id in pb.peer_topics.get(TOPIC, ())
+
+        # ... so the next connection gets a's pubsub stream: b learns a's subscription again
+        await wait_until(again, 15)
+        await wait_until(lambda: _meshed(a, b), 15)

@@ -93,6 +93,25 @@ def test_pins_prune_and_kv(tmp_path: Path) -> None:
     assert open_envelope(new.raw).id == new.id
 
 
+def test_a_batch_that_fails_changes_nothing_and_leaves_the_store_usable(tmp_path: Path) -> None:
+    """Every batched write (put_many, evict, prune, tie, untie_jobs) is one transaction: a row
+    that fails half-way undoes the rows before it, and the connection is not left inside an open
+    transaction (the next BEGIN would fail: every later write with it)."""
+    key = NodeKey.generate()
+    facts = [seal(key, Claim(job=job(i), lease_until=1)) for i in range(2)]
+    with FactStore(tmp_path / "s.sqlite") as st:
+        st.put_many([(f, 1) for f in facts])
+        with pytest.raises(Exception, match="bind|type"):
+            st.evict([job(0), object()])  # type: ignore[list-item]  # job 0 goes, then the row fails
+        assert st.count() == 2  # job 0's delete undone with the rest
+        with pytest.raises(Exception, match="bind|type"):
+            st.put_many([(seal(key, Claim(job=job(5), lease_until=1)), 1), (facts[0], object())])  # type: ignore[list-item]
+        assert st.count() == 2 and st.facts_of(job(5)) == []
+        assert st.evict([job(0)]) == 1 and st.count() == 1  # and the store still writes
+        st.tie(job(1), [(b"s" * 32, "source")], served=True, at=1)
+        assert st.untie_jobs([job(1)]) == 1
+
+
 def test_put_many_now_writes_only_when_it_cannot_wait(tmp_path: Path) -> None:
     """put_many_now (the ingest's commit on the event loop) writes a few facts when the lock is
     free, and returns None (nothing written) for a larger batch, a held lock, or once

@@ -1,5 +1,7 @@
 """The benchmark simulator drives the real core: at 100 nodes every job converges."""
 
+import pytest
+
 from bench.sim import SimParams, simulate
 
 
@@ -71,3 +73,30 @@ def test_the_machine_table_resumes_and_extends_by_chunk(tmp_path: object, monkey
     assert again["counts"] == first["counts"]
     table = sm.markdown(rows)
     assert "| 3/2 | 0.5 | 5 |" in table and "0.5000" in table  # the expectation at s = 0.5, M/N = 3/2
+
+
+def test_the_tally_bench_tallies_each_reveal_once_per_burst_or_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bench.tally's three reveal chunks: `add_only_ratio` is only a ceiling if its chunk does not
+    # tally, and the headline ratio only means "tally after each reveal" if that chunk does
+    import bench.tally as bt
+    from p2pci.core.board import Board
+    from p2pci.core.signing import NodeKey
+    from p2pci.core.tally import tally
+
+    pub = NodeKey.from_seed(bt._h(b"p"))
+    workers = [NodeKey.from_seed(bt._h(b"w%d" % i)) for i in range(4)]
+    setup, reveals = bt._job(0, pub, workers)
+    calls: list[bytes] = []
+    monkeypatch.setattr(bt, "tally", lambda v, now: calls.append(v.job) or tally(v, now))
+    counted = {}
+    for mode in ("each", "once", "never"):
+        board = Board()
+        for raw in setup:
+            board.add(raw, bt.NOW)
+        view = board.job(bt._h(setup[0]))
+        assert view is not None
+        calls.clear()
+        bt._reveals_chunk(board, [view], [reveals], batched=mode == "once", tallied=mode != "never")
+        counted[mode] = len(calls)
+        assert len(view.reveals) == 4
+    assert counted == {"each": 4, "once": 1, "never": 0}
