@@ -1580,15 +1580,22 @@ class LibP2PNetwork:
                     pull.live += 1
                     nursery.start_soon(self._pull_from, pull, spare.pop(0), ref, part)
                     continue
-                await pull.changed.wait()
+                for member in pull.overdue(trio.current_time(), PATIENCE_S):  # slow, not stopped
+                    pull.reasons.append(f"{member}: still owed pieces {PATIENCE_S:g} s after the holders ran out")
+                    pull.stall(member)
+                with trio.move_on_at(pull.due(PATIENCE_S)):
+                    await pull.changed.wait()
             nursery.cancel_scope.cancel()
 
     async def _pull_from(self, pull: Pull, remote: str, ref: Any, part: Any) -> None:
         """One remote's share of a download: ask what it has, take runs of pieces it may serve."""
         team = pull.is_team(remote)
+        scope = pull.tasks[remote] = trio.CancelScope()  # cancelled when the member is stalled
         try:
-            await self._pull_loop(pull, remote, ref, part, team)
+            with scope:
+                await self._pull_loop(pull, remote, ref, part, team)
         finally:
+            del pull.tasks[remote]
             pull.live -= 1
             if team and not part.complete():
                 pull.stall(remote)
@@ -1683,8 +1690,7 @@ class LibP2PNetwork:
                         await pull.changed.wait()
                     backoff = min(backoff * 2, 0.5)
                     continue
-                part.mark(run, direct=not team)
-                pull.landed(run, remote)
+                part.mark(pull.landed(run, remote), direct=not team)
                 refused_since = None
                 backoff = 0.05
                 continue
@@ -1767,6 +1773,7 @@ class LibP2PNetwork:
                 data = await stream.read(_BLOB_READ)
             if not data:
                 raise ProtocolError("stream closed mid-blob")
+            await trio.lowlevel.checkpoint_if_cancelled()  # given up (a stalled member): not one byte more
             view = memoryview(data)
             while view:
                 if got == size:
