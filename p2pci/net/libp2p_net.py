@@ -1049,24 +1049,38 @@ class LibP2PNetwork:
                 self._nursery.start_soon(self._first_contact, new)
 
     def _drop_stale_pubsub_peers(self) -> None:
-        """Pubsub peers with no connection left are dropped from pubsub (and its router).
+        """Pubsub peers with no connection left, or whose pubsub stream is closed, are dropped
+        from pubsub (and its router); one still connected gets a new stream from upstream's
+        `_handle_dead_peer`.
 
         py-libp2p's `Pubsub.handle_dead_peer_queue` (pubsub/pubsub.py:1217) handles a peer's
         disconnect notification only if no other connection to it is listed at that moment, and
         never looks again: when a peer redials while its old connection closes (a blocked peer
         does, until its backoff), the last notification can meet a connection that is closing
         too, and the peer stays in `pubsub.peers`, in the mesh and in `peer_topics` with no
-        connection. The gauges then lie, and the peer's next connection gets no pubsub stream
-        (`_handle_new_peer` skips a peer it already has).
+        connection (`pubsub_stale_peers`). The gauges then lie, and the peer's next connection
+        gets no pubsub stream (`_handle_new_peer` skips a peer it already has). When the new
+        connection came first, the peer stays with the stream of the old one; a stream reset
+        while its connection lives stays too (`pubsub_dead_streams`): upstream notices either
+        only when it next writes to it, and loses that message.
         """
         pubsub = self._pubsub
         host = self._host
         if pubsub is None or host is None:
             return
         network = host.get_network()
-        for pid in [p for p in pubsub.peers if not network.get_connections(p)]:
-            self._stats.inc("pubsub_stale_peers")
-            pubsub._handle_dead_peer(pid)
+        for pid, stream in list(pubsub.peers.items()):
+            live = [
+                c for c in network.get_connections(pid) if not getattr(getattr(c, "muxed_conn", None), "is_closed", False)
+            ]
+            if not live:
+                self._stats.inc("pubsub_stale_peers")
+                pubsub._handle_dead_peer(pid)
+            elif stream.is_closed or getattr(stream.muxed_stream, "closed", False) is True:
+                # (NetStream.is_closed, a property, sees a reset of ours; a Yamux stream is marked
+                # `closed` on a reset by the peer and when its connection closes.)
+                self._stats.inc("pubsub_dead_streams")
+                pubsub._handle_dead_peer(pid)  # it re-opens ours (patches.keep_live_subscriptions)
 
     async def _hang_up(self, peer: str) -> None:
         from libp2p.peer.id import ID
@@ -1602,15 +1616,22 @@ class LibP2PNetwork:
                     pull.live += 1
                     nursery.start_soon(self._pull_from, pull, spare.pop(0), ref, part)
                     continue
-                await pull.changed.wait()
+                for member in pull.overdue(trio.current_time(), PATIENCE_S):  # slow, not stopped
+                    pull.reasons.append(f"{member}: still owed pieces {PATIENCE_S:g} s after the holders ran out")
+                    pull.stall(member)
+                with trio.move_on_at(pull.due(PATIENCE_S)):
+                    await pull.changed.wait()
             nursery.cancel_scope.cancel()
 
     async def _pull_from(self, pull: Pull, remote: str, ref: Any, part: Any) -> None:
         """One remote's share of a download: ask what it has, take runs of pieces it may serve."""
         team = pull.is_team(remote)
+        scope = pull.tasks[remote] = trio.CancelScope()  # cancelled when the member is stalled
         try:
-            await self._pull_loop(pull, remote, ref, part, team)
+            with scope:
+                await self._pull_loop(pull, remote, ref, part, team)
         finally:
+            del pull.tasks[remote]
             pull.live -= 1
             if team and not part.complete():
                 pull.stall(remote)
@@ -1705,8 +1726,7 @@ class LibP2PNetwork:
                         await pull.changed.wait()
                     backoff = min(backoff * 2, 0.5)
                     continue
-                part.mark(run, direct=not team)
-                pull.landed(run, remote)
+                part.mark(pull.landed(run, remote), direct=not team)
                 refused_since = None
                 backoff = 0.05
                 continue
@@ -1789,6 +1809,7 @@ class LibP2PNetwork:
                 data = await stream.read(_BLOB_READ)
             if not data:
                 raise ProtocolError("stream closed mid-blob")
+            await trio.lowlevel.checkpoint_if_cancelled()  # given up (a stalled member): not one byte more
             view = memoryview(data)
             while view:
                 if got == size:

@@ -1,7 +1,8 @@
 """Patches to py-libp2p 0.8.1, in one place, each behind a version guard.
 
 Every patch names the upstream code it changes and why; each has a test in
-tests/integration/test_net_reach.py, test_net_costs.py or test_net_patches_io.py (the RPC
+tests/integration/test_net_reach.py, test_net_costs.py, test_net_patches_io.py or
+test_net_mesh_backoff.py (the RPC
 framing of rpc_reader also in tests/unit/test_net_rpc_reader.py) that fails
 without it. `apply()` is
 idempotent and runs once per process (LibP2PNetwork.run calls it). On any
@@ -130,6 +131,13 @@ its CPU per Noise message and per Yamux frame, in Python, and copied each byte 8
   frame, as under the locks. A write that was cancelled before it started still raises Cancelled
   before the window is touched; every other write takes upstream's path (under
   `yamux_whole_writes`' lock).
+* `keep_live_subscriptions`: `Pubsub._handle_dead_peer` (pubsub/pubsub.py:1129) runs when our
+  stream to a peer fails (a write to a reset stream) or its stream to us does. It forgets every
+  topic the peer announced and then, the peer being still connected, opens a new stream to it,
+  which serves no topic: a peer announces its subscriptions once, when its own stream to us
+  opens. A connected peer so fell out of the mesh and out of our forwarding until it
+  reconnected. With the patch a still-connected peer keeps the topics it announced (an
+  unsubscribe on its stream still removes one); a disconnected one loses them as before.
 
 With the Yamux frames of one blob batch (`libp2p_net._patch_yamux_framing`) and a receive
 window opened for the whole range (`libp2p_net._open_window`), a 1 MiB blob batch is one Yamux
@@ -775,6 +783,25 @@ def _yamux_write_fast() -> None:
         write._p2pci_wholew = True  # type: ignore[attr-defined]
 
 
+def _keep_live_subscriptions() -> None:
+    from libp2p.pubsub.pubsub import Pubsub
+
+    original: Callable[..., Any] = Pubsub._handle_dead_peer
+
+    @_replace("_p2pci_keepsubs", "_handle_dead_peer", Pubsub)
+    def handle_dead_peer(self: Any, peer_id: Any) -> None:
+        if not self._peer_is_connected(peer_id):
+            original(self, peer_id)
+            return
+        # still connected: upstream re-opens our stream to the peer; its subscriptions stay
+        topics = [t for t, peers in self.peer_topics.items() if peer_id in peers]
+        original(self, peer_id)
+        for t in topics:
+            self.peer_topics.setdefault(t, set()).add(peer_id)
+
+    handle_dead_peer.__wrapped__ = original  # type: ignore[attr-defined]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "stream_handler_guard": _stream_handler_guard,
     "inline_push": _inline_push,
@@ -791,6 +818,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "noise_packet_read": _noise_packet_read,
     "yamux_whole_writes": _yamux_whole_writes,  # before yamux_write_fast, which falls back to it
     "yamux_write_fast": _yamux_write_fast,
+    "keep_live_subscriptions": _keep_live_subscriptions,
 }
 
 

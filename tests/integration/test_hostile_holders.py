@@ -11,6 +11,8 @@
   every range while their `have` shows every piece: given up after PATIENCE_S, the others serve (counted from the first "busy" in a row: a wait for our own fetch
   slot to a slow honest holder does not count).
 * A team member whose `have` grows only with pieces the fetcher already holds: no progress.
+* A team member that serves its stripe just above wire.BLOB_MIN_RATE: given up PATIENCE_S after
+  the holders ran out of work.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from p2pci.net.pieces import full_bitmap
 from p2pci.store.blobs import BlobStore
 from tests.integration.test_net_blob import read_framed
 from tests.integration.test_net_libp2p import _info, raw_peer, start_node, wait_until
+from tests.integration.test_net_pieces import served
 
 
 async def _linked(host: Any, me: Any, *others: str) -> None:
@@ -364,4 +367,57 @@ async def test_a_team_member_whose_have_grows_only_with_pieces_we_hold_is_given_
             path = await me.net.fetch_blob(ref, mine, peers=[pub.net.peer_id], sharers=[me.net.peer_id, member])
         assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
         assert time.monotonic() - t0 < PATIENCE_S + 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_team_member_serving_just_above_the_floor_costs_at_most_patience_s_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team member owns every other stripe and serves it just above wire.BLOB_MIN_RATE (junk,
+    a 16 KiB frame at a time): it always makes progress, so none of the older rules gives it
+    up, and the holder serves only our stripes. Once the holder has had nothing left to serve
+    for PATIENCE_S (1 s here) the member is given up, its run in flight goes to the holder, and
+    none of its bytes stays in the blob (no hash failure, each piece received once). Before,
+    the download took the member's pace for its stripe: 4 MiB at 141 KiB/s, 29 s (then a hash
+    failure and the whole blob again from the holder)."""
+    from p2pci.net import libp2p_net
+    from p2pci.net.pieces import STRIPE, TEAM_MIN
+
+    patience = 1.0
+    monkeypatch.setattr(libp2p_net, "PATIENCE_S", patience)
+    origin = BlobStore(tmp_path / "origin")
+    ref = origin.put_bytes(os.urandom(TEAM_MIN + STRIPE * wire.PIECE))  # 3 stripes: the member owns 1
+    ref = BlobRef(ref.sha256, ref.size)
+    rate = 1.1 * wire.BLOB_MIN_RATE  # the attack's pace: fast enough never to be cut off
+    step = 16 * 1024
+    ours = bytearray(wire.have_len(ref.size))  # the member's stripe (pieces 4..7), "from a holder"
+    for i in range(STRIPE, 2 * STRIPE):
+        ours[i >> 3] |= 0x80 >> (i & 7)
+
+    async def slow_member(stream: Any) -> None:
+        try:
+            _sha, _size, _off, length = await _request(stream)
+            await stream.write(wire.range_response(True, "", bytes(ours)))
+            for _ in range(0, length, step):
+                await stream.write(wire.frame(os.urandom(step)))
+                await trio.sleep(step / rate)  # the attack's pace (not a wait for a condition)
+        except Exception:
+            pass  # the fetcher hung up: the attack is over
+
+    async with trio.open_nursery() as nursery, raw_peer() as (host, _):
+        host.set_stream_handler(wire.PROTO_BLOB2, slow_member)
+        member = str(host.get_id().to_base58())
+        pub = await start_node(nursery, blobs=origin)
+        me = await start_node(nursery, pub.net.addrs(), read_timeout=1.0)
+        await _linked(host, me, pub.net.peer_id)
+        mine = BlobStore(tmp_path / "mine")
+        t0 = time.monotonic()
+        with trio.fail_after(patience + 10):  # was: 29 s
+            path = await me.net.fetch_blob(ref, mine, peers=[pub.net.peer_id], sharers=[me.net.peer_id, member])
+        took = time.monotonic() - t0
+        assert path.read_bytes() == origin.path(ref.sha256).read_bytes()
+        assert took < patience + 3.0, took  # the member's pace: STRIPE MiB at `rate`, 29 s
+        stats = me.net.stats()
+        assert stats.get("blob_rejected", 0) == 0 and stats.get("blob_bad_holders", 0) == 0, stats  # no junk kept
+        assert stats["blob_received_bytes"] == served(pub) == ref.size  # the holder served its stripe, once
         nursery.cancel_scope.cancel()

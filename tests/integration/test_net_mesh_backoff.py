@@ -118,7 +118,9 @@ async def test_a_peer_whose_disconnect_pubsub_missed_is_swept_and_meshes_again()
     reconcile drops such peers (`pubsub_stale_peers`). Here the notification is lost outright."""
     from libp2p.pubsub.pubsub_notifee import PubsubNotifee
 
-    async with line(2) as (a, b):
+    # redials only after 2 s: b's own pubsub has handled the disconnect by then (else b would
+    # keep a's old stream, a case of the test below, and still know a's subscription)
+    async with line(2, redial_min=2.0, redial_max=4.0) as (a, b):
         await wait_until(lambda: _meshed(a, b), 15)
         pa, pb = a.net._pubsub, b.net._pubsub
         a_id, b_id = pa.my_id, pb.my_id
@@ -146,4 +148,26 @@ async def test_a_peer_whose_disconnect_pubsub_missed_is_swept_and_meshes_again()
 
         # ... so the next connection gets a's pubsub stream: b learns a's subscription again
         await wait_until(again, 15)
+        await wait_until(lambda: _meshed(a, b), 15)
+
+
+async def test_a_pubsub_stream_that_died_under_a_live_connection_is_replaced() -> None:
+    """Our pubsub stream to a peer is reset while the connection lives. Upstream notices when it
+    next writes to it, or the reconcile sees it closed first (`pubsub_dead_streams`): either way
+    `_handle_dead_peer` drops it and opens a new one, and the peer keeps the topics it announced
+    (patches.keep_live_subscriptions: upstream forgot them, and the new stream then served no
+    topic, so the pair never meshed again until it reconnected)."""
+    async with line(2) as (a, b):
+        await wait_until(lambda: _meshed(a, b), 15)
+        pa, b_id = a.net._pubsub, b.net._pubsub.my_id
+        old = pa.peers[b_id]
+        await old.reset()
+
+        def replaced() -> bool:
+            new = pa.peers.get(b_id)
+            return new is not None and new is not old and not new.is_closed
+
+        await wait_until(replaced, 10)
+        assert b_id in pa.peer_topics.get(TOPIC, ())
+        assert a.net.stats().get("pubsub_stale_peers", 0) == 0  # still connected: not stale
         await wait_until(lambda: _meshed(a, b), 15)

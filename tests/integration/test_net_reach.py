@@ -47,7 +47,8 @@ def test_patches_version_guard(caplog: pytest.LogCaptureFixture) -> None:
     assert set(patches.PATCHES) == {"stream_handler_guard", "inline_push", "mcache_msg_id", "sender_record_cache",
                                 "send_rpc_shared", "tcp_read_ahead", "secure_read_views", "yamux_body_read",
                                 "noise_write_batch", "noise_packet_read", "rpc_reader", "yamux_whole_writes",
-                                "yamux_write_fast", "tcp_lock_nowait", "stream_lock_nowait"}
+                                "yamux_write_fast", "tcp_lock_nowait", "stream_lock_nowait",
+                                "keep_live_subscriptions"}
     from libp2p.network.connection.swarm_connection import SwarmConn
 
     assert getattr(SwarmConn._handle_muxed_stream, "_p2pci_guard", False)
@@ -75,7 +76,7 @@ def _patched_attrs() -> list[Any]:
     attrs = [SwarmConn._handle_muxed_stream, ps_mod.Pubsub.continuously_read_stream, MessageCache.put,
              gs_mod.GossipSub.attach, gs_mod.GossipSub.send_rpc, TrioTCPStream.read, SecureSession.read,
              Yamux._read_data_body, nio.NoiseTransportReadWriter.write_msg, nio.NoisePacketReadWriter.read_msg,
-             YamuxStream.write, TrioTCPStream.write, NetStream.__init__,
+             YamuxStream.write, TrioTCPStream.write, NetStream.__init__, ps_mod.Pubsub._handle_dead_peer,
              *(m.env_to_send_in_RPC for m in (gs_mod, ps_mod, fs_mod))]  # type: ignore[attr-defined]
     assert all(any(k.startswith("_p2pci_") for k in vars(f)) for f in attrs)  # every one is a patch
     return attrs
