@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 CIRCUIT = "/p2p-circuit"
 PROTO_DIALBACK = "/p2pci/dialback/1"
 DIALBACK_EVERY_S = 60.0  # per asking peer
+DIALBACK_ASKERS = 1024  # askers remembered for the rate limit: past it (all within the minute), refused
 DIALBACK_TIMEOUT_S = 3.0
 MULTISTREAM = b"\x13/multistream/1.0.0\n"  # varint length 19 + protocol line
 
@@ -335,9 +336,13 @@ class Reach:
             now = trio.current_time()
             if now - self._dialback_last.get(peer, -1e9) < DIALBACK_EVERY_S or self._dialback_lock.locked():
                 raise ProtocolError("dial-back rate limit")
-            if len(self._dialback_last) > 1024:
-                self._dialback_last.clear()
-            self._dialback_last[peer] = now
+            last = self._dialback_last
+            if len(last) >= DIALBACK_ASKERS:  # forget askers served over a minute ago, no one else
+                for p in [p for p, t in last.items() if now - t >= DIALBACK_EVERY_S]:
+                    del last[p]
+                if len(last) >= DIALBACK_ASKERS:  # (clearing it let fresh keys skip the limit)
+                    raise ProtocolError("dial-back: too many askers this minute")
+            last[peer] = now
             async with self._dialback_lock:
                 ok = await _probe_tcp(remote[0], port)
             self._stats.inc("dialback_served")

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from p2pci.core.errors import ProtocolError
-from p2pci.net import patches
+from p2pci.net import patches, reach
 from p2pci.net.libp2p_net import LibP2PNetwork, parse_peer_addr
 from p2pci.net.reach import RelayServerLimits, is_circuit, relay_of
 from p2pci.testing.net import Collector, fact_id
@@ -212,6 +212,21 @@ async def test_dialback_fresh_connection_and_rate_limit() -> None:
         assert await ra.ask_dialback(b.net.peer_id, boot) is None
         st = b.net.stats()
         assert st["dialback_served"] == 2 and st["dialback_refused"] == 1
+        # askers under fresh keys (free) fill b's table within the minute: a new one is refused
+        # (the table used to be cleared, and every key was served again at once)
+        d = await start_node(nursery, b.net.addrs())
+        rd, rb = d.net._reach, b.net._reach
+        assert rd is not None and rb is not None
+        now = trio.current_time()
+        rb._dialback_last.update({f"fresh{i}": now for i in range(reach.DIALBACK_ASKERS)})
+        assert await rd.ask_dialback(b.net.peer_id, boot) is None
+        assert b.net.stats()["dialback_refused"] == 2 and b.net.stats()["dialback_served"] == 2
+        # once they are a minute old they are forgotten (a's entry, newer, is kept) and d is served
+        for k in [k for k in rb._dialback_last if k.startswith("fresh")]:
+            rb._dialback_last[k] = now - reach.DIALBACK_EVERY_S
+        assert await rd.ask_dialback(b.net.peer_id, boot) is True
+        assert a.net.peer_id in rb._dialback_last and d.net.peer_id in rb._dialback_last
+        assert not any(k.startswith("fresh") for k in rb._dialback_last)
         nursery.cancel_scope.cancel()
 
 
