@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import libp2p.pubsub.pubsub as ps_mod
 import msgpack
 import multiaddr
 import trio
@@ -61,7 +62,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX, Pubsub  # type: ignore[attr-defined]
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
@@ -74,7 +75,8 @@ from p2pci.core.identity import mint
 from p2pci.core.messages import BlobRef, Claim, Commit, Offer, Reveal, Select
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import Fact, NodeKey, commit_hash, open_envelope, public_of, seal, signed_bytes
-from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS
+from p2pci.net import patches
+from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS, _pubsub_classes
 
 TOPIC = "/p2pci/board/1"
 MODES = ["liar", "equivocator", "copier", "garbage", "sybil", "grinder", "squatter", "early", "noisy"]
@@ -432,7 +434,11 @@ async def main(ns: argparse.Namespace) -> None:
     )
     if host.get_id().to_base58() != key.peer_id:
         raise SystemExit(f"libp2p peer ID {host.get_id()} != p2pci peer ID {key.peer_id}")
-    router = GossipSub(protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11], **GOSSIPSUB_PARAMS)
+    # and the daemon's patches and GossipSub subclass: upstream's alone PRUNEd every daemon's
+    # GRAFT as a flood (its whole-second backoffs), so this peer's mesh kept emptying and a fact
+    # it published could reach no one (it serves no sync): the attack then never happened
+    patches.apply()
+    router = _pubsub_classes(ps_mod)[1](protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11], **GOSSIPSUB_PARAMS)
     pubsub = Pubsub(host, router, msg_id_constructor=lambda m: hashlib.sha256(m.data).digest())
     if ns.mode == "garbage":
         hostile_handlers(host, key)
