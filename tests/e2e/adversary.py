@@ -140,6 +140,13 @@ class Adversary:
             msg.signature = priv.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
             msg.key = ps.host.get_public_key().serialize()
         await ps.router.publish(ps.my_id, msg)
+        # and to every other peer subscribed to the topic: the router sends our own messages to
+        # its mesh only, and this peer serves no sync, so a fact its (churning) mesh missed was
+        # lost and the attack never happened (test_trust's sybil and early scenarios, once each)
+        rpc = rpc_pb2.RPC(publish=[msg])
+        for peer in list(ps.peer_topics.get(TOPIC, ())):
+            if peer in ps.peers and peer not in ps.router.mesh.get(TOPIC, ()):
+                ps.router.send_rpc(peer, rpc)
         self.sent += 1
 
     async def send(self, body: Any, key: NodeKey | None = None) -> Fact:
