@@ -186,6 +186,12 @@ Effect = Publish | RunBuild | StopBuild | ServeOutputs | Persist | Prefetch | Jo
 # --------------------------------------------------------------------------- the machine
 
 
+def _has_round(view: JobView) -> bool:
+    """A valid selection round of the job's publisher is on the board (a real job in progress,
+    or junk whose publisher selected its own claim)."""
+    return view.offer is not None and bool(view.selects) and bool(selection(view).rounds)
+
+
 @dataclass
 class NodeMachine:
     """One node's decisions over every job it knows. Pure: no I/O, no clock, no randomness."""
@@ -284,7 +290,7 @@ class NodeMachine:
         """`involved`, or a job with a valid selection round (a real job in progress, or one that
         looks like it): sync lists these first. Eviction shelters only some of the selected ones
         (`_sheltered`): a publisher can select its own claim in its own junk."""
-        return self.involved(view) or (view.offer is not None and bool(selection(view).rounds))
+        return self.involved(view) or _has_round(view)
 
     def _sheltered(self) -> set[bytes]:
         """Selected jobs this node has no part in that eviction passes over: the oldest
@@ -295,7 +301,7 @@ class NodeMachine:
         for view in self.board.jobs():
             if len(out) >= cap:
                 break
-            if view.offer is not None and view.selects and not self.involved(view) and selection(view).rounds:
+            if _has_round(view) and not self.involved(view):
                 out.add(view.job)
         return out
 
