@@ -391,6 +391,39 @@ def round_pending(view: JobView, now: int) -> bool:
     return body is not None and bool(set(body.workers) - set(sel.rounds[-1].workers))
 
 
+def place_may_fill(view: JobView, now: int) -> bool:
+    """Could a later round of the publisher's rule still give a ranked place to a worker that the
+    latest round does not name, whatever claims arrive from now on? (The reveal rule's hold after
+    an early reveal of another digest, docs/protocol.md section 5 step 5.)
+
+    True before round 0. After it, a place is *open* when fewer than `replicas` ranked workers of
+    the latest round have committed without declining (`next_select` drops a decliner at once and
+    a worker without a commit at its lease end; it never drops a committed worker that did not
+    decline). An open place can be filled by a key that was never ranked nor dropped and holds
+    no `require` place (those are on top of the ranked ones): any new key, or with an allowlist
+    one of its other keys. False at or after the offer's deadline and once round 255 is out (no
+    select can come). A decline not held yet does not count: a worker that committed and will
+    decline chooses when, so a hold could not outwait it. (Once a round lists
+    `MAX_SELECT_CLAIMS` claims only those keys can fill a place; not checked: True then errs
+    on the side of the hold.)
+    """
+    offer = view.offer_msg
+    if offer is None or now >= offer.deadline:
+        return False
+    sel = selection(view)
+    if not sel.rounds:
+        return True
+    last = sel.rounds[-1]
+    if last.round >= 255:
+        return False
+    held = sum(1 for w in last.ranked if w in view.commits and w not in view.declines)
+    if held >= offer.replicas:
+        return False
+    taken = last.ranked | last.excluded | _require_keys(offer)
+    allow = view.allowlist
+    return allow is None or bool(allow - taken)
+
+
 def select_wakeup(view: JobView, now: int, close_at: int) -> int | None:
     """When the publisher should call `next_select` again at the latest (facts arriving also
     call for it): the window's end `close_at` before round 0, then the lease ends of the

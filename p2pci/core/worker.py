@@ -53,7 +53,10 @@ Rules:
   (all selected workers but those whose reveal already shows another digest:
   a lone early worker does not reveal before anyone could witness its commit,
   and an early wrong reveal does not make an honest worker reveal alone before
-  a later round brings the workers that can agree with it), and no round that adds
+  a later round brings the workers that can agree with it) or no later round
+  can bring a worker any more (`selection.place_may_fill`: every ranked place
+  of the latest round is held by a commit, no decline held; then a wait could
+  only delay the verdict, e.g. a dispute of a full round), and no round that adds
   a worker is pending (`selection.round_pending`: the latest round has free
   places and an eligible claimant the publisher's next round would add; the
   seed is public after round 0, so every worker computes that round exactly as
@@ -82,7 +85,15 @@ from p2pci.core.board import JobView
 from p2pci.core.errors import LocalError
 from p2pci.core.messages import MAX_SEEN, BlobRef, Offer, Reveal
 from p2pci.core.results import ManifestEntry, manifest_size_error, pack_manifest
-from p2pci.core.selection import candidates, live_claimants, rank, round_pending, selected, selection
+from p2pci.core.selection import (
+    candidates,
+    live_claimants,
+    place_may_fill,
+    rank,
+    round_pending,
+    selected,
+    selection,
+)
 from p2pci.core.signing import commit_hash
 from p2pci.core.tally import DEFAULT_SLACK_MS, reveal_deadline, tally
 
@@ -572,9 +583,12 @@ def _committed_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, e
     deadline = wj.reveal_at if wj.reveal_at is not None else reveal_deadline(offer, cfg.slack_ms)
     sel = selected(view, now)
     if now < deadline and (
-        _could_agree(view, sel, wj.digest) < offer.quorum
-        or not all(w in view.commits for w in sel)
+        not all(w in view.commits for w in sel)
         or round_pending(view, now)
+        # too few may agree: wait only while a round may still bring workers that can (once
+        # no ranked place can open, nothing a hold waits for can come, and revealing at once
+        # only ends a dispute sooner)
+        or (_could_agree(view, sel, wj.digest) < offer.quorum and place_may_fill(view, now))
     ):
         return wj, []
     assert wj.digest is not None and wj.salt is not None and wj.exit_code is not None and wj.log is not None

@@ -40,7 +40,7 @@ ground keys have claimed, well within the publisher's 5 s window: its round 0
 lists the ground keys and at least one honest worker. The other two scenarios
 start only then, so no other job meets a paused worker. The workers
 reveal once every selected worker has committed (with at least quorum of them
-still able to agree, and no round that adds a worker pending); their reveal deadline, a backstop only, is set far beyond
+still able to agree unless no round can add a worker any more, and no round that adds a worker pending); their reveal deadline, a backstop only, is set far beyond
 the lease cap plus a build (commit slack 90 s), so a slow Docker on a loaded
 machine cannot make a replacement's commit come after the others' reveals.
 Every wait polls a condition (a log line, a round, a verdict) under

@@ -270,12 +270,8 @@ async def test_js_client_joins_verifies_tallies_and_claims(
         same = write_project(
             short_tmp / "p", "reproduced", image=busybox_image, script=SAME, replicas=2, quorum=2
         )
-        # a worker that holds the other's (different) reveal before it has processed its own
-        # commit holds its reveal until the reveal deadline (created + timeout + slack: 130 s
-        # with the default timeout, past the wait below); a short timeout keeps that race in it
         diff = write_project(
-            short_tmp / "p", "disputed", image=busybox_image, script=DIFFERENT, replicas=2, quorum=2,
-            timeout_s=30,
+            short_tmp / "p", "disputed", image=busybox_image, script=DIFFERENT, replicas=2, quorum=2
         )
         equi = write_project(
             short_tmp / "p", "equivocate", image=busybox_image, script=SAME, replicas=3, quorum=2

@@ -10,8 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from p2pci.core.board import Board
-from p2pci.core.messages import BlobRef, Claim, Commit
-from p2pci.core.selection import next_select, round_pending, selection
+from p2pci.core.messages import BlobRef, Claim, Commit, Require
+from p2pci.core.selection import next_select, place_may_fill, round_pending, selection
 from p2pci.core.signing import NodeKey, seal
 from p2pci.core.tally import R_NOT_SEEN, reveal_deadline, tally
 from p2pci.core.worker import (
@@ -66,10 +66,10 @@ class Worker:
             elif isinstance(a, StartBuild):
                 self.building = True
 
-    def finish(self, now: int) -> None:
+    def finish(self, now: int, content: bytes = b"good") -> None:
         assert self.building
         self.building = False
-        self.step(now, BuildDone.of(0, manifest_for(b"good"), BlobRef(h(b"log"), 3)))
+        self.step(now, BuildDone.of(0, manifest_for(content), BlobRef(h(b"log"), 3)))
 
 
 def publish_round(board: Board, job: bytes, now: int) -> bool:
@@ -273,3 +273,120 @@ def test_an_early_wrong_reveal_does_not_make_an_honest_worker_reveal_alone() -> 
     v = tally(view, now + 6)
     assert v.state == "REPRODUCED" and set(v.groups[0].workers) == {a.k.public, b.k.public}
     assert v.dissenters == (liar.public,) and not v.ignored
+
+
+def test_a_different_reveal_before_our_own_commit_is_processed_does_not_hold_a_full_round() -> None:
+    """Round 0 fills every place (a and b, M = N = 2) and the two builds differ. b's reveal is on
+    the board before a processed its own commit (its commit reached b first): a can never agree
+    with b, and no round can bring anyone else (every ranked place is held by a commit), so a
+    reveals at once: DISPUTED now, not at the reveal deadline (it waited for that before)."""
+    sim, board, (a, b) = setup(2, replicas=2, quorum=2)
+    a.step(T0)
+    b.step(T0)
+    now = T0 + WINDOW
+    assert publish_round(board, sim.job, now)
+    a.step(now)
+    b.step(now)
+    a.finish(now + 1)  # a's commit is on the board; a has not ticked on it yet
+    b.finish(now + 1, b"other")
+    assert a.wj.phase == b.wj.phase == "BUILT"
+    b.step(now + 2)
+    assert b.wj.phase == "REVEALED"  # every selected worker committed: b reveals
+    view = board.job(sim.job)
+    assert view is not None and not place_may_fill(view, now + 2)
+    a.step(now + 2)  # a's own commit, and b's reveal of another digest, both held now
+    assert a.wj.phase == "REVEALED" and a.revealed_at == now + 2
+    v = tally(view, now + 2)
+    assert v.state == "DISPUTED" and now + 2 < reveal_deadline(sim.offer)
+    assert sorted(w for g in v.groups for w in g.workers) == sorted((a.k.public, b.k.public))
+    assert not v.ignored
+
+
+def test_a_different_reveal_before_our_own_commit_still_holds_while_a_place_is_open() -> None:
+    """The same race, but round 0 named two of M = 3: a third worker may still be added, so a
+    holds its reveal until it is, and both votes of the digest they agree on count."""
+    sim, board, (a, b, c) = setup(3, replicas=3, quorum=2)
+    a.step(T0)
+    b.step(T0)
+    now = T0 + WINDOW
+    assert publish_round(board, sim.job, now)
+    a.step(now)
+    b.step(now)
+    a.finish(now + 1)
+    b.finish(now + 1, b"other")
+    b.step(now + 2)
+    a.step(now + 2)
+    assert b.wj.phase == "REVEALED" and a.wj.phase == "COMMITTED"  # a place is open: a waits
+    view = board.job(sim.job)
+    assert view is not None and place_may_fill(view, now + 2) and not round_pending(view, now + 2)
+    a.step(now + 1_000)
+    assert a.wj.phase == "COMMITTED"  # nothing new: still waiting (until the reveal deadline)
+    c.step(now + 1_001)  # a late claimant: round 1 adds it
+    assert publish_round(board, sim.job, now + 1_002)
+    c.step(now + 1_002)
+    c.finish(now + 1_003)
+    for w in (a, c, a, c):
+        w.step(now + 1_004)
+    assert a.wj.phase == c.wj.phase == "REVEALED"
+    v = tally(view, now + 1_004)
+    assert v.state == "REPRODUCED" and set(v.groups[0].workers) == {a.k.public, c.k.public}
+    assert v.dissenters == (b.k.public,) and not v.ignored
+
+
+def _full_round(replicas: int = 2, **kw: object) -> tuple[JobSim, list[NodeKey]]:
+    """Round 0 names `replicas` claimants, who all commit."""
+    sim = JobSim(make_offer(key("publisher"), replicas=replicas, quorum=2, created=T0, deadline=T0 + 600_000, **kw))  # type: ignore[arg-type]
+    ks = [key(f"w{i}") for i in range(replicas)]
+    for k in ks:
+        sim.claim(k)
+    sim.select()
+    for k in ks:
+        sim.commit(k, sim.built(k))
+    return sim, ks
+
+
+def test_place_may_fill_only_while_a_ranked_place_is_open_and_someone_may_take_it() -> None:
+    sim, (a, b) = _full_round()
+    assert not place_may_fill(sim.view(), T0 + 3_000)  # every place held by a commit
+    sim.decline(b)  # a committed worker that declines is dropped by the next round
+    assert place_may_fill(sim.view(), T0 + 3_000)
+    assert not place_may_fill(sim.view(), T0 + 600_000)  # no select at or after the deadline
+
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, created=T0, deadline=T0 + 600_000))
+    assert place_may_fill(sim.view(), T0)  # round 0 is still to come
+    sim.claim(a)
+    sim.claim(b)
+    sim.select()
+    sim.commit(a, sim.built(a))
+    assert place_may_fill(sim.view(), T0 + 3_000)  # b has not committed: it may be replaced
+
+    # with an allowlist, only its keys that were never ranked nor dropped can fill a place
+    sim, (a, b) = _full_round(workers=tuple(sorted((key("w0").public, key("w1").public, key("spare").public))))
+    sim.decline(b)
+    assert place_may_fill(sim.view(), T0 + 3_000)  # `spare` may still claim
+    sim, (a, b) = _full_round(workers=tuple(sorted((key("w0").public, key("w1").public))))
+    sim.decline(b)
+    view = sim.view()
+    assert not place_may_fill(view, T0 + 3_000)  # b's place is open, but nobody is left
+    assert not round_pending(view, T0 + 3_000)
+
+
+def test_place_may_fill_ignores_require_keys_and_stops_after_round_255() -> None:
+    # a require key is added on top of the ranked places: it never fills one, so an open place
+    # that only the (allowlisted) trusted key could take stays open
+    trusted = key("trusted").public
+    allow = tuple(sorted((key("w0").public, key("w1").public, trusted)))
+    sim, (a, b) = _full_round(workers=allow, require=Require((trusted,), 1))
+    assert not place_may_fill(sim.view(), T0 + 3_000)
+    sim.decline(b)
+    assert not place_may_fill(sim.view(), T0 + 3_000)
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2, created=T0, deadline=T0 + 600_000))
+    a = key("a")
+    sim.claim(a)
+    for _ in range(256):  # rounds 0..255, each naming a alone
+        sim.select()
+    view = sim.view()
+    assert selection(view).rounds[-1].round == 255
+    assert not place_may_fill(view, T0 + 3_000)
+    sim.facts.pop()
+    assert place_may_fill(sim.view(), T0 + 3_000)  # round 254: one more may come

@@ -34,7 +34,7 @@ from p2pci.core.offer import (
 )
 from p2pci.core.selection import next_select, selection_rank
 from p2pci.core.signing import NodeKey, peer_id_of, seal
-from p2pci.core.tally import worker_rows
+from p2pci.core.tally import reveal_deadline, worker_rows
 from p2pci.core.worker import BuildDone, WorkerConfig, WorkerJob, WorkerPolicy, settle_ms_for
 
 from .jobgen import SEED, JobSim, h, key, make_offer, manifest_for
@@ -759,3 +759,37 @@ def test_a_job_woken_earlier_and_earlier_leaves_a_bounded_heap() -> None:
         m._wake_at(job, when)
     assert len(m._wake_heap) <= 2 * len(m._wakeups) + 65 and m.next_wakeup() == 9_001
     assert m._due(9_001) == {job} and m.next_wakeup() is None
+
+
+def test_a_dispute_between_a_full_round_is_final_at_once_not_at_the_reveal_deadline() -> None:
+    """Two builders of M = N = 2 disagree. The liar finishes first; when the honest worker's
+    commit goes out, the liar reveals at once and its reveal reaches the honest node before that
+    node ticked on its own commit (facts delivered at once: the same order as on a daemon whose
+    own commit takes longer to come back to its machine than the other worker takes to react).
+    Every place of round 0 is held by a commit, so no round can bring anyone who could agree: the
+    honest worker reveals at once and every node is DISPUTED right after the last build, where it
+    used to hold its reveal until the reveal deadline."""
+    mesh = MachineMesh(3, T0, builders=frozenset({1, 2}), liars=frozenset({2}), delay=lambda s, d, n: 0,
+                       build_ms=lambda node, n: 300 if node == 2 else 500)  # fmt: skip
+    offer = make_offer(key("publisher"), replicas=2, quorum=2, created=T0, deadline=T0 + 600_000)
+    jid = mesh.publish(0, offer)
+    honest = mesh.machines[1]
+    raced: list[int] = []
+    tick = honest.tick
+
+    def watched(now: int) -> list[Effect]:  # the race: a tick of BUILT that holds the other's reveal
+        wj, view = honest.jobs.get(jid), honest.board.job(jid)
+        if wj is not None and wj.phase == "BUILT" and view is not None and mesh.keys[2].public in view.reveals:
+            raced.append(now)
+        return tick(now)
+
+    honest.tick = watched  # type: ignore[method-assign]
+    mesh.run_until(lambda: mesh.all_final(jid), offer.deadline)
+    assert raced
+    assert mesh.all_final(jid)
+    assert {v.state for v in mesh.verdicts(jid) if v is not None} == {"DISPUTED"}
+    # final on every node at the honest worker's own tick on its commit (facts travel in 0 ms),
+    # not at the reveal deadline (T0 + 90 s here) that the old rule waited for
+    window = mesh.claim_window_ms
+    assert mesh.now == raced[0] == T0 + window + settle_ms_for(window) + 500, (mesh.now, raced)
+    assert mesh.now < reveal_deadline(offer, honest.cfg.worker.slack_ms)
