@@ -5,7 +5,7 @@ selected (phase `selected` or `committed` in `worker_rows`) for the new bytes of
 over `/p2pci/logtail/1`, about every LOGTAIL_EVERY_S seconds, and broadcasts them as the same
 `{event: "log", job, worker, text}` events as its own builds'. Hostile input: each reply is at
 most `wire.LOGTAIL_MAX` bytes, at most LOGTAIL_FORWARD_MAX bytes are forwarded per worker and
-job (then that worker is no longer asked), text is decoded with errors="replace"; printers make
+job, "bytes skipped" markers included (then that worker is no longer asked), text is decoded with errors="replace"; printers make
 it safe (`p2pci.textsafe`) exactly as for local lines.
 """
 
@@ -36,8 +36,10 @@ class RemoteTail:
         out = ""
         if off > self.offset:
             self._decoder.reset()
-            out = self._flush() + f"[p2pci: {off - self.offset} bytes of log skipped]\n"
-        room = LOGTAIL_FORWARD_MAX - self.forwarded
+            marker = f"[p2pci: {off - self.offset} bytes of log skipped]\n"
+            out = self._flush() + marker
+            self.forwarded += len(marker)  # counted too: a worker skipping a byte per reply makes one each
+        room = max(0, LOGTAIL_FORWARD_MAX - self.forwarded)
         take = data[:room]
         self.offset = off + len(data)
         self.forwarded += len(take)

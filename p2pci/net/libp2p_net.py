@@ -170,6 +170,7 @@ _BLOB_READ = 16 << 20
 _YAMUX_FRAME = _YAMUX_HEADER + _BLOB_BATCH * (4 + _BLOB_CHUNK)  # 1048124: one batch, one frame
 MAX_BOOK = 1000  # peers in the address book (bootstrap peers come on top)
 BAD_HOLDER_S = 600  # a holder that served bytes that are not the blob is not asked for this long
+MAX_BAD_HOLDERS = 4096  # holders remembered as bad; past it the expired, then the oldest, go
 PIECE = wire.PIECE
 _PATCHED_LIBP2P = "0.8.1"  # the version whose internals _patch_yamux_framing relies on
 
@@ -1469,9 +1470,12 @@ class LibP2PNetwork:
         if self._bad_holder(peer):
             return
         self._stats.inc("blob_bad_holders")
-        if len(self._bad_holders) >= 4096:
-            self._bad_holders.clear()
-        self._bad_holders[peer] = time.monotonic() + BAD_HOLDER_S
+        bad = self._bad_holders
+        now = time.monotonic()
+        if len(bad) >= MAX_BAD_HOLDERS:  # fresh keys are free: forget the expired, else the oldest
+            for gone in [p for p, until in bad.items() if until < now] or [next(iter(bad))]:
+                del bad[gone]
+        bad[peer] = now + BAD_HOLDER_S
         log.info("blob holder %s dropped for %d s: %s", peer, BAD_HOLDER_S, why)
 
     async def fetch_blob(

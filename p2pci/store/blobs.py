@@ -380,7 +380,15 @@ class PartialBlob:
     written, so after a crash a marked piece is on disk (a power loss can still lose it: the
     final hash then fails and the download starts again). Nothing here is trusted: `verify`
     hashes the whole file before `commit` puts it into the store.
+
+    The hash is kept as the bytes come (`_hashed`: the file's first `_at` bytes): a write at
+    `_at` is hashed from memory as it is written, and `mark` goes on over pieces held after it
+    (read back, at most `CATCH_UP` bytes per call), so `verify` has only the rest to read. Any
+    write below `_at` (a piece fetched again, whatever its bytes) starts the hash over: the
+    running hash is always of what the file holds.
     """
+
+    CATCH_UP = 16 * PIECE  # bytes `mark` reads back to hash, at most per call (the event loop waits)
 
     def __init__(self, store: BlobStore, expect: BlobRef) -> None:
         self.ref = expect
@@ -393,6 +401,8 @@ class PartialBlob:
         self._meta_fd = -1
         self.have = bytearray(nbytes)
         self.direct = bytearray(nbytes)
+        self._hashed = hashlib.sha256()
+        self._at = 0
         try:
             meta = self._meta.read_bytes()
             if len(meta) == 2 * nbytes and self.path.stat().st_size == expect.size:
@@ -433,10 +443,31 @@ class PartialBlob:
         if offset < 0 or offset + len(data) > self.ref.size:
             raise ProtocolError("piece bytes outside the blob")
         view = memoryview(data)
+        if offset < self._at:
+            self._restart_hash()  # bytes already hashed are written again
+        if offset == self._at and view:
+            self._hashed.update(view)
+            self._at += len(view)
         while view:
             n = os.pwrite(self._fd, view, offset)
             offset += n
             view = view[n:]
+
+    def _restart_hash(self) -> None:
+        self._hashed = hashlib.sha256()
+        self._at = 0
+
+    def _catch_up(self, budget: int) -> None:
+        """Hash on over the held pieces that follow `_at`, reading at most `budget` bytes."""
+        size = self.ref.size
+        while budget > 0 and self._at < size and self.held(self._at // PIECE):
+            end = min((self._at // PIECE + 1) * PIECE, size, self._at + budget)
+            chunk = os.pread(self._fd, end - self._at, self._at)
+            if len(chunk) != end - self._at:
+                return  # the file is shorter than it should be: verify will say so
+            self._hashed.update(chunk)
+            self._at = end
+            budget -= len(chunk)
 
     def read(self, offset: int, length: int) -> bytes:
         return os.pread(self._fd, length, offset)
@@ -447,6 +478,7 @@ class PartialBlob:
             if direct:
                 self.direct[i >> 3] |= 0x80 >> (i & 7)
         os.pwrite(self._fdm(), bytes(self.have) + bytes(self.direct), 0)
+        self._catch_up(self.CATCH_UP)
 
     def _fdm(self) -> int:
         if self._meta_fd < 0:
@@ -461,9 +493,10 @@ class PartialBlob:
         os.pwrite(self._fdm(), bytes(self.have) + bytes(self.direct), 0)
 
     def verify(self) -> bool:
-        """Hash the whole file (call in a thread): True if it is the announced blob."""
-        h = hashlib.sha256()
-        off = 0
+        """Hash the rest of the file after the bytes hashed as they came (call in a thread):
+        True if the whole file is the announced blob."""
+        h = self._hashed.copy()
+        off = self._at
         while off < self.ref.size:
             chunk = os.pread(self._fd, min(8 * PIECE, self.ref.size - off), off)
             if not chunk:

@@ -122,10 +122,23 @@ def test_a_remote_tail_is_bounded_per_worker_and_decodes_safely(monkeypatch: pyt
     t = RemoteTail()
     assert t.feed(0, "é".encode()[:1]) == ""  # half a character waits for the rest
     assert t.feed(1, "é".encode()[1:] + b"\xff ok\nrest") == "é\ufffd ok\n"
-    assert t.feed(20, b"0123456789") == "rest\n[p2pci: 9 bytes of log skipped]\n012345678\n" + (
+    assert t.feed(20, b"0123456789") == "rest\n[p2pci: 9 bytes of log skipped]\n" + (
         "[p2pci: live log of this worker stopped after 20 bytes]\n"
-    )
-    assert t.done and t.forwarded == 20
+    )  # the marker counts toward the cap: nothing of the reply fits after it
+    assert t.done
+
+
+def test_a_remote_tail_counts_its_skip_markers_toward_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile worker that skips a byte in every reply makes a marker each time: the markers
+    count, so what is forwarded stays near the cap (it was 1 byte counted per ~35 sent)."""
+    monkeypatch.setattr(logtail, "LOGTAIL_FORWARD_MAX", 200)
+    t = RemoteTail()
+    sent = 0
+    for i in range(1000):
+        if t.done:
+            break
+        sent += len(t.feed(2 * i + 1, b"x"))
+    assert t.done and sent <= 200 + 100, sent
 
 
 async def test_hostile_remote_log_is_printed_escaped(tmp_path: Path) -> None:

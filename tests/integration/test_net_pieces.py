@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import trio
 
 from p2pci.core.messages import BlobRef
 from p2pci.net.base import BlobUnavailable
+from p2pci.net.libp2p_net import MAX_BAD_HOLDERS
 from p2pci.net.pieces import PATIENCE_S, STRIPE
 from p2pci.store.blobs import PIECE, BlobStore
 from tests.integration.test_net_libp2p import CorruptStore, start_node, wait_until
@@ -142,6 +144,17 @@ async def test_a_team_member_serving_junk_is_found_and_dropped(tmp_path: Path) -
         stats = me.net.stats()
         assert stats["blob_bad_holders"] == 1 and stats["blob_rejected"] >= 1
         assert me.net._bad_holder(liar.net.peer_id) and not me.net._bad_holder(pub.net.peer_id)
+        # a full table (keys are free) forgets the expired entries, else the oldest: never the
+        # liar among them (it used to be cleared whole)
+        now = time.monotonic()
+        fill = {f"k{i}": now + 600 for i in range(MAX_BAD_HOLDERS - 1)}
+        me.net._bad_holders = {**fill, **me.net._bad_holders}
+        me.net._drop_holder("new", "junk")
+        assert len(me.net._bad_holders) == MAX_BAD_HOLDERS and "k0" not in me.net._bad_holders
+        me.net._bad_holders["k5"] = now - 1  # expired: goes, and the oldest (k1) stays
+        me.net._drop_holder("newer", "junk")
+        assert "k5" not in me.net._bad_holders and "k1" in me.net._bad_holders
+        assert all(me.net._bad_holder(p) for p in (liar.net.peer_id, "new", "newer"))
         other = BlobStore(tmp_path / "other")  # dropped: not asked again, even when named
         before = served(liar)
         with trio.fail_after(30):

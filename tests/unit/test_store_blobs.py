@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pci.core.errors import ProtocolError
-from p2pci.store.blobs import BlobRef, BlobStore
+from p2pci.store.blobs import BlobRef, BlobStore, PartialBlob
 
 
 def sha(data: bytes) -> bytes:
@@ -144,6 +144,85 @@ def test_partial_pieces_survive_a_reopen_and_only_a_few_failed_partials_are_kept
     assert left == sorted([parts[0], *parts[-KEEP_PARTIALS:]])  # the active one, and the newest
     assert all(f.with_name(f.name + ".have").exists() for f in left)
     assert not parts[1].with_name(parts[1].name + ".have").exists()
+
+
+def _partial(tmp_path: Path, data: bytes) -> PartialBlob:
+    store = BlobStore(tmp_path / "b")
+    return store.partial(BlobRef(sha(data), len(data)))
+
+
+def test_partial_hashes_the_bytes_as_they_come_and_verify_reads_only_the_rest(tmp_path: Path) -> None:
+    """In-order pieces are hashed as they are written, pieces held after the hashed prefix as
+    they are marked (read back), so the final check has nothing left to read."""
+    from p2pci.store.blobs import PIECE
+
+    data = os.urandom(4 * PIECE + 7)
+    part = _partial(tmp_path, data)
+    part.write(2 * PIECE, data[2 * PIECE : 3 * PIECE])  # out of order: not hashed yet
+    part.mark([2], direct=True)
+    assert part._at == 0
+    part.write(0, data[:PIECE])
+    assert part._at == PIECE  # hashed from memory as written
+    part.write(PIECE, data[PIECE : 2 * PIECE])
+    part.mark([0, 1], direct=True)
+    assert part._at == 3 * PIECE  # and on over the held piece 2, read back
+    part.write(3 * PIECE, data[3 * PIECE :])
+    part.mark([3, 4], direct=True)
+    assert part._at == len(data) and part.verify()
+
+
+def test_partial_bytes_written_again_over_hashed_ones_are_what_is_verified(tmp_path: Path) -> None:
+    """A hostile holder's bytes, hashed as they came, then overwritten by the right ones (a piece
+    fetched again), must verify; the right bytes overwritten by wrong ones must not."""
+    from p2pci.store.blobs import PIECE
+
+    data = os.urandom(2 * PIECE)
+    bad = bytes(PIECE)
+    part = _partial(tmp_path, data)
+    part.write(0, bad)
+    part.write(0, data[:PIECE])
+    part.write(PIECE, data[PIECE:])
+    part.mark([0, 1], direct=True)
+    assert part.verify()
+    part.write(0, bad)
+    assert not part.verify()
+    part.forget([0])
+    part.write(0, data[:PIECE])
+    part.mark([0], direct=True)
+    assert part.verify()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_partial_verify_is_the_hash_of_what_the_file_holds(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """Whatever the order of writes, rewrites (right or wrong bytes), marks and forgets: verify
+    is True exactly when the file holds the blob."""
+    from p2pci.store import blobs
+
+    piece = 64
+    blob = data.draw(st.binary(min_size=1, max_size=5 * piece))
+    old = blobs.PIECE
+    blobs.PIECE = piece  # small pieces: many of them in a short blob
+    try:
+        part = _partial(tmp_path_factory.mktemp("p"), blob)
+        part.CATCH_UP = data.draw(st.sampled_from([piece // 2, piece, 16 * piece]))
+        for _ in range(data.draw(st.integers(1, 25))):
+            i = data.draw(st.integers(0, part.n - 1))
+            off, n = part.span(i)
+            cut = data.draw(st.integers(0, n))
+            wrong = data.draw(st.booleans())
+            for a, b in ((off, off + cut), (off + cut, off + n)):
+                chunk = blob[a:b]
+                part.write(a, bytes(len(chunk)) if wrong and chunk else chunk)
+            action = data.draw(st.sampled_from(["mark", "mark", "forget", "none"]))
+            if action == "mark":
+                part.mark([i], direct=True)
+            elif action == "forget":
+                part.forget([i])
+        held = part.path.read_bytes()
+        assert part.verify() == (held == blob)
+    finally:
+        blobs.PIECE = old
 
 
 # -- durability (docs/internals.md "Durability of the blob store") ------------------------------
