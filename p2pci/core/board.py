@@ -27,6 +27,14 @@ from p2pci.core.signing import MAX_ENVELOPE, Fact, commit_hash, open_envelope
 
 AddStatus = Literal["new", "duplicate", "rejected"]
 
+# identity strengths above this count as this in the claimant cap (an offer demands at most 40)
+MAX_TIER = 40
+
+
+def claim_tier(signer: bytes, claim: Claim) -> int:
+    """The identity strength a claim shows, capped at MAX_TIER (the claimant cap's tier)."""
+    return min(identity_bits(signer, claim.identity), MAX_TIER)
+
 
 @dataclass(frozen=True, slots=True)
 class AddResult:
@@ -61,6 +69,9 @@ class JobView:
     equivocators: set[bytes] = field(default_factory=set)
     # every fact id of this job
     ids: set[bytes] = field(default_factory=set)
+    # claimant keys per identity strength tier: [t] = keys whose first claim held shows strength t
+    # (capped at MAX_TIER); the claimant cap of admission counts the keys at least as strong
+    claimant_tiers: list[int] = field(default_factory=lambda: [0] * (MAX_TIER + 1))
     # how many commit ids were held when the first reveal of the job arrived (None: no reveal
     # yet), and per result digest when the first reveal of that digest arrived: `commit_ids` only
     # grows, in arrival order, so its first n keys are the ids held then (a count, not a copy).
@@ -160,7 +171,13 @@ class JobView:
                     w.add(signer)
         elif kind == "claim":
             # a claim can make a `select` that lists it verifiable: it may change the verdict
-            self.claims.setdefault(fact.signer, []).append(fact)
+            assert isinstance(body, Claim)
+            mine = self.claims.get(fact.signer)
+            if mine is None:
+                self.claims[fact.signer] = [fact]
+                self.claimant_tiers[claim_tier(fact.signer, body)] += 1
+            else:
+                mine.append(fact)
             self.claim_ids[fact.id] = fact
         elif kind == "commit":
             mine = self.commits.setdefault(fact.signer, [])
@@ -284,6 +301,10 @@ class Board:
 MIN_RENEW_MS = 250  # a worker renews its claim at most this often (half a lease of >= 500 ms)
 CLAIM_SLACK = 16  # claims per (job, signer) on top of one per MIN_RENEW_MS of the job's life
 MAX_DECLINE_SIGNERS = 256  # keys with no claim in a job whose (one) decline is stored
+# claimant keys per job at least as strong (identity proof, capped at MAX_TIER) as a new one: a
+# new claimant is taken while fewer than this many keys with a proof at least as strong as its own
+# hold claims in the job (so free keys crowd out only each other; at most 256 per tier are stored)
+MAX_CLAIMANTS = 256
 MAX_ORPHAN_FACTS = 1024  # facts of a job whose offer is not held yet
 # distinct commits (and reveals) of one key per job: two already make it an equivocator, whose
 # votes all drop (p2pci.core.tally), so a third changes nothing but the size of the job
@@ -294,6 +315,7 @@ REFUSALS = (
     "weak_identity",
     "not_allowed",
     "claims_per_signer",
+    "claimants",
     "declines_per_signer",
     "decline_signers",
     "not_publisher",
@@ -333,8 +355,10 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
     * commit, reveal: the signer must hold a claim in the job, and fewer than
       MAX_VOTES_PER_SIGNER commits (reveals) in it: two already make it an equivocator;
     * claim (offer held): the signer must be in the allowlist (if any), show at least the
-      offer's `identity_bits`, and hold fewer than `claim_cap(offer)` claims in the job unless a
-      select of the publisher lists this claim;
+      offer's `identity_bits`, and hold fewer than `claim_cap(offer)` claims in the job; a key
+      with no claim in the job yet is taken only while fewer than MAX_CLAIMANTS claimant keys with
+      an identity proof at least as strong as its own hold claims in it. A claim a select of the
+      publisher lists is taken whatever these caps;
     * decline: a key holding claims keeps at most one more decline than claims; a key with no
       claim keeps one, and at most MAX_DECLINE_SIGNERS such keys per job;
     * select, cancel (offer held): only the offer's signer's;
@@ -347,6 +371,7 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
     claims_in: dict[tuple[bytes, bytes], int] = {}
     declines_in: dict[tuple[bytes, bytes], int] = {}
     decliners_in: dict[bytes, set[bytes]] = {}
+    claimants_in: dict[bytes, list[int]] = {}  # job -> new claimant keys taken, per tier (as claimant_tiers)
     votes_in: dict[tuple[bytes, bytes, str], int] = {}
     for f in order:
         job, signer, kind = f.job, f.signer, f.kind
@@ -358,7 +383,7 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
             if offer_fact is None and held + per_job.get(job, 0) >= MAX_ORPHAN_FACTS:
                 why = "orphan"
             else:
-                why = _refusal(view, offer_fact, f, claims_in, declines_in, decliners_in, votes_in)
+                why = _refusal(view, offer_fact, f, claims_in, declines_in, decliners_in, claimants_in, votes_in)
         if why is not None:
             refused.append((f, why))
             continue
@@ -367,6 +392,9 @@ def admit(board: Board, facts: Sequence[Fact]) -> tuple[list[Fact], list[tuple[F
         if kind == "offer":
             offers[job] = f
         elif kind == "claim":
+            if not claims_in.get((job, signer)) and (view is None or signer not in view.claims):
+                tiers = claimants_in.setdefault(job, [0] * (MAX_TIER + 1))
+                tiers[claim_tier(signer, f.body)] += 1  # type: ignore[arg-type]
             claims_in[job, signer] = claims_in.get((job, signer), 0) + 1
         elif kind in ("commit", "reveal"):
             votes_in[job, signer, kind] = votes_in.get((job, signer, kind), 0) + 1
@@ -383,6 +411,7 @@ def _refusal(
     claims_in: dict[tuple[bytes, bytes], int],
     declines_in: dict[tuple[bytes, bytes], int],
     decliners_in: dict[bytes, set[bytes]],
+    claimants_in: dict[bytes, list[int]],
     votes_in: dict[tuple[bytes, bytes, str], int],
 ) -> str | None:
     job, signer, kind = f.job, f.signer, f.kind
@@ -405,8 +434,15 @@ def _refusal(
             return "not_allowed"
         if offer.identity_bits and identity_bits(signer, body.identity) < offer.identity_bits:
             return "weak_identity"
-        if claims >= claim_cap(offer) and not _listed(view, offer_fact.signer, f.id):
-            return "claims_per_signer"
+        if claims >= claim_cap(offer):
+            return None if _listed(view, offer_fact.signer, f.id) else "claims_per_signer"
+        if not claims:  # a new claimant key
+            tier = claim_tier(signer, body)
+            stronger = sum(claimants_in.get(job, ())[tier:])
+            if view is not None:
+                stronger += sum(view.claimant_tiers[tier:])
+            if stronger >= MAX_CLAIMANTS and not _listed(view, offer_fact.signer, f.id):
+                return "claimants"
         return None
     if kind == "decline":
         mine = (0 if view is None else len(view.declines.get(signer, ()))) + declines_in.get((job, signer), 0)

@@ -52,7 +52,7 @@ from p2pci.net.base import (
 from p2pci.net.common import Fanout, Lacking, MissingProtocol, SeenIds, Stats, admit_fact, now_ms
 from p2pci.net.patches import take_lock
 from p2pci.net.pieces import MAX_HOLDERS, PATIENCE_S, START_S, TEAM_MIN, Pull, bit, full_bitmap, popcount
-from p2pci.net.quota import Quotas
+from p2pci.net.quota import Quotas, RequestLimiter, SyncLimits
 from p2pci.net.reach import Reach, RelayServerLimits, is_circuit, lacks_protocol
 
 if TYPE_CHECKING:
@@ -562,6 +562,7 @@ class LibP2PNetwork:
         relay_refresh: float = 60.0,
         mdns: bool = True,
         quotas: Quotas | None = None,
+        sync_limits: SyncLimits | None = None,
     ) -> None:
         if len(seed) != 32:
             raise LocalError("the node seed is 32 bytes")
@@ -619,6 +620,8 @@ class LibP2PNetwork:
         self._seen = SeenIds()
         self._stats = Stats()
         self.quotas = quotas if quotas is not None else Quotas()
+        # sync rounds served, per peer and in total (default: SyncLimits.for_interval)
+        self.sync_limits = RequestLimiter(sync_limits or SyncLimits.for_interval(sync_interval))
         self._lacking = Lacking()
         self._events: Fanout[NetEvent] = Fanout()
         self._facts_send, self._facts_recv = trio.open_memory_channel[Delivery](facts_buffer)
@@ -1419,6 +1422,15 @@ class LibP2PNetwork:
         await self._guarded(stream, "sync", self._serve_sync)
 
     async def _serve_sync(self, stream: Any, peer: str) -> None:
+        over = self.sync_limits.take(peer)
+        if over is not None:  # before the hello is read: a refused round costs us nothing more
+            self._stats.inc("sync_limited")
+            self._stats.inc(f"sync_limited_{over}")
+            log.debug("sync round of %s refused: %s rate", peer, over)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                with contextlib.suppress(Exception):
+                    await stream.reset()
+            return
         try:
             with trio.fail_after(self.request_timeout):  # the whole exchange
                 theirs = wire.parse_sync_hello(await self._read_frame(stream, wire.MAX_SYNC_FRAME))

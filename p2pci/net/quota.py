@@ -29,7 +29,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["QuotaLimits", "Quotas", "envelope_signer", "REASONS"]
+__all__ = ["QuotaLimits", "Quotas", "envelope_signer", "REASONS", "SyncLimits", "RequestLimiter"]
 
 REASONS = ("peer_rate", "peer_bytes", "signer_rate", "signer_bytes")
 
@@ -158,3 +158,69 @@ class Quotas:
                 "signer_burst_kib": lim.signer_burst_kib,
             },
         }
+
+
+# ------------------------------------------------------------------------ serving sync
+# Each `/p2pci/sync/1` round this node serves is a pass over its live ids and up to
+# `sync_budget` (4 MiB) of encoding, paid by the asker only in bandwidth, and fresh peer
+# identities are free: rounds are rate-limited per peer and in total (docs/internals.md).
+
+
+@dataclass(frozen=True)
+class SyncLimits:
+    """Sync rounds this node serves: per peer and in total (rounds per second, with a burst)."""
+
+    peer_per_s: float = 1.0
+    peer_burst: int = 32
+    total_per_s: float = 10.0
+    total_burst: int = 256
+    max_tracked: int = 10_000
+
+    @classmethod
+    def for_interval(cls, sync_interval: float) -> SyncLimits:
+        """The defaults, raised for a network that syncs more often than every 2 s: a peer may
+        ask twice per `sync_interval` (an honest one asks once per 0.8 x interval at most, one
+        round unless its board differs by more than 4 MiB), ten times that in total."""
+        per_s = max(cls.peer_per_s, 2.0 / max(sync_interval, 1e-3))
+        return cls(peer_per_s=per_s, total_per_s=max(cls.total_per_s, 10.0 * per_s))
+
+
+class RequestLimiter:
+    """Token buckets per peer (bounded: the least recently charged forgotten first, starting
+    again full, as a fresh identity would) and one in total, so that many identities cannot
+    multiply the per-peer rate."""
+
+    def __init__(self, limits: SyncLimits | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits or SyncLimits()
+        self._clock = clock
+        self._peers: OrderedDict[str, list[float]] = OrderedDict()  # peer -> [tokens, at]
+        self._total = [float(self.limits.total_burst), clock()]
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    @staticmethod
+    def _refill(b: list[float], rate: float, burst: int, now: float) -> None:
+        b[0] = min(float(burst), b[0] + max(0.0, now - b[1]) * rate)
+        b[1] = now
+
+    def take(self, peer: str) -> str | None:
+        """None if a round for `peer` may be served now (a token of its bucket and of the total
+        spent), else "peer" or "total": the bucket that is empty (nothing spent)."""
+        lim, now = self.limits, self._clock()
+        b = self._peers.get(peer)
+        if b is None:
+            b = self._peers[peer] = [float(lim.peer_burst), now]
+            while len(self._peers) > lim.max_tracked:
+                self._peers.popitem(last=False)
+        else:
+            self._peers.move_to_end(peer)
+            self._refill(b, lim.peer_per_s, lim.peer_burst, now)
+        self._refill(self._total, lim.total_per_s, lim.total_burst, now)
+        if b[0] < 1.0:
+            return "peer"
+        if self._total[0] < 1.0:
+            return "total"
+        b[0] -= 1.0
+        self._total[0] -= 1.0
+        return None

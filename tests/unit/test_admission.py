@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 from p2pci.core.board import (
+    MAX_CLAIMANTS,
     MAX_DECLINE_SIGNERS,
     MAX_ORPHAN_FACTS,
     MAX_VOTES_PER_SIGNER,
@@ -22,7 +23,7 @@ from p2pci.core.board import (
 from p2pci.core.identity import identity_bits, mint
 from p2pci.core.messages import Cancel, Claim, Commit, Decline, Select
 from p2pci.core.node import NodeConfig, NodeMachine
-from p2pci.core.signing import Fact, seal
+from p2pci.core.signing import Fact, NodeKey, seal
 from p2pci.core.tally import ObserverPolicy, tally
 from p2pci.core.worker import WorkerConfig
 from p2pci.store.facts import FactStore
@@ -126,6 +127,59 @@ def test_the_claim_cap_is_above_what_an_honest_worker_renews() -> None:
         assert life // (500 // 2) + 1 < claim_cap(offer)
 
 
+def nonce_of_exactly(k: NodeKey, bits: int) -> bytes:
+    """An identity nonce of strength exactly `bits` for `k` (cheap for small `bits`)."""
+    i = 0
+    while identity_bits(k.public, n := i.to_bytes(8, "big")) != bits:
+        i += 1
+    return n
+
+
+def claims_at(sim: JobSim, prefix: str, n: int, bits: int) -> list[Fact]:
+    """One claim of each of `n` fresh keys, each with an identity proof of exactly `bits`."""
+    keys = [key(f"{prefix}{i}") for i in range(n)]
+    return [seal(k, Claim(sim.job, 2_000_000, nonce_of_exactly(k, bits))) for k in keys]
+
+
+def test_claimant_keys_per_job_are_capped_and_free_keys_crowd_out_only_each_other() -> None:
+    sim = JobSim(make_offer(key("publisher")))  # identity_bits 0: keys are free
+    junk = claims_at(sim, "junk", MAX_CLAIMANTS + 1, 0)
+    board = board_of(sim.offer_fact)
+    # in one batch: the first MAX_CLAIMANTS keys, then refused
+    assert reasons(board, junk) == [None] * MAX_CLAIMANTS + ["claimants"]
+    for f in junk[:MAX_CLAIMANTS]:
+        board.add_fact(f)
+    assert reasons(board, junk[-1:]) == ["claimants"]
+    view = board.job(sim.job)
+    assert view is not None and view.claimant_tiers[0] == MAX_CLAIMANTS
+    # a key already claiming renews (its own cap is claim_cap)
+    renew = seal(key("junk0"), Claim(sim.job, 2_000_001, nonce_of_exactly(key("junk0"), 0)))
+    assert reasons(board, [renew]) == [None]
+    # an honest worker with a stronger proof is still taken (the offer demands none)
+    honest = key("honest")
+    strong = seal(honest, Claim(sim.job, 2_000_000, nonce_of_exactly(honest, 3)))
+    assert reasons(board, [strong]) == [None]
+    # a select of the publisher that lists a refused claim: taken (the round verifies everywhere)
+    board.add_fact(seal(sim.publisher, Select(sim.job, 0, sim.seed, 1_000_100, (junk[-1].id,), ())))
+    assert reasons(board, junk[-1:]) == [None]
+
+
+def test_the_claimant_cap_counts_keys_at_least_as_strong() -> None:
+    sim = JobSim(make_offer(key("publisher")))
+    weak, strong = claims_at(sim, "w", MAX_CLAIMANTS, 1), claims_at(sim, "s", MAX_CLAIMANTS, 2)
+    board = board_of(sim.offer_fact, *strong)
+    # MAX_CLAIMANTS keys of strength 2 hold claims: one of strength 1 or 2 is refused, 3 taken
+    assert reasons(board, [weak[0]]) == ["claimants"]
+    assert reasons(board, claims_at(sim, "x", 1, 2)) == ["claimants"]
+    assert reasons(board, claims_at(sim, "y", 1, 3)) == [None]
+    # weaker keys first, then stronger ones: each tier fills up to the cap, no more
+    board = board_of(sim.offer_fact, *weak)
+    assert reasons(board, [*strong, *claims_at(sim, "z", 1, 2)]) == [None] * MAX_CLAIMANTS + ["claimants"]
+    for f in strong:
+        board.add_fact(f)
+    assert reasons(board, claims_at(sim, "v", 1, 0)) == ["claimants"]
+
+
 def test_declines_one_per_unclaimed_key_and_a_bounded_number_of_such_keys() -> None:
     sim = JobSim(make_offer(key("publisher")))
     board = board_of(sim.offer_fact)
@@ -222,6 +276,15 @@ def test_the_machine_counts_refusals_and_lists_a_jobs_offer_and_claims_first_for
     m.receive_facts(ok, 1_000_000)
     ids = m.live_ids(1_000_000)
     assert ids == [sim.offer_fact.id, claim.id, commit.id]
+
+
+def test_the_machine_counts_refused_claimants() -> None:
+    sim = JobSim(make_offer(key("publisher")))
+    junk = claims_at(sim, "junk", MAX_CLAIMANTS + 5, 0)
+    m = machine()
+    ok, refused = m.admit_facts([sim.offer_fact, *junk])
+    assert len(ok) == 1 + MAX_CLAIMANTS and len(refused) == 5
+    assert m.refused["claimants"] == 5
 
 
 def test_a_restart_reloads_every_stored_fact_whatever_admission_would_say(tmp_path: Path) -> None:

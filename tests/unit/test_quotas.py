@@ -14,7 +14,7 @@ from p2pci.core.worker import WorkerConfig, WorkerPolicy
 from p2pci.daemon.node import validate_fact
 from p2pci.net.base import Delivery
 from p2pci.net.common import SeenIds, Stats, admit_fact
-from p2pci.net.quota import QuotaLimits, Quotas
+from p2pci.net.quota import QuotaLimits, Quotas, RequestLimiter, SyncLimits
 from p2pci.testing.net import DictSyncSource
 
 from .jobgen import JobSim, key, make_offer
@@ -50,6 +50,47 @@ class Gate:
             raw, peer, validate=validate_fact, seen=self.seen, sync=self.sync,
             deliver=self.send, stats=self.stats, quotas=self.quotas,
         )
+
+
+def test_sync_rounds_are_limited_per_peer_then_refill() -> None:
+    clock = Clock()
+    lim = RequestLimiter(SyncLimits(peer_per_s=1.0, peer_burst=32, total_per_s=10.0, total_burst=256), clock=clock)
+    assert [lim.take("A") for _ in range(33)] == [None] * 32 + ["peer"]
+    assert lim.take("B") is None  # another peer has its own bucket
+    clock.t = 2.5  # 2.5 tokens back: 2 rounds
+    assert [lim.take("A") for _ in range(3)] == [None, None, "peer"]
+    clock.t = 1_000.0  # full again, never more than the burst
+    assert [lim.take("A") for _ in range(33)] == [None] * 32 + ["peer"]
+
+
+def test_sync_rounds_are_limited_in_total_whatever_the_number_of_peers() -> None:
+    clock = Clock()
+    lim = RequestLimiter(SyncLimits(peer_per_s=1.0, peer_burst=32, total_per_s=10.0, total_burst=256), clock=clock)
+    # fresh identities, each with a full bucket: 8 of them use up the total burst
+    out = [lim.take(f"sybil{i}") for i in range(8) for _ in range(32)]
+    assert out == [None] * 256
+    assert lim.take("honest") == "total"
+    clock.t = 1.0  # 10 rounds a second in all
+    assert [lim.take(f"new{i}") for i in range(11)] == [None] * 10 + ["total"]
+    # a refused round spends nothing: the peer's bucket is still full once the total refills
+    clock.t = 100.0
+    assert [lim.take("honest") for _ in range(33)] == [None] * 32 + ["peer"]
+
+
+def test_tracked_sync_peers_are_bounded() -> None:
+    lim = RequestLimiter(SyncLimits(max_tracked=100), clock=Clock())
+    for i in range(1_000):
+        lim.take(f"p{i}")
+    assert len(lim) == 100
+
+
+def test_sync_limits_follow_a_faster_sync_interval() -> None:
+    # the daemon's default (30 s): 1 round/s per peer, 10 in total; an honest peer asks one round
+    # per 24 s at most (16 if its board differs by more than 4 MiB: 0.67/s)
+    assert SyncLimits.for_interval(30.0) == SyncLimits()
+    # a test mesh syncing every 0.5 s: twice per interval per peer, ten peers' worth in total
+    fast = SyncLimits.for_interval(0.5)
+    assert fast.peer_per_s == 4.0 and fast.total_per_s == 40.0
 
 
 def test_peer_rate_drops_past_the_burst_then_refills() -> None:
