@@ -14,7 +14,8 @@ import trio
 from click.testing import CliRunner, Result
 
 from p2pci.cli.main import cli
-from p2pci.core.messages import BlobRef, Reveal
+from p2pci.core.identity import identity_bits, mint
+from p2pci.core.messages import BlobRef, Claim, Reveal
 from p2pci.core.results import result_digest
 from p2pci.core.signing import NodeKey, seal
 from p2pci.testing.cluster import open_cluster, sealed_claim
@@ -68,9 +69,16 @@ async def test_257_junk_reveals_do_not_break_status(tmp_path: Path) -> None:
         node, observer = c.nodes
         job = await c.publish_seen(node, [observer], replicas=2, quorum=2)
         jid = bytes.fromhex(job)
-        for _ in range(257):  # fresh keys that claimed, no commit: every one is an ignored vote
+        strongest = 0
+        for i in range(257):  # fresh keys that claimed, no commit: every one is an ignored vote
             k = NodeKey.from_seed(secrets.token_bytes(32))
-            await observer.ingest(sealed_claim(k, jid).raw)
+            claim = sealed_claim(k, jid)
+            if i == 256:  # a job stores 256 claimant keys per proof strength: the last is stronger
+                claim = seal(k, Claim(jid, 2**40, mint(k.public, strongest + 1)))
+            body = claim.body
+            assert isinstance(body, Claim)
+            strongest = max(strongest, identity_bits(k.public, body.identity))
+            await observer.ingest(claim.raw)
             digest = result_digest(1, ())
             rev = Reveal.of(jid, digest, secrets.token_bytes(16), 1, (), BlobRef(bytes(32), 0), ())
             await observer.ingest(seal(k, rev).raw)
