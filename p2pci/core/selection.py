@@ -49,12 +49,18 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from p2pci.core.board import MAX_CLAIMANTS, claim_tier
 from p2pci.core.identity import identity_bits
 from p2pci.core.messages import MAX_SELECT_CLAIMS, Claim, Offer, Select
 
 if TYPE_CHECKING:
     from p2pci.core.board import JobView
     from p2pci.core.signing import Fact
+
+# new keys a round lists at most (the publisher's listing rule, `claims_to_list`): the claimant
+# cap's 256 (docs/protocol.md 4.8), a quarter of what a select lists, so round 0 leaves room for
+# at least three more rounds of newcomers
+MAX_LIST_PER_ROUND = MAX_CLAIMANTS
 
 # Reasons a select is ignored (stable strings: tests and the CLI show them).
 S_NOT_PUBLISHER = "not signed by the offer's publisher"
@@ -308,17 +314,12 @@ def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
     return frozenset(out)
 
 
-def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes]:
-    """The claims a publisher lists: one per eligible key (its claim with the lowest fact id), at most
-    MAX_SELECT_CLAIMS (lowest fact ids first).
-
-    `now`: only keys with a claim still live at `now` (`lease_until > now`); that claim is
-    listed. A key whose lease lapsed (a worker that left, or stopped waiting) would be selected
-    only to be replaced at the next tick. This is the publisher's own filter (leaving claims
-    out of `claims`): observers do not check it."""
+def _live_claims(view: JobView, now: int | None) -> dict[bytes, bytes]:
+    """signer -> the claim id the publisher would list for it: one per eligible key with a claim
+    live at `now` (`lease_until > now`; any claim when `now` is None), its lowest fact id."""
     offer = view.offer_msg
     if offer is None:
-        return frozenset()
+        return {}
     best: dict[bytes, bytes] = {}
     allow = view.allowlist
     bits = offer.identity_bits
@@ -336,7 +337,58 @@ def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes
         if bits and identity_bits(signer, body.identity) < bits:
             continue
         best[signer] = cid
-    return frozenset(sorted(best.values())[:MAX_SELECT_CLAIMS])
+    return best
+
+
+def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes]:
+    """One claim per eligible key (its eligible claim with the lowest fact id), all of them.
+
+    `now`: only keys with a claim still live at `now` (`lease_until > now`); that claim is
+    taken. A key whose lease lapsed (a worker that left, or stopped waiting) would be selected
+    only to be replaced at the next tick. Which of these a round lists is `claims_to_list`."""
+    return frozenset(_live_claims(view, now).values())
+
+
+def list_order(view: JobView, seed: bytes, signer: bytes, claim_id: bytes) -> tuple[bool, int, bytes]:
+    """The publisher's order for listing a key's claim (lower first): `require` keys, then
+    stronger identity proofs (capped at MAX_TIER, as the claimant cap of docs/protocol.md 4.8),
+    then the selection rank under the seed (secret until round 0)."""
+    offer = view.offer_msg
+    assert offer is not None
+    body = view.claim_ids[claim_id].body
+    assert isinstance(body, Claim)
+    return (
+        signer not in _require_keys(offer),
+        -claim_tier(signer, body),
+        selection_rank(seed, view.job, signer),
+    )
+
+
+def claims_to_list(view: JobView, seed: bytes, now: int, prev: Round | None) -> frozenset[bytes]:
+    """The claims the publisher's next round lists: every claim of `prev`, plus new keys.
+
+    New keys are those with an eligible claim live at `now` (one claim each, `eligible_claim_ids`)
+    that are not already eligible through a claim `prev` lists (another claim of such a key would
+    change nothing). At most MAX_LIST_PER_ROUND of them per round, and MAX_SELECT_CLAIMS claims
+    in all, in `list_order`: `require` keys first, then the strongest identity proofs, ties by
+    `selection_rank` under the seed. So junk keys cannot fill the list before stronger keys claim
+    (they push out only keys no stronger than themselves, and only 256 at a time), a round leaves
+    room for later rounds, and which of equally strong keys are listed cannot be aimed at before
+    round 0 reveals the seed (unlike fact ids, which the signer of a claim chooses by varying it).
+    This is the publisher's own choice: observers check rounds, not which claims were listed."""
+    offer = view.offer_msg
+    if offer is None:
+        return frozenset()
+    listed = prev.claims if prev is not None else frozenset()
+    room = min(MAX_LIST_PER_ROUND, MAX_SELECT_CLAIMS - len(listed))
+    if room <= 0:
+        return listed
+    done = eligible_keys(view, offer, listed) if listed else set()
+    new = [(s, c) for s, c in _live_claims(view, now).items() if s not in done]
+    if len(new) > room:
+        new.sort(key=lambda sc: list_order(view, seed, sc[0], sc[1]))
+        new = new[:room]
+    return listed | frozenset(c for _, c in new)
 
 
 def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select | None:
@@ -355,14 +407,12 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
     if prev is None:
         if not close or sel.ignored:
             return None
-        claims = eligible_claim_ids(view, now)
+        claims = claims_to_list(view, seed, now, None)
         if not claims:
             return None  # an empty round 0 would only delay: wait for the first eligible claim
         workers, _, _ = compute_workers(view, offer, seed, claims, None)
         return Select(view.job, 0, seed, max(now, offer.created), tuple(sorted(claims)), workers)
-    claims = prev.claims | eligible_claim_ids(view, now)
-    if len(claims) > MAX_SELECT_CLAIMS:
-        claims = prev.claims | frozenset(sorted(claims - prev.claims)[: MAX_SELECT_CLAIMS - len(prev.claims)])
+    claims = claims_to_list(view, seed, now, prev)
     drop = due_replacements(view, now)
     workers, ranked, _ = compute_workers(view, offer, seed, claims, prev, drop)
     if workers == prev.workers and not drop:

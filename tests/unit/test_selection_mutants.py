@@ -17,6 +17,7 @@ from p2pci.core.selection import (
     eligible_claim_ids,
     eligible_keys,
     lease_end,
+    list_order,
     live_claimants,
     next_select,
     round_pending,
@@ -106,7 +107,9 @@ def _ignored(sim: JobSim) -> list[tuple[int, bytes, str]]:
 
 def _later(sim: JobSim, rnd: int, signer: NodeKey | None = None) -> None:
     """A select of round `rnd` (its content does not matter: the round number already fails)."""
-    sim._add(seal(signer or sim.publisher, replace(sim.select_body(), round=rnd, created=sim.offer.created + 9)))
+    sim._add(
+        seal(signer or sim.publisher, replace(sim.select_body(), round=rnd, created=sim.offer.created + 9))
+    )
 
 
 def _claimed(replicas: int = 1) -> JobSim:
@@ -254,7 +257,9 @@ def test_round_255_is_the_last_one() -> None:
         assert (body is not None and body.round == last + 1) is due
         assert round_pending(view, now) is due
         # before: w1's lease end (it has not committed); after 255 nothing is left to wait for
-        assert select_wakeup(view, now, sim.offer.created + 2_000) == (sim.offer.created + 30_000 if due else None)
+        assert select_wakeup(view, now, sim.offer.created + 2_000) == (
+            sim.offer.created + 30_000 if due else None
+        )
 
 
 def test_a_later_round_lists_at_most_max_select_claims_keeping_every_earlier_claim() -> None:
@@ -269,7 +274,10 @@ def test_a_later_round_lists_at_most_max_select_claims_keeping_every_earlier_cla
     body = next_select(sim.view(), sim.seed, sim.offer.created + 3_000, close=True)
     assert body is not None and body.round == 1
     assert len(body.claims) == MAX_SELECT_CLAIMS
-    assert set(body.claims) == prev.claims | set(sorted(late)[:24])  # the lowest new ids
+    view = sim.view()
+    order = sorted(late, key=lambda c: list_order(view, sim.seed, view.claim_ids[c].signer, c))
+    assert set(body.claims) == prev.claims | set(order[:24])  # the first new ones in the listing order
+    assert set(order[:24]) != set(sorted(late)[:24])  # not the lowest fact ids (those the signers aim at)
 
 
 def key_of(sim: JobSim, public: bytes) -> NodeKey:
