@@ -14,7 +14,7 @@ and names the workers. Every observer recomputes the workers:
   slots;
 * round 0: the ranked workers are the `replicas` lowest-ranked eligible
   non-require keys;
-* round r > 0 (replacing squatters and decliners): `claims` is a superset of
+* round r > 0 (replacing squatters, decliners and equivocators): `claims` is a superset of
   round r-1's; the publisher may drop ranked workers of round r-1 (a dropped key
   is never selected again in this job); the ranked workers it keeps stay, and
   the free places go to the lowest-ranked eligible keys that were not ranked in
@@ -299,13 +299,16 @@ def lease_end(view: JobView, sel: Selection, worker: bytes) -> int | None:
 
 
 def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
-    """Ranked workers of the latest round that declined, or did not commit by their lease end."""
+    """Ranked workers of the latest round that declined, equivocated (two distinct commits or
+    reveals held: its votes are dropped, docs/protocol.md section 6, so its place would hold no
+    vote for good), or did not commit by their lease end."""
     sel = selection(view)
     if not sel.rounds:
         return frozenset()
     out = set()
+    equivocators = view.equivocators
     for w in sel.rounds[-1].ranked:
-        if w in view.declines:
+        if w in view.declines or w in equivocators:
             out.add(w)
         elif w not in view.commits:
             end = lease_end(view, sel, w)
@@ -447,13 +450,13 @@ def place_may_fill(view: JobView, now: int) -> bool:
     an early reveal of another digest, docs/protocol.md section 5 step 5.)
 
     True before round 0. After it, a place is *open* when fewer than `replicas` ranked workers of
-    the latest round have committed without declining (`next_select` drops a decliner at once and
-    a worker without a commit at its lease end; it never drops a committed worker that did not
-    decline). An open place can be filled by a key that was never ranked nor dropped and holds
+    the latest round have committed without declining or equivocating (`next_select` drops a
+    decliner and an equivocator at once and a worker without a commit at its lease end; it never
+    drops a committed worker that did neither). An open place can be filled by a key that was never ranked nor dropped and holds
     no `require` place (those are on top of the ranked ones): any new key, or with an allowlist
     one of its other keys. False at or after the offer's deadline and once round 255 is out (no
-    select can come). A decline not held yet does not count: a worker that committed and will
-    decline chooses when, so a hold could not outwait it. (Once a round lists
+    select can come). A decline or second commit not held yet does not count: a worker that
+    committed and will decline or equivocate chooses when, so a hold could not outwait it. (Once a round lists
     `MAX_SELECT_CLAIMS` claims only those keys can fill a place; not checked: True then errs
     on the side of the hold.)
     """
@@ -466,7 +469,8 @@ def place_may_fill(view: JobView, now: int) -> bool:
     last = sel.rounds[-1]
     if last.round >= 255:
         return False
-    held = sum(1 for w in last.ranked if w in view.commits and w not in view.declines)
+    equivocators = view.equivocators
+    held = sum(1 for w in last.ranked if w in view.commits and w not in view.declines and w not in equivocators)
     if held >= offer.replicas:
         return False
     taken = last.ranked | last.excluded | _require_keys(offer)

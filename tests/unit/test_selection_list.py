@@ -13,14 +13,17 @@ from p2pci.core.node import Publish
 from p2pci.core.selection import (
     MAX_LIST_PER_ROUND,
     claims_to_list,
+    due_replacements,
     next_select,
+    place_may_fill,
+    round_pending,
     selection,
     selection_rank,
 )
 from p2pci.core.signing import Fact, NodeKey, seal
 
 from .jobgen import JobSim, h, key, make_offer
-from .test_node_machine import T0, machine
+from .test_node_machine import T0, machine, own_job, published_kinds
 
 NOW = 1_000_000 + 3_000  # make_offer's created + 3 s: after the window, every claim below live
 
@@ -181,3 +184,56 @@ def test_junk_claims_before_round_0_neither_fill_the_list_nor_keep_later_claiman
     assert r1.round == 1 and newcomer.public in signers(view, r1.claims)
     v = m.verdict(sim.job, T0 + 1_500)
     assert len(v.selection.rounds) == 2 and not v.selection.ignored
+
+
+# --------------------------------------------------------------------------
+# an equivocator's place (docs/protocol.md section 5 step 7, section 6)
+
+
+def test_a_ranked_equivocator_is_replaced_like_a_decliner() -> None:
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    a, b, c = key("a"), key("b"), key("c")
+    for k in (a, b, c):
+        sim.claim(k, lease_until=sim.offer.deadline - 1)
+    sim.select(claims=tuple(sorted(f.id for f in sim.facts if f.kind == "claim" and f.signer != c.public)))
+    assert set(selection(sim.view()).current) == {a.public, b.public}
+    sim.commit(a, sim.built(a))
+    sim.commit(b, sim.built(b))
+    view = sim.view()
+    assert due_replacements(view, NOW) == frozenset() and not place_may_fill(view, NOW)
+    assert next_select(view, sim.seed, NOW, close=True) is None  # every place held: no round
+    sim.commit(b, sim.built(b, b"other"))  # b equivocates: its votes are dropped (section 6)
+    view = sim.view()
+    assert due_replacements(view, NOW) == {b.public}
+    assert place_may_fill(view, NOW) and round_pending(view, NOW)  # the reveals wait for c
+    body = next_select(view, sim.seed, NOW, close=True)
+    assert body is not None and body.round == 1 and set(body.workers) == {a.public, c.public}
+
+
+def test_a_verdict_that_loses_an_equivocators_vote_gets_a_replacement_round() -> None:
+    """protocol section 6: the verdict goes back to PENDING and the publisher's next round
+    replaces the lost worker (the publisher's node machine)."""
+    _pub, m, sim = own_job(replicas=2, quorum=2)
+    ks = {k.public: k for k in (key("a"), key("b"), key("c"))}
+    for k in ks.values():
+        m.receive_facts([sim.claim(k, lease_until=sim.offer.deadline - 1)], T0 + 10)
+    t = sim.offer.created + sim.offer.claim_window
+    effs = m.tick(t)
+    (r0,) = [e.fact for e in effs if isinstance(e, Publish)]
+    m.receive_facts([r0], t)
+    assert isinstance(r0.body, Select)
+    chosen = [ks[w] for w in r0.body.workers]
+    (spare,) = set(ks) - set(r0.body.workers)
+    built = [(k, sim.built(k)) for k in chosen]
+    m.receive_facts([sim.commit(k, b) for k, b in built], t + 100)
+    m.receive_facts([sim.reveal(k, b) for k, b in built], t + 200)
+    assert published_kinds(m.tick(t + 200)) == [] and m.verdict(sim.job, t + 200).state == "REPRODUCED"
+    liar = chosen[0]
+    m.receive_facts([sim.commit(liar, sim.built(liar, b"other"))], t + 300)
+    effs = m.tick(t + 300)
+    (r1,) = [e.fact for e in effs if isinstance(e, Publish)]
+    assert isinstance(r1.body, Select) and r1.body.round == 1
+    assert liar.public not in r1.body.workers and spare in r1.body.workers
+    m.receive_facts([r1], t + 300)
+    v = m.verdict(sim.job, t + 300)
+    assert v.state == "PENDING" and v.equivocators == (liar.public,) and len(v.selection.rounds) == 2

@@ -107,9 +107,7 @@ def _ignored(sim: JobSim) -> list[tuple[int, bytes, str]]:
 
 def _later(sim: JobSim, rnd: int, signer: NodeKey | None = None) -> None:
     """A select of round `rnd` (its content does not matter: the round number already fails)."""
-    sim._add(
-        seal(signer or sim.publisher, replace(sim.select_body(), round=rnd, created=sim.offer.created + 9))
-    )
+    sim._add(seal(signer or sim.publisher, replace(sim.select_body(), round=rnd, created=sim.offer.created + 9)))
 
 
 def _claimed(replicas: int = 1) -> JobSim:
@@ -257,9 +255,7 @@ def test_round_255_is_the_last_one() -> None:
         assert (body is not None and body.round == last + 1) is due
         assert round_pending(view, now) is due
         # before: w1's lease end (it has not committed); after 255 nothing is left to wait for
-        assert select_wakeup(view, now, sim.offer.created + 2_000) == (
-            sim.offer.created + 30_000 if due else None
-        )
+        assert select_wakeup(view, now, sim.offer.created + 2_000) == (sim.offer.created + 30_000 if due else None)
 
 
 def test_a_later_round_lists_at_most_max_select_claims_keeping_every_earlier_claim() -> None:
