@@ -14,7 +14,7 @@ and names the workers. Every observer recomputes the workers:
   slots;
 * round 0: the ranked workers are the `replicas` lowest-ranked eligible
   non-require keys;
-* round r > 0 (replacing squatters and decliners): `claims` is a superset of
+* round r > 0 (replacing squatters, decliners and equivocators): `claims` is a superset of
   round r-1's; the publisher may drop ranked workers of round r-1 (a dropped key
   is never selected again in this job); the ranked workers it keeps stay, and
   the free places go to the lowest-ranked eligible keys that were not ranked in
@@ -49,12 +49,18 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from p2pci.core.board import MAX_CLAIMANTS, claim_tier
 from p2pci.core.identity import identity_bits
 from p2pci.core.messages import MAX_SELECT_CLAIMS, Claim, Offer, Select
 
 if TYPE_CHECKING:
     from p2pci.core.board import JobView
     from p2pci.core.signing import Fact
+
+# new keys a round lists at most (the publisher's listing rule, `claims_to_list`): the claimant
+# cap's 256 (docs/protocol.md 4.8), a quarter of what a select lists, so round 0 leaves room for
+# at least three more rounds of newcomers
+MAX_LIST_PER_ROUND = MAX_CLAIMANTS
 
 # Reasons a select is ignored (stable strings: tests and the CLI show them).
 S_NOT_PUBLISHER = "not signed by the offer's publisher"
@@ -293,13 +299,16 @@ def lease_end(view: JobView, sel: Selection, worker: bytes) -> int | None:
 
 
 def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
-    """Ranked workers of the latest round that declined, or did not commit by their lease end."""
+    """Ranked workers of the latest round that declined, equivocated (two distinct commits or
+    reveals held: its votes are dropped, docs/protocol.md section 6, so its place would hold no
+    vote for good), or did not commit by their lease end."""
     sel = selection(view)
     if not sel.rounds:
         return frozenset()
     out = set()
+    equivocators = view.equivocators
     for w in sel.rounds[-1].ranked:
-        if w in view.declines:
+        if w in view.declines or w in equivocators:
             out.add(w)
         elif w not in view.commits:
             end = lease_end(view, sel, w)
@@ -308,17 +317,12 @@ def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
     return frozenset(out)
 
 
-def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes]:
-    """The claims a publisher lists: one per eligible key (its claim with the lowest fact id), at most
-    MAX_SELECT_CLAIMS (lowest fact ids first).
-
-    `now`: only keys with a claim still live at `now` (`lease_until > now`); that claim is
-    listed. A key whose lease lapsed (a worker that left, or stopped waiting) would be selected
-    only to be replaced at the next tick. This is the publisher's own filter (leaving claims
-    out of `claims`): observers do not check it."""
+def _live_claims(view: JobView, now: int | None) -> dict[bytes, bytes]:
+    """signer -> the claim id the publisher would list for it: one per eligible key with a claim
+    live at `now` (`lease_until > now`; any claim when `now` is None), its lowest fact id."""
     offer = view.offer_msg
     if offer is None:
-        return frozenset()
+        return {}
     best: dict[bytes, bytes] = {}
     allow = view.allowlist
     bits = offer.identity_bits
@@ -336,7 +340,58 @@ def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes
         if bits and identity_bits(signer, body.identity) < bits:
             continue
         best[signer] = cid
-    return frozenset(sorted(best.values())[:MAX_SELECT_CLAIMS])
+    return best
+
+
+def eligible_claim_ids(view: JobView, now: int | None = None) -> frozenset[bytes]:
+    """One claim per eligible key (its eligible claim with the lowest fact id), all of them.
+
+    `now`: only keys with a claim still live at `now` (`lease_until > now`); that claim is
+    taken. A key whose lease lapsed (a worker that left, or stopped waiting) would be selected
+    only to be replaced at the next tick. Which of these a round lists is `claims_to_list`."""
+    return frozenset(_live_claims(view, now).values())
+
+
+def list_order(view: JobView, seed: bytes, signer: bytes, claim_id: bytes) -> tuple[bool, int, bytes]:
+    """The publisher's order for listing a key's claim (lower first): `require` keys, then
+    stronger identity proofs (capped at MAX_TIER, as the claimant cap of docs/protocol.md 4.8),
+    then the selection rank under the seed (secret until round 0)."""
+    offer = view.offer_msg
+    assert offer is not None
+    body = view.claim_ids[claim_id].body
+    assert isinstance(body, Claim)
+    return (
+        signer not in _require_keys(offer),
+        -claim_tier(signer, body),
+        selection_rank(seed, view.job, signer),
+    )
+
+
+def claims_to_list(view: JobView, seed: bytes, now: int, prev: Round | None) -> frozenset[bytes]:
+    """The claims the publisher's next round lists: every claim of `prev`, plus new keys.
+
+    New keys are those with an eligible claim live at `now` (one claim each, `eligible_claim_ids`)
+    that are not already eligible through a claim `prev` lists (another claim of such a key would
+    change nothing). At most MAX_LIST_PER_ROUND of them per round, and MAX_SELECT_CLAIMS claims
+    in all, in `list_order`: `require` keys first, then the strongest identity proofs, ties by
+    `selection_rank` under the seed. So junk keys cannot fill the list before stronger keys claim
+    (they push out only keys no stronger than themselves, and only 256 at a time), a round leaves
+    room for later rounds, and which of equally strong keys are listed cannot be aimed at before
+    round 0 reveals the seed (unlike fact ids, which the signer of a claim chooses by varying it).
+    This is the publisher's own choice: observers check rounds, not which claims were listed."""
+    offer = view.offer_msg
+    if offer is None:
+        return frozenset()
+    listed = prev.claims if prev is not None else frozenset()
+    room = min(MAX_LIST_PER_ROUND, MAX_SELECT_CLAIMS - len(listed))
+    if room <= 0:
+        return listed
+    done = eligible_keys(view, offer, listed) if listed else set()
+    new = [(s, c) for s, c in _live_claims(view, now).items() if s not in done]
+    if len(new) > room:
+        new.sort(key=lambda sc: list_order(view, seed, sc[0], sc[1]))
+        new = new[:room]
+    return listed | frozenset(c for _, c in new)
 
 
 def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select | None:
@@ -355,14 +410,12 @@ def next_select(view: JobView, seed: bytes, now: int, *, close: bool) -> Select 
     if prev is None:
         if not close or sel.ignored:
             return None
-        claims = eligible_claim_ids(view, now)
+        claims = claims_to_list(view, seed, now, None)
         if not claims:
             return None  # an empty round 0 would only delay: wait for the first eligible claim
         workers, _, _ = compute_workers(view, offer, seed, claims, None)
         return Select(view.job, 0, seed, max(now, offer.created), tuple(sorted(claims)), workers)
-    claims = prev.claims | eligible_claim_ids(view, now)
-    if len(claims) > MAX_SELECT_CLAIMS:
-        claims = prev.claims | frozenset(sorted(claims - prev.claims)[: MAX_SELECT_CLAIMS - len(prev.claims)])
+    claims = claims_to_list(view, seed, now, prev)
     drop = due_replacements(view, now)
     workers, ranked, _ = compute_workers(view, offer, seed, claims, prev, drop)
     if workers == prev.workers and not drop:
@@ -397,13 +450,13 @@ def place_may_fill(view: JobView, now: int) -> bool:
     an early reveal of another digest, docs/protocol.md section 5 step 5.)
 
     True before round 0. After it, a place is *open* when fewer than `replicas` ranked workers of
-    the latest round have committed without declining (`next_select` drops a decliner at once and
-    a worker without a commit at its lease end; it never drops a committed worker that did not
-    decline). An open place can be filled by a key that was never ranked nor dropped and holds
+    the latest round have committed without declining or equivocating (`next_select` drops a
+    decliner and an equivocator at once and a worker without a commit at its lease end; it never
+    drops a committed worker that did neither). An open place can be filled by a key that was never ranked nor dropped and holds
     no `require` place (those are on top of the ranked ones): any new key, or with an allowlist
     one of its other keys. False at or after the offer's deadline and once round 255 is out (no
-    select can come). A decline not held yet does not count: a worker that committed and will
-    decline chooses when, so a hold could not outwait it. (Once a round lists
+    select can come). A decline or second commit not held yet does not count: a worker that
+    committed and will decline or equivocate chooses when, so a hold could not outwait it. (Once a round lists
     `MAX_SELECT_CLAIMS` claims only those keys can fill a place; not checked: True then errs
     on the side of the hold.)
     """
@@ -416,7 +469,8 @@ def place_may_fill(view: JobView, now: int) -> bool:
     last = sel.rounds[-1]
     if last.round >= 255:
         return False
-    held = sum(1 for w in last.ranked if w in view.commits and w not in view.declines)
+    equivocators = view.equivocators
+    held = sum(1 for w in last.ranked if w in view.commits and w not in view.declines and w not in equivocators)
     if held >= offer.replicas:
         return False
     taken = last.ranked | last.excluded | _require_keys(offer)

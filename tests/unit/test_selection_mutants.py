@@ -17,6 +17,7 @@ from p2pci.core.selection import (
     eligible_claim_ids,
     eligible_keys,
     lease_end,
+    list_order,
     live_claimants,
     next_select,
     round_pending,
@@ -269,7 +270,10 @@ def test_a_later_round_lists_at_most_max_select_claims_keeping_every_earlier_cla
     body = next_select(sim.view(), sim.seed, sim.offer.created + 3_000, close=True)
     assert body is not None and body.round == 1
     assert len(body.claims) == MAX_SELECT_CLAIMS
-    assert set(body.claims) == prev.claims | set(sorted(late)[:24])  # the lowest new ids
+    view = sim.view()
+    order = sorted(late, key=lambda c: list_order(view, sim.seed, view.claim_ids[c].signer, c))
+    assert set(body.claims) == prev.claims | set(order[:24])  # the first new ones in the listing order
+    assert set(order[:24]) != set(sorted(late)[:24])  # not the lowest fact ids (those the signers aim at)
 
 
 def key_of(sim: JobSim, public: bytes) -> NodeKey:
