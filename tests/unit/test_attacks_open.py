@@ -1,0 +1,287 @@
+"""Protocol-level attacks on open mode (docs/security.md), each against the real core rules.
+
+Every scenario also ends with a *late joiner*: a fresh board that gets the same facts only by
+sync (offer first, then claims, then the rest; refused facts offered again, as sync does,
+through the real admission rules), and must reach the same verdict as the nodes that saw
+them arrive one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from p2pci.core.board import Board, admit
+from p2pci.core.messages import Require
+from p2pci.core.selection import S_GAP, S_TWO, S_UNKNOWN_CLAIM, selection
+from p2pci.core.signing import Fact, seal
+from p2pci.core.tally import R_NOT_SEEN, R_NOT_TRUSTED, ObserverPolicy, Verdict, tally
+
+from .jobgen import JobSim, key, make_offer
+
+NOW = 1_500_000
+A, B, C = key("honest-a"), key("honest-b"), key("honest-c")
+X, Y, Z = key("sybil-x"), key("sybil-y"), key("sybil-z")
+
+
+def board_of(facts: list[Fact]) -> Board:
+    b = Board()
+    for f in facts:
+        b.add_fact(f)
+    return b
+
+
+def verdict(facts: list[Fact], job: bytes, now: int = NOW, policy: ObserverPolicy | None = None) -> Verdict:
+    view = board_of(facts).job(job)
+    assert view is not None
+    return tally(view, now, policy or ObserverPolicy())
+
+
+def late_joiner(facts: list[Fact]) -> Board:
+    """A node that joins after the fact and gets `facts` by sync rounds only: each round lists
+    offers, then claims, then the rest (docs/protocol.md §8.3), through admission (§4.8); what is
+    refused is offered again in the next round, as sync does, until nothing more is taken."""
+    rank = {"offer": 0, "claim": 1}
+    board = Board()
+    pending = sorted(facts, key=lambda f: (rank.get(f.kind, 2), f.id))
+    while pending:
+        ok, refused = admit(board, pending)
+        for f in ok:
+            board.add_fact(f)
+        if not ok:
+            break
+        pending = [f for f, _ in refused]
+    return board
+
+
+def same_for_late_joiner(facts: list[Fact], job: bytes, now: int = NOW, *, refused: int = 0) -> Verdict:
+    """The verdict of a node that saw `facts` arrive, which a late joiner must reach too (it
+    holds every fact but the `refused` ones that admission keeps out)."""
+    v = verdict(facts, job, now)
+    view = late_joiner(facts).job(job)
+    held = board_of(facts).job(job)
+    assert view is not None and held is not None
+    assert view.ids <= held.ids and len(held.ids - view.ids) == refused
+    assert tally(view, now) == v
+    return v
+
+
+# ------------------------------------------------------------------ replay across jobs
+
+
+def test_facts_signed_for_one_job_never_count_in_another_even_with_a_reused_seed() -> None:
+    """Job A and job B: same publisher, same seed (a careless publisher), same workers, same
+    build. Every fact of A (claims, the select, commits, reveals) is in B's node too: B stays
+    without a round and without a vote; a select of B that lists A's claims never becomes
+    valid; reveals of B whose `seen` lists name only A's commits witness nobody in B.
+    Mutants: a board that files a fact under any job but its body's, a claim or commit index
+    shared by all jobs (B's select would verify, or A's commits would witness B's votes)."""
+    pub = key("publisher")
+    sim_a = JobSim(make_offer(pub, replicas=2, quorum=2, created=1_000_000))
+    sim_b = JobSim(make_offer(pub, replicas=2, quorum=2, created=1_000_001))
+    assert sim_a.job != sim_b.job
+    sim_a.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    facts = sim_a.facts + sim_b.facts
+    assert verdict(facts, sim_a.job).state == "REPRODUCED"
+    vb = verdict(facts, sim_b.job)
+    assert vb.state == "PENDING" and vb.groups == () and vb.selection.rounds == ()
+    assert board_of(facts).job(sim_b.job).ids == {sim_b.job}  # type: ignore[union-attr]
+
+    # the publisher's round for B listing A's claims: a claim B's board never holds
+    a_claims = tuple(sorted(f.id for f in sim_a.facts if f.kind == "claim"))
+    body = sim_b.select_body(claims=a_claims)
+    bad = seal(pub, replace(body, workers=tuple(sorted((A.public, B.public)))))
+    sel = selection(board_of([*facts, bad]).job(sim_b.job))  # type: ignore[arg-type]
+    assert sel.rounds == () and [i.reason for i in sel.ignored] == [S_UNKNOWN_CLAIM]
+
+    # B's honest round, but each reveal's seen lists only the commits of job A
+    for k in (A, B):
+        sim_b.claim(k)
+    sim_b.select()
+    a_commits = tuple(sorted(f.id for f in sim_a.facts if f.kind == "commit"))
+    for k in (A, B):
+        sim_b.commit(k, sim_b.built(k))
+    for k in (A, B):
+        sim_b.reveal(k, sim_b.built(k), seen=a_commits)
+    facts = sim_a.facts + sim_b.facts
+    vb = same_for_late_joiner(facts, sim_b.job)
+    assert vb.state == "PENDING" and vb.groups == ()
+    assert {(i.worker, i.reason) for i in vb.ignored} == {(A.public, R_NOT_SEEN), (B.public, R_NOT_SEEN)}
+    # control: with B's own commits in the seen lists the same two votes reproduce
+    sim_b.facts = [f for f in sim_b.facts if f.kind != "reveal"]
+    for k in (A, B):
+        sim_b.reveal(k, sim_b.built(k))
+    assert verdict(sim_a.facts + sim_b.facts, sim_b.job).state == "REPRODUCED"
+
+
+# ------------------------------------------------------------------ copycat reveals
+
+
+def test_a_copier_that_committed_a_guess_cannot_open_it_to_the_honest_digest() -> None:
+    """A selected copier commits before any reveal (it must, to be witnessed) but cannot know
+    the digest yet: opening its commit to the honest digest fails the commit check, and a
+    second commit of the honest digest made after the reveal makes it an equivocator. Either
+    way the honest verdict stands, on every node. Mutant: a tally that skips the commit check
+    (the copy counts and REPRODUCED has 3 workers), or one that takes a signer's *last* commit."""
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    for k in (A, B, X):
+        sim.claim(k)
+    sim.select()
+    guess = sim.built(X, b"a guess")
+    sim.commit(X, guess)
+    for k in (A, B):
+        sim.commit(k, sim.built(k))
+    for k in (A, B):
+        sim.reveal(k, sim.built(k))
+    copy = replace(sim.built(X), salt=guess.salt)  # the honest digest under its committed salt
+    with_reveal = [*sim.facts]
+    sim.reveal(X, copy)
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.groups[0].workers == tuple(sorted((A.public, B.public)))
+    assert [(i.worker, i.reason) for i in v.ignored] == [(X.public, "reveal does not match its commit")]
+
+    sim.facts = with_reveal
+    late = sim.built(X)
+    sim.commit(X, late)  # a second commit, after the honest reveals, then its opening
+    sim.reveal(X, late)
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.groups[0].workers == tuple(sorted((A.public, B.public)))
+    assert v.equivocators == (X.public,)
+
+
+def test_limit_a_selected_copier_can_uncount_a_lone_vote_but_never_wins_with_it() -> None:
+    """docs/security.md "What remains" (witness rule): a vote that is the only one for its
+    digest needs no witness, and a copier that reveals the same digest after it is out takes
+    that away: from the facts alone the two are symmetric (the copier lists nothing of the
+    original in its `seen`, the original could not list the copier's later commit), so neither
+    is counted. This pins the limit: at quorum 1 a REPRODUCED goes back to PENDING (EXPIRED at
+    the deadline), and a coalition hides a lone honest dissenter (it shows only as an ignored
+    possible copy). The copier is never counted, and no digest gains a vote by it.
+    Mutant: an exemption computed over counted votes instead of candidates would count the copier."""
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=1))
+    sim.claim(A)
+    sim.claim(X)
+    sim.select()
+    sim.commit(A, sim.built(A))
+    sim.reveal(A, sim.built(A))
+    assert verdict(sim.facts, sim.job).state == "REPRODUCED"
+    copy = sim.built(X)  # the same digest as A's: read off A's reveal
+    sim.commit(X, copy)
+    sim.reveal(X, copy, seen=())
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "PENDING" and v.groups == ()
+    assert {(i.worker, i.reason) for i in v.ignored} == {(A.public, R_NOT_SEEN), (X.public, R_NOT_SEEN)}
+    assert same_for_late_joiner(sim.facts, sim.job, sim.offer.deadline).state == "EXPIRED"
+
+    # a coalition of three selected keys: two reveal a lie and witness each other, the third
+    # copies the honest dissenter's digest after its reveal
+    sim = JobSim(make_offer(key("publisher"), replicas=4, quorum=2))
+    for k in (A, X, Y, Z):
+        sim.claim(k)
+    sim.select()
+    lies = {k.public: sim.built(k, b"evil") for k in (X, Y)}
+    for k in (X, Y):
+        sim.commit(k, lies[k.public])
+    sim.commit(A, sim.built(A))
+    for k in (X, Y):
+        sim.reveal(k, lies[k.public])
+    sim.reveal(A, sim.built(A))
+    v = verdict(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.dissenters == (A.public,)
+    liar_commits = tuple(sorted(sim.commit_of[k.public].id for k in (X, Y)))
+    sim.commit(Z, sim.built(Z))
+    sim.reveal(Z, sim.built(Z), seen=liar_commits)
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.digest == lies[X.public].digest
+    assert v.dissenters == () and len(v.groups) == 1
+    assert {(i.worker, i.reason) for i in v.ignored} == {(A.public, R_NOT_SEEN), (Z.public, R_NOT_SEEN)}
+
+
+# ------------------------------------------------------------------ publisher misbehaviour
+
+
+def test_a_publisher_that_lists_only_its_own_keys_fools_only_observers_that_trust_it() -> None:
+    """Open mode lets the publisher choose which claims to list: listing only its own Sybil
+    keys' claims is a valid round, and a default observer sees REPRODUCED of their digest. An
+    observer that counts only keys it lists, or requires one of its trusted keys, sees PENDING
+    (EXPIRED at the deadline); honest claimants left out are never selected and their votes are
+    not counted, whatever they build. Mutant: an observer trust set or require that is not applied."""
+    pub = key("publisher")
+    sim = JobSim(make_offer(pub, replicas=3, quorum=2))
+    sybil_claims = [sim.claim(k) for k in (X, Y, Z)]
+    for k in (A, B, C):
+        sim.claim(k)
+    sim.select(claims=tuple(sorted(f.id for f in sybil_claims)))
+    assert selection(board_of(sim.facts).job(sim.job)).current == tuple(  # type: ignore[arg-type]
+        sorted(k.public for k in (X, Y, Z))
+    )
+    for k in (X, Y, Z, A, B, C):
+        sim.commit(k, sim.built(k, b"evil" if k in (X, Y, Z) else b"good"))
+    for k in (X, Y, Z, A, B, C):
+        sim.reveal(k, sim.built(k, b"evil" if k in (X, Y, Z) else b"good"))
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.digest == sim.built(X, b"evil").digest
+    trusted = frozenset(k.public for k in (A, B, C))
+    for policy in (ObserverPolicy(trust=trusted), ObserverPolicy(require=Require(tuple(sorted(trusted)), 1))):
+        v = verdict(sim.facts, sim.job, policy=policy)
+        assert v.state == "PENDING" and v.digest is None, policy
+        assert verdict(sim.facts, sim.job, sim.offer.deadline, policy).state == "EXPIRED"
+    v = verdict(sim.facts, sim.job, policy=ObserverPolicy(trust=trusted))
+    assert {i.worker for i in v.ignored if i.reason == R_NOT_TRUSTED} == {k.public for k in (X, Y, Z)}
+
+
+def test_an_equivocating_publisher_ends_every_round_on_every_node() -> None:
+    """Two different, each individually valid, round-0 selects (different claim lists), sent
+    to the two halves of the mesh: each half sees REPRODUCED by its own pair of workers; once
+    the halves exchange facts, every node (and a late joiner) holds both, the chain ends at
+    round 0 with both selects reported, nobody is selected and every vote is ignored. Mutant:
+    taking the first select by fact id (the two halves would then agree on a REPRODUCED the
+    other half's workers never saw selected)."""
+    pub = key("publisher")
+    sim = JobSim(make_offer(pub, replicas=2, quorum=2))
+    ca = {k.public: sim.claim(k) for k in (A, B, C)}
+    common = list(sim.facts)
+    s1 = seal(pub, sim.select_body(claims=tuple(sorted((ca[A.public].id, ca[B.public].id)))))
+    s2 = seal(pub, sim.select_body(claims=tuple(sorted((ca[B.public].id, ca[C.public].id)))))
+    assert s1.id != s2.id
+
+    def half(sel: Fact, workers: tuple[object, ...]) -> list[Fact]:
+        h = JobSim(sim.offer, publisher=pub)
+        h.facts = [*common, sel]
+        for k in workers:
+            h.commit(k, h.built(k))  # type: ignore[arg-type]
+        for k in workers:
+            h.reveal(k, h.built(k))  # type: ignore[arg-type]
+        return h.facts
+
+    one, two = half(s1, (A, B)), half(s2, (B, C))
+    assert verdict(one, sim.job).state == "REPRODUCED" and verdict(two, sim.job).state == "REPRODUCED"
+    merged = list(dict.fromkeys([*one, *two]))
+    v = same_for_late_joiner(merged, sim.job)
+    assert verdict(list(reversed(merged)), sim.job) == v
+    assert v.state == "PENDING" and v.selection.rounds == () and v.groups == ()
+    assert sorted((i.fact_id, i.reason) for i in v.selection.ignored) == sorted(
+        [(s1.id, S_TWO), (s2.id, S_TWO)]
+    )
+    # a later round from either branch changes nothing: the chain already ended
+    later = seal(pub, replace(s1.body, round=1, created=s1.body.created + 1))  # type: ignore[type-var]
+    v2 = verdict([*merged, later], sim.job)
+    assert v2.selection.rounds == () and (later.id, S_GAP) in {
+        (i.fact_id, i.reason) for i in v2.selection.ignored
+    }
+    assert verdict(merged, sim.job, sim.offer.deadline).state == "EXPIRED"
+
+
+def test_a_publishers_cancel_after_reproduced_wins_on_every_node() -> None:
+    """CANCELLED is the first rule of the tally: the publisher can cancel its own job at any
+    time, even after REPRODUCED, and every node then shows CANCELLED (the votes stay listed in
+    `groups`). Nobody else's cancel changes anything. docs/security.md, malicious publisher.
+    Mutant: a cancel that counts only while the job is undecided (nodes that tallied before and
+    after it arrived would keep different verdicts)."""
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
+    assert verdict(sim.facts, sim.job).state == "REPRODUCED"
+    sim.cancel(X)
+    assert same_for_late_joiner(sim.facts, sim.job, refused=1).state == "REPRODUCED"  # not_publisher
+    sim.cancel()
+    v = same_for_late_joiner(sim.facts, sim.job, refused=1)
+    assert v.state == "CANCELLED" and v.digest is None and len(v.groups) == 1
