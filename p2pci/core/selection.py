@@ -293,13 +293,15 @@ def lease_end(view: JobView, sel: Selection, worker: bytes) -> int | None:
 
 
 def due_replacements(view: JobView, now: int) -> frozenset[bytes]:
-    """Ranked workers of the latest round that declined, or did not commit by their lease end."""
+    """Ranked workers of the latest round that declined, equivocated (two different commits or
+    reveals: its votes are dropped on every node, so its place would hold no vote), or did not
+    commit by their lease end."""
     sel = selection(view)
     if not sel.rounds:
         return frozenset()
     out = set()
     for w in sel.rounds[-1].ranked:
-        if w in view.declines:
+        if w in view.declines or w in view.equivocators:
             out.add(w)
         elif w not in view.commits:
             end = lease_end(view, sel, w)
@@ -397,11 +399,11 @@ def place_may_fill(view: JobView, now: int) -> bool:
     an early reveal of another digest, docs/protocol.md section 5 step 5.)
 
     True before round 0. After it, a place is *open* when fewer than `replicas` ranked workers of
-    the latest round have committed without declining (`next_select` drops a decliner at once and
-    a worker without a commit at its lease end; it never drops a committed worker that did not
-    decline). An open place can be filled by a key that was never ranked nor dropped and holds
-    no `require` place (those are on top of the ranked ones): any new key, or with an allowlist
-    one of its other keys. False at or after the offer's deadline and once round 255 is out (no
+    the latest round have committed without declining or equivocating (`next_select` drops a
+    decliner and an equivocator at once and a worker without a commit at its lease end; it never
+    drops a committed worker that did neither). An open place can be filled by a key that was
+    never ranked nor dropped and holds no `require` place (those are on top of the ranked ones):
+    any new key, or with an allowlist one of its other keys. False at or after the offer's deadline and once round 255 is out (no
     select can come). A decline not held yet does not count: a worker that committed and will
     decline chooses when, so a hold could not outwait it. (Once a round lists
     `MAX_SELECT_CLAIMS` claims only those keys can fill a place; not checked: True then errs
@@ -416,7 +418,7 @@ def place_may_fill(view: JobView, now: int) -> bool:
     last = sel.rounds[-1]
     if last.round >= 255:
         return False
-    held = sum(1 for w in last.ranked if w in view.commits and w not in view.declines)
+    held = sum(1 for w in last.ranked if w in view.commits and w not in view.declines and w not in view.equivocators)
     if held >= offer.replicas:
         return False
     taken = last.ranked | last.excluded | _require_keys(offer)

@@ -55,7 +55,7 @@ Rules:
   and an early wrong reveal does not make an honest worker reveal alone before
   a later round brings the workers that can agree with it) or no later round
   can bring a worker any more (`selection.place_may_fill`: every ranked place
-  of the latest round is held by a commit, no decline held; then a wait could
+  of the latest round is held by a commit, no decline or equivocation held; then a wait could
   only delay the verdict, e.g. a dispute of a full round), and no round that adds
   a worker is pending (`selection.round_pending`: the latest round has free
   places and an eligible claimant the publisher's next round would add; the

@@ -11,14 +11,27 @@ from __future__ import annotations
 from dataclasses import replace
 
 from p2pci.core.board import Board, admit
-from p2pci.core.messages import Require
-from p2pci.core.selection import S_GAP, S_TWO, S_UNKNOWN_CLAIM, selection
-from p2pci.core.signing import Fact, seal
+from p2pci.core.messages import BlobRef, Claim, Commit, Require, Reveal
+from p2pci.core.results import result_digest
+from p2pci.core.selection import (
+    S_GAP,
+    S_TWO,
+    S_UNKNOWN_CLAIM,
+    due_replacements,
+    next_select,
+    place_may_fill,
+    round_pending,
+    selection,
+    selection_rank,
+)
+from p2pci.core.signing import Fact, NodeKey, commit_hash, seal
 from p2pci.core.tally import R_NOT_SEEN, R_NOT_TRUSTED, ObserverPolicy, Verdict, tally
 
-from .jobgen import JobSim, key, make_offer
+from .jobgen import JobSim, h, key, make_offer, manifest_for
+from .machinemesh import MachineMesh
 
 NOW = 1_500_000
+T0 = 1_000_000
 A, B, C = key("honest-a"), key("honest-b"), key("honest-c")
 X, Y, Z = key("sybil-x"), key("sybil-y"), key("sybil-z")
 
@@ -285,3 +298,98 @@ def test_a_publishers_cancel_after_reproduced_wins_on_every_node() -> None:
     sim.cancel()
     v = same_for_late_joiner(sim.facts, sim.job, refused=1)
     assert v.state == "CANCELLED" and v.digest is None and len(v.groups) == 1
+
+
+# ------------------------------------------------------------------ equivocating workers
+
+
+def _ranked(sim: JobSim, keys: list[NodeKey]) -> list[NodeKey]:
+    return sorted(keys, key=lambda k: selection_rank(sim.seed, sim.job, k.public))
+
+
+def test_the_publisher_replaces_an_equivocating_worker_and_the_others_wait_for_it() -> None:
+    """A selected worker that signs two different commits has lost its vote (all its votes are
+    dropped, on every node): the publisher's next round gives its place to the next in rank,
+    as for a decliner, and the honest worker that committed waits for that round and the new
+    worker's commit before it reveals (round_pending, place_may_fill), so the newcomer is
+    witnessed and the job can still reach its quorum. Fails without the drop: no round comes,
+    the honest worker reveals alone and a quorum-2 job can only EXPIRE."""
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2, created=1_000_000, deadline=2_000_000))
+    first, second, standby = _ranked(sim, [A, B, X])
+    liar = first
+    for k in (A, B, X):
+        sim.claim(k, lease_until=1_900_000)
+    sim.select()
+    now = 1_010_000
+    sim.commit(second, sim.built(second))
+    sim.commit(liar, sim.built(liar, b"one"))
+    view = board_of(sim.facts).job(sim.job)
+    assert view is not None and not round_pending(view, now) and not place_may_fill(view, now)
+    sim.commit(liar, sim.built(liar, b"two"))  # the equivocation
+    view = board_of(sim.facts).job(sim.job)
+    assert view is not None and liar.public in view.equivocators
+    assert due_replacements(view, now) == {liar.public}
+    assert round_pending(view, now) and place_may_fill(view, now)
+    body = next_select(view, sim.seed, now, close=True)
+    assert body is not None and body.round == 1
+    assert body.workers == tuple(sorted((second.public, standby.public)))
+    sim.facts.append(seal(sim.publisher, body))
+    for k in (second, standby):
+        if k is standby:
+            sim.commit(k, sim.built(k))
+    for k in (second, standby):
+        sim.reveal(k, sim.built(k))
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.groups[0].workers == tuple(sorted((second.public, standby.public)))
+    assert v.equivocators == (liar.public,)
+
+
+def test_a_worker_that_equivocates_to_each_half_of_the_mesh_is_caught_and_replaced_everywhere() -> None:
+    """Real node machines (MachineMesh): a selected key signs two different commits and sends
+    each to one half of the mesh (publisher and one worker; the other worker and an observer),
+    then both reveals the same way; the halves exchange them 50 ms later, as sync or gossip
+    would. Every node (and a late joiner by sync) ends with the same verdict: the key listed
+    as an equivocator with no vote, the publisher's next round giving its place to the stand-by
+    worker, and REPRODUCED by the two honest workers before the deadline. Fails without the
+    equivocator's replacement: the honest worker reveals alone and the job EXPIREs."""
+    mesh = MachineMesh(4, T0, builders=frozenset({1, 2}), delay=lambda s, d, n: 10)
+    offer = make_offer(key("publisher"), replicas=2, quorum=2, created=T0, deadline=T0 + 600_000)
+    jid = mesh.publish(0, offer)
+    seed = h(b"mesh seed 1")  # MachineMesh.publish's seed for its first offer
+    honest = [mesh.keys[1].public, mesh.keys[2].public]
+    # a key that ranks first: it takes a place whichever honest worker takes the other
+    liar = next(
+        k
+        for k in (key(f"liar-{i}") for i in range(100))
+        if all(selection_rank(seed, jid, k.public) < selection_rank(seed, jid, w) for w in honest)
+    )
+    halves = ((0, 1), (2, 3))
+    for node in range(4):
+        mesh._push(T0 + 1, node, "fact", seal(liar, Claim(jid, T0 + 500_000, b"")))
+    mesh.run_until(lambda: any(v.selection.rounds for v in mesh.verdicts(jid) if v is not None), T0 + 10_000)
+    assert liar.public in selection(mesh.machines[0].board.job(jid)).current  # type: ignore[arg-type]
+    t = mesh.now
+    for half, content in zip(halves, (b"one", b"two"), strict=True):
+        salt = h(content)[:16]
+        digest = result_digest(0, manifest_for(content))
+        commit = seal(liar, Commit(jid, commit_hash(salt, digest, liar.public)))
+        reveal = seal(liar, Reveal.of(jid, digest, salt, 0, manifest_for(content), BlobRef(h(b"log"), 3), ()))
+        for node in half:
+            mesh._push(t + 1, node, "fact", commit)
+            mesh._push(t + 2, node, "fact", reveal)
+        for node in range(4):
+            if node not in half:  # the other half gets them later, by sync
+                mesh._push(t + 50, node, "fact", commit)
+                mesh._push(t + 50, node, "fact", reveal)
+    mesh.run_until(lambda: mesh.converged(jid), offer.deadline)
+    assert mesh.converged(jid)
+    verdicts = mesh.verdicts(jid)
+    assert {(v.state, v.digest, v.equivocators) for v in verdicts if v is not None} == {
+        (verdicts[0].state, verdicts[0].digest, (liar.public,))  # type: ignore[union-attr]
+    }
+    v0 = verdicts[0]
+    assert v0 is not None and v0.state == "REPRODUCED" and mesh.now < offer.deadline
+    assert set(v0.groups[0].workers) == set(honest)
+    assert len(v0.selection.rounds) == 2 and liar.public not in v0.selection.current
+    facts = [f for f in mesh.machines[3].board.job(jid).facts()]  # type: ignore[union-attr]
+    assert same_for_late_joiner(facts, jid, mesh.now) == mesh.machines[3].verdict(jid, mesh.now)
