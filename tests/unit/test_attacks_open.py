@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from p2pci.core.board import Board, admit
 from p2pci.core.messages import BlobRef, Claim, Commit, Require, Reveal
 from p2pci.core.results import result_digest
@@ -161,6 +164,34 @@ def test_a_copier_that_committed_a_guess_cannot_open_it_to_the_honest_digest() -
     assert v.equivocators == (X.public,)
 
 
+def test_a_copier_that_commits_the_honest_hash_byte_for_byte_cannot_open_it() -> None:
+    """The strongest copy: a selected key copies an honest worker's commit *hash* as soon as it
+    is out, so its own commit is held by every node before any reveal (it is in the honest
+    workers' `seen` lists: it would be witnessed), then reveals the honest salt and digest.
+    The commit binds the signer's key (`sha256(salt || digest || signer)`), so the copy opens
+    to nothing: ignored, `reveal does not match its commit`. Mutant: a commit hash without
+    the signer (the copier is counted, witnessed by both honest workers)."""
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    for k in (A, B, X):
+        sim.claim(k)
+    sim.select()
+    ca = sim.commit(A, sim.built(A))
+    cx = seal(X, Commit(sim.job, ca.body.hash))  # type: ignore[union-attr]
+    sim.facts.append(cx)
+    sim.commit_of[X.public] = cx
+    sim.commit(B, sim.built(B))
+    for k in (A, B):
+        sim.reveal(k, sim.built(k))
+    assert all(cx.id in f.body.seen for f in sim.facts if f.kind == "reveal")  # type: ignore[union-attr]
+    honest = sim.built(A)
+    sim.facts.append(
+        seal(X, Reveal.of(sim.job, honest.digest, honest.salt, 0, honest.manifest, BlobRef(h(b"log"), 3), ()))
+    )
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.groups[0].workers == tuple(sorted((A.public, B.public)))
+    assert [(i.worker, i.reason) for i in v.ignored] == [(X.public, "reveal does not match its commit")]
+
+
 def test_limit_a_selected_copier_can_uncount_a_lone_vote_but_never_wins_with_it() -> None:
     """docs/security.md "What remains" (witness rule): a vote that is the only one for its
     digest needs no witness, and a copier that reveals the same digest after it is out takes
@@ -298,6 +329,40 @@ def test_a_publishers_cancel_after_reproduced_wins_on_every_node() -> None:
     sim.cancel()
     v = same_for_late_joiner(sim.facts, sim.job, refused=1)
     assert v.state == "CANCELLED" and v.digest is None and len(v.groups) == 1
+
+
+# ------------------------------------------------------------------ timestamps and clock skew
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**63 - 1))
+@example(0)
+@example(1_999_999)  # make_offer's deadline - 1
+@example(2_000_000)
+def test_clock_skew_moves_only_the_expiry_whatever_the_timestamps_in_the_facts(now: int) -> None:
+    """Claims with leases long past (0) and far ahead (2^62), a select signed at the last valid
+    millisecond (deadline - 1), far from any node's clock: the verdict is the same on every
+    node whatever its clock, except that a job still undecided at the offer's deadline is
+    EXPIRED on the nodes whose clock has passed it. A decided job stays decided after the
+    deadline. Mutants: a tally or selection that looks at `now` for leases or select times
+    (a node behind or ahead would drop votes the others count)."""
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    leases = {A.public: 0, B.public: 2**62, C.public: sim.offer.deadline + 10**9}
+    for k in (A, B, C):
+        sim.claim(k, lease_until=leases[k.public])
+    sim.facts.append(seal(sim.publisher, replace(sim.select_body(), created=sim.offer.deadline - 1)))
+    assert len(selection(board_of(sim.facts).job(sim.job)).current) == 3  # type: ignore[arg-type]
+    for k in (A, B):
+        sim.commit(k, sim.built(k))
+    sim.reveal(A, sim.built(A))
+    undecided = list(sim.facts)
+    sim.reveal(B, sim.built(B))
+    v = verdict(sim.facts, sim.job, now)
+    assert v == verdict(sim.facts, sim.job, NOW) and v.state == "REPRODUCED"
+    v = verdict(undecided, sim.job, now)
+    expired = now >= sim.offer.deadline
+    assert v == verdict(undecided, sim.job, sim.offer.deadline if expired else NOW)
+    assert v.state == ("EXPIRED" if expired else "PENDING")
 
 
 # ------------------------------------------------------------------ equivocating workers
