@@ -240,6 +240,51 @@ def test_limit_a_selected_copier_can_uncount_a_lone_vote_but_never_wins_with_it(
     assert {(i.worker, i.reason) for i in v.ignored} == {(A.public, R_NOT_SEEN), (Z.public, R_NOT_SEEN)}
 
 
+# ------------------------------------------------------------------ Sybil draws
+
+
+def test_limit_a_sybil_that_declines_its_place_keeps_its_vote_and_gets_another_draw() -> None:
+    """docs/security.md, "Declining for another draw" (a limit, pinned here): M = N = 2, the
+    attacker holds one of the two ranked places of round 0 and the next key in rank is also its
+    own. It declines with the first key, the publisher gives the place to the next in rank (its
+    second key), and it votes with both: a dropped worker's vote still counts (docs/protocol.md
+    §5, the `decline_round1` vector), so the lie is REPRODUCED against one honest dissenter.
+    Without the decline the attacker needs both round-0 places (control below). With 6 of 20
+    claimants a false REPRODUCED at M = N = 2 goes from C(6,2)/C(20,2) = 7.9 % to 20 %. Closing
+    it (a decline held voids its signer's votes, as an equivocation does) changes the tally
+    rule and the interop vectors: left to a protocol change."""
+    pool = [key(f"claimant-{i}") for i in range(6)]
+    sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    first, honest, second = _ranked(sim, pool)[:3]  # the attacker holds first and second
+    for k in pool:
+        sim.claim(k)
+    sim.select()
+    assert set(selection(board_of(sim.facts).job(sim.job)).current) == {first.public, honest.public}  # type: ignore[arg-type]
+    sim.decline(first, "other")
+    sim.select(drop=(first.public,))
+    assert set(selection(board_of(sim.facts).job(sim.job)).current) == {second.public, honest.public}  # type: ignore[arg-type]
+    lie = {k.public: sim.built(k, b"evil") for k in (first, second)}
+    for k in (first, second):
+        sim.commit(k, lie[k.public])
+    sim.commit(honest, sim.built(honest))
+    for k in (first, second):
+        sim.reveal(k, lie[k.public])
+    sim.reveal(honest, sim.built(honest))
+    v = same_for_late_joiner(sim.facts, sim.job)
+    assert v.state == "REPRODUCED" and v.digest == lie[first.public].digest
+    assert v.dissenters == (honest.public,) and [d[0] for d in v.declines] == [first.public]
+    # control: without the decline, one ranked place gives one vote and the round splits 1-1
+    sim2 = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
+    for k in pool:
+        sim2.claim(k)
+    sim2.select()
+    for k in (first, honest):
+        sim2.commit(k, sim2.built(k, b"evil" if k is first else b"good"))
+    for k in (first, honest):
+        sim2.reveal(k, sim2.built(k, b"evil" if k is first else b"good"))
+    assert verdict(sim2.facts, sim2.job).state == "DISPUTED"
+
+
 # ------------------------------------------------------------------ publisher misbehaviour
 
 
