@@ -503,3 +503,41 @@ def test_a_worker_that_equivocates_to_each_half_of_the_mesh_is_caught_and_replac
     assert len(v0.selection.rounds) == 2 and liar.public not in v0.selection.current
     facts = [f for f in mesh.machines[3].board.job(jid).facts()]  # type: ignore[union-attr]
     assert same_for_late_joiner(facts, jid, mesh.now) == mesh.machines[3].verdict(jid, mesh.now)
+
+
+def test_an_equivocating_publisher_on_real_machines_leaves_every_node_with_the_same_expiry() -> None:
+    """Real node machines (MachineMesh): after the publisher's machine signs round 0, a second,
+    different and individually valid round 0 signed with the publisher's key (listing fewer
+    claims) reaches half the mesh at once and the other half 50 ms later. Every machine stops
+    counting any round (`the publisher signed two different selects for this round`), the
+    publisher signs no further round, nobody's build counts, no machine spins, and every node
+    and a late joiner end with the same EXPIRED verdict at the deadline."""
+    mesh = MachineMesh(5, T0, builders=frozenset({1, 2, 3}), delay=lambda s, d, n: 10)
+    offer = make_offer(key("publisher"), replicas=2, quorum=2, created=T0, deadline=T0 + 200_000)
+    jid = mesh.publish(0, offer)
+    seed = h(b"mesh seed 1")  # MachineMesh.publish's seed for its first offer
+    mesh.run_until(lambda: all(v is not None and v.selection.rounds for v in mesh.verdicts(jid)), T0 + 10_000)
+    view = mesh.machines[0].board.job(jid)
+    assert view is not None
+    (real,) = view.selects[0]
+    by_rank = sorted(view.claims, key=lambda w: selection_rank(seed, jid, w))
+    assert len(by_rank) == 3
+    # list the claims of the second and third in rank only: a valid round of its own
+    listed = tuple(sorted(view.claims[w][0].id for w in by_rank[1:]))
+    fake_body = replace(real.body, claims=listed, workers=tuple(sorted(by_rank[1:])))  # type: ignore[type-var]
+    fake = seal(mesh.keys[0], fake_body)
+    alone = board_of([f for f in view.facts() if f.kind != "select"] + [fake])
+    assert selection(alone.job(jid)).current == tuple(sorted(by_rank[1:]))  # type: ignore[arg-type]
+    t = mesh.now
+    for node in range(5):
+        mesh._push(t + (1 if node in (3, 4) else 50), node, "fact", fake)
+    mesh.run_until(lambda: mesh.converged(jid), offer.deadline + 1)
+    assert mesh.converged(jid)
+    verdicts = mesh.verdicts(jid)
+    assert {(v.state, v.reason, v.selection.rounds) for v in verdicts if v is not None} == {
+        ("EXPIRED", "the publisher never selected workers (it must stay online until selection is done)", ())
+    }
+    assert all(len(m.board.job(jid).selects[0]) == 2 for m in mesh.machines)  # type: ignore[union-attr]
+    assert all(1 not in m.board.job(jid).selects for m in mesh.machines)  # type: ignore[union-attr]
+    facts = mesh.machines[4].board.job(jid).facts()  # type: ignore[union-attr]
+    assert same_for_late_joiner(facts, jid, mesh.now) == mesh.machines[4].verdict(jid, mesh.now)
