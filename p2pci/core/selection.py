@@ -452,13 +452,13 @@ def place_may_fill(view: JobView, now: int) -> bool:
     True before round 0. After it, a place is *open* when fewer than `replicas` ranked workers of
     the latest round have committed without declining or equivocating (`next_select` drops a
     decliner and an equivocator at once and a worker without a commit at its lease end; it never
-    drops a committed worker that did neither). An open place can be filled by a key that was never ranked nor dropped and holds
-    no `require` place (those are on top of the ranked ones): any new key, or with an allowlist
-    one of its other keys. False at or after the offer's deadline and once round 255 is out (no
-    select can come). A decline or second commit not held yet does not count: a worker that
-    committed and will decline or equivocate chooses when, so a hold could not outwait it. (Once a round lists
-    `MAX_SELECT_CLAIMS` claims only those keys can fill a place; not checked: True then errs
-    on the side of the hold.)
+    drops a committed worker that did neither). An open place can be filled by a key that was
+    never ranked nor dropped and holds no `require` place (those are on top of the ranked ones):
+    any new key, or with an allowlist one of its other keys. False at or after the offer's
+    deadline and once round 255 is out (no select can come). A decline or second commit not held
+    yet does not count: a worker that committed and will decline or equivocate chooses when, so
+    a hold could not outwait it. (Once a round lists `MAX_SELECT_CLAIMS` claims only those keys
+    can fill a place; not checked: True then errs on the side of the hold.)
     """
     offer = view.offer_msg
     if offer is None or now >= offer.deadline:
