@@ -8,7 +8,10 @@ Vote rules (docs/protocol.md section 6), applied per signer that revealed, in ke
    facts of unselected keys change nothing but the list of ignored votes.
 3. Equivocation: a selected signer with two or more distinct commits or two or
    more distinct reveals is an *equivocator* (listed, revealed or not): all its
-   votes are dropped.
+   votes are dropped. A selected signer that is not an equivocator and has a
+   decline held has *declined its place*: its votes are ignored (whenever the
+   decline came, before or after its reveal; a decline frees the place for the
+   next key in rank, so a kept vote would give a coalition a second draw).
 4. The signer must be in the offer's allowlist (when it has one) and in the
    observer's trust set (when it has one); otherwise ignored.
 5. It must have a commit, and `commit_hash(salt, digest, signer)` must equal
@@ -65,6 +68,7 @@ R_NO_COMMIT = "no commit"
 R_COMMIT_MISMATCH = "reveal does not match its commit"
 R_NOT_SEEN = "commit not in the seen list of another counted vote for the same digest (possible copy)"
 R_NOT_SELECTED = "not selected by the publisher"
+R_DECLINED = "declined its place"
 
 # Reasons of an EXPIRED verdict.
 X_NO_SELECTION = "the publisher never selected workers (it must stay online until selection is done)"
@@ -278,6 +282,7 @@ class _Votes:
         "sel",
         "chosen",
         "equiv",
+        "declined",
         "allow",
         "trust",
         "no_copy",
@@ -324,6 +329,9 @@ class _Votes:
         # equivocation of unselected keys is their own business
         equiv = self.equiv = view.equivocators & chosen if view.equivocators else _NO_KEYS
         self.equivocators = tuple(sorted(equiv)) if equiv else ()
+        # selected keys with a decline held: their votes are ignored (rule 3; declines of
+        # unselected keys change nothing)
+        self.declined = chosen & view.declines.keys() if view.declines else _NO_KEYS
         self.cancelled = bool(view.cancels) and any(c.signer == offer_signer for c in view.cancels)
         # selected workers whose reveal this board lacks: those that committed, and those of the
         # latest round that neither revealed nor declined (a worker dropped without a commit owes
@@ -382,6 +390,9 @@ class _Votes:
             self._ignore(signer, R_NOT_SELECTED)
             return
         if signer in self.equiv:
+            return
+        if signer in self.declined:
+            self._ignore(signer, R_DECLINED)
             return
         allow = self.allow
         if allow is not None and signer not in allow:
@@ -626,7 +637,7 @@ def worker_rows(view: JobView, verdict: Verdict) -> list[dict[str, Any]]:
     for k in sorted(ordered):
         d = declines.get(k)
         if k in view.reveals:
-            phase = "revealed"  # a vote: a decline signed as well does not hide it
+            phase = "revealed"  # what it did: a decline signed as well voids the vote (rule 3), not this row
         elif d is not None:
             phase = "timed_out" if d.reason == "timeout" else "declined"
         elif k in view.commits:

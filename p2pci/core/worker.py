@@ -20,7 +20,10 @@ Rules:
 * SEEN: skip if `eligible(...)` gives a reason, or this worker's identity proof
   (`cfg.identity_bits`) is weaker than the offer's `identity_bits` (a `decline` with
   code `identity`: the publisher would never select it), or the job is cancelled,
-  expired or already has a final verdict; else start the claim window.
+  expired or already has a final verdict, or a decline of this worker's key is held
+  (it declined before a restart or under another policy: a decline voids the key's votes);
+  else start the claim window. A worker never declines after it committed, and never
+  reveals after it declined.
 * WAITING: after `claim_delay_ms` (None: `claim_window_ms`), claim (`lease_until = now + lease_ms`)
   only when a slot is free (`Tick.free_slot`) and this worker would rank
   within `replicas` among the live claimants and itself; otherwise wait: the
@@ -152,6 +155,7 @@ def eligible(offer: Offer, policy: WorkerPolicy, me: bytes | None = None) -> str
     return None if why is None else why[1]
 
 
+DECLINED_EARLIER = "this worker declined the job earlier (a decline voids its votes)"
 # refusals not worth a `decline`: the offer is not addressed to this worker at all
 SILENT_REFUSALS: frozenset[str] = frozenset({"allowlist", "open_jobs"})
 
@@ -463,6 +467,11 @@ def _seen_tick(wj: WorkerJob, view: JobView, now: int, cfg: WorkerConfig, ev: Ev
     reason = _over(view, offer, now)
     if reason is not None:
         return replace(wj, phase="SKIPPED", reason=reason), []
+    if cfg.me in view.declines:
+        # our own decline is held (signed before a restart, or under another policy): a selected
+        # key's decline voids its votes (docs/protocol.md section 6), so a build would count for
+        # nothing and only take a place from a worker whose vote would count
+        return replace(wj, phase="SKIPPED", reason=DECLINED_EARLIER), []
     first = now if wj.first_seen is None else wj.first_seen
     delay = cfg.claim_window_ms if cfg.claim_delay_ms is None else cfg.claim_delay_ms
     wj = replace(wj, phase="WAITING", first_seen=first, claim_at=first + delay)

@@ -400,7 +400,7 @@ scenario('identity_too_weak', {
   results: { w1: same, w2: same },
   rule: '§2, §5 a claim whose identity is weaker than identity_bits is not eligible'
 })
-scenario('decline_round1', {
+const vd = scenario('decline_round1', {
   replicas: 2, workers: ['w1', 'w2', 'w3'],
   results: { w1: same, w2: same, w3: same },
   extra: ({ job, seed, claimIds, ranked }) => {
@@ -412,8 +412,9 @@ scenario('decline_round1', {
     return [seal('decline', { job, reason: 'image', detail: 'no such image', log: null }, seedOf(who)),
       seal('select', { job, round: 1, seed, created: T0 + 2000, claims: claimIds, workers: w }, pubSeed)]
   },
-  rule: '§5 a declining ranked worker is replaced in round 1; §6 declines of selected workers are listed; the dropped worker stays selected (a valid round named it), so its later reveal still counts'
+  rule: '§5 a declining ranked worker is replaced in round 1; §6 declines of selected workers are listed; §6 2.3 the dropped worker stays selected (a valid round named it), but its decline voids its vote: its reveal is ignored, "declined its place"'
 })
+if (vd.verdict !== 'REPRODUCED' || vd.ignored.length !== 1 || vd.ignored[0].reason !== 'declined its place' || vd.groups[0].workers.length !== 2) throw new Error('scenario decline_round1')
 scenario('select_twice', {
   results: { w1: same, w2: same, w3: same },
   extra: ({ job, seed, claimIds, ranked }) => [seal('select', { job, round: 0, seed, created: T0 + 1001, claims: claimIds, workers: ranked }, pubSeed)],
@@ -487,6 +488,16 @@ selectCase('select_faults_stranger_before_require', ({ job, seed, ids, order, sr
   writeFileSync(join(out, `${dir}.bundle`), canonical({ v: 2, job, facts: bundleFacts }))
   index.jobs.push({ name, rule: '§5 a key with several listed claims is eligible when any one of them carries enough identity work (w1: weak claim first by fact id, w2: weak claim last)', job: hex(job), now: T0 + 5000, facts: files, bundle: `${dir}.bundle`, expect: verdict })
 }
+
+// §6 2.3: a worker of the latest round that revealed and declined (in any order: facts are a set)
+// loses its vote; nobody replaced it yet, so the job waits for a second vote
+const vl = scenario('decline_after_reveal', {
+  replicas: 2, quorum: 2, workers: ['w1', 'w2'],
+  results: { w1: same, w2: same },
+  extra: ({ job }) => [seal('decline', { job, reason: 'timeout', detail: 'timed out after 60s; log tail:\n', log: null }, seedOf('w2'))],
+  rule: '§6 2.3 a selected key with a decline held has its votes ignored ("declined its place"), even one of the latest round that revealed: one counted vote, PENDING'
+})
+if (vl.verdict !== 'PENDING' || vl.ignored.length !== 1 || vl.groups[0].workers.length !== 1) throw new Error('scenario decline_after_reveal')
 
 writeFileSync(join(out, 'index.json'), JSON.stringify(index, null, 1) + '\n')
 console.log(`${index.envelopes.length} envelopes, ${index.codec.length} codec values, ${index.manifests.length} manifest blobs, ${index.jobs.length} jobs written to ${out}`)

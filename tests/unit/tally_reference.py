@@ -1,6 +1,8 @@
 """The tally as it was before the issue-17 rewrite (main at efbd178, `p2pci.core.tally._tally`),
 kept as an oracle: `test_tally_reference.py` checks that the rewritten tally gives the same
-verdict for every job and policy. Only the cache key is changed (its own entries on the view)."""
+verdict for every job and policy. Changed since: the cache key (its own entries on the view), and
+the decline rule (a selected key with a decline held has its votes ignored, `R_DECLINED`), added
+to both."""
 
 # ruff: noqa
 
@@ -13,6 +15,7 @@ from p2pci.core.signing import commit_hash
 from p2pci.core.tally import (
     PENDING,
     R_COMMIT_MISMATCH,
+    R_DECLINED,
     R_NO_COMMIT,
     R_NOT_ALLOWED,
     R_NOT_SEEN,
@@ -74,6 +77,9 @@ def reference_tally(view: JobView, now: int, policy: ObserverPolicy) -> Verdict:
             ignored.append(Ignored(signer, R_NOT_SELECTED))
             continue
         if signer in equiv:
+            continue
+        if signer in view.declines:  # a selected key that declined its place (the decline rule)
+            ignored.append(Ignored(signer, R_DECLINED))
             continue
         if allow is not None and signer not in allow:
             ignored.append(Ignored(signer, R_NOT_ALLOWED))

@@ -15,7 +15,8 @@ from p2pci.core.tally import ObserverPolicy, tally, verdict_json
 from .jobgen import JobSim, key, make_offer
 
 POOL = [key(f"worker-{i}") for i in range(10)]
-ROLES = ["honest", "liar", "equivocator", "copier", "expired", "failer", "silent"]
+# decliner: declines, then builds and reveals anyway; late_decliner: declines after its reveal
+ROLES = ["honest", "liar", "equivocator", "copier", "expired", "failer", "silent", "decliner", "late_decliner"]
 CREATED = 1_000_000
 DEADLINE = 1_600_000
 
@@ -46,10 +47,12 @@ def jobs(draw: st.DrawFn) -> tuple[JobSim, list[NodeKey]]:
     rng = random.Random(draw(st.integers(0, 2**32)))
     pending = []
     for k, role in zip(workers, roles, strict=True):
+        sim.claim(k, lease_until=CREATED - 1 if role == "expired" else None)
+    if draw(st.integers(0, 7)):  # mostly with a round 0 (over every claim): else nobody votes
+        sim.select()
+    for k, role in zip(workers, roles, strict=True):
         if role == "expired":
-            sim.claim(k, lease_until=CREATED - 1)
             continue
-        sim.claim(k)
         if role in ("copier", "silent"):
             pending.append((k, role))
             continue
@@ -68,9 +71,13 @@ def jobs(draw: st.DrawFn) -> tuple[JobSim, list[NodeKey]]:
             continue
         content = b"evil" if role == "liar" else b"good"
         b = sim.built(k, content, 2 if role == "failer" else 0)
+        if role == "decliner":
+            sim.decline(k, "other")
         sim.reveal(k, b)
         if role == "equivocator":
             sim.reveal(k, sim.built(k, b"other"))
+        if role == "late_decliner":
+            sim.decline(k, "timeout")
     if draw(st.booleans()) and draw(st.integers(0, 9)) == 0:
         sim.cancel()
     return sim, workers

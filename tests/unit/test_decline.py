@@ -211,7 +211,8 @@ def test_a_decline_round_trips() -> None:
 
 def test_a_strangers_declines_change_no_verdict() -> None:
     """Declines of keys nobody selected (any number, each declining many times) change neither
-    the verdict nor who counts: they are listed per key, once, as what that key said."""
+    the verdict nor who counts: they are listed per key, once, as what that key said. A
+    selected key's decline is another matter: it voids that key's vote."""
     sim = JobSim(make_offer(key("publisher"), replicas=2, quorum=2))
     sim.honest_round([(A, b"good", 0), (B, b"good", 0)])
     before = verdict_at(sim, LATE)
@@ -226,11 +227,17 @@ def test_a_strangers_declines_change_no_verdict() -> None:
     }
     rows = after["workers"]
     assert len(rows) == 22  # type: ignore[arg-type]
-    # a selected worker's late decline after its reveal does not unseat its vote either
+    # a selected worker's decline, even after its reveal, voids its vote (docs/protocol.md §6
+    # 2.3): its place is freed for the next in rank, so the vote cannot stay. Its row still
+    # says what it did (revealed), with the decline's reason
     sim.decline(A, "timeout", "lie")
     j = verdict_at(sim, LATE)
-    assert j["verdict"] == "REPRODUCED"
-    assert {w["worker"]: w["phase"] for w in j["workers"]}[A.peer_id] == "revealed"  # type: ignore[index]
+    assert j["verdict"] == "EXPIRED" and j["dissenters"] == []
+    assert j["groups"] == [{"digest": before["groups"][0]["digest"], "exit_code": 0, "workers": [B.peer_id]}]  # type: ignore[index]
+    assert j["ignored"] == [{"worker": A.peer_id, "reason": "declined its place"}]
+    assert j["declines"] == [{"worker": A.peer_id, "reason": "timeout", "detail": "lie"}]
+    row = {w["worker"]: w for w in j["workers"]}[A.peer_id]  # type: ignore[index]
+    assert (row["phase"], row["reason"]) == ("revealed", "timeout")
 
 
 # ---------------------------------------------------------------- donor controls in the machine

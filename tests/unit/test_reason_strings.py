@@ -18,7 +18,7 @@ VOTE_REASONS = {n: getattr(tally, n) for n in dir(tally) if n.startswith(("R_", 
 
 
 def test_every_reason_is_collected() -> None:
-    assert len(SELECT_REASONS) == 10 and len(VOTE_REASONS) == 8
+    assert len(SELECT_REASONS) == 10 and len(VOTE_REASONS) == 9
 
 
 @pytest.mark.parametrize("name", sorted(SELECT_REASONS) + sorted(VOTE_REASONS))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from p2pci.core.board import Board
 from p2pci.core.messages import Require
+from p2pci.core.selection import due_replacements, next_select, selection_rank
 from p2pci.core.tally import (
+    R_DECLINED,
     R_NOT_SEEN,
     R_NOT_SELECTED,
     R_NOT_TRUSTED,
@@ -412,3 +414,72 @@ def test_a_witness_must_have_revealed_the_same_digest() -> None:
     v = verdict_of(sim)
     assert v.state == "REPRODUCED" and v.digest == built[A.public].digest and v.dissenters == ()
     assert {(i.worker, i.reason) for i in v.ignored} == {(l1.public, R_NOT_SEEN), (l2.public, R_NOT_SEEN)}
+
+
+# ------------------------------------------------------------------ the decline rule (§6 2.3)
+
+
+def test_a_decline_after_the_reveal_drops_the_vote_and_the_publisher_replaces_it() -> None:
+    """A selected worker that declines after its reveal loses the vote it revealed, on the board
+    that counted it (the kept votes are recounted: `base_version` moves) as on a fresh one, and
+    its place is due for replacement: the publisher's next round names the next key in rank.
+    Mutants: a tally that keeps a decliner's vote (REPRODUCED stays), one that only checks
+    declines when the votes are first built (the kept votes would not see the late decline),
+    a decline that does not move `base_version`."""
+    pub = key("publisher")
+    sim = JobSim(make_offer(pub, replicas=2, quorum=2, created=1_000_000, deadline=2_000_000))
+    ranked = sorted((A, B, C), key=lambda k: selection_rank(sim.seed, sim.job, k.public))
+    first, second, third = ranked
+    for k in (A, B, C):
+        sim.claim(k, lease_until=1_900_000)
+    sim.select()
+    for k in (first, second):
+        sim.commit(k, sim.built(k))
+    for k in (first, second):
+        sim.reveal(k, sim.built(k))
+    board = Board()
+    for f in sim.facts:
+        board.add_fact(f)
+    view = board.job(sim.job)
+    assert view is not None
+    v = tally(view, NOW)
+    assert v.state == "REPRODUCED" and v.groups[0].workers == tuple(sorted((first.public, second.public)))
+    base = view.base_version
+    board.add_fact(sim.decline(first, "timeout", "too late"))
+    assert view.base_version > base
+    v = tally(view, NOW)
+    assert v == verdict_of(sim)
+    assert v.state == "PENDING" and v.groups[0].workers == (second.public,)
+    assert [(i.worker, i.reason) for i in v.ignored] == [(first.public, R_DECLINED)]
+    assert v.declines == ((first.public, "timeout", "too late"),) and v.equivocators == ()
+    assert verdict_json(view, v)["ignored"] == [{"worker": first.peer_id, "reason": "declined its place"}]
+    now = 1_010_000
+    assert due_replacements(view, now) == {first.public}
+    body = next_select(view, sim.seed, now, close=True)
+    assert body is not None and body.round == 1
+    assert body.workers == tuple(sorted((second.public, third.public)))
+    assert verdict_of(sim, 2_000_000).state == "EXPIRED"
+
+
+def test_the_decline_rule_comes_after_selection_and_equivocation_and_before_the_rest() -> None:
+    """The reason reported for a vote that fails several rules is that of the first (§6 2):
+    an unselected decliner is `not selected`, a declining equivocator is listed as an
+    equivocator only, and a decliner outside the observer's trust set is `declined its place`.
+    Declines of keys nobody selected change nothing (a decline before any round does, once a
+    round selects its signer). Mutants: the decline check before the selection check, before
+    the equivocation check, or after the trust check."""
+    sim = JobSim(make_offer(key("publisher"), replicas=3, quorum=2))
+    sim.decline(C, "policy", "before the round")  # C declines first, then claims and is selected
+    sim.honest_round([(A, b"good", 0), (B, b"good", 0), (C, b"good", 0)])
+    sim.decline(D, "policy", "a stranger")
+    bd = sim.built(D)
+    sim.commit(D, bd)
+    sim.reveal(D, bd)
+    sim.commit(B, sim.built(B, b"other"))  # B equivocates
+    sim.decline(B, "other")
+    v = verdict_of(sim)
+    assert v.equivocators == (B.public,)
+    assert {i.worker: i.reason for i in v.ignored} == {C.public: R_DECLINED, D.public: R_NOT_SELECTED}
+    assert v.state == "PENDING" and v.groups[0].workers == (A.public,)
+    v = verdict_of(sim, policy=ObserverPolicy(trust=frozenset({A.public, B.public})))
+    assert {i.worker: i.reason for i in v.ignored} == {C.public: R_DECLINED, D.public: R_NOT_SELECTED}

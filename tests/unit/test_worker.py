@@ -473,3 +473,22 @@ def test_commits_of_unselected_keys_do_not_staff_a_job() -> None:
         board.add(sim.commit(k, sim.built(k, b"evil")).raw, T0 + 1)
     run_until_quiet(ds, T0 + WINDOW)
     assert all(d.wj.phase == "BUILDING" for d in ds), [d.wj.phase for d in ds]
+
+
+def test_a_worker_whose_own_decline_is_held_never_claims_the_job() -> None:
+    """A worker that declined a job (before a restart, or under a policy since relaxed) does not
+    claim it again: a selected key's decline voids its votes (docs/protocol.md §6), so its build
+    would count for nothing and take a place from a worker whose vote would count. Another
+    worker's decline changes nothing for it. Mutant: without the check the worker claims."""
+    from p2pci.core.messages import Decline
+    from p2pci.core.worker import DECLINED_EARLIER
+
+    sim, board, ds = setup(2)
+    board.add(seal(ds[0].k, Decline(sim.job, "slots", "no slots configured", None)).raw, T0)
+    for d in ds:
+        d.step(T0)
+    assert (ds[0].wj.phase, ds[0].wj.reason) == ("SKIPPED", DECLINED_EARLIER)
+    assert ds[1].wj.phase == "WAITING"
+    run_until_quiet(ds, T0 + WINDOW)
+    assert not any(isinstance(a, PublishClaim) for a in ds[0].log)
+    assert any(isinstance(a, PublishClaim) for a in ds[1].log) and ds[1].wj.phase == "BUILDING"

@@ -160,6 +160,7 @@ export function tally (jobId, allFacts, now, policy = { count: 'all', trusted: [
     const key = keys.get(h)
     if (!S.has(h)) { ignored.push([key, 'not selected by the publisher']); continue }
     if (equivocators.has(h)) continue
+    if (declines.has(h)) { ignored.push([key, 'declined its place']); continue } // §6 2.3: a decline voids the vote
     if (allow !== null && !allow.has(h)) { ignored.push([key, "not in the offer's allowlist"]); continue }
     if (policy.count === 'listed' && !trusted.has(h)) { ignored.push([key, "not in the observer's trust set"]); continue }
     if (!commits.has(h)) { ignored.push([key, 'no commit']); continue }
