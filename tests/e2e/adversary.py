@@ -75,7 +75,7 @@ from p2pci.core.identity import mint
 from p2pci.core.messages import BlobRef, Claim, Commit, Offer, Reveal, Select
 from p2pci.core.results import ManifestEntry, result_digest
 from p2pci.core.signing import Fact, NodeKey, commit_hash, open_envelope, public_of, seal, signed_bytes
-from p2pci.net import patches
+from p2pci.net import patches, wire
 from p2pci.net.libp2p_net import GOSSIPSUB_PARAMS, _pubsub_classes
 
 TOPIC = "/p2pci/board/1"
@@ -208,6 +208,9 @@ class Adversary:
 
     def state(self, job: bytes) -> JobState:
         return self.jobs.setdefault(job, JobState())
+
+    def own_keys(self) -> set[bytes]:
+        return {self.key.public} | {k.public for st in self.jobs.values() for k in st.keys}
 
     # ---------------------------------------------------------------- receiving
 
@@ -467,16 +470,76 @@ async def main(ns: argparse.Namespace) -> None:
                 with trio.fail_after(15):
                     await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
             say(f"adversary ready: {key.peer_id}")
-            while True:
-                msg = await sub.get()
+            seen: set[bytes] = set()  # fact ids taken, by gossip or by sync
+
+            async def take(raw: bytes, synced: bool) -> None:
+                fid = hashlib.sha256(raw).digest()
+                if fid in seen:
+                    return
                 try:
-                    fact = open_envelope(bytes(msg.data))
+                    fact = open_envelope(raw)
                 except P2pciError:
-                    continue
+                    return
+                seen.add(fid)
+                if synced and fact.signer in adv.own_keys():
+                    return  # gossip never brings our own facts back: neither does sync here
+                if synced:
+                    say(f"{ns.mode}: took a {fact.kind} of {fact.job.hex()[:12]} by sync (not by gossip yet)")
                 try:
                     await adv.on_fact(fact)
                 except P2pciError as exc:
                     say(f"{ns.mode}: could not act on {fact}: {exc}")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pull, host, [info_from_p2p_addr(multiaddr.Multiaddr(a)).peer_id for a in ns.peer], seen, take)
+                while True:
+                    msg = await sub.get()
+                    await take(bytes(msg.data), False)
+
+
+PULL_EVERY_S = 1.5  # under the daemons' sync serving rate (1 round/s per peer after a burst)
+
+
+async def pull(host: Any, peers: list[Any], seen: set[bytes], take: Any) -> None:
+    """Ask each daemon for the facts this peer lacks over `/p2pci/sync/1`, every PULL_EVERY_S.
+
+    Gossip sends a message to the mesh, and this peer's mesh churns (its GRAFTs and PRUNEs with
+    the daemons), so an offer its mesh missed was lost and the attack never happened; a daemon
+    gets such a fact by sync. One round per stream: our ids, their reply, our (empty) facts."""
+
+    async def read_frame(stream: Any) -> bytes:
+        buf = b""
+        while len(buf) < 4:
+            chunk = await stream.read(4 - len(buf))
+            if not chunk:
+                raise EOFError("closed")
+            buf += chunk
+        (n,) = struct.unpack(">I", buf)
+        data = b""
+        while len(data) < n:
+            chunk = await stream.read(n - len(data))
+            if not chunk:
+                raise EOFError("closed")
+            data += chunk
+        return data
+
+    while True:
+        for peer in peers:
+            try:
+                with trio.fail_after(10):
+                    stream = await host.new_stream(peer, [TProtocol("/p2pci/sync/1")])
+                    try:
+                        await stream.write(wire.sync_hello(sorted(seen)))
+                        facts, _want, _more = wire.parse_sync_reply(await read_frame(stream), wire.MAX_SYNC_FRAME)
+                        await stream.write(wire.sync_facts([]))
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await stream.close()
+            except Exception:  # a daemon busy or gone: ask again next time
+                continue
+            for raw in facts:
+                await take(raw, True)
+        await trio.sleep(PULL_EVERY_S)
 
 
 def cli() -> None:
