@@ -68,8 +68,9 @@ class _Buckets:
     def __len__(self) -> int:
         return len(self._b)
 
-    def take(self, key: Any, nbytes: int, now: float) -> str | None:
-        """None if the fact fits (and is charged), else "rate" or "bytes" (nothing charged)."""
+    def refilled(self, key: Any, now: float) -> _Bucket:
+        """`key`'s bucket, refilled to `now` (a new key's full; past `limit` keys the least
+        recently charged is forgotten)."""
         b = self._b.get(key)
         if b is None:
             b = self._b[key] = _Bucket(self.burst, self.byte_burst, now)
@@ -81,6 +82,11 @@ class _Buckets:
             b.facts = min(self.burst, b.facts + dt * self.rate)
             b.bytes = min(self.byte_burst, b.bytes + dt * self.byte_rate)
             b.at = now
+        return b
+
+    def take(self, key: Any, nbytes: int, now: float) -> str | None:
+        """None if the fact fits (and is charged), else "rate" or "bytes" (nothing charged)."""
+        b = self.refilled(key, now)
         if b.facts < 1.0:
             return "rate"
         if b.bytes < nbytes:
@@ -191,36 +197,25 @@ class RequestLimiter:
     multiply the per-peer rate."""
 
     def __init__(self, limits: SyncLimits | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limits = limits or SyncLimits()
+        self.limits = lim = limits or SyncLimits()
         self._clock = clock
-        self._peers: OrderedDict[str, list[float]] = OrderedDict()  # peer -> [tokens, at]
-        self._total = [float(self.limits.total_burst), clock()]
+        # the fact quotas' buckets, counting rounds (no byte budget)
+        self._peers = _Buckets(lim.peer_per_s, lim.peer_burst, 0.0, 0, lim.max_tracked)
+        self._total = _Buckets(lim.total_per_s, lim.total_burst, 0.0, 0, 1)
 
     def __len__(self) -> int:
         return len(self._peers)
 
-    @staticmethod
-    def _refill(b: list[float], rate: float, burst: int, now: float) -> None:
-        b[0] = min(float(burst), b[0] + max(0.0, now - b[1]) * rate)
-        b[1] = now
-
     def take(self, peer: str) -> str | None:
         """None if a round for `peer` may be served now (a token of its bucket and of the total
         spent), else "peer" or "total": the bucket that is empty (nothing spent)."""
-        lim, now = self.limits, self._clock()
-        b = self._peers.get(peer)
-        if b is None:
-            b = self._peers[peer] = [float(lim.peer_burst), now]
-            while len(self._peers) > lim.max_tracked:
-                self._peers.popitem(last=False)
-        else:
-            self._peers.move_to_end(peer)
-            self._refill(b, lim.peer_per_s, lim.peer_burst, now)
-        self._refill(self._total, lim.total_per_s, lim.total_burst, now)
-        if b[0] < 1.0:
+        now = self._clock()
+        b = self._peers.refilled(peer, now)
+        total = self._total.refilled(None, now)
+        if b.facts < 1.0:
             return "peer"
-        if self._total[0] < 1.0:
+        if total.facts < 1.0:
             return "total"
-        b[0] -= 1.0
-        self._total[0] -= 1.0
+        b.facts -= 1.0
+        total.facts -= 1.0
         return None
