@@ -361,7 +361,7 @@ def list_order(view: JobView, seed: bytes, signer: bytes, claim_id: bytes) -> tu
     body = view.claim_ids[claim_id].body
     assert isinstance(body, Claim)
     return (
-        signer not in _require_keys(offer),
+        offer.require is None or signer not in offer.require.keys,
         -claim_tier(signer, body),
         selection_rank(seed, view.job, signer),
     )
