@@ -61,6 +61,7 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.io.utils import read_exactly
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
 from libp2p.pubsub.pb import rpc_pb2
@@ -508,26 +509,14 @@ async def pull(host: Any, peers: list[Any], seen: set[bytes], take: Any) -> None
     gets such a fact by sync. One round per stream: our ids, their reply, our (empty) facts."""
 
     async def read_frame(stream: Any) -> bytes:
-        buf = b""
-        while len(buf) < 4:
-            chunk = await stream.read(4 - len(buf))
-            if not chunk:
-                raise EOFError("closed")
-            buf += chunk
-        (n,) = struct.unpack(">I", buf)
-        data = b""
-        while len(data) < n:
-            chunk = await stream.read(n - len(data))
-            if not chunk:
-                raise EOFError("closed")
-            data += chunk
-        return data
+        n = wire.parse_length(await read_exactly(stream, wire.LEN.size), wire.MAX_SYNC_FRAME)
+        return await read_exactly(stream, n)
 
     while True:
         for peer in peers:
             try:
                 with trio.fail_after(10):
-                    stream = await host.new_stream(peer, [TProtocol("/p2pci/sync/1")])
+                    stream = await host.new_stream(peer, [TProtocol(wire.PROTO_SYNC)])
                     try:
                         await stream.write(wire.sync_hello(sorted(seen)))
                         facts, _want, _more = wire.parse_sync_reply(await read_frame(stream), wire.MAX_SYNC_FRAME)
